@@ -1,0 +1,109 @@
+// Depthwise causal conv1d + SiLU with carried state; see conv1d_silu.cuh.
+#include "cuda/conv1d_silu.cuh"
+#include "cuda/cuda_check.cuh"
+#include "cuda/device_math.cuh"
+
+namespace mambascope::kernels::cuda {
+namespace {
+
+using namespace detail;
+
+constexpr int kConvThreads = 128;  // channels per block
+constexpr int kConvTileT = 32;     // tokens per thread: the window slides over them
+
+template <int kK>
+__global__ void __launch_bounds__(kConvThreads)
+    conv_kernel(int64_t T, int64_t Cn, const float* __restrict__ in, int64_t ldi, const float* __restrict__ w,
+                const float* __restrict__ bias, const float* __restrict__ state, float* __restrict__ out,
+                int64_t ldo) {
+    const int64_t c = static_cast<int64_t>(blockIdx.x) * kConvThreads + threadIdx.x;
+    if (c >= Cn) return;
+    const int64_t t0 = static_cast<int64_t>(blockIdx.y) * kConvTileT;
+    const int64_t t1 = min(T, t0 + kConvTileT);
+    float wk[kK], win[kK];
+#pragma unroll
+    for (int k = 0; k < kK; ++k) wk[k] = w[c * kK + k];
+        // win[1..K-1] = the K-1 rows before t0 of the virtual input [state; in] (row r < 0 is state row
+        // (K-1)+r).
+#pragma unroll
+    for (int k = 0; k < kK - 1; ++k) {
+        const int64_t r = t0 - (kK - 1) + k;
+        win[k + 1] = r < 0 ? state[(kK - 1 + r) * Cn + c] : in[r * ldi + c];
+    }
+    const float b = bias ? bias[c] : 0.0f;
+    for (int64_t t = t0; t < t1; ++t) {
+#pragma unroll
+        for (int k = 0; k < kK - 1; ++k) win[k] = win[k + 1];
+        win[kK - 1] = in[t * ldi + c];
+        float acc = b;
+#pragma unroll
+        for (int k = 0; k < kK; ++k) acc += wk[k] * win[k];
+        out[t * ldo + c] = silu(acc);
+    }
+}
+
+// New state = the last K-1 rows of [state; in]; rows are taken in increasing order, so an in-place shift of
+// `state` (T < K-1) reads every row before overwriting it.
+__global__ void conv_state_kernel(int64_t T, int64_t Cn, int64_t K, const float* __restrict__ in, int64_t ldi,
+                                  float* state) {
+    const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (c >= Cn) return;
+    for (int64_t r = 0; r < K - 1; ++r) {
+        const int64_t src = T - (K - 1) + r;
+        state[r * Cn + c] = src < 0 ? state[(K - 1 + src) * Cn + c] : in[src * ldi + c];
+    }
+}
+
+template <int kK>
+void launch(int64_t T, int64_t Cn, const float* in, int64_t ldi, const float* w, const float* bias,
+            const float* state, float* out, int64_t ldo, cudaStream_t stream) {
+    const dim3 grid(static_cast<unsigned>((Cn + kConvThreads - 1) / kConvThreads),
+                    static_cast<unsigned>((T + kConvTileT - 1) / kConvTileT));
+    conv_kernel<kK><<<grid, kConvThreads, 0, stream>>>(T, Cn, in, ldi, w, bias, state, out, ldo);
+}
+
+}  // namespace
+
+void conv1d_silu(int64_t T, int64_t Cn, int64_t K, const float* in, int64_t ldi, const float* w,
+                 const float* bias, float* state, float* out, int64_t ldo, cudaStream_t stream) {
+    MS_CHECK(T >= 0 && Cn >= 0, "conv1d_silu: negative size");
+    if (T == 0 || Cn == 0) return;
+    MS_CHECK(K >= 1 && K <= kConvMaxK, "conv1d_silu: kernel width must be 1..8");
+    MS_CHECK(in && w && out && (K == 1 || state), "conv1d_silu: in, w, out and (K > 1) state are required");
+    MS_CHECK(ldi >= Cn && ldo >= Cn, "conv1d_silu: a row stride is smaller than Cn");
+    MS_CHECK((T + kConvTileT - 1) / kConvTileT <= 65535, "conv1d_silu: T too large for one call");
+    switch (K) {
+        case 1:
+            launch<1>(T, Cn, in, ldi, w, bias, state, out, ldo, stream);
+            break;
+        case 2:
+            launch<2>(T, Cn, in, ldi, w, bias, state, out, ldo, stream);
+            break;
+        case 3:
+            launch<3>(T, Cn, in, ldi, w, bias, state, out, ldo, stream);
+            break;
+        case 4:
+            launch<4>(T, Cn, in, ldi, w, bias, state, out, ldo, stream);
+            break;
+        case 5:
+            launch<5>(T, Cn, in, ldi, w, bias, state, out, ldo, stream);
+            break;
+        case 6:
+            launch<6>(T, Cn, in, ldi, w, bias, state, out, ldo, stream);
+            break;
+        case 7:
+            launch<7>(T, Cn, in, ldi, w, bias, state, out, ldo, stream);
+            break;
+        default:
+            launch<8>(T, Cn, in, ldi, w, bias, state, out, ldo, stream);
+            break;
+    }
+    CUDA_CHECK(cudaGetLastError());
+    if (K > 1) {
+        conv_state_kernel<<<static_cast<unsigned>((Cn + 255) / 256), 256, 0, stream>>>(T, Cn, K, in, ldi,
+                                                                                       state);
+        CUDA_CHECK(cudaGetLastError());
+    }
+}
+
+}  // namespace mambascope::kernels::cuda

@@ -1,0 +1,23 @@
+// conv1d_silu.cuh: depthwise causal conv1d + SiLU on the GPU with the last K-1 inputs carried as state
+// (method doc §1.2, §1.3). Reference: kernels/cpu/conv1d.h (same arguments, device pointers).
+//
+// Design decision: one thread per (channel, tile of tokens) keeps the K-tap window in registers and slides
+// it, so each input is read once per tile; the carried state is updated by a second, sequential-per-channel
+// kernel so that the in-place shift of `state` (when T < K-1) cannot race.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace mambascope::kernels::cuda {
+
+constexpr int64_t kConvMaxK = 8;  // largest kernel width built (every checkpoint has d_conv = 4)
+
+// out[t,c] = silu(bias[c] + Σ_k w[c,k]·in[t-(K-1)+k, c]), rows before the chunk from `state` ((K-1)×Cn,
+// oldest first). in (T×Cn, stride ldi), w (Cn×K), bias (Cn) or null, out (T×Cn, stride ldo; must not alias in
+// or state). On return `state` holds the last K-1 input rows. Asynchronous on `stream`.
+void conv1d_silu(int64_t T, int64_t Cn, int64_t K, const float* in, int64_t ldi, const float* w,
+                 const float* bias, float* state, float* out, int64_t ldo, cudaStream_t stream);
+
+}  // namespace mambascope::kernels::cuda

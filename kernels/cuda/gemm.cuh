@@ -1,0 +1,35 @@
+// gemm.cuh: the projections' matrix product on the GPU through cuBLAS: C = A·Wᵀ (+ β·C), row-major float32,
+// as stored by PyTorch's Linear (W is out_features × in_features).
+//
+// Design decision: row-major C = A·Wᵀ is computed as the column-major product Cᵀ = W·Aᵀ (no copies, no
+// transposes); TF32 tensor cores are an explicit per-call option (≈ 6× faster, relative error ≈ 1e-3), never
+// a global mode.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace mambascope::kernels::cuda {
+
+// Owns one cuBLAS handle (create once per thread/stream user; creation is slow).
+class CublasHandle {
+  public:
+    CublasHandle();
+    ~CublasHandle();
+    CublasHandle(const CublasHandle&) = delete;
+    CublasHandle& operator=(const CublasHandle&) = delete;
+    cublasHandle_t get() const { return handle_; }
+
+  private:
+    cublasHandle_t handle_ = nullptr;
+};
+
+// C (M×N, row stride ldc) = A (M×K, lda) · Wᵀ, W (N×K, ldw), + beta·C. Device pointers; asynchronous on
+// `stream`. tf32: use TF32 tensor cores (inputs rounded to 10-bit mantissas, float32 accumulation).
+void gemm_rowmajor(cublasHandle_t handle, cudaStream_t stream, int64_t M, int64_t N, int64_t K,
+                   const float* A, int64_t lda, const float* W, int64_t ldw, float* C, int64_t ldc,
+                   bool tf32 = false, float beta = 0.0f);
+
+}  // namespace mambascope::kernels::cuda

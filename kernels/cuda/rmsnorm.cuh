@@ -1,0 +1,24 @@
+// rmsnorm.cuh: RMSNorm and Mamba-2's gated, grouped RMSNorm on the GPU (method doc §1.1, §1.3).
+// Reference: kernels/cpu/norm.h (same arguments, device pointers).
+//
+// Design decision: one block per row (RMSNorm) or per (row, group) (gated norm), sum of squares reduced in
+// float through warp shuffles; the row is read twice (second read from L1/L2) rather than staged, which keeps
+// any width.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace mambascope::kernels::cuda {
+
+// out[t,:] = x[t,:] / sqrt(mean(x[t,:]²) + eps) ⊙ w.   x, out (T×D, strides ldx/ldo; may alias).
+void rmsnorm(int64_t T, int64_t D, const float* x, int64_t ldx, const float* w, float eps, float* out,
+             int64_t ldo, cudaStream_t stream);
+
+// g = y ⊙ silu(z); each group of E/G columns is RMS-normalised, then ⊙ w (norm_before_gate = False).
+// y (T×E, ldy, overwritten with the result), z (T×E, ldz), w (E).
+void gated_rmsnorm(int64_t T, int64_t E, int64_t G, float* y, int64_t ldy, const float* z, int64_t ldz,
+                   const float* w, float eps, cudaStream_t stream);
+
+}  // namespace mambascope::kernels::cuda

@@ -1,0 +1,363 @@
+// Fused Mamba-1 selective scan with LongMamba filter and probes; see scan_mamba1.cuh for the design.
+//
+//   Δ'[t,d] = Δ[t,d] > thr[d] ? Δ[t,d] : 0                       (Δ = softplus(dt + bias) when fused)
+//   h[d,n]  = exp(Δ'·A[d,n])·h[d,n] + Δ'·B[t,n]·x[t,d]           (method doc §1.2)
+//   y[t,d]  = (Σ_n C[t,n]·h[d,n] + D[d]·x[t,d]) · silu(z[t,d])
+#include <algorithm>
+#include <cmath>
+
+#include "cuda/cuda_check.cuh"
+#include "cuda/device_math.cuh"
+#include "cuda/scan_mamba1.cuh"
+
+namespace mambascope::kernels::cuda {
+namespace {
+
+using namespace detail;
+
+constexpr int kM1N = 16;              // d_state of every Mamba-1 checkpoint; the states live in registers
+constexpr int kM1Threads = 128;       // channels per block: one thread per channel of one time chunk
+constexpr int kM1Tile = 8;            // tokens whose B/C rows are staged in shared memory at a time
+constexpr int64_t kM1MinChunk = 64;   // shortest time chunk worth a pass-1/pass-2 round trip
+constexpr int kM1MinBlocksPass1 = 5;  // resident blocks per SM asked of the register allocator (96 regs)
+constexpr int kM1MinBlocksPass3 = 4;  // pass 3 holds C and z too: 128 regs, no spills
+constexpr int kCombineThreads = 256;
+
+struct Params {
+    int64_t T, E, chunk_len, chunks;
+    const float* x;
+    int64_t ldx;
+    const float* delta;
+    int64_t ldd;
+    const float* delta_bias;
+    int softplus;
+    const float* A;
+    const float* B;
+    int64_t ldb;
+    const float* C;
+    int64_t ldc;
+    const float* Dskip;
+    const float* z;
+    int64_t ldz;
+    const float* thr;
+    float* y;
+    int64_t ldy;
+    float* delta_out;
+    int64_t ldo;
+};
+
+// Δ' for one (t, d): softplus (optional), filter, and 0 for padding tokens past the chunk end.
+__device__ __forceinline__ float used_delta(float raw, float bias, int softplus_on, float thr, bool valid,
+                                            bool& kept) {
+    float dt = raw + bias;
+    if (softplus_on) dt = softplus(dt);
+    kept = valid && dt > thr;
+    return kept ? dt : 0.0f;
+}
+
+// Pass 1: every chunk but the last, from a zero state: the chunk's end state and Σ Δ'.
+// grid (ceil(E/128), chunks-1). local_end (chunks, E, N), dsum (chunks, E).
+__global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
+    m1_chunk_states(Params p, float* __restrict__ local_end, float* __restrict__ dsum_out) {
+    __shared__ __align__(16) float sB[kM1Tile][kM1N];
+    const int64_t d = static_cast<int64_t>(blockIdx.x) * kM1Threads + threadIdx.x;
+    const bool active = d < p.E;
+    const int64_t c = blockIdx.y;
+    const int64_t tb = c * p.chunk_len, te = min(p.T, tb + p.chunk_len);
+
+    float A2[kM1N], h[kM1N];
+#pragma unroll
+    for (int n = 0; n < kM1N; ++n) {
+        A2[n] = active ? p.A[d * kM1N + n] * kLog2e : 0.0f;  // exp(Δ·A) = 2^(Δ·A·log2 e)
+        h[n] = 0.0f;
+    }
+    const float bias = (active && p.delta_bias) ? p.delta_bias[d] : 0.0f;
+    const float thr = (active && p.thr) ? p.thr[d] : -INFINITY;
+    float dsum = 0.0f;
+
+    for (int64_t t0 = tb; t0 < te; t0 += kM1Tile) {
+        float xr[kM1Tile], dr[kM1Tile];
+#pragma unroll
+        for (int i = 0; i < kM1Tile; ++i) {
+            const bool ok = active && t0 + i < te;
+            xr[i] = ok ? p.x[(t0 + i) * p.ldx + d] : 0.0f;
+            dr[i] = ok ? p.delta[(t0 + i) * p.ldd + d] : 0.0f;
+        }
+        __syncthreads();  // the previous tile's B is no longer read
+        for (int k = threadIdx.x; k < kM1Tile * kM1N; k += kM1Threads) {
+            const int i = k / kM1N, n = k % kM1N;
+            sB[i][n] = t0 + i < te ? p.B[(t0 + i) * p.ldb + n] : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int i = 0; i < kM1Tile; ++i) {
+            bool kept;
+            const float dt = used_delta(dr[i], bias, p.softplus, thr, active && t0 + i < te, kept);
+            dsum += dt;
+            const float dtx = dt * xr[i];
+            const float4* b4 = reinterpret_cast<const float4*>(sB[i]);
+#pragma unroll
+            for (int q = 0; q < kM1N / 4; ++q) {
+                const float4 b = b4[q];
+                h[4 * q + 0] = ex2_approx(dt * A2[4 * q + 0]) * h[4 * q + 0] + dtx * b.x;
+                h[4 * q + 1] = ex2_approx(dt * A2[4 * q + 1]) * h[4 * q + 1] + dtx * b.y;
+                h[4 * q + 2] = ex2_approx(dt * A2[4 * q + 2]) * h[4 * q + 2] + dtx * b.z;
+                h[4 * q + 3] = ex2_approx(dt * A2[4 * q + 3]) * h[4 * q + 3] + dtx * b.w;
+            }
+        }
+    }
+    if (!active) return;
+    float4* out = reinterpret_cast<float4*>(local_end + (c * p.E + d) * kM1N);
+#pragma unroll
+    for (int q = 0; q < kM1N / 4; ++q)
+        out[q] = make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
+    dsum_out[c * p.E + d] = dsum;
+}
+
+// Pass 2: chain the chunks. One thread per (d, n): h_start[0] = h_in, h_start[c+1] = exp(A·ΣΔ'_c)·h_start[c]
+// + end_c.
+__global__ void __launch_bounds__(kCombineThreads)
+    m1_combine(int64_t E, int64_t chunks, const float* __restrict__ A, const float* __restrict__ h_in,
+               const float* __restrict__ local_end, const float* __restrict__ dsum,
+               float* __restrict__ h_start) {
+    const int64_t i = static_cast<int64_t>(blockIdx.x) * kCombineThreads + threadIdx.x;  // d·N + n
+    if (i >= E * kM1N) return;
+    const int64_t d = i / kM1N;
+    const float a2 = A[i] * kLog2e;
+    float h = h_in ? h_in[i] : 0.0f;
+    for (int64_t c = 0; c < chunks; ++c) {
+        h_start[c * E * kM1N + i] = h;
+        if (c + 1 < chunks) h = ex2_approx(a2 * dsum[c * E + d]) * h + local_end[c * E * kM1N + i];
+    }
+}
+
+// Pass 3 (or the only pass): rescan each chunk from its true start state, write y, Δ', the final state,
+// probes. grid (ceil(E/128), chunks). h_start (chunks, E, N); h_final (E, N) or null.
+template <bool kProbes>
+__global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
+    m1_scan(Params p, const float* __restrict__ h_start, float* __restrict__ h_final, ScanProbes probes) {
+    __shared__ __align__(16) float sB[kM1Tile][kM1N];
+    __shared__ __align__(16) float sC[kM1Tile][kM1N];
+    const int64_t d = static_cast<int64_t>(blockIdx.x) * kM1Threads + threadIdx.x;
+    const bool active = d < p.E;
+    const int64_t c = blockIdx.y;
+    const int64_t tb = c * p.chunk_len, te = min(p.T, tb + p.chunk_len);
+
+    float A2[kM1N], h[kM1N];
+#pragma unroll
+    for (int n = 0; n < kM1N; ++n) A2[n] = active ? p.A[d * kM1N + n] * kLog2e : 0.0f;
+    if (active && h_start) {
+        const float4* hs = reinterpret_cast<const float4*>(h_start + (c * p.E + d) * kM1N);
+#pragma unroll
+        for (int q = 0; q < kM1N / 4; ++q) {
+            const float4 v = hs[q];
+            h[4 * q] = v.x, h[4 * q + 1] = v.y, h[4 * q + 2] = v.z, h[4 * q + 3] = v.w;
+        }
+    } else {
+#pragma unroll
+        for (int n = 0; n < kM1N; ++n) h[n] = 0.0f;
+    }
+    float a2max = A2[0];  // slowest state: the log-sum-exp shift of the log_decay probe
+#pragma unroll
+    for (int n = 1; n < kM1N; ++n) a2max = fmaxf(a2max, A2[n]);
+    const float bias = (active && p.delta_bias) ? p.delta_bias[d] : 0.0f;
+    const float thr = (active && p.thr) ? p.thr[d] : -INFINITY;
+    const float dskip = (active && p.Dskip) ? p.Dskip[d] : 0.0f;
+    const bool gate = p.z != nullptr;
+    double pr_dsum = 0.0, pr_logdecay = 0.0;
+    long long pr_kept = 0;
+
+    for (int64_t t0 = tb; t0 < te; t0 += kM1Tile) {
+        float xr[kM1Tile], dr[kM1Tile], zr[kM1Tile];
+#pragma unroll
+        for (int i = 0; i < kM1Tile; ++i) {
+            const bool ok = active && t0 + i < te;
+            xr[i] = ok ? p.x[(t0 + i) * p.ldx + d] : 0.0f;
+            dr[i] = ok ? p.delta[(t0 + i) * p.ldd + d] : 0.0f;
+            zr[i] = (ok && gate) ? p.z[(t0 + i) * p.ldz + d] : 0.0f;
+        }
+        __syncthreads();
+        for (int k = threadIdx.x; k < kM1Tile * kM1N; k += kM1Threads) {
+            const int i = k / kM1N, n = k % kM1N;
+            const bool ok = t0 + i < te;
+            sB[i][n] = ok ? p.B[(t0 + i) * p.ldb + n] : 0.0f;
+            sC[i][n] = ok ? p.C[(t0 + i) * p.ldc + n] : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int i = 0; i < kM1Tile; ++i) {
+            const bool valid = active && t0 + i < te;
+            bool kept;
+            const float dt = used_delta(dr[i], bias, p.softplus, thr, valid, kept);
+            const float dtx = dt * xr[i];
+            const float4* b4 = reinterpret_cast<const float4*>(sB[i]);
+            const float4* c4 = reinterpret_cast<const float4*>(sC[i]);
+            float y = dskip * xr[i];
+            float esum = 0.0f;
+#pragma unroll
+            for (int q = 0; q < kM1N / 4; ++q) {
+                const float4 b = b4[q], cc = c4[q];
+                const float e0 = ex2_approx(dt * A2[4 * q + 0]);
+                const float e1 = ex2_approx(dt * A2[4 * q + 1]);
+                const float e2 = ex2_approx(dt * A2[4 * q + 2]);
+                const float e3 = ex2_approx(dt * A2[4 * q + 3]);
+                h[4 * q + 0] = e0 * h[4 * q + 0] + dtx * b.x;
+                h[4 * q + 1] = e1 * h[4 * q + 1] + dtx * b.y;
+                h[4 * q + 2] = e2 * h[4 * q + 2] + dtx * b.z;
+                h[4 * q + 3] = e3 * h[4 * q + 3] + dtx * b.w;
+                y += cc.x * h[4 * q + 0];
+                y += cc.y * h[4 * q + 1];
+                y += cc.z * h[4 * q + 2];
+                y += cc.w * h[4 * q + 3];
+                if constexpr (kProbes) esum += (e0 + e1) + (e2 + e3);
+            }
+            if (gate) y *= silu(zr[i]);
+            if (valid) {
+                const int64_t t = t0 + i;
+                p.y[t * p.ldy + d] = y;
+                if (p.delta_out) p.delta_out[t * p.ldo + d] = dt;
+                if constexpr (kProbes) {
+                    pr_dsum += dt;
+                    pr_kept += kept ? 1 : 0;
+                    // ln(mean_n 2^(Δ'·A2_n)); when every term underflows, shift by the slowest state first.
+                    const float mean = esum * (1.0f / kM1N);
+                    if (mean > 1e-30f) {
+                        pr_logdecay += static_cast<double>(lg2_approx(mean) * kLn2);
+                    } else {
+                        const float shift = dt * a2max;
+                        float s = 0.0f;
+#pragma unroll
+                        for (int n = 0; n < kM1N; ++n) s += ex2_approx(dt * A2[n] - shift);
+                        pr_logdecay += static_cast<double>((shift + lg2_approx(s * (1.0f / kM1N))) * kLn2);
+                    }
+                }
+            }
+        }
+    }
+    if (!active) return;
+    if (h_final && c + 1 == p.chunks) {
+        float4* out = reinterpret_cast<float4*>(h_final + d * kM1N);
+#pragma unroll
+        for (int q = 0; q < kM1N / 4; ++q)
+            out[q] = make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
+    }
+    if constexpr (kProbes) {
+        if (probes.delta_sum) atomicAdd(probes.delta_sum + d, pr_dsum);
+        if (probes.kept)
+            atomicAdd(reinterpret_cast<unsigned long long*>(probes.kept + d),
+                      static_cast<unsigned long long>(pr_kept));
+        if (probes.log_decay) atomicAdd(probes.log_decay + d, pr_logdecay);
+    }
+}
+
+// Blocks of the pass-3 kernel that fit on the whole GPU at once (one wave).
+int64_t resident_blocks() {
+    static thread_local int cached_device = -1;
+    static thread_local int64_t cached = 0;
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    if (dev != cached_device) {
+        int sms = 0, per_sm = 0;
+        CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, m1_scan<true>, kM1Threads, 0));
+        cached = static_cast<int64_t>(sms) * std::max(1, per_sm);
+        cached_device = dev;
+    }
+    return cached;
+}
+
+size_t workspace_for(const ScanPlan& plan, int64_t E) {
+    if (plan.chunks <= 1) return 0;
+    // local_end (S, E, N) + h_start (S, E, N) + dsum (S, E), each 256-byte aligned.
+    auto round = [](size_t b) { return (b + 255) / 256 * 256; };
+    const size_t states = static_cast<size_t>(plan.chunks) * E * kM1N * sizeof(float);
+    return 2 * round(states) + round(static_cast<size_t>(plan.chunks) * E * sizeof(float));
+}
+
+}  // namespace
+
+ScanPlan scan_mamba1_plan(int64_t T, int64_t E, int64_t chunk_len) {
+    ScanPlan plan;
+    if (T <= 0 || E <= 0) return plan;
+    int64_t len = chunk_len;
+    if (len <= 0) {
+        // As many chunks as keep one full wave of blocks busy; E alone filling the GPU gives one pass.
+        const int64_t blocks_per_chunk = (E + kM1Threads - 1) / kM1Threads;
+        const int64_t want_chunks = std::max<int64_t>(1, resident_blocks() / blocks_per_chunk);
+        len = std::max<int64_t>(kM1MinChunk, (T + want_chunks - 1) / want_chunks);
+    }
+    len = (len + kM1Tile - 1) / kM1Tile * kM1Tile;
+    if (len >= T) len = T;
+    plan.chunk_len = len;
+    plan.chunks = (T + len - 1) / len;
+    return plan;
+}
+
+size_t scan_mamba1_workspace_bytes(int64_t T, int64_t E, int64_t N, int64_t chunk_len) {
+    (void)N;  // only d_state 16 is built; the argument keeps the signature honest for later instantiations
+    return workspace_for(scan_mamba1_plan(T, E, chunk_len), E);
+}
+
+void scan_mamba1(const Mamba1ScanArgs& a, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+    MS_CHECK(a.T >= 0 && a.E >= 0, "scan_mamba1: negative size");
+    if (a.T == 0 || a.E == 0) return;
+    if (a.N != kM1N)
+        throw Error(
+            "scan_mamba1 (CUDA): d_state " + std::to_string(a.N) + " is not supported",
+            "only d_state 16 (every Mamba-1 checkpoint) is built; use the CPU backend for this model");
+    MS_CHECK(a.x && a.delta && a.A && a.B && a.C && a.y, "scan_mamba1: x, delta, A, B, C and y are required");
+    MS_CHECK(a.ldx >= a.E && a.ldd >= a.E && a.ldy >= a.E, "scan_mamba1: a row stride is smaller than E");
+    MS_CHECK(a.ldb >= a.N && a.ldc >= a.N, "scan_mamba1: B/C row stride is smaller than N");
+    MS_CHECK(!a.z || a.ldz >= a.E, "scan_mamba1: z row stride is smaller than E");
+    MS_CHECK(!a.delta_out || a.ldo >= a.E, "scan_mamba1: delta_out row stride is smaller than E");
+    MS_CHECK(a.E <= static_cast<int64_t>(65535) * kM1Threads, "scan_mamba1: E too large");
+    // float4 access to the state arrays needs 16-byte alignment.
+    MS_CHECK(reinterpret_cast<uintptr_t>(a.h) % 16 == 0, "scan_mamba1: h must be 16-byte aligned");
+
+    const ScanPlan plan = scan_mamba1_plan(a.T, a.E, a.chunk_len);
+    MS_CHECK(plan.chunks <= 65535, "scan_mamba1: too many time chunks (raise chunk_len)");
+    Params p{};
+    p.T = a.T, p.E = a.E, p.chunk_len = plan.chunk_len, p.chunks = plan.chunks;
+    p.x = a.x, p.ldx = a.ldx, p.delta = a.delta, p.ldd = a.ldd;
+    p.delta_bias = a.delta_bias, p.softplus = a.delta_softplus ? 1 : 0;
+    p.A = a.A, p.B = a.B, p.ldb = a.ldb, p.C = a.C, p.ldc = a.ldc, p.Dskip = a.Dskip;
+    p.z = a.z, p.ldz = a.ldz, p.thr = a.thr, p.y = a.y, p.ldy = a.ldy, p.delta_out = a.delta_out,
+    p.ldo = a.ldo;
+    const dim3 block(kM1Threads);
+    const unsigned cblocks = static_cast<unsigned>((a.E + kM1Threads - 1) / kM1Threads);
+
+    const float* h_start = a.h;  // single pass: chunk 0 starts from the caller's state
+    void* owned = nullptr;
+    if (plan.chunks > 1) {
+        const size_t need = workspace_for(plan, a.E);
+        if (!workspace) {
+            CUDA_CHECK(cudaMallocAsync(&owned, need, stream));
+            workspace = owned;
+        } else {
+            MS_CHECK(workspace_bytes >= need, "scan_mamba1: workspace too small");
+        }
+        auto round = [](size_t b) { return (b + 255) / 256 * 256; };
+        const size_t states = round(static_cast<size_t>(plan.chunks) * a.E * kM1N * sizeof(float));
+        float* local_end = static_cast<float*>(workspace);
+        float* hs = reinterpret_cast<float*>(static_cast<char*>(workspace) + states);
+        float* dsum = reinterpret_cast<float*>(static_cast<char*>(workspace) + 2 * states);
+
+        m1_chunk_states<<<dim3(cblocks, static_cast<unsigned>(plan.chunks - 1)), block, 0, stream>>>(
+            p, local_end, dsum);
+        CUDA_CHECK(cudaGetLastError());
+        const int64_t n_states = a.E * kM1N;
+        m1_combine<<<static_cast<unsigned>((n_states + kCombineThreads - 1) / kCombineThreads),
+                     kCombineThreads, 0, stream>>>(a.E, plan.chunks, a.A, a.h, local_end, dsum, hs);
+        CUDA_CHECK(cudaGetLastError());
+        h_start = hs;
+    }
+    const dim3 grid(cblocks, static_cast<unsigned>(plan.chunks));
+    if (a.probes.any())
+        m1_scan<true><<<grid, block, 0, stream>>>(p, h_start, a.h, a.probes);
+    else
+        m1_scan<false><<<grid, block, 0, stream>>>(p, h_start, a.h, a.probes);
+    CUDA_CHECK(cudaGetLastError());
+    if (owned) CUDA_CHECK(cudaFreeAsync(owned, stream));
+}
+
+}  // namespace mambascope::kernels::cuda

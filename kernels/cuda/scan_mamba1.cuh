@@ -1,0 +1,69 @@
+// scan_mamba1.cuh: fused Mamba-1 selective scan on the GPU with LongMamba's Δ filter, optional softplus, z
+// gating, D skip, carried state and per-channel probes (method doc §1.2, §2.4, §8.2, §8.5). Reference:
+// kernels/cpu/scan.h.
+//
+// Design decision: batch 1 has only E·N independent recurrences, too few to fill a GPU, so time is split into
+// S chunks: pass 1 scans every chunk from a zero state (chunk end state + Σ Δ'), a tiny pass 2 chains the
+// chunk states (h_start[c+1] = exp(A·ΣΔ'_c)·h_start[c] + local_end[c]), and pass 3 rescans every chunk from
+// its true start state and writes y. One thread owns one channel of one chunk with its N = 16 states in
+// registers; B/C rows of a tile of tokens are staged in shared memory and shared by the 128 channels of a
+// block. exp is ex2.approx on Δ·A·log2(e). S = 1 (one pass) when E alone fills the GPU or T is short.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "cuda/scan_probes.cuh"
+
+namespace mambascope::kernels::cuda {
+
+// All pointers are device pointers; row strides are in floats. Batch 1, time-major.
+struct Mamba1ScanArgs {
+    int64_t T = 0;   // tokens
+    int64_t E = 0;   // channels (d_inner)
+    int64_t N = 16;  // states per channel (only 16 is built)
+
+    const float* x = nullptr;  // x (T, E), stride ldx
+    int64_t ldx = 0;
+    const float* delta = nullptr;  // Δ (T, E), stride ldd: Δ itself, or raw dt when delta_softplus is set
+    int64_t ldd = 0;
+    const float* delta_bias = nullptr;  // (E) or null: added to `delta` before softplus
+    bool delta_softplus = false;        // Δ = softplus(delta + delta_bias) (PyTorch's: x for x > 20)
+    const float* A = nullptr;           // A (E, N), negative
+    const float* B = nullptr;           // B (T, N), stride ldb
+    int64_t ldb = 0;
+    const float* C = nullptr;  // C (T, N), stride ldc
+    int64_t ldc = 0;
+    const float* Dskip = nullptr;  // D (E) or null (0)
+    const float* z = nullptr;      // z (T, E), stride ldz, or null: y *= silu(z) when set
+    int64_t ldz = 0;
+    const float* thr = nullptr;  // (E) or null: Δ' = Δ > thr ? Δ : 0 (use -inf for unfiltered channels)
+    float* h = nullptr;          // h (E, N) state in/out; null = zero initial state, final state discarded
+    float* y = nullptr;          // y (T, E), stride ldy
+    int64_t ldy = 0;
+    float* delta_out =
+        nullptr;  // (T, E), stride ldo, or null: the Δ' the scan used (after softplus and filter)
+    int64_t ldo = 0;
+    ScanProbes probes;  // per channel (E), accumulated
+    int64_t chunk_len =
+        0;  // tokens per time chunk; 0 = automatic (tests force small chunks to cover pass 1/2)
+};
+
+// Device workspace the scan needs for these sizes on the current device (0 when a single pass suffices).
+size_t scan_mamba1_workspace_bytes(int64_t T, int64_t E, int64_t N, int64_t chunk_len = 0);
+
+// Runs the scan on `stream`. `workspace` (≥ scan_mamba1_workspace_bytes) may be null: the scan then allocates
+// it stream-ordered (cudaMallocAsync). Throws mambascope::Error on bad shapes or CUDA errors. Asynchronous.
+void scan_mamba1(const Mamba1ScanArgs& args, void* workspace, size_t workspace_bytes, cudaStream_t stream);
+
+// The chunk plan the scan uses (exposed for tests and benchmarks): S chunks of chunk_len tokens (the last may
+// be shorter).
+struct ScanPlan {
+    int64_t chunks = 1;
+    int64_t chunk_len = 0;
+};
+ScanPlan scan_mamba1_plan(int64_t T, int64_t E, int64_t chunk_len = 0);
+
+}  // namespace mambascope::kernels::cuda

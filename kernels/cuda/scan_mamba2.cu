@@ -1,0 +1,376 @@
+// Mamba-2 recurrent scan with LongMamba filter and probes; see scan_mamba2.cuh for the design.
+//
+//   Δ'[t,h]   = Δ[t,h] > thr[h] ? Δ[t,h] : 0
+//   s[h,p,n]  = exp(Δ'·A[h])·s[h,p,n] + Δ'·x[t,h,p]·B[t,g,n]      (method doc §1.3)
+//   y[t,h,p]  = Σ_n C[t,g,n]·s[h,p,n] + D[h]·x[t,h,p]
+#include <algorithm>
+#include <cmath>
+
+#include "cuda/cuda_check.cuh"
+#include "cuda/device_math.cuh"
+#include "cuda/scan_mamba2.cuh"
+
+namespace mambascope::kernels::cuda {
+namespace {
+
+using namespace detail;
+
+constexpr int kM2Lanes = 4;          // lanes per channel p; each holds N/4 states (N/16 float4 groups)
+constexpr int kM2Tile = 16;          // tokens staged in shared memory at a time (B, C, x, Δ', exp(Δ'·A))
+constexpr int64_t kM2MinChunk = 64;  // shortest time chunk worth a pass-1/pass-2 round trip
+constexpr int64_t kM2MaxP =
+    128;  // 4·P threads per block ≤ kM2MaxThreads (every Mamba-2 checkpoint has P = 64)
+constexpr int kM2MaxThreads = 512;  // launch bound: leaves 128 registers per thread for N = 128
+constexpr int kM2CombineThreads = 256;
+
+struct Params {
+    int64_t T, H, P, G, N, chunk_len, chunks;
+    const float* x;
+    int64_t ldx;
+    const float* delta;
+    int64_t ldd;
+    const float* delta_bias;
+    int softplus;
+    const float* A;
+    const float* B;
+    int64_t ldb;
+    const float* C;
+    int64_t ldc;
+    const float* Dskip;
+    const float* thr;
+    float* y;
+    int64_t ldy;
+    float* delta_out;
+    int64_t ldo;
+};
+
+int block_threads(int64_t P) {
+    return static_cast<int>((P * kM2Lanes + 31) / 32 * 32);
+}
+
+size_t smem_bytes(int64_t P, int64_t N) {
+    // sB, sC (tile, N) + sx (tile, P) + sdt, sdA (tile)
+    return static_cast<size_t>(2 * kM2Tile * N + kM2Tile * P + 2 * kM2Tile) * sizeof(float);
+}
+
+// Per-block tile staging. Threads < kM2Tile also compute Δ' and exp(Δ'·A) for one token each and keep the
+// probe partial sums of the tokens they handled.
+struct TileProbe {
+    double dsum = 0.0, logdecay = 0.0;
+    long long kept = 0;
+};
+
+template <int kN, bool kWithC>
+__device__ __forceinline__ void stage_tile(const Params& p, int64_t hd, int64_t g, int64_t t0, int64_t te,
+                                           float a, float bias, float thr, float* sB, float* sC, float* sx,
+                                           float* sdt, float* sdA, bool write_delta, TileProbe& pr,
+                                           bool probes) {
+    const int tid = threadIdx.x, nthr = blockDim.x;
+    for (int k = tid; k < kM2Tile * kN; k += nthr) {
+        const int i = k / kN, n = k % kN;
+        const bool ok = t0 + i < te;
+        sB[k] = ok ? p.B[(t0 + i) * p.ldb + g * kN + n] : 0.0f;
+        if constexpr (kWithC) sC[k] = ok ? p.C[(t0 + i) * p.ldc + g * kN + n] : 0.0f;
+    }
+    const int tileP = kM2Tile * static_cast<int>(p.P);
+    for (int k = tid; k < tileP; k += nthr) {
+        const int i = k / static_cast<int>(p.P), pp = k % static_cast<int>(p.P);
+        sx[k] = t0 + i < te ? p.x[(t0 + i) * p.ldx + hd * p.P + pp] : 0.0f;
+    }
+    if (tid < kM2Tile) {
+        const int64_t t = t0 + tid;
+        const bool valid = t < te;
+        float dt = (valid ? p.delta[t * p.ldd + hd] : 0.0f) + bias;
+        if (p.softplus) dt = softplus(dt);
+        const bool kept = valid && dt > thr;
+        dt = kept ? dt : 0.0f;
+        sdt[tid] = dt;
+        sdA[tid] = ex2_approx(dt * a * kLog2e);
+        if (valid) {
+            if (write_delta && p.delta_out) p.delta_out[t * p.ldo + hd] = dt;
+            if (probes) {
+                pr.dsum += dt;
+                pr.kept += kept ? 1 : 0;
+                pr.logdecay += static_cast<double>(dt) * a;  // ln exp(Δ'·A) = Δ'·A
+            }
+        }
+    }
+}
+
+// Pass 1: chunks 0..S-2 from a zero state: end state (S, H, P, N) and Σ Δ' (S, H). grid (H, S-1).
+template <int kN>
+__global__ void __launch_bounds__(kM2MaxThreads)
+    m2_chunk_states(Params p, float* __restrict__ local_end, float* __restrict__ dsum_out) {
+    extern __shared__ __align__(16) float smem[];
+    float* sB = smem;
+    float* sx = sB + 2 * kM2Tile * kN;
+    float* sdt = sx + kM2Tile * p.P;
+    float* sdA = sdt + kM2Tile;
+    constexpr int kGroups = kN / 16;  // float4 groups per lane
+    const int64_t hd = blockIdx.x, c = blockIdx.y;
+    const int64_t g = hd / (p.H / p.G);
+    const int64_t tb = c * p.chunk_len, te = min(p.T, tb + p.chunk_len);
+    const int pch = threadIdx.x / kM2Lanes, q = threadIdx.x % kM2Lanes;
+    const bool active = pch < p.P;
+    const float a = p.A[hd];
+    const float bias = p.delta_bias ? p.delta_bias[hd] : 0.0f;
+    const float thr = p.thr ? p.thr[hd] : -INFINITY;
+
+    float s[4 * kGroups];
+#pragma unroll
+    for (int k = 0; k < 4 * kGroups; ++k) s[k] = 0.0f;
+    TileProbe pr;
+    for (int64_t t0 = tb; t0 < te; t0 += kM2Tile) {
+        __syncthreads();
+        stage_tile<kN, false>(p, hd, g, t0, te, a, bias, thr, sB, nullptr, sx, sdt, sdA, false, pr, true);
+        __syncthreads();
+#pragma unroll 4
+        for (int i = 0; i < kM2Tile; ++i) {
+            const float dA = sdA[i];
+            const float dtx = active ? sdt[i] * sx[i * p.P + pch] : 0.0f;
+            const float4* b4 = reinterpret_cast<const float4*>(sB + i * kN);
+#pragma unroll
+            for (int j = 0; j < kGroups; ++j) {
+                const float4 b = b4[4 * j + q];
+                s[4 * j + 0] = dA * s[4 * j + 0] + dtx * b.x;
+                s[4 * j + 1] = dA * s[4 * j + 1] + dtx * b.y;
+                s[4 * j + 2] = dA * s[4 * j + 2] + dtx * b.z;
+                s[4 * j + 3] = dA * s[4 * j + 3] + dtx * b.w;
+            }
+        }
+    }
+    if (threadIdx.x < 32) {
+        const double total = warp_sum(pr.dsum);
+        if (threadIdx.x == 0) dsum_out[c * p.H + hd] = static_cast<float>(total);
+    }
+    if (!active) return;
+    float* out = local_end + ((c * p.H + hd) * p.P + pch) * kN;
+#pragma unroll
+    for (int j = 0; j < kGroups; ++j)
+        reinterpret_cast<float4*>(out + 16 * j + 4 * q)[0] =
+            make_float4(s[4 * j], s[4 * j + 1], s[4 * j + 2], s[4 * j + 3]);
+}
+
+// Pass 2: one thread per (h, p, n): h_start[0] = s_in, h_start[c+1] = exp(A·ΣΔ'_c)·h_start[c] + end_c.
+__global__ void __launch_bounds__(kM2CombineThreads)
+    m2_combine(int64_t H, int64_t PN, int64_t chunks, const float* __restrict__ A,
+               const float* __restrict__ s_in, const float* __restrict__ local_end,
+               const float* __restrict__ dsum, float* __restrict__ h_start) {
+    const int64_t i = static_cast<int64_t>(blockIdx.x) * kM2CombineThreads + threadIdx.x;  // (h·P + p)·N + n
+    if (i >= H * PN) return;
+    const int64_t hd = i / PN;
+    const float a2 = A[hd] * kLog2e;
+    float v = s_in ? s_in[i] : 0.0f;
+    for (int64_t c = 0; c < chunks; ++c) {
+        h_start[c * H * PN + i] = v;
+        if (c + 1 < chunks) v = ex2_approx(a2 * dsum[c * H + hd]) * v + local_end[c * H * PN + i];
+    }
+}
+
+// Pass 3 (or the only pass): from the true chunk start state, write y, Δ', the final state and probes.
+template <int kN, bool kProbes>
+__global__ void __launch_bounds__(kM2MaxThreads)
+    m2_scan(Params p, const float* __restrict__ h_start, float* __restrict__ s_final, ScanProbes probes) {
+    extern __shared__ __align__(16) float smem[];
+    float* sB = smem;
+    float* sC = sB + kM2Tile * kN;
+    float* sx = sC + kM2Tile * kN;
+    float* sdt = sx + kM2Tile * p.P;
+    float* sdA = sdt + kM2Tile;
+    constexpr int kGroups = kN / 16;
+    const int64_t hd = blockIdx.x, c = blockIdx.y;
+    const int64_t g = hd / (p.H / p.G);
+    const int64_t tb = c * p.chunk_len, te = min(p.T, tb + p.chunk_len);
+    const int pch = threadIdx.x / kM2Lanes, q = threadIdx.x % kM2Lanes;
+    const bool active = pch < p.P;
+    const float a = p.A[hd];
+    const float bias = p.delta_bias ? p.delta_bias[hd] : 0.0f;
+    const float thr = p.thr ? p.thr[hd] : -INFINITY;
+    const float dskip = p.Dskip ? p.Dskip[hd] : 0.0f;
+
+    float s[4 * kGroups];
+    if (active && h_start) {
+        const float* src = h_start + ((c * p.H + hd) * p.P + pch) * kN;
+#pragma unroll
+        for (int j = 0; j < kGroups; ++j) {
+            const float4 v = reinterpret_cast<const float4*>(src + 16 * j + 4 * q)[0];
+            s[4 * j] = v.x, s[4 * j + 1] = v.y, s[4 * j + 2] = v.z, s[4 * j + 3] = v.w;
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < 4 * kGroups; ++k) s[k] = 0.0f;
+    }
+    TileProbe pr;
+    for (int64_t t0 = tb; t0 < te; t0 += kM2Tile) {
+        __syncthreads();
+        stage_tile<kN, true>(p, hd, g, t0, te, a, bias, thr, sB, sC, sx, sdt, sdA, true, pr, kProbes);
+        __syncthreads();
+#pragma unroll 4
+        for (int i = 0; i < kM2Tile; ++i) {
+            const float dA = sdA[i];
+            const float xv = active ? sx[i * p.P + pch] : 0.0f;
+            const float dtx = sdt[i] * xv;
+            const float4* b4 = reinterpret_cast<const float4*>(sB + i * kN);
+            const float4* c4 = reinterpret_cast<const float4*>(sC + i * kN);
+            float y = 0.0f;
+#pragma unroll
+            for (int j = 0; j < kGroups; ++j) {
+                const float4 b = b4[4 * j + q], cc = c4[4 * j + q];
+                s[4 * j + 0] = dA * s[4 * j + 0] + dtx * b.x;
+                s[4 * j + 1] = dA * s[4 * j + 1] + dtx * b.y;
+                s[4 * j + 2] = dA * s[4 * j + 2] + dtx * b.z;
+                s[4 * j + 3] = dA * s[4 * j + 3] + dtx * b.w;
+                y += cc.x * s[4 * j + 0];
+                y += cc.y * s[4 * j + 1];
+                y += cc.z * s[4 * j + 2];
+                y += cc.w * s[4 * j + 3];
+            }
+            y += __shfl_xor_sync(0xffffffffu, y, 1);
+            y += __shfl_xor_sync(0xffffffffu, y, 2);
+            if (q == 0 && active && t0 + i < te) p.y[(t0 + i) * p.ldy + hd * p.P + pch] = y + dskip * xv;
+        }
+    }
+    if constexpr (kProbes) {
+        if (threadIdx.x < 32) {
+            const double dsum = warp_sum(pr.dsum), ld = warp_sum(pr.logdecay);
+            double kept = static_cast<double>(pr.kept);
+            kept = warp_sum(kept);
+            if (threadIdx.x == 0) {
+                if (probes.delta_sum) atomicAdd(probes.delta_sum + hd, dsum);
+                if (probes.log_decay) atomicAdd(probes.log_decay + hd, ld);
+                if (probes.kept)
+                    atomicAdd(reinterpret_cast<unsigned long long*>(probes.kept + hd),
+                              static_cast<unsigned long long>(kept + 0.5));
+            }
+        }
+    }
+    if (!active || !s_final || c + 1 != p.chunks) return;
+    float* dst = s_final + (hd * p.P + pch) * kN;
+#pragma unroll
+    for (int j = 0; j < kGroups; ++j)
+        reinterpret_cast<float4*>(dst + 16 * j + 4 * q)[0] =
+            make_float4(s[4 * j], s[4 * j + 1], s[4 * j + 2], s[4 * j + 3]);
+}
+
+// Kernel pointers for one d_state.
+struct M2Kernels {
+    void (*pass1)(Params, float*, float*);
+    void (*pass3_plain)(Params, const float*, float*, ScanProbes);
+    void (*pass3_probes)(Params, const float*, float*, ScanProbes);
+};
+
+template <int kN>
+M2Kernels kernels_for() {
+    return {m2_chunk_states<kN>, m2_scan<kN, false>, m2_scan<kN, true>};
+}
+
+M2Kernels pick_kernels(int64_t N) {
+    switch (N) {
+        case 16:
+            return kernels_for<16>();
+        case 32:
+            return kernels_for<32>();
+        case 64:
+            return kernels_for<64>();
+        case 128:
+            return kernels_for<128>();
+        default:
+            throw Error("scan_mamba2 (CUDA): d_state " + std::to_string(N) + " is not supported",
+                        "d_state 16, 32, 64 or 128 are built; use the CPU backend for this model");
+    }
+}
+
+size_t workspace_for(const ScanPlan& plan, int64_t H, int64_t P, int64_t N) {
+    if (plan.chunks <= 1) return 0;
+    auto round = [](size_t b) { return (b + 255) / 256 * 256; };
+    const size_t states = static_cast<size_t>(plan.chunks) * H * P * N * sizeof(float);
+    return 2 * round(states) + round(static_cast<size_t>(plan.chunks) * H * sizeof(float));
+}
+
+}  // namespace
+
+ScanPlan scan_mamba2_plan(int64_t T, int64_t H, int64_t P, int64_t N, int64_t chunk_len) {
+    ScanPlan plan;
+    if (T <= 0 || H <= 0) return plan;
+    int64_t len = chunk_len;
+    if (len <= 0) {
+        // Enough (head, chunk) blocks for one full wave.
+        int dev = 0, sms = 0, per_sm = 0;
+        CUDA_CHECK(cudaGetDevice(&dev));
+        CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        const M2Kernels k = pick_kernels(N);
+        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k.pass3_probes, block_threads(P),
+                                                                 smem_bytes(P, N)));
+        const int64_t resident = static_cast<int64_t>(sms) * std::max(1, per_sm);
+        const int64_t want_chunks = std::max<int64_t>(1, resident / H);
+        len = std::max<int64_t>(kM2MinChunk, (T + want_chunks - 1) / want_chunks);
+    }
+    len = (len + kM2Tile - 1) / kM2Tile * kM2Tile;
+    if (len >= T) len = T;
+    plan.chunk_len = len;
+    plan.chunks = (T + len - 1) / len;
+    return plan;
+}
+
+size_t scan_mamba2_workspace_bytes(int64_t T, int64_t H, int64_t P, int64_t N, int64_t chunk_len) {
+    return workspace_for(scan_mamba2_plan(T, H, P, N, chunk_len), H, P, N);
+}
+
+void scan_mamba2(const Mamba2ScanArgs& a, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+    MS_CHECK(a.T >= 0 && a.H >= 0 && a.P > 0 && a.G > 0 && a.N > 0, "scan_mamba2: bad sizes");
+    if (a.T == 0 || a.H == 0) return;
+    const M2Kernels k = pick_kernels(a.N);
+    MS_CHECK(a.P <= kM2MaxP, "scan_mamba2: headdim P > 128 is not supported");
+    MS_CHECK(a.H % a.G == 0, "scan_mamba2: groups G must divide heads H");
+    MS_CHECK(a.x && a.delta && a.A && a.B && a.C && a.y, "scan_mamba2: x, delta, A, B, C and y are required");
+    MS_CHECK(a.ldx >= a.H * a.P && a.ldy >= a.H * a.P, "scan_mamba2: x/y row stride is smaller than H·P");
+    MS_CHECK(a.ldd >= a.H && (!a.delta_out || a.ldo >= a.H),
+             "scan_mamba2: delta row stride is smaller than H");
+    MS_CHECK(a.ldb >= a.G * a.N && a.ldc >= a.G * a.N, "scan_mamba2: B/C row stride is smaller than G·N");
+    MS_CHECK(a.H <= 65535, "scan_mamba2: too many heads");
+    MS_CHECK(reinterpret_cast<uintptr_t>(a.s) % 16 == 0, "scan_mamba2: s must be 16-byte aligned");
+
+    const ScanPlan plan = scan_mamba2_plan(a.T, a.H, a.P, a.N, a.chunk_len);
+    MS_CHECK(plan.chunks <= 65535, "scan_mamba2: too many time chunks (raise chunk_len)");
+    Params p{};
+    p.T = a.T, p.H = a.H, p.P = a.P, p.G = a.G, p.N = a.N, p.chunk_len = plan.chunk_len,
+    p.chunks = plan.chunks;
+    p.x = a.x, p.ldx = a.ldx, p.delta = a.delta, p.ldd = a.ldd;
+    p.delta_bias = a.delta_bias, p.softplus = a.delta_softplus ? 1 : 0;
+    p.A = a.A, p.B = a.B, p.ldb = a.ldb, p.C = a.C, p.ldc = a.ldc, p.Dskip = a.Dskip, p.thr = a.thr;
+    p.y = a.y, p.ldy = a.ldy, p.delta_out = a.delta_out, p.ldo = a.ldo;
+
+    const int threads = block_threads(a.P);
+    const size_t smem = smem_bytes(a.P, a.N);
+    const float* h_start = a.s;
+    void* owned = nullptr;
+    if (plan.chunks > 1) {
+        const size_t need = workspace_for(plan, a.H, a.P, a.N);
+        if (!workspace) {
+            CUDA_CHECK(cudaMallocAsync(&owned, need, stream));
+            workspace = owned;
+        } else {
+            MS_CHECK(workspace_bytes >= need, "scan_mamba2: workspace too small");
+        }
+        auto round = [](size_t b) { return (b + 255) / 256 * 256; };
+        const size_t states = round(static_cast<size_t>(plan.chunks) * a.H * a.P * a.N * sizeof(float));
+        float* local_end = static_cast<float*>(workspace);
+        float* hs = reinterpret_cast<float*>(static_cast<char*>(workspace) + states);
+        float* dsum = reinterpret_cast<float*>(static_cast<char*>(workspace) + 2 * states);
+        k.pass1<<<dim3(static_cast<unsigned>(a.H), static_cast<unsigned>(plan.chunks - 1)), threads, smem,
+                  stream>>>(p, local_end, dsum);
+        CUDA_CHECK(cudaGetLastError());
+        const int64_t PN = a.P * a.N;
+        m2_combine<<<static_cast<unsigned>((a.H * PN + kM2CombineThreads - 1) / kM2CombineThreads),
+                     kM2CombineThreads, 0, stream>>>(a.H, PN, plan.chunks, a.A, a.s, local_end, dsum, hs);
+        CUDA_CHECK(cudaGetLastError());
+        h_start = hs;
+    }
+    const dim3 grid(static_cast<unsigned>(a.H), static_cast<unsigned>(plan.chunks));
+    const auto pass3 = a.probes.any() ? k.pass3_probes : k.pass3_plain;
+    pass3<<<grid, threads, smem, stream>>>(p, h_start, a.s, a.probes);
+    CUDA_CHECK(cudaGetLastError());
+    if (owned) CUDA_CHECK(cudaFreeAsync(owned, stream));
+}
+
+}  // namespace mambascope::kernels::cuda
