@@ -28,6 +28,32 @@ __device__ __forceinline__ float lg2_approx(float x) {
     return r;
 }
 
+// Above this |x|, 2^x is ≤ 0.71 or ≥ 1.41: the state forgets within a few tokens, MUFU's 2 ulp do not accumulate.
+constexpr float kExp2TaylorRange = 0.5f;
+
+// 2^x with rounding-level error for |x| ≤ 0.5 (Taylor of e^y, y = x·ln2, |y| ≤ 0.347, truncation < 6e-9), MUFU
+// elsewhere.
+__device__ __forceinline__ float exp2_accurate(float x) {
+    const float y = x * kLn2;
+    float p = 1.0f / 5040.0f;
+    p = fmaf(p, y, 1.0f / 720.0f);
+    p = fmaf(p, y, 1.0f / 120.0f);
+    p = fmaf(p, y, 1.0f / 24.0f);
+    p = fmaf(p, y, 1.0f / 6.0f);
+    p = fmaf(p, y, 0.5f);
+    p = fmaf(p, y, 1.0f);
+    p = fmaf(p, y, 1.0f);
+    return fabsf(x) <= kExp2TaylorRange ? p : ex2_approx(x);
+}
+
+template <bool kFast>
+__device__ __forceinline__ float exp2_scan(float x) {
+    if constexpr (kFast)
+        return ex2_approx(x);
+    else
+        return exp2_accurate(x);
+}
+
 __device__ __forceinline__ float softplus(float x) {
     return x > kSoftplusLinear ? x : log1pf(ex2_approx(x * kLog2e));
 }

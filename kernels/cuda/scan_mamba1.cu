@@ -57,6 +57,7 @@ __device__ __forceinline__ float used_delta(float raw, float bias, int softplus_
 
 // Pass 1: every chunk but the last, from a zero state: the chunk's end state and Σ Δ'.
 // grid (ceil(E/128), chunks-1). local_end (chunks, E, N), dsum (chunks, E).
+template <bool kFastExp>
 __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
     m1_chunk_states(Params p, float* __restrict__ local_end, float* __restrict__ dsum_out) {
     __shared__ __align__(16) float sB[kM1Tile][kM1N];
@@ -99,10 +100,10 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
 #pragma unroll
             for (int q = 0; q < kM1N / 4; ++q) {
                 const float4 b = b4[q];
-                h[4 * q + 0] = ex2_approx(dt * A2[4 * q + 0]) * h[4 * q + 0] + dtx * b.x;
-                h[4 * q + 1] = ex2_approx(dt * A2[4 * q + 1]) * h[4 * q + 1] + dtx * b.y;
-                h[4 * q + 2] = ex2_approx(dt * A2[4 * q + 2]) * h[4 * q + 2] + dtx * b.z;
-                h[4 * q + 3] = ex2_approx(dt * A2[4 * q + 3]) * h[4 * q + 3] + dtx * b.w;
+                h[4 * q + 0] = exp2_scan<kFastExp>(dt * A2[4 * q + 0]) * h[4 * q + 0] + dtx * b.x;
+                h[4 * q + 1] = exp2_scan<kFastExp>(dt * A2[4 * q + 1]) * h[4 * q + 1] + dtx * b.y;
+                h[4 * q + 2] = exp2_scan<kFastExp>(dt * A2[4 * q + 2]) * h[4 * q + 2] + dtx * b.z;
+                h[4 * q + 3] = exp2_scan<kFastExp>(dt * A2[4 * q + 3]) * h[4 * q + 3] + dtx * b.w;
             }
         }
     }
@@ -127,13 +128,13 @@ __global__ void __launch_bounds__(kCombineThreads)
     float h = h_in ? h_in[i] : 0.0f;
     for (int64_t c = 0; c < chunks; ++c) {
         h_start[c * E * kM1N + i] = h;
-        if (c + 1 < chunks) h = ex2_approx(a2 * dsum[c * E + d]) * h + local_end[c * E * kM1N + i];
+        if (c + 1 < chunks) h = exp2_accurate(a2 * dsum[c * E + d]) * h + local_end[c * E * kM1N + i];
     }
 }
 
 // Pass 3 (or the only pass): rescan each chunk from its true start state, write y, Δ', the final state,
 // probes. grid (ceil(E/128), chunks). h_start (chunks, E, N); h_final (E, N) or null.
-template <bool kProbes>
+template <bool kProbes, bool kFastExp>
 __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
     m1_scan(Params p, const float* __restrict__ h_start, float* __restrict__ h_final, ScanProbes probes) {
     __shared__ __align__(16) float sB[kM1Tile][kM1N];
@@ -197,10 +198,10 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
 #pragma unroll
             for (int q = 0; q < kM1N / 4; ++q) {
                 const float4 b = b4[q], cc = c4[q];
-                const float e0 = ex2_approx(dt * A2[4 * q + 0]);
-                const float e1 = ex2_approx(dt * A2[4 * q + 1]);
-                const float e2 = ex2_approx(dt * A2[4 * q + 2]);
-                const float e3 = ex2_approx(dt * A2[4 * q + 3]);
+                const float e0 = exp2_scan<kFastExp>(dt * A2[4 * q + 0]);
+                const float e1 = exp2_scan<kFastExp>(dt * A2[4 * q + 1]);
+                const float e2 = exp2_scan<kFastExp>(dt * A2[4 * q + 2]);
+                const float e3 = exp2_scan<kFastExp>(dt * A2[4 * q + 3]);
                 h[4 * q + 0] = e0 * h[4 * q + 0] + dtx * b.x;
                 h[4 * q + 1] = e1 * h[4 * q + 1] + dtx * b.y;
                 h[4 * q + 2] = e2 * h[4 * q + 2] + dtx * b.z;
@@ -259,7 +260,7 @@ int64_t resident_blocks() {
     if (dev != cached_device) {
         int sms = 0, per_sm = 0;
         CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, m1_scan<true>, kM1Threads, 0));
+        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, m1_scan<true, false>, kM1Threads, 0));
         cached = static_cast<int64_t>(sms) * std::max(1, per_sm);
         cached_device = dev;
     }
@@ -342,8 +343,11 @@ void scan_mamba1(const Mamba1ScanArgs& a, void* workspace, size_t workspace_byte
         float* hs = reinterpret_cast<float*>(static_cast<char*>(workspace) + states);
         float* dsum = reinterpret_cast<float*>(static_cast<char*>(workspace) + 2 * states);
 
-        m1_chunk_states<<<dim3(cblocks, static_cast<unsigned>(plan.chunks - 1)), block, 0, stream>>>(
-            p, local_end, dsum);
+        const dim3 grid1(cblocks, static_cast<unsigned>(plan.chunks - 1));
+        if (a.fast_exp)
+            m1_chunk_states<true><<<grid1, block, 0, stream>>>(p, local_end, dsum);
+        else
+            m1_chunk_states<false><<<grid1, block, 0, stream>>>(p, local_end, dsum);
         CUDA_CHECK(cudaGetLastError());
         const int64_t n_states = a.E * kM1N;
         m1_combine<<<static_cast<unsigned>((n_states + kCombineThreads - 1) / kCombineThreads),
@@ -352,10 +356,9 @@ void scan_mamba1(const Mamba1ScanArgs& a, void* workspace, size_t workspace_byte
         h_start = hs;
     }
     const dim3 grid(cblocks, static_cast<unsigned>(plan.chunks));
-    if (a.probes.any())
-        m1_scan<true><<<grid, block, 0, stream>>>(p, h_start, a.h, a.probes);
-    else
-        m1_scan<false><<<grid, block, 0, stream>>>(p, h_start, a.h, a.probes);
+    auto pass3 = a.probes.any() ? (a.fast_exp ? m1_scan<true, true> : m1_scan<true, false>)
+                                : (a.fast_exp ? m1_scan<false, true> : m1_scan<false, false>);
+    pass3<<<grid, block, 0, stream>>>(p, h_start, a.h, a.probes);
     CUDA_CHECK(cudaGetLastError());
     if (owned) CUDA_CHECK(cudaFreeAsync(owned, stream));
 }

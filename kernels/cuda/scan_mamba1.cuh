@@ -7,7 +7,8 @@
 // chunk states (h_start[c+1] = exp(A·ΣΔ'_c)·h_start[c] + local_end[c]), and pass 3 rescans every chunk from
 // its true start state and writes y. One thread owns one channel of one chunk with its N = 16 states in
 // registers; B/C rows of a tile of tokens are staged in shared memory and shared by the 128 channels of a
-// block. exp is ex2.approx on Δ·A·log2(e). S = 1 (one pass) when E alone fills the GPU or T is short.
+// block. exp(Δ·A) = 2^(Δ·A·log2 e): a Taylor polynomial where the decay is near 1 (accuracy), the MUFU
+// ex2.approx elsewhere (everywhere with fast_exp). S = 1 (one pass) when E alone fills the GPU or T is short.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -43,12 +44,13 @@ struct Mamba1ScanArgs {
     float* h = nullptr;          // h (E, N) state in/out; null = zero initial state, final state discarded
     float* y = nullptr;          // y (T, E), stride ldy
     int64_t ldy = 0;
-    float* delta_out =
-        nullptr;  // (T, E), stride ldo, or null: the Δ' the scan used (after softplus and filter)
+    float* delta_out = nullptr;  // (T, E), stride ldo, or null: the Δ' used (after softplus and filter)
     int64_t ldo = 0;
-    ScanProbes probes;  // per channel (E), accumulated
-    int64_t chunk_len =
-        0;  // tokens per time chunk; 0 = automatic (tests force small chunks to cover pass 1/2)
+    ScanProbes probes;      // per channel (E), accumulated
+    int64_t chunk_len = 0;  // tokens per time chunk; 0 = automatic (tests force small chunks to cover pass 1/2)
+    // exp on MUFU ex2.approx everywhere: faster, but its error near 1 accumulates over a channel's memory
+    // (docs/cuda.md). Default: a polynomial where the decay is near 1, error at rounding level.
+    bool fast_exp = false;
 };
 
 // Device workspace the scan needs for these sizes on the current device (0 when a single pass suffices).

@@ -85,7 +85,7 @@ __device__ __forceinline__ void stage_tile(const Params& p, int64_t hd, int64_t 
         const bool kept = valid && dt > thr;
         dt = kept ? dt : 0.0f;
         sdt[tid] = dt;
-        sdA[tid] = ex2_approx(dt * a * kLog2e);
+        sdA[tid] = exp2_accurate(dt * a * kLog2e);
         if (valid) {
             if (write_delta && p.delta_out) p.delta_out[t * p.ldo + hd] = dt;
             if (probes) {
@@ -163,7 +163,7 @@ __global__ void __launch_bounds__(kM2CombineThreads)
     float v = s_in ? s_in[i] : 0.0f;
     for (int64_t c = 0; c < chunks; ++c) {
         h_start[c * H * PN + i] = v;
-        if (c + 1 < chunks) v = ex2_approx(a2 * dsum[c * H + hd]) * v + local_end[c * H * PN + i];
+        if (c + 1 < chunks) v = exp2_accurate(a2 * dsum[c * H + hd]) * v + local_end[c * H * PN + i];
     }
 }
 
