@@ -171,6 +171,11 @@ void layer_chunk(const Model& model, int li, MatRM& x, std::vector<int64_t>& pos
     const bool keep_raw = opt.observer && thr;
     if (keep_raw) s.delta_raw = *delta;
 
+    if (opt.observer && opt.observer->wants_scan_inputs(li)) {
+        ScanInputs in{li, Rk, positions.data(), xin, ldx, Bp, Cp, ldbc};
+        opt.observer->on_scan_inputs(in);
+    }
+
     // Selective scan with the filter inside; Δ becomes the Δ actually used.
     s.y.resize(Rk, E);
     if (c.arch == Arch::Mamba1) {
