@@ -56,10 +56,26 @@ struct DeltaBlock {
 // Receives Δ per (chunk, layer), in order of positions within a layer. `raw` is softplus(...) (clamped for
 // Mamba-2); `used` is what the scan used after filtering (equal to raw where nothing was filtered). Both
 // views are valid only during the call.
+// The scan's other inputs for one (chunk, layer), after DeciMamba's selection: x' (rows × E), B and C
+// (rows × G·N each). Delivered only for layers where the observer asks (hidden attention needs them on a window).
+struct ScanInputs {
+    int layer = 0;
+    int64_t rows = 0;
+    const int64_t* positions = nullptr;  // original positions of the rows
+    const float* x = nullptr;            // (rows, E), row stride ldx
+    int64_t ldx = 0;
+    const float* B = nullptr;            // (rows, G·N), row stride ldbc
+    const float* C = nullptr;            // (rows, G·N), row stride ldbc
+    int64_t ldbc = 0;
+};
+
 class ScanObserver {
   public:
     virtual ~ScanObserver() = default;
     virtual void on_delta(const DeltaBlock& raw, const DeltaBlock& used) = 0;
+    // Return true for the layers whose ScanInputs you want (asked once per chunk and layer).
+    virtual bool wants_scan_inputs(int layer) const { return false; }
+    virtual void on_scan_inputs(const ScanInputs& inputs) {}
 };
 
 // LongMamba's filter (method doc §8.5): in layer l, channel c, Δ ← Δ if Δ > threshold[l][c] else 0.
