@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "mambascope/analysis.h"
+
 namespace mambascope {
 
 // Largest window W for which a hidden-attention matrix is computed (W² doubles = 32 MiB at 2048).
@@ -28,17 +30,13 @@ std::vector<double> hidden_attention(int64_t W, int64_t N, std::span<const float
                                      std::span<const float> A, const float* B, int64_t ldb, const float* C,
                                      int64_t ldc);
 
-enum class AttentionNorm {
-    None,       // signed α as computed
-    AbsMax,     // |α| / max |α|
-    AbsMinMax,  // (|α| − min |α|) / (max |α| − min |α|)   (HA v2, issue #6)
-    Log10Floor  // log10(max(|α| / max |α|, floor))            (DM notebook, floor 1e-2 or 1e-3)
-};
+// AttentionNorm (none, |α| max, |α| min-max (HA v2, issue #6), log10 with a floor (DM notebook)) is the enum
+// of analysis.h, shared with the result structs.
 struct AttentionNormParams {
     AttentionNorm kind = AttentionNorm::None;
     double floor = 1e-3;  // Log10Floor only; in (0, 1)
 };
-const char* attention_norm_name(AttentionNorm n);  // "none", "absmax", "absminmax", "log10floor"
+// "none", "absmax", "absminmax", "log10" (also "log10floor"); Error otherwise.
 AttentionNorm parse_attention_norm(const std::string& s);
 
 // Normalises a W × W hidden-attention matrix in place. Statistics (max, min) are taken over the causal

@@ -49,25 +49,12 @@ std::vector<double> hidden_attention(int64_t W, int64_t N, std::span<const float
     return alpha;
 }
 
-const char* attention_norm_name(AttentionNorm n) {
-    switch (n) {
-        case AttentionNorm::None:
-            return "none";
-        case AttentionNorm::AbsMax:
-            return "absmax";
-        case AttentionNorm::AbsMinMax:
-            return "absminmax";
-        case AttentionNorm::Log10Floor:
-            return "log10floor";
-    }
-    return "?";
-}
-
 AttentionNorm parse_attention_norm(const std::string& s) {
-    for (AttentionNorm n :
-         {AttentionNorm::None, AttentionNorm::AbsMax, AttentionNorm::AbsMinMax, AttentionNorm::Log10Floor})
-        if (s == attention_norm_name(n)) return n;
-    throw Error("unknown attention normalisation '" + s + "'", "use none, absmax, absminmax or log10floor");
+    if (s == "none") return AttentionNorm::None;
+    if (s == "absmax") return AttentionNorm::AbsMax;
+    if (s == "absminmax") return AttentionNorm::AbsMinMax;
+    if (s == "log10" || s == "log10floor") return AttentionNorm::Log10Floor;
+    throw Error("unknown attention normalisation '" + s + "'", "use none, absmax, absminmax or log10");
 }
 
 void normalise_attention(std::vector<double>& alpha, int64_t W, const AttentionNormParams& p) {
