@@ -57,15 +57,16 @@ struct DeltaBlock {
 // Mamba-2); `used` is what the scan used after filtering (equal to raw where nothing was filtered). Both
 // views are valid only during the call.
 // The scan's other inputs for one (chunk, layer), after DeciMamba's selection: x' (rows × E), B and C
-// (rows × G·N each). Delivered only for layers where the observer asks (hidden attention needs them on a window).
+// (rows × G·N each). Delivered only for layers where the observer asks (hidden attention needs them on a
+// window).
 struct ScanInputs {
     int layer = 0;
     int64_t rows = 0;
     const int64_t* positions = nullptr;  // original positions of the rows
     const float* x = nullptr;            // (rows, E), row stride ldx
     int64_t ldx = 0;
-    const float* B = nullptr;            // (rows, G·N), row stride ldbc
-    const float* C = nullptr;            // (rows, G·N), row stride ldbc
+    const float* B = nullptr;  // (rows, G·N), row stride ldbc
+    const float* C = nullptr;  // (rows, G·N), row stride ldbc
     int64_t ldbc = 0;
 };
 
@@ -85,7 +86,15 @@ struct DeltaFilter {
     bool empty() const { return threshold.empty(); }
 };
 
+// Where the forward runs. Auto picks CUDA when this build has it and a GPU is usable, else the CPU.
+enum class Device { Cpu, Cuda, Auto };
+const char* device_name(Device d);          // "cpu" / "cuda" / "auto"
+Device parse_device(const std::string& s);  // Error on anything else
+// True when this build has the CUDA backend and a GPU answers; otherwise `why` says what is missing.
+bool cuda_usable(std::string* why = nullptr);
+
 struct ForwardOptions {
+    Device device = Device::Cpu;  // Auto/Cuda fall back to the CPU with ForwardResult::note saying why
     const DeltaFilter* filter = nullptr;  // null: vanilla
     ScanObserver* observer = nullptr;     // null: no probes
     // DeciMamba (method doc §4): for a layer l in this map, only the listed original positions (sorted) go
@@ -111,7 +120,9 @@ struct ForwardResult {
     std::vector<float> nll;              // natural-log NLL, aligned with nll_positions
     int64_t tokens = 0;
     double seconds = 0;
-    double mean_nll() const;  // NaN when empty
+    std::string backend = "cpu";  // where it ran
+    std::string note;             // why a requested GPU run fell back to the CPU (empty otherwise)
+    double mean_nll() const;      // NaN when empty
 };
 
 // Checks ids (non-empty unless allowed, each in [0, vocab_rows)) and throws an Error naming the first bad

@@ -46,6 +46,9 @@ struct Model {
     Tensor lm_head;                      // [V_rows, D] (= embedding when tied)
     std::vector<LayerWeights> layers;    // [n_layer]
 
+    // Backend-owned copies of the weights (the CUDA backend uploads once per model). Opaque to everyone else.
+    mutable std::shared_ptr<void> device_weights;
+
     int64_t vocab_rows() const { return embedding.dim(0); }
     int64_t parameter_count() const;  // tied head counted once
 };

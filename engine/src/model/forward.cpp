@@ -26,6 +26,7 @@
 #include "cpu/norm.h"
 #include "cpu/scan.h"
 #include "mambascope/error.h"
+#include "model/backend.h"
 
 namespace mambascope {
 namespace {
@@ -296,8 +297,45 @@ void check_ids(const Model& model, std::span<const int32_t> ids) {
                         "the ids must come from this model's tokenizer");
 }
 
+const char* device_name(Device d) {
+    switch (d) {
+        case Device::Cpu:
+            return "cpu";
+        case Device::Cuda:
+            return "cuda";
+        case Device::Auto:
+            return "auto";
+    }
+    return "?";
+}
+
+Device parse_device(const std::string& s) {
+    if (s == "cpu") return Device::Cpu;
+    if (s == "cuda") return Device::Cuda;
+    if (s == "auto") return Device::Auto;
+    throw Error("unknown device '" + s + "'", "devices are cpu, cuda and auto");
+}
+
 ForwardResult run_prefill(const Model& model, std::span<const int32_t> ids, ModelState& state,
                           const ForwardOptions& opt, const HeadRequest& head) {
+    std::string note;
+    if (opt.device != Device::Cpu) {
+        std::string why;
+        if (!cuda_usable(&why)) {
+            note = "CUDA not used: " + why + "; ran on the CPU";
+        } else if (auto r = detail::cuda_unsupported_reason(model, opt); !r.empty()) {
+            note = "CUDA not used: " + r + "; ran on the CPU";
+        } else {
+            return detail::cuda_run_prefill(model, ids, state, opt, head);
+        }
+    }
+    ForwardResult res = detail::cpu_run_prefill(model, ids, state, opt, head);
+    res.note = note;
+    return res;
+}
+
+ForwardResult detail::cpu_run_prefill(const Model& model, std::span<const int32_t> ids, ModelState& state,
+                                      const ForwardOptions& opt, const HeadRequest& head) {
     check_ids(model, ids);
     const ModelConfig& c = model.config;
     MS_CHECK(static_cast<int64_t>(state.layers.size()) == c.n_layer, "state does not belong to this model");
@@ -346,8 +384,8 @@ void decode_step(const Model& model, int32_t id, ModelState& state, std::vector<
     const int64_t pos = state.tokens_seen;
     head.logits_positions = {pos};
     head.logits_sink = [&](int64_t, const float* row, int64_t V) { logits.assign(row, row + V); };
-    ForwardOptions opt;  // decode steps are never filtered (method doc §2.4)
-    run_prefill(model, std::span<const int32_t>(one, 1), state, opt, head);
+    ForwardOptions opt;  // decode steps are never filtered (method doc §2.4); one token: the CPU is fastest
+    detail::cpu_run_prefill(model, std::span<const int32_t>(one, 1), state, opt, head);
 }
 
 }  // namespace mambascope
