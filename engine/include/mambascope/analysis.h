@@ -14,11 +14,11 @@
 #include <string>
 #include <vector>
 
+#include "mambascope/model.h"
 #include "mambascope/progress.h"
 
 namespace mambascope {
 
-struct Model;
 
 enum class Method { Vanilla, LongMamba, DeciMamba };
 const char* method_name(Method m);          // "vanilla", "longmamba", "decimamba"
@@ -122,5 +122,37 @@ struct RunResult {
         return nullptr;
     }
 };
+
+// What to run and record. Defaults are the method doc's §7/§8 defaults; -1 means "derive from the model/input".
+struct AnalysisRequest {
+    std::vector<Method> methods{Method::Vanilla, Method::LongMamba};
+    std::filesystem::path calibration_path;  // needed for LongMamba (and for global masks); empty: none
+    double c = 0.05;                          // global if log_decay > ln c (§8.4)
+    double b = 1.0;                           // threshold multiplier (§8.5)
+    int64_t activate_above = -1;              // filter when T > this; -1: the calibration's train_len
+    std::string m1_decay = "slowest";         // Mamba-1 channel decay for summaries when no calibration says
+    // DeciMamba (§4, §8.8)
+    std::vector<int> deci_layers;             // empty: {n_layer / 2}
+    int64_t deci_L_base = -1;                 // -1: train_len
+    double deci_beta = 1.0;
+    int64_t deci_min_seq_len = 20;
+    int64_t deci_resp_len = 100;
+    // Probes
+    std::vector<ChannelRef> channels;         // detail channels; empty: chosen automatically (see docs)
+    int64_t window_begin = 0;                 // Δ / critical-mask window [begin, end)
+    int64_t window_end = -1;                  // -1: min(T, begin + kMaxWindowTokens)
+    std::vector<int64_t> rf_positions;        // empty: {T − 1}
+    double rf_epsilon = -1;                   // -1: c (§8.7)
+    bool attention = true;                    // hidden attention of the detail channels
+    int64_t attention_begin = -1;             // -1: the last attention_tokens tokens
+    int64_t attention_tokens = 256;           // ≤ kMaxAttentionTokens
+    AttentionNorm attention_norm = AttentionNorm::AbsMax;
+    double attention_log_floor = 1e-3;
+    bool nll = true;                          // per-token NLL (needs the LM head on every token)
+};
+
+// Runs every requested method on the input. Progress covers the whole run; cancellation throws Cancelled.
+RunResult run_analysis(const Model& model, const RunInput& input, const AnalysisRequest& request,
+                       const ProgressFn& progress = {});
 
 }  // namespace mambascope
