@@ -20,6 +20,7 @@ const Command kCommands[] = {
     {"forward", mambascope::cli::cmd_forward, "run a model over token ids; write logits (and Δ) to HDF5"},
     {"nll", mambascope::cli::cmd_nll, "mean NLL and perplexity of a token file"},
     {"bench", mambascope::cli::cmd_bench, "prefill speed and peak memory on random weights of real shapes"},
+    {"calibrate", mambascope::cli::cmd_calibrate, "LongMamba calibration of a model on a token stream (CAL.h5)"},
 };
 
 void usage() {
