@@ -8,6 +8,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "input.h"
 #include "mambascope/calibration.h"
 #include "mambascope/error.h"
 #include "mambascope/longmamba.h"
@@ -30,6 +31,7 @@ constexpr const char* kCalibrateHelp =
     "  --lengths a,b,...    target lengths in tokens (default: 1000..8000,10000,...,192000)\n"
     "  --aggregate mean|max aggregation over windows (default mean)\n"
     "  --m1-decay slowest|mean  Mamba-1 channel decay reduction (default slowest)\n"
+    "  --tokenizer FILE|byte, --replace-invalid   with --text (see `mambascope-cli forward --help`)\n"
     "  --c C                only for the summary printed at the end: global iff log_decay > ln C (default "
     "0.05)\n";
 
@@ -39,7 +41,8 @@ bool wants_help(int argc, char** argv) {
     return false;
 }
 
-ProgressFn stderr_progress() {
+// Progress with the stage label ("calibration window 3/100"), only when stderr is a terminal.
+ProgressFn stage_progress() {
     if (!isatty(2)) return {};
     return [](double f, std::string_view stage) {
         std::fprintf(stderr, "\r%-32.*s %5.1f%%", static_cast<int>(stage.size()), stage.data(), 100.0 * f);
@@ -57,19 +60,11 @@ int cmd_calibrate(int argc, char** argv) {
     }
     Args a(argc, argv,
            {"model", "ids", "text", "out", "train-len", "samples", "clamp-top", "lengths", "aggregate",
-            "m1-decay", "c"},
-           {});
+            "m1-decay", "c", "tokenizer"},
+           {"replace-invalid"});
     const std::string out = a.require("out");
-    if (a.has("ids") == a.has("text"))
-        throw Error("calibrate needs exactly one of --ids FILE or --text FILE",
-                    "see `mambascope-cli calibrate --help`");
-    if (a.has("text"))
-        // TODO(tokenizer): tokenise with choose_tokenizer(model_dir, hint) once tokenizer.h is on main.
-        throw Error("--text is not supported by this build yet (the tokenizer is not linked in)",
-                    "tokenise the text first and pass the ids with --ids FILE");
-
     auto model = load_model(a.require("model"));
-    const std::vector<int32_t> ids = read_ids_file(a.require("ids"));
+    const std::vector<int32_t> ids = read_input_ids(a, *model);  // --ids FILE or --text FILE
 
     CalibrationParams p;
     p.train_len = a.get_int("train-len", -1);
@@ -80,7 +75,7 @@ int cmd_calibrate(int argc, char** argv) {
     p.m1_decay = parse_m1_decay(a.get("m1-decay", "slowest"));
     const double c = a.get_double("c", kDefaultC);
 
-    const Calibration cal = calibrate(*model, ids, p, stderr_progress());
+    const Calibration cal = calibrate(*model, ids, p, stage_progress());
     save_calibration(out, cal);
 
     const std::vector<uint8_t> global = global_mask(cal, c);

@@ -6,6 +6,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "input.h"
 #include "mambascope/error.h"
 #include "mambascope/forward.h"
 #include "mambascope/h5.h"
@@ -27,17 +28,6 @@ std::string human_bytes(double b) {
     char buf[32];
     std::snprintf(buf, sizeof buf, "%.2f %s", b, u[i]);
     return buf;
-}
-
-// CLI progress on stderr, only when it is a terminal.
-ProgressFn stderr_progress(const char* label) {
-    static bool tty = isatty(2);
-    if (!tty) return {};
-    return [label](double f, std::string_view) {
-        std::fprintf(stderr, "\r%s %5.1f%%", label, 100.0 * f);
-        if (f >= 1.0) std::fprintf(stderr, "\n");
-        return true;
-    };
 }
 
 }  // namespace
