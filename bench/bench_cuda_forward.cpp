@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
         const double proj_flops_per_token = 2.0 * double(m->parameter_count() - m->embedding.numel());
         for (int64_t T : {2048, 16384, 131072}) {
             std::mt19937 rng(1);
-            std::vector<int32_t> ids(size_t(T));
+            std::vector<int32_t> ids(static_cast<size_t>(T));
             for (auto& id : ids) id = int32_t(rng() % 50277);
             for (int mode = 0; mode < 2; ++mode) {
                 ForwardOptions opt;
