@@ -41,30 +41,47 @@ void put32(std::string& o, uint32_t v) {
     put16(o, v & 0xffff), put16(o, v >> 16);
 }
 
-std::string zip_bytes(const std::vector<std::pair<std::string, std::string>>& files) {
+void put64(std::string& o, uint64_t v) {
+    put32(o, static_cast<uint32_t>(v)), put32(o, static_cast<uint32_t>(v >> 32));
+}
+
+// Stored entries. With `zip64`, every central size/offset is 0xFFFFFFFF with the real value in a ZIP64 extra
+// field, and the end records are ZIP64 ones (what writers emit for archives above 4 GB).
+std::string zip_bytes(const std::vector<std::pair<std::string, std::string>>& files, bool zip64 = false) {
     std::string out, central;
     for (const auto& [name, data] : files) {
         const uint32_t offset = static_cast<uint32_t>(out.size()), crc = crc32_of(data);
+        const uint32_t n = static_cast<uint32_t>(data.size());
         put32(out, 0x04034b50), put16(out, 20), put16(out, 0), put16(out, 0), put16(out, 0), put16(out, 0x21);
-        put32(out, crc), put32(out, static_cast<uint32_t>(data.size())),
-            put32(out, static_cast<uint32_t>(data.size()));
+        put32(out, crc), put32(out, n), put32(out, n);
         put16(out, static_cast<uint32_t>(name.size())), put16(out, 0);
         out += name + data;
-        put32(central, 0x02014b50), put16(central, 20), put16(central, 20), put16(central, 0),
+        const uint32_t big = zip64 ? 0xffffffffu : 0;
+        put32(central, 0x02014b50), put16(central, 45), put16(central, 45), put16(central, 0),
             put16(central, 0);
-        put16(central, 0), put16(central, 0x21), put32(central, crc),
-            put32(central, static_cast<uint32_t>(data.size()));
-        put32(central, static_cast<uint32_t>(data.size())),
-            put16(central, static_cast<uint32_t>(name.size()));
-        put16(central, 0), put16(central, 0), put16(central, 0), put16(central, 0), put32(central, 0),
-            put32(central, offset);
+        put16(central, 0), put16(central, 0x21), put32(central, crc), put32(central, zip64 ? big : n);
+        put32(central, zip64 ? big : n), put16(central, static_cast<uint32_t>(name.size()));
+        put16(central, zip64 ? 28 : 0), put16(central, 0), put16(central, 0), put16(central, 0),
+            put32(central, 0);
+        put32(central, zip64 ? big : offset);
         central += name;
+        if (zip64)
+            put16(central, 1), put16(central, 24), put64(central, n), put64(central, n),
+                put64(central, offset);
     }
     const uint32_t cd_offset = static_cast<uint32_t>(out.size());
     out += central;
-    put32(out, 0x06054b50), put16(out, 0), put16(out, 0), put16(out, static_cast<uint32_t>(files.size()));
-    put16(out, static_cast<uint32_t>(files.size())), put32(out, static_cast<uint32_t>(central.size()));
-    put32(out, cd_offset), put16(out, 0);
+    const uint16_t count = static_cast<uint16_t>(files.size());
+    if (zip64) {
+        const uint64_t end64 = out.size();
+        put32(out, 0x06064b50), put64(out, 44), put16(out, 45), put16(out, 45), put32(out, 0), put32(out, 0);
+        put64(out, files.size()), put64(out, files.size()), put64(out, central.size()), put64(out, cd_offset);
+        put32(out, 0x07064b50), put32(out, 0), put64(out, end64), put32(out, 1);
+    }
+    put32(out, 0x06054b50), put16(out, 0), put16(out, 0), put16(out, zip64 ? 0xffff : count);
+    put16(out, zip64 ? 0xffff : count),
+        put32(out, zip64 ? 0xffffffffu : static_cast<uint32_t>(central.size()));
+    put32(out, zip64 ? 0xffffffffu : cd_offset), put16(out, 0);
     return out;
 }
 
@@ -135,12 +152,13 @@ class TorchZip : public ::testing::Test {
         return dir_ / name;
     }
     // A torch-style zip holding one data.pkl and float32 storages "0", "1", ...
-    fs::path write_checkpoint(const std::string& pkl, const std::vector<std::string>& storages) {
+    fs::path write_checkpoint(const std::string& pkl, const std::vector<std::string>& storages,
+                              bool zip64 = false) {
         std::vector<std::pair<std::string, std::string>> files = {{"archive/data.pkl", pkl}};
         for (size_t i = 0; i < storages.size(); ++i)
             files.push_back({"archive/data/" + std::to_string(i), storages[i]});
         files.push_back({"archive/version", "3\n"});
-        return write("model.bin", zip_bytes(files));
+        return write("model.bin", zip_bytes(files, zip64));
     }
     std::string error_of(const fs::path& p) {
         try {
@@ -221,6 +239,39 @@ TEST_F(TorchZip, HandWrittenPickleRoundTrips) {
     ASSERT_EQ(w.count("w"), 1u);
     EXPECT_EQ(w.at("w").data[0], 8.0f);
     EXPECT_EQ(w.at("w").data[2], 6.0f);
+}
+
+TEST_F(TorchZip, Zip64CentralDirectoryIsRead) {
+    const std::string pkl = PickleWriter().begin_dict().tensor("w", "0", 4, 0, {2, 2}, {2, 1}).end_dict();
+    const WeightMap w = load_torch_zip(write_checkpoint(pkl, {floats({9, 8, 7, 6})}, /*zip64=*/true));
+    ASSERT_EQ(w.count("w"), 1u);
+    EXPECT_EQ(w.at("w").data[3], 6.0f);
+}
+
+TEST_F(TorchZip, CorruptedBytesGiveAnErrorOrAValidLoadNeverACrash) {
+    // Flip bytes of the fixture (every 5th) and truncate it (every 17th length): the loader must throw Error
+    // or load.
+    constexpr size_t kFlipStride = 5, kCutStride = 17;  // a sample keeps the test under a second
+    const std::string good = read_all(kFixtures / "fake_torch" / "pytorch_model.bin");
+    int flip_errors = 0, cut_errors = 0, cuts = 0;
+    for (size_t i = 0; i < good.size(); i += kFlipStride) {
+        std::string bad = good;
+        bad[i] = static_cast<char>(bad[i] ^ 0xA5);
+        try {
+            load_torch_zip(write("fuzz.bin", bad));
+        } catch (const Error&) {
+            ++flip_errors;
+        }
+    }
+    for (size_t i = 0; i < good.size(); i += kCutStride, ++cuts) {
+        try {
+            load_torch_zip(write("fuzz.bin", good.substr(0, i)));
+        } catch (const Error&) {
+            ++cut_errors;
+        }
+    }
+    EXPECT_EQ(cut_errors, cuts);  // every truncation is detected
+    EXPECT_GT(flip_errors, 0);
 }
 
 TEST_F(TorchZip, TruncatedZipIsRefused) {

@@ -1,5 +1,6 @@
 #include "io/pickle.h"
 
+#include <cstdio>
 #include <cstring>
 #include <unordered_map>
 #include <unordered_set>
