@@ -1,10 +1,12 @@
-// config.h: a Mamba or Mamba-2 model's hyper-parameters, read from config.json in either of the two forms real
-// checkpoints use (HF transformers `MambaConfig`/`Mamba2Config`, or the original mamba_ssm `MambaConfig`).
+// config.h: a Mamba or Mamba-2 model's hyper-parameters, read from config.json in either of the two forms
+// real checkpoints use (HF transformers `MambaConfig`/`Mamba2Config`, or the original mamba_ssm
+// `MambaConfig`).
 //
-// Design decision: missing fields are derived exactly as the references derive them (see docs/file-formats.md and
+// Design decision: missing fields are derived exactly as the references derive them (see docs/file-formats.md
+// and
 // ../shared/docs/checkpoints.md: dt_rank = ceil(d_model/16), d_inner = expand·d_model, vocab padded to
-// pad_vocab_size_multiple, n_heads = d_inner/head_dim, ...), so a config that loads here describes the same network
-// that transformers / mamba_ssm would build. Anything we cannot interpret is an Error, never a guess.
+// pad_vocab_size_multiple, n_heads = d_inner/head_dim, ...), so a config that loads here describes the same
+// network that transformers / mamba_ssm would build. Anything we cannot interpret is an Error, never a guess.
 #pragma once
 
 #include <cstdint>
@@ -21,29 +23,29 @@ const char* arch_name(Arch a);  // "mamba" / "mamba2"
 
 struct ModelConfig {
     Arch arch = Arch::Mamba1;
-    std::string source_format;     // "hf" (transformers) or "mamba_ssm" (original)
+    std::string source_format;  // "hf" (transformers) or "mamba_ssm" (original)
 
-    int64_t d_model = 0;           // D
-    int64_t n_layer = 0;           // L
-    int64_t vocab_size = 0;        // as written in the config (HF: padded; mamba_ssm: unpadded, e.g. 50277)
+    int64_t d_model = 0;     // D
+    int64_t n_layer = 0;     // L
+    int64_t vocab_size = 0;  // as written in the config (HF: padded; mamba_ssm: unpadded, e.g. 50277)
     int64_t pad_vocab_size_multiple = 1;
-    int64_t d_inner = 0;           // E = expand · D
-    int64_t d_state = 0;           // N
-    int64_t d_conv = 4;            // K
-    int64_t dt_rank = 0;           // R (Mamba-1)
-    int64_t n_heads = 0;           // H (Mamba-2); E = H · P
-    int64_t head_dim = 0;          // P (Mamba-2)
-    int64_t n_groups = 1;          // G (Mamba-2): B and C are shared by H/G heads
-    double norm_eps = 1e-5;        // RMSNorm epsilon (block norms, final norm, gated norm)
-    bool tie_embeddings = true;    // lm_head = embedding
+    int64_t d_inner = 0;         // E = expand · D
+    int64_t d_state = 0;         // N
+    int64_t d_conv = 4;          // K
+    int64_t dt_rank = 0;         // R (Mamba-1)
+    int64_t n_heads = 0;         // H (Mamba-2); E = H · P
+    int64_t head_dim = 0;        // P (Mamba-2)
+    int64_t n_groups = 1;        // G (Mamba-2): B and C are shared by H/G heads
+    double norm_eps = 1e-5;      // RMSNorm epsilon (block norms, final norm, gated norm)
+    bool tie_embeddings = true;  // lm_head = embedding
     bool use_conv_bias = true;
-    bool use_bias = false;         // in_proj/out_proj bias (no state-spaces checkpoint has one)
-    double dt_limit_min = 0.0;     // Mamba-2: Δ clamped to [min, max] after softplus
+    bool use_bias = false;      // in_proj/out_proj bias (no state-spaces checkpoint has one)
+    double dt_limit_min = 0.0;  // Mamba-2: Δ clamped to [min, max] after softplus
     double dt_limit_max = std::numeric_limits<double>::infinity();
 
     // Mambascope extensions, read from an optional "mambascope" object in config.json.
-    int64_t train_len = 2048;      // tokens the model was trained at (state-spaces models: 2048)
-    std::string tokenizer;         // "byte" for byte-level models; empty: tokenizer.json or GPT-NeoX-20B
+    int64_t train_len = 2048;  // tokens the model was trained at (state-spaces models: 2048)
+    std::string tokenizer;     // "byte" for byte-level models; empty: tokenizer.json or GPT-NeoX-20B
 
     // Channels in LongMamba's sense (method doc §8.1): Mamba-1 inner channels, Mamba-2 heads.
     int64_t channels() const { return arch == Arch::Mamba1 ? d_inner : n_heads; }
@@ -60,8 +62,8 @@ struct ModelConfig {
     }
 };
 
-// Parses config.json text. `origin` names the file in error messages. Accepts bare `Infinity`/`-Infinity`/`NaN`
-// tokens and transformers 5.x's {"__float__": "Infinity"} objects.
+// Parses config.json text. `origin` names the file in error messages. Accepts bare
+// `Infinity`/`-Infinity`/`NaN` tokens and transformers 5.x's {"__float__": "Infinity"} objects.
 ModelConfig parse_config_json(std::string_view text, const std::string& origin);
 
 // Reads <dir>/config.json.

@@ -1,0 +1,113 @@
+// bench: prefill speed and peak memory of the CPU forward on random weights of real model shapes (issue 2
+// item 6). Prints figures; asserts nothing. docs/benchmarks.md records the results and the commands.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <random>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include <string>
+
+#include "args.h"
+#include "commands.h"
+#include "mambascope/error.h"
+#include "mambascope/forward.h"
+#include "mambascope/model.h"
+
+namespace mambascope::cli {
+namespace {
+
+// Peak resident set size of this process so far (VmHWM), in MB.
+double peak_rss_mb() {
+    std::ifstream f("/proc/self/status");
+    std::string line;
+    while (std::getline(f, line))
+        if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+    return NAN;
+}
+
+ModelConfig shape_config(const std::string& shape) {
+    ModelConfig c;
+    c.source_format = "random";
+    c.vocab_size = 50280;
+    c.d_conv = 4;
+    auto m1 = [&](int64_t D, int64_t L) {
+        c.arch = Arch::Mamba1;
+        c.d_model = D;
+        c.n_layer = L;
+        c.d_inner = 2 * D;
+        c.d_state = 16;
+        c.dt_rank = (D + 15) / 16;
+    };
+    auto m2 = [&](int64_t D, int64_t L) {
+        c.arch = Arch::Mamba2;
+        c.d_model = D;
+        c.n_layer = L;
+        c.d_inner = 2 * D;
+        c.d_state = 128;
+        c.head_dim = 64;
+        c.n_heads = 2 * D / 64;
+        c.n_groups = 1;
+        c.vocab_size = 50288;
+    };
+    if (shape == "mamba-130m")
+        m1(768, 24);
+    else if (shape == "mamba-370m")
+        m1(1024, 48);
+    else if (shape == "mamba-1.4b")
+        m1(2048, 48);
+    else if (shape == "mamba-2.8b")
+        m1(2560, 64);
+    else if (shape == "mamba2-130m")
+        m2(768, 24);
+    else if (shape == "mamba2-1.3b")
+        m2(2048, 48);
+    else
+        throw Error("unknown shape '" + shape + "'",
+                    "one of mamba-130m, mamba-370m, mamba-1.4b, mamba-2.8b, mamba2-130m, mamba2-1.3b");
+    return c;
+}
+
+}  // namespace
+
+int cmd_bench(int argc, char** argv) {
+    for (int i = 1; i < argc; ++i)
+        if (!std::strcmp(argv[i], "--help")) {
+            std::printf(
+                "mambascope-cli bench [--shape mamba-130m|mamba2-130m|...] [--tokens N] [--head] "
+                "[--chunk N] [--seed S]\n  prefill tokens/s and peak RSS on random weights; --head also "
+                "computes per-token NLL (the LM head on every token)\n");
+            return 0;
+        }
+    Args a(argc, argv, {"shape", "tokens", "chunk", "seed"}, {"head"});
+    const std::string shape = a.get("shape", "mamba-130m");
+    const int64_t T = a.get_int("tokens", 2048);
+    if (T < 2) throw Error("--tokens must be at least 2");
+    ModelConfig cfg = shape_config(shape);
+    auto m = random_model(cfg, static_cast<uint64_t>(a.get_int("seed", 1)));
+    const double rss_model = peak_rss_mb();
+    std::mt19937 rng(7);
+    std::vector<int32_t> ids(static_cast<size_t>(T));
+    for (auto& id : ids) id = static_cast<int32_t>(rng() % 50277);
+    ForwardOptions opt;
+    opt.chunk_tokens = a.get_int("chunk", kPrefillChunkTokens);
+    HeadRequest head;
+    head.nll = a.has("head");
+    auto res = run_forward(*m, ids, opt, head);
+    const double rss = peak_rss_mb();
+    std::printf(
+        "shape=%s tokens=%lld head=%s chunk=%lld threads=%d seconds=%.3f tok_per_s=%.1f "
+        "peak_rss_mb=%.0f model_rss_mb=%.0f\n",
+        shape.c_str(), (long long)T, head.nll ? "yes" : "no", (long long)opt.chunk_tokens,
+#ifdef _OPENMP
+        omp_get_max_threads(),
+#else
+        1,
+#endif
+        res.seconds, double(T) / res.seconds, rss, rss_model);
+    return 0;
+}
+
+}  // namespace mambascope::cli

@@ -1,0 +1,21 @@
+// input.h: shared CLI input handling: token ids from --ids FILE or --text FILE (tokenised with the model's
+// tokenizer), and progress on stderr.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "args.h"
+#include "mambascope/model.h"
+#include "mambascope/progress.h"
+
+namespace mambascope::cli {
+
+// --ids FILE, or --text FILE [--tokenizer FILE|byte] [--replace-invalid]; exactly one of them. Ids are
+// checked against the model's vocabulary.
+std::vector<int32_t> read_input_ids(const Args& args, const Model& model);
+
+// A progress printer for long jobs ("label  42.0%"), only when stderr is a terminal.
+ProgressFn stderr_progress(const char* label);
+
+}  // namespace mambascope::cli

@@ -1,0 +1,70 @@
+// mambascope-cli: batch front end. Every GUI job is also a command here, with the same outputs.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "commands.h"
+#include "mambascope/error.h"
+
+namespace {
+
+struct Command {
+    const char* name;
+    int (*fn)(int, char**);
+    const char* help;
+};
+
+const Command kCommands[] = {
+    {"info", mambascope::cli::cmd_info, "config, parameter count, dtype and memory of a model"},
+    {"forward", mambascope::cli::cmd_forward, "run a model over token ids; write logits (and Δ) to HDF5"},
+    {"nll", mambascope::cli::cmd_nll, "mean NLL and perplexity of a token file"},
+    {"ppl-sweep", mambascope::cli::cmd_ppl_sweep,
+     "perplexity vs context length (vanilla / LongMamba / DeciMamba)"},
+    {"bench", mambascope::cli::cmd_bench, "prefill speed and peak memory on random weights of real shapes"},
+    {"calibrate", mambascope::cli::cmd_calibrate, "LongMamba calibration of a model on a token stream (CAL.h5)"},
+};
+
+void usage() {
+    std::printf(
+        "mambascope-cli %s: Mamba / Mamba-2 long-context analysis (LongMamba)\n\nusage: mambascope-cli "
+        "<command> [options]\n\ncommands:\n",
+        MAMBASCOPE_VERSION);
+    for (const auto& c : kCommands) std::printf("  %-12s %s\n", c.name, c.help);
+    std::printf("\n`mambascope-cli <command> --help` describes a command's options.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
+        !std::strcmp(argv[1], "help")) {
+        usage();
+        return argc < 2 ? 2 : 0;
+    }
+    if (!std::strcmp(argv[1], "--version")) {
+        std::printf("mambascope-cli %s\n", MAMBASCOPE_VERSION);
+        return 0;
+    }
+    for (const auto& c : kCommands) {
+        if (std::strcmp(argv[1], c.name) != 0) continue;
+        try {
+            return c.fn(argc - 1, argv + 1);
+        } catch (const mambascope::Cancelled&) {
+            std::fprintf(stderr, "mambascope-cli %s: cancelled\n", c.name);
+            return 130;
+        } catch (const mambascope::Error& e) {
+            std::fprintf(stderr, "mambascope-cli %s: error: %s\n", c.name, mambascope::describe(e).c_str());
+            return 1;
+        } catch (const std::bad_alloc&) {
+            std::fprintf(stderr, "mambascope-cli %s: error: out of memory\n", c.name);
+            return 1;
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "mambascope-cli %s: internal error: %s\n", c.name, e.what());
+            return 1;
+        }
+    }
+    std::fprintf(stderr, "mambascope-cli: unknown command '%s'\n\n", argv[1]);
+    usage();
+    return 2;
+}

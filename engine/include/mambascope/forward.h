@@ -1,0 +1,143 @@
+// forward.h: running a model over tokens on the CPU (or another backend): chunked prefill with carried state,
+// the decode step, streaming per-token NLL, logits for requested positions, and the hooks LongMamba and the
+// probes use.
+//
+// Design decision: the prefill is token-major and chunked. A chunk of `chunk_tokens` tokens goes through all
+// layers, the conv and SSM states are carried to the next chunk, so memory is O(chunk × width + state),
+// independent of the input length, and results are identical to one pass. The scan sees Δ through two
+// declarative hooks that every backend can honour: a per-layer, per-channel threshold filter (LongMamba,
+// method doc §8.5) applied inside the scan, and an observer that receives each chunk's raw and used Δ
+// (probes, calibration, windows). Logits are never materialised for the whole input: the head runs per chunk
+// and hands rows to a sink or reduces them to NLL.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "mambascope/model.h"
+#include "mambascope/progress.h"
+
+namespace mambascope {
+
+// Tokens per prefill chunk: big enough for efficient GEMMs, small enough that per-chunk buffers of a 2.8b
+// model (≈ 4·E floats per token) stay under ~200 MB.
+constexpr int64_t kPrefillChunkTokens = 1024;
+// Rows of logits computed at once by the head when reducing to NLL: V × this × 4 bytes (≈ 25 MB for V =
+// 50280).
+constexpr int64_t kHeadChunkTokens = 128;
+
+// The recurrent state of every layer after some tokens.
+struct LayerState {
+    std::vector<float> conv;  // (K-1) × conv_dim, oldest row first
+    std::vector<float> ssm;   // M1: E × N; M2: H × P × N
+};
+struct ModelState {
+    std::vector<LayerState> layers;
+    int64_t tokens_seen = 0;
+};
+ModelState make_state(const Model& model);
+
+// One chunk's Δ for one layer, as the scan saw it. rows × channels, row stride `ld`; row r is original
+// position positions[r] (positions are increasing; with DeciMamba some positions are absent).
+struct DeltaBlock {
+    int layer = 0;
+    int64_t rows = 0;
+    int64_t channels = 0;
+    const float* data = nullptr;
+    int64_t ld = 0;
+    const int64_t* positions = nullptr;
+    float at(int64_t r, int64_t c) const { return data[r * ld + c]; }
+};
+
+// Receives Δ per (chunk, layer), in order of positions within a layer. `raw` is softplus(...) (clamped for
+// Mamba-2); `used` is what the scan used after filtering (equal to raw where nothing was filtered). Both
+// views are valid only during the call.
+// The scan's other inputs for one (chunk, layer), after DeciMamba's selection: x' (rows × E), B and C
+// (rows × G·N each). Delivered only for layers where the observer asks (hidden attention needs them on a
+// window).
+struct ScanInputs {
+    int layer = 0;
+    int64_t rows = 0;
+    const int64_t* positions = nullptr;  // original positions of the rows
+    const float* x = nullptr;            // (rows, E), row stride ldx
+    int64_t ldx = 0;
+    const float* B = nullptr;  // (rows, G·N), row stride ldbc
+    const float* C = nullptr;  // (rows, G·N), row stride ldbc
+    int64_t ldbc = 0;
+};
+
+class ScanObserver {
+  public:
+    virtual ~ScanObserver() = default;
+    virtual void on_delta(const DeltaBlock& raw, const DeltaBlock& used) = 0;
+    // Return true for the layers whose ScanInputs you want (asked once per chunk and layer).
+    virtual bool wants_scan_inputs(int layer) const { return false; }
+    virtual void on_scan_inputs(const ScanInputs& inputs) {}
+};
+
+// LongMamba's filter (method doc §8.5): in layer l, channel c, Δ ← Δ if Δ > threshold[l][c] else 0.
+// threshold = -inf leaves a channel untouched (local channels). An empty outer vector means "no filter".
+struct DeltaFilter {
+    std::vector<std::vector<float>> threshold;  // [n_layer][C]
+    bool empty() const { return threshold.empty(); }
+};
+
+// Where the forward runs. Auto picks CUDA when this build has it and a GPU is usable, else the CPU.
+enum class Device { Cpu, Cuda, Auto };
+const char* device_name(Device d);          // "cpu" / "cuda" / "auto"
+Device parse_device(const std::string& s);  // Error on anything else
+// True when this build has the CUDA backend and a GPU answers; otherwise `why` says what is missing.
+bool cuda_usable(std::string* why = nullptr);
+
+struct ForwardOptions {
+    Device device = Device::Cpu;  // Auto/Cuda fall back to the CPU with ForwardResult::note saying why
+    const DeltaFilter* filter = nullptr;  // null: vanilla
+    ScanObserver* observer = nullptr;     // null: no probes
+    // DeciMamba (method doc §4): for a layer l in this map, only the listed original positions (sorted) go
+    // through the SSM of layer l and every later layer. Positions must be a subset of what reaches layer l.
+    const std::map<int, std::vector<int64_t>>* keep_positions = nullptr;
+    int stop_after_layer = -1;  // ≥ 0: run layers 0..stop_after_layer only, skip the head
+    int64_t chunk_tokens = kPrefillChunkTokens;
+    ProgressFn progress;  // fraction of the tokens done; returning false cancels
+};
+
+// What the head should produce.
+struct HeadRequest {
+    // Per-token NLL (natural log) of ids[p+1] at every position p that has a next id and survives decimation.
+    bool nll = false;
+    // Logits rows: called with (position, logits[V_rows]) for the requested positions, in increasing order.
+    std::function<void(int64_t position, const float* logits, int64_t vocab_rows)> logits_sink;
+    bool all_logits = false;                // every position (streams T × V through the sink, never stored)
+    std::vector<int64_t> logits_positions;  // otherwise: these positions (sorted)
+};
+
+struct ForwardResult {
+    std::vector<int64_t> nll_positions;  // positions p with an NLL (target ids[p+1])
+    std::vector<float> nll;              // natural-log NLL, aligned with nll_positions
+    int64_t tokens = 0;
+    double seconds = 0;
+    std::string backend = "cpu";  // where it ran
+    std::string note;             // why a requested GPU run fell back to the CPU (empty otherwise)
+    double mean_nll() const;      // NaN when empty
+};
+
+// Checks ids (non-empty unless allowed, each in [0, vocab_rows)) and throws an Error naming the first bad
+// one.
+void check_ids(const Model& model, std::span<const int32_t> ids);
+
+// Prefills `ids` (absolute positions state.tokens_seen + i), updating `state`.
+ForwardResult run_prefill(const Model& model, std::span<const int32_t> ids, ModelState& state,
+                          const ForwardOptions& options = {}, const HeadRequest& head = {});
+
+// Convenience: fresh state, whole input.
+ForwardResult run_forward(const Model& model, std::span<const int32_t> ids,
+                          const ForwardOptions& options = {}, const HeadRequest& head = {});
+
+// One decode step (no filter, method doc §2.4): feeds `id`, writes logits [V_rows] for the next token.
+void decode_step(const Model& model, int32_t id, ModelState& state, std::vector<float>& logits);
+
+}  // namespace mambascope

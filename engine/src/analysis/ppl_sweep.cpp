@@ -1,0 +1,202 @@
+// Perplexity vs context length; see mambascope/ppl_sweep.h.
+#include "mambascope/ppl_sweep.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "mambascope/error.h"
+#include "mambascope/forward.h"
+
+namespace mambascope {
+
+std::vector<int64_t> sweep_window_starts(int64_t doc_tokens, int64_t length, int windows) {
+    if (length < 2) throw Error("context length must be at least 2 tokens, got " + std::to_string(length));
+    if (windows < 1) throw Error("windows must be at least 1");
+    if (doc_tokens < length)
+        throw Error("the document has " + std::to_string(doc_tokens) +
+                        " tokens, fewer than the context length " + std::to_string(length),
+                    "use a longer document or smaller --lengths");
+    std::vector<int64_t> starts;
+    const int64_t span = doc_tokens - length;
+    for (int i = 0; i < windows; ++i)
+        starts.push_back(windows == 1 ? 0 : static_cast<int64_t>(double(span) * i / (windows - 1)));
+    return starts;
+}
+
+std::vector<PplPoint> run_ppl_sweep(const Model& model, std::span<const int32_t> doc, const PplSweepParams& p,
+                                    const ProgressFn& progress) {
+    if (p.lengths.empty()) throw Error("no context lengths given");
+    if (p.methods.empty()) throw Error("no methods given");
+    if (p.predict < 1) throw Error("predict must be at least 1 token");
+    check_ids(model, doc);
+    for (Method m : p.methods)
+        if (m == Method::LongMamba) {
+            if (!p.calibration)
+                throw Error("LongMamba needs a calibration",
+                            "pass --calibration CAL.h5 (mambascope-cli calibrate)");
+            check_calibration_matches(*p.calibration, model.config);
+        }
+    for (int64_t L : p.lengths)
+        if (L <= p.predict)
+            throw Error("context length " + std::to_string(L) + " must exceed the scored tail (" +
+                        std::to_string(p.predict) + " tokens)");
+    // Total work in tokens, for progress.
+    double total = 0, done = 0;
+    for (int64_t L : p.lengths) total += double(L) * p.windows * double(p.methods.size());
+    std::vector<PplPoint> out;
+    for (int64_t L : p.lengths) {
+        const auto starts = sweep_window_starts(static_cast<int64_t>(doc.size()), L, p.windows);
+        for (Method m : p.methods) {
+            PplPoint pt;
+            pt.length = L;
+            pt.method = m;
+            const auto t0 = std::chrono::steady_clock::now();
+            double nll_sum = 0;
+            for (int64_t s : starts) {
+                auto window = doc.subspan(static_cast<size_t>(s), static_cast<size_t>(L));
+                // Positions L−predict−1 .. L−2 predict the last `predict` tokens.
+                HeadRequest head;
+                for (int64_t q = L - p.predict - 1; q <= L - 2; ++q) head.logits_positions.push_back(q);
+                double wsum = 0;
+                int64_t wcount = 0;
+                head.logits_sink = [&](int64_t pos, const float* row, int64_t V) {
+                    const int32_t target = window[static_cast<size_t>(pos + 1)];
+                    float mx = row[0];
+                    for (int64_t v = 1; v < V; ++v) mx = std::max(mx, row[v]);
+                    double se = 0;
+                    for (int64_t v = 0; v < V; ++v) se += std::exp(double(row[v] - mx));
+                    wsum += std::log(se) + mx - row[target];
+                    ++wcount;
+                };
+                const double base = done;
+                auto sub = [&](double f, std::string_view) {
+                    return !progress || progress((base + f * double(L)) / total, "ppl-sweep");
+                };
+                if (m == Method::DeciMamba) {
+                    DeciParams d = p.deci;
+                    d.resp_len = p.predict + 1;  // the scored tail and the position before it are always kept
+                    run_decimamba(model, window, resolve_deci_params(model.config, d), head, sub);
+                } else {
+                    ForwardOptions opt;
+                    opt.progress = sub;
+                    DeltaFilter filter;
+                    if (m == Method::LongMamba) {
+                        filter = make_longmamba_filter(*p.calibration, p.filter, L);
+                        opt.filter = &filter;
+                    }
+                    run_forward(model, window, opt, head);
+                }
+                if (wcount != p.predict)
+                    throw Error("internal: scored " + std::to_string(wcount) + " tokens instead of " +
+                                std::to_string(p.predict));
+                pt.window_nll.push_back(wsum / double(wcount));
+                nll_sum += wsum;
+                pt.tokens_scored += wcount;
+                done += double(L);
+            }
+            pt.windows = static_cast<int>(starts.size());
+            pt.mean_nll = nll_sum / double(pt.tokens_scored);
+            pt.perplexity = std::exp(pt.mean_nll);
+            pt.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            out.push_back(pt);
+        }
+    }
+    report_progress(progress, 1.0, "ppl-sweep");
+    return out;
+}
+
+void write_ppl_csv(const std::filesystem::path& path, const std::vector<PplPoint>& points) {
+    std::ostringstream s;
+    s << "length,method,windows,tokens_scored,mean_nll,perplexity,seconds\n";
+    s.precision(9);
+    for (const auto& p : points)
+        s << p.length << ',' << method_name(p.method) << ',' << p.windows << ',' << p.tokens_scored << ','
+          << p.mean_nll << ',' << p.perplexity << ',' << p.seconds << '\n';
+    std::filesystem::path tmp = path;
+    tmp += ".tmp-" + std::to_string(::getpid());
+    {
+        std::ofstream f(tmp);
+        if (!f)
+            throw Error("cannot write " + tmp.string(), "check that the directory exists and is writable");
+        f << s.str();
+        if (!f) throw Error("write failed: " + tmp.string());
+    }
+    std::error_code ec;
+    std::filesystem::rename(tmp, path, ec);
+    if (ec) {
+        std::filesystem::remove(tmp, ec);
+        throw Error("cannot rename to " + path.string() + ": " + ec.message());
+    }
+}
+
+std::vector<PplPoint> read_ppl_csv(const std::filesystem::path& path) {
+    std::ifstream f(path);
+    if (!f) throw Error("cannot open " + path.string());
+    std::string line;
+    if (!std::getline(f, line) || line.rfind("length,method,", 0) != 0)
+        throw Error(path.string() + " is not a ppl-sweep CSV (header 'length,method,...' expected)");
+    std::vector<PplPoint> out;
+    int lineno = 1;
+    while (std::getline(f, line)) {
+        ++lineno;
+        if (line.empty()) continue;
+        std::stringstream ss(line);
+        std::string cell[7];
+        for (auto& c : cell)
+            if (!std::getline(ss, c, ','))
+                throw Error(path.string() + ":" + std::to_string(lineno) + ": expected 7 columns");
+        try {
+            PplPoint p;
+            p.length = std::stoll(cell[0]);
+            p.method = parse_method(cell[1]);
+            p.windows = std::stoi(cell[2]);
+            p.tokens_scored = std::stoll(cell[3]);
+            p.mean_nll = std::stod(cell[4]);
+            p.perplexity = std::stod(cell[5]);
+            p.seconds = std::stod(cell[6]);
+            out.push_back(p);
+        } catch (const std::logic_error&) {
+            throw Error(path.string() + ":" + std::to_string(lineno) + ": not a number in '" + line + "'");
+        }
+    }
+    return out;
+}
+
+std::string format_ppl_table(const std::vector<PplPoint>& points) {
+    std::vector<Method> methods;
+    std::map<int64_t, std::map<Method, double>> rows;
+    for (const auto& p : points) {
+        if (std::find(methods.begin(), methods.end(), p.method) == methods.end()) methods.push_back(p.method);
+        rows[p.length][p.method] = p.perplexity;
+    }
+    std::ostringstream s;
+    char buf[64];
+    s << "context";
+    for (Method m : methods) {
+        std::snprintf(buf, sizeof buf, "%14s", method_name(m));
+        s << buf;
+    }
+    s << "\n";
+    for (const auto& [L, vals] : rows) {
+        std::snprintf(buf, sizeof buf, "%7lld", (long long)L);
+        s << buf;
+        for (Method m : methods) {
+            auto it = vals.find(m);
+            if (it == vals.end())
+                std::snprintf(buf, sizeof buf, "%14s", "-");
+            else
+                std::snprintf(buf, sizeof buf, "%14.3f", it->second);
+            s << buf;
+        }
+        s << "\n";
+    }
+    return s.str();
+}
+
+}  // namespace mambascope

@@ -1,0 +1,22 @@
+// backend.h: the engine's internal backend boundary. The CPU forward (forward.cpp) is always there; the CUDA
+// forward (forward_cuda.cpp) exists when the build has CUDA. Both implement run_prefill's contract exactly
+// (same hooks, same outputs), so callers choose a device and nothing else changes.
+#pragma once
+
+#include <span>
+#include <string>
+
+#include "mambascope/forward.h"
+
+namespace mambascope::detail {
+
+ForwardResult cpu_run_prefill(const Model& model, std::span<const int32_t> ids, ModelState& state,
+                              const ForwardOptions& options, const HeadRequest& head);
+
+// Empty when the CUDA forward supports this model and options; otherwise the reason it does not.
+std::string cuda_unsupported_reason(const Model& model, const ForwardOptions& options);
+
+ForwardResult cuda_run_prefill(const Model& model, std::span<const int32_t> ids, ModelState& state,
+                               const ForwardOptions& options, const HeadRequest& head);
+
+}  // namespace mambascope::detail

@@ -1,0 +1,391 @@
+// CPU forward: chunked prefill, decode step, streaming NLL; see mambascope/forward.h.
+//
+// Per chunk of R rows (token-major), for every layer ℓ (method doc §1.1–§1.3):
+//   u = RMSNorm(x; norm_ℓ)                         x, u (R, D)      x is the fp32 residual stream
+//   Mamba-1: [xi ; z] = u·in_projᵀ                  (R, 2E)
+//            x' = silu(conv(xi))                    (R, E)   conv state carried
+//            [δ ; B ; C] = x'·x_projᵀ               (R, R_dt + 2N)
+//            Δ = softplus(δ·dt_projᵀ + b_dt)        (R, E)
+//            y = scan(x', Δ, A, B, C, D) ⊙ silu(z)  (R, E)   ssm state carried, filter inside
+//   Mamba-2: [z ; xBC ; dt] = u·in_projᵀ            (R, 2E + 2GN + H)
+//            xBC' = silu(conv(xBC))                 (R, E + 2GN)
+//            Δ = clamp(softplus(dt + dt_bias))      (R, H)
+//            y = gated_rmsnorm(scan(x, Δ, A, B, C, D), z)
+//   x ← x + y·out_projᵀ
+// then logits = RMSNorm(x; norm_f)·lm_headᵀ, a few rows at a time.
+#include "mambascope/forward.h"
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+
+#include "cpu/activations.h"
+#include "cpu/conv1d.h"
+#include "cpu/norm.h"
+#include "cpu/scan.h"
+#include "mambascope/error.h"
+#include "model/backend.h"
+
+namespace mambascope {
+namespace {
+
+using MatRM = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using MapRM = Eigen::Map<MatRM>;
+using CMapRM = Eigen::Map<const MatRM>;
+
+CMapRM weight(const Tensor& t) {
+    return CMapRM(t.data, t.dim(0), t.numel() / t.dim(0));
+}
+
+// out (R, O) = in (R, I) · Wᵀ (W: O × I) [+ bias]
+void linear(const MatRM& in, const Tensor& W, const Tensor& bias, MatRM& out) {
+    out.resize(in.rows(), W.dim(0));
+    out.noalias() = in * weight(W).transpose();
+    if (bias.data) out.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(bias.data, bias.numel());
+}
+
+// Rows of `m` listed in `sel` (all rows when sel is empty).
+MatRM gather_rows(const MatRM& m, const std::vector<int64_t>& sel) {
+    MatRM out(static_cast<int64_t>(sel.size()), m.cols());
+    for (size_t i = 0; i < sel.size(); ++i) out.row(static_cast<int64_t>(i)) = m.row(sel[i]);
+    return out;
+}
+
+struct Scratch {
+    MatRM u, proj, conv_out, dbc, delta, delta_raw, y, out;
+};
+
+// Runs one layer on the chunk; x (R, D) and positions (R) are updated in place (rows can be dropped by
+// DeciMamba).
+void layer_chunk(const Model& model, int li, MatRM& x, std::vector<int64_t>& positions, LayerState& st,
+                 const ForwardOptions& opt, Scratch& s) {
+    const ModelConfig& c = model.config;
+    const LayerWeights& w = model.layers[static_cast<size_t>(li)];
+    const int64_t R = x.rows(), D = c.d_model, E = c.d_inner, N = c.d_state, K = c.d_conv;
+    const int64_t C = c.channels();
+    const float eps = static_cast<float>(c.norm_eps);
+
+    // u = RMSNorm(x)  (R, D)
+    s.u.resize(R, D);
+    kernels::rmsnorm(R, D, x.data(), D, w.norm.data, eps, s.u.data(), D);
+    linear(s.u, w.in_proj, w.in_proj_b, s.proj);  // (R, in_proj_rows)
+    const int64_t P = s.proj.cols();
+
+    // Depthwise conv + SiLU over x (M1) or xBC (M2), state carried.
+    const int64_t conv_dim = c.conv_dim();
+    const int64_t conv_col = c.arch == Arch::Mamba1 ? 0 : E;  // column of the conv input within proj
+    s.conv_out.resize(R, conv_dim);
+    kernels::conv1d_silu(R, conv_dim, K, s.proj.data() + conv_col, P, w.conv_w.data, w.conv_b.data,
+                         st.conv.data(), s.conv_out.data(), conv_dim);
+
+    // Δ (R, C) after softplus (and the dt limit for Mamba-2).
+    const float* Bp;
+    const float* Cp;
+    int64_t ldbc;
+    if (c.arch == Arch::Mamba1) {
+        linear(s.conv_out, w.x_proj, Tensor{}, s.dbc);  // (R, R_dt + 2N)
+        const int64_t Rdt = c.dt_rank;
+        s.delta.resize(R, E);
+        s.delta.noalias() = s.dbc.leftCols(Rdt) * weight(w.dt_proj_w).transpose();
+        s.delta.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(w.dt_proj_b.data, E);
+        kernels::softplus_inplace(R * E, s.delta.data());
+        Bp = s.dbc.data() + Rdt;
+        Cp = s.dbc.data() + Rdt + N;
+        ldbc = s.dbc.cols();
+    } else {
+        const int64_t H = c.n_heads, GN = c.n_groups * N;
+        s.delta.resize(R, H);
+        const float lo = static_cast<float>(c.dt_limit_min), hi = static_cast<float>(c.dt_limit_max);
+        const bool clamp = c.dt_limit_min > 0.0 || std::isfinite(c.dt_limit_max);
+        for (int64_t r = 0; r < R; ++r) {
+            const float* dtr = s.proj.data() + r * P + 2 * E + 2 * GN;
+            for (int64_t h = 0; h < H; ++h) {
+                float d = kernels::softplus(dtr[h] + w.dt_bias.data[h]);
+                if (clamp) d = std::min(std::max(d, lo), hi);
+                s.delta(r, h) = d;
+            }
+        }
+        Bp = s.conv_out.data() + E;
+        Cp = s.conv_out.data() + E + GN;
+        ldbc = conv_dim;
+    }
+
+    // DeciMamba: keep only the listed positions from here on (method doc §4).
+    std::vector<int64_t> sel;
+    if (opt.keep_positions) {
+        auto it = opt.keep_positions->find(li);
+        if (it != opt.keep_positions->end()) {
+            const auto& keep = it->second;
+            for (int64_t r = 0; r < R; ++r)
+                if (std::binary_search(keep.begin(), keep.end(), positions[static_cast<size_t>(r)]))
+                    sel.push_back(r);
+            if (static_cast<int64_t>(sel.size()) == R)
+                sel.clear();
+            else if (sel.empty()) {
+                // Nothing of this chunk survives: the chunk ends here for all later layers.
+                std::vector<int64_t> none;
+                x.resize(0, D);
+                positions.clear();
+                return;
+            }
+        }
+    }
+    MatRM conv_sel, dbc_sel, delta_sel, proj_sel;
+    const float* xin = s.conv_out.data();
+    int64_t ldx = conv_dim;
+    const float* zin = c.arch == Arch::Mamba1 ? s.proj.data() + E : s.proj.data();
+    int64_t ldz = P;
+    MatRM* delta = &s.delta;
+    int64_t Rk = R;
+    if (!sel.empty()) {
+        Rk = static_cast<int64_t>(sel.size());
+        conv_sel = gather_rows(s.conv_out, sel);
+        proj_sel = gather_rows(s.proj, sel);
+        delta_sel = gather_rows(s.delta, sel);
+        xin = conv_sel.data();
+        zin = c.arch == Arch::Mamba1 ? proj_sel.data() + E : proj_sel.data();
+        delta = &delta_sel;
+        if (c.arch == Arch::Mamba1) {
+            dbc_sel = gather_rows(s.dbc, sel);
+            Bp = dbc_sel.data() + c.dt_rank;
+            Cp = dbc_sel.data() + c.dt_rank + N;
+        } else {
+            Bp = conv_sel.data() + E;
+            Cp = conv_sel.data() + E + c.n_groups * N;
+        }
+        std::vector<int64_t> kept;
+        for (int64_t r : sel) kept.push_back(positions[static_cast<size_t>(r)]);
+        positions = std::move(kept);
+        x = gather_rows(x, sel);
+    }
+
+    const float* thr = nullptr;
+    if (opt.filter && !opt.filter->empty()) {
+        MS_CHECK(static_cast<int64_t>(opt.filter->threshold.size()) == c.n_layer,
+                 "filter has the wrong layer count");
+        const auto& t = opt.filter->threshold[static_cast<size_t>(li)];
+        MS_CHECK(static_cast<int64_t>(t.size()) == C, "filter has the wrong channel count");
+        thr = t.data();
+    }
+    const bool keep_raw = opt.observer && thr;
+    if (keep_raw) s.delta_raw = *delta;
+
+    if (opt.observer && opt.observer->wants_scan_inputs(li)) {
+        ScanInputs in{li, Rk, positions.data(), xin, ldx, Bp, Cp, ldbc};
+        opt.observer->on_scan_inputs(in);
+    }
+
+    // Selective scan with the filter inside; Δ becomes the Δ actually used.
+    s.y.resize(Rk, E);
+    if (c.arch == Arch::Mamba1) {
+        kernels::scan_mamba1(Rk, E, N, xin, ldx, delta->data(), E, w.A.data, Bp, ldbc, Cp, ldbc, w.Dskip.data,
+                             thr, st.ssm.data(), s.y.data(), E);
+    } else {
+        kernels::scan_mamba2(Rk, c.n_heads, c.head_dim, c.n_groups, N, xin, ldx, delta->data(), c.n_heads,
+                             w.A.data, Bp, ldbc, Cp, ldbc, w.Dskip.data, thr, st.ssm.data(), s.y.data(), E);
+    }
+    if (opt.observer) {
+        DeltaBlock used{li, Rk, C, delta->data(), C, positions.data()};
+        DeltaBlock raw = used;
+        if (keep_raw) raw.data = s.delta_raw.data();
+        opt.observer->on_delta(raw, used);
+    }
+
+    // Gate and output projection.
+    if (c.arch == Arch::Mamba1) {
+        for (int64_t r = 0; r < Rk; ++r) {
+            float* yr = s.y.data() + r * E;
+            const float* zr = zin + r * ldz;
+#pragma omp simd
+            for (int64_t e = 0; e < E; ++e) yr[e] *= kernels::silu(zr[e]);
+        }
+    } else {
+        kernels::gated_rmsnorm(Rk, E, c.n_groups, s.y.data(), E, zin, ldz, w.gate_norm.data, eps);
+    }
+    linear(s.y, w.out_proj, w.out_proj_b, s.out);
+    x += s.out;  // residual (fp32)
+}
+
+// Final norm + head over rows; emits NLL and logits rows.
+void head_rows(const Model& model, const MatRM& x, const std::vector<int64_t>& positions,
+               std::span<const int32_t> ids, int64_t pos_base, const HeadRequest& head, ForwardResult& res,
+               size_t& next_logit_req) {
+    const ModelConfig& c = model.config;
+    const int64_t D = c.d_model, V = model.vocab_rows();
+    const bool want_rows = static_cast<bool>(head.logits_sink);
+    if (!head.nll && !want_rows) return;
+    MatRM xn, logits;
+    for (int64_t r0 = 0; r0 < x.rows(); r0 += kHeadChunkTokens) {
+        const int64_t rows = std::min<int64_t>(kHeadChunkTokens, x.rows() - r0);
+        // Which rows need logits at all?
+        std::vector<int64_t> need;
+        for (int64_t r = r0; r < r0 + rows; ++r) {
+            const int64_t p = positions[static_cast<size_t>(r)];
+            const bool has_target = head.nll && p - pos_base + 1 < static_cast<int64_t>(ids.size());
+            bool sink = false;
+            if (want_rows) {
+                if (head.all_logits)
+                    sink = true;
+                else {
+                    while (next_logit_req < head.logits_positions.size() &&
+                           head.logits_positions[next_logit_req] < p)
+                        ++next_logit_req;
+                    sink = next_logit_req < head.logits_positions.size() &&
+                           head.logits_positions[next_logit_req] == p;
+                }
+            }
+            if (has_target || sink) need.push_back(r);
+        }
+        if (need.empty()) continue;
+        xn.resize(static_cast<int64_t>(need.size()), D);
+        for (size_t i = 0; i < need.size(); ++i)
+            kernels::rmsnorm(1, D, x.data() + need[i] * D, D, model.norm_f.data,
+                             static_cast<float>(c.norm_eps), xn.data() + static_cast<int64_t>(i) * D, D);
+        logits.resize(xn.rows(), V);
+        logits.noalias() = xn * weight(model.lm_head).transpose();
+        for (size_t i = 0; i < need.size(); ++i) {
+            const int64_t p = positions[static_cast<size_t>(need[i])];
+            const float* lr = logits.data() + static_cast<int64_t>(i) * V;
+            if (head.nll && p - pos_base + 1 < static_cast<int64_t>(ids.size())) {
+                const int32_t target = ids[static_cast<size_t>(p - pos_base + 1)];
+                float mx = -std::numeric_limits<float>::infinity();
+                for (int64_t v = 0; v < V; ++v) mx = std::max(mx, lr[v]);
+                double se = 0;
+                for (int64_t v = 0; v < V; ++v) se += std::exp(static_cast<double>(lr[v] - mx));
+                res.nll_positions.push_back(p);
+                res.nll.push_back(static_cast<float>(std::log(se) + mx - lr[target]));
+            }
+            if (want_rows) {
+                bool sink = head.all_logits ||
+                            std::binary_search(head.logits_positions.begin(), head.logits_positions.end(), p);
+                if (sink) head.logits_sink(p, lr, V);
+            }
+        }
+    }
+}
+
+}  // namespace
+
+double ForwardResult::mean_nll() const {
+    if (nll.empty()) return std::numeric_limits<double>::quiet_NaN();
+    double s = 0;
+    for (float v : nll) s += v;
+    return s / static_cast<double>(nll.size());
+}
+
+ModelState make_state(const Model& model) {
+    const ModelConfig& c = model.config;
+    ModelState s;
+    s.layers.resize(static_cast<size_t>(c.n_layer));
+    const int64_t ssm = c.arch == Arch::Mamba1 ? c.d_inner * c.d_state : c.n_heads * c.head_dim * c.d_state;
+    for (auto& l : s.layers) {
+        l.conv.assign(static_cast<size_t>((c.d_conv - 1) * c.conv_dim()), 0.0f);
+        l.ssm.assign(static_cast<size_t>(ssm), 0.0f);
+    }
+    return s;
+}
+
+void check_ids(const Model& model, std::span<const int32_t> ids) {
+    if (ids.empty()) throw Error("empty input: no token ids", "give at least one token");
+    const int64_t V = model.vocab_rows();
+    for (size_t i = 0; i < ids.size(); ++i)
+        if (ids[i] < 0 || ids[i] >= V)
+            throw Error("token id " + std::to_string(ids[i]) + " at position " + std::to_string(i) +
+                            " is out of range [0, " + std::to_string(V) + ")",
+                        "the ids must come from this model's tokenizer");
+}
+
+const char* device_name(Device d) {
+    switch (d) {
+        case Device::Cpu:
+            return "cpu";
+        case Device::Cuda:
+            return "cuda";
+        case Device::Auto:
+            return "auto";
+    }
+    return "?";
+}
+
+Device parse_device(const std::string& s) {
+    if (s == "cpu") return Device::Cpu;
+    if (s == "cuda") return Device::Cuda;
+    if (s == "auto") return Device::Auto;
+    throw Error("unknown device '" + s + "'", "devices are cpu, cuda and auto");
+}
+
+ForwardResult run_prefill(const Model& model, std::span<const int32_t> ids, ModelState& state,
+                          const ForwardOptions& opt, const HeadRequest& head) {
+    std::string note;
+    if (opt.device != Device::Cpu) {
+        std::string why;
+        if (!cuda_usable(&why)) {
+            note = "CUDA not used: " + why + "; ran on the CPU";
+        } else if (auto r = detail::cuda_unsupported_reason(model, opt); !r.empty()) {
+            note = "CUDA not used: " + r + "; ran on the CPU";
+        } else {
+            return detail::cuda_run_prefill(model, ids, state, opt, head);
+        }
+    }
+    ForwardResult res = detail::cpu_run_prefill(model, ids, state, opt, head);
+    res.note = note;
+    return res;
+}
+
+ForwardResult detail::cpu_run_prefill(const Model& model, std::span<const int32_t> ids, ModelState& state,
+                                      const ForwardOptions& opt, const HeadRequest& head) {
+    check_ids(model, ids);
+    const ModelConfig& c = model.config;
+    MS_CHECK(static_cast<int64_t>(state.layers.size()) == c.n_layer, "state does not belong to this model");
+    MS_CHECK(opt.chunk_tokens > 0, "chunk_tokens must be positive");
+    const auto t_start = std::chrono::steady_clock::now();
+    const int64_t T = static_cast<int64_t>(ids.size()), D = c.d_model;
+    const int64_t pos_base = state.tokens_seen;
+    const int last_layer = opt.stop_after_layer >= 0 ? std::min<int>(opt.stop_after_layer, int(c.n_layer) - 1)
+                                                     : int(c.n_layer) - 1;
+    ForwardResult res;
+    res.tokens = T;
+    Scratch s;
+    MatRM x;
+    std::vector<int64_t> positions;
+    size_t next_logit_req = 0;
+    report_progress(opt.progress, 0.0, "prefill");
+    for (int64_t t0 = 0; t0 < T; t0 += opt.chunk_tokens) {
+        const int64_t R = std::min(opt.chunk_tokens, T - t0);
+        x.resize(R, D);
+        positions.resize(static_cast<size_t>(R));
+        for (int64_t r = 0; r < R; ++r) {
+            const int32_t id = ids[static_cast<size_t>(t0 + r)];
+            std::copy_n(model.embedding.data + int64_t(id) * D, D, x.data() + r * D);
+            positions[static_cast<size_t>(r)] = pos_base + t0 + r;
+        }
+        for (int li = 0; li <= last_layer && x.rows() > 0; ++li)
+            layer_chunk(model, li, x, positions, state.layers[static_cast<size_t>(li)], opt, s);
+        if (opt.stop_after_layer < 0 && x.rows() > 0)
+            head_rows(model, x, positions, ids, pos_base, head, res, next_logit_req);
+        report_progress(opt.progress, double(t0 + R) / double(T), "prefill");
+    }
+    state.tokens_seen += T;
+    res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    return res;
+}
+
+ForwardResult run_forward(const Model& model, std::span<const int32_t> ids, const ForwardOptions& options,
+                          const HeadRequest& head) {
+    ModelState st = make_state(model);
+    return run_prefill(model, ids, st, options, head);
+}
+
+void decode_step(const Model& model, int32_t id, ModelState& state, std::vector<float>& logits) {
+    const int32_t one[1] = {id};
+    HeadRequest head;
+    const int64_t pos = state.tokens_seen;
+    head.logits_positions = {pos};
+    head.logits_sink = [&](int64_t, const float* row, int64_t V) { logits.assign(row, row + V); };
+    ForwardOptions opt;  // decode steps are never filtered (method doc §2.4); one token: the CPU is fastest
+    detail::cpu_run_prefill(model, std::span<const int32_t>(one, 1), state, opt, head);
+}
+
+}  // namespace mambascope

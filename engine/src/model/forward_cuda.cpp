@@ -1,0 +1,435 @@
+// CUDA forward: the same chunked prefill as forward.cpp, with every op on the GPU (cuBLAS projections, fused
+// conv, fused softplus + filter + probes scans, gated norm, streaming NLL). See backend.h for the contract.
+//
+// Per chunk of R rows and per layer (method doc §1.1–§1.3), all on `stream`:
+//   u = rmsnorm(x)                      (R, D)
+//   proj = u·in_projᵀ                   (R, P)                 cuBLAS
+//   conv = silu(conv1d(proj[:, cols]))  (R, conv_dim)          conv state on the device
+//   M1: dbc = conv·x_projᵀ (R, R_dt+2N); dt = dbc[:, :R_dt]·dt_projᵀ (R, E); y = scan(softplus(dt + b_dt), z
+//   gate) M2: y = gated_rmsnorm(scan(softplus(dt + dt_bias)), z) x = y·out_projᵀ + x                 (R, D)
+//   cuBLAS with β = 1
+// Observers get host copies of Δ (and x', B, C where asked); the filter is applied inside the scan kernels.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "cpu/activations.h"
+#include "mambascope/error.h"
+#include "model/backend.h"
+
+#ifdef MAMBASCOPE_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include "cuda/conv1d_silu.cuh"
+#include "cuda/cuda_check.cuh"
+#include "cuda/forward_ops.cuh"
+#include "cuda/gemm.cuh"
+#include "cuda/rmsnorm.cuh"
+#include "cuda/scan_mamba1.cuh"
+#include "cuda/scan_mamba2.cuh"
+#endif
+
+namespace mambascope {
+
+#ifndef MAMBASCOPE_HAVE_CUDA
+
+bool cuda_usable(std::string* why) {
+    if (why) *why = "this build has no CUDA backend (configure with nvcc available)";
+    return false;
+}
+namespace detail {
+std::string cuda_unsupported_reason(const Model&, const ForwardOptions&) {
+    return "no CUDA backend";
+}
+ForwardResult cuda_run_prefill(const Model&, std::span<const int32_t>, ModelState&, const ForwardOptions&,
+                               const HeadRequest&) {
+    throw Error("this build has no CUDA backend");
+}
+}  // namespace detail
+
+#else
+
+namespace kc = kernels::cuda;
+
+bool cuda_usable(std::string* why) {
+    int n = 0;
+    const cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0) {
+        if (why)
+            *why = e != cudaSuccess ? std::string("no usable GPU (") + cudaGetErrorString(e) + ")" : "no GPU";
+        cudaGetLastError();  // clear the sticky error of a failed query
+        return false;
+    }
+    return true;
+}
+
+namespace detail {
+namespace {
+
+// A device buffer of floats (or other PODs), freed on destruction.
+template <class T>
+struct DevBuf {
+    T* ptr = nullptr;
+    size_t count = 0;
+    DevBuf() = default;
+    explicit DevBuf(size_t n) { resize(n); }
+    DevBuf(const DevBuf&) = delete;
+    DevBuf& operator=(const DevBuf&) = delete;
+    ~DevBuf() {
+        if (ptr) cudaFree(ptr);
+    }
+    void resize(size_t n) {
+        if (n <= count) return;
+        if (ptr) cudaFree(ptr);
+        ptr = nullptr;
+        CUDA_CHECK(cudaMalloc(&ptr, std::max<size_t>(n, 1) * sizeof(T)));
+        count = n;
+    }
+    void upload(const T* host, size_t n) {
+        resize(n);
+        CUDA_CHECK(cudaMemcpy(ptr, host, n * sizeof(T), cudaMemcpyHostToDevice));
+    }
+};
+
+struct DevTensor {
+    std::shared_ptr<DevBuf<float> > buf;
+    const float* ptr() const { return buf ? buf->ptr : nullptr; }
+};
+
+DevTensor upload(const Tensor& t) {
+    DevTensor d;
+    if (!t.data) return d;
+    d.buf = std::make_shared<DevBuf<float> >();
+    d.buf->upload(t.data, static_cast<size_t>(t.numel()));
+    return d;
+}
+
+struct DevLayer {
+    DevTensor norm, in_proj, conv_w, conv_b, out_proj, A, Dskip, x_proj, dt_proj_w, dt_proj_b, dt_bias,
+        gate_norm;
+};
+
+struct DevModel {
+    DevTensor embedding, norm_f, lm_head;
+    std::vector<DevLayer> layers;
+    std::unique_ptr<kc::CublasHandle> cublas;
+    cudaStream_t stream = nullptr;
+    ~DevModel() {
+        if (stream) cudaStreamDestroy(stream);
+    }
+};
+
+std::mutex g_upload_mutex;
+
+DevModel& device_model(const Model& m) {
+    std::lock_guard<std::mutex> lock(g_upload_mutex);
+    if (!m.device_weights) {
+        auto d = std::make_shared<DevModel>();
+        d->embedding = upload(m.embedding);
+        d->norm_f = upload(m.norm_f);
+        d->lm_head = m.lm_head.data == m.embedding.data ? d->embedding : upload(m.lm_head);
+        for (const auto& l : m.layers) {
+            DevLayer dl;
+            dl.norm = upload(l.norm);
+            dl.in_proj = upload(l.in_proj);
+            dl.conv_w = upload(l.conv_w);
+            dl.conv_b = upload(l.conv_b);
+            dl.out_proj = upload(l.out_proj);
+            dl.A = upload(l.A);
+            dl.Dskip = upload(l.Dskip);
+            dl.x_proj = upload(l.x_proj);
+            dl.dt_proj_w = upload(l.dt_proj_w);
+            dl.dt_proj_b = upload(l.dt_proj_b);
+            dl.dt_bias = upload(l.dt_bias);
+            dl.gate_norm = upload(l.gate_norm);
+            d->layers.push_back(std::move(dl));
+        }
+        d->cublas = std::make_unique<kc::CublasHandle>();
+        CUDA_CHECK(cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking));
+        m.device_weights = d;
+    }
+    return *static_cast<DevModel*>(m.device_weights.get());
+}
+
+// Host copy of a (rows × cols) block with row stride ld.
+std::vector<float> to_host(const float* dev, int64_t rows, int64_t cols, int64_t ld, cudaStream_t s) {
+    std::vector<float> h(static_cast<size_t>(rows * cols));
+    if (rows > 0 && cols > 0)
+        CUDA_CHECK(cudaMemcpy2DAsync(h.data(), cols * sizeof(float), dev, ld * sizeof(float),
+                                     cols * sizeof(float), rows, cudaMemcpyDeviceToHost, s));
+    CUDA_CHECK(cudaStreamSynchronize(s));
+    return h;
+}
+
+}  // namespace
+
+std::string cuda_unsupported_reason(const Model& m, const ForwardOptions&) {
+    const ModelConfig& c = m.config;
+    if (c.arch == Arch::Mamba1 && c.d_state != 16)
+        return "the CUDA Mamba-1 scan is built for d_state 16 only";
+    if (c.arch == Arch::Mamba2 &&
+        !(c.d_state == 16 || c.d_state == 32 || c.d_state == 64 || c.d_state == 128))
+        return "the CUDA Mamba-2 scan supports d_state 16/32/64/128";
+    if (c.arch == Arch::Mamba2 && c.head_dim > 128) return "the CUDA Mamba-2 scan supports head_dim ≤ 128";
+    if (c.arch == Arch::Mamba2 && (c.dt_limit_min > 0.0 || std::isfinite(c.dt_limit_max)))
+        return "a Δ limit (time_step_limit) other than (0, inf) is not implemented on CUDA";
+    if (c.d_conv > 8) return "d_conv > 8";
+    for (const auto& l : m.layers)
+        if (l.in_proj_b.data || l.out_proj_b.data)
+            return "in_proj/out_proj biases are not implemented on CUDA";
+    return {};
+}
+
+ForwardResult cuda_run_prefill(const Model& model, std::span<const int32_t> ids, ModelState& state,
+                               const ForwardOptions& opt, const HeadRequest& head) {
+    check_ids(model, ids);
+    const ModelConfig& c = model.config;
+    MS_CHECK(static_cast<int64_t>(state.layers.size()) == c.n_layer, "state does not belong to this model");
+    const auto t_start = std::chrono::steady_clock::now();
+    DevModel& dm = device_model(model);
+    cudaStream_t s = dm.stream;
+    cublasHandle_t cb = dm.cublas->get();
+    const int64_t T = static_cast<int64_t>(ids.size()), D = c.d_model, E = c.d_inner, N = c.d_state,
+                  K = c.d_conv;
+    const int64_t C = c.channels(), P = c.in_proj_rows(), CD = c.conv_dim(), V = model.vocab_rows();
+    const int64_t GN = c.n_groups * N, Rdt = c.dt_rank, ldbc = c.arch == Arch::Mamba1 ? Rdt + 2 * N : CD;
+    const int64_t chunk = opt.chunk_tokens;
+    const int last_layer = opt.stop_after_layer >= 0 ? std::min<int>(opt.stop_after_layer, int(c.n_layer) - 1)
+                                                     : int(c.n_layer) - 1;
+    const float eps = static_cast<float>(c.norm_eps);
+
+    // Device state, uploaded from the host state and written back at the end.
+    std::vector<DevBuf<float> > conv_state(static_cast<size_t>(c.n_layer)),
+        ssm_state(static_cast<size_t>(c.n_layer));
+    for (int64_t l = 0; l < c.n_layer; ++l) {
+        conv_state[size_t(l)].upload(state.layers[size_t(l)].conv.data(),
+                                     state.layers[size_t(l)].conv.size());
+        ssm_state[size_t(l)].upload(state.layers[size_t(l)].ssm.data(), state.layers[size_t(l)].ssm.size());
+    }
+    // Filter thresholds on the device.
+    std::vector<DevBuf<float> > thr(static_cast<size_t>(c.n_layer));
+    const bool filtered = opt.filter && !opt.filter->empty();
+    if (filtered) {
+        MS_CHECK(static_cast<int64_t>(opt.filter->threshold.size()) == c.n_layer,
+                 "filter has the wrong layer count");
+        for (int64_t l = 0; l < c.n_layer; ++l) {
+            MS_CHECK(static_cast<int64_t>(opt.filter->threshold[size_t(l)].size()) == C,
+                     "filter has the wrong channel count");
+            thr[size_t(l)].upload(opt.filter->threshold[size_t(l)].data(), size_t(C));
+        }
+    }
+    // Chunk buffers.
+    DevBuf<int32_t> d_ids(size_t(chunk));
+    DevBuf<float> x(size_t(chunk * D)), u(size_t(chunk * D)), proj(size_t(chunk * P)),
+        conv(size_t(chunk * CD)), dbc(size_t(chunk * ldbc)), dt(size_t(chunk * E)), y(size_t(chunk * E)),
+        delta_used(size_t(chunk * C)), logits(size_t(kHeadChunkTokens * V)), xn(size_t(kHeadChunkTokens * D)),
+        nll(size_t(kHeadChunkTokens));
+    DevBuf<float> g_proj, g_conv, g_dbc, g_dt, g_x;
+    DevBuf<int64_t> d_rows;
+    DevBuf<int32_t> d_targets(size_t(kHeadChunkTokens));
+
+    ForwardResult res;
+    res.tokens = T;
+    res.backend = "cuda";
+    const int64_t pos_base = state.tokens_seen;
+    std::vector<int64_t> positions;
+    report_progress(opt.progress, 0.0, "prefill");
+    for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+        int64_t R = std::min(chunk, T - t0);
+        positions.resize(size_t(R));
+        for (int64_t r = 0; r < R; ++r) positions[size_t(r)] = pos_base + t0 + r;
+        CUDA_CHECK(cudaMemcpyAsync(d_ids.ptr, ids.data() + t0, size_t(R) * sizeof(int32_t),
+                                   cudaMemcpyHostToDevice, s));
+        kc::embed_rows(R, D, d_ids.ptr, dm.embedding.ptr(), x.ptr, s);
+        for (int li = 0; li <= last_layer && R > 0; ++li) {
+            const DevLayer& w = dm.layers[size_t(li)];
+            kc::rmsnorm(R, D, x.ptr, D, w.norm.ptr(), eps, u.ptr, D, s);
+            kc::gemm_rowmajor(cb, s, R, P, D, u.ptr, D, w.in_proj.ptr(), D, proj.ptr, P);
+            const int64_t conv_col = c.arch == Arch::Mamba1 ? 0 : E;
+            kc::conv1d_silu(R, CD, K, proj.ptr + conv_col, P, w.conv_w.ptr(), w.conv_b.ptr(),
+                            conv_state[size_t(li)].ptr, conv.ptr, CD, s);
+            float* dt_raw = nullptr;  // pre-softplus Δ input, (R, ·) with stride dt_ld
+            int64_t dt_ld = 0;
+            if (c.arch == Arch::Mamba1) {
+                kc::gemm_rowmajor(cb, s, R, ldbc, E, conv.ptr, CD, w.x_proj.ptr(), E, dbc.ptr, ldbc);
+                kc::gemm_rowmajor(cb, s, R, E, Rdt, dbc.ptr, ldbc, w.dt_proj_w.ptr(), Rdt, dt.ptr, E);
+                dt_raw = dt.ptr;
+                dt_ld = E;
+            } else {
+                dt_raw = proj.ptr + 2 * E + 2 * GN;
+                dt_ld = P;
+            }
+            // DeciMamba: gather the kept rows (method doc §4).
+            float* xin = conv.ptr;
+            float* zin = c.arch == Arch::Mamba1 ? proj.ptr + E : proj.ptr;
+            float* Bp = c.arch == Arch::Mamba1 ? dbc.ptr + Rdt : conv.ptr + E;
+            float* Cp = c.arch == Arch::Mamba1 ? dbc.ptr + Rdt + N : conv.ptr + E + GN;
+            if (opt.keep_positions) {
+                auto it = opt.keep_positions->find(li);
+                if (it != opt.keep_positions->end()) {
+                    std::vector<int64_t> sel;
+                    for (int64_t r = 0; r < R; ++r)
+                        if (std::binary_search(it->second.begin(), it->second.end(), positions[size_t(r)]))
+                            sel.push_back(r);
+                    if (static_cast<int64_t>(sel.size()) != R) {
+                        const int64_t Rk = static_cast<int64_t>(sel.size());
+                        std::vector<int64_t> kept;
+                        for (int64_t r : sel) kept.push_back(positions[size_t(r)]);
+                        positions = std::move(kept);
+                        if (Rk == 0) {
+                            R = 0;
+                            break;
+                        }
+                        d_rows.upload(sel.data(), sel.size());
+                        g_conv.resize(size_t(Rk * CD));
+                        g_proj.resize(size_t(Rk * P));
+                        g_x.resize(size_t(Rk * D));
+                        kc::gather_rows(Rk, CD, d_rows.ptr, conv.ptr, CD, g_conv.ptr, CD, s);
+                        kc::gather_rows(Rk, P, d_rows.ptr, proj.ptr, P, g_proj.ptr, P, s);
+                        kc::gather_rows(Rk, D, d_rows.ptr, x.ptr, D, g_x.ptr, D, s);
+                        CUDA_CHECK(cudaMemcpyAsync(x.ptr, g_x.ptr, size_t(Rk * D) * sizeof(float),
+                                                   cudaMemcpyDeviceToDevice, s));
+                        xin = g_conv.ptr;
+                        zin = c.arch == Arch::Mamba1 ? g_proj.ptr + E : g_proj.ptr;
+                        if (c.arch == Arch::Mamba1) {
+                            g_dbc.resize(size_t(Rk * ldbc));
+                            g_dt.resize(size_t(Rk * E));
+                            kc::gather_rows(Rk, ldbc, d_rows.ptr, dbc.ptr, ldbc, g_dbc.ptr, ldbc, s);
+                            kc::gather_rows(Rk, E, d_rows.ptr, dt.ptr, E, g_dt.ptr, E, s);
+                            Bp = g_dbc.ptr + Rdt;
+                            Cp = g_dbc.ptr + Rdt + N;
+                            dt_raw = g_dt.ptr;
+                        } else {
+                            Bp = g_conv.ptr + E;
+                            Cp = g_conv.ptr + E + GN;
+                            dt_raw = g_proj.ptr + 2 * E + 2 * GN;
+                        }
+                        R = Rk;
+                    }
+                }
+            }
+            if (opt.observer && opt.observer->wants_scan_inputs(li)) {
+                auto hx = to_host(xin, R, E, CD, s);
+                auto hB = to_host(Bp, R, (c.arch == Arch::Mamba1 ? N : GN), ldbc, s);
+                auto hC = to_host(Cp, R, (c.arch == Arch::Mamba1 ? N : GN), ldbc, s);
+                const int64_t w_bc = c.arch == Arch::Mamba1 ? N : GN;
+                ScanInputs in{li, R, positions.data(), hx.data(), E, hB.data(), hC.data(), w_bc};
+                opt.observer->on_scan_inputs(in);
+            }
+            float* thr_ptr = filtered ? thr[size_t(li)].ptr : nullptr;
+            const bool want_delta = opt.observer != nullptr;
+            if (c.arch == Arch::Mamba1) {
+                kc::Mamba1ScanArgs a;
+                a.T = R, a.E = E, a.N = N;
+                a.x = xin, a.ldx = CD;
+                a.delta = dt_raw, a.ldd = dt_ld, a.delta_bias = w.dt_proj_b.ptr(), a.delta_softplus = true;
+                a.A = w.A.ptr(), a.B = Bp, a.ldb = ldbc, a.C = Cp, a.ldc = ldbc, a.Dskip = w.Dskip.ptr();
+                a.z = zin, a.ldz = P, a.thr = thr_ptr, a.h = ssm_state[size_t(li)].ptr, a.y = y.ptr,
+                a.ldy = E;
+                if (want_delta) a.delta_out = delta_used.ptr, a.ldo = C;
+                kc::scan_mamba1(a, nullptr, 0, s);
+            } else {
+                kc::Mamba2ScanArgs a;
+                a.T = R, a.H = c.n_heads, a.P = c.head_dim, a.G = c.n_groups, a.N = N;
+                a.x = xin, a.ldx = CD;
+                a.delta = dt_raw, a.ldd = dt_ld, a.delta_bias = w.dt_bias.ptr(), a.delta_softplus = true;
+                a.A = w.A.ptr(), a.B = Bp, a.ldb = ldbc, a.C = Cp, a.ldc = ldbc, a.Dskip = w.Dskip.ptr();
+                a.thr = thr_ptr, a.s = ssm_state[size_t(li)].ptr, a.y = y.ptr, a.ldy = E;
+                if (want_delta) a.delta_out = delta_used.ptr, a.ldo = C;
+                kc::scan_mamba2(a, nullptr, 0, s);
+                kc::gated_rmsnorm(R, E, c.n_groups, y.ptr, E, zin, P, w.gate_norm.ptr(), eps, s);
+            }
+            if (want_delta) {
+                auto used = to_host(delta_used.ptr, R, C, C, s);
+                std::vector<float> raw;
+                const float* raw_ptr = used.data();
+                if (filtered) {
+                    // Raw Δ = softplus(dt + bias), recomputed on the host from the pre-activation (bounded:
+                    // one chunk).
+                    raw = to_host(dt_raw, R, C, dt_ld, s);
+                    const auto& bias = c.arch == Arch::Mamba1 ? model.layers[size_t(li)].dt_proj_b
+                                                              : model.layers[size_t(li)].dt_bias;
+                    for (int64_t r = 0; r < R; ++r)
+                        for (int64_t ch = 0; ch < C; ++ch)
+                            raw[size_t(r * C + ch)] =
+                                kernels::softplus(raw[size_t(r * C + ch)] + bias.data[ch]);
+                    raw_ptr = raw.data();
+                }
+                DeltaBlock bu{li, R, C, used.data(), C, positions.data()};
+                DeltaBlock br{li, R, C, raw_ptr, C, positions.data()};
+                opt.observer->on_delta(br, bu);
+            }
+            // x = y·out_projᵀ + x
+            kc::gemm_rowmajor(cb, s, R, D, E, y.ptr, E, w.out_proj.ptr(), E, x.ptr, D, false, 1.0f);
+        }
+        if (opt.stop_after_layer < 0 && R > 0 && (head.nll || head.logits_sink)) {
+            // Rows that need the head: a target exists (NLL) or the sink asked for the position.
+            for (int64_t r0 = 0; r0 < R; r0 += kHeadChunkTokens) {
+                const int64_t rows = std::min<int64_t>(kHeadChunkTokens, R - r0);
+                std::vector<int64_t> need;
+                std::vector<int32_t> targets;
+                std::vector<uint8_t> has_target;
+                for (int64_t r = r0; r < r0 + rows; ++r) {
+                    const int64_t p = positions[size_t(r)];
+                    const bool t = head.nll && p - pos_base + 1 < T;
+                    const bool sink = head.logits_sink &&
+                                      (head.all_logits || std::binary_search(head.logits_positions.begin(),
+                                                                             head.logits_positions.end(), p));
+                    if (t || sink) {
+                        need.push_back(r);
+                        targets.push_back(t ? ids[size_t(p - pos_base + 1)] : 0);
+                        has_target.push_back(t ? 1 : 0);
+                    }
+                }
+                if (need.empty()) continue;
+                const int64_t Rn = static_cast<int64_t>(need.size());
+                d_rows.upload(need.data(), need.size());
+                g_x.resize(size_t(Rn * D));
+                kc::gather_rows(Rn, D, d_rows.ptr, x.ptr, D, g_x.ptr, D, s);
+                kc::rmsnorm(Rn, D, g_x.ptr, D, dm.norm_f.ptr(), eps, xn.ptr, D, s);
+                kc::gemm_rowmajor(cb, s, Rn, V, D, xn.ptr, D, dm.lm_head.ptr(), D, logits.ptr, V);
+                if (head.nll) {
+                    CUDA_CHECK(cudaMemcpyAsync(d_targets.ptr, targets.data(), size_t(Rn) * sizeof(int32_t),
+                                               cudaMemcpyHostToDevice, s));
+                    kc::nll_rows(Rn, V, logits.ptr, V, d_targets.ptr, nll.ptr, s);
+                    auto h_nll = to_host(nll.ptr, 1, Rn, Rn, s);
+                    for (int64_t i = 0; i < Rn; ++i)
+                        if (has_target[size_t(i)]) {
+                            res.nll_positions.push_back(positions[size_t(need[size_t(i)])]);
+                            res.nll.push_back(h_nll[size_t(i)]);
+                        }
+                }
+                if (head.logits_sink) {
+                    auto h_logits = to_host(logits.ptr, Rn, V, V, s);
+                    for (int64_t i = 0; i < Rn; ++i) {
+                        const int64_t p = positions[size_t(need[size_t(i)])];
+                        if (head.all_logits ||
+                            std::binary_search(head.logits_positions.begin(), head.logits_positions.end(), p))
+                            head.logits_sink(p, h_logits.data() + i * V, V);
+                    }
+                }
+            }
+        }
+        CUDA_CHECK(cudaStreamSynchronize(s));
+        report_progress(opt.progress, double(t0 + std::min(chunk, T - t0)) / double(T), "prefill");
+    }
+    for (int64_t l = 0; l < c.n_layer; ++l) {
+        auto& ls = state.layers[size_t(l)];
+        CUDA_CHECK(cudaMemcpy(ls.conv.data(), conv_state[size_t(l)].ptr, ls.conv.size() * sizeof(float),
+                              cudaMemcpyDeviceToHost));
+        CUDA_CHECK(cudaMemcpy(ls.ssm.data(), ssm_state[size_t(l)].ptr, ls.ssm.size() * sizeof(float),
+                              cudaMemcpyDeviceToHost));
+    }
+    state.tokens_seen += T;
+    res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    return res;
+}
+
+}  // namespace detail
+#endif
+
+}  // namespace mambascope
