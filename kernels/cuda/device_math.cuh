@@ -28,11 +28,12 @@ __device__ __forceinline__ float lg2_approx(float x) {
     return r;
 }
 
-// Above this |x|, 2^x is ≤ 0.71 or ≥ 1.41: the state forgets within a few tokens, MUFU's 2 ulp do not accumulate.
+// Above this |x|, 2^x is ≤ 0.71 or ≥ 1.41: the state forgets within a few tokens, MUFU's 2 ulp do not
+// accumulate.
 constexpr float kExp2TaylorRange = 0.5f;
 
-// 2^x with rounding-level error for |x| ≤ 0.5 (Taylor of e^y, y = x·ln2, |y| ≤ 0.347, truncation < 6e-9), MUFU
-// elsewhere.
+// 2^x with rounding-level error for |x| ≤ 0.5 (Taylor of e^y, y = x·ln2, |y| ≤ 0.347, truncation < 6e-9),
+// MUFU elsewhere.
 __device__ __forceinline__ float exp2_accurate(float x) {
     const float y = x * kLn2;
     float p = 1.0f / 5040.0f;

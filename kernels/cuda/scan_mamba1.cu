@@ -260,7 +260,8 @@ int64_t resident_blocks() {
     if (dev != cached_device) {
         int sms = 0, per_sm = 0;
         CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, m1_scan<true, false>, kM1Threads, 0));
+        CUDA_CHECK(
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, m1_scan<true, false>, kM1Threads, 0));
         cached = static_cast<int64_t>(sms) * std::max(1, per_sm);
         cached_device = dev;
     }

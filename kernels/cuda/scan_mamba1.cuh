@@ -46,8 +46,9 @@ struct Mamba1ScanArgs {
     int64_t ldy = 0;
     float* delta_out = nullptr;  // (T, E), stride ldo, or null: the Δ' used (after softplus and filter)
     int64_t ldo = 0;
-    ScanProbes probes;      // per channel (E), accumulated
-    int64_t chunk_len = 0;  // tokens per time chunk; 0 = automatic (tests force small chunks to cover pass 1/2)
+    ScanProbes probes;  // per channel (E), accumulated
+    int64_t chunk_len =
+        0;  // tokens per time chunk; 0 = automatic (tests force small chunks to cover pass 1/2)
     // exp on MUFU ex2.approx everywhere: faster, but its error near 1 accumulates over a channel's memory
     // (docs/cuda.md). Default: a polynomial where the decay is near 1, error at rounding level.
     bool fast_exp = false;

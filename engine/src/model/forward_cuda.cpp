@@ -223,14 +223,14 @@ ForwardResult cuda_run_prefill(const Model& model, std::span<const int32_t> ids,
         }
     }
     // Chunk buffers.
-    DevBuf<int32_t> d_ids(size_t(chunk));
-    DevBuf<float> x(size_t(chunk * D)), u(size_t(chunk * D)), proj(size_t(chunk * P)),
-        conv(size_t(chunk * CD)), dbc(size_t(chunk * ldbc)), dt(size_t(chunk * E)), y(size_t(chunk * E)),
-        delta_used(size_t(chunk * C)), logits(size_t(kHeadChunkTokens * V)), xn(size_t(kHeadChunkTokens * D)),
-        nll(size_t(kHeadChunkTokens));
+    DevBuf<int32_t> d_ids{size_t(chunk)};
+    DevBuf<float> x{size_t(chunk * D)}, u{size_t(chunk * D)}, proj{size_t(chunk * P)},
+        conv{size_t(chunk * CD)}, dbc{size_t(chunk * ldbc)}, dt{size_t(chunk * E)}, y{size_t(chunk * E)},
+        delta_used{size_t(chunk * C)}, logits{size_t(kHeadChunkTokens * V)}, xn{size_t(kHeadChunkTokens * D)},
+        nll{size_t(kHeadChunkTokens)};
     DevBuf<float> g_proj, g_conv, g_dbc, g_dt, g_x;
     DevBuf<int64_t> d_rows;
-    DevBuf<int32_t> d_targets(size_t(kHeadChunkTokens));
+    DevBuf<int32_t> d_targets{size_t(kHeadChunkTokens)};
 
     ForwardResult res;
     res.tokens = T;

@@ -1,0 +1,345 @@
+// bench_cuda_scan: speed of the CUDA scans against the mamba_ssm anchors (docs/cuda.md, docs/benchmarks.md).
+//
+// Mamba-1: d_inner ∈ {1536, 4096, 5120} × T ∈ {2k, 16k, 128k}, fp32, N = 16, batch 1, softplus + z + D fused
+// (the configuration of mamba_ssm's selective_scan_fwd anchors), plain vs LongMamba filter + all probes,
+// accurate (default) vs fast exp. Mamba-2 at the mamba2-130m / 1.3b shapes. Ceilings: HBM copy, cuBLAS SGEMM
+// / TF32 at 16k × 768 × 3072. Times: cudaEvent, median of kRuns after kWarmup, inputs rotated over several
+// sets so that short inputs do not run from L2. Prints tables; asserts nothing.
+#ifdef MAMBASCOPE_HAVE_CUDA
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda/cuda_check.cuh"
+#include "cuda/gemm.cuh"
+#include "cuda/scan_mamba1.cuh"
+#include "cuda/scan_mamba2.cuh"
+#include "mambascope/error.h"
+
+namespace {
+
+namespace kg = mambascope::kernels::cuda;
+
+constexpr int kWarmup = 3;
+constexpr int kRuns = 20;
+constexpr size_t kRotateBytes = size_t(256) << 20;  // inputs rotated until they span this much (L2 = 50 MB)
+constexpr size_t kSeedFloats = size_t(1) << 24;     // random floats uploaded once, tiled into every tensor
+
+// mamba_ssm selective_scan_fwd, fp32, batch 1, d_state 16, z/D/softplus fused, one H200
+// (performance-anchors.md, measured 2026-11-28). Milliseconds; 0 = not measured.
+struct Anchor {
+    int64_t E, T;
+    double ms;
+};
+constexpr Anchor kMambaSsmFp32[] = {
+    {1536, 2048, 0.133}, {1536, 16384, 1.006}, {1536, 131072, 7.80},
+    {4096, 16384, 2.75}, {4096, 131072, 21.7}, {5120, 16384, 3.24},
+};
+
+double anchor_ms(int64_t E, int64_t T) {
+    for (const auto& a : kMambaSsmFp32)
+        if (a.E == E && a.T == T) return a.ms;
+    return 0.0;
+}
+
+// A device buffer of `sets` copies of n floats, filled from the random seed at varying offsets.
+struct DevSet {
+    float* p = nullptr;
+    size_t n = 0;
+    int sets = 1;
+    DevSet(size_t count, int nsets, const float* seed, size_t salt) : n(count), sets(nsets) {
+        const size_t total = n * sets;
+        CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(total, 1) * sizeof(float)));
+        for (size_t off = 0; off < total;) {
+            const size_t start = (salt * 7919 + off * 31) % (kSeedFloats / 2);
+            const size_t len = std::min(total - off, kSeedFloats - start);
+            CUDA_CHECK(cudaMemcpy(p + off, seed + start, len * sizeof(float), cudaMemcpyDeviceToDevice));
+            off += len;
+        }
+    }
+    ~DevSet() { cudaFree(p); }
+    DevSet(const DevSet&) = delete;
+    DevSet& operator=(const DevSet&) = delete;
+    float* at(int s) const { return p + n * static_cast<size_t>(s % sets); }
+};
+
+// Median milliseconds of fn(run_index) over kRuns after kWarmup.
+double time_ms(cudaStream_t stream, const std::function<void(int)>& fn) {
+    cudaEvent_t a, b;
+    CUDA_CHECK(cudaEventCreate(&a));
+    CUDA_CHECK(cudaEventCreate(&b));
+    for (int i = 0; i < kWarmup; ++i) fn(i);
+    std::vector<double> ms;
+    for (int i = 0; i < kRuns; ++i) {
+        CUDA_CHECK(cudaEventRecord(a, stream));
+        fn(kWarmup + i);
+        CUDA_CHECK(cudaEventRecord(b, stream));
+        CUDA_CHECK(cudaEventSynchronize(b));
+        float t = 0.0f;
+        CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
+        ms.push_back(t);
+    }
+    CUDA_CHECK(cudaEventDestroy(a));
+    CUDA_CHECK(cudaEventDestroy(b));
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
+}
+
+int sets_for(size_t bytes_per_set) {
+    return static_cast<int>(std::clamp<size_t>((kRotateBytes + bytes_per_set - 1) / bytes_per_set, 1, 16));
+}
+
+void bench_mamba1(const float* seed, cudaStream_t stream) {
+    std::printf("\nMamba-1 fused scan, fp32, N=16, batch 1, softplus(dt+bias), z gate, D (median of %d)\n",
+                kRuns);
+    std::printf("min bytes = read x, dt, z (3·T·E·4) + B, C (2·T·N·4) + write y (T·E·4); exps = T·E·N\n");
+    std::printf("%-7s %-7s %-22s %-9s %9s %9s %8s %8s %11s %9s\n", "d_inner", "tokens", "variant", "chunks",
+                "ms", "Mtok/s", "GB/s", "Gexp/s", "mamba_ssm", "speedup");
+    const int64_t N = 16;
+    std::mt19937 rng(7);
+    for (const int64_t E : {int64_t{1536}, int64_t{4096}, int64_t{5120}}) {
+        for (const int64_t T : {int64_t{2048}, int64_t{16384}, int64_t{131072}}) {
+            const size_t te = static_cast<size_t>(T * E);
+            const int sets = sets_for(4 * te * sizeof(float));
+            const int64_t ldbc = 2 * N;  // B and C interleaved in one (T, 2N) buffer, like x_proj's output
+            DevSet x(te, sets, seed, 1), dt(te, sets, seed, 2), z(te, sets, seed, 3), y(te, sets, seed, 4),
+                bc(static_cast<size_t>(T * ldbc), sets, seed, 5);
+            // Parameters: dt_bias ≈ softplus⁻¹(0.01..0.1)-ish, A = -(n+1)·U(0.5, 1.5), D random.
+            std::vector<float> hA(E * N), hbias(E), hD(E), hthr(E);
+            std::uniform_real_distribution<float> u(0.5f, 1.5f), ub(-4.0f, -2.0f), ut(0.01f, 0.05f);
+            for (int64_t e = 0; e < E; ++e) {
+                for (int64_t n = 0; n < N; ++n) hA[e * N + n] = -static_cast<float>(n + 1) * u(rng);
+                hbias[e] = ub(rng);
+                hD[e] = u(rng);
+                hthr[e] = e % 2 ? ut(rng) : -INFINITY;  // half the channels filtered (global)
+            }
+            float *A, *bias, *D, *thr, *h;
+            double *dsum, *logd;
+            int64_t* kept;
+            CUDA_CHECK(cudaMalloc(&A, hA.size() * 4));
+            CUDA_CHECK(cudaMalloc(&bias, E * 4));
+            CUDA_CHECK(cudaMalloc(&D, E * 4));
+            CUDA_CHECK(cudaMalloc(&thr, E * 4));
+            CUDA_CHECK(cudaMalloc(&h, E * N * 4));
+            CUDA_CHECK(cudaMalloc(&dsum, E * 8));
+            CUDA_CHECK(cudaMalloc(&logd, E * 8));
+            CUDA_CHECK(cudaMalloc(&kept, E * 8));
+            CUDA_CHECK(cudaMemcpy(A, hA.data(), hA.size() * 4, cudaMemcpyHostToDevice));
+            CUDA_CHECK(cudaMemcpy(bias, hbias.data(), E * 4, cudaMemcpyHostToDevice));
+            CUDA_CHECK(cudaMemcpy(D, hD.data(), E * 4, cudaMemcpyHostToDevice));
+            CUDA_CHECK(cudaMemcpy(thr, hthr.data(), E * 4, cudaMemcpyHostToDevice));
+            CUDA_CHECK(cudaMemset(h, 0, E * N * 4));
+            CUDA_CHECK(cudaMemset(dsum, 0, E * 8));
+            CUDA_CHECK(cudaMemset(logd, 0, E * 8));
+            CUDA_CHECK(cudaMemset(kept, 0, E * 8));
+            const kg::ScanPlan plan = kg::scan_mamba1_plan(T, E);
+            const size_t ws_bytes = kg::scan_mamba1_workspace_bytes(T, E, N);
+            void* ws = nullptr;
+            if (ws_bytes) CUDA_CHECK(cudaMalloc(&ws, ws_bytes));
+
+            const double bytes = 3.0 * te * 4 + 2.0 * T * N * 4 + 1.0 * te * 4;
+            const double exps = static_cast<double>(te) * N;
+            const double anchor = anchor_ms(E, T);
+            double plain_ms[2] = {0, 0};
+            for (int fast = 0; fast < 2; ++fast)
+                for (int filtered = 0; filtered < 2; ++filtered) {
+                    auto run = [&](int i) {
+                        kg::Mamba1ScanArgs a;
+                        a.T = T, a.E = E, a.N = N;
+                        a.x = x.at(i), a.ldx = E, a.delta = dt.at(i), a.ldd = E;
+                        a.delta_bias = bias, a.delta_softplus = true, a.A = A;
+                        a.B = bc.at(i), a.ldb = ldbc, a.C = bc.at(i) + N, a.ldc = ldbc, a.Dskip = D;
+                        a.z = z.at(i), a.ldz = E, a.h = h, a.y = y.at(i), a.ldy = E;
+                        a.fast_exp = fast != 0;
+                        if (filtered) a.thr = thr, a.probes = kg::ScanProbes{dsum, kept, logd};
+                        kg::scan_mamba1(a, ws, ws_bytes, stream);
+                    };
+                    const double ms = time_ms(stream, run);
+                    if (!filtered) plain_ms[fast] = ms;
+                    const std::string variant =
+                        std::string(filtered ? "filter+probes" : "plain") + (fast ? " fast-exp" : "");
+                    char chunks[32], anc[32], sp[64];
+                    std::snprintf(chunks, sizeof chunks, "%lldx%lld", static_cast<long long>(plan.chunks),
+                                  static_cast<long long>(plan.chunk_len));
+                    std::snprintf(anc, sizeof anc, anchor > 0 ? "%.3f ms" : "-", anchor);
+                    if (filtered)
+                        std::snprintf(sp, sizeof sp, "%+.1f%% vs plain", 100.0 * (ms / plain_ms[fast] - 1.0));
+                    else if (anchor > 0)
+                        std::snprintf(sp, sizeof sp, "%.2fx", anchor / ms);
+                    else
+                        std::snprintf(sp, sizeof sp, "-");
+                    std::printf("%-7lld %-7lld %-22s %-9s %9.3f %9.1f %8.0f %8.0f %11s %9s\n",
+                                static_cast<long long>(E), static_cast<long long>(T), variant.c_str(), chunks,
+                                ms, T / ms / 1e3, bytes / ms / 1e6, exps / ms / 1e6, anc, sp);
+                    std::fflush(stdout);
+                }
+            if (ws) CUDA_CHECK(cudaFree(ws));
+            for (void* p : {static_cast<void*>(A), static_cast<void*>(bias), static_cast<void*>(D),
+                            static_cast<void*>(thr), static_cast<void*>(h), static_cast<void*>(dsum),
+                            static_cast<void*>(logd), static_cast<void*>(kept)})
+                CUDA_CHECK(cudaFree(p));
+        }
+    }
+}
+
+void bench_mamba2(const float* seed, cudaStream_t stream) {
+    std::printf(
+        "\nMamba-2 recurrent scan, fp32, P=64, N=128, G=1, batch 1, softplus(dt+dt_bias), D (median of %d)\n",
+        kRuns);
+    std::printf(
+        "min bytes = read x (T·E·4) + dt (T·H·4) + B, C (2·T·N·4) + write y (T·E·4); FLOP = 5·T·E·N\n");
+    std::printf("%-12s %-7s %-15s %-9s %9s %9s %8s %9s\n", "model", "tokens", "variant", "chunks", "ms",
+                "Mtok/s", "GB/s", "TFLOP/s");
+    struct Shape {
+        const char* name;
+        int64_t H;
+    };
+    const int64_t P = 64, N = 128;
+    std::mt19937 rng(9);
+    for (const Shape sh : {Shape{"mamba2-130m", 24}, Shape{"mamba2-1.3b", 64}}) {
+        const int64_t H = sh.H, E = H * P;
+        for (const int64_t T : {int64_t{2048}, int64_t{16384}, int64_t{131072}}) {
+            const size_t te = static_cast<size_t>(T * E);
+            const int sets = sets_for(2 * te * sizeof(float));
+            DevSet x(te, sets, seed, 11), y(te, sets, seed, 12),
+                dt(static_cast<size_t>(T * H), sets, seed, 13),
+                bc(static_cast<size_t>(T * 2 * N), sets, seed, 14);
+            std::vector<float> hA(H), hbias(H), hD(H), hthr(H);
+            std::uniform_real_distribution<float> ua(-8.0f, -1.0f), ub(-4.0f, -2.0f), ut(0.01f, 0.05f);
+            for (int64_t h = 0; h < H; ++h) {
+                hA[h] = ua(rng);
+                hbias[h] = ub(rng);
+                hD[h] = 1.0f;
+                hthr[h] = h % 2 ? ut(rng) : -INFINITY;  // half the heads filtered (global)
+            }
+            float *A, *bias, *D, *thr, *s;
+            double *dsum, *logd;
+            int64_t* kept;
+            CUDA_CHECK(cudaMalloc(&A, H * 4));
+            CUDA_CHECK(cudaMalloc(&bias, H * 4));
+            CUDA_CHECK(cudaMalloc(&D, H * 4));
+            CUDA_CHECK(cudaMalloc(&thr, H * 4));
+            CUDA_CHECK(cudaMalloc(&s, H * P * N * 4));
+            CUDA_CHECK(cudaMalloc(&dsum, H * 8));
+            CUDA_CHECK(cudaMalloc(&logd, H * 8));
+            CUDA_CHECK(cudaMalloc(&kept, H * 8));
+            CUDA_CHECK(cudaMemcpy(A, hA.data(), H * 4, cudaMemcpyHostToDevice));
+            CUDA_CHECK(cudaMemcpy(bias, hbias.data(), H * 4, cudaMemcpyHostToDevice));
+            CUDA_CHECK(cudaMemcpy(D, hD.data(), H * 4, cudaMemcpyHostToDevice));
+            CUDA_CHECK(cudaMemcpy(thr, hthr.data(), H * 4, cudaMemcpyHostToDevice));
+            CUDA_CHECK(cudaMemset(s, 0, H * P * N * 4));
+            CUDA_CHECK(cudaMemset(dsum, 0, H * 8));
+            CUDA_CHECK(cudaMemset(logd, 0, H * 8));
+            CUDA_CHECK(cudaMemset(kept, 0, H * 8));
+            const kg::ScanPlan plan = kg::scan_mamba2_plan(T, H, P, N);
+            const size_t ws_bytes = kg::scan_mamba2_workspace_bytes(T, H, P, N);
+            void* ws = nullptr;
+            if (ws_bytes) CUDA_CHECK(cudaMalloc(&ws, ws_bytes));
+            const double bytes = 2.0 * te * 4 + 1.0 * T * H * 4 + 2.0 * T * N * 4;
+            const double flop = 5.0 * te * N;
+            for (int filtered = 0; filtered < 2; ++filtered) {
+                auto run = [&](int i) {
+                    kg::Mamba2ScanArgs a;
+                    a.T = T, a.H = H, a.P = P, a.G = 1, a.N = N;
+                    a.x = x.at(i), a.ldx = E, a.delta = dt.at(i), a.ldd = H;
+                    a.delta_bias = bias, a.delta_softplus = true, a.A = A;
+                    a.B = bc.at(i), a.ldb = 2 * N, a.C = bc.at(i) + N, a.ldc = 2 * N, a.Dskip = D;
+                    a.s = s, a.y = y.at(i), a.ldy = E;
+                    if (filtered) a.thr = thr, a.probes = kg::ScanProbes{dsum, kept, logd};
+                    kg::scan_mamba2(a, ws, ws_bytes, stream);
+                };
+                const double ms = time_ms(stream, run);
+                char chunks[32];
+                std::snprintf(chunks, sizeof chunks, "%lldx%lld", static_cast<long long>(plan.chunks),
+                              static_cast<long long>(plan.chunk_len));
+                std::printf("%-12s %-7lld %-15s %-9s %9.3f %9.1f %8.0f %9.1f\n", sh.name,
+                            static_cast<long long>(T), filtered ? "filter+probes" : "plain", chunks, ms,
+                            T / ms / 1e3, bytes / ms / 1e6, flop / ms / 1e9);
+                std::fflush(stdout);
+            }
+            if (ws) CUDA_CHECK(cudaFree(ws));
+            for (void* p : {static_cast<void*>(A), static_cast<void*>(bias), static_cast<void*>(D),
+                            static_cast<void*>(thr), static_cast<void*>(s), static_cast<void*>(dsum),
+                            static_cast<void*>(logd), static_cast<void*>(kept)})
+                CUDA_CHECK(cudaFree(p));
+        }
+    }
+}
+
+void bench_ceilings(const float* seed, cudaStream_t stream) {
+    std::printf("\nCeilings\n");
+    {
+        const size_t n = size_t(1) << 29;  // 2 GiB per buffer
+        DevSet a(n, 1, seed, 21), b(n, 1, seed, 22);
+        const double ms = time_ms(stream, [&](int) {
+            CUDA_CHECK(cudaMemcpyAsync(b.p, a.p, n * sizeof(float), cudaMemcpyDeviceToDevice, stream));
+        });
+        std::printf("HBM device-to-device copy, 2 GiB: %.3f ms, %.0f GB/s (read + write)\n", ms,
+                    2.0 * n * sizeof(float) / ms / 1e6);
+    }
+    const int64_t M = 16384, K = 768, Nn = 3072;  // 16k tokens × d_model 768 × 2·d_inner (mamba-130m in_proj)
+    DevSet A(static_cast<size_t>(M * K), 1, seed, 23), W(static_cast<size_t>(Nn * K), 1, seed, 24),
+        C(static_cast<size_t>(M * Nn), 1, seed, 25);
+    kg::CublasHandle handle;
+    for (const bool tf32 : {false, true}) {
+        const double ms = time_ms(stream, [&](int) {
+            kg::gemm_rowmajor(handle.get(), stream, M, Nn, K, A.p, K, W.p, K, C.p, Nn, tf32);
+        });
+        std::printf("cuBLAS %-5s C = A·Wᵀ, %lld × %lld × %lld: %.3f ms, %.1f TFLOP/s\n",
+                    tf32 ? "TF32" : "SGEMM", static_cast<long long>(M), static_cast<long long>(Nn),
+                    static_cast<long long>(K), ms, 2.0 * M * Nn * K / ms / 1e9);
+    }
+}
+
+}  // namespace
+
+int main() {
+    try {
+        int n = 0;
+        if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+            std::printf("bench_cuda_scan: no CUDA device\n");
+            return 0;
+        }
+        cudaDeviceProp prop{};
+        CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+        std::printf("bench_cuda_scan on %s (%d SMs, %.0f MB L2)\n", prop.name, prop.multiProcessorCount,
+                    prop.l2CacheSize / 1048576.0);
+        std::vector<float> host(kSeedFloats);
+        std::mt19937 rng(1234);
+        std::normal_distribution<float> nd(0.0f, 1.0f);
+        for (auto& v : host) v = nd(rng);
+        float* seed = nullptr;
+        CUDA_CHECK(cudaMalloc(&seed, kSeedFloats * sizeof(float)));
+        CUDA_CHECK(cudaMemcpy(seed, host.data(), kSeedFloats * sizeof(float), cudaMemcpyHostToDevice));
+        cudaStream_t stream;
+        CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+        bench_ceilings(seed, stream);
+        bench_mamba1(seed, stream);
+        bench_mamba2(seed, stream);
+        CUDA_CHECK(cudaStreamDestroy(stream));
+        CUDA_CHECK(cudaFree(seed));
+    } catch (const mambascope::Error& e) {
+        std::fprintf(stderr, "bench_cuda_scan: %s\n", mambascope::describe(e).c_str());
+        return 1;
+    }
+    return 0;
+}
+
+#else
+
+#include <cstdio>
+
+int main() {
+    std::printf("CUDA not built\n");
+    return 0;
+}
+
+#endif

@@ -1,0 +1,619 @@
+// Every CUDA kernel against the CPU reference in kernels/cpu on random inputs (odd sizes, T not a multiple of
+// the chunk, carried state, filter on/off, probes). Error = max|gpu − cpu| / max|cpu| over the whole output;
+// outputs are poisoned with NaN before each run so an unwritten element fails. Tolerances (per kernel):
+//   scans (Mamba-1 and Mamba-2), conv1d, norms, fp32 GEMM: 1e-5;  TF32 GEMM: 5e-3.
+// Skipped when no CUDA device is present.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "cpu/activations.h"
+#include "cpu/conv1d.h"
+#include "cpu/norm.h"
+#include "cpu/scan.h"
+#include "cuda/conv1d_silu.cuh"
+#include "cuda/cuda_check.cuh"
+#include "cuda/gemm.cuh"
+#include "cuda/rmsnorm.cuh"
+#include "cuda/scan_mamba1.cuh"
+#include "cuda/scan_mamba2.cuh"
+#include "mambascope/error.h"
+
+namespace {
+
+namespace kc = mambascope::kernels;
+namespace kg = mambascope::kernels::cuda;
+
+constexpr double kTol = 1e-5;      // fp32 kernels vs the CPU reference (normalised max error)
+constexpr double kTolTf32 = 5e-3;  // TF32 tensor-core GEMM (10-bit mantissa inputs)
+
+bool has_gpu() {
+    int n = 0;
+    return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+#define REQUIRE_GPU() \
+    if (!has_gpu()) GTEST_SKIP() << "no CUDA device"
+
+// Normalised max error; NaN/inf anywhere (an unwritten or broken output) gives +inf.
+template <typename T1, typename T2>
+double rel_err(const std::vector<T1>& got, const std::vector<T2>& want) {
+    EXPECT_EQ(got.size(), want.size());
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < std::min(got.size(), want.size()); ++i) {
+        const double g = got[i], w = want[i];
+        if (!std::isfinite(g) || !std::isfinite(w)) return std::numeric_limits<double>::infinity();
+        num = std::max(num, std::abs(g - w));
+        den = std::max(den, std::abs(w));
+    }
+    return num / std::max(den, 1e-30);
+}
+
+// Device buffer of floats (or any POD), poisoned with NaN bytes on creation.
+template <typename T>
+struct Dev {
+    T* p = nullptr;
+    size_t n = 0;
+    explicit Dev(size_t count) : n(count) {
+        CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(1, n) * sizeof(T)));
+        poison();
+    }
+    explicit Dev(const std::vector<T>& v) : Dev(v.size()) { upload(v); }
+    ~Dev() { cudaFree(p); }
+    Dev(const Dev&) = delete;
+    Dev& operator=(const Dev&) = delete;
+    void poison() { CUDA_CHECK(cudaMemset(p, 0xff, std::max<size_t>(1, n) * sizeof(T))); }
+    void zero() { CUDA_CHECK(cudaMemset(p, 0, std::max<size_t>(1, n) * sizeof(T))); }
+    void upload(const std::vector<T>& v) {
+        CUDA_CHECK(cudaMemcpy(p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+    }
+    std::vector<T> download() const {
+        std::vector<T> v(n);
+        CUDA_CHECK(cudaDeviceSynchronize());
+        CUDA_CHECK(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
+        return v;
+    }
+};
+
+std::vector<float> randn(size_t n, std::mt19937& rng, float scale = 1.0f) {
+    std::normal_distribution<float> d(0.0f, scale);
+    std::vector<float> v(n);
+    for (auto& x : v) x = d(rng);
+    return v;
+}
+
+std::vector<float> uniform(size_t n, std::mt19937& rng, float lo, float hi) {
+    std::uniform_real_distribution<float> d(lo, hi);
+    std::vector<float> v(n);
+    for (auto& x : v) x = d(rng);
+    return v;
+}
+
+// Rows [0, rows) of a (rows × ld) matrix, columns [0, cols): the logical part, for comparing strided outputs.
+std::vector<float> cols_of(const std::vector<float>& m, int64_t rows, int64_t cols, int64_t ld) {
+    std::vector<float> out(static_cast<size_t>(rows * cols));
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) out[r * cols + c] = m[r * ld + c];
+    return out;
+}
+
+// A threshold per channel halfway inside a gap of the channel's Δ values near the median, so that float
+// differences between CPU and GPU softplus cannot flip a token. delta (T × ld), channel c at column c.
+std::vector<float> safe_thresholds(const std::vector<float>& delta, int64_t T, int64_t channels, int64_t ld) {
+    std::vector<float> thr(channels);
+    for (int64_t c = 0; c < channels; ++c) {
+        std::vector<float> v(T);
+        for (int64_t t = 0; t < T; ++t) v[t] = delta[t * ld + c];
+        std::sort(v.begin(), v.end());
+        thr[c] = v.back() + 1.0f;  // no gap found: filter everything
+        for (int64_t k = T / 2, step = 0; step < T; ++step) {
+            const int64_t i = (k + step) % std::max<int64_t>(1, T - 1);
+            if (i + 1 < T && v[i + 1] - v[i] > 1e-4f * std::max(1.0f, std::abs(v[i]))) {
+                thr[c] = 0.5f * (v[i] + v[i + 1]);
+                break;
+            }
+        }
+    }
+    return thr;
+}
+
+// ---- Mamba-1 ----------------------------------------------------------------------------------------------
+
+struct M1Case {
+    int64_t T, E, chunk_len;
+    bool softplus, filter, gate;
+};
+
+struct M1Data {
+    int64_t T, E, N = 16, ldx, ldd, ldb, ldc, ldz, ldy;
+    std::vector<float> x, dt_raw, bias, A, B, C, D, z, thr, h0;
+};
+
+M1Data make_m1(int64_t T, int64_t E, std::mt19937& rng) {
+    M1Data d;
+    d.T = T, d.E = E;
+    d.ldx = E + 3, d.ldd = E + 1, d.ldz = E + 2, d.ldy = E + 5;  // strided rows, as slices of wider buffers
+    d.ldb = 16 + 7, d.ldc = 16 + 9;
+    d.x = randn(T * d.ldx, rng);
+    d.dt_raw = uniform(T * d.ldd, rng, -5.0f, 0.5f);  // softplus → Δ ∈ (0.007, 0.97), as trained dt
+    d.bias = uniform(E, rng, -0.5f, 0.5f);
+    d.A = uniform(E * 16, rng, -16.0f, -0.05f);
+    d.B = randn(T * d.ldb, rng);
+    d.C = randn(T * d.ldc, rng);
+    d.D = randn(E, rng);
+    d.z = randn(T * d.ldz, rng, 2.0f);
+    d.h0 = randn(E * 16, rng, 0.5f);
+    return d;
+}
+
+// Δ (T × ldd) as the scan consumes it: softplus(dt + bias) when fused, else dt_raw mapped to positive values.
+std::vector<float> m1_delta(const M1Data& d, bool softplus) {
+    std::vector<float> delta(d.dt_raw.size());
+    for (int64_t t = 0; t < d.T; ++t)
+        for (int64_t e = 0; e < d.ldd; ++e) {
+            const float raw = d.dt_raw[t * d.ldd + e];
+            delta[t * d.ldd + e] =
+                softplus ? kc::softplus(raw + (e < d.E ? d.bias[e] : 0.0f)) : kc::softplus(raw);
+        }
+    return delta;
+}
+
+struct M1Result {
+    std::vector<float> y, h, delta_used;
+};
+
+M1Result run_m1_cpu(const M1Data& d, const M1Case& c, const std::vector<float>& thr) {
+    std::vector<float> delta = m1_delta(d, c.softplus);
+    M1Result r;
+    r.h = d.h0;
+    std::vector<float> y(d.T * d.ldy, 0.0f);
+    kc::scan_mamba1(d.T, d.E, 16, d.x.data(), d.ldx, delta.data(), d.ldd, d.A.data(), d.B.data(), d.ldb,
+                    d.C.data(), d.ldc, d.D.data(), c.filter ? thr.data() : nullptr, r.h.data(), y.data(),
+                    d.ldy);
+    if (c.gate)
+        for (int64_t t = 0; t < d.T; ++t)
+            for (int64_t e = 0; e < d.E; ++e) y[t * d.ldy + e] *= kc::silu(d.z[t * d.ldz + e]);
+    r.y = cols_of(y, d.T, d.E, d.ldy);
+    // Δ' as used: the CPU writes it back only when filtering.
+    r.delta_used = cols_of(delta, d.T, d.E, d.ldd);
+    return r;
+}
+
+M1Result run_m1_gpu(const M1Data& d, const M1Case& c, const std::vector<float>& thr,
+                    kg::ScanProbes probes = {}) {
+    Dev<float> x(d.x), raw(c.softplus ? d.dt_raw : m1_delta(d, false)), bias(d.bias), A(d.A), B(d.B), C(d.C),
+        D(d.D), z(d.z), th(thr.empty() ? std::vector<float>(1) : thr), h(d.h0), y(d.T * d.ldy),
+        dout(d.T * d.ldd);
+    kg::Mamba1ScanArgs a;
+    a.T = d.T, a.E = d.E, a.N = 16;
+    a.x = x.p, a.ldx = d.ldx, a.delta = raw.p, a.ldd = d.ldd;
+    a.delta_bias = c.softplus ? bias.p : nullptr, a.delta_softplus = c.softplus;
+    a.A = A.p, a.B = B.p, a.ldb = d.ldb, a.C = C.p, a.ldc = d.ldc, a.Dskip = D.p;
+    a.z = c.gate ? z.p : nullptr, a.ldz = d.ldz, a.thr = c.filter ? th.p : nullptr;
+    a.h = h.p, a.y = y.p, a.ldy = d.ldy, a.delta_out = dout.p, a.ldo = d.ldd;
+    a.probes = probes, a.chunk_len = c.chunk_len;
+    kg::scan_mamba1(a, nullptr, 0, nullptr);
+    M1Result r;
+    r.y = cols_of(y.download(), d.T, d.E, d.ldy);
+    r.h = h.download();
+    r.delta_used = cols_of(dout.download(), d.T, d.E, d.ldd);
+    return r;
+}
+
+TEST(CudaScanMamba1, MatchesCpuReferenceOnOddShapesAndChunkings) {
+    REQUIRE_GPU();
+    std::mt19937 rng(11);
+    const M1Case cases[] = {
+        {1, 1, 0, false, false, false},        {7, 33, 0, false, false, false},
+        {1000, 130, 0, false, false, false},   {1000, 130, 64, false, false, false},
+        {2051, 257, 136, false, false, false}, {2051, 257, 100000, false, false, false},  // one pass
+        {333, 1, 64, false, false, false},
+    };
+    for (const auto& c : cases) {
+        const M1Data d = make_m1(c.T, c.E, rng);
+        const auto want = run_m1_cpu(d, c, {});
+        const auto got = run_m1_gpu(d, c, {});
+        const auto plan = kg::scan_mamba1_plan(c.T, c.E, c.chunk_len);
+        SCOPED_TRACE("T=" + std::to_string(c.T) + " E=" + std::to_string(c.E) +
+                     " chunks=" + std::to_string(plan.chunks) + "x" + std::to_string(plan.chunk_len));
+        EXPECT_LE(rel_err(got.y, want.y), kTol);
+        EXPECT_LE(rel_err(got.h, want.h), kTol);
+        EXPECT_LE(rel_err(got.delta_used, want.delta_used), kTol);
+    }
+}
+
+TEST(CudaScanMamba1, FilterZeroesDeltaAtOrBelowThresholdLikeCpu) {
+    REQUIRE_GPU();
+    std::mt19937 rng(12);
+    for (int64_t chunk : {int64_t{0}, int64_t{64}}) {
+        const M1Case c{1500, 70, chunk, false, true, false};
+        const M1Data d = make_m1(c.T, c.E, rng);
+        std::vector<float> thr = safe_thresholds(m1_delta(d, false), d.T, d.E, d.ldd);
+        for (int64_t e = 0; e < d.E; e += 3) thr[e] = -INFINITY;  // unfiltered channels
+        const auto want = run_m1_cpu(d, c, thr);
+        const auto got = run_m1_gpu(d, c, thr);
+        EXPECT_LE(rel_err(got.y, want.y), kTol);
+        EXPECT_LE(rel_err(got.h, want.h), kTol);
+        EXPECT_EQ(got.delta_used, want.delta_used);  // same inputs, same compare: bit-identical Δ'
+        // The filter really removed tokens (guards against a no-op filter).
+        const auto zeros = std::count(got.delta_used.begin(), got.delta_used.end(), 0.0f);
+        EXPECT_GT(zeros, static_cast<long>(c.T * c.E / 4));
+    }
+}
+
+TEST(CudaScanMamba1, FusedSoftplusFilterAndGateMatchCpu) {
+    REQUIRE_GPU();
+    std::mt19937 rng(13);
+    for (int64_t chunk : {int64_t{0}, int64_t{80}}) {
+        const M1Case c{1203, 200, chunk, true, true, true};
+        const M1Data d = make_m1(c.T, c.E, rng);
+        const std::vector<float> thr = safe_thresholds(m1_delta(d, true), d.T, d.E, d.ldd);
+        const auto want = run_m1_cpu(d, c, thr);
+        const auto got = run_m1_gpu(d, c, thr);
+        EXPECT_LE(rel_err(got.y, want.y), kTol);
+        EXPECT_LE(rel_err(got.h, want.h), kTol);
+        EXPECT_LE(rel_err(got.delta_used, want.delta_used), kTol);
+    }
+}
+
+TEST(CudaScanMamba1, CarriedStateTwoCallsEqualOneCall) {
+    REQUIRE_GPU();
+    std::mt19937 rng(14);
+    const M1Case c{1500, 96, 0, true, true, true};
+    const M1Data d = make_m1(c.T, c.E, rng);
+    const std::vector<float> thr = safe_thresholds(m1_delta(d, true), d.T, d.E, d.ldd);
+    const auto whole = run_m1_gpu(d, c, thr);
+
+    Dev<float> x(d.x), raw(d.dt_raw), bias(d.bias), A(d.A), B(d.B), C(d.C), D(d.D), z(d.z), th(thr), h(d.h0),
+        y(d.T * d.ldy);
+    const int64_t split = 701;
+    for (int part = 0; part < 2; ++part) {
+        const int64_t t0 = part == 0 ? 0 : split, n = part == 0 ? split : d.T - split;
+        kg::Mamba1ScanArgs a;
+        a.T = n, a.E = d.E;
+        a.x = x.p + t0 * d.ldx, a.ldx = d.ldx, a.delta = raw.p + t0 * d.ldd, a.ldd = d.ldd;
+        a.delta_bias = bias.p, a.delta_softplus = true, a.A = A.p;
+        a.B = B.p + t0 * d.ldb, a.ldb = d.ldb, a.C = C.p + t0 * d.ldc, a.ldc = d.ldc, a.Dskip = D.p;
+        a.z = z.p + t0 * d.ldz, a.ldz = d.ldz, a.thr = th.p, a.h = h.p, a.y = y.p + t0 * d.ldy, a.ldy = d.ldy;
+        kg::scan_mamba1(a, nullptr, 0, nullptr);
+    }
+    EXPECT_LE(rel_err(cols_of(y.download(), d.T, d.E, d.ldy), whole.y), kTol);
+    EXPECT_LE(rel_err(h.download(), whole.h), kTol);
+}
+
+TEST(CudaScanMamba1, ProbesMatchCpuSumsAndAccumulate) {
+    REQUIRE_GPU();
+    std::mt19937 rng(15);
+    for (int64_t chunk : {int64_t{0}, int64_t{64}}) {
+        const M1Case c{999, 45, chunk, false, true, false};
+        M1Data d = make_m1(c.T, c.E, rng);
+        // Channels 0 and 1 decay so fast that every exp(Δ·A_n) underflows: the probe's log-sum-exp fallback.
+        for (int64_t t = 0; t < d.T; ++t) d.dt_raw[t * d.ldd + 0] = d.dt_raw[t * d.ldd + 1] = 3.5f;
+        for (int n = 0; n < 16; ++n) d.A[0 * 16 + n] = d.A[1 * 16 + n] = -30.0f - 2.0f * n;
+        const std::vector<float> delta = m1_delta(d, false);
+        std::vector<float> thr = safe_thresholds(delta, d.T, d.E, d.ldd);
+        thr[0] = thr[1] = -INFINITY;
+        thr[2] = -INFINITY;
+
+        Dev<double> dsum(d.E), logd(d.E);
+        Dev<int64_t> kept(d.E);
+        dsum.zero(), logd.zero(), kept.zero();
+        kg::ScanProbes pr{dsum.p, kept.p, logd.p};
+        const auto got = run_m1_gpu(d, c, thr, pr);
+
+        std::vector<double> want_dsum(d.E, 0.0), want_logd(d.E, 0.0);
+        std::vector<int64_t> want_kept(d.E, 0);
+        for (int64_t e = 0; e < d.E; ++e)
+            for (int64_t t = 0; t < d.T; ++t) {
+                const float dl = delta[t * d.ldd + e];
+                const double used = dl > thr[e] ? dl : 0.0;
+                want_dsum[e] += used;
+                want_kept[e] += dl > thr[e] ? 1 : 0;
+                // ln(mean_n exp(Δ'·A_n)), log-sum-exp in double
+                double mx = -1e300;
+                for (int n = 0; n < 16; ++n) mx = std::max(mx, used * d.A[e * 16 + n]);
+                double s = 0.0;
+                for (int n = 0; n < 16; ++n) s += std::exp(used * d.A[e * 16 + n] - mx);
+                want_logd[e] += mx + std::log(s / 16.0);
+            }
+        EXPECT_LE(rel_err(dsum.download(), want_dsum), kTol);
+        EXPECT_LE(rel_err(logd.download(), want_logd), kTol);
+        EXPECT_EQ(kept.download(), want_kept);
+        EXPECT_EQ(want_kept[0], d.T);
+        EXPECT_LT(want_logd[0], -1000.0);  // the fallback path was exercised
+
+        // Probes accumulate: a second run without zeroing doubles them.
+        run_m1_gpu(d, c, thr, pr);
+        auto twice = kept.download();
+        for (auto& v : want_kept) v *= 2;
+        EXPECT_EQ(twice, want_kept);
+    }
+}
+
+TEST(CudaScanMamba1, AgreesWithFloat64Reference) {
+    REQUIRE_GPU();
+    std::mt19937 rng(16);
+    const M1Case c{4000, 64, 0, false, false, false};
+    const M1Data d = make_m1(c.T, c.E, rng);
+    const std::vector<float> delta = m1_delta(d, false);
+    std::vector<double> h(d.h0.begin(), d.h0.end()), y(d.T * d.E);
+    for (int64_t t = 0; t < d.T; ++t)
+        for (int64_t e = 0; e < d.E; ++e) {
+            const double dt = delta[t * d.ldd + e], xv = d.x[t * d.ldx + e];
+            double acc = d.D[e] * xv;
+            for (int n = 0; n < 16; ++n) {
+                double& hv = h[e * 16 + n];
+                hv = std::exp(dt * d.A[e * 16 + n]) * hv + dt * d.B[t * d.ldb + n] * xv;
+                acc += d.C[t * d.ldc + n] * hv;
+            }
+            y[t * d.E + e] = acc;
+        }
+    const auto gpu = run_m1_gpu(d, c, {});
+    const auto cpu = run_m1_cpu(d, c, {});
+    const double e_gpu = rel_err(gpu.y, y), e_cpu = rel_err(cpu.y, y);
+    std::printf("  Mamba-1 scan vs float64 (T=4000): GPU %.2e, CPU %.2e (normalised max error)\n", e_gpu,
+                e_cpu);
+    EXPECT_LE(e_gpu, kTol);
+}
+
+TEST(CudaScanMamba1, RejectsUnsupportedStateSizeWithAHint) {
+    // Runs without a GPU: the shape check comes before any CUDA call.
+    kg::Mamba1ScanArgs a;
+    a.T = 4, a.E = 4, a.N = 8;
+    try {
+        kg::scan_mamba1(a, nullptr, 0, nullptr);
+        FAIL() << "d_state 8 was accepted";
+    } catch (const mambascope::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("d_state"), std::string::npos);
+        EXPECT_FALSE(e.hint().empty());
+    }
+}
+
+// ---- Mamba-2 ----------------------------------------------------------------------------------------------
+
+struct M2Case {
+    int64_t T, H, P, G, N, chunk_len;
+    bool softplus, filter;
+};
+
+struct M2Data {
+    int64_t T, H, P, G, N, ldx, ldd, ldb, ldc, ldy;
+    std::vector<float> x, dt_raw, bias, A, B, C, D, s0;
+};
+
+M2Data make_m2(const M2Case& c, std::mt19937& rng) {
+    M2Data d{c.T, c.H, c.P, c.G, c.N, c.H * c.P + 4, c.H + 3, c.G * c.N + 5, c.G * c.N + 8, c.H * c.P + 1};
+    d.x = randn(d.T * d.ldx, rng);
+    d.dt_raw = uniform(d.T * d.ldd, rng, -5.0f, 0.5f);
+    d.bias = uniform(d.H, rng, -0.5f, 0.5f);
+    d.A = uniform(d.H, rng, -8.0f, -0.05f);
+    d.B = randn(d.T * d.ldb, rng, 0.5f);
+    d.C = randn(d.T * d.ldc, rng, 0.5f);
+    d.D = randn(d.H, rng);
+    d.s0 = randn(d.H * d.P * d.N, rng, 0.5f);
+    return d;
+}
+
+std::vector<float> m2_delta(const M2Data& d, bool softplus) {
+    std::vector<float> delta(d.dt_raw.size());
+    for (int64_t t = 0; t < d.T; ++t)
+        for (int64_t h = 0; h < d.ldd; ++h) {
+            const float raw = d.dt_raw[t * d.ldd + h];
+            delta[t * d.ldd + h] = kc::softplus(raw + (softplus && h < d.H ? d.bias[h] : 0.0f));
+        }
+    return delta;
+}
+
+struct M2Result {
+    std::vector<float> y, s, delta_used;
+};
+
+M2Result run_m2_cpu(const M2Data& d, const M2Case& c, const std::vector<float>& thr) {
+    std::vector<float> delta = m2_delta(d, c.softplus);
+    M2Result r;
+    r.s = d.s0;
+    std::vector<float> y(d.T * d.ldy, 0.0f);
+    kc::scan_mamba2(d.T, d.H, d.P, d.G, d.N, d.x.data(), d.ldx, delta.data(), d.ldd, d.A.data(), d.B.data(),
+                    d.ldb, d.C.data(), d.ldc, d.D.data(), c.filter ? thr.data() : nullptr, r.s.data(),
+                    y.data(), d.ldy);
+    r.y = cols_of(y, d.T, d.H * d.P, d.ldy);
+    r.delta_used = cols_of(delta, d.T, d.H, d.ldd);
+    return r;
+}
+
+M2Result run_m2_gpu(const M2Data& d, const M2Case& c, const std::vector<float>& thr,
+                    kg::ScanProbes probes = {}) {
+    Dev<float> x(d.x), raw(c.softplus ? d.dt_raw : m2_delta(d, false)), bias(d.bias), A(d.A), B(d.B), C(d.C),
+        D(d.D), th(thr.empty() ? std::vector<float>(1) : thr), s(d.s0), y(d.T * d.ldy), dout(d.T * d.ldd);
+    kg::Mamba2ScanArgs a;
+    a.T = d.T, a.H = d.H, a.P = d.P, a.G = d.G, a.N = d.N;
+    a.x = x.p, a.ldx = d.ldx, a.delta = raw.p, a.ldd = d.ldd;
+    a.delta_bias = c.softplus ? bias.p : nullptr, a.delta_softplus = c.softplus;
+    a.A = A.p, a.B = B.p, a.ldb = d.ldb, a.C = C.p, a.ldc = d.ldc, a.Dskip = D.p;
+    a.thr = c.filter ? th.p : nullptr, a.s = s.p, a.y = y.p, a.ldy = d.ldy, a.delta_out = dout.p,
+    a.ldo = d.ldd;
+    a.probes = probes, a.chunk_len = c.chunk_len;
+    kg::scan_mamba2(a, nullptr, 0, nullptr);
+    M2Result r;
+    r.y = cols_of(y.download(), d.T, d.H * d.P, d.ldy);
+    r.s = s.download();
+    r.delta_used = cols_of(dout.download(), d.T, d.H, d.ldd);
+    return r;
+}
+
+TEST(CudaScanMamba2, MatchesCpuReferenceOnOddShapesFilterAndSoftplus) {
+    REQUIRE_GPU();
+    std::mt19937 rng(21);
+    const M2Case cases[] = {
+        {5, 1, 1, 1, 16, 0, false, false},         {1000, 6, 8, 2, 64, 0, false, true},
+        {1000, 6, 8, 2, 64, 64, true, true},       {777, 4, 64, 1, 128, 0, true, false},
+        {777, 4, 64, 1, 128, 96, false, true},     {300, 3, 5, 3, 32, 48, true, true},
+        {1100, 2, 64, 1, 128, 100000, true, true},  // one pass
+    };
+    for (const auto& c : cases) {
+        const M2Data d = make_m2(c, rng);
+        const std::vector<float> thr = safe_thresholds(m2_delta(d, c.softplus), d.T, d.H, d.ldd);
+        const auto want = run_m2_cpu(d, c, thr);
+        const auto got = run_m2_gpu(d, c, thr);
+        const auto plan = kg::scan_mamba2_plan(c.T, c.H, c.P, c.N, c.chunk_len);
+        SCOPED_TRACE("T=" + std::to_string(c.T) + " H=" + std::to_string(c.H) + " P=" + std::to_string(c.P) +
+                     " G=" + std::to_string(c.G) + " N=" + std::to_string(c.N) +
+                     " chunks=" + std::to_string(plan.chunks) + "x" + std::to_string(plan.chunk_len));
+        EXPECT_LE(rel_err(got.y, want.y), kTol);
+        EXPECT_LE(rel_err(got.s, want.s), kTol);
+        EXPECT_LE(rel_err(got.delta_used, want.delta_used), kTol);
+    }
+}
+
+TEST(CudaScanMamba2, CarriedStateTwoCallsEqualOneCall) {
+    REQUIRE_GPU();
+    std::mt19937 rng(22);
+    const M2Case c{1300, 4, 64, 2, 64, 0, true, false};
+    const M2Data d = make_m2(c, rng);
+    const auto whole = run_m2_gpu(d, c, {});
+    Dev<float> x(d.x), raw(d.dt_raw), bias(d.bias), A(d.A), B(d.B), C(d.C), D(d.D), s(d.s0), y(d.T * d.ldy);
+    const int64_t split = 517;
+    for (int part = 0; part < 2; ++part) {
+        const int64_t t0 = part == 0 ? 0 : split, n = part == 0 ? split : d.T - split;
+        kg::Mamba2ScanArgs a;
+        a.T = n, a.H = d.H, a.P = d.P, a.G = d.G, a.N = d.N;
+        a.x = x.p + t0 * d.ldx, a.ldx = d.ldx, a.delta = raw.p + t0 * d.ldd, a.ldd = d.ldd;
+        a.delta_bias = bias.p, a.delta_softplus = true, a.A = A.p;
+        a.B = B.p + t0 * d.ldb, a.ldb = d.ldb, a.C = C.p + t0 * d.ldc, a.ldc = d.ldc, a.Dskip = D.p;
+        a.s = s.p, a.y = y.p + t0 * d.ldy, a.ldy = d.ldy;
+        kg::scan_mamba2(a, nullptr, 0, nullptr);
+    }
+    EXPECT_LE(rel_err(cols_of(y.download(), d.T, d.H * d.P, d.ldy), whole.y), kTol);
+    EXPECT_LE(rel_err(s.download(), whole.s), kTol);
+}
+
+TEST(CudaScanMamba2, ProbesMatchCpuSums) {
+    REQUIRE_GPU();
+    std::mt19937 rng(23);
+    for (int64_t chunk : {int64_t{0}, int64_t{64}}) {
+        const M2Case c{1001, 5, 16, 1, 64, chunk, false, true};
+        const M2Data d = make_m2(c, rng);
+        const std::vector<float> delta = m2_delta(d, false);
+        std::vector<float> thr = safe_thresholds(delta, d.T, d.H, d.ldd);
+        thr[0] = -INFINITY;
+        Dev<double> dsum(d.H), logd(d.H);
+        Dev<int64_t> kept(d.H);
+        dsum.zero(), logd.zero(), kept.zero();
+        run_m2_gpu(d, c, thr, kg::ScanProbes{dsum.p, kept.p, logd.p});
+        std::vector<double> want_dsum(d.H, 0.0), want_logd(d.H, 0.0);
+        std::vector<int64_t> want_kept(d.H, 0);
+        for (int64_t h = 0; h < d.H; ++h)
+            for (int64_t t = 0; t < d.T; ++t) {
+                const float dl = delta[t * d.ldd + h];
+                const double used = dl > thr[h] ? dl : 0.0;
+                want_dsum[h] += used;
+                want_kept[h] += dl > thr[h] ? 1 : 0;
+                want_logd[h] += used * d.A[h];
+            }
+        EXPECT_LE(rel_err(dsum.download(), want_dsum), kTol);
+        EXPECT_LE(rel_err(logd.download(), want_logd), kTol);
+        EXPECT_EQ(kept.download(), want_kept);
+        EXPECT_EQ(want_kept[0], d.T);
+    }
+}
+
+// ---- conv1d + SiLU ----------------------------------------------------------------------------------------
+
+TEST(CudaConv1d, MatchesCpuAcrossTwoCallsWithCarriedState) {
+    REQUIRE_GPU();
+    std::mt19937 rng(31);
+    struct Case {
+        int64_t T1, T2, Cn, K;
+    };
+    for (const Case c : {Case{50, 70, 130, 4}, Case{1, 2, 33, 4}, Case{100, 1, 7, 3}, Case{40, 33, 300, 1},
+                         Case{3, 200, 5, 8}}) {
+        const int64_t T = c.T1 + c.T2, ldi = c.Cn + 3, ldo = c.Cn + 1;
+        const auto in = randn(T * ldi, rng), w = randn(c.Cn * c.K, rng, 0.5f), bias = randn(c.Cn, rng);
+        const auto state0 = randn(std::max<int64_t>(1, (c.K - 1) * c.Cn), rng);
+        std::vector<float> cpu_state = state0, cpu_out(T * ldo, 0.0f);
+        kc::conv1d_silu(c.T1, c.Cn, c.K, in.data(), ldi, w.data(), bias.data(), cpu_state.data(),
+                        cpu_out.data(), ldo);
+        kc::conv1d_silu(c.T2, c.Cn, c.K, in.data() + c.T1 * ldi, ldi, w.data(), bias.data(), cpu_state.data(),
+                        cpu_out.data() + c.T1 * ldo, ldo);
+        Dev<float> din(in), dw(w), db(bias), dstate(state0), dout(T * ldo);
+        kg::conv1d_silu(c.T1, c.Cn, c.K, din.p, ldi, dw.p, db.p, dstate.p, dout.p, ldo, nullptr);
+        kg::conv1d_silu(c.T2, c.Cn, c.K, din.p + c.T1 * ldi, ldi, dw.p, db.p, dstate.p, dout.p + c.T1 * ldo,
+                        ldo, nullptr);
+        SCOPED_TRACE("T1=" + std::to_string(c.T1) + " T2=" + std::to_string(c.T2) +
+                     " Cn=" + std::to_string(c.Cn) + " K=" + std::to_string(c.K));
+        EXPECT_LE(rel_err(cols_of(dout.download(), T, c.Cn, ldo), cols_of(cpu_out, T, c.Cn, ldo)), kTol);
+        if (c.K > 1) EXPECT_EQ(dstate.download(), cpu_state);  // a copy of inputs: exact
+    }
+}
+
+// ---- norms ------------------------------------------------------------------------------------------------
+
+TEST(CudaRmsNorm, MatchesCpuIncludingInPlace) {
+    REQUIRE_GPU();
+    std::mt19937 rng(41);
+    for (const int64_t D : {int64_t{1}, int64_t{77}, int64_t{768}, int64_t{2049}}) {
+        const int64_t T = 37, ldx = D + 2, ldo = D + 5;
+        const auto x = randn(T * ldx, rng, 3.0f), w = randn(D, rng);
+        std::vector<float> want(T * ldo, 0.0f);
+        kc::rmsnorm(T, D, x.data(), ldx, w.data(), 1e-5f, want.data(), ldo);
+        Dev<float> dx(x), dw(w), dout(T * ldo);
+        kg::rmsnorm(T, D, dx.p, ldx, dw.p, 1e-5f, dout.p, ldo, nullptr);
+        EXPECT_LE(rel_err(cols_of(dout.download(), T, D, ldo), cols_of(want, T, D, ldo)), kTol) << "D=" << D;
+        kg::rmsnorm(T, D, dx.p, ldx, dw.p, 1e-5f, dx.p, ldx, nullptr);  // in place
+        EXPECT_LE(rel_err(cols_of(dx.download(), T, D, ldx), cols_of(want, T, D, ldo)), kTol)
+            << "in place D=" << D;
+    }
+}
+
+TEST(CudaRmsNorm, GatedGroupedMatchesCpu) {
+    REQUIRE_GPU();
+    std::mt19937 rng(42);
+    struct Case {
+        int64_t T, E, G;
+    };
+    for (const Case c : {Case{29, 1536, 1}, Case{5, 4096, 8}, Case{17, 90, 3}}) {
+        const int64_t ldy = c.E + 3, ldz = c.E + 7;
+        const auto y = randn(c.T * ldy, rng), z = randn(c.T * ldz, rng, 2.0f), w = randn(c.E, rng);
+        std::vector<float> want = y;
+        kc::gated_rmsnorm(c.T, c.E, c.G, want.data(), ldy, z.data(), ldz, w.data(), 1e-5f);
+        Dev<float> dy(y), dz(z), dw(w);
+        kg::gated_rmsnorm(c.T, c.E, c.G, dy.p, ldy, dz.p, ldz, dw.p, 1e-5f, nullptr);
+        EXPECT_LE(rel_err(cols_of(dy.download(), c.T, c.E, ldy), cols_of(want, c.T, c.E, ldy)), kTol)
+            << "E=" << c.E << " G=" << c.G;
+    }
+}
+
+// ---- GEMM -------------------------------------------------------------------------------------------------
+
+TEST(CudaGemm, RowMajorAWtMatchesCpuInFp32AndTf32) {
+    REQUIRE_GPU();
+    std::mt19937 rng(51);
+    const int64_t M = 37, N = 50, K = 70, lda = K + 2, ldw = K + 1, ldc = N + 3;
+    const auto A = randn(M * lda, rng), W = randn(N * ldw, rng), C0 = randn(M * ldc, rng);
+    std::vector<double> want(M * N), want_acc(M * N);
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) {
+            double acc = 0.0;
+            for (int64_t k = 0; k < K; ++k) acc += static_cast<double>(A[m * lda + k]) * W[n * ldw + k];
+            want[m * N + n] = acc;
+            want_acc[m * N + n] = acc + 0.5 * C0[m * ldc + n];
+        }
+    kg::CublasHandle handle;
+    Dev<float> dA(A), dW(W), dC(M * ldc);
+    kg::gemm_rowmajor(handle.get(), nullptr, M, N, K, dA.p, lda, dW.p, ldw, dC.p, ldc, false);
+    EXPECT_LE(rel_err(cols_of(dC.download(), M, N, ldc), want), kTol);
+    dC.poison();
+    kg::gemm_rowmajor(handle.get(), nullptr, M, N, K, dA.p, lda, dW.p, ldw, dC.p, ldc, true);
+    EXPECT_LE(rel_err(cols_of(dC.download(), M, N, ldc), want), kTolTf32);
+    dC.upload(C0);
+    kg::gemm_rowmajor(handle.get(), nullptr, M, N, K, dA.p, lda, dW.p, ldw, dC.p, ldc, false, 0.5f);
+    EXPECT_LE(rel_err(cols_of(dC.download(), M, N, ldc), want_acc), kTol);
+}
+
+}  // namespace
