@@ -28,22 +28,20 @@ __device__ __forceinline__ float lg2_approx(float x) {
     return r;
 }
 
-// Above this |x|, 2^x is ≤ 0.71 or ≥ 1.41: the state forgets within a few tokens, MUFU's 2 ulp do not
+// Above this |x|, 2^x is ≤ 0.84 or ≥ 1.19: the state forgets within a few tokens, MUFU's 2 ulp do not
 // accumulate.
-constexpr float kExp2TaylorRange = 0.5f;
+constexpr float kExp2TaylorRange = 0.25f;
 
-// 2^x with rounding-level error for |x| ≤ 0.5 (Taylor of e^y, y = x·ln2, |y| ≤ 0.347, truncation < 6e-9),
-// MUFU elsewhere.
+// 2^x with rounding-level error for |x| ≤ 0.25 (Taylor series of 2^x = e^(x·ln2) to degree 6, coefficients
+// ln2^k/k!, truncation < 1e-9), the MUFU ex2.approx elsewhere. Both are evaluated (no divergent branch).
 __device__ __forceinline__ float exp2_accurate(float x) {
-    const float y = x * kLn2;
-    float p = 1.0f / 5040.0f;
-    p = fmaf(p, y, 1.0f / 720.0f);
-    p = fmaf(p, y, 1.0f / 120.0f);
-    p = fmaf(p, y, 1.0f / 24.0f);
-    p = fmaf(p, y, 1.0f / 6.0f);
-    p = fmaf(p, y, 0.5f);
-    p = fmaf(p, y, 1.0f);
-    p = fmaf(p, y, 1.0f);
+    float p = 1.5403530393381606e-4f;
+    p = fmaf(p, x, 1.3333558146428441e-3f);
+    p = fmaf(p, x, 9.6181291076284772e-3f);
+    p = fmaf(p, x, 5.5504108664821576e-2f);
+    p = fmaf(p, x, 0.24022650695910071f);
+    p = fmaf(p, x, 0.69314718055994531f);
+    p = fmaf(p, x, 1.0f);
     return fabsf(x) <= kExp2TaylorRange ? p : ex2_approx(x);
 }
 
@@ -53,6 +51,20 @@ __device__ __forceinline__ float exp2_scan(float x) {
         return ex2_approx(x);
     else
         return exp2_accurate(x);
+}
+
+// ln(x) for x > 0 (normal), with rounding-level absolute error near 1 (where lg2.approx's 2^-22 absolute
+// error would dominate a small log): series in u = x − 1 (exact subtraction) for |u| < 1/16, truncation <
+// 1e-9.
+__device__ __forceinline__ float ln_near1(float x) {
+    const float u = x - 1.0f;
+    float p = -1.0f / 6.0f;
+    p = fmaf(p, u, 1.0f / 5.0f);
+    p = fmaf(p, u, -1.0f / 4.0f);
+    p = fmaf(p, u, 1.0f / 3.0f);
+    p = fmaf(p, u, -0.5f);
+    p = fmaf(p, u, 1.0f);
+    return fabsf(u) < 0.0625f ? p * u : lg2_approx(x) * kLn2;
 }
 
 __device__ __forceinline__ float softplus(float x) {

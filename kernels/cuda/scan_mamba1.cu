@@ -19,7 +19,7 @@ constexpr int kM1N = 16;              // d_state of every Mamba-1 checkpoint; th
 constexpr int kM1Threads = 128;       // channels per block: one thread per channel of one time chunk
 constexpr int kM1Tile = 8;            // tokens whose B/C rows are staged in shared memory at a time
 constexpr int64_t kM1MinChunk = 64;   // shortest time chunk worth a pass-1/pass-2 round trip
-constexpr int kM1MinBlocksPass1 = 5;  // resident blocks per SM asked of the register allocator (96 regs)
+constexpr int kM1MinBlocksPass1 = 4;  // resident blocks per SM asked of the register allocator (≤ 128 regs)
 constexpr int kM1MinBlocksPass3 = 4;  // pass 3 holds C and z too: 128 regs, no spills
 constexpr int kCombineThreads = 256;
 
@@ -74,7 +74,7 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
     }
     const float bias = (active && p.delta_bias) ? p.delta_bias[d] : 0.0f;
     const float thr = (active && p.thr) ? p.thr[d] : -INFINITY;
-    float dsum = 0.0f;
+    double dsum = 0.0;  // a chunk may hold thousands of tokens; its decay is exp(A·ΣΔ')
 
     for (int64_t t0 = tb; t0 < te; t0 += kM1Tile) {
         float xr[kM1Tile], dr[kM1Tile];
@@ -112,7 +112,7 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
 #pragma unroll
     for (int q = 0; q < kM1N / 4; ++q)
         out[q] = make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
-    dsum_out[c * p.E + d] = dsum;
+    dsum_out[c * p.E + d] = static_cast<float>(dsum);
 }
 
 // Pass 2: chain the chunks. One thread per (d, n): h_start[0] = h_in, h_start[c+1] = exp(A·ΣΔ'_c)·h_start[c]
@@ -136,7 +136,7 @@ __global__ void __launch_bounds__(kCombineThreads)
 // probes. grid (ceil(E/128), chunks). h_start (chunks, E, N); h_final (E, N) or null.
 template <bool kProbes, bool kFastExp>
 __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
-    m1_scan(Params p, const float* __restrict__ h_start, float* __restrict__ h_final, ScanProbes probes) {
+    m1_scan(Params p, const float* h_start, float* h_final, ScanProbes probes) {  // may alias (1 pass)
     __shared__ __align__(16) float sB[kM1Tile][kM1N];
     __shared__ __align__(16) float sC[kM1Tile][kM1N];
     const int64_t d = static_cast<int64_t>(blockIdx.x) * kM1Threads + threadIdx.x;
@@ -223,7 +223,7 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
                     // ln(mean_n 2^(Δ'·A2_n)); when every term underflows, shift by the slowest state first.
                     const float mean = esum * (1.0f / kM1N);
                     if (mean > 1e-30f) {
-                        pr_logdecay += static_cast<double>(lg2_approx(mean) * kLn2);
+                        pr_logdecay += static_cast<double>(ln_near1(mean));
                     } else {
                         const float shift = dt * a2max;
                         float s = 0.0f;

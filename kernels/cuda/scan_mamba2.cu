@@ -170,7 +170,8 @@ __global__ void __launch_bounds__(kM2CombineThreads)
 // Pass 3 (or the only pass): from the true chunk start state, write y, Δ', the final state and probes.
 template <int kN, bool kProbes>
 __global__ void __launch_bounds__(kM2MaxThreads)
-    m2_scan(Params p, const float* __restrict__ h_start, float* __restrict__ s_final, ScanProbes probes) {
+    m2_scan(Params p, const float* h_start, float* s_final,  // may alias (1 pass)
+            ScanProbes probes) {
     extern __shared__ __align__(16) float smem[];
     float* sB = smem;
     float* sC = sB + kM2Tile * kN;
