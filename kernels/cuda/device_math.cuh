@@ -1,9 +1,10 @@
 // device_math.cuh: the few device-side math helpers the CUDA kernels share (include from .cu files only).
 //
-// Design decision: exp goes through ex2.approx.ftz on x·log2(e) (one MUFU op; max relative error ≈ 2^-22 plus
-// the rounding of the product), callers pre-scale A by log2(e) once so the scan's inner loop is one multiply
-// + one MUFU. softplus keeps log1pf (accurate for tiny Δ, where lg2.approx(1+e^x) would lose the relative
-// precision).
+// Design decision: exp goes through base 2 (callers pre-scale A by log2(e) once). Two flavours: ex2_approx
+// (one MUFU op, ≈ 2 ulp) and exp2_accurate, which replaces the MUFU result near 2^0 by a Taylor polynomial: a
+// scan multiplies thousands of decays a ≈ 1 into its state, so any systematic error of a near 1 accumulates
+// with the channel's memory (≈ 1/(Δ·|A|) tokens); the polynomial's error there is rounding only. softplus
+// keeps log1pf (accurate for tiny Δ, where lg2.approx(1+e^x) would lose the relative precision).
 #pragma once
 
 #include <cuda_runtime.h>
