@@ -1,0 +1,68 @@
+// emu_rt.h: host-side CUDA runtime calls for the CPU emulation (malloc/memcpy; a fake H200: 132 SMs).
+#pragma once
+#include <cuda_runtime.h>
+#include <cstdlib>
+#include <cstring>
+inline cudaError_t emu_cudaMalloc(void** p, size_t n) {
+    *p = std::aligned_alloc(256, (n + 255) / 256 * 256);
+    return cudaSuccess;
+}
+template <class T>
+cudaError_t emu_cudaMallocT(T** p, size_t n) {
+    return emu_cudaMalloc(reinterpret_cast<void**>(p), n);
+}
+inline cudaError_t emu_cudaMallocAsync(void** p, size_t n, cudaStream_t) {
+    return emu_cudaMalloc(p, n);
+}
+inline cudaError_t emu_cudaFree(void* p) {
+    std::free(p);
+    return cudaSuccess;
+}
+inline cudaError_t emu_cudaFreeAsync(void* p, cudaStream_t) {
+    std::free(p);
+    return cudaSuccess;
+}
+inline cudaError_t emu_cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind) {
+    std::memmove(d, s, n);
+    return cudaSuccess;
+}
+inline cudaError_t emu_cudaMemset(void* d, int v, size_t n) {
+    std::memset(d, v, n);
+    return cudaSuccess;
+}
+inline cudaError_t emu_cudaDeviceSynchronize() {
+    return cudaSuccess;
+}
+inline cudaError_t emu_cudaGetLastError() {
+    return cudaSuccess;
+}
+inline cudaError_t emu_cudaGetDevice(int* d) {
+    *d = 0;
+    return cudaSuccess;
+}
+inline cudaError_t emu_cudaGetDeviceCount(int* d) {
+    *d = 1;
+    return cudaSuccess;
+}
+extern int emu_sms_rt;
+inline cudaError_t emu_cudaDeviceGetAttribute(int* v, cudaDeviceAttr, int) {
+    *v = emu_sms_rt;
+    return cudaSuccess;
+}
+template <class F>
+cudaError_t emu_cudaOccupancy(int* v, F, int threads, size_t) {
+    *v = threads <= 128 ? 4 : 2;
+    return cudaSuccess;
+}
+#define cudaMalloc(p, n) emu_cudaMallocT(p, n)
+#define cudaMallocAsync emu_cudaMallocAsync
+#define cudaFree emu_cudaFree
+#define cudaFreeAsync emu_cudaFreeAsync
+#define cudaMemcpy emu_cudaMemcpy
+#define cudaMemset emu_cudaMemset
+#define cudaDeviceSynchronize emu_cudaDeviceSynchronize
+#define cudaGetLastError emu_cudaGetLastError
+#define cudaGetDevice emu_cudaGetDevice
+#define cudaGetDeviceCount emu_cudaGetDeviceCount
+#define cudaDeviceGetAttribute emu_cudaDeviceGetAttribute
+#define cudaOccupancyMaxActiveBlocksPerMultiprocessor emu_cudaOccupancy

@@ -1,0 +1,23 @@
+# Turns the CUDA kernels into plain C++ for the CPU emulation (see run.sh): launches become emu_launch calls,
+# the MUFU asm becomes libm. Usage: gen.py <kernels/cuda dir> <output dir>
+import re, sys, os
+src = sys.argv[1].rstrip('/') + '/'
+out = sys.argv[2].rstrip('/') + '/'
+dm = open(src + 'device_math.cuh').read()
+dm = dm.replace('asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));', 'r = std::exp2(x); if (std::fabs(r) < 1.17549435e-38f) r = 0.0f;')
+dm = dm.replace('asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));', 'r = std::log2(x);')
+assert 'asm(' not in dm
+open(out + 'device_math_emu.h', 'w').write('#include "emu.h"\n' + dm)
+for name in ['scan_mamba1', 'scan_mamba2', 'conv1d_silu', 'rmsnorm']:
+    s = open(src + name + '.cu').read()
+    s = s.replace('#include "cuda/device_math.cuh"', '#include "device_math_emu.h"')
+    s = s.replace('extern __shared__ __align__(16) float smem[];', 'float* smem = emu_smem;')
+    pat = re.compile(r'([A-Za-z_][\w:<>., ]*?)\s*<<<(.*?)>>>\s*\((.*?)\);', re.S)
+    n = 0
+    def rep(m):
+        global n
+        n += 1
+        return 'emu_launch(emu_cfg(%s), [&] { %s(%s); });' % (m.group(2), m.group(1).strip(), m.group(3))
+    s = pat.sub(rep, s)
+    print(name, 'launches:', n, file=sys.stderr)
+    open(out + name + '_emu.cpp', 'w').write('#include "emu_rt.h"\n#include "emu.h"\n' + s)
