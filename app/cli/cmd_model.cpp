@@ -74,11 +74,12 @@ int cmd_info(int argc, char** argv) {
 int cmd_forward(int argc, char** argv) {
     if (wants_help(argc, argv)) {
         std::printf(
-            "mambascope-cli forward --model DIR --ids FILE [--dump-delta] --out OUT.h5 [--chunk N]\n"
+            "mambascope-cli forward --model DIR --ids FILE [--dump-delta] --out OUT.h5 [--chunk N] [--device "
+            "cpu|cuda|auto]\n"
             "  writes /logits (float32 [T, V]) and with --dump-delta /delta (float32 [n_layer, T, C])\n");
         return 0;
     }
-    Args a(argc, argv, {"model", "ids", "out", "chunk"}, {"dump-delta"});
+    Args a(argc, argv, {"model", "ids", "out", "chunk", "device"}, {"dump-delta"});
     const std::string out = a.require("out");
     auto ids = read_ids_file(a.require("ids"));
     auto m = load_model(a.require("model"));
@@ -106,6 +107,7 @@ int cmd_forward(int argc, char** argv) {
     ForwardOptions opt;
     if (a.has("chunk")) opt.chunk_tokens = a.get_int("chunk", kPrefillChunkTokens);
     opt.progress = stderr_progress("forward");
+    opt.device = parse_device(a.get("device", "cpu"));
     if (a.has("dump-delta")) {
         dump.w = &w;
         dump.ds = w.create("/delta", h5::DType::F32, {uint64_t(L), uint64_t(T), uint64_t(C)});
@@ -125,6 +127,8 @@ int cmd_forward(int argc, char** argv) {
     };
     auto res = run_forward(*m, ids, opt, head);
     if (block_rows) w.append(logits_ds, h5::DType::F32, uint64_t(block_rows), block.data());
+    if (!res.note.empty()) std::fprintf(stderr, "forward: %s\n", res.note.c_str());
+    h5::set_attr(w.root(), "backend", res.backend);
     h5::set_attr(w.root(), "tokens", int64_t(T));
     h5::set_attr(w.root(), "seconds", res.seconds);
     w.commit();
@@ -136,17 +140,18 @@ int cmd_forward(int argc, char** argv) {
 int cmd_nll(int argc, char** argv) {
     if (wants_help(argc, argv)) {
         std::printf(
-            "mambascope-cli nll --model DIR --ids FILE [--chunk N]\n"
+            "mambascope-cli nll --model DIR --ids FILE [--chunk N] [--device cpu|cuda|auto]\n"
             "  prints the mean NLL (nats/token) and perplexity of predicting ids[1..T-1]\n");
         return 0;
     }
-    Args a(argc, argv, {"model", "ids", "chunk"}, {});
+    Args a(argc, argv, {"model", "ids", "chunk", "device"}, {});
     auto ids = read_ids_file(a.require("ids"));
     auto m = load_model(a.require("model"));
     if (ids.size() < 2) throw Error("need at least 2 token ids to measure NLL");
     ForwardOptions opt;
     if (a.has("chunk")) opt.chunk_tokens = a.get_int("chunk", kPrefillChunkTokens);
     opt.progress = stderr_progress("nll");
+    opt.device = parse_device(a.get("device", "cpu"));
     HeadRequest head;
     head.nll = true;
     auto res = run_forward(*m, ids, opt, head);
@@ -155,6 +160,8 @@ int cmd_nll(int argc, char** argv) {
     std::printf("mean_nll:    %.6f\n", nll);
     std::printf("perplexity:  %.4f\n", std::exp(nll));
     std::printf("seconds:     %.3f\n", res.seconds);
+    std::printf("backend:     %s\n", res.backend.c_str());
+    if (!res.note.empty()) std::fprintf(stderr, "nll: %s\n", res.note.c_str());
     return 0;
 }
 

@@ -20,7 +20,7 @@ int cmd_ppl_sweep(int argc, char** argv) {
                 "    [--methods vanilla,longmamba,decimamba] [--calibration CAL.h5] [--c C] [--b B]\n"
                 "    [--activate-above N] [--windows 10] [--predict 100] [--deci-layers l,..] [--deci-lbase "
                 "N]\n"
-                "    [--deci-beta B] [--out SWEEP.csv]\n"
+                "    [--deci-beta B] [--device cpu|cuda|auto] [--out SWEEP.csv]\n"
                 "  For each context length: `windows` windows spread over the document, NLL of each "
                 "window's\n"
                 "  last `predict` tokens (the paper's PG19 protocol). Prints a table; --out writes CSV.\n");
@@ -28,7 +28,7 @@ int cmd_ppl_sweep(int argc, char** argv) {
         }
     Args a(argc, argv,
            {"model", "text", "ids", "lengths", "methods", "calibration", "c", "b", "activate-above",
-            "windows", "predict", "deci-layers", "deci-lbase", "deci-beta", "out", "tokenizer"},
+            "windows", "predict", "deci-layers", "deci-lbase", "deci-beta", "out", "tokenizer", "device"},
            {"replace-invalid"});
     auto model = load_model(a.require("model"));
     auto doc = read_input_ids(a, *model);
@@ -51,6 +51,7 @@ int cmd_ppl_sweep(int argc, char** argv) {
     for (int64_t l : a.get_int_list("deci-layers")) p.deci.layers.push_back(static_cast<int>(l));
     p.deci.L_base = a.get_int("deci-lbase", -1);
     p.deci.beta = a.get_double("deci-beta", p.deci.beta);
+    p.device = parse_device(a.get("device", "cpu"));
     auto progress = stderr_progress("ppl-sweep");
     auto points = run_ppl_sweep(*model, doc, p, progress);
     std::printf("perplexity of the last %lld tokens, %d windows per length\n%s", (long long)p.predict,

@@ -22,7 +22,8 @@ const Command kCommands[] = {
     {"ppl-sweep", mambascope::cli::cmd_ppl_sweep,
      "perplexity vs context length (vanilla / LongMamba / DeciMamba)"},
     {"bench", mambascope::cli::cmd_bench, "prefill speed and peak memory on random weights of real shapes"},
-    {"calibrate", mambascope::cli::cmd_calibrate, "LongMamba calibration of a model on a token stream (CAL.h5)"},
+    {"calibrate", mambascope::cli::cmd_calibrate,
+     "LongMamba calibration of a model on a token stream (CAL.h5)"},
 };
 
 void usage() {

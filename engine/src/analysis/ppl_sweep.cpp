@@ -85,6 +85,7 @@ std::vector<PplPoint> run_ppl_sweep(const Model& model, std::span<const int32_t>
                 } else {
                     ForwardOptions opt;
                     opt.progress = sub;
+                    opt.device = p.device;
                     DeltaFilter filter;
                     if (m == Method::LongMamba) {
                         filter = make_longmamba_filter(*p.calibration, p.filter, L);
