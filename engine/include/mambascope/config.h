@@ -46,6 +46,10 @@ struct ModelConfig {
     // Mambascope extensions, read from an optional "mambascope" object in config.json.
     int64_t train_len = 2048;  // tokens the model was trained at (state-spaces models: 2048)
     std::string tokenizer;     // "byte" for byte-level models; empty: tokenizer.json or GPT-NeoX-20B
+    // Mamba-2 gated RMSNorm groups. 0 (default) = n_groups, as mamba_ssm computes it (the models were trained
+    // so); 1 = normalise the full width, as HF transformers (<= 5.17) does; identical when n_groups = 1.
+    int64_t gated_norm_groups = 0;
+    int64_t norm_groups() const { return gated_norm_groups > 0 ? gated_norm_groups : n_groups; }
 
     // Channels in LongMamba's sense (method doc §8.1): Mamba-1 inner channels, Mamba-2 heads.
     int64_t channels() const { return arch == Arch::Mamba1 ? d_inner : n_heads; }

@@ -196,6 +196,7 @@ void read_mambascope_extension(const json& j, ModelConfig& c, const std::string&
     Fields f(m, origin, "mambascope.");
     c.train_len = f.opt_int("train_len", c.train_len);
     c.tokenizer = f.opt_str("tokenizer", c.tokenizer);
+    c.gated_norm_groups = f.opt_int("gated_norm_groups", c.gated_norm_groups);
 }
 
 // ---- HF transformers ----------------------------------------------------------------------------

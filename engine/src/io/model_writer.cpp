@@ -60,6 +60,7 @@ void save_model_dir(const Model& m, const std::filesystem::path& dir) {
     }
     j["mambascope"] = {{"train_len", c.train_len}};
     if (!c.tokenizer.empty()) j["mambascope"]["tokenizer"] = c.tokenizer;
+    if (c.gated_norm_groups > 0) j["mambascope"]["gated_norm_groups"] = c.gated_norm_groups;
 
     // Tensors in HF names; A back to A_log.
     std::vector<std::pair<std::string, Tensor>> ts;

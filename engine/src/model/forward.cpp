@@ -202,7 +202,7 @@ void layer_chunk(const Model& model, int li, MatRM& x, std::vector<int64_t>& pos
             for (int64_t e = 0; e < E; ++e) yr[e] *= kernels::silu(zr[e]);
         }
     } else {
-        kernels::gated_rmsnorm(Rk, E, c.n_groups, s.y.data(), E, zin, ldz, w.gate_norm.data, eps);
+        kernels::gated_rmsnorm(Rk, E, c.norm_groups(), s.y.data(), E, zin, ldz, w.gate_norm.data, eps);
     }
     linear(s.y, w.out_proj, w.out_proj_b, s.out);
     x += s.out;  // residual (fp32)

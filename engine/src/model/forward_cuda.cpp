@@ -347,7 +347,7 @@ ForwardResult cuda_run_prefill(const Model& model, std::span<const int32_t> ids,
                 a.thr = thr_ptr, a.s = ssm_state[size_t(li)].ptr, a.y = y.ptr, a.ldy = E;
                 if (want_delta) a.delta_out = delta_used.ptr, a.ldo = C;
                 kc::scan_mamba2(a, nullptr, 0, s);
-                kc::gated_rmsnorm(R, E, c.n_groups, y.ptr, E, zin, P, w.gate_norm.ptr(), eps, s);
+                kc::gated_rmsnorm(R, E, c.norm_groups(), y.ptr, E, zin, P, w.gate_norm.ptr(), eps, s);
             }
             if (want_delta) {
                 auto used = to_host(delta_used.ptr, R, C, C, s);

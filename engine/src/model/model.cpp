@@ -87,6 +87,9 @@ void check_config(const ModelConfig& c, const std::string& origin) {
         if (c.n_heads * c.head_dim != c.d_inner)
             throw Error(origin + ": n_heads·head_dim = " + std::to_string(c.n_heads * c.head_dim) +
                         " differs from d_inner = " + std::to_string(c.d_inner));
+        if (c.gated_norm_groups < 0 || (c.gated_norm_groups > 0 && c.d_inner % c.gated_norm_groups != 0))
+            throw Error(origin + ": gated_norm_groups = " + std::to_string(c.gated_norm_groups) +
+                        " must divide d_inner = " + std::to_string(c.d_inner));
         if (c.n_heads % c.n_groups != 0 || c.d_inner % c.n_groups != 0)
             throw Error(origin + ": n_groups = " + std::to_string(c.n_groups) + " does not divide n_heads");
     }
