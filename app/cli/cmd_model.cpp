@@ -7,6 +7,7 @@
 #include "args.h"
 #include "commands.h"
 #include "input.h"
+#include "mambascope/calibration.h"
 #include "mambascope/error.h"
 #include "mambascope/forward.h"
 #include "mambascope/h5.h"
@@ -79,7 +80,8 @@ int cmd_forward(int argc, char** argv) {
             "  writes /logits (float32 [T, V]) and with --dump-delta /delta (float32 [n_layer, T, C])\n");
         return 0;
     }
-    Args a(argc, argv, {"model", "ids", "out", "chunk", "device"}, {"dump-delta"});
+    Args a(argc, argv, {"model", "ids", "out", "chunk", "device", "calibration", "c", "b", "activate-above"},
+           {"dump-delta"});
     const std::string out = a.require("out");
     auto ids = read_ids_file(a.require("ids"));
     auto m = load_model(a.require("model"));
@@ -108,6 +110,27 @@ int cmd_forward(int argc, char** argv) {
     if (a.has("chunk")) opt.chunk_tokens = a.get_int("chunk", kPrefillChunkTokens);
     opt.progress = stderr_progress("forward");
     opt.device = parse_device(a.get("device", "cpu"));
+    // LongMamba (method doc §8.5): the calibration's thresholds for S = T, in global channels.
+    DeltaFilter filter;
+    if (a.has("calibration")) {
+        auto cal = load_calibration(a.get("calibration"));
+        check_calibration_matches(cal, m->config);
+        FilterParams fp;
+        fp.c = a.get_double("c", fp.c);
+        fp.b = a.get_double("b", fp.b);
+        fp.activate_above = a.get_int("activate-above", -1);
+        filter = make_longmamba_filter(cal, fp, T);
+        if (!filter.empty()) opt.filter = &filter;
+        h5::set_attr(w.root(), "method",
+                     std::string(filter.empty() ? "vanilla (LongMamba not activated: input not "
+                                                  "longer than activate_above)"
+                                                : "longmamba"));
+        h5::set_attr(w.root(), "calibration", a.get("calibration"));
+        h5::set_attr(w.root(), "c", fp.c);
+        h5::set_attr(w.root(), "b", fp.b);
+    } else if (a.has("c") || a.has("b") || a.has("activate-above")) {
+        throw Error("--c, --b and --activate-above need --calibration CAL.h5");
+    }
     if (a.has("dump-delta")) {
         dump.w = &w;
         dump.ds = w.create("/delta", h5::DType::F32, {uint64_t(L), uint64_t(T), uint64_t(C)});

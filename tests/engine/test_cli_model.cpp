@@ -7,6 +7,7 @@
 #include <fstream>
 #include <random>
 
+#include "mambascope/calibration.h"
 #include "mambascope/forward.h"
 #include "mambascope/h5.h"
 #include "mambascope/model.h"
@@ -135,5 +136,61 @@ TEST(CliModelErrors, BadInputsExitNonZeroAndWriteNothing) {
     EXPECT_EQ(cli("nll" + model + " --ids " + (dir / "ok.txt").string()), 0);
     EXPECT_EQ(cli("info" + model), 0);
     EXPECT_NE(cli("nosuchcommand"), 0);
+    fs::remove_all(dir);
+}
+
+// `forward --calibration` applies LongMamba exactly as the engine does (method doc §8.5), with the same
+// outputs.
+TEST(CliModelLongMamba, ForwardWithCalibrationEqualsTheEnginesFilteredRun) {
+    const fs::path res = MAMBASCOPE_RESOURCES_DIR;
+    auto dir = tmpdir("lm");
+    std::ifstream f(res / "text" / "demo.txt", std::ios::binary);
+    std::string text(3000, '\0');
+    f.read(text.data(), std::streamsize(text.size()));
+    std::vector<int32_t> ids(text.begin(), text.end());
+    for (auto& i : ids) i &= 0xff;
+    write_ids(dir / "ids.txt", ids);
+    const std::string base = "forward --model " + (res / "models" / "demo-mamba1").string() + " --ids " +
+                             (dir / "ids.txt").string();
+    ASSERT_EQ(cli(base + " --dump-delta --calibration " + (res / "calibration" / "demo-mamba1.h5").string() +
+                  " --b 1.0 --out " + (dir / "lm.h5").string()),
+              0);
+    ASSERT_EQ(cli(base + " --out " + (dir / "vanilla.h5").string()), 0);
+    auto model = load_model(res / "models" / "demo-mamba1");
+    auto cal = load_calibration(res / "calibration" / "demo-mamba1.h5");
+    auto filter = make_longmamba_filter(cal, FilterParams{}, 3000);
+    ASSERT_FALSE(filter.empty());
+    std::vector<float> want;
+    HeadRequest h;
+    h.logits_positions = {0, 1500, 2999};
+    h.logits_sink = [&](int64_t, const float* row, int64_t V) { want.insert(want.end(), row, row + V); };
+    ForwardOptions opt;
+    opt.filter = &filter;
+    run_forward(*model, ids, opt, h);
+    h5::Reader lm(dir / "lm.h5"), van(dir / "vanilla.h5");
+    double diff_vanilla = 0;
+    for (int i = 0; i < 3; ++i) {
+        const uint64_t row = std::vector<uint64_t>{0, 1500, 2999}[size_t(i)];
+        auto got = lm.read_rows_f32("/logits", row, 1);
+        auto v = van.read_rows_f32("/logits", row, 1);
+        for (size_t j = 0; j < got.size(); ++j) {
+            EXPECT_NEAR(got[j], want[size_t(i) * 256 + j], 1e-4);
+            diff_vanilla = std::max(diff_vanilla, double(std::abs(got[j] - v[j])));
+        }
+    }
+    EXPECT_GT(diff_vanilla, 1e-3);  // filtering changed the long-range prediction
+    EXPECT_EQ(h5::get_attr_string(lm.root(), "method"), "longmamba");
+    // a global channel has exact zeros in the dumped Δ (filtered tokens), a local one has none
+    auto delta = lm.read_f32("/delta");
+    const int64_t C = 512;
+    int64_t zeros_global = 0, zeros_local = 0;
+    for (int64_t l = 0; l < 6; ++l)
+        for (int64_t c = 0; c < C; ++c) {
+            const bool global = std::isfinite(filter.threshold[size_t(l)][size_t(c)]);
+            for (int64_t t = 0; t < 3000; ++t)
+                if (delta[size_t((l * 3000 + t) * C + c)] == 0.0f) (global ? zeros_global : zeros_local)++;
+        }
+    EXPECT_GT(zeros_global, 0);
+    EXPECT_EQ(zeros_local, 0);
     fs::remove_all(dir);
 }
