@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> shapes;
     for (int i = 1; i < argc; ++i) shapes.push_back(argv[i]);
     if (shapes.empty()) shapes = {"mamba-130m", "mamba-1.4b", "mamba2-130m", "mamba2-1.3b"};
-    std::printf("%-12s %8s %10s %12s %12s %14s\n", "shape", "tokens", "mode", "seconds", "tok/s", "proj TFLOP/s");
+    std::printf("%-12s %8s %12s %12s %12s %14s\n", "shape", "tokens", "mode", "seconds", "tok/s", "proj TFLOP/s");
     for (const auto& s : shapes) {
         auto cfg = shape(s);
         auto m = random_model(cfg, 1);
@@ -62,9 +62,10 @@ int main(int argc, char** argv) {
             std::mt19937 rng(1);
             std::vector<int32_t> ids(static_cast<size_t>(T));
             for (auto& id : ids) id = int32_t(rng() % 50277);
-            for (int mode = 0; mode < 2; ++mode) {
+            for (int mode = 0; mode < 4; ++mode) {
                 ForwardOptions opt;
                 opt.device = Device::Cuda;
+                opt.precision = mode == 2 ? Precision::Tf32 : mode == 3 ? Precision::Bf16 : Precision::Fp32;
                 opt.chunk_tokens = 16384;
                 DeltaFilter f;
                 if (mode == 1) {
@@ -73,8 +74,8 @@ int main(int argc, char** argv) {
                 }
                 run_forward(*m, std::span<const int32_t>(ids.data(), 2048), opt);  // warm-up (upload, cuBLAS)
                 auto r = run_forward(*m, ids, opt);
-                std::printf("%-12s %8lld %10s %12.4f %12.0f %14.2f\n", s.c_str(), (long long)T,
-                            mode ? "filtered" : "plain", r.seconds, double(T) / r.seconds,
+                std::printf("%-12s %8lld %12s %12.4f %12.0f %14.2f\n", s.c_str(), (long long)T,
+                            mode == 0 ? "fp32" : mode == 1 ? "fp32+filter" : mode == 2 ? "tf32" : "bf16", r.seconds, double(T) / r.seconds,
                             proj_flops_per_token * double(T) / r.seconds / 1e12);
             }
         }

@@ -80,7 +80,7 @@ int cmd_forward(int argc, char** argv) {
             "  writes /logits (float32 [T, V]) and with --dump-delta /delta (float32 [n_layer, T, C])\n");
         return 0;
     }
-    Args a(argc, argv, {"model", "ids", "out", "chunk", "device", "calibration", "c", "b", "activate-above"},
+    Args a(argc, argv, {"model", "ids", "out", "chunk", "device", "precision", "calibration", "c", "b", "activate-above"},
            {"dump-delta"});
     const std::string out = a.require("out");
     auto ids = read_ids_file(a.require("ids"));
@@ -110,6 +110,7 @@ int cmd_forward(int argc, char** argv) {
     if (a.has("chunk")) opt.chunk_tokens = a.get_int("chunk", kPrefillChunkTokens);
     opt.progress = stderr_progress("forward");
     opt.device = parse_device(a.get("device", "cpu"));
+    opt.precision = parse_precision(a.get("precision", "fp32"));
     // LongMamba (method doc §8.5): the calibration's thresholds for S = T, in global channels.
     DeltaFilter filter;
     if (a.has("calibration")) {
@@ -163,11 +164,11 @@ int cmd_forward(int argc, char** argv) {
 int cmd_nll(int argc, char** argv) {
     if (wants_help(argc, argv)) {
         std::printf(
-            "mambascope-cli nll --model DIR --ids FILE [--chunk N] [--device cpu|cuda|auto]\n"
+            "mambascope-cli nll --model DIR --ids FILE [--chunk N] [--device cpu|cuda|auto] [--precision fp32|tf32|bf16]\n"
             "  prints the mean NLL (nats/token) and perplexity of predicting ids[1..T-1]\n");
         return 0;
     }
-    Args a(argc, argv, {"model", "ids", "chunk", "device"}, {});
+    Args a(argc, argv, {"model", "ids", "chunk", "device", "precision"}, {});
     auto ids = read_ids_file(a.require("ids"));
     auto m = load_model(a.require("model"));
     if (ids.size() < 2) throw Error("need at least 2 token ids to measure NLL");
@@ -175,6 +176,7 @@ int cmd_nll(int argc, char** argv) {
     if (a.has("chunk")) opt.chunk_tokens = a.get_int("chunk", kPrefillChunkTokens);
     opt.progress = stderr_progress("nll");
     opt.device = parse_device(a.get("device", "cpu"));
+    opt.precision = parse_precision(a.get("precision", "fp32"));
     HeadRequest head;
     head.nll = true;
     auto res = run_forward(*m, ids, opt, head);

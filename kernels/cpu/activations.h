@@ -106,9 +106,9 @@ inline vf16 vexp16(vf16 x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     const vf16 e = p * r * r + r + 1.0f;
-    const vi16 ni = reinterpret_cast<const vi16&>(t) - 0x4B400000;
-    const vi16 bits = reinterpret_cast<const vi16&>(e) + (ni << 23);
-    const vf16 out = reinterpret_cast<const vf16&>(bits);
+    const vi16 ni = (vi16)t - 0x4B400000;  // vector casts reinterpret the bits (GCC)
+    const vi16 bits = (vi16)e + (ni << 23);
+    const vf16 out = (vf16)bits;
     return x < lo ? vf16{} : out;
 }
 

@@ -35,3 +35,40 @@ void gemm_rowmajor(cublasHandle_t handle, cudaStream_t stream, int64_t M, int64_
 }
 
 }  // namespace mambascope::kernels::cuda
+
+namespace mambascope::kernels::cuda {
+namespace {
+
+constexpr int kConvertThreads = 256;
+
+__global__ void to_bf16_kernel(int64_t cols, const float* src, int64_t lds, __nv_bfloat16* dst, int64_t ldd) {
+    const int64_t r = blockIdx.x;
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) dst[r * ldd + c] = __float2bfloat16(src[r * lds + c]);
+}
+
+}  // namespace
+
+void to_bf16(int64_t rows, int64_t cols, const float* src, int64_t lds, __nv_bfloat16* dst, int64_t ldd,
+             cudaStream_t stream) {
+    if (rows <= 0 || cols <= 0) return;
+    to_bf16_kernel<<<static_cast<unsigned>(rows), kConvertThreads, 0, stream>>>(cols, src, lds, dst, ldd);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+void gemm_rowmajor_bf16(cublasHandle_t handle, cudaStream_t stream, int64_t M, int64_t N, int64_t K,
+                        const __nv_bfloat16* A, int64_t lda, const __nv_bfloat16* W, int64_t ldw, float* C,
+                        int64_t ldc, float beta) {
+    MS_CHECK(M >= 0 && N >= 0 && K >= 0, "gemm: negative size");
+    if (M == 0 || N == 0) return;
+    MS_CHECK(handle && A && W && C, "gemm: null handle or pointer");
+    MS_CHECK(lda >= K && ldw >= K && ldc >= N, "gemm: a row stride is smaller than the row");
+    MS_CHECK(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX, "gemm: size exceeds cuBLAS's 32-bit limits");
+    CUBLAS_CHECK(cublasSetStream(handle, stream));
+    const float alpha = 1.0f;
+    CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), static_cast<int>(M),
+                              static_cast<int>(K), &alpha, W, CUDA_R_16BF, static_cast<int>(ldw), A, CUDA_R_16BF,
+                              static_cast<int>(lda), &beta, C, CUDA_R_32F, static_cast<int>(ldc),
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+}  // namespace mambascope::kernels::cuda

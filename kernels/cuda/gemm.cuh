@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -31,5 +32,14 @@ class CublasHandle {
 void gemm_rowmajor(cublasHandle_t handle, cudaStream_t stream, int64_t M, int64_t N, int64_t K,
                    const float* A, int64_t lda, const float* W, int64_t ldw, float* C, int64_t ldc,
                    bool tf32 = false, float beta = 0.0f);
+
+// dst (rows × cols, ldd) = bf16(src (rows × cols, lds)). Device pointers.
+void to_bf16(int64_t rows, int64_t cols, const float* src, int64_t lds, __nv_bfloat16* dst, int64_t ldd,
+             cudaStream_t stream);
+
+// C (M×N, ldc, float32) = A (M×K, bf16) · Wᵀ (W: N×K, bf16) + beta·C, float32 accumulation.
+void gemm_rowmajor_bf16(cublasHandle_t handle, cudaStream_t stream, int64_t M, int64_t N, int64_t K,
+                        const __nv_bfloat16* A, int64_t lda, const __nv_bfloat16* W, int64_t ldw, float* C,
+                        int64_t ldc, float beta = 0.0f);
 
 }  // namespace mambascope::kernels::cuda

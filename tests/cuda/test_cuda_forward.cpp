@@ -155,3 +155,26 @@ TEST(CudaForwardDevice, AutoFallsBackWithANoteWhenTheModelIsUnsupported) {
     EXPECT_EQ(r.backend, "cpu");
     EXPECT_FALSE(r.note.empty());
 }
+
+// Reduced-precision projections: the stated bounds (docs/cuda.md) on normalised logits error vs the float32 CPU
+// forward, and the NLL within a small absolute margin.
+TEST_P(CudaForward, Tf32AndBf16ProjectionsStayWithinTheirBounds) {
+    auto m = random_model(cfg(GetParam()), 8);
+    auto x = ids(300);
+    auto cpu = run(*m, x, Device::Cpu, nullptr);
+    for (auto [prec, bound] : {std::pair{Precision::Tf32, 5e-3}, std::pair{Precision::Bf16, 3e-2}}) {
+        ForwardOptions opt;
+        opt.device = Device::Cuda;
+        opt.precision = prec;
+        std::vector<float> logits;
+        HeadRequest head;
+        head.nll = true;
+        head.all_logits = true;
+        head.logits_sink = [&](int64_t, const float* r, int64_t V) { logits.insert(logits.end(), r, r + V); };
+        auto res = run_forward(*m, x, opt, head);
+        const double e = rel(logits, cpu.logits);
+        EXPECT_LT(e, bound) << precision_name(prec);
+        EXPECT_GT(e, 0.0) << precision_name(prec) << " should actually change the arithmetic";
+        EXPECT_NEAR(res.mean_nll(), cpu.res.mean_nll(), 10 * bound) << precision_name(prec);
+    }
+}

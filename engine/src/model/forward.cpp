@@ -309,6 +309,22 @@ const char* device_name(Device d) {
     return "?";
 }
 
+const char* precision_name(Precision p) {
+    switch (p) {
+        case Precision::Fp32: return "fp32";
+        case Precision::Tf32: return "tf32";
+        case Precision::Bf16: return "bf16";
+    }
+    return "?";
+}
+
+Precision parse_precision(const std::string& s) {
+    if (s == "fp32") return Precision::Fp32;
+    if (s == "tf32") return Precision::Tf32;
+    if (s == "bf16") return Precision::Bf16;
+    throw Error("unknown precision '" + s + "'", "precisions are fp32, tf32 (CUDA) and bf16 (CUDA)");
+}
+
 Device parse_device(const std::string& s) {
     if (s == "cpu") return Device::Cpu;
     if (s == "cuda") return Device::Cuda;
@@ -330,6 +346,9 @@ ForwardResult run_prefill(const Model& model, std::span<const int32_t> ids, Mode
         }
     }
     ForwardResult res = detail::cpu_run_prefill(model, ids, state, opt, head);
+    if (opt.precision != Precision::Fp32)
+        note += std::string(note.empty() ? "" : "; ") + precision_name(opt.precision) +
+                " applies to the CUDA backend only: the CPU computed in float32";
     res.note = note;
     return res;
 }

@@ -116,7 +116,16 @@ DevTensor upload(const Tensor& t) {
 struct DevLayer {
     DevTensor norm, in_proj, conv_w, conv_b, out_proj, A, Dskip, x_proj, dt_proj_w, dt_proj_b, dt_bias,
         gate_norm;
+    // bf16 copies of the projection weights, made on the first bf16 run
+    std::shared_ptr<DevBuf<__nv_bfloat16>> in_proj16, out_proj16, x_proj16, dt_proj16;
 };
+
+std::shared_ptr<DevBuf<__nv_bfloat16>> to_bf16_copy(const DevTensor& t, int64_t n, cudaStream_t s) {
+    if (!t.ptr()) return nullptr;
+    auto b = std::make_shared<DevBuf<__nv_bfloat16>>(size_t(n));
+    kc::to_bf16(1, n, t.ptr(), n, b->ptr, n, s);
+    return b;
+}
 
 struct DevModel {
     DevTensor embedding, norm_f, lm_head;
@@ -198,6 +207,32 @@ ForwardResult cuda_run_prefill(const Model& model, std::span<const int32_t> ids,
     DevModel& dm = device_model(model);
     cudaStream_t s = dm.stream;
     cublasHandle_t cb = dm.cublas->get();
+    const bool bf16 = opt.precision == Precision::Bf16, tf32 = opt.precision == Precision::Tf32;
+    if (bf16) {
+        std::lock_guard<std::mutex> lock(g_upload_mutex);
+        for (size_t l = 0; l < dm.layers.size(); ++l) {
+            DevLayer& dl = dm.layers[l];
+            const LayerWeights& w = model.layers[l];
+            if (!dl.in_proj16) {
+                dl.in_proj16 = to_bf16_copy(dl.in_proj, w.in_proj.numel(), s);
+                dl.out_proj16 = to_bf16_copy(dl.out_proj, w.out_proj.numel(), s);
+                dl.x_proj16 = to_bf16_copy(dl.x_proj, w.x_proj.numel(), s);
+                dl.dt_proj16 = to_bf16_copy(dl.dt_proj_w, w.dt_proj_w.numel(), s);
+            }
+        }
+    }
+    DevBuf<__nv_bfloat16> a16;  // bf16 copy of a projection's input
+    // C (M×N) = A (M×K, lda) · Wᵀ + beta·C in the requested precision.
+    auto project = [&](int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const DevTensor& W,
+                       const std::shared_ptr<DevBuf<__nv_bfloat16>>& W16, float* C, int64_t ldc, float beta) {
+        if (bf16) {
+            a16.resize(size_t(M * K));
+            kc::to_bf16(M, K, A, lda, a16.ptr, K, s);
+            kc::gemm_rowmajor_bf16(cb, s, M, N, K, a16.ptr, K, W16->ptr, K, C, ldc, beta);
+        } else {
+            kc::gemm_rowmajor(cb, s, M, N, K, A, lda, W.ptr(), K, C, ldc, tf32, beta);
+        }
+    };
     const int64_t T = static_cast<int64_t>(ids.size()), D = c.d_model, E = c.d_inner, N = c.d_state,
                   K = c.d_conv;
     const int64_t C = c.channels(), P = c.in_proj_rows(), CD = c.conv_dim(), V = model.vocab_rows();
@@ -253,15 +288,15 @@ ForwardResult cuda_run_prefill(const Model& model, std::span<const int32_t> ids,
         for (int li = 0; li <= last_layer && R > 0; ++li) {
             const DevLayer& w = dm.layers[size_t(li)];
             kc::rmsnorm(R, D, x.ptr, D, w.norm.ptr(), eps, u.ptr, D, s);
-            kc::gemm_rowmajor(cb, s, R, P, D, u.ptr, D, w.in_proj.ptr(), D, proj.ptr, P);
+            project(R, P, D, u.ptr, D, w.in_proj, w.in_proj16, proj.ptr, P, 0.0f);
             const int64_t conv_col = c.arch == Arch::Mamba1 ? 0 : E;
             kc::conv1d_silu(R, CD, K, proj.ptr + conv_col, P, w.conv_w.ptr(), w.conv_b.ptr(),
                             conv_state[size_t(li)].ptr, conv.ptr, CD, s);
             float* dt_raw = nullptr;  // pre-softplus Δ input, (R, ·) with stride dt_ld
             int64_t dt_ld = 0;
             if (c.arch == Arch::Mamba1) {
-                kc::gemm_rowmajor(cb, s, R, ldbc, E, conv.ptr, CD, w.x_proj.ptr(), E, dbc.ptr, ldbc);
-                kc::gemm_rowmajor(cb, s, R, E, Rdt, dbc.ptr, ldbc, w.dt_proj_w.ptr(), Rdt, dt.ptr, E);
+                project(R, ldbc, E, conv.ptr, CD, w.x_proj, w.x_proj16, dbc.ptr, ldbc, 0.0f);
+                project(R, E, Rdt, dbc.ptr, ldbc, w.dt_proj_w, w.dt_proj16, dt.ptr, E, 0.0f);
                 dt_raw = dt.ptr;
                 dt_ld = E;
             } else {
@@ -370,7 +405,7 @@ ForwardResult cuda_run_prefill(const Model& model, std::span<const int32_t> ids,
                 opt.observer->on_delta(br, bu);
             }
             // x = y·out_projᵀ + x
-            kc::gemm_rowmajor(cb, s, R, D, E, y.ptr, E, w.out_proj.ptr(), E, x.ptr, D, false, 1.0f);
+            project(R, D, E, y.ptr, E, w.out_proj, w.out_proj16, x.ptr, D, 1.0f);
         }
         if (opt.stop_after_layer < 0 && R > 0 && (head.nll || head.logits_sink)) {
             // Rows that need the head: a target exists (NLL) or the sink asked for the position.
