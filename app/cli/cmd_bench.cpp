@@ -78,7 +78,8 @@ int cmd_bench(int argc, char** argv) {
         if (!std::strcmp(argv[i], "--help")) {
             std::printf(
                 "mambascope-cli bench [--shape mamba-130m|mamba2-130m|...] [--tokens N] [--head] "
-                "[--chunk N] [--seed S] [--model DIR] [--longmamba] [--probes]\n  prefill tokens/s and peak RSS on random weights; --head also "
+                "[--chunk N] [--seed S] [--model DIR] [--longmamba] [--probes]\n  prefill tokens/s and peak "
+                "RSS on random weights; --head also "
                 "computes per-token NLL (the LM head on every token)\n");
             return 0;
         }

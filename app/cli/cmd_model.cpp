@@ -80,7 +80,8 @@ int cmd_forward(int argc, char** argv) {
             "  writes /logits (float32 [T, V]) and with --dump-delta /delta (float32 [n_layer, T, C])\n");
         return 0;
     }
-    Args a(argc, argv, {"model", "ids", "out", "chunk", "device", "precision", "calibration", "c", "b", "activate-above"},
+    Args a(argc, argv,
+           {"model", "ids", "out", "chunk", "device", "precision", "calibration", "c", "b", "activate-above"},
            {"dump-delta"});
     const std::string out = a.require("out");
     auto ids = read_ids_file(a.require("ids"));
@@ -164,7 +165,8 @@ int cmd_forward(int argc, char** argv) {
 int cmd_nll(int argc, char** argv) {
     if (wants_help(argc, argv)) {
         std::printf(
-            "mambascope-cli nll --model DIR --ids FILE [--chunk N] [--device cpu|cuda|auto] [--precision fp32|tf32|bf16]\n"
+            "mambascope-cli nll --model DIR --ids FILE [--chunk N] [--device cpu|cuda|auto] [--precision "
+            "fp32|tf32|bf16]\n"
             "  prints the mean NLL (nats/token) and perplexity of predicting ids[1..T-1]\n");
         return 0;
     }

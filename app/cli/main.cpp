@@ -19,6 +19,8 @@ const Command kCommands[] = {
     {"info", mambascope::cli::cmd_info, "config, parameter count, dtype and memory of a model"},
     {"forward", mambascope::cli::cmd_forward, "run a model over token ids; write logits (and Δ) to HDF5"},
     {"nll", mambascope::cli::cmd_nll, "mean NLL and perplexity of a token file"},
+    {"analyze", mambascope::cli::cmd_analyze,
+     "vanilla / LongMamba / DeciMamba on one input, probes -> HDF5 trace"},
     {"ppl-sweep", mambascope::cli::cmd_ppl_sweep,
      "perplexity vs context length (vanilla / LongMamba / DeciMamba)"},
     {"bench", mambascope::cli::cmd_bench, "prefill speed and peak memory on random weights of real shapes"},

@@ -49,6 +49,7 @@ std::vector<int64_t> select_decimated(std::span<const int64_t> positions, std::s
 // decimating layer, the kept original positions. Progress covers all passes; cancellable.
 ForwardResult run_decimamba(const Model& model, std::span<const int32_t> ids, const DeciParams& params,
                             const HeadRequest& head = {}, const ProgressFn& progress = {},
-                            std::map<int, std::vector<int64_t>>* kept = nullptr);
+                            std::map<int, std::vector<int64_t>>* kept = nullptr,
+                            ScanObserver* observer = nullptr);
 
 }  // namespace mambascope

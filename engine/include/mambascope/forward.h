@@ -93,9 +93,10 @@ Device parse_device(const std::string& s);  // Error on anything else
 // True when this build has the CUDA backend and a GPU answers; otherwise `why` says what is missing.
 bool cuda_usable(std::string* why = nullptr);
 
-// Precision of the projections on the GPU (the scans, norms and the LM head stay float32). CPU runs are float32.
-//   Fp32: float32 cuBLAS. Tf32: TF32 tensor cores (inputs rounded to 10-bit mantissas). Bf16: bf16 weights and
-//   activations with float32 accumulation.
+// Precision of the projections on the GPU (the scans, norms and the LM head stay float32). CPU runs are
+// float32.
+//   Fp32: float32 cuBLAS. Tf32: TF32 tensor cores (inputs rounded to 10-bit mantissas). Bf16: bf16 weights
+//   and activations with float32 accumulation.
 enum class Precision { Fp32, Tf32, Bf16 };
 const char* precision_name(Precision p);          // "fp32" / "tf32" / "bf16"
 Precision parse_precision(const std::string& s);  // Error on anything else

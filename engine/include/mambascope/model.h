@@ -63,8 +63,9 @@ std::shared_ptr<const Model> build_model(const ModelConfig& config,
                                          const std::map<std::string, Tensor>& weights,
                                          const std::filesystem::path& dir = {});
 
-// Writes a model directory in HF form: config.json (with the "mambascope" extension: train_len, tokenizer) and
-// model.safetensors (F32; A_log = ln(−A)). Atomic per file. Used to convert pickles and by tests/benchmarks.
+// Writes a model directory in HF form: config.json (with the "mambascope" extension: train_len, tokenizer)
+// and model.safetensors (F32; A_log = ln(−A)). Atomic per file. Used to convert pickles and by
+// tests/benchmarks.
 void save_model_dir(const Model& model, const std::filesystem::path& dir);
 
 // Random weights of the given shape (benchmarks): deterministic for a seed, realistic Δ ranges.

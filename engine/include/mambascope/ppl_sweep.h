@@ -32,7 +32,7 @@ struct PplSweepParams {
     const Calibration* calibration = nullptr;  // required for LongMamba
     FilterParams filter;
     DeciParams deci;
-    Device device = Device::Cpu;                  // vanilla/LongMamba windows; DeciMamba runs on the CPU
+    Device device = Device::Cpu;  // vanilla/LongMamba windows; DeciMamba runs on the CPU
 };
 
 struct PplPoint {

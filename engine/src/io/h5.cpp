@@ -397,6 +397,7 @@ void Writer::attach_scale(const std::string& dataset_path, int axis, const std::
     auto cd = closer(ds, H5Dclose);
     if (H5DSis_scale(scale) <= 0) H5_CHECK(H5DSset_scale(scale, label.c_str()), "make scale " + scale_path);
     H5_CHECK(H5DSattach_scale(ds, scale, static_cast<unsigned>(axis)), "attach scale " + scale_path);
+    H5_CHECK(H5DSset_label(ds, static_cast<unsigned>(axis), label.c_str()), "label axis of " + dataset_path);
 }
 
 void Writer::commit() {

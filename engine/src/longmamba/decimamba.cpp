@@ -36,7 +36,7 @@ class DeltaNormObserver : public ScanObserver {
 
 ForwardResult run_decimamba(const Model& model, std::span<const int32_t> ids, const DeciParams& params_in,
                             const HeadRequest& head, const ProgressFn& progress,
-                            std::map<int, std::vector<int64_t>>* kept_out) {
+                            std::map<int, std::vector<int64_t>>* kept_out, ScanObserver* observer) {
     const DeciParams p = resolve_deci_params(model.config, params_in);
     check_ids(model, ids);
     std::map<int, std::vector<int64_t>> keep;
@@ -62,6 +62,7 @@ ForwardResult run_decimamba(const Model& model, std::span<const int32_t> ids, co
     }
     ForwardOptions opt;
     opt.keep_positions = &keep;
+    opt.observer = observer;  // probes see the final, decimated pass
     opt.progress = [&](double f, std::string_view) {
         if (!progress) return true;
         return progress((start + f) / passes, "DeciMamba final pass");
