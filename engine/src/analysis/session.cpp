@@ -1,0 +1,170 @@
+// Session files (session.h).
+#include "mambascope/session.h"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <system_error>
+
+#include "mambascope/error.h"
+#include "mambascope/resources.h"
+
+namespace mambascope {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+constexpr int kSessionVersion = 1;
+
+std::string session_to_json(const Session& s) {
+    json j;
+    j["mambascope_session"] = kSessionVersion;
+    j["model"] = s.model;
+    j["text"] = s.text;
+    if (!s.trace.empty()) j["trace"] = s.trace;
+    j["calibration"] = s.calibration;
+    json methods = json::array();
+    for (auto m : s.methods) methods.push_back(method_name(m));
+    j["methods"] = methods;
+    j["c"] = s.c;
+    j["b"] = s.b;
+    j["activate_above"] = s.activate_above;
+    j["deci"] = {{"layers", s.deci_layers}, {"L_base", s.deci_L_base}, {"beta", s.deci_beta}};
+    j["max_tokens"] = s.max_tokens;
+    j["selection"] = {
+        {"layer", s.selected_layer}, {"channel", s.selected_channel}, {"token", s.selected_token}};
+    j["view"] = s.view;
+    return j.dump(2) + "\n";
+}
+
+template <class T>
+static void get_opt(const json& j, const char* key, T& out, const std::string& origin) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return;
+    try {
+        out = it->get<T>();
+    } catch (const json::exception& e) {
+        throw Error(origin + ": session key '" + key + "' has the wrong type (" + e.what() + ")",
+                    "see docs/user-guide.md for the session format");
+    }
+}
+
+Session session_from_json(std::string_view text, const std::string& origin, const fs::path& base_dir) {
+    json j;
+    try {
+        j = json::parse(text);
+    } catch (const json::exception& e) {
+        throw Error(origin + ": not valid JSON (" + e.what() + ")",
+                    "a session file is the JSON Mambascope saves");
+    }
+    if (!j.is_object()) throw Error(origin + ": a session must be a JSON object");
+    Session s;
+    s.base_dir = base_dir;
+    get_opt(j, "model", s.model, origin);
+    get_opt(j, "text", s.text, origin);
+    get_opt(j, "trace", s.trace, origin);
+    get_opt(j, "calibration", s.calibration, origin);
+    if (auto it = j.find("methods"); it != j.end()) {
+        if (!it->is_array()) throw Error(origin + ": 'methods' must be a list of names");
+        s.methods.clear();
+        for (const auto& m : *it) {
+            if (!m.is_string()) throw Error(origin + ": 'methods' must be a list of names");
+            s.methods.push_back(parse_method(m.get<std::string>()));
+        }
+    }
+    get_opt(j, "c", s.c, origin);
+    get_opt(j, "b", s.b, origin);
+    get_opt(j, "activate_above", s.activate_above, origin);
+    if (auto it = j.find("deci"); it != j.end() && it->is_object()) {
+        get_opt(*it, "layers", s.deci_layers, origin);
+        get_opt(*it, "L_base", s.deci_L_base, origin);
+        get_opt(*it, "beta", s.deci_beta, origin);
+    }
+    get_opt(j, "max_tokens", s.max_tokens, origin);
+    if (auto it = j.find("selection"); it != j.end() && it->is_object()) {
+        get_opt(*it, "layer", s.selected_layer, origin);
+        get_opt(*it, "channel", s.selected_channel, origin);
+        get_opt(*it, "token", s.selected_token, origin);
+    }
+    get_opt(j, "view", s.view, origin);
+    if (!(s.c > 0 && s.c < 1))
+        throw Error(origin + ": c must be in (0, 1)", "LongMamba §8.4: typical c is 0.05");
+    if (!(s.b > 0))
+        throw Error(origin + ": b must be positive", "LongMamba §8.5: b = 1 is the paper's default");
+    if (s.max_tokens < 2) throw Error(origin + ": max_tokens must be at least 2");
+    return s;
+}
+
+Session load_session(const fs::path& file) {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) throw Error("cannot open session file " + file.string(), "check the path");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return session_from_json(ss.str(), file.string(), file.parent_path());
+}
+
+void save_session(const Session& s, const fs::path& file) {
+    const std::string bytes = session_to_json(s);
+    fs::path tmp = file;
+    tmp += ".tmp";
+    {
+        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+        if (!out) throw Error("cannot write " + tmp.string(), "check that the folder exists and is writable");
+        out.write(bytes.data(), std::streamsize(bytes.size()));
+        if (!out) throw Error("write failed: " + tmp.string(), "is the disk full?");
+    }
+    std::error_code ec;
+    fs::rename(tmp, file, ec);
+    if (ec) {
+        fs::remove(tmp, ec);
+        throw Error("cannot rename " + tmp.string() + " to " + file.string());
+    }
+}
+
+static fs::path resolve_relative(const Session& s, const std::string& p) {
+    fs::path path(p);
+    if (path.is_relative() && !s.base_dir.empty()) path = s.base_dir / path;
+    return path.lexically_normal();
+}
+
+static std::string demo_model_name(const Session& s) {
+    // The demo calibration follows the demo model; a user model with "demo" calibration gets demo-mamba1's.
+    if (s.model == "demo") return "demo-mamba1";
+    const std::string leaf = fs::path(s.model).filename().string();
+    return leaf.rfind("demo-mamba", 0) == 0 ? leaf : "demo-mamba1";
+}
+
+fs::path resolve_model_path(const Session& s) {
+    if (s.model == "demo") return find_resource("models/demo-mamba1");
+    return resolve_relative(s, s.model);
+}
+
+fs::path resolve_text_path(const Session& s) {
+    if (s.text == "demo") return find_resource("text/demo.txt");
+    return resolve_relative(s, s.text);
+}
+
+fs::path resolve_calibration_path(const Session& s) {
+    if (s.calibration.empty()) return {};
+    if (s.calibration == "demo") return find_resource("calibration/" + demo_model_name(s) + ".h5");
+    return resolve_relative(s, s.calibration);
+}
+
+fs::path resolve_trace_path(const Session& s) {
+    return s.trace.empty() ? fs::path() : resolve_relative(s, s.trace);
+}
+
+AnalysisRequest session_request(const Session& s) {
+    AnalysisRequest r;
+    r.methods = s.methods;
+    r.calibration_path = resolve_calibration_path(s);
+    r.c = s.c;
+    r.b = s.b;
+    r.activate_above = s.activate_above;
+    r.deci_layers = s.deci_layers;
+    r.deci_L_base = s.deci_L_base;
+    r.deci_beta = s.deci_beta;
+    return r;
+}
+
+}  // namespace mambascope
