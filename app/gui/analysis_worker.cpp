@@ -1,6 +1,7 @@
 #include "analysis_worker.h"
 
 #include <QtConcurrent/QtConcurrent>
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 

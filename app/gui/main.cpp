@@ -4,7 +4,7 @@
 // With --screenshot the comparison composite is saved at 2× and the app exits; without a display the
 // offscreen platform is used.
 #include <QApplication>
-#include <QCommandLineParser>
+#include <string>
 #include <cstdio>
 #include <cstdlib>
 
@@ -14,40 +14,70 @@
 using namespace mambascope;
 using namespace mambascope::gui;
 
+// Our flags, read before QApplication exists: QGuiApplication itself consumes "-session" (X11 session
+// management), so QCommandLineParser would never see --session.
+struct Flags {
+    QString session, trace, screenshot;
+    bool help = false;
+};
+
+static bool parse_flags(int argc, char** argv, Flags& f) {
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i], v;
+        if (a == "-h" || a == "--help") {
+            f.help = true;
+            continue;
+        }
+        if (auto eq = a.find('='); eq != std::string::npos) v = a.substr(eq + 1), a = a.substr(0, eq);
+        else if (i + 1 < argc && (a == "--session" || a == "--trace" || a == "--screenshot")) v = argv[++i];
+        if (a == "--session") f.session = QString::fromLocal8Bit(v.c_str());
+        else if (a == "--trace") f.trace = QString::fromLocal8Bit(v.c_str());
+        else if (a == "--screenshot") f.screenshot = QString::fromLocal8Bit(v.c_str());
+        else {
+            std::fprintf(stderr, "mambascope: unknown argument '%s' (see --help)\n", argv[i]);
+            return false;
+        }
+        if (v.empty()) {
+            std::fprintf(stderr, "mambascope: %s needs a value\n", a.c_str());
+            return false;
+        }
+    }
+    return true;
+}
+
 int main(int argc, char** argv) {
-    bool wantsScreenshot = false;
-    for (int i = 1; i < argc; ++i)
-        if (std::string(argv[i]) == "--screenshot") wantsScreenshot = true;
-    if (wantsScreenshot && !std::getenv("DISPLAY") && !std::getenv("WAYLAND_DISPLAY") &&
-        !std::getenv("QT_QPA_PLATFORM"))
+    Flags fl;
+    if (!parse_flags(argc, argv, fl)) return 2;
+    if (fl.help) {
+        std::printf(
+            "usage: mambascope [--session FILE] [--trace RUN.h5] [--screenshot OUT.png]\n"
+            "  --session FILE       open a session (runs its analysis, or opens its trace)\n"
+            "  --trace RUN.h5       open a saved trace without the model\n"
+            "  --screenshot OUT.png save the comparison composite (2x) and exit (offscreen without a display)\n");
+        return 0;
+    }
+    const bool wantsScreenshot = !fl.screenshot.isEmpty();
+    if (wantsScreenshot && !std::getenv("DISPLAY") && !std::getenv("WAYLAND_DISPLAY") && !std::getenv("QT_QPA_PLATFORM"))
         setenv("QT_QPA_PLATFORM", "offscreen", 1);
-    QApplication app(argc, argv);
+    int qargc = 1;
+    QApplication app(qargc, argv);
     QApplication::setOrganizationName("Mambascope");
     QApplication::setApplicationName("mambascope");
     QApplication::setApplicationVersion(MAMBASCOPE_VERSION);
-    QCommandLineParser cl;
-    cl.setApplicationDescription("Mambascope: instrumented Mamba / Mamba-2 runs and LongMamba.");
-    cl.addHelpOption();
-    cl.addVersionOption();
-    QCommandLineOption session("session", "Open a session file (and run it, or open its trace).", "FILE");
-    QCommandLineOption trace("trace", "Open a saved trace (HDF5) without the model.", "FILE");
-    QCommandLineOption shot("screenshot", "Save the comparison composite (PNG, 2×) and exit.", "OUT");
-    cl.addOptions({session, trace, shot});
-    cl.process(app);
 
     MainWindow w;
     QObject::connect(w.worker(), &AnalysisWorker::failed, [](const QString& msg) {
         std::fprintf(stderr, "mambascope: run failed: %s\n", msg.toUtf8().constData());
     });
     try {
-        if (cl.isSet(session)) w.loadSession(cl.value(session));
-        if (cl.isSet(trace)) w.openTrace(cl.value(trace));
+        if (!fl.session.isEmpty()) w.loadSession(fl.session);
+        if (!fl.trace.isEmpty()) w.openTrace(fl.trace);
     } catch (const Error& e) {
         std::fprintf(stderr, "mambascope: %s\n", describe(e).c_str());
-        if (cl.isSet(shot)) return 1;
+        if (wantsScreenshot) return 1;
     }
-    const bool needRun = cl.isSet(session) && !w.result();
-    if (cl.isSet(shot)) {
+    const bool needRun = !fl.session.isEmpty() && !w.result();
+    if (wantsScreenshot) {
         if (needRun) {
             if (!w.startRun()) return 1;
             w.worker()->wait();
@@ -58,11 +88,11 @@ int main(int argc, char** argv) {
             return 1;
         }
         const QImage img = w.comparisonImage(2.0);
-        if (!img.save(cl.value(shot))) {
-            std::fprintf(stderr, "mambascope: cannot write %s\n", cl.value(shot).toUtf8().constData());
+        if (!img.save(fl.screenshot)) {
+            std::fprintf(stderr, "mambascope: cannot write %s\n", fl.screenshot.toUtf8().constData());
             return 1;
         }
-        std::printf("wrote %s (%dx%d)\n", cl.value(shot).toUtf8().constData(), img.width(), img.height());
+        std::printf("wrote %s (%dx%d)\n", fl.screenshot.toUtf8().constData(), img.width(), img.height());
         return 0;
     }
     w.show();
