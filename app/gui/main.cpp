@@ -4,9 +4,9 @@
 // With --screenshot the comparison composite is saved at 2× and the app exits; without a display the
 // offscreen platform is used.
 #include <QApplication>
-#include <string>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include "main_window.h"
 #include "mambascope/error.h"
@@ -28,11 +28,16 @@ static bool parse_flags(int argc, char** argv, Flags& f) {
             f.help = true;
             continue;
         }
-        if (auto eq = a.find('='); eq != std::string::npos) v = a.substr(eq + 1), a = a.substr(0, eq);
-        else if (i + 1 < argc && (a == "--session" || a == "--trace" || a == "--screenshot")) v = argv[++i];
-        if (a == "--session") f.session = QString::fromLocal8Bit(v.c_str());
-        else if (a == "--trace") f.trace = QString::fromLocal8Bit(v.c_str());
-        else if (a == "--screenshot") f.screenshot = QString::fromLocal8Bit(v.c_str());
+        if (auto eq = a.find('='); eq != std::string::npos)
+            v = a.substr(eq + 1), a = a.substr(0, eq);
+        else if (i + 1 < argc && (a == "--session" || a == "--trace" || a == "--screenshot"))
+            v = argv[++i];
+        if (a == "--session")
+            f.session = QString::fromLocal8Bit(v.c_str());
+        else if (a == "--trace")
+            f.trace = QString::fromLocal8Bit(v.c_str());
+        else if (a == "--screenshot")
+            f.screenshot = QString::fromLocal8Bit(v.c_str());
         else {
             std::fprintf(stderr, "mambascope: unknown argument '%s' (see --help)\n", argv[i]);
             return false;
@@ -53,11 +58,13 @@ int main(int argc, char** argv) {
             "usage: mambascope [--session FILE] [--trace RUN.h5] [--screenshot OUT.png]\n"
             "  --session FILE       open a session (runs its analysis, or opens its trace)\n"
             "  --trace RUN.h5       open a saved trace without the model\n"
-            "  --screenshot OUT.png save the comparison composite (2x) and exit (offscreen without a display)\n");
+            "  --screenshot OUT.png save the comparison composite (2x) and exit (offscreen without a "
+            "display)\n");
         return 0;
     }
     const bool wantsScreenshot = !fl.screenshot.isEmpty();
-    if (wantsScreenshot && !std::getenv("DISPLAY") && !std::getenv("WAYLAND_DISPLAY") && !std::getenv("QT_QPA_PLATFORM"))
+    if (wantsScreenshot && !std::getenv("DISPLAY") && !std::getenv("WAYLAND_DISPLAY") &&
+        !std::getenv("QT_QPA_PLATFORM"))
         setenv("QT_QPA_PLATFORM", "offscreen", 1);
     int qargc = 1;
     QApplication app(qargc, argv);

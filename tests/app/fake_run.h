@@ -53,7 +53,8 @@ inline std::shared_ptr<RunResult> make_fake_run() {
                 mr.delta_sum.at2(l, c) = -fake_log_decay(m, l, c) * 2;
                 mr.global_mask.at2(l, c) = c % 4 == 0;
                 mr.critical_count.at2(l, c) = c % 4 == 0 ? 10 + c : 0;
-                mr.receptive_field.data[size_t(l * kFakeChannels + c)] = 5 + 10 * c + (m == Method::LongMamba ? 50 : 0);
+                mr.receptive_field.data[size_t(l * kFakeChannels + c)] =
+                    5 + 10 * c + (m == Method::LongMamba ? 50 : 0);
             }
         for (int64_t p = 0; p + 1 < kFakeTokens; ++p) {
             mr.nll_positions.push_back(p);
