@@ -10,5 +10,6 @@ int cmd_nll(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_ppl_sweep(int argc, char** argv);
 int cmd_calibrate(int argc, char** argv);
+int cmd_analyze(int argc, char** argv);
 
 }  // namespace mambascope::cli

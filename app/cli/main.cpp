@@ -24,6 +24,8 @@ const Command kCommands[] = {
     {"bench", mambascope::cli::cmd_bench, "prefill speed and peak memory on random weights of real shapes"},
     {"calibrate", mambascope::cli::cmd_calibrate,
      "LongMamba calibration of a model on a token stream (CAL.h5)"},
+    {"analyze", mambascope::cli::cmd_analyze,
+     "vanilla / LongMamba / DeciMamba on one input with probes; writes an HDF5 trace"},
 };
 
 void usage() {
