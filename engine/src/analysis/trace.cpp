@@ -112,9 +112,9 @@ std::vector<std::string> attr_names(hid_t obj) {
 std::vector<std::string> child_names(hid_t group) {
     std::vector<std::string> names;
     hsize_t idx = 0;
-    H5Literate2(
+    H5Literate(
         group, H5_INDEX_NAME, H5_ITER_INC, &idx,
-        [](hid_t, const char* name, const H5L_info2_t*, void* op) -> herr_t {
+        [](hid_t, const char* name, const H5L_info_t*, void* op) -> herr_t {
             static_cast<std::vector<std::string>*>(op)->emplace_back(name);
             return 0;
         },
