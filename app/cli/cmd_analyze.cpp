@@ -1,0 +1,193 @@
+// analyze: one input through several methods with probes, written as an HDF5 trace (issue 5 item 3).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "args.h"
+#include "commands.h"
+#include "input.h"
+#include "mambascope/analysis.h"
+#include "mambascope/error.h"
+#include "mambascope/sha256.h"
+#include "mambascope/trace.h"
+
+namespace mambascope::cli {
+namespace {
+
+// The mamba-130m shape (state-spaces/mamba-130m), for the hidden --random-shape memory benchmark.
+ModelConfig mamba_130m_shape() {
+    ModelConfig c;
+    c.arch = Arch::Mamba1;
+    c.d_model = 768;
+    c.n_layer = 24;
+    c.vocab_size = 50280;
+    c.d_inner = 1536;
+    c.d_state = 16;
+    c.dt_rank = 48;
+    c.d_conv = 4;
+    c.train_len = 2048;
+    return c;
+}
+
+std::vector<ChannelRef> parse_channels(const std::string& s) {
+    std::vector<ChannelRef> out;
+    std::stringstream ss(s);
+    for (std::string item; std::getline(ss, item, ',');) {
+        const auto colon = item.find(':');
+        try {
+            if (colon == std::string::npos) throw std::invalid_argument(item);
+            out.push_back({std::stoi(item.substr(0, colon)), std::stoll(item.substr(colon + 1))});
+        } catch (const std::exception&) {
+            throw Error("bad --channels entry '" + item + "'", "use LAYER:CHANNEL pairs, e.g. 12:345,12:7");
+        }
+    }
+    return out;
+}
+
+std::string read_text(const std::filesystem::path& p) {
+    std::ifstream f(p, std::ios::binary);
+    if (!f) throw Error("cannot read " + p.string());
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+}
+
+double median(std::vector<double> v) {
+    if (v.empty()) return NAN;
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    return v[v.size() / 2];
+}
+
+long peak_rss_kb() {
+    std::ifstream f("/proc/self/status");
+    for (std::string line; std::getline(f, line);)
+        if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
+    return -1;
+}
+
+}  // namespace
+
+int cmd_analyze(int argc, char** argv) {
+    for (int i = 1; i < argc; ++i)
+        if (!std::strcmp(argv[i], "--help")) {
+            std::printf(
+                "mambascope-cli analyze --model DIR (--text FILE | --ids FILE) [--calibration CAL.h5]\n"
+                "    [--methods vanilla,longmamba,decimamba] [--channels L:C,...] [--window A:B]\n"
+                "    [--rf-positions a,b] [--c C] [--b B] [--activate-above N] [--attention-window N]\n"
+                "    [--no-attention] --out RUN.h5\n"
+                "  Runs the input through each method with probes (Δ sums, log decay, global channels,\n"
+                "  critical tokens, receptive fields, Δ windows and hidden attention of detail channels)\n"
+                "  and writes an HDF5 trace (docs/trace-format.md). Prints a comparison table.\n");
+            return 0;
+        }
+    Args a(argc, argv,
+           {"model", "text", "ids", "calibration", "methods", "channels", "window", "rf-positions", "c", "b",
+            "activate-above", "attention-window", "out", "tokenizer", "random-shape", "random-tokens"},
+           {"replace-invalid", "no-attention"});
+    const std::string out = a.require("out");
+
+    // Model: a directory, or (hidden, for memory benchmarks) random weights of a real shape.
+    std::shared_ptr<const Model> model;
+    if (a.has("random-shape")) {
+        if (a.get("random-shape") != "mamba-130m")
+            throw Error("unknown --random-shape '" + a.get("random-shape") + "'", "only mamba-130m is known");
+        model = random_model(mamba_130m_shape(), 1);
+    } else {
+        model = load_model(a.require("model"));
+    }
+
+    RunInput in;
+    if (a.has("random-tokens")) {
+        std::mt19937 rng(7);
+        in.ids.resize(static_cast<size_t>(a.get_int("random-tokens", 0)));
+        for (auto& id : in.ids)
+            id = static_cast<int32_t>(rng() % static_cast<uint32_t>(model->config.vocab_size));
+    } else {
+        in.ids = read_input_ids(a, *model);
+    }
+    if (a.has("text")) {
+        const std::string text = read_text(a.get("text"));
+        in.text_path = std::filesystem::absolute(a.get("text")).string();
+        in.text_sha256 = sha256_hex(text);
+        in.text_bytes = static_cast<int64_t>(text.size());
+    }
+
+    AnalysisRequest req;
+    req.methods.clear();
+    std::stringstream ms(a.get("methods", "vanilla,longmamba"));
+    for (std::string m; std::getline(ms, m, ',');) req.methods.push_back(parse_method(m));
+    if (a.has("calibration")) req.calibration_path = a.get("calibration");
+    if (a.has("channels")) req.channels = parse_channels(a.get("channels"));
+    if (a.has("window")) {
+        const std::string w = a.get("window");
+        const auto colon = w.find(':');
+        try {
+            if (colon == std::string::npos) throw std::invalid_argument(w);
+            req.window_begin = std::stoll(w.substr(0, colon));
+            req.window_end = std::stoll(w.substr(colon + 1));
+        } catch (const std::exception&) {
+            throw Error("bad --window '" + w + "'", "use BEGIN:END token positions, e.g. 0:4096");
+        }
+    }
+    req.rf_positions = a.get_int_list("rf-positions");
+    req.c = a.get_double("c", req.c);
+    req.b = a.get_double("b", req.b);
+    req.activate_above = a.get_int("activate-above", -1);
+    req.attention_tokens = a.get_int("attention-window", req.attention_tokens);
+    req.attention = !a.has("no-attention");
+
+    const long rss_before = peak_rss_kb();
+    RunResult run = run_analysis(*model, in, req, stderr_progress("analyze"));
+    const long rss_run = peak_rss_kb();
+    run.provenance["model_path"] =
+        model->dir.empty() ? "(random weights)" : std::filesystem::absolute(model->dir).string();
+    run.provenance["model_name"] = a.has("random-shape") ? "random " + a.get("random-shape") : model->name;
+    run.provenance["arch"] = arch_name(model->config.arch);
+    if (!model->dir.empty() && std::filesystem::exists(model->dir / "config.json"))
+        run.provenance["config_json"] = read_text(model->dir / "config.json");
+    if (!model->weights_file.empty() && std::filesystem::exists(model->weights_file))
+        run.provenance["weights_sha256"] = sha256_file(model->weights_file);
+    run.provenance["tokenizer"] = a.has("ids") || a.has("random-tokens")
+                                      ? "none (ids given)"
+                                      : a.get("tokenizer", model->config.tokenizer);
+    std::string cmdline;
+    for (int i = 0; i < argc; ++i) cmdline += (i ? " " : "") + std::string(argv[i]);
+    run.provenance["command_line"] = "mambascope-cli " + cmdline;
+
+    write_trace(out, run);
+    const long rss_end = peak_rss_kb();
+
+    std::printf("%-10s %10s %12s %8s %14s %14s %8s\n", "method", "mean NLL", "perplexity", "global",
+                "crit. frac.", "median RF end", "seconds");
+    const int64_t T = static_cast<int64_t>(run.input.ids.size());
+    for (const auto& m : run.methods) {
+        double sum = 0;
+        for (float v : m.nll) sum += v;
+        const double mean = m.nll.empty() ? NAN : sum / static_cast<double>(m.nll.size());
+        int64_t n_global = 0, crit = 0;
+        for (size_t k = 0; k < m.global_mask.data.size(); ++k)
+            if (m.global_mask.data[k]) ++n_global, crit += m.critical_count.data[k];
+        const double frac = n_global ? static_cast<double>(crit) / (static_cast<double>(n_global) * T) : 0.0;
+        // median RF over every (layer, channel) at the last rf position
+        const int64_t P = static_cast<int64_t>(run.rf_positions.size()), C = run.channels;
+        std::vector<double> rf;
+        for (int l = 0; l < run.n_layer; ++l)
+            for (int64_t c = 0; c < C; ++c)
+                rf.push_back(static_cast<double>(
+                    m.receptive_field.data[static_cast<size_t>((l * P + P - 1) * C + c)]));
+        std::printf("%-10s %10.4f %12.3f %8lld %14.4f %14.0f %8.2f\n", method_name(m.method), mean,
+                    std::exp(mean), static_cast<long long>(n_global), frac, median(rf), m.seconds);
+    }
+    std::fprintf(stderr,
+                 "analyze: wrote %s (%lld bytes); peak RSS %ld MB before, %ld MB after the run, %ld MB after "
+                 "writing\n",
+                 out.c_str(), static_cast<long long>(std::filesystem::file_size(out)), rss_before / 1024,
+                 rss_run / 1024, rss_end / 1024);
+    return 0;
+}
+
+}  // namespace mambascope::cli
