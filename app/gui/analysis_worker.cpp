@@ -56,6 +56,7 @@ bool AnalysisWorker::start(const AnalysisJob& job) {
                 make_run_input(*model, text, job.text.empty() ? job.text_path : "", job.max_tokens);
             if (input.ids.size() < 2) throw Error("the input has fewer than 2 tokens", "give a longer text");
             auto result = std::make_shared<RunResult>(fn(*model, input, job.request, progress));
+            if (!result->provenance.count("model")) result->provenance["model"] = model->name;
             out.result = result;
             QMetaObject::invokeMethod(this, [this, model, dir = job.model_dir] {
                 model_ = model;

@@ -4,6 +4,7 @@
 // With --screenshot the comparison composite is saved at 2× and the app exits; without a display the
 // offscreen platform is used.
 #include <QApplication>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -18,6 +19,7 @@ using namespace mambascope::gui;
 // management), so QCommandLineParser would never see --session.
 struct Flags {
     QString session, trace, screenshot;
+    double scale = 2.0;  // --scale: device pixels per widget pixel of the screenshot
     bool help = false;
 };
 
@@ -30,7 +32,8 @@ static bool parse_flags(int argc, char** argv, Flags& f) {
         }
         if (auto eq = a.find('='); eq != std::string::npos)
             v = a.substr(eq + 1), a = a.substr(0, eq);
-        else if (i + 1 < argc && (a == "--session" || a == "--trace" || a == "--screenshot"))
+        else if (i + 1 < argc &&
+                 (a == "--session" || a == "--trace" || a == "--screenshot" || a == "--scale"))
             v = argv[++i];
         if (a == "--session")
             f.session = QString::fromLocal8Bit(v.c_str());
@@ -38,6 +41,8 @@ static bool parse_flags(int argc, char** argv, Flags& f) {
             f.trace = QString::fromLocal8Bit(v.c_str());
         else if (a == "--screenshot")
             f.screenshot = QString::fromLocal8Bit(v.c_str());
+        else if (a == "--scale")
+            f.scale = std::clamp(std::atof(v.c_str()), 0.25, 4.0);
         else {
             std::fprintf(stderr, "mambascope: unknown argument '%s' (see --help)\n", argv[i]);
             return false;
@@ -59,7 +64,8 @@ int main(int argc, char** argv) {
             "  --session FILE       open a session (runs its analysis, or opens its trace)\n"
             "  --trace RUN.h5       open a saved trace without the model\n"
             "  --screenshot OUT.png save the comparison composite (2x) and exit (offscreen without a "
-            "display)\n");
+            "display)\n"
+            "  --scale S            screenshot scale (default 2)\n");
         return 0;
     }
     const bool wantsScreenshot = !fl.screenshot.isEmpty();
@@ -94,7 +100,7 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "mambascope: nothing to screenshot (no run and no trace)\n");
             return 1;
         }
-        const QImage img = w.comparisonImage(2.0);
+        const QImage img = w.comparisonImage(fl.scale);
         if (!img.save(fl.screenshot)) {
             std::fprintf(stderr, "mambascope: cannot write %s\n", fl.screenshot.toUtf8().constData());
             return 1;

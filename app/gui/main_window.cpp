@@ -17,6 +17,8 @@
 #include <QStyleFactory>
 #include <QVBoxLayout>
 
+#include <algorithm>
+
 #include "mambascope/error.h"
 
 #if __has_include("mambascope/trace.h")
@@ -440,6 +442,20 @@ void MainWindow::cancelRun() {
 
 void MainWindow::showResult(RunResultPtr result) {
     result_ = std::move(result);
+    // Keep the selection if the run traced it; otherwise select the first traced channel (a global one when
+    // there is one), so the detail views show something.
+    if (result_ && !result_->methods.empty()) {
+        const auto& traced = result_->methods.front().channels;
+        const ChannelRef cur{selection_->layer(), selection_->channel()};
+        const bool known =
+            std::any_of(traced.begin(), traced.end(), [&](const ChannelTrace& t) { return t.ref == cur; });
+        if (!known && !traced.empty()) {
+            auto it =
+                std::find_if(traced.begin(), traced.end(), [](const ChannelTrace& t) { return t.global; });
+            const ChannelRef pick = it != traced.end() ? it->ref : traced.front().ref;
+            selection_->setChannel(pick.layer, pick.channel);
+        }
+    }
     for (auto* v : views_) v->setResult(result_);
     if (result_)
         statusBar()->showMessage(QString("%1 tokens, %2 layers × %3 channels, %4 method(s)")
@@ -475,7 +491,7 @@ void MainWindow::openTrace(const QString& path) {
 void MainWindow::exportTrace(const QString& path) {
     if (!result_) throw Error("nothing to export", "run an analysis or open a trace first");
 #ifdef MAMBASCOPE_GUI_HAVE_TRACE
-    write_trace(*result_, path.toStdString());
+    write_trace(path.toStdString(), *result_);
 #else
     throw Error("trace export is not supported by this build", "rebuild with the engine's trace support");
 #endif

@@ -125,7 +125,10 @@ void ChannelMapView::rebuild() {
             for (qint64 c = 0; c < C; ++c) {
                 const double v = value(mr.method, l, c);
                 map->data()->setCell(int(c), l, v);
-                if (std::isfinite(v)) lo = std::min(lo, v), hi = std::max(hi, v);
+                // The shared scale is vanilla's and LongMamba's (DeciMamba's decays are far larger and
+                // would wash out the comparison; its map saturates instead).
+                const bool in_scale = mr.method != Method::DeciMamba || result_->methods.size() == 1;
+                if (in_scale && std::isfinite(v)) lo = std::min(lo, v), hi = std::max(hi, v);
             }
         map->setGradient(QCPColorGradient::gpThermal);
         map->setInterpolate(false);
@@ -636,10 +639,9 @@ ComparisonWidget::ComparisonWidget(RunResultPtr result, Selection* selection, QW
     : QWidget(parent) {
     auto* grid = new QGridLayout(this);
     auto* title = new QLabel(QString("<b>Mambascope</b> · %1 · %2 tokens · train length %3")
-                                 .arg(result ? QString::fromStdString(result->provenance.count("model")
-                                                                          ? result->provenance.at("model")
-                                                                          : "")
-                                             : "")
+                                 .arg(result && result->provenance.count("model")
+                                          ? QString::fromStdString(result->provenance.at("model"))
+                                          : QString("run"))
                                  .arg(result ? qint64(result->input.ids.size()) : 0)
                                  .arg(result ? result->train_len : 0));
     grid->addWidget(title, 0, 0, 1, 2);
