@@ -181,6 +181,7 @@ void ChannelMapView::rebuild() {
         scale_ = new QCPColorScale(plots_.back());
         plots_.back()->plotLayout()->addElement(1, 1, scale_);
         scale_->axis()->setLabel(stat_->currentText());
+        scale_->setGradient(QCPColorGradient::gpThermal);
         maps_.back()->setColorScale(scale_);
         const QCPRange range(std::isfinite(lo) ? lo : 0, std::isfinite(hi) && hi > lo ? hi : lo + 1);
         for (size_t i = 0; i < maps_.size(); ++i) {
@@ -664,11 +665,17 @@ static QImage render_widget(QWidget* w, double scale) {
     }
     QCoreApplication::processEvents();
     for (auto* p : w->findChildren<QCustomPlot*>()) p->replot(QCustomPlot::rpImmediateRefresh);
-    QImage img(w->size() * scale, QImage::Format_ARGB32);
-    img.setDevicePixelRatio(scale);
+    // Below 1× QWidget::render ignores the device pixel ratio: render at 1× and shrink.
+    const double r = std::max(1.0, scale);
+    QImage img(w->size() * r, QImage::Format_ARGB32);
+    img.setDevicePixelRatio(r);
     img.fill(w->palette().color(QPalette::Window));
     w->render(&img);
     if (!wasVisible) w->hide();
+    if (scale < 1.0) {
+        img.setDevicePixelRatio(1.0);
+        img = img.scaled(w->size() * scale, Qt::KeepAspectRatio, Qt::SmoothTransformation);
+    }
     return img;
 }
 

@@ -392,4 +392,15 @@ TEST(GuiRealRun, DemoModelRunPopulatesViewsWithEngineNumbers) {
         ASSERT_NE(g, nullptr);
         EXPECT_FLOAT_EQ(float(g->data()->at(0)->value), t.delta_raw[0]);
     }
+    // Export the run as a trace and open it again without the model: same numbers on screen.
+    QTemporaryDir dir;
+    const QString h5 = dir.filePath("run.h5");
+    w.exportTrace(h5);
+    MainWindow w2;
+    w2.openTrace(h5);
+    ASSERT_NE(w2.result(), nullptr);
+    EXPECT_EQ(w2.result()->input.ids, r.input.ids);
+    auto* map2 = dynamic_cast<ChannelMapView*>(w2.view("channel_map"));
+    ASSERT_GE(map2->mapCount(), 1);
+    EXPECT_DOUBLE_EQ(map2->colorMap(0)->data()->cell(5, 1), map->colorMap(0)->data()->cell(5, 1));
 }
