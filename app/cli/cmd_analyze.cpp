@@ -1,68 +1,76 @@
-// analyze: vanilla / LongMamba / DeciMamba on one input, with probes, written as one HDF5 trace (issue 5).
-// The same engine call (run_analysis) backs the GUI's Run button; `--session FILE` takes the GUI's session
-// JSON.
+// analyze: one input through several methods with probes, written as an HDF5 trace (issue 5 item 3).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <random>
 #include <sstream>
 
+#include <optional>
 #include "args.h"
 #include "commands.h"
 #include "input.h"
 #include "mambascope/analysis.h"
 #include "mambascope/error.h"
+#include "mambascope/resources.h"
 #include "mambascope/session.h"
 #include "mambascope/sha256.h"
+#include "mambascope/tokenizer.h"
 #include "mambascope/trace.h"
 
 namespace mambascope::cli {
 namespace {
 
-std::string read_file(const std::filesystem::path& p) {
+// The mamba-130m shape (state-spaces/mamba-130m), for the hidden --random-shape memory benchmark.
+ModelConfig mamba_130m_shape() {
+    ModelConfig c;
+    c.arch = Arch::Mamba1;
+    c.d_model = 768;
+    c.n_layer = 24;
+    c.vocab_size = 50280;
+    c.d_inner = 1536;
+    c.d_state = 16;
+    c.dt_rank = 48;
+    c.d_conv = 4;
+    c.train_len = 2048;
+    return c;
+}
+
+std::vector<ChannelRef> parse_channels(const std::string& s) {
+    std::vector<ChannelRef> out;
+    std::stringstream ss(s);
+    for (std::string item; std::getline(ss, item, ',');) {
+        const auto colon = item.find(':');
+        try {
+            if (colon == std::string::npos) throw std::invalid_argument(item);
+            out.push_back({std::stoi(item.substr(0, colon)), std::stoll(item.substr(colon + 1))});
+        } catch (const std::exception&) {
+            throw Error("bad --channels entry '" + item + "'", "use LAYER:CHANNEL pairs, e.g. 12:345,12:7");
+        }
+    }
+    return out;
+}
+
+std::string read_text(const std::filesystem::path& p) {
     std::ifstream f(p, std::ios::binary);
-    if (!f) throw Error("cannot open text file " + p.string());
-    std::ostringstream s;
-    s << f.rdbuf();
-    return s.str();
+    if (!f) throw Error("cannot read " + p.string());
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
 }
 
-// Text → ids (+ token strings and byte offsets). Byte-level models need no tokenizer; others go through the
-// model's tokenizer (tokenize the text first and pass --ids when this build has none).
-void tokenize_for(const Model& m, const std::string& text, RunInput& in) {
-    if (m.config.tokenizer != "byte")
-        throw Error(
-            "this model is not byte-level: tokenize the text first (mambascope-cli tokenize) and pass --ids");
-    in.ids.reserve(text.size());
-    for (size_t i = 0; i < text.size(); ++i) {
-        in.ids.push_back(static_cast<unsigned char>(text[i]));
-        in.token_strings.emplace_back(1, text[i]);
-        in.byte_offsets.push_back(int64_t(i));
-    }
+double median(std::vector<double> v) {
+    if (v.empty()) return NAN;
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    return v[v.size() / 2];
 }
 
-void print_summary(const RunResult& run) {
-    std::printf("%-10s %10s %10s %14s %16s %14s %9s\n", "method", "mean NLL", "ppl", "global ch.",
-                "critical frac.", "median RF end", "seconds");
-    const int64_t T = int64_t(run.input.ids.size());
-    for (const auto& m : run.methods) {
-        double s = 0;
-        for (float v : m.nll) s += v;
-        const double nll = m.nll.empty() ? NAN : s / double(m.nll.size());
-        int64_t globals = 0, crit = 0;
-        for (size_t i = 0; i < m.global_mask.data.size(); ++i)
-            if (m.global_mask.data[i]) ++globals, crit += m.critical_count.data[i];
-        const double frac = globals ? double(crit) / double(globals) / double(T) : NAN;
-        std::vector<int64_t> rf;  // last rf position, all layers and channels
-        const int64_t P = int64_t(run.rf_positions.size()), C = run.channels;
-        for (int64_t l = 0; l < run.n_layer; ++l)
-            for (int64_t c = 0; c < C; ++c)
-                rf.push_back(m.receptive_field.data[size_t((l * P + P - 1) * C + c)]);
-        std::nth_element(rf.begin(), rf.begin() + long(rf.size() / 2), rf.end());
-        std::printf("%-10s %10.4f %10.3f %14lld %16.4f %14lld %9.2f\n", method_name(m.method), nll,
-                    std::exp(nll), (long long)globals, frac, (long long)rf[rf.size() / 2], m.seconds);
-    }
+long peak_rss_kb() {
+    std::ifstream f("/proc/self/status");
+    for (std::string line; std::getline(f, line);)
+        if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
+    return -1;
 }
 
 }  // namespace
@@ -71,106 +79,150 @@ int cmd_analyze(int argc, char** argv) {
     for (int i = 1; i < argc; ++i)
         if (!std::strcmp(argv[i], "--help")) {
             std::printf(
-                "mambascope-cli analyze [--session FILE] [--model DIR|demo] [--text FILE|demo | --ids FILE]\n"
-                "    [--calibration CAL.h5|demo|none] [--methods vanilla,longmamba,decimamba] [--channels "
-                "L:C,...]\n"
-                "    [--window A:B] [--rf-positions a,b] [--c C] [--b B] [--activate-above N]\n"
-                "    [--attention-window N] [--max-tokens N] --out RUN.h5\n"
-                "  Runs each method on the input with probes and writes one HDF5 trace "
-                "(docs/trace-format.md).\n"
-                "  With no model/text/calibration the embedded demo model, demo text and its calibration are "
-                "used.\n");
+                "mambascope-cli analyze --model DIR (--text FILE | --ids FILE) [--calibration CAL.h5]\n"
+                "    [--methods vanilla,longmamba,decimamba] [--channels L:C,...] [--window A:B]\n"
+                "    [--rf-positions a,b] [--c C] [--b B] [--activate-above N] [--attention-window N]\n"
+                "    [--no-attention] --out RUN.h5\n"
+                "  Runs the input through each method with probes (Δ sums, log decay, global channels,\n"
+                "  critical tokens, receptive fields, Δ windows and hidden attention of detail channels)\n"
+                "  and writes an HDF5 trace (docs/trace-format.md). Prints a comparison table.\n");
             return 0;
         }
     Args a(argc, argv,
-           {"session", "model", "text", "ids", "calibration", "methods", "channels", "window", "rf-positions",
-            "c", "b", "activate-above", "attention-window", "max-tokens", "out"},
-           {});
-    Session s;
-    std::filesystem::path base;
-    // No --session: the demo session (demo model, demo text, its calibration, all three methods).
-    const std::filesystem::path session_file = a.has("session") ? std::filesystem::path(a.get("session"))
-                                                                : resources_dir() / "demo" / "session.json";
-    s = load_session(session_file);
-    base = session_file.parent_path();
-    if (a.has("model")) s.model = a.get("model");
-    if (a.has("text")) s.text = a.get("text"), s.ids.clear();
-    if (a.has("ids")) s.ids = a.get("ids"), s.text.clear();
-    if (a.has("calibration")) s.calibration = a.get("calibration") == "none" ? "" : a.get("calibration");
-    auto& r = s.request;
-    if (a.has("methods")) {
-        r.methods.clear();
-        std::stringstream ms(a.get("methods"));
-        for (std::string m; std::getline(ms, m, ',');) r.methods.push_back(parse_method(m));
-    }
-    if (a.has("channels")) {
-        r.channels.clear();
-        std::stringstream cs(a.get("channels"));
-        for (std::string item; std::getline(cs, item, ',');) {
-            auto colon = item.find(':');
-            if (colon == std::string::npos) throw Error("--channels expects L:C pairs, got '" + item + "'");
-            try {
-                r.channels.push_back({std::stoi(item.substr(0, colon)), std::stoll(item.substr(colon + 1))});
-            } catch (const std::logic_error&) {
-                throw Error("--channels expects L:C pairs of integers, got '" + item + "'");
-            }
-        }
-    }
-    if (a.has("window")) {
-        const auto w = a.get("window");
-        auto colon = w.find(':');
-        if (colon == std::string::npos) throw Error("--window expects A:B, got '" + w + "'");
-        try {
-            r.window_begin = std::stoll(w.substr(0, colon));
-            r.window_end = std::stoll(w.substr(colon + 1));
-        } catch (const std::logic_error&) {
-            throw Error("--window expects A:B with integers, got '" + w + "'");
-        }
-    }
-    if (a.has("rf-positions")) r.rf_positions = a.get_int_list("rf-positions");
-    r.c = a.get_double("c", r.c);
-    r.b = a.get_double("b", r.b);
-    r.activate_above = a.get_int("activate-above", r.activate_above);
-    r.attention_tokens = a.get_int("attention-window", r.attention_tokens);
-    s.max_tokens = a.get_int("max-tokens", s.max_tokens);
+           {"model", "text", "ids", "calibration", "methods", "channels", "window", "rf-positions", "c", "b",
+            "activate-above", "attention-window", "out", "tokenizer", "random-shape", "random-tokens",
+            "session", "max-tokens"},
+           {"replace-invalid", "no-attention"});
     const std::string out = a.require("out");
 
-    const auto model_path = resolve_model_path(s.model, base);
-    auto model = load_model(model_path);
-    RunInput in;
-    if (!s.ids.empty()) {
-        auto ids = read_ids_file(resolve_text_path(s.ids, base).string());
-        in.ids = ids;
+    // A session (--session FILE, or the demo session when no model is named) supplies model, text,
+    // calibration and parameters; explicit options override it.
+    std::optional<Session> session;
+    if (a.has("session"))
+        session = load_session(a.get("session"));
+    else if (!a.has("model") && !a.has("random-shape"))
+        session = load_session(find_resource("demo/session.json"));
+
+    // Model: a directory, or (hidden, for memory benchmarks) random weights of a real shape.
+    std::shared_ptr<const Model> model;
+    if (!a.has("model") && !a.has("random-shape") && session) {
+        model = load_model(resolve_model_path(*session));
+    } else if (a.has("random-shape")) {
+        if (a.get("random-shape") != "mamba-130m")
+            throw Error("unknown --random-shape '" + a.get("random-shape") + "'", "only mamba-130m is known");
+        model = random_model(mamba_130m_shape(), 1);
     } else {
-        const auto text_path = resolve_text_path(s.text.empty() ? "demo" : s.text, base);
-        std::string text = read_file(text_path);
-        if (s.max_tokens > 0 && model->config.tokenizer == "byte" && int64_t(text.size()) > s.max_tokens)
-            text.resize(size_t(s.max_tokens));
-        in.text_path = text_path.string();
+        model = load_model(a.require("model"));
+    }
+
+    RunInput in;
+    if (a.has("random-tokens")) {
+        std::mt19937 rng(7);
+        in.ids.resize(static_cast<size_t>(a.get_int("random-tokens", 0)));
+        for (auto& id : in.ids)
+            id = static_cast<int32_t>(rng() % static_cast<uint32_t>(model->config.vocab_size));
+    } else if (session && !a.has("ids") && !a.has("text")) {
+        const auto text_path = resolve_text_path(*session);
+        const std::string text = read_text(text_path);
+        auto tok = choose_tokenizer(model->dir, model->config.tokenizer);
+        std::vector<int64_t> offsets;
+        in.ids = tok->encode_with_offsets(text, offsets);
+        in.text_path = std::filesystem::absolute(text_path).string();
         in.text_sha256 = sha256_hex(text);
-        in.text_bytes = int64_t(text.size());
-        tokenize_for(*model, text, in);
+        in.text_bytes = static_cast<int64_t>(text.size());
+        const int64_t cap = a.get_int("max-tokens", session->max_tokens);
+        if (cap > 0 && int64_t(in.ids.size()) > cap) in.ids.resize(size_t(cap)), offsets.resize(size_t(cap));
+        for (size_t i = 0; i < in.ids.size(); ++i) {
+            const int64_t end = i + 1 < offsets.size() ? offsets[i + 1] : int64_t(text.size());
+            in.token_strings.push_back(text.substr(size_t(offsets[i]), size_t(end - offsets[i])));
+        }
+        in.byte_offsets = std::move(offsets);
+    } else {
+        in.ids = read_input_ids(a, *model);
     }
-    if (s.max_tokens > 0 && int64_t(in.ids.size()) > s.max_tokens) {
-        in.ids.resize(size_t(s.max_tokens));
-        if (!in.token_strings.empty()) in.token_strings.resize(size_t(s.max_tokens));
-        if (!in.byte_offsets.empty()) in.byte_offsets.resize(size_t(s.max_tokens));
+    if (a.has("max-tokens") && int64_t(in.ids.size()) > a.get_int("max-tokens", 0))
+        in.ids.resize(size_t(a.get_int("max-tokens", 0)));
+    if (a.has("text")) {
+        const std::string text = read_text(a.get("text"));
+        in.text_path = std::filesystem::absolute(a.get("text")).string();
+        in.text_sha256 = sha256_hex(text);
+        in.text_bytes = static_cast<int64_t>(text.size());
     }
-    r.calibration_path = resolve_calibration_path(s.calibration, base);
-    if (r.calibration_path.empty())
-        for (Method m : r.methods)
-            if (m == Method::LongMamba)
-                throw Error("LongMamba needs a calibration",
-                            "pass --calibration CAL.h5 (or 'demo' for the demo model)");
-    auto run = run_analysis(*model, in, r, stderr_progress("analyze"));
-    run.provenance["weights_sha256"] = sha256_file_hex(model->weights_file);
-    run.provenance["tokenizer"] = model->config.tokenizer.empty() ? "gpt-neox-20b" : model->config.tokenizer;
+
+    AnalysisRequest req;
+    if (session) req = session_request(*session);
+    if (a.has("methods") || !session) {
+        req.methods.clear();
+        std::stringstream ms(a.get("methods", "vanilla,longmamba"));
+        for (std::string m; std::getline(ms, m, ',');) req.methods.push_back(parse_method(m));
+    }
+    if (a.has("calibration")) req.calibration_path = a.get("calibration");
+    if (a.has("channels")) req.channels = parse_channels(a.get("channels"));
+    if (a.has("window")) {
+        const std::string w = a.get("window");
+        const auto colon = w.find(':');
+        try {
+            if (colon == std::string::npos) throw std::invalid_argument(w);
+            req.window_begin = std::stoll(w.substr(0, colon));
+            req.window_end = std::stoll(w.substr(colon + 1));
+        } catch (const std::exception&) {
+            throw Error("bad --window '" + w + "'", "use BEGIN:END token positions, e.g. 0:4096");
+        }
+    }
+    if (a.has("rf-positions")) req.rf_positions = a.get_int_list("rf-positions");
+    req.c = a.get_double("c", req.c);
+    req.b = a.get_double("b", req.b);
+    req.activate_above = a.get_int("activate-above", req.activate_above);
+    req.attention_tokens = a.get_int("attention-window", req.attention_tokens);
+    req.attention = !a.has("no-attention");
+
+    const long rss_before = peak_rss_kb();
+    RunResult run = run_analysis(*model, in, req, stderr_progress("analyze"));
+    const long rss_run = peak_rss_kb();
+    run.provenance["model_path"] =
+        model->dir.empty() ? "(random weights)" : std::filesystem::absolute(model->dir).string();
+    run.provenance["model_name"] = a.has("random-shape") ? "random " + a.get("random-shape") : model->name;
+    run.provenance["arch"] = arch_name(model->config.arch);
+    if (!model->dir.empty() && std::filesystem::exists(model->dir / "config.json"))
+        run.provenance["config_json"] = read_text(model->dir / "config.json");
+    if (!model->weights_file.empty() && std::filesystem::exists(model->weights_file))
+        run.provenance["weights_sha256"] = sha256_file(model->weights_file);
+    run.provenance["tokenizer"] = a.has("ids") || a.has("random-tokens")
+                                      ? "none (ids given)"
+                                      : a.get("tokenizer", model->config.tokenizer);
+    std::string cmdline;
+    for (int i = 0; i < argc; ++i) cmdline += (i ? " " : "") + std::string(argv[i]);
+    run.provenance["command_line"] = "mambascope-cli " + cmdline;
+
     write_trace(out, run);
-    std::printf("model: %s (%s, %d layers x %lld channels), input: %zu tokens (train length %lld)\n",
-                model->name.c_str(), arch_name(model->config.arch), run.n_layer, (long long)run.channels,
-                in.ids.size(), (long long)run.train_len);
-    print_summary(run);
-    std::fprintf(stderr, "analyze: wrote %s\n", out.c_str());
+    const long rss_end = peak_rss_kb();
+
+    std::printf("%-10s %10s %12s %8s %14s %14s %8s\n", "method", "mean NLL", "perplexity", "global",
+                "crit. frac.", "median RF end", "seconds");
+    const int64_t T = static_cast<int64_t>(run.input.ids.size());
+    for (const auto& m : run.methods) {
+        double sum = 0;
+        for (float v : m.nll) sum += v;
+        const double mean = m.nll.empty() ? NAN : sum / static_cast<double>(m.nll.size());
+        int64_t n_global = 0, crit = 0;
+        for (size_t k = 0; k < m.global_mask.data.size(); ++k)
+            if (m.global_mask.data[k]) ++n_global, crit += m.critical_count.data[k];
+        const double frac = n_global ? static_cast<double>(crit) / (static_cast<double>(n_global) * T) : 0.0;
+        // median RF over every (layer, channel) at the last rf position
+        const int64_t P = static_cast<int64_t>(run.rf_positions.size()), C = run.channels;
+        std::vector<double> rf;
+        for (int l = 0; l < run.n_layer; ++l)
+            for (int64_t c = 0; c < C; ++c)
+                rf.push_back(static_cast<double>(
+                    m.receptive_field.data[static_cast<size_t>((l * P + P - 1) * C + c)]));
+        std::printf("%-10s %10.4f %12.3f %8lld %14.4f %14.0f %8.2f\n", method_name(m.method), mean,
+                    std::exp(mean), static_cast<long long>(n_global), frac, median(rf), m.seconds);
+    }
+    std::fprintf(stderr,
+                 "analyze: wrote %s (%lld bytes); peak RSS %ld MB before, %ld MB after the run, %ld MB after "
+                 "writing\n",
+                 out.c_str(), static_cast<long long>(std::filesystem::file_size(out)), rss_before / 1024,
+                 rss_run / 1024, rss_end / 1024);
     return 0;
 }
 

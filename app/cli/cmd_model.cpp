@@ -165,14 +165,14 @@ int cmd_forward(int argc, char** argv) {
 int cmd_nll(int argc, char** argv) {
     if (wants_help(argc, argv)) {
         std::printf(
-            "mambascope-cli nll --model DIR --ids FILE [--chunk N] [--device cpu|cuda|auto] [--precision "
-            "fp32|tf32|bf16]\n"
+            "mambascope-cli nll --model DIR (--ids FILE | --text FILE [--tokenizer FILE|byte] [--replace-invalid])\n"
+            "                   [--chunk N] [--device cpu|cuda|auto] [--precision fp32|tf32|bf16]\n"
             "  prints the mean NLL (nats/token) and perplexity of predicting ids[1..T-1]\n");
         return 0;
     }
-    Args a(argc, argv, {"model", "ids", "chunk", "device", "precision"}, {});
-    auto ids = read_ids_file(a.require("ids"));
+    Args a(argc, argv, {"model", "ids", "text", "tokenizer", "chunk", "device", "precision"}, {"replace-invalid"});
     auto m = load_model(a.require("model"));
+    auto ids = read_input_ids(a, *m);
     if (ids.size() < 2) throw Error("need at least 2 token ids to measure NLL");
     ForwardOptions opt;
     if (a.has("chunk")) opt.chunk_tokens = a.get_int("chunk", kPrefillChunkTokens);

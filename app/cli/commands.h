@@ -11,5 +11,9 @@ int cmd_bench(int argc, char** argv);
 int cmd_ppl_sweep(int argc, char** argv);
 int cmd_analyze(int argc, char** argv);
 int cmd_calibrate(int argc, char** argv);
+int cmd_tokenize(int argc, char** argv);
+int cmd_detokenize(int argc, char** argv);
+int cmd_generate(int argc, char** argv);
+int cmd_analyze(int argc, char** argv);
 
 }  // namespace mambascope::cli

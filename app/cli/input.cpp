@@ -6,6 +6,8 @@
 
 #include "mambascope/error.h"
 #include "mambascope/forward.h"
+#include "mambascope/text.h"
+#include "mambascope/tokenizer.h"
 
 namespace mambascope::cli {
 
@@ -15,7 +17,11 @@ std::vector<int32_t> read_input_ids(const Args& args, const Model& model) {
     if (args.has("ids")) {
         ids = read_ids_file(args.get("ids"));
     } else {
-        throw Error("--text is not available in this build yet", "tokenize the text first and pass --ids");
+        const auto tok = args.has("tokenizer") ? tokenizer_from_spec(args.get("tokenizer"))
+                                               : choose_tokenizer(model.dir, model.config.tokenizer);
+        const std::string text =
+            read_text_file(args.get("text"), {.replace_invalid = args.has("replace-invalid")});
+        ids = tok->encode(text);
     }
     check_ids(model, ids);
     return ids;

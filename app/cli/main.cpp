@@ -26,6 +26,11 @@ const Command kCommands[] = {
     {"bench", mambascope::cli::cmd_bench, "prefill speed and peak memory on random weights of real shapes"},
     {"calibrate", mambascope::cli::cmd_calibrate,
      "LongMamba calibration of a model on a token stream (CAL.h5)"},
+    {"tokenize", mambascope::cli::cmd_tokenize, "text file -> token ids (GPT-NeoX-20B, tokenizer.json or byte)"},
+    {"detokenize", mambascope::cli::cmd_detokenize, "token ids -> text file"},
+    {"generate", mambascope::cli::cmd_generate, "continue a text prompt (greedy or sampled)"},
+    {"analyze", mambascope::cli::cmd_analyze,
+     "vanilla / LongMamba / DeciMamba on one input with probes; writes an HDF5 trace"},
 };
 
 void usage() {

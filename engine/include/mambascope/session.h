@@ -1,42 +1,62 @@
-// session.h: a saved analysis session (model, input, methods and parameters, selection, view state) as JSON.
-// The GUI saves and loads it; `mambascope-cli analyze --session FILE` runs the same analysis headless.
+// session.h: a saved Mambascope session (model, input, methods, LongMamba/DeciMamba parameters, the user's
+// selection and view) as a small JSON file that both the desktop app and `mambascope-cli analyze --session`
+// read, so a picture in the GUI can be reproduced in batch.
 //
-// Design decision: the word "demo" in model/text/calibration means the embedded demo resources (the
-// byte-level demo Mamba-1 model, its calibration and the demo text), so a session file is portable between
-// machines. Relative paths are resolved against the session file's directory.
+// Design decision: the file stores what the user typed ("demo" or a path, relative paths meaning relative to
+// the session file); resolution to real files happens only in resolve_*(), through find_resource() for
+// "demo". Unknown keys are ignored (forward compatible); a wrongly typed known key is an Error naming the
+// key.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "mambascope/analysis.h"
 
 namespace mambascope {
 
+// Default cap on input tokens when a session does not say (keeps an accidental 100 MB paste bounded).
+constexpr int64_t kDefaultSessionMaxTokens = 16384;
+
 struct Session {
-    std::string model = "demo";        // model directory or "demo"
-    std::string text = "demo";         // UTF-8 text file, "demo", or empty (then `ids`)
-    std::string ids;                   // whitespace-separated token ids (alternative to text)
-    std::string calibration = "demo";  // calibration file, "demo" (the demo model's), or empty (none)
-    std::string trace;                 // a trace to open instead of running (GUI)
-    int64_t max_tokens = 0;            // input length limit (0: none)
-    std::string device = "cpu";        // cpu / cuda / auto
-    AnalysisRequest request;  // methods, c, b, activate_above, DeciMamba, channels, windows, attention
-    // view state (GUI)
-    ChannelRef selected{-1, -1};
+    std::string model = "demo";        // model directory, or "demo" (resources/models/demo-mamba1)
+    std::string text = "demo";         // UTF-8 text file, or "demo" (resources/text/demo.txt)
+    std::string trace;                 // optional saved trace (HDF5): open it instead of running
+    std::string calibration = "demo";  // calibration .h5, "demo" (the demo model's), or "" (none)
+    std::vector<Method> methods{Method::Vanilla, Method::LongMamba, Method::DeciMamba};
+    double c = 0.05;               // §8.4
+    double b = 1.0;                // §8.5
+    int64_t activate_above = -1;   // -1: the calibration's train_len
+    std::vector<int> deci_layers;  // empty: {n_layer / 2} (§8.8)
+    int64_t deci_L_base = -1;      // -1: train_len
+    double deci_beta = 1.0;
+    int64_t max_tokens = kDefaultSessionMaxTokens;  // input is cut to this many tokens
+    // Selection and view state (GUI only; the CLI ignores them)
+    int selected_layer = 0;
+    int64_t selected_channel = 0;
     int64_t selected_token = -1;
-    std::string view = "channel-map";
-    std::string statistic = "log_decay";
+    std::string view = "channel_map";
+    // Set by load_session: the folder relative paths are resolved against (empty: current directory).
+    std::filesystem::path base_dir;
 };
 
+std::string session_to_json(const Session& s);  // pretty-printed
+// `origin` names the source in error messages; `base_dir` becomes Session::base_dir.
+Session session_from_json(std::string_view text, const std::string& origin,
+                          const std::filesystem::path& base_dir = {});
 Session load_session(const std::filesystem::path& file);
-void save_session(const std::filesystem::path& file, const Session& s);  // atomic
+void save_session(const Session& s, const std::filesystem::path& file);  // atomic (temp + rename)
 
-// The embedded resources directory (MAMBASCOPE_RESOURCES, next to the executable, or the source tree).
-std::filesystem::path resources_dir();
-// Resolved paths: "demo" → the demo resources; relative → against `base`; "" stays "".
-std::filesystem::path resolve_model_path(const std::string& s, const std::filesystem::path& base);
-std::filesystem::path resolve_text_path(const std::string& s, const std::filesystem::path& base);
-std::filesystem::path resolve_calibration_path(const std::string& s, const std::filesystem::path& base);
+// "demo" → the resource; relative → against base_dir; "" stays "" (calibration only).
+std::filesystem::path resolve_model_path(const Session& s);
+std::filesystem::path resolve_text_path(const Session& s);
+std::filesystem::path resolve_calibration_path(const Session& s);
+std::filesystem::path resolve_trace_path(const Session& s);  // "" when the session has no trace
+
+// The analysis request the session describes (probes left at their defaults).
+AnalysisRequest session_request(const Session& s);
 
 }  // namespace mambascope

@@ -1,23 +1,31 @@
-// trace.h: one analysis run ↔ one HDF5 file ("trace") that the GUI reopens without the model and Python reads
-// with h5py in three lines. The format (every dataset, shape, dtype, unit and formula) is
-// docs/trace-format.md.
+// trace.h: an analysis run (analysis.h RunResult) as a self-describing HDF5 file, and back.
 //
-// Design decision: the file is self-describing and versioned (root attributes format = "mambascope-trace",
-// format_version); readers refuse foreign files and newer versions with a clear error. Writes are atomic
-// (temp file + rename), so a cancelled or failed export never leaves a half file, and an existing file is
-// never half-overwritten.
+// The layout (every dataset's name, shape, dtype, units and formula) is documented in docs/trace-format.md.
+// Design decision: a trace holds only O(n_layer × C) summaries, O(T) series and bounded windows, so it is
+// written whole from the RunResult in memory (no streaming needed: a 128k-token run of a 130m model is a few
+// MB); the write is atomic (temp file + rename, h5::Writer), and a cancelled write leaves nothing behind.
+// Every array gets dimension scales (/dims/...) so xarray/h5py label the axes, and NeXus-style attributes
+// (NX_class, signal, axes) so generic viewers find the main plot.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 
 #include "mambascope/analysis.h"
+#include "mambascope/progress.h"
 
 namespace mambascope {
 
 constexpr const char* kTraceFormat = "mambascope-trace";
 constexpr int64_t kTraceFormatVersion = 1;
 
-void write_trace(const std::filesystem::path& path, const RunResult& run);
+// Writes `run` to `path` (atomic). Provenance entries become root attributes "provenance.<key>"; when
+// run.calibration_path names a readable calibration, its arrays are copied under /calibration. Progress
+// is reported per method; returning false cancels (throws Cancelled, no file and no temp file left).
+void write_trace(const std::filesystem::path& path, const RunResult& run, const ProgressFn& progress = {});
+
+// Reads a trace back into the same RunResult. Errors: "not a mambascope trace" (foreign HDF5), "written by a
+// newer version N" (format_version > kTraceFormatVersion), truncated/corrupt files, wrong shapes.
 RunResult read_trace(const std::filesystem::path& path);
 
 }  // namespace mambascope

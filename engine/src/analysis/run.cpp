@@ -1,20 +1,23 @@
-// run_analysis: the same input through several methods with the requested probes; see mambascope/analysis.h.
+// run_analysis: one input through several methods with the probes of analysis.h (issue 5 item 1).
 //
-// One forward per method (DeciMamba: its scoring passes + one final pass), with a fan-out observer feeding:
-// ChannelProbe (Σ Δ, log decay, critical counts, Δ windows), ReceptiveFieldTracker (§8.7, bounded), and a
-// detail observer (cumulative log decay of the detail channels over the whole input, and x'/B/C/Δ over the
-// attention window for hidden attention, §5). Memory: O(n_layer·C) + O(T) per detail channel + the chosen
-// windows.
+// Each method is one forward run (DeciMamba: its driver, then one probe pass over the kept positions) with a
+// fan-out observer: ChannelProbe (Σ Δ, log decay, critical counts, Δ windows; method doc §8.2, §8.6), a
+// bounded ReceptiveFieldTracker (§8.7), a cumulative-log-decay series per detail channel, and a capture of
+// Δ, B and C on the attention window for hidden attention (§5, §8.9).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <set>
+#include <span>
+#include <string>
 
 #include "mambascope/analysis.h"
 #include "mambascope/calibration.h"
 #include "mambascope/channel_probe.h"
 #include "mambascope/decimamba.h"
 #include "mambascope/error.h"
+#include "mambascope/forward.h"
 #include "mambascope/hidden_attention.h"
 #include "mambascope/longmamba.h"
 #include "mambascope/receptive_field.h"
@@ -22,203 +25,276 @@
 namespace mambascope {
 namespace {
 
-struct Fanout : ScanObserver {
-    std::vector<ScanObserver*> obs;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+int64_t n_a_of(const ModelConfig& c) {
+    return c.arch == Arch::Mamba1 ? c.d_state : 1;
+}
+
+std::vector<std::vector<double>> decay_rates(const Model& model) {
+    const auto& cfg = model.config;
+    std::vector<std::vector<double>> rate;
+    for (const auto& ly : model.layers)
+        rate.push_back(
+            channel_decay_rate(std::span<const float>(ly.A.data, static_cast<size_t>(ly.A.numel())),
+                               cfg.channels(), n_a_of(cfg)));
+    return rate;
+}
+
+// Forwards the scan's callbacks to several observers.
+class FanOut : public ScanObserver {
+  public:
+    std::vector<ScanObserver*> children;
     void on_delta(const DeltaBlock& raw, const DeltaBlock& used) override {
-        for (auto* o : obs) o->on_delta(raw, used);
+        for (auto* c : children) c->on_delta(raw, used);
     }
     bool wants_scan_inputs(int layer) const override {
-        for (auto* o : obs)
-            if (o->wants_scan_inputs(layer)) return true;
+        for (auto* c : children)
+            if (c->wants_scan_inputs(layer)) return true;
         return false;
     }
     void on_scan_inputs(const ScanInputs& in) override {
-        for (auto* o : obs)
-            if (o->wants_scan_inputs(in.layer)) o->on_scan_inputs(in);
+        for (auto* c : children)
+            if (c->wants_scan_inputs(in.layer)) c->on_scan_inputs(in);
     }
 };
 
-// Cumulative log decay (whole input) and the attention window's scan inputs of the detail channels.
-struct DetailObserver : ScanObserver {
-    struct Chan {
-        ChannelRef ref;
-        double rate = 0;  // A_c (Mamba-1: slowest state)
-        double running = 0;
-        std::vector<float> cum;           // [T], NaN where not reached (DeciMamba), filled forward at the end
-        std::vector<float> att_delta;     // [W]
-        std::vector<float> att_B, att_C;  // [W × N] of the channel's group
-        std::vector<uint8_t> att_seen;    // [W]
-    };
-    const Model& model;
-    std::vector<Chan> chans;
-    int64_t a0 = 0, a1 = 0;  // attention window [a0, a1)
-    int64_t N = 0;
-
-    DetailObserver(const Model& m, const std::vector<ChannelRef>& refs, int64_t T, int64_t att_begin,
-                   int64_t att_end)
-        : model(m), a0(att_begin), a1(att_end), N(m.config.d_state) {
-        const ModelConfig& c = m.config;
+// cum_log_decay[t] = Σ_{k≤t} A_c·Δ_used,k for chosen channels over the whole input (positions absent because
+// of decimation add 0).
+class CumDecay : public ScanObserver {
+  public:
+    CumDecay(const std::vector<ChannelRef>& refs, const std::vector<std::vector<double>>& rate, int64_t T)
+        : refs_(refs), T_(T) {
         for (const auto& r : refs) {
-            Chan ch;
-            ch.ref = r;
-            const auto& A = m.layers[size_t(r.layer)].A;
-            const int64_t n_a = c.arch == Arch::Mamba1 ? c.d_state : 1;
-            ch.rate = channel_decay_rate(std::span<const float>(A.data, size_t(A.numel())), c.channels(),
-                                         n_a)[size_t(r.channel)];
-            ch.cum.assign(size_t(T), std::numeric_limits<float>::quiet_NaN());
-            const int64_t W = std::max<int64_t>(0, a1 - a0);
-            ch.att_delta.assign(size_t(W), 0.0f);
-            ch.att_B.assign(size_t(W * N), 0.0f);
-            ch.att_C.assign(size_t(W * N), 0.0f);
-            ch.att_seen.assign(size_t(W), 0);
-            chans.push_back(std::move(ch));
+            rate_.push_back(rate[static_cast<size_t>(r.layer)][static_cast<size_t>(r.channel)]);
+            inc_.emplace_back(static_cast<size_t>(T), 0.0f);  // per-position increments, summed in finish()
         }
     }
     void on_delta(const DeltaBlock&, const DeltaBlock& used) override {
-        for (auto& ch : chans) {
-            if (ch.ref.layer != used.layer) continue;
+        for (size_t i = 0; i < refs_.size(); ++i) {
+            if (refs_[i].layer != used.layer) continue;
             for (int64_t r = 0; r < used.rows; ++r) {
-                const int64_t p = used.positions[r];
-                const float d = used.at(r, ch.ref.channel);
-                ch.running += ch.rate * d;
-                ch.cum[size_t(p)] = static_cast<float>(ch.running);
-                if (p >= a0 && p < a1) ch.att_delta[size_t(p - a0)] = d;
+                const int64_t p = used.positions ? used.positions[r] : r;
+                if (p >= 0 && p < T_)
+                    inc_[i][static_cast<size_t>(p)] = static_cast<float>(used.at(r, refs_[i].channel));
             }
         }
     }
-    bool wants_scan_inputs(int layer) const override {
-        if (a1 <= a0) return false;
-        for (const auto& ch : chans)
-            if (ch.ref.layer == layer) return true;
-        return false;
-    }
-    void on_scan_inputs(const ScanInputs& in) override {
-        const ModelConfig& c = model.config;
-        for (auto& ch : chans) {
-            if (ch.ref.layer != in.layer) continue;
-            // B/C columns of the channel's group (Mamba-1: the only group).
-            const int64_t g = c.arch == Arch::Mamba1 ? 0 : ch.ref.channel / (c.n_heads / c.n_groups);
-            for (int64_t r = 0; r < in.rows; ++r) {
-                const int64_t p = in.positions[r];
-                if (p < a0 || p >= a1) continue;
-                const int64_t w = p - a0;
-                std::copy_n(in.B + r * in.ldbc + g * N, N, ch.att_B.begin() + w * N);
-                std::copy_n(in.C + r * in.ldbc + g * N, N, ch.att_C.begin() + w * N);
-                ch.att_seen[size_t(w)] = 1;
-            }
+    // cumulative sums in double, stored as float32
+    std::vector<float> take(size_t i) {
+        std::vector<float> out = std::move(inc_[i]);
+        double acc = 0;
+        for (auto& v : out) {
+            acc += rate_[i] * static_cast<double>(v);
+            v = static_cast<float>(acc);
         }
+        return out;
     }
+
+  private:
+    std::vector<ChannelRef> refs_;
+    int64_t T_;
+    std::vector<double> rate_;
+    std::vector<std::vector<float>> inc_;
 };
 
-std::vector<ChannelRef> default_channels(const Model& m, const Calibration* cal, double c) {
-    const int layer = int(m.config.n_layer / 2);
-    const int64_t C = m.config.channels();
-    if (!cal) return {{layer, 0}, {layer, std::min<int64_t>(1, C - 1)}};
-    // the most global channel (largest log decay) and the most local one of the middle layer
-    int64_t hi = 0, lo = 0;
-    for (int64_t ch = 0; ch < C; ++ch) {
-        const double v = cal->log_decay[size_t(layer * C + ch)];
-        if (v > cal->log_decay[size_t(layer * C + hi)]) hi = ch;
-        if (v < cal->log_decay[size_t(layer * C + lo)]) lo = ch;
+// Δ_used, B and C of chosen channels on the attention window [begin, end).
+class AttentionCapture : public ScanObserver {
+  public:
+    struct Slot {
+        ChannelRef ref;
+        int64_t group = 0;
+        std::vector<int64_t> positions;
+        std::vector<float> delta, B, C;   // (rows), (rows, N), (rows, N)
+        std::vector<float> delta_by_pos;  // (end − begin), filled by on_delta
+    };
+    AttentionCapture(const ModelConfig& cfg, const std::vector<ChannelRef>& refs, int64_t begin, int64_t end)
+        : N_(cfg.d_state), begin_(begin), end_(end) {
+        const int64_t heads_per_group =
+            cfg.arch == Arch::Mamba2 ? std::max<int64_t>(1, cfg.n_heads / std::max<int64_t>(1, cfg.n_groups))
+                                     : 1;
+        for (const auto& r : refs) {
+            Slot s;
+            s.ref = r;
+            s.group = cfg.arch == Arch::Mamba2 ? r.channel / heads_per_group : 0;
+            s.delta_by_pos.assign(static_cast<size_t>(end - begin), 0.0f);
+            slots.push_back(std::move(s));
+            layers_.insert(r.layer);
+        }
     }
-    (void)c;
-    if (hi == lo) return {{layer, hi}};
-    return {{layer, hi}, {layer, lo}};
+    bool wants_scan_inputs(int layer) const override { return layers_.count(layer) > 0; }
+    void on_delta(const DeltaBlock&, const DeltaBlock& used) override {
+        for (auto& s : slots) {
+            if (s.ref.layer != used.layer) continue;
+            for (int64_t r = 0; r < used.rows; ++r) {
+                const int64_t p = used.positions ? used.positions[r] : r;
+                if (p >= begin_ && p < end_)
+                    s.delta_by_pos[static_cast<size_t>(p - begin_)] = used.at(r, s.ref.channel);
+            }
+        }
+    }
+    void on_scan_inputs(const ScanInputs& in) override {
+        for (auto& s : slots) {
+            if (s.ref.layer != in.layer) continue;
+            for (int64_t r = 0; r < in.rows; ++r) {
+                const int64_t p = in.positions ? in.positions[r] : r;
+                if (p < begin_ || p >= end_) continue;
+                s.positions.push_back(p);
+                const float* b = in.B + r * in.ldbc + s.group * N_;
+                const float* c = in.C + r * in.ldbc + s.group * N_;
+                s.B.insert(s.B.end(), b, b + N_);
+                s.C.insert(s.C.end(), c, c + N_);
+            }
+        }
+    }
+    std::vector<Slot> slots;
+
+  private:
+    int64_t N_, begin_, end_;
+    std::set<int> layers_;
+};
+
+// Default detail channels (docs/trace-format.md): in the middle layer, the global channel with the largest
+// calibrated log decay and the local channel with the smallest; without a calibration, the channels with
+// the slowest and the fastest decay rate A_c.
+std::vector<ChannelRef> default_channels(const Model& model, const Calibration* cal,
+                                         const std::vector<uint8_t>& gmask,
+                                         const std::vector<std::vector<double>>& rate) {
+    const int layer = static_cast<int>(model.config.n_layer / 2);
+    const int64_t C = model.config.channels();
+    int64_t best_g = -1, best_l = -1;
+    for (int64_t c = 0; c < C; ++c) {
+        double v =
+            cal ? cal->log_decay[static_cast<size_t>(layer * C + c)] : rate[layer][static_cast<size_t>(c)];
+        const bool is_global = cal ? gmask[static_cast<size_t>(layer * C + c)] != 0 : true;
+        auto val = [&](int64_t k) {
+            return cal ? cal->log_decay[static_cast<size_t>(layer * C + k)]
+                       : rate[layer][static_cast<size_t>(k)];
+        };
+        if (is_global && (best_g < 0 || v > val(best_g))) best_g = c;
+        const bool is_local = cal ? !is_global : true;
+        if (is_local && (best_l < 0 || v < val(best_l))) best_l = c;
+    }
+    std::vector<ChannelRef> out;
+    if (best_g >= 0) out.push_back({layer, best_g});
+    if (best_l >= 0 && best_l != best_g) out.push_back({layer, best_l});
+    if (out.empty()) out.push_back({layer, 0});
+    return out;
 }
 
 }  // namespace
 
 RunResult run_analysis(const Model& model, const RunInput& input, const AnalysisRequest& req,
                        const ProgressFn& progress) {
-    const ModelConfig& cfg = model.config;
-    const int64_t T = static_cast<int64_t>(input.ids.size()), L = cfg.n_layer, C = cfg.channels();
+    const auto& cfg = model.config;
+    const int64_t T = static_cast<int64_t>(input.ids.size());
+    const int64_t C = cfg.channels();
+    const int n_layer = static_cast<int>(cfg.n_layer);
+    if (T == 0) throw Error("run_analysis: the input has no tokens", "give at least one token id");
     check_ids(model, input.ids);
-    if (req.methods.empty())
-        throw Error("no methods requested", "choose vanilla, longmamba and/or decimamba");
+    if (req.methods.empty()) throw Error("run_analysis: no methods requested");
+
+    RunResult res;
+    res.input = input;
+    res.n_layer = n_layer;
+    res.channels = C;
+    res.train_len = cfg.train_len;
+
+    // Calibration (LongMamba needs it; the global masks use it when present).
     std::optional<Calibration> cal;
     if (!req.calibration_path.empty()) {
         cal = load_calibration(req.calibration_path);
         check_calibration_matches(*cal, cfg);
+        res.calibration_path = req.calibration_path;
     }
     for (Method m : req.methods)
         if (m == Method::LongMamba && !cal)
-            throw Error("LongMamba needs a calibration file",
-                        "pass --calibration CAL.h5 (mambascope-cli calibrate)");
-    FilterParams fp;
-    fp.c = req.c;
-    fp.b = req.b;
-    fp.activate_above = req.activate_above;
-    // The filter LongMamba uses on this input: the reference for "critical tokens" in every method (§8.6).
-    DeltaFilter lm_filter;
-    if (cal) lm_filter = make_longmamba_filter(*cal, fp, T);
-    std::vector<uint8_t> gmask = cal ? global_mask(*cal, req.c) : std::vector<uint8_t>(size_t(L * C), 0);
+            throw Error("LongMamba needs a calibration",
+                        "pass a calibration file (mambascope-cli calibrate)");
+    std::vector<uint8_t> gmask =
+        cal ? global_mask(*cal, req.c) : std::vector<uint8_t>(size_t(n_layer * C), 0);
 
-    RunResult out;
-    out.input = input;
-    out.n_layer = int(L);
-    out.channels = C;
-    out.train_len = cal ? cal->params.train_len : cfg.train_len;
-    out.rf_positions = req.rf_positions.empty() ? std::vector<int64_t>{T - 1} : req.rf_positions;
-    for (int64_t p : out.rf_positions)
+    const auto rate = decay_rates(model);
+
+    // Resolve probes.
+    std::vector<ChannelRef> refs =
+        req.channels.empty() ? default_channels(model, cal ? &*cal : nullptr, gmask, rate) : req.channels;
+    for (const auto& r : refs)
+        if (r.layer < 0 || r.layer >= n_layer || r.channel < 0 || r.channel >= C)
+            throw Error(
+                "detail channel " + std::to_string(r.layer) + ":" + std::to_string(r.channel) +
+                    " does not exist",
+                "the model has " + std::to_string(n_layer) + " layers × " + std::to_string(C) + " channels");
+    const int64_t wb = std::clamp<int64_t>(req.window_begin, 0, T - 1);
+    const int64_t we = req.window_end < 0 ? std::min(T, wb + kMaxWindowTokens) : std::min(T, req.window_end);
+    if (we <= wb) throw Error("empty Δ window [" + std::to_string(wb) + ", " + std::to_string(we) + ")");
+    if (we - wb > kMaxWindowTokens)
+        throw Error("the Δ window is longer than " + std::to_string(kMaxWindowTokens) + " tokens",
+                    "choose a shorter --window");
+    res.window_begin = wb;
+    res.window_end = we;
+    res.rf_positions = req.rf_positions.empty() ? std::vector<int64_t>{T - 1} : req.rf_positions;
+    for (auto p : res.rf_positions)
         if (p < 0 || p >= T)
-            throw Error("receptive-field position " + std::to_string(p) + " is outside the input [0, " +
-                        std::to_string(T) + ")");
-    std::sort(out.rf_positions.begin(), out.rf_positions.end());
-    out.window_begin = std::clamp<int64_t>(req.window_begin, 0, T);
-    out.window_end = req.window_end < 0 ? std::min(T, out.window_begin + kMaxWindowTokens)
-                                        : std::clamp<int64_t>(req.window_end, out.window_begin, T);
-    if (out.window_end - out.window_begin > kMaxWindowTokens)
-        throw Error("the Δ window is " + std::to_string(out.window_end - out.window_begin) +
-                    " tokens; at most " + std::to_string(kMaxWindowTokens));
-    if (!req.calibration_path.empty()) out.calibration_path = req.calibration_path;
-    out.provenance["model_path"] = model.dir.string();
-    out.provenance["model_name"] = model.name;
-    out.provenance["arch"] = arch_name(cfg.arch);
-    out.provenance["weights_file"] = model.weights_file.string();
-
-    auto chans = req.channels.empty() ? default_channels(model, cal ? &*cal : nullptr, req.c) : req.channels;
-    for (const auto& r : chans)
-        if (r.layer < 0 || r.layer >= L || r.channel < 0 || r.channel >= C)
-            throw Error("channel " + std::to_string(r.layer) + ":" + std::to_string(r.channel) +
-                        " does not exist (layers 0.." + std::to_string(L - 1) + ", channels 0.." +
-                        std::to_string(C - 1) + ")");
-    const int64_t att_tokens = std::min<int64_t>({req.attention_tokens, kMaxAttentionTokens, T});
+            throw Error("receptive-field position " + std::to_string(p) + " is outside the input (0.." +
+                        std::to_string(T - 1) + ")");
+    const double rf_eps = req.rf_epsilon > 0 ? req.rf_epsilon : req.c;
+    const int64_t att_tokens =
+        std::min({req.attention_tokens, kMaxAttentionTokens, kHiddenAttentionMaxWindow, T});
     const int64_t att_begin =
-        req.attention_begin < 0 ? T - att_tokens : std::clamp<int64_t>(req.attention_begin, 0, T);
-    const int64_t att_end = req.attention ? std::min(T, att_begin + att_tokens) : att_begin;
-    const double eps = req.rf_epsilon > 0 ? req.rf_epsilon : req.c;
+        req.attention_begin < 0 ? T - att_tokens : std::min(req.attention_begin, T - att_tokens);
+    const int64_t att_end = att_begin + att_tokens;
+    const int64_t n_a = n_a_of(cfg);
 
-    std::vector<std::vector<double>> rate(static_cast<size_t>(L));
-    for (int64_t l = 0; l < L; ++l) {
-        const auto& A = model.layers[size_t(l)].A;
-        rate[size_t(l)] = channel_decay_rate(std::span<const float>(A.data, size_t(A.numel())), C,
-                                             cfg.arch == Arch::Mamba1 ? cfg.d_state : 1);
-    }
-
-    const double n_methods = double(req.methods.size());
+    const double n_methods = static_cast<double>(req.methods.size());
     for (size_t mi = 0; mi < req.methods.size(); ++mi) {
         const Method method = req.methods[mi];
         const auto t0 = std::chrono::steady_clock::now();
         MethodResult mr;
         mr.method = method;
+        mr.params["rf_epsilon"] = rf_eps;
+        mr.params["c"] = req.c;
+
+        DeltaFilter filter;
+        if (method == Method::LongMamba) {
+            FilterParams fp;
+            fp.c = req.c;
+            fp.b = req.b;
+            fp.activate_above = req.activate_above;
+            filter = make_longmamba_filter(*cal, fp, T);
+            mr.params["b"] = req.b;
+            mr.params["activate_above"] =
+                static_cast<double>(req.activate_above < 0 ? cal->params.train_len : req.activate_above);
+            mr.params["key_length"] =
+                static_cast<double>(cal->lengths[nearest_length_index(cal->lengths, T)]);
+            mr.params["filtered"] = filter.empty() ? 0.0 : 1.0;
+        }
+
         ProbeOptions po;
-        po.reference = lm_filter.empty() ? nullptr : &lm_filter;
-        po.m1_decay = cal ? cal->params.m1_decay : parse_m1_decay(req.m1_decay);
-        for (const auto& r : chans) po.window_channels.emplace_back(r.layer, r.channel);
-        po.window_begin = out.window_begin;
-        po.window_end = out.window_end;
+        po.reference = filter.empty() ? nullptr : &filter;
+        po.m1_decay = parse_m1_decay(req.m1_decay);
+        for (const auto& r : refs) po.window_channels.emplace_back(r.layer, r.channel);
+        po.window_begin = wb;
+        po.window_end = we;
         ChannelProbe probe(model, po);
-        ReceptiveFieldTracker rf(rate, T, out.rf_positions);
-        DetailObserver detail(model, chans, T, att_begin, att_end);
-        Fanout fan;
-        fan.obs = {&probe, &rf, &detail};
+        ReceptiveFieldTracker rf(rate, T, res.rf_positions);
+        CumDecay cum(refs, rate, T);
+        std::optional<AttentionCapture> att;
+        if (req.attention) att.emplace(cfg, refs, att_begin, att_end);
+        FanOut fan;
+        fan.children = {&probe, &rf, &cum};
+        if (att) fan.children.push_back(&*att);
+
+        auto sub = [&](double lo, double hi) {
+            return [&, lo, hi](double f, std::string_view) {
+                if (!progress) return true;
+                return progress((static_cast<double>(mi) + lo + (hi - lo) * f) / n_methods,
+                                std::string(method_name(method)));
+            };
+        };
         HeadRequest head;
         head.nll = req.nll;
-        auto sub = [&](double f, std::string_view stage) {
-            return !progress || progress((double(mi) + f) / n_methods, stage);
-        };
         ForwardResult fr;
-        DeltaFilter used_filter;
         if (method == Method::DeciMamba) {
             DeciParams dp;
             dp.layers = req.deci_layers;
@@ -227,107 +303,111 @@ RunResult run_analysis(const Model& model, const RunInput& input, const Analysis
             dp.min_seq_len = req.deci_min_seq_len;
             dp.resp_len = req.deci_resp_len;
             dp = resolve_deci_params(cfg, dp);
-            std::map<int, std::vector<int64_t>> kept;
-            fr = run_decimamba(model, input.ids, dp, head, sub, &kept, &fan);
-            if (!kept.empty()) mr.kept_positions = kept.rbegin()->second;
-            mr.params["L_base"] = double(dp.L_base);
+            mr.params["L_base"] = static_cast<double>(dp.L_base);
             mr.params["beta"] = dp.beta;
-            mr.params["min_seq_len"] = double(dp.min_seq_len);
-            mr.params["resp_len"] = double(dp.resp_len);
-            for (size_t i = 0; i < dp.layers.size(); ++i)
-                mr.params["layer_" + std::to_string(i)] = dp.layers[i];
-        } else {
+            mr.params["min_seq_len"] = static_cast<double>(dp.min_seq_len);
+            mr.params["resp_len"] = static_cast<double>(dp.resp_len);
+            for (size_t k = 0; k < dp.layers.size(); ++k)
+                mr.params["deci_layer_" + std::to_string(k)] = dp.layers[k];
+            std::map<int, std::vector<int64_t>> kept;
+            fr = run_decimamba(model, input.ids, dp, head, sub(0.0, 0.75), &kept);
+            // Probe pass over the same selection (no head).
             ForwardOptions opt;
             opt.observer = &fan;
-            opt.progress = sub;
-            if (method == Method::LongMamba) {
-                used_filter = lm_filter;
-                if (!used_filter.empty()) opt.filter = &used_filter;
-                mr.params["c"] = req.c;
-                mr.params["b"] = req.b;
-                mr.params["activate_above"] =
-                    double(req.activate_above >= 0 ? req.activate_above : cal->params.train_len);
-                mr.params["key_length"] = double(cal->lengths[nearest_length_index(cal->lengths, T)]);
-                mr.params["activated"] = used_filter.empty() ? 0.0 : 1.0;
-            }
+            opt.keep_positions = &kept;
+            opt.stop_after_layer = n_layer - 1;
+            opt.progress = sub(0.75, 1.0);
+            run_forward(model, input.ids, opt);
+            if (!kept.empty()) mr.kept_positions = kept.rbegin()->second;
+        } else {
+            ForwardOptions opt;
+            opt.filter = filter.empty() ? nullptr : &filter;
+            opt.observer = &fan;
+            opt.progress = sub(0.0, 1.0);
             fr = run_forward(model, input.ids, opt, head);
         }
         rf.finish(T);
-        mr.nll_positions = fr.nll_positions;
-        mr.nll = fr.nll;
-        // summaries
-        mr.delta_sum = Array<double>::zeros({L, C});
+
+        mr.nll_positions = std::move(fr.nll_positions);
+        mr.nll = std::move(fr.nll);
+        const std::vector<int64_t> LC{n_layer, C};
+        mr.delta_sum.shape = LC;
         mr.delta_sum.data = probe.sum_used();
-        mr.log_decay = Array<double>::zeros({L, C});
+        mr.log_decay.shape = LC;
         mr.log_decay.data = probe.log_decay_used();
-        mr.global_mask = Array<uint8_t>::zeros({L, C});
+        mr.global_mask.shape = LC;
         mr.global_mask.data = gmask;
-        mr.critical_count = Array<int64_t>::zeros({L, C});
+        mr.critical_count.shape = LC;
         mr.critical_count.data = probe.critical_count();
-        const int64_t P = int64_t(out.rf_positions.size());
-        mr.receptive_field = Array<int64_t>::zeros({L, P, C});
-        mr.receptive_field_censored = Array<uint8_t>::zeros({L, P, C});
+        const int64_t P = static_cast<int64_t>(res.rf_positions.size());
+        mr.receptive_field = Array<int64_t>::zeros({n_layer, P, C});
+        mr.receptive_field_censored = Array<uint8_t>::zeros({n_layer, P, C});
         mr.receptive_field_resolution = rf.stride();
-        for (int64_t l = 0; l < L; ++l)
-            for (int64_t pi = 0; pi < P; ++pi)
-                for (int64_t ch = 0; ch < C; ++ch) {
-                    auto r = rf.at(int(l), ch, out.rf_positions[size_t(pi)], eps);
-                    mr.receptive_field.data[size_t((l * P + pi) * C + ch)] = r.length;
-                    mr.receptive_field_censored.data[size_t((l * P + pi) * C + ch)] = r.censored ? 1 : 0;
+        for (int l = 0; l < n_layer; ++l)
+            for (int64_t p = 0; p < P; ++p)
+                for (int64_t c = 0; c < C; ++c) {
+                    auto v = rf.at(l, c, res.rf_positions[static_cast<size_t>(p)], rf_eps);
+                    const size_t k = static_cast<size_t>((l * P + p) * C + c);
+                    mr.receptive_field.data[k] = v.length;
+                    mr.receptive_field_censored.data[k] = v.censored ? 1 : 0;
                 }
-        // detail channels
-        const int64_t W = out.window_end - out.window_begin;
-        for (size_t k = 0; k < chans.size(); ++k) {
+
+        const int64_t W = we - wb;
+        for (size_t i = 0; i < refs.size(); ++i) {
+            const auto& r = refs[i];
+            const auto& win = probe.windows()[i];
             ChannelTrace ct;
-            ct.ref = chans[k];
-            ct.global = gmask[size_t(ct.ref.layer * C + ct.ref.channel)] != 0;
-            ct.threshold = lm_filter.empty()
-                               ? -INFINITY
-                               : lm_filter.threshold[size_t(ct.ref.layer)][size_t(ct.ref.channel)];
-            ct.delta_raw.assign(size_t(W), 0.0f);
-            ct.delta_used.assign(size_t(W), 0.0f);
-            ct.critical.assign(size_t(W), 0);
-            for (const auto& w : probe.windows()) {
-                if (w.layer != ct.ref.layer || w.channel != ct.ref.channel) continue;
-                for (size_t i = 0; i < w.positions.size(); ++i) {
-                    const size_t at = size_t(w.positions[i] - out.window_begin);
-                    ct.delta_raw[at] = w.raw[i];
-                    ct.delta_used[at] = w.used[i];
-                }
-                for (int64_t p : w.critical) ct.critical[size_t(p - out.window_begin)] = 1;
+            ct.ref = r;
+            ct.global = gmask[static_cast<size_t>(r.layer * C + r.channel)] != 0;
+            ct.threshold =
+                filter.empty()
+                    ? kNegInf
+                    : filter.threshold[static_cast<size_t>(r.layer)][static_cast<size_t>(r.channel)];
+            ct.delta_raw.assign(static_cast<size_t>(W), 0.0f);
+            ct.delta_used.assign(static_cast<size_t>(W), 0.0f);
+            ct.critical.assign(static_cast<size_t>(W), 0);
+            for (size_t k = 0; k < win.positions.size(); ++k) {
+                const int64_t p = win.positions[k] - wb;
+                if (p < 0 || p >= W) continue;
+                ct.delta_raw[static_cast<size_t>(p)] = win.raw[k];
+                ct.delta_used[static_cast<size_t>(p)] = win.used[k];
             }
-            auto& dc = detail.chans[k];
-            float last = 0.0f;
-            for (auto& v : dc.cum) {  // positions DeciMamba dropped keep the last value
-                if (std::isnan(v)) v = last;
-                last = v;
-            }
-            ct.cum_log_decay = std::move(dc.cum);
+            for (int64_t p : win.critical)
+                if (p >= wb && p < we) ct.critical[static_cast<size_t>(p - wb)] = 1;
+            ct.cum_log_decay = cum.take(i);
             mr.channels.push_back(std::move(ct));
-            if (att_end > att_begin) {
-                const int64_t Wa = att_end - att_begin;
-                const auto& A = model.layers[size_t(chans[k].layer)].A;
-                const int64_t n_a = cfg.arch == Arch::Mamba1 ? cfg.d_state : 1;
-                std::span<const float> a_row(A.data + chans[k].channel * n_a, size_t(n_a));
-                auto alpha = hidden_attention(Wa, cfg.d_state, dc.att_delta, a_row, dc.att_B.data(),
-                                              cfg.d_state, dc.att_C.data(), cfg.d_state);
-                normalise_attention(alpha, Wa,
-                                    AttentionNormParams{req.attention_norm, req.attention_log_floor});
+        }
+        if (att) {
+            for (auto& s : att->slots) {
+                const int64_t Wa = static_cast<int64_t>(s.positions.size());
+                if (Wa == 0) continue;
+                std::vector<float> d(static_cast<size_t>(Wa));
+                for (int64_t k = 0; k < Wa; ++k)
+                    d[static_cast<size_t>(k)] =
+                        s.delta_by_pos[static_cast<size_t>(s.positions[k] - att_begin)];
+                const Tensor& A = model.layers[static_cast<size_t>(s.ref.layer)].A;
+                std::span<const float> a(A.data + s.ref.channel * n_a, static_cast<size_t>(n_a));
+                auto alpha =
+                    hidden_attention(Wa, cfg.d_state, d, a, s.B.data(), cfg.d_state, s.C.data(), cfg.d_state);
+                AttentionNormParams np;
+                np.kind = req.attention_norm;
+                np.floor = req.attention_log_floor;
+                normalise_attention(alpha, Wa, np);
                 AttentionMap am;
-                am.ref = chans[k];
+                am.ref = s.ref;
                 am.norm = req.attention_norm;
                 am.log_floor = req.attention_log_floor;
                 am.begin = att_begin;
-                am.alpha = Array<float>::zeros({Wa, Wa});
-                for (size_t i = 0; i < alpha.size(); ++i) am.alpha.data[i] = static_cast<float>(alpha[i]);
+                am.alpha.shape = {Wa, Wa};
+                am.alpha.data.assign(alpha.begin(), alpha.end());
                 mr.attention.push_back(std::move(am));
             }
         }
         mr.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        out.methods.push_back(std::move(mr));
+        res.methods.push_back(std::move(mr));
     }
     report_progress(progress, 1.0, "done");
-    return out;
+    return res;
 }
 
 }  // namespace mambascope

@@ -1,166 +1,170 @@
-// Session JSON; see mambascope/session.h.
+// Session files (session.h).
 #include "mambascope/session.h"
 
-#include <unistd.h>
-
-#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
+#include <system_error>
 
 #include "mambascope/error.h"
+#include "mambascope/resources.h"
 
 namespace mambascope {
-namespace {
 
-using json = nlohmann::ordered_json;
+namespace fs = std::filesystem;
+using nlohmann::json;
 
-std::filesystem::path exe_dir() {
-    std::error_code ec;
-    auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
-    return ec ? std::filesystem::path() : p.parent_path();
+constexpr int kSessionVersion = 1;
+
+std::string session_to_json(const Session& s) {
+    json j;
+    j["mambascope_session"] = kSessionVersion;
+    j["model"] = s.model;
+    j["text"] = s.text;
+    if (!s.trace.empty()) j["trace"] = s.trace;
+    j["calibration"] = s.calibration;
+    json methods = json::array();
+    for (auto m : s.methods) methods.push_back(method_name(m));
+    j["methods"] = methods;
+    j["c"] = s.c;
+    j["b"] = s.b;
+    j["activate_above"] = s.activate_above;
+    j["deci"] = {{"layers", s.deci_layers}, {"L_base", s.deci_L_base}, {"beta", s.deci_beta}};
+    j["max_tokens"] = s.max_tokens;
+    j["selection"] = {
+        {"layer", s.selected_layer}, {"channel", s.selected_channel}, {"token", s.selected_token}};
+    j["view"] = s.view;
+    return j.dump(2) + "\n";
 }
 
 template <class T>
-T get_or(const json& j, const char* key, T fallback, const std::string& origin) {
-    if (!j.contains(key)) return fallback;
+static void get_opt(const json& j, const char* key, T& out, const std::string& origin) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return;
     try {
-        return j.at(key).get<T>();
-    } catch (const json::exception&) {
-        throw Error(origin + ": session key '" + key + "' has the wrong type");
+        out = it->get<T>();
+    } catch (const json::exception& e) {
+        throw Error(origin + ": session key '" + key + "' has the wrong type (" + e.what() + ")",
+                    "see docs/user-guide.md for the session format");
     }
 }
 
-}  // namespace
-
-std::filesystem::path resources_dir() {
-    std::vector<std::filesystem::path> candidates;
-    if (const char* env = std::getenv("MAMBASCOPE_RESOURCES")) candidates.emplace_back(env);
-    const auto exe = exe_dir();
-    if (!exe.empty()) {
-        candidates.push_back(exe / ".." / "share" / "mambascope");
-        candidates.push_back(exe / ".." / "resources");
-        candidates.push_back(exe / ".." / ".." / "resources");
-        candidates.push_back(exe / ".." / ".." / ".." / "resources");
-    }
-    candidates.emplace_back(MAMBASCOPE_SOURCE_RESOURCES_DIR);
-    for (const auto& c : candidates)
-        if (std::filesystem::exists(c / "models" / "demo-mamba1" / "config.json"))
-            return std::filesystem::weakly_canonical(c);
-    throw Error("the embedded resources (demo model, demo text) were not found",
-                "set MAMBASCOPE_RESOURCES to the repository's resources/ directory");
-}
-
-static std::filesystem::path resolve(const std::string& s, const std::filesystem::path& base,
-                                     const std::filesystem::path& demo) {
-    if (s.empty()) return {};
-    if (s == "demo") return resources_dir() / demo;
-    std::filesystem::path p(s);
-    return p.is_absolute() || base.empty() ? p : base / p;
-}
-std::filesystem::path resolve_model_path(const std::string& s, const std::filesystem::path& base) {
-    return resolve(s, base, "models/demo-mamba1");
-}
-std::filesystem::path resolve_text_path(const std::string& s, const std::filesystem::path& base) {
-    return resolve(s, base, "text/demo.txt");
-}
-std::filesystem::path resolve_calibration_path(const std::string& s, const std::filesystem::path& base) {
-    return resolve(s, base, "calibration/demo-mamba1.h5");
-}
-
-Session load_session(const std::filesystem::path& file) {
-    std::ifstream f(file);
-    if (!f) throw Error("cannot open session file " + file.string());
+Session session_from_json(std::string_view text, const std::string& origin, const fs::path& base_dir) {
     json j;
     try {
-        j = json::parse(f);
-    } catch (const json::parse_error& e) {
-        throw Error(file.string() + ": not valid JSON (" + e.what() + ")");
+        j = json::parse(text);
+    } catch (const json::exception& e) {
+        throw Error(origin + ": not valid JSON (" + e.what() + ")",
+                    "a session file is the JSON Mambascope saves");
     }
-    if (!j.is_object()) throw Error(file.string() + ": a session is a JSON object");
-    const std::string o = file.string();
-    if (j.contains("format") && j["format"] != "mambascope-session")
-        throw Error(o + ": not a mambascope session (format = " + j["format"].dump() + ")");
+    if (!j.is_object()) throw Error(origin + ": a session must be a JSON object");
     Session s;
-    s.model = get_or<std::string>(j, "model", s.model, o);
-    s.text = get_or<std::string>(j, "text", s.text, o);
-    s.ids = get_or<std::string>(j, "ids", s.ids, o);
-    s.calibration = get_or<std::string>(j, "calibration", s.calibration, o);
-    s.trace = get_or<std::string>(j, "trace", s.trace, o);
-    s.max_tokens = get_or<int64_t>(j, "max_tokens", 0, o);
-    s.device = get_or<std::string>(j, "device", s.device, o);
-    auto& r = s.request;
-    if (j.contains("methods")) {
-        r.methods.clear();
-        for (const auto& m : j["methods"]) r.methods.push_back(parse_method(m.get<std::string>()));
+    s.base_dir = base_dir;
+    get_opt(j, "model", s.model, origin);
+    get_opt(j, "text", s.text, origin);
+    get_opt(j, "trace", s.trace, origin);
+    get_opt(j, "calibration", s.calibration, origin);
+    if (auto it = j.find("methods"); it != j.end()) {
+        if (!it->is_array()) throw Error(origin + ": 'methods' must be a list of names");
+        s.methods.clear();
+        for (const auto& m : *it) {
+            if (!m.is_string()) throw Error(origin + ": 'methods' must be a list of names");
+            s.methods.push_back(parse_method(m.get<std::string>()));
+        }
     }
-    r.c = get_or<double>(j, "c", r.c, o);
-    r.b = get_or<double>(j, "b", r.b, o);
-    r.activate_above = get_or<int64_t>(j, "activate_above", r.activate_above, o);
-    r.deci_layers = get_or<std::vector<int>>(j, "deci_layers", r.deci_layers, o);
-    r.deci_L_base = get_or<int64_t>(j, "deci_L_base", r.deci_L_base, o);
-    r.deci_beta = get_or<double>(j, "deci_beta", r.deci_beta, o);
-    if (j.contains("channels"))
-        for (const auto& c : j["channels"])
-            r.channels.push_back({c.at(0).get<int>(), c.at(1).get<int64_t>()});
-    r.window_begin = get_or<int64_t>(j, "window_begin", r.window_begin, o);
-    r.window_end = get_or<int64_t>(j, "window_end", r.window_end, o);
-    r.rf_positions = get_or<std::vector<int64_t>>(j, "rf_positions", r.rf_positions, o);
-    r.attention = get_or<bool>(j, "attention", r.attention, o);
-    r.attention_tokens = get_or<int64_t>(j, "attention_tokens", r.attention_tokens, o);
-    r.nll = get_or<bool>(j, "nll", r.nll, o);
-    if (j.contains("selected"))
-        s.selected = {j["selected"].at(0).get<int>(), j["selected"].at(1).get<int64_t>()};
-    s.selected_token = get_or<int64_t>(j, "selected_token", s.selected_token, o);
-    s.view = get_or<std::string>(j, "view", s.view, o);
-    s.statistic = get_or<std::string>(j, "statistic", s.statistic, o);
+    get_opt(j, "c", s.c, origin);
+    get_opt(j, "b", s.b, origin);
+    get_opt(j, "activate_above", s.activate_above, origin);
+    if (auto it = j.find("deci"); it != j.end() && it->is_object()) {
+        get_opt(*it, "layers", s.deci_layers, origin);
+        get_opt(*it, "L_base", s.deci_L_base, origin);
+        get_opt(*it, "beta", s.deci_beta, origin);
+    }
+    get_opt(j, "max_tokens", s.max_tokens, origin);
+    if (auto it = j.find("selection"); it != j.end() && it->is_object()) {
+        get_opt(*it, "layer", s.selected_layer, origin);
+        get_opt(*it, "channel", s.selected_channel, origin);
+        get_opt(*it, "token", s.selected_token, origin);
+    }
+    get_opt(j, "view", s.view, origin);
+    if (!(s.c > 0 && s.c < 1))
+        throw Error(origin + ": c must be in (0, 1)", "LongMamba §8.4: typical c is 0.05");
+    if (!(s.b > 0))
+        throw Error(origin + ": b must be positive", "LongMamba §8.5: b = 1 is the paper's default");
+    if (s.max_tokens < 2) throw Error(origin + ": max_tokens must be at least 2");
     return s;
 }
 
-void save_session(const std::filesystem::path& file, const Session& s) {
-    json j;
-    j["format"] = "mambascope-session";
-    j["model"] = s.model;
-    j["text"] = s.text;
-    if (!s.ids.empty()) j["ids"] = s.ids;
-    j["calibration"] = s.calibration;
-    if (!s.trace.empty()) j["trace"] = s.trace;
-    j["max_tokens"] = s.max_tokens;
-    j["device"] = s.device;
-    const auto& r = s.request;
-    j["methods"] = json::array();
-    for (Method m : r.methods) j["methods"].push_back(method_name(m));
-    j["c"] = r.c;
-    j["b"] = r.b;
-    j["activate_above"] = r.activate_above;
-    j["deci_layers"] = r.deci_layers;
-    j["deci_L_base"] = r.deci_L_base;
-    j["deci_beta"] = r.deci_beta;
-    j["channels"] = json::array();
-    for (const auto& c : r.channels) j["channels"].push_back({c.layer, c.channel});
-    j["window_begin"] = r.window_begin;
-    j["window_end"] = r.window_end;
-    j["rf_positions"] = r.rf_positions;
-    j["attention"] = r.attention;
-    j["attention_tokens"] = r.attention_tokens;
-    j["nll"] = r.nll;
-    j["selected"] = {s.selected.layer, s.selected.channel};
-    j["selected_token"] = s.selected_token;
-    j["view"] = s.view;
-    j["statistic"] = s.statistic;
-    auto tmp = file;
-    tmp += ".tmp-" + std::to_string(::getpid());
+Session load_session(const fs::path& file) {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) throw Error("cannot open session file " + file.string(), "check the path");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return session_from_json(ss.str(), file.string(), file.parent_path());
+}
+
+void save_session(const Session& s, const fs::path& file) {
+    const std::string bytes = session_to_json(s);
+    fs::path tmp = file;
+    tmp += ".tmp";
     {
-        std::ofstream f(tmp);
-        if (!f) throw Error("cannot write " + tmp.string());
-        f << j.dump(2) << "\n";
-        if (!f) throw Error("write failed: " + tmp.string());
+        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+        if (!out) throw Error("cannot write " + tmp.string(), "check that the folder exists and is writable");
+        out.write(bytes.data(), std::streamsize(bytes.size()));
+        if (!out) throw Error("write failed: " + tmp.string(), "is the disk full?");
     }
     std::error_code ec;
-    std::filesystem::rename(tmp, file, ec);
+    fs::rename(tmp, file, ec);
     if (ec) {
-        std::filesystem::remove(tmp, ec);
-        throw Error("cannot rename to " + file.string() + ": " + ec.message());
+        fs::remove(tmp, ec);
+        throw Error("cannot rename " + tmp.string() + " to " + file.string());
     }
+}
+
+static fs::path resolve_relative(const Session& s, const std::string& p) {
+    fs::path path(p);
+    if (path.is_relative() && !s.base_dir.empty()) path = s.base_dir / path;
+    return path.lexically_normal();
+}
+
+static std::string demo_model_name(const Session& s) {
+    // The demo calibration follows the demo model; a user model with "demo" calibration gets demo-mamba1's.
+    if (s.model == "demo") return "demo-mamba1";
+    const std::string leaf = fs::path(s.model).filename().string();
+    return leaf.rfind("demo-mamba", 0) == 0 ? leaf : "demo-mamba1";
+}
+
+fs::path resolve_model_path(const Session& s) {
+    if (s.model == "demo") return find_resource("models/demo-mamba1");
+    return resolve_relative(s, s.model);
+}
+
+fs::path resolve_text_path(const Session& s) {
+    if (s.text == "demo") return find_resource("text/demo.txt");
+    return resolve_relative(s, s.text);
+}
+
+fs::path resolve_calibration_path(const Session& s) {
+    if (s.calibration.empty()) return {};
+    if (s.calibration == "demo") return find_resource("calibration/" + demo_model_name(s) + ".h5");
+    return resolve_relative(s, s.calibration);
+}
+
+fs::path resolve_trace_path(const Session& s) {
+    return s.trace.empty() ? fs::path() : resolve_relative(s, s.trace);
+}
+
+AnalysisRequest session_request(const Session& s) {
+    AnalysisRequest r;
+    r.methods = s.methods;
+    r.calibration_path = resolve_calibration_path(s);
+    r.c = s.c;
+    r.b = s.b;
+    r.activate_above = s.activate_above;
+    r.deci_layers = s.deci_layers;
+    r.deci_L_base = s.deci_L_base;
+    r.deci_beta = s.deci_beta;
+    return r;
 }
 
 }  // namespace mambascope

@@ -1,0 +1,97 @@
+#include "analysis_worker.h"
+
+#include <QtConcurrent/QtConcurrent>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "mambascope/error.h"
+#include "mambascope/model.h"
+
+namespace mambascope::gui {
+
+AnalysisWorker::AnalysisWorker(QObject* parent) : QObject(parent), run_fn_(&run_analysis) {
+    qRegisterMetaType<RunResultPtr>("mambascope::gui::RunResultPtr");
+    watcher_ = new QFutureWatcher<Outcome>(this);
+    connect(watcher_, &QFutureWatcher<Outcome>::finished, this, &AnalysisWorker::onDone);
+}
+
+AnalysisWorker::~AnalysisWorker() {
+    cancel_ = true;
+    watcher_->waitForFinished();
+}
+
+bool AnalysisWorker::start(const AnalysisJob& job) {
+    if (busy_) return false;
+    busy_ = true;
+    cancel_ = false;
+    clock_.start();
+    auto cached = model_;
+    const bool reuse = cached && model_dir_ == job.model_dir;
+    RunFn fn = run_fn_;
+    auto future = QtConcurrent::run([this, job, cached, reuse, fn]() -> Outcome {
+        Outcome out;
+        const ProgressFn progress = [this](double f, std::string_view stage) {
+            const double el = clock_.elapsed() / 1000.0;
+            const double rem = f > 0.01 ? el * (1 - f) / f : -1;
+            emit this->progress(f, QString::fromUtf8(stage.data(), qsizetype(stage.size())), el, rem);
+            return !cancel_.load();
+        };
+        try {
+            if (job.model_dir.empty())
+                throw Error("no model chosen",
+                            "pick a model folder (config.json + weights) or use the demo model");
+            std::shared_ptr<const Model> model = reuse ? cached : load_model(job.model_dir);
+            std::string text = job.text;
+            if (text.empty()) {
+                std::ifstream in(job.text_path, std::ios::binary);
+                if (!in)
+                    throw Error("cannot open text file '" + job.text_path + "'", "choose a UTF-8 text file");
+                std::stringstream ss;
+                ss << in.rdbuf();
+                text = ss.str();
+            }
+            report_progress(progress, 0.0, "tokenising");
+            RunInput input =
+                make_run_input(*model, text, job.text.empty() ? job.text_path : "", job.max_tokens);
+            if (input.ids.size() < 2) throw Error("the input has fewer than 2 tokens", "give a longer text");
+            auto result = std::make_shared<RunResult>(fn(*model, input, job.request, progress));
+            if (!result->provenance.count("model")) result->provenance["model"] = model->name;
+            out.result = result;
+            QMetaObject::invokeMethod(this, [this, model, dir = job.model_dir] {
+                model_ = model;
+                model_dir_ = dir;
+            });
+        } catch (const Cancelled&) {
+            out.cancelled = true;
+        } catch (const Error& e) {
+            out.error = QString::fromStdString(describe(e));
+        } catch (const std::exception& e) {
+            out.error = QString::fromUtf8(e.what());
+        }
+        return out;
+    });
+    watcher_->setFuture(future);
+    return true;
+}
+
+void AnalysisWorker::wait() {
+    if (!busy_) return;
+    watcher_->waitForFinished();
+    QCoreApplication::processEvents();
+    if (busy_) onDone();
+}
+
+void AnalysisWorker::onDone() {
+    if (!busy_) return;
+    busy_ = false;
+    const Outcome out = watcher_->result();
+    if (out.cancelled)
+        emit cancelled();
+    else if (out.result)
+        emit finished(out.result);
+    else
+        emit failed(out.error);
+}
+
+}  // namespace mambascope::gui

@@ -1,0 +1,70 @@
+// analysis_worker.h: runs load_model → tokenise → run_analysis off the GUI thread and reports back.
+//
+// Design decision: the engine's ProgressFn (a plain function) is the only bridge: it emits a queued progress
+// signal and returns false once Cancel was pressed, so the engine throws Cancelled at its next safe point.
+// The run function is injectable so tests can drive cancellation without a long real run.
+#pragma once
+
+#include <QElapsedTimer>
+#include <QFutureWatcher>
+#include <QObject>
+#include <atomic>
+#include <functional>
+#include <memory>
+
+#include "gui_util.h"
+#include "mambascope/analysis.h"
+
+namespace mambascope::gui {
+
+struct AnalysisJob {
+    std::string model_dir;
+    std::string text_path;  // used when text is empty
+    std::string text;       // pasted text (wins over text_path)
+    int64_t max_tokens = 16384;
+    AnalysisRequest request;
+};
+
+class AnalysisWorker : public QObject {
+    Q_OBJECT
+  public:
+    using RunFn =
+        std::function<RunResult(const Model&, const RunInput&, const AnalysisRequest&, const ProgressFn&)>;
+    explicit AnalysisWorker(QObject* parent = nullptr);
+    ~AnalysisWorker() override;
+    bool busy() const { return busy_; }
+    void setRunFunction(RunFn fn) { run_fn_ = std::move(fn); }
+    // Starts a run; returns false (and does nothing) while one is in flight.
+    bool start(const AnalysisJob& job);
+    // Blocks until the current run ends (headless use and tests).
+    void wait();
+
+  public slots:
+    void cancel() { cancel_ = true; }
+
+  signals:
+    void progress(double fraction, const QString& stage, double elapsedSeconds, double remainingSeconds);
+    void finished(mambascope::gui::RunResultPtr result);
+    void failed(const QString& message);
+    void cancelled();
+
+  private:
+    struct Outcome {
+        RunResultPtr result;
+        QString error;
+        bool cancelled = false;
+    };
+    void onDone();
+    RunFn run_fn_;
+    std::atomic<bool> cancel_{false};
+    bool busy_ = false;
+    QElapsedTimer clock_;
+    QFutureWatcher<Outcome>* watcher_;
+    // Cache: the last model loaded (reloading a 100 MB model per run would dominate short runs).
+    std::shared_ptr<const Model> model_;
+    std::string model_dir_;
+};
+
+}  // namespace mambascope::gui
+
+Q_DECLARE_METATYPE(mambascope::gui::RunResultPtr)

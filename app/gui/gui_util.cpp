@@ -1,0 +1,98 @@
+#include "gui_util.h"
+
+#include <algorithm>
+
+#include "mambascope/model.h"
+#include "mambascope/tokenizer.h"
+
+namespace mambascope::gui {
+
+void decimate_min_max(const QVector<double>& x, const QVector<double>& y, int max_points,
+                      QVector<double>& out_x, QVector<double>& out_y) {
+    const qsizetype n = std::min(x.size(), y.size());
+    out_x.clear();
+    out_y.clear();
+    if (n <= max_points || max_points < 4) {
+        out_x = x.mid(0, n);
+        out_y = y.mid(0, n);
+        return;
+    }
+    const qsizetype buckets = max_points / 2;
+    out_x.reserve(max_points);
+    out_y.reserve(max_points);
+    for (qsizetype b = 0; b < buckets; ++b) {
+        const qsizetype lo = b * n / buckets, hi = (b + 1) * n / buckets;
+        if (lo >= hi) continue;
+        qsizetype imin = lo, imax = lo;
+        for (qsizetype i = lo; i < hi; ++i) {
+            if (y[i] < y[imin]) imin = i;
+            if (y[i] > y[imax]) imax = i;
+        }
+        const qsizetype a = std::min(imin, imax), c = std::max(imin, imax);
+        out_x << x[a];
+        out_y << y[a];
+        if (c != a) {
+            out_x << x[c];
+            out_y << y[c];
+        }
+    }
+}
+
+QVector<double> moving_average(const QVector<double>& y, int window) {
+    QVector<double> out(y.size());
+    double sum = 0;
+    for (qsizetype i = 0; i < y.size(); ++i) {
+        sum += y[i];
+        if (i >= window) sum -= y[i - window];
+        out[i] = sum / double(std::min<qsizetype>(i + 1, window));
+    }
+    return out;
+}
+
+QColor method_color(Method m) {
+    switch (m) {
+        case Method::Vanilla:
+            return QColor(31, 119, 180);
+        case Method::LongMamba:
+            return QColor(214, 39, 40);
+        case Method::DeciMamba:
+            return QColor(44, 160, 44);
+    }
+    return Qt::gray;
+}
+
+QString method_label(Method m) {
+    switch (m) {
+        case Method::Vanilla:
+            return "vanilla";
+        case Method::LongMamba:
+            return "LongMamba";
+        case Method::DeciMamba:
+            return "DeciMamba";
+    }
+    return "?";
+}
+
+RunInput make_run_input(const Model& model, const std::string& utf8, const std::string& text_path,
+                        int64_t max_tokens) {
+    auto tok = choose_tokenizer(model.dir, model.config.tokenizer);
+    RunInput in;
+    in.text_path = text_path;
+    in.text_bytes = int64_t(utf8.size());
+    std::vector<int64_t> offsets;
+    in.ids = tok->encode_with_offsets(utf8, offsets);
+    if (max_tokens > 0 && int64_t(in.ids.size()) > max_tokens) {
+        in.ids.resize(size_t(max_tokens));
+        offsets.resize(size_t(max_tokens));
+    }
+    in.byte_offsets = offsets;
+    in.token_strings.reserve(in.ids.size());
+    for (size_t i = 0; i < in.ids.size(); ++i) {
+        const size_t b = size_t(offsets[i]);
+        const size_t e = i + 1 < offsets.size() ? size_t(offsets[i + 1]) : utf8.size();
+        in.token_strings.push_back(utf8.substr(b, e > b ? e - b : 0));
+    }
+    return in;
+}
+
+}  // namespace mambascope::gui

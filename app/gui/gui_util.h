@@ -1,0 +1,42 @@
+// gui_util.h: small helpers shared by the views and the worker: display decimation of long series, display
+// smoothing, method colours/labels, and turning text into a RunInput with the model's tokenizer.
+//
+// Design decision: decimation keeps the min and the max of each bucket (in x order), so spikes in Δ or NLL
+// survive at any zoom while a plot never holds more than kMaxPlotPoints points. It changes only what is
+// drawn.
+#pragma once
+
+#include <QColor>
+#include <QString>
+#include <QVector>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "mambascope/analysis.h"
+
+namespace mambascope::gui {
+
+using RunResultPtr = std::shared_ptr<const RunResult>;
+
+// Points per plotted series: about two per pixel on a 2k-wide screen.
+constexpr int kMaxPlotPoints = 4096;
+// Display smoothing of per-position NLL (tokens).
+constexpr int kNllSmoothingTokens = 64;
+
+// Min/max-per-bucket decimation of (x, y) into at most max_points points; unchanged when already small.
+void decimate_min_max(const QVector<double>& x, const QVector<double>& y, int max_points,
+                      QVector<double>& out_x, QVector<double>& out_y);
+
+// Trailing moving average over `window` samples (display smoothing, not model math).
+QVector<double> moving_average(const QVector<double>& y, int window);
+
+QColor method_color(Method m);
+QString method_label(Method m);  // "vanilla", "LongMamba", "DeciMamba"
+
+// Tokenises UTF-8 text with the model's tokenizer (choose_tokenizer), keeps at most max_tokens tokens, and
+// fills ids, token strings and byte offsets.
+RunInput make_run_input(const Model& model, const std::string& utf8, const std::string& text_path,
+                        int64_t max_tokens);
+
+}  // namespace mambascope::gui

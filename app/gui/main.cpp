@@ -1,0 +1,114 @@
+// mambascope: the desktop app. Also headless:
+//   mambascope --session FILE [--screenshot OUT.png]   run the session's analysis (or open its trace)
+//   mambascope --trace RUN.h5 [--screenshot OUT.png]    show a saved run without the model
+// With --screenshot the comparison composite is saved at 2× and the app exits; without a display the
+// offscreen platform is used.
+#include <QApplication>
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "main_window.h"
+#include "mambascope/error.h"
+
+using namespace mambascope;
+using namespace mambascope::gui;
+
+// Our flags, read before QApplication exists: QGuiApplication itself consumes "-session" (X11 session
+// management), so QCommandLineParser would never see --session.
+struct Flags {
+    QString session, trace, screenshot;
+    double scale = 2.0;  // --scale: device pixels per widget pixel of the screenshot
+    bool help = false;
+};
+
+static bool parse_flags(int argc, char** argv, Flags& f) {
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i], v;
+        if (a == "-h" || a == "--help") {
+            f.help = true;
+            continue;
+        }
+        if (auto eq = a.find('='); eq != std::string::npos)
+            v = a.substr(eq + 1), a = a.substr(0, eq);
+        else if (i + 1 < argc &&
+                 (a == "--session" || a == "--trace" || a == "--screenshot" || a == "--scale"))
+            v = argv[++i];
+        if (a == "--session")
+            f.session = QString::fromLocal8Bit(v.c_str());
+        else if (a == "--trace")
+            f.trace = QString::fromLocal8Bit(v.c_str());
+        else if (a == "--screenshot")
+            f.screenshot = QString::fromLocal8Bit(v.c_str());
+        else if (a == "--scale")
+            f.scale = std::clamp(std::atof(v.c_str()), 0.25, 4.0);
+        else {
+            std::fprintf(stderr, "mambascope: unknown argument '%s' (see --help)\n", argv[i]);
+            return false;
+        }
+        if (v.empty()) {
+            std::fprintf(stderr, "mambascope: %s needs a value\n", a.c_str());
+            return false;
+        }
+    }
+    return true;
+}
+
+int main(int argc, char** argv) {
+    Flags fl;
+    if (!parse_flags(argc, argv, fl)) return 2;
+    if (fl.help) {
+        std::printf(
+            "usage: mambascope [--session FILE] [--trace RUN.h5] [--screenshot OUT.png]\n"
+            "  --session FILE       open a session (runs its analysis, or opens its trace)\n"
+            "  --trace RUN.h5       open a saved trace without the model\n"
+            "  --screenshot OUT.png save the comparison composite (2x) and exit (offscreen without a "
+            "display)\n"
+            "  --scale S            screenshot scale (default 2)\n");
+        return 0;
+    }
+    const bool wantsScreenshot = !fl.screenshot.isEmpty();
+    if (wantsScreenshot && !std::getenv("DISPLAY") && !std::getenv("WAYLAND_DISPLAY") &&
+        !std::getenv("QT_QPA_PLATFORM"))
+        setenv("QT_QPA_PLATFORM", "offscreen", 1);
+    int qargc = 1;
+    QApplication app(qargc, argv);
+    QApplication::setOrganizationName("Mambascope");
+    QApplication::setApplicationName("mambascope");
+    QApplication::setApplicationVersion(MAMBASCOPE_VERSION);
+
+    MainWindow w;
+    QObject::connect(w.worker(), &AnalysisWorker::failed, [](const QString& msg) {
+        std::fprintf(stderr, "mambascope: run failed: %s\n", msg.toUtf8().constData());
+    });
+    try {
+        if (!fl.session.isEmpty()) w.loadSession(fl.session);
+        if (!fl.trace.isEmpty()) w.openTrace(fl.trace);
+    } catch (const Error& e) {
+        std::fprintf(stderr, "mambascope: %s\n", describe(e).c_str());
+        if (wantsScreenshot) return 1;
+    }
+    const bool needRun = !fl.session.isEmpty() && !w.result();
+    if (wantsScreenshot) {
+        if (needRun) {
+            if (!w.startRun()) return 1;
+            w.worker()->wait();
+            QCoreApplication::processEvents();
+        }
+        if (!w.result()) {
+            std::fprintf(stderr, "mambascope: nothing to screenshot (no run and no trace)\n");
+            return 1;
+        }
+        const QImage img = w.comparisonImage(fl.scale);
+        if (!img.save(fl.screenshot)) {
+            std::fprintf(stderr, "mambascope: cannot write %s\n", fl.screenshot.toUtf8().constData());
+            return 1;
+        }
+        std::printf("wrote %s (%dx%d)\n", fl.screenshot.toUtf8().constData(), img.width(), img.height());
+        return 0;
+    }
+    w.show();
+    if (needRun) w.startRun();
+    return app.exec();
+}

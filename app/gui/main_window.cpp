@@ -1,0 +1,546 @@
+#include "main_window.h"
+
+#include <QAction>
+#include <QApplication>
+#include <QCloseEvent>
+#include <QDockWidget>
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QFormLayout>
+#include <QGroupBox>
+#include <QHBoxLayout>
+#include <QMenuBar>
+#include <QMessageBox>
+#include <QScrollArea>
+#include <QSettings>
+#include <QStatusBar>
+#include <QStyleFactory>
+#include <QVBoxLayout>
+
+#include <algorithm>
+
+#include "mambascope/error.h"
+
+#if __has_include("mambascope/trace.h")
+#include "mambascope/trace.h"
+#define MAMBASCOPE_GUI_HAVE_TRACE 1
+#endif
+
+namespace mambascope::gui {
+
+namespace {
+constexpr int kMaxRecentFiles = 8;
+constexpr int kDefaultMaxTokens = int(kDefaultSessionMaxTokens);
+}  // namespace
+
+bool MainWindow::traceSupport() {
+#ifdef MAMBASCOPE_GUI_HAVE_TRACE
+    return true;
+#else
+    return false;
+#endif
+}
+
+MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
+    setWindowTitle("Mambascope");
+    selection_ = new Selection(this);
+    worker_ = new AnalysisWorker(this);
+    tabs_ = new QTabWidget;
+    views_ = {new ChannelMapView(selection_), new ChannelDetailView(selection_),
+              new PerplexityView(selection_), new ReceptiveFieldView(selection_),
+              new TokensView(selection_),     new AttentionView(selection_)};
+    for (auto* v : views_) tabs_->addTab(v, v->title());
+    setCentralWidget(tabs_);
+    auto* dock = new QDockWidget("Run", this);
+    dock->setObjectName("runDock");
+    auto* scroll = new QScrollArea;
+    scroll->setWidgetResizable(true);
+    scroll->setWidget(buildRunPanel());
+    dock->setWidget(scroll);
+    addDockWidget(Qt::LeftDockWidgetArea, dock);
+    buildMenus();
+    statusBar()->showMessage("No run yet: press Run (Ctrl+R) or open a trace.");
+    // A channel picked in the map shows its detail.
+    connect(selection_, &Selection::channelChanged, this, [this](int l, qint64 c) {
+        statusBar()->showMessage(QString("selected layer %1, channel %2").arg(l).arg(c), 4000);
+    });
+    connect(
+        worker_, &AnalysisWorker::progress, this,
+        [this](double f, const QString& stage, double el, double rem) {
+            progress_->setValue(int(f * 1000));
+            status_->setText(QString("%1 · %2 s elapsed%3")
+                                 .arg(stage)
+                                 .arg(el, 0, 'f', 1)
+                                 .arg(rem >= 0 ? QString(" · ~%1 s left").arg(rem, 0, 'f', 1) : QString()));
+        });
+    connect(worker_, &AnalysisWorker::finished, this, [this](RunResultPtr r) {
+        setIdle(true);
+        showResult(r);
+        status_->setText("done");
+        emit runFinished(true);
+    });
+    connect(worker_, &AnalysisWorker::failed, this, [this](const QString& msg) {
+        setIdle(true);
+        status_->setText("failed");
+        showError("Run failed", msg);
+        emit runFinished(false);
+    });
+    connect(worker_, &AnalysisWorker::cancelled, this, [this] {
+        setIdle(true);
+        status_->setText("cancelled");
+        emit runFinished(false);
+    });
+    QSettings st;
+    restoreGeometry(st.value("window/geometry").toByteArray());
+    restoreState(st.value("window/state").toByteArray());
+    setDark(st.value("view/dark", false).toBool());
+    setIdle(true);
+}
+
+MainWindow::~MainWindow() {
+    QSettings st;
+    st.setValue("window/geometry", saveGeometry());
+    st.setValue("window/state", saveState());
+    st.setValue("view/dark", dark_);
+    worker_->cancel();
+}
+
+ResultView* MainWindow::view(const QString& key) const {
+    for (auto* v : views_)
+        if (v->key() == key) return v;
+    return nullptr;
+}
+
+QWidget* MainWindow::buildRunPanel() {
+    auto* panel = new QWidget;
+    auto* lay = new QVBoxLayout(panel);
+    auto row = [](QLineEdit* e, QPushButton* b) {
+        auto* w = new QWidget;
+        auto* h = new QHBoxLayout(w);
+        h->setContentsMargins(0, 0, 0, 0);
+        h->addWidget(e, 1);
+        h->addWidget(b);
+        return w;
+    };
+    // Model
+    auto* gm = new QGroupBox("Model");
+    auto* fm = new QFormLayout(gm);
+    model_ = new QLineEdit("demo");
+    model_->setToolTip(
+        "A model folder (config.json + safetensors/bin), or \"demo\" for the bundled byte-level "
+        "Mamba-1 demo model (resources/models/demo-mamba1).");
+    auto* bm = new QPushButton("…");
+    connect(bm, &QPushButton::clicked, this, [this] { browse(model_, "Model folder", {}, true); });
+    fm->addRow("Folder", row(model_, bm));
+    lay->addWidget(gm);
+    // Input
+    auto* gi = new QGroupBox("Input");
+    auto* fi = new QFormLayout(gi);
+    textPath_ = new QLineEdit("demo");
+    textPath_->setToolTip("A UTF-8 text file, or \"demo\" for resources/text/demo.txt.");
+    auto* bt = new QPushButton("…");
+    connect(bt, &QPushButton::clicked, this,
+            [this] { browse(textPath_, "Open text", "Text (*.txt *.md);;All files (*)", false); });
+    fi->addRow("Text file", row(textPath_, bt));
+    paste_ = new QPlainTextEdit;
+    paste_->setPlaceholderText("…or paste text here (used instead of the file when not empty)");
+    paste_->setMaximumHeight(80);
+    fi->addRow(paste_);
+    maxTokens_ = new QSpinBox;
+    maxTokens_->setRange(2, 1 << 20);
+    maxTokens_->setValue(kDefaultMaxTokens);
+    maxTokens_->setToolTip("The input is cut to this many tokens (length limit).");
+    fi->addRow("Max tokens", maxTokens_);
+    lay->addWidget(gi);
+    // Methods
+    auto* gme = new QGroupBox("Methods");
+    auto* vm = new QVBoxLayout(gme);
+    mVanilla_ = new QCheckBox("vanilla");
+    mVanilla_->setToolTip("The unmodified model (method doc §2).");
+    mLong_ = new QCheckBox("LongMamba");
+    mLong_->setToolTip("Global channels filter their Δ to the critical tokens (LongMamba §8.4–§8.6).");
+    mDeci_ = new QCheckBox("DeciMamba");
+    mDeci_->setToolTip("Token decimation in chosen layers (method doc §4, §8.8).");
+    for (auto* c : {mVanilla_, mLong_, mDeci_}) c->setChecked(true), vm->addWidget(c);
+    lay->addWidget(gme);
+    // Parameters
+    auto* gp = new QGroupBox("Parameters");
+    auto* fp = new QFormLayout(gp);
+    calibration_ = new QLineEdit("demo");
+    calibration_->setToolTip(
+        "Calibration file (.h5, from mambascope-cli calibrate): θ and the training-window "
+        "decays (LongMamba §8.3). \"demo\": the demo model's; empty: none (no LongMamba).");
+    auto* bc = new QPushButton("…");
+    connect(bc, &QPushButton::clicked, this,
+            [this] { browse(calibration_, "Calibration", "HDF5 (*.h5);;All files (*)", false); });
+    fp->addRow("Calibration", row(calibration_, bc));
+    c_ = new QDoubleSpinBox;
+    c_->setDecimals(4);
+    c_->setRange(0.0001, 0.9999);
+    c_->setSingleStep(0.01);
+    c_->setValue(0.05);
+    c_->setToolTip(
+        "c: a channel is global if its decay over the training window exceeds c (LongMamba §8.4).");
+    fp->addRow("c", c_);
+    b_ = new QDoubleSpinBox;
+    b_->setDecimals(3);
+    b_->setRange(0.001, 1000);
+    b_->setValue(1.0);
+    b_->setToolTip("b: threshold multiplier; a token is critical when Δ > b·θ (LongMamba §8.5).");
+    fp->addRow("b", b_);
+    activate_ = new QSpinBox;
+    activate_->setRange(-1, 1 << 30);
+    activate_->setValue(-1);
+    activate_->setSpecialValueText("train length");
+    activate_->setToolTip(
+        "Filter only when the input is longer than this (tokens); -1: the calibration's "
+        "training length (LongMamba §8.5).");
+    fp->addRow("Activate above", activate_);
+    deciLayers_ = new QLineEdit;
+    deciLayers_->setPlaceholderText("n_layer/2");
+    deciLayers_->setToolTip("DeciMamba decimation layers, comma separated; empty: the middle layer (§8.8).");
+    fp->addRow("Deci layers", deciLayers_);
+    deciBase_ = new QSpinBox;
+    deciBase_->setRange(-1, 1 << 30);
+    deciBase_->setValue(-1);
+    deciBase_->setSpecialValueText("train length");
+    deciBase_->setToolTip(
+        "DeciMamba L_base: tokens kept in the decimation layer (§8.8); -1: training length.");
+    fp->addRow("Deci budget", deciBase_);
+    deciBeta_ = new QDoubleSpinBox;
+    deciBeta_->setRange(0.01, 10);
+    deciBeta_->setValue(1.0);
+    deciBeta_->setToolTip("DeciMamba β: decay of the budget over later layers (§8.8).");
+    fp->addRow("Deci β", deciBeta_);
+    lay->addWidget(gp);
+    // Run
+    auto* hr = new QHBoxLayout;
+    run_ = new QPushButton("Run");
+    run_->setToolTip("Run every checked method on the input (Ctrl+R).");
+    cancel_ = new QPushButton("Cancel");
+    cancel_->setToolTip("Stop the run at the next safe point (Esc).");
+    hr->addWidget(run_);
+    hr->addWidget(cancel_);
+    lay->addLayout(hr);
+    progress_ = new QProgressBar;
+    progress_->setRange(0, 1000);
+    lay->addWidget(progress_);
+    status_ = new QLabel("idle");
+    status_->setWordWrap(true);
+    lay->addWidget(status_);
+    lay->addStretch();
+    connect(run_, &QPushButton::clicked, this, &MainWindow::startRun);
+    connect(cancel_, &QPushButton::clicked, this, &MainWindow::cancelRun);
+    return panel;
+}
+
+void MainWindow::buildMenus() {
+    auto guarded = [this](const QString& title, auto fn) {
+        return [this, title, fn] {
+            try {
+                fn();
+            } catch (const Error& e) {
+                showError(title, QString::fromStdString(describe(e)));
+            } catch (const std::exception& e) {
+                showError(title, QString::fromUtf8(e.what()));
+            }
+        };
+    };
+    auto* file = menuBar()->addMenu("&File");
+    file->addAction("Open &text…", QKeySequence::Open, this,
+                    [this] { browse(textPath_, "Open text", "Text (*.txt *.md);;All files (*)", false); });
+    file->addAction("Open t&race…", this, guarded("Open trace", [this] {
+                        const QString p =
+                            QFileDialog::getOpenFileName(this, "Open trace", {}, "Trace (*.h5)");
+                        if (!p.isEmpty()) openTrace(p);
+                    }));
+    file->addAction("Open &session…", this, guarded("Open session", [this] {
+                        const QString p =
+                            QFileDialog::getOpenFileName(this, "Open session", {}, "Session (*.json)");
+                        if (!p.isEmpty()) loadSession(p);
+                    }));
+    file->addAction("&Save session…", QKeySequence::Save, this, guarded("Save session", [this] {
+                        const QString p = QFileDialog::getSaveFileName(this, "Save session", "session.json",
+                                                                       "Session (*.json)");
+                        if (!p.isEmpty()) saveSession(p);
+                    }));
+    recent_ = file->addMenu("Recent");
+    auto fillRecent = [this, guarded] {
+        recent_->clear();
+        for (const QString& p : QSettings().value("recent").toStringList())
+            recent_->addAction(p, this, guarded("Open", [this, p] {
+                                   if (p.endsWith(".json"))
+                                       loadSession(p);
+                                   else if (p.endsWith(".h5"))
+                                       openTrace(p);
+                                   else
+                                       textPath_->setText(p);
+                               }));
+    };
+    connect(recent_, &QMenu::aboutToShow, this, fillRecent);
+    file->addSeparator();
+    file->addAction("Export trace (HDF5)…", this, guarded("Export trace", [this] {
+                        const QString p =
+                            QFileDialog::getSaveFileName(this, "Export trace", "run.h5", "Trace (*.h5)");
+                        if (!p.isEmpty()) exportTrace(p);
+                    }));
+    file->addAction("&Export view (PNG/PDF)…", QKeySequence("Ctrl+E"), this, guarded("Export view", [this] {
+                        const QString p = QFileDialog::getSaveFileName(this, "Export view", "view.png",
+                                                                       "PNG (*.png);;PDF (*.pdf)");
+                        if (!p.isEmpty()) exportCurrentView(p);
+                    }));
+    file->addAction(
+        "Comparison screenshot…", QKeySequence("Ctrl+Shift+E"), this, guarded("Screenshot", [this] {
+            const QString p =
+                QFileDialog::getSaveFileName(this, "Comparison screenshot", "comparison.png", "PNG (*.png)");
+            if (!p.isEmpty() && !comparisonImage().save(p)) throw Error("cannot write " + p.toStdString());
+        }));
+    file->addSeparator();
+    file->addAction("&Quit", QKeySequence::Quit, this, &QWidget::close);
+    auto* run = menuBar()->addMenu("&Run");
+    run->addAction("&Run", QKeySequence("Ctrl+R"), this, &MainWindow::startRun);
+    run->addAction("&Cancel", QKeySequence(Qt::Key_Escape), this, &MainWindow::cancelRun);
+    auto* viewMenu = menuBar()->addMenu("&View");
+    auto* dark = viewMenu->addAction("&Dark palette");
+    dark->setCheckable(true);
+    dark->setChecked(dark_);
+    connect(dark, &QAction::toggled, this, &MainWindow::setDark);
+    auto* help = menuBar()->addMenu("&Help");
+    help->addAction("&About Mambascope", this, [this] {
+        QMessageBox::about(this, "About Mambascope",
+                           QString("<b>Mambascope</b> %1<br>Instrumented Mamba / Mamba-2 scans and LongMamba "
+                                   "(arXiv 2504.16053).<br><br>Qt %2 · QCustomPlot %3 · engine %4")
+                               .arg(MAMBASCOPE_VERSION)
+                               .arg(qVersion())
+                               .arg(QCUSTOMPLOT_VERSION_STR)
+                               .arg(MAMBASCOPE_VERSION));
+    });
+}
+
+void MainWindow::browse(QLineEdit* edit, const QString& caption, const QString& filter, bool dir) {
+    const QString p = dir ? QFileDialog::getExistingDirectory(this, caption)
+                          : QFileDialog::getOpenFileName(this, caption, {}, filter);
+    if (!p.isEmpty()) {
+        edit->setText(p);
+        addRecent(p);
+    }
+}
+
+void MainWindow::addRecent(const QString& path) {
+    QSettings st;
+    QStringList l = st.value("recent").toStringList();
+    l.removeAll(path);
+    l.prepend(path);
+    while (l.size() > kMaxRecentFiles) l.removeLast();
+    st.setValue("recent", l);
+}
+
+void MainWindow::showError(const QString& title, const QString& message) {
+    statusBar()->showMessage(title + ": " + message.section('\n', 0, 0), 10000);
+    if (QGuiApplication::platformName() == "offscreen") return;  // headless: no modal dialogs
+    QMessageBox::critical(this, title, message);
+}
+
+void MainWindow::setIdle(bool idle) {
+    run_->setEnabled(idle);
+    cancel_->setEnabled(!idle);
+    if (idle) progress_->setValue(progress_->value() >= 1000 ? 1000 : 0);
+}
+
+Session MainWindow::session() const {
+    Session s;
+    s.model = model_->text().trimmed().toStdString();
+    s.text = textPath_->text().trimmed().toStdString();
+    s.calibration = calibration_->text().trimmed().toStdString();
+    s.methods.clear();
+    if (mVanilla_->isChecked()) s.methods.push_back(Method::Vanilla);
+    if (mLong_->isChecked()) s.methods.push_back(Method::LongMamba);
+    if (mDeci_->isChecked()) s.methods.push_back(Method::DeciMamba);
+    s.c = c_->value();
+    s.b = b_->value();
+    s.activate_above = activate_->value();
+    for (const QString& part : deciLayers_->text().split(',', Qt::SkipEmptyParts)) {
+        bool ok = false;
+        const int l = part.trimmed().toInt(&ok);
+        if (ok) s.deci_layers.push_back(l);
+    }
+    s.deci_L_base = deciBase_->value();
+    s.deci_beta = deciBeta_->value();
+    s.max_tokens = maxTokens_->value();
+    s.selected_layer = selection_->layer();
+    s.selected_channel = selection_->channel();
+    s.selected_token = selection_->token();
+    if (auto* v = dynamic_cast<ResultView*>(tabs_->currentWidget())) s.view = v->key().toStdString();
+    return s;
+}
+
+void MainWindow::applySession(const Session& s) {
+    auto shown = [&](const std::string& v, std::filesystem::path (*resolve)(const Session&)) {
+        if (v == "demo" || v.empty()) return QString::fromStdString(v);
+        return QString::fromStdString(resolve(s).string());  // relative paths become absolute
+    };
+    model_->setText(shown(s.model, &resolve_model_path));
+    textPath_->setText(shown(s.text, &resolve_text_path));
+    calibration_->setText(shown(s.calibration, &resolve_calibration_path));
+    paste_->clear();
+    auto has = [&](Method m) { return std::find(s.methods.begin(), s.methods.end(), m) != s.methods.end(); };
+    mVanilla_->setChecked(has(Method::Vanilla));
+    mLong_->setChecked(has(Method::LongMamba));
+    mDeci_->setChecked(has(Method::DeciMamba));
+    c_->setValue(s.c);
+    b_->setValue(s.b);
+    activate_->setValue(int(s.activate_above));
+    QStringList layers;
+    for (int l : s.deci_layers) layers << QString::number(l);
+    deciLayers_->setText(layers.join(", "));
+    deciBase_->setValue(int(s.deci_L_base));
+    deciBeta_->setValue(s.deci_beta);
+    maxTokens_->setValue(int(s.max_tokens));
+    selection_->setChannel(s.selected_layer, s.selected_channel);
+    selection_->setToken(s.selected_token);
+    if (auto* v = view(QString::fromStdString(s.view))) tabs_->setCurrentWidget(v);
+}
+
+AnalysisJob MainWindow::job() const {
+    const Session s = session();
+    AnalysisJob j;
+    if (!s.model.empty()) j.model_dir = resolve_model_path(s).string();
+    j.text = paste_->toPlainText().toStdString();
+    if (j.text.empty()) {
+        if (s.text.empty()) throw Error("no input text", "open a text file, paste text, or type \"demo\"");
+        j.text_path = resolve_text_path(s).string();
+    }
+    j.max_tokens = s.max_tokens;
+    j.request = session_request(s);
+    if (j.request.methods.empty())
+        throw Error("no method checked", "check vanilla, LongMamba and/or DeciMamba");
+    return j;
+}
+
+bool MainWindow::startRun() {
+    if (worker_->busy()) return false;
+    AnalysisJob j;
+    try {
+        j = job();
+    } catch (const Error& e) {
+        showError("Cannot run", QString::fromStdString(describe(e)));
+        emit runFinished(false);
+        return false;
+    }
+    progress_->setValue(0);
+    status_->setText("starting…");
+    setIdle(false);
+    worker_->start(j);
+    return true;
+}
+
+void MainWindow::cancelRun() {
+    if (!worker_->busy()) return;
+    status_->setText("cancelling…");
+    worker_->cancel();
+}
+
+void MainWindow::showResult(RunResultPtr result) {
+    result_ = std::move(result);
+    // Keep the selection if the run traced it; otherwise select the first traced channel (a global one when
+    // there is one), so the detail views show something.
+    if (result_ && !result_->methods.empty()) {
+        const auto& traced = result_->methods.front().channels;
+        const ChannelRef cur{selection_->layer(), selection_->channel()};
+        const bool known =
+            std::any_of(traced.begin(), traced.end(), [&](const ChannelTrace& t) { return t.ref == cur; });
+        if (!known && !traced.empty()) {
+            auto it =
+                std::find_if(traced.begin(), traced.end(), [](const ChannelTrace& t) { return t.global; });
+            const ChannelRef pick = it != traced.end() ? it->ref : traced.front().ref;
+            selection_->setChannel(pick.layer, pick.channel);
+        }
+    }
+    for (auto* v : views_) v->setResult(result_);
+    if (result_)
+        statusBar()->showMessage(QString("%1 tokens, %2 layers × %3 channels, %4 method(s)")
+                                     .arg(qint64(result_->input.ids.size()))
+                                     .arg(result_->n_layer)
+                                     .arg(result_->channels)
+                                     .arg(result_->methods.size()));
+}
+
+void MainWindow::saveSession(const QString& path) {
+    save_session(session(), path.toStdString());
+    addRecent(path);
+}
+
+void MainWindow::loadSession(const QString& path) {
+    const Session s = load_session(path.toStdString());
+    applySession(s);
+    addRecent(path);
+    if (!s.trace.empty()) openTrace(QString::fromStdString(resolve_trace_path(s).string()));
+}
+
+void MainWindow::openTrace(const QString& path) {
+#ifdef MAMBASCOPE_GUI_HAVE_TRACE
+    auto r = std::make_shared<RunResult>(read_trace(path.toStdString()));
+    showResult(r);
+    addRecent(path);
+#else
+    throw Error("cannot open trace " + path.toStdString() + ": trace files are not supported by this build",
+                "rebuild Mambascope with the engine's trace support (trace.h)");
+#endif
+}
+
+void MainWindow::exportTrace(const QString& path) {
+    if (!result_) throw Error("nothing to export", "run an analysis or open a trace first");
+#ifdef MAMBASCOPE_GUI_HAVE_TRACE
+    write_trace(path.toStdString(), *result_);
+#else
+    throw Error("trace export is not supported by this build", "rebuild with the engine's trace support");
+#endif
+}
+
+void MainWindow::exportCurrentView(const QString& path) {
+    if (!result_) throw Error("nothing to export", "run an analysis or open a trace first");
+    export_widget(tabs_->currentWidget(), path, 2.0);
+}
+
+QImage MainWindow::comparisonImage(double scale) {
+    ComparisonWidget w(result_, selection_);
+    if (dark_) w.setPalette(palette());
+    return w.render(scale);
+}
+
+void MainWindow::setDark(bool dark) {
+    dark_ = dark;
+    QPalette p;
+    if (dark) {
+        p.setColor(QPalette::Window, QColor(45, 45, 48));
+        p.setColor(QPalette::WindowText, QColor(230, 230, 230));
+        p.setColor(QPalette::Base, QColor(30, 30, 32));
+        p.setColor(QPalette::AlternateBase, QColor(45, 45, 48));
+        p.setColor(QPalette::Text, QColor(230, 230, 230));
+        p.setColor(QPalette::Button, QColor(60, 60, 64));
+        p.setColor(QPalette::ButtonText, QColor(230, 230, 230));
+        p.setColor(QPalette::Highlight, QColor(42, 130, 218));
+        p.setColor(QPalette::HighlightedText, Qt::white);
+        p.setColor(QPalette::ToolTipBase, QColor(60, 60, 64));
+        p.setColor(QPalette::ToolTipText, QColor(230, 230, 230));
+    } else {
+        p = QApplication::style()->standardPalette();
+    }
+    QApplication::setPalette(p);
+    const QColor bg = p.color(QPalette::Base), fg = p.color(QPalette::Text);
+    for (auto* plot : findChildren<QCustomPlot*>()) {
+        plot->setBackground(bg);
+        for (auto* ax : plot->axisRect()->axes()) {
+            ax->setBasePen(QPen(fg));
+            ax->setTickPen(QPen(fg));
+            ax->setSubTickPen(QPen(fg));
+            ax->setTickLabelColor(fg);
+            ax->setLabelColor(fg);
+        }
+        plot->legend->setBrush(bg);
+        plot->legend->setTextColor(fg);
+        plot->replot(QCustomPlot::rpQueuedReplot);
+    }
+}
+
+}  // namespace mambascope::gui

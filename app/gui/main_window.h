@@ -1,0 +1,97 @@
+// main_window.h: the Mambascope window: run panel (model, input, methods, parameters, Run/Cancel with
+// progress), the linked result views in tabs, export, sessions, themes and settings.
+//
+// Design decision: the window holds the current RunResult (shared, immutable) and a Selection; it hands both
+// to every view and never computes anything from the model itself. Everything the menus do is also a public
+// method so that the headless path and the tests drive the same code.
+#pragma once
+
+#include <QCheckBox>
+#include <QDoubleSpinBox>
+#include <QLabel>
+#include <QLineEdit>
+#include <QMainWindow>
+#include <QPlainTextEdit>
+#include <QProgressBar>
+#include <QPushButton>
+#include <QSpinBox>
+#include <QTabWidget>
+
+#include "analysis_worker.h"
+#include "mambascope/session.h"
+#include "selection.h"
+#include "views.h"
+
+namespace mambascope::gui {
+
+class MainWindow : public QMainWindow {
+    Q_OBJECT
+  public:
+    explicit MainWindow(QWidget* parent = nullptr);
+    ~MainWindow() override;
+
+    Selection* selection() const { return selection_; }
+    AnalysisWorker* worker() const { return worker_; }
+    RunResultPtr result() const { return result_; }
+    const std::vector<ResultView*>& views() const { return views_; }
+    ResultView* view(const QString& key) const;
+    QTabWidget* tabs() const { return tabs_; }
+    bool running() const { return worker_->busy(); }
+
+    Session session() const;               // the panel's state as a session
+    void applySession(const Session& s);   // fills the panel and selection
+    AnalysisJob job() const;               // what Run would start
+    void showResult(RunResultPtr result);  // draws a result (from a run or a trace)
+
+    void saveSession(const QString& path);        // Error on failure
+    void loadSession(const QString& path);        // Error on failure
+    void openTrace(const QString& path);          // Error on failure (or when trace support is not built)
+    void exportTrace(const QString& path);        // Error on failure
+    void exportCurrentView(const QString& path);  // .png (2×) or .pdf
+    QImage comparisonImage(double scale = 2.0);
+    static bool traceSupport();
+
+  public slots:
+    bool startRun();
+    void cancelRun();
+    void setDark(bool dark);
+
+  signals:
+    void runFinished(bool ok);
+
+  private:
+    QWidget* buildRunPanel();
+    void buildMenus();
+    void setIdle(bool idle);
+    void showError(const QString& title, const QString& message);
+    void addRecent(const QString& path);
+    void browse(QLineEdit* edit, const QString& caption, const QString& filter, bool dir);
+
+    Selection* selection_;
+    AnalysisWorker* worker_;
+    RunResultPtr result_;
+    std::vector<ResultView*> views_;
+    QTabWidget* tabs_;
+    QLineEdit* model_;
+    QLineEdit* textPath_;
+    QPlainTextEdit* paste_;
+    QSpinBox* maxTokens_;
+    QCheckBox* mVanilla_;
+    QCheckBox* mLong_;
+    QCheckBox* mDeci_;
+    QLineEdit* calibration_;
+    QDoubleSpinBox* c_;
+    QDoubleSpinBox* b_;
+    QSpinBox* activate_;
+    QLineEdit* deciLayers_;
+    QSpinBox* deciBase_;
+    QDoubleSpinBox* deciBeta_;
+    QPushButton* run_;
+    QPushButton* cancel_;
+    QProgressBar* progress_;
+    QLabel* status_;
+    QMenu* recent_;
+    bool dark_ = false;
+};
+
+}  // namespace mambascope::gui

@@ -1,0 +1,197 @@
+// run_analysis on small random models: every method's numbers are sane, LongMamba's filter shows up in the
+// detail channels, defaults resolve, cancellation propagates.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <random>
+
+#include "mambascope/analysis.h"
+#include "mambascope/calibration.h"
+#include "mambascope/error.h"
+#include "mambascope/model.h"
+
+using namespace mambascope;
+namespace fs = std::filesystem;
+
+namespace {
+
+ModelConfig tiny(Arch arch) {
+    ModelConfig c;
+    c.arch = arch;
+    c.d_model = 24;
+    c.n_layer = 3;
+    c.vocab_size = 37;
+    c.d_conv = 3;
+    c.train_len = 64;
+    c.d_inner = 48;
+    if (arch == Arch::Mamba1) {
+        c.d_state = 5;
+        c.dt_rank = 3;
+    } else {
+        c.n_heads = 6;
+        c.head_dim = 8;
+        c.n_groups = 2;
+        c.d_state = 4;
+    }
+    return c;
+}
+
+std::vector<int32_t> random_ids(int n, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::vector<int32_t> ids(static_cast<size_t>(n));
+    for (auto& i : ids) i = static_cast<int32_t>(rng() % 37u);
+    return ids;
+}
+
+fs::path temp_dir() {
+    const fs::path d = fs::temp_directory_path() / "mambascope_test_analysis";
+    fs::create_directories(d);
+    return d;
+}
+
+// A calibration of `m` saved to a temp file.
+fs::path calibration_file(const Model& m, const std::string& name) {
+    CalibrationParams p;
+    p.samples = 2;
+    p.lengths = {64, 128, 256, 512};
+    const Calibration cal = calibrate(m, random_ids(300, 6), p);
+    const fs::path f = temp_dir() / name;
+    save_calibration(f, cal);
+    return f;
+}
+
+class AnalysisBothArchs : public ::testing::TestWithParam<Arch> {};
+
+}  // namespace
+
+TEST_P(AnalysisBothArchs, EveryMethodProducesSaneNumbers) {
+    auto m = random_model(tiny(GetParam()), 31);
+    const int64_t L = m->config.n_layer, C = m->config.channels();
+    RunInput in;
+    in.ids = random_ids(300, 1);
+    AnalysisRequest req;
+    req.methods = {Method::Vanilla, Method::LongMamba, Method::DeciMamba};
+    req.calibration_path = calibration_file(*m, "sane.h5");
+    req.rf_positions = {100, 299};
+    req.attention_tokens = 32;
+    req.deci_L_base = 100;
+    req.deci_resp_len = 20;
+    const RunResult r = run_analysis(*m, in, req);
+    ASSERT_EQ(r.methods.size(), 3u);
+    EXPECT_EQ(r.window_begin, 0);
+    EXPECT_EQ(r.window_end, 300);
+    ASSERT_FALSE(r.methods[0].channels.empty());  // default detail channels chosen
+    for (const auto& mr : r.methods) {
+        SCOPED_TRACE(method_name(mr.method));
+        if (mr.method != Method::DeciMamba) ASSERT_EQ(mr.nll.size(), 299u);
+        ASSERT_EQ(mr.nll.size(), mr.nll_positions.size());
+        for (float v : mr.nll) ASSERT_TRUE(std::isfinite(v) && v > 0);
+        ASSERT_EQ(mr.log_decay.shape, (std::vector<int64_t>{L, C}));
+        for (double v : mr.log_decay.data) ASSERT_LE(v, 0.0);
+        for (double v : mr.delta_sum.data) ASSERT_GE(v, 0.0);
+        ASSERT_EQ(mr.receptive_field.shape, (std::vector<int64_t>{L, 2, C}));
+        for (int64_t l = 0; l < L; ++l)
+            for (int64_t c = 0; c < C; ++c) {
+                const int64_t rf = mr.receptive_field.data[static_cast<size_t>((l * 2 + 1) * C + c)];
+                ASSERT_GE(rf, 1);
+                ASSERT_LE(rf, 300);
+            }
+        for (const auto& ct : mr.channels) {
+            ASSERT_EQ(ct.delta_raw.size(), 300u);
+            ASSERT_EQ(ct.cum_log_decay.size(), 300u);
+            for (size_t t = 1; t < ct.cum_log_decay.size(); ++t)
+                ASSERT_LE(ct.cum_log_decay[t], ct.cum_log_decay[t - 1] + 1e-6f);  // decay only accumulates
+        }
+        ASSERT_EQ(mr.attention.size(), mr.channels.size());
+        for (const auto& am : mr.attention) {
+            EXPECT_EQ(am.begin, 300 - 32);
+            if (mr.method != Method::DeciMamba) ASSERT_EQ(am.alpha.shape, (std::vector<int64_t>{32, 32}));
+            for (float v : am.alpha.data) ASSERT_LE(std::abs(v), 1.0f + 1e-6f);  // AbsMax normalisation
+        }
+    }
+    const MethodResult& van = *r.find(Method::Vanilla);
+    for (int64_t v : van.critical_count.data) EXPECT_EQ(v, 0);  // unfiltered: nothing is "critical"
+    for (const auto& ct : van.channels) {
+        EXPECT_EQ(ct.delta_raw, ct.delta_used);
+        EXPECT_TRUE(std::isinf(ct.threshold) && ct.threshold < 0);
+    }
+    // The last-layer cumulative decay equals A_c·Σ Δ_used of the summary.
+    const MethodResult& deci = *r.find(Method::DeciMamba);
+    EXPECT_FALSE(deci.kept_positions.empty());
+    EXPECT_LT(deci.kept_positions.size(), 300u);
+    EXPECT_EQ(deci.kept_positions.back(), 299);
+    // Global mask is the calibration's (§8.4), the same for every method.
+    EXPECT_EQ(van.global_mask.data, r.find(Method::LongMamba)->global_mask.data);
+}
+
+TEST_P(AnalysisBothArchs, LongMambaWithHugeThresholdZeroesAGlobalChannel) {
+    auto m = random_model(tiny(GetParam()), 32);
+    const int64_t C = m->config.channels();
+    CalibrationParams p;
+    p.samples = 2;
+    p.lengths = {64, 128, 256, 512};
+    Calibration cal = calibrate(*m, random_ids(300, 6), p);
+    const int layer = 1;
+    const int64_t ch = 3;
+    cal.log_decay[static_cast<size_t>(layer * C + ch)] = -1e-3;  // global (> ln 0.05)
+    for (int64_t li = 0; li < cal.n_lengths(); ++li)
+        cal.thresholds[static_cast<size_t>((layer * cal.n_lengths() + li) * C + ch)] = 1e30;
+    const fs::path f = temp_dir() / "huge.h5";
+    save_calibration(f, cal);
+    RunInput in;
+    in.ids = random_ids(200, 2);
+    AnalysisRequest req;
+    req.methods = {Method::Vanilla, Method::LongMamba};
+    req.calibration_path = f;
+    req.channels = {{layer, ch}, {0, 0}};
+    req.window_begin = 50;
+    req.window_end = 150;
+    req.attention = false;
+    const RunResult r = run_analysis(*m, in, req);
+    const MethodResult& lm = *r.find(Method::LongMamba);
+    ASSERT_EQ(lm.channels.size(), 2u);
+    const ChannelTrace& ct = lm.channels[0];
+    EXPECT_TRUE(ct.global);
+    EXPECT_FLOAT_EQ(ct.threshold, 1e30f);
+    ASSERT_EQ(ct.delta_used.size(), 100u);
+    for (size_t t = 0; t < 100; ++t) {
+        EXPECT_GT(ct.delta_raw[t], 0.0f);
+        EXPECT_EQ(ct.delta_used[t], 0.0f);
+        EXPECT_EQ(ct.critical[t], 0);
+    }
+    for (float v : ct.cum_log_decay) EXPECT_EQ(v, 0.0f);  // no decay at all
+    EXPECT_EQ(lm.delta_sum.at2(layer, ch), 0.0);
+    EXPECT_EQ(lm.critical_count.at2(layer, ch), 0);
+    // The same channel decays in the vanilla run.
+    EXPECT_LT(r.find(Method::Vanilla)->channels[0].cum_log_decay.back(), 0.0f);
+    EXPECT_GT(lm.params.at("key_length"), 0.0);
+}
+
+TEST(Analysis, CancellationPropagates) {
+    auto m = random_model(tiny(Arch::Mamba2), 33);
+    RunInput in;
+    in.ids = random_ids(100, 3);
+    AnalysisRequest req;
+    req.methods = {Method::Vanilla};
+    EXPECT_THROW(run_analysis(*m, in, req, [](double, std::string_view) { return false; }), Cancelled);
+}
+
+TEST(Analysis, LongMambaWithoutCalibrationAndBadChannelAreClearErrors) {
+    auto m = random_model(tiny(Arch::Mamba2), 34);
+    RunInput in;
+    in.ids = random_ids(50, 4);
+    AnalysisRequest req;
+    req.methods = {Method::LongMamba};
+    try {
+        run_analysis(*m, in, req);
+        FAIL();
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("calibration"), std::string::npos);
+    }
+    req.methods = {Method::Vanilla};
+    req.channels = {{7, 0}};
+    EXPECT_THROW(run_analysis(*m, in, req), Error);
+}
+
+INSTANTIATE_TEST_SUITE_P(Archs, AnalysisBothArchs, ::testing::Values(Arch::Mamba1, Arch::Mamba2));
