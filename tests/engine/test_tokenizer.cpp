@@ -2,6 +2,7 @@
 // tokenizer, the resource lookup and choose_tokenizer.
 #include <gtest/gtest.h>
 
+#include <omp.h>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -182,4 +183,25 @@ TEST(TokenizerFactory, BuiltinIsFoundViaResourcesAndChooseTokenizerPrefersModelD
                   dir / "tokenizer.json", fs::copy_options::overwrite_existing);
     EXPECT_EQ(mambascope::choose_tokenizer(dir, "byte")->name(), "tokenizer.json");
     fs::remove_all(dir);
+}
+
+TEST(Tokenizer, ParallelEncodingOfParagraphTextIsIdenticalToSerial) {
+    // Paragraph breaks ("\n\n") and indented lines must not be cut: compare 1 thread with 2 threads.
+    const std::string emma =
+        mambascope::read_text_file(fs::path(MAMBASCOPE_TEST_DATA_DIR) / "text" / "emma_200k.txt");
+    std::string doubled;  // every line break doubled: each candidate cut follows "\n\n"
+    for (const char c : emma) doubled += c == '\n' ? std::string("\n\n") : std::string(1, c);
+    std::string big;
+    for (int i = 0; i < 6; ++i) big += doubled + "\n\n  Chapter " + std::to_string(i) + "\n";
+    ASSERT_GT(big.size(), size_t(1) << 20);  // above the parallel threshold
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    std::vector<int64_t> serial_offsets, parallel_offsets;
+    const auto serial = neox().encode_with_offsets(big, serial_offsets);
+    omp_set_num_threads(2);
+    const auto parallel = neox().encode_with_offsets(big, parallel_offsets);
+    omp_set_num_threads(threads);
+    EXPECT_EQ(serial, parallel);
+    EXPECT_EQ(serial_offsets, parallel_offsets);
+    EXPECT_EQ(neox().decode(parallel), big);
 }
