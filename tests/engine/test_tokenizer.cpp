@@ -2,6 +2,7 @@
 // tokenizer, the resource lookup and choose_tokenizer.
 #include <gtest/gtest.h>
 
+#include <omp.h>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -182,4 +183,79 @@ TEST(TokenizerFactory, BuiltinIsFoundViaResourcesAndChooseTokenizerPrefersModelD
                   dir / "tokenizer.json", fs::copy_options::overwrite_existing);
     EXPECT_EQ(mambascope::choose_tokenizer(dir, "byte")->name(), "tokenizer.json");
     fs::remove_all(dir);
+}
+
+TEST(Tokenizer, ParallelEncodingOfParagraphTextIsIdenticalToSerial) {
+    // Paragraph breaks ("\n\n") and indented lines must not be cut: compare 1 thread with 2 threads.
+    const std::string emma =
+        mambascope::read_text_file(fs::path(MAMBASCOPE_TEST_DATA_DIR) / "text" / "emma_200k.txt");
+    std::string doubled;  // every line break doubled: each candidate cut follows "\n\n"
+    for (const char c : emma) doubled += c == '\n' ? std::string("\n\n") : std::string(1, c);
+    std::string big;
+    for (int i = 0; i < 6; ++i) big += doubled + "\n\n  Chapter " + std::to_string(i) + "\n";
+    ASSERT_GT(big.size(), size_t(1) << 20);  // above the parallel threshold
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    std::vector<int64_t> serial_offsets, parallel_offsets;
+    const auto serial = neox().encode_with_offsets(big, serial_offsets);
+    omp_set_num_threads(2);
+    const auto parallel = neox().encode_with_offsets(big, parallel_offsets);
+    omp_set_num_threads(threads);
+    EXPECT_EQ(serial, parallel);
+    EXPECT_EQ(serial_offsets, parallel_offsets);
+    EXPECT_EQ(neox().decode(parallel), big);
+}
+
+TEST(Tokenizer, AddedTokenFlagsLstripRstripSingleWordAreHonoured) {
+    // A tiny byte-level BPE: bytes a b [ w ] < x > and space (Ġ), one merge "a b".
+    const nlohmann::json j = {{"normalizer", nullptr},
+                              {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}}},
+                              {"decoder", {{"type", "ByteLevel"}}},
+                              {"added_tokens",
+                               {{{"id", 20},
+                                 {"content", "<x>"},
+                                 {"special", true},
+                                 {"lstrip", true},
+                                 {"rstrip", false},
+                                 {"single_word", false},
+                                 {"normalized", false}},
+                                {{"id", 21},
+                                 {"content", "<y>"},
+                                 {"special", true},
+                                 {"lstrip", false},
+                                 {"rstrip", true},
+                                 {"single_word", false},
+                                 {"normalized", false}},
+                                {{"id", 22},
+                                 {"content", "w"},
+                                 {"special", false},
+                                 {"lstrip", false},
+                                 {"rstrip", false},
+                                 {"single_word", true},
+                                 {"normalized", false}}}},
+                              {"model",
+                               {{"type", "BPE"},
+                                {"vocab",
+                                 {{"a", 0},
+                                  {"b", 1},
+                                  {"[", 2},
+                                  {"w", 3},
+                                  {"]", 4},
+                                  {"<", 5},
+                                  {"x", 6},
+                                  {">", 7},
+                                  {"\xC4\xA0", 8},
+                                  {"ab", 9}}},
+                                {"merges", {"a b"}}}}};
+    const fs::path p = fs::temp_directory_path() / "mambascope_tiny_tokenizer.json";
+    std::ofstream(p) << j.dump();
+    const auto tok = mambascope::load_tokenizer_json(p);
+    EXPECT_EQ(tok->encode("ab"), ids({9}));
+    EXPECT_EQ(tok->encode("a  <x>b"), ids({0, 20, 1}));      // lstrip eats the spaces before
+    EXPECT_EQ(tok->encode("a<y>  b"), ids({0, 21, 1}));      // rstrip eats the spaces after
+    EXPECT_EQ(tok->encode("a w b"), ids({0, 8, 22, 8, 1}));  // single word: matched
+    EXPECT_EQ(tok->encode("[w]"), ids({2, 22, 4}));          // punctuation is not a word character
+    EXPECT_EQ(tok->encode("awb"), ids({0, 3, 1}));           // inside a word: not matched
+    EXPECT_EQ(tok->vocab_size(), 23);
+    fs::remove(p);
 }

@@ -4,8 +4,9 @@
 //
 // Design decision: the GPT-2 split regex is implemented by hand as a linear scanner over code points (ICU
 // supplies \p{L}, \p{N} and White_Space), and BPE runs per pre-token with a rank heap and a per-call cache of
-// repeated pieces. Big inputs are cut at "newline followed by an ASCII letter/digit" — a boundary no
-// pre-token or added token crosses — and encoded in parallel; the result is identical to a serial run.
+// repeated pieces. Big inputs are cut at a lone newline between visible ASCII and an ASCII letter/digit — a
+// boundary no pre-token or added token crosses — and encoded in parallel; the result is identical to a serial
+// run.
 #pragma once
 
 #include <cstdint>

@@ -507,14 +507,16 @@ std::vector<int32_t> BpeTokenizer::encode_impl(std::string_view text, std::vecto
     check_utf8(text, name_ + " input");
     std::vector<int32_t> ids;
     offsets.clear();
-    // Blocks cut after '\n' when followed by an ASCII letter or digit: no pre-token or added token spans it.
+    // Blocks cut at "visible ASCII, '\n', ASCII letter/digit": the '\n' is a pre-token of its own (a longer
+    // whitespace run would end differently at a block end) and no added token spans the cut.
     std::vector<size_t> cuts{0};
     if (splittable_ && text.size() >= kParallelMinBytes && omp_get_max_threads() > 1) {
         size_t next = kParallelBlockBytes;
         for (size_t p = next; p < text.size(); ++p) {
             if (p < next) continue;
             const char c = text[p];
-            if (text[p - 1] == '\n' &&
+            const auto before = static_cast<unsigned char>(text[p - 2]);  // p ≥ kParallelBlockBytes ≥ 2
+            if (text[p - 1] == '\n' && before > 0x20 && before < 0x7F &&
                 ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))) {
                 cuts.push_back(p);
                 next = p + kParallelBlockBytes;
