@@ -1,5 +1,6 @@
 // analyze: one input through several methods with probes, written as an HDF5 trace (issue 5 item 3).
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -194,7 +195,9 @@ int cmd_analyze(int argc, char** argv) {
     for (int i = 0; i < argc; ++i) cmdline += (i ? " " : "") + std::string(argv[i]);
     run.provenance["command_line"] = "mambascope-cli " + cmdline;
 
+    const auto tw = std::chrono::steady_clock::now();
     write_trace(out, run);
+    const double write_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - tw).count();
     const long rss_end = peak_rss_kb();
 
     std::printf("%-10s %10s %12s %8s %14s %14s %8s\n", "method", "mean NLL", "perplexity", "global",
@@ -218,11 +221,12 @@ int cmd_analyze(int argc, char** argv) {
         std::printf("%-10s %10.4f %12.3f %8lld %14.4f %14.0f %8.2f\n", method_name(m.method), mean,
                     std::exp(mean), static_cast<long long>(n_global), frac, median(rf), m.seconds);
     }
-    std::fprintf(stderr,
-                 "analyze: wrote %s (%lld bytes); peak RSS %ld MB before, %ld MB after the run, %ld MB after "
-                 "writing\n",
-                 out.c_str(), static_cast<long long>(std::filesystem::file_size(out)), rss_before / 1024,
-                 rss_run / 1024, rss_end / 1024);
+    std::fprintf(
+        stderr,
+        "analyze: wrote %s (%lld bytes, %.2f s); peak RSS %ld MB before, %ld MB after the run, %ld MB after "
+        "writing\n",
+        out.c_str(), static_cast<long long>(std::filesystem::file_size(out)), write_s, rss_before / 1024,
+        rss_run / 1024, rss_end / 1024);
     return 0;
 }
 
