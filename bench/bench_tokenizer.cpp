@@ -11,7 +11,8 @@
 int main(int argc, char** argv) {
     const std::filesystem::path file =
         argc > 1 ? std::filesystem::path(argv[1])
-                 : std::filesystem::path("/work/shared/data/corpus/eval/web_bible.txt");
+                 : std::filesystem::path(
+                       "../shared/data/corpus/eval/web_bible.txt");  // run from the repository root
     try {
         using clock = std::chrono::steady_clock;
         auto t0 = clock::now();
