@@ -15,29 +15,6 @@ using namespace mambascope;
 
 namespace {
 
-ModelConfig shape(const std::string& s) {
-    ModelConfig c;
-    c.vocab_size = 50280;
-    auto m1 = [&](int64_t D, int64_t L) {
-        c.arch = Arch::Mamba1, c.d_model = D, c.n_layer = L, c.d_inner = 2 * D, c.d_state = 16,
-        c.dt_rank = (D + 15) / 16;
-    };
-    auto m2 = [&](int64_t D, int64_t L) {
-        c.arch = Arch::Mamba2, c.d_model = D, c.n_layer = L, c.d_inner = 2 * D, c.d_state = 128, c.head_dim = 64,
-        c.n_heads = 2 * D / 64, c.n_groups = 1, c.vocab_size = 50288;
-    };
-    if (s == "mamba-130m") m1(768, 24);
-    else if (s == "mamba-1.4b") m1(2048, 48);
-    else if (s == "mamba-2.8b") m1(2560, 64);
-    else if (s == "mamba2-130m") m2(768, 24);
-    else if (s == "mamba2-1.3b") m2(2048, 48);
-    else {
-        std::fprintf(stderr, "unknown shape %s\n", s.c_str());
-        std::exit(2);
-    }
-    return c;
-}
-
 struct NullObserver : ScanObserver {
     void on_delta(const DeltaBlock&, const DeltaBlock&) override {}
 };
@@ -53,9 +30,10 @@ int main(int argc, char** argv) {
     std::vector<std::string> shapes;
     for (int i = 1; i < argc; ++i) shapes.push_back(argv[i]);
     if (shapes.empty()) shapes = {"mamba-130m", "mamba-1.4b", "mamba2-130m", "mamba2-1.3b"};
-    std::printf("%-12s %8s %12s %12s %12s %14s\n", "shape", "tokens", "mode", "seconds", "tok/s", "proj TFLOP/s");
+    std::printf("%-12s %8s %12s %12s %12s %14s\n", "shape", "tokens", "mode", "seconds", "tok/s",
+                "proj TFLOP/s");
     for (const auto& s : shapes) {
-        auto cfg = shape(s);
+        auto cfg = reference_config(s);
         auto m = random_model(cfg, 1);
         const double proj_flops_per_token = 2.0 * double(m->parameter_count() - m->embedding.numel());
         for (int64_t T : {2048, 16384, 131072}) {
@@ -69,13 +47,18 @@ int main(int argc, char** argv) {
                 opt.chunk_tokens = 16384;
                 DeltaFilter f;
                 if (mode == 1) {
-                    f.threshold.assign(size_t(cfg.n_layer), std::vector<float>(size_t(cfg.channels()), 0.01f));
+                    f.threshold.assign(size_t(cfg.n_layer),
+                                       std::vector<float>(size_t(cfg.channels()), 0.01f));
                     opt.filter = &f;
                 }
                 run_forward(*m, std::span<const int32_t>(ids.data(), 2048), opt);  // warm-up (upload, cuBLAS)
                 auto r = run_forward(*m, ids, opt);
                 std::printf("%-12s %8lld %12s %12.4f %12.0f %14.2f\n", s.c_str(), (long long)T,
-                            mode == 0 ? "fp32" : mode == 1 ? "fp32+filter" : mode == 2 ? "tf32" : "bf16", r.seconds, double(T) / r.seconds,
+                            mode == 0   ? "fp32"
+                            : mode == 1 ? "fp32+filter"
+                            : mode == 2 ? "tf32"
+                                        : "bf16",
+                            r.seconds, double(T) / r.seconds,
                             proj_flops_per_token * double(T) / r.seconds / 1e12);
             }
         }

@@ -23,21 +23,6 @@
 namespace mambascope::cli {
 namespace {
 
-// The mamba-130m shape (state-spaces/mamba-130m), for the hidden --random-shape memory benchmark.
-ModelConfig mamba_130m_shape() {
-    ModelConfig c;
-    c.arch = Arch::Mamba1;
-    c.d_model = 768;
-    c.n_layer = 24;
-    c.vocab_size = 50280;
-    c.d_inner = 1536;
-    c.d_state = 16;
-    c.dt_rank = 48;
-    c.d_conv = 4;
-    c.train_len = 2048;
-    return c;
-}
-
 std::vector<ChannelRef> parse_channels(const std::string& s) {
     std::vector<ChannelRef> out;
     std::stringstream ss(s);
@@ -109,9 +94,7 @@ int cmd_analyze(int argc, char** argv) {
     if (!a.has("model") && !a.has("random-shape") && session) {
         model = load_model(resolve_model_path(*session));
     } else if (a.has("random-shape")) {
-        if (a.get("random-shape") != "mamba-130m")
-            throw Error("unknown --random-shape '" + a.get("random-shape") + "'", "only mamba-130m is known");
-        model = random_model(mamba_130m_shape(), 1);
+        model = random_model(reference_config(a.get("random-shape")), 1);
     } else {
         model = load_model(a.require("model"));
     }

@@ -29,48 +29,6 @@ double peak_rss_mb() {
     return NAN;
 }
 
-ModelConfig shape_config(const std::string& shape) {
-    ModelConfig c;
-    c.source_format = "random";
-    c.vocab_size = 50280;
-    c.d_conv = 4;
-    auto m1 = [&](int64_t D, int64_t L) {
-        c.arch = Arch::Mamba1;
-        c.d_model = D;
-        c.n_layer = L;
-        c.d_inner = 2 * D;
-        c.d_state = 16;
-        c.dt_rank = (D + 15) / 16;
-    };
-    auto m2 = [&](int64_t D, int64_t L) {
-        c.arch = Arch::Mamba2;
-        c.d_model = D;
-        c.n_layer = L;
-        c.d_inner = 2 * D;
-        c.d_state = 128;
-        c.head_dim = 64;
-        c.n_heads = 2 * D / 64;
-        c.n_groups = 1;
-        c.vocab_size = 50288;
-    };
-    if (shape == "mamba-130m")
-        m1(768, 24);
-    else if (shape == "mamba-370m")
-        m1(1024, 48);
-    else if (shape == "mamba-1.4b")
-        m1(2048, 48);
-    else if (shape == "mamba-2.8b")
-        m1(2560, 64);
-    else if (shape == "mamba2-130m")
-        m2(768, 24);
-    else if (shape == "mamba2-1.3b")
-        m2(2048, 48);
-    else
-        throw Error("unknown shape '" + shape + "'",
-                    "one of mamba-130m, mamba-370m, mamba-1.4b, mamba-2.8b, mamba2-130m, mamba2-1.3b");
-    return c;
-}
-
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
@@ -91,7 +49,7 @@ int cmd_bench(int argc, char** argv) {
     if (a.has("model")) {
         m = load_model(a.get("model"));
     } else {
-        m = random_model(shape_config(shape), static_cast<uint64_t>(a.get_int("seed", 1)));
+        m = random_model(reference_config(shape), static_cast<uint64_t>(a.get_int("seed", 1)));
     }
     const ModelConfig& cfg = m->config;
     const double rss_model = peak_rss_mb();

@@ -195,3 +195,12 @@ TEST(ForwardInput, NllIsTheCrossEntropyOfTheNextToken) {
         EXPECT_NEAR(res.nll[p], std::log(se) + mx - logits[p][ids[p + 1]], 1e-4);
     }
 }
+
+// The published shapes used by the benchmarks have the parameter counts of the real checkpoints
+// (../shared/docs/checkpoints.md §4, tied embeddings counted once).
+TEST(ReferenceShapes, ParameterCountsMatchThePublishedCheckpoints) {
+    EXPECT_EQ(random_model(reference_config("mamba-130m"), 1)->parameter_count(), 129135360);
+    EXPECT_EQ(random_model(reference_config("mamba2-130m"), 1)->parameter_count(), 128989632);
+    EXPECT_EQ(reference_config("mamba-2.8b").dt_rank, 160);
+    EXPECT_THROW(reference_config("mamba-7b"), Error);
+}

@@ -68,6 +68,10 @@ std::shared_ptr<const Model> build_model(const ModelConfig& config,
 // tests/benchmarks.
 void save_model_dir(const Model& model, const std::filesystem::path& dir);
 
+// The configuration of a published checkpoint by name (benchmarks on random weights of real shapes):
+// mamba-130m, mamba-370m, mamba-1.4b, mamba-2.8b, mamba2-130m, mamba2-1.3b. Error for other names.
+ModelConfig reference_config(const std::string& shape);
+
 // Random weights of the given shape (benchmarks): deterministic for a seed, realistic Δ ranges.
 std::shared_ptr<const Model> random_model(const ModelConfig& config, uint64_t seed);
 

@@ -192,6 +192,38 @@ std::shared_ptr<const Model> load_model(const std::filesystem::path& dir, const 
     return m;
 }
 
+ModelConfig reference_config(const std::string& shape) {
+    // ../shared/docs/checkpoints.md §4 (all: d_conv 4, trained at 2048 tokens).
+    ModelConfig c;
+    c.source_format = "reference-shape";
+    c.d_conv = 4;
+    c.train_len = 2048;
+    auto m1 = [&](int64_t D, int64_t L) {
+        c.arch = Arch::Mamba1, c.d_model = D, c.n_layer = L, c.d_inner = 2 * D, c.d_state = 16;
+        c.dt_rank = (D + 15) / 16, c.vocab_size = 50280;
+    };
+    auto m2 = [&](int64_t D, int64_t L) {
+        c.arch = Arch::Mamba2, c.d_model = D, c.n_layer = L, c.d_inner = 2 * D, c.d_state = 128;
+        c.head_dim = 64, c.n_heads = 2 * D / 64, c.n_groups = 1, c.vocab_size = 50288;
+    };
+    if (shape == "mamba-130m")
+        m1(768, 24);
+    else if (shape == "mamba-370m")
+        m1(1024, 48);
+    else if (shape == "mamba-1.4b")
+        m1(2048, 48);
+    else if (shape == "mamba-2.8b")
+        m1(2560, 64);
+    else if (shape == "mamba2-130m")
+        m2(768, 24);
+    else if (shape == "mamba2-1.3b")
+        m2(2048, 48);
+    else
+        throw Error("unknown model shape '" + shape + "'",
+                    "one of mamba-130m, mamba-370m, mamba-1.4b, mamba-2.8b, mamba2-130m, mamba2-1.3b");
+    return c;
+}
+
 std::shared_ptr<const Model> random_model(const ModelConfig& cfg, uint64_t seed) {
     std::mt19937_64 rng(seed);
     std::normal_distribution<float> normal(0.0f, 1.0f);
