@@ -1,6 +1,9 @@
 // bench_cuda_forward: whole-model prefill on the GPU vs the GEMM ceiling, random weights of real shapes.
 // usage: bench_cuda_forward [shape ...]   (default: mamba-130m mamba-1.4b mamba2-130m mamba2-1.3b)
-// Prints tokens/s at 2k/16k/128k tokens, with and without filtering+probes. Asserts nothing.
+// Prints tokens/s at 2k/16k/128k tokens (fp32, fp32 + filter, tf32, bf16), the GEMM ceiling of the same
+// projections measured alone with cuBLAS on this GPU (in_proj shape and the model's whole projection set),
+// and decode tokens/s with the state on the GPU. Asserts nothing.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -11,6 +14,10 @@
 #include "mambascope/forward.h"
 #include "mambascope/model.h"
 
+#ifdef MAMBASCOPE_HAVE_CUDA
+#include "cuda/cuda_check.cuh"
+#include "cuda/gemm.cuh"
+
 using namespace mambascope;
 
 namespace {
@@ -18,6 +25,75 @@ namespace {
 struct NullObserver : ScanObserver {
     void on_delta(const DeltaBlock&, const DeltaBlock&) override {}
 };
+
+// Median milliseconds of `fn` over `reps` runs on `s` (after one warm-up).
+template <class F>
+double median_ms(cudaStream_t s, int reps, F fn) {
+    cudaEvent_t a, b;
+    CUDA_CHECK(cudaEventCreate(&a));
+    CUDA_CHECK(cudaEventCreate(&b));
+    fn();
+    std::vector<float> t;
+    for (int i = 0; i < reps; ++i) {
+        CUDA_CHECK(cudaEventRecord(a, s));
+        fn();
+        CUDA_CHECK(cudaEventRecord(b, s));
+        CUDA_CHECK(cudaEventSynchronize(b));
+        float ms = 0;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+        t.push_back(ms);
+    }
+    CUDA_CHECK(cudaEventDestroy(a));
+    CUDA_CHECK(cudaEventDestroy(b));
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+}
+
+// The GEMM ceiling for this model's projections in bf16: (a) cuBLAS TFLOP/s at the in_proj shape, (b) the
+// seconds per token of all of a layer's projections (in_proj, x_proj, dt_proj, out_proj) run alone at
+// M = 16384 rows, i.e. the whole-model time if everything else were free.
+struct GemmCeiling {
+    double inproj_tflops = 0, proj_only_s_per_token = 0;
+};
+GemmCeiling bf16_ceiling(const ModelConfig& c) {
+    namespace kc = kernels::cuda;
+    const int64_t M = 16384, D = c.d_model, E = c.d_inner, P = c.in_proj_rows();
+    const int64_t xp = c.arch == Arch::Mamba1 ? c.dt_rank + 2 * c.d_state : 0;
+    struct G {
+        int64_t N, K;
+    };
+    std::vector<G> gemms{{P, D}, {D, E}};
+    if (c.arch == Arch::Mamba1) gemms.push_back({xp, E}), gemms.push_back({E, c.dt_rank});
+    size_t maxA = 0, maxW = 0, maxC = 0;
+    for (auto g : gemms)
+        maxA = std::max(maxA, size_t(M * g.K)), maxW = std::max(maxW, size_t(g.N * g.K)),
+        maxC = std::max(maxC, size_t(M * g.N));
+    __nv_bfloat16 *A = nullptr, *W = nullptr;
+    float* C = nullptr;
+    CUDA_CHECK(cudaMalloc(&A, maxA * 2));
+    CUDA_CHECK(cudaMalloc(&W, maxW * 2));
+    CUDA_CHECK(cudaMalloc(&C, maxC * 4));
+    CUDA_CHECK(cudaMemset(A, 0x3c, maxA * 2));  // small finite bf16 values
+    CUDA_CHECK(cudaMemset(W, 0x3c, maxW * 2));
+    kc::CublasHandle h;
+    cudaStream_t s;
+    CUDA_CHECK(cudaStreamCreate(&s));
+    GemmCeiling out;
+    double total_ms = 0;
+    for (size_t i = 0; i < gemms.size(); ++i) {
+        const auto g = gemms[i];
+        const double ms = median_ms(
+            s, 10, [&] { kc::gemm_rowmajor_bf16(h.get(), s, M, g.N, g.K, A, g.K, W, g.K, C, g.N, 0.0f); });
+        if (i == 0) out.inproj_tflops = 2.0 * double(M) * double(g.N) * double(g.K) / ms / 1e9;
+        total_ms += ms;
+    }
+    out.proj_only_s_per_token = total_ms / 1e3 / double(M) * double(c.n_layer);
+    CUDA_CHECK(cudaStreamDestroy(s));
+    cudaFree(A);
+    cudaFree(W);
+    cudaFree(C);
+    return out;
+}
 
 }  // namespace
 
@@ -36,6 +112,9 @@ int main(int argc, char** argv) {
         auto cfg = reference_config(s);
         auto m = random_model(cfg, 1);
         const double proj_flops_per_token = 2.0 * double(m->parameter_count() - m->embedding.numel());
+        const GemmCeiling ceil = bf16_ceiling(cfg);
+        std::printf("%-12s bf16 GEMM ceiling: in_proj %.0f TFLOP/s; all projections alone %.0f tok/s\n",
+                    s.c_str(), ceil.inproj_tflops, 1.0 / ceil.proj_only_s_per_token);
         for (int64_t T : {2048, 16384, 131072}) {
             std::mt19937 rng(1);
             std::vector<int32_t> ids(static_cast<size_t>(T));
@@ -53,16 +132,52 @@ int main(int argc, char** argv) {
                 }
                 run_forward(*m, std::span<const int32_t>(ids.data(), 2048), opt);  // warm-up (upload, cuBLAS)
                 auto r = run_forward(*m, ids, opt);
-                std::printf("%-12s %8lld %12s %12.4f %12.0f %14.2f\n", s.c_str(), (long long)T,
+                const double tflops = proj_flops_per_token * double(T) / r.seconds / 1e12;
+                std::printf("%-12s %8lld %12s %12.4f %12.0f %14.2f", s.c_str(), (long long)T,
                             mode == 0   ? "fp32"
                             : mode == 1 ? "fp32+filter"
                             : mode == 2 ? "tf32"
                                         : "bf16",
-                            r.seconds, double(T) / r.seconds,
-                            proj_flops_per_token * double(T) / r.seconds / 1e12);
+                            r.seconds, double(T) / r.seconds, tflops);
+                if (mode == 3)
+                    std::printf("   %.0f%% of in_proj ceiling, %.0f%% of projections-alone time",
+                                100.0 * tflops / ceil.inproj_tflops,
+                                100.0 * ceil.proj_only_s_per_token * double(T) / r.seconds);
+                std::printf("\n");
             }
+        }
+        // Decode: prefill 2048 tokens, then 256 steps with the state on the GPU (fp32 and bf16).
+        for (const Precision prec : {Precision::Fp32, Precision::Bf16}) {
+            std::vector<int32_t> ids(2048);
+            for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7919) % 50277);
+            ModelState st = make_state(*m);
+            ForwardOptions opt;
+            opt.device = Device::Cuda;
+            opt.precision = prec;
+            run_prefill(*m, ids, st, opt);
+            Decoder dec(*m, st, Device::Cuda, prec);
+            std::vector<float> logits;
+            dec.step(1, logits);  // warm-up
+            const int steps = 256;
+            const auto t0 = std::chrono::steady_clock::now();
+            int32_t next = 1;
+            for (int i = 0; i < steps; ++i) {
+                dec.step(next, logits);
+                next = int32_t(std::max_element(logits.begin(), logits.begin() + 50277) - logits.begin());
+            }
+            const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            std::printf("%-12s decode (%s, %s): %.2f ms/token, %.0f tok/s\n", s.c_str(), precision_name(prec),
+                        dec.backend().c_str(), 1e3 * sec / steps, steps / sec);
         }
         m->device_weights.reset();
     }
     return 0;
 }
+
+#else
+#include <cstdio>
+int main() {
+    std::printf("bench_cuda_forward: this build has no CUDA backend\n");
+    return 0;
+}
+#endif

@@ -68,7 +68,8 @@ int cmd_analyze(int argc, char** argv) {
                 "mambascope-cli analyze --model DIR (--text FILE | --ids FILE) [--calibration CAL.h5]\n"
                 "    [--methods vanilla,longmamba,decimamba] [--channels L:C,...] [--window A:B]\n"
                 "    [--rf-positions a,b] [--c C] [--b B] [--activate-above N] [--attention-window N]\n"
-                "    [--no-attention] --out RUN.h5\n"
+                "    [--no-attention] [--session FILE] [--max-tokens N] [--device cpu|cuda|auto] --out "
+                "RUN.h5\n"
                 "  Runs the input through each method with probes (Δ sums, log decay, global channels,\n"
                 "  critical tokens, receptive fields, Δ windows and hidden attention of detail channels)\n"
                 "  and writes an HDF5 trace (docs/trace-format.md). Prints a comparison table.\n");
@@ -77,7 +78,7 @@ int cmd_analyze(int argc, char** argv) {
     Args a(argc, argv,
            {"model", "text", "ids", "calibration", "methods", "channels", "window", "rf-positions", "c", "b",
             "activate-above", "attention-window", "out", "tokenizer", "random-shape", "random-tokens",
-            "session", "max-tokens"},
+            "session", "max-tokens", "device"},
            {"replace-invalid", "no-attention"});
     const std::string out = a.require("out");
 
@@ -106,12 +107,16 @@ int cmd_analyze(int argc, char** argv) {
         for (auto& id : in.ids)
             id = static_cast<int32_t>(rng() % static_cast<uint32_t>(model->config.vocab_size));
     } else if (session && !a.has("ids") && !a.has("text")) {
-        const auto text_path = resolve_text_path(*session);
-        const std::string text = read_text(text_path);
+        // Pasted text saved in the session wins over its text file (as in the GUI).
+        const bool pasted = !session->input_text.empty();
+        const auto text_path = pasted ? std::filesystem::path() : resolve_text_path(*session);
+        const std::string text = pasted ? session->input_text : read_text(text_path);
         auto tok = choose_tokenizer(model->dir, model->config.tokenizer);
         std::vector<int64_t> offsets;
         in.ids = tok->encode_with_offsets(text, offsets);
-        in.text_path = std::filesystem::absolute(text_path).string();
+        if (in.ids.size() < 2)
+            throw Error("the session's input has fewer than 2 tokens", "give a longer text");
+        in.text_path = pasted ? std::string("(pasted text)") : std::filesystem::absolute(text_path).string();
         in.text_sha256 = sha256_hex(text);
         in.text_bytes = static_cast<int64_t>(text.size());
         const int64_t cap = a.get_int("max-tokens", session->max_tokens);
@@ -159,9 +164,12 @@ int cmd_analyze(int argc, char** argv) {
     req.activate_above = a.get_int("activate-above", req.activate_above);
     req.attention_tokens = a.get_int("attention-window", req.attention_tokens);
     req.attention = !a.has("no-attention");
+    if (a.has("device")) req.device = parse_device(a.get("device"));
 
     const long rss_before = peak_rss_kb();
     RunResult run = run_analysis(*model, in, req, stderr_progress("analyze"));
+    if (run.provenance.count("device_note"))
+        std::fprintf(stderr, "note: %s\n", run.provenance["device_note"].c_str());
     const long rss_run = peak_rss_kb();
     run.provenance["model_path"] =
         model->dir.empty() ? "(random weights)" : std::filesystem::absolute(model->dir).string();

@@ -52,11 +52,18 @@ int cmd_generate(int argc, char** argv) {
         std::printf(
             "mambascope-cli generate --model DIR --prompt TEXT --max-new N [--temperature T --top-k K --seed "
             "S]\n"
-            "                        [--tokenizer FILE|byte]\n"
-            "  prints the continuation (greedy unless --temperature > 0)\n");
+            "                        [--tokenizer FILE|byte] [--device cpu|cuda|auto] [--precision "
+            "fp32|tf32|bf16]\n"
+            "  prints the continuation (greedy unless --temperature > 0); on cuda the state stays on the "
+            "GPU\n");
         return 0;
     }
-    Args a(argc, argv, {"model", "prompt", "max-new", "temperature", "top-k", "seed", "tokenizer"}, {});
+    Args a(argc, argv,
+           {"model", "prompt", "max-new", "temperature", "top-k", "seed", "tokenizer", "device", "precision"},
+           {});
+    ForwardOptions opt;
+    opt.device = parse_device(a.get("device", "cpu"));
+    opt.precision = parse_precision(a.get("precision", "fp32"));
     const auto model = load_model(a.require("model"));
     const auto tok = a.has("tokenizer") ? tokenizer_from_spec(a.get("tokenizer"))
                                         : choose_tokenizer(model->dir, model->config.tokenizer);
@@ -77,12 +84,14 @@ int cmd_generate(int argc, char** argv) {
     HeadRequest head;
     head.logits_positions = {static_cast<int64_t>(ids.size()) - 1};
     head.logits_sink = [&](int64_t, const float* row, int64_t rows) { logits.assign(row, row + rows); };
-    run_prefill(*model, ids, state, {}, head);
+    const ForwardResult fr = run_prefill(*model, ids, state, opt, head);
+    if (!fr.note.empty()) std::fprintf(stderr, "note: %s\n", fr.note.c_str());
+    Decoder decoder(*model, state, fr.backend == "cuda" ? Device::Cuda : Device::Cpu, opt.precision);
     std::vector<int32_t> out;
     for (int64_t i = 0; i < max_new; ++i) {
         const int32_t next = pick(logits, n, temperature, top_k, rng);
         out.push_back(next);
-        if (i + 1 < max_new) decode_step(*model, next, state, logits);
+        if (i + 1 < max_new) decoder.step(next, logits);
     }
     const std::string text = tok->decode(out);
     std::fwrite(text.data(), 1, text.size(), stdout);

@@ -76,7 +76,13 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
     connect(worker_, &AnalysisWorker::finished, this, [this](RunResultPtr r) {
         setIdle(true);
         showResult(r);
-        status_->setText("done");
+        QStringList where;
+        for (const auto& m : r->methods)
+            where << QString("%1 on %2").arg(method_label(m.method), QString::fromStdString(m.backend));
+        QString msg = "done · " + where.join(", ");
+        if (auto it = r->provenance.find("device_note"); it != r->provenance.end())
+            msg += "\n" + QString::fromStdString(it->second);
+        status_->setText(msg);
         emit runFinished(true);
     });
     connect(worker_, &AnalysisWorker::failed, this, [this](const QString& msg) {
@@ -213,6 +219,24 @@ QWidget* MainWindow::buildRunPanel() {
     deciBeta_->setToolTip("DeciMamba β: decay of the budget over later layers (§8.8).");
     fp->addRow("Deci β", deciBeta_);
     lay->addWidget(gp);
+    // Device
+    auto* gd = new QGroupBox("Device");
+    auto* fd = new QFormLayout(gd);
+    device_ = new QComboBox;
+    device_->addItem("CPU", int(Device::Cpu));
+    device_->addItem("CUDA GPU", int(Device::Cuda));
+    device_->addItem("auto (GPU when usable)", int(Device::Auto));
+    {
+        std::string why;
+        const bool gpu = cuda_usable(&why);
+        device_->setToolTip(
+            QString("Where vanilla and LongMamba run; the filter and probes are the same on both "
+                    "(docs/cuda.md). DeciMamba's selection runs on the CPU. Without a usable GPU a CUDA run "
+                    "falls back to the CPU and says so.\nThis machine: %1")
+                .arg(gpu ? QString("a usable GPU") : QString::fromStdString(why)));
+    }
+    fd->addRow("Run on", device_);
+    lay->addWidget(gd);
     // Run
     auto* hr = new QHBoxLayout;
     run_ = new QPushButton("Run");
@@ -367,6 +391,8 @@ Session MainWindow::session() const {
     s.deci_L_base = deciBase_->value();
     s.deci_beta = deciBeta_->value();
     s.max_tokens = maxTokens_->value();
+    s.input_text = paste_->toPlainText().toStdString();
+    s.device = Device(device_->currentData().toInt());
     s.selected_layer = selection_->layer();
     s.selected_channel = selection_->channel();
     s.selected_token = selection_->token();
@@ -382,7 +408,8 @@ void MainWindow::applySession(const Session& s) {
     model_->setText(shown(s.model, &resolve_model_path));
     textPath_->setText(shown(s.text, &resolve_text_path));
     calibration_->setText(shown(s.calibration, &resolve_calibration_path));
-    paste_->clear();
+    paste_->setPlainText(QString::fromStdString(s.input_text));
+    device_->setCurrentIndex(std::max(0, device_->findData(int(s.device))));
     auto has = [&](Method m) { return std::find(s.methods.begin(), s.methods.end(), m) != s.methods.end(); };
     mVanilla_->setChecked(has(Method::Vanilla));
     mLong_->setChecked(has(Method::LongMamba));

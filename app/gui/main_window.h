@@ -7,6 +7,7 @@
 #pragma once
 
 #include <QCheckBox>
+#include <QComboBox>
 #include <QDoubleSpinBox>
 #include <QLabel>
 #include <QLineEdit>
@@ -86,6 +87,7 @@ class MainWindow : public QMainWindow {
     QLineEdit* deciLayers_;
     QSpinBox* deciBase_;
     QDoubleSpinBox* deciBeta_;
+    QComboBox* device_;
     QPushButton* run_;
     QPushButton* cancel_;
     QProgressBar* progress_;

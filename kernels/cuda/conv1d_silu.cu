@@ -15,7 +15,7 @@ template <int kK>
 __global__ void __launch_bounds__(kConvThreads)
     conv_kernel(int64_t T, int64_t Cn, const float* __restrict__ in, int64_t ldi, const float* __restrict__ w,
                 const float* __restrict__ bias, const float* __restrict__ state, float* __restrict__ out,
-                int64_t ldo) {
+                int64_t ldo, __nv_bfloat16* __restrict__ out16, int64_t ldo16) {
     const int64_t c = static_cast<int64_t>(blockIdx.x) * kConvThreads + threadIdx.x;
     if (c >= Cn) return;
     const int64_t t0 = static_cast<int64_t>(blockIdx.y) * kConvTileT;
@@ -38,7 +38,9 @@ __global__ void __launch_bounds__(kConvThreads)
         float acc = b;
 #pragma unroll
         for (int k = 0; k < kK; ++k) acc += wk[k] * win[k];
-        out[t * ldo + c] = silu(acc);
+        const float v = silu(acc);
+        out[t * ldo + c] = v;
+        if (out16) out16[t * ldo16 + c] = __float2bfloat16_rn(v);
     }
 }
 
@@ -56,46 +58,50 @@ __global__ void conv_state_kernel(int64_t T, int64_t Cn, int64_t K, const float*
 
 template <int kK>
 void launch(int64_t T, int64_t Cn, const float* in, int64_t ldi, const float* w, const float* bias,
-            const float* state, float* out, int64_t ldo, cudaStream_t stream) {
+            const float* state, float* out, int64_t ldo, __nv_bfloat16* out16, int64_t ldo16,
+            cudaStream_t stream) {
     const dim3 grid(static_cast<unsigned>((Cn + kConvThreads - 1) / kConvThreads),
                     static_cast<unsigned>((T + kConvTileT - 1) / kConvTileT));
-    conv_kernel<kK><<<grid, kConvThreads, 0, stream>>>(T, Cn, in, ldi, w, bias, state, out, ldo);
+    conv_kernel<kK>
+        <<<grid, kConvThreads, 0, stream>>>(T, Cn, in, ldi, w, bias, state, out, ldo, out16, ldo16);
 }
 
 }  // namespace
 
 void conv1d_silu(int64_t T, int64_t Cn, int64_t K, const float* in, int64_t ldi, const float* w,
-                 const float* bias, float* state, float* out, int64_t ldo, cudaStream_t stream) {
+                 const float* bias, float* state, float* out, int64_t ldo, cudaStream_t stream,
+                 __nv_bfloat16* out16, int64_t ldo16) {
     MS_CHECK(T >= 0 && Cn >= 0, "conv1d_silu: negative size");
     if (T == 0 || Cn == 0) return;
     MS_CHECK(K >= 1 && K <= kConvMaxK, "conv1d_silu: kernel width must be 1..8");
     MS_CHECK(in && w && out && (K == 1 || state), "conv1d_silu: in, w, out and (K > 1) state are required");
-    MS_CHECK(ldi >= Cn && ldo >= Cn, "conv1d_silu: a row stride is smaller than Cn");
+    MS_CHECK(ldi >= Cn && ldo >= Cn && (!out16 || ldo16 >= Cn),
+             "conv1d_silu: a row stride is smaller than Cn");
     MS_CHECK((T + kConvTileT - 1) / kConvTileT <= 65535, "conv1d_silu: T too large for one call");
     switch (K) {
         case 1:
-            launch<1>(T, Cn, in, ldi, w, bias, state, out, ldo, stream);
+            launch<1>(T, Cn, in, ldi, w, bias, state, out, ldo, out16, ldo16, stream);
             break;
         case 2:
-            launch<2>(T, Cn, in, ldi, w, bias, state, out, ldo, stream);
+            launch<2>(T, Cn, in, ldi, w, bias, state, out, ldo, out16, ldo16, stream);
             break;
         case 3:
-            launch<3>(T, Cn, in, ldi, w, bias, state, out, ldo, stream);
+            launch<3>(T, Cn, in, ldi, w, bias, state, out, ldo, out16, ldo16, stream);
             break;
         case 4:
-            launch<4>(T, Cn, in, ldi, w, bias, state, out, ldo, stream);
+            launch<4>(T, Cn, in, ldi, w, bias, state, out, ldo, out16, ldo16, stream);
             break;
         case 5:
-            launch<5>(T, Cn, in, ldi, w, bias, state, out, ldo, stream);
+            launch<5>(T, Cn, in, ldi, w, bias, state, out, ldo, out16, ldo16, stream);
             break;
         case 6:
-            launch<6>(T, Cn, in, ldi, w, bias, state, out, ldo, stream);
+            launch<6>(T, Cn, in, ldi, w, bias, state, out, ldo, out16, ldo16, stream);
             break;
         case 7:
-            launch<7>(T, Cn, in, ldi, w, bias, state, out, ldo, stream);
+            launch<7>(T, Cn, in, ldi, w, bias, state, out, ldo, out16, ldo16, stream);
             break;
         default:
-            launch<8>(T, Cn, in, ldi, w, bias, state, out, ldo, stream);
+            launch<8>(T, Cn, in, ldi, w, bias, state, out, ldo, out16, ldo16, stream);
             break;
     }
     CUDA_CHECK(cudaGetLastError());

@@ -6,6 +6,7 @@
 // kernel so that the in-place shift of `state` (when T < K-1) cannot race.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -17,7 +18,10 @@ constexpr int64_t kConvMaxK = 8;  // largest kernel width built (every checkpoin
 // out[t,c] = silu(bias[c] + Σ_k w[c,k]·in[t-(K-1)+k, c]), rows before the chunk from `state` ((K-1)×Cn,
 // oldest first). in (T×Cn, stride ldi), w (Cn×K), bias (Cn) or null, out (T×Cn, stride ldo; must not alias in
 // or state). On return `state` holds the last K-1 input rows. Asynchronous on `stream`.
+// out16 (optional, T×Cn, stride ldo16): a bf16 copy of out written by the same pass (the input of a bf16
+// projection, without a separate conversion pass).
 void conv1d_silu(int64_t T, int64_t Cn, int64_t K, const float* in, int64_t ldi, const float* w,
-                 const float* bias, float* state, float* out, int64_t ldo, cudaStream_t stream);
+                 const float* bias, float* state, float* out, int64_t ldo, cudaStream_t stream,
+                 __nv_bfloat16* out16 = nullptr, int64_t ldo16 = 0);
 
 }  // namespace mambascope::kernels::cuda

@@ -6,6 +6,7 @@
 // any width.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -20,5 +21,13 @@ void rmsnorm(int64_t T, int64_t D, const float* x, int64_t ldx, const float* w, 
 // y (T×E, ldy, overwritten with the result), z (T×E, ldz), w (E).
 void gated_rmsnorm(int64_t T, int64_t E, int64_t G, float* y, int64_t ldy, const float* z, int64_t ldz,
                    const float* w, float eps, cudaStream_t stream);
+
+// The same, writing the result as bf16 (the input of a bf16 projection) instead of float32: no separate
+// conversion pass. rmsnorm_bf16: out (T×D, ldo). gated_rmsnorm_bf16: y is read only, out (T×E, ldo).
+void rmsnorm_bf16(int64_t T, int64_t D, const float* x, int64_t ldx, const float* w, float eps,
+                  __nv_bfloat16* out, int64_t ldo, cudaStream_t stream);
+void gated_rmsnorm_bf16(int64_t T, int64_t E, int64_t G, const float* y, int64_t ldy, const float* z,
+                        int64_t ldz, const float* w, float eps, __nv_bfloat16* out, int64_t ldo,
+                        cudaStream_t stream);
 
 }  // namespace mambascope::kernels::cuda

@@ -41,6 +41,7 @@ struct Params {
     int64_t ldz;
     const float* thr;
     float* y;
+    __nv_bfloat16* y16;
     int64_t ldy;
     float* delta_out;
     int64_t ldo;
@@ -215,7 +216,10 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
             if (gate) y *= silu(zr[i]);
             if (valid) {
                 const int64_t t = t0 + i;
-                p.y[t * p.ldy + d] = y;
+                if (p.y16)
+                    p.y16[t * p.ldy + d] = __float2bfloat16_rn(y);
+                else
+                    p.y[t * p.ldy + d] = y;
                 if (p.delta_out) p.delta_out[t * p.ldo + d] = dt;
                 if constexpr (kProbes) {
                     pr_dsum += dt;
@@ -307,7 +311,8 @@ void scan_mamba1(const Mamba1ScanArgs& a, void* workspace, size_t workspace_byte
         throw Error(
             "scan_mamba1 (CUDA): d_state " + std::to_string(a.N) + " is not supported",
             "only d_state 16 (every Mamba-1 checkpoint) is built; use the CPU backend for this model");
-    MS_CHECK(a.x && a.delta && a.A && a.B && a.C && a.y, "scan_mamba1: x, delta, A, B, C and y are required");
+    MS_CHECK(a.x && a.delta && a.A && a.B && a.C && (a.y || a.y16),
+             "scan_mamba1: x, delta, A, B, C and y (or y16) are required");
     MS_CHECK(a.ldx >= a.E && a.ldd >= a.E && a.ldy >= a.E, "scan_mamba1: a row stride is smaller than E");
     MS_CHECK(a.ldb >= a.N && a.ldc >= a.N, "scan_mamba1: B/C row stride is smaller than N");
     MS_CHECK(!a.z || a.ldz >= a.E, "scan_mamba1: z row stride is smaller than E");
@@ -323,8 +328,8 @@ void scan_mamba1(const Mamba1ScanArgs& a, void* workspace, size_t workspace_byte
     p.x = a.x, p.ldx = a.ldx, p.delta = a.delta, p.ldd = a.ldd;
     p.delta_bias = a.delta_bias, p.softplus = a.delta_softplus ? 1 : 0;
     p.A = a.A, p.B = a.B, p.ldb = a.ldb, p.C = a.C, p.ldc = a.ldc, p.Dskip = a.Dskip;
-    p.z = a.z, p.ldz = a.ldz, p.thr = a.thr, p.y = a.y, p.ldy = a.ldy, p.delta_out = a.delta_out,
-    p.ldo = a.ldo;
+    p.z = a.z, p.ldz = a.ldz, p.thr = a.thr, p.y = a.y, p.y16 = a.y16, p.ldy = a.ldy,
+    p.delta_out = a.delta_out, p.ldo = a.ldo;
     const dim3 block(kM1Threads);
     const unsigned cblocks = static_cast<unsigned>((a.E + kM1Threads - 1) / kM1Threads);
 

@@ -11,6 +11,7 @@
 // ex2.approx elsewhere (everywhere with fast_exp). S = 1 (one pass) when E alone fills the GPU or T is short.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -42,9 +43,11 @@ struct Mamba1ScanArgs {
     int64_t ldz = 0;
     const float* thr = nullptr;  // (E) or null: Δ' = Δ > thr ? Δ : 0 (use -inf for unfiltered channels)
     float* h = nullptr;          // h (E, N) state in/out; null = zero initial state, final state discarded
-    float* y = nullptr;          // y (T, E), stride ldy
+    float* y = nullptr;          // y (T, E), stride ldy (or null when y16 is set)
     int64_t ldy = 0;
-    float* delta_out = nullptr;  // (T, E), stride ldo, or null: the Δ' used (after softplus and filter)
+    __nv_bfloat16* y16 = nullptr;  // bf16 y (T, E), stride ldy, instead of y: the next bf16 GEMM's input
+                                   // without a conversion pass
+    float* delta_out = nullptr;    // (T, E), stride ldo, or null: the Δ' used (after softplus and filter)
     int64_t ldo = 0;
     ScanProbes probes;  // per channel (E), accumulated
     int64_t chunk_len =

@@ -347,12 +347,19 @@ TEST(GuiSession, WindowSaveLoadRestoresPanelAndSelection) {
         s.selected_layer = 3;
         s.selected_channel = 11;
         s.view = "perplexity";
+        s.input_text = "pasted «text» over\ntwo lines";
+        s.device = Device::Auto;
         w.applySession(s);
         w.saveSession(path);
     }
     MainWindow w2;
     w2.loadSession(path);
     const Session r = w2.session();
+    // Pasted text and the device choice survive the round trip, and the pasted text is what Run would use.
+    EXPECT_EQ(r.input_text, "pasted «text» over\ntwo lines");
+    EXPECT_EQ(r.device, Device::Auto);
+    EXPECT_EQ(w2.job().text, r.input_text);
+    EXPECT_EQ(w2.job().request.device, Device::Auto);
     EXPECT_DOUBLE_EQ(r.c, 0.2);
     EXPECT_EQ(r.methods, (std::vector<Method>{Method::Vanilla, Method::DeciMamba}));
     EXPECT_EQ(r.deci_layers, std::vector<int>{2});

@@ -1,5 +1,6 @@
-// The CUDA forward against the CPU forward (the reference) on random models: logits, NLL, Δ seen by observers, the
-// final state, for vanilla, LongMamba-filtered and DeciMamba runs, Mamba-1 and Mamba-2. Skips without a GPU.
+// The CUDA forward against the CPU forward (the reference) on random models: logits, NLL, Δ seen by
+// observers, the final state, for vanilla, LongMamba-filtered and DeciMamba runs, Mamba-1 and Mamba-2. Skips
+// without a GPU.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -13,7 +14,9 @@ using namespace mambascope;
 
 namespace {
 
-bool have_gpu() { return cuda_usable(nullptr); }
+bool have_gpu() {
+    return cuda_usable(nullptr);
+}
 
 ModelConfig cfg(Arch arch) {
     ModelConfig c;
@@ -45,7 +48,7 @@ std::vector<int32_t> ids(int n) {
 struct Run {
     std::vector<float> logits;  // (T', V)
     ForwardResult res;
-    std::vector<float> delta;   // all used Δ in the order the observer saw them (chunk, layer)
+    std::vector<float> delta;  // all used Δ in the order the observer saw them (chunk, layer)
     std::map<int, std::vector<float>> by_layer;  // layer → used Δ (T, C)
     ModelState state;
 };
@@ -73,7 +76,9 @@ Run run(const Model& m, const std::vector<int32_t>& x, Device dev, const DeltaFi
     HeadRequest head;
     head.nll = true;
     head.all_logits = true;
-    head.logits_sink = [&](int64_t, const float* row, int64_t V) { r.logits.insert(r.logits.end(), row, row + V); };
+    head.logits_sink = [&](int64_t, const float* row, int64_t V) {
+        r.logits.insert(r.logits.end(), row, row + V);
+    };
     r.state = make_state(m);
     r.res = run_prefill(m, x, r.state, opt, head);
     return r;
@@ -136,9 +141,35 @@ TEST_P(CudaForward, DecimatedMatchesTheCpuForward) {
     std::map<int, std::vector<int64_t>> keep;
     for (int64_t p = 0; p < 250; p += 3) keep[1].push_back(p);
     keep[1].push_back(249);
-    auto cpu = run(*m, x, Device::Cpu, nullptr, &keep, 64), gpu = run(*m, x, Device::Cuda, nullptr, &keep, 64);
+    auto cpu = run(*m, x, Device::Cpu, nullptr, &keep, 64),
+         gpu = run(*m, x, Device::Cuda, nullptr, &keep, 64);
     EXPECT_EQ(gpu.res.nll_positions, cpu.res.nll_positions);
     EXPECT_LT(rel(gpu.res.nll, cpu.res.nll), 1e-4);
+}
+
+TEST_P(CudaForward, GpuDecoderMatchesCpuDecodeSteps) {
+    auto m = random_model(cfg(GetParam()), 6);
+    auto x = ids(160);
+    // Prefill 100 tokens on the CPU, then decode 60 on each backend from the same state.
+    ModelState st = make_state(*m);
+    run_prefill(*m, std::span<const int32_t>(x.data(), 100), st);
+    Decoder gpu(*m, st, Device::Cuda);
+    ASSERT_EQ(gpu.backend(), "cuda") << gpu.note();
+    ModelState cpu_state = st;
+    std::vector<float> lg, lc, all_g, all_c;
+    for (int t = 100; t < 160; ++t) {
+        gpu.step(x[size_t(t)], lg);
+        decode_step(*m, x[size_t(t)], cpu_state, lc);
+        all_g.insert(all_g.end(), lg.begin(), lg.end());
+        all_c.insert(all_c.end(), lc.begin(), lc.end());
+    }
+    EXPECT_LT(rel(all_g, all_c), 1e-4);
+    const ModelState gs = gpu.state();
+    EXPECT_EQ(gs.tokens_seen, 160);
+    for (size_t l = 0; l < gs.layers.size(); ++l) {
+        EXPECT_LT(rel(gs.layers[l].ssm, cpu_state.layers[l].ssm), 1e-4) << l;
+        EXPECT_LT(rel(gs.layers[l].conv, cpu_state.layers[l].conv), 1e-5) << l;
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(Archs, CudaForward, ::testing::Values(Arch::Mamba1, Arch::Mamba2),
@@ -156,8 +187,8 @@ TEST(CudaForwardDevice, AutoFallsBackWithANoteWhenTheModelIsUnsupported) {
     EXPECT_FALSE(r.note.empty());
 }
 
-// Reduced-precision projections: the stated bounds (docs/cuda.md) on normalised logits error vs the float32 CPU
-// forward, and the NLL within a small absolute margin.
+// Reduced-precision projections: the stated bounds (docs/cuda.md) on normalised logits error vs the float32
+// CPU forward, and the NLL within a small absolute margin.
 TEST_P(CudaForward, Tf32AndBf16ProjectionsStayWithinTheirBounds) {
     auto m = random_model(cfg(GetParam()), 8);
     auto x = ids(300);

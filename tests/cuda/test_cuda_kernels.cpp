@@ -600,6 +600,86 @@ TEST(CudaRmsNorm, GatedGroupedMatchesCpu) {
     }
 }
 
+// ---- bf16 outputs (the inputs of bf16 projections, written by the producing kernel) -----------------------
+
+std::vector<float> bf16_to_float(const std::vector<__nv_bfloat16>& v) {
+    std::vector<float> out(v.size());
+    for (size_t i = 0; i < v.size(); ++i) out[i] = __bfloat162float(v[i]);
+    return out;
+}
+std::vector<float> round_bf16(const std::vector<float>& v) {
+    std::vector<float> out(v.size());
+    for (size_t i = 0; i < v.size(); ++i) out[i] = __bfloat162float(__float2bfloat16_rn(v[i]));
+    return out;
+}
+// bf16 keeps 8 significant bits: round-to-nearest error ≤ 2^-9 of the value.
+constexpr double kTolBf16Round = 1.0 / 512;
+
+TEST(CudaBf16Outputs, NormConvAndScanWriteTheRoundedFloat32Result) {
+    REQUIRE_GPU();
+    std::mt19937 rng(61);
+    // RMSNorm → bf16 equals the float32 kernel's output rounded to bf16 (same arithmetic, one rounding).
+    {
+        const int64_t T = 19, D = 777, ldx = D + 2, ldo = D + 3;
+        const auto x = randn(T * ldx, rng, 3.0f), w = randn(D, rng);
+        Dev<float> dx(x), dw(w), d32(T * ldo);
+        Dev<__nv_bfloat16> d16(T * ldo);
+        kg::rmsnorm(T, D, dx.p, ldx, dw.p, 1e-5f, d32.p, ldo, nullptr);
+        kg::rmsnorm_bf16(T, D, dx.p, ldx, dw.p, 1e-5f, d16.p, ldo, nullptr);
+        const auto want = cols_of(round_bf16(d32.download()), T, D, ldo);
+        EXPECT_EQ(cols_of(bf16_to_float(d16.download()), T, D, ldo), want);
+        std::vector<float> cpu(T * ldo, 0.0f);
+        kc::rmsnorm(T, D, x.data(), ldx, w.data(), 1e-5f, cpu.data(), ldo);
+        EXPECT_LE(rel_err(cols_of(bf16_to_float(d16.download()), T, D, ldo), cols_of(cpu, T, D, ldo)),
+                  kTolBf16Round);
+    }
+    // Gated grouped norm → bf16, y left untouched.
+    {
+        const int64_t T = 7, E = 512, G = 4, ldy = E + 1, ldz = E + 5;
+        const auto y = randn(T * ldy, rng), z = randn(T * ldz, rng, 2.0f), w = randn(E, rng);
+        std::vector<float> want = y;
+        kc::gated_rmsnorm(T, E, G, want.data(), ldy, z.data(), ldz, w.data(), 1e-5f);
+        Dev<float> dy(y), dz(z), dw(w);
+        Dev<__nv_bfloat16> d16(T * E);
+        kg::gated_rmsnorm_bf16(T, E, G, dy.p, ldy, dz.p, ldz, dw.p, 1e-5f, d16.p, E, nullptr);
+        EXPECT_LE(rel_err(bf16_to_float(d16.download()), cols_of(want, T, E, ldy)), kTolBf16Round);
+        EXPECT_EQ(dy.download(), y);
+    }
+    // conv1d + SiLU: the bf16 copy is the float32 output rounded, and the float32 output is unchanged.
+    {
+        const int64_t T = 90, Cn = 300, K = 4, ldi = Cn + 3, ldo = Cn + 1;
+        const auto in = randn(T * ldi, rng), w = randn(Cn * K, rng, 0.5f), bias = randn(Cn, rng);
+        const auto st = randn((K - 1) * Cn, rng);
+        Dev<float> din(in), dw(w), db(bias), s1(st), s2(st), o1(T * ldo), o2(T * ldo);
+        Dev<__nv_bfloat16> o16(T * Cn);
+        kg::conv1d_silu(T, Cn, K, din.p, ldi, dw.p, db.p, s1.p, o1.p, ldo, nullptr);
+        kg::conv1d_silu(T, Cn, K, din.p, ldi, dw.p, db.p, s2.p, o2.p, ldo, nullptr, o16.p, Cn);
+        const auto f32 = o1.download();
+        EXPECT_EQ(o2.download(), f32);
+        EXPECT_EQ(bf16_to_float(o16.download()), round_bf16(cols_of(f32, T, Cn, ldo)));
+    }
+    // Mamba-1 scan with y16: y rounded to bf16, state identical.
+    {
+        const M1Data d = make_m1(300, 200, rng);
+        for (const int64_t chunk : {int64_t{0}, int64_t{64}}) {
+            M1Case c{d.T, d.E, chunk, true, false, true};
+            const M1Result ref = run_m1_gpu(d, c, {});
+            Dev<float> x(d.x), raw(d.dt_raw), bias(d.bias), A(d.A), B(d.B), C(d.C), D(d.D), z(d.z), h(d.h0);
+            Dev<__nv_bfloat16> y16(d.T * d.ldy);
+            kg::Mamba1ScanArgs a;
+            a.T = d.T, a.E = d.E, a.N = 16;
+            a.x = x.p, a.ldx = d.ldx, a.delta = raw.p, a.ldd = d.ldd, a.delta_bias = bias.p;
+            a.delta_softplus = true;
+            a.A = A.p, a.B = B.p, a.ldb = d.ldb, a.C = C.p, a.ldc = d.ldc, a.Dskip = D.p;
+            a.z = z.p, a.ldz = d.ldz, a.h = h.p, a.y16 = y16.p, a.ldy = d.ldy, a.chunk_len = chunk;
+            kg::scan_mamba1(a, nullptr, 0, nullptr);
+            EXPECT_EQ(cols_of(bf16_to_float(y16.download()), d.T, d.E, d.ldy), round_bf16(ref.y))
+                << "chunk " << chunk;
+            EXPECT_EQ(h.download(), ref.h);
+        }
+    }
+}
+
 // ---- GEMM -------------------------------------------------------------------------------------------------
 
 TEST(CudaGemm, RowMajorAWtMatchesCpuInFp32AndTf32) {

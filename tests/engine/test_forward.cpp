@@ -96,6 +96,32 @@ TEST_P(ForwardBothArchs, DecodeStepsEqualPrefillLogits) {
     EXPECT_EQ(st.tokens_seen, 30);
 }
 
+TEST_P(ForwardBothArchs, DecoderMatchesPrefillAndFallsBackToTheCpuWithANote) {
+    auto m = random_model(tiny(GetParam()), 12);
+    auto ids = random_ids(30, 37, 2);
+    auto pre = all_logits(*m, ids);
+    ModelState st = make_state(*m);
+    run_prefill(*m, std::span<const int32_t>(ids.data(), 10), st);
+    // Asking for the GPU: on a machine without one (or a CPU-only build) the decoder says so and uses the
+    // CPU.
+    Decoder dec(*m, st, Device::Cuda);
+    if (!cuda_usable()) {
+        EXPECT_EQ(dec.backend(), "cpu");
+        EXPECT_NE(dec.note().find("CUDA not used"), std::string::npos) << dec.note();
+    }
+    std::vector<float> logits;
+    double d = 0;
+    for (int t = 10; t < 30; ++t) {
+        dec.step(ids[t], logits);
+        ASSERT_EQ(logits.size(), pre[t].size());
+        for (size_t j = 0; j < logits.size(); ++j) d = std::max(d, double(std::abs(logits[j] - pre[t][j])));
+    }
+    EXPECT_LT(d, 1e-4);
+    EXPECT_EQ(dec.state().tokens_seen, 30);
+    EXPECT_THROW(dec.step(9999, logits), Error);  // out-of-range id: a clear error, state untouched
+    EXPECT_EQ(dec.state().tokens_seen, 30);
+}
+
 TEST_P(ForwardBothArchs, MinusInfinityThresholdsLeaveTheModelVanilla) {
     auto m = random_model(tiny(GetParam()), 13);
     auto ids = random_ids(40, 37, 3);

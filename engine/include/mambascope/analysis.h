@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "mambascope/forward.h"
 #include "mambascope/model.h"
 #include "mambascope/progress.h"
 
@@ -96,6 +97,7 @@ struct MethodResult {
     std::vector<int64_t>
         kept_positions;  // DeciMamba: positions that reached the last layer (empty otherwise)
     double seconds = 0;
+    std::string backend = "cpu";  // where the method's forward ran ("cpu" / "cuda")
 };
 
 struct RunInput {
@@ -152,6 +154,10 @@ struct AnalysisRequest {
     AttentionNorm attention_norm = AttentionNorm::AbsMax;
     double attention_log_floor = 1e-3;
     bool nll = true;  // per-token NLL (needs the LM head on every token)
+    // Where vanilla and LongMamba run (probes and filter are identical on both backends); DeciMamba's
+    // selection runs on the CPU. Cuda/Auto fall back to the CPU when no GPU is usable: MethodResult::backend
+    // says where each method ran and RunResult::provenance["device_note"] why it fell back.
+    Device device = Device::Cpu;
 };
 
 // Runs every requested method on the input. Progress covers the whole run; cancellation throws Cancelled.

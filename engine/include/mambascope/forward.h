@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -146,7 +147,34 @@ ForwardResult run_prefill(const Model& model, std::span<const int32_t> ids, Mode
 ForwardResult run_forward(const Model& model, std::span<const int32_t> ids,
                           const ForwardOptions& options = {}, const HeadRequest& head = {});
 
-// One decode step (no filter, method doc §2.4): feeds `id`, writes logits [V_rows] for the next token.
+// One decode step on the CPU (no filter, method doc §2.4): feeds `id`, writes logits [V_rows] for the next
+// token.
 void decode_step(const Model& model, int32_t id, ModelState& state, std::vector<float>& logits);
+
+namespace detail {
+class DecoderBackend;
+}
+
+// Token-by-token decoding (generation) on a device. The state stays where the forward runs: on the GPU a
+// step moves one id in and one logits row out (the CPU path is decode_step). Cuda/Auto fall back to the CPU
+// with note() saying why. Decode steps are never filtered (method doc §2.4). `model` must outlive the
+// decoder.
+class Decoder {
+  public:
+    Decoder(const Model& model, const ModelState& state, Device device = Device::Cpu,
+            Precision precision = Precision::Fp32);
+    ~Decoder();
+    Decoder(const Decoder&) = delete;
+    Decoder& operator=(const Decoder&) = delete;
+    void step(int32_t id, std::vector<float>& logits);       // logits [V_rows] of the token after `id`
+    ModelState state() const;                                // host copy of the current state
+    const std::string& backend() const { return backend_; }  // "cpu" / "cuda"
+    const std::string& note() const { return note_; }        // why a GPU request ran on the CPU
+  private:
+    const Model& model_;
+    ModelState cpu_state_;  // used by the CPU path
+    std::unique_ptr<detail::DecoderBackend> gpu_;
+    std::string backend_ = "cpu", note_;
+};
 
 }  // namespace mambascope

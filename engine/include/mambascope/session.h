@@ -24,6 +24,7 @@ constexpr int64_t kDefaultSessionMaxTokens = 16384;
 struct Session {
     std::string model = "demo";        // model directory, or "demo" (resources/models/demo-mamba1)
     std::string text = "demo";         // UTF-8 text file, or "demo" (resources/text/demo.txt)
+    std::string input_text;            // pasted text; when not empty it is the input and `text` is unused
     std::string trace;                 // optional saved trace (HDF5): open it instead of running
     std::string calibration = "demo";  // calibration .h5, "demo" (the demo model's), or "" (none)
     std::vector<Method> methods{Method::Vanilla, Method::LongMamba, Method::DeciMamba};
@@ -34,6 +35,8 @@ struct Session {
     int64_t deci_L_base = -1;      // -1: train_len
     double deci_beta = 1.0;
     int64_t max_tokens = kDefaultSessionMaxTokens;  // input is cut to this many tokens
+    Device device = Device::Cpu;  // where vanilla/LongMamba run (DeciMamba stays on the CPU)
+    std::string sweep;            // optional perplexity-sweep CSV shown in the Perplexity view
     // Selection and view state (GUI only; the CLI ignores them)
     int selected_layer = 0;
     int64_t selected_channel = 0;
@@ -55,6 +58,7 @@ std::filesystem::path resolve_model_path(const Session& s);
 std::filesystem::path resolve_text_path(const Session& s);
 std::filesystem::path resolve_calibration_path(const Session& s);
 std::filesystem::path resolve_trace_path(const Session& s);  // "" when the session has no trace
+std::filesystem::path resolve_sweep_path(const Session& s);  // "" when the session has no sweep
 
 // The analysis request the session describes (probes left at their defaults).
 AnalysisRequest session_request(const Session& s);

@@ -324,8 +324,11 @@ RunResult run_analysis(const Model& model, const RunInput& input, const Analysis
             opt.filter = filter.empty() ? nullptr : &filter;
             opt.observer = &fan;
             opt.progress = sub(0.0, 1.0);
+            opt.device = req.device;
             fr = run_forward(model, input.ids, opt, head);
         }
+        mr.backend = fr.backend;
+        if (!fr.note.empty()) res.provenance["device_note"] = fr.note;
         rf.finish(T);
 
         mr.nll_positions = std::move(fr.nll_positions);

@@ -8,6 +8,7 @@
 
 #include "mambascope/error.h"
 #include "mambascope/resources.h"
+#include "mambascope/text.h"
 
 namespace mambascope {
 
@@ -21,6 +22,7 @@ std::string session_to_json(const Session& s) {
     j["mambascope_session"] = kSessionVersion;
     j["model"] = s.model;
     j["text"] = s.text;
+    if (!s.input_text.empty()) j["input_text"] = s.input_text;
     if (!s.trace.empty()) j["trace"] = s.trace;
     j["calibration"] = s.calibration;
     json methods = json::array();
@@ -31,6 +33,8 @@ std::string session_to_json(const Session& s) {
     j["activate_above"] = s.activate_above;
     j["deci"] = {{"layers", s.deci_layers}, {"L_base", s.deci_L_base}, {"beta", s.deci_beta}};
     j["max_tokens"] = s.max_tokens;
+    j["device"] = device_name(s.device);
+    if (!s.sweep.empty()) j["sweep"] = s.sweep;
     j["selection"] = {
         {"layer", s.selected_layer}, {"channel", s.selected_channel}, {"token", s.selected_token}};
     j["view"] = s.view;
@@ -81,6 +85,20 @@ Session session_from_json(std::string_view text, const std::string& origin, cons
         get_opt(*it, "beta", s.deci_beta, origin);
     }
     get_opt(j, "max_tokens", s.max_tokens, origin);
+    get_opt(j, "input_text", s.input_text, origin);
+    get_opt(j, "sweep", s.sweep, origin);
+    {
+        std::string dev = device_name(s.device);
+        get_opt(j, "device", dev, origin);
+        try {
+            s.device = parse_device(dev);
+        } catch (const Error&) {
+            throw Error(origin + ": session key 'device' must be \"cpu\", \"cuda\" or \"auto\", not \"" +
+                        dev + "\"");
+        }
+    }
+    if (find_invalid_utf8(s.input_text) != std::string_view::npos)
+        throw Error(origin + ": 'input_text' is not valid UTF-8", "paste the text again or use a text file");
     if (auto it = j.find("selection"); it != j.end() && it->is_object()) {
         get_opt(*it, "layer", s.selected_layer, origin);
         get_opt(*it, "channel", s.selected_channel, origin);
@@ -154,6 +172,10 @@ fs::path resolve_trace_path(const Session& s) {
     return s.trace.empty() ? fs::path() : resolve_relative(s, s.trace);
 }
 
+fs::path resolve_sweep_path(const Session& s) {
+    return s.sweep.empty() ? fs::path() : resolve_relative(s, s.sweep);
+}
+
 AnalysisRequest session_request(const Session& s) {
     AnalysisRequest r;
     r.methods = s.methods;
@@ -164,6 +186,7 @@ AnalysisRequest session_request(const Session& s) {
     r.deci_layers = s.deci_layers;
     r.deci_L_base = s.deci_L_base;
     r.deci_beta = s.deci_beta;
+    r.device = s.device;
     return r;
 }
 

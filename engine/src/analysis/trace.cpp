@@ -21,8 +21,8 @@ using h5::DType;
 
 constexpr const char* kProvenancePrefix = "provenance.";
 // Method-group attributes that are not analysis parameters.
-const std::set<std::string> kMethodReserved{"NX_class", "signal",  "axes",
-                                            "method",   "seconds", "receptive_field_resolution"};
+const std::set<std::string> kMethodReserved{
+    "NX_class", "signal", "axes", "method", "seconds", "receptive_field_resolution", "backend"};
 
 std::string utc_now_iso() {
     const std::time_t t = std::time(nullptr);
@@ -297,6 +297,7 @@ void write_trace(const std::filesystem::path& path, const RunResult& run, const 
         h5::set_attr(o.id(), "axes", std::vector<std::string>{"layer", "channel"});
         h5::set_attr(o.id(), "method", std::string(method_name(m.method)));
         h5::set_attr(o.id(), "seconds", m.seconds);
+        h5::set_attr(o.id(), "backend", m.backend);
         h5::set_attr(o.id(), "receptive_field_resolution", m.receptive_field_resolution);
         for (const auto& [k, v] : m.params) h5::set_attr(o.id(), k, v);
     }
@@ -418,6 +419,7 @@ RunResult read_trace(const std::filesystem::path& path) {
             }
             auto o = r.open(g);
             m.seconds = h5::get_attr_double(o.id(), "seconds");
+            if (h5::has_attr(o.id(), "backend")) m.backend = h5::get_attr_string(o.id(), "backend");
             m.receptive_field_resolution = h5::get_attr_int(o.id(), "receptive_field_resolution");
             m.params = numeric_attrs(static_cast<hid_t>(o.id()), kMethodReserved);
             run.methods.push_back(std::move(m));

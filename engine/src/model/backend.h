@@ -3,6 +3,7 @@
 // (same hooks, same outputs), so callers choose a device and nothing else changes.
 #pragma once
 
+#include <memory>
 #include <span>
 #include <string>
 
@@ -18,5 +19,16 @@ std::string cuda_unsupported_reason(const Model& model, const ForwardOptions& op
 
 ForwardResult cuda_run_prefill(const Model& model, std::span<const int32_t> ids, ModelState& state,
                                const ForwardOptions& options, const HeadRequest& head);
+
+// Token-by-token decoding with the state held by the backend (Decoder in forward.h).
+class DecoderBackend {
+  public:
+    virtual ~DecoderBackend() = default;
+    virtual void step(int32_t id, std::vector<float>& logits) = 0;  // logits [V_rows] of the next token
+    virtual void download(ModelState& state) const = 0;             // host copy of the state
+};
+// The state is uploaded once; `model` must outlive the decoder.
+std::unique_ptr<DecoderBackend> make_cuda_decoder(const Model& model, const ModelState& state,
+                                                  Precision precision);
 
 }  // namespace mambascope::detail

@@ -311,9 +311,12 @@ const char* device_name(Device d) {
 
 const char* precision_name(Precision p) {
     switch (p) {
-        case Precision::Fp32: return "fp32";
-        case Precision::Tf32: return "tf32";
-        case Precision::Bf16: return "bf16";
+        case Precision::Fp32:
+            return "fp32";
+        case Precision::Tf32:
+            return "tf32";
+        case Precision::Bf16:
+            return "bf16";
     }
     return "?";
 }
@@ -403,8 +406,48 @@ void decode_step(const Model& model, int32_t id, ModelState& state, std::vector<
     const int64_t pos = state.tokens_seen;
     head.logits_positions = {pos};
     head.logits_sink = [&](int64_t, const float* row, int64_t V) { logits.assign(row, row + V); };
-    ForwardOptions opt;  // decode steps are never filtered (method doc §2.4); one token: the CPU is fastest
+    ForwardOptions opt;  // decode steps are never filtered (method doc §2.4)
     detail::cpu_run_prefill(model, std::span<const int32_t>(one, 1), state, opt, head);
+}
+
+Decoder::Decoder(const Model& model, const ModelState& state, Device device, Precision precision)
+    : model_(model) {
+    MS_CHECK(static_cast<int64_t>(state.layers.size()) == model.config.n_layer,
+             "state does not belong to this model");
+    if (device != Device::Cpu) {
+        std::string why;
+        ForwardOptions probe;
+        probe.precision = precision;
+        if (!cuda_usable(&why))
+            note_ = "CUDA not used: " + why + "; decoding on the CPU";
+        else if (auto r = detail::cuda_unsupported_reason(model, probe); !r.empty())
+            note_ = "CUDA not used: " + r + "; decoding on the CPU";
+        else {
+            gpu_ = detail::make_cuda_decoder(model, state, precision);
+            backend_ = "cuda";
+            return;
+        }
+    }
+    if (precision != Precision::Fp32)
+        note_ += std::string(note_.empty() ? "" : "; ") + precision_name(precision) +
+                 " applies to the CUDA backend only: the CPU computes in float32";
+    cpu_state_ = state;
+}
+
+Decoder::~Decoder() = default;
+
+void Decoder::step(int32_t id, std::vector<float>& logits) {
+    if (gpu_)
+        gpu_->step(id, logits);
+    else
+        decode_step(model_, id, cpu_state_, logits);
+}
+
+ModelState Decoder::state() const {
+    if (!gpu_) return cpu_state_;
+    ModelState s = make_state(model_);
+    gpu_->download(s);
+    return s;
 }
 
 }  // namespace mambascope

@@ -49,6 +49,9 @@ ForwardResult cuda_run_prefill(const Model&, std::span<const int32_t>, ModelStat
                                const HeadRequest&) {
     throw Error("this build has no CUDA backend");
 }
+std::unique_ptr<DecoderBackend> make_cuda_decoder(const Model&, const ModelState&, Precision) {
+    throw Error("this build has no CUDA backend");
+}
 }  // namespace detail
 
 #else
@@ -117,12 +120,12 @@ struct DevLayer {
     DevTensor norm, in_proj, conv_w, conv_b, out_proj, A, Dskip, x_proj, dt_proj_w, dt_proj_b, dt_bias,
         gate_norm;
     // bf16 copies of the projection weights, made on the first bf16 run
-    std::shared_ptr<DevBuf<__nv_bfloat16>> in_proj16, out_proj16, x_proj16, dt_proj16;
+    std::shared_ptr<DevBuf<__nv_bfloat16> > in_proj16, out_proj16, x_proj16, dt_proj16;
 };
 
-std::shared_ptr<DevBuf<__nv_bfloat16>> to_bf16_copy(const DevTensor& t, int64_t n, cudaStream_t s) {
+std::shared_ptr<DevBuf<__nv_bfloat16> > to_bf16_copy(const DevTensor& t, int64_t n, cudaStream_t s) {
     if (!t.ptr()) return nullptr;
-    auto b = std::make_shared<DevBuf<__nv_bfloat16>>(size_t(n));
+    auto b = std::make_shared<DevBuf<__nv_bfloat16> >(size_t(n));
     kc::to_bf16(1, n, t.ptr(), n, b->ptr, n, s);
     return b;
 }
@@ -179,6 +182,56 @@ std::vector<float> to_host(const float* dev, int64_t rows, int64_t cols, int64_t
     return h;
 }
 
+// The recurrent state of every layer on the device (ModelState's layout).
+struct DevState {
+    std::vector<DevBuf<float> > conv, ssm;
+    int64_t tokens_seen = 0;
+    explicit DevState(const ModelState& h) : conv(h.layers.size()), ssm(h.layers.size()) {
+        for (size_t l = 0; l < h.layers.size(); ++l) {
+            conv[l].upload(h.layers[l].conv.data(), h.layers[l].conv.size());
+            ssm[l].upload(h.layers[l].ssm.data(), h.layers[l].ssm.size());
+        }
+        tokens_seen = h.tokens_seen;
+    }
+    void download(ModelState& h) const {
+        for (size_t l = 0; l < h.layers.size(); ++l) {
+            CUDA_CHECK(cudaMemcpy(h.layers[l].conv.data(), conv[l].ptr,
+                                  h.layers[l].conv.size() * sizeof(float), cudaMemcpyDeviceToHost));
+            CUDA_CHECK(cudaMemcpy(h.layers[l].ssm.data(), ssm[l].ptr, h.layers[l].ssm.size() * sizeof(float),
+                                  cudaMemcpyDeviceToHost));
+        }
+        h.tokens_seen = tokens_seen;
+    }
+};
+
+// Per-chunk device buffers; grown on demand and reused across calls (a decoder keeps one).
+struct Workspace {
+    DevBuf<int32_t> ids, targets;
+    DevBuf<float> x, u, proj, conv, dbc, dt, y, delta_used, logits, xn, nll;
+    DevBuf<float> g_proj, g_conv, g_dbc, g_dt, g_x;
+    DevBuf<int64_t> rows;
+    DevBuf<__nv_bfloat16> a16;  // bf16 copy of a projection's input
+    // bf16 activations written directly by the norm, conv and scan kernels (bf16 projections only)
+    DevBuf<__nv_bfloat16> u16, conv16, y16;
+};
+
+void ensure_bf16_weights(const Model& model, DevModel& dm) {
+    std::lock_guard<std::mutex> lock(g_upload_mutex);
+    for (size_t l = 0; l < dm.layers.size(); ++l) {
+        DevLayer& dl = dm.layers[l];
+        const LayerWeights& w = model.layers[l];
+        if (!dl.in_proj16) {
+            dl.in_proj16 = to_bf16_copy(dl.in_proj, w.in_proj.numel(), dm.stream);
+            dl.out_proj16 = to_bf16_copy(dl.out_proj, w.out_proj.numel(), dm.stream);
+            dl.x_proj16 = to_bf16_copy(dl.x_proj, w.x_proj.numel(), dm.stream);
+            dl.dt_proj16 = to_bf16_copy(dl.dt_proj_w, w.dt_proj_w.numel(), dm.stream);
+        }
+    }
+}
+
+ForwardResult prefill_on_device(const Model& model, std::span<const int32_t> ids, DevState& state,
+                                const ForwardOptions& opt, const HeadRequest& head, Workspace& ws);
+
 }  // namespace
 
 std::string cuda_unsupported_reason(const Model& m, const ForwardOptions&) {
@@ -201,30 +254,38 @@ std::string cuda_unsupported_reason(const Model& m, const ForwardOptions&) {
 ForwardResult cuda_run_prefill(const Model& model, std::span<const int32_t> ids, ModelState& state,
                                const ForwardOptions& opt, const HeadRequest& head) {
     check_ids(model, ids);
+    MS_CHECK(static_cast<int64_t>(state.layers.size()) == model.config.n_layer,
+             "state does not belong to this model");
+    // Device state, uploaded from the host state and written back at the end.
+    DevState ds(state);
+    Workspace ws;
+    ForwardResult res = prefill_on_device(model, ids, ds, opt, head, ws);
+    ds.download(state);
+    return res;
+}
+
+namespace {
+
+ForwardResult prefill_on_device(const Model& model, std::span<const int32_t> ids, DevState& state,
+                                const ForwardOptions& opt, const HeadRequest& head, Workspace& ws) {
     const ModelConfig& c = model.config;
-    MS_CHECK(static_cast<int64_t>(state.layers.size()) == c.n_layer, "state does not belong to this model");
     const auto t_start = std::chrono::steady_clock::now();
     DevModel& dm = device_model(model);
     cudaStream_t s = dm.stream;
     cublasHandle_t cb = dm.cublas->get();
     const bool bf16 = opt.precision == Precision::Bf16, tf32 = opt.precision == Precision::Tf32;
-    if (bf16) {
-        std::lock_guard<std::mutex> lock(g_upload_mutex);
-        for (size_t l = 0; l < dm.layers.size(); ++l) {
-            DevLayer& dl = dm.layers[l];
-            const LayerWeights& w = model.layers[l];
-            if (!dl.in_proj16) {
-                dl.in_proj16 = to_bf16_copy(dl.in_proj, w.in_proj.numel(), s);
-                dl.out_proj16 = to_bf16_copy(dl.out_proj, w.out_proj.numel(), s);
-                dl.x_proj16 = to_bf16_copy(dl.x_proj, w.x_proj.numel(), s);
-                dl.dt_proj16 = to_bf16_copy(dl.dt_proj_w, w.dt_proj_w.numel(), s);
-            }
-        }
-    }
-    DevBuf<__nv_bfloat16> a16;  // bf16 copy of a projection's input
+    if (bf16) ensure_bf16_weights(model, dm);
+    DevBuf<__nv_bfloat16>& a16 = ws.a16;
+    // C (M×N) = A16 (M×K, lda, bf16) · W16ᵀ + beta·C: for inputs a kernel already wrote in bf16.
+    auto project16 = [&](int64_t M, int64_t N, int64_t K, const __nv_bfloat16* A, int64_t lda,
+                         const std::shared_ptr<DevBuf<__nv_bfloat16> >& W16, float* C, int64_t ldc,
+                         float beta) {
+        kc::gemm_rowmajor_bf16(cb, s, M, N, K, A, lda, W16->ptr, K, C, ldc, beta);
+    };
     // C (M×N) = A (M×K, lda) · Wᵀ + beta·C in the requested precision.
     auto project = [&](int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const DevTensor& W,
-                       const std::shared_ptr<DevBuf<__nv_bfloat16>>& W16, float* C, int64_t ldc, float beta) {
+                       const std::shared_ptr<DevBuf<__nv_bfloat16> >& W16, float* C, int64_t ldc,
+                       float beta) {
         if (bf16) {
             a16.resize(size_t(M * K));
             kc::to_bf16(M, K, A, lda, a16.ptr, K, s);
@@ -242,14 +303,8 @@ ForwardResult cuda_run_prefill(const Model& model, std::span<const int32_t> ids,
                                                      : int(c.n_layer) - 1;
     const float eps = static_cast<float>(c.norm_eps);
 
-    // Device state, uploaded from the host state and written back at the end.
-    std::vector<DevBuf<float> > conv_state(static_cast<size_t>(c.n_layer)),
-        ssm_state(static_cast<size_t>(c.n_layer));
-    for (int64_t l = 0; l < c.n_layer; ++l) {
-        conv_state[size_t(l)].upload(state.layers[size_t(l)].conv.data(),
-                                     state.layers[size_t(l)].conv.size());
-        ssm_state[size_t(l)].upload(state.layers[size_t(l)].ssm.data(), state.layers[size_t(l)].ssm.size());
-    }
+    std::vector<DevBuf<float> >& conv_state = state.conv;
+    std::vector<DevBuf<float> >& ssm_state = state.ssm;
     // Filter thresholds on the device.
     std::vector<DevBuf<float> > thr(static_cast<size_t>(c.n_layer));
     const bool filtered = opt.filter && !opt.filter->empty();
@@ -262,15 +317,33 @@ ForwardResult cuda_run_prefill(const Model& model, std::span<const int32_t> ids,
             thr[size_t(l)].upload(opt.filter->threshold[size_t(l)].data(), size_t(C));
         }
     }
-    // Chunk buffers.
-    DevBuf<int32_t> d_ids{size_t(chunk)};
-    DevBuf<float> x{size_t(chunk * D)}, u{size_t(chunk * D)}, proj{size_t(chunk * P)},
-        conv{size_t(chunk * CD)}, dbc{size_t(chunk * ldbc)}, dt{size_t(chunk * E)}, y{size_t(chunk * E)},
-        delta_used{size_t(chunk * C)}, logits{size_t(kHeadChunkTokens * V)}, xn{size_t(kHeadChunkTokens * D)},
-        nll{size_t(kHeadChunkTokens)};
-    DevBuf<float> g_proj, g_conv, g_dbc, g_dt, g_x;
-    DevBuf<int64_t> d_rows;
-    DevBuf<int32_t> d_targets{size_t(kHeadChunkTokens)};
+    // Chunk buffers (no larger than this call needs: a decode step is one row).
+    const int64_t rows_max = std::min<int64_t>(chunk, std::max<int64_t>(1, int64_t(ids.size())));
+    const int64_t head_max = std::min<int64_t>(kHeadChunkTokens, rows_max);
+    auto& d_ids = ws.ids;
+    auto &x = ws.x, &u = ws.u, &proj = ws.proj, &conv = ws.conv, &dbc = ws.dbc, &dt = ws.dt, &y = ws.y,
+         &delta_used = ws.delta_used, &logits = ws.logits, &xn = ws.xn, &nll = ws.nll;
+    auto &g_proj = ws.g_proj, &g_conv = ws.g_conv, &g_dbc = ws.g_dbc, &g_dt = ws.g_dt, &g_x = ws.g_x;
+    auto& d_rows = ws.rows;
+    auto& d_targets = ws.targets;
+    d_ids.resize(size_t(rows_max));
+    x.resize(size_t(rows_max * D));
+    u.resize(size_t(rows_max * D));
+    proj.resize(size_t(rows_max * P));
+    conv.resize(size_t(rows_max * CD));
+    dbc.resize(size_t(rows_max * ldbc));
+    dt.resize(size_t(rows_max * E));
+    y.resize(size_t(rows_max * E));
+    delta_used.resize(size_t(rows_max * C));
+    logits.resize(size_t(head_max * V));
+    xn.resize(size_t(head_max * D));
+    nll.resize(size_t(head_max));
+    d_targets.resize(size_t(head_max));
+    if (bf16) {
+        ws.u16.resize(size_t(rows_max * D));
+        ws.conv16.resize(size_t(rows_max * CD));
+        ws.y16.resize(size_t(rows_max * E));
+    }
 
     ForwardResult res;
     res.tokens = T;
@@ -287,15 +360,26 @@ ForwardResult cuda_run_prefill(const Model& model, std::span<const int32_t> ids,
         kc::embed_rows(R, D, d_ids.ptr, dm.embedding.ptr(), x.ptr, s);
         for (int li = 0; li <= last_layer && R > 0; ++li) {
             const DevLayer& w = dm.layers[size_t(li)];
-            kc::rmsnorm(R, D, x.ptr, D, w.norm.ptr(), eps, u.ptr, D, s);
-            project(R, P, D, u.ptr, D, w.in_proj, w.in_proj16, proj.ptr, P, 0.0f);
+            // bf16: the norm, the conv and the scan write the next projection's bf16 input themselves.
+            if (bf16) {
+                kc::rmsnorm_bf16(R, D, x.ptr, D, w.norm.ptr(), eps, ws.u16.ptr, D, s);
+                project16(R, P, D, ws.u16.ptr, D, w.in_proj16, proj.ptr, P, 0.0f);
+            } else {
+                kc::rmsnorm(R, D, x.ptr, D, w.norm.ptr(), eps, u.ptr, D, s);
+                project(R, P, D, u.ptr, D, w.in_proj, w.in_proj16, proj.ptr, P, 0.0f);
+            }
             const int64_t conv_col = c.arch == Arch::Mamba1 ? 0 : E;
+            const bool conv_bf16 = bf16 && c.arch == Arch::Mamba1;  // x_proj's input
             kc::conv1d_silu(R, CD, K, proj.ptr + conv_col, P, w.conv_w.ptr(), w.conv_b.ptr(),
-                            conv_state[size_t(li)].ptr, conv.ptr, CD, s);
+                            conv_state[size_t(li)].ptr, conv.ptr, CD, s, conv_bf16 ? ws.conv16.ptr : nullptr,
+                            CD);
             float* dt_raw = nullptr;  // pre-softplus Δ input, (R, ·) with stride dt_ld
             int64_t dt_ld = 0;
             if (c.arch == Arch::Mamba1) {
-                project(R, ldbc, E, conv.ptr, CD, w.x_proj, w.x_proj16, dbc.ptr, ldbc, 0.0f);
+                if (conv_bf16)
+                    project16(R, ldbc, E, ws.conv16.ptr, CD, w.x_proj16, dbc.ptr, ldbc, 0.0f);
+                else
+                    project(R, ldbc, E, conv.ptr, CD, w.x_proj, w.x_proj16, dbc.ptr, ldbc, 0.0f);
                 project(R, E, Rdt, dbc.ptr, ldbc, w.dt_proj_w, w.dt_proj16, dt.ptr, E, 0.0f);
                 dt_raw = dt.ptr;
                 dt_ld = E;
@@ -368,8 +452,11 @@ ForwardResult cuda_run_prefill(const Model& model, std::span<const int32_t> ids,
                 a.x = xin, a.ldx = CD;
                 a.delta = dt_raw, a.ldd = dt_ld, a.delta_bias = w.dt_proj_b.ptr(), a.delta_softplus = true;
                 a.A = w.A.ptr(), a.B = Bp, a.ldb = ldbc, a.C = Cp, a.ldc = ldbc, a.Dskip = w.Dskip.ptr();
-                a.z = zin, a.ldz = P, a.thr = thr_ptr, a.h = ssm_state[size_t(li)].ptr, a.y = y.ptr,
-                a.ldy = E;
+                a.z = zin, a.ldz = P, a.thr = thr_ptr, a.h = ssm_state[size_t(li)].ptr, a.ldy = E;
+                if (bf16)
+                    a.y16 = ws.y16.ptr;  // out_proj's bf16 input
+                else
+                    a.y = y.ptr;
                 if (want_delta) a.delta_out = delta_used.ptr, a.ldo = C;
                 a.fast_exp = kScanFastExp;
                 kc::scan_mamba1(a, nullptr, 0, s);
@@ -382,7 +469,11 @@ ForwardResult cuda_run_prefill(const Model& model, std::span<const int32_t> ids,
                 a.thr = thr_ptr, a.s = ssm_state[size_t(li)].ptr, a.y = y.ptr, a.ldy = E;
                 if (want_delta) a.delta_out = delta_used.ptr, a.ldo = C;
                 kc::scan_mamba2(a, nullptr, 0, s);
-                kc::gated_rmsnorm(R, E, c.norm_groups(), y.ptr, E, zin, P, w.gate_norm.ptr(), eps, s);
+                if (bf16)
+                    kc::gated_rmsnorm_bf16(R, E, c.norm_groups(), y.ptr, E, zin, P, w.gate_norm.ptr(), eps,
+                                           ws.y16.ptr, E, s);
+                else
+                    kc::gated_rmsnorm(R, E, c.norm_groups(), y.ptr, E, zin, P, w.gate_norm.ptr(), eps, s);
             }
             if (want_delta) {
                 auto used = to_host(delta_used.ptr, R, C, C, s);
@@ -405,7 +496,10 @@ ForwardResult cuda_run_prefill(const Model& model, std::span<const int32_t> ids,
                 opt.observer->on_delta(br, bu);
             }
             // x = y·out_projᵀ + x
-            project(R, D, E, y.ptr, E, w.out_proj, w.out_proj16, x.ptr, D, 1.0f);
+            if (bf16)
+                project16(R, D, E, ws.y16.ptr, E, w.out_proj16, x.ptr, D, 1.0f);
+            else
+                project(R, D, E, y.ptr, E, w.out_proj, w.out_proj16, x.ptr, D, 1.0f);
         }
         if (opt.stop_after_layer < 0 && R > 0 && (head.nll || head.logits_sink)) {
             // Rows that need the head: a target exists (NLL) or the sink asked for the position.
@@ -458,16 +552,43 @@ ForwardResult cuda_run_prefill(const Model& model, std::span<const int32_t> ids,
         CUDA_CHECK(cudaStreamSynchronize(s));
         report_progress(opt.progress, double(t0 + std::min(chunk, T - t0)) / double(T), "prefill");
     }
-    for (int64_t l = 0; l < c.n_layer; ++l) {
-        auto& ls = state.layers[size_t(l)];
-        CUDA_CHECK(cudaMemcpy(ls.conv.data(), conv_state[size_t(l)].ptr, ls.conv.size() * sizeof(float),
-                              cudaMemcpyDeviceToHost));
-        CUDA_CHECK(cudaMemcpy(ls.ssm.data(), ssm_state[size_t(l)].ptr, ls.ssm.size() * sizeof(float),
-                              cudaMemcpyDeviceToHost));
-    }
     state.tokens_seen += T;
     res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     return res;
+}
+
+// Decoding with the state resident on the GPU: a step moves one id in and one logits row out.
+class CudaDecoder final : public DecoderBackend {
+  public:
+    CudaDecoder(const Model& model, const ModelState& state, Precision precision)
+        : model_(model), state_(state) {
+        opt_.precision = precision;
+    }
+    void step(int32_t id, std::vector<float>& logits) override {
+        const int32_t one[1] = {id};
+        std::span<const int32_t> ids(one, 1);
+        check_ids(model_, ids);
+        HeadRequest head;
+        head.logits_positions = {state_.tokens_seen};
+        head.logits_sink = [&](int64_t, const float* row, int64_t V) { logits.assign(row, row + V); };
+        prefill_on_device(model_, ids, state_, opt_, head, ws_);
+    }
+    void download(ModelState& state) const override { state_.download(state); }
+
+  private:
+    const Model& model_;
+    DevState state_;
+    Workspace ws_;
+    ForwardOptions opt_;  // no filter: decode steps are never filtered (method doc §2.4)
+};
+
+}  // namespace
+
+std::unique_ptr<DecoderBackend> make_cuda_decoder(const Model& model, const ModelState& state,
+                                                  Precision precision) {
+    MS_CHECK(static_cast<int64_t>(state.layers.size()) == model.config.n_layer,
+             "state does not belong to this model");
+    return std::make_unique<CudaDecoder>(model, state, precision);
 }
 
 }  // namespace detail
