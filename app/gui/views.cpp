@@ -522,7 +522,8 @@ void PerplexityView::drawSweep() {
         sweepGraphs_[m] = g;
     }
     sweepPlot_->rescaleAxes();
-    const QCPRange xr = sweepPlot_->xAxis->range();
+    QCPRange xr = sweepPlot_->xAxis->range();
+    if (result_ && result_->train_len > 0) xr.expand(double(result_->train_len));  // keep the mark visible
     sweepPlot_->xAxis->setRange(xr.lower / 1.3, xr.upper * 1.3);
     const QCPRange yr = sweepPlot_->yAxis->range();
     sweepPlot_->yAxis->setRange(std::max(0.0, yr.lower - 0.05 * yr.size()),
