@@ -15,6 +15,10 @@
 
 #include "mambascope/analysis.h"
 
+class QCustomPlot;
+class QObject;
+class QPen;
+
 namespace mambascope::gui {
 
 using RunResultPtr = std::shared_ptr<const RunResult>;
@@ -33,6 +37,19 @@ QVector<double> moving_average(const QVector<double>& y, int window);
 
 QColor method_color(Method m);
 QString method_label(Method m);  // "vanilla", "LongMamba", "DeciMamba"
+
+// Theme. Plots take their colours from the current QApplication palette: Base for the background, Text for
+// axes, ticks, labels, titles and the legend. Reference lines (thresholds, training length, alignment
+// targets) are drawn in palette-aware tones so that they stay visible on a dark background.
+enum class RefTone { Strong, Muted };  // Strong: the Text colour; Muted: Text blended halfway into Base
+QColor reference_color(RefTone tone);
+// Marks a QCPGraph or QCPAbstractItem as a reference line and gives it the palette's pen for `tone` (width
+// and style kept when style_plot recolours it after a theme change).
+void set_reference_pen(QObject* graph_or_item, RefTone tone, double width, Qt::PenStyle style);
+// Applies the current palette to a plot (background, axes of every axis rect and colour scale, titles,
+// legend, grid, reference lines) and queues a replot. new_plot() calls it; MainWindow::setDark calls it for
+// every plot.
+void style_plot(QCustomPlot* plot);
 
 // Tokenises UTF-8 text with the model's tokenizer (choose_tokenizer), keeps at most max_tokens tokens, and
 // fills ids, token strings and byte offsets.

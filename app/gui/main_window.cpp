@@ -48,7 +48,8 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
     tabs_ = new QTabWidget;
     views_ = {new ChannelMapView(selection_), new ChannelDetailView(selection_),
               new PerplexityView(selection_), new ReceptiveFieldView(selection_),
-              new TokensView(selection_),     new AttentionView(selection_)};
+              new TokensView(selection_),     new AttentionView(selection_),
+              new GlobalRatioView(selection_)};
     for (auto* v : views_) tabs_->addTab(v, v->title());
     setCentralWidget(tabs_);
     auto* dock = new QDockWidget("Run", this);
@@ -554,20 +555,7 @@ void MainWindow::setDark(bool dark) {
         p = QApplication::style()->standardPalette();
     }
     QApplication::setPalette(p);
-    const QColor bg = p.color(QPalette::Base), fg = p.color(QPalette::Text);
-    for (auto* plot : findChildren<QCustomPlot*>()) {
-        plot->setBackground(bg);
-        for (auto* ax : plot->axisRect()->axes()) {
-            ax->setBasePen(QPen(fg));
-            ax->setTickPen(QPen(fg));
-            ax->setSubTickPen(QPen(fg));
-            ax->setTickLabelColor(fg);
-            ax->setLabelColor(fg);
-        }
-        plot->legend->setBrush(bg);
-        plot->legend->setTextColor(fg);
-        plot->replot(QCustomPlot::rpQueuedReplot);
-    }
+    for (auto* plot : findChildren<QCustomPlot*>()) style_plot(plot);
 }
 
 }  // namespace mambascope::gui

@@ -1,8 +1,11 @@
 #include "views.h"
 
 #include <QApplication>
+#include <QFileDialog>
+#include <QFileInfo>
 #include <QGridLayout>
 #include <QHBoxLayout>
+#include <QMessageBox>
 #include <QPdfWriter>
 #include <QTextBlock>
 #include <QToolTip>
@@ -28,8 +31,55 @@ QCustomPlot* new_plot(QWidget* parent) {
     p->setInteractions(QCP::iRangeDrag | QCP::iRangeZoom);
     p->setMinimumSize(200, 160);
     p->setNoAntialiasingOnDrag(true);
+    style_plot(p);
     return p;
 }
+
+// Removes plots at once from the widget tree (findChildren, layouts) and deletes them later (one of them
+// may be delivering the event that led here).
+template <class Plots>
+void discard_plots(Plots& plots) {
+    for (auto* p : plots) {
+        p->hide();
+        p->setParent(nullptr);
+        p->deleteLater();
+    }
+    plots.clear();
+}
+
+double stat_value(const RunResult& r, const MethodResult& m, ChannelMapView::Statistic s, int l, qint64 c) {
+    (void)r;
+    auto ok2 = [&](const auto& a) { return a.shape.size() == 2 && l < a.shape[0] && c < a.shape[1]; };
+    switch (s) {
+        case ChannelMapView::LogDecay:
+            return ok2(m.log_decay) ? m.log_decay.at2(l, c) : kNaN;
+        case ChannelMapView::DeltaSum:
+            return ok2(m.delta_sum) ? m.delta_sum.at2(l, c) : kNaN;
+        case ChannelMapView::CriticalCount:
+            return ok2(m.critical_count) ? double(m.critical_count.at2(l, c)) : kNaN;
+        case ChannelMapView::ReceptiveField: {
+            const auto& a = m.receptive_field;
+            if (a.shape.size() != 3 || l >= a.shape[0] || c >= a.shape[2] || a.shape[1] == 0) return kNaN;
+            const int64_t P = a.shape[1];
+            return double(a.data[size_t((l * P + P - 1) * a.shape[2] + c)]);
+        }
+    }
+    return kNaN;
+}
+
+// Colour-map cells built on the thread pool; each QCPColorMapData is handed to its map once (setData takes
+// ownership), whatever was not handed over is freed with the last copy.
+struct OwnedMapData {
+    std::vector<QCPColorMapData*> data;
+    ~OwnedMapData() {
+        for (auto* d : data) delete d;
+    }
+    QCPColorMapData* take(size_t i) {
+        QCPColorMapData* d = data[i];
+        data[i] = nullptr;
+        return d;
+    }
+};
 
 const ChannelTrace* find_trace(const MethodResult& m, int layer, qint64 channel) {
     for (const auto& t : m.channels)
@@ -59,6 +109,8 @@ ChannelMapView::ChannelMapView(Selection* selection, QWidget* parent) : ResultVi
     stat_->setToolTip(
         "The per-channel summary drawn as colour. Global channels (LongMamba §8.4) are marked ×.");
     top->addWidget(stat_);
+    status_ = new QLabel;
+    top->addWidget(status_);
     top->addStretch();
     lay->addLayout(top);
     plotsHost_ = new QWidget;
@@ -76,73 +128,103 @@ double ChannelMapView::value(Method method, int l, qint64 c) const {
     if (!result_) return kNaN;
     const MethodResult* m = result_->find(method);
     if (!m) return kNaN;
-    auto ok2 = [&](const auto& a) { return a.shape.size() == 2 && l < a.shape[0] && c < a.shape[1]; };
-    switch (Statistic(stat_->currentData().toInt())) {
-        case LogDecay:
-            return ok2(m->log_decay) ? m->log_decay.at2(l, c) : kNaN;
-        case DeltaSum:
-            return ok2(m->delta_sum) ? m->delta_sum.at2(l, c) : kNaN;
-        case CriticalCount:
-            return ok2(m->critical_count) ? double(m->critical_count.at2(l, c)) : kNaN;
-        case ReceptiveField: {
-            const auto& a = m->receptive_field;
-            if (a.shape.size() != 3 || l >= a.shape[0] || c >= a.shape[2] || a.shape[1] == 0) return kNaN;
-            const int64_t P = a.shape[1];
-            return double(a.data[size_t((l * P + P - 1) * a.shape[2] + c)]);
-        }
-    }
-    return kNaN;
+    return stat_value(*result_, *m, Statistic(stat_->currentData().toInt()), l, c);
 }
+
+struct ChannelMapView::Built {
+    bool stale = false;
+    std::vector<Method> methods;
+    std::shared_ptr<OwnedMapData> maps = std::make_shared<OwnedMapData>();
+    std::vector<QVector<double>> gx, gy;  // global-channel markers per map
+    double lo = std::numeric_limits<double>::infinity(), hi = -std::numeric_limits<double>::infinity();
+};
 
 void ChannelMapView::setResult(RunResultPtr result) {
     result_ = std::move(result);
     rebuild();
 }
 
-void ChannelMapView::rebuild() {
-    for (auto* p : plots_) p->deleteLater();
-    plots_.clear();
+void ChannelMapView::clearPlots() {
+    discard_plots(plots_);
     maps_.clear();
     markers_.clear();
     methods_.clear();
     scale_ = nullptr;
-    if (!result_) return;
+}
+
+void ChannelMapView::rebuild() {
+    clearPlots();
+    if (!result_) {
+        build_.cancel();
+        status_->clear();
+        return;
+    }
+    status_->setText("building heatmaps…");
+    const RunResultPtr run = result_;
+    const Statistic stat = Statistic(stat_->currentData().toInt());
+    build_.start<Built>(
+        [run, stat](const auto& stale) {
+            Built b;
+            const int L = run->n_layer;
+            const qint64 C = run->channels;
+            for (const auto& mr : run->methods) {
+                auto* data = new QCPColorMapData(int(C), L, QCPRange(0, double(C - 1)), QCPRange(0, L - 1));
+                b.maps->data.push_back(data);
+                b.methods.push_back(mr.method);
+                // The shared scale is vanilla's and LongMamba's (DeciMamba's decays are far larger and
+                // would wash out the comparison; its map saturates instead).
+                const bool in_scale = mr.method != Method::DeciMamba || run->methods.size() == 1;
+                for (int l = 0; l < L; ++l) {
+                    if (stale()) {
+                        b.stale = true;
+                        return b;
+                    }
+                    for (qint64 c = 0; c < C; ++c) {
+                        const double v = stat_value(*run, mr, stat, l, c);
+                        data->setCell(int(c), l, v);
+                        if (in_scale && std::isfinite(v)) b.lo = std::min(b.lo, v), b.hi = std::max(b.hi, v);
+                    }
+                }
+                // Global channels (§8.4)
+                QVector<double> gx, gy;
+                if (mr.global_mask.shape.size() == 2 && mr.global_mask.shape[0] == L &&
+                    mr.global_mask.shape[1] == C)
+                    for (int l = 0; l < L && gx.size() < kMaxGlobalMarkers; ++l)
+                        for (qint64 c = 0; c < C; ++c)
+                            if (mr.global_mask.at2(l, c)) gx << double(c), gy << double(l);
+                b.gx.push_back(gx);
+                b.gy.push_back(gy);
+            }
+            return b;
+        },
+        [this](Built& b) { apply(b); });
+}
+
+void ChannelMapView::apply(Built& b) {
+    status_->clear();
+    if (b.stale || !result_) return;
+    clearPlots();
     const int L = result_->n_layer;
     const qint64 C = result_->channels;
-    double lo = std::numeric_limits<double>::infinity(), hi = -lo;
-    for (const auto& mr : result_->methods) {
+    for (size_t i = 0; i < b.methods.size(); ++i) {
+        const Method method = b.methods[i];
         auto* plot = new_plot(plotsHost_);
         plotsHost_->layout()->addWidget(plot);
         plot->plotLayout()->insertRow(0);
-        plot->plotLayout()->addElement(
-            0, 0, new QCPTextElement(plot, method_label(mr.method), QFont("sans", 10, QFont::Bold)));
+        auto* title = new QCPTextElement(plot, method_label(method), QFont("sans", 10, QFont::Bold));
+        plot->plotLayout()->addElement(0, 0, title);
         plot->xAxis->setLabel("channel");
         plot->yAxis->setLabel("layer");
+        style_plot(plot);
         auto* map = new QCPColorMap(plot->xAxis, plot->yAxis);
-        map->data()->setSize(int(C), L);
-        map->data()->setRange(QCPRange(0, double(C - 1)), QCPRange(0, L - 1));
-        for (int l = 0; l < L; ++l)
-            for (qint64 c = 0; c < C; ++c) {
-                const double v = value(mr.method, l, c);
-                map->data()->setCell(int(c), l, v);
-                // The shared scale is vanilla's and LongMamba's (DeciMamba's decays are far larger and
-                // would wash out the comparison; its map saturates instead).
-                const bool in_scale = mr.method != Method::DeciMamba || result_->methods.size() == 1;
-                if (in_scale && std::isfinite(v)) lo = std::min(lo, v), hi = std::max(hi, v);
-            }
+        map->setData(b.maps->take(i), false);
         map->setGradient(QCPColorGradient::gpThermal);
         map->setInterpolate(false);
-        // Global channels (§8.4)
-        QVector<double> gx, gy;
-        if (mr.global_mask.shape.size() == 2 && mr.global_mask.shape[0] == L && mr.global_mask.shape[1] == C)
-            for (int l = 0; l < L && gx.size() < kMaxGlobalMarkers; ++l)
-                for (qint64 c = 0; c < C; ++c)
-                    if (mr.global_mask.at2(l, c)) gx << double(c), gy << double(l);
         auto* g = plot->addGraph();
         g->setName("global channels");
         g->setLineStyle(QCPGraph::lsNone);
         g->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCross, QPen(Qt::white), Qt::NoBrush, 4));
-        g->setData(gx, gy);
+        g->setData(b.gx[i], b.gy[i]);
         auto* marker = plot->addGraph();
         marker->setLineStyle(QCPGraph::lsNone);
         marker->setScatterStyle(
@@ -150,8 +232,7 @@ void ChannelMapView::rebuild() {
         plots_.push_back(plot);
         maps_.push_back(map);
         markers_.push_back(marker);
-        methods_.push_back(mr.method);
-        const Method method = mr.method;
+        methods_.push_back(method);
         connect(plot, &QCustomPlot::mouseMove, this, [this, plot, map, method](QMouseEvent* ev) {
             int c = 0, l = 0;
             map->data()->coordToCell(plot->xAxis->pixelToCoord(ev->pos().x()),
@@ -183,6 +264,8 @@ void ChannelMapView::rebuild() {
         scale_->axis()->setLabel(stat_->currentText());
         scale_->setGradient(QCPColorGradient::gpThermal);
         maps_.back()->setColorScale(scale_);
+        style_plot(plots_.back());
+        const double lo = b.lo, hi = b.hi;
         const QCPRange range(std::isfinite(lo) ? lo : 0, std::isfinite(hi) && hi > lo ? hi : lo + 1);
         for (size_t i = 0; i < maps_.size(); ++i) {
             maps_[i]->setDataRange(range);  // one colour scale for every method
@@ -284,7 +367,7 @@ void ChannelDetailView::redraw() {
             if (std::isfinite(t->threshold) && !x.isEmpty()) {
                 auto* th = delta_->addGraph();
                 th->setName(QString("threshold b·θ = %1 (§8.5)").arg(t->threshold, 0, 'g', 4));
-                th->setPen(QPen(Qt::black, 1, Qt::DashLine));
+                set_reference_pen(th, RefTone::Strong, 1, Qt::DashLine);
                 th->setData(QVector<double>{x.front(), x.back()},
                             QVector<double>{t->threshold, t->threshold});
             }
@@ -318,7 +401,7 @@ void ChannelDetailView::redraw() {
             const double train_decay = vt->cum_log_decay[size_t(std::min<qint64>(T, result_->train_len) - 1)];
             target_ = decay_->addGraph();
             target_->setName("alignment target t/T·decay(train_len)");
-            target_->setPen(QPen(Qt::darkGray, 1.5, Qt::DashLine));
+            set_reference_pen(target_, RefTone::Muted, 1.5, Qt::DashLine);
             target_->setData(QVector<double>{0, double(T - 1)},
                              QVector<double>{0, train_decay * double(T - 1) / double(T)});
         }
@@ -344,10 +427,119 @@ PerplexityView::PerplexityView(Selection* selection, QWidget* parent) : ResultVi
     plot_->yAxis->setLabel(QString("NLL, moving average of %1 (nats)").arg(kNllSmoothingTokens));
     plot_->legend->setVisible(true);
     lay->addWidget(plot_, 1);
+    auto* sweepBar = new QHBoxLayout;
+    loadSweep_ = new QPushButton("Load sweep CSV…");
+    loadSweep_->setToolTip(
+        "Perplexity against context length from `mambascope-cli ppl-sweep --out FILE.csv` (method doc §6, "
+        "§7).");
+    sweepBar->addWidget(loadSweep_);
+    sweepInfo_ = new QLabel("no sweep loaded");
+    sweepBar->addWidget(sweepInfo_, 1);
+    lay->addLayout(sweepBar);
+    sweepPlot_ = new_plot(this);
+    sweepPlot_->xAxis->setLabel("context length (tokens)");
+    sweepPlot_->yAxis->setLabel("perplexity");
+    sweepPlot_->xAxis->setScaleType(QCPAxis::stLogarithmic);
+    sweepPlot_->xAxis->setTicker(QSharedPointer<QCPAxisTickerLog>(new QCPAxisTickerLog));
+    sweepPlot_->legend->setVisible(true);
+    lay->addWidget(sweepPlot_, 1);
+    connect(loadSweep_, &QPushButton::clicked, this, [this] {
+        const QString p = QFileDialog::getOpenFileName(this, "Load perplexity sweep", sweepPath_,
+                                                       "Sweep CSV (*.csv);;All files (*)");
+        if (p.isEmpty()) return;
+        try {
+            loadSweep(p);
+        } catch (const Error& e) {
+            QMessageBox::warning(this, "Cannot load sweep", QString::fromStdString(describe(e)));
+        }
+    });
+    connect(sweepPlot_, &QCustomPlot::mouseMove, this, [this](QMouseEvent* ev) {
+        // The sweep point nearest the cursor (in pixels), with every method's perplexity at that length.
+        double best = 1e18;
+        int64_t len = -1;
+        for (const auto& pt : sweep_) {
+            const double dx = sweepPlot_->xAxis->coordToPixel(double(pt.length)) - ev->pos().x();
+            const double dy = sweepPlot_->yAxis->coordToPixel(pt.perplexity) - ev->pos().y();
+            if (dx * dx + dy * dy < best) best = dx * dx + dy * dy, len = pt.length;
+        }
+        if (len < 0 || best > 30 * 30) {
+            QToolTip::hideText();
+            return;
+        }
+        QStringList lines{QString("context length %1").arg(len)};
+        for (const auto& pt : sweep_)
+            if (pt.length == len)
+                lines << QString("%1: ppl %2 (mean NLL %3, %4 windows)")
+                             .arg(method_label(pt.method))
+                             .arg(pt.perplexity, 0, 'f', 3)
+                             .arg(pt.mean_nll, 0, 'f', 4)
+                             .arg(pt.windows);
+        QToolTip::showText(ev->globalPosition().toPoint(), lines.join("\n"), sweepPlot_);
+    });
     connect(sel_, &Selection::tokenChanged, this, [this] { updateCursor(); });
     connect(plot_, &QCustomPlot::mouseDoubleClick, this, [this](QMouseEvent* ev) {
         sel_->setToken(qint64(std::llround(plot_->xAxis->pixelToCoord(ev->pos().x()))));
     });
+}
+
+QCPGraph* PerplexityView::sweepGraph(Method m) const {
+    auto it = sweepGraphs_.find(m);
+    return it == sweepGraphs_.end() ? nullptr : it->second;
+}
+
+void PerplexityView::loadSweep(const QString& path) {
+    std::vector<PplPoint> pts = read_ppl_csv(path.toStdString());  // Error on a bad file: nothing changes
+    if (pts.empty())
+        throw Error("no sweep points in " + path.toStdString(),
+                    "write the CSV with `mambascope-cli ppl-sweep --out FILE.csv`");
+    sweep_ = std::move(pts);
+    sweepPath_ = path;
+    drawSweep();
+}
+
+void PerplexityView::drawSweep() {
+    sweepPlot_->clearGraphs();
+    sweepPlot_->clearItems();
+    sweepGraphs_.clear();
+    sweepTrain_ = nullptr;
+    if (sweep_.empty()) {
+        sweepPlot_->replot(QCustomPlot::rpQueuedReplot);
+        return;
+    }
+    std::map<Method, std::vector<const PplPoint*>> by;
+    for (const auto& pt : sweep_) by[pt.method].push_back(&pt);
+    for (auto& [m, pts] : by) {
+        std::stable_sort(pts.begin(), pts.end(),
+                         [](const PplPoint* a, const PplPoint* b) { return a->length < b->length; });
+        QVector<double> x, y;
+        for (const auto* pt : pts) x << double(pt->length), y << pt->perplexity;
+        auto* g = sweepPlot_->addGraph();
+        g->setName(method_label(m));
+        const QColor col = method_color(m);
+        g->setPen(QPen(col, 1.5));
+        g->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDisc, col, 6));
+        g->setData(x, y, true);
+        sweepGraphs_[m] = g;
+    }
+    sweepPlot_->rescaleAxes();
+    QCPRange xr = sweepPlot_->xAxis->range();
+    if (result_ && result_->train_len > 0) xr.expand(double(result_->train_len));  // keep the mark visible
+    sweepPlot_->xAxis->setRange(xr.lower / 1.3, xr.upper * 1.3);
+    const QCPRange yr = sweepPlot_->yAxis->range();
+    sweepPlot_->yAxis->setRange(std::max(0.0, yr.lower - 0.05 * yr.size()),
+                                yr.upper + 0.05 * yr.size() + 1e-9);
+    if (result_ && result_->train_len > 0) {
+        sweepTrain_ = new QCPItemStraightLine(sweepPlot_);
+        sweepTrain_->point1->setCoords(double(result_->train_len), 0);
+        sweepTrain_->point2->setCoords(double(result_->train_len), 1);
+        set_reference_pen(sweepTrain_, RefTone::Muted, 1, Qt::DashLine);
+    }
+    sweepInfo_->setText(
+        QString("%1 · %2 points%3")
+            .arg(QFileInfo(sweepPath_).fileName())
+            .arg(qint64(sweep_.size()))
+            .arg(sweepTrain_ ? QString(" · dashed: training length %1").arg(result_->train_len) : QString()));
+    sweepPlot_->replot(QCustomPlot::rpQueuedReplot);
 }
 
 QCPGraph* PerplexityView::nllGraph(Method m) const {
@@ -361,7 +553,12 @@ void PerplexityView::setResult(RunResultPtr result) {
     plot_->clearItems();
     graphs_.clear();
     cursor_ = nullptr;
-    if (!result_) return;
+    if (!result_) {
+        info_->clear();
+        plot_->replot(QCustomPlot::rpQueuedReplot);
+        drawSweep();
+        return;
+    }
     QStringList parts;
     for (const auto& mr : result_->methods) {
         if (mr.nll.empty()) continue;
@@ -387,7 +584,7 @@ void PerplexityView::setResult(RunResultPtr result) {
         auto* line = new QCPItemStraightLine(plot_);
         line->point1->setCoords(double(result_->train_len), 0);
         line->point2->setCoords(double(result_->train_len), 1);
-        line->setPen(QPen(Qt::darkGray, 1, Qt::DashLine));
+        set_reference_pen(line, RefTone::Muted, 1, Qt::DashLine);
     }
     cursor_ = new QCPItemStraightLine(plot_);
     cursor_->setPen(QPen(QColor(0, 150, 150), 1));
@@ -395,6 +592,7 @@ void PerplexityView::setResult(RunResultPtr result) {
                    QString("   (dashed: training length %1)").arg(result_->train_len));
     plot_->rescaleAxes();
     updateCursor();
+    drawSweep();  // the training-length mark follows the run; the sweep itself does not
 }
 
 void PerplexityView::updateCursor() {
@@ -405,6 +603,201 @@ void PerplexityView::updateCursor() {
         cursor_->setVisible(sel_->token() >= 0);
     }
     plot_->replot(QCustomPlot::rpQueuedReplot);
+}
+
+// ---- Global ratio -----------------------------------------------------------------------------------------
+
+GlobalRatioView::GlobalRatioView(Selection* selection, QWidget* parent) : ResultView(selection, parent) {
+    auto* lay = new QVBoxLayout(this);
+    info_ = new QLabel;
+    info_->setWordWrap(true);
+    lay->addWidget(info_);
+    layers_ = new_plot(this);
+    layers_->xAxis->setLabel("layer");
+    layers_->yAxis->setLabel("global channels (%), log decay > ln c (§8.4)");
+    layers_->legend->setVisible(true);
+    layers_->setToolTip("Click a layer to select it (the channel is kept).");
+    overall_ = new_plot(this);
+    overall_->xAxis->setLabel("c");
+    overall_->yAxis->setLabel("global channels, all layers (%)");
+    overall_->xAxis->setScaleType(QCPAxis::stLogarithmic);
+    auto ticker = QSharedPointer<QCPAxisTickerLog>(new QCPAxisTickerLog);
+    ticker->setLogBase(10);
+    ticker->setSubTickCount(0);
+    overall_->xAxis->setTicker(ticker);
+    overall_->xAxis->setNumberFormat("eb");
+    overall_->xAxis->setNumberPrecision(0);
+    overall_->legend->setVisible(true);
+    lay->addWidget(layers_, 1);
+    lay->addWidget(overall_, 1);
+    connect(sel_, &Selection::channelChanged, this, [this] { updateLayerMarker(); });
+    connect(layers_, &QCustomPlot::mouseMove, this, [this](QMouseEvent* ev) {
+        const int l = layerAtPixel(ev->pos().x());
+        if (l < 0 || layerGraphs_.empty()) {
+            QToolTip::hideText();
+            return;
+        }
+        QStringList lines{QString("layer %1").arg(l)};
+        for (size_t i = 0; i < cs_.size(); ++i) {
+            const auto* d = layerGraphs_[i]->data().data();
+            if (l < d->size())
+                lines << QString("c = %1%2: %3 % global")
+                             .arg(cs_[i], 0, 'g', 3)
+                             .arg(cs_[i] == runC_ ? " (run)" : "")
+                             .arg(d->at(l)->value, 0, 'f', 2);
+        }
+        QToolTip::showText(ev->globalPosition().toPoint(), lines.join("\n"), layers_);
+    });
+    auto press = std::make_shared<QPoint>();
+    connect(layers_, &QCustomPlot::mousePress, this, [press](QMouseEvent* ev) { *press = ev->pos(); });
+    connect(layers_, &QCustomPlot::mouseRelease, this, [this, press](QMouseEvent* ev) {
+        if ((ev->pos() - *press).manhattanLength() > 4) return;
+        const int l = layerAtPixel(ev->pos().x());
+        if (l >= 0) selectLayer(l);
+    });
+    connect(overall_, &QCustomPlot::mouseMove, this, [this](QMouseEvent* ev) {
+        if (!overallGraph_ || overallGraph_->data()->isEmpty()) return;
+        const double c = overall_->xAxis->pixelToCoord(ev->pos().x());
+        auto it = overallGraph_->data()->findBegin(c);  // nearest sampled c at or below the cursor
+        if (it == overallGraph_->data()->constEnd()) return;
+        QString text = QString("c = %1: %2 % global").arg(it->key, 0, 'g', 3).arg(it->value, 0, 'f', 2);
+        if (runMarker_ && !runMarker_->data()->isEmpty())
+            text += QString("\nrun's c = %1: %2 %")
+                        .arg(runMarker_->data()->at(0)->key, 0, 'g', 3)
+                        .arg(runMarker_->data()->at(0)->value, 0, 'f', 2);
+        QToolTip::showText(ev->globalPosition().toPoint(), text, overall_);
+    });
+}
+
+QCPGraph* GlobalRatioView::layerGraph(double c) const {
+    for (size_t i = 0; i < cs_.size(); ++i)
+        if (cs_[i] == c) return layerGraphs_[i];
+    return nullptr;
+}
+
+int GlobalRatioView::layerAtPixel(double x) const {
+    if (!result_ || layerGraphs_.empty()) return -1;
+    const int l = int(std::lround(layers_->xAxis->pixelToCoord(x)));
+    return l >= 0 && l < result_->n_layer ? l : -1;
+}
+
+void GlobalRatioView::selectLayer(int layer) {
+    sel_->setChannel(layer, sel_->channel());
+}
+
+void GlobalRatioView::updateLayerMarker() {
+    if (layerLine_) {
+        layerLine_->point1->setCoords(double(sel_->layer()), 0);
+        layerLine_->point2->setCoords(double(sel_->layer()), 1);
+    }
+    layers_->replot(QCustomPlot::rpQueuedReplot);
+}
+
+void GlobalRatioView::setResult(RunResultPtr result) {
+    result_ = std::move(result);
+    layers_->clearGraphs();
+    layers_->clearItems();
+    overall_->clearGraphs();
+    overall_->clearItems();
+    cs_.clear();
+    layerGraphs_.clear();
+    overallGraph_ = runMarker_ = nullptr;
+    runLine_ = layerLine_ = nullptr;
+    runC_ = kNaN;
+    const auto replot = [this] {
+        layers_->replot(QCustomPlot::rpQueuedReplot);
+        overall_->replot(QCustomPlot::rpQueuedReplot);
+    };
+    if (!result_) {
+        info_->setText("no run yet");
+        replot();
+        return;
+    }
+    const Array<double>& ld = result_->calibration_log_decay;
+    if (ld.shape.size() != 2 || ld.data.empty() || ld.numel() != qint64(ld.data.size())) {
+        info_->setText(
+            "no calibration in this run: the global-channel ratio needs the calibration's log decay "
+            "(run with a calibration, or open a trace written with one)");
+        replot();
+        return;
+    }
+    const int L = int(ld.shape[0]);
+    for (const auto& mr : result_->methods)
+        if (auto it = mr.params.find("c"); it != mr.params.end() && it->second > 0 && it->second < 1) {
+            runC_ = it->second;
+            break;
+        }
+    cs_ = referenceCs();
+    if (std::isfinite(runC_) && std::find(cs_.begin(), cs_.end(), runC_) == cs_.end()) cs_.push_back(runC_);
+    // Plot 1: % global per layer, one curve per c; the run's c thick.
+    QVector<double> layerX;
+    for (int l = 0; l < L; ++l) layerX << double(l);
+    static const QColor kCurve[] = {QColor(148, 103, 189), QColor(23, 190, 207), QColor(255, 127, 14),
+                                    QColor(44, 160, 44), QColor(140, 86, 75)};
+    for (size_t i = 0; i < cs_.size(); ++i) {
+        const double c = cs_[i];
+        const std::vector<double> r = global_ratio_per_layer(ld, c);
+        auto* g = layers_->addGraph();
+        const bool run = c == runC_;
+        g->setName(QString("c = %1%2").arg(c, 0, 'g', 3).arg(run ? " (this run)" : ""));
+        const QColor col = run ? method_color(Method::LongMamba) : kCurve[i % 5];
+        g->setPen(QPen(col, run ? 3.0 : 1.3));
+        g->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDisc, col, run ? 7 : 4));
+        g->setData(layerX, QVector<double>(r.begin(), r.end()), true);
+        layerGraphs_.push_back(g);
+    }
+    layerLine_ = new QCPItemStraightLine(layers_);
+    set_reference_pen(layerLine_, RefTone::Muted, 1, Qt::DotLine);
+    layers_->xAxis->setRange(-0.5, L - 0.5);
+    layers_->yAxis->setRange(0, 105);
+    layers_->xAxis->ticker()->setTickStepStrategy(QCPAxisTicker::tssReadability);
+    // Plot 2: overall % global vs c on a log axis, from one sorted copy of the log decays:
+    // #(log_decay > ln c) = n − upper_bound(ln c).
+    std::vector<double> sorted = ld.data;
+    std::sort(sorted.begin(), sorted.end());
+    const double n = double(sorted.size());
+    auto overall = [&](double c) {
+        const auto above = sorted.end() - std::upper_bound(sorted.begin(), sorted.end(), std::log(c));
+        return 100.0 * double(above) / n;
+    };
+    QVector<double> cx, cy;
+    const double a = std::log(kOverallMinC), b = std::log(kOverallMaxC);
+    for (int i = 0; i < kOverallPoints; ++i) {
+        const double c = std::exp(a + (b - a) * double(i) / double(kOverallPoints - 1));
+        cx << c, cy << overall(c);
+    }
+    overallGraph_ = overall_->addGraph();
+    overallGraph_->setName("all layers");
+    overallGraph_->setPen(QPen(method_color(Method::Vanilla), 1.8));
+    overallGraph_->setData(cx, cy, true);
+    if (std::isfinite(runC_)) {
+        runMarker_ = overall_->addGraph();
+        runMarker_->setName(QString("this run: c = %1").arg(runC_, 0, 'g', 3));
+        runMarker_->setLineStyle(QCPGraph::lsNone);
+        const QColor col = method_color(Method::LongMamba);
+        runMarker_->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDisc, col, 9));
+        runMarker_->setPen(QPen(col));
+        runMarker_->setData(QVector<double>{runC_}, QVector<double>{overall(runC_)});
+        runLine_ = new QCPItemStraightLine(overall_);
+        runLine_->point1->setCoords(runC_, 0);
+        runLine_->point2->setCoords(runC_, 1);
+        runLine_->setPen(QPen(col, 1, Qt::DashLine));
+    }
+    overall_->xAxis->setRange(kOverallMinC / 3, 1.0);
+    overall_->yAxis->setRange(0, 105);
+    info_->setText(
+        QString("Global channels (method doc §8.4): log decay of the calibration > ln c, %1 layers × %2 "
+                "channels%3. Click a layer to select it.")
+            .arg(L)
+            .arg(ld.shape[1])
+            .arg(std::isfinite(runC_) ? QString("; this run's c = %1: %2 % global overall")
+                                            .arg(runC_, 0, 'g', 3)
+                                            .arg(overall(runC_), 0, 'f', 2)
+                                      : QString()));
+    style_plot(layers_);
+    style_plot(overall_);
+    updateLayerMarker();
+    replot();
 }
 
 // ---- Receptive fields -------------------------------------------------------------------------------------
@@ -457,16 +850,16 @@ void ReceptiveFieldView::setResult(RunResultPtr result) {
         ++k;
     }
     const qint64 T = qint64(result_->input.ids.size());
-    auto hline = [&](double v, const QString& name, QColor col) {
+    auto hline = [&](double v, const QString& name, RefTone tone) {
         auto* g = plot_->addGraph();
         g->setName(name);
-        g->setPen(QPen(col, 1.5, Qt::DashLine));
+        set_reference_pen(g, tone, 1.5, Qt::DashLine);
         g->setData(QVector<double>{-0.5, double(result_->n_layer) - 0.5}, QVector<double>{v, v});
     };
     if (result_->train_len > 0)
         hline(double(result_->train_len), QString("training length %1").arg(result_->train_len),
-              Qt::darkGray);
-    if (T > 0) hline(double(T), QString("input length %1").arg(T), Qt::black);
+              RefTone::Muted);
+    if (T > 0) hline(double(T), QString("input length %1").arg(T), RefTone::Strong);
     plot_->rescaleAxes();
     plot_->xAxis->setRange(-0.5, result_->n_layer - 0.5);
     plot_->replot(QCustomPlot::rpQueuedReplot);
@@ -489,47 +882,82 @@ void AttentionView::setResult(RunResultPtr result) {
     redraw();
 }
 
+struct AttentionView::Built {
+    bool stale = false;
+    int layer = 0;
+    qint64 channel = 0;
+    std::vector<Method> methods;
+    std::shared_ptr<OwnedMapData> maps = std::make_shared<OwnedMapData>();
+};
+
 void AttentionView::redraw() {
-    for (auto* p : plots_) p->deleteLater();
-    plots_.clear();
+    discard_plots(plots_);
     maps_.clear();
-    if (!result_) return;
-    int shown = 0;
-    for (const auto& mr : result_->methods) {
-        for (const auto& am : mr.attention) {
-            if (am.ref.layer != sel_->layer() || am.ref.channel != sel_->channel()) continue;
-            if (am.alpha.shape.size() != 2) continue;
-            const int W = int(am.alpha.shape[0]);
-            auto* plot = new_plot(host_);
-            host_->layout()->addWidget(plot);
-            plot->plotLayout()->insertRow(0);
-            plot->plotLayout()->addElement(
-                0, 0, new QCPTextElement(plot, method_label(mr.method), QFont("sans", 10, QFont::Bold)));
-            plot->xAxis->setLabel("source token j");
-            plot->yAxis->setLabel("target token i");
-            plot->yAxis->setRangeReversed(true);
-            auto* map = new QCPColorMap(plot->xAxis, plot->yAxis);
-            map->data()->setSize(W, W);
-            map->data()->setRange(QCPRange(double(am.begin), double(am.begin + W - 1)),
-                                  QCPRange(double(am.begin), double(am.begin + W - 1)));
-            for (int i = 0; i < W; ++i)
-                for (int j = 0; j < W; ++j) map->data()->setCell(j, i, am.alpha.at2(i, j));
-            map->setGradient(QCPColorGradient::gpHot);
-            map->rescaleDataRange();
-            plot->rescaleAxes();
-            plots_.push_back(plot);
-            maps_.push_back(map);
-            ++shown;
-        }
+    if (!result_) {
+        build_.cancel();
+        info_->clear();
+        return;
+    }
+    info_->setText("building attention maps…");
+    const RunResultPtr run = result_;
+    const int layer = sel_->layer();
+    const qint64 channel = sel_->channel();
+    build_.start<Built>(
+        [run, layer, channel](const auto& stale) {
+            Built b;
+            b.layer = layer;
+            b.channel = channel;
+            for (const auto& mr : run->methods) {
+                for (const auto& am : mr.attention) {
+                    if (am.ref.layer != layer || am.ref.channel != channel) continue;
+                    if (am.alpha.shape.size() != 2) continue;
+                    if (stale()) {
+                        b.stale = true;
+                        return b;
+                    }
+                    const int W = int(am.alpha.shape[0]);
+                    auto* data =
+                        new QCPColorMapData(W, W, QCPRange(double(am.begin), double(am.begin + W - 1)),
+                                            QCPRange(double(am.begin), double(am.begin + W - 1)));
+                    b.maps->data.push_back(data);
+                    b.methods.push_back(mr.method);
+                    for (int i = 0; i < W; ++i)
+                        for (int j = 0; j < W; ++j) data->setCell(j, i, am.alpha.at2(i, j));
+                }
+            }
+            return b;
+        },
+        [this](Built& b) { apply(b); });
+}
+
+void AttentionView::apply(Built& b) {
+    if (b.stale || !result_) return;
+    discard_plots(plots_);
+    maps_.clear();
+    for (size_t k = 0; k < b.methods.size(); ++k) {
+        auto* plot = new_plot(host_);
+        host_->layout()->addWidget(plot);
+        plot->plotLayout()->insertRow(0);
+        plot->plotLayout()->addElement(
+            0, 0, new QCPTextElement(plot, method_label(b.methods[k]), QFont("sans", 10, QFont::Bold)));
+        plot->xAxis->setLabel("source token j");
+        plot->yAxis->setLabel("target token i");
+        plot->yAxis->setRangeReversed(true);
+        style_plot(plot);
+        auto* map = new QCPColorMap(plot->xAxis, plot->yAxis);
+        map->setData(b.maps->take(k), false);
+        map->setGradient(QCPColorGradient::gpHot);
+        map->rescaleDataRange();
+        plot->rescaleAxes();
+        plots_.push_back(plot);
+        maps_.push_back(map);
     }
     info_->setText(
-        shown
+        !maps_.empty()
             ? QString("hidden attention α(i, j) of layer %1, channel %2 (method doc §5), normalised per map")
-                  .arg(sel_->layer())
-                  .arg(sel_->channel())
-            : QString("no attention map recorded for layer %1, channel %2")
-                  .arg(sel_->layer())
-                  .arg(sel_->channel()));
+                  .arg(b.layer)
+                  .arg(b.channel)
+            : QString("no attention map recorded for layer %1, channel %2").arg(b.layer).arg(b.channel));
     for (auto* p : plots_) p->replot(QCustomPlot::rpQueuedReplot);
 }
 
@@ -657,7 +1085,13 @@ ComparisonWidget::ComparisonWidget(RunResultPtr result, Selection* selection, QW
     resize(1600, 1000);
 }
 
+void wait_for_builds(QWidget* w) {
+    if (auto* v = qobject_cast<ResultView*>(w)) v->waitForBuild();
+    for (auto* v : w->findChildren<ResultView*>()) v->waitForBuild();
+}
+
 static QImage render_widget(QWidget* w, double scale) {
+    wait_for_builds(w);
     const bool wasVisible = w->isVisible();
     if (!wasVisible) {
         w->setAttribute(Qt::WA_DontShowOnScreen);

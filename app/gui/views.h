@@ -9,9 +9,13 @@
 #include <QComboBox>
 #include <QLabel>
 #include <QPlainTextEdit>
+#include <QPushButton>
 #include <QWidget>
+#include <limits>
 
+#include "async_build.h"
 #include "gui_util.h"
+#include "mambascope/ppl_sweep.h"
 #include "selection.h"
 
 namespace mambascope::gui {
@@ -24,13 +28,18 @@ class ResultView : public QWidget {
     virtual QString title() const = 0;
     virtual QString key() const = 0;  // stable name in session files ("channel_map", ...)
     RunResultPtr result() const { return result_; }
+    // Views that build plot data off the GUI thread: true while a build is pending; waitForBuild() blocks
+    // until it is applied (tests, headless screenshots, export).
+    virtual bool building() const { return false; }
+    virtual void waitForBuild() {}
 
   protected:
     Selection* sel_;
     RunResultPtr result_;
 };
 
-// Layers × channels heatmap of a statistic, one map per method, one shared colour scale.
+// Layers × channels heatmap of a statistic, one map per method, one shared colour scale. The cells are
+// computed on the thread pool (async_build.h); the plots appear when the build is applied.
 class ChannelMapView : public ResultView {
     Q_OBJECT
   public:
@@ -45,14 +54,21 @@ class ChannelMapView : public ResultView {
     Method mapMethod(int i) const { return methods_[size_t(i)]; }
     // Value shown at (layer, channel) for `m` under the current statistic (NaN when absent).
     double value(Method m, int layer, qint64 channel) const;
+    bool building() const override { return build_.building(); }
+    void waitForBuild() override { build_.wait(); }
 
   public slots:
     void selectCell(int layer, qint64 channel) { sel_->setChannel(layer, channel); }
 
   private:
+    struct Built;
     void rebuild();
+    void apply(Built& built);
+    void clearPlots();
     void updateMarker();
+    AsyncBuild build_{this};
     QComboBox* stat_;
+    QLabel* status_;
     QWidget* plotsHost_;
     std::vector<QCustomPlot*> plots_;
     std::vector<QCPColorMap*> maps_;
@@ -86,7 +102,8 @@ class ChannelDetailView : public ResultView {
     QCPGraph* target_ = nullptr;
 };
 
-// Per-position NLL (moving average) per method.
+// Per-position NLL (moving average) per method, and a perplexity-vs-context-length sweep (a CSV of
+// `mambascope-cli ppl-sweep`, independent of the run result).
 class PerplexityView : public ResultView {
     Q_OBJECT
   public:
@@ -97,12 +114,73 @@ class PerplexityView : public ResultView {
     QCustomPlot* plot() const { return plot_; }
     QCPGraph* nllGraph(Method m) const;
 
+    // Loads a sweep CSV (read_ppl_csv) and draws it; Error on a bad file (the previous sweep stays).
+    void loadSweep(const QString& path);
+    QString sweepPath() const { return sweepPath_; }
+    const std::vector<PplPoint>& sweepPoints() const { return sweep_; }
+    QCustomPlot* sweepPlot() const { return sweepPlot_; }
+    QCPGraph* sweepGraph(Method m) const;  // perplexity vs context length; nullptr if absent
+    QCPItemStraightLine* sweepTrainLine() const { return sweepTrain_; }  // nullptr without a run
+
   private:
     void updateCursor();
+    void drawSweep();
     QLabel* info_;
     QCustomPlot* plot_;
     std::map<Method, QCPGraph*> graphs_;
     QCPItemStraightLine* cursor_ = nullptr;
+    QPushButton* loadSweep_;
+    QLabel* sweepInfo_;
+    QCustomPlot* sweepPlot_;
+    QString sweepPath_;
+    std::vector<PplPoint> sweep_;
+    std::map<Method, QCPGraph*> sweepGraphs_;
+    QCPItemStraightLine* sweepTrain_ = nullptr;
+};
+
+// The paper's "global-channel ratio (%) per layer for several c" figure (method doc §6 fig. 4, §8.4), from
+// the run's calibration log decay: plot 1 % global per layer for a few c and the run's c (thick); plot 2
+// overall % global against c (log axis) with the run's c marked. Clicking a layer selects it (the channel is
+// kept).
+class GlobalRatioView : public ResultView {
+    Q_OBJECT
+  public:
+    explicit GlobalRatioView(Selection* selection, QWidget* parent = nullptr);
+    void setResult(RunResultPtr result) override;
+    QString title() const override { return "Global ratio"; }
+    QString key() const override { return "global_ratio"; }
+    static std::vector<double> referenceCs() { return {1e-30, 1e-10, 1e-4, 5e-2}; }
+    static constexpr int kOverallPoints = 200;
+    static constexpr double kOverallMinC = 1e-40, kOverallMaxC = 0.99;
+
+    QCustomPlot* layerPlot() const { return layers_; }
+    QCustomPlot* overallPlot() const { return overall_; }
+    QString message() const { return info_->text(); }
+    bool hasCalibration() const { return !cs_.empty(); }
+    const std::vector<double>& curveCs() const { return cs_; }  // plotted c values (reference + run's)
+    QCPGraph* layerGraph(double c) const;                       // nullptr when that c is not plotted
+    double runC() const { return runC_; }                       // NaN when no method records c
+    QCPGraph* runGraph() const { return layerGraph(runC_); }
+    QCPGraph* overallGraph() const { return overallGraph_; }
+    QCPGraph* runMarker() const { return runMarker_; }  // one point: (run's c, overall % at it)
+    // Layer under a pixel x of the layer plot (-1 outside).
+    int layerAtPixel(double x) const;
+
+  public slots:
+    void selectLayer(int layer);
+
+  private:
+    void updateLayerMarker();
+    QLabel* info_;
+    QCustomPlot* layers_;
+    QCustomPlot* overall_;
+    std::vector<double> cs_;
+    std::vector<QCPGraph*> layerGraphs_;
+    QCPGraph* overallGraph_ = nullptr;
+    QCPGraph* runMarker_ = nullptr;
+    QCPItemStraightLine* runLine_ = nullptr;
+    QCPItemStraightLine* layerLine_ = nullptr;
+    double runC_ = std::numeric_limits<double>::quiet_NaN();
 };
 
 // Receptive-field lengths per layer (scatter), vanilla vs LongMamba, training and input length marked.
@@ -121,7 +199,7 @@ class ReceptiveFieldView : public ResultView {
     std::map<Method, QCPGraph*> graphs_;
 };
 
-// Hidden attention of the selected channel, one map per method.
+// Hidden attention of the selected channel, one map per method (cells built off the GUI thread).
 class AttentionView : public ResultView {
     Q_OBJECT
   public:
@@ -131,9 +209,14 @@ class AttentionView : public ResultView {
     QString key() const override { return "attention"; }
     int mapCount() const { return int(maps_.size()); }
     QCPColorMap* colorMap(int i) const { return maps_[size_t(i)]; }
+    bool building() const override { return build_.building(); }
+    void waitForBuild() override { build_.wait(); }
 
   private:
+    struct Built;
     void redraw();
+    void apply(Built& built);
+    AsyncBuild build_{this};
     QLabel* info_;
     QWidget* host_;
     std::vector<QCustomPlot*> plots_;
@@ -173,6 +256,9 @@ class ComparisonWidget : public QWidget {
     // Renders at `scale`× device pixels (offscreen-safe).
     QImage render(double scale = 2.0);
 };
+
+// Blocks until every ResultView in `w` (and `w` itself) has applied its off-thread build.
+void wait_for_builds(QWidget* w);
 
 // Saves a widget as PNG (scale× pixels) or PDF (vector where the widget paints vectors). Error on failure.
 void export_widget(QWidget* w, const QString& path, double scale = 2.0);

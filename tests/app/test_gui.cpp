@@ -6,7 +6,9 @@
 #include <QApplication>
 #include <QFile>
 #include <QImage>
+#include <QMouseEvent>
 #include <QTemporaryDir>
+#include <QThreadPool>
 #include <cstdlib>
 #include <filesystem>
 #include <thread>
@@ -16,6 +18,7 @@
 #include "gui_util.h"
 #include "main_window.h"
 #include "mambascope/error.h"
+#include "mambascope/ppl_sweep.h"
 #include "mambascope/session.h"
 #include "views.h"
 
@@ -57,6 +60,7 @@ TEST(GuiChannelMap, CellEqualsLogDecayOfEachMethod) {
     Selection sel;
     ChannelMapView v(&sel);
     v.setResult(make_fake_run());
+    v.waitForBuild();
     ASSERT_EQ(v.mapCount(), 2);
     for (int i = 0; i < 2; ++i) {
         const Method m = v.mapMethod(i);
@@ -77,6 +81,7 @@ TEST(GuiChannelMap, CriticalCountStatisticShowsCounts) {
     ChannelMapView v(&sel);
     v.setResult(make_fake_run());
     v.setStatistic(ChannelMapView::CriticalCount);
+    v.waitForBuild();
     ASSERT_EQ(v.mapCount(), 2);
     EXPECT_DOUBLE_EQ(v.colorMap(0)->data()->cell(8, 2), 18.0);
     EXPECT_DOUBLE_EQ(v.colorMap(0)->data()->cell(3, 2), 0.0);
@@ -182,6 +187,7 @@ TEST(GuiAttention, SelectedChannelMapsPerMethod) {
     AttentionView v(&sel);
     v.setResult(make_fake_run());
     sel.setChannel(2, 4);
+    v.waitForBuild();
     ASSERT_EQ(v.mapCount(), 2);
     EXPECT_NEAR(v.colorMap(0)->data()->cell(3, 5), std::exp(-0.2 * 2), 1e-6);
 }
@@ -388,6 +394,7 @@ TEST(GuiRealRun, DemoModelRunPopulatesViewsWithEngineNumbers) {
     const RunResult& r = *w.result();
     auto* map = dynamic_cast<ChannelMapView*>(w.view("channel_map"));
     ASSERT_NE(map, nullptr);
+    map->waitForBuild();
     ASSERT_GE(map->mapCount(), 2);
     const MethodResult* mr = r.find(map->mapMethod(0));
     EXPECT_DOUBLE_EQ(map->colorMap(0)->data()->cell(5, 1), mr->log_decay.at2(1, 5));
@@ -408,6 +415,349 @@ TEST(GuiRealRun, DemoModelRunPopulatesViewsWithEngineNumbers) {
     ASSERT_NE(w2.result(), nullptr);
     EXPECT_EQ(w2.result()->input.ids, r.input.ids);
     auto* map2 = dynamic_cast<ChannelMapView*>(w2.view("channel_map"));
+    map2->waitForBuild();
     ASSERT_GE(map2->mapCount(), 1);
     EXPECT_DOUBLE_EQ(map2->colorMap(0)->data()->cell(5, 1), map->colorMap(0)->data()->cell(5, 1));
+    // The demo session has a calibration: the Global ratio view draws the engine's ratios at the run's c,
+    // both from the run and from the trace (its /calibration/log_decay copy).
+    ASSERT_EQ(r.calibration_log_decay.shape, (std::vector<int64_t>{r.n_layer, r.channels}));
+    for (MainWindow* win : {&w, &w2}) {
+        auto* gr = dynamic_cast<GlobalRatioView*>(win->view("global_ratio"));
+        ASSERT_NE(gr, nullptr);
+        ASSERT_TRUE(gr->hasCalibration());
+        EXPECT_DOUBLE_EQ(gr->runC(), s.c);
+        const auto want = global_ratio_per_layer(r.calibration_log_decay, s.c);
+        QCPGraph* g = gr->runGraph();
+        ASSERT_NE(g, nullptr);
+        ASSERT_EQ(g->data()->size(), r.n_layer);
+        for (int l = 0; l < r.n_layer; ++l) EXPECT_DOUBLE_EQ(g->data()->at(l)->value, want[size_t(l)]);
+    }
+}
+
+// ---- Off-thread heatmaps ----------------------------------------------------------------------------------
+
+namespace {
+// The fake run with every log decay scaled: a second, distinguishable result.
+std::shared_ptr<RunResult> scaled_fake_run(double k) {
+    auto r = make_fake_run();
+    for (auto& mr : r->methods)
+        for (auto& v : mr.log_decay.data) v *= k;
+    return r;
+}
+}  // namespace
+
+TEST(GuiAsyncHeatmap, ChannelMapBuildsOffThreadAndAppliesEngineValues) {
+    app();
+    Selection sel;
+    ChannelMapView v(&sel);
+    auto run = make_fake_run();
+    v.setResult(run);
+    // Either still building, or already applied with the engine's numbers.
+    if (!v.building()) {
+        ASSERT_EQ(v.mapCount(), 2);
+        EXPECT_DOUBLE_EQ(v.colorMap(0)->data()->cell(5, 2), test::fake_log_decay(v.mapMethod(0), 2, 5));
+    }
+    v.waitForBuild();
+    EXPECT_FALSE(v.building());
+    ASSERT_EQ(v.mapCount(), 2);
+    for (int i = 0; i < 2; ++i)
+        for (int l = 0; l < test::kFakeLayers; ++l)
+            for (int c = 0; c < test::kFakeChannels; ++c)
+                EXPECT_DOUBLE_EQ(v.colorMap(i)->data()->cell(c, l),
+                                 run->find(v.mapMethod(i))->log_decay.at2(l, c));
+    // The event loop delivering the (already applied) build's signal changes nothing.
+    QCoreApplication::processEvents();
+    EXPECT_EQ(v.mapCount(), 2);
+}
+
+TEST(GuiAsyncHeatmap, TwoQuickResultsEndWithTheSecond) {
+    app();
+    Selection sel;
+    ChannelMapView v(&sel);
+    auto a = scaled_fake_run(1.0), b = scaled_fake_run(3.0);
+    v.setResult(a);
+    v.setResult(b);
+    // Let both workers finish and their signals arrive: the stale first build must never be applied.
+    ASSERT_TRUE(wait_until([&] { return !v.building(); }, 10000));
+    QThreadPool::globalInstance()->waitForDone();
+    QCoreApplication::processEvents();
+    ASSERT_EQ(v.mapCount(), 2);
+    for (int i = 0; i < 2; ++i)
+        for (int l = 0; l < test::kFakeLayers; ++l)
+            for (int c = 0; c < test::kFakeChannels; ++c)
+                EXPECT_DOUBLE_EQ(v.colorMap(i)->data()->cell(c, l),
+                                 b->find(v.mapMethod(i))->log_decay.at2(l, c));
+    // Same with a statistic change right after a result: the statistic wins.
+    v.setResult(a);
+    v.setStatistic(ChannelMapView::CriticalCount);
+    v.waitForBuild();
+    QThreadPool::globalInstance()->waitForDone();
+    QCoreApplication::processEvents();
+    ASSERT_EQ(v.mapCount(), 2);
+    EXPECT_DOUBLE_EQ(v.colorMap(0)->data()->cell(8, 2), double(a->methods[0].critical_count.at2(2, 8)));
+    // Clearing the result drops a pending build.
+    v.setResult(b);
+    v.setResult(nullptr);
+    EXPECT_FALSE(v.building());
+    QThreadPool::globalInstance()->waitForDone();
+    QCoreApplication::processEvents();
+    EXPECT_EQ(v.mapCount(), 0);
+}
+
+TEST(GuiAsyncHeatmap, AttentionMapsBuildOffThreadForTheLatestChannel) {
+    app();
+    Selection sel;
+    AttentionView v(&sel);
+    auto run = make_fake_run();
+    v.setResult(run);
+    sel.setChannel(1, 3);
+    sel.setChannel(2, 4);
+    v.waitForBuild();
+    QThreadPool::globalInstance()->waitForDone();
+    QCoreApplication::processEvents();
+    ASSERT_EQ(v.mapCount(), 2);
+    const auto& am = run->methods[0].attention[1];
+    ASSERT_EQ(am.ref, (ChannelRef{2, 4}));
+    for (int i = 0; i < 20; ++i)
+        for (int j = 0; j < 20; ++j)
+            EXPECT_FLOAT_EQ(float(v.colorMap(0)->data()->cell(j, i)), am.alpha.at2(i, j));
+}
+
+TEST(GuiAsyncHeatmap, ExportWaitsForPendingBuilds) {
+    app();
+    QTemporaryDir dir;
+    MainWindow w;
+    w.resize(1000, 700);
+    w.showResult(make_fake_run());
+    w.tabs()->setCurrentWidget(w.view("channel_map"));
+    w.exportCurrentView(dir.filePath("map.png"));
+    for (auto* v : w.views()) EXPECT_FALSE(v->building()) << v->key().toStdString();
+    auto* map = dynamic_cast<ChannelMapView*>(w.view("channel_map"));
+    ASSERT_EQ(map->mapCount(), 2);
+}
+
+// ---- Global ratio -----------------------------------------------------------------------------------------
+
+namespace {
+// Fake calibration log decay: layer l, channel c → −0.5·(l+1)·(c+1)·… spread over many decades so that every
+// reference c splits the channels differently.
+std::shared_ptr<RunResult> fake_run_with_calibration(double run_c) {
+    auto r = make_fake_run();
+    r->calibration_log_decay = Array<double>::zeros({test::kFakeLayers, test::kFakeChannels});
+    for (int l = 0; l < test::kFakeLayers; ++l)
+        for (int64_t c = 0; c < test::kFakeChannels; ++c)
+            r->calibration_log_decay.at2(l, c) = -std::pow(10.0, 0.15 * double(c) + 0.3 * double(l)) * 0.5;
+    for (auto& mr : r->methods) mr.params["c"] = run_c;
+    return r;
+}
+}  // namespace
+
+TEST(GuiGlobalRatio, CurvesAreTheEnginesRatiosAndTheRunsCIsHighlighted) {
+    app();
+    Selection sel;
+    GlobalRatioView v(&sel);
+    auto run = fake_run_with_calibration(0.2);
+    v.setResult(run);
+    ASSERT_TRUE(v.hasCalibration());
+    EXPECT_DOUBLE_EQ(v.runC(), 0.2);
+    // The four reference c values plus the run's.
+    EXPECT_EQ(v.curveCs(), (std::vector<double>{1e-30, 1e-10, 1e-4, 5e-2, 0.2}));
+    for (double c : v.curveCs()) {
+        QCPGraph* g = v.layerGraph(c);
+        ASSERT_NE(g, nullptr) << c;
+        const auto want = global_ratio_per_layer(run->calibration_log_decay, c);
+        ASSERT_EQ(g->data()->size(), test::kFakeLayers);
+        for (int l = 0; l < test::kFakeLayers; ++l) {
+            EXPECT_DOUBLE_EQ(g->data()->at(l)->key, double(l));
+            EXPECT_DOUBLE_EQ(g->data()->at(l)->value, want[size_t(l)]) << "c " << c << " layer " << l;
+        }
+    }
+    // The curves differ (the fake decays span many decades), and the run's curve is the thick one.
+    EXPECT_NE(v.layerGraph(1e-30)->data()->at(0)->value, v.layerGraph(5e-2)->data()->at(0)->value);
+    EXPECT_EQ(v.runGraph(), v.layerGraph(0.2));
+    EXPECT_GT(v.runGraph()->pen().widthF(), v.layerGraph(1e-4)->pen().widthF());
+    // Overall % vs c: ~200 log-spaced points from 1e-40 to 0.99, each the mean of the per-layer ratios.
+    QCPGraph* o = v.overallGraph();
+    ASSERT_NE(o, nullptr);
+    ASSERT_EQ(o->data()->size(), GlobalRatioView::kOverallPoints);
+    EXPECT_NEAR(o->data()->at(0)->key, 1e-40, 1e-52);
+    EXPECT_NEAR(o->data()->at(o->data()->size() - 1)->key, 0.99, 1e-12);
+    for (int i = 0; i < o->data()->size(); i += 7) {
+        const double c = o->data()->at(i)->key;
+        const auto per = global_ratio_per_layer(run->calibration_log_decay, c);
+        double mean = 0;
+        for (double x : per) mean += x / double(per.size());
+        EXPECT_NEAR(o->data()->at(i)->value, mean, 1e-9) << "c " << c;
+    }
+    EXPECT_EQ(v.overallPlot()->xAxis->scaleType(), QCPAxis::stLogarithmic);
+    ASSERT_NE(v.runMarker(), nullptr);
+    ASSERT_EQ(v.runMarker()->data()->size(), 1);
+    EXPECT_DOUBLE_EQ(v.runMarker()->data()->at(0)->key, 0.2);
+    {
+        const auto per = global_ratio_per_layer(run->calibration_log_decay, 0.2);
+        double mean = 0;
+        for (double x : per) mean += x / double(per.size());
+        EXPECT_NEAR(v.runMarker()->data()->at(0)->value, mean, 1e-9);
+    }
+    // A run c that is one of the reference values is highlighted, not drawn twice.
+    v.setResult(fake_run_with_calibration(5e-2));
+    EXPECT_EQ(v.curveCs().size(), 4u);
+    EXPECT_EQ(v.runGraph(), v.layerGraph(5e-2));
+}
+
+TEST(GuiGlobalRatio, ClickingALayerSelectsItAndKeepsTheChannel) {
+    app();
+    Selection sel;
+    sel.setChannel(0, 7);
+    GlobalRatioView v(&sel);
+    v.resize(800, 600);
+    v.setAttribute(Qt::WA_DontShowOnScreen);
+    v.show();
+    v.setResult(fake_run_with_calibration(0.05));
+    v.layerPlot()->replot(QCustomPlot::rpImmediateRefresh);
+    QCustomPlot* p = v.layerPlot();
+    const QPointF at(p->xAxis->coordToPixel(2.0), p->yAxis->coordToPixel(50.0));
+    EXPECT_EQ(v.layerAtPixel(at.x()), 2);
+    QMouseEvent press(QEvent::MouseButtonPress, at, p->mapToGlobal(at), Qt::LeftButton, Qt::LeftButton,
+                      Qt::NoModifier);
+    QMouseEvent release(QEvent::MouseButtonRelease, at, p->mapToGlobal(at), Qt::LeftButton, Qt::NoButton,
+                        Qt::NoModifier);
+    QCoreApplication::sendEvent(p, &press);
+    QCoreApplication::sendEvent(p, &release);
+    EXPECT_EQ(sel.layer(), 2);
+    EXPECT_EQ(sel.channel(), 7);
+    v.selectLayer(3);
+    EXPECT_EQ(sel.layer(), 3);
+    EXPECT_EQ(sel.channel(), 7);
+}
+
+TEST(GuiGlobalRatio, WithoutCalibrationSaysSoAndDrawsNothing) {
+    app();
+    Selection sel;
+    GlobalRatioView v(&sel);
+    v.setResult(fake_run_with_calibration(0.05));
+    EXPECT_GT(v.layerPlot()->graphCount(), 0);
+    v.setResult(make_fake_run());  // no calibration_log_decay
+    EXPECT_FALSE(v.hasCalibration());
+    EXPECT_TRUE(v.message().contains("no calibration in this run")) << v.message().toStdString();
+    EXPECT_EQ(v.layerPlot()->graphCount(), 0);
+    EXPECT_EQ(v.overallPlot()->graphCount(), 0);
+    EXPECT_EQ(v.overallGraph(), nullptr);
+    EXPECT_EQ(v.layerGraph(5e-2), nullptr);
+    // And it is one of the window's views.
+    MainWindow w;
+    ASSERT_NE(dynamic_cast<GlobalRatioView*>(w.view("global_ratio")), nullptr);
+    EXPECT_EQ(w.view("global_ratio")->title(), "Global ratio");
+}
+
+// ---- Perplexity sweep -------------------------------------------------------------------------------------
+
+TEST(GuiPerplexitySweep, LoadedCsvIsDrawnPerMethodAndABadFileKeepsThePreviousSweep) {
+    app();
+    QTemporaryDir dir;
+    std::vector<PplPoint> pts;
+    for (int64_t len : {512, 1024, 2048, 4096})
+        for (Method m : {Method::Vanilla, Method::LongMamba}) {
+            PplPoint p;
+            p.length = len;
+            p.method = m;
+            p.windows = 3;
+            p.tokens_scored = 300;
+            p.mean_nll = 2.0 + 0.1 * double(len) / 1024.0 * (m == Method::Vanilla ? 2.0 : 0.5);
+            p.perplexity = std::exp(p.mean_nll);
+            p.seconds = 0.5;
+            pts.push_back(p);
+        }
+    const QString csv = dir.filePath("sweep.csv");
+    write_ppl_csv(csv.toStdString(), pts);
+    Selection sel;
+    PerplexityView v(&sel);
+    EXPECT_EQ(v.sweepGraph(Method::Vanilla), nullptr);
+    v.loadSweep(csv);
+    EXPECT_EQ(v.sweepPath(), csv);
+    const auto back = read_ppl_csv(csv.toStdString());  // the CSV's own precision
+    for (Method m : {Method::Vanilla, Method::LongMamba}) {
+        QCPGraph* g = v.sweepGraph(m);
+        ASSERT_NE(g, nullptr);
+        std::vector<const PplPoint*> want;
+        for (const auto& p : back)
+            if (p.method == m) want.push_back(&p);
+        ASSERT_EQ(g->data()->size(), int(want.size()));
+        for (int i = 0; i < g->data()->size(); ++i) {
+            EXPECT_DOUBLE_EQ(g->data()->at(i)->key, double(want[size_t(i)]->length));
+            EXPECT_DOUBLE_EQ(g->data()->at(i)->value, want[size_t(i)]->perplexity);
+            EXPECT_NEAR(g->data()->at(i)->value, pts[size_t(i * 2 + (m == Method::LongMamba))].perplexity,
+                        1e-4);
+        }
+    }
+    EXPECT_EQ(v.sweepGraph(Method::DeciMamba), nullptr);
+    EXPECT_EQ(v.sweepPlot()->xAxis->scaleType(), QCPAxis::stLogarithmic);
+    // Independent of the run result: a result keeps the sweep and marks the training length.
+    v.setResult(make_fake_run());
+    ASSERT_NE(v.sweepGraph(Method::Vanilla), nullptr);
+    EXPECT_EQ(v.sweepGraph(Method::Vanilla)->data()->size(), 4);
+    ASSERT_NE(v.sweepTrainLine(), nullptr);
+    EXPECT_DOUBLE_EQ(v.sweepTrainLine()->point1->coords().x(), double(test::kFakeTrainLen));
+    EXPECT_NE(v.nllGraph(Method::Vanilla), nullptr);
+    // A bad CSV is an Error and the previous sweep stays.
+    const QString bad = dir.filePath("bad.csv");
+    {
+        QFile f(bad);
+        ASSERT_TRUE(f.open(QIODevice::WriteOnly));
+        f.write("this,is,not\na sweep\n");
+    }
+    EXPECT_THROW(v.loadSweep(bad), Error);
+    EXPECT_THROW(v.loadSweep(dir.filePath("missing.csv")), Error);
+    EXPECT_EQ(v.sweepPath(), csv);
+    ASSERT_NE(v.sweepGraph(Method::LongMamba), nullptr);
+    EXPECT_EQ(v.sweepGraph(Method::LongMamba)->data()->size(), 4);
+    EXPECT_EQ(v.sweepPoints().size(), pts.size());
+}
+
+// ---- Theme ------------------------------------------------------------------------------------------------
+
+namespace {
+void expect_plots_themed(MainWindow& w, const QColor& base, const QColor& text) {
+    const auto plots = w.findChildren<QCustomPlot*>();
+    ASSERT_GT(plots.size(), 8);
+    for (auto* p : plots) {
+        const QImage img = p->toPixmap(240, 180).toImage();
+        EXPECT_EQ(QColor(img.pixel(1, 1)).rgb(), base.rgb()) << p->parent()->metaObject()->className();
+        for (auto* ax : p->axisRect()->axes()) {
+            EXPECT_EQ(ax->labelColor(), text);
+            EXPECT_EQ(ax->tickLabelColor(), text);
+            EXPECT_EQ(ax->basePen().color(), text);
+        }
+        EXPECT_EQ(p->legend->textColor(), text);
+    }
+}
+}  // namespace
+
+TEST(GuiTheme, DarkPaletteReachesPlotsBuiltAfterTheSwitchAndBack) {
+    app();
+    MainWindow w;
+    w.setDark(true);
+    w.showResult(make_fake_run());
+    for (auto* v : w.views()) v->waitForBuild();
+    const QColor darkBase = QApplication::palette().color(QPalette::Base);
+    const QColor darkText = QApplication::palette().color(QPalette::Text);
+    EXPECT_LT(darkBase.lightness(), 80);
+    expect_plots_themed(w, darkBase, darkText);
+    // Reference lines follow the palette instead of hard-coded black/dark grey.
+    w.selection()->setChannel(1, 3);
+    auto* detail = dynamic_cast<ChannelDetailView*>(w.view("channel_detail"));
+    ASSERT_NE(detail->targetGraph(), nullptr);
+    EXPECT_EQ(detail->targetGraph()->pen().color(), reference_color(RefTone::Muted));
+    EXPECT_GT(detail->targetGraph()->pen().color().lightness(), darkBase.lightness() + 40);
+    w.setDark(false);
+    const QColor lightBase = QApplication::palette().color(QPalette::Base);
+    const QColor lightText = QApplication::palette().color(QPalette::Text);
+    EXPECT_GT(lightBase.lightness(), 180);
+    expect_plots_themed(w, lightBase, lightText);
+    EXPECT_EQ(detail->targetGraph()->pen().color(), reference_color(RefTone::Muted));
+    EXPECT_EQ(detail->targetGraph()->pen().style(), Qt::DashLine);
+    // Plots rebuilt after switching back are light too.
+    w.showResult(make_fake_run());
+    for (auto* v : w.views()) v->waitForBuild();
+    expect_plots_themed(w, lightBase, lightText);
 }

@@ -194,4 +194,67 @@ TEST(Analysis, LongMambaWithoutCalibrationAndBadChannelAreClearErrors) {
     EXPECT_THROW(run_analysis(*m, in, req), Error);
 }
 
+// run_analysis keeps the calibration's log decay ([n_layer, C]) for the GUI's Global ratio view.
+TEST(Analysis, DemoCalibrationLogDecayIsKeptInTheResult) {
+    const fs::path res = MAMBASCOPE_RESOURCES_DIR;
+    auto m = load_model(res / "models" / "demo-mamba2");
+    const fs::path cal_path = res / "calibration" / "demo-mamba2.h5";
+    const Calibration cal = load_calibration(cal_path);
+    RunInput in;
+    in.ids = random_ids(40, 9);
+    AnalysisRequest req;
+    req.methods = {Method::Vanilla};
+    req.calibration_path = cal_path;
+    req.attention = false;
+    const RunResult r = run_analysis(*m, in, req);
+    ASSERT_EQ(r.calibration_log_decay.shape, (std::vector<int64_t>{r.n_layer, r.channels}));
+    EXPECT_EQ(r.calibration_log_decay.data, cal.log_decay);
+    // The per-layer ratio agrees with the run's global mask (both are log_decay > ln c, §8.4).
+    const auto ratio = global_ratio_per_layer(r.calibration_log_decay, req.c);
+    const auto& mask = r.find(Method::Vanilla)->global_mask;
+    for (int l = 0; l < r.n_layer; ++l) {
+        int64_t n = 0;
+        for (int64_t c = 0; c < r.channels; ++c) n += mask.at2(l, c);
+        EXPECT_DOUBLE_EQ(ratio[size_t(l)], 100.0 * double(n) / double(r.channels)) << "layer " << l;
+    }
+    // Without a calibration the field stays empty.
+    req.calibration_path.clear();
+    const RunResult r2 = run_analysis(*m, in, req);
+    EXPECT_TRUE(r2.calibration_log_decay.data.empty());
+    EXPECT_TRUE(r2.calibration_log_decay.shape.empty());
+}
+
+TEST(Analysis, GlobalRatioPerLayerCountsChannelsAboveLnC) {
+    // ln 0.05 ≈ −2.996, ln 1e-4 ≈ −9.21.
+    Array<double> a;
+    a.shape = {3, 4};
+    a.data = {-1.0, -2.0, -5.0,  -20.0,   // layer 0: 2 of 4 above ln 0.05, 3 of 4 above ln 1e-4
+              -3.0, -2.9, -2.99, -100.0,  // layer 1: −2.9, −2.99 above ln 0.05 (−3.0 is not)
+              -1e9, -1e9, -1e9,  -1e9};   // layer 2: none
+    const auto r = global_ratio_per_layer(a, 0.05);
+    ASSERT_EQ(r.size(), 3u);
+    EXPECT_DOUBLE_EQ(r[0], 50.0);
+    EXPECT_DOUBLE_EQ(r[1], 50.0);
+    EXPECT_DOUBLE_EQ(r[2], 0.0);
+    const auto r4 = global_ratio_per_layer(a, 1e-4);
+    EXPECT_DOUBLE_EQ(r4[0], 75.0);
+    EXPECT_DOUBLE_EQ(r4[1], 75.0);
+    EXPECT_DOUBLE_EQ(r4[2], 0.0);
+    // Strictly greater: a channel exactly at ln c is local.
+    Array<double> e;
+    e.shape = {1, 2};
+    e.data = {std::log(0.5), std::log(0.5) + 1e-9};
+    EXPECT_DOUBLE_EQ(global_ratio_per_layer(e, 0.5)[0], 50.0);
+    // A tiny c makes almost every channel global (1e-300: ln c ≈ −690.8).
+    EXPECT_DOUBLE_EQ(global_ratio_per_layer(a, 1e-300)[2], 0.0);
+    EXPECT_DOUBLE_EQ(global_ratio_per_layer(a, 1e-300)[1], 100.0);
+    // c outside (0, 1) and a non-2-D array are errors.
+    for (double c : {0.0, -0.1, 1.0, 1.5, std::nan("")})
+        EXPECT_THROW(global_ratio_per_layer(a, c), Error) << c;
+    Array<double> flat;
+    flat.shape = {4};
+    flat.data = {0, 0, 0, 0};
+    EXPECT_THROW(global_ratio_per_layer(flat, 0.05), Error);
+}
+
 INSTANTIATE_TEST_SUITE_P(Archs, AnalysisBothArchs, ::testing::Values(Arch::Mamba1, Arch::Mamba2));

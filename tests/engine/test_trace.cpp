@@ -116,6 +116,8 @@ TEST(Trace, RoundTripKeepsEveryField) {
     EXPECT_EQ(b.window_begin, a.window_begin);
     EXPECT_EQ(b.window_end, a.window_end);
     EXPECT_EQ(b.calibration_path, a.calibration_path);
+    ASSERT_EQ(a.calibration_log_decay.shape, (std::vector<int64_t>{a.n_layer, a.channels}));
+    expect_array_eq(b.calibration_log_decay, a.calibration_log_decay);
     ASSERT_EQ(b.methods.size(), 3u);
     for (size_t i = 0; i < 3; ++i) {
         const MethodResult &x = a.methods[i], &y = b.methods[i];
@@ -156,6 +158,29 @@ TEST(Trace, RoundTripKeepsEveryField) {
     h5::Reader r(dir / "run.h5");
     EXPECT_TRUE(r.exists("/calibration/thresholds"));
     EXPECT_EQ(h5::get_attr_string(r.root(), "format"), "mambascope-trace");
+}
+
+// The calibration's log decay survives a trace → RunResult → trace round trip even when the calibration file
+// is gone by then (a trace opened and exported again), and stays empty for a run without a calibration.
+TEST(Trace, CalibrationLogDecayRoundTripsWithoutTheCalibrationFile) {
+    const fs::path dir = fresh_dir("cal_log_decay");
+    const RunResult a = sample_run(dir);
+    const Calibration cal = load_calibration(dir / "cal.h5");
+    EXPECT_EQ(a.calibration_log_decay.data, cal.log_decay);
+    write_trace(dir / "run1.h5", a);
+    fs::remove(dir / "cal.h5");
+    const RunResult b = read_trace(dir / "run1.h5");
+    write_trace(dir / "run2.h5", b);
+    const RunResult c = read_trace(dir / "run2.h5");
+    expect_array_eq(c.calibration_log_decay, a.calibration_log_decay);
+
+    RunResult none = a;
+    none.calibration_path.reset();
+    none.calibration_log_decay = {};
+    write_trace(dir / "run3.h5", none);
+    const RunResult d = read_trace(dir / "run3.h5");
+    EXPECT_TRUE(d.calibration_log_decay.shape.empty());
+    EXPECT_TRUE(d.calibration_log_decay.data.empty());
 }
 
 TEST(Trace, CancelledWriteLeavesNoFileAndNoTempFile) {

@@ -119,6 +119,9 @@ struct RunResult {
     std::vector<int64_t> rf_positions;  // [P]
     int64_t window_begin = 0, window_end = 0;
     std::optional<std::filesystem::path> calibration_path;
+    // The calibration's log decay (method doc §8.2), [n_layer, C]; empty without a calibration. run_analysis
+    // fills it from the loaded calibration; read_trace from the trace's /calibration/log_decay copy.
+    Array<double> calibration_log_decay;
     std::vector<MethodResult> methods;
     const MethodResult* find(Method m) const {
         for (const auto& r : methods)
@@ -159,6 +162,11 @@ struct AnalysisRequest {
     // says where each method ran and RunResult::provenance["device_note"] why it fell back.
     Device device = Device::Cpu;
 };
+
+// Global-channel ratio per layer (method doc §8.4, the paper's "global-channel ratio per layer" figure):
+// 100 × (channels of layer l with log_decay > ln c) / C, for a [n_layer, C] log decay. Error unless
+// 0 < c < 1 and log_decay is 2-D.
+std::vector<double> global_ratio_per_layer(const Array<double>& log_decay, double c);
 
 // Runs every requested method on the input. Progress covers the whole run; cancellation throws Cancelled.
 RunResult run_analysis(const Model& model, const RunInput& input, const AnalysisRequest& request,

@@ -206,6 +206,7 @@ RunResult run_analysis(const Model& model, const RunInput& input, const Analysis
         cal = load_calibration(req.calibration_path);
         check_calibration_matches(*cal, cfg);
         res.calibration_path = req.calibration_path;
+        res.calibration_log_decay = {{cal->n_layer, cal->channels}, cal->log_decay};
     }
     for (Method m : req.methods)
         if (m == Method::LongMamba && !cal)

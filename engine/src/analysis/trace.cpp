@@ -301,8 +301,14 @@ void write_trace(const std::filesystem::path& path, const RunResult& run, const 
         h5::set_attr(o.id(), "receptive_field_resolution", m.receptive_field_resolution);
         for (const auto& [k, v] : m.params) h5::set_attr(o.id(), k, v);
     }
-    if (run.calibration_path && std::filesystem::exists(*run.calibration_path))
+    if (run.calibration_path && std::filesystem::exists(*run.calibration_path)) {
         write_calibration_copy(w, *run.calibration_path);
+    } else if (run.calibration_log_decay.shape.size() == 2 && !run.calibration_log_decay.data.empty()) {
+        // The calibration file is gone (e.g. a trace opened and exported again): keep its log decay.
+        const auto& a = run.calibration_log_decay;
+        put(w, "/calibration/log_decay", DType::F64,
+            {static_cast<uint64_t>(a.shape[0]), static_cast<uint64_t>(a.shape[1])}, a.data.data());
+    }
     report_progress(progress, 1.0, "writing trace");
     w.commit();
 }
@@ -350,6 +356,10 @@ RunResult read_trace(const std::filesystem::path& path) {
         run.rf_positions = r.read_i64("/dims/rf_position");
         const uint64_t L = static_cast<uint64_t>(run.n_layer), C = static_cast<uint64_t>(run.channels),
                        P = run.rf_positions.size();
+        if (r.exists("/calibration/log_decay")) {
+            check_shape(r, "/calibration/log_decay", {L, C});
+            run.calibration_log_decay = {{run.n_layer, run.channels}, r.read_f64("/calibration/log_decay")};
+        }
         const uint64_t W = static_cast<uint64_t>(std::max<int64_t>(0, run.window_end - run.window_begin));
         if (!r.exists("/methods")) return run;
         auto mg = r.open("/methods");
