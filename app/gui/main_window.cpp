@@ -393,6 +393,8 @@ Session MainWindow::session() const {
     s.deci_beta = deciBeta_->value();
     s.max_tokens = maxTokens_->value();
     s.input_text = paste_->toPlainText().toStdString();
+    if (auto* ppl = dynamic_cast<PerplexityView*>(view("perplexity")))
+        s.sweep = ppl->sweepPath().toStdString();
     s.device = Device(device_->currentData().toInt());
     s.selected_layer = selection_->layer();
     s.selected_channel = selection_->channel();
@@ -427,6 +429,14 @@ void MainWindow::applySession(const Session& s) {
     selection_->setChannel(s.selected_layer, s.selected_channel);
     selection_->setToken(s.selected_token);
     if (auto* v = view(QString::fromStdString(s.view))) tabs_->setCurrentWidget(v);
+    if (!s.sweep.empty())
+        if (auto* ppl = dynamic_cast<PerplexityView*>(view("perplexity"))) {
+            try {
+                ppl->loadSweep(QString::fromStdString(resolve_sweep_path(s).string()));
+            } catch (const Error& e) {  // the rest of the session still applies
+                showError("Cannot load the session's sweep", QString::fromStdString(describe(e)));
+            }
+        }
 }
 
 AnalysisJob MainWindow::job() const {

@@ -970,6 +970,12 @@ TokensView::TokensView(Selection* selection, QWidget* parent) : ResultView(selec
     mode_ = new QComboBox;
     mode_->addItem("critical tokens of the selected channel (LongMamba §8.6)", Critical);
     mode_->addItem("NLL change LongMamba − vanilla (red: worse, green: better)", NllChange);
+    mode_->addItem("global channels keeping each token (LongMamba §8.6; deeper blue: fewer)", GlobalKeep);
+    mode_->setToolTip(
+        "Critical: tokens whose Δ passed the selected channel's threshold. NLL change: per-token NLL of "
+        "LongMamba minus vanilla. Global keep: in how many global channels (all layers) the token entered "
+        "the "
+        "state; unfiltered tokens are kept by every global channel (docs/user-guide.md).");
     top->addWidget(mode_);
     info_ = new QLabel;
     top->addWidget(info_, 1);
@@ -981,7 +987,8 @@ TokensView::TokensView(Selection* selection, QWidget* parent) : ResultView(selec
     connect(mode_, &QComboBox::currentIndexChanged, this, [this] { redraw(); });
     connect(sel_, &Selection::channelChanged, this, [this] { redraw(); });
     connect(sel_, &Selection::tokenChanged, this, [this](qint64 t) {
-        if (t < first_ || t >= first_ + qint64(starts_.size())) redraw();
+        if (t < first_ || t >= first_ + qint64(starts_.size()) || mode_->currentData().toInt() == GlobalKeep)
+            redraw();
     });
     connect(text_, &QPlainTextEdit::cursorPositionChanged, this, [this] {
         if (text_->textCursor().hasSelection()) return;
@@ -993,6 +1000,23 @@ TokensView::TokensView(Selection* selection, QWidget* parent) : ResultView(selec
 void TokensView::setResult(RunResultPtr result) {
     result_ = std::move(result);
     redraw();
+}
+
+void TokensView::setMode(Mode m) {
+    mode_->setCurrentIndex(mode_->findData(int(m)));
+}
+
+qint64 TokensView::keepCount(qint64 t) const {
+    const MethodResult* lm = result_ ? result_->find(Method::LongMamba) : nullptr;
+    if (!lm || t < 0 || t >= qint64(lm->global_keep_count.size())) return -1;
+    return lm->global_keep_count[size_t(t)];
+}
+
+qint64 TokensView::globalChannels() const {
+    const MethodResult* lm = result_ ? result_->find(Method::LongMamba) : nullptr;
+    if (!lm) return 0;
+    return qint64(std::count_if(lm->global_mask.data.begin(), lm->global_mask.data.end(),
+                                [](uint8_t v) { return v != 0; }));
 }
 
 qint64 TokensView::tokenAtTextPosition(int pos) const {
@@ -1029,6 +1053,7 @@ void TokensView::redraw() {
             if (p + 1 < T) dnll[size_t(p + 1)] = double(lm->nll[i]) - double(van->nll[i]);
         }
     }
+    const qint64 n_global = globalChannels();
     QTextCursor cur(text_->document());
     QTextCharFormat plain;
     for (qint64 t = first_; t < last; ++t) {
@@ -1043,6 +1068,12 @@ void TokensView::redraw() {
                 f.setBackground(QColor(255, 214, 102));
                 ++highlighted_;
             }
+        } else if (mode == GlobalKeep && n_global > 0 && keepCount(t) >= 0) {
+            // Shade by the share of global channels that dropped the token.
+            const double dropped = 1.0 - double(keepCount(t)) / double(n_global);
+            const int a = int(std::clamp(dropped, 0.0, 1.0) * 200);
+            f.setBackground(QColor(40, 110, 255, a));
+            if (keepCount(t) < n_global) ++highlighted_;
         } else if (mode == NllChange && !dnll.empty() && std::isfinite(dnll[size_t(t)])) {
             const double d = std::clamp(dnll[size_t(t)], -2.0, 2.0) / 2.0;
             const int a = int(std::abs(d) * 160);
@@ -1055,11 +1086,18 @@ void TokensView::redraw() {
         }
         cur.insertText(s, f);
     }
-    info_->setText(QString("tokens %1–%2 of %3%4")
-                       .arg(first_)
-                       .arg(last - 1)
-                       .arg(T)
-                       .arg(mode == Critical && !trace ? " · selected channel not traced" : ""));
+    QString extra;
+    if (mode == Critical && !trace) extra = " · selected channel not traced";
+    if (mode == GlobalKeep) {
+        if (n_global == 0 || keepCount(0) < 0)
+            extra = " · no LongMamba run with global channels";
+        else if (sel_->token() >= 0 && keepCount(sel_->token()) >= 0)
+            extra = QString(" · token %1 kept by %2 of %3 global channels")
+                        .arg(sel_->token())
+                        .arg(keepCount(sel_->token()))
+                        .arg(n_global);
+    }
+    info_->setText(QString("tokens %1–%2 of %3%4").arg(first_).arg(last - 1).arg(T).arg(extra));
 }
 
 // ---- Comparison composite and export ----------------------------------------------------------------------

@@ -223,13 +223,19 @@ class AttentionView : public ResultView {
     std::vector<QCPColorMap*> maps_;
 };
 
-// The input text around the selected token; critical tokens of the selected channel or NLL change
-// highlighted.
+// The input text around the selected token; critical tokens of the selected channel, the NLL change, or how
+// many global channels keep each token highlighted.
 class TokensView : public ResultView {
     Q_OBJECT
   public:
-    enum Mode { Critical, NllChange };
+    enum Mode { Critical, NllChange, GlobalKeep };
     explicit TokensView(Selection* selection, QWidget* parent = nullptr);
+    void setMode(Mode m);
+    // LongMamba: how many global channels kept token t (-1 when the run has no such count), and how many
+    // global channels there are (the count of an unfiltered token).
+    qint64 keepCount(qint64 t) const;
+    qint64 globalChannels() const;
+    QString message() const { return info_->text(); }
     void setResult(RunResultPtr result) override;
     QString title() const override { return "Tokens"; }
     QString key() const override { return "tokens"; }

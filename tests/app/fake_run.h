@@ -20,6 +20,12 @@ inline double fake_log_decay(Method m, int l, int64_t c) {
 inline float fake_delta(int l, int64_t c, int64_t t) {
     return float(0.05 + 0.04 * std::sin(0.1 * double(t) + double(c)) + 0.01 * l + (t % 37 == 0 ? 0.3 : 0.0));
 }
+// Global channels (c % 4 == 0 in every layer: 16 of 64) that keep token t: all for vanilla, fewer for
+// LongMamba on every third token.
+inline int64_t fake_keep_count(Method m, int64_t t) {
+    const int64_t n_global = kFakeLayers * (kFakeChannels / 4);
+    return m == Method::LongMamba && t % 3 == 0 ? n_global - 1 - t % 7 : n_global;
+}
 inline float fake_nll(Method m, int64_t p) {
     return float(2.0 + std::sin(0.05 * double(p)) + (m == Method::LongMamba ? -0.2 : 0.0));
 }
@@ -56,6 +62,7 @@ inline std::shared_ptr<RunResult> make_fake_run() {
                 mr.receptive_field.data[size_t(l * kFakeChannels + c)] =
                     5 + 10 * c + (m == Method::LongMamba ? 50 : 0);
             }
+        for (int64_t t = 0; t < kFakeTokens; ++t) mr.global_keep_count.push_back(fake_keep_count(m, t));
         for (int64_t p = 0; p + 1 < kFakeTokens; ++p) {
             mr.nll_positions.push_back(p);
             mr.nll.push_back(fake_nll(m, p));

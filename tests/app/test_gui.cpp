@@ -181,6 +181,36 @@ TEST(GuiTokens, CriticalTokensOfSelectedChannelHighlightedAndClickSelects) {
     EXPECT_EQ(sel.token(), 57);
 }
 
+TEST(GuiTokens, GlobalKeepModeShadesTokensByHowManyGlobalChannelsDroppedThem) {
+    app();
+    Selection sel;
+    auto run = make_fake_run();
+    TokensView v(&sel);
+    v.setResult(run);
+    v.setMode(TokensView::GlobalKeep);
+    const auto& keep = run->find(Method::LongMamba)->global_keep_count;
+    const int64_t n_global = test::kFakeLayers * (test::kFakeChannels / 4);
+    EXPECT_EQ(v.globalChannels(), n_global);
+    int64_t dropped = 0;
+    for (int64_t t = 0; t < test::kFakeTokens; ++t) {
+        EXPECT_EQ(v.keepCount(t), keep[size_t(t)]);
+        dropped += keep[size_t(t)] < n_global;
+    }
+    EXPECT_GT(dropped, 0);
+    EXPECT_EQ(v.highlightedCount(), dropped);
+    // The shade of a token is the share of global channels that dropped it.
+    auto alpha_at = [&](int pos) {
+        QTextCursor c(v.text()->document());
+        c.setPosition(pos + 1);  // the format of the character before the cursor
+        return c.charFormat().background().color().alpha();
+    };
+    EXPECT_EQ(alpha_at(3), int((1.0 - double(keep[3]) / double(n_global)) * 200));
+    EXPECT_EQ(alpha_at(4), 0);  // token 4 is kept by every global channel
+    sel.setToken(6);
+    EXPECT_NE(v.message().indexOf(QString("kept by %1 of %2").arg(keep[6]).arg(n_global)), -1)
+        << v.message().toStdString();
+}
+
 TEST(GuiAttention, SelectedChannelMapsPerMethod) {
     app();
     Selection sel;
@@ -760,4 +790,38 @@ TEST(GuiTheme, DarkPaletteReachesPlotsBuiltAfterTheSwitchAndBack) {
     w.showResult(make_fake_run());
     for (auto* v : w.views()) v->waitForBuild();
     expect_plots_themed(w, lightBase, lightText);
+}
+
+TEST(GuiSession, SweepInTheSessionIsLoadedAndSavedAndABadOneKeepsTheRest) {
+    app();
+    QTemporaryDir dir;
+    std::vector<PplPoint> pts;
+    for (int64_t len : {1024, 4096}) {
+        PplPoint p;
+        p.length = len;
+        p.windows = 1;
+        p.tokens_scored = 100;
+        p.mean_nll = 1.0 + double(len) / 4096.0;
+        p.perplexity = std::exp(p.mean_nll);
+        pts.push_back(p);
+    }
+    const QString csv = dir.filePath("sweep.csv");
+    write_ppl_csv(csv.toStdString(), pts);
+    MainWindow w;
+    Session s;
+    s.sweep = csv.toStdString();
+    w.applySession(s);
+    auto* ppl = dynamic_cast<PerplexityView*>(w.view("perplexity"));
+    ASSERT_NE(ppl, nullptr);
+    EXPECT_EQ(ppl->sweepPath(), csv);
+    ASSERT_NE(ppl->sweepGraph(Method::Vanilla), nullptr);
+    EXPECT_EQ(ppl->sweepGraph(Method::Vanilla)->data()->size(), 2);
+    EXPECT_EQ(w.session().sweep, csv.toStdString());
+    // A session naming a missing sweep: an error in the status bar, the rest of the session applied.
+    Session bad;
+    bad.c = 0.3;
+    bad.sweep = dir.filePath("missing.csv").toStdString();
+    EXPECT_NO_THROW(w.applySession(bad));
+    EXPECT_DOUBLE_EQ(w.session().c, 0.3);
+    EXPECT_EQ(ppl->sweepPath(), csv);  // the previous sweep stays
 }

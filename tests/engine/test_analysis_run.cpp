@@ -2,6 +2,7 @@
 // detail channels, defaults resolve, cancellation propagates.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <random>
@@ -123,6 +124,58 @@ TEST_P(AnalysisBothArchs, EveryMethodProducesSaneNumbers) {
     EXPECT_EQ(deci.kept_positions.back(), 299);
     // Global mask is the calibration's (§8.4), the same for every method.
     EXPECT_EQ(van.global_mask.data, r.find(Method::LongMamba)->global_mask.data);
+}
+
+TEST_P(AnalysisBothArchs, GlobalKeepCountSumsTheCriticalTokensOfGlobalChannels) {
+    auto m = random_model(tiny(GetParam()), 33);
+    RunInput in;
+    in.ids = random_ids(300, 4);
+    AnalysisRequest req;
+    req.methods = {Method::Vanilla, Method::LongMamba, Method::DeciMamba};
+    req.calibration_path = calibration_file(*m, "keep.h5");
+    req.c = 1e-30;  // global if log_decay > ln c = -69: many global channels in a tiny random model
+    req.attention = false;
+    req.deci_L_base = 100;
+    req.deci_resp_len = 20;
+    const RunResult r = run_analysis(*m, in, req);
+    const MethodResult& lm = *r.find(Method::LongMamba);
+    int64_t n_global = 0;
+    for (uint8_t g : lm.global_mask.data) n_global += g;
+    ASSERT_GT(n_global, 0);
+    ASSERT_EQ(lm.params.at("filtered"), 1.0);  // T = 300 > train_len 64
+    // Vanilla: every global channel uses every token.
+    const MethodResult& van = *r.find(Method::Vanilla);
+    ASSERT_EQ(van.global_keep_count.size(), 300u);
+    for (int64_t k : van.global_keep_count) ASSERT_EQ(k, n_global);
+    // LongMamba: per token at most n_global, some fewer, and the total is the critical tokens of all global
+    // channels (critical_count, counted by the probe independently).
+    ASSERT_EQ(lm.global_keep_count.size(), 300u);
+    int64_t total = 0, fewer = 0;
+    for (int64_t k : lm.global_keep_count) {
+        ASSERT_GE(k, 0);
+        ASSERT_LE(k, n_global);
+        total += k;
+        fewer += k < n_global;
+    }
+    int64_t critical = 0;
+    for (size_t i = 0; i < lm.critical_count.data.size(); ++i)
+        if (lm.global_mask.data[i]) critical += lm.critical_count.data[i];
+    EXPECT_EQ(total, critical);
+    EXPECT_GT(fewer, 0);
+    // DeciMamba: decimated positions are absent from later layers, so they count fewer channels there.
+    const MethodResult& deci = *r.find(Method::DeciMamba);
+    ASSERT_EQ(deci.global_keep_count.size(), 300u);
+    const int64_t C = m->config.channels();
+    int64_t global_after = 0;  // global channels in the decimation layer (n_layer / 2) and later
+    for (int64_t l = m->config.n_layer / 2; l < m->config.n_layer; ++l)
+        for (int64_t c = 0; c < C; ++c) global_after += lm.global_mask.data[static_cast<size_t>(l * C + c)];
+    if (global_after > 0)
+        EXPECT_LT(*std::min_element(deci.global_keep_count.begin(), deci.global_keep_count.end()), n_global);
+    // Without a calibration there are no global channels and no count.
+    AnalysisRequest plain;
+    plain.methods = {Method::Vanilla};
+    plain.attention = false;
+    EXPECT_TRUE(run_analysis(*m, in, plain).methods[0].global_keep_count.empty());
 }
 
 TEST_P(AnalysisBothArchs, LongMambaWithHugeThresholdZeroesAGlobalChannel) {

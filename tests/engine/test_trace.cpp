@@ -134,6 +134,8 @@ TEST(Trace, RoundTripKeepsEveryField) {
         expect_array_eq(y.receptive_field_censored, x.receptive_field_censored);
         EXPECT_EQ(y.receptive_field_resolution, x.receptive_field_resolution);
         EXPECT_EQ(y.kept_positions, x.kept_positions);
+        EXPECT_EQ(y.global_keep_count, x.global_keep_count);
+        EXPECT_EQ(y.backend, x.backend);
         EXPECT_EQ(y.seconds, x.seconds);
         ASSERT_EQ(y.channels.size(), x.channels.size());
         for (size_t k = 0; k < x.channels.size(); ++k) {

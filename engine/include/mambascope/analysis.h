@@ -85,11 +85,14 @@ struct MethodResult {
     std::vector<int64_t> nll_positions;    // [T'] positions p whose NLL predicts token p+1
     std::vector<float> nll;                // [T'] nats
     // Summaries, [n_layer, C]
-    Array<double> delta_sum;         // Σ_t Δ_used
-    Array<double> log_decay;         // A_c·Σ Δ_used (Mamba-1: §8.2 with the calibration's m1_decay)
-    Array<uint8_t> global_mask;      // 1 for global channels (all 0 without calibration)
-    Array<int64_t> critical_count;   // tokens surviving the filter in global channels
-    Array<int64_t> receptive_field;  // [n_layer, P, C] at rf_positions (method doc §8.7)
+    Array<double> delta_sum;        // Σ_t Δ_used
+    Array<double> log_decay;        // A_c·Σ Δ_used (Mamba-1: §8.2 with the calibration's m1_decay)
+    Array<uint8_t> global_mask;     // 1 for global channels (all 0 without calibration)
+    Array<int64_t> critical_count;  // tokens surviving the filter in global channels
+    // [T] per token: how many global channels (all layers) kept it, i.e. used its Δ (§8.6); empty without
+    // global channels. LongMamba's filter lowers it below the number of global channels.
+    std::vector<int64_t> global_keep_count;
+    Array<int64_t> receptive_field;           // [n_layer, P, C] at rf_positions (method doc §8.7)
     Array<uint8_t> receptive_field_censored;  // [n_layer, P, C] 1 = "≥ t+1"
     int64_t receptive_field_resolution = 1;   // tokens; 1 = exact
     std::vector<ChannelTrace> channels;

@@ -59,6 +59,30 @@ class FanOut : public ScanObserver {
     }
 };
 
+// count[t] = number of global channels (over all layers) whose scan used token t, i.e. in which t is a
+// critical token (method doc §8.6: Δ survived the filter, Δ_used > 0). Positions absent because of decimation
+// count nothing in the layers that skipped them.
+class GlobalKeepCounter : public ScanObserver {
+  public:
+    GlobalKeepCounter(const std::vector<uint8_t>& gmask, int64_t channels, int64_t T)
+        : gmask_(gmask), C_(channels), count_(static_cast<size_t>(T), 0) {}
+    void on_delta(const DeltaBlock&, const DeltaBlock& used) override {
+        const uint8_t* g = gmask_.data() + static_cast<size_t>(used.layer) * static_cast<size_t>(C_);
+        for (int64_t r = 0; r < used.rows; ++r) {
+            const float* row = used.data + r * used.ld;
+            int64_t n = 0;
+            for (int64_t c = 0; c < used.channels; ++c) n += (g[c] != 0) & (row[c] > 0.0f);
+            count_[static_cast<size_t>(used.positions[r])] += n;
+        }
+    }
+    std::vector<int64_t> take() { return std::move(count_); }
+
+  private:
+    const std::vector<uint8_t>& gmask_;
+    int64_t C_;
+    std::vector<int64_t> count_;
+};
+
 // cum_log_decay[t] = Σ_{k≤t} A_c·Δ_used,k for chosen channels over the whole input (positions absent because
 // of decimation add 0).
 class CumDecay : public ScanObserver {
@@ -285,6 +309,12 @@ RunResult run_analysis(const Model& model, const RunInput& input, const Analysis
         FanOut fan;
         fan.children = {&probe, &rf, &cum};
         if (att) fan.children.push_back(&*att);
+        const bool any_global = std::any_of(gmask.begin(), gmask.end(), [](uint8_t v) { return v != 0; });
+        std::optional<GlobalKeepCounter> keep_count;
+        if (any_global) {
+            keep_count.emplace(gmask, C, T);
+            fan.children.push_back(&*keep_count);
+        }
 
         auto sub = [&](double lo, double hi) {
             return [&, lo, hi](double f, std::string_view) {
@@ -341,6 +371,7 @@ RunResult run_analysis(const Model& model, const RunInput& input, const Analysis
         mr.log_decay.data = probe.log_decay_used();
         mr.global_mask.shape = LC;
         mr.global_mask.data = gmask;
+        if (keep_count) mr.global_keep_count = keep_count->take();
         mr.critical_count.shape = LC;
         mr.critical_count.data = probe.critical_count();
         const int64_t P = static_cast<int64_t>(res.rf_positions.size());

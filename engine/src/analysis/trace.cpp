@@ -259,6 +259,12 @@ void write_trace(const std::filesystem::path& path, const RunResult& run, const 
         }
         if (!m.kept_positions.empty())
             put(w, g + "/kept_positions", DType::I64, {m.kept_positions.size()}, m.kept_positions.data());
+        if (!m.global_keep_count.empty()) {
+            MS_CHECK(m.global_keep_count.size() == run.input.ids.size(),
+                     "write_trace: global_keep_count does not have one entry per token");
+            put(w, g + "/global_keep_count", DType::I64, {m.global_keep_count.size()},
+                m.global_keep_count.data());
+        }
         for (const auto& ct : m.channels) {
             const std::string cg = g + "/channels/" + chan_key(ct.ref);
             MS_CHECK(ct.delta_raw.size() == W && ct.delta_used.size() == W && ct.critical.size() == W,
@@ -384,6 +390,10 @@ RunResult read_trace(const std::filesystem::path& path) {
             m.receptive_field_censored = {LPC,
                                           cast_i64<uint8_t>(r.read_i64(g + "/receptive_field_censored"))};
             if (r.exists(g + "/kept_positions")) m.kept_positions = r.read_i64(g + "/kept_positions");
+            if (r.exists(g + "/global_keep_count")) {
+                m.global_keep_count = r.read_i64(g + "/global_keep_count");
+                check_shape(r, g + "/global_keep_count", {run.input.ids.size()});
+            }
             if (r.exists(g + "/channels")) {
                 auto cgrp = r.open(g + "/channels");
                 for (const auto& k : child_names(static_cast<hid_t>(cgrp.id()))) {
