@@ -140,9 +140,8 @@ void bench_mamba1(const float* seed, cudaStream_t stream) {
             CUDA_CHECK(cudaMemset(dsum, 0, E * 8));
             CUDA_CHECK(cudaMemset(logd, 0, E * 8));
             CUDA_CHECK(cudaMemset(kept, 0, E * 8));
-            // The chunked algorithm with its automatic plan (passed explicitly, so Auto cannot pick lanes).
             const kg::ScanPlan plan = kg::scan_mamba1_plan(T, E);
-            const size_t ws_bytes = kg::scan_mamba1_workspace_bytes(T, E, N, plan.chunk_len);
+            const size_t ws_bytes = kg::scan_mamba1_workspace_bytes(T, E, N);
             void* ws = nullptr;
             if (ws_bytes) CUDA_CHECK(cudaMalloc(&ws, ws_bytes));
 
@@ -150,49 +149,38 @@ void bench_mamba1(const float* seed, cudaStream_t stream) {
             const double exps = static_cast<double>(te) * N;
             const double anchor = anchor_ms(E, T);
             double plain_ms[2] = {0, 0};
-            for (int lanes = 0; lanes < 2; ++lanes)
-                for (int fast = 0; fast < 2; ++fast)
-                    for (int filtered = 0; filtered < 2; ++filtered) {
-                        auto run = [&](int i) {
-                            kg::Mamba1ScanArgs a;
-                            a.T = T, a.E = E, a.N = N;
-                            a.x = x.at(i), a.ldx = E, a.delta = dt.at(i), a.ldd = E;
-                            a.delta_bias = bias, a.delta_softplus = true, a.A = A;
-                            a.B = bc.at(i), a.ldb = ldbc, a.C = bc.at(i) + N, a.ldc = ldbc, a.Dskip = D;
-                            a.z = z.at(i), a.ldz = E, a.h = h, a.y = y.at(i), a.ldy = E;
-                            a.fast_exp = fast != 0;
-                            if (lanes)
-                                a.algorithm = kg::Mamba1ScanAlgorithm::Lanes;
-                            else
-                                a.chunk_len = plan.chunk_len;
-                            if (filtered) a.thr = thr, a.probes = kg::ScanProbes{dsum, kept, logd};
-                            kg::scan_mamba1(a, ws, ws_bytes, stream);
-                        };
-                        const double ms = time_ms(stream, run);
-                        if (!filtered) plain_ms[fast] = ms;
-                        const std::string variant = std::string(lanes ? "lanes " : "") +
-                                                    (filtered ? "filter+probes" : "plain") +
-                                                    (fast ? " fast-exp" : "");
-                        char chunks[32], anc[32], sp[64];
-                        if (lanes)
-                            std::snprintf(chunks, sizeof chunks, "1 pass");
-                        else
-                            std::snprintf(chunks, sizeof chunks, "%lldx%lld",
-                                          static_cast<long long>(plan.chunks),
-                                          static_cast<long long>(plan.chunk_len));
-                        std::snprintf(anc, sizeof anc, anchor > 0 ? "%.3f ms" : "-", anchor);
-                        if (filtered)
-                            std::snprintf(sp, sizeof sp, "%+.1f%% vs plain",
-                                          100.0 * (ms / plain_ms[fast] - 1.0));
-                        else if (anchor > 0)
-                            std::snprintf(sp, sizeof sp, "%.2fx", anchor / ms);
-                        else
-                            std::snprintf(sp, sizeof sp, "-");
-                        std::printf("%-7lld %-7lld %-22s %-9s %9.3f %9.1f %8.0f %8.0f %11s %9s\n",
-                                    static_cast<long long>(E), static_cast<long long>(T), variant.c_str(),
-                                    chunks, ms, T / ms / 1e3, bytes / ms / 1e6, exps / ms / 1e6, anc, sp);
-                        std::fflush(stdout);
-                    }
+            for (int fast = 0; fast < 2; ++fast)
+                for (int filtered = 0; filtered < 2; ++filtered) {
+                    auto run = [&](int i) {
+                        kg::Mamba1ScanArgs a;
+                        a.T = T, a.E = E, a.N = N;
+                        a.x = x.at(i), a.ldx = E, a.delta = dt.at(i), a.ldd = E;
+                        a.delta_bias = bias, a.delta_softplus = true, a.A = A;
+                        a.B = bc.at(i), a.ldb = ldbc, a.C = bc.at(i) + N, a.ldc = ldbc, a.Dskip = D;
+                        a.z = z.at(i), a.ldz = E, a.h = h, a.y = y.at(i), a.ldy = E;
+                        a.fast_exp = fast != 0;
+                        if (filtered) a.thr = thr, a.probes = kg::ScanProbes{dsum, kept, logd};
+                        kg::scan_mamba1(a, ws, ws_bytes, stream);
+                    };
+                    const double ms = time_ms(stream, run);
+                    if (!filtered) plain_ms[fast] = ms;
+                    const std::string variant =
+                        std::string(filtered ? "filter+probes" : "plain") + (fast ? " fast-exp" : "");
+                    char chunks[32], anc[32], sp[64];
+                    std::snprintf(chunks, sizeof chunks, "%lldx%lld", static_cast<long long>(plan.chunks),
+                                  static_cast<long long>(plan.chunk_len));
+                    std::snprintf(anc, sizeof anc, anchor > 0 ? "%.3f ms" : "-", anchor);
+                    if (filtered)
+                        std::snprintf(sp, sizeof sp, "%+.1f%% vs plain", 100.0 * (ms / plain_ms[fast] - 1.0));
+                    else if (anchor > 0)
+                        std::snprintf(sp, sizeof sp, "%.2fx", anchor / ms);
+                    else
+                        std::snprintf(sp, sizeof sp, "-");
+                    std::printf("%-7lld %-7lld %-22s %-9s %9.3f %9.1f %8.0f %8.0f %11s %9s\n",
+                                static_cast<long long>(E), static_cast<long long>(T), variant.c_str(), chunks,
+                                ms, T / ms / 1e3, bytes / ms / 1e6, exps / ms / 1e6, anc, sp);
+                    std::fflush(stdout);
+                }
             if (ws) CUDA_CHECK(cudaFree(ws));
             for (void* p : {static_cast<void*>(A), static_cast<void*>(bias), static_cast<void*>(D),
                             static_cast<void*>(thr), static_cast<void*>(h), static_cast<void*>(dsum),

@@ -260,191 +260,6 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
     }
 }
 
-// ---- Single pass, 4 lanes per channel ("lanes")
-// ------------------------------------------------------------- When E alone gives enough threads (4 per
-// channel), one pass over time beats the three-pass chunked scan: the chunked scan computes every exp twice
-// (pass 1 and pass 3). Each channel's 16 states are split over 4 adjacent lanes (one float4 of B and C each);
-// y and the probe's Σ exp are reduced with two xor-shuffles. x, Δ, z, B, C of a tile of kLaneTile tokens are
-// loaded into registers one tile ahead (their latency hides behind the current tile's arithmetic), then
-// staged in shared memory, where Δ' (softplus, filter) is computed once per (token, channel); y goes out
-// through shared memory so that global stores stay coalesced.
-constexpr int kLanes = 4;                                 // lanes per channel; kM1N / kLanes = 4 states each
-constexpr int kLaneCh = 32;                               // channels per block
-constexpr int kLaneThreads = kLanes * kLaneCh;            // 128
-constexpr int kLaneTile = 32;                             // tokens per staged tile
-constexpr int kLaneRows = kLaneThreads / kLaneCh;         // token rows a staging pass covers (4)
-constexpr int kLanePer = kLaneTile / kLaneRows;           // x/Δ/z elements per thread per tile (8)
-constexpr int kLaneBC = kLaneTile * kM1N / kLaneThreads;  // B (and C) elements per thread per tile (4)
-
-template <bool kProbes, bool kFastExp>
-__global__ void __launch_bounds__(kLaneThreads) m1_scan_lanes(Params p, float* h_io, ScanProbes probes) {
-    __shared__ float sx[kLaneTile][kLaneCh], sdt[kLaneTile][kLaneCh], sz[kLaneTile][kLaneCh],
-        sy[kLaneTile][kLaneCh];
-    __shared__ __align__(16) float sB[kLaneTile][kM1N];
-    __shared__ __align__(16) float sC[kLaneTile][kM1N];
-    constexpr unsigned kFull = 0xffffffffu;
-    const int tid = threadIdx.x, lane = tid & (kLanes - 1), cl = tid / kLanes;
-    const int64_t d0 = static_cast<int64_t>(blockIdx.x) * kLaneCh, d = d0 + cl;
-    const bool active = d < p.E;
-    const bool gate = p.z != nullptr;
-
-    // Recurrence: this lane's 4 states of channel d.
-    float A2[kLanes], h[kLanes];
-#pragma unroll
-    for (int k = 0; k < kLanes; ++k) {
-        A2[k] = active ? p.A[d * kM1N + lane * kLanes + k] * kLog2e : 0.0f;
-        h[k] = (active && h_io) ? h_io[d * kM1N + lane * kLanes + k] : 0.0f;
-    }
-    float a2max = fmaxf(fmaxf(A2[0], A2[1]), fmaxf(A2[2], A2[3]));  // slowest state of the channel
-    a2max = fmaxf(a2max, __shfl_xor_sync(kFull, a2max, 1));
-    a2max = fmaxf(a2max, __shfl_xor_sync(kFull, a2max, 2));
-    const float dskip = (active && p.Dskip) ? p.Dskip[d] : 0.0f;
-
-    // Staging: thread tid always handles channel sc of rows si0, si0 + 4, ...
-    const int sc = tid % kLaneCh, si0 = tid / kLaneCh;
-    const int64_t sd = d0 + sc;
-    const bool sactive = sd < p.E;
-    const float sbias = (sactive && p.delta_bias) ? p.delta_bias[sd] : 0.0f;
-    const float sthr = (sactive && p.thr) ? p.thr[sd] : -INFINITY;
-    float rx[kLanePer], rdt[kLanePer], rz[kLanePer], rb[kLaneBC], rc[kLaneBC];
-    auto load_tile = [&](int64_t t0) {
-#pragma unroll
-        for (int j = 0; j < kLanePer; ++j) {
-            const int64_t t = t0 + si0 + kLaneRows * j;
-            const bool ok = sactive && t < p.T;
-            rx[j] = ok ? load_x(p, t * p.ldx + sd) : 0.0f;
-            rdt[j] = ok ? p.delta[t * p.ldd + sd] : 0.0f;
-            rz[j] = (ok && gate) ? p.z[t * p.ldz + sd] : 0.0f;
-        }
-#pragma unroll
-        for (int j = 0; j < kLaneBC; ++j) {
-            const int k = tid + kLaneThreads * j, i = k / kM1N, n = k % kM1N;
-            const bool ok = t0 + i < p.T;
-            rb[j] = ok ? p.B[(t0 + i) * p.ldb + n] : 0.0f;
-            rc[j] = ok ? p.C[(t0 + i) * p.ldc + n] : 0.0f;
-        }
-    };
-    double pr_dsum = 0.0, pr_logdecay = 0.0;
-    long long pr_kept = 0;
-
-    load_tile(0);
-    for (int64_t t0 = 0; t0 < p.T; t0 += kLaneTile) {
-        __syncthreads();  // the previous tile's shared arrays are no longer read
-#pragma unroll
-        for (int j = 0; j < kLanePer; ++j) {
-            const int i = si0 + kLaneRows * j;
-            const int64_t t = t0 + i;
-            const bool valid = sactive && t < p.T;
-            bool kept;
-            const float dt = used_delta(rdt[j], sbias, p.softplus, sthr, valid, kept);
-            sx[i][sc] = rx[j];
-            sdt[i][sc] = dt;
-            sz[i][sc] = rz[j];
-            if (valid) {
-                if (p.delta_out) p.delta_out[t * p.ldo + sd] = dt;
-                if constexpr (kProbes) {
-                    pr_dsum += dt;
-                    pr_kept += kept ? 1 : 0;
-                }
-            }
-        }
-#pragma unroll
-        for (int j = 0; j < kLaneBC; ++j) {
-            const int k = tid + kLaneThreads * j;
-            sB[k / kM1N][k % kM1N] = rb[j];
-            sC[k / kM1N][k % kM1N] = rc[j];
-        }
-        __syncthreads();
-        if (t0 + kLaneTile < p.T) load_tile(t0 + kLaneTile);  // in flight during this tile's arithmetic
-        const int rows = static_cast<int>(min(static_cast<int64_t>(kLaneTile), p.T - t0));
-#pragma unroll 8
-        for (int i = 0; i < kLaneTile; ++i) {
-            if (i >= rows) break;  // block-uniform
-            const float dt = sdt[i][cl], x = sx[i][cl];
-            const float dtx = dt * x;
-            const float4 b = reinterpret_cast<const float4*>(sB[i])[lane];
-            const float4 c = reinterpret_cast<const float4*>(sC[i])[lane];
-            const float e0 = exp2_scan<kFastExp>(dt * A2[0]);
-            const float e1 = exp2_scan<kFastExp>(dt * A2[1]);
-            const float e2 = exp2_scan<kFastExp>(dt * A2[2]);
-            const float e3 = exp2_scan<kFastExp>(dt * A2[3]);
-            h[0] = e0 * h[0] + dtx * b.x;
-            h[1] = e1 * h[1] + dtx * b.y;
-            h[2] = e2 * h[2] + dtx * b.z;
-            h[3] = e3 * h[3] + dtx * b.w;
-            float yp = c.x * h[0];
-            yp += c.y * h[1];
-            yp += c.z * h[2];
-            yp += c.w * h[3];
-            yp += __shfl_xor_sync(kFull, yp, 1);
-            yp += __shfl_xor_sync(kFull, yp, 2);
-            if (lane == 0) {
-                float y = yp + dskip * x;
-                if (gate) y *= silu(sz[i][cl]);
-                sy[i][cl] = y;
-            }
-            if constexpr (kProbes) {
-                // ln(mean_n 2^(Δ'·A2_n)) of the channel; when every term underflows, shift by the slowest
-                // state first (as in m1_scan).
-                float es = (e0 + e1) + (e2 + e3);
-                es += __shfl_xor_sync(kFull, es, 1);
-                es += __shfl_xor_sync(kFull, es, 2);
-                const float mean = es * (1.0f / kM1N);
-                const bool under = !(mean > 1e-30f);
-                float part = 0.0f;
-                const float shift = dt * a2max;
-                if (__any_sync(kFull, under)) {  // warp-uniform: every lane shuffles
-                    if (under)
-#pragma unroll
-                        for (int k = 0; k < kLanes; ++k) part += ex2_approx(dt * A2[k] - shift);
-                    part += __shfl_xor_sync(kFull, part, 1);
-                    part += __shfl_xor_sync(kFull, part, 2);
-                }
-                if (lane == 0 && active)
-                    pr_logdecay +=
-                        under ? static_cast<double>((shift + lg2_approx(part * (1.0f / kM1N))) * kLn2)
-                              : static_cast<double>(ln_near1(mean));
-            }
-        }
-        __syncthreads();
-#pragma unroll
-        for (int j = 0; j < kLanePer; ++j) {
-            const int i = si0 + kLaneRows * j;
-            const int64_t t = t0 + i;
-            if (sactive && t < p.T) {
-                if (p.y16)
-                    p.y16[t * p.ldy + sd] = __float2bfloat16_rn(sy[i][sc]);
-                else
-                    p.y[t * p.ldy + sd] = sy[i][sc];
-            }
-        }
-    }
-    if (active && h_io) {
-#pragma unroll
-        for (int k = 0; k < kLanes; ++k) h_io[d * kM1N + lane * kLanes + k] = h[k];
-    }
-    if constexpr (kProbes) {
-        if (sactive) {
-            if (probes.delta_sum) atomicAdd(probes.delta_sum + sd, pr_dsum);
-            if (probes.kept)
-                atomicAdd(reinterpret_cast<unsigned long long*>(probes.kept + sd),
-                          static_cast<unsigned long long>(pr_kept));
-        }
-        if (active && lane == 0 && probes.log_decay) atomicAdd(probes.log_decay + d, pr_logdecay);
-    }
-}
-
-int sm_count() {
-    static thread_local int cached_device = -1, cached = 0;
-    int dev = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    if (dev != cached_device) {
-        CUDA_CHECK(cudaDeviceGetAttribute(&cached, cudaDevAttrMultiProcessorCount, dev));
-        cached_device = dev;
-    }
-    return cached;
-}
-
 // Blocks of the pass-3 kernel that fit on the whole GPU at once (one wave).
 int64_t resident_blocks() {
     static thread_local int cached_device = -1;
@@ -489,18 +304,8 @@ ScanPlan scan_mamba1_plan(int64_t T, int64_t E, int64_t chunk_len) {
     return plan;
 }
 
-Mamba1ScanAlgorithm scan_mamba1_algorithm(int64_t T, int64_t E, int64_t chunk_len, Mamba1ScanAlgorithm want) {
-    if (want != Mamba1ScanAlgorithm::Auto) return want;
-    if (chunk_len > 0 || T <= 0 || E <= 0) return Mamba1ScanAlgorithm::Chunked;  // an explicit chunk plan
-    // One pass pays off when its blocks (32 channels each) cover at least half of the SMs; otherwise time
-    // chunks are the only parallelism there is.
-    const int64_t lane_blocks = (E + kLaneCh - 1) / kLaneCh;
-    return 2 * lane_blocks >= sm_count() ? Mamba1ScanAlgorithm::Lanes : Mamba1ScanAlgorithm::Chunked;
-}
-
 size_t scan_mamba1_workspace_bytes(int64_t T, int64_t E, int64_t N, int64_t chunk_len) {
     (void)N;  // only d_state 16 is built; the argument keeps the signature honest for later instantiations
-    if (scan_mamba1_algorithm(T, E, chunk_len) == Mamba1ScanAlgorithm::Lanes) return 0;
     return workspace_for(scan_mamba1_plan(T, E, chunk_len), E);
 }
 
@@ -521,9 +326,7 @@ void scan_mamba1(const Mamba1ScanArgs& a, void* workspace, size_t workspace_byte
     // float4 access to the state arrays needs 16-byte alignment.
     MS_CHECK(reinterpret_cast<uintptr_t>(a.h) % 16 == 0, "scan_mamba1: h must be 16-byte aligned");
 
-    const Mamba1ScanAlgorithm algo = scan_mamba1_algorithm(a.T, a.E, a.chunk_len, a.algorithm);
-    const ScanPlan plan =
-        algo == Mamba1ScanAlgorithm::Lanes ? ScanPlan{1, a.T} : scan_mamba1_plan(a.T, a.E, a.chunk_len);
+    const ScanPlan plan = scan_mamba1_plan(a.T, a.E, a.chunk_len);
     MS_CHECK(plan.chunks <= 65535, "scan_mamba1: too many time chunks (raise chunk_len)");
     Params p{};
     p.T = a.T, p.E = a.E, p.chunk_len = plan.chunk_len, p.chunks = plan.chunks;
@@ -532,14 +335,6 @@ void scan_mamba1(const Mamba1ScanArgs& a, void* workspace, size_t workspace_byte
     p.A = a.A, p.B = a.B, p.ldb = a.ldb, p.C = a.C, p.ldc = a.ldc, p.Dskip = a.Dskip;
     p.z = a.z, p.ldz = a.ldz, p.thr = a.thr, p.y = a.y, p.y16 = a.y16, p.ldy = a.ldy,
     p.delta_out = a.delta_out, p.ldo = a.ldo;
-    if (algo == Mamba1ScanAlgorithm::Lanes) {
-        const unsigned lblocks = static_cast<unsigned>((a.E + kLaneCh - 1) / kLaneCh);
-        auto kern = a.probes.any() ? (a.fast_exp ? m1_scan_lanes<true, true> : m1_scan_lanes<true, false>)
-                                   : (a.fast_exp ? m1_scan_lanes<false, true> : m1_scan_lanes<false, false>);
-        kern<<<lblocks, kLaneThreads, 0, stream>>>(p, a.h, a.probes);
-        CUDA_CHECK(cudaGetLastError());
-        return;
-    }
     const dim3 block(kM1Threads);
     const unsigned cblocks = static_cast<unsigned>((a.E + kM1Threads - 1) / kM1Threads);
 

@@ -21,11 +21,6 @@
 
 namespace mambascope::kernels::cuda {
 
-// How the scan splits the work. Chunked: the three-pass time-chunked scan (one thread per channel and chunk).
-// Lanes: one pass over time, 4 lanes per channel (4 states each), for E large enough to fill the GPU alone.
-// Auto picks Lanes when E/32 blocks cover at least half of the SMs and no chunk_len is forced.
-enum class Mamba1ScanAlgorithm { Auto, Chunked, Lanes };
-
 // All pointers are device pointers; row strides are in floats. Batch 1, time-major.
 struct Mamba1ScanArgs {
     int64_t T = 0;   // tokens
@@ -61,12 +56,7 @@ struct Mamba1ScanArgs {
     // exp on MUFU ex2.approx everywhere: faster, but its error near 1 accumulates over a channel's memory
     // (docs/cuda.md). Default: a polynomial where the decay is near 1, error at rounding level.
     bool fast_exp = false;
-    Mamba1ScanAlgorithm algorithm = Mamba1ScanAlgorithm::Auto;
 };
-
-// The algorithm scan_mamba1 uses for these sizes (Auto resolved on the current device).
-Mamba1ScanAlgorithm scan_mamba1_algorithm(int64_t T, int64_t E, int64_t chunk_len = 0,
-                                          Mamba1ScanAlgorithm want = Mamba1ScanAlgorithm::Auto);
 
 // Device workspace the scan needs for these sizes on the current device (0 when a single pass suffices).
 size_t scan_mamba1_workspace_bytes(int64_t T, int64_t E, int64_t N, int64_t chunk_len = 0);

@@ -190,8 +190,7 @@ M1Result run_m1_cpu(const M1Data& d, const M1Case& c, const std::vector<float>& 
 }
 
 M1Result run_m1_gpu(const M1Data& d, const M1Case& c, const std::vector<float>& thr,
-                    kg::ScanProbes probes = {}, bool fast_exp = false,
-                    kg::Mamba1ScanAlgorithm algo = kg::Mamba1ScanAlgorithm::Auto) {
+                    kg::ScanProbes probes = {}, bool fast_exp = false) {
     Dev<float> x(d.x), raw(c.softplus ? d.dt_raw : m1_delta(d, false)), bias(d.bias), A(d.A), B(d.B), C(d.C),
         D(d.D), z(d.z), th(thr.empty() ? std::vector<float>(1) : thr), h(d.h0), y(d.T * d.ldy),
         dout(d.T * d.ldd);
@@ -202,7 +201,7 @@ M1Result run_m1_gpu(const M1Data& d, const M1Case& c, const std::vector<float>& 
     a.A = A.p, a.B = B.p, a.ldb = d.ldb, a.C = C.p, a.ldc = d.ldc, a.Dskip = D.p;
     a.z = c.gate ? z.p : nullptr, a.ldz = d.ldz, a.thr = c.filter ? th.p : nullptr;
     a.h = h.p, a.y = y.p, a.ldy = d.ldy, a.delta_out = dout.p, a.ldo = d.ldd;
-    a.probes = probes, a.chunk_len = c.chunk_len, a.fast_exp = fast_exp, a.algorithm = algo;
+    a.probes = probes, a.chunk_len = c.chunk_len, a.fast_exp = fast_exp;
     kg::scan_mamba1(a, nullptr, 0, nullptr);
     M1Result r;
     r.y = cols_of(y.download(), d.T, d.E, d.ldy);
@@ -372,115 +371,6 @@ TEST(CudaScanMamba1, AgreesWithFloat64Reference) {
         e_gpu, e_fast, e_cpu);
     EXPECT_LE(e_fast, kTolFastExp);
     EXPECT_LE(e_gpu, kTol);
-}
-
-// The single-pass "lanes" algorithm (4 lanes per channel) against the CPU on the same cases as the chunked
-// one: odd shapes (E not a multiple of 32, T not a multiple of the tile), fused softplus + filter + gate,
-// carried state, probes including the underflow fallback, and float64.
-TEST(CudaScanMamba1Lanes, MatchesCpuReferenceFilterSoftplusGate) {
-    REQUIRE_GPU();
-    std::mt19937 rng(21);
-    const auto lanes = kg::Mamba1ScanAlgorithm::Lanes;
-    const M1Case cases[] = {
-        {1, 1, 0, false, false, false},      {7, 33, 0, false, false, false},
-        {1000, 130, 0, false, false, false}, {2051, 257, 0, true, false, true},
-        {333, 1, 0, false, false, false},    {1203, 200, 0, true, true, true},
-        {31, 64, 0, true, true, true},       {33, 96, 0, false, true, false},
-    };
-    for (const auto& c : cases) {
-        const M1Data d = make_m1(c.T, c.E, rng);
-        std::vector<float> thr;
-        if (c.filter) {
-            thr = safe_thresholds(m1_delta(d, c.softplus), d.T, d.E, d.ldd);
-            for (int64_t e = 0; e < d.E; e += 3) thr[e] = -INFINITY;
-        }
-        const auto want = run_m1_cpu(d, c, thr);
-        const auto got = run_m1_gpu(d, c, thr, {}, false, lanes);
-        SCOPED_TRACE("T=" + std::to_string(c.T) + " E=" + std::to_string(c.E));
-        EXPECT_LE(rel_err(got.y, want.y), kTol);
-        EXPECT_LE(rel_err(got.h, want.h), kTol);
-        if (c.filter && !c.softplus)  // same inputs, same compare: bit-identical Δ'
-            EXPECT_EQ(got.delta_used, want.delta_used);
-        else
-            EXPECT_LE(rel_err(got.delta_used, want.delta_used), kTol);
-    }
-}
-
-TEST(CudaScanMamba1Lanes, CarriedStateProbesAndFloat64) {
-    REQUIRE_GPU();
-    std::mt19937 rng(22);
-    const auto lanes = kg::Mamba1ScanAlgorithm::Lanes;
-    // Carried state: two calls equal one call.
-    {
-        const M1Case c{1500, 96, 0, true, true, true};
-        const M1Data d = make_m1(c.T, c.E, rng);
-        const std::vector<float> thr = safe_thresholds(m1_delta(d, true), d.T, d.E, d.ldd);
-        const auto whole = run_m1_gpu(d, c, thr, {}, false, lanes);
-        EXPECT_LE(rel_err(whole.y, run_m1_cpu(d, c, thr).y), kTol);
-        Dev<float> x(d.x), raw(d.dt_raw), bias(d.bias), A(d.A), B(d.B), C(d.C), D(d.D), z(d.z), th(thr),
-            h(d.h0), y(d.T * d.ldy);
-        const int64_t split = 701;
-        for (int part = 0; part < 2; ++part) {
-            const int64_t t0 = part == 0 ? 0 : split, n = part == 0 ? split : d.T - split;
-            kg::Mamba1ScanArgs a;
-            a.T = n, a.E = d.E, a.algorithm = lanes;
-            a.x = x.p + t0 * d.ldx, a.ldx = d.ldx, a.delta = raw.p + t0 * d.ldd, a.ldd = d.ldd;
-            a.delta_bias = bias.p, a.delta_softplus = true, a.A = A.p;
-            a.B = B.p + t0 * d.ldb, a.ldb = d.ldb, a.C = C.p + t0 * d.ldc, a.ldc = d.ldc, a.Dskip = D.p;
-            a.z = z.p + t0 * d.ldz, a.ldz = d.ldz, a.thr = th.p, a.h = h.p, a.y = y.p + t0 * d.ldy;
-            a.ldy = d.ldy;
-            kg::scan_mamba1(a, nullptr, 0, nullptr);
-        }
-        EXPECT_LE(rel_err(cols_of(y.download(), d.T, d.E, d.ldy), whole.y), kTol);
-        EXPECT_LE(rel_err(h.download(), whole.h), kTol);
-    }
-    // Probes (with the underflow fallback on channels 0 and 1), equal to the chunked algorithm's.
-    for (const bool fast : {false, true}) {
-        const M1Case c{999, 45, 0, false, true, false};
-        M1Data d = make_m1(c.T, c.E, rng);
-        for (int64_t t = 0; t < d.T; ++t) d.dt_raw[t * d.ldd + 0] = d.dt_raw[t * d.ldd + 1] = 3.5f;
-        for (int n = 0; n < 16; ++n) d.A[0 * 16 + n] = d.A[1 * 16 + n] = -30.0f - 2.0f * n;
-        std::vector<float> thr = safe_thresholds(m1_delta(d, false), d.T, d.E, d.ldd);
-        thr[0] = thr[1] = -INFINITY;
-        Dev<double> s1(d.E), l1(d.E), s2(d.E), l2(d.E);
-        Dev<int64_t> k1(d.E), k2(d.E);
-        s1.zero(), l1.zero(), k1.zero(), s2.zero(), l2.zero(), k2.zero();
-        run_m1_gpu(d, c, thr, kg::ScanProbes{s1.p, k1.p, l1.p}, fast, kg::Mamba1ScanAlgorithm::Chunked);
-        run_m1_gpu(d, c, thr, kg::ScanProbes{s2.p, k2.p, l2.p}, fast, lanes);
-        EXPECT_LE(rel_err(s2.download(), s1.download()), kTol) << "fast " << fast;
-        EXPECT_LE(rel_err(l2.download(), l1.download()), kTol) << "fast " << fast;
-        EXPECT_EQ(k2.download(), k1.download());
-        EXPECT_LT(l2.download()[0], -1000.0);  // the fallback path ran
-    }
-    // Float64 reference over long memories.
-    {
-        const M1Case c{4000, 64, 0, false, false, false};
-        const M1Data d = make_m1(c.T, c.E, rng);
-        const std::vector<float> delta = m1_delta(d, false);
-        std::vector<double> hh(d.h0.begin(), d.h0.end()), y(d.T * d.E);
-        for (int64_t t = 0; t < d.T; ++t)
-            for (int64_t e = 0; e < d.E; ++e) {
-                const double dt = delta[t * d.ldd + e], xv = d.x[t * d.ldx + e];
-                double acc = d.D[e] * xv;
-                for (int n = 0; n < 16; ++n) {
-                    double& hv = hh[e * 16 + n];
-                    hv = std::exp(dt * d.A[e * 16 + n]) * hv + dt * d.B[t * d.ldb + n] * xv;
-                    acc += d.C[t * d.ldc + n] * hv;
-                }
-                y[t * d.E + e] = acc;
-            }
-        EXPECT_LE(rel_err(run_m1_gpu(d, c, {}, {}, false, lanes).y, y), kTol);
-        EXPECT_LE(rel_err(run_m1_gpu(d, c, {}, {}, true, lanes).y, y), kTolFastExp);
-    }
-}
-
-TEST(CudaScanMamba1Lanes, AutoPicksLanesOnlyForWideLayers) {
-    REQUIRE_GPU();
-    using kg::Mamba1ScanAlgorithm;
-    EXPECT_EQ(kg::scan_mamba1_algorithm(16384, 4096), Mamba1ScanAlgorithm::Lanes);        // 128 blocks
-    EXPECT_EQ(kg::scan_mamba1_algorithm(16384, 256), Mamba1ScanAlgorithm::Chunked);       // 8 blocks
-    EXPECT_EQ(kg::scan_mamba1_algorithm(16384, 4096, 64), Mamba1ScanAlgorithm::Chunked);  // forced chunks
-    EXPECT_EQ(kg::scan_mamba1_workspace_bytes(16384, 4096, 16), 0u);
 }
 
 TEST(CudaScanMamba1, RejectsUnsupportedStateSizeWithAHint) {
