@@ -18,9 +18,9 @@ using namespace mambascope::gui;
 // Our flags, read before QApplication exists: QGuiApplication itself consumes "-session" (X11 session
 // management), so QCommandLineParser would never see --session.
 struct Flags {
-    QString session, trace, screenshot;
+    QString session, trace, screenshot, view;
     double scale = 2.0;  // --scale: device pixels per widget pixel of the screenshot
-    bool help = false;
+    bool help = false, dark = false;
 };
 
 static bool parse_flags(int argc, char** argv, Flags& f) {
@@ -30,10 +30,14 @@ static bool parse_flags(int argc, char** argv, Flags& f) {
             f.help = true;
             continue;
         }
+        if (a == "--dark") {
+            f.dark = true;
+            continue;
+        }
         if (auto eq = a.find('='); eq != std::string::npos)
             v = a.substr(eq + 1), a = a.substr(0, eq);
-        else if (i + 1 < argc &&
-                 (a == "--session" || a == "--trace" || a == "--screenshot" || a == "--scale"))
+        else if (i + 1 < argc && (a == "--session" || a == "--trace" || a == "--screenshot" ||
+                                  a == "--scale" || a == "--view"))
             v = argv[++i];
         if (a == "--session")
             f.session = QString::fromLocal8Bit(v.c_str());
@@ -43,6 +47,8 @@ static bool parse_flags(int argc, char** argv, Flags& f) {
             f.screenshot = QString::fromLocal8Bit(v.c_str());
         else if (a == "--scale")
             f.scale = std::clamp(std::atof(v.c_str()), 0.25, 4.0);
+        else if (a == "--view")
+            f.view = QString::fromLocal8Bit(v.c_str());
         else {
             std::fprintf(stderr, "mambascope: unknown argument '%s' (see --help)\n", argv[i]);
             return false;
@@ -65,7 +71,12 @@ int main(int argc, char** argv) {
             "  --trace RUN.h5       open a saved trace without the model\n"
             "  --screenshot OUT.png save the comparison composite (2x) and exit (offscreen without a "
             "display)\n"
-            "  --scale S            screenshot scale (default 2)\n");
+            "  --scale S            screenshot scale (default 2)\n"
+            "  --view KEY           with --screenshot: save that view instead of the composite (PNG or "
+            "PDF);\n"
+            "                       keys: channel_map channel_detail perplexity receptive_fields tokens\n"
+            "                       attention global_ratio\n"
+            "  --dark               dark palette (this run only)\n");
         return 0;
     }
     const bool wantsScreenshot = !fl.screenshot.isEmpty();
@@ -79,6 +90,8 @@ int main(int argc, char** argv) {
     QApplication::setApplicationVersion(MAMBASCOPE_VERSION);
 
     MainWindow w;
+    if (wantsScreenshot) w.setPersistSettings(false);
+    if (fl.dark) w.setDark(true);
     QObject::connect(w.worker(), &AnalysisWorker::failed, [](const QString& msg) {
         std::fprintf(stderr, "mambascope: run failed: %s\n", msg.toUtf8().constData());
     });
@@ -99,6 +112,27 @@ int main(int argc, char** argv) {
         if (!w.result()) {
             std::fprintf(stderr, "mambascope: nothing to screenshot (no run and no trace)\n");
             return 1;
+        }
+        if (!fl.view.isEmpty()) {
+            ResultView* v = w.view(fl.view);
+            if (!v) {
+                std::fprintf(stderr, "mambascope: unknown view '%s' (see --help for the keys)\n",
+                             fl.view.toUtf8().constData());
+                return 2;
+            }
+            w.tabs()->setCurrentWidget(v);
+            w.resize(1500, 900);
+            w.show();  // lay the window out at this size (offscreen without a display)
+            QCoreApplication::processEvents();
+            try {
+                export_widget(v, fl.screenshot, fl.scale);
+            } catch (const Error& e) {
+                std::fprintf(stderr, "mambascope: %s\n", describe(e).c_str());
+                return 1;
+            }
+            std::printf("wrote %s (view %s)\n", fl.screenshot.toUtf8().constData(),
+                        fl.view.toUtf8().constData());
+            return 0;
         }
         const QImage img = w.comparisonImage(fl.scale);
         if (!img.save(fl.screenshot)) {

@@ -105,10 +105,12 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
 }
 
 MainWindow::~MainWindow() {
-    QSettings st;
-    st.setValue("window/geometry", saveGeometry());
-    st.setValue("window/state", saveState());
-    st.setValue("view/dark", dark_);
+    if (persist_) {
+        QSettings st;
+        st.setValue("window/geometry", saveGeometry());
+        st.setValue("window/state", saveState());
+        st.setValue("view/dark", dark_);
+    }
     worker_->cancel();
 }
 
@@ -352,6 +354,7 @@ void MainWindow::browse(QLineEdit* edit, const QString& caption, const QString& 
 }
 
 void MainWindow::addRecent(const QString& path) {
+    if (!persist_) return;
     QSettings st;
     QStringList l = st.value("recent").toStringList();
     l.removeAll(path);
@@ -400,6 +403,9 @@ Session MainWindow::session() const {
     s.selected_channel = selection_->channel();
     s.selected_token = selection_->token();
     if (auto* v = dynamic_cast<ResultView*>(tabs_->currentWidget())) s.view = v->key().toStdString();
+    if (auto* cm = dynamic_cast<ChannelMapView*>(view("channel_map")))
+        s.channel_map_statistic = cm->statisticKey().toStdString();
+    if (auto* tv = dynamic_cast<TokensView*>(view("tokens"))) s.tokens_colour = tv->modeKey().toStdString();
     return s;
 }
 
@@ -429,6 +435,10 @@ void MainWindow::applySession(const Session& s) {
     selection_->setChannel(s.selected_layer, s.selected_channel);
     selection_->setToken(s.selected_token);
     if (auto* v = view(QString::fromStdString(s.view))) tabs_->setCurrentWidget(v);
+    if (auto* cm = dynamic_cast<ChannelMapView*>(view("channel_map")))
+        cm->setStatisticKey(QString::fromStdString(s.channel_map_statistic));
+    if (auto* tv = dynamic_cast<TokensView*>(view("tokens")))
+        tv->setModeKey(QString::fromStdString(s.tokens_colour));
     if (!s.sweep.empty())
         if (auto* ppl = dynamic_cast<PerplexityView*>(view("perplexity"))) {
             try {

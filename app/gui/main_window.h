@@ -51,6 +51,12 @@ class MainWindow : public QMainWindow {
     void exportCurrentView(const QString& path);  // .png (2×) or .pdf
     QImage comparisonImage(double scale = 2.0);
     static bool traceSupport();
+    // Headless runs (screenshots, scripts) neither read nor write the user's window layout, palette and
+    // recent files: the picture depends only on the command line. Resets the palette to light.
+    void setPersistSettings(bool persist) {
+        persist_ = persist;
+        if (!persist) setDark(false);
+    }
 
   public slots:
     bool startRun();
@@ -94,6 +100,7 @@ class MainWindow : public QMainWindow {
     QLabel* status_;
     QMenu* recent_;
     bool dark_ = false;
+    bool persist_ = true;
 };
 
 }  // namespace mambascope::gui

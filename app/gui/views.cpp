@@ -120,6 +120,27 @@ ChannelMapView::ChannelMapView(Selection* selection, QWidget* parent) : ResultVi
     connect(sel_, &Selection::channelChanged, this, [this] { updateMarker(); });
 }
 
+static const char* const kStatisticKeys[] = {"log_decay", "delta_sum", "critical_count", "receptive_field"};
+static const char* const kModeKeys[] = {"critical", "nll_change", "global_keep"};
+
+QString ChannelMapView::statisticKey() const {
+    return kStatisticKeys[std::clamp(stat_->currentData().toInt(), 0, 3)];
+}
+
+void ChannelMapView::setStatisticKey(const QString& key) {
+    for (int i = 0; i < 4; ++i)
+        if (key == kStatisticKeys[i]) setStatistic(Statistic(i));
+}
+
+QString TokensView::modeKey() const {
+    return kModeKeys[std::clamp(mode_->currentData().toInt(), 0, 2)];
+}
+
+void TokensView::setModeKey(const QString& key) {
+    for (int i = 0; i < 3; ++i)
+        if (key == kModeKeys[i]) setMode(Mode(i));
+}
+
 void ChannelMapView::setStatistic(Statistic s) {
     stat_->setCurrentIndex(stat_->findData(int(s)));
 }
@@ -1054,6 +1075,13 @@ void TokensView::redraw() {
         }
     }
     const qint64 n_global = globalChannels();
+    qint64 keep_lo = 0, keep_hi = 0;  // range of the global keep count over the whole input
+    if (const MethodResult* lmr = result_->find(Method::LongMamba);
+        mode == GlobalKeep && lmr && !lmr->global_keep_count.empty()) {
+        const auto [lo, hi] =
+            std::minmax_element(lmr->global_keep_count.begin(), lmr->global_keep_count.end());
+        keep_lo = *lo, keep_hi = *hi;
+    }
     QTextCursor cur(text_->document());
     QTextCharFormat plain;
     for (qint64 t = first_; t < last; ++t) {
@@ -1069,8 +1097,10 @@ void TokensView::redraw() {
                 ++highlighted_;
             }
         } else if (mode == GlobalKeep && n_global > 0 && keepCount(t) >= 0) {
-            // Shade by the share of global channels that dropped the token.
-            const double dropped = 1.0 - double(keepCount(t)) / double(n_global);
+            // Shade by where the count sits between the input's most- and least-kept tokens (a share of all
+            // global channels would paint a filtered input one uniform colour: most tokens enter few).
+            const double dropped =
+                keep_hi > keep_lo ? double(keep_hi - keepCount(t)) / double(keep_hi - keep_lo) : 0.0;
             const int a = int(std::clamp(dropped, 0.0, 1.0) * 200);
             f.setBackground(QColor(40, 110, 255, a));
             if (keepCount(t) < n_global) ++highlighted_;
@@ -1091,11 +1121,17 @@ void TokensView::redraw() {
     if (mode == GlobalKeep) {
         if (n_global == 0 || keepCount(0) < 0)
             extra = " · no LongMamba run with global channels";
-        else if (sel_->token() >= 0 && keepCount(sel_->token()) >= 0)
-            extra = QString(" · token %1 kept by %2 of %3 global channels")
-                        .arg(sel_->token())
-                        .arg(keepCount(sel_->token()))
+        else {
+            extra = QString(" · kept by %1 (deepest blue) to %2 (white) of %3 global channels")
+                        .arg(keep_lo)
+                        .arg(keep_hi)
                         .arg(n_global);
+            if (sel_->token() >= 0 && keepCount(sel_->token()) >= 0)
+                extra += QString(" · token %1 kept by %2 of %3")
+                             .arg(sel_->token())
+                             .arg(keepCount(sel_->token()))
+                             .arg(n_global);
+        }
     }
     info_->setText(QString("tokens %1–%2 of %3%4").arg(first_).arg(last - 1).arg(T).arg(extra));
 }

@@ -49,6 +49,9 @@ class ChannelMapView : public ResultView {
     QString title() const override { return "Channel map"; }
     QString key() const override { return "channel_map"; }
     void setStatistic(Statistic s);
+    // The statistic by its session name (Session::channel_map_statistic); unknown names are ignored.
+    QString statisticKey() const;
+    void setStatisticKey(const QString& key);
     int mapCount() const { return int(maps_.size()); }
     QCPColorMap* colorMap(int i) const { return maps_[size_t(i)]; }
     Method mapMethod(int i) const { return methods_[size_t(i)]; }
@@ -231,6 +234,9 @@ class TokensView : public ResultView {
     enum Mode { Critical, NllChange, GlobalKeep };
     explicit TokensView(Selection* selection, QWidget* parent = nullptr);
     void setMode(Mode m);
+    // The colouring by its session name (Session::tokens_colour); unknown names are ignored.
+    QString modeKey() const;
+    void setModeKey(const QString& key);
     // LongMamba: how many global channels kept token t (-1 when the run has no such count), and how many
     // global channels there are (the count of an unfiltered token).
     qint64 keepCount(qint64 t) const;

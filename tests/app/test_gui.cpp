@@ -198,16 +198,20 @@ TEST(GuiTokens, GlobalKeepModeShadesTokensByHowManyGlobalChannelsDroppedThem) {
     }
     EXPECT_GT(dropped, 0);
     EXPECT_EQ(v.highlightedCount(), dropped);
-    // The shade of a token is the share of global channels that dropped it.
+    // The shade of a token is where its count sits between the input's least- and most-kept tokens.
+    const int64_t lo = *std::min_element(keep.begin(), keep.end()),
+                  hi = *std::max_element(keep.begin(), keep.end());
+    ASSERT_LT(lo, hi);
     auto alpha_at = [&](int pos) {
         QTextCursor c(v.text()->document());
         c.setPosition(pos + 1);  // the format of the character before the cursor
         return c.charFormat().background().color().alpha();
     };
-    EXPECT_EQ(alpha_at(3), int((1.0 - double(keep[3]) / double(n_global)) * 200));
+    for (int t : {0, 3, 6, 9, 12})
+        EXPECT_EQ(alpha_at(t), int(double(hi - keep[size_t(t)]) / double(hi - lo) * 200)) << t;
     EXPECT_EQ(alpha_at(4), 0);  // token 4 is kept by every global channel
     sel.setToken(6);
-    EXPECT_NE(v.message().indexOf(QString("kept by %1 of %2").arg(keep[6]).arg(n_global)), -1)
+    EXPECT_NE(v.message().indexOf(QString("token 6 kept by %1 of %2").arg(keep[6]).arg(n_global)), -1)
         << v.message().toStdString();
 }
 
@@ -385,6 +389,8 @@ TEST(GuiSession, WindowSaveLoadRestoresPanelAndSelection) {
         s.view = "perplexity";
         s.input_text = "pasted «text» over\ntwo lines";
         s.device = Device::Auto;
+        s.channel_map_statistic = "critical_count";
+        s.tokens_colour = "global_keep";
         w.applySession(s);
         w.saveSession(path);
     }
@@ -402,6 +408,16 @@ TEST(GuiSession, WindowSaveLoadRestoresPanelAndSelection) {
     EXPECT_EQ(w2.selection()->layer(), 3);
     EXPECT_EQ(w2.selection()->channel(), 11);
     EXPECT_EQ(r.view, "perplexity");
+    // View state: the channel map shows critical counts, the Tokens view colours by global keep count.
+    EXPECT_EQ(r.channel_map_statistic, "critical_count");
+    EXPECT_EQ(r.tokens_colour, "global_keep");
+    w2.showResult(make_fake_run());
+    auto* cm = dynamic_cast<ChannelMapView*>(w2.view("channel_map"));
+    ASSERT_NE(cm, nullptr);
+    EXPECT_EQ(cm->value(Method::LongMamba, 0, 4), 10.0 + 4);  // fake critical_count(l, c) = 10 + c
+    auto* tv = dynamic_cast<TokensView*>(w2.view("tokens"));
+    ASSERT_NE(tv, nullptr);
+    EXPECT_EQ(tv->modeKey(), "global_keep");
 }
 
 // A real run of the demo model (needs the engine's run_analysis; skipped while the GUI links the fallback).

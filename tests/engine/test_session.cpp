@@ -63,13 +63,21 @@ TEST(Session, BadDeviceAndBadTypesAreErrorsNamingTheKey) {
         EXPECT_NE(std::string(e.what()).find("device"), std::string::npos) << e.what();
     }
     EXPECT_THROW(session_from_json(R"({"input_text": 5})", "s.json"), Error);
+    EXPECT_THROW(session_from_json(R"({"view_state": {"tokens": "rainbow"}})", "s.json"), Error);
+    EXPECT_THROW(session_from_json(R"({"view_state": {"channel_map": "entropy"}})", "s.json"), Error);
+    const Session v =
+        session_from_json(R"({"view_state": {"tokens": "nll_change", "channel_map": "delta_sum"}})", "s");
+    EXPECT_EQ(v.tokens_colour, "nll_change");
+    EXPECT_EQ(v.channel_map_statistic, "delta_sum");
+    EXPECT_EQ(session_from_json(session_to_json(v), "s").tokens_colour, "nll_change");
     EXPECT_THROW(session_from_json(R"({"sweep": []})", "s.json"), Error);
 }
 
 TEST(SessionCli, AnalyzeRunsPastedTextOnTheChosenDevice) {
     const fs::path d = tmpdir("cli");
     Session s;  // demo model and calibration
-    s.input_text = "It was a truth universally acknowledged, that a single man in possession of a good fortune.";
+    s.input_text =
+        "It was a truth universally acknowledged, that a single man in possession of a good fortune.";
     s.methods = {Method::Vanilla};
     s.device = Device::Cuda;
     save_session(s, d / "s.json");

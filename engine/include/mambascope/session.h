@@ -42,9 +42,17 @@ struct Session {
     int64_t selected_channel = 0;
     int64_t selected_token = -1;
     std::string view = "channel_map";
+    // View state: the channel map's statistic and the Tokens view's colouring (names below).
+    std::string channel_map_statistic = "log_decay";
+    std::string tokens_colour = "critical";
     // Set by load_session: the folder relative paths are resolved against (empty: current directory).
     std::filesystem::path base_dir;
 };
+
+// Valid view-state names.
+inline constexpr const char* kChannelMapStatistics[] = {"log_decay", "delta_sum", "critical_count",
+                                                        "receptive_field"};
+inline constexpr const char* kTokensColours[] = {"critical", "nll_change", "global_keep"};
 
 std::string session_to_json(const Session& s);  // pretty-printed
 // `origin` names the source in error messages; `base_dir` becomes Session::base_dir.

@@ -38,6 +38,7 @@ std::string session_to_json(const Session& s) {
     j["selection"] = {
         {"layer", s.selected_layer}, {"channel", s.selected_channel}, {"token", s.selected_token}};
     j["view"] = s.view;
+    j["view_state"] = {{"channel_map", s.channel_map_statistic}, {"tokens", s.tokens_colour}};
     return j.dump(2) + "\n";
 }
 
@@ -105,6 +106,19 @@ Session session_from_json(std::string_view text, const std::string& origin, cons
         get_opt(*it, "token", s.selected_token, origin);
     }
     get_opt(j, "view", s.view, origin);
+    if (auto it = j.find("view_state"); it != j.end() && it->is_object()) {
+        get_opt(*it, "channel_map", s.channel_map_statistic, origin);
+        get_opt(*it, "tokens", s.tokens_colour, origin);
+    }
+    auto check_name = [&](const std::string& v, const auto& names, const char* key) {
+        for (const char* n : names)
+            if (v == n) return;
+        std::string list;
+        for (const char* n : names) list += std::string(list.empty() ? "" : ", ") + n;
+        throw Error(origin + ": view_state." + key + " '" + v + "' is not one of " + list);
+    };
+    check_name(s.channel_map_statistic, kChannelMapStatistics, "channel_map");
+    check_name(s.tokens_colour, kTokensColours, "tokens");
     if (!(s.c > 0 && s.c < 1))
         throw Error(origin + ": c must be in (0, 1)", "LongMamba §8.4: typical c is 0.05");
     if (!(s.b > 0))
