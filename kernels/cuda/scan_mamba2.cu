@@ -282,7 +282,6 @@ constexpr int kM2PT = 4;   // channels per thread
 constexpr int kM2NT = 8;   // states per thread
 constexpr int kM2TT = 32;  // tokens per staged tile (one per lane of warp 0 for Δ')
 
-
 int m2t_lanes_rt(int64_t N) {
     return static_cast<int>(N / kM2NT);
 }
@@ -306,10 +305,10 @@ size_t m2t_smem_bytes(int64_t P, int64_t N) {
 // for one token per lane. kWeights (pass 1): sw[i] = Δ'_i·exp(A·Σ_{k>i} Δ'_k), sdec[0] = exp(A·Σ Δ');
 // otherwise sdd[i] = (exp(Δ'_i·A), Δ'_i). Invalid tokens get Δ' = 0 (no decay, no input).
 template <int kN, bool kWithC, bool kWeights>
-__device__ __forceinline__ void m2t_stage(const Params& p, int64_t hd, int64_t g, int64_t t0, int64_t te, int xs,
-                                          float a, float bias, float thr, float* sB, float* sC, float* sx,
-                                          float2* sdd, float* sw, float* sdec, bool write_delta, TileProbe& pr,
-                                          bool probes) {
+__device__ __forceinline__ void m2t_stage(const Params& p, int64_t hd, int64_t g, int64_t t0, int64_t te,
+                                          int xs, float a, float bias, float thr, float* sB, float* sC,
+                                          float* sx, float2* sdd, float* sw, float* sdec, bool write_delta,
+                                          TileProbe& pr, bool probes) {
     const int tid = threadIdx.x, nthr = blockDim.x;
     const float* Bg = p.B + g * kN;
     const float* Cg = p.C + g * kN;
@@ -457,8 +456,8 @@ __global__ void __launch_bounds__(kM2MaxThreads)
 #pragma unroll
     for (int k = 0; k < kM2PT; ++k) {
         const bool load = h_start && p0 + k < p.P;
-        const float4* src = load ? reinterpret_cast<const float4*>(h_start + ((c * p.H + hd) * p.P + p0 + k) * kN)
-                                 : nullptr;
+        const float4* src =
+            load ? reinterpret_cast<const float4*>(h_start + ((c * p.H + hd) * p.P + p0 + k) * kN) : nullptr;
 #pragma unroll
         for (int j = 0; j < kJ; ++j) {
             const float4 v = load ? src[r + L * j] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
@@ -640,7 +639,8 @@ M2Launch m2_launch(int64_t P, int64_t N) {
         const int bytes = static_cast<int>(l.smem);
         CUDA_CHECK(cudaFuncSetAttribute(l.t.pass1, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
         CUDA_CHECK(cudaFuncSetAttribute(l.t.pass3_plain, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-        CUDA_CHECK(cudaFuncSetAttribute(l.t.pass3_probes, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+        CUDA_CHECK(
+            cudaFuncSetAttribute(l.t.pass3_probes, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
     }
     return l;
 }
@@ -675,7 +675,8 @@ ScanPlan scan_mamba2_plan(int64_t T, int64_t H, int64_t P, int64_t N, int64_t ch
         len = std::max<int64_t>(kM2MinChunk, (T + want_chunks - 1) / want_chunks);
         len = (len + l.tile - 1) / l.tile * l.tile;
     }
-    // A given chunk_len is rounded to 16 tokens only (the tiled kernels handle a partial last tile per chunk).
+    // A given chunk_len is rounded to 16 tokens only (the tiled kernels handle a partial last tile per
+    // chunk).
     len = (len + kM2Tile - 1) / kM2Tile * kM2Tile;
     if (len >= T) len = T;
     plan.chunk_len = len;
