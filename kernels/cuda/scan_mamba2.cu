@@ -296,19 +296,34 @@ int m2t_xstride(int64_t P, int64_t N) {
     return kM2PT * (m2t_block_threads(P, N) / m2t_lanes_rt(N));
 }
 
-size_t m2t_smem_bytes(int64_t P, int64_t N) {
-    // sB, sC (tile, N) + sx (tile, xstride) + sdd float2 (tile) + sw (tile) + sdec (4, for alignment)
-    return static_cast<size_t>(2 * kM2TT * N + kM2TT * m2t_xstride(P, N) + 3 * kM2TT + 4) * sizeof(float);
+// One staging buffer (floats): B, C (tile, N; no C in pass 1), x (tile, xs), raw Δ (tile). Two of them
+// (double buffering), then sdd float2 (tile), sw (tile), sdec (4). Every part is a multiple of 4 floats, so
+// float4 alignment holds throughout.
+__host__ __device__ constexpr int m2t_buf_floats(int N, int xs, bool with_c) {
+    return (with_c ? 2 : 1) * kM2TT * N + kM2TT * xs + kM2TT;
 }
 
-// Stages B (and C), x (zero-padded to xs channels) for tokens [t0, min(t0 + kM2TT, te)); warp 0 computes Δ'
-// for one token per lane. kWeights (pass 1): sw[i] = Δ'_i·exp(A·Σ_{k>i} Δ'_k), sdec[0] = exp(A·Σ Δ');
-// otherwise sdd[i] = (exp(Δ'_i·A), Δ'_i). Invalid tokens get Δ' = 0 (no decay, no input).
-template <int kN, bool kWithC, bool kWeights>
-__device__ __forceinline__ void m2t_stage(const Params& p, int64_t hd, int64_t g, int64_t t0, int64_t te,
-                                          int xs, float a, float bias, float thr, float* sB, float* sC,
-                                          float* sx, float2* sdd, float* sw, float* sdec, bool write_delta,
-                                          TileProbe& pr, bool probes) {
+size_t m2t_smem_bytes(int64_t P, int64_t N, bool with_c) {
+    const int buf = m2t_buf_floats(static_cast<int>(N), m2t_xstride(P, N), with_c);
+    return static_cast<size_t>(2 * buf + 3 * kM2TT + 4) * sizeof(float);
+}
+
+struct M2TBuf {
+    float *B, *C, *x, *raw;
+};
+
+template <bool kWithC>
+__device__ __forceinline__ M2TBuf m2t_buf(float* smem, int N, int xs, int which) {
+    constexpr int nbc = kWithC ? 2 : 1;
+    float* b = smem + which * m2t_buf_floats(N, xs, kWithC);
+    return {b, kWithC ? b + kM2TT * N : nullptr, b + nbc * kM2TT * N, b + nbc * kM2TT * N + kM2TT * xs};
+}
+
+// Issues the asynchronous copies of B (and C), x (zero-padded to xs channels) and raw Δ for tokens
+// [t0, min(t0 + kM2TT, te)) into `buf`, as one cp.async group; rows past te are zero-filled.
+template <int kN, bool kWithC>
+__device__ __forceinline__ void m2t_issue(const Params& p, int64_t hd, int64_t g, int64_t t0, int64_t te,
+                                          int xs, const M2TBuf& buf) {
     const int tid = threadIdx.x, nthr = blockDim.x;
     const float* Bg = p.B + g * kN;
     const float* Cg = p.C + g * kN;
@@ -316,44 +331,62 @@ __device__ __forceinline__ void m2t_stage(const Params& p, int64_t hd, int64_t g
         const int i = k / kN, n = k % kN;
         const int64_t t = t0 + i;
         const bool ok = t < te;
-        sB[k] = ok ? Bg[t * p.ldb + n] : 0.0f;
-        if constexpr (kWithC) sC[k] = ok ? Cg[t * p.ldc + n] : 0.0f;
+        const int64_t ts = ok ? t : t0;  // a mapped address even when nothing is read
+        cp_async_f32(buf.B + k, Bg + ts * p.ldb + n, ok);
+        if constexpr (kWithC) cp_async_f32(buf.C + k, Cg + ts * p.ldc + n, ok);
     }
     const int P = static_cast<int>(p.P);
     const float* xg = p.x + hd * p.P;
     for (int k = tid; k < kM2TT * xs; k += nthr) {
         const int i = k / xs, pp = k % xs;
         const int64_t t = t0 + i;
-        sx[k] = t < te && pp < P ? xg[t * p.ldx + pp] : 0.0f;
+        const bool ok = t < te && pp < P;
+        cp_async_f32(buf.x + k, ok ? xg + t * p.ldx + pp : xg + t0 * p.ldx, ok);
     }
-    if (tid < 32) {  // whole warp 0 (blockDim ≥ 32): one token per lane
+    if (tid < kM2TT) {
         const int64_t t = t0 + tid;
-        const bool valid = t < te;
-        float dt = (valid ? p.delta[t * p.ldd + hd] : 0.0f) + bias;
-        if (p.softplus) dt = softplus(dt);
-        const bool kept = valid && dt > thr;
-        dt = kept ? dt : 0.0f;
-        if constexpr (kWeights) {
-            // Inclusive suffix sum of Δ' over the tile's 32 lanes.
-            float suf = dt;
+        const bool ok = t < te;
+        cp_async_f32(buf.raw + tid, p.delta + (ok ? t : t0) * p.ldd + hd, ok);
+    }
+    cp_async_commit();
+}
+
+// Warp 0 (whole warp, blockDim ≥ 32), one token per lane, after the tile's copies are visible: Δ' from the
+// raw Δ. kWeights (pass 1): sw[i] = Δ'_i·exp(A·Σ_{k>i} Δ'_k), sdec[0] = exp(A·Σ Δ'); otherwise
+// sdd[i] = (exp(Δ'_i·A), Δ'_i). Tokens past te get Δ' = 0 (no decay, no input).
+template <bool kWeights>
+__device__ __forceinline__ void m2t_delta(const Params& p, int64_t hd, int64_t t0, int64_t te, float a,
+                                          float bias, float thr, const float* raw, float2* sdd, float* sw,
+                                          float* sdec, bool write_delta, TileProbe& pr, bool probes) {
+    const int lane = threadIdx.x;
+    const int64_t t = t0 + lane;
+    const bool valid = t < te;
+    float dt = raw[lane] + bias;
+    if (p.softplus) dt = softplus(dt);
+    const bool kept = valid && dt > thr;
+    dt = kept ? dt : 0.0f;
+    if constexpr (kWeights) {
+        // Inclusive suffix sum of Δ' over the tile's 32 lanes, then the exclusive one (Σ_{k>i}).
+        float suf = dt;
 #pragma unroll
-            for (int o = 1; o < 32; o <<= 1) {
-                const float v = __shfl_down_sync(0xffffffffu, suf, o);
-                if (tid + o < 32) suf += v;
-            }
-            const float a2 = a * kLog2e;
-            sw[tid] = dt * exp2_accurate(a2 * (suf - dt));
-            if (tid == 0) sdec[0] = exp2_accurate(a2 * suf);
-        } else {
-            sdd[tid] = make_float2(exp2_accurate(dt * a * kLog2e), dt);
+        for (int o = 1; o < 32; o <<= 1) {
+            const float v = __shfl_down_sync(0xffffffffu, suf, o);
+            if (lane + o < 32) suf += v;
         }
-        if (valid) {
-            if (write_delta && p.delta_out) p.delta_out[t * p.ldo + hd] = dt;
-            if (probes) {
-                pr.dsum += dt;
-                pr.kept += kept ? 1 : 0;
-                pr.logdecay += static_cast<double>(dt) * a;  // ln exp(Δ'·A) = Δ'·A
-            }
+        float after = __shfl_down_sync(0xffffffffu, suf, 1);
+        if (lane == 31) after = 0.0f;
+        const float a2 = a * kLog2e;
+        sw[lane] = dt * exp2_accurate(a2 * after);
+        if (lane == 0) sdec[0] = exp2_accurate(a2 * suf);
+    } else {
+        sdd[lane] = make_float2(exp2_accurate(dt * a * kLog2e), dt);
+    }
+    if (valid) {
+        if (write_delta && p.delta_out) p.delta_out[t * p.ldo + hd] = dt;
+        if (probes) {
+            pr.dsum += dt;
+            pr.kept += kept ? 1 : 0;
+            pr.logdecay += static_cast<double>(dt) * a;  // ln exp(Δ'·A) = Δ'·A
         }
     }
 }
@@ -365,9 +398,7 @@ __global__ void __launch_bounds__(kM2MaxThreads)
     constexpr int L = kN / kM2NT;  // lanes per channel group
     constexpr int kJ = kM2NT / 4;  // float4 groups per thread
     extern __shared__ __align__(16) float smem[];
-    float* sB = smem;
-    float* sx = sB + 2 * kM2TT * kN;
-    float2* sdd = reinterpret_cast<float2*>(sx + kM2TT * xs);  // unused here
+    float2* sdd = reinterpret_cast<float2*>(smem + 2 * m2t_buf_floats(kN, xs, false));
     float* sw = reinterpret_cast<float*>(sdd + kM2TT);
     float* sdec = sw + kM2TT;
     const int64_t hd = blockIdx.x, c = blockIdx.y;
@@ -384,13 +415,22 @@ __global__ void __launch_bounds__(kM2MaxThreads)
 #pragma unroll
         for (int n = 0; n < kM2NT; ++n) s[k][n] = 0.0f;
     TileProbe pr;
-    const float4* sB4 = reinterpret_cast<const float4*>(sB);
-    const float4* sx4 = reinterpret_cast<const float4*>(sx);
-    for (int64_t t0 = tb; t0 < te; t0 += kM2TT) {
-        __syncthreads();
-        m2t_stage<kN, false, true>(p, hd, g, t0, te, xs, a, bias, thr, sB, nullptr, sx, sdd, sw, sdec, false,
-                                   pr, true);
-        __syncthreads();
+    // Double-buffered: tile k+1 is copied (cp.async) while tile k is computed. Barrier A: tile k is visible
+    // and every thread is done with tile k-1 (its buffer, sw, sdec); barrier B: warp 0's Δ' weights are
+    // visible.
+    if (tb < te) m2t_issue<kN, false>(p, hd, g, tb, te, xs, m2t_buf<false>(smem, kN, xs, 0));
+    int which = 0;
+    for (int64_t t0 = tb; t0 < te; t0 += kM2TT, which ^= 1) {
+        cp_async_wait_all();
+        __syncthreads();  // A
+        if (t0 + kM2TT < te)
+            m2t_issue<kN, false>(p, hd, g, t0 + kM2TT, te, xs, m2t_buf<false>(smem, kN, xs, which ^ 1));
+        const M2TBuf buf = m2t_buf<false>(smem, kN, xs, which);
+        if (threadIdx.x < 32)
+            m2t_delta<true>(p, hd, t0, te, a, bias, thr, buf.raw, sdd, sw, sdec, false, pr, true);
+        __syncthreads();  // B
+        const float4* sB4 = reinterpret_cast<const float4*>(buf.B);
+        const float4* sx4 = reinterpret_cast<const float4*>(buf.x);
         const float dec = sdec[0];
 #pragma unroll
         for (int k = 0; k < kM2PT; ++k)
@@ -437,11 +477,8 @@ __global__ void __launch_bounds__(kM2MaxThreads)
     constexpr int L = kN / kM2NT;  // lanes per channel group
     constexpr int kJ = kM2NT / 4;
     extern __shared__ __align__(16) float smem[];
-    float* sB = smem;
-    float* sC = sB + kM2TT * kN;
-    float* sx = sC + kM2TT * kN;
-    float2* sdd = reinterpret_cast<float2*>(sx + kM2TT * xs);
-    float* sw = reinterpret_cast<float*>(sdd + kM2TT);  // unused here
+    float2* sdd = reinterpret_cast<float2*>(smem + 2 * m2t_buf_floats(kN, xs, true));
+    float* sw = reinterpret_cast<float*>(sdd + kM2TT);
     float* sdec = sw + kM2TT;
     const int64_t hd = blockIdx.x, c = blockIdx.y;
     const int64_t g = hd / (p.H / p.G);
@@ -471,14 +508,21 @@ __global__ void __launch_bounds__(kM2MaxThreads)
     const bool writer = L >= 4 ? (r % (L >= 4 ? L / 4 : 1)) == 0 : true;
     float* yrow = p.y + hd * p.P;
     TileProbe pr;
-    const float4* sB4 = reinterpret_cast<const float4*>(sB);
-    const float4* sC4 = reinterpret_cast<const float4*>(sC);
-    const float4* sx4 = reinterpret_cast<const float4*>(sx);
-    for (int64_t t0 = tb; t0 < te; t0 += kM2TT) {
-        __syncthreads();
-        m2t_stage<kN, true, false>(p, hd, g, t0, te, xs, a, bias, thr, sB, sC, sx, sdd, sw, sdec, true, pr,
-                                   kProbes);
-        __syncthreads();
+    // Double-buffered like pass 1; barrier B publishes warp 0's (exp(Δ'A), Δ') per token.
+    if (tb < te) m2t_issue<kN, true>(p, hd, g, tb, te, xs, m2t_buf<true>(smem, kN, xs, 0));
+    int which = 0;
+    for (int64_t t0 = tb; t0 < te; t0 += kM2TT, which ^= 1) {
+        cp_async_wait_all();
+        __syncthreads();  // A
+        if (t0 + kM2TT < te)
+            m2t_issue<kN, true>(p, hd, g, t0 + kM2TT, te, xs, m2t_buf<true>(smem, kN, xs, which ^ 1));
+        const M2TBuf buf = m2t_buf<true>(smem, kN, xs, which);
+        if (threadIdx.x < 32)
+            m2t_delta<false>(p, hd, t0, te, a, bias, thr, buf.raw, sdd, sw, sdec, true, pr, kProbes);
+        __syncthreads();  // B
+        const float4* sB4 = reinterpret_cast<const float4*>(buf.B);
+        const float4* sC4 = reinterpret_cast<const float4*>(buf.C);
+        const float4* sx4 = reinterpret_cast<const float4*>(buf.x);
         const int nt = static_cast<int>(min(static_cast<int64_t>(kM2TT), te - t0));
 #pragma unroll 2
         for (int i = 0; i < kM2TT; ++i) {
@@ -618,7 +662,7 @@ struct M2Launch {
     M2Kernels k{};
     M2TKernels t{};
     int threads = 0, xs = 0, tile = kM2Tile;
-    size_t smem = 0;
+    size_t smem = 0, smem1 = 0;  // pass 3, pass 1
 };
 
 M2Launch m2_launch(int64_t P, int64_t N) {
@@ -627,21 +671,24 @@ M2Launch m2_launch(int64_t P, int64_t N) {
     if (l.legacy) {
         l.k = pick_kernels(N);
         l.threads = block_threads(P);
-        l.smem = smem_bytes(P, N);
+        l.smem = l.smem1 = smem_bytes(P, N);
         return l;
     }
     l.t = pick_tiled_kernels(N);
     l.threads = m2t_block_threads(P, N);
     l.xs = m2t_xstride(P, N);
     l.tile = kM2TT;
-    l.smem = m2t_smem_bytes(P, N);
-    if (l.smem > 48 * 1024) {
-        const int bytes = static_cast<int>(l.smem);
-        CUDA_CHECK(cudaFuncSetAttribute(l.t.pass1, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-        CUDA_CHECK(cudaFuncSetAttribute(l.t.pass3_plain, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-        CUDA_CHECK(
-            cudaFuncSetAttribute(l.t.pass3_probes, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-    }
+    l.smem = m2t_smem_bytes(P, N, true);
+    l.smem1 = m2t_smem_bytes(P, N, false);
+    // Double buffering needs up to 99 KB (pass 3, N = 128, P = 128): opt in above the default 48 KiB.
+    auto allow = [](const void* fn, size_t bytes) {
+        if (bytes > 48 * 1024)
+            CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(bytes)));
+    };
+    allow(reinterpret_cast<const void*>(l.t.pass1), l.smem1);
+    allow(reinterpret_cast<const void*>(l.t.pass3_plain), l.smem);
+    allow(reinterpret_cast<const void*>(l.t.pass3_probes), l.smem);
     return l;
 }
 
@@ -733,7 +780,7 @@ void scan_mamba2(const Mamba2ScanArgs& a, void* workspace, size_t workspace_byte
         if (l.legacy)
             l.k.pass1<<<grid1, threads, smem, stream>>>(p, local_end, dsum);
         else
-            l.t.pass1<<<grid1, threads, smem, stream>>>(p, l.xs, local_end, dsum);
+            l.t.pass1<<<grid1, threads, l.smem1, stream>>>(p, l.xs, local_end, dsum);
         CUDA_CHECK(cudaGetLastError());
         const int64_t PN = a.P * a.N;
         m2_combine<<<static_cast<unsigned>((a.H * PN + kM2CombineThreads - 1) / kM2CombineThreads),
