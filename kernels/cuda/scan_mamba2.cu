@@ -17,6 +17,8 @@ namespace {
 
 using namespace detail;
 
+// Constants shared with the legacy kernels (MAMBASCOPE_M2_SCAN=legacy): kM2Tile also sets the granularity of
+// a caller's chunk_len, kM2MaxThreads the launch bound of every scan kernel.
 constexpr int kM2Lanes = 4;          // lanes per channel p; each holds N/4 states (N/16 float4 groups)
 constexpr int kM2Tile = 16;          // tokens staged in shared memory at a time (B, C, x, Δ', exp(Δ'·A))
 constexpr int64_t kM2MinChunk = 64;  // shortest time chunk worth a pass-1/pass-2 round trip
@@ -255,19 +257,22 @@ __global__ void __launch_bounds__(kM2MaxThreads)
             make_float4(s[4 * j], s[4 * j + 1], s[4 * j + 2], s[4 * j + 3]);
 }
 
-// ---- Register-tiled kernels (default) ------------------------------------------------------------------
+// ---- Register-tiled kernels (default)
+// ----------------------------------------------------------------------
 //
 // Cost per token and head (P channels, N states), fp32:
-//   FLOP: state update s = dA·s + (Δ'x)·B is 3 FLOP (mul + fma), y += C·s is 2 FLOP: 5·P·N (the bench's
-//         "5·T·E·N"); issued as 3 FP32 instructions per state (FMUL + 2 FFMA) in pass 3, 2 in the legacy
-//         pass 1, 1 FFMA per state per token (+ 1 FMUL per state per tile) in the tiled pass 1 below.
-//   bytes (minimum, HBM): read x (4P) + Δ (4) + B, C (8N / (H/G) per head, shared by the heads of a group)
-//         + write y (4P). mamba2-1.3b (H = 64, P = 64, N = 128, G = 1), per token: 64·(512 + 4) + 1024 B
-//         ≈ 34 KB against 64·5·64·128 = 2.6 MFLOP: ~77 FLOP/B, far above the H200's ~14 FLOP/B (67 TFLOP/s
-//         fp32 / 4.8 TB/s), so the scan is compute bound. Limit: pass 3 alone issues 3·P·N FP32 instructions
-//         per (token, head); 132 SMs × 128 lanes × ~1.98 GHz ≈ 33.4 T instr/s → 16k tokens × 64 heads ≈
-//         0.77 ms for pass 3; the tiled pass 1 (1/3 of that work for the chunks it covers) adds ≈ 0.26 ms:
-//         ≈ 1.0 ms + the chain pass and tile staging, against the legacy 5.09 ms.
+//   FLOP: the state update s = dA·s + (Δ'x)·B is 3 FLOP (mul + fma), y += C·s is 2: 5·P·N (the bench's
+//         "5·T·E·N"). Issued as 3 FP32 instructions per state (FMUL + 2 FFMA) in pass 3 and as 1 FFMA per
+//         state (+ 1 FMUL per state per 32-token tile) in the tiled pass 1 (legacy pass 1: FMUL + FFMA).
+//   bytes (minimum, HBM): read x (4P) + Δ (4) + B, C (8N, shared by the H/G heads of a group) + write y (4P).
+//         mamba2-1.3b (H = 64, P = 64, N = 128, G = 1), per token: 64·(4·64 + 4 + 4·64) + 8·128 ≈ 34 KB for
+//         64·5·64·128 = 2.6 MFLOP: ~77 FLOP/B, far above the H200's ~14 FLOP/B (67 TFLOP/s fp32 / 4.8 TB/s),
+//         so the scan is compute bound (the chain pass adds 2·chunks·H·P·N·4 B of state traffic, small).
+//   Limit: 132 SMs × 128 FP32 lanes × ~1.98 GHz ≈ 33.4 T instr/s. Pass 3: 3·P·N FP32 instructions per (token,
+//         head) → 16k tokens × 64 heads ≈ 0.77 ms; with the per-token overheads (Δ'x, 5 shuffles, selects,
+//         6 shared loads per thread) ≈ 1.0 ms. Pass 1 (3 of 4 chunks, ~1.1 instr per state) ≈ 0.3 ms.
+//         Expected ≈ 1.3–1.8 ms at 16k tokens against the legacy 5.07 ms (≈ 8.5 TFLOP/s), i.e. 25–35 TFLOP/s
+//         by the 5·T·E·N count; the FP32 ceiling of this formulation is 5/3 · 33.4 ≈ 56 TFLOP/s.
 //
 // Layout: a thread owns a tile of kM2PT = 4 channels × kM2NT = 8 states (32 floats of state in registers).
 // The L = N / 8 threads that share the same 4 channels are adjacent lanes of one warp (L ∈ {2, 4, 8, 16}
@@ -275,9 +280,11 @@ __global__ void __launch_bounds__(kM2MaxThreads)
 // B or C by the group is a contiguous, bank-conflict-free run. Per token, a thread reads 2 float4 of B, 2 of
 // C, one float4 of x (its 4 channels) and a float2 (exp(Δ'A), Δ') from shared memory and does 96 FP32
 // instructions: each B/C value read is used for 4 channels (legacy: for 1). The 4 y partial sums are
-// reduce-scattered across the L lanes (L = 16: 2 + 1 + 2 shuffles), after which lane r holds the full sum of
-// one channel. Pass 1 needs no per-token state: within a staged tile of kM2TT tokens,
-// s_end = exp(A·ΣΔ')·s + Σ_i w_i·x_i·B_i with w_i = Δ'_i·exp(A·Σ_{k>i} Δ'_k), 1 FFMA per state and token.
+// reduce-scattered across the L lanes (L = 16: 2 + 1 + 2 shuffles), after which lanes r ≡ 0 mod L/4 hold
+// the full sums of one channel each and write y. Pass 1 needs no per-token state: within a staged tile of
+// kM2TT tokens, s_end = exp(A·ΣΔ')·s + Σ_i w_i·x_i·B_i with w_i = Δ'_i·exp(A·Σ_{k>i} Δ'_k), 1 FFMA per state
+// and token. Staging is double-buffered with cp.async (tile k+1 copied while tile k is computed); warp 0
+// turns the raw Δ of a tile into Δ' (one token per lane) between the two barriers of an iteration.
 constexpr int kM2PT = 4;   // channels per thread
 constexpr int kM2NT = 8;   // states per thread
 constexpr int kM2TT = 32;  // tokens per staged tile (one per lane of warp 0 for Δ')
