@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <random>
 #include <string>
@@ -196,8 +197,8 @@ void bench_mamba2(const float* seed, cudaStream_t stream) {
         kRuns);
     std::printf(
         "min bytes = read x (T·E·4) + dt (T·H·4) + B, C (2·T·N·4) + write y (T·E·4); FLOP = 5·T·E·N\n");
-    std::printf("%-12s %-7s %-15s %-9s %9s %9s %8s %9s\n", "model", "tokens", "variant", "chunks", "ms",
-                "Mtok/s", "GB/s", "TFLOP/s");
+    std::printf("%-12s %-7s %-22s %-9s %9s %9s %8s %9s %14s\n", "model", "tokens", "variant", "chunks", "ms",
+                "Mtok/s", "GB/s", "TFLOP/s", "tiled speedup");
     struct Shape {
         const char* name;
         int64_t H;
@@ -239,33 +240,49 @@ void bench_mamba2(const float* seed, cudaStream_t stream) {
             CUDA_CHECK(cudaMemset(dsum, 0, H * 8));
             CUDA_CHECK(cudaMemset(logd, 0, H * 8));
             CUDA_CHECK(cudaMemset(kept, 0, H * 8));
-            const kg::ScanPlan plan = kg::scan_mamba2_plan(T, H, P, N);
-            const size_t ws_bytes = kg::scan_mamba2_workspace_bytes(T, H, P, N);
-            void* ws = nullptr;
-            if (ws_bytes) CUDA_CHECK(cudaMalloc(&ws, ws_bytes));
             const double bytes = 2.0 * te * 4 + 1.0 * T * H * 4 + 2.0 * T * N * 4;
             const double flop = 5.0 * te * N;
-            for (int filtered = 0; filtered < 2; ++filtered) {
-                auto run = [&](int i) {
-                    kg::Mamba2ScanArgs a;
-                    a.T = T, a.H = H, a.P = P, a.G = 1, a.N = N;
-                    a.x = x.at(i), a.ldx = E, a.delta = dt.at(i), a.ldd = H;
-                    a.delta_bias = bias, a.delta_softplus = true, a.A = A;
-                    a.B = bc.at(i), a.ldb = 2 * N, a.C = bc.at(i) + N, a.ldc = 2 * N, a.Dskip = D;
-                    a.s = s, a.y = y.at(i), a.ldy = E;
-                    if (filtered) a.thr = thr, a.probes = kg::ScanProbes{dsum, kept, logd};
-                    kg::scan_mamba2(a, ws, ws_bytes, stream);
-                };
-                const double ms = time_ms(stream, run);
-                char chunks[32];
-                std::snprintf(chunks, sizeof chunks, "%lldx%lld", static_cast<long long>(plan.chunks),
-                              static_cast<long long>(plan.chunk_len));
-                std::printf("%-12s %-7lld %-15s %-9s %9.3f %9.1f %8.0f %9.1f\n", sh.name,
-                            static_cast<long long>(T), filtered ? "filter+probes" : "plain", chunks, ms,
-                            T / ms / 1e3, bytes / ms / 1e6, flop / ms / 1e9);
-                std::fflush(stdout);
+            double tiled_ms[2] = {0, 0};
+            // A/B: the register-tiled kernels (default) and MAMBASCOPE_M2_SCAN=legacy.
+            for (const bool legacy : {false, true}) {
+                if (legacy)
+                    setenv("MAMBASCOPE_M2_SCAN", "legacy", 1);
+                else
+                    unsetenv("MAMBASCOPE_M2_SCAN");
+                const kg::ScanPlan plan = kg::scan_mamba2_plan(T, H, P, N);
+                const size_t ws_bytes = kg::scan_mamba2_workspace_bytes(T, H, P, N);
+                void* ws = nullptr;
+                if (ws_bytes) CUDA_CHECK(cudaMalloc(&ws, ws_bytes));
+                for (int filtered = 0; filtered < 2; ++filtered) {
+                    auto run = [&](int i) {
+                        kg::Mamba2ScanArgs a;
+                        a.T = T, a.H = H, a.P = P, a.G = 1, a.N = N;
+                        a.x = x.at(i), a.ldx = E, a.delta = dt.at(i), a.ldd = H;
+                        a.delta_bias = bias, a.delta_softplus = true, a.A = A;
+                        a.B = bc.at(i), a.ldb = 2 * N, a.C = bc.at(i) + N, a.ldc = 2 * N, a.Dskip = D;
+                        a.s = s, a.y = y.at(i), a.ldy = E;
+                        if (filtered) a.thr = thr, a.probes = kg::ScanProbes{dsum, kept, logd};
+                        kg::scan_mamba2(a, ws, ws_bytes, stream);
+                    };
+                    const double ms = time_ms(stream, run);
+                    char chunks[32];
+                    std::snprintf(chunks, sizeof chunks, "%lldx%lld", static_cast<long long>(plan.chunks),
+                                  static_cast<long long>(plan.chunk_len));
+                    const std::string variant =
+                        std::string(legacy ? "legacy " : "tiled ") + (filtered ? "filter+probes" : "plain");
+                    char sp[32] = "-";
+                    if (legacy)
+                        std::snprintf(sp, sizeof sp, "%.2fx", ms / tiled_ms[filtered]);
+                    else
+                        tiled_ms[filtered] = ms;
+                    std::printf("%-12s %-7lld %-22s %-9s %9.3f %9.1f %8.0f %9.1f %14s\n", sh.name,
+                                static_cast<long long>(T), variant.c_str(), chunks, ms, T / ms / 1e3,
+                                bytes / ms / 1e6, flop / ms / 1e9, sp);
+                    std::fflush(stdout);
+                }
+                if (ws) CUDA_CHECK(cudaFree(ws));
             }
-            if (ws) CUDA_CHECK(cudaFree(ws));
+            unsetenv("MAMBASCOPE_M2_SCAN");
             for (void* p : {static_cast<void*>(A), static_cast<void*>(bias), static_cast<void*>(D),
                             static_cast<void*>(thr), static_cast<void*>(s), static_cast<void*>(dsum),
                             static_cast<void*>(logd), static_cast<void*>(kept)})

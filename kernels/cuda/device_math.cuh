@@ -76,6 +76,24 @@ __device__ __forceinline__ float silu(float x) {
     return x / (1.0f + ex2_approx(-x * kLog2e));
 }
 
+// Asynchronous 4-byte global → shared copy (sm_80+, bypasses registers); valid = false writes 0 and reads
+// nothing (src must still be a mapped address). Completes at cp_async_wait_all(); visible to other threads
+// after a __syncthreads() that follows the wait.
+__device__ __forceinline__ void cp_async_f32(float* dst_smem, const float* src, bool valid) {
+    const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(dst_smem));
+    const int bytes = valid ? 4 : 0;
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(bytes)
+                 : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+__device__ __forceinline__ void cp_async_wait_all() {
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

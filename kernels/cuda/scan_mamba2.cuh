@@ -2,11 +2,13 @@
 // fused softplus, carried state and per-head probes (method doc §1.3, §2.4, §8.5). Reference:
 // kernels/cpu/scan.h.
 //
-// Design decision: one block per (head, time chunk); a head's P×N state is spread over the block, 4 lanes per
-// p with N/4 states each in registers, so y = Σ_n C·s needs only two shuffles. Time is chunked like the
-// Mamba-1 scan (pass 1: chunk end states from zero; pass 2: chain; pass 3: rescan and write y) so that batch
-// 1 fills the GPU even with 24 heads. exp(Δ·A) is one scalar per (token, head), computed once per block in
-// shared memory.
+// Design decision: one block per (head, time chunk); a head's P×N state is spread over the block in register
+// tiles of 4 channels × 8 states per thread, so each B/C value read from shared memory serves 4 channels and
+// y = Σ_n C·s is a reduce-scatter over the N/8 lanes of a channel group (details and the cost model in
+// scan_mamba2.cu). Time is chunked like the Mamba-1 scan (pass 1: chunk end states from zero; pass 2: chain;
+// pass 3: rescan and write y) so that batch 1 fills the GPU even with 24 heads. exp(Δ·A) is one scalar per
+// (token, head), computed once per block in shared memory. MAMBASCOPE_M2_SCAN=legacy selects the previous
+// kernels (4 lanes per channel, N/4 states each) for A/B comparisons.
 #pragma once
 
 #include <cuda_runtime.h>

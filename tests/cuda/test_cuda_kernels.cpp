@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <random>
 #include <vector>
@@ -458,79 +459,136 @@ M2Result run_m2_gpu(const M2Data& d, const M2Case& c, const std::vector<float>& 
     return r;
 }
 
+// Selects the Mamba-2 scan kernels for its lifetime: "" = default (register-tiled), "legacy" = the
+// 4-lanes-per-channel kernels (MAMBASCOPE_M2_SCAN).
+struct M2Variant {
+    explicit M2Variant(const char* v) {
+        if (*v)
+            setenv("MAMBASCOPE_M2_SCAN", v, 1);
+        else
+            unsetenv("MAMBASCOPE_M2_SCAN");
+    }
+    ~M2Variant() { unsetenv("MAMBASCOPE_M2_SCAN"); }
+    M2Variant(const M2Variant&) = delete;
+    M2Variant& operator=(const M2Variant&) = delete;
+};
+
+void check_m2_cases(const std::vector<M2Case>& cases, unsigned seed) {
+    for (const char* variant : {"", "legacy"}) {
+        M2Variant use(variant);
+        std::mt19937 rng(seed);
+        for (const auto& c : cases) {
+            const M2Data d = make_m2(c, rng);
+            const std::vector<float> thr = safe_thresholds(m2_delta(d, c.softplus), d.T, d.H, d.ldd);
+            const auto want = run_m2_cpu(d, c, thr);
+            const auto got = run_m2_gpu(d, c, thr);
+            const auto plan = kg::scan_mamba2_plan(c.T, c.H, c.P, c.N, c.chunk_len);
+            SCOPED_TRACE(std::string(*variant ? variant : "tiled") + " T=" + std::to_string(c.T) +
+                         " H=" + std::to_string(c.H) + " P=" + std::to_string(c.P) +
+                         " G=" + std::to_string(c.G) + " N=" + std::to_string(c.N) +
+                         " chunks=" + std::to_string(plan.chunks) + "x" + std::to_string(plan.chunk_len) +
+                         " softplus=" + std::to_string(c.softplus) + " filter=" + std::to_string(c.filter));
+            EXPECT_LE(rel_err(got.y, want.y), kTol);
+            EXPECT_LE(rel_err(got.s, want.s), kTol);
+            EXPECT_LE(rel_err(got.delta_used, want.delta_used), kTol);
+        }
+    }
+}
+
 TEST(CudaScanMamba2, MatchesCpuReferenceOnOddShapesFilterAndSoftplus) {
     REQUIRE_GPU();
-    std::mt19937 rng(21);
-    const M2Case cases[] = {
-        {5, 1, 1, 1, 16, 0, false, false},         {1000, 6, 8, 2, 64, 0, false, true},
-        {1000, 6, 8, 2, 64, 64, true, true},       {777, 4, 64, 1, 128, 0, true, false},
-        {777, 4, 64, 1, 128, 96, false, true},     {300, 3, 5, 3, 32, 48, true, true},
-        {1100, 2, 64, 1, 128, 100000, true, true},  // one pass
-    };
-    for (const auto& c : cases) {
-        const M2Data d = make_m2(c, rng);
-        const std::vector<float> thr = safe_thresholds(m2_delta(d, c.softplus), d.T, d.H, d.ldd);
-        const auto want = run_m2_cpu(d, c, thr);
-        const auto got = run_m2_gpu(d, c, thr);
-        const auto plan = kg::scan_mamba2_plan(c.T, c.H, c.P, c.N, c.chunk_len);
-        SCOPED_TRACE("T=" + std::to_string(c.T) + " H=" + std::to_string(c.H) + " P=" + std::to_string(c.P) +
-                     " G=" + std::to_string(c.G) + " N=" + std::to_string(c.N) +
-                     " chunks=" + std::to_string(plan.chunks) + "x" + std::to_string(plan.chunk_len));
-        EXPECT_LE(rel_err(got.y, want.y), kTol);
-        EXPECT_LE(rel_err(got.s, want.s), kTol);
-        EXPECT_LE(rel_err(got.delta_used, want.delta_used), kTol);
-    }
+    check_m2_cases(
+        {
+            {5, 1, 1, 1, 16, 0, false, false},
+            {1000, 6, 8, 2, 64, 0, false, true},
+            {1000, 6, 8, 2, 64, 64, true, true},
+            {777, 4, 64, 1, 128, 0, true, false},
+            {777, 4, 64, 1, 128, 96, false, true},
+            {300, 3, 5, 3, 32, 48, true, true},
+            {1100, 2, 64, 1, 128, 100000, true, true},  // one pass
+        },
+        21);
+}
+
+// The register tiling (4 channels × 8 states per thread, N/8 lanes per channel group, 32-token tiles): every
+// d_state, P = 128 (> 48 KiB shared memory at N = 128) / 64 / 32 / not a multiple of 4, G > 1, T and chunks
+// not multiples of the 32-token tile, chunks of one 16-token tile.
+TEST(CudaScanMamba2, RegisterTilingShapes) {
+    REQUIRE_GPU();
+    check_m2_cases(
+        {
+            {333, 2, 128, 1, 128, 0, true, true},
+            {333, 2, 128, 2, 128, 80, false, true},
+            {250, 3, 64, 3, 16, 16, true, false},
+            {250, 4, 32, 2, 32, 48, true, true},
+            {261, 4, 7, 4, 64, 0, false, true},
+            {201, 2, 33, 1, 128, 16, true, true},
+            {97, 6, 3, 2, 16, 0, true, true},
+            {129, 2, 127, 1, 64, 112, false, false},
+            {1, 3, 64, 1, 128, 0, true, true},
+            {40, 2, 65, 2, 32, 16, true, false},
+        },
+        24);
 }
 
 TEST(CudaScanMamba2, CarriedStateTwoCallsEqualOneCall) {
     REQUIRE_GPU();
-    std::mt19937 rng(22);
-    const M2Case c{1300, 4, 64, 2, 64, 0, true, false};
-    const M2Data d = make_m2(c, rng);
-    const auto whole = run_m2_gpu(d, c, {});
-    Dev<float> x(d.x), raw(d.dt_raw), bias(d.bias), A(d.A), B(d.B), C(d.C), D(d.D), s(d.s0), y(d.T * d.ldy);
-    const int64_t split = 517;
-    for (int part = 0; part < 2; ++part) {
-        const int64_t t0 = part == 0 ? 0 : split, n = part == 0 ? split : d.T - split;
-        kg::Mamba2ScanArgs a;
-        a.T = n, a.H = d.H, a.P = d.P, a.G = d.G, a.N = d.N;
-        a.x = x.p + t0 * d.ldx, a.ldx = d.ldx, a.delta = raw.p + t0 * d.ldd, a.ldd = d.ldd;
-        a.delta_bias = bias.p, a.delta_softplus = true, a.A = A.p;
-        a.B = B.p + t0 * d.ldb, a.ldb = d.ldb, a.C = C.p + t0 * d.ldc, a.ldc = d.ldc, a.Dskip = D.p;
-        a.s = s.p, a.y = y.p + t0 * d.ldy, a.ldy = d.ldy;
-        kg::scan_mamba2(a, nullptr, 0, nullptr);
+    for (const char* variant : {"", "legacy"}) {
+        M2Variant use(variant);
+        SCOPED_TRACE(*variant ? variant : "tiled");
+        std::mt19937 rng(22);
+        const M2Case c{1300, 4, 64, 2, 64, 0, true, false};
+        const M2Data d = make_m2(c, rng);
+        const auto whole = run_m2_gpu(d, c, {});
+        Dev<float> x(d.x), raw(d.dt_raw), bias(d.bias), A(d.A), B(d.B), C(d.C), D(d.D), s(d.s0),
+            y(d.T * d.ldy);
+        const int64_t split = 517;
+        for (int part = 0; part < 2; ++part) {
+            const int64_t t0 = part == 0 ? 0 : split, n = part == 0 ? split : d.T - split;
+            kg::Mamba2ScanArgs a;
+            a.T = n, a.H = d.H, a.P = d.P, a.G = d.G, a.N = d.N;
+            a.x = x.p + t0 * d.ldx, a.ldx = d.ldx, a.delta = raw.p + t0 * d.ldd, a.ldd = d.ldd;
+            a.delta_bias = bias.p, a.delta_softplus = true, a.A = A.p;
+            a.B = B.p + t0 * d.ldb, a.ldb = d.ldb, a.C = C.p + t0 * d.ldc, a.ldc = d.ldc, a.Dskip = D.p;
+            a.s = s.p, a.y = y.p + t0 * d.ldy, a.ldy = d.ldy;
+            kg::scan_mamba2(a, nullptr, 0, nullptr);
+        }
+        EXPECT_LE(rel_err(cols_of(y.download(), d.T, d.H * d.P, d.ldy), whole.y), kTol);
+        EXPECT_LE(rel_err(s.download(), whole.s), kTol);
     }
-    EXPECT_LE(rel_err(cols_of(y.download(), d.T, d.H * d.P, d.ldy), whole.y), kTol);
-    EXPECT_LE(rel_err(s.download(), whole.s), kTol);
 }
 
 TEST(CudaScanMamba2, ProbesMatchCpuSums) {
     REQUIRE_GPU();
-    std::mt19937 rng(23);
-    for (int64_t chunk : {int64_t{0}, int64_t{64}}) {
-        const M2Case c{1001, 5, 16, 1, 64, chunk, false, true};
-        const M2Data d = make_m2(c, rng);
-        const std::vector<float> delta = m2_delta(d, false);
-        std::vector<float> thr = safe_thresholds(delta, d.T, d.H, d.ldd);
-        thr[0] = -INFINITY;
-        Dev<double> dsum(d.H), logd(d.H);
-        Dev<int64_t> kept(d.H);
-        dsum.zero(), logd.zero(), kept.zero();
-        run_m2_gpu(d, c, thr, kg::ScanProbes{dsum.p, kept.p, logd.p});
-        std::vector<double> want_dsum(d.H, 0.0), want_logd(d.H, 0.0);
-        std::vector<int64_t> want_kept(d.H, 0);
-        for (int64_t h = 0; h < d.H; ++h)
-            for (int64_t t = 0; t < d.T; ++t) {
-                const float dl = delta[t * d.ldd + h];
-                const double used = dl > thr[h] ? dl : 0.0;
-                want_dsum[h] += used;
-                want_kept[h] += dl > thr[h] ? 1 : 0;
-                want_logd[h] += used * d.A[h];
-            }
-        EXPECT_LE(rel_err(dsum.download(), want_dsum), kTol);
-        EXPECT_LE(rel_err(logd.download(), want_logd), kTol);
-        EXPECT_EQ(kept.download(), want_kept);
-        EXPECT_EQ(want_kept[0], d.T);
+    for (const char* variant : {"", "legacy"}) {
+        M2Variant use(variant);
+        SCOPED_TRACE(*variant ? variant : "tiled");
+        std::mt19937 rng(23);
+        for (int64_t chunk : {int64_t{0}, int64_t{64}}) {
+            const M2Case c{1001, 5, 16, 1, 64, chunk, false, true};
+            const M2Data d = make_m2(c, rng);
+            const std::vector<float> delta = m2_delta(d, false);
+            std::vector<float> thr = safe_thresholds(delta, d.T, d.H, d.ldd);
+            thr[0] = -INFINITY;
+            Dev<double> dsum(d.H), logd(d.H);
+            Dev<int64_t> kept(d.H);
+            dsum.zero(), logd.zero(), kept.zero();
+            run_m2_gpu(d, c, thr, kg::ScanProbes{dsum.p, kept.p, logd.p});
+            std::vector<double> want_dsum(d.H, 0.0), want_logd(d.H, 0.0);
+            std::vector<int64_t> want_kept(d.H, 0);
+            for (int64_t h = 0; h < d.H; ++h)
+                for (int64_t t = 0; t < d.T; ++t) {
+                    const float dl = delta[t * d.ldd + h];
+                    const double used = dl > thr[h] ? dl : 0.0;
+                    want_dsum[h] += used;
+                    want_kept[h] += dl > thr[h] ? 1 : 0;
+                    want_logd[h] += used * d.A[h];
+                }
+            EXPECT_LE(rel_err(dsum.download(), want_dsum), kTol);
+            EXPECT_LE(rel_err(logd.download(), want_logd), kTol);
+            EXPECT_EQ(kept.download(), want_kept);
+            EXPECT_EQ(want_kept[0], d.T);
+        }
     }
 }
 
