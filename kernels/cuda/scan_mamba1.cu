@@ -26,7 +26,6 @@ constexpr int kCombineThreads = 256;
 struct Params {
     int64_t T, E, chunk_len, chunks;
     const float* x;
-    const __nv_bfloat16* x16;
     int64_t ldx;
     const float* delta;
     int64_t ldd;
@@ -47,10 +46,6 @@ struct Params {
     float* delta_out;
     int64_t ldo;
 };
-
-__device__ __forceinline__ float load_x(const Params& p, int64_t i) {
-    return p.x16 ? __bfloat162float(p.x16[i]) : p.x[i];
-}
 
 // Δ' for one (t, d): softplus (optional), filter, and 0 for padding tokens past the chunk end.
 __device__ __forceinline__ float used_delta(float raw, float bias, int softplus_on, float thr, bool valid,
@@ -87,7 +82,7 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
 #pragma unroll
         for (int i = 0; i < kM1Tile; ++i) {
             const bool ok = active && t0 + i < te;
-            xr[i] = ok ? load_x(p, (t0 + i) * p.ldx + d) : 0.0f;
+            xr[i] = ok ? p.x[(t0 + i) * p.ldx + d] : 0.0f;
             dr[i] = ok ? p.delta[(t0 + i) * p.ldd + d] : 0.0f;
         }
         __syncthreads();  // the previous tile's B is no longer read
@@ -185,7 +180,7 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
 #pragma unroll
         for (int i = 0; i < kM1Tile; ++i) {
             const bool ok = active && t0 + i < te;
-            xr[i] = ok ? load_x(p, (t0 + i) * p.ldx + d) : 0.0f;
+            xr[i] = ok ? p.x[(t0 + i) * p.ldx + d] : 0.0f;
             dr[i] = ok ? p.delta[(t0 + i) * p.ldd + d] : 0.0f;
             zr[i] = (ok && gate) ? p.z[(t0 + i) * p.ldz + d] : 0.0f;
         }
@@ -333,7 +328,7 @@ void scan_mamba1(const Mamba1ScanArgs& a, void* workspace, size_t workspace_byte
         throw Error(
             "scan_mamba1 (CUDA): d_state " + std::to_string(a.N) + " is not supported",
             "only d_state 16 (every Mamba-1 checkpoint) is built; use the CPU backend for this model");
-    MS_CHECK((a.x || a.x16) && a.delta && a.A && a.B && a.C && (a.y || a.y16),
+    MS_CHECK(a.x && a.delta && a.A && a.B && a.C && (a.y || a.y16),
              "scan_mamba1: x, delta, A, B, C and y (or y16) are required");
     MS_CHECK(a.ldx >= a.E && a.ldd >= a.E && a.ldy >= a.E, "scan_mamba1: a row stride is smaller than E");
     MS_CHECK(a.ldb >= a.N && a.ldc >= a.N, "scan_mamba1: B/C row stride is smaller than N");
@@ -347,7 +342,7 @@ void scan_mamba1(const Mamba1ScanArgs& a, void* workspace, size_t workspace_byte
     MS_CHECK(plan.chunks <= 65535, "scan_mamba1: too many time chunks (raise chunk_len)");
     Params p{};
     p.T = a.T, p.E = a.E, p.chunk_len = plan.chunk_len, p.chunks = plan.chunks;
-    p.x = a.x, p.x16 = a.x16, p.ldx = a.ldx, p.delta = a.delta, p.ldd = a.ldd;
+    p.x = a.x, p.ldx = a.ldx, p.delta = a.delta, p.ldd = a.ldd;
     p.delta_bias = a.delta_bias, p.softplus = a.delta_softplus ? 1 : 0;
     p.A = a.A, p.B = a.B, p.ldb = a.ldb, p.C = a.C, p.ldc = a.ldc, p.Dskip = a.Dskip;
     p.z = a.z, p.ldz = a.ldz, p.thr = a.thr, p.y = a.y, p.y16 = a.y16, p.ldy = a.ldy,

@@ -28,7 +28,6 @@ struct Mamba1ScanArgs {
     int64_t N = 16;  // states per channel (only 16 is built)
 
     const float* x = nullptr;            // x (T, E), stride ldx
-    const __nv_bfloat16* x16 = nullptr;  // or x in bf16 (same stride), read instead of x when set
     int64_t ldx = 0;
     const float* delta = nullptr;  // Δ (T, E), stride ldd: Δ itself, or raw dt when delta_softplus is set
     int64_t ldd = 0;

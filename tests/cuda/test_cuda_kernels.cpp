@@ -673,7 +673,7 @@ std::vector<float> round_bf16(const std::vector<float>& v) {
 // bf16 keeps 8 significant bits: round-to-nearest error ≤ half an ulp = 2^-8 of the value's binade.
 constexpr double kTolBf16Round = 1.0 / 256;
 
-TEST(CudaBf16Outputs, NormConvAndScanWriteTheRoundedFloat32ResultAndScanReadsBf16X) {
+TEST(CudaBf16Outputs, NormConvAndScanWriteTheRoundedFloat32Result) {
     REQUIRE_GPU();
     std::mt19937 rng(61);
     // RMSNorm → bf16 equals the float32 kernel's output rounded to bf16 (same arithmetic, one rounding).
@@ -734,18 +734,6 @@ TEST(CudaBf16Outputs, NormConvAndScanWriteTheRoundedFloat32ResultAndScanReadsBf1
             EXPECT_EQ(cols_of(bf16_to_float(y16.download()), d.T, d.E, d.ldy), round_bf16(ref.y))
                 << "chunk " << chunk;
             EXPECT_EQ(h.download(), ref.h);
-            // x read as bf16 (x16): the same as a float32 run on x rounded to bf16.
-            M1Data dr = d;
-            dr.x = round_bf16(d.x);
-            const M1Result ref16 = run_m1_gpu(dr, c, {});
-            std::vector<__nv_bfloat16> x16h(d.x.size());
-            for (size_t i = 0; i < x16h.size(); ++i) x16h[i] = __float2bfloat16_rn(d.x[i]);
-            Dev<__nv_bfloat16> x16(x16h);
-            Dev<float> h2(d.h0), y2(d.T * d.ldy);
-            a.x = nullptr, a.x16 = x16.p, a.h = h2.p, a.y16 = nullptr, a.y = y2.p;
-            kg::scan_mamba1(a, nullptr, 0, nullptr);
-            EXPECT_EQ(cols_of(y2.download(), d.T, d.E, d.ldy), ref16.y) << "x16, chunk " << chunk;
-            EXPECT_EQ(h2.download(), ref16.h);
         }
     }
 }

@@ -450,8 +450,6 @@ ForwardResult prefill_on_device(const Model& model, std::span<const int32_t> ids
                 kc::Mamba1ScanArgs a;
                 a.T = R, a.E = E, a.N = N;
                 a.x = xin, a.ldx = CD;
-                // bf16: read x from the conv's bf16 copy (half the bytes) unless DeciMamba gathered rows.
-                if (conv_bf16 && xin == conv.ptr) a.x16 = ws.conv16.ptr, a.x = nullptr;
                 a.delta = dt_raw, a.ldd = dt_ld, a.delta_bias = w.dt_proj_b.ptr(), a.delta_softplus = true;
                 a.A = w.A.ptr(), a.B = Bp, a.ldb = ldbc, a.C = Cp, a.ldc = ldbc, a.Dskip = w.Dskip.ptr();
                 a.z = zin, a.ldz = P, a.thr = thr_ptr, a.h = ssm_state[size_t(li)].ptr, a.ldy = E;
