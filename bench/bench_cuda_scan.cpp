@@ -291,6 +291,54 @@ void bench_mamba2(const float* seed, cudaStream_t stream) {
     }
 }
 
+// Short inputs: the chunk plan decides the parallelism/pass-1 trade-off. Times the fast plain scan over
+// explicit chunk lengths at 2k tokens (the auto plan is marked), to see where the latency goes.
+void bench_mamba1_chunk_sweep(const float* seed, cudaStream_t stream) {
+    std::printf("\nMamba-1 scan at short inputs: chunk length sweep (fast exp, plain, median of %d)\n",
+                kRuns);
+    std::printf("%-7s %-7s %-10s %-9s %9s\n", "d_inner", "tokens", "chunk_len", "chunks", "ms");
+    const int64_t N = 16;
+    for (const int64_t E : {int64_t{1536}, int64_t{4096}}) {
+        const int64_t T = 2048;
+        const size_t te = static_cast<size_t>(T * E);
+        const int sets = sets_for(4 * te * sizeof(float));
+        DevSet x(te, sets, seed, 1), dt(te, sets, seed, 2), z(te, sets, seed, 3), y(te, sets, seed, 4),
+            bc(static_cast<size_t>(T * 2 * N), sets, seed, 5), A(static_cast<size_t>(E * N), 1, seed, 6),
+            bias(static_cast<size_t>(E), 1, seed, 7);
+        // A must be negative: -(|seed| + 0.5)
+        std::vector<float> hA(static_cast<size_t>(E * N));
+        for (size_t i = 0; i < hA.size(); ++i) hA[i] = -(0.5f + static_cast<float>(i % 16));
+        CUDA_CHECK(cudaMemcpy(A.p, hA.data(), hA.size() * 4, cudaMemcpyHostToDevice));
+        float* h = nullptr;
+        CUDA_CHECK(cudaMalloc(&h, E * N * 4));
+        CUDA_CHECK(cudaMemset(h, 0, E * N * 4));
+        const int64_t auto_len = kg::scan_mamba1_plan(T, E).chunk_len;
+        for (const int64_t len :
+             {int64_t{16}, int64_t{32}, int64_t{64}, int64_t{128}, int64_t{256}, int64_t{512}, T}) {
+            const kg::ScanPlan plan = kg::scan_mamba1_plan(T, E, len);
+            const size_t ws_bytes = kg::scan_mamba1_workspace_bytes(T, E, N, len);
+            void* ws = nullptr;
+            if (ws_bytes) CUDA_CHECK(cudaMalloc(&ws, ws_bytes));
+            const double ms = time_ms(stream, [&](int i) {
+                kg::Mamba1ScanArgs a;
+                a.T = T, a.E = E, a.N = N;
+                a.x = x.at(i), a.ldx = E, a.delta = dt.at(i), a.ldd = E;
+                a.delta_bias = bias.p, a.delta_softplus = true, a.A = A.p;
+                a.B = bc.at(i), a.ldb = 2 * N, a.C = bc.at(i) + N, a.ldc = 2 * N;
+                a.z = z.at(i), a.ldz = E, a.h = h, a.y = y.at(i), a.ldy = E;
+                a.fast_exp = true, a.chunk_len = len;
+                kg::scan_mamba1(a, ws, ws_bytes, stream);
+            });
+            std::printf("%-7lld %-7lld %-10lld %-9lld %9.4f%s\n", static_cast<long long>(E),
+                        static_cast<long long>(T), static_cast<long long>(plan.chunk_len),
+                        static_cast<long long>(plan.chunks), ms,
+                        plan.chunk_len == auto_len ? "   (auto plan)" : "");
+            if (ws) CUDA_CHECK(cudaFree(ws));
+        }
+        CUDA_CHECK(cudaFree(h));
+    }
+}
+
 void bench_ceilings(const float* seed, cudaStream_t stream) {
     std::printf("\nCeilings\n");
     {
@@ -339,7 +387,13 @@ int main() {
         cudaStream_t stream;
         CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
         bench_ceilings(seed, stream);
-        bench_mamba1(seed, stream);
+        if (!std::getenv("BENCH_SCAN_SWEEP_ONLY")) bench_mamba1(seed, stream);
+        bench_mamba1_chunk_sweep(seed, stream);
+        if (std::getenv("BENCH_SCAN_SWEEP_ONLY")) {
+            CUDA_CHECK(cudaStreamDestroy(stream));
+            CUDA_CHECK(cudaFree(seed));
+            return 0;
+        }
         bench_mamba2(seed, stream);
         CUDA_CHECK(cudaStreamDestroy(stream));
         CUDA_CHECK(cudaFree(seed));
