@@ -127,9 +127,25 @@ __global__ void __launch_bounds__(kCombineThreads)
     const int64_t d = i / kM1N;
     const float a2 = A[i] * kLog2e;
     float h = h_in ? h_in[i] : 0.0f;
-    for (int64_t c = 0; c < chunks; ++c) {
-        h_start[c * E * kM1N + i] = h;
-        if (c + 1 < chunks) h = exp2_accurate(a2 * dsum[c * E + d]) * h + local_end[c * E * kM1N + i];
+    // The chain is sequential, its inputs are not: load kCombineBatch chunks' inputs at once so that a short
+    // input's 30-odd chunks cost a few memory round trips, not one each (the same arithmetic in the same order).
+    constexpr int kCombineBatch = 8;
+    for (int64_t c0 = 0; c0 < chunks; c0 += kCombineBatch) {
+        float ds[kCombineBatch], le[kCombineBatch];
+#pragma unroll
+        for (int k = 0; k < kCombineBatch; ++k) {
+            const int64_t c = c0 + k;
+            const bool ok = c + 1 < chunks;
+            ds[k] = ok ? dsum[c * E + d] : 0.0f;
+            le[k] = ok ? local_end[c * E * kM1N + i] : 0.0f;
+        }
+#pragma unroll
+        for (int k = 0; k < kCombineBatch; ++k) {
+            const int64_t c = c0 + k;
+            if (c >= chunks) break;
+            h_start[c * E * kM1N + i] = h;
+            if (c + 1 < chunks) h = exp2_accurate(a2 * ds[k]) * h + le[k];
+        }
     }
 }
 
