@@ -5,12 +5,19 @@
 // generation is no longer current is dropped (the worker may also stop early by polling `stale()`), so quick
 // setResult/statistic changes end with the last request's data. wait() blocks until the current build is
 // applied, for tests, headless screenshots and export.
+//
+// Builds run on their own pool (`AsyncBuild::pool()`), not Qt's global one: Qt's raster engine uses the
+// global pool to convert images while painting, and a GUI thread that waits for a build must never queue
+// behind it.
 #pragma once
 
 #include <QFuture>
 #include <QFutureWatcher>
 #include <QObject>
+#include <QThread>
+#include <QThreadPool>
 #include <QtConcurrent/QtConcurrentRun>
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -26,6 +33,16 @@ class AsyncBuild {
     AsyncBuild& operator=(const AsyncBuild&) = delete;
 
     bool building() const { return bool(finish_); }
+
+    // The pool every build runs on (as many threads as cores, at least two).
+    static QThreadPool* pool() {
+        static QThreadPool* p = [] {
+            auto* q = new QThreadPool;  // lives for the program; never destroyed while builds may run
+            q->setMaxThreadCount(std::max(2, QThread::idealThreadCount()));
+            return q;
+        }();
+        return p;
+    }
 
     // Blocks until the current build is computed, then applies it (no-op when none is pending).
     void wait() {
@@ -47,7 +64,7 @@ class AsyncBuild {
     void start(Compute compute, Apply apply) {
         const uint64_t my = ++*gen_;
         auto gen = gen_;
-        QFuture<T> fut = QtConcurrent::run([compute = std::move(compute), gen, my]() mutable {
+        QFuture<T> fut = QtConcurrent::run(pool(), [compute = std::move(compute), gen, my]() mutable {
             return compute([gen, my] { return gen->load() != my; });
         });
         finish_ = [fut, apply = std::move(apply)]() mutable {

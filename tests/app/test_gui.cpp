@@ -7,6 +7,7 @@
 #include <QFile>
 #include <QImage>
 #include <QMouseEvent>
+#include <QSemaphore>
 #include <QTemporaryDir>
 #include <QThreadPool>
 #include <cstdlib>
@@ -525,7 +526,7 @@ TEST(GuiAsyncHeatmap, TwoQuickResultsEndWithTheSecond) {
     v.setResult(b);
     // Let both workers finish and their signals arrive: the stale first build must never be applied.
     ASSERT_TRUE(wait_until([&] { return !v.building(); }, 10000));
-    QThreadPool::globalInstance()->waitForDone();
+    AsyncBuild::pool()->waitForDone();
     QCoreApplication::processEvents();
     ASSERT_EQ(v.mapCount(), 2);
     for (int i = 0; i < 2; ++i)
@@ -537,7 +538,7 @@ TEST(GuiAsyncHeatmap, TwoQuickResultsEndWithTheSecond) {
     v.setResult(a);
     v.setStatistic(ChannelMapView::CriticalCount);
     v.waitForBuild();
-    QThreadPool::globalInstance()->waitForDone();
+    AsyncBuild::pool()->waitForDone();
     QCoreApplication::processEvents();
     ASSERT_EQ(v.mapCount(), 2);
     EXPECT_DOUBLE_EQ(v.colorMap(0)->data()->cell(8, 2), double(a->methods[0].critical_count.at2(2, 8)));
@@ -545,7 +546,7 @@ TEST(GuiAsyncHeatmap, TwoQuickResultsEndWithTheSecond) {
     v.setResult(b);
     v.setResult(nullptr);
     EXPECT_FALSE(v.building());
-    QThreadPool::globalInstance()->waitForDone();
+    AsyncBuild::pool()->waitForDone();
     QCoreApplication::processEvents();
     EXPECT_EQ(v.mapCount(), 0);
 }
@@ -559,7 +560,7 @@ TEST(GuiAsyncHeatmap, AttentionMapsBuildOffThreadForTheLatestChannel) {
     sel.setChannel(1, 3);
     sel.setChannel(2, 4);
     v.waitForBuild();
-    QThreadPool::globalInstance()->waitForDone();
+    AsyncBuild::pool()->waitForDone();
     QCoreApplication::processEvents();
     ASSERT_EQ(v.mapCount(), 2);
     const auto& am = run->methods[0].attention[1];
@@ -571,15 +572,36 @@ TEST(GuiAsyncHeatmap, AttentionMapsBuildOffThreadForTheLatestChannel) {
 
 TEST(GuiAsyncHeatmap, ExportWaitsForPendingBuilds) {
     app();
+    // Occupy every pool thread so that no heatmap build can finish on its own: the exported view's map then
+    // exists only if export waited for (and ran) its build. Other tabs' builds are not waited for and stay
+    // pending, which is the design (export renders one view).
+    auto* pool = AsyncBuild::pool();
+    pool->waitForDone();
+    const int n = pool->maxThreadCount();
+    QSemaphore started, gate;
+    for (int i = 0; i < n; ++i)
+        pool->start([&] {
+            started.release();
+            gate.acquire();
+        });
+    started.acquire(n);
+
     QTemporaryDir dir;
     MainWindow w;
     w.resize(1000, 700);
     w.showResult(make_fake_run());
     w.tabs()->setCurrentWidget(w.view("channel_map"));
-    w.exportCurrentView(dir.filePath("map.png"));
-    for (auto* v : w.views()) EXPECT_FALSE(v->building()) << v->key().toStdString();
     auto* map = dynamic_cast<ChannelMapView*>(w.view("channel_map"));
-    ASSERT_EQ(map->mapCount(), 2);
+    ASSERT_NE(map, nullptr);
+    EXPECT_TRUE(map->building());
+    w.exportCurrentView(dir.filePath("map.png"));
+    EXPECT_FALSE(map->building());
+    EXPECT_EQ(map->mapCount(), 2);
+    EXPECT_FALSE(QImage(dir.filePath("map.png")).isNull());
+
+    gate.release(n);
+    pool->waitForDone();
+    QCoreApplication::processEvents();
 }
 
 // ---- Global ratio -----------------------------------------------------------------------------------------
