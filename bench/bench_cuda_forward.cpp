@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -95,6 +96,17 @@ GemmCeiling bf16_ceiling(const ModelConfig& c) {
     return out;
 }
 
+const char* const kModeNames[] = {"fp32", "fp32+filter", "tf32", "bf16"};
+
+// BENCH_FORWARD_MODES="bf16,tf32" limits the prefill modes (default: all four); BENCH_FORWARD_NO_DECODE=1
+// skips decode. For short A/B runs on the GPU machine.
+bool mode_selected(int mode) {
+    const char* e = std::getenv("BENCH_FORWARD_MODES");
+    if (!e || !*e) return true;
+    std::string list = std::string(",") + e + ",";
+    return list.find(std::string(",") + kModeNames[mode] + ",") != std::string::npos;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -120,6 +132,7 @@ int main(int argc, char** argv) {
             std::vector<int32_t> ids(static_cast<size_t>(T));
             for (auto& id : ids) id = int32_t(rng() % 50277);
             for (int mode = 0; mode < 4; ++mode) {
+                if (!mode_selected(mode)) continue;
                 ForwardOptions opt;
                 opt.device = Device::Cuda;
                 opt.precision = mode == 2 ? Precision::Tf32 : mode == 3 ? Precision::Bf16 : Precision::Fp32;
@@ -134,11 +147,7 @@ int main(int argc, char** argv) {
                 auto r = run_forward(*m, ids, opt);
                 const double tflops = proj_flops_per_token * double(T) / r.seconds / 1e12;
                 std::printf("%-12s %8lld %12s %12.4f %12.0f %14.2f", s.c_str(), (long long)T,
-                            mode == 0   ? "fp32"
-                            : mode == 1 ? "fp32+filter"
-                            : mode == 2 ? "tf32"
-                                        : "bf16",
-                            r.seconds, double(T) / r.seconds, tflops);
+                            kModeNames[mode], r.seconds, double(T) / r.seconds, tflops);
                 if (mode == 3)
                     std::printf("   %.0f%% of in_proj ceiling, %.0f%% of projections-alone time",
                                 100.0 * tflops / ceil.inproj_tflops,
@@ -148,6 +157,7 @@ int main(int argc, char** argv) {
         }
         // Decode: prefill 2048 tokens, then 256 steps with the state on the GPU (fp32 and bf16).
         for (const Precision prec : {Precision::Fp32, Precision::Bf16}) {
+            if (std::getenv("BENCH_FORWARD_NO_DECODE")) break;
             std::vector<int32_t> ids(2048);
             for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7919) % 50277);
             ModelState st = make_state(*m);

@@ -386,10 +386,13 @@ int main() {
         CUDA_CHECK(cudaMemcpy(seed, host.data(), kSeedFloats * sizeof(float), cudaMemcpyHostToDevice));
         cudaStream_t stream;
         CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-        bench_ceilings(seed, stream);
+        // BENCH_SCAN_SWEEP_ONLY=1: the chunk sweep only; BENCH_SCAN_M1_ONLY=1: the Mamba-1 table only (A/B
+        // runs of MAMBASCOPE_M1_SCAN / MAMBASCOPE_PDL, scripts/device/m1_scan_ab.sh).
+        const bool m1_only = std::getenv("BENCH_SCAN_M1_ONLY") != nullptr;
+        if (!m1_only) bench_ceilings(seed, stream);
         if (!std::getenv("BENCH_SCAN_SWEEP_ONLY")) bench_mamba1(seed, stream);
-        bench_mamba1_chunk_sweep(seed, stream);
-        if (std::getenv("BENCH_SCAN_SWEEP_ONLY")) {
+        if (!m1_only) bench_mamba1_chunk_sweep(seed, stream);
+        if (std::getenv("BENCH_SCAN_SWEEP_ONLY") || m1_only) {
             CUDA_CHECK(cudaStreamDestroy(stream));
             CUDA_CHECK(cudaFree(seed));
             return 0;
