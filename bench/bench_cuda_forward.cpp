@@ -120,10 +120,27 @@ int main(int argc, char** argv) {
     if (shapes.empty()) shapes = {"mamba-130m", "mamba-1.4b", "mamba2-130m", "mamba2-1.3b"};
     std::printf("%-12s %8s %12s %12s %12s %14s\n", "shape", "tokens", "mode", "seconds", "tok/s",
                 "proj TFLOP/s");
+    // BENCH_FORWARD_PROFILE=T: one bf16 prefill of T tokens and nothing else (no warm-up, ceiling or decode),
+    // for a per-kernel time breakdown under a profiler (scripts/device/profile_scan_and_forward.sh).
+    const char* profile = std::getenv("BENCH_FORWARD_PROFILE");
     for (const auto& s : shapes) {
         auto cfg = reference_config(s);
         auto m = random_model(cfg, 1);
         const double proj_flops_per_token = 2.0 * double(m->parameter_count() - m->embedding.numel());
+        if (profile) {
+            const int64_t T = std::max<int64_t>(1, std::atoll(profile));
+            std::vector<int32_t> ids(static_cast<size_t>(T));
+            for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7919) % 50277);
+            ForwardOptions opt;
+            opt.device = Device::Cuda;
+            opt.precision = Precision::Bf16;
+            opt.chunk_tokens = 16384;
+            const auto r = run_forward(*m, ids, opt);
+            std::printf("%-12s %8lld %12s %12.4f (profiled run: times include the profiler's overhead)\n",
+                        s.c_str(), static_cast<long long>(T), "bf16", r.seconds);
+            m->device_weights.reset();
+            continue;
+        }
         const GemmCeiling ceil = bf16_ceiling(cfg);
         std::printf("%-12s bf16 GEMM ceiling: in_proj %.0f TFLOP/s; all projections alone %.0f tok/s\n",
                     s.c_str(), ceil.inproj_tflops, 1.0 / ceil.proj_only_s_per_token);
@@ -143,7 +160,16 @@ int main(int argc, char** argv) {
                                        std::vector<float>(size_t(cfg.channels()), 0.01f));
                     opt.filter = &f;
                 }
-                run_forward(*m, std::span<const int32_t>(ids.data(), 2048), opt);  // warm-up (upload, cuBLAS)
+                // Warm-up (the model's first call uploads the weights; the first bf16 call makes their bf16
+                // copies).
+                const auto w0 = std::chrono::steady_clock::now();
+                run_forward(*m, std::span<const int32_t>(ids.data(), 2048), opt);
+                const double warm_s =
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - w0).count();
+                if (T == 2048)
+                    std::printf("%-12s warm-up call (%s, 2048 tokens%s): %.3f s\n", s.c_str(),
+                                kModeNames[mode],
+                                mode == 0 || !mode_selected(0) ? "; first call: weights upload" : "", warm_s);
                 auto r = run_forward(*m, ids, opt);
                 const double tflops = proj_flops_per_token * double(T) / r.seconds / 1e12;
                 std::printf("%-12s %8lld %12s %12.4f %12.0f %14.2f", s.c_str(), (long long)T,

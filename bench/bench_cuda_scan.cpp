@@ -291,6 +291,45 @@ void bench_mamba2(const float* seed, cudaStream_t stream) {
     }
 }
 
+// One fast-exp filter + probes scan of (E, T), as in bench_mamba1, run twice (the second is the one to read).
+void profile_mamba1(const float* seed, cudaStream_t stream, int64_t E, int64_t T) {
+    const int64_t N = 16;
+    const size_t te = static_cast<size_t>(T * E);
+    DevSet x(te, 1, seed, 1), dt(te, 1, seed, 2), z(te, 1, seed, 3), y(te, 1, seed, 4),
+        bc(static_cast<size_t>(T * 2 * N), 1, seed, 5);
+    std::vector<float> hA(static_cast<size_t>(E * N)), hbias(E, -3.0f), hD(E, 1.0f), hthr(E);
+    for (size_t i = 0; i < hA.size(); ++i) hA[i] = -static_cast<float>(i % N + 1);
+    for (int64_t e = 0; e < E; ++e) hthr[e] = e % 2 ? 0.03f : -INFINITY;
+    DevSet A(hA.size(), 1, seed, 6), bias(E, 1, seed, 7), D(E, 1, seed, 8), thr(E, 1, seed, 9),
+        h(static_cast<size_t>(E * N), 1, seed, 10), dsum(2 * E, 1, seed, 11), logd(2 * E, 1, seed, 12),
+        kept(2 * E, 1, seed, 13);
+    CUDA_CHECK(cudaMemcpy(A.p, hA.data(), hA.size() * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(bias.p, hbias.data(), E * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(D.p, hD.data(), E * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(thr.p, hthr.data(), E * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemset(h.p, 0, E * N * 4));
+    for (DevSet* p : {&dsum, &logd, &kept}) CUDA_CHECK(cudaMemset(p->p, 0, 2 * E * 4));
+    const size_t ws_bytes = kg::scan_mamba1_workspace_bytes(T, E, N);
+    void* ws = nullptr;
+    if (ws_bytes) CUDA_CHECK(cudaMalloc(&ws, ws_bytes));
+    for (int rep = 0; rep < 2; ++rep) {
+        kg::Mamba1ScanArgs a;
+        a.T = T, a.E = E, a.N = N;
+        a.x = x.p, a.ldx = E, a.delta = dt.p, a.ldd = E, a.delta_bias = bias.p, a.delta_softplus = true;
+        a.A = A.p, a.B = bc.p, a.ldb = 2 * N, a.C = bc.p + N, a.ldc = 2 * N, a.Dskip = D.p;
+        a.z = z.p, a.ldz = E, a.h = h.p, a.y = y.p, a.ldy = E, a.fast_exp = true, a.thr = thr.p;
+        a.probes = kg::ScanProbes{reinterpret_cast<double*>(dsum.p), reinterpret_cast<int64_t*>(kept.p),
+                                  reinterpret_cast<double*>(logd.p)};
+        kg::scan_mamba1(a, ws, ws_bytes, stream);
+    }
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    if (ws) CUDA_CHECK(cudaFree(ws));
+    const kg::ScanPlan plan = kg::scan_mamba1_plan(T, E);
+    std::printf("profiled Mamba-1 scan E=%lld T=%lld, %lld chunks of %lld\n", static_cast<long long>(E),
+                static_cast<long long>(T), static_cast<long long>(plan.chunks),
+                static_cast<long long>(plan.chunk_len));
+}
+
 // Short inputs: the chunk plan decides the parallelism/pass-1 trade-off. Times the fast plain scan over
 // explicit chunk lengths at 2k tokens (the auto plan is marked), to see where the latency goes.
 void bench_mamba1_chunk_sweep(const float* seed, cudaStream_t stream) {
@@ -386,6 +425,18 @@ int main() {
         CUDA_CHECK(cudaMemcpy(seed, host.data(), kSeedFloats * sizeof(float), cudaMemcpyHostToDevice));
         cudaStream_t stream;
         CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+        // BENCH_SCAN_PROFILE="E,T": one fast-exp filter + probes Mamba-1 scan of that shape, nothing else
+        // (for a profiler: scripts/device/profile_scan_and_forward.sh).
+        if (const char* prof = std::getenv("BENCH_SCAN_PROFILE")) {
+            long long E = 0, T = 0;
+            if (std::sscanf(prof, "%lld,%lld", &E, &T) != 2 || E <= 0 || T <= 0)
+                throw mambascope::Error("BENCH_SCAN_PROFILE must be \"E,T\", got \"" + std::string(prof) +
+                                        "\"");
+            profile_mamba1(seed, stream, E, T);
+            CUDA_CHECK(cudaStreamDestroy(stream));
+            CUDA_CHECK(cudaFree(seed));
+            return 0;
+        }
         // BENCH_SCAN_SWEEP_ONLY=1: the chunk sweep only; BENCH_SCAN_M1_ONLY=1: the Mamba-1 table only (A/B
         // runs of MAMBASCOPE_M1_SCAN / MAMBASCOPE_PDL, scripts/device/m1_scan_ab.sh).
         const bool m1_only = std::getenv("BENCH_SCAN_M1_ONLY") != nullptr;

@@ -69,9 +69,9 @@ __device__ __forceinline__ float ln_near1(float x) {
 }
 
 // softplus(x) = max(x, 0) + ln(1 + u), u = e^{-|x|} ∈ (0, 1] (the CPU's form, kernels/cpu/activations.h).
-// ln(1 + u): a series for u < 1/16 (truncation < u^7/7 < 6e-10 relative; trained Δ ≤ 0.06 always takes it),
-// the MUFU lg2 otherwise (result ≥ 0.06, absolute error 2^-22·ln 2). ~12 instructions instead of log1pf's
-// ~30: the scans evaluate softplus on every (token, channel) in both passes.
+// ln(1 + u): a series for u < 1/16 (truncation < u^7/7 < 6e-10 relative; trained Δ ≤ 0.06 always takes it), the
+// MUFU lg2 otherwise (result ≥ 0.06, absolute error 2^-22·ln 2). ~12 instructions instead of log1pf's ~30: the
+// scans evaluate softplus on every (token, channel) in both passes.
 __device__ __forceinline__ float softplus(float x) {
     const float u = ex2_approx(-fabsf(x) * kLog2e);
     float p = -1.0f / 6.0f;
@@ -105,28 +105,6 @@ __device__ __forceinline__ void cp_async_commit() {
 
 __device__ __forceinline__ void cp_async_wait_all() {
     asm volatile("cp.async.wait_all;\n" ::: "memory");
-}
-
-// Waits until at most `kPending` of this thread's committed cp.async groups are still in flight.
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait_group() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
-}
-
-// Programmatic dependent launch (sm_90+; no-ops below, and when the kernel was launched without the PDL
-// attribute). grid_dependency_wait() blocks until the preceding kernel in the stream has completed and its
-// writes are visible; allow_dependent_launch() lets the next PDL-launched kernel start its prologue once
-// every block of this one has called it (or exited).
-__device__ __forceinline__ void grid_dependency_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-}
-
-__device__ __forceinline__ void allow_dependent_launch() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;\n" :::);
-#endif
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

@@ -5,8 +5,6 @@
 //   y[t,d]  = (Σ_n C[t,n]·h[d,n] + D[d]·x[t,d]) · silu(z[t,d])
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
 
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_math.cuh"
@@ -118,23 +116,19 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
     dsum_out[c * p.E + d] = static_cast<float>(dsum);
 }
 
-// Pass 2: chain the chunks (after either pass 1). One thread per (d, n): h_start[0] = h_in, h_start[c+1] =
-// exp(A·ΣΔ'_c)·h_start[c]
+// Pass 2: chain the chunks. One thread per (d, n): h_start[0] = h_in, h_start[c+1] = exp(A·ΣΔ'_c)·h_start[c]
 // + end_c.
 __global__ void __launch_bounds__(kCombineThreads)
     m1_combine(int64_t E, int64_t chunks, const float* __restrict__ A, const float* __restrict__ h_in,
                const float* __restrict__ local_end, const float* __restrict__ dsum,
                float* __restrict__ h_start) {
-    grid_dependency_wait();    // launched with PDL after pass 1: its local_end and dsum are complete
-    allow_dependent_launch();  // pass 3's prologue may start (it waits for this grid before reading h_start)
     const int64_t i = static_cast<int64_t>(blockIdx.x) * kCombineThreads + threadIdx.x;  // d·N + n
     if (i >= E * kM1N) return;
     const int64_t d = i / kM1N;
     const float a2 = A[i] * kLog2e;
     float h = h_in ? h_in[i] : 0.0f;
     // The chain is sequential, its inputs are not: load kCombineBatch chunks' inputs at once so that a short
-    // input's 30-odd chunks cost a few memory round trips, not one each (the same arithmetic in the same
-    // order).
+    // input's 30-odd chunks cost a few memory round trips, not one each (the same arithmetic in the same order).
     constexpr int kCombineBatch = 8;
     for (int64_t c0 = 0; c0 < chunks; c0 += kCombineBatch) {
         float ds[kCombineBatch], le[kCombineBatch];
@@ -294,314 +288,21 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
     }
 }
 
-// ---- Staged kernels (the default) ------------------------------------------------------------------------
-//
-// The same arithmetic in the same order as the kernels above (results are bit-identical); only the loads
-// differ. The kernels above load a tile's x, Δ, z into registers and its B/C rows into shared memory, then
-// compute it: every warp of a block stalls on memory at each tile boundary, and at short inputs (few warps
-// per scheduler) nothing hides it. Here x, Δ, z and B, C of the next kM1Stages − 1 tiles are copied global →
-// shared with cp.async while the current tile is computed. MAMBASCOPE_M1_SCAN=legacy selects the kernels
-// above (A/B runs, docs/benchmarks.md).
-constexpr int kM1Stages = 3;  // tiles in flight: the one computed + two loading
-
-template <bool kFastExp>
-__global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
-    m1_chunk_states_staged(Params p, float* __restrict__ local_end, float* __restrict__ dsum_out) {
-    __shared__ __align__(16) float sx[kM1Stages][kM1Tile][kM1Threads];
-    __shared__ __align__(16) float sd[kM1Stages][kM1Tile][kM1Threads];
-    __shared__ __align__(16) float sB[kM1Stages][kM1Tile][kM1N];
-    const int tid = static_cast<int>(threadIdx.x);
-    const int64_t d = static_cast<int64_t>(blockIdx.x) * kM1Threads + tid;
-    const bool active = d < p.E;
-    const int64_t dm = active ? d : 0;  // a mapped address for the zero-size copies of idle lanes
-    const int64_t c = blockIdx.y;
-    const int64_t tb = c * p.chunk_len, te = min(p.T, tb + p.chunk_len);
-    const int64_t tiles = (te - tb + kM1Tile - 1) / kM1Tile;
-
-    // Tile k → stage k % kM1Stages, one commit group per tile (an empty group past the end keeps the count).
-    auto issue = [&](int64_t k) {
-        if (k < tiles) {
-            const int s = static_cast<int>(k % kM1Stages);
-            const int64_t t0 = tb + k * kM1Tile;
-#pragma unroll
-            for (int i = 0; i < kM1Tile; ++i) {
-                const bool ok = active && t0 + i < te;
-                const int64_t t = ok ? t0 + i : tb;
-                cp_async_f32(&sx[s][i][tid], p.x + t * p.ldx + dm, ok);
-                cp_async_f32(&sd[s][i][tid], p.delta + t * p.ldd + dm, ok);
-            }
-            for (int k2 = tid; k2 < kM1Tile * kM1N; k2 += kM1Threads) {
-                const int i = k2 / kM1N, n = k2 % kM1N;
-                const bool ok = t0 + i < te;
-                cp_async_f32(&sB[s][i][n], p.B + (ok ? t0 + i : tb) * p.ldb + n, ok);
-            }
-        }
-        cp_async_commit();
-    };
-#pragma unroll
-    for (int k = 0; k < kM1Stages - 1; ++k) issue(k);
-
-    float A2[kM1N], h[kM1N];
-#pragma unroll
-    for (int n = 0; n < kM1N; ++n) {
-        A2[n] = active ? p.A[d * kM1N + n] * kLog2e : 0.0f;
-        h[n] = 0.0f;
-    }
-    const float bias = (active && p.delta_bias) ? p.delta_bias[d] : 0.0f;
-    const float thr = (active && p.thr) ? p.thr[d] : -INFINITY;
-    double dsum = 0.0;
-
-    for (int64_t k = 0; k < tiles; ++k) {
-        cp_async_wait_group<kM1Stages - 2>();  // this thread's copies of tile k have landed
-        __syncthreads();                       // everyone's; and stage (k − 1) % S is no longer read
-        issue(k + kM1Stages - 1);
-        const int s = static_cast<int>(k % kM1Stages);
-        const int64_t t0 = tb + k * kM1Tile;
-#pragma unroll
-        for (int i = 0; i < kM1Tile; ++i) {
-            bool kept;
-            const float dt = used_delta(sd[s][i][tid], bias, p.softplus, thr, active && t0 + i < te, kept);
-            dsum += dt;
-            const float dtx = dt * sx[s][i][tid];
-            const float4* b4 = reinterpret_cast<const float4*>(sB[s][i]);
-#pragma unroll
-            for (int q = 0; q < kM1N / 4; ++q) {
-                const float4 b = b4[q];
-                h[4 * q + 0] = exp2_scan<kFastExp>(dt * A2[4 * q + 0]) * h[4 * q + 0] + dtx * b.x;
-                h[4 * q + 1] = exp2_scan<kFastExp>(dt * A2[4 * q + 1]) * h[4 * q + 1] + dtx * b.y;
-                h[4 * q + 2] = exp2_scan<kFastExp>(dt * A2[4 * q + 2]) * h[4 * q + 2] + dtx * b.z;
-                h[4 * q + 3] = exp2_scan<kFastExp>(dt * A2[4 * q + 3]) * h[4 * q + 3] + dtx * b.w;
-            }
-        }
-    }
-    allow_dependent_launch();  // m1_combine may start; it waits for this grid's writes before reading them
-    if (!active) return;
-    float4* out = reinterpret_cast<float4*>(local_end + (c * p.E + d) * kM1N);
-#pragma unroll
-    for (int q = 0; q < kM1N / 4; ++q)
-        out[q] = make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
-    dsum_out[c * p.E + d] = static_cast<float>(dsum);
-}
-
-// Pass 3 (or the only pass), staged. Launched with programmatic dependent launch after m1_combine: the
-// prologue (parameters, the first tiles' copies: inputs written before pass 1 started) overlaps the combine,
-// and grid_dependency_wait() comes before h_start is read and before anything is written.
-template <bool kProbes, bool kFastExp>
-__global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
-    m1_scan_staged(Params p, const float* h_start, float* h_final, ScanProbes probes) {
-    __shared__ __align__(16) float sx[kM1Stages][kM1Tile][kM1Threads];
-    __shared__ __align__(16) float sd[kM1Stages][kM1Tile][kM1Threads];
-    __shared__ __align__(16) float sz[kM1Stages][kM1Tile][kM1Threads];
-    __shared__ __align__(16) float sB[kM1Stages][kM1Tile][kM1N];
-    __shared__ __align__(16) float sC[kM1Stages][kM1Tile][kM1N];
-    const int tid = static_cast<int>(threadIdx.x);
-    const int64_t d = static_cast<int64_t>(blockIdx.x) * kM1Threads + tid;
-    const bool active = d < p.E;
-    const int64_t dm = active ? d : 0;
-    const int64_t c = blockIdx.y;
-    const int64_t tb = c * p.chunk_len, te = min(p.T, tb + p.chunk_len);
-    const int64_t tiles = (te - tb + kM1Tile - 1) / kM1Tile;
-    const bool gate = p.z != nullptr;
-
-    auto issue = [&](int64_t k) {
-        if (k < tiles) {
-            const int s = static_cast<int>(k % kM1Stages);
-            const int64_t t0 = tb + k * kM1Tile;
-#pragma unroll
-            for (int i = 0; i < kM1Tile; ++i) {
-                const bool ok = active && t0 + i < te;
-                const int64_t t = ok ? t0 + i : tb;
-                cp_async_f32(&sx[s][i][tid], p.x + t * p.ldx + dm, ok);
-                cp_async_f32(&sd[s][i][tid], p.delta + t * p.ldd + dm, ok);
-                if (gate) cp_async_f32(&sz[s][i][tid], p.z + t * p.ldz + dm, ok);
-            }
-            for (int k2 = tid; k2 < kM1Tile * kM1N; k2 += kM1Threads) {
-                const int i = k2 / kM1N, n = k2 % kM1N;
-                const bool ok = t0 + i < te;
-                const int64_t t = ok ? t0 + i : tb;
-                cp_async_f32(&sB[s][i][n], p.B + t * p.ldb + n, ok);
-                cp_async_f32(&sC[s][i][n], p.C + t * p.ldc + n, ok);
-            }
-        }
-        cp_async_commit();
-    };
-#pragma unroll
-    for (int k = 0; k < kM1Stages - 1; ++k) issue(k);
-
-    float A2[kM1N], h[kM1N];
-#pragma unroll
-    for (int n = 0; n < kM1N; ++n) A2[n] = active ? p.A[d * kM1N + n] * kLog2e : 0.0f;
-    float a2max = A2[0];
-#pragma unroll
-    for (int n = 1; n < kM1N; ++n) a2max = fmaxf(a2max, A2[n]);
-    const float bias = (active && p.delta_bias) ? p.delta_bias[d] : 0.0f;
-    const float thr = (active && p.thr) ? p.thr[d] : -INFINITY;
-    const float dskip = (active && p.Dskip) ? p.Dskip[d] : 0.0f;
-
-    grid_dependency_wait();  // m1_combine's h_start is complete (a no-op for a plain launch)
-    if (active && h_start) {
-        const float4* hs = reinterpret_cast<const float4*>(h_start + (c * p.E + d) * kM1N);
-#pragma unroll
-        for (int q = 0; q < kM1N / 4; ++q) {
-            const float4 v = hs[q];
-            h[4 * q] = v.x, h[4 * q + 1] = v.y, h[4 * q + 2] = v.z, h[4 * q + 3] = v.w;
-        }
-    } else {
-#pragma unroll
-        for (int n = 0; n < kM1N; ++n) h[n] = 0.0f;
-    }
-    double pr_dsum = 0.0, pr_logdecay = 0.0;
-    long long pr_kept = 0;
-    float prod = 1.0f;
-    constexpr float kProdFlush = 1e-7f;
-
-    for (int64_t k = 0; k < tiles; ++k) {
-        cp_async_wait_group<kM1Stages - 2>();
-        __syncthreads();
-        issue(k + kM1Stages - 1);
-        const int s = static_cast<int>(k % kM1Stages);
-        const int64_t t0 = tb + k * kM1Tile;
-        float tile_dsum = 0.0f;
-#pragma unroll
-        for (int i = 0; i < kM1Tile; ++i) {
-            const bool valid = active && t0 + i < te;
-            bool kept;
-            const float xv = sx[s][i][tid];
-            const float dt = used_delta(sd[s][i][tid], bias, p.softplus, thr, valid, kept);
-            const float dtx = dt * xv;
-            const float4* b4 = reinterpret_cast<const float4*>(sB[s][i]);
-            const float4* c4 = reinterpret_cast<const float4*>(sC[s][i]);
-            float y = dskip * xv;
-            float esum = 0.0f;
-#pragma unroll
-            for (int q = 0; q < kM1N / 4; ++q) {
-                const float4 b = b4[q], cc = c4[q];
-                const float e0 = exp2_scan<kFastExp>(dt * A2[4 * q + 0]);
-                const float e1 = exp2_scan<kFastExp>(dt * A2[4 * q + 1]);
-                const float e2 = exp2_scan<kFastExp>(dt * A2[4 * q + 2]);
-                const float e3 = exp2_scan<kFastExp>(dt * A2[4 * q + 3]);
-                h[4 * q + 0] = e0 * h[4 * q + 0] + dtx * b.x;
-                h[4 * q + 1] = e1 * h[4 * q + 1] + dtx * b.y;
-                h[4 * q + 2] = e2 * h[4 * q + 2] + dtx * b.z;
-                h[4 * q + 3] = e3 * h[4 * q + 3] + dtx * b.w;
-                y += cc.x * h[4 * q + 0];
-                y += cc.y * h[4 * q + 1];
-                y += cc.z * h[4 * q + 2];
-                y += cc.w * h[4 * q + 3];
-                if constexpr (kProbes) esum += (e0 + e1) + (e2 + e3);
-            }
-            if (gate) y *= silu(sz[s][i][tid]);
-            if (valid) {
-                const int64_t t = t0 + i;
-                if (p.y16)
-                    p.y16[t * p.ldy + d] = __float2bfloat16_rn(y);
-                else
-                    p.y[t * p.ldy + d] = y;
-                if (p.delta_out) p.delta_out[t * p.ldo + d] = dt;
-                if constexpr (kProbes) {
-                    tile_dsum += dt;
-                    pr_kept += kept ? 1 : 0;
-                    const float mean = esum * (1.0f / kM1N);
-                    if (mean > 1e-30f) {
-                        if (prod < kProdFlush) {
-                            pr_logdecay += static_cast<double>(ln_near1(prod));
-                            prod = 1.0f;
-                        }
-                        prod *= mean;
-                    } else {
-                        const float shift = dt * a2max;
-                        float sum = 0.0f;
-#pragma unroll
-                        for (int n = 0; n < kM1N; ++n) sum += ex2_approx(dt * A2[n] - shift);
-                        pr_logdecay += static_cast<double>((shift + lg2_approx(sum * (1.0f / kM1N))) * kLn2);
-                    }
-                }
-            }
-        }
-        if constexpr (kProbes) {
-            pr_dsum += tile_dsum;
-            if (prod != 1.0f) {
-                pr_logdecay += static_cast<double>(ln_near1(prod));
-                prod = 1.0f;
-            }
-        }
-    }
-    if (!active) return;
-    if (h_final && c + 1 == p.chunks) {
-        float4* out = reinterpret_cast<float4*>(h_final + d * kM1N);
-#pragma unroll
-        for (int q = 0; q < kM1N / 4; ++q)
-            out[q] = make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
-    }
-    if constexpr (kProbes) {
-        if (probes.delta_sum) atomicAdd(probes.delta_sum + d, pr_dsum);
-        if (probes.kept)
-            atomicAdd(reinterpret_cast<unsigned long long*>(probes.kept + d),
-                      static_cast<unsigned long long>(pr_kept));
-        if (probes.log_decay) atomicAdd(probes.log_decay + d, pr_logdecay);
-    }
-}
-
-// MAMBASCOPE_M1_SCAN=legacy selects the register-loaded kernels; MAMBASCOPE_PDL=0 launches passes 2 and 3
-// without programmatic dependent launch. Both for A/B runs (bench_cuda_scan) and tests.
-bool use_legacy() {
-    const char* e = std::getenv("MAMBASCOPE_M1_SCAN");
-    return e && std::strcmp(e, "legacy") == 0;
-}
-
-bool pdl_requested() {
-    const char* e = std::getenv("MAMBASCOPE_PDL");
-    return !(e && std::strcmp(e, "0") == 0);
-}
-
-// Launches kernel<<<grid, block, 0, stream>>>(args...), with programmatic dependent launch when `pdl`: the
-// kernel may start before the previous one in the stream has finished and must call grid_dependency_wait()
-// before it reads that kernel's output or writes anything the previous kernel reads.
-template <class... Params, class... Args>
-void launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream, bool pdl, Args... args) {
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = grid;
-    cfg.blockDim = block;
-    cfg.dynamicSmemBytes = 0;
-    cfg.stream = stream;
-    cudaLaunchAttribute attr{};
-    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr.val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = pdl ? &attr : nullptr;
-    cfg.numAttrs = pdl ? 1 : 0;
-    CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...));
-}
-
-// What the plan and the launches need to know of the current device, cached per thread and device.
-struct DeviceInfo {
-    int64_t resident_blocks = 0;         // blocks of the staged pass-3 kernel that fit at once (one wave)
-    int64_t resident_blocks_legacy = 0;  // the same for the legacy kernel
-    bool pdl = false;                    // programmatic dependent launch (compute capability ≥ 9.0)
-};
-
-const DeviceInfo& device_info() {
+// Blocks of the pass-3 kernel that fit on the whole GPU at once (one wave).
+int64_t resident_blocks() {
     static thread_local int cached_device = -1;
-    static thread_local DeviceInfo cached;
+    static thread_local int64_t cached = 0;
     int dev = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
     if (dev != cached_device) {
-        int sms = 0, per_sm = 0, per_sm_legacy = 0, major = 0;
+        int sms = 0, per_sm = 0;
         CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-        CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, m1_scan_staged<true, false>,
-                                                                 kM1Threads, 0));
-        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_legacy, m1_scan<true, false>,
-                                                                 kM1Threads, 0));
-        cached.resident_blocks = static_cast<int64_t>(sms) * std::max(1, per_sm);
-        cached.resident_blocks_legacy = static_cast<int64_t>(sms) * std::max(1, per_sm_legacy);
-        cached.pdl = major >= 9;
+        CUDA_CHECK(
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, m1_scan<true, false>, kM1Threads, 0));
+        cached = static_cast<int64_t>(sms) * std::max(1, per_sm);
         cached_device = dev;
     }
     return cached;
-}
-
-int64_t resident_blocks() {
-    return use_legacy() ? device_info().resident_blocks_legacy : device_info().resident_blocks;
 }
 
 size_t workspace_for(const ScanPlan& plan, int64_t E) {
@@ -665,8 +366,6 @@ void scan_mamba1(const Mamba1ScanArgs& a, void* workspace, size_t workspace_byte
     const dim3 block(kM1Threads);
     const unsigned cblocks = static_cast<unsigned>((a.E + kM1Threads - 1) / kM1Threads);
 
-    const bool legacy = use_legacy();
-    const bool pdl = !legacy && pdl_requested() && device_info().pdl;  // passes 2 and 3 start early
     const float* h_start = a.h;  // single pass: chunk 0 starts from the caller's state
     void* owned = nullptr;
     if (plan.chunks > 1) {
@@ -684,30 +383,22 @@ void scan_mamba1(const Mamba1ScanArgs& a, void* workspace, size_t workspace_byte
         float* dsum = reinterpret_cast<float*>(static_cast<char*>(workspace) + 2 * states);
 
         const dim3 grid1(cblocks, static_cast<unsigned>(plan.chunks - 1));
-        if (legacy)
-            launch(a.fast_exp ? m1_chunk_states<true> : m1_chunk_states<false>, grid1, block, stream, false,
-                   p, local_end, dsum);
+        if (a.fast_exp)
+            m1_chunk_states<true><<<grid1, block, 0, stream>>>(p, local_end, dsum);
         else
-            launch(a.fast_exp ? m1_chunk_states_staged<true> : m1_chunk_states_staged<false>, grid1, block,
-                   stream, false, p, local_end, dsum);
+            m1_chunk_states<false><<<grid1, block, 0, stream>>>(p, local_end, dsum);
+        CUDA_CHECK(cudaGetLastError());
         const int64_t n_states = a.E * kM1N;
-        launch(m1_combine, dim3(static_cast<unsigned>((n_states + kCombineThreads - 1) / kCombineThreads)),
-               dim3(kCombineThreads), stream, pdl, a.E, plan.chunks, static_cast<const float*>(a.A),
-               static_cast<const float*>(a.h), static_cast<const float*>(local_end),
-               static_cast<const float*>(dsum), hs);
+        m1_combine<<<static_cast<unsigned>((n_states + kCombineThreads - 1) / kCombineThreads),
+                     kCombineThreads, 0, stream>>>(a.E, plan.chunks, a.A, a.h, local_end, dsum, hs);
+        CUDA_CHECK(cudaGetLastError());
         h_start = hs;
     }
     const dim3 grid(cblocks, static_cast<unsigned>(plan.chunks));
-    if (legacy) {
-        auto pass3 = a.probes.any() ? (a.fast_exp ? m1_scan<true, true> : m1_scan<true, false>)
-                                    : (a.fast_exp ? m1_scan<false, true> : m1_scan<false, false>);
-        launch(pass3, grid, block, stream, false, p, h_start, a.h, a.probes);
-    } else {
-        auto pass3 = a.probes.any()
-                         ? (a.fast_exp ? m1_scan_staged<true, true> : m1_scan_staged<true, false>)
-                         : (a.fast_exp ? m1_scan_staged<false, true> : m1_scan_staged<false, false>);
-        launch(pass3, grid, block, stream, pdl && plan.chunks > 1, p, h_start, a.h, a.probes);
-    }
+    auto pass3 = a.probes.any() ? (a.fast_exp ? m1_scan<true, true> : m1_scan<true, false>)
+                                : (a.fast_exp ? m1_scan<false, true> : m1_scan<false, false>);
+    pass3<<<grid, block, 0, stream>>>(p, h_start, a.h, a.probes);
+    CUDA_CHECK(cudaGetLastError());
     if (owned) CUDA_CHECK(cudaFreeAsync(owned, stream));
 }
 

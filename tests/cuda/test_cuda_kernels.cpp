@@ -374,70 +374,6 @@ TEST(CudaScanMamba1, AgreesWithFloat64Reference) {
     EXPECT_LE(e_gpu, kTol);
 }
 
-// Selects the Mamba-1 scan kernels for its lifetime: MAMBASCOPE_M1_SCAN ("" = staged, "legacy") and
-// MAMBASCOPE_PDL ("" = programmatic dependent launch where the GPU has it, "0" = plain launches).
-struct M1Variant {
-    M1Variant(const char* scan, const char* pdl) {
-        set("MAMBASCOPE_M1_SCAN", scan);
-        set("MAMBASCOPE_PDL", pdl);
-    }
-    ~M1Variant() {
-        unsetenv("MAMBASCOPE_M1_SCAN");
-        unsetenv("MAMBASCOPE_PDL");
-    }
-    M1Variant(const M1Variant&) = delete;
-    M1Variant& operator=(const M1Variant&) = delete;
-    static void set(const char* name, const char* v) {
-        if (*v)
-            setenv(name, v, 1);
-        else
-            unsetenv(name);
-    }
-};
-
-// The staged kernels (cp.async ring) and the legacy ones (register loads) do the same arithmetic; PDL changes
-// only when passes 2 and 3 may start. All three agree with each other and with the CPU, over several chunk
-// plans (one pass, chunks not a multiple of the tile, the automatic plan) with softplus, filter, gate,
-// carried state and probes.
-TEST(CudaScanMamba1, StagedLegacyAndPdlLaunchesAgree) {
-    REQUIRE_GPU();
-    struct Variant {
-        const char *scan, *pdl;
-    };
-    const Variant variants[] = {{"", ""}, {"", "0"}, {"legacy", ""}};
-    for (const int64_t chunk : {int64_t{0}, int64_t{44}, int64_t{136}, int64_t{100000}}) {
-        std::mt19937 rng(21);
-        const M1Case c{2051, 257, chunk, true, true, true};
-        const M1Data d = make_m1(c.T, c.E, rng);
-        const std::vector<float> thr = safe_thresholds(m1_delta(d, true), d.T, d.E, d.ldd);
-        const auto want = run_m1_cpu(d, c, thr);
-        std::vector<std::vector<double>> dsums;
-        std::vector<std::vector<int64_t>> kepts;
-        for (const auto& v : variants) {
-            M1Variant use(v.scan, v.pdl);
-            SCOPED_TRACE(std::string("chunk_len=") + std::to_string(chunk) + " scan='" + v.scan + "' pdl='" +
-                         v.pdl + "'");
-            Dev<double> dsum(d.E), logd(d.E);
-            Dev<int64_t> kept(d.E);
-            dsum.zero(), logd.zero(), kept.zero();
-            const auto got = run_m1_gpu(d, c, thr, kg::ScanProbes{dsum.p, kept.p, logd.p});
-            EXPECT_LE(rel_err(got.y, want.y), kTol);
-            EXPECT_LE(rel_err(got.h, want.h), kTol);
-            EXPECT_LE(rel_err(got.delta_used, want.delta_used), kTol);
-            dsums.push_back(dsum.download());
-            kepts.push_back(kept.download());
-        }
-        for (size_t i = 1; i < dsums.size(); ++i) {
-            EXPECT_LE(rel_err(dsums[i], dsums[0]), 1e-12);
-            EXPECT_EQ(kepts[i], kepts[0]);
-        }
-        int64_t total_kept = 0;
-        for (auto k : kepts[0]) total_kept += k;
-        EXPECT_GT(total_kept, 0);
-        EXPECT_LT(total_kept, c.T * c.E);  // the filter removed some tokens and kept others
-    }
-}
-
 TEST(CudaScanMamba1, RejectsUnsupportedStateSizeWithAHint) {
     // Runs without a GPU: the shape check comes before any CUDA call.
     kg::Mamba1ScanArgs a;
@@ -803,6 +739,35 @@ TEST(CudaBf16Outputs, NormConvAndScanWriteTheRoundedFloat32Result) {
 }
 
 // ---- GEMM -------------------------------------------------------------------------------------------------
+
+// to_bf16 is the host-side rounding (round to nearest even), for a flat run longer than one block's share
+// (how weights are converted: one row of n floats) and for strided rows; the padding of dst stays untouched.
+TEST(CudaGemm, ToBf16FlatAndStridedRowsRoundLikeTheHost) {
+    REQUIRE_GPU();
+    std::mt19937 rng(31);
+    {
+        const int64_t n = 3 * 4096 * 256 + 77;  // past kConvertMaxBlocks × threads: the grid-stride loop runs
+        const std::vector<float> src = randn(n, rng, 3.0f);
+        Dev<float> s(src);
+        Dev<__nv_bfloat16> d(n);
+        kg::to_bf16(1, n, s.p, n, d.p, n, nullptr);
+        EXPECT_EQ(bf16_to_float(d.download()), round_bf16(src));
+    }
+    {
+        const int64_t rows = 37, cols = 1000, lds = 1003, ldd = 1001;
+        const std::vector<float> src = randn(rows * lds, rng, 3.0f);
+        Dev<float> s(src);
+        Dev<__nv_bfloat16> d(rows * ldd);  // poisoned: 0xffff (a NaN) where nothing is written
+        kg::to_bf16(rows, cols, s.p, lds, d.p, ldd, nullptr);
+        const auto got = d.download();
+        std::vector<__nv_bfloat16> logical(rows * cols);
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t c = 0; c < cols; ++c) logical[r * cols + c] = got[r * ldd + c];
+        EXPECT_EQ(bf16_to_float(logical), round_bf16(cols_of(src, rows, cols, lds)));
+        for (int64_t r = 0; r < rows; ++r)
+            EXPECT_TRUE(std::isnan(__bfloat162float(got[r * ldd + cols]))) << "padding of row " << r;
+    }
+}
 
 TEST(CudaGemm, RowMajorAWtMatchesCpuInFp32AndTf32) {
     REQUIRE_GPU();
