@@ -5,7 +5,6 @@
 //   y[t,d]  = (Σ_n C[t,n]·h[d,n] + D[d]·x[t,d]) · silu(z[t,d])
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_math.cuh"
@@ -16,14 +15,12 @@ namespace {
 
 using namespace detail;
 
-constexpr int kM1N = 16;             // d_state of every Mamba-1 checkpoint; the states live in registers
-constexpr int kM1Threads = 128;      // channels per block: one thread per channel of one time chunk
-constexpr int kM1Tile = 8;           // tokens whose B/C rows are staged in shared memory at a time
-constexpr int64_t kM1MinChunk = 64;  // shortest time chunk worth a pass-1/pass-2 round trip
-// Resident blocks per SM asked of the register allocator (__launch_bounds__): 4 caps a thread at 128
-// registers (no spills), 3 at 168, 2 at 255. Built for each; MAMBASCOPE_M1_MIN_BLOCKS=2|3|4 picks one at run
-// time (A/B runs; default kM1MinBlocksDefault).
-constexpr int kM1MinBlocksDefault = 4;
+constexpr int kM1N = 16;              // d_state of every Mamba-1 checkpoint; the states live in registers
+constexpr int kM1Threads = 128;       // channels per block: one thread per channel of one time chunk
+constexpr int kM1Tile = 8;            // tokens whose B/C rows are staged in shared memory at a time
+constexpr int64_t kM1MinChunk = 64;   // shortest time chunk worth a pass-1/pass-2 round trip
+constexpr int kM1MinBlocksPass1 = 4;  // resident blocks per SM asked of the register allocator (≤ 128 regs)
+constexpr int kM1MinBlocksPass3 = 4;  // pass 3 holds C and z too: 128 regs, no spills
 constexpr int kCombineThreads = 256;
 
 struct Params {
@@ -61,8 +58,8 @@ __device__ __forceinline__ float used_delta(float raw, float bias, int softplus_
 
 // Pass 1: every chunk but the last, from a zero state: the chunk's end state and Σ Δ'.
 // grid (ceil(E/128), chunks-1). local_end (chunks, E, N), dsum (chunks, E).
-template <bool kFastExp, int kMinBlocks>
-__global__ void __launch_bounds__(kM1Threads, kMinBlocks)
+template <bool kFastExp>
+__global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
     m1_chunk_states(Params p, float* __restrict__ local_end, float* __restrict__ dsum_out) {
     __shared__ __align__(16) float sB[kM1Tile][kM1N];
     const int64_t d = static_cast<int64_t>(blockIdx.x) * kM1Threads + threadIdx.x;
@@ -131,8 +128,7 @@ __global__ void __launch_bounds__(kCombineThreads)
     const float a2 = A[i] * kLog2e;
     float h = h_in ? h_in[i] : 0.0f;
     // The chain is sequential, its inputs are not: load kCombineBatch chunks' inputs at once so that a short
-    // input's 30-odd chunks cost a few memory round trips, not one each (the same arithmetic in the same
-    // order).
+    // input's 30-odd chunks cost a few memory round trips, not one each (the same arithmetic in the same order).
     constexpr int kCombineBatch = 8;
     for (int64_t c0 = 0; c0 < chunks; c0 += kCombineBatch) {
         float ds[kCombineBatch], le[kCombineBatch];
@@ -155,8 +151,8 @@ __global__ void __launch_bounds__(kCombineThreads)
 
 // Pass 3 (or the only pass): rescan each chunk from its true start state, write y, Δ', the final state,
 // probes. grid (ceil(E/128), chunks). h_start (chunks, E, N); h_final (E, N) or null.
-template <bool kProbes, bool kFastExp, int kMinBlocks>
-__global__ void __launch_bounds__(kM1Threads, kMinBlocks)
+template <bool kProbes, bool kFastExp>
+__global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
     m1_scan(Params p, const float* h_start, float* h_final, ScanProbes probes) {  // may alias (1 pass)
     __shared__ __align__(16) float sB[kM1Tile][kM1N];
     __shared__ __align__(16) float sC[kM1Tile][kM1N];
@@ -292,56 +288,19 @@ __global__ void __launch_bounds__(kM1Threads, kMinBlocks)
     }
 }
 
-int min_blocks() {
-    const char* e = std::getenv("MAMBASCOPE_M1_MIN_BLOCKS");
-    if (e && (e[0] == '2' || e[0] == '3' || e[0] == '4') && e[1] == 0) return e[0] - '0';
-    return kM1MinBlocksDefault;
-}
-
-// The kernels of one register budget.
-struct M1Kernels {
-    void (*pass1[2])(Params, float*, float*);                       // [fast_exp]
-    void (*pass3[2][2])(Params, const float*, float*, ScanProbes);  // [probes][fast_exp]
-};
-
-template <int kMinBlocks>
-M1Kernels kernels_for() {
-    M1Kernels k;
-    k.pass1[0] = m1_chunk_states<false, kMinBlocks>;
-    k.pass1[1] = m1_chunk_states<true, kMinBlocks>;
-    k.pass3[0][0] = m1_scan<false, false, kMinBlocks>;
-    k.pass3[0][1] = m1_scan<false, true, kMinBlocks>;
-    k.pass3[1][0] = m1_scan<true, false, kMinBlocks>;
-    k.pass3[1][1] = m1_scan<true, true, kMinBlocks>;
-    return k;
-}
-
-M1Kernels kernels() {
-    switch (min_blocks()) {
-        case 2:
-            return kernels_for<2>();
-        case 3:
-            return kernels_for<3>();
-        default:
-            return kernels_for<4>();
-    }
-}
-
 // Blocks of the pass-3 kernel that fit on the whole GPU at once (one wave).
 int64_t resident_blocks() {
-    static thread_local int cached_device = -1, cached_min_blocks = 0;
+    static thread_local int cached_device = -1;
     static thread_local int64_t cached = 0;
     int dev = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
-    const int mb = min_blocks();
-    if (dev != cached_device || mb != cached_min_blocks) {
+    if (dev != cached_device) {
         int sms = 0, per_sm = 0;
         CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
         CUDA_CHECK(
-            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernels().pass3[1][0], kM1Threads, 0));
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, m1_scan<true, false>, kM1Threads, 0));
         cached = static_cast<int64_t>(sms) * std::max(1, per_sm);
         cached_device = dev;
-        cached_min_blocks = mb;
     }
     return cached;
 }
@@ -407,7 +366,6 @@ void scan_mamba1(const Mamba1ScanArgs& a, void* workspace, size_t workspace_byte
     const dim3 block(kM1Threads);
     const unsigned cblocks = static_cast<unsigned>((a.E + kM1Threads - 1) / kM1Threads);
 
-    const M1Kernels k = kernels();
     const float* h_start = a.h;  // single pass: chunk 0 starts from the caller's state
     void* owned = nullptr;
     if (plan.chunks > 1) {
@@ -425,7 +383,10 @@ void scan_mamba1(const Mamba1ScanArgs& a, void* workspace, size_t workspace_byte
         float* dsum = reinterpret_cast<float*>(static_cast<char*>(workspace) + 2 * states);
 
         const dim3 grid1(cblocks, static_cast<unsigned>(plan.chunks - 1));
-        k.pass1[a.fast_exp ? 1 : 0]<<<grid1, block, 0, stream>>>(p, local_end, dsum);
+        if (a.fast_exp)
+            m1_chunk_states<true><<<grid1, block, 0, stream>>>(p, local_end, dsum);
+        else
+            m1_chunk_states<false><<<grid1, block, 0, stream>>>(p, local_end, dsum);
         CUDA_CHECK(cudaGetLastError());
         const int64_t n_states = a.E * kM1N;
         m1_combine<<<static_cast<unsigned>((n_states + kCombineThreads - 1) / kCombineThreads),
@@ -434,7 +395,8 @@ void scan_mamba1(const Mamba1ScanArgs& a, void* workspace, size_t workspace_byte
         h_start = hs;
     }
     const dim3 grid(cblocks, static_cast<unsigned>(plan.chunks));
-    auto pass3 = k.pass3[a.probes.any() ? 1 : 0][a.fast_exp ? 1 : 0];
+    auto pass3 = a.probes.any() ? (a.fast_exp ? m1_scan<true, true> : m1_scan<true, false>)
+                                : (a.fast_exp ? m1_scan<false, true> : m1_scan<false, false>);
     pass3<<<grid, block, 0, stream>>>(p, h_start, a.h, a.probes);
     CUDA_CHECK(cudaGetLastError());
     if (owned) CUDA_CHECK(cudaFreeAsync(owned, stream));
