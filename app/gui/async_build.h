@@ -11,6 +11,7 @@
 // behind it.
 #pragma once
 
+#include <QCoreApplication>
 #include <QFuture>
 #include <QFutureWatcher>
 #include <QObject>
@@ -39,6 +40,12 @@ class AsyncBuild {
         static QThreadPool* p = [] {
             auto* q = new QThreadPool;  // lives for the program; never destroyed while builds may run
             q->setMaxThreadCount(std::max(2, QThread::idealThreadCount()));
+            // Like Qt's global pool: queued builds are dropped and running ones finished before the
+            // application object goes (running ones see themselves stale and stop early).
+            qAddPostRoutine([] {
+                AsyncBuild::pool()->clear();
+                AsyncBuild::pool()->waitForDone();
+            });
             return q;
         }();
         return p;
