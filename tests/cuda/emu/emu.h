@@ -58,6 +58,22 @@ T __shfl_xor_sync(unsigned, T v, int o) {
     return r;
 }
 
+template <class T>
+T __shfl_down_sync(unsigned, T v, unsigned delta) {
+    const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
+    const int n = std::min<int>(32, static_cast<int>(blockDim.x) - 32 * w);  // lanes of this (maybe partial) warp
+    emu_cur->slots[threadIdx.x] = static_cast<double>(v);
+    emu_cur->warps[w]->arrive_and_wait();
+    const int src = lane + static_cast<int>(delta);
+    T r = src < n ? static_cast<T>(emu_cur->slots[w * 32 + src]) : v;
+    emu_cur->warps[w]->arrive_and_wait();
+    return r;
+}
+
+inline float __fdividef(float x, float y) {
+    return x / y;
+}
+
 inline std::mutex emu_atomic_mu;
 inline double atomicAdd(double* p, double v) {
     std::lock_guard<std::mutex> g(emu_atomic_mu);

@@ -54,7 +54,20 @@ cudaError_t emu_cudaOccupancy(int* v, F, int threads, size_t) {
     *v = threads <= 128 ? 4 : 2;
     return cudaSuccess;
 }
+inline const char* emu_cudaGetErrorString(cudaError_t) {
+    return "emulated CUDA error";
+}
+inline const char* emu_cudaGetErrorName(cudaError_t) {
+    return "cudaErrorEmulated";
+}
+template <class F, class A>
+cudaError_t emu_cudaFuncSetAttribute(F, A, int) {  // dynamic shared memory is emu_smem: nothing to raise
+    return cudaSuccess;
+}
 #define cudaMalloc(p, n) emu_cudaMallocT(p, n)
+#define cudaFuncSetAttribute emu_cudaFuncSetAttribute
+#define cudaGetErrorString emu_cudaGetErrorString
+#define cudaGetErrorName emu_cudaGetErrorName
 #define cudaMallocAsync emu_cudaMallocAsync
 #define cudaFree emu_cudaFree
 #define cudaFreeAsync emu_cudaFreeAsync
