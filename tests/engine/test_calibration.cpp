@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/tiny_model.h"
 #include "mambascope/calibration.h"
 #include "mambascope/error.h"
 #include "mambascope/forward.h"
@@ -91,26 +92,7 @@ std::string load_error(const fs::path& p) {
     return "";
 }
 
-ModelConfig tiny(Arch arch) {
-    ModelConfig c;
-    c.arch = arch;
-    c.d_model = 24;
-    c.n_layer = 3;
-    c.vocab_size = 37;
-    c.d_conv = 3;
-    c.train_len = 64;
-    c.d_inner = 48;
-    if (arch == Arch::Mamba1) {
-        c.d_state = 5;
-        c.dt_rank = 3;
-    } else {
-        c.n_heads = 6;
-        c.head_dim = 8;
-        c.n_groups = 2;
-        c.d_state = 4;
-    }
-    return c;
-}
+using test::tiny;
 
 std::vector<int32_t> random_ids(int n, int vocab, unsigned seed) {
     std::mt19937 rng(seed);

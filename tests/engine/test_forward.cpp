@@ -5,6 +5,7 @@
 #include <cmath>
 #include <random>
 
+#include "engine/tiny_model.h"
 #include "mambascope/error.h"
 #include "mambascope/forward.h"
 #include "mambascope/model.h"
@@ -13,26 +14,7 @@ using namespace mambascope;
 
 namespace {
 
-ModelConfig tiny(Arch arch) {
-    ModelConfig c;
-    c.arch = arch;
-    c.d_model = 24;
-    c.n_layer = 3;
-    c.vocab_size = 37;
-    c.d_conv = 3;
-    if (arch == Arch::Mamba1) {
-        c.d_inner = 48;
-        c.d_state = 5;
-        c.dt_rank = 3;
-    } else {
-        c.d_inner = 48;
-        c.n_heads = 6;
-        c.head_dim = 8;
-        c.n_groups = 2;
-        c.d_state = 4;
-    }
-    return c;
-}
+using test::tiny;
 
 std::vector<int32_t> random_ids(int n, int vocab, unsigned seed) {
     std::mt19937 rng(seed);
