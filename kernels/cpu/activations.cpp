@@ -1,13 +1,20 @@
 #include "activations.h"
 
+#include <omp.h>
+
 #include <cstring>
 
 namespace mambascope::kernels {
 
-void softplus_inplace(int64_t n, float* x) {
-    // 16 lanes at a time: softplus(x) = max(x,0) + ln(1 + e^{-|x|}), ln(1+u) as in softplus().
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
+namespace {
+
+constexpr int64_t kParallelMin =
+    65536;  // values below which one thread does it all (as the other CPU kernels)
+
+// x[i0, i1) = softplus(x), 16 lanes at a time (i1 − i0 a multiple of 16): max(x,0) + ln(1 + e^{-|x|}),
+// ln(1+u) as in softplus().
+void softplus_blocks(float* x, int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i += 16) {
         vf16 v;
         std::memcpy(&v, x + i, sizeof v);
         const vf16 ax = v < 0.0f ? -v : v;
@@ -25,7 +32,33 @@ void softplus_inplace(int64_t n, float* x) {
         }
         std::memcpy(x + i, out, sizeof out);
     }
-    for (; i < n; ++i) x[i] = softplus(x[i]);
+}
+
+}  // namespace
+
+void softplus_bias_inplace(int64_t rows, int64_t cols, float* x, const float* bias) {
+    const int64_t n = rows * cols, blocks = n / 16;
+    // Each thread takes a run of whole 16-value blocks of the flat array (the last one also the tail), so the
+    // values and their rounding do not depend on the thread count.
+#pragma omp parallel if (n >= kParallelMin)
+    {
+        const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+        const int64_t i0 = blocks * id / nt * 16, i1 = blocks * (id + 1) / nt * 16;
+        const int64_t end = id == nt - 1 ? n : i1;
+        if (bias) {
+            int64_t col = i0 % cols;
+            for (int64_t i = i0; i < end; ++i) {
+                x[i] += bias[col];
+                if (++col == cols) col = 0;
+            }
+        }
+        softplus_blocks(x, i0, i1);
+        for (int64_t i = i1; i < end; ++i) x[i] = softplus(x[i]);
+    }
+}
+
+void softplus_inplace(int64_t n, float* x) {
+    softplus_bias_inplace(1, n, x, nullptr);
 }
 
 void silu_inplace(int64_t n, float* x) {

@@ -112,8 +112,11 @@ inline vf16 vexp16(vf16 x) {
     return x < lo ? vf16{} : out;
 }
 
-// In place over n values.
+// In place over n values (split over the OpenMP threads when n is large).
 void softplus_inplace(int64_t n, float* x);
+// x (rows × cols, row-major, contiguous) = softplus(x + bias[col]) in place; bias null: no bias. The
+// forward's Δ = softplus(dt_proj(x) + dt_bias) in one pass over the OpenMP threads.
+void softplus_bias_inplace(int64_t rows, int64_t cols, float* x, const float* bias);
 void silu_inplace(int64_t n, float* x);
 
 }  // namespace mambascope::kernels

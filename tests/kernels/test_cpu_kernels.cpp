@@ -52,6 +52,26 @@ TEST(CpuActivations, SoftplusMatchesLog1pExp) {
     }
 }
 
+// The forward's Δ = softplus(dt + bias[col]) over a (rows × cols) block, split over the OpenMP threads: every
+// value (16-lane blocks and the scalar tail, rows not a multiple of 16 wide) is softplus of x + bias in
+// float, to softplus's accuracy; with a null bias it is softplus_inplace.
+TEST(CpuActivations, SoftplusBiasInplaceMatchesLog1pExpOfTheSum) {
+    std::mt19937 rng(5);
+    const int64_t rows = 701, cols = 101;  // 70,801 values: above the threading threshold, tail of 1
+    auto x = randv(rows * cols, rng, -12, 8), bias = randv(cols, rng, -4, 1);
+    std::vector<float> got = x, plain = x;
+    softplus_bias_inplace(rows, cols, got.data(), bias.data());
+    softplus_inplace(rows * cols, plain.data());
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) {
+            const float v = x[r * cols + c] + bias[c];
+            const double ref = v > 20 ? v : std::log1p(std::exp(double(v)));
+            ASSERT_NEAR(got[r * cols + c], ref, 4e-7 * std::max(1.0, ref) + 1e-12) << r << "," << c;
+            const double ref0 = std::log1p(std::exp(double(x[r * cols + c])));
+            ASSERT_NEAR(plain[r * cols + c], ref0, 4e-7 * std::max(1.0, ref0) + 1e-12) << r << "," << c;
+        }
+}
+
 class ScanMamba1 : public ::testing::TestWithParam<M1Case> {};
 
 TEST_P(ScanMamba1, MatchesRecurrenceWithFilterAndCarriedState) {

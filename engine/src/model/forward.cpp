@@ -89,8 +89,7 @@ void layer_chunk(const Model& model, int li, MatRM& x, std::vector<int64_t>& pos
         const int64_t Rdt = c.dt_rank;
         s.delta.resize(R, E);
         s.delta.noalias() = s.dbc.leftCols(Rdt) * weight(w.dt_proj_w).transpose();
-        s.delta.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(w.dt_proj_b.data, E);
-        kernels::softplus_inplace(R * E, s.delta.data());
+        kernels::softplus_bias_inplace(R, E, s.delta.data(), w.dt_proj_b.data);
         Bp = s.dbc.data() + Rdt;
         Cp = s.dbc.data() + Rdt + N;
         ldbc = s.dbc.cols();
