@@ -112,6 +112,42 @@ inline vf16 vexp16(vf16 x) {
     return x < lo ? vf16{} : out;
 }
 
+// fast_log on 16 lanes (the same steps, lane by lane), for normal x > 0.
+inline vf16 vlog16(vf16 x) {
+    vi16 bits = (vi16)x;
+    vi16 e = ((bits >> 23) & 0xff) - 126;
+    bits = (bits & static_cast<int32_t>(0x807fffffu)) | 0x3f000000;  // mantissa in [0.5, 1)
+    vf16 m = (vf16)bits;
+    const vi16 small = m < 0.707106781186547524f;  // −1 (all bits) where true
+    e = e + small;
+    m = small ? m + m - 1.0f : m - 1.0f;
+    const vf16 z = m * m;
+    vf16 y = vsplat(7.0376836292e-2f);
+    y = y * m - 1.1514610310e-1f;
+    y = y * m + 1.1676998740e-1f;
+    y = y * m - 1.2420140846e-1f;
+    y = y * m + 1.4249322787e-1f;
+    y = y * m - 1.6668057665e-1f;
+    y = y * m + 2.0000714765e-1f;
+    y = y * m - 2.4999993993e-1f;
+    y = y * m + 3.3333331174e-1f;
+    y = y * m * z;
+    const vf16 fe = __builtin_convertvector(e, vf16);
+    y += -2.12194440e-4f * fe;
+    y += -0.5f * z;
+    return m + y + 0.693359375f * fe;
+}
+
+// softplus on 16 lanes (the same steps as softplus(), both branches evaluated and selected).
+inline vf16 vsoftplus16(vf16 v) {
+    const vf16 u = vexp16(-(v < 0.0f ? -v : v));
+    const vf16 series = u * (1.0f - u * (0.5f - u * (1.0f / 3.0f)));
+    const vf16 w = 1.0f + u;
+    const vf16 l = u < 1e-3f ? series : vlog16(w) * (u / (w - 1.0f));  // 0/0 lanes are not selected
+    const vf16 r = (v > 0.0f ? v : vf16{}) + l;
+    return v > 20.0f ? v : r;
+}
+
 // In place over n values (split over the OpenMP threads when n is large).
 void softplus_inplace(int64_t n, float* x);
 // x (rows × cols, row-major, contiguous) = softplus(x + bias[col]) in place; bias null: no bias. The
