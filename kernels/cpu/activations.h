@@ -148,11 +148,19 @@ inline vf16 vsoftplus16(vf16 v) {
     return v > 20.0f ? v : r;
 }
 
+// silu on 16 lanes (the same steps as silu()).
+inline vf16 vsilu16(vf16 v) {
+    return v / (1.0f + vexp16(-v));
+}
+
 // In place over n values (split over the OpenMP threads when n is large).
 void softplus_inplace(int64_t n, float* x);
 // x (rows × cols, row-major, contiguous) = softplus(x + bias[col]) in place; bias null: no bias. The
 // forward's Δ = softplus(dt_proj(x) + dt_bias) in one pass over the OpenMP threads.
 void softplus_bias_inplace(int64_t rows, int64_t cols, float* x, const float* bias);
 void silu_inplace(int64_t n, float* x);
+// y (rows × cols, stride ldy) *= silu(z (rows × cols, stride ldz)): Mamba-1's output gate, rows over the
+// OpenMP threads, 16 lanes at a time.
+void mul_silu_rows(int64_t rows, int64_t cols, float* y, int64_t ldy, const float* z, int64_t ldz);
 
 }  // namespace mambascope::kernels

@@ -72,6 +72,30 @@ TEST(CpuActivations, SoftplusBiasInplaceMatchesLog1pExpOfTheSum) {
         }
 }
 
+// Mamba-1's output gate y *= silu(z) over strided rows (16-lane blocks and a tail), and silu_inplace, against
+// z / (1 + e^{-z}) in double; columns past `cols` are left alone.
+TEST(CpuActivations, MulSiluRowsMatchesTheGateInDouble) {
+    std::mt19937 rng(6);
+    const int64_t rows = 650, cols = 107, ldy = 110, ldz = 113;  // 69,550 values: threaded, tail of 11
+    auto y = randv(rows * ldy, rng, -3, 3), z = randv(rows * ldz, rng, -30, 30);
+    std::vector<float> got = y;
+    mul_silu_rows(rows, cols, got.data(), ldy, z.data(), ldz);
+    std::vector<float> zs(z.begin(), z.begin() + rows * cols);
+    silu_inplace(rows * cols, zs.data());
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < ldy; ++c) {
+            if (c >= cols) {
+                ASSERT_EQ(got[r * ldy + c], y[r * ldy + c]);
+                continue;
+            }
+            const double zv = z[r * ldz + c], s = zv / (1.0 + std::exp(-zv));
+            const double want = y[r * ldy + c] * s;
+            ASSERT_NEAR(got[r * ldy + c], want, 1e-6 * std::max(1.0, std::abs(want))) << r << "," << c;
+            const double zf = z[r * cols + c], sf = zf / (1.0 + std::exp(-zf));
+            ASSERT_NEAR(zs[r * cols + c], sf, 1e-6 * std::max(1.0, std::abs(sf))) << r << "," << c;
+        }
+}
+
 class ScanMamba1 : public ::testing::TestWithParam<M1Case> {};
 
 TEST_P(ScanMamba1, MatchesRecurrenceWithFilterAndCarriedState) {

@@ -194,12 +194,7 @@ void layer_chunk(const Model& model, int li, MatRM& x, std::vector<int64_t>& pos
 
     // Gate and output projection.
     if (c.arch == Arch::Mamba1) {
-        for (int64_t r = 0; r < Rk; ++r) {
-            float* yr = s.y.data() + r * E;
-            const float* zr = zin + r * ldz;
-#pragma omp simd
-            for (int64_t e = 0; e < E; ++e) yr[e] *= kernels::silu(zr[e]);
-        }
+        kernels::mul_silu_rows(Rk, E, s.y.data(), E, zin, ldz);
     } else {
         kernels::gated_rmsnorm(Rk, E, c.norm_groups(), s.y.data(), E, zin, ldz, w.gate_norm.data, eps);
     }
