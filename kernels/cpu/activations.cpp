@@ -53,21 +53,8 @@ void silu_inplace(int64_t n, float* x) {
 }
 
 void mul_silu_rows(int64_t rows, int64_t cols, float* y, int64_t ldy, const float* z, int64_t ldz) {
-    // y null: z itself becomes silu(z) (silu_inplace).
 #pragma omp parallel for schedule(static) if (rows * cols >= kParallelMin)
-    for (int64_t r = 0; r < rows; ++r) {
-        const float* zr = z + r * ldz;
-        float* yr = y ? y + r * ldy : const_cast<float*>(zr);
-        int64_t c = 0;
-        for (; c + 16 <= cols; c += 16) {
-            vf16 zv, yv;
-            std::memcpy(&zv, zr + c, sizeof zv);
-            std::memcpy(&yv, yr + c, sizeof yv);
-            yv = y ? yv * vsilu16(zv) : vsilu16(zv);
-            std::memcpy(yr + c, &yv, sizeof yv);
-        }
-        for (; c < cols; ++c) yr[c] = y ? yr[c] * silu(zr[c]) : silu(zr[c]);
-    }
+    for (int64_t r = 0; r < rows; ++r) mul_silu_span(cols, y ? y + r * ldy : nullptr, z + r * ldz);
 }
 
 }  // namespace mambascope::kernels

@@ -153,6 +153,24 @@ inline vf16 vsilu16(vf16 v) {
     return v / (1.0f + vexp16(-v));
 }
 
+// y[0, n) *= silu(z[0, n)) on one thread, 16 lanes at a time (y null: z = silu(z)).
+inline void mul_silu_span(int64_t n, float* y, const float* z) {
+    float* out = y ? y : const_cast<float*>(z);
+    int64_t c = 0;
+    for (; c + 16 <= n; c += 16) {
+        vf16 zv, yv;
+        std::memcpy(&zv, z + c, sizeof zv);
+        if (y) {
+            std::memcpy(&yv, y + c, sizeof yv);
+            yv = yv * vsilu16(zv);
+        } else {
+            yv = vsilu16(zv);
+        }
+        std::memcpy(out + c, &yv, sizeof yv);
+    }
+    for (; c < n; ++c) out[c] = y ? y[c] * silu(z[c]) : silu(z[c]);
+}
+
 // In place over n values (split over the OpenMP threads when n is large).
 void softplus_inplace(int64_t n, float* x);
 // x (rows × cols, row-major, contiguous) = softplus(x + bias[col]) in place; bias null: no bias. The
