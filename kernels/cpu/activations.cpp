@@ -8,8 +8,8 @@ namespace mambascope::kernels {
 
 namespace {
 
-constexpr int64_t kParallelMin =
-    65536;  // values below which one thread does it all (as the other CPU kernels)
+// Values below which one thread does it all (as in the other CPU kernels).
+constexpr int64_t kParallelMin = 65536;
 
 // x[i0, i1) = softplus(x), 16 lanes at a time (i1 − i0 a multiple of 16).
 void softplus_blocks(float* x, int64_t i0, int64_t i1) {
@@ -24,6 +24,7 @@ void softplus_blocks(float* x, int64_t i0, int64_t i1) {
 }  // namespace
 
 void softplus_bias_inplace(int64_t rows, int64_t cols, float* x, const float* bias) {
+    if (rows <= 0 || cols <= 0) return;
     const int64_t n = rows * cols, blocks = n / 16;
     // Each thread takes a run of whole 16-value blocks of the flat array (the last one also the tail), so the
     // values and their rounding do not depend on the thread count.

@@ -2,7 +2,6 @@
 #include "conv1d.h"
 
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
 #include "activations.h"
@@ -22,14 +21,7 @@ void conv1d_silu(int64_t T, int64_t Cn, int64_t K, const float* in, int64_t ldi,
 #pragma omp simd
             for (int64_t c = 0; c < Cn; ++c) o[c] += w[c * K + k] * src[c];
         }
-        int64_t c = 0;
-        for (; c + 16 <= Cn; c += 16) {  // silu, 16 lanes at a time (omp simd leaves fast_exp scalar)
-            vf16 v;
-            std::memcpy(&v, o + c, sizeof v);
-            v = vsilu16(v);
-            std::memcpy(o + c, &v, sizeof v);
-        }
-        for (; c < Cn; ++c) o[c] = silu(o[c]);
+        mul_silu_span(Cn, nullptr, o);  // o = silu(o), 16 lanes at a time
     }
     // New state: the last K-1 rows of [state; in].
     if (K > 1) {
