@@ -11,6 +11,33 @@
 
 namespace mambascope::kernels {
 
+// The Cephes polynomials, written once for float and for the 16-lane vf16 below (same operations, same
+// order). e^r for |r| ≤ ln2 / 2.
+template <class V>
+inline V exp_poly(V r) {
+    V p = V{} + 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    return p * r * r + r + 1.0f;
+}
+// ln(1 + m) − m + m²/2 for m ∈ [√½ − 1, √2 − 1), z = m² (the caller adds the rest and the exponent).
+template <class V>
+inline V log_poly(V m, V z) {
+    V y = V{} + 7.0376836292e-2f;
+    y = y * m - 1.1514610310e-1f;
+    y = y * m + 1.1676998740e-1f;
+    y = y * m - 1.2420140846e-1f;
+    y = y * m + 1.4249322787e-1f;
+    y = y * m - 1.6668057665e-1f;
+    y = y * m + 2.0000714765e-1f;
+    y = y * m - 2.4999993993e-1f;
+    y = y * m + 3.3333331174e-1f;
+    return y * m * z;
+}
+
 // exp(x) for x in [-87.3, 88.7]; 0 below, +inf above. Vectorisable.
 inline float fast_exp(float x) {
     constexpr float kLog2e = 1.44269504088896341f;
@@ -20,14 +47,7 @@ inline float fast_exp(float x) {
     const float n = std::floor(xc * kLog2e + 0.5f);
     float r = xc - n * kLn2Hi;
     r = r - n * kLn2Lo;
-    // Cephes expf polynomial on |r| <= ln2/2
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    const float e = p * r * r + r + 1.0f;
+    const float e = exp_poly(r);  // |r| <= ln2/2
     int32_t bits;
     std::memcpy(&bits, &e, 4);
     bits += static_cast<int32_t>(n) << 23;
@@ -49,16 +69,7 @@ inline float fast_log(float x) {
     e -= small ? 1 : 0;
     m = small ? m + m - 1.0f : m - 1.0f;
     const float z = m * m;
-    float y = 7.0376836292e-2f;
-    y = y * m - 1.1514610310e-1f;
-    y = y * m + 1.1676998740e-1f;
-    y = y * m - 1.2420140846e-1f;
-    y = y * m + 1.4249322787e-1f;
-    y = y * m - 1.6668057665e-1f;
-    y = y * m + 2.0000714765e-1f;
-    y = y * m - 2.4999993993e-1f;
-    y = y * m + 3.3333331174e-1f;
-    y = y * m * z;
+    float y = log_poly(m, z);
     const float fe = static_cast<float>(e);
     y += -2.12194440e-4f * fe;
     y += -0.5f * z;
@@ -99,13 +110,7 @@ inline vf16 vexp16(vf16 x) {
     const vf16 n = t - kMagic;
     vf16 r = xc - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
-    vf16 p = vsplat(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    const vf16 e = p * r * r + r + 1.0f;
+    const vf16 e = exp_poly(r);
     const vi16 ni = (vi16)t - 0x4B400000;  // vector casts reinterpret the bits (GCC)
     const vi16 bits = (vi16)e + (ni << 23);
     const vf16 out = (vf16)bits;
@@ -122,16 +127,7 @@ inline vf16 vlog16(vf16 x) {
     e = e + small;
     m = small ? m + m - 1.0f : m - 1.0f;
     const vf16 z = m * m;
-    vf16 y = vsplat(7.0376836292e-2f);
-    y = y * m - 1.1514610310e-1f;
-    y = y * m + 1.1676998740e-1f;
-    y = y * m - 1.2420140846e-1f;
-    y = y * m + 1.4249322787e-1f;
-    y = y * m - 1.6668057665e-1f;
-    y = y * m + 2.0000714765e-1f;
-    y = y * m - 2.4999993993e-1f;
-    y = y * m + 3.3333331174e-1f;
-    y = y * m * z;
+    vf16 y = log_poly(m, z);
     const vf16 fe = __builtin_convertvector(e, vf16);
     y += -2.12194440e-4f * fe;
     y += -0.5f * z;
