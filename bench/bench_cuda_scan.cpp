@@ -437,8 +437,8 @@ int main() {
             CUDA_CHECK(cudaFree(seed));
             return 0;
         }
-        // BENCH_SCAN_SWEEP_ONLY=1: the chunk sweep only; BENCH_SCAN_M1_ONLY=1: the Mamba-1 table only (A/B
-        // runs of MAMBASCOPE_M1_SCAN / MAMBASCOPE_PDL, scripts/device/m1_scan_ab.sh).
+        // BENCH_SCAN_SWEEP_ONLY=1: the chunk sweep only; BENCH_SCAN_M1_ONLY=1: the Mamba-1 table only (short
+        // A/B runs of a kernel change, as in commits 1edf662 and b4cfc28).
         const bool m1_only = std::getenv("BENCH_SCAN_M1_ONLY") != nullptr;
         if (!m1_only) bench_ceilings(seed, stream);
         if (!std::getenv("BENCH_SCAN_SWEEP_ONLY")) bench_mamba1(seed, stream);
