@@ -14,6 +14,6 @@ int cmd_calibrate(int argc, char** argv);
 int cmd_tokenize(int argc, char** argv);
 int cmd_detokenize(int argc, char** argv);
 int cmd_generate(int argc, char** argv);
-int cmd_analyze(int argc, char** argv);
+int cmd_retrieval(int argc, char** argv);
 
 }  // namespace mambascope::cli

@@ -29,8 +29,8 @@ const Command kCommands[] = {
     {"tokenize", mambascope::cli::cmd_tokenize, "text file -> token ids (GPT-NeoX-20B, tokenizer.json or byte)"},
     {"detokenize", mambascope::cli::cmd_detokenize, "token ids -> text file"},
     {"generate", mambascope::cli::cmd_generate, "continue a text prompt (greedy or sampled)"},
-    {"analyze", mambascope::cli::cmd_analyze,
-     "vanilla / LongMamba / DeciMamba on one input with probes; writes an HDF5 trace"},
+    {"retrieval", mambascope::cli::cmd_retrieval,
+     "passkey retrieval over lengths x depths x methods (CSV, JSON, one cell's trace)"},
 };
 
 void usage() {

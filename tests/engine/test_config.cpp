@@ -14,7 +14,7 @@ using namespace mambascope;
 
 namespace {
 
-// Real state-spaces/mamba-130m-hf/config.json (../shared/docs/checkpoints.md §1).
+// Real state-spaces/mamba-130m-hf/config.json (docs/checkpoints.md §1).
 constexpr const char* kHfMamba130m = R"({
   "architectures": ["MambaForCausalLM"], "bos_token_id": 0, "conv_kernel": 4, "d_model": 768,
   "eos_token_id": 0, "expand": 2, "fused_add_norm": true, "hidden_act": "silu", "hidden_size": 768,

@@ -205,7 +205,7 @@ TEST(ForwardInput, NllIsTheCrossEntropyOfTheNextToken) {
 }
 
 // The published shapes used by the benchmarks have the parameter counts of the real checkpoints
-// (../shared/docs/checkpoints.md §4, tied embeddings counted once).
+// (docs/checkpoints.md §4, tied embeddings counted once).
 TEST(ReferenceShapes, ParameterCountsMatchThePublishedCheckpoints) {
     EXPECT_EQ(random_model(reference_config("mamba-130m"), 1)->parameter_count(), 129135360);
     EXPECT_EQ(random_model(reference_config("mamba2-130m"), 1)->parameter_count(), 128989632);

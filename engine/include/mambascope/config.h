@@ -4,7 +4,7 @@
 //
 // Design decision: missing fields are derived exactly as the references derive them (see docs/file-formats.md
 // and
-// ../shared/docs/checkpoints.md: dt_rank = ceil(d_model/16), d_inner = expand·d_model, vocab padded to
+// docs/checkpoints.md: dt_rank = ceil(d_model/16), d_inner = expand·d_model, vocab padded to
 // pad_vocab_size_multiple, n_heads = d_inner/head_dim, ...), so a config that loads here describes the same
 // network that transformers / mamba_ssm would build. Anything we cannot interpret is an Error, never a guess.
 #pragma once
@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <limits>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -20,6 +21,14 @@ namespace mambascope {
 enum class Arch { Mamba1, Mamba2 };
 
 const char* arch_name(Arch a);  // "mamba" / "mamba2"
+
+// A passkey prompt template (method doc §10.1). `needle` holds "{KEY}" where the key goes (once or more).
+struct PromptTemplate {
+    std::string prefix;    // instruction before the haystack (may be empty)
+    std::string needle;    // e.g. " The pass key is {KEY}. Remember it. {KEY} is the pass key. "
+    std::string question;  // e.g. " What is the pass key? The pass key is "
+    int64_t key_digits = 5;
+};
 
 struct ModelConfig {
     Arch arch = Arch::Mamba1;
@@ -49,6 +58,8 @@ struct ModelConfig {
     // Mamba-2 gated RMSNorm groups. 0 (default) = n_groups, as mamba_ssm computes it (the models were trained
     // so); 1 = normalise the full width, as HF transformers (<= 5.17) does; identical when n_groups = 1.
     int64_t gated_norm_groups = 0;
+    // The passkey template the model was trained with ("mambascope.retrieval"); retrieval uses it by default.
+    std::optional<PromptTemplate> retrieval_template;
     int64_t norm_groups() const { return gated_norm_groups > 0 ? gated_norm_groups : n_groups; }
 
     // Channels in LongMamba's sense (method doc §8.1): Mamba-1 inner channels, Mamba-2 heads.

@@ -50,6 +50,8 @@ std::vector<int64_t> select_decimated(std::span<const int64_t> positions, std::s
 ForwardResult run_decimamba(const Model& model, std::span<const int32_t> ids, const DeciParams& params,
                             const HeadRequest& head = {}, const ProgressFn& progress = {},
                             std::map<int, std::vector<int64_t>>* kept = nullptr,
-                            ScanObserver* observer = nullptr);
+                            ScanObserver* observer = nullptr, ModelState* final_state = nullptr);
+// `final_state` (optional) receives the state after the decimated prefill, for decoding after it
+// (method doc §9.1: decimation is prefill-only; generated tokens go through every layer).
 
 }  // namespace mambascope

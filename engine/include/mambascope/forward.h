@@ -155,14 +155,21 @@ namespace detail {
 class DecoderBackend;
 }
 
+// One decode step with LongMamba's filter kept (method doc §9.1): like decode_step, but Δ of global channels
+// is filtered with `filter`'s thresholds, exactly as the filtered prefill does.
+void decode_step_filtered(const Model& model, int32_t id, ModelState& state, const DeltaFilter& filter,
+                          std::vector<float>& logits);
+
 // Token-by-token decoding (generation) on a device. The state stays where the forward runs: on the GPU a
 // step moves one id in and one logits row out (the CPU path is decode_step). Cuda/Auto fall back to the CPU
-// with note() saying why. Decode steps are never filtered (method doc §2.4). `model` must outlive the
-// decoder.
+// with note() saying why. By default decode steps are not filtered (method doc §2.4, §8.5). With a non-empty
+// `keep_filter` (method doc §9.1) every step applies it, so a filtered prefill followed by filtered steps
+// equals one filtered prefill of the whole sequence; such steps run as one-token prefills (on the GPU the
+// state then travels with each step). `model` and `keep_filter` must outlive the decoder.
 class Decoder {
   public:
     Decoder(const Model& model, const ModelState& state, Device device = Device::Cpu,
-            Precision precision = Precision::Fp32);
+            Precision precision = Precision::Fp32, const DeltaFilter* keep_filter = nullptr);
     ~Decoder();
     Decoder(const Decoder&) = delete;
     Decoder& operator=(const Decoder&) = delete;
@@ -172,7 +179,10 @@ class Decoder {
     const std::string& note() const { return note_; }        // why a GPU request ran on the CPU
   private:
     const Model& model_;
-    ModelState cpu_state_;  // used by the CPU path
+    ModelState cpu_state_;  // used by the CPU path and by filtered steps
+    const DeltaFilter* filter_ = nullptr;
+    Device device_ = Device::Cpu;
+    Precision precision_ = Precision::Fp32;
     std::unique_ptr<detail::DecoderBackend> gpu_;
     std::string backend_ = "cpu", note_;
 };

@@ -1,5 +1,5 @@
 // config.json parsing for both checkpoint families (docs/file-formats.md §config.json; method doc §1.4;
-// ../shared/docs/checkpoints.md §1-3). Missing fields get the defaults of the library that wrote the file.
+// docs/checkpoints.md §1-3). Missing fields get the defaults of the library that wrote the file.
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -197,6 +197,23 @@ void read_mambascope_extension(const json& j, ModelConfig& c, const std::string&
     c.train_len = f.opt_int("train_len", c.train_len);
     c.tokenizer = f.opt_str("tokenizer", c.tokenizer);
     c.gated_norm_groups = f.opt_int("gated_norm_groups", c.gated_norm_groups);
+    if (m.contains("retrieval")) {
+        const json& r = m["retrieval"];
+        if (!r.is_object()) fail(origin, "\"mambascope.retrieval\" must be an object, got " + type_of(r));
+        Fields fr(r, origin, "mambascope.retrieval.");
+        PromptTemplate t;
+        t.prefix = fr.opt_str("prefix", "");
+        t.needle = fr.opt_str("needle", "");
+        t.question = fr.opt_str("question", "");
+        t.key_digits = fr.opt_int("key_digits", 5);
+        if (t.needle.find("{KEY}") == std::string::npos)
+            fail(origin, "mambascope.retrieval.needle must contain {KEY}");
+        if (t.question.empty()) fail(origin, "mambascope.retrieval.question must not be empty");
+        if (t.key_digits < 1 || t.key_digits > 32)
+            fail(origin, "mambascope.retrieval.key_digits = " + std::to_string(t.key_digits) +
+                             " is outside 1..32");
+        c.retrieval_template = t;
+    }
 }
 
 // ---- HF transformers ----------------------------------------------------------------------------

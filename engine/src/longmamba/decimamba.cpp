@@ -36,7 +36,8 @@ class DeltaNormObserver : public ScanObserver {
 
 ForwardResult run_decimamba(const Model& model, std::span<const int32_t> ids, const DeciParams& params_in,
                             const HeadRequest& head, const ProgressFn& progress,
-                            std::map<int, std::vector<int64_t>>* kept_out, ScanObserver* observer) {
+                            std::map<int, std::vector<int64_t>>* kept_out, ScanObserver* observer,
+                            ModelState* final_state) {
     const DeciParams p = resolve_deci_params(model.config, params_in);
     check_ids(model, ids);
     std::map<int, std::vector<int64_t>> keep;
@@ -67,7 +68,9 @@ ForwardResult run_decimamba(const Model& model, std::span<const int32_t> ids, co
         if (!progress) return true;
         return progress((start + f) / passes, "DeciMamba final pass");
     };
-    ForwardResult result = run_forward(model, ids, opt, head);
+    ModelState st = make_state(model);
+    ForwardResult result = run_prefill(model, ids, st, opt, head);
+    if (final_state) *final_state = std::move(st);
     if (kept_out) *kept_out = std::move(keep);
     return result;
 }

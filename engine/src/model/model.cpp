@@ -193,7 +193,7 @@ std::shared_ptr<const Model> load_model(const std::filesystem::path& dir, const 
 }
 
 ModelConfig reference_config(const std::string& shape) {
-    // ../shared/docs/checkpoints.md §4 (all: d_conv 4, trained at 2048 tokens).
+    // docs/checkpoints.md §4 (all: d_conv 4, trained at 2048 tokens).
     ModelConfig c;
     c.source_format = "reference-shape";
     c.d_conv = 4;

@@ -1,0 +1,578 @@
+// Retrieval evaluation (passkey / needle in a haystack; method doc §10). See retrieval.h.
+#include "mambascope/retrieval.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <optional>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "mambascope/calibration.h"
+#include "mambascope/decimamba.h"
+#include "mambascope/error.h"
+#include "mambascope/longmamba.h"
+
+namespace mambascope {
+namespace {
+
+using json = nlohmann::json;
+
+// splitmix64: a counter-based hash, identical on every platform (std distributions are not).
+uint64_t mix(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+uint64_t cell_hash(uint64_t seed, int64_t length, int depth_index, int sample, uint64_t salt) {
+    uint64_t h = mix(seed ^ salt);
+    h = mix(h ^ static_cast<uint64_t>(length));
+    h = mix(h ^ static_cast<uint64_t>(depth_index));
+    return mix(h ^ static_cast<uint64_t>(sample));
+}
+
+constexpr uint64_t kKeySalt = 0x6b6579;     // "key"
+constexpr uint64_t kFillerSalt = 0x66696c;  // "fil"
+
+void replace_all(std::string& s, const std::string& from, const std::string& to) {
+    for (size_t p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size()))
+        s.replace(p, from.size(), to);
+}
+
+// Writes `content` to `path` through "<path>.tmp-<pid>" + rename; every step checked, the temp file removed
+// on any failure.
+void write_text_atomic(const std::filesystem::path& path, const std::string& content) {
+    std::filesystem::path tmp = path;
+    tmp += ".tmp-" + std::to_string(::getpid());
+    auto fail = [&](const std::string& what) {
+        std::error_code ec;
+        std::filesystem::remove(tmp, ec);
+        throw Error(what, "check that the folder exists, is writable and has space");
+    };
+    {
+        std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+        if (!f) fail("cannot create " + tmp.string());
+        f.write(content.data(), static_cast<std::streamsize>(content.size()));
+        f.flush();
+        if (!f) fail("cannot write " + tmp.string());
+        f.close();
+        if (f.fail()) fail("cannot close " + tmp.string());
+    }
+    std::error_code ec;
+    std::filesystem::rename(tmp, path, ec);
+    if (ec) fail("cannot rename " + tmp.string() + " to " + path.string() + ": " + ec.message());
+}
+
+int64_t argmax_row(const float* row, int64_t V) {
+    int64_t best = 0;
+    for (int64_t v = 1; v < V; ++v)
+        if (row[v] > row[best]) best = v;
+    return best;
+}
+
+}  // namespace
+
+PromptTemplate standard_passkey_template() {
+    PromptTemplate t;
+    t.prefix =
+        "There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. I will "
+        "quiz you about the important information there. ";
+    t.needle = " The pass key is {KEY}. Remember it. {KEY} is the pass key. ";
+    t.question = " What is the pass key? The pass key is ";
+    t.key_digits = 5;
+    return t;
+}
+
+PromptTemplate default_passkey_template(const ModelConfig& config) {
+    return config.retrieval_template ? *config.retrieval_template : standard_passkey_template();
+}
+
+std::string fill_needle(const PromptTemplate& t, const std::string& key) {
+    std::string s = t.needle;
+    replace_all(s, "{KEY}", key);
+    return s;
+}
+
+std::string fold_whitespace(std::string_view s) {
+    std::string out;
+    out.reserve(s.size());
+    bool space = false;
+    for (char ch : s) {
+        const bool ws = ch == ' ' || ch == '\n' || ch == '\t' || ch == '\r' || ch == '\f' || ch == '\v';
+        if (ws) {
+            space = true;
+            continue;
+        }
+        if (space && !out.empty()) out += ' ';
+        space = false;
+        out += ch;
+    }
+    return out;
+}
+
+std::string passkey_key(uint64_t seed, int64_t length, int depth_index, int sample, int64_t digits) {
+    MS_CHECK(digits >= 1 && digits <= 32, "key digits must be in 1..32");
+    std::string key;
+    uint64_t h = cell_hash(seed, length, depth_index, sample, kKeySalt);
+    for (int64_t i = 0; i < digits; ++i) {
+        h = mix(h + static_cast<uint64_t>(i));
+        key += static_cast<char>('0' + h % 10);
+    }
+    return key;
+}
+
+HaystackBuilder::HaystackBuilder(std::shared_ptr<const Tokenizer> tokenizer, std::string_view filler_utf8,
+                                 PromptTemplate tmpl)
+    : tok_(std::move(tokenizer)), tmpl_(std::move(tmpl)) {
+    MS_CHECK(tok_ != nullptr, "HaystackBuilder needs a tokenizer");
+    if (tmpl_.needle.find("{KEY}") == std::string::npos)
+        throw Error("the needle template has no {KEY}", "write the needle with {KEY} where the key goes");
+    if (tmpl_.question.empty()) throw Error("the question template is empty");
+    const std::string folded = fold_whitespace(filler_utf8);
+    if (folded.empty()) throw Error("the filler text is empty", "give a text file with some prose in it");
+    filler_ = tok_->encode(folded);
+    if (!tmpl_.prefix.empty()) prefix_ = tok_->encode(tmpl_.prefix);
+    question_ = tok_->encode(tmpl_.question);
+}
+
+int64_t HaystackBuilder::min_length() const {
+    const std::string probe_key(static_cast<size_t>(tmpl_.key_digits), '0');
+    return static_cast<int64_t>(prefix_.size() + tok_->encode(fill_needle(tmpl_, probe_key)).size() +
+                                question_.size());
+}
+
+Haystack HaystackBuilder::build(int64_t length, double depth, const std::string& key,
+                                int64_t filler_offset) const {
+    if (!(depth >= 0.0 && depth <= 1.0))
+        throw Error("needle depth " + std::to_string(depth) + " is outside [0, 1]",
+                    "depths are fractions of the filler: 0 = start, 1 = end");
+    if (length > kMaxHaystackTokens)
+        throw Error("haystack length " + std::to_string(length) + " is above the limit of " +
+                    std::to_string(kMaxHaystackTokens) + " tokens");
+    const std::vector<int32_t> needle = tok_->encode(fill_needle(tmpl_, key));
+    const int64_t fixed = static_cast<int64_t>(prefix_.size() + needle.size() + question_.size());
+    const int64_t n_fill = length - fixed;
+    if (n_fill < 0)
+        throw Error("haystack length " + std::to_string(length) + " is too short for the template (" +
+                        std::to_string(fixed) + " tokens without filler)",
+                    "ask for longer haystacks");
+    Haystack h;
+    h.key = key;
+    h.length = length;
+    h.depth = depth;
+    h.filler_tokens = n_fill;
+    const int64_t F = static_cast<int64_t>(filler_.size());
+    h.filler_offset = ((filler_offset % F) + F) % F;
+    const int64_t before = std::llround(depth * static_cast<double>(n_fill));
+    h.ids.reserve(static_cast<size_t>(length));
+    h.ids.insert(h.ids.end(), prefix_.begin(), prefix_.end());
+    auto put_filler = [&](int64_t from, int64_t count) {  // filler tokens [from, from + count), wrapping
+        for (int64_t i = 0; i < count; ++i) h.ids.push_back(filler_[static_cast<size_t>((from + i) % F)]);
+    };
+    put_filler(h.filler_offset, before);
+    h.needle_begin = static_cast<int64_t>(h.ids.size());
+    h.ids.insert(h.ids.end(), needle.begin(), needle.end());
+    h.needle_end = static_cast<int64_t>(h.ids.size());
+    put_filler(h.filler_offset + before, n_fill - before);
+    h.ids.insert(h.ids.end(), question_.begin(), question_.end());
+    MS_CHECK(static_cast<int64_t>(h.ids.size()) == length, "haystack length mismatch");
+    h.answer = tok_->encode(key);
+    return h;
+}
+
+Haystack HaystackBuilder::build_cell(uint64_t seed, int64_t length, int depth_index, double depth,
+                                     int sample) const {
+    const std::string key = passkey_key(seed, length, depth_index, sample, tmpl_.key_digits);
+    const uint64_t off = cell_hash(seed, length, depth_index, sample, kFillerSalt);
+    return build(length, depth, key, static_cast<int64_t>(off % static_cast<uint64_t>(filler_.size())));
+}
+
+AnswerScore score_answer(const float* rows, int64_t vocab, int64_t ld, std::span<const int32_t> answer) {
+    AnswerScore s;
+    for (size_t k = 0; k < answer.size(); ++k) {
+        const float* row = rows + static_cast<int64_t>(k) * ld;
+        s.correct += argmax_row(row, vocab) == answer[k] ? 1 : 0;
+        s.total += 1;
+    }
+    return s;
+}
+
+bool generation_correct(std::string_view generated, std::string_view key) {
+    size_t i = 0;
+    while (i < generated.size() && generated[i] == ' ') ++i;
+    return !key.empty() && generated.substr(i, key.size()) == key;
+}
+
+RunInput haystack_run_input(const Haystack& h, const Tokenizer& tok) {
+    RunInput in;
+    in.ids = h.ids;
+    in.ids.insert(in.ids.end(), h.answer.begin(), h.answer.end());
+    int64_t off = 0;
+    for (int32_t id : in.ids) {
+        std::string s = tok.token_text(id);
+        in.byte_offsets.push_back(off);
+        off += static_cast<int64_t>(s.size());
+        in.token_strings.push_back(std::move(s));
+    }
+    in.text_bytes = off;
+    in.text_path = "(passkey haystack)";
+    return in;
+}
+
+namespace {
+
+struct MethodSetup {
+    DeltaFilter filter;  // LongMamba
+    DeciParams deci;
+};
+
+DeltaFilter longmamba_filter(const Calibration& cal, const RetrievalRequest& req, int64_t S) {
+    FilterParams fp;
+    fp.c = req.c;
+    fp.b = req.b;
+    fp.activate_above = req.activate_above;
+    return make_longmamba_filter(cal, fp, S);
+}
+
+DeciParams deci_params(const Model& model, const RetrievalRequest& req) {
+    DeciParams dp;
+    dp.layers = req.deci_layers;
+    dp.L_base = req.deci_L_base;
+    dp.beta = req.deci_beta;
+    return resolve_deci_params(model.config, dp);
+}
+
+// One forward of `ids` with the method; logits rows at `positions` go to `rows` (V each, in order);
+// `state_out` (optional) gets the state after the prefill.
+void method_forward(const Model& model, std::span<const int32_t> ids, Method method,
+                    const RetrievalRequest& req, const Calibration* cal, const std::vector<int64_t>& positions,
+                    std::vector<float>& rows, ModelState* state_out, DeltaFilter* filter_out) {
+    const int64_t V = model.vocab_rows();
+    rows.assign(positions.size() * static_cast<size_t>(V), std::numeric_limits<float>::quiet_NaN());
+    HeadRequest head;
+    head.logits_positions = positions;
+    head.logits_sink = [&](int64_t p, const float* row, int64_t Vr) {
+        const auto it = std::lower_bound(positions.begin(), positions.end(), p);
+        if (it == positions.end() || *it != p) return;
+        std::copy_n(row, Vr, rows.begin() + (it - positions.begin()) * V);
+    };
+    const int64_t S = static_cast<int64_t>(ids.size());
+    if (method == Method::DeciMamba) {
+        run_decimamba(model, ids, deci_params(model, req), head, {}, nullptr, nullptr, state_out);
+        return;
+    }
+    ForwardOptions opt;
+    opt.device = req.device;
+    opt.precision = req.precision;
+    DeltaFilter filter;
+    if (method == Method::LongMamba) {
+        if (!cal) throw Error("LongMamba needs a calibration", "pass --calibration FILE");
+        filter = longmamba_filter(*cal, req, S);
+        opt.filter = filter.empty() ? nullptr : &filter;
+    }
+    ModelState st = make_state(model);
+    run_prefill(model, ids, st, opt, head);
+    if (state_out) *state_out = std::move(st);
+    if (filter_out) *filter_out = std::move(filter);
+}
+
+}  // namespace
+
+RetrievalRow score_haystack(const Model& model, const Tokenizer& tok, const Haystack& h, Method method,
+                            const RetrievalRequest& req, const Calibration* cal) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const int64_t V = model.vocab_rows();
+    RetrievalRow row;
+    row.method = method;
+    row.length = h.length;
+    row.depth = h.depth;
+    row.key = h.key;
+    row.needle_begin = h.needle_begin;
+    const int64_t L = static_cast<int64_t>(h.ids.size());
+    const int64_t n_ans = static_cast<int64_t>(h.answer.size());
+    std::vector<float> rows;
+    if (req.teacher_forced && n_ans > 0) {
+        // prompt + answer in one forward; answer[k] at position L + k is predicted by row L + k − 1
+        std::vector<int32_t> seq = h.ids;
+        seq.insert(seq.end(), h.answer.begin(), h.answer.end());
+        std::vector<int64_t> pos;
+        for (int64_t k = 0; k < n_ans; ++k) pos.push_back(L - 1 + k);
+        method_forward(model, seq, method, req, cal, pos, rows, nullptr, nullptr);
+        row.tf = score_answer(rows.data(), V, V, h.answer);
+    }
+    if (req.generate) {
+        ModelState st;
+        DeltaFilter filter;
+        method_forward(model, h.ids, method, req, cal, {L - 1}, rows, &st, &filter);
+        const bool keep = req.decode_filter && method == Method::LongMamba && !filter.empty();
+        Decoder dec(model, st, req.device, req.precision, keep ? &filter : nullptr);
+        std::vector<int32_t> out;
+        std::vector<float> logits(rows.begin(), rows.begin() + V);
+        const int64_t steps = n_ans + kRetrievalExtraNewTokens;
+        for (int64_t s = 0; s < steps; ++s) {
+            const int32_t next = static_cast<int32_t>(argmax_row(logits.data(), V));
+            out.push_back(next);
+            if (s + 1 < steps) dec.step(next, logits);
+        }
+        std::string text;
+        for (int32_t id : out) text += id < tok.vocab_size() ? tok.token_text(id) : std::string("\xEF\xBF\xBD");
+        row.generated = text;
+        row.generated_correct = generation_correct(text, h.key);
+        row.generate_ran = true;
+    }
+    row.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return row;
+}
+
+RetrievalResult run_retrieval(const Model& model, const HaystackBuilder& builder, const RetrievalRequest& req,
+                              const ProgressFn& progress) {
+    if (req.lengths.empty()) throw Error("no haystack lengths given", "pass --lengths, e.g. 256,1024,4096");
+    if (req.depths.empty()) throw Error("no needle depths given", "pass --depths, e.g. 0,0.25,0.5,0.75,1");
+    if (req.samples < 1) throw Error("samples must be at least 1");
+    if (req.methods.empty()) throw Error("no methods requested");
+    if (!req.teacher_forced && !req.generate)
+        throw Error("nothing to score", "keep teacher forcing or generation on");
+    const int64_t min_len = builder.min_length();
+    for (int64_t L : req.lengths)
+        if (L < min_len)
+            throw Error("haystack length " + std::to_string(L) + " is shorter than the template (" +
+                        std::to_string(min_len) + " tokens)");
+    for (double d : req.depths)
+        if (!(d >= 0.0 && d <= 1.0)) throw Error("needle depth " + std::to_string(d) + " is outside [0, 1]");
+    std::optional<Calibration> cal;
+    const bool needs_cal =
+        std::find(req.methods.begin(), req.methods.end(), Method::LongMamba) != req.methods.end();
+    if (needs_cal) {
+        if (req.calibration_path.empty())
+            throw Error("LongMamba needs a calibration", "pass --calibration FILE (mambascope-cli calibrate)");
+        cal = load_calibration(req.calibration_path);
+        check_calibration_matches(*cal, model.config);
+    }
+    RetrievalResult res;
+    res.request = req;
+    res.prompt_template = builder.prompt_template();
+    res.tokenizer = builder.tokenizer().name();
+    res.train_len = model.config.train_len;
+    res.model = model.dir.string();
+    // work in tokens, for an honest progress fraction
+    double total = 0, done = 0;
+    for (int64_t L : req.lengths)
+        total += static_cast<double>(L) * static_cast<double>(req.depths.size()) * req.samples *
+                 static_cast<double>(req.methods.size());
+    report_progress(progress, 0.0, "retrieval");
+    for (int64_t L : req.lengths)
+        for (size_t di = 0; di < req.depths.size(); ++di)
+            for (int s = 0; s < req.samples; ++s) {
+                const Haystack h = builder.build_cell(req.seed, L, static_cast<int>(di), req.depths[di], s);
+                for (Method m : req.methods) {
+                    RetrievalRow row =
+                        score_haystack(model, builder.tokenizer(), h, m, req, cal ? &*cal : nullptr);
+                    row.depth_index = static_cast<int>(di);
+                    row.sample = s;
+                    res.rows.push_back(std::move(row));
+                    done += static_cast<double>(L);
+                    report_progress(progress, done / total,
+                                    std::string(method_name(m)) + " at " + std::to_string(L) + " tokens");
+                }
+            }
+    if (req.device != Device::Cpu) res.backend = cuda_usable() ? "cuda" : "cpu";
+    return res;
+}
+
+double RetrievalResult::cell_accuracy(Method m, int64_t length, int depth_index, bool generated) const {
+    double sum = 0;
+    int64_t n = 0;
+    for (const auto& r : rows) {
+        if (r.method != m || r.length != length || (depth_index >= 0 && r.depth_index != depth_index)) continue;
+        if (generated) {
+            if (!r.generate_ran) continue;
+            sum += r.generated_correct ? 1.0 : 0.0;
+            n += 1;
+        } else {
+            if (r.tf.total == 0) continue;
+            sum += static_cast<double>(r.tf.correct) / static_cast<double>(r.tf.total);
+            n += 1;
+        }
+    }
+    return n ? sum / static_cast<double>(n) : std::numeric_limits<double>::quiet_NaN();
+}
+
+double RetrievalResult::length_accuracy(Method m, int64_t length, bool generated) const {
+    return cell_accuracy(m, length, -1, generated);
+}
+
+namespace {
+
+std::string csv_quote(const std::string& s) {
+    std::string out = "\"";
+    for (char ch : s) {
+        if (ch == '"') out += '"';
+        out += ch;
+    }
+    return out + "\"";
+}
+
+// Generated text may hold partial UTF-8 (a byte model's output): keep it printable and valid in the files.
+std::string printable(const std::string& s) {
+    std::string out;
+    for (unsigned char ch : s) {
+        if (ch >= 0x20 && ch < 0x7f)
+            out += static_cast<char>(ch);
+        else {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\x%02x", ch);
+            out += buf;
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+void write_retrieval_csv(const std::filesystem::path& path, const RetrievalResult& r) {
+    std::ostringstream o;
+    o << "method,length,depth,sample,key,needle_begin,tf_correct,tf_total,tf_accuracy,tf_exact,generated,"
+         "generated_correct,seconds\n";
+    char buf[64];
+    for (const auto& row : r.rows) {
+        o << method_name(row.method) << ',' << row.length << ',';
+        std::snprintf(buf, sizeof buf, "%.4g", row.depth);
+        o << buf << ',' << row.sample << ',' << row.key << ',' << row.needle_begin << ',' << row.tf.correct
+          << ',' << row.tf.total << ',';
+        if (row.tf.total) {
+            std::snprintf(buf, sizeof buf, "%.4f",
+                          static_cast<double>(row.tf.correct) / static_cast<double>(row.tf.total));
+            o << buf;
+        }
+        o << ',' << (row.tf.exact() ? 1 : 0) << ',' << (row.generate_ran ? csv_quote(printable(row.generated)) : "")
+          << ',' << (row.generate_ran ? (row.generated_correct ? "1" : "0") : "") << ',';
+        std::snprintf(buf, sizeof buf, "%.3f", row.seconds);
+        o << buf << '\n';
+    }
+    write_text_atomic(path, o.str());
+}
+
+void write_retrieval_json(const std::filesystem::path& path, const RetrievalResult& r) {
+    json j;
+    j["format"] = "mambascope-retrieval";
+    j["version"] = 1;
+    j["model"] = r.model;
+    j["tokenizer"] = r.tokenizer;
+    j["train_len"] = r.train_len;
+    j["filler"] = r.filler;
+    j["backend"] = r.backend;
+    j["template"] = {{"prefix", r.prompt_template.prefix},
+                     {"needle", r.prompt_template.needle},
+                     {"question", r.prompt_template.question},
+                     {"key_digits", r.prompt_template.key_digits}};
+    const auto& q = r.request;
+    json methods = json::array();
+    for (Method m : q.methods) methods.push_back(method_name(m));
+    j["request"] = {{"lengths", q.lengths},        {"depths", q.depths},
+                    {"samples", q.samples},        {"seed", q.seed},
+                    {"methods", methods},          {"calibration", q.calibration_path.string()},
+                    {"c", q.c},                    {"b", q.b},
+                    {"activate_above", q.activate_above}, {"deci_layers", q.deci_layers},
+                    {"deci_L_base", q.deci_L_base}, {"deci_beta", q.deci_beta},
+                    {"teacher_forced", q.teacher_forced}, {"generate", q.generate},
+                    {"decode_filter", q.decode_filter}};
+    json rows = json::array();
+    for (const auto& row : r.rows)
+        rows.push_back({{"method", method_name(row.method)},
+                        {"length", row.length},
+                        {"depth_index", row.depth_index},
+                        {"depth", row.depth},
+                        {"sample", row.sample},
+                        {"key", row.key},
+                        {"needle_begin", row.needle_begin},
+                        {"tf_correct", row.tf.correct},
+                        {"tf_total", row.tf.total},
+                        {"generated", printable(row.generated)},
+                        {"generated_correct", row.generated_correct},
+                        {"generate_ran", row.generate_ran},
+                        {"seconds", row.seconds}});
+    j["rows"] = std::move(rows);
+    write_text_atomic(path, j.dump(1));
+}
+
+RetrievalResult read_retrieval_json(const std::filesystem::path& path) {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) throw Error("cannot open retrieval result '" + path.string() + "'", "check the path");
+    std::stringstream ss;
+    ss << f.rdbuf();
+    json j;
+    try {
+        j = json::parse(ss.str(), nullptr, true, false);
+    } catch (const std::exception& e) {
+        throw Error(path.string() + ": not valid JSON (" + std::string(e.what()).substr(0, 200) + ")");
+    }
+    RetrievalResult r;
+    try {
+        if (!j.is_object() || j.value("format", "") != "mambascope-retrieval")
+            throw Error(path.string() + ": not a Mambascope retrieval result (format \"mambascope-retrieval\")",
+                        "write one with mambascope-cli retrieval --json FILE");
+        r.model = j.at("model").get<std::string>();
+        r.tokenizer = j.value("tokenizer", "");
+        r.train_len = j.value("train_len", int64_t(0));
+        r.filler = j.value("filler", "");
+        r.backend = j.value("backend", "cpu");
+        const json& t = j.at("template");
+        r.prompt_template.prefix = t.at("prefix").get<std::string>();
+        r.prompt_template.needle = t.at("needle").get<std::string>();
+        r.prompt_template.question = t.at("question").get<std::string>();
+        r.prompt_template.key_digits = t.at("key_digits").get<int64_t>();
+        const json& q = j.at("request");
+        r.request.lengths = q.at("lengths").get<std::vector<int64_t>>();
+        r.request.depths = q.at("depths").get<std::vector<double>>();
+        r.request.samples = q.at("samples").get<int>();
+        r.request.seed = q.at("seed").get<uint64_t>();
+        r.request.methods.clear();
+        for (const auto& m : q.at("methods")) r.request.methods.push_back(parse_method(m.get<std::string>()));
+        r.request.calibration_path = q.value("calibration", "");
+        r.request.c = q.value("c", 0.05);
+        r.request.b = q.value("b", 1.0);
+        r.request.activate_above = q.value("activate_above", int64_t(-1));
+        r.request.deci_layers = q.value("deci_layers", std::vector<int>{});
+        r.request.deci_L_base = q.value("deci_L_base", int64_t(-1));
+        r.request.deci_beta = q.value("deci_beta", 1.0);
+        r.request.teacher_forced = q.value("teacher_forced", true);
+        r.request.generate = q.value("generate", true);
+        r.request.decode_filter = q.value("decode_filter", true);
+        for (const auto& row : j.at("rows")) {
+            RetrievalRow x;
+            x.method = parse_method(row.at("method").get<std::string>());
+            x.length = row.at("length").get<int64_t>();
+            x.depth_index = row.at("depth_index").get<int>();
+            x.depth = row.at("depth").get<double>();
+            x.sample = row.at("sample").get<int>();
+            x.key = row.at("key").get<std::string>();
+            x.needle_begin = row.value("needle_begin", int64_t(0));
+            x.tf.correct = row.at("tf_correct").get<int64_t>();
+            x.tf.total = row.at("tf_total").get<int64_t>();
+            x.generated = row.value("generated", "");
+            x.generated_correct = row.value("generated_correct", false);
+            x.generate_ran = row.value("generate_ran", false);
+            x.seconds = row.value("seconds", 0.0);
+            if (x.depth_index < 0 || x.depth_index >= static_cast<int>(r.request.depths.size()))
+                throw Error(path.string() + ": a row's depth_index is outside the request's depths");
+            r.rows.push_back(std::move(x));
+        }
+    } catch (const Error&) {
+        throw;
+    } catch (const std::exception& e) {
+        throw Error(path.string() + ": malformed retrieval result (" + std::string(e.what()).substr(0, 200) +
+                    ")");
+    }
+    return r;
+}
+
+}  // namespace mambascope
