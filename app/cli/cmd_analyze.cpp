@@ -15,6 +15,8 @@
 #include "mambascope/analysis.h"
 #include "mambascope/error.h"
 #include "mambascope/resources.h"
+#include "mambascope/calibration.h"
+#include "mambascope/retrieval.h"
 #include "mambascope/session.h"
 #include "mambascope/sha256.h"
 #include "mambascope/tokenizer.h"
@@ -101,11 +103,15 @@ int cmd_analyze(int argc, char** argv) {
     }
 
     RunInput in;
+    std::map<std::string, std::string> haystack_provenance;
     if (a.has("random-tokens")) {
         std::mt19937 rng(7);
         in.ids.resize(static_cast<size_t>(a.get_int("random-tokens", 0)));
         for (auto& id : in.ids)
             id = static_cast<int32_t>(rng() % static_cast<uint32_t>(model->config.vocab_size));
+    } else if (session && !a.has("ids") && !a.has("text") && session->haystack.length > 0) {
+        // The session's input is a passkey haystack (method doc §10.2).
+        in = session_haystack_input(*session, *model, nullptr, &haystack_provenance);
     } else if (session && !a.has("ids") && !a.has("text")) {
         // Pasted text saved in the session wins over its text file (as in the GUI).
         const bool pasted = !session->input_text.empty();
@@ -185,6 +191,41 @@ int cmd_analyze(int argc, char** argv) {
     std::string cmdline;
     for (int i = 0; i < argc; ++i) cmdline += (i ? " " : "") + std::string(argv[i]);
     run.provenance["command_line"] = "mambascope-cli " + cmdline;
+    for (const auto& [k, v] : haystack_provenance) run.provenance[k] = v;
+
+    // A haystack session also answers the question with each method (greedy, the filter kept; §9.1, §10.3).
+    std::vector<std::string> answers;
+    if (!haystack_provenance.empty()) {
+        Haystack h;
+        session_haystack_input(*session, *model, &h);
+        RetrievalRequest rr;
+        rr.calibration_path = req.calibration_path;
+        rr.c = req.c;
+        rr.b = req.b;
+        rr.activate_above = req.activate_above;
+        rr.deci_layers = req.deci_layers;
+        rr.deci_L_base = req.deci_L_base;
+        rr.deci_beta = req.deci_beta;
+        rr.device = req.device;
+        rr.teacher_forced = true;
+        std::optional<Calibration> cal;
+        if (!rr.calibration_path.empty()) cal = load_calibration(rr.calibration_path);
+        auto tok = choose_tokenizer(model->dir, model->config.tokenizer);
+        for (Method m : req.methods) {
+            if (m == Method::LongMamba && !cal) continue;
+            const RetrievalRow row = score_haystack(*model, *tok, h, m, rr, cal ? &*cal : nullptr);
+            const std::string name = method_name(m);
+            run.provenance["haystack.answer." + name] = row.generated;
+            run.provenance["haystack.answer_correct." + name] = row.generated_correct ? "1" : "0";
+            run.provenance["haystack.tf_correct." + name] = std::to_string(row.tf.correct);
+            run.provenance["haystack.tf_total." + name] = std::to_string(row.tf.total);
+            char line[256];
+            std::snprintf(line, sizeof line, "%-10s answered \"%s\" (%s); teacher-forced %lld/%lld digits",
+                          name.c_str(), row.generated.c_str(), row.generated_correct ? "right" : "wrong",
+                          static_cast<long long>(row.tf.correct), static_cast<long long>(row.tf.total));
+            answers.push_back(line);
+        }
+    }
 
     const auto tw = std::chrono::steady_clock::now();
     write_trace(out, run);
@@ -211,6 +252,13 @@ int cmd_analyze(int argc, char** argv) {
                     m.receptive_field.data[static_cast<size_t>((l * P + P - 1) * C + c)]));
         std::printf("%-10s %10.4f %12.3f %8lld %14.4f %14.0f %8.2f\n", method_name(m.method), mean,
                     std::exp(mean), static_cast<long long>(n_global), frac, median(rf), m.seconds);
+    }
+    if (!answers.empty()) {
+        std::printf("\npasskey haystack: %s tokens, needle at tokens %s..%s, key %s\n",
+                    haystack_provenance["haystack.length"].c_str(),
+                    haystack_provenance["haystack.needle_begin"].c_str(),
+                    haystack_provenance["haystack.needle_end"].c_str(), haystack_provenance["haystack.key"].c_str());
+        for (const auto& l : answers) std::printf("  %s\n", l.c_str());
     }
     std::fprintf(
         stderr,

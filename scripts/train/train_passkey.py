@@ -230,7 +230,7 @@ def main():
     acc = {}
     for mult in (1, 4, 16, 64):
         L = T * mult
-        chunk = max(1, min(50, (1 << (17 if a.arch == "mamba1" else 21)) // L))
+        chunk = max(1, min(50, (1 << (16 if a.arch == "mamba1" else 21)) // L))
         acc[f"{mult}x"] = round(digit_accuracy(lm, eval_filler, L, tpl, device, a.eval_n, 1234 + mult, chunk), 3)
         log(f"[{a.arch}] vanilla teacher-forced digit accuracy at {mult}x ({L} bytes): {acc[f'{mult}x']}")
 

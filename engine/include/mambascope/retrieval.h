@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -150,6 +151,13 @@ RunInput haystack_run_input(const Haystack& h, const Tokenizer& tok);
 void write_retrieval_csv(const std::filesystem::path& path, const RetrievalResult& r);
 void write_retrieval_json(const std::filesystem::path& path, const RetrievalResult& r);
 RetrievalResult read_retrieval_json(const std::filesystem::path& path);
+
+// A session's haystack input (Session::haystack, length > 0): the teacher-forced sequence of that cell, built
+// with the model's tokenizer from the session's filler; `out` (optional) receives the haystack. Provenance
+// entries "haystack.*" (key, needle and answer positions) are added to `provenance` when given.
+struct Session;
+RunInput session_haystack_input(const Session& s, const Model& model, Haystack* out = nullptr,
+                                std::map<std::string, std::string>* provenance = nullptr);
 
 // Folds every whitespace run to one space (filler normalisation, method doc §10.2).
 std::string fold_whitespace(std::string_view s);

@@ -21,8 +21,19 @@ namespace mambascope {
 // Default cap on input tokens when a session does not say (keeps an accidental 100 MB paste bounded).
 constexpr int64_t kDefaultSessionMaxTokens = 16384;
 
+// A passkey haystack as a session's input (method doc §10.2): rebuilt from these fields on every run.
+struct SessionHaystack {
+    int64_t length = 0;     // prompt tokens; 0 = the session has no haystack (its input is `text`)
+    double depth = 0.5;     // needle depth in [0, 1]
+    int depth_index = 0;    // the depth's index in its retrieval grid (part of the key's hash)
+    int sample = 0;         // sample index in the cell
+    uint64_t seed = 0;      // the retrieval run's seed
+    std::string filler = "demo";    // filler text file, or "demo" (resources/text/demo.txt)
+    std::string prompt = "model";   // "model": the model's own template if it has one; "standard"
+};
+
 struct Session {
-    std::string model = "demo";        // model directory, or "demo" (resources/models/demo-mamba1)
+    std::string model = "demo";        // model directory, or "demo" (resources/models/demo-mamba2, the passkey model)
     std::string text = "demo";         // UTF-8 text file, or "demo" (resources/text/demo.txt)
     std::string input_text;            // pasted text; when not empty it is the input and `text` is unused
     std::string trace;                 // optional saved trace (HDF5): open it instead of running
@@ -37,6 +48,8 @@ struct Session {
     int64_t max_tokens = kDefaultSessionMaxTokens;  // input is cut to this many tokens
     Device device = Device::Cpu;  // where vanilla/LongMamba run (DeciMamba stays on the CPU)
     std::string sweep;            // optional perplexity-sweep CSV shown in the Perplexity view
+    SessionHaystack haystack;     // when haystack.length > 0 the input is that passkey haystack
+    std::string retrieval;        // optional retrieval JSON shown in the Retrieval view ("demo": shipped)
     // Selection and view state (GUI only; the CLI ignores them)
     int selected_layer = 0;
     int64_t selected_channel = 0;
@@ -67,6 +80,8 @@ std::filesystem::path resolve_text_path(const Session& s);
 std::filesystem::path resolve_calibration_path(const Session& s);
 std::filesystem::path resolve_trace_path(const Session& s);  // "" when the session has no trace
 std::filesystem::path resolve_sweep_path(const Session& s);  // "" when the session has no sweep
+std::filesystem::path resolve_retrieval_path(const Session& s);  // "" when none; "demo" → the shipped one
+std::filesystem::path resolve_filler_path(const Session& s);     // the haystack's filler text
 
 // The analysis request the session describes (probes left at their defaults).
 AnalysisRequest session_request(const Session& s);

@@ -19,6 +19,8 @@
 #include "mambascope/decimamba.h"
 #include "mambascope/error.h"
 #include "mambascope/longmamba.h"
+#include "mambascope/session.h"
+#include "mambascope/text.h"
 
 namespace mambascope {
 namespace {
@@ -228,6 +230,33 @@ RunInput haystack_run_input(const Haystack& h, const Tokenizer& tok) {
     return in;
 }
 
+RunInput session_haystack_input(const Session& s, const Model& model, Haystack* out,
+                                std::map<std::string, std::string>* provenance) {
+    const auto& hs = s.haystack;
+    if (hs.length <= 0) throw Error("the session has no haystack");
+    const auto filler_path = resolve_filler_path(s);
+    const std::string filler = read_text_file(filler_path);
+    auto tok = choose_tokenizer(model.dir, model.config.tokenizer);
+    const PromptTemplate t =
+        hs.prompt == "standard" ? standard_passkey_template() : default_passkey_template(model.config);
+    HaystackBuilder hb(tok, filler, t);
+    const Haystack h = hb.build_cell(hs.seed, hs.length, hs.depth_index, hs.depth, hs.sample);
+    RunInput in = haystack_run_input(h, *tok);
+    in.text_path = "(passkey haystack; filler " + filler_path.string() + ")";
+    if (provenance) {
+        auto& p = *provenance;
+        p["haystack.key"] = h.key;
+        p["haystack.needle_begin"] = std::to_string(h.needle_begin);
+        p["haystack.needle_end"] = std::to_string(h.needle_end);
+        p["haystack.answer_begin"] = std::to_string(h.ids.size());
+        p["haystack.length"] = std::to_string(h.length);
+        p["haystack.depth"] = std::to_string(h.depth);
+        p["haystack.filler"] = filler_path.string();
+    }
+    if (out) *out = h;
+    return in;
+}
+
 namespace {
 
 struct MethodSetup {
@@ -299,24 +328,30 @@ RetrievalRow score_haystack(const Model& model, const Tokenizer& tok, const Hays
     row.needle_begin = h.needle_begin;
     const int64_t L = static_cast<int64_t>(h.ids.size());
     const int64_t n_ans = static_cast<int64_t>(h.answer.size());
+    // One prefill of the prompt with the method (method doc §10.3); both scores continue from its state with
+    // decode steps that keep LongMamba's filter (§9.1): teacher-forced steps feed the true answer, greedy
+    // steps the model's own choices.
     std::vector<float> rows;
+    ModelState st;
+    DeltaFilter filter;
+    method_forward(model, h.ids, method, req, cal, {L - 1}, rows, &st, &filter);
+    const bool keep = req.decode_filter && method == Method::LongMamba && !filter.empty();
+    const std::vector<float> first(rows.begin(), rows.begin() + V);
     if (req.teacher_forced && n_ans > 0) {
-        // prompt + answer in one forward; answer[k] at position L + k is predicted by row L + k − 1
-        std::vector<int32_t> seq = h.ids;
-        seq.insert(seq.end(), h.answer.begin(), h.answer.end());
-        std::vector<int64_t> pos;
-        for (int64_t k = 0; k < n_ans; ++k) pos.push_back(L - 1 + k);
-        method_forward(model, seq, method, req, cal, pos, rows, nullptr, nullptr);
-        row.tf = score_answer(rows.data(), V, V, h.answer);
+        std::vector<float> answer_rows(static_cast<size_t>(n_ans * V));
+        std::copy(first.begin(), first.end(), answer_rows.begin());
+        Decoder dec(model, st, req.device, req.precision, keep ? &filter : nullptr);
+        std::vector<float> logits;
+        for (int64_t k = 1; k < n_ans; ++k) {
+            dec.step(h.answer[static_cast<size_t>(k - 1)], logits);
+            std::copy(logits.begin(), logits.end(), answer_rows.begin() + k * V);
+        }
+        row.tf = score_answer(answer_rows.data(), V, V, h.answer);
     }
     if (req.generate) {
-        ModelState st;
-        DeltaFilter filter;
-        method_forward(model, h.ids, method, req, cal, {L - 1}, rows, &st, &filter);
-        const bool keep = req.decode_filter && method == Method::LongMamba && !filter.empty();
         Decoder dec(model, st, req.device, req.precision, keep ? &filter : nullptr);
         std::vector<int32_t> out;
-        std::vector<float> logits(rows.begin(), rows.begin() + V);
+        std::vector<float> logits = first;
         const int64_t steps = n_ans + kRetrievalExtraNewTokens;
         for (int64_t s = 0; s < steps; ++s) {
             const int32_t next = static_cast<int32_t>(argmax_row(logits.data(), V));

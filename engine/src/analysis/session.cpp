@@ -35,6 +35,12 @@ std::string session_to_json(const Session& s) {
     j["max_tokens"] = s.max_tokens;
     j["device"] = device_name(s.device);
     if (!s.sweep.empty()) j["sweep"] = s.sweep;
+    if (!s.retrieval.empty()) j["retrieval"] = s.retrieval;
+    if (s.haystack.length > 0)
+        j["haystack"] = {{"length", s.haystack.length}, {"depth", s.haystack.depth},
+                         {"depth_index", s.haystack.depth_index}, {"sample", s.haystack.sample},
+                         {"seed", s.haystack.seed}, {"filler", s.haystack.filler},
+                         {"template", s.haystack.prompt}};
     j["selection"] = {
         {"layer", s.selected_layer}, {"channel", s.selected_channel}, {"token", s.selected_token}};
     j["view"] = s.view;
@@ -88,6 +94,24 @@ Session session_from_json(std::string_view text, const std::string& origin, cons
     get_opt(j, "max_tokens", s.max_tokens, origin);
     get_opt(j, "input_text", s.input_text, origin);
     get_opt(j, "sweep", s.sweep, origin);
+    get_opt(j, "retrieval", s.retrieval, origin);
+    if (auto it = j.find("haystack"); it != j.end() && !it->is_null()) {
+        if (!it->is_object()) throw Error(origin + ": 'haystack' must be an object");
+        auto& h = s.haystack;
+        get_opt(*it, "length", h.length, origin);
+        get_opt(*it, "depth", h.depth, origin);
+        get_opt(*it, "depth_index", h.depth_index, origin);
+        get_opt(*it, "sample", h.sample, origin);
+        get_opt(*it, "seed", h.seed, origin);
+        get_opt(*it, "filler", h.filler, origin);
+        get_opt(*it, "template", h.prompt, origin);
+        if (h.length < 0) throw Error(origin + ": haystack.length must be positive");
+        if (!(h.depth >= 0 && h.depth <= 1)) throw Error(origin + ": haystack.depth must be in [0, 1]");
+        if (h.depth_index < 0 || h.sample < 0)
+            throw Error(origin + ": haystack.depth_index and haystack.sample must be non-negative");
+        if (h.prompt != "model" && h.prompt != "standard")
+            throw Error(origin + ": haystack.template must be \"model\" or \"standard\"");
+    }
     {
         std::string dev = device_name(s.device);
         get_opt(j, "device", dev, origin);
@@ -160,14 +184,14 @@ static fs::path resolve_relative(const Session& s, const std::string& p) {
 }
 
 static std::string demo_model_name(const Session& s) {
-    // The demo calibration follows the demo model; a user model with "demo" calibration gets demo-mamba1's.
-    if (s.model == "demo") return "demo-mamba1";
+    // The demo calibration follows the demo model; a user model with "demo" calibration gets demo-mamba2's.
+    if (s.model == "demo") return "demo-mamba2";
     const std::string leaf = fs::path(s.model).filename().string();
-    return leaf.rfind("demo-mamba", 0) == 0 ? leaf : "demo-mamba1";
+    return leaf.rfind("demo-mamba", 0) == 0 ? leaf : "demo-mamba2";
 }
 
 fs::path resolve_model_path(const Session& s) {
-    if (s.model == "demo") return find_resource("models/demo-mamba1");
+    if (s.model == "demo") return find_resource("models/demo-mamba2");
     return resolve_relative(s, s.model);
 }
 
@@ -184,6 +208,17 @@ fs::path resolve_calibration_path(const Session& s) {
 
 fs::path resolve_trace_path(const Session& s) {
     return s.trace.empty() ? fs::path() : resolve_relative(s, s.trace);
+}
+
+fs::path resolve_retrieval_path(const Session& s) {
+    if (s.retrieval.empty()) return {};
+    if (s.retrieval == "demo") return find_resource("demo/retrieval.json");
+    return resolve_relative(s, s.retrieval);
+}
+
+fs::path resolve_filler_path(const Session& s) {
+    if (s.haystack.filler == "demo") return find_resource("text/demo.txt");
+    return resolve_relative(s, s.haystack.filler);
 }
 
 fs::path resolve_sweep_path(const Session& s) {
