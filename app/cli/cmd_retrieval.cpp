@@ -127,6 +127,17 @@ int cmd_retrieval(int argc, char** argv) {
 
     if (a.has("trace") != a.has("trace-cell"))
         throw Error("--trace and --trace-cell go together", "e.g. --trace cell.h5 --trace-cell 16384:1:0");
+    const std::string spec = a.get("trace-cell");
+    long long L = 0;
+    int di = 0, s = 0;
+    if (a.has("trace-cell")) {  // checked before the (long) evaluation
+        char tail = 0;
+        if (std::sscanf(spec.c_str(), "%lld:%d:%d%c", &L, &di, &s, &tail) != 3 || L < 1 || di < 0 ||
+            di >= static_cast<int>(req.depths.size()) || s < 0 || L > kMaxHaystackTokens)
+            throw Error("bad --trace-cell '" + spec + "'",
+                        "LENGTH:DEPTH_INDEX:SAMPLE with DEPTH_INDEX in 0.." +
+                            std::to_string(req.depths.size() - 1));
+    }
 
     RetrievalResult res = run_retrieval(*model, builder, req, stderr_progress("retrieval"));
     res.filler = filler_arg == "demo" ? "demo (resources/text/demo.txt)" : filler_arg;
@@ -168,15 +179,6 @@ int cmd_retrieval(int argc, char** argv) {
         std::fprintf(stderr, "retrieval: wrote %s\n", a.get("json").c_str());
     }
     if (a.has("trace")) {
-        const std::string spec = a.get("trace-cell");
-        long long L = 0;
-        int di = 0, s = 0;
-        char tail = 0;
-        if (std::sscanf(spec.c_str(), "%lld:%d:%d%c", &L, &di, &s, &tail) != 3 || L < 1 || di < 0 ||
-            di >= static_cast<int>(req.depths.size()) || s < 0)
-            throw Error("bad --trace-cell '" + spec + "'",
-                        "LENGTH:DEPTH_INDEX:SAMPLE with DEPTH_INDEX in 0.." +
-                            std::to_string(req.depths.size() - 1));
         const Haystack h = builder.build_cell(req.seed, L, di, req.depths[static_cast<size_t>(di)], s);
         AnalysisRequest ar;
         ar.methods = req.methods;

@@ -172,6 +172,39 @@ TEST_P(CudaForward, GpuDecoderMatchesCpuDecodeSteps) {
     }
 }
 
+// LongMamba's filter kept while decoding (method doc §9.1): GPU steps (one-token filtered prefills) equal the
+// CPU's filtered steps, and both equal the filtered prefill of the whole sequence.
+TEST_P(CudaForward, FilteredDecoderMatchesCpuAndTheFilteredPrefill) {
+    auto m = random_model(cfg(GetParam()), 9);
+    auto x = ids(160);
+    DeltaFilter f;
+    const int64_t C = m->config.channels();
+    f.threshold.assign(3, std::vector<float>(size_t(C), -INFINITY));
+    for (int64_t c = 0; c < C; c += 2) f.threshold[1][size_t(c)] = 0.02f;
+    ForwardOptions o;
+    o.filter = &f;
+    ModelState st = make_state(*m);
+    run_prefill(*m, std::span<const int32_t>(x.data(), 100), st, o);
+    Decoder gpu(*m, st, Device::Cuda, Precision::Fp32, &f), cpu(*m, st, Device::Cpu, Precision::Fp32, &f);
+    ASSERT_EQ(gpu.backend(), "cuda") << gpu.note();
+    std::vector<float> lg, lc, all_g, all_c;
+    for (int t = 100; t < 159; ++t) {
+        gpu.step(x[size_t(t)], lg);
+        cpu.step(x[size_t(t)], lc);
+        all_g.insert(all_g.end(), lg.begin(), lg.end());
+        all_c.insert(all_c.end(), lc.begin(), lc.end());
+    }
+    EXPECT_LT(rel(all_g, all_c), 1e-4);
+    // the filtered prefill of all 159 tokens: logits at positions 100..158
+    std::vector<float> ref;
+    HeadRequest head;
+    for (int64_t p = 100; p < 159; ++p) head.logits_positions.push_back(p);
+    head.logits_sink = [&](int64_t, const float* row, int64_t V) { ref.insert(ref.end(), row, row + V); };
+    run_forward(*m, std::span<const int32_t>(x.data(), 159), o, head);
+    EXPECT_LT(rel(all_g, ref), 1e-4);
+    EXPECT_EQ(gpu.state().tokens_seen, 159);
+}
+
 INSTANTIATE_TEST_SUITE_P(Archs, CudaForward, ::testing::Values(Arch::Mamba1, Arch::Mamba2),
                          [](const auto& i) { return i.param == Arch::Mamba1 ? "Mamba1" : "Mamba2"; });
 
