@@ -5,12 +5,51 @@
 #include <fstream>
 #include <sstream>
 
+#include <optional>
+
+#include "mambascope/calibration.h"
 #include "mambascope/error.h"
 #include "mambascope/model.h"
+#include "mambascope/tokenizer.h"
 
 namespace mambascope::gui {
 
-AnalysisWorker::AnalysisWorker(QObject* parent) : QObject(parent), run_fn_(&run_analysis) {
+std::map<std::string, std::string> answer_haystack(const Model& model, const Haystack& h,
+                                                   const AnalysisRequest& request,
+                                                   const ProgressFn& progress) {
+    RetrievalRequest rr;
+    rr.calibration_path = request.calibration_path;
+    rr.c = request.c;
+    rr.b = request.b;
+    rr.activate_above = request.activate_above;
+    rr.deci_layers = request.deci_layers;
+    rr.deci_L_base = request.deci_L_base;
+    rr.deci_beta = request.deci_beta;
+    rr.device = request.device;
+    rr.teacher_forced = true;
+    rr.generate = true;
+    std::optional<Calibration> cal;
+    if (!rr.calibration_path.empty()) cal = load_calibration(rr.calibration_path);
+    auto tok = choose_tokenizer(model.dir, model.config.tokenizer);
+    std::map<std::string, std::string> p;
+    const auto& methods = request.methods;
+    for (size_t i = 0; i < methods.size(); ++i) {
+        const Method m = methods[i];
+        if (m == Method::LongMamba && !cal) continue;
+        const std::string name = method_name(m);
+        report_progress(progress, double(i) / double(methods.size()),
+                        "answering the passkey question: " + name);
+        const RetrievalRow row = score_haystack(model, *tok, h, m, rr, cal ? &*cal : nullptr);
+        p["haystack.answer." + name] = row.generated;
+        p["haystack.answer_correct." + name] = row.generated_correct ? "1" : "0";
+        p["haystack.tf_correct." + name] = std::to_string(row.tf.correct);
+        p["haystack.tf_total." + name] = std::to_string(row.tf.total);
+    }
+    return p;
+}
+
+AnalysisWorker::AnalysisWorker(QObject* parent)
+    : QObject(parent), run_fn_(&run_analysis), answer_fn_(&answer_haystack) {
     qRegisterMetaType<RunResultPtr>("mambascope::gui::RunResultPtr");
     watcher_ = new QFutureWatcher<Outcome>(this);
     connect(watcher_, &QFutureWatcher<Outcome>::finished, this, &AnalysisWorker::onDone);
@@ -29,7 +68,9 @@ bool AnalysisWorker::start(const AnalysisJob& job) {
     auto cached = model_;
     const bool reuse = cached && model_dir_ == job.model_dir;
     RunFn fn = run_fn_;
-    auto future = QtConcurrent::run([this, job, cached, reuse, fn]() -> Outcome {
+    AnswerFn answer = answer_fn_;
+    last_job_ = job;
+    auto future = QtConcurrent::run([this, job, cached, reuse, fn, answer]() -> Outcome {
         Outcome out;
         const ProgressFn progress = [this](double f, std::string_view stage) {
             const double el = clock_.elapsed() / 1000.0;
@@ -42,21 +83,40 @@ bool AnalysisWorker::start(const AnalysisJob& job) {
                 throw Error("no model chosen",
                             "pick a model folder (config.json + weights) or use the demo model");
             std::shared_ptr<const Model> model = reuse ? cached : load_model(job.model_dir);
-            std::string text = job.text;
-            if (text.empty()) {
-                std::ifstream in(job.text_path, std::ios::binary);
-                if (!in)
-                    throw Error("cannot open text file '" + job.text_path + "'", "choose a UTF-8 text file");
-                std::stringstream ss;
-                ss << in.rdbuf();
-                text = ss.str();
+            RunInput input;
+            std::map<std::string, std::string> haystack_prov;
+            Haystack haystack;
+            if (job.isHaystack()) {
+                report_progress(progress, 0.0, "building the haystack");
+                input = session_haystack_input(job.haystack, *model, &haystack, &haystack_prov);
+            } else {
+                std::string text = job.text;
+                if (text.empty()) {
+                    std::ifstream in(job.text_path, std::ios::binary);
+                    if (!in)
+                        throw Error("cannot open text file '" + job.text_path + "'",
+                                    "choose a UTF-8 text file");
+                    std::stringstream ss;
+                    ss << in.rdbuf();
+                    text = ss.str();
+                }
+                report_progress(progress, 0.0, "tokenising");
+                input = make_run_input(*model, text, job.text.empty() ? job.text_path : "", job.max_tokens);
             }
-            report_progress(progress, 0.0, "tokenising");
-            RunInput input =
-                make_run_input(*model, text, job.text.empty() ? job.text_path : "", job.max_tokens);
             if (input.ids.size() < 2) throw Error("the input has fewer than 2 tokens", "give a longer text");
             auto result = std::make_shared<RunResult>(fn(*model, input, job.request, progress));
             if (!result->provenance.count("model")) result->provenance["model"] = model->name;
+            if (job.isHaystack()) {
+                for (const auto& [k, v] : haystack_prov) result->provenance[k] = v;
+                // The session's cell, so the retrieval view can mark it ("L:DI:S" as the CLI's --trace-cell).
+                const auto& hs = job.haystack.haystack;
+                result->provenance["haystack.cell"] = std::to_string(hs.length) + ":" +
+                                                      std::to_string(hs.depth_index) + ":" +
+                                                      std::to_string(hs.sample);
+                if (answer)
+                    for (const auto& [k, v] : answer(*model, haystack, job.request, progress))
+                        result->provenance[k] = v;
+            }
             out.result = result;
             QMetaObject::invokeMethod(this, [this, model, dir = job.model_dir] {
                 model_ = model;

@@ -1,4 +1,5 @@
-// analysis_worker.h: runs load_model → tokenise → run_analysis off the GUI thread and reports back.
+// analysis_worker.h: runs load_model → tokenise (or build the session's passkey haystack) → run_analysis
+// (→ each method's answer to the haystack's question) off the GUI thread and reports back.
 //
 // Design decision: the engine's ProgressFn (a plain function) is the only bridge: it emits a queued progress
 // signal and returns false once Cancel was pressed, so the engine throws Cancelled at its next safe point.
@@ -12,8 +13,13 @@
 #include <functional>
 #include <memory>
 
+#include <map>
+#include <string>
 #include "gui_util.h"
+
 #include "mambascope/analysis.h"
+#include "mambascope/retrieval.h"
+#include "mambascope/session.h"
 
 namespace mambascope::gui {
 
@@ -23,17 +29,36 @@ struct AnalysisJob {
     std::string text;       // pasted text (wins over text_path)
     int64_t max_tokens = 16384;
     AnalysisRequest request;
+    // When haystack.haystack.length > 0 the input is that passkey haystack (session_haystack_input: the
+    // session gives the cell, the filler and the template), not the text; its "haystack.*" provenance and
+    // each method's answer are added to the result.
+    Session haystack;
+    bool isHaystack() const { return haystack.haystack.length > 0; }
 };
+
+// Provenance of each method's answer to a haystack's question (greedy with the method's filter kept, and the
+// teacher-forced digits; keys "haystack.answer.<m>", "haystack.answer_correct.<m>",
+// "haystack.tf_correct.<m>", "haystack.tf_total.<m>", as in `mambascope-cli analyze --session`). Methods that
+// cannot run (LongMamba without a calibration) are skipped.
+std::map<std::string, std::string> answer_haystack(const Model& model, const Haystack& h,
+                                                   const AnalysisRequest& request,
+                                                   const ProgressFn& progress);
 
 class AnalysisWorker : public QObject {
     Q_OBJECT
   public:
     using RunFn =
         std::function<RunResult(const Model&, const RunInput&, const AnalysisRequest&, const ProgressFn&)>;
+    using AnswerFn = std::function<std::map<std::string, std::string>(
+        const Model&, const Haystack&, const AnalysisRequest&, const ProgressFn&)>;
     explicit AnalysisWorker(QObject* parent = nullptr);
     ~AnalysisWorker() override;
     bool busy() const { return busy_; }
     void setRunFunction(RunFn fn) { run_fn_ = std::move(fn); }
+    // Answers a haystack run's question after the run (default answer_haystack; tests inject a fake).
+    void setAnswerFunction(AnswerFn fn) { answer_fn_ = std::move(fn); }
+    // The job of the latest start() (tests, and the status line of a haystack run).
+    const AnalysisJob& lastJob() const { return last_job_; }
     // Starts a run; returns false (and does nothing) while one is in flight.
     bool start(const AnalysisJob& job);
     // Blocks until the current run ends (headless use and tests).
@@ -56,6 +81,8 @@ class AnalysisWorker : public QObject {
     };
     void onDone();
     RunFn run_fn_;
+    AnswerFn answer_fn_;
+    AnalysisJob last_job_;
     std::atomic<bool> cancel_{false};
     bool busy_ = false;
     QElapsedTimer clock_;

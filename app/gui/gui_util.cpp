@@ -152,7 +152,9 @@ void style_plot(QCustomPlot* plot) {
     plot->legend->setBrush(bg);
     plot->legend->setTextColor(fg);
     plot->legend->setBorderPen(QPen(fg));
-    for (int i = 0; i < plot->legend->itemCount(); ++i) plot->legend->item(i)->setTextColor(fg);
+    // A wrapped legend (columns first) has empty cells: item(i) is null there.
+    for (int i = 0; i < plot->legend->itemCount(); ++i)
+        if (auto* item = plot->legend->item(i)) item->setTextColor(fg);
     for (int i = 0; i < plot->graphCount(); ++i) apply_reference_pen(plot->graph(i));
     for (int i = 0; i < plot->itemCount(); ++i) apply_reference_pen(plot->item(i));
     plot->replot(QCustomPlot::rpQueuedReplot);

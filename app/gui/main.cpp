@@ -1,9 +1,11 @@
 // mambascope: the desktop app. Also headless:
 //   mambascope --session FILE [--screenshot OUT.png]   run the session's analysis (or open its trace)
 //   mambascope --trace RUN.h5 [--screenshot OUT.png]    show a saved run without the model
+//   mambascope --retrieval RES.json                      show a retrieval result (Retrieval view, composite)
 // With --screenshot the comparison composite is saved at 2× and the app exits; without a display the
 // offscreen platform is used.
 #include <QApplication>
+#include <QStatusBar>
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -18,7 +20,7 @@ using namespace mambascope::gui;
 // Our flags, read before QApplication exists: QGuiApplication itself consumes "-session" (X11 session
 // management), so QCommandLineParser would never see --session.
 struct Flags {
-    QString session, trace, screenshot, view;
+    QString session, trace, screenshot, view, retrieval;
     double scale = 2.0;  // --scale: device pixels per widget pixel of the screenshot
     bool help = false, dark = false;
 };
@@ -37,7 +39,7 @@ static bool parse_flags(int argc, char** argv, Flags& f) {
         if (auto eq = a.find('='); eq != std::string::npos)
             v = a.substr(eq + 1), a = a.substr(0, eq);
         else if (i + 1 < argc && (a == "--session" || a == "--trace" || a == "--screenshot" ||
-                                  a == "--scale" || a == "--view"))
+                                  a == "--scale" || a == "--view" || a == "--retrieval"))
             v = argv[++i];
         if (a == "--session")
             f.session = QString::fromLocal8Bit(v.c_str());
@@ -49,6 +51,8 @@ static bool parse_flags(int argc, char** argv, Flags& f) {
             f.scale = std::clamp(std::atof(v.c_str()), 0.25, 4.0);
         else if (a == "--view")
             f.view = QString::fromLocal8Bit(v.c_str());
+        else if (a == "--retrieval")
+            f.retrieval = QString::fromLocal8Bit(v.c_str());
         else {
             std::fprintf(stderr, "mambascope: unknown argument '%s' (see --help)\n", argv[i]);
             return false;
@@ -66,16 +70,20 @@ int main(int argc, char** argv) {
     if (!parse_flags(argc, argv, fl)) return 2;
     if (fl.help) {
         std::printf(
-            "usage: mambascope [--session FILE] [--trace RUN.h5] [--screenshot OUT.png]\n"
+            "usage: mambascope [--session FILE] [--trace RUN.h5] [--retrieval RES.json] [--screenshot "
+            "OUT.png]\n"
             "  --session FILE       open a session (runs its analysis, or opens its trace)\n"
             "  --trace RUN.h5       open a saved trace without the model\n"
+            "  --retrieval RES.json open a retrieval result (mambascope-cli retrieval --json): Retrieval "
+            "view,\n"
+            "                       and its heatmaps and accuracy-vs-length plot in the composite\n"
             "  --screenshot OUT.png save the comparison composite (2x) and exit (offscreen without a "
             "display)\n"
             "  --scale S            screenshot scale (default 2)\n"
             "  --view KEY           with --screenshot: save that view instead of the composite (PNG or "
             "PDF);\n"
             "                       keys: channel_map channel_detail perplexity receptive_fields tokens\n"
-            "                       attention global_ratio\n"
+            "                       attention global_ratio retrieval\n"
             "  --dark               dark palette (this run only)\n");
         return 0;
     }
@@ -102,6 +110,15 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "mambascope: %s\n", describe(e).c_str());
         if (wantsScreenshot) return 1;
     }
+    if (!fl.retrieval.isEmpty()) {
+        try {
+            w.loadRetrieval(fl.retrieval);
+        } catch (const Error& e) {
+            std::fprintf(stderr, "mambascope: %s\n", describe(e).c_str());
+            if (wantsScreenshot) return 1;
+            w.statusBar()->showMessage("Cannot load retrieval result: " + QString::fromStdString(e.what()));
+        }
+    }
     const bool needRun = !fl.session.isEmpty() && !w.result();
     if (wantsScreenshot) {
         if (needRun) {
@@ -109,7 +126,9 @@ int main(int argc, char** argv) {
             w.worker()->wait();
             QCoreApplication::processEvents();
         }
-        if (!w.result()) {
+        // The Retrieval view needs only a retrieval result; everything else needs a run or a trace.
+        const bool retrievalOnly = fl.view == "retrieval" && w.retrieval();
+        if (!w.result() && !retrievalOnly) {
             std::fprintf(stderr, "mambascope: nothing to screenshot (no run and no trace)\n");
             return 1;
         }

@@ -50,7 +50,10 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
               new PerplexityView(selection_), new ReceptiveFieldView(selection_),
               new TokensView(selection_),     new AttentionView(selection_),
               new GlobalRatioView(selection_)};
+    retrievalView_ = new RetrievalView(selection_);
+    views_.push_back(retrievalView_);
     for (auto* v : views_) tabs_->addTab(v, v->title());
+    connect(retrievalView_, &RetrievalView::cellClicked, this, &MainWindow::runHaystackCell);
     setCentralWidget(tabs_);
     auto* dock = new QDockWidget("Run", this);
     dock->setObjectName("runDock");
@@ -60,6 +63,7 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
     dock->setWidget(scroll);
     addDockWidget(Qt::LeftDockWidgetArea, dock);
     buildMenus();
+    setHaystack({});
     statusBar()->showMessage("No run yet: press Run (Ctrl+R) or open a trace.");
     // A channel picked in the map shows its detail.
     connect(selection_, &Selection::channelChanged, this, [this](int l, qint64 c) {
@@ -160,6 +164,15 @@ QWidget* MainWindow::buildRunPanel() {
     maxTokens_->setValue(kDefaultMaxTokens);
     maxTokens_->setToolTip("The input is cut to this many tokens (length limit).");
     fi->addRow("Max tokens", maxTokens_);
+    // A haystack (from a retrieval cell or the session) replaces the text as the input until cleared.
+    haystackInfo_ = new QLabel;
+    haystackInfo_->setWordWrap(true);
+    haystackClear_ = new QPushButton("Use the text instead");
+    haystackClear_->setToolTip(
+        "Forget the passkey haystack: Run uses the text file or the pasted text again.");
+    connect(haystackClear_, &QPushButton::clicked, this, [this] { setHaystack({}); });
+    fi->addRow(haystackInfo_);
+    fi->addRow(haystackClear_);
     lay->addWidget(gi);
     // Methods
     auto* gme = new QGroupBox("Methods");
@@ -280,6 +293,11 @@ void MainWindow::buildMenus() {
                         const QString p =
                             QFileDialog::getOpenFileName(this, "Open trace", {}, "Trace (*.h5)");
                         if (!p.isEmpty()) openTrace(p);
+                    }));
+    file->addAction("Open retrieval &result…", this, guarded("Open retrieval result", [this] {
+                        const QString p = QFileDialog::getOpenFileName(this, "Open retrieval result", {},
+                                                                       "Retrieval JSON (*.json)");
+                        if (!p.isEmpty()) loadRetrieval(p);
                     }));
     file->addAction("Open &session…", this, guarded("Open session", [this] {
                         const QString p =
@@ -406,7 +424,78 @@ Session MainWindow::session() const {
     if (auto* cm = dynamic_cast<ChannelMapView*>(view("channel_map")))
         s.channel_map_statistic = cm->statisticKey().toStdString();
     if (auto* tv = dynamic_cast<TokensView*>(view("tokens"))) s.tokens_colour = tv->modeKey().toStdString();
+    s.haystack = haystack_;
+    s.retrieval = retrievalView_->retrieval() ? retrievalSpec_ : std::string();
     return s;
+}
+
+void MainWindow::setHaystack(const SessionHaystack& h) {
+    haystack_ = h;
+    const bool on = h.length > 0;
+    haystackInfo_->setVisible(on);
+    haystackClear_->setVisible(on);
+    if (on)
+        haystackInfo_->setText(
+            QString("<b>Input: passkey haystack</b> of %1 tokens, needle depth %2 (grid index "
+                    "%3), sample %4, seed %5, filler %6, %7 template")
+                .arg(h.length)
+                .arg(h.depth, 0, 'g', 3)
+                .arg(h.depth_index)
+                .arg(h.sample)
+                .arg(qulonglong(h.seed))
+                .arg(QString::fromStdString(h.filler).toHtmlEscaped(),
+                     QString::fromStdString(h.prompt).toHtmlEscaped()));
+}
+
+void MainWindow::loadRetrieval(const QString& path) {
+    retrievalView_->loadRetrieval(path);  // Error: nothing changes
+    retrievalSpec_ = path.toStdString();
+    addRecent(path);
+    statusBar()->showMessage(QString("retrieval result %1: %2 rows")
+                                 .arg(QFileInfo(path).fileName())
+                                 .arg(qint64(retrievalView_->retrieval()->rows.size())),
+                             6000);
+}
+
+void MainWindow::loadSessionRetrieval(const Session& s) {
+    if (s.retrieval.empty()) return;
+    try {
+        const QString p = QString::fromStdString(resolve_retrieval_path(s).string());
+        retrievalView_->loadRetrieval(p);
+        retrievalSpec_ = s.retrieval == "demo" ? s.retrieval : p.toStdString();  // relative → absolute
+    } catch (const Error& e) {  // the rest of the session still applies
+        showError("Cannot load the session's retrieval result", QString::fromStdString(describe(e)));
+    } catch (const std::exception& e) {
+        showError("Cannot load the session's retrieval result", QString::fromUtf8(e.what()));
+    }
+}
+
+bool MainWindow::runHaystackCell(Method method, qint64 length, int depthIndex, double depth) {
+    if (worker_->busy()) {
+        statusBar()->showMessage("a run is in progress: cancel it or wait before opening another haystack",
+                                 6000);
+        return false;
+    }
+    const RetrievalPtr r = retrievalView_->retrieval();
+    SessionHaystack h;
+    h.length = length;
+    h.depth = depth;
+    h.depth_index = depthIndex;
+    h.sample = 0;
+    h.seed = r ? r->request.seed : 0;
+    // Filler and template are the session's (a retrieval JSON records its filler only as a description).
+    h.filler = haystack_.filler.empty() ? "demo" : haystack_.filler;
+    h.prompt = haystack_.prompt.empty() ? "model" : haystack_.prompt;
+    setHaystack(h);
+    // The clicked method must be part of the run.
+    auto& box = method == Method::Vanilla ? mVanilla_ : method == Method::LongMamba ? mLong_ : mDeci_;
+    box->setChecked(true);
+    statusBar()->showMessage(QString("running the haystack of %1 tokens, depth %2 (clicked in %3's map)")
+                                 .arg(length)
+                                 .arg(depth, 0, 'g', 3)
+                                 .arg(method_label(method)),
+                             8000);
+    return startRun();
 }
 
 void MainWindow::applySession(const Session& s) {
@@ -439,6 +528,10 @@ void MainWindow::applySession(const Session& s) {
         cm->setStatisticKey(QString::fromStdString(s.channel_map_statistic));
     if (auto* tv = dynamic_cast<TokensView*>(view("tokens")))
         tv->setModeKey(QString::fromStdString(s.tokens_colour));
+    SessionHaystack h = s.haystack;
+    if (!h.filler.empty() && h.filler != "demo") h.filler = resolve_filler_path(s).string();  // absolute
+    setHaystack(h);
+    loadSessionRetrieval(s);
     if (!s.sweep.empty())
         if (auto* ppl = dynamic_cast<PerplexityView*>(view("perplexity"))) {
             try {
@@ -453,8 +546,11 @@ AnalysisJob MainWindow::job() const {
     const Session s = session();
     AnalysisJob j;
     if (!s.model.empty()) j.model_dir = resolve_model_path(s).string();
-    j.text = paste_->toPlainText().toStdString();
-    if (j.text.empty()) {
+    if (s.haystack.length > 0) {  // the haystack is the input; text and max tokens are unused
+        j.haystack = s;
+    } else
+        j.text = paste_->toPlainText().toStdString();
+    if (j.text.empty() && !j.isHaystack()) {
         if (s.text.empty()) throw Error("no input text", "open a text file, paste text, or type \"demo\"");
         j.text_path = resolve_text_path(s).string();
     }
@@ -551,7 +647,7 @@ void MainWindow::exportCurrentView(const QString& path) {
 }
 
 QImage MainWindow::comparisonImage(double scale) {
-    ComparisonWidget w(result_, selection_);
+    ComparisonWidget w(result_, selection_, nullptr, retrievalView_->retrieval());
     if (dark_) w.setPalette(palette());
     return w.render(scale);
 }

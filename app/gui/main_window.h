@@ -20,6 +20,7 @@
 
 #include "analysis_worker.h"
 #include "mambascope/session.h"
+#include "retrieval_view.h"
 #include "selection.h"
 #include "views.h"
 
@@ -49,6 +50,14 @@ class MainWindow : public QMainWindow {
     void openTrace(const QString& path);          // Error on failure (or when trace support is not built)
     void exportTrace(const QString& path);        // Error on failure
     void exportCurrentView(const QString& path);  // .png (2×) or .pdf
+    // Retrieval result (mambascope-cli retrieval --json) shown in the Retrieval view and the composite; Error
+    // on a bad file (the previous result stays).
+    void loadRetrieval(const QString& path);
+    RetrievalView* retrievalView() const { return retrievalView_; }
+    RetrievalPtr retrieval() const { return retrievalView_->retrieval(); }
+    // The session's haystack (length 0: the input is the text).
+    const SessionHaystack& haystack() const { return haystack_; }
+    void setHaystack(const SessionHaystack& h);
     QImage comparisonImage(double scale = 2.0);
     static bool traceSupport();
     // Headless runs (screenshots, scripts) neither read nor write the user's window layout, palette and
@@ -60,6 +69,9 @@ class MainWindow : public QMainWindow {
 
   public slots:
     bool startRun();
+    // A retrieval cell clicked: run sample 0 of that haystack (the result's seed; filler and template from
+    // the current session). False when a run is in flight or the job cannot be built (message shown).
+    bool runHaystackCell(mambascope::Method method, qint64 length, int depthIndex, double depth);
     void cancelRun();
     void setDark(bool dark);
 
@@ -73,6 +85,7 @@ class MainWindow : public QMainWindow {
     void showError(const QString& title, const QString& message);
     void addRecent(const QString& path);
     void browse(QLineEdit* edit, const QString& caption, const QString& filter, bool dir);
+    void loadSessionRetrieval(const Session& s);
 
     Selection* selection_;
     AnalysisWorker* worker_;
@@ -98,6 +111,11 @@ class MainWindow : public QMainWindow {
     QPushButton* cancel_;
     QProgressBar* progress_;
     QLabel* status_;
+    QLabel* haystackInfo_;
+    QPushButton* haystackClear_;
+    RetrievalView* retrievalView_;
+    SessionHaystack haystack_;
+    std::string retrievalSpec_;  // the session's "retrieval" as written ("demo" stays "demo")
     QMenu* recent_;
     bool dark_ = false;
     bool persist_ = true;

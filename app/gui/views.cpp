@@ -15,6 +15,7 @@
 #include <limits>
 
 #include "mambascope/error.h"
+#include "retrieval_view.h"
 
 namespace mambascope::gui {
 
@@ -246,6 +247,13 @@ void ChannelMapView::apply(Built& b) {
         plot->plotLayout()->addElement(0, 0, title);
         plot->xAxis->setLabel("channel");
         plot->yAxis->setLabel("layer");
+        // Whole channels and layers only, spaced so that labels of a narrow map never overlap.
+        for (auto [axis, n] : {std::pair{plot->xAxis, double(C)}, std::pair{plot->yAxis, double(L)}}) {
+            QSharedPointer<QCPAxisTickerFixed> ticker(new QCPAxisTickerFixed);
+            ticker->setTickStep(std::max(1.0, std::pow(2.0, std::floor(std::log2(std::max(1.0, n / 4))))));
+            ticker->setScaleStrategy(QCPAxisTickerFixed::ssMultiples);
+            axis->setTicker(ticker);
+        }
         style_plot(plot);
         auto* map = new QCPColorMap(plot->xAxis, plot->yAxis);
         map->setData(b.maps->take(i), false);
@@ -452,6 +460,7 @@ void ChannelDetailView::redraw() {
 PerplexityView::PerplexityView(Selection* selection, QWidget* parent) : ResultView(selection, parent) {
     auto* lay = new QVBoxLayout(this);
     info_ = new QLabel;
+    info_->setWordWrap(true);  // three methods' numbers must not widen the composite
     lay->addWidget(info_);
     plot_ = new_plot(this);
     plot_->xAxis->setLabel("position (predicting the next token)");
@@ -534,6 +543,7 @@ void PerplexityView::drawSweep() {
     sweepGraphs_.clear();
     sweepTrain_ = nullptr;
     sweepPlot_->legend->setVisible(!sweep_.empty());  // no empty legend box before a sweep is loaded
+    sweepPlot_->setVisible(!sweep_.empty());          // nor an empty plot (the run's NLL gets the room)
     if (sweep_.empty()) {
         sweepPlot_->replot(QCustomPlot::rpQueuedReplot);
         return;
@@ -842,7 +852,18 @@ ReceptiveFieldView::ReceptiveFieldView(Selection* selection, QWidget* parent)
     plot_->yAxis->setLabel("receptive field at the last position (tokens, §8.7)");
     plot_->yAxis->setScaleType(QCPAxis::stLogarithmic);
     plot_->yAxis->setTicker(QSharedPointer<QCPAxisTickerLog>(new QCPAxisTickerLog));
+    // The legend is a row under the axes: inside it would hide the longest fields (global channels at the
+    // input length, top right).
     plot_->legend->setVisible(true);
+    plot_->axisRect()->insetLayout()->take(plot_->legend);
+    auto* below = new QCPLayoutGrid;  // margins keep the legend frame inside the widget
+    plot_->plotLayout()->addElement(1, 0, below);
+    plot_->plotLayout()->setRowStretchFactor(1, 0.001);
+    below->setMargins(QMargins(6, 0, 6, 6));
+    below->addElement(0, 0, plot_->legend);
+    plot_->legend->setFillOrder(QCPLayoutGrid::foColumnsFirst);
+    plot_->legend->setWrap(3);
+    plot_->legend->setMargins(QMargins(6, 2, 6, 2));
     lay->addWidget(plot_, 1);
 }
 
@@ -856,20 +877,29 @@ void ReceptiveFieldView::setResult(RunResultPtr result) {
     plot_->clearGraphs();
     plot_->clearItems();
     graphs_.clear();
+    globalGraphs_.clear();
     if (!result_) return;
     int k = 0;
+    struct Rings {
+        Method m;
+        QVector<double> x, y;
+    };
+    std::vector<Rings> rings;
     const int nm = int(result_->methods.size());
     for (const auto& mr : result_->methods) {
         const auto& a = mr.receptive_field;
         if (a.shape.size() != 3 || a.shape[1] == 0) continue;
         const int64_t L = a.shape[0], P = a.shape[1], C = a.shape[2];
-        QVector<double> x, y;
+        QVector<double> x, y, gx, gy;
         const double off = (k - (nm - 1) / 2.0) * 0.2;
+        const auto& gm = mr.global_mask;
+        const bool hasGlobal = gm.shape.size() == 2 && gm.shape[0] == L && gm.shape[1] == C;
         // Jitter within ±0.08 of the method's lane so overlapping channels stay visible (display only).
         for (int64_t l = 0; l < L; ++l)
             for (int64_t c = 0; c < C; ++c) {
                 x << double(l) + off + 0.08 * (double(c % 17) / 8.0 - 1.0);
                 y << std::max(1.0, double(a.data[size_t((l * P + P - 1) * C + c)]));
+                if (hasGlobal && gm.at2(l, c)) gx << x.back(), gy << y.back();
             }
         auto* g = plot_->addGraph();
         g->setName(method_label(mr.method));
@@ -879,7 +909,20 @@ void ReceptiveFieldView::setResult(RunResultPtr result) {
         g->setPen(QPen(col));
         g->setData(x, y);
         graphs_[mr.method] = g;
+        if (!gx.isEmpty()) rings.push_back({mr.method, gx, gy});
         ++k;
+    }
+    // Global channels (§8.4) ringed, on top of every dot: theirs are the receptive fields that must reach
+    // the input length. One legend entry for all methods.
+    for (const auto& [m, gx, gy] : rings) {
+        auto* gg = plot_->addGraph();
+        gg->setName("global channels (ringed, §8.4)");
+        gg->setLineStyle(QCPGraph::lsNone);
+        gg->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCircle, QPen(method_color(m).darker(150), 1.3),
+                                            Qt::NoBrush, 8));
+        gg->setData(gx, gy);
+        globalGraphs_[m] = gg;
+        if (&m != &rings.front().m) gg->removeFromLegend();
     }
     const qint64 T = qint64(result_->input.ids.size());
     auto hline = [&](double v, const QString& name, RefTone tone) {
@@ -894,6 +937,9 @@ void ReceptiveFieldView::setResult(RunResultPtr result) {
     if (T > 0) hline(double(T), QString("input length %1").arg(T), RefTone::Strong);
     plot_->rescaleAxes();
     plot_->xAxis->setRange(-0.5, result_->n_layer - 0.5);
+    // Log-axis headroom: points at the input length (censored fields) and at 1 token stay off the frame.
+    const QCPRange yr = plot_->yAxis->range();
+    if (yr.lower > 0) plot_->yAxis->setRange(yr.lower / 1.6, yr.upper * 1.6);
     plot_->replot(QCustomPlot::rpQueuedReplot);
 }
 
@@ -1010,11 +1056,13 @@ TokensView::TokensView(Selection* selection, QWidget* parent) : ResultView(selec
         "state; unfiltered tokens are kept by every global channel (docs/user-guide.md).");
     top->addWidget(mode_);
     info_ = new QLabel;
+    info_->setWordWrap(true);
     top->addWidget(info_, 1);
     lay->addLayout(top);
     text_ = new QPlainTextEdit;
     text_->setReadOnly(true);
     text_->setFont(QFont("DejaVu Sans Mono", 10));
+    text_->viewport()->installEventFilter(this);  // tooltips of the needle and answer tokens
     lay->addWidget(text_, 1);
     connect(mode_, &QComboBox::currentIndexChanged, this, [this] { redraw(); });
     connect(sel_, &Selection::channelChanged, this, [this] { redraw(); });
@@ -1058,16 +1106,70 @@ qint64 TokensView::tokenAtTextPosition(int pos) const {
     return first_ + qint64(it - starts_.begin() - 1);
 }
 
+namespace {
+qint64 provenance_int(const RunResult& r, const char* key) {
+    auto it = r.provenance.find(key);
+    if (it == r.provenance.end()) return -1;
+    bool ok = false;
+    const qint64 v = QString::fromStdString(it->second).trimmed().toLongLong(&ok);
+    return ok ? v : -1;
+}
+}  // namespace
+
+TokensView::Mark TokensView::markAt(qint64 t) const {
+    const QTextCharFormat f = formatAt(t);
+    return f.hasProperty(kMarkProperty) ? Mark(f.intProperty(kMarkProperty)) : NoMark;
+}
+
+QString TokensView::toolTipAt(qint64 t) const {
+    return formatAt(t).toolTip();
+}
+
+QTextCharFormat TokensView::formatAt(qint64 t) const {
+    if (t < first_ || t >= first_ + qint64(starts_.size())) return {};
+    QTextCursor c(text_->document());
+    c.setPosition(starts_[size_t(t - first_)] + 1);  // the format of the token's first character
+    return c.charFormat();
+}
+
+bool TokensView::eventFilter(QObject* watched, QEvent* event) {
+    if (watched == text_->viewport() && event->type() == QEvent::ToolTip) {
+        auto* he = static_cast<QHelpEvent*>(event);
+        const qint64 t = tokenAtTextPosition(text_->cursorForPosition(he->pos()).position());
+        const QString tip = t >= 0 ? toolTipAt(t) : QString();
+        if (tip.isEmpty())
+            QToolTip::hideText();
+        else
+            QToolTip::showText(he->globalPos(), QString("token %1: %2").arg(t).arg(tip), text_);
+        return true;
+    }
+    return ResultView::eventFilter(watched, event);
+}
+
 void TokensView::redraw() {
     const QSignalBlocker block(this);
     const QSignalBlocker blockText(text_);
     text_->clear();
     starts_.clear();
     highlighted_ = 0;
+    needle_begin_ = needle_end_ = answer_begin_ = -1;
+    key_.clear();
     if (!result_) return;
     const auto& in = result_->input;
     const qint64 T = qint64(in.ids.size());
-    const qint64 centre = sel_->token() >= 0 ? sel_->token() : result_->window_begin;
+    // A haystack run: where the needle and the answer are (positions in the teacher-forced input).
+    needle_begin_ = provenance_int(*result_, "haystack.needle_begin");
+    needle_end_ = provenance_int(*result_, "haystack.needle_end");
+    if (needle_begin_ < 0 || needle_end_ <= needle_begin_ || needle_begin_ >= T)
+        needle_begin_ = needle_end_ = -1;
+    answer_begin_ = provenance_int(*result_, "haystack.answer_begin");
+    if (answer_begin_ >= T) answer_begin_ = -1;
+    if (auto it = result_->provenance.find("haystack.key"); it != result_->provenance.end())
+        key_ = QString::fromStdString(it->second);
+    // Without a selected token a haystack opens on its needle: that is where the filter must keep tokens.
+    const qint64 centre = sel_->token() >= 0   ? sel_->token()
+                          : needle_begin_ >= 0 ? (needle_begin_ + needle_end_) / 2
+                                               : result_->window_begin;
     first_ = std::clamp<qint64>(centre - kTokenViewSpan / 2, 0, std::max<qint64>(0, T - kTokenViewSpan));
     const qint64 last = std::min(T, first_ + kTokenViewSpan);
     const Mode mode = Mode(mode_->currentData().toInt());
@@ -1122,6 +1224,24 @@ void TokensView::redraw() {
             f.setBackground(d > 0 ? QColor(255, 0, 0, a) : QColor(0, 170, 0, a));
             if (a > 8) ++highlighted_;
         }
+        // Needle and answer: text colour, weight and underline only, so the mode's background (critical
+        // tokens, NLL change, global keep) stays what the reader sees on them.
+        if (needle_begin_ >= 0 && t >= needle_begin_ && t < needle_end_) {
+            f.setForeground(QColor(176, 0, 128));
+            f.setFontWeight(QFont::Bold);
+            f.setFontUnderline(true);
+            f.setUnderlineColor(QColor(176, 0, 128));
+            f.setToolTip(key_.isEmpty() ? QString("needle") : QString("needle (key %1)").arg(key_));
+            f.setProperty(kMarkProperty, int(NeedleMark));
+        } else if (answer_begin_ >= 0 && t >= answer_begin_) {
+            f.setForeground(QColor(0, 120, 60));
+            f.setFontWeight(QFont::Bold);
+            f.setUnderlineStyle(QTextCharFormat::DashUnderline);
+            f.setUnderlineColor(QColor(0, 120, 60));
+            f.setToolTip(key_.isEmpty() ? QString("answer (teacher-forced)")
+                                        : QString("answer: the key %1 (teacher-forced)").arg(key_));
+            f.setProperty(kMarkProperty, int(AnswerMark));
+        }
         if (t == sel_->token()) {
             f.setFontUnderline(true);
             f.setFontWeight(QFont::Bold);
@@ -1146,30 +1266,63 @@ void TokensView::redraw() {
                              .arg(n_global);
         }
     }
+    if (needle_begin_ >= 0)
+        extra += QString(" · needle (magenta, underlined) at tokens %1–%2%3")
+                     .arg(needle_begin_)
+                     .arg(needle_end_ - 1)
+                     .arg(key_.isEmpty() ? QString() : QString(", key %1").arg(key_));
+    if (answer_begin_ >= 0) extra += QString(" · answer (green) from token %1").arg(answer_begin_);
     info_->setText(QString("tokens %1–%2 of %3%4").arg(first_).arg(last - 1).arg(T).arg(extra));
 }
 
 // ---- Comparison composite and export ----------------------------------------------------------------------
 
-ComparisonWidget::ComparisonWidget(RunResultPtr result, Selection* selection, QWidget* parent)
+ComparisonWidget::ComparisonWidget(RunResultPtr result, Selection* selection, QWidget* parent,
+                                   std::shared_ptr<const RetrievalResult> retrieval)
     : QWidget(parent) {
     auto* grid = new QGridLayout(this);
     auto* title = new QLabel(QString("<b>Mambascope</b> · %1 · %2 tokens · train length %3")
                                  .arg(result && result->provenance.count("model")
                                           ? QString::fromStdString(result->provenance.at("model"))
+                                      : result && result->provenance.count("model_name")
+                                          ? QString::fromStdString(result->provenance.at("model_name"))
                                           : QString("run"))
                                  .arg(result ? qint64(result->input.ids.size()) : 0)
                                  .arg(result ? result->train_len : 0));
     grid->addWidget(title, 0, 0, 1, 2);
+    int row = 1, height = 1000;
+    // A haystack run: what each method answered, first, in the colours a reader expects (green right).
+    if (const QString h = result ? haystack_summary(*result, true) : QString(); !h.isEmpty()) {
+        header_ = new QLabel(h);
+        header_->setTextFormat(Qt::RichText);
+        header_->setWordWrap(true);
+        QFont f = header_->font();
+        f.setPointSizeF(f.pointSizeF() * 1.15);
+        header_->setFont(f);
+        header_->setFrameShape(QFrame::StyledPanel);
+        header_->setContentsMargins(8, 4, 8, 4);
+        grid->addWidget(header_, row++, 0, 1, 2);
+        height += 50;
+    }
     ResultView* views[] = {new ChannelMapView(selection), new ReceptiveFieldView(selection),
                            new ChannelDetailView(selection), new PerplexityView(selection)};
     for (int i = 0; i < 4; ++i) {
         views[i]->setResult(result);
-        grid->addWidget(views[i], 1 + i / 2, i % 2);
+        grid->addWidget(views[i], row + i / 2, i % 2);
     }
-    grid->setRowStretch(1, 1);
-    grid->setRowStretch(2, 1);
-    resize(1600, 1000);
+    grid->setRowStretch(row, 1);
+    grid->setRowStretch(row + 1, 1);
+    row += 2;
+    if (retrieval) {
+        auto* rv = new RetrievalView(selection);
+        rv->setCompact(true);
+        rv->setRetrieval(std::move(retrieval));
+        rv->setResult(result);
+        grid->addWidget(rv, row, 0, 1, 2);
+        grid->setRowStretch(row, 1);
+        height += 480;
+    }
+    resize(1600, height);
 }
 
 void wait_for_builds(QWidget* w) {

@@ -18,6 +18,10 @@
 #include "mambascope/ppl_sweep.h"
 #include "selection.h"
 
+namespace mambascope {
+struct RetrievalResult;  // retrieval.h
+}
+
 namespace mambascope::gui {
 
 class ResultView : public QWidget {
@@ -196,10 +200,15 @@ class ReceptiveFieldView : public ResultView {
     QString key() const override { return "receptive_fields"; }
     QCustomPlot* plot() const { return plot_; }
     QCPGraph* rfGraph(Method m) const;
+    // The global channels' points of rfGraph(m) (ringed); nullptr without a global mask.
+    QCPGraph* rfGlobalGraph(Method m) const {
+        auto it = globalGraphs_.find(m);
+        return it == globalGraphs_.end() ? nullptr : it->second;
+    }
 
   private:
     QCustomPlot* plot_;
-    std::map<Method, QCPGraph*> graphs_;
+    std::map<Method, QCPGraph*> graphs_, globalGraphs_;
 };
 
 // Hidden attention of the selected channel, one map per method (cells built off the GUI thread).
@@ -249,9 +258,27 @@ class TokensView : public ResultView {
     qint64 firstToken() const { return first_; }
     qint64 highlightedCount() const { return highlighted_; }
     qint64 tokenAtTextPosition(int pos) const;
+    // Haystack runs (provenance haystack.needle_begin/end, haystack.answer_begin): the needle's tokens
+    // [needleBegin, needleEnd) and the answer's [answerBegin, T) are marked in every colouring mode (text
+    // colour, bold, underline; the background stays the mode's colouring). -1 when the run has none.
+    enum Mark { NoMark = 0, NeedleMark = 1, AnswerMark = 2 };
+    static constexpr int kMarkProperty = QTextFormat::UserProperty + 1;  // Mark of each shown character
+    qint64 needleBegin() const { return needle_begin_; }
+    qint64 needleEnd() const { return needle_end_; }
+    qint64 answerBegin() const { return answer_begin_; }
+    QString needleKey() const { return key_; }
+    // The mark and the tooltip drawn on token t (NoMark / empty when t is not shown).
+    Mark markAt(qint64 t) const;
+    QString toolTipAt(qint64 t) const;
+
+  protected:
+    bool eventFilter(QObject* watched, QEvent* event) override;
 
   private:
     void redraw();
+    QTextCharFormat formatAt(qint64 t) const;
+    qint64 needle_begin_ = -1, needle_end_ = -1, answer_begin_ = -1;
+    QString key_;
     QComboBox* mode_;
     QLabel* info_;
     QPlainTextEdit* text_;
@@ -264,9 +291,16 @@ class TokensView : public ResultView {
 class ComparisonWidget : public QWidget {
     Q_OBJECT
   public:
-    ComparisonWidget(RunResultPtr result, Selection* selection, QWidget* parent = nullptr);
+    // `retrieval` (optional): a loaded retrieval result, drawn as a row of heatmaps and accuracy vs length.
+    // A haystack run gets a header row with each method's answer.
+    ComparisonWidget(RunResultPtr result, Selection* selection, QWidget* parent = nullptr,
+                     std::shared_ptr<const RetrievalResult> retrieval = {});
     // Renders at `scale`× device pixels (offscreen-safe).
     QImage render(double scale = 2.0);
+    QLabel* haystackHeader() const { return header_; }  // nullptr unless a haystack run
+
+  private:
+    QLabel* header_ = nullptr;
 };
 
 // Blocks until every ResultView in `w` (and `w` itself) has applied its off-thread build.

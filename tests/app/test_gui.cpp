@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "fake_run.h"
+#include "gui_test_util.h"
 #include "gui_util.h"
 #include "main_window.h"
 #include "mambascope/error.h"
@@ -27,34 +28,8 @@ using namespace mambascope;
 using namespace mambascope::gui;
 using mambascope::test::make_fake_run;
 
-namespace {
-
-QApplication& app() {
-    static int argc = 1;
-    static char name[] = "mambascope_gui_tests";
-    static char* argv[] = {name, nullptr};
-    if (!std::getenv("QT_QPA_PLATFORM")) setenv("QT_QPA_PLATFORM", "offscreen", 1);
-    setenv("MAMBASCOPE_RESOURCES", MAMBASCOPE_RESOURCES_DIR, 0);
-    static QApplication* a = [] {
-        auto* q = new QApplication(argc, argv);
-        QApplication::setOrganizationName("MambascopeTests");
-        return q;
-    }();
-    return *a;
-}
-
-// Pumps events until `done` or ~timeout.
-template <class F>
-bool wait_until(F done, int timeout_ms = 60000) {
-    QElapsedTimer t;
-    t.start();
-    while (!done() && t.elapsed() < timeout_ms) {
-        QCoreApplication::processEvents(QEventLoop::AllEvents, 20);
-    }
-    return done();
-}
-
-}  // namespace
+using mambascope::test::app;
+using mambascope::test::wait_until;
 
 TEST(GuiChannelMap, CellEqualsLogDecayOfEachMethod) {
     app();
