@@ -198,31 +198,16 @@ int cmd_analyze(int argc, char** argv) {
     if (!haystack_provenance.empty()) {
         Haystack h;
         session_haystack_input(*session, *model, &h);
-        RetrievalRequest rr;
-        rr.calibration_path = req.calibration_path;
-        rr.c = req.c;
-        rr.b = req.b;
-        rr.activate_above = req.activate_above;
-        rr.deci_layers = req.deci_layers;
-        rr.deci_L_base = req.deci_L_base;
-        rr.deci_beta = req.deci_beta;
-        rr.device = req.device;
-        rr.teacher_forced = true;
-        std::optional<Calibration> cal;
-        if (!rr.calibration_path.empty()) cal = load_calibration(rr.calibration_path);
-        auto tok = choose_tokenizer(model->dir, model->config.tokenizer);
+        for (const auto& [k, v] : answer_haystack(*model, h, req)) run.provenance[k] = v;
         for (Method m : req.methods) {
-            if (m == Method::LongMamba && !cal) continue;
-            const RetrievalRow row = score_haystack(*model, *tok, h, m, rr, cal ? &*cal : nullptr);
             const std::string name = method_name(m);
-            run.provenance["haystack.answer." + name] = row.generated;
-            run.provenance["haystack.answer_correct." + name] = row.generated_correct ? "1" : "0";
-            run.provenance["haystack.tf_correct." + name] = std::to_string(row.tf.correct);
-            run.provenance["haystack.tf_total." + name] = std::to_string(row.tf.total);
+            if (!run.provenance.count("haystack.answer." + name)) continue;
             char line[256];
-            std::snprintf(line, sizeof line, "%-10s answered \"%s\" (%s); teacher-forced %lld/%lld digits",
-                          name.c_str(), row.generated.c_str(), row.generated_correct ? "right" : "wrong",
-                          static_cast<long long>(row.tf.correct), static_cast<long long>(row.tf.total));
+            std::snprintf(line, sizeof line, "%-10s answered \"%s\" (%s); teacher-forced %s/%s digits",
+                          name.c_str(), run.provenance["haystack.answer." + name].c_str(),
+                          run.provenance["haystack.answer_correct." + name] == "1" ? "right" : "wrong",
+                          run.provenance["haystack.tf_correct." + name].c_str(),
+                          run.provenance["haystack.tf_total." + name].c_str());
             answers.push_back(line);
         }
     }

@@ -201,6 +201,7 @@ int cmd_retrieval(int argc, char** argv) {
         run.provenance["haystack.needle_end"] = std::to_string(h.needle_end);
         run.provenance["haystack.answer_begin"] = std::to_string(h.ids.size());
         run.provenance["haystack.cell"] = spec;
+        for (const auto& [k, v] : answer_haystack(*model, h, ar)) run.provenance[k] = v;
         write_trace(a.get("trace"), run);
         std::fprintf(stderr, "retrieval: wrote %s (haystack %s, key %s, needle at tokens %lld..%lld)\n",
                      a.get("trace").c_str(), spec.c_str(), h.key.c_str(), static_cast<long long>(h.needle_begin),

@@ -361,3 +361,25 @@ TEST(RetrievalConfig, ModelTemplateFromConfigJson) {
     ModelConfig plain = test::tiny(Arch::Mamba1);
     EXPECT_EQ(default_passkey_template(plain).needle, standard_passkey_template().needle);
 }
+
+TEST(RetrievalRun, GptNeoxTokenizedModelScoresEveryAnswerToken) {
+    ModelConfig c = test::tiny(Arch::Mamba2);
+    c.vocab_size = 50280;  // GPT-NeoX-20B's padded vocabulary
+    auto m = random_model(c, 45);
+    auto tok = builtin_gpt_neox_tokenizer();
+    HaystackBuilder hb(tok, std::string(kFiller) + " " + kFiller, standard_passkey_template());
+    RetrievalRequest req;
+    req.lengths = {hb.min_length() + 40};
+    req.depths = {0.0, 1.0};
+    req.samples = 3;
+    req.methods = {Method::Vanilla};
+    const RetrievalResult r = run_retrieval(*m, hb, req);
+    ASSERT_EQ(r.rows.size(), 6u);
+    for (const auto& row : r.rows) {
+        const Haystack h = hb.build_cell(0, row.length, row.depth_index, row.depth, row.sample);
+        EXPECT_EQ(row.tf.total, static_cast<int64_t>(h.answer.size()));  // BPE: the key is 1-3 tokens
+        EXPECT_EQ(tok->decode(h.answer), row.key);
+        EXPECT_TRUE(row.generate_ran);
+        EXPECT_EQ(row.generated_correct, generation_correct(row.generated, row.key));
+    }
+}

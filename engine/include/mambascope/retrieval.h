@@ -159,6 +159,14 @@ struct Session;
 RunInput session_haystack_input(const Session& s, const Model& model, Haystack* out = nullptr,
                                 std::map<std::string, std::string>* provenance = nullptr);
 
+// Each method's answer to a haystack's question (method doc §10.3), as provenance entries for its trace:
+// "haystack.answer.<method>" (greedy text), "haystack.answer_correct.<method>" ("1"/"0"),
+// "haystack.tf_correct.<method>" and "haystack.tf_total.<method>". Methods and parameters come from the analysis
+// request; LongMamba is skipped without a calibration. Progress per method; cancellable.
+std::map<std::string, std::string> answer_haystack(const Model& model, const Haystack& h,
+                                                   const AnalysisRequest& request,
+                                                   const ProgressFn& progress = {});
+
 // Folds every whitespace run to one space (filler normalisation, method doc §10.2).
 std::string fold_whitespace(std::string_view s);
 
