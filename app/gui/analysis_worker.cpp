@@ -14,39 +14,6 @@
 
 namespace mambascope::gui {
 
-std::map<std::string, std::string> answer_haystack(const Model& model, const Haystack& h,
-                                                   const AnalysisRequest& request,
-                                                   const ProgressFn& progress) {
-    RetrievalRequest rr;
-    rr.calibration_path = request.calibration_path;
-    rr.c = request.c;
-    rr.b = request.b;
-    rr.activate_above = request.activate_above;
-    rr.deci_layers = request.deci_layers;
-    rr.deci_L_base = request.deci_L_base;
-    rr.deci_beta = request.deci_beta;
-    rr.device = request.device;
-    rr.teacher_forced = true;
-    rr.generate = true;
-    std::optional<Calibration> cal;
-    if (!rr.calibration_path.empty()) cal = load_calibration(rr.calibration_path);
-    auto tok = choose_tokenizer(model.dir, model.config.tokenizer);
-    std::map<std::string, std::string> p;
-    const auto& methods = request.methods;
-    for (size_t i = 0; i < methods.size(); ++i) {
-        const Method m = methods[i];
-        if (m == Method::LongMamba && !cal) continue;
-        const std::string name = method_name(m);
-        report_progress(progress, double(i) / double(methods.size()),
-                        "answering the passkey question: " + name);
-        const RetrievalRow row = score_haystack(model, *tok, h, m, rr, cal ? &*cal : nullptr);
-        p["haystack.answer." + name] = row.generated;
-        p["haystack.answer_correct." + name] = row.generated_correct ? "1" : "0";
-        p["haystack.tf_correct." + name] = std::to_string(row.tf.correct);
-        p["haystack.tf_total." + name] = std::to_string(row.tf.total);
-    }
-    return p;
-}
 
 AnalysisWorker::AnalysisWorker(QObject* parent)
     : QObject(parent), run_fn_(&run_analysis), answer_fn_(&answer_haystack) {

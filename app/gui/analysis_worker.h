@@ -36,13 +36,7 @@ struct AnalysisJob {
     bool isHaystack() const { return haystack.haystack.length > 0; }
 };
 
-// Provenance of each method's answer to a haystack's question (greedy with the method's filter kept, and the
-// teacher-forced digits; keys "haystack.answer.<m>", "haystack.answer_correct.<m>",
-// "haystack.tf_correct.<m>", "haystack.tf_total.<m>", as in `mambascope-cli analyze --session`). Methods that
-// cannot run (LongMamba without a calibration) are skipped.
-std::map<std::string, std::string> answer_haystack(const Model& model, const Haystack& h,
-                                                   const AnalysisRequest& request,
-                                                   const ProgressFn& progress);
+
 
 class AnalysisWorker : public QObject {
     Q_OBJECT
