@@ -405,7 +405,22 @@ void RetrievalView::rebuild() {
 
     // Accuracy vs length: one solid line per method (teacher-forced), one dashed (greedy exact) when run.
     line_->xAxis->setTicker(lineTicks);
-    for (Method m : methods_) {
+    // Methods can score alike (vanilla and DeciMamba often coincide): each has its own marker shape, and each
+    // later method draws thinner lines and smaller markers on top of the earlier ones, so both stay visible.
+    const auto shape_of = [](Method m) {
+        switch (m) {
+            case Method::Vanilla:
+                return QCPScatterStyle::ssCircle;
+            case Method::LongMamba:
+                return QCPScatterStyle::ssSquare;
+            case Method::DeciMamba:
+                return QCPScatterStyle::ssDiamond;
+        }
+        return QCPScatterStyle::ssTriangle;
+    };
+    for (size_t mi = 0; mi < methods_.size(); ++mi) {
+        const Method m = methods_[mi];
+        const double layer = double(std::min<size_t>(mi, 3));  // 0 = drawn first, widest
         bool gen = false;
         for (const auto& row : r.rows) gen |= row.method == m && row.generate_ran;
         for (bool generated : {false, true}) {
@@ -419,10 +434,12 @@ void RetrievalView::rebuild() {
             auto* g = line_->addGraph();
             const QColor col = method_color(m);
             g->setName(method_label(m) + (generated ? " greedy exact" : " teacher-forced"));
-            g->setPen(QPen(col, generated ? 1.6 : 2.2, generated ? Qt::DashLine : Qt::SolidLine));
-            g->setScatterStyle(generated
-                                   ? QCPScatterStyle(QCPScatterStyle::ssCircle, QPen(col, 1.5), Qt::white, 7)
-                                   : QCPScatterStyle(QCPScatterStyle::ssDisc, col, 7));
+            const double width =
+                generated ? std::max(1.0, 2.8 - 0.9 * layer) : std::max(1.2, 3.8 - 1.1 * layer);
+            const double size = std::max(6.0, 12.0 - 2.5 * layer);
+            g->setPen(QPen(col, width, generated ? Qt::DashLine : Qt::SolidLine));
+            g->setScatterStyle(QCPScatterStyle(shape_of(m), QPen(col, 1.5),
+                                               generated ? QBrush(Qt::white) : QBrush(col), size));
             g->setData(x, y, true);
             lines_[{m, generated}] = g;
         }

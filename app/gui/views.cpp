@@ -1,13 +1,17 @@
 #include "views.h"
 
+#include <QAbstractTextDocumentLayout>
 #include <QApplication>
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QGridLayout>
 #include <QHBoxLayout>
 #include <QMessageBox>
+#include <QPainter>
 #include <QPdfWriter>
 #include <QTextBlock>
+#include <QTextDocument>
+#include <QTextLayout>
 #include <QToolTip>
 #include <QVBoxLayout>
 #include <algorithm>
@@ -1146,6 +1150,113 @@ bool TokensView::eventFilter(QObject* watched, QEvent* event) {
     return ResultView::eventFilter(watched, event);
 }
 
+TokenSpan haystack_marks(const RunResult& r) {
+    TokenSpan s;
+    const qint64 T = qint64(r.input.ids.size());
+    s.needle_begin = provenance_int(r, "haystack.needle_begin");
+    s.needle_end = provenance_int(r, "haystack.needle_end");
+    if (s.needle_begin < 0 || s.needle_end <= s.needle_begin || s.needle_begin >= T)
+        s.needle_begin = s.needle_end = -1;
+    s.needle_end = std::min(s.needle_end, T);
+    s.answer_begin = provenance_int(r, "haystack.answer_begin");
+    if (s.answer_begin >= T) s.answer_begin = -1;
+    if (auto it = r.provenance.find("haystack.key"); it != r.provenance.end())
+        s.key = QString::fromStdString(it->second);
+    return s;
+}
+
+TokenSpan write_tokens(QTextCursor& cur, const RunResult& r, qint64 first, qint64 last,
+                       const TokenColouring& c) {
+    TokenSpan span = haystack_marks(r);
+    const auto& in = r.input;
+    const qint64 T = qint64(in.ids.size());
+    first = std::clamp<qint64>(first, 0, T);
+    last = std::clamp<qint64>(last, first, T);
+    const auto mode = c.mode;
+    // NLL change per predicted token (position p predicts token p+1).
+    std::vector<double> dnll;
+    const MethodResult* van = r.find(Method::Vanilla);
+    const MethodResult* lm = r.find(Method::LongMamba);
+    if (mode == TokensView::NllChange && van && lm && van->nll.size() == lm->nll.size()) {
+        dnll.assign(size_t(T), kNaN);
+        for (size_t i = 0; i < van->nll.size(); ++i) {
+            const int64_t p = i < van->nll_positions.size() ? van->nll_positions[i] : int64_t(i);
+            if (p + 1 < T) dnll[size_t(p + 1)] = double(lm->nll[i]) - double(van->nll[i]);
+        }
+    }
+    const MethodResult* keep = c.keep;
+    if (keep) {
+        span.n_global = qint64(std::count_if(keep->global_mask.data.begin(), keep->global_mask.data.end(),
+                                             [](uint8_t v) { return v != 0; }));
+        if (!keep->global_keep_count.empty()) {
+            const auto [lo, hi] =
+                std::minmax_element(keep->global_keep_count.begin(), keep->global_keep_count.end());
+            span.keep_lo = *lo, span.keep_hi = *hi;
+        }
+    }
+    const auto keepCount = [keep](qint64 t) -> qint64 {
+        if (!keep || t < 0 || t >= qint64(keep->global_keep_count.size())) return -1;
+        return keep->global_keep_count[size_t(t)];
+    };
+    const auto* trace = c.trace;
+    QTextCharFormat plain;
+    cur.beginEditBlock();  // one layout for the whole span, not one per token
+    for (qint64 t = first; t < last; ++t) {
+        span.starts.push_back(cur.position());
+        QString s = size_t(t) < in.token_strings.size() ? QString::fromUtf8(in.token_strings[size_t(t)])
+                                                        : QString("[%1]").arg(in.ids[size_t(t)]);
+        if (s.isEmpty()) s = QString(QChar(0x00B7));
+        QTextCharFormat f = plain;
+        if (mode == TokensView::Critical && trace) {
+            const qint64 w = t - r.window_begin;
+            if (w >= 0 && w < qint64(trace->critical.size()) && trace->critical[size_t(w)]) {
+                f.setBackground(QColor(255, 214, 102));
+                ++span.highlighted;
+            }
+        } else if (mode == TokensView::GlobalKeep && span.n_global > 0 && keepCount(t) >= 0) {
+            // Shade by where the count sits between the input's most- and least-kept tokens (a share of all
+            // global channels would paint a filtered input one uniform colour: most tokens enter few).
+            const double dropped = span.keep_hi > span.keep_lo ? double(span.keep_hi - keepCount(t)) /
+                                                                     double(span.keep_hi - span.keep_lo)
+                                                               : 0.0;
+            const int a = int(std::clamp(dropped, 0.0, 1.0) * 200);
+            f.setBackground(QColor(40, 110, 255, a));
+            if (keepCount(t) < span.n_global) ++span.highlighted;
+        } else if (mode == TokensView::NllChange && !dnll.empty() && std::isfinite(dnll[size_t(t)])) {
+            const double d = std::clamp(dnll[size_t(t)], -2.0, 2.0) / 2.0;
+            const int a = int(std::abs(d) * 160);
+            f.setBackground(d > 0 ? QColor(255, 0, 0, a) : QColor(0, 170, 0, a));
+            if (a > 8) ++span.highlighted;
+        }
+        // Needle and answer: text colour, weight and underline only, so the mode's background (critical
+        // tokens, NLL change, global keep) stays what the reader sees on them.
+        const QString& key = span.key;
+        if (span.needle_begin >= 0 && t >= span.needle_begin && t < span.needle_end) {
+            f.setForeground(QColor(176, 0, 128));
+            f.setFontWeight(QFont::Bold);
+            f.setFontUnderline(true);
+            f.setUnderlineColor(QColor(176, 0, 128));
+            f.setToolTip(key.isEmpty() ? QString("needle") : QString("needle (key %1)").arg(key));
+            f.setProperty(TokensView::kMarkProperty, int(TokensView::NeedleMark));
+        } else if (span.answer_begin >= 0 && t >= span.answer_begin) {
+            f.setForeground(QColor(0, 120, 60));
+            f.setFontWeight(QFont::Bold);
+            f.setUnderlineStyle(QTextCharFormat::DashUnderline);
+            f.setUnderlineColor(QColor(0, 120, 60));
+            f.setToolTip(key.isEmpty() ? QString("answer (teacher-forced)")
+                                       : QString("answer: the key %1 (teacher-forced)").arg(key));
+            f.setProperty(TokensView::kMarkProperty, int(TokensView::AnswerMark));
+        }
+        if (t == c.selected) {
+            f.setFontUnderline(true);
+            f.setFontWeight(QFont::Bold);
+        }
+        cur.insertText(s, f);
+    }
+    cur.endEditBlock();
+    return span;
+}
+
 void TokensView::redraw() {
     const QSignalBlocker block(this);
     const QSignalBlocker blockText(text_);
@@ -1155,100 +1266,29 @@ void TokensView::redraw() {
     needle_begin_ = needle_end_ = answer_begin_ = -1;
     key_.clear();
     if (!result_) return;
-    const auto& in = result_->input;
-    const qint64 T = qint64(in.ids.size());
+    const qint64 T = qint64(result_->input.ids.size());
     // A haystack run: where the needle and the answer are (positions in the teacher-forced input).
-    needle_begin_ = provenance_int(*result_, "haystack.needle_begin");
-    needle_end_ = provenance_int(*result_, "haystack.needle_end");
-    if (needle_begin_ < 0 || needle_end_ <= needle_begin_ || needle_begin_ >= T)
-        needle_begin_ = needle_end_ = -1;
-    answer_begin_ = provenance_int(*result_, "haystack.answer_begin");
-    if (answer_begin_ >= T) answer_begin_ = -1;
-    if (auto it = result_->provenance.find("haystack.key"); it != result_->provenance.end())
-        key_ = QString::fromStdString(it->second);
+    const TokenSpan marks = haystack_marks(*result_);
     // Without a selected token a haystack opens on its needle: that is where the filter must keep tokens.
-    const qint64 centre = sel_->token() >= 0   ? sel_->token()
-                          : needle_begin_ >= 0 ? (needle_begin_ + needle_end_) / 2
-                                               : result_->window_begin;
+    const qint64 centre = sel_->token() >= 0        ? sel_->token()
+                          : marks.needle_begin >= 0 ? (marks.needle_begin + marks.needle_end) / 2
+                                                    : result_->window_begin;
     first_ = std::clamp<qint64>(centre - kTokenViewSpan / 2, 0, std::max<qint64>(0, T - kTokenViewSpan));
     const qint64 last = std::min(T, first_ + kTokenViewSpan);
     const Mode mode = Mode(mode_->currentData().toInt());
-    const ChannelTrace* trace = nullptr;
-    if (const MethodResult* lm = result_->find(Method::LongMamba))
-        trace = find_trace(*lm, sel_->layer(), sel_->channel());
-    // NLL change per predicted token (position p predicts token p+1).
-    std::vector<double> dnll;
-    const MethodResult* van = result_->find(Method::Vanilla);
-    const MethodResult* lm = result_->find(Method::LongMamba);
-    if (mode == NllChange && van && lm && van->nll.size() == lm->nll.size()) {
-        dnll.assign(size_t(T), kNaN);
-        for (size_t i = 0; i < van->nll.size(); ++i) {
-            const int64_t p = i < van->nll_positions.size() ? van->nll_positions[i] : int64_t(i);
-            if (p + 1 < T) dnll[size_t(p + 1)] = double(lm->nll[i]) - double(van->nll[i]);
-        }
-    }
-    const qint64 n_global = globalChannels();
-    qint64 keep_lo = 0, keep_hi = 0;  // range of the global keep count over the whole input
-    if (const MethodResult* lmr = result_->find(Method::LongMamba);
-        mode == GlobalKeep && lmr && !lmr->global_keep_count.empty()) {
-        const auto [lo, hi] =
-            std::minmax_element(lmr->global_keep_count.begin(), lmr->global_keep_count.end());
-        keep_lo = *lo, keep_hi = *hi;
-    }
+    TokenColouring colouring;
+    colouring.mode = mode;
+    colouring.selected = sel_->token();
+    colouring.keep = result_->find(Method::LongMamba);
+    if (colouring.keep) colouring.trace = find_trace(*colouring.keep, sel_->layer(), sel_->channel());
+    const ChannelTrace* trace = colouring.trace;
     QTextCursor cur(text_->document());
-    QTextCharFormat plain;
-    cur.beginEditBlock();  // one layout for the whole span, not one per token
-    for (qint64 t = first_; t < last; ++t) {
-        starts_.push_back(cur.position());
-        QString s = size_t(t) < in.token_strings.size() ? QString::fromUtf8(in.token_strings[size_t(t)])
-                                                        : QString("[%1]").arg(in.ids[size_t(t)]);
-        if (s.isEmpty()) s = QString(QChar(0x00B7));
-        QTextCharFormat f = plain;
-        if (mode == Critical && trace) {
-            const qint64 w = t - result_->window_begin;
-            if (w >= 0 && w < qint64(trace->critical.size()) && trace->critical[size_t(w)]) {
-                f.setBackground(QColor(255, 214, 102));
-                ++highlighted_;
-            }
-        } else if (mode == GlobalKeep && n_global > 0 && keepCount(t) >= 0) {
-            // Shade by where the count sits between the input's most- and least-kept tokens (a share of all
-            // global channels would paint a filtered input one uniform colour: most tokens enter few).
-            const double dropped =
-                keep_hi > keep_lo ? double(keep_hi - keepCount(t)) / double(keep_hi - keep_lo) : 0.0;
-            const int a = int(std::clamp(dropped, 0.0, 1.0) * 200);
-            f.setBackground(QColor(40, 110, 255, a));
-            if (keepCount(t) < n_global) ++highlighted_;
-        } else if (mode == NllChange && !dnll.empty() && std::isfinite(dnll[size_t(t)])) {
-            const double d = std::clamp(dnll[size_t(t)], -2.0, 2.0) / 2.0;
-            const int a = int(std::abs(d) * 160);
-            f.setBackground(d > 0 ? QColor(255, 0, 0, a) : QColor(0, 170, 0, a));
-            if (a > 8) ++highlighted_;
-        }
-        // Needle and answer: text colour, weight and underline only, so the mode's background (critical
-        // tokens, NLL change, global keep) stays what the reader sees on them.
-        if (needle_begin_ >= 0 && t >= needle_begin_ && t < needle_end_) {
-            f.setForeground(QColor(176, 0, 128));
-            f.setFontWeight(QFont::Bold);
-            f.setFontUnderline(true);
-            f.setUnderlineColor(QColor(176, 0, 128));
-            f.setToolTip(key_.isEmpty() ? QString("needle") : QString("needle (key %1)").arg(key_));
-            f.setProperty(kMarkProperty, int(NeedleMark));
-        } else if (answer_begin_ >= 0 && t >= answer_begin_) {
-            f.setForeground(QColor(0, 120, 60));
-            f.setFontWeight(QFont::Bold);
-            f.setUnderlineStyle(QTextCharFormat::DashUnderline);
-            f.setUnderlineColor(QColor(0, 120, 60));
-            f.setToolTip(key_.isEmpty() ? QString("answer (teacher-forced)")
-                                        : QString("answer: the key %1 (teacher-forced)").arg(key_));
-            f.setProperty(kMarkProperty, int(AnswerMark));
-        }
-        if (t == sel_->token()) {
-            f.setFontUnderline(true);
-            f.setFontWeight(QFont::Bold);
-        }
-        cur.insertText(s, f);
-    }
-    cur.endEditBlock();
+    TokenSpan span = write_tokens(cur, *result_, first_, last, colouring);
+    starts_ = std::move(span.starts);
+    highlighted_ = span.highlighted;
+    needle_begin_ = span.needle_begin, needle_end_ = span.needle_end, answer_begin_ = span.answer_begin;
+    key_ = span.key;
+    const qint64 n_global = span.n_global, keep_lo = span.keep_lo, keep_hi = span.keep_hi;
     QString extra;
     if (mode == Critical && !trace) extra = " · selected channel not traced";
     if (mode == GlobalKeep) {
@@ -1273,6 +1313,170 @@ void TokensView::redraw() {
                      .arg(key_.isEmpty() ? QString() : QString(", key %1").arg(key_));
     if (answer_begin_ >= 0) extra += QString(" · answer (green) from token %1").arg(answer_begin_);
     info_->setText(QString("tokens %1–%2 of %3%4").arg(first_).arg(last - 1).arg(T).arg(extra));
+}
+
+// ---- Needle strip of the composite ------------------------------------------------------------------------
+
+// Paints the strip's document: whole lines only, as many as fit, the needle's lines centred.
+class NeedleTokensStrip::Pane : public QWidget {
+  public:
+    Pane(QTextDocument* doc, int needle_from, int needle_to, QWidget* parent)
+        : QWidget(parent), doc_(doc), needle_from_(needle_from), needle_to_(needle_to) {}
+    struct Line {
+        qreal top, height;
+        int from, to;  // document positions [from, to)
+    };
+    // Lays the document out at the pane's width; returns the lines drawn.
+    std::vector<Line> shownLines() {
+        doc_->setTextWidth(std::max(50, width()));
+        (void)doc_->size();  // lays the whole document out now
+        std::vector<Line> all;
+        for (QTextBlock b = doc_->begin(); b.isValid(); b = b.next()) {
+            QTextLayout* tl = b.layout();
+            if (!tl) continue;
+            for (int i = 0; i < tl->lineCount(); ++i) {
+                const QTextLine l = tl->lineAt(i);
+                all.push_back({tl->position().y() + l.y(), l.height(), b.position() + l.textStart(),
+                               b.position() + l.textStart() + l.textLength()});
+            }
+        }
+        if (all.empty()) return all;
+        const qreal lh = std::max<qreal>(1.0, all.front().height);
+        const int n = std::clamp(int(std::floor(height() / lh)), 1, int(all.size()));
+        auto line_of = [&](int pos) {
+            for (size_t i = 0; i < all.size(); ++i)
+                if (pos < all[i].to || i + 1 == all.size()) return int(i);
+            return 0;
+        };
+        const int l0 = needle_from_ >= 0 ? line_of(needle_from_) : 0;
+        const int l1 = needle_to_ > needle_from_ ? line_of(needle_to_ - 1) : l0;
+        int first = l1 - l0 + 1 >= n ? l0 : (l0 + l1 + 1) / 2 - n / 2;
+        first = std::clamp(first, 0, int(all.size()) - n);
+        return {all.begin() + first, all.begin() + first + n};
+    }
+
+  protected:
+    void paintEvent(QPaintEvent*) override {
+        const auto lines = shownLines();
+        if (lines.empty()) return;
+        QPainter p(this);
+        const qreal top = lines.front().top, bottom = lines.back().top + lines.back().height;
+        p.translate(0, -top);
+        QAbstractTextDocumentLayout::PaintContext ctx;
+        ctx.clip = QRectF(0, top, width(), bottom - top);
+        ctx.palette = palette();
+        ctx.palette.setColor(QPalette::Text, palette().color(QPalette::WindowText));
+        p.setClipRect(ctx.clip);
+        doc_->documentLayout()->draw(&p, ctx);
+    }
+
+  private:
+    QTextDocument* doc_;
+    int needle_from_, needle_to_;
+};
+
+NeedleTokensStrip::NeedleTokensStrip(const RunResult& r, QWidget* parent) : QFrame(parent) {
+    setFrameShape(QFrame::StyledPanel);
+    const TokenSpan marks = haystack_marks(r);
+    // The method with critical tokens (LongMamba), else the first with a global keep count.
+    const MethodResult* keep = r.find(Method::LongMamba);
+    if (!keep || keep->global_keep_count.empty())
+        for (const auto& m : r.methods)
+            if (!m.global_keep_count.empty()) {
+                keep = &m;
+                break;
+            }
+    if (keep) method_ = keep->method;
+    const qint64 T = qint64(r.input.ids.size());
+    const qint64 nb = std::max<qint64>(0, marks.needle_begin), ne = std::max(nb, marks.needle_end);
+    first_ = std::clamp<qint64>(nb - kContext, 0, T);
+    last_ = std::clamp<qint64>(ne + kContext, first_, T);
+    doc_ = new QTextDocument(this);
+    doc_->setDefaultFont(QFont("DejaVu Sans Mono", 9));
+    doc_->setDocumentMargin(2);
+    QTextOption opt = doc_->defaultTextOption();
+    opt.setWrapMode(QTextOption::WrapAtWordBoundaryOrAnywhere);
+    doc_->setDefaultTextOption(opt);
+    TokenColouring colouring;
+    colouring.mode = TokensView::GlobalKeep;
+    colouring.keep = keep;
+    QTextCursor cur(doc_);
+    span_ = write_tokens(cur, r, first_, last_, colouring);
+    const auto pos = [&](qint64 t) {
+        return t >= first_ && t < last_ ? span_.starts[size_t(t - first_)] : t >= last_ ? cur.position() : -1;
+    };
+    const int nfrom = marks.needle_begin >= 0 ? pos(marks.needle_begin) : -1;
+    const int nto = marks.needle_begin >= 0 ? pos(marks.needle_end) : -1;
+
+    auto* lay = new QVBoxLayout(this);
+    lay->setContentsMargins(6, 3, 6, 3);
+    lay->setSpacing(2);
+    const QString who = keep ? method_label(method_) : QString("no method");
+    QString colour;
+    if (keep && span_.n_global > 0 && !keep->global_keep_count.empty())
+        colour = QString(
+                     "background = global channels that keep the token, deeper blue: fewer "
+                     "(%1 to %2 of %3), §8.6")
+                     .arg(span_.keep_lo)
+                     .arg(span_.keep_hi)
+                     .arg(span_.n_global);
+    else
+        colour = "no global channels: no critical-token colouring";
+    caption_ = new QLabel(
+        QString("<b>Tokens around the needle</b> (%1: %2; needle <span style='color:#b00080'><b><u>magenta, "
+                "underlined</u></b></span> at tokens %3–%4%5)")
+            .arg(who.toHtmlEscaped(), colour)
+            .arg(marks.needle_begin)
+            .arg(marks.needle_end - 1)
+            .arg(marks.key.isEmpty() ? QString() : QString(", key %1").arg(marks.key.toHtmlEscaped())));
+    caption_->setTextFormat(Qt::RichText);
+    lay->addWidget(caption_);
+    pane_ = new Pane(doc_, nfrom, nto, this);
+    const int line = QFontMetrics(doc_->defaultFont()).height();
+    pane_->setFixedHeight(kLines * line + 4);
+    lay->addWidget(pane_);
+    setSizePolicy(QSizePolicy::Preferred, QSizePolicy::Fixed);
+}
+
+QString NeedleTokensStrip::caption() const {
+    return caption_->text();
+}
+
+QString NeedleTokensStrip::plainText() const {
+    return doc_->toPlainText();
+}
+
+QTextCharFormat NeedleTokensStrip::formatAt(qint64 t) const {
+    if (t < first_ || t >= last_ || size_t(t - first_) >= span_.starts.size()) return {};
+    QTextCursor c(doc_);
+    c.setPosition(span_.starts[size_t(t - first_)] + 1);
+    return c.charFormat();
+}
+
+TokensView::Mark NeedleTokensStrip::markAt(qint64 t) const {
+    const QTextCharFormat f = formatAt(t);
+    return f.hasProperty(TokensView::kMarkProperty)
+               ? TokensView::Mark(f.intProperty(TokensView::kMarkProperty))
+               : TokensView::NoMark;
+}
+
+QColor NeedleTokensStrip::backgroundAt(qint64 t) const {
+    const QTextCharFormat f = formatAt(t);
+    return f.hasProperty(QTextFormat::BackgroundBrush) ? f.background().color() : QColor();
+}
+
+std::pair<qint64, qint64> NeedleTokensStrip::shownTokens() {
+    const auto lines = pane_->shownLines();
+    if (lines.empty()) return {first_, first_};
+    const int from = lines.front().from, to = lines.back().to;
+    qint64 a = last_, b = first_;
+    for (size_t i = 0; i < span_.starts.size(); ++i) {
+        const int s = span_.starts[i];
+        const int e = i + 1 < span_.starts.size() ? span_.starts[i + 1] : doc_->characterCount() - 1;
+        if (s >= from && e <= to)
+            a = std::min(a, first_ + qint64(i)), b = std::max(b, first_ + qint64(i) + 1);
+    }
+    return {a, std::max(a, b)};
 }
 
 // ---- Comparison composite and export ----------------------------------------------------------------------
@@ -1303,6 +1507,12 @@ ComparisonWidget::ComparisonWidget(RunResultPtr result, Selection* selection, QW
         header_->setContentsMargins(8, 4, 8, 4);
         grid->addWidget(header_, row++, 0, 1, 2);
         height += 50;
+        // …and the needle in the text, in the critical-token colouring (global channels keeping each token).
+        if (result && haystack_marks(*result).needle_begin >= 0) {
+            strip_ = new NeedleTokensStrip(*result);
+            grid->addWidget(strip_, row++, 0, 1, 2);
+            height += strip_->sizeHint().height() + 6;
+        }
     }
     ResultView* views[] = {new ChannelMapView(selection), new ReceptiveFieldView(selection),
                            new ChannelDetailView(selection), new PerplexityView(selection)};

@@ -287,6 +287,58 @@ class TokensView : public ResultView {
     qint64 highlighted_ = 0;
 };
 
+// The Tokens view's text and colouring of tokens [first, last) of a run, written at `cur` (shared by
+// TokensView and the composite's needle strip, so both colour alike).
+struct TokenColouring {
+    TokensView::Mode mode = TokensView::Critical;
+    const ChannelTrace* trace = nullptr;  // Critical: the channel whose critical tokens are highlighted
+    const MethodResult* keep = nullptr;   // GlobalKeep: the method whose global_keep_count shades tokens
+    qint64 selected = -1;                 // the selected token (bold, underlined)
+};
+struct TokenSpan {
+    std::vector<int> starts;                        // text position of each written token
+    qint64 highlighted = 0;                         // tokens with a highlight of the mode
+    qint64 n_global = 0, keep_lo = 0, keep_hi = 0;  // GlobalKeep: global channels, range of the count
+    qint64 needle_begin = -1, needle_end = -1, answer_begin = -1;  // haystack marks; -1 when none
+    QString key;
+};
+TokenSpan write_tokens(QTextCursor& cur, const RunResult& r, qint64 first, qint64 last,
+                       const TokenColouring& colouring);
+// Haystack runs: the needle [begin, end), the answer's begin and the key from the provenance (-1 / empty).
+TokenSpan haystack_marks(const RunResult& r);
+
+// Composite strip of a haystack run: the Tokens view's text around the needle (the kLines whole lines centred
+// on the needle's: ≈1500 characters at 1600 px, out of kContext tokens written either side) in the
+// global-keep colouring of the method with critical tokens (LongMamba; else the first with
+// global_keep_count), under a one-line caption.
+class NeedleTokensStrip : public QFrame {
+    Q_OBJECT
+  public:
+    static constexpr qint64 kContext = 1500;  // tokens written either side of the needle
+    static constexpr int kLines = 7;          // lines drawn
+    NeedleTokensStrip(const RunResult& r, QWidget* parent = nullptr);
+    QString caption() const;
+    QString plainText() const;  // all written tokens (the lines shown are a centred subset)
+    Method method() const { return method_; }
+    qint64 firstToken() const { return first_; }
+    qint64 lastToken() const { return last_; }  // exclusive
+    TokensView::Mark markAt(qint64 t) const;
+    QColor backgroundAt(qint64 t) const;
+    // Tokens fully inside the lines drawn at the current width: [first, last).
+    std::pair<qint64, qint64> shownTokens();
+    const TokenSpan& span() const { return span_; }
+
+  private:
+    QTextCharFormat formatAt(qint64 t) const;
+    QLabel* caption_;
+    class Pane;
+    Pane* pane_;
+    QTextDocument* doc_;
+    TokenSpan span_;
+    Method method_ = Method::LongMamba;
+    qint64 first_ = 0, last_ = 0;
+};
+
 // All views of a result in one grid (vanilla vs LongMamba side by side): the comparison screenshot.
 class ComparisonWidget : public QWidget {
     Q_OBJECT
@@ -297,10 +349,12 @@ class ComparisonWidget : public QWidget {
                      std::shared_ptr<const RetrievalResult> retrieval = {});
     // Renders at `scale`× device pixels (offscreen-safe).
     QImage render(double scale = 2.0);
-    QLabel* haystackHeader() const { return header_; }  // nullptr unless a haystack run
+    QLabel* haystackHeader() const { return header_; }         // nullptr unless a haystack run
+    NeedleTokensStrip* needleStrip() const { return strip_; }  // nullptr unless a haystack run
 
   private:
     QLabel* header_ = nullptr;
+    NeedleTokensStrip* strip_ = nullptr;
 };
 
 // Blocks until every ResultView in `w` (and `w` itself) has applied its off-thread build.

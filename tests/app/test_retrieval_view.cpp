@@ -364,6 +364,78 @@ TEST(GuiRetrieval, CompositeHasAnswerHeaderAndRetrievalRow) {
     EXPECT_TRUE(plain.findChildren<RetrievalView*>().isEmpty());
 }
 
+// The composite of a haystack run shows the needle in the Tokens view's critical-token colouring (global
+// channels keeping each token, LongMamba §8.6), centred in a strip of whole lines; other runs have no strip.
+TEST(GuiRetrieval, CompositeShowsTheNeedleAsCriticalTokens) {
+    app();
+    Selection sel;
+    auto run = fake_haystack_run();
+    ComparisonWidget w(run, &sel, nullptr, std::make_shared<RetrievalResult>(fake_retrieval()));
+    NeedleTokensStrip* strip = w.needleStrip();
+    ASSERT_NE(strip, nullptr);
+    EXPECT_EQ(strip->method(), Method::LongMamba);
+    // The needle's text (tokens 100–109) is in the strip and marked, its neighbours are not.
+    QString needle;
+    for (int64_t t = 100; t < 110; ++t) needle += QString::fromStdString(run->input.token_strings[size_t(t)]);
+    EXPECT_TRUE(strip->plainText().contains(needle)) << strip->plainText().toStdString();
+    for (qint64 t = 95; t < 115; ++t)
+        EXPECT_EQ(strip->markAt(t), t >= 100 && t < 110 ? TokensView::NeedleMark : TokensView::NoMark) << t;
+    EXPECT_EQ(strip->markAt(296), TokensView::AnswerMark);
+    // The TokensView colouring: LongMamba's keep count shades tokens; fully kept ones stay (nearly) clear.
+    TokensView tv(&sel);
+    tv.setResult(run);
+    tv.setMode(TokensView::GlobalKeep);
+    const MethodResult* lm = run->find(Method::LongMamba);
+    for (qint64 t = 90; t < 120; ++t) {
+        const bool dropped = lm->global_keep_count[size_t(t)] < tv.globalChannels();
+        EXPECT_EQ(strip->backgroundAt(t).alpha() > 0, dropped) << t;
+    }
+    EXPECT_EQ(strip->span().highlighted, tv.highlightedCount());  // same colouring over the same tokens
+    const QString cap = strip->caption();
+    EXPECT_TRUE(cap.contains("Tokens around the needle")) << cap.toStdString();
+    EXPECT_TRUE(cap.contains("LongMamba") && cap.contains(QString::fromUtf8("§8.6")) &&
+                cap.contains("key 31415"))
+        << cap.toStdString();
+    // Laid out: compact, full width, whole lines around the needle.
+    const QImage img = w.render(1.0);
+    EXPECT_GT(img.height(), 1000);
+    EXPECT_GE(strip->height(), 90);
+    EXPECT_LE(strip->height(), 160);
+    EXPECT_GT(strip->width(), w.width() * 9 / 10);
+    const auto [a, b] = strip->shownTokens();
+    EXPECT_LE(a, 100);
+    EXPECT_GE(b, 110);
+    EXPECT_GT(b - a, 10);
+    // The strip sits between the answer header and the views.
+    EXPECT_GT(strip->geometry().top(), w.haystackHeader()->geometry().bottom());
+    for (auto* v : w.findChildren<ResultView*>())
+        EXPECT_GE(v->geometry().top(), strip->geometry().bottom()) << v->title().toStdString();
+
+    // A run without a needle keeps the plain composite.
+    ComparisonWidget plain(make_fake_run(), &sel);
+    EXPECT_EQ(plain.needleStrip(), nullptr);
+    EXPECT_TRUE(plain.findChildren<NeedleTokensStrip*>().isEmpty());
+}
+
+// Methods that score alike draw on top of each other: each has its own marker shape, and each later method's
+// line and markers are thinner and smaller, so the one below still shows around it (and in the legend).
+TEST(GuiRetrieval, CoincidingAccuracyLinesStayDistinguishable) {
+    app();
+    QTemporaryDir dir;
+    Selection sel;
+    RetrievalView v(&sel);
+    v.loadRetrieval(write_fake_retrieval(dir));
+    for (bool generated : {false, true}) {
+        QCPGraph* van = v.lineGraph(Method::Vanilla, generated);
+        QCPGraph* lm = v.lineGraph(Method::LongMamba, generated);
+        ASSERT_NE(van, nullptr);
+        ASSERT_NE(lm, nullptr);
+        EXPECT_NE(van->scatterStyle().shape(), lm->scatterStyle().shape());
+        EXPECT_GT(van->pen().widthF(), lm->pen().widthF());
+        EXPECT_GT(van->scatterStyle().size(), lm->scatterStyle().size());
+    }
+}
+
 TEST(GuiRetrieval, ReceptiveFieldPanelRingsTheGlobalChannels) {
     app();
     Selection sel;
