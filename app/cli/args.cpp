@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "mambascope/atomic_file.h"
 #include "mambascope/error.h"
 
 namespace mambascope::cli {
@@ -130,22 +131,12 @@ std::vector<int32_t> read_ids_file(const std::string& path) {
 }
 
 void write_text_file_atomic(const std::string& path, const std::string& text) {
-    std::filesystem::path target(path);
-    std::filesystem::path tmp = target;
-    tmp += ".tmp-" + std::to_string(::getpid());
-    {
-        std::ofstream f(tmp, std::ios::binary);
-        if (!f)
-            throw Error("cannot write " + tmp.string(), "check that the directory exists and is writable");
-        f << text;
-        if (!f) throw Error("write failed: " + tmp.string());
+    if (path == "-") {  // standard output: written in place, every write checked
+        std::fflush(stdout);
+        write_all_fd(1, text, "standard output");
+        return;
     }
-    std::error_code ec;
-    std::filesystem::rename(tmp, target, ec);
-    if (ec) {
-        std::filesystem::remove(tmp, ec);
-        throw Error("cannot rename to " + path + ": " + ec.message());
-    }
+    write_file_atomic(path, text);
 }
 
 }  // namespace mambascope::cli

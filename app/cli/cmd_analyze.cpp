@@ -1,5 +1,6 @@
 // analyze: one input through several methods with probes, written as an HDF5 trace (issue 5 item 3).
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -84,6 +85,34 @@ int cmd_analyze(int argc, char** argv) {
            {"replace-invalid", "no-attention"});
     const std::string out = a.require("out");
 
+    // Numeric options are checked before any work: a negative or empty value is an error, never a default.
+    const int64_t max_tokens = a.get_int("max-tokens", 0);
+    if (a.has("max-tokens") && max_tokens < 2)
+        throw Error("--max-tokens must be an integer of at least 2, got " + a.get("max-tokens"),
+                    "e.g. --max-tokens 4096");
+    const int64_t attention_window = a.get_int("attention-window", 1);
+    if (attention_window < 1)
+        throw Error("--attention-window must be a positive integer, got " + a.get("attention-window"),
+                    "e.g. --attention-window 256 (at most " + std::to_string(kMaxAttentionTokens) + ")");
+    std::pair<int64_t, int64_t> window{0, -1};
+    if (a.has("window")) {
+        const std::string w = a.get("window");
+        const auto colon = w.find(':');
+        const auto parse = [](std::string_view s, int64_t& v) {
+            const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+            return !s.empty() && ec == std::errc() && p == s.data() + s.size();
+        };
+        const std::string hint = "use BEGIN:END token positions with 0 <= BEGIN < END, e.g. 0:4096";
+        if (colon == std::string::npos || !parse(std::string_view(w).substr(0, colon), window.first) ||
+            !parse(std::string_view(w).substr(colon + 1), window.second))
+            throw Error("bad --window '" + w + "': not two integers BEGIN:END", hint);
+        if (window.first < 0 || window.second < 0)
+            throw Error("bad --window '" + w + "': token positions must not be negative", hint);
+        if (window.second <= window.first)
+            throw Error("bad --window '" + w + "': the window is empty (END must be greater than BEGIN)",
+                        hint);
+    }
+
     // A session (--session FILE, or the demo session when no model is named) supplies model, text,
     // calibration and parameters; explicit options override it.
     std::optional<Session> session;
@@ -125,7 +154,7 @@ int cmd_analyze(int argc, char** argv) {
         in.text_path = pasted ? std::string("(pasted text)") : std::filesystem::absolute(text_path).string();
         in.text_sha256 = sha256_hex(text);
         in.text_bytes = static_cast<int64_t>(text.size());
-        const int64_t cap = a.get_int("max-tokens", session->max_tokens);
+        const int64_t cap = a.has("max-tokens") ? max_tokens : session->max_tokens;
         if (cap > 0 && int64_t(in.ids.size()) > cap) in.ids.resize(size_t(cap)), offsets.resize(size_t(cap));
         for (size_t i = 0; i < in.ids.size(); ++i) {
             const int64_t end = i + 1 < offsets.size() ? offsets[i + 1] : int64_t(text.size());
@@ -135,8 +164,7 @@ int cmd_analyze(int argc, char** argv) {
     } else {
         in.ids = read_input_ids(a, *model);
     }
-    if (a.has("max-tokens") && int64_t(in.ids.size()) > a.get_int("max-tokens", 0))
-        in.ids.resize(size_t(a.get_int("max-tokens", 0)));
+    if (a.has("max-tokens") && int64_t(in.ids.size()) > max_tokens) in.ids.resize(size_t(max_tokens));
     if (a.has("text")) {
         const std::string text = read_text(a.get("text"));
         in.text_path = std::filesystem::absolute(a.get("text")).string();
@@ -154,21 +182,14 @@ int cmd_analyze(int argc, char** argv) {
     if (a.has("calibration")) req.calibration_path = a.get("calibration");
     if (a.has("channels")) req.channels = parse_channels(a.get("channels"));
     if (a.has("window")) {
-        const std::string w = a.get("window");
-        const auto colon = w.find(':');
-        try {
-            if (colon == std::string::npos) throw std::invalid_argument(w);
-            req.window_begin = std::stoll(w.substr(0, colon));
-            req.window_end = std::stoll(w.substr(colon + 1));
-        } catch (const std::exception&) {
-            throw Error("bad --window '" + w + "'", "use BEGIN:END token positions, e.g. 0:4096");
-        }
+        req.window_begin = window.first;
+        req.window_end = window.second;
     }
     if (a.has("rf-positions")) req.rf_positions = a.get_int_list("rf-positions");
     req.c = a.get_double("c", req.c);
     req.b = a.get_double("b", req.b);
     req.activate_above = a.get_int("activate-above", req.activate_above);
-    req.attention_tokens = a.get_int("attention-window", req.attention_tokens);
+    if (a.has("attention-window")) req.attention_tokens = attention_window;
     req.attention = !a.has("no-attention");
     if (a.has("device")) req.device = parse_device(a.get("device"));
 

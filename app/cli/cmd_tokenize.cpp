@@ -26,7 +26,8 @@ int cmd_tokenize(int argc, char** argv) {
         std::printf(
             "mambascope-cli tokenize [--tokenizer FILE|byte] --in TEXT_FILE --out IDS_FILE "
             "[--replace-invalid]\n"
-            "  writes whitespace-separated ids; without --tokenizer: the built-in GPT-NeoX-20B tokenizer\n");
+            "  writes whitespace-separated ids (--out - : standard output); without --tokenizer: the built-in\n"
+            "  GPT-NeoX-20B tokenizer\n");
         return 0;
     }
     Args a(argc, argv, {"tokenizer", "in", "out"}, {"replace-invalid"});
@@ -46,7 +47,9 @@ int cmd_tokenize(int argc, char** argv) {
 
 int cmd_detokenize(int argc, char** argv) {
     if (wants_help(argc, argv)) {
-        std::printf("mambascope-cli detokenize [--tokenizer FILE|byte] --in IDS_FILE --out TEXT_FILE\n");
+        std::printf(
+            "mambascope-cli detokenize [--tokenizer FILE|byte] --in IDS_FILE --out TEXT_FILE\n"
+            "  --out - writes to standard output\n");
         return 0;
     }
     Args a(argc, argv, {"tokenizer", "in", "out"}, {});

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 
 #include "mambascope/error.h"
@@ -27,11 +28,29 @@ std::vector<int32_t> read_input_ids(const Args& args, const Model& model) {
     return ids;
 }
 
+namespace {
+std::atomic<bool> g_cancel{false};
+static_assert(std::atomic<bool>::is_always_lock_free, "the cancel flag is set from a signal handler");
+}  // namespace
+
+void request_cancel() noexcept {
+    g_cancel.store(true);
+}
+bool cancel_requested() noexcept {
+    return g_cancel.load();
+}
+
 ProgressFn stderr_progress(const char* label) {
-    if (!isatty(2)) return {};
-    return [label](double f, std::string_view) {
-        std::fprintf(stderr, "\r%s %5.1f%%", label, 100.0 * f);
-        if (f >= 1.0) std::fprintf(stderr, "\n");
+    const bool tty = isatty(2);
+    return [label, tty](double f, std::string_view) {
+        if (cancel_requested()) {
+            if (tty) std::fprintf(stderr, "\n");
+            return false;
+        }
+        if (tty) {
+            std::fprintf(stderr, "\r%s %5.1f%%", label, 100.0 * f);
+            if (f >= 1.0) std::fprintf(stderr, "\n");
+        }
         return true;
     };
 }

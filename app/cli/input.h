@@ -15,7 +15,12 @@ namespace mambascope::cli {
 // checked against the model's vocabulary.
 std::vector<int32_t> read_input_ids(const Args& args, const Model& model);
 
-// A progress printer for long jobs ("label  42.0%"), only when stderr is a terminal.
+// A progress callback for long jobs: prints "label  42.0%" when stderr is a terminal, and returns false (the
+// engine then throws Cancelled, exit 130) once cancel_requested() is set.
 ProgressFn stderr_progress(const char* label);
+
+// Set by main.cpp's SIGINT/SIGTERM handler (async-signal-safe); read by every progress callback.
+void request_cancel() noexcept;
+bool cancel_requested() noexcept;
 
 }  // namespace mambascope::cli

@@ -1,10 +1,15 @@
 // mambascope-cli: batch front end. Every GUI job is also a command here, with the same outputs.
+#include <unistd.h>
+
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <exception>
 #include <string>
 
 #include "commands.h"
+#include "input.h"
+#include "mambascope/atomic_file.h"
 #include "mambascope/error.h"
 
 namespace {
@@ -42,6 +47,32 @@ void usage() {
     std::printf("\n`mambascope-cli <command> --help` describes a command's options.\n");
 }
 
+// SIGINT / SIGTERM. The first asks the running job to stop: progress callbacks return false, the engine
+// throws Cancelled at its next safe point, every writer removes its temp file, exit 130. A second signal (the
+// job did not reach a safe point, or the user insists) removes every registered temp file (unlink only,
+// async-signal-safe) and exits 130 at once. SIGKILL cannot be caught: its temp files stay.
+volatile std::sig_atomic_t g_signals = 0;
+
+extern "C" void on_signal(int) {
+    if (g_signals++ == 0) {
+        mambascope::cli::request_cancel();
+        static const char msg[] = "\nmambascope-cli: stopping (press Ctrl-C again to quit at once)\n";
+        [[maybe_unused]] auto r = ::write(2, msg, sizeof msg - 1);
+        return;
+    }
+    mambascope::remove_registered_temp_files();
+    ::_exit(130);
+}
+
+void install_signal_handlers() {
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -54,6 +85,8 @@ int main(int argc, char** argv) {
         std::printf("mambascope-cli %s\n", MAMBASCOPE_VERSION);
         return 0;
     }
+    mambascope::mark_run_start();
+    install_signal_handlers();
     for (const auto& c : kCommands) {
         if (std::strcmp(argv[1], c.name) != 0) continue;
         try {

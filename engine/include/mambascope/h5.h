@@ -2,7 +2,9 @@
 //
 // Design decision: writers are atomic. H5Writer creates "<target>.tmp-<pid>" next to the target and renames
 // it over the target only in commit(); a writer destroyed without commit() (error, cancellation, crash)
-// deletes its temp file, so an existing file is never half-overwritten. Datasets are
+// deletes its temp file, so an existing file is never half-overwritten. Every failure path closes every id
+// open in the file (so the library shuts down cleanly after a failed flush) and removes the temp file; the
+// temp file is registered so that the CLI's signal handler can remove it. Datasets are
 // float32/float64/int64/uint8 with optional chunking + shuffle + gzip, and appendable 1-D/2-D/3-D datasets
 // grow along their first axis for streaming writers. All HDF5 errors become mambascope::Error with the file
 // and object name (H5_CHECK).
@@ -49,6 +51,9 @@ void set_attr(int64_t obj, const std::string& name, const std::vector<double>& v
 void set_attr(int64_t obj, const std::string& name, const std::vector<int64_t>& values);
 void set_attr(int64_t obj, const std::string& name, const std::vector<std::string>& values);
 bool has_attr(int64_t obj, const std::string& name);
+// Single-value readers: the attribute must exist, hold exactly one value (scalar or 1 element) of the
+// expected class (string; integer or float; integer, or a float with an integral value), else an Error
+// naming the file and the attribute.
 std::string get_attr_string(int64_t obj, const std::string& name);
 double get_attr_double(int64_t obj, const std::string& name);
 int64_t get_attr_int(int64_t obj, const std::string& name);
@@ -96,14 +101,27 @@ class Writer {
     // `dataset_path`.
     void attach_scale(const std::string& dataset_path, int axis, const std::string& scale_path,
                       const std::string& label);
-    void commit();  // flush, close, rename over the target
+    // Flush, close, rename over the target. On failure (disk full, destination changed by another run, see
+    // mambascope/atomic_file.h) every open id and the temp file are closed/removed before the Error.
+    void commit();
     const std::filesystem::path& target() const { return target_; }
 
   private:
+    void abandon() noexcept;  // closes every open id and the file, removes the temp file
     std::filesystem::path target_, temp_;
     int64_t file_ = -1;
+    int slot_ = -1;  // temp-file registry slot (mambascope/atomic_file.h)
     bool committed_ = false;
+    bool existed_ = false;
+    unsigned long long ino_ = 0, size_ = 0;
+    long long mtime_ns_ = 0;
 };
+
+// Test seam: the next Writer::commit() fails as if the disk were full.
+namespace testing {
+void fail_next_commit();
+bool take_commit_failure();
+}  // namespace testing
 
 // A file being read. Errors name the file and the object.
 class Reader {

@@ -10,6 +10,7 @@
 #include <map>
 #include <sstream>
 
+#include "mambascope/atomic_file.h"
 #include "mambascope/error.h"
 #include "mambascope/forward.h"
 
@@ -119,21 +120,7 @@ void write_ppl_csv(const std::filesystem::path& path, const std::vector<PplPoint
     for (const auto& p : points)
         s << p.length << ',' << method_name(p.method) << ',' << p.windows << ',' << p.tokens_scored << ','
           << p.mean_nll << ',' << p.perplexity << ',' << p.seconds << '\n';
-    std::filesystem::path tmp = path;
-    tmp += ".tmp-" + std::to_string(::getpid());
-    {
-        std::ofstream f(tmp);
-        if (!f)
-            throw Error("cannot write " + tmp.string(), "check that the directory exists and is writable");
-        f << s.str();
-        if (!f) throw Error("write failed: " + tmp.string());
-    }
-    std::error_code ec;
-    std::filesystem::rename(tmp, path, ec);
-    if (ec) {
-        std::filesystem::remove(tmp, ec);
-        throw Error("cannot rename to " + path.string() + ": " + ec.message());
-    }
+    write_file_atomic(path, s.str());
 }
 
 std::vector<PplPoint> read_ppl_csv(const std::filesystem::path& path) {

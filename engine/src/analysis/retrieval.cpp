@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "mambascope/atomic_file.h"
 #include "mambascope/calibration.h"
 #include "mambascope/decimamba.h"
 #include "mambascope/error.h"
@@ -50,28 +51,10 @@ void replace_all(std::string& s, const std::string& from, const std::string& to)
         s.replace(p, from.size(), to);
 }
 
-// Writes `content` to `path` through "<path>.tmp-<pid>" + rename; every step checked, the temp file removed
-// on any failure.
+// Writes `content` to `path` atomically (mambascope/atomic_file.h: every step checked, the temp file removed
+// on any failure).
 void write_text_atomic(const std::filesystem::path& path, const std::string& content) {
-    std::filesystem::path tmp = path;
-    tmp += ".tmp-" + std::to_string(::getpid());
-    auto fail = [&](const std::string& what) {
-        std::error_code ec;
-        std::filesystem::remove(tmp, ec);
-        throw Error(what, "check that the folder exists, is writable and has space");
-    };
-    {
-        std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-        if (!f) fail("cannot create " + tmp.string());
-        f.write(content.data(), static_cast<std::streamsize>(content.size()));
-        f.flush();
-        if (!f) fail("cannot write " + tmp.string());
-        f.close();
-        if (f.fail()) fail("cannot close " + tmp.string());
-    }
-    std::error_code ec;
-    std::filesystem::rename(tmp, path, ec);
-    if (ec) fail("cannot rename " + tmp.string() + " to " + path.string() + ": " + ec.message());
+    write_file_atomic(path, content);
 }
 
 int64_t argmax_row(const float* row, int64_t V) {

@@ -2,13 +2,17 @@
 #include "mambascope/session.h"
 
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <system_error>
+#include <type_traits>
 
+#include "mambascope/atomic_file.h"
 #include "mambascope/error.h"
 #include "mambascope/resources.h"
 #include "mambascope/text.h"
+#include "io/json_limits.h"
 
 namespace mambascope {
 
@@ -16,6 +20,10 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 constexpr int kSessionVersion = 1;
+// A session nests three levels; deeper input is refused before nlohmann builds or copies it.
+constexpr int kMaxSessionDepth = 64;
+// Longest excerpt of a library message or JSON value echoed in an error.
+constexpr size_t kMaxEcho = 200;
 
 std::string session_to_json(const Session& s) {
     json j;
@@ -48,24 +56,70 @@ std::string session_to_json(const Session& s) {
     return j.dump(2) + "\n";
 }
 
+// An integer of type T: nlohmann would truncate 1.5 to 1 and 2^40 to 0 without a word. A float with an
+// integral value (4096.0, as some JSON writers print it) is accepted.
 template <class T>
-static void get_opt(const json& j, const char* key, T& out, const std::string& origin) {
+static T checked_integer(const json& v, const std::string& origin, const std::string& key) {
+    if (v.is_number_float()) {
+        const double d = v.get<double>();
+        if (d > -9.0e15 && d < 9.0e15 && static_cast<double>(static_cast<int64_t>(d)) == d)
+            return checked_integer<T>(json(static_cast<int64_t>(d)), origin, key);
+    }
+    bool ok = v.is_number_integer();
+    if (ok && v.is_number_unsigned()) {
+        ok = v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<T>::max());
+    } else if (ok) {
+        const int64_t x = v.get<int64_t>();
+        if constexpr (std::is_unsigned_v<T>)
+            ok = x >= 0;
+        else
+            ok = x >= static_cast<int64_t>(std::numeric_limits<T>::min()) &&
+                 x <= static_cast<int64_t>(std::numeric_limits<T>::max());
+    }
+    if (!ok) {
+        std::string got = v.dump(-1, ' ', false, json::error_handler_t::replace);
+        if (got.size() > kMaxEcho) got = got.substr(0, kMaxEcho) + "...";
+        throw Error(origin + ": session key '" + key + "' must be an integer in [" +
+                        std::to_string(std::numeric_limits<T>::min()) + ", " +
+                        std::to_string(std::numeric_limits<T>::max()) + "], got " + got,
+                    "see docs/user-guide.md for the session format");
+    }
+    return v.get<T>();
+}
+
+template <class T>
+static void get_opt(const json& j, const char* key, T& out, const std::string& origin,
+                    const std::string& scope = {}) {
     auto it = j.find(key);
     if (it == j.end() || it->is_null()) return;
-    try {
-        out = it->get<T>();
-    } catch (const json::exception& e) {
-        throw Error(origin + ": session key '" + key + "' has the wrong type (" + e.what() + ")",
-                    "see docs/user-guide.md for the session format");
+    const std::string name = scope + key;
+    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+        out = checked_integer<T>(*it, origin, name);
+    } else if constexpr (std::is_same_v<T, std::vector<int>>) {
+        if (!it->is_array()) throw Error(origin + ": session key '" + name + "' must be a list of integers");
+        std::vector<int> v;
+        for (size_t i = 0; i < it->size(); ++i)
+            v.push_back(checked_integer<int>((*it)[i], origin, name + "[" + std::to_string(i) + "]"));
+        out = std::move(v);
+    } else {
+        try {
+            out = it->get<T>();
+        } catch (const json::exception& e) {
+            throw Error(origin + ": session key '" + name + "' has the wrong type (" +
+                            std::string(e.what()).substr(0, kMaxEcho) + ")",
+                        "see docs/user-guide.md for the session format");
+        }
     }
 }
 
 Session session_from_json(std::string_view text, const std::string& origin, const fs::path& base_dir) {
+    check_json_nesting(text, origin, kMaxSessionDepth);  // before nlohmann builds or copies anything
     json j;
     try {
         j = json::parse(text);
     } catch (const json::exception& e) {
-        throw Error(origin + ": not valid JSON (" + e.what() + ")",
+        // parse_error and out_of_range (a number like 1e400) alike.
+        throw Error(origin + ": not valid JSON (" + std::string(e.what()).substr(0, kMaxEcho) + ")",
                     "a session file is the JSON Mambascope saves");
     }
     if (!j.is_object()) throw Error(origin + ": a session must be a JSON object");
@@ -87,9 +141,13 @@ Session session_from_json(std::string_view text, const std::string& origin, cons
     get_opt(j, "b", s.b, origin);
     get_opt(j, "activate_above", s.activate_above, origin);
     if (auto it = j.find("deci"); it != j.end() && it->is_object()) {
-        get_opt(*it, "layers", s.deci_layers, origin);
-        get_opt(*it, "L_base", s.deci_L_base, origin);
-        get_opt(*it, "beta", s.deci_beta, origin);
+        get_opt(*it, "layers", s.deci_layers, origin, "deci.");
+        get_opt(*it, "L_base", s.deci_L_base, origin, "deci.");
+        get_opt(*it, "beta", s.deci_beta, origin, "deci.");
+        // Layer indices are checked against the model's n_layer when the request runs
+        // (resolve_deci_params); here they must at least be layer numbers.
+        for (const int l : s.deci_layers)
+            if (l < 0) throw Error(origin + ": deci.layers holds the negative layer " + std::to_string(l));
     }
     get_opt(j, "max_tokens", s.max_tokens, origin);
     get_opt(j, "input_text", s.input_text, origin);
@@ -98,13 +156,13 @@ Session session_from_json(std::string_view text, const std::string& origin, cons
     if (auto it = j.find("haystack"); it != j.end() && !it->is_null()) {
         if (!it->is_object()) throw Error(origin + ": 'haystack' must be an object");
         auto& h = s.haystack;
-        get_opt(*it, "length", h.length, origin);
-        get_opt(*it, "depth", h.depth, origin);
-        get_opt(*it, "depth_index", h.depth_index, origin);
-        get_opt(*it, "sample", h.sample, origin);
-        get_opt(*it, "seed", h.seed, origin);
-        get_opt(*it, "filler", h.filler, origin);
-        get_opt(*it, "template", h.prompt, origin);
+        get_opt(*it, "length", h.length, origin, "haystack.");
+        get_opt(*it, "depth", h.depth, origin, "haystack.");
+        get_opt(*it, "depth_index", h.depth_index, origin, "haystack.");
+        get_opt(*it, "sample", h.sample, origin, "haystack.");
+        get_opt(*it, "seed", h.seed, origin, "haystack.");
+        get_opt(*it, "filler", h.filler, origin, "haystack.");
+        get_opt(*it, "template", h.prompt, origin, "haystack.");
         if (h.length < 0) throw Error(origin + ": haystack.length must be positive");
         if (!(h.depth >= 0 && h.depth <= 1)) throw Error(origin + ": haystack.depth must be in [0, 1]");
         if (h.depth_index < 0 || h.sample < 0)
@@ -125,14 +183,14 @@ Session session_from_json(std::string_view text, const std::string& origin, cons
     if (find_invalid_utf8(s.input_text) != std::string_view::npos)
         throw Error(origin + ": 'input_text' is not valid UTF-8", "paste the text again or use a text file");
     if (auto it = j.find("selection"); it != j.end() && it->is_object()) {
-        get_opt(*it, "layer", s.selected_layer, origin);
-        get_opt(*it, "channel", s.selected_channel, origin);
-        get_opt(*it, "token", s.selected_token, origin);
+        get_opt(*it, "layer", s.selected_layer, origin, "selection.");
+        get_opt(*it, "channel", s.selected_channel, origin, "selection.");
+        get_opt(*it, "token", s.selected_token, origin, "selection.");
     }
     get_opt(j, "view", s.view, origin);
     if (auto it = j.find("view_state"); it != j.end() && it->is_object()) {
-        get_opt(*it, "channel_map", s.channel_map_statistic, origin);
-        get_opt(*it, "tokens", s.tokens_colour, origin);
+        get_opt(*it, "channel_map", s.channel_map_statistic, origin, "view_state.");
+        get_opt(*it, "tokens", s.tokens_colour, origin, "view_state.");
     }
     auto check_name = [&](const std::string& v, const auto& names, const char* key) {
         for (const char* n : names)
@@ -161,20 +219,7 @@ Session load_session(const fs::path& file) {
 
 void save_session(const Session& s, const fs::path& file) {
     const std::string bytes = session_to_json(s);
-    fs::path tmp = file;
-    tmp += ".tmp";
-    {
-        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-        if (!out) throw Error("cannot write " + tmp.string(), "check that the folder exists and is writable");
-        out.write(bytes.data(), std::streamsize(bytes.size()));
-        if (!out) throw Error("write failed: " + tmp.string(), "is the disk full?");
-    }
-    std::error_code ec;
-    fs::rename(tmp, file, ec);
-    if (ec) {
-        fs::remove(tmp, ec);
-        throw Error("cannot rename " + tmp.string() + " to " + file.string());
-    }
+    write_file_atomic(file, bytes);
 }
 
 static fs::path resolve_relative(const Session& s, const std::string& p) {

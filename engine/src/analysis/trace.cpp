@@ -336,8 +336,14 @@ RunResult read_trace(const std::filesystem::path& path) {
 
     RunResult run;
     try {
-        run.n_layer = static_cast<int>(h5::get_attr_int(root, "n_layer"));
+        const int64_t n_layer = h5::get_attr_int(root, "n_layer");
+        if (n_layer < 0 || n_layer > (int64_t{1} << 20))  // read into an int: no silent truncation
+            throw Error(file + ": attribute 'n_layer' = " + std::to_string(n_layer) + " is out of range");
+        run.n_layer = static_cast<int>(n_layer);
         run.channels = h5::get_attr_int(root, "channels");
+        if (run.channels < 0 || run.channels > (int64_t{1} << 32))
+            throw Error(file + ": attribute 'channels' = " + std::to_string(run.channels) +
+                        " is out of range");
         run.train_len = h5::get_attr_int(root, "train_len");
         run.window_begin = h5::get_attr_int(root, "window_begin");
         run.window_end = h5::get_attr_int(root, "window_end");

@@ -7,6 +7,7 @@
 
 #include "mambascope/config.h"
 #include "mambascope/error.h"
+#include "io/json_limits.h"
 
 namespace mambascope {
 
@@ -21,6 +22,11 @@ using json = nlohmann::json;
 // Bare non-finite tokens are rewritten to this string prefix before parsing, then turned back into numbers.
 constexpr std::string_view kFloatMarker = "__mambascope_float__:";
 constexpr int64_t kMaxSize = int64_t{1} << 40;  // any dimension beyond this is a corrupt file
+// No config.json nests deeper than a handful of levels. Deeper input is refused before nlohmann builds or
+// copies it: nlohmann's parser is iterative, but its copy, dump and our walks recurse.
+constexpr int kMaxJsonDepth = 64;
+// Longest JSON excerpt echoed in an error message.
+constexpr size_t kMaxEcho = 200;
 
 const char* kSupported =
     "supported: HF model_type \"mamba\" / \"mamba2\" (or architectures MambaForCausalLM / "
@@ -30,6 +36,60 @@ const char* kSupported =
 [[noreturn]] void fail(const std::string& origin, const std::string& what, std::string hint = {}) {
     throw Error(origin + ": " + what, std::move(hint));
 }
+
+// ---- nesting bound -----------------------------------------------------------------------------
+
+// Line and column (1-based) of byte `pos` of `text`.
+std::string line_col(std::string_view text, size_t pos) {
+    size_t line = 1, col = 1;
+    for (size_t i = 0; i < pos && i < text.size(); ++i) {
+        if (text[i] == '\n') {
+            ++line;
+            col = 1;
+        } else {
+            ++col;
+        }
+    }
+    return "line " + std::to_string(line) + ", column " + std::to_string(col);
+}
+
+// Dump of `v`, cut to kMaxEcho characters, for error messages (v is at most kMaxJsonDepth deep).
+std::string excerpt(const json& v) {
+    std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
+    if (s.size() > kMaxEcho) s = s.substr(0, kMaxEcho) + "... (" + std::to_string(s.size()) + " bytes)";
+    return s;
+}
+
+}  // namespace
+
+// Scans the raw text (strings skipped) and refuses arrays/objects nested deeper than `max_depth`, naming
+// the line and column. Shared with the tokenizer and session readers (declared there).
+void check_json_nesting(std::string_view text, const std::string& origin, int max_depth) {
+    int depth = 0;
+    bool in_string = false, escaped = false;
+    for (size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (in_string) {
+            if (escaped)
+                escaped = false;
+            else if (c == '\\')
+                escaped = true;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > max_depth)
+                throw Error(origin + ": JSON nested deeper than " + std::to_string(max_depth) +
+                                " levels at " + line_col(text, i),
+                            "the file is corrupt or hostile; no valid file nests this deep");
+        } else if (c == ']' || c == '}') {
+            if (depth > 0) --depth;
+        }
+    }
+}
+
+namespace {
 
 // ---- Infinity / NaN pre-processing --------------------------------------------------------------
 
@@ -87,7 +147,10 @@ double non_finite_value(const std::string& s, const std::string& origin) {
 }
 
 // Turns marker strings and {"__float__": "..."} objects into double values (nlohmann holds inf/NaN doubles).
-void restore_non_finite(json& j, const std::string& origin) {
+// The recursion is bounded: check_json_nesting() has refused input deeper than kMaxJsonDepth.
+void restore_non_finite(json& j, const std::string& origin, int depth = 0) {
+    if (depth > kMaxJsonDepth)
+        fail(origin, "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
     if (j.is_string()) {
         const auto& s = j.get_ref<const std::string&>();
         if (s.rfind(kFloatMarker, 0) == 0) j = non_finite_value(s.substr(kFloatMarker.size()), origin);
@@ -96,9 +159,9 @@ void restore_non_finite(json& j, const std::string& origin) {
             j = non_finite_value(j["__float__"].get<std::string>(), origin);
             return;
         }
-        for (auto& [k, v] : j.items()) restore_non_finite(v, origin);
+        for (auto& [k, v] : j.items()) restore_non_finite(v, origin, depth + 1);
     } else if (j.is_array()) {
-        for (auto& v : j) restore_non_finite(v, origin);
+        for (auto& v : j) restore_non_finite(v, origin, depth + 1);
     }
 }
 
@@ -153,7 +216,7 @@ class Fields {
         if (!has(key)) return false;
         const json& v = j_[key];
         if (!v.is_array() || v.size() != 2 || !v[0].is_number() || !v[1].is_number()) {
-            fail(origin_, name(key) + " must be a [min, max] pair of numbers, got " + v.dump());
+            fail(origin_, name(key) + " must be a [min, max] pair of numbers, got " + excerpt(v));
         }
         lo = v[0].get<double>();
         hi = v[1].get<double>();
@@ -162,20 +225,40 @@ class Fields {
 
   private:
     int64_t as_int(const char* key, const json& v) const {
+        if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max()))
+            fail(origin_, name(key) + " = " + v.dump() + " is out of range");
         if (v.is_number_integer()) return v.get<int64_t>();
         if (v.is_number_float()) {
             const double d = v.get<double>();
             if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e15) return static_cast<int64_t>(d);
         }
-        fail(origin_, name(key) + " must be an integer, got " + (v.is_number() ? v.dump() : type_of(v)));
+        fail(origin_, name(key) + " must be an integer, got " + (v.is_number() ? excerpt(v) : type_of(v)));
     }
 
     const json& j_;
     std::string origin_, scope_;
 };
 
+// ---- checked arithmetic on dimensions ------------------------------------------------------------
+
+int64_t checked_mul(int64_t a, int64_t b, const std::string& origin, const std::string& what) {
+    int64_t r = 0;
+    if (__builtin_mul_overflow(a, b, &r))
+        fail(origin, what + " = " + std::to_string(a) + "·" + std::to_string(b) + " overflows 64 bits",
+             "the config.json is corrupt");
+    return r;
+}
+int64_t checked_add(int64_t a, int64_t b, const std::string& origin, const std::string& what) {
+    int64_t r = 0;
+    if (__builtin_add_overflow(a, b, &r))
+        fail(origin, what + " = " + std::to_string(a) + " + " + std::to_string(b) + " overflows 64 bits",
+             "the config.json is corrupt");
+    return r;
+}
+
+// ceil(a / b) for a ≥ 0, b > 0 without overflow; a < 0 is left for validate() to report.
 int64_t ceil_div(int64_t a, int64_t b) {
-    return (a + b - 1) / b;
+    return a <= 0 ? a / b : 1 + (a - 1) / b;
 }
 
 // d_inner = expand · d_model, where expand may be written as a float in some configs.
@@ -210,8 +293,8 @@ void read_mambascope_extension(const json& j, ModelConfig& c, const std::string&
             fail(origin, "mambascope.retrieval.needle must contain {KEY}");
         if (t.question.empty()) fail(origin, "mambascope.retrieval.question must not be empty");
         if (t.key_digits < 1 || t.key_digits > 32)
-            fail(origin, "mambascope.retrieval.key_digits = " + std::to_string(t.key_digits) +
-                             " is outside 1..32");
+            fail(origin,
+                 "mambascope.retrieval.key_digits = " + std::to_string(t.key_digits) + " is outside 1..32");
         c.retrieval_template = t;
     }
 }
@@ -247,9 +330,10 @@ ModelConfig parse_hf(const json& j, Arch arch, const std::string& origin) {
         c.n_groups =
             f.opt_int("n_groups", 8);  // transformers' Mamba2Config default (Codestral), not mamba_ssm's 1
         c.d_inner = expand_width(f, "expand", 2, c.d_model, origin);
-        if (c.n_heads * c.head_dim != c.d_inner) {
+        const int64_t heads_width = checked_mul(c.n_heads, c.head_dim, origin, "num_heads·head_dim");
+        if (heads_width != c.d_inner) {
             fail(origin, "num_heads·head_dim = " + std::to_string(c.n_heads) + "·" +
-                             std::to_string(c.head_dim) + " = " + std::to_string(c.n_heads * c.head_dim) +
+                             std::to_string(c.head_dim) + " = " + std::to_string(heads_width) +
                              " must equal expand·hidden_size = " + std::to_string(c.d_inner));
         }
         f.opt_range("time_step_limit", c.dt_limit_min, c.dt_limit_max);
@@ -274,7 +358,7 @@ ModelConfig parse_mamba_ssm(const json& j, const std::string& origin) {
         fail(origin,
              "hybrid models with MLP/attention layers are not supported (d_intermediate = " +
                  std::to_string(d_intermediate) + ", attn_layer_idx " +
-                 (f.has("attn_layer_idx") ? f.at("attn_layer_idx").dump() : "[]") + ")",
+                 (f.has("attn_layer_idx") ? excerpt(f.at("attn_layer_idx")) : "[]") + ")",
              "Mambascope runs pure Mamba / Mamba-2 stacks");
     }
     if (!f.opt_bool("rms_norm", true)) {
@@ -360,37 +444,35 @@ void validate(const ModelConfig& c, const std::string& origin) {
                              std::to_string(c.dt_limit_max) + "] is not a valid range");
         }
     }
+    // Every product of dimensions the loader and the kernels form (tensor sizes, in_proj rows, conv width)
+    // must fit in 64 bits: each factor is ≤ kMaxSize, but two of them can overflow.
+    const auto mul = [&](int64_t a, int64_t b, const char* what) { return checked_mul(a, b, origin, what); };
+    const auto add = [&](int64_t a, int64_t b, const char* what) { return checked_add(a, b, origin, what); };
+    add(c.vocab_size, c.pad_vocab_size_multiple, "vocab_size + pad_vocab_size_multiple");
+    mul(add(c.vocab_size, c.pad_vocab_size_multiple, "padded vocab"), c.d_model, "vocab·d_model");
+    const int64_t conv_dim =
+        c.arch == Arch::Mamba1
+            ? c.d_inner
+            : add(c.d_inner, mul(2, mul(c.n_groups, c.d_state, "n_groups·d_state"), "2·n_groups·d_state"),
+                  "conv width");
+    mul(conv_dim, c.d_conv, "conv width·d_conv");
+    const int64_t in_rows = c.arch == Arch::Mamba1
+                                ? mul(2, c.d_inner, "2·d_inner")
+                                : add(add(c.d_inner, conv_dim, "in_proj rows"), c.n_heads, "in_proj rows");
+    mul(in_rows, c.d_model, "in_proj rows·d_model");
+    mul(c.d_inner, c.d_model, "d_inner·d_model");
+    mul(c.d_inner, c.d_state, "d_inner·d_state");
+    if (c.arch == Arch::Mamba1) {
+        mul(add(c.dt_rank, mul(2, c.d_state, "2·d_state"), "dt_rank + 2·d_state"), c.d_inner,
+            "x_proj rows·d_inner");
+        mul(c.d_inner, c.dt_rank, "d_inner·dt_rank");
+    } else {
+        mul(mul(c.n_heads, c.head_dim, "n_heads·head_dim"), c.d_state, "n_heads·head_dim·d_state");
+    }
+    mul(c.n_layer, c.d_inner, "n_layer·d_inner");
 }
 
-}  // namespace
-
-ModelConfig parse_config_json(std::string_view text, const std::string& origin) {
-    std::vector<size_t> to_input;
-    const std::string rewritten = rewrite_non_finite(text, to_input);
-    json j;
-    try {
-        j = json::parse(rewritten);
-    } catch (const json::parse_error& e) {
-        // e.byte is 1-based in the rewritten text; map it back to the user's line and column.
-        size_t in_pos = text.size();
-        if (e.byte >= 1 && e.byte - 1 < to_input.size()) in_pos = to_input[e.byte - 1];
-        size_t line = 1, col = 1;
-        for (size_t i = 0; i < in_pos && i < text.size(); ++i) {
-            if (text[i] == '\n') {
-                ++line;
-                col = 1;
-            } else {
-                ++col;
-            }
-        }
-        std::string msg = e.what();
-        const auto colon = msg.find("syntax error");
-        if (colon != std::string::npos) msg = msg.substr(colon);
-        fail(origin,
-             "invalid JSON at line " + std::to_string(line) + ", column " + std::to_string(col) + ": " + msg,
-             "fix the file with a JSON validator");
-    }
-    if (!j.is_object()) fail(origin, "config.json must be a JSON object");
+ModelConfig parse_config_object(json& j, const std::string& origin) {
     restore_non_finite(j, origin);
 
     ModelConfig c;
@@ -413,7 +495,7 @@ ModelConfig parse_config_json(std::string_view text, const std::string& origin) 
                 c = parse_hf(j, Arch::Mamba2, origin), found = true;
             if (found) break;
         }
-        if (!found) fail(origin, "unknown architectures " + j["architectures"].dump() + "; " + kSupported);
+        if (!found) fail(origin, "unknown architectures " + excerpt(j["architectures"]) + "; " + kSupported);
     } else if (j.contains("d_model") || j.contains("n_layer") || j.contains("ssm_cfg")) {
         c = parse_mamba_ssm(j, origin);
     } else {
@@ -423,6 +505,54 @@ ModelConfig parse_config_json(std::string_view text, const std::string& origin) 
     read_mambascope_extension(j, c, origin);
     validate(c, origin);
     return c;
+}
+
+}  // namespace
+
+ModelConfig parse_config_json(std::string_view text, const std::string& origin) {
+    check_json_nesting(text, origin, kMaxJsonDepth);  // before nlohmann builds, copies or dumps anything
+    std::vector<size_t> to_input;
+    const std::string rewritten = rewrite_non_finite(text, to_input);
+    json j;
+    try {
+        j = json::parse(rewritten);
+    } catch (const json::out_of_range& e) {
+        // e.g. 1e400: a number that does not fit a double.
+        std::string msg = e.what();
+        if (const auto p = msg.find("number overflow"); p != std::string::npos) msg = msg.substr(p);
+        fail(origin, "a number is out of range (" + msg.substr(0, kMaxEcho) + ")",
+             "numbers in config.json must fit a 64-bit float");
+    } catch (const json::parse_error& e) {
+        // e.byte is 1-based in the rewritten text; map it back to the user's line and column.
+        size_t in_pos = text.size();
+        if (e.byte >= 1 && e.byte - 1 < to_input.size()) in_pos = to_input[e.byte - 1];
+        size_t line = 1, col = 1;
+        for (size_t i = 0; i < in_pos && i < text.size(); ++i) {
+            if (text[i] == '\n') {
+                ++line;
+                col = 1;
+            } else {
+                ++col;
+            }
+        }
+        std::string msg = e.what();
+        const auto colon = msg.find("syntax error");
+        if (colon != std::string::npos) msg = msg.substr(colon);
+        if (msg.size() > kMaxEcho) msg = msg.substr(0, kMaxEcho) + "...";
+        fail(origin,
+             "invalid JSON at line " + std::to_string(line) + ", column " + std::to_string(col) + ": " + msg,
+             "fix the file with a JSON validator");
+    } catch (const json::exception& e) {
+        fail(origin, std::string("invalid JSON: ") + std::string(e.what()).substr(0, kMaxEcho),
+             "fix the file with a JSON validator");
+    }
+    if (!j.is_object()) fail(origin, "config.json must be a JSON object");
+    try {
+        return parse_config_object(j, origin);
+    } catch (const json::exception& e) {
+        // A nlohmann type/range error the typed accessors did not anticipate: still name the file.
+        fail(origin, std::string("malformed config.json: ") + std::string(e.what()).substr(0, kMaxEcho));
+    }
 }
 
 ModelConfig load_config(const std::filesystem::path& model_dir) {

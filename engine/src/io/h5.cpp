@@ -6,8 +6,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
+#include "mambascope/atomic_file.h"
 #include "mambascope/error.h"
 
 namespace mambascope::h5 {
@@ -24,9 +28,22 @@ namespace {
         return _r;                                                                            \
     }())
 
+// Set when H5Fclose of a writer's file failed (disk full): HDF5 1.10 then keeps a half-closed file that
+// H5_term_library dereferences at exit (SIGSEGV). We shut the library down ourselves, and skip that when a
+// close failed (the OS reclaims everything; the temp file is already removed).
+std::atomic<bool> g_close_failed{false};
+
+extern "C" void shut_down_hdf5() {
+    if (!g_close_failed.load()) H5close();
+}
+
 struct Silence {
     // HDF5 prints its own error stack to stderr by default; our Errors carry the message instead.
-    Silence() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+    Silence() {
+        H5dont_atexit();  // must precede the first call that initialises the library
+        std::atexit(shut_down_hdf5);
+        H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    }
 };
 const Silence kSilence;
 
@@ -185,68 +202,209 @@ bool has_attr(int64_t obj, const std::string& name) {
     return H5Aexists(obj, name.c_str()) > 0;
 }
 
+namespace {
+
+// Longest fixed-length string attribute read (a corrupt size field must not allocate gigabytes).
+constexpr size_t kMaxAttrStringBytes = size_t{16} << 20;
+
+// "<file>: attribute '<object>/<name>'" for errors about attribute `name` of `obj`.
+std::string attr_where(hid_t obj, const std::string& name) {
+    std::string file = "(HDF5 file)", object;
+    const ssize_t fn = H5Fget_name(obj, nullptr, 0);
+    if (fn > 0) {
+        file.assign(static_cast<size_t>(fn) + 1, '\0');
+        H5Fget_name(obj, file.data(), file.size());
+        file.resize(static_cast<size_t>(fn));
+    }
+    if (H5Iget_type(obj) != H5I_FILE) {
+        const ssize_t on = H5Iget_name(obj, nullptr, 0);
+        if (on > 0) {
+            object.assign(static_cast<size_t>(on) + 1, '\0');
+            H5Iget_name(obj, object.data(), object.size());
+            object.resize(static_cast<size_t>(on));
+        }
+    }
+    return file + ": attribute '" + (object.empty() || object == "/" ? "" : object + "/") + name + "'";
+}
+
+// Opens attribute `name` of `obj` after checking that it exists and holds exactly one value; returns the
+// attribute and its file type. An array-valued attribute read into one value would overflow the buffer.
+std::pair<hid_t, hid_t> open_single_attr(hid_t obj, const std::string& name) {
+    if (!has_attr(obj, name))
+        throw Error(attr_where(obj, name) + " is missing", "the file may be truncated or from another tool");
+    const hid_t a = H5Aopen(obj, name.c_str(), H5P_DEFAULT);
+    if (a < 0) throw Error(attr_where(obj, name) + " cannot be opened", "the file may be corrupt");
+    const hid_t space = H5Aget_space(a);
+    const H5S_class_t sclass = space >= 0 ? H5Sget_simple_extent_type(space) : H5S_NO_CLASS;
+    const hssize_t npoints = space >= 0 ? H5Sget_simple_extent_npoints(space) : -1;
+    if (space >= 0) H5Sclose(space);
+    if (!(sclass == H5S_SCALAR || (sclass == H5S_SIMPLE && npoints == 1))) {
+        H5Aclose(a);
+        throw Error(attr_where(obj, name) + " must hold a single value, it holds " +
+                        (npoints >= 0 ? std::to_string(npoints) : std::string("an unknown number of")) +
+                        " values",
+                    "the file is corrupt or was not written by Mambascope");
+    }
+    const hid_t ft = H5Aget_type(a);
+    if (ft < 0) {
+        H5Aclose(a);
+        throw Error(attr_where(obj, name) + " has an unreadable type", "the file may be corrupt");
+    }
+    return {a, ft};
+}
+
+}  // namespace
+
 std::string get_attr_string(int64_t obj, const std::string& name) {
-    if (!has_attr(obj, name)) throw Error("HDF5: missing attribute '" + name + "'");
-    hid_t a = H5_CHECK(H5Aopen(obj, name.c_str(), H5P_DEFAULT), "open attribute " + name);
+    const auto [a, ft] = open_single_attr(obj, name);
     auto ca = closer(a, H5Aclose);
-    hid_t ft = H5Aget_type(a);
     auto cft = closer(ft, H5Tclose);
-    if (H5Tget_class(ft) != H5T_STRING) throw Error("HDF5: attribute '" + name + "' is not a string");
+    if (H5Tget_class(ft) != H5T_STRING)
+        throw Error(attr_where(obj, name) + " must be a string", "the file is corrupt or from another tool");
     if (H5Tis_variable_str(ft) > 0) {
         hid_t t = utf8_vlen_string();
         auto ct = closer(t, H5Tclose);
         char* p = nullptr;
-        H5_CHECK(H5Aread(a, t, &p), "read attribute " + name);
+        if (H5Aread(a, t, &p) < 0)
+            throw Error(attr_where(obj, name) + " cannot be read", "the file may be corrupt");
         std::string s = p ? p : "";
         if (p) H5free_memory(p);
         return s;
     }
-    size_t n = H5Tget_size(ft);
+    const size_t n = H5Tget_size(ft);
+    if (n == 0 || n > kMaxAttrStringBytes)
+        throw Error(attr_where(obj, name) + " is a string of " + std::to_string(n) + " bytes (at most " +
+                        std::to_string(kMaxAttrStringBytes) + ")",
+                    "the file is corrupt");
     std::string s(n, '\0');
     hid_t t = H5Tcopy(H5T_C_S1);
     auto ct = closer(t, H5Tclose);
     H5Tset_size(t, n);
-    H5_CHECK(H5Aread(a, t, s.data()), "read attribute " + name);
+    if (H5Aread(a, t, s.data()) < 0)
+        throw Error(attr_where(obj, name) + " cannot be read", "the file may be corrupt");
     s.resize(strnlen(s.c_str(), n));
     return s;
 }
 double get_attr_double(int64_t obj, const std::string& name) {
-    if (!has_attr(obj, name)) throw Error("HDF5: missing attribute '" + name + "'");
-    hid_t a = H5_CHECK(H5Aopen(obj, name.c_str(), H5P_DEFAULT), "open attribute " + name);
+    const auto [a, ft] = open_single_attr(obj, name);
     auto ca = closer(a, H5Aclose);
+    auto cft = closer(ft, H5Tclose);
+    const H5T_class_t cls = H5Tget_class(ft);
+    if (cls != H5T_FLOAT && cls != H5T_INTEGER)
+        throw Error(attr_where(obj, name) + " must be a number", "the file is corrupt or from another tool");
     double v = 0;
-    H5_CHECK(H5Aread(a, H5T_NATIVE_DOUBLE, &v), "read attribute " + name);
+    if (H5Aread(a, H5T_NATIVE_DOUBLE, &v) < 0)
+        throw Error(attr_where(obj, name) + " cannot be read", "the file may be corrupt");
     return v;
 }
 int64_t get_attr_int(int64_t obj, const std::string& name) {
-    if (!has_attr(obj, name)) throw Error("HDF5: missing attribute '" + name + "'");
-    hid_t a = H5_CHECK(H5Aopen(obj, name.c_str(), H5P_DEFAULT), "open attribute " + name);
+    const auto [a, ft] = open_single_attr(obj, name);
     auto ca = closer(a, H5Aclose);
+    auto cft = closer(ft, H5Tclose);
+    const H5T_class_t cls = H5Tget_class(ft);
+    if (cls == H5T_FLOAT) {
+        // Accepted only when it holds an integer that int64 represents exactly.
+        double d = 0;
+        if (H5Aread(a, H5T_NATIVE_DOUBLE, &d) < 0)
+            throw Error(attr_where(obj, name) + " cannot be read", "the file may be corrupt");
+        if (!(d > -9.0e15 && d < 9.0e15 && static_cast<double>(static_cast<int64_t>(d)) == d))
+            throw Error(attr_where(obj, name) + " must be an integer, got " + std::to_string(d),
+                        "the file is corrupt or from another tool");
+        return static_cast<int64_t>(d);
+    }
+    if (cls != H5T_INTEGER)
+        throw Error(attr_where(obj, name) + " must be an integer",
+                    "the file is corrupt or from another tool");
     int64_t v = 0;
-    H5_CHECK(H5Aread(a, H5T_NATIVE_INT64, &v), "read attribute " + name);
+    if (H5Aread(a, H5T_NATIVE_INT64, &v) < 0)
+        throw Error(attr_where(obj, name) + " cannot be read", "the file may be corrupt");
     return v;
 }
 
 // ---- Writer ------------------------------------------------------------------------------------------
 
+namespace {
+
+// Closes every id still open in `file` (datasets, groups, named types, attributes), then the file itself.
+// Failure paths use this so that nothing of the file is left for H5_term_library to flush at exit (a file
+// whose flush failed, still open at exit, crashed the library's shutdown). Returns false if the close failed.
+bool close_everything(hid_t file) {
+    if (file < 0) return true;
+    const unsigned types = H5F_OBJ_DATASET | H5F_OBJ_GROUP | H5F_OBJ_DATATYPE | H5F_OBJ_ATTR | H5F_OBJ_LOCAL;
+    const ssize_t n = H5Fget_obj_count(file, types);
+    if (n > 0) {
+        std::vector<hid_t> ids(static_cast<size_t>(n));
+        const ssize_t got = H5Fget_obj_ids(file, types, static_cast<size_t>(n), ids.data());
+        for (ssize_t k = 0; k < got; ++k) {
+            const hid_t id = ids[static_cast<size_t>(k)];
+            if (H5Iget_type(id) == H5I_ATTR)
+                H5Aclose(id);
+            else
+                H5Oclose(id);
+        }
+    }
+    if (H5Fclose(file) >= 0) return true;
+    g_close_failed.store(true);
+    return false;
+}
+
+std::string h5_error_hint() {
+    return "check that the disk has space and is writable";
+}
+
+}  // namespace
+
 Writer::Writer(std::filesystem::path target) : target_(std::move(target)) {
     auto dir = target_.has_parent_path() ? target_.parent_path() : std::filesystem::path(".");
-    if (!std::filesystem::is_directory(dir))
+    std::error_code ec;
+    if (std::filesystem::is_directory(target_, ec))
+        throw Error("cannot write " + target_.string() + ": " + std::strerror(EISDIR),
+                    "give a file name, not a folder");
+    if (std::filesystem::exists(target_, ec) && !std::filesystem::is_regular_file(target_, ec))
+        throw Error("cannot write " + target_.string() + ": not a regular file",
+                    "an HDF5 file is never written into a device or pipe; give a file name");
+    if (std::filesystem::is_symlink(target_, ec)) {  // replace the file the link points to, keep the link
+        auto real = std::filesystem::weakly_canonical(target_, ec);
+        if (!ec) target_ = real;
+        dir = target_.parent_path();
+    }
+    if (!std::filesystem::is_directory(dir, ec))
         throw Error("cannot write " + target_.string() + ": directory " + dir.string() + " does not exist",
                     "create the directory first");
+    const DestinationSnapshot snap = snapshot_destination(target_);
+    existed_ = snap.existed;
+    ino_ = snap.ino;
+    size_ = snap.size;
+    mtime_ns_ = snap.mtime_ns;
     temp_ = target_;
     temp_ += ".tmp-" + std::to_string(::getpid());
-    file_ = H5Fcreate(temp_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (file_ < 0)
-        throw Error("cannot create HDF5 file " + temp_.string(), "check that the directory is writable");
+    // Close degree STRONG: closing the file closes every object still open in it, so commit() has really
+    // written everything before the rename and a failure leaves nothing open.
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl >= 0) H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
+    errno = 0;
+    file_ = H5Fcreate(temp_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl >= 0 ? fapl : H5P_DEFAULT);
+    const int err = errno;
+    if (fapl >= 0) H5Pclose(fapl);
+    if (file_ < 0) {
+        ::unlink(temp_.c_str());
+        throw Error(
+            "cannot create HDF5 file " + temp_.string() + (err ? ": " + std::string(std::strerror(err)) : ""),
+            "check that the directory is writable");
+    }
+    slot_ = register_temp_file(temp_);
 }
 
 Writer::~Writer() {
-    if (file_ >= 0) H5Fclose(file_);
-    if (!committed_) {
-        std::error_code ec;
-        std::filesystem::remove(temp_, ec);
-    }
+    if (!committed_) abandon();
+}
+
+void Writer::abandon() noexcept {
+    close_everything(file_);
+    file_ = -1;
+    ::unlink(temp_.c_str());
+    unregister_temp_file(slot_);
+    slot_ = -1;
 }
 
 int64_t Writer::root() const {
@@ -402,17 +560,66 @@ void Writer::attach_scale(const std::string& dataset_path, int axis, const std::
 
 void Writer::commit() {
     if (committed_) return;
-    H5_CHECK(H5Fflush(file_, H5F_SCOPE_GLOBAL), "flush " + temp_.string());
-    H5Fclose(file_);
-    file_ = -1;
-    std::error_code ec;
-    std::filesystem::rename(temp_, target_, ec);
-    if (ec) {
-        std::filesystem::remove(temp_, ec);
-        throw Error("cannot rename " + temp_.string() + " to " + target_.string() + ": " + ec.message());
+    if (file_ < 0) throw Error("cannot write " + target_.string() + ": an earlier write failed");
+    const bool testing_fail = testing::take_commit_failure();
+    errno = 0;
+    bool ok = !testing_fail && H5Fflush(file_, H5F_SCOPE_GLOBAL) >= 0;
+    int err = testing_fail ? ENOSPC : errno;
+    if (ok) {
+        // STRONG close: every object still open is closed and written now.
+        errno = 0;
+        ok = H5Fclose(file_) >= 0;
+        err = errno;
+        if (!ok) g_close_failed.store(true);
+        file_ = -1;
+    }
+    if (!ok) {
+        abandon();
+        throw Error("cannot write HDF5 file " + target_.string() +
+                        (err ? ": " + std::string(std::strerror(err)) : std::string(": flush failed")),
+                    h5_error_hint());
+    }
+    DestinationSnapshot before;
+    before.existed = existed_;
+    before.ino = ino_;
+    before.size = size_;
+    before.mtime_ns = mtime_ns_;
+    const std::string change = destination_change(target_, before);
+    if (!change.empty()) {
+        committed_ = true;  // the temp file is moved to .conflict-<pid> (or removed) below
+        const int slot = slot_;
+        slot_ = -1;
+        try {
+            throw_destination_conflict(temp_, target_, change);
+        } catch (...) {
+            unregister_temp_file(slot);
+            throw;
+        }
+    }
+    if (::rename(temp_.c_str(), target_.c_str()) != 0) {
+        err = errno;  // saved before the cleanup can overwrite it
+        abandon();
+        committed_ = true;
+        throw Error("cannot rename " + temp_.string() + " to " + target_.string() + ": " + std::strerror(err),
+                    h5_error_hint());
     }
     committed_ = true;
+    unregister_temp_file(slot_);
+    slot_ = -1;
+    note_committed(target_);
 }
+
+namespace testing {
+namespace {
+std::atomic<bool> g_fail_commit{false};
+}
+void fail_next_commit() {
+    g_fail_commit.store(true);
+}
+bool take_commit_failure() {
+    return g_fail_commit.exchange(false);
+}
+}  // namespace testing
 
 // ---- Reader ------------------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <fstream>
+#include <iterator>
 #include <mutex>
 #include <queue>
 #include <string>
@@ -16,6 +17,7 @@
 #include "mambascope/error.h"
 #include "mambascope/text.h"
 #include "mambascope/tokenizer.h"
+#include "io/json_limits.h"
 
 #ifdef MAMBASCOPE_HAVE_ICU
 #include <unicode/bytestream.h>
@@ -27,6 +29,21 @@
 namespace mambascope {
 
 namespace {
+
+// Tokenizer JSON nests a few levels (normalizer/pre_tokenizer sequences); deeper input is refused before
+// nlohmann builds, copies or dumps it (its copy and dump recurse).
+constexpr int kMaxJsonDepth = 64;
+// Longest JSON excerpt echoed in an error message.
+constexpr size_t kMaxEcho = 200;
+// Token ids are int32; the id table is dense, so the largest id may exceed the number of tokens by at most
+// this many holes (bounds the table's memory on a hostile id such as 2^31 - 1).
+constexpr int64_t kMaxIdHoles = int64_t{1} << 20;
+
+std::string excerpt(const nlohmann::json& v) {
+    std::string s = v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    if (s.size() > kMaxEcho) s = s.substr(0, kMaxEcho) + "... (" + std::to_string(s.size()) + " bytes)";
+    return s;
+}
 
 // Inputs at least this big are cut into blocks at safe boundaries and encoded in parallel.
 constexpr size_t kParallelMinBytes = size_t(1) << 20;
@@ -172,7 +189,8 @@ using PieceCache = std::unordered_map<std::string, std::vector<int32_t>, StringH
 
 class BpeTokenizer final : public Tokenizer {
   public:
-    BpeTokenizer(const nlohmann::json& j, std::string name);
+    // `origin` (the file's path) names the file in errors; `name` is what name() returns.
+    BpeTokenizer(const nlohmann::json& j, std::string name, const std::string& origin);
 
     std::vector<int32_t> encode(std::string_view utf8) const override {
         std::vector<int64_t> offsets;
@@ -241,21 +259,36 @@ std::string unicode_to_bytes(const std::string& token, const std::unordered_map<
     return out;
 }
 
-BpeTokenizer::BpeTokenizer(const nlohmann::json& j, std::string name) : name_(std::move(name)) {
+BpeTokenizer::BpeTokenizer(const nlohmann::json& j, std::string name, const std::string& origin)
+    : name_(std::move(name)) {
     const auto bad = [&](const std::string& what) {
         return Error(
-            name_ + ": unsupported tokenizer.json: " + what,
+            origin + ": unsupported tokenizer.json: " + what,
             "Mambascope supports byte-level BPE tokenizers (GPT-2 / GPT-NeoX family), or use 'byte'");
     };
+    // A token id: an integer in [0, 2^31) (not 1.5, not 2^40, which int32 conversion would truncate).
+    const auto read_id = [&](const nlohmann::json& v, const std::string& field) -> int32_t {
+        if (!v.is_number_integer())
+            throw Error(origin + ": " + field + " must be an integer token id, got " + excerpt(v),
+                        "token ids are integers in [0, 2^31)");
+        if (v.is_number_unsigned() ? v.get<uint64_t>() > uint64_t(INT32_MAX)
+                                   : (v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX))
+            throw Error(origin + ": " + field + " = " + v.dump() + " is outside [0, 2^31)",
+                        "token ids are integers in [0, 2^31)");
+        return static_cast<int32_t>(v.get<int64_t>());
+    };
+    if (!j.is_object()) throw bad("the file must hold a JSON object");
     const auto& model = j.at("model");
+    if (!model.is_object()) throw bad("\"model\" must be an object");
     if (model.value("type", std::string("BPE")) != "BPE") throw bad("model type is not BPE");
-    const auto& norm = j.contains("normalizer") ? j.at("normalizer") : nlohmann::json();
-    if (!norm.is_null()) {
-        if (norm.value("type", "") != "NFC") throw bad("normalizer " + norm.dump());
+    // By pointer: a conditional expression with a temporary would copy the (possibly deep) normalizer.
+    const nlohmann::json* norm = j.contains("normalizer") ? &j.at("normalizer") : nullptr;
+    if (norm && !norm->is_null()) {
+        if (!norm->is_object() || norm->value("type", "") != "NFC") throw bad("normalizer " + excerpt(*norm));
         nfc_ = true;
     }
     const auto& pre = j.at("pre_tokenizer");
-    if (pre.is_null() || pre.value("type", "") != "ByteLevel") throw bad("pre_tokenizer is not ByteLevel");
+    if (!pre.is_object() || pre.value("type", "") != "ByteLevel") throw bad("pre_tokenizer is not ByteLevel");
     add_prefix_space_ = pre.value("add_prefix_space", false);
     use_regex_ = pre.value("use_regex", true);
 
@@ -265,18 +298,27 @@ BpeTokenizer::BpeTokenizer(const nlohmann::json& j, std::string name) : name_(st
 
     int32_t max_id = -1;
     std::vector<std::pair<std::string, int32_t>> entries;
-    for (const auto& [tok, idj] : model.at("vocab").items()) {
-        const auto id = idj.get<int32_t>();
+    const auto& vocab = model.at("vocab");
+    if (!vocab.is_object())
+        throw Error(
+            origin + ": model.vocab must be an object {token: id}, got " + std::string(vocab.type_name()),
+            "is this a Hugging Face tokenizer.json?");
+    for (const auto& [tok, idj] : vocab.items()) {
+        const int32_t id = read_id(idj, "model.vocab[\"" + tok.substr(0, 40) + "\"]");
         bool ok = false;
         std::string bytes = unicode_to_bytes(tok, u2b, ok);
         if (!ok) throw bad("vocab entry '" + tok + "' is not byte-level");
         max_id = std::max(max_id, id);
         entries.emplace_back(std::move(bytes), id);
     }
-    for (const auto& t : j.value("added_tokens", nlohmann::json::array())) {
+    const nlohmann::json* added = j.contains("added_tokens") ? &j.at("added_tokens") : nullptr;
+    if (added && !added->is_null() && !added->is_array())
+        throw Error(origin + ": added_tokens must be an array, got " + std::string(added->type_name()));
+    static const nlohmann::json kNoTokens = nlohmann::json::array();
+    for (const auto& t : added && added->is_array() ? *added : kNoTokens) {
         AddedToken a;
         a.content = t.at("content").get<std::string>();
-        a.id = t.at("id").get<int32_t>();
+        a.id = read_id(t.at("id"), "added_tokens[].id");
         a.special = t.value("special", false);
         a.single_word = t.value("single_word", false);
         a.lstrip = t.value("lstrip", false);
@@ -286,6 +328,11 @@ BpeTokenizer::BpeTokenizer(const nlohmann::json& j, std::string name) : name_(st
         added_.push_back(std::move(a));
     }
     if (max_id < 0) throw bad("empty vocabulary");
+    const int64_t n_tokens = static_cast<int64_t>(entries.size() + added_.size());
+    if (int64_t{max_id} >= n_tokens + kMaxIdHoles)
+        throw Error(origin + ": token id " + std::to_string(max_id) + " is far beyond the " +
+                        std::to_string(n_tokens) + " tokens of the vocabulary",
+                    "token ids must be (nearly) dense from 0; the file is corrupt");
     id_to_bytes_.assign(static_cast<size_t>(max_id) + 1, {});
     has_id_.assign(static_cast<size_t>(max_id) + 1, false);
     for (auto& [bytes, id] : entries) {
@@ -309,7 +356,12 @@ BpeTokenizer::BpeTokenizer(const nlohmann::json& j, std::string name) : name_(st
         byte_id_[b] = it == vocab_.end() ? -1 : it->second;  // GPT-NeoX lacks bytes never in UTF-8
     }
     int32_t rank = 0;
-    for (const auto& m : model.at("merges")) {
+    const auto& merges = model.at("merges");
+    if (!merges.is_array())
+        throw Error(origin + ": model.merges must be an array of merges, got " +
+                        std::string(merges.type_name()) + " " + excerpt(merges),
+                    "each merge is \"left right\" or [\"left\", \"right\"]");
+    for (const auto& m : merges) {
         std::string left, right;
         if (m.is_string()) {
             const auto s = m.get<std::string>();
@@ -317,9 +369,12 @@ BpeTokenizer::BpeTokenizer(const nlohmann::json& j, std::string name) : name_(st
             if (sp == std::string::npos) throw bad("merge '" + s + "'");
             left = s.substr(0, sp);
             right = s.substr(sp + 1);
+        } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
+            left = m[0].get<std::string>();
+            right = m[1].get<std::string>();
         } else {
-            left = m.at(0).get<std::string>();
-            right = m.at(1).get<std::string>();
+            throw Error(origin + ": model.merges[" + std::to_string(rank) + "] must be \"left right\" or " +
+                        "[\"left\", \"right\"], got " + excerpt(m));
         }
         bool ok1 = false, ok2 = false;
         const std::string lb = unicode_to_bytes(left, u2b, ok1), rb = unicode_to_bytes(right, u2b, ok2);
@@ -568,16 +623,21 @@ std::vector<int32_t> BpeTokenizer::encode_impl(std::string_view text, std::vecto
 std::shared_ptr<const Tokenizer> load_tokenizer_json(const std::filesystem::path& path) {
     std::ifstream in(path, std::ios::binary);
     if (!in) throw Error("cannot open tokenizer " + path.string(), "check the path, or use --tokenizer byte");
+    const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    if (in.bad()) throw Error("cannot read tokenizer " + path.string(), "check the file");
+    check_json_nesting(text, "tokenizer " + path.string(), kMaxJsonDepth);  // before any recursive copy
     nlohmann::json j;
     try {
-        j = nlohmann::json::parse(in);
+        j = nlohmann::json::parse(text);
     } catch (const nlohmann::json::exception& e) {
-        throw Error("tokenizer " + path.string() + " is not valid JSON: " + e.what());
+        throw Error("tokenizer " + path.string() +
+                    " is not valid JSON: " + std::string(e.what()).substr(0, kMaxEcho));
     }
     try {
-        return std::make_shared<BpeTokenizer>(j, path.filename().string());
+        return std::make_shared<BpeTokenizer>(j, path.filename().string(), "tokenizer " + path.string());
     } catch (const nlohmann::json::exception& e) {
-        throw Error("tokenizer " + path.string() + ": missing or malformed field: " + e.what());
+        throw Error("tokenizer " + path.string() +
+                    ": missing or malformed field: " + std::string(e.what()).substr(0, kMaxEcho));
     }
 }
 

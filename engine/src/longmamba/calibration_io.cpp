@@ -79,6 +79,10 @@ Calibration load_calibration(const std::filesystem::path& path) {
     cal.n_layer = h5::get_attr_int(root, "n_layer");
     cal.channels = h5::get_attr_int(root, "channels");
     cal.arch = h5::get_attr_string(root, "arch");
+    if (cal.arch != "mamba" && cal.arch != "mamba2")
+        throw Error(
+            where + ": attribute arch = \"" + cal.arch.substr(0, 40) + "\" is not \"mamba\" or \"mamba2\"",
+            kHintRecalibrate);
     cal.model_name = h5::has_attr(root, "model_name") ? h5::get_attr_string(root, "model_name") : "";
     cal.params.train_len = h5::get_attr_int(root, "train_len");
     cal.params.samples =
@@ -94,10 +98,25 @@ Calibration load_calibration(const std::filesystem::path& path) {
     }
     if (cal.n_layer < 1 || cal.channels < 1 || cal.params.train_len < 1)
         throw Error(where + " has a non-positive n_layer, channels or train_len", kHintRecalibrate);
+    // Bounded sizes: the products below size the arrays read next (no model has 2^20 layers or 2^32
+    // channels).
+    if (cal.n_layer > (int64_t{1} << 20) || cal.channels > (int64_t{1} << 32))
+        throw Error(where + ": n_layer = " + std::to_string(cal.n_layer) +
+                        " or channels = " + std::to_string(cal.channels) + " is implausibly large",
+                    kHintRecalibrate);
 
     std::vector<uint64_t> shape;
     cal.lengths = r.read_i64("/lengths", &shape);
     if (shape.size() != 1 || shape[0] < 1) throw Error(where + ": /lengths must be a non-empty 1-D array");
+    {
+        // HDF5 converts a float dataset to int64 by truncation: 1500.5 would silently become 1500.
+        const std::vector<double> exact = r.read_f64("/lengths");
+        for (size_t i = 0; i < exact.size() && i < cal.lengths.size(); ++i)
+            if (exact[i] != static_cast<double>(cal.lengths[i]))
+                throw Error(where + ": /lengths[" + std::to_string(i) + "] = " + std::to_string(exact[i]) +
+                                " is not an integer",
+                            kHintRecalibrate);
+    }
     for (size_t i = 0; i < cal.lengths.size(); ++i)
         if (cal.lengths[i] < 1 || (i > 0 && cal.lengths[i] <= cal.lengths[i - 1]))
             throw Error(where + ": /lengths must be positive and strictly increasing", kHintRecalibrate);

@@ -7,7 +7,16 @@
 
 namespace mambascope {
 
+// Identity check: arch, n_layer and channels must match (channels is d_inner for Mamba-1, the head count for
+// Mamba-2). d_state is not stored in a calibration, so it cannot be compared. The model_name is NOT compared:
+// it is the model directory's name, which legitimately changes when a directory is renamed or copied, and
+// there is no warning channel here; a calibration of a different model of the same shape is the user's call.
+// An empty arch (a Calibration built in memory, not loaded; load_calibration requires it) is not compared.
 void check_calibration_matches(const Calibration& cal, const ModelConfig& config) {
+    if (!cal.arch.empty() && cal.arch != arch_name(config.arch))
+        throw Error("the calibration was computed for a " + cal.arch + " model ('" + cal.model_name +
+                        "'), this model is " + arch_name(config.arch),
+                    "calibrate this model with `mambascope-cli calibrate`");
     if (cal.n_layer != config.n_layer || cal.channels != config.channels())
         throw Error("the calibration was computed for a model with " + std::to_string(cal.n_layer) +
                         " layers × " + std::to_string(cal.channels) + " channels (" + cal.arch + " '" +

@@ -1,6 +1,7 @@
 // Model assembly and validation; see mambascope/model.h.
 #include "mambascope/model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -112,6 +113,29 @@ std::shared_ptr<const Model> build_model(const ModelConfig& cfg, const std::map<
                                          const std::filesystem::path& dir) {
     const std::string origin = dir.empty() ? std::string("model") : dir.string();
     check_config(cfg, origin);
+    // Weights for layers beyond n_layer mean config.json and the checkpoint disagree (e.g. num_hidden_layers
+    // 3 on a 6-layer checkpoint): running the first n_layer layers would silently compute another network.
+    {
+        const std::string prefix = "backbone.layers.";
+        int64_t max_layer = -1;
+        for (auto it = weights.lower_bound(prefix); it != weights.end() && it->first.rfind(prefix, 0) == 0;
+             ++it) {
+            int64_t idx = 0;
+            size_t k = prefix.size();
+            bool digits = false;
+            while (k < it->first.size() && it->first[k] >= '0' && it->first[k] <= '9' &&
+                   idx < (int64_t{1} << 40)) {
+                idx = idx * 10 + (it->first[k++] - '0');
+                digits = true;
+            }
+            if (digits) max_layer = std::max(max_layer, idx);
+        }
+        if (max_layer >= cfg.n_layer)
+            throw Error(
+                origin + ": the checkpoint has weights for layer " + std::to_string(max_layer) +
+                    " but config.json says n_layer (num_hidden_layers) = " + std::to_string(cfg.n_layer),
+                "the weights and config.json disagree; fix num_hidden_layers / n_layer");
+    }
     Assembler a(cfg, weights, origin);
     auto m = std::make_shared<Model>();
     m->config = cfg;
