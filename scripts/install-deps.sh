@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # install-deps.sh: installs every Debian 12 package that Mambascope's build, run and tests need.
 # A no-op (no apt call at all) when everything is already present. Needs root or sudo.
+# `install-deps.sh --fuzz` also installs the optional fuzzing toolchain (clang, libFuzzer, llvm tools; used only by
+# scripts/fuzz.sh), which the default list leaves out.
 set -euo pipefail
 
 packages=(
@@ -13,6 +15,15 @@ packages=(
   nlohmann-json3-dev libicu-dev zlib1g-dev
   fonts-dejavu-core
 )
+
+# Optional: only with --fuzz (scripts/fuzz.sh). clang + its runtime (libFuzzer, ASan/UBSan), OpenMP for clang, llvm.
+fuzz_packages=(clang libclang-rt-dev libomp-dev llvm)
+for arg in "$@"; do
+  case "$arg" in
+    --fuzz) packages+=("${fuzz_packages[@]}") ;;
+    *) echo "install-deps: unknown argument $arg (known: --fuzz)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${packages[@]}"; do

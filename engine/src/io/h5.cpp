@@ -665,6 +665,12 @@ std::vector<uint64_t> Reader::shape(const std::string& path) const {
 }
 
 namespace {
+// Largest dataset a reader loads at once (elements), and how many times its stored bytes a dataset may expand
+// to (compression); a dataset of at most kSmallReadBytes is always read.
+constexpr uint64_t kMaxReadElements = uint64_t(1) << 36;
+constexpr uint64_t kMaxExpansion = 1024;
+constexpr uint64_t kSmallReadBytes = uint64_t(64) << 20;
+
 template <class T>
 std::vector<T> read_all(hid_t file, const std::filesystem::path& fpath, const std::string& path,
                         hid_t memtype, std::vector<uint64_t>* shape_out) {
@@ -681,10 +687,28 @@ std::vector<T> read_all(hid_t file, const std::filesystem::path& fpath, const st
     int rank = H5Sget_simple_extent_ndims(space);
     std::vector<hsize_t> dims(static_cast<size_t>(std::max(rank, 0)));
     if (rank > 0) H5Sget_simple_extent_dims(space, dims.data(), nullptr);
+    if (rank < 0) throw Error(fpath.string() + ": dataset " + path + " has an unreadable shape");
+    // The element count is checked before anything is allocated: a corrupt extent must be an Error, not a
+    // std::length_error or an attempt to allocate petabytes (fuzz finding, tests/fuzz/crashes/trace/).
     uint64_t n = 1;
-    for (auto d : dims) n *= d;
+    for (auto d : dims)
+        if (__builtin_mul_overflow(n, static_cast<uint64_t>(d), &n) || n > kMaxReadElements)
+            throw Error(fpath.string() + ": dataset " + path + " claims more than " +
+                            std::to_string(kMaxReadElements) + " elements (corrupt file?)",
+                        "the file is damaged or not a Mambascope file");
+    const uint64_t stored = H5Dget_storage_size(ds);
+    if (n * sizeof(T) > std::max(kSmallReadBytes, stored * kMaxExpansion))
+        throw Error(fpath.string() + ": dataset " + path + " claims " + std::to_string(n) +
+                        " elements but stores only " + std::to_string(stored) + " bytes (corrupt file?)",
+                    "the file is damaged or not a Mambascope file");
     if (shape_out) shape_out->assign(dims.begin(), dims.end());
-    std::vector<T> out(n);
+    std::vector<T> out;
+    try {
+        out.resize(static_cast<size_t>(n));
+    } catch (const std::bad_alloc&) {
+        throw Error(fpath.string() + ": dataset " + path + " (" + std::to_string(n) +
+                    " elements) does not fit in memory");
+    }
     if (n > 0 && H5Dread(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()) < 0)
         throw Error(fpath.string() + ": cannot read dataset " + path + " (truncated or corrupt file?)");
     return out;

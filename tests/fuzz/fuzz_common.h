@@ -1,0 +1,79 @@
+// fuzz_common.h: helpers shared by the fuzz targets (tests/fuzz/fuzz_*.cpp).
+//
+// Every target defines LLVMFuzzerTestOneInput, calls the engine's public API on the bytes and catches
+// mambascope::Error only: any other exception escapes (std::terminate -> abort) and any crash or sanitizer report
+// is a finding. The same translation unit is linked either with libFuzzer (build-fuzz, clang, MAMBASCOPE_FUZZ=ON)
+// or with replay_main.cpp (every build: ctest fuzz_replay.<target> runs the committed corpus and crashes).
+#pragma once
+
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include "mambascope/error.h"
+#include "mambascope/tensor.h"
+
+namespace fuzz {
+
+// A scratch directory private to this process ($TMPDIR or /tmp), removed at normal exit.
+inline const std::filesystem::path& scratch_dir() {
+    static const std::filesystem::path dir = [] {
+        const auto d = std::filesystem::temp_directory_path() / ("mambascope-fuzz-" + std::to_string(::getpid()));
+        std::filesystem::create_directories(d);
+        std::atexit([] {
+            std::error_code ec;
+            std::filesystem::remove_all(scratch_dir(), ec);
+        });
+        return d;
+    }();
+    return dir;
+}
+
+// Writes `size` bytes to <scratch>/<name> (replacing it) and returns the path. A failure here is the harness's,
+// not the engine's: abort loudly.
+inline std::filesystem::path write_file(const std::filesystem::path& path, const uint8_t* data, size_t size) {
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    if (!f) {
+        std::perror(path.c_str());
+        std::abort();
+    }
+    if ((size && std::fwrite(data, 1, size, f) != size) || std::fclose(f) != 0) {
+        std::perror(path.c_str());
+        std::abort();
+    }
+    return path;
+}
+
+inline std::filesystem::path write_temp(const std::string& name, const uint8_t* data, size_t size) {
+    return write_file(scratch_dir() / name, data, size);
+}
+
+// Reads every float of a loaded tensor, so that a tensor pointing outside its buffer is caught by ASan.
+inline float touch(const mambascope::Tensor& t) {
+    float acc = 0.0f;
+    const int64_t n = t.numel();
+    for (int64_t i = 0; i < n; ++i) acc += t.data[i];
+    return acc;
+}
+
+// Splits the input at its first NUL byte: (head, tail). No NUL: the whole input is the head, the tail is empty.
+inline std::pair<std::string_view, std::string_view> split_at_nul(const uint8_t* data, size_t size) {
+    const std::string_view all(reinterpret_cast<const char*>(data), size);
+    const size_t p = all.find('\0');
+    if (p == std::string_view::npos) return {all, {}};
+    return {all.substr(0, p), all.substr(p + 1)};
+}
+
+}  // namespace fuzz
+
+// Keeps a computed value alive so the optimiser cannot drop the reads that produced it.
+template <class T>
+inline void fuzz_keep(const T& v) {
+    asm volatile("" : : "g"(&v) : "memory");
+}
