@@ -9,7 +9,7 @@ packages=(
   build-essential cmake pkg-config git
   libeigen3-dev libhdf5-dev hdf5-tools
   libgtest-dev libgmock-dev libbenchmark-dev
-  qt6-base-dev qt6-base-dev-tools libqt6svg6-dev libqcustomplot-dev libgl-dev
+  qt6-base-dev qt6-base-dev-tools qt6-svg-dev libqcustomplot-dev libgl-dev
   xvfb xauth
   python3 python3-h5py python3-numpy
   nlohmann-json3-dev libicu-dev zlib1g-dev
