@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "mambascope/retrieval.h"
+#include "mambascope/weights.h"
 #include "mambascope/calibration.h"
 #include "mambascope/config.h"
 #include "mambascope/decimamba.h"
@@ -410,5 +412,44 @@ TEST(HostileCalibration, ArchIsComparedWithTheModel) {
     const std::string lmsg = error_of([&] { load_calibration(dir / "cal.h5"); });
     EXPECT_TRUE(contains(lmsg, (dir / "cal.h5").string())) << lmsg;
     EXPECT_TRUE(contains(lmsg, "arch")) << lmsg;
+    fs::remove_all(dir);
+}
+
+// The 64-level JSON bound also guards the safetensors header, the sharded index and retrieval results. A
+// million levels parse (nlohmann's parser is iterative) but its recursive destructor would overflow the stack;
+// the bound refuses them first, with a message that says so.
+TEST(HostileJson, DeepSafetensorsHeaderIndexAndRetrievalJsonAreErrors) {
+    const fs::path dir = tmpdir("deep_json");
+    const std::string deep = std::string(1000000, '[') + std::string(1000000, ']');
+    {
+        std::ofstream f(dir / "model.safetensors", std::ios::binary);
+        const uint64_t n = deep.size();
+        for (int i = 0; i < 8; ++i) f.put(static_cast<char>((n >> (8 * i)) & 0xff));
+        f << deep;
+    }
+    try {
+        load_safetensors(dir / "model.safetensors");
+        FAIL() << "a 30,000-deep header was accepted";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("model.safetensors"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("nested deeper than 64"), std::string::npos) << e.what();
+        EXPECT_LT(std::string(e.what()).size(), 1000u);
+    }
+    std::ofstream(dir / "retrieval.json") << deep;
+    try {
+        read_retrieval_json(dir / "retrieval.json");
+        FAIL() << "a deep retrieval JSON was accepted";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("nested deeper than 64"), std::string::npos) << e.what();
+    }
+    fs::create_directories(dir / "sharded");
+    std::ofstream(dir / "sharded" / "config.json") << R"({"model_type": "mamba", "hidden_size": 16})";
+    std::ofstream(dir / "sharded" / "model.safetensors.index.json") << deep;
+    try {
+        load_model_weights(dir / "sharded");
+        FAIL() << "a deep index was accepted";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("nested deeper than 64"), std::string::npos) << e.what();
+    }
     fs::remove_all(dir);
 }

@@ -22,6 +22,7 @@
 #include "mambascope/longmamba.h"
 #include "mambascope/session.h"
 #include "mambascope/text.h"
+#include "io/json_limits.h"
 
 namespace mambascope {
 namespace {
@@ -564,6 +565,7 @@ RetrievalResult read_retrieval_json(const std::filesystem::path& path) {
     ss << f.rdbuf();
     json j;
     try {
+        check_json_nesting(ss.str(), path.string(), kMaxJsonNesting);  // before nlohmann recurses
         j = json::parse(ss.str(), nullptr, true, false);
     } catch (const std::exception& e) {
         throw Error(path.string() + ": not valid JSON (" + std::string(e.what()).substr(0, 200) + ")");

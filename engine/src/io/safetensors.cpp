@@ -10,6 +10,7 @@
 #include "io/mapped_file.h"
 #include "mambascope/error.h"
 #include "mambascope/weights.h"
+#include "io/json_limits.h"
 
 namespace mambascope {
 
@@ -55,6 +56,8 @@ WeightMap load_safetensors(const std::filesystem::path& file) {
     const uint8_t* data = base + 8 + header_len;
     const uint64_t data_size = fsize - 8 - header_len;
 
+    check_json_nesting(std::string_view(reinterpret_cast<const char*>(base + 8), header_len), origin + " header",
+                       kMaxJsonNesting);  // before nlohmann recurses (docs/reliability.md)
     nlohmann::json header;
     try {
         header = nlohmann::json::parse(reinterpret_cast<const char*>(base + 8),

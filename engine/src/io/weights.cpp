@@ -6,6 +6,7 @@
 
 #include "mambascope/error.h"
 #include "mambascope/weights.h"
+#include "io/json_limits.h"
 
 namespace mambascope {
 
@@ -22,6 +23,7 @@ WeightMap load_sharded(const std::filesystem::path& index_path) {
     if (!in) throw Error("cannot read " + origin);
     std::stringstream ss;
     ss << in.rdbuf();
+    check_json_nesting(ss.str(), origin, kMaxJsonNesting);  // before nlohmann recurses
     nlohmann::json index;
     try {
         index = nlohmann::json::parse(ss.str());
