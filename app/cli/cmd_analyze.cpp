@@ -135,7 +135,10 @@ int cmd_analyze(int argc, char** argv) {
     std::map<std::string, std::string> haystack_provenance;
     if (a.has("random-tokens")) {
         std::mt19937 rng(7);
-        in.ids.resize(static_cast<size_t>(a.get_int("random-tokens", 0)));
+        const int64_t n = a.get_int("random-tokens", 0);
+        if (n < 2 || n > (int64_t(1) << 31))
+            throw Error("--random-tokens must be between 2 and 2^31, not " + std::to_string(n));
+        in.ids.resize(static_cast<size_t>(n));
         for (auto& id : in.ids)
             id = static_cast<int32_t>(rng() % static_cast<uint32_t>(model->config.vocab_size));
     } else if (session && !a.has("ids") && !a.has("text") && session->haystack.length > 0) {

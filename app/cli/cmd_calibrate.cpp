@@ -42,9 +42,13 @@ bool wants_help(int argc, char** argv) {
 }
 
 // Progress with the stage label ("calibration window 3/100"), only when stderr is a terminal.
+// Stage-labelled progress on a terminal; everywhere, false once SIGINT/SIGTERM asked to stop (input.h), so the
+// engine throws Cancelled at its next window and nothing half-written is left.
 ProgressFn stage_progress() {
-    if (!isatty(2)) return {};
-    return [](double f, std::string_view stage) {
+    const bool tty = isatty(2);
+    return [tty](double f, std::string_view stage) {
+        if (cancel_requested()) return false;
+        if (!tty) return true;
         std::fprintf(stderr, "\r%-32.*s %5.1f%%", static_cast<int>(stage.size()), stage.data(), 100.0 * f);
         if (f >= 1.0) std::fprintf(stderr, "\n");
         return true;

@@ -365,6 +365,21 @@ TEST(AtomicWrites, SigintDuringAnalyzeExits130AndLeavesNoTempFile) {
     fs::remove_all(d);
 }
 
+// calibrate has its own stage progress: the first SIGINT stops it too (exit 130, no output, no temp file).
+TEST(AtomicWrites, SigintDuringCalibrateExits130AndWritesNothing) {
+    const auto d = tmpdir("sigcal");
+    const fs::path res = MAMBASCOPE_RESOURCES_DIR;
+    const std::vector<std::string> args = {"calibrate", "--model", (res / "models" / "demo-mamba1").string(),
+                                           "--text",    (res / "text" / "demo.txt").string(),
+                                           "--samples", "400", "--out", (d / "cal.h5").string()};
+    const int status = run_and_signal(args, d / "log", std::chrono::milliseconds(800), SIGINT, 1);
+    ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status) << ": " << slurp(d / "log");
+    EXPECT_EQ(WEXITSTATUS(status), 130) << slurp(d / "log");
+    EXPECT_FALSE(fs::exists(d / "cal.h5"));
+    EXPECT_TRUE(temp_files(d).empty());
+    fs::remove_all(d);
+}
+
 // The registry the second signal uses: unlink() of every live temp path.
 TEST(AtomicWrites, RegisteredTempFilesAreRemovedBySignalPath) {
     const auto d = tmpdir("registry");
