@@ -180,16 +180,7 @@ int cmd_retrieval(int argc, char** argv) {
     }
     if (a.has("trace")) {
         const Haystack h = builder.build_cell(req.seed, L, di, req.depths[static_cast<size_t>(di)], s);
-        AnalysisRequest ar;
-        ar.methods = req.methods;
-        ar.calibration_path = req.calibration_path;
-        ar.c = req.c;
-        ar.b = req.b;
-        ar.activate_above = req.activate_above;
-        ar.deci_layers = req.deci_layers;
-        ar.deci_L_base = req.deci_L_base;
-        ar.deci_beta = req.deci_beta;
-        ar.device = req.device;
+        const AnalysisRequest ar = to_analysis_request(req);
         RunInput in = haystack_run_input(h, *tok);
         RunResult run = run_analysis(*model, in, ar, stderr_progress("trace"));
         run.provenance["model_path"] = std::filesystem::absolute(model->dir).string();

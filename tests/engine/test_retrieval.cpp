@@ -383,3 +383,27 @@ TEST(RetrievalRun, GptNeoxTokenizedModelScoresEveryAnswerToken) {
         EXPECT_EQ(row.generated_correct, generation_correct(row.generated, row.key));
     }
 }
+
+TEST(RetrievalRequestMapping, MethodParametersSurviveTheRoundTrip) {
+    RetrievalRequest r;
+    r.methods = {Method::LongMamba, Method::DeciMamba};
+    r.calibration_path = "cal.h5";
+    r.c = 0.01;
+    r.b = 1.5;
+    r.activate_above = 777;
+    r.deci_layers = {2, 4};
+    r.deci_L_base = 300;
+    r.deci_beta = 0.5;
+    r.device = Device::Auto;
+    const AnalysisRequest a = to_analysis_request(r);
+    const RetrievalRequest back = to_retrieval_request(a);
+    EXPECT_EQ(back.methods, r.methods);
+    EXPECT_EQ(back.calibration_path, r.calibration_path);
+    EXPECT_EQ(back.c, r.c);
+    EXPECT_EQ(back.b, r.b);
+    EXPECT_EQ(back.activate_above, r.activate_above);
+    EXPECT_EQ(back.deci_layers, r.deci_layers);
+    EXPECT_EQ(back.deci_L_base, r.deci_L_base);
+    EXPECT_EQ(back.deci_beta, r.deci_beta);
+    EXPECT_EQ(back.device, r.device);
+}

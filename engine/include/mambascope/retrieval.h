@@ -134,6 +134,11 @@ struct RetrievalResult {
     double length_accuracy(Method m, int64_t length, bool generated = false) const;  // over depths
 };
 
+// The method parameters (methods, calibration, c, b, activate_above, DeciMamba, device) carried between an
+// analysis request and a retrieval request, so a haystack's trace and its scores use the same settings.
+AnalysisRequest to_analysis_request(const RetrievalRequest& r);
+RetrievalRequest to_retrieval_request(const AnalysisRequest& a);
+
 // Runs every cell. Progress covers the whole grid; cancellation throws Cancelled.
 RetrievalResult run_retrieval(const Model& model, const HaystackBuilder& builder, const RetrievalRequest& req,
                               const ProgressFn& progress = {});

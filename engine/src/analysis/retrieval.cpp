@@ -241,19 +241,39 @@ RunInput session_haystack_input(const Session& s, const Model& model, Haystack* 
     return in;
 }
 
+AnalysisRequest to_analysis_request(const RetrievalRequest& r) {
+    AnalysisRequest a;
+    a.methods = r.methods;
+    a.calibration_path = r.calibration_path;
+    a.c = r.c;
+    a.b = r.b;
+    a.activate_above = r.activate_above;
+    a.deci_layers = r.deci_layers;
+    a.deci_L_base = r.deci_L_base;
+    a.deci_beta = r.deci_beta;
+    a.device = r.device;
+    return a;
+}
+
+RetrievalRequest to_retrieval_request(const AnalysisRequest& a) {
+    RetrievalRequest r;
+    r.methods = a.methods;
+    r.calibration_path = a.calibration_path;
+    r.c = a.c;
+    r.b = a.b;
+    r.activate_above = a.activate_above;
+    r.deci_layers = a.deci_layers;
+    r.deci_L_base = a.deci_L_base;
+    r.deci_beta = a.deci_beta;
+    r.device = a.device;
+    return r;
+}
+
 std::map<std::string, std::string> answer_haystack(const Model& model, const Haystack& h,
                                                    const AnalysisRequest& request,
                                                    const ProgressFn& progress) {
     report_progress(progress, 0.0, "answering the passkey question");
-    RetrievalRequest rr;
-    rr.calibration_path = request.calibration_path;
-    rr.c = request.c;
-    rr.b = request.b;
-    rr.activate_above = request.activate_above;
-    rr.deci_layers = request.deci_layers;
-    rr.deci_L_base = request.deci_L_base;
-    rr.deci_beta = request.deci_beta;
-    rr.device = request.device;
+    RetrievalRequest rr = to_retrieval_request(request);
     rr.teacher_forced = true;
     rr.generate = true;
     std::optional<Calibration> cal;
