@@ -1,39 +1,27 @@
 #!/usr/bin/env bash
 # fuzz.sh [SECONDS_PER_TARGET]: builds the libFuzzer targets of tests/fuzz with clang + ASan + UBSan into
-# build-fuzz/ (engine instrumented for coverage too) and runs each for SECONDS_PER_TARGET seconds (default 30).
+# build-san/ (shared with scripts/asan.sh: scripts/lib/sanitizer-build.sh) and runs each for SECONDS_PER_TARGET
+# seconds (default 30), or until MAMBASCOPE_FUZZ_RUNS executions if that comes first.
 # New crashing inputs are copied into tests/fuzz/crashes/<target>/ (commit them: ctest fuzz_replay.<target> replays
 # them). Prints per target: executions, exec/s, coverage (start -> end), new corpus units, crashes. Exits non-zero
 # on any crash, leak, timeout or out-of-memory.
-# Environment: MAMBASCOPE_FUZZ_BUILD_DIR (default build-fuzz), MAMBASCOPE_FUZZ_TARGETS (space-separated subset),
-# MAMBASCOPE_JOBS (build parallelism), MAMBASCOPE_FUZZ_ARGS (extra libFuzzer flags).
+# Environment: MAMBASCOPE_SAN_BUILD_DIR (default build-san), MAMBASCOPE_FUZZ_TARGETS (space-separated subset),
+# MAMBASCOPE_FUZZ_RUNS (stop a target after this many executions), MAMBASCOPE_JOBS (build parallelism),
+# MAMBASCOPE_FUZZ_ARGS (extra libFuzzer flags).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 secs="${1:-30}"
-build="${MAMBASCOPE_FUZZ_BUILD_DIR:-$root/build-fuzz}"
-jobs="${MAMBASCOPE_JOBS:-$(nproc)}"
 all_targets="config safetensors pickle torch_zip tokenizer ids session calibration trace safetensors_index"
 targets="${MAMBASCOPE_FUZZ_TARGETS:-$all_targets}"
 
-# The fuzzing toolchain is optional (not in install-deps.sh's default list): install it only when missing.
-fuzzer_lib=$(ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a 2>/dev/null | head -1 || true)
-if ! command -v clang++ >/dev/null || [ -z "$fuzzer_lib" ]; then
-  bash "$root/scripts/install-deps.sh" --fuzz
-fi
-bash "$root/scripts/install-deps.sh" >/dev/null  # the engine's own dependencies (a no-op when present)
-
-san="-fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
-cmake -S "$root" -B "$build" \
-  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
-  -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g" -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" \
-  -DCMAKE_C_FLAGS="$san" -DCMAKE_CXX_FLAGS="$san" \
-  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" \
-  -DMAMBASCOPE_FUZZ=ON -DMAMBASCOPE_TESTS=OFF -DMAMBASCOPE_BENCH=OFF -DMAMBASCOPE_GUI=OFF -DMAMBASCOPE_CUDA=OFF \
-  >/dev/null
-cmake --build "$build" --target fuzz_targets -j "$jobs"
-
-export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:allocator_may_return_null=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
-export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+# shellcheck source=lib/sanitizer-build.sh
+source "$root/scripts/lib/sanitizer-build.sh"
+build="$san_build"
+sanitizer_configure
+cmake --build "$build" --target fuzz_targets -j "$san_jobs"
+sanitizer_env
+# Scratch files (each input is written to a file the parser opens) go to memory when /dev/shm exists.
+if [ -z "${TMPDIR:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then export TMPDIR=/dev/shm; fi
 work="$build/fuzz-run"
 failed=0
 summary=()
@@ -50,6 +38,7 @@ for t in $targets; do
   set +e
   # shellcheck disable=SC2086
   "$exe" -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+    ${MAMBASCOPE_FUZZ_RUNS:+-runs=$MAMBASCOPE_FUZZ_RUNS} \
     -artifact_prefix="$artifacts/" ${MAMBASCOPE_FUZZ_ARGS:-} \
     "$corpus" "$root/tests/fuzz/corpus/$t" "$crashes" >"$log" 2>&1
   rc=$?

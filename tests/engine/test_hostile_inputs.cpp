@@ -14,17 +14,17 @@
 #include <string>
 #include <vector>
 
-#include "mambascope/retrieval.h"
-#include "mambascope/weights.h"
 #include "mambascope/calibration.h"
 #include "mambascope/config.h"
 #include "mambascope/decimamba.h"
 #include "mambascope/error.h"
 #include "mambascope/h5.h"
 #include "mambascope/model.h"
+#include "mambascope/retrieval.h"
 #include "mambascope/session.h"
 #include "mambascope/tokenizer.h"
 #include "mambascope/trace.h"
+#include "mambascope/weights.h"
 #include "tiny_model.h"
 
 using namespace mambascope;
@@ -223,6 +223,54 @@ TEST(HostileHdf5, ArrayValuedTraceAttributesAreErrors) {
     fs::remove_all(dir);
 }
 
+// Variable-length strings are never handed to libhdf5's reader (a corrupt heap index crashes it: the fuzzers'
+// finding, tests/fuzz/crashes/{calibration,trace}/hdf5-vlen-*): refused with an error naming the converter.
+TEST(HostileHdf5, VariableLengthStringsAreRefusedWithTheConverterNamed) {
+    const fs::path dir = tmpdir("h5_vlen");
+    const fs::path p = dir / "cal.h5";
+    save_calibration(p, small_calibration());
+    EXPECT_EQ(load_calibration(p).arch, small_calibration().arch);  // written fixed-length: loads
+    edit_h5(p, [](hid_t f) {
+        H5Adelete(f, "arch");
+        hid_t t = H5Tcopy(H5T_C_S1);
+        H5Tset_size(t, H5T_VARIABLE);
+        hid_t s = H5Screate(H5S_SCALAR);
+        hid_t a = H5Acreate2(f, "arch", t, s, H5P_DEFAULT, H5P_DEFAULT);
+        const char* v = "mamba2";
+        H5Awrite(a, t, &v);
+        H5Aclose(a);
+        H5Sclose(s);
+        H5Tclose(t);
+    });
+    const std::string msg = error_of([&] { load_calibration(p); });
+    EXPECT_TRUE(contains(msg, p.string())) << msg;
+    EXPECT_TRUE(contains(msg, "'arch'")) << msg;
+    EXPECT_TRUE(contains(msg, "variable-length")) << msg;
+    EXPECT_TRUE(contains(msg, "scripts/h5_fixed_strings.py")) << msg;
+    fs::remove_all(dir);
+}
+
+TEST(Hdf5Strings, FixedLengthStringsRoundTripWithoutLosingBytes) {
+    const fs::path dir = tmpdir("h5_strings");
+    const fs::path p = dir / "s.h5";
+    // Values of every width up to the longest: the longest has no terminating NUL in its cell, the empty one
+    // is all padding; UTF-8 bytes are kept as they are; more values than one write chunk (16,384).
+    std::vector<std::string> values{"", "a", "\xce\x94 delta", std::string(300, 'x')};
+    for (int i = 0; i < 20000; ++i) values.push_back(std::to_string(i));
+    {
+        h5::Writer w(p);
+        w.write_strings("/input/token_strings", values);
+        h5::set_attr(w.root(), "name", std::string("\xce\x94-model"));
+        h5::set_attr(w.root(), "empty", std::string());
+        w.commit();
+    }
+    h5::Reader r(p);
+    EXPECT_EQ(r.read_strings("/input/token_strings"), values);
+    EXPECT_EQ(h5::get_attr_string(r.root(), "name"), "\xce\x94-model");
+    EXPECT_EQ(h5::get_attr_string(r.root(), "empty"), "");
+    fs::remove_all(dir);
+}
+
 // ---- 4. products of dimensions -------------------------------------------------------------------------
 
 TEST(HostileConfig, OverflowingDimensionProductsAreErrors) {
@@ -416,8 +464,8 @@ TEST(HostileCalibration, ArchIsComparedWithTheModel) {
 }
 
 // The 64-level JSON bound also guards the safetensors header, the sharded index and retrieval results. A
-// million levels parse (nlohmann's parser is iterative) but its recursive destructor would overflow the stack;
-// the bound refuses them first, with a message that says so.
+// million levels parse (nlohmann's parser is iterative) but its recursive destructor would overflow the
+// stack; the bound refuses them first, with a message that says so.
 TEST(HostileJson, DeepSafetensorsHeaderIndexAndRetrievalJsonAreErrors) {
     const fs::path dir = tmpdir("deep_json");
     const std::string deep = std::string(1000000, '[') + std::string(1000000, ']');

@@ -22,6 +22,17 @@ cal = os.path.join(a.resources, "calibration", "demo-mamba1.h5")
 failures = []
 
 
+def A(obj, name):
+    """An attribute as Python sees it after decoding: Mambascope writes fixed-length strings, which h5py returns
+    as bytes (docs/reliability.md, "HDF5 strings are fixed-length only")."""
+    v = obj.attrs[name]
+    if isinstance(v, bytes):
+        return v.decode("utf-8")
+    if isinstance(v, np.ndarray) and v.dtype.kind == "S":
+        return [x.decode("utf-8") for x in v]
+    return v
+
+
 def check(cond, what):
     if not cond:
         failures.append(what)
@@ -45,13 +56,13 @@ with tempfile.TemporaryDirectory() as tmp:
     check(not [n for n in os.listdir(tmp) if ".tmp-" in n], "no temp file left")
 
     with h5py.File(out, "r") as f:
-        check(f.attrs["format"] == "mambascope-trace", "format attr")
-        check(int(f.attrs["format_version"]) == 1, "format_version attr")
-        check(f.attrs["NX_class"] == "NXentry", "root NX_class")
+        check(A(f, "format") == "mambascope-trace", "format attr")
+        check(int(A(f, "format_version")) == 1, "format_version attr")
+        check(A(f, "NX_class") == "NXentry", "root NX_class")
         for k in ("software_version", "creation_time", "provenance.model_path", "provenance.arch",
                   "provenance.config_json", "provenance.weights_sha256"):
             check(k in f.attrs, "root attr " + k)
-        check(len(f.attrs["provenance.weights_sha256"]) == 64, "weights sha256 is hex")
+        check(len(A(f, "provenance.weights_sha256")) == 64, "weights sha256 is hex")
         L, C = 6, 512
         check(f["input/ids"].shape == (T,) and f["input/ids"].dtype == np.int32, "input/ids")
         check(np.array_equal(f["input/ids"][:], ids), "ids round trip")
@@ -59,8 +70,8 @@ with tempfile.TemporaryDirectory() as tmp:
         check(list(f["dims/rf_position"][:]) == [500, 2099], "rf positions")
         for m in ("vanilla", "longmamba", "decimamba"):
             g = f["methods/" + m]
-            check(g.attrs["NX_class"] == "NXdata" and g.attrs["signal"] == "log_decay", m + " NXdata")
-            check(list(g.attrs["axes"]) == ["layer", "channel"], m + " axes")
+            check(A(g, "NX_class") == "NXdata" and A(g, "signal") == "log_decay", m + " NXdata")
+            check(list(A(g, "axes")) == ["layer", "channel"], m + " axes")
             for name, dt in (("delta_sum", np.float64), ("log_decay", np.float64), ("global_mask", np.uint8),
                              ("critical_count", np.int64)):
                 d = g[name]
@@ -79,12 +90,12 @@ with tempfile.TemporaryDirectory() as tmp:
                 check(c["critical"].dtype == np.uint8, m + " critical dtype")
                 check(c["cum_log_decay"].shape == (T,), m + " cum_log_decay")
                 check(c["delta_raw"].dims[0].label == "window_position", m + " window dim")
-                check(int(c.attrs["layer"]) == 3, m + " channel attrs")
+                check(int(A(c, "layer")) == 3, m + " channel attrs")
                 a_ = g["attention/" + key + "/alpha"]
                 check(a_.ndim == 2 and a_.shape[0] == a_.shape[1] and a_.shape[0] <= 64, m + " alpha")
         check("kept_positions" in f["methods/decimamba"], "decimamba kept_positions")
         lm = f["methods/longmamba"]
-        check(float(lm.attrs["key_length"]) == 2000.0, "longmamba key_length param")
+        check(float(A(lm, "key_length")) == 2000.0, "longmamba key_length param")
         mask = lm["global_mask"][:].astype(bool)
         check(mask.any(), "some global channels")
         van = f["methods/vanilla"]

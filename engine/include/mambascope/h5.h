@@ -97,6 +97,9 @@ class Writer {
     void write_slab(const Object& dataset, DType type, const std::vector<uint64_t>& start,
                     const std::vector<uint64_t>& count, const void* data);
     Object open(const std::string& path);  // an existing group or dataset, for attributes
+    // Makes the 1-D dataset `scale_path` a dimension scale named `name` (netCDF-4 and xarray then see it as
+    // a dimension and its coordinate variable; the dimension's name is the dataset's last path component).
+    void make_scale(const std::string& scale_path, const std::string& name);
     // Makes `scale_path` (1-D) a dimension scale named `label` and attaches it to axis `axis` of
     // `dataset_path`.
     void attach_scale(const std::string& dataset_path, int axis, const std::string& scale_path,

@@ -152,11 +152,32 @@ void write_attr_raw(hid_t obj, const std::string& name, hid_t type, const std::v
     H5_CHECK(H5Awrite(a, type, data), "write attribute " + name);
 }
 
-hid_t utf8_vlen_string() {
+// Strings are written FIXED-length (UTF-8, null-padded, width = the longest value, at least 1 byte) and only
+// fixed-length strings are read. libhdf5 1.10 reads a variable-length string through the file's global heap
+// and trusts the heap index stored beside it: a corrupt index makes H5HG_read copy from a wild pointer
+// (SIGSEGV, found by fuzz_trace / fuzz_calibration; docs/reliability.md, "libhdf5"). Fixed-length strings are
+// stored inline and their size is checked before the read. h5py reads them as bytes (.decode()),
+// netCDF/xarray as str.
+hid_t utf8_fixed_string(size_t width) {
     hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_size(t, std::max<size_t>(width, 1));
+    H5Tset_strpad(t, H5T_STR_NULLPAD);
     H5Tset_cset(t, H5T_CSET_UTF8);
     return t;
+}
+
+// The values packed into one buffer of `width`-byte cells (null-padded), for a fixed-length string write.
+std::vector<char> pack_fixed(const std::vector<std::string>& values, size_t width) {
+    std::vector<char> buf(values.size() * width, '\0');
+    for (size_t i = 0; i < values.size(); ++i)
+        std::memcpy(buf.data() + i * width, values[i].data(), values[i].size());
+    return buf;
+}
+
+size_t max_length(const std::vector<std::string>& values) {
+    size_t w = 1;
+    for (const auto& v : values) w = std::max(w, v.size());
+    return w;
 }
 
 }  // namespace
@@ -174,10 +195,11 @@ Object::~Object() {
 }
 
 void set_attr(int64_t obj, const std::string& name, const std::string& value) {
-    hid_t t = utf8_vlen_string();
+    const size_t width = std::max<size_t>(value.size(), 1);
+    hid_t t = utf8_fixed_string(width);
     auto ct = closer(t, H5Tclose);
-    const char* p = value.c_str();
-    write_attr_raw(obj, name, t, {}, &p);
+    const std::vector<char> buf = pack_fixed({value}, width);
+    write_attr_raw(obj, name, t, {}, buf.data());
 }
 void set_attr(int64_t obj, const std::string& name, double value) {
     write_attr_raw(obj, name, H5T_NATIVE_DOUBLE, {}, &value);
@@ -192,11 +214,11 @@ void set_attr(int64_t obj, const std::string& name, const std::vector<int64_t>& 
     write_attr_raw(obj, name, H5T_NATIVE_INT64, {values.size()}, values.data());
 }
 void set_attr(int64_t obj, const std::string& name, const std::vector<std::string>& values) {
-    hid_t t = utf8_vlen_string();
+    const size_t width = max_length(values);
+    hid_t t = utf8_fixed_string(width);
     auto ct = closer(t, H5Tclose);
-    std::vector<const char*> p;
-    for (auto& v : values) p.push_back(v.c_str());
-    write_attr_raw(obj, name, t, {values.size()}, p.data());
+    const std::vector<char> buf = pack_fixed(values, width);
+    write_attr_raw(obj, name, t, {values.size()}, buf.data());
 }
 bool has_attr(int64_t obj, const std::string& name) {
     return H5Aexists(obj, name.c_str()) > 0;
@@ -206,6 +228,13 @@ namespace {
 
 // Longest fixed-length string attribute read (a corrupt size field must not allocate gigabytes).
 constexpr size_t kMaxAttrStringBytes = size_t{16} << 20;
+
+// The message for a variable-length string (see utf8_fixed_string: never handed to libhdf5's reader).
+std::string variable_length_refusal() {
+    return " is a variable-length string, which Mambascope does not read (libhdf5 can crash on a corrupt "
+           "one); "
+           "rewrite the file's strings fixed-length: python3 scripts/h5_fixed_strings.py FILE";
+}
 
 // "<file>: attribute '<object>/<name>'" for errors about attribute `name` of `obj`.
 std::string attr_where(hid_t obj, const std::string& name) {
@@ -261,25 +290,16 @@ std::string get_attr_string(int64_t obj, const std::string& name) {
     auto cft = closer(ft, H5Tclose);
     if (H5Tget_class(ft) != H5T_STRING)
         throw Error(attr_where(obj, name) + " must be a string", "the file is corrupt or from another tool");
-    if (H5Tis_variable_str(ft) > 0) {
-        hid_t t = utf8_vlen_string();
-        auto ct = closer(t, H5Tclose);
-        char* p = nullptr;
-        if (H5Aread(a, t, &p) < 0)
-            throw Error(attr_where(obj, name) + " cannot be read", "the file may be corrupt");
-        std::string s = p ? p : "";
-        if (p) H5free_memory(p);
-        return s;
-    }
+    if (H5Tis_variable_str(ft) != 0) throw Error(attr_where(obj, name) + variable_length_refusal());
     const size_t n = H5Tget_size(ft);
     if (n == 0 || n > kMaxAttrStringBytes)
         throw Error(attr_where(obj, name) + " is a string of " + std::to_string(n) + " bytes (at most " +
                         std::to_string(kMaxAttrStringBytes) + ")",
                     "the file is corrupt");
     std::string s(n, '\0');
-    hid_t t = H5Tcopy(H5T_C_S1);
+    hid_t t = H5Tcopy(ft);  // same width and character set; null-padded so that no byte is dropped
     auto ct = closer(t, H5Tclose);
-    H5Tset_size(t, n);
+    H5Tset_strpad(t, H5T_STR_NULLPAD);
     if (H5Aread(a, t, s.data()) < 0)
         throw Error(attr_where(obj, name) + " cannot be read", "the file may be corrupt");
     s.resize(strnlen(s.c_str(), n));
@@ -443,22 +463,32 @@ void Writer::write_strings(const std::string& path, const std::vector<std::strin
     hsize_t n = values.size();
     hid_t space = H5Screate_simple(1, &n, nullptr);
     auto cs = closer(space, H5Sclose);
-    hid_t t = utf8_vlen_string();
+    const size_t width = max_length(values);
+    hid_t t = utf8_fixed_string(width);
     auto ct = closer(t, H5Tclose);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     auto cp = closer(dcpl, H5Pclose);
+    constexpr hsize_t kRowsPerChunk = 16384;  // also the rows packed per write (bounded memory)
     if (n > 0) {
-        hsize_t c = std::min<hsize_t>(n, 16384);
+        hsize_t c = std::min<hsize_t>(n, kRowsPerChunk);
         H5Pset_chunk(dcpl, 1, &c);
         H5Pset_deflate(dcpl, 4);
     }
     hid_t ds = H5_CHECK(H5Dcreate2(file_, path.c_str(), t, space, H5P_DEFAULT, dcpl, H5P_DEFAULT),
                         "create dataset " + path);
     auto cd = closer(ds, H5Dclose);
-    std::vector<const char*> p;
-    p.reserve(values.size());
-    for (auto& v : values) p.push_back(v.c_str());
-    if (n > 0) H5_CHECK(H5Dwrite(ds, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, p.data()), "write dataset " + path);
+    for (hsize_t r0 = 0; r0 < n; r0 += kRowsPerChunk) {
+        const hsize_t rows = std::min<hsize_t>(kRowsPerChunk, n - r0);
+        const std::vector<std::string> part(values.begin() + static_cast<ptrdiff_t>(r0),
+                                            values.begin() + static_cast<ptrdiff_t>(r0 + rows));
+        const std::vector<char> buf = pack_fixed(part, width);
+        hid_t fspace = H5Dget_space(ds);
+        auto cf = closer(fspace, H5Sclose);
+        H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &r0, nullptr, &rows, nullptr);
+        hid_t mspace = H5Screate_simple(1, &rows, nullptr);
+        auto cm = closer(mspace, H5Sclose);
+        H5_CHECK(H5Dwrite(ds, t, mspace, fspace, H5P_DEFAULT, buf.data()), "write dataset " + path);
+    }
 }
 
 Object Writer::create_appendable(const std::string& path, DType type,
@@ -545,6 +575,12 @@ void Writer::write_slab(const Object& dataset, DType type, const std::vector<uin
     hid_t mspace = H5Screate_simple(static_cast<int>(ct.size()), ct.data(), nullptr);
     auto cm = closer(mspace, H5Sclose);
     H5_CHECK(H5Dwrite(dataset.id(), native(type), mspace, fspace, H5P_DEFAULT, data), "write slab");
+}
+
+void Writer::make_scale(const std::string& scale_path, const std::string& name) {
+    hid_t scale = H5_CHECK(H5Dopen2(file_, scale_path.c_str(), H5P_DEFAULT), "open scale " + scale_path);
+    auto cs = closer(scale, H5Dclose);
+    if (H5DSis_scale(scale) <= 0) H5_CHECK(H5DSset_scale(scale, name.c_str()), "make scale " + scale_path);
 }
 
 void Writer::attach_scale(const std::string& dataset_path, int axis, const std::string& scale_path,
@@ -734,17 +770,34 @@ std::vector<std::string> Reader::read_strings(const std::string& path) const {
     auto cd = closer(ds, H5Dclose);
     hid_t space = H5Dget_space(ds);
     auto cs = closer(space, H5Sclose);
+    if (H5Sget_simple_extent_ndims(space) != 1)
+        throw Error(path_.string() + ": dataset " + path + " must be a 1-D array of strings",
+                    "the file is corrupt");
     hsize_t n = 0;
     H5Sget_simple_extent_dims(space, &n, nullptr);
-    hid_t t = utf8_vlen_string();
+    hid_t ft = H5_CHECK(H5Dget_type(ds), "type of " + path);
+    auto cft = closer(ft, H5Tclose);
+    if (H5Tget_class(ft) != H5T_STRING)
+        throw Error(path_.string() + ": dataset " + path + " must hold strings", "the file is corrupt");
+    if (H5Tis_variable_str(ft) != 0)
+        throw Error(path_.string() + ": dataset " + path + variable_length_refusal());
+    // Fixed-length: `width` bytes per value, bounded before anything is allocated.
+    const size_t width = H5Tget_size(ft);
+    constexpr size_t kMaxStringBytes = size_t{1} << 31;
+    if (width == 0 || width > kMaxAttrStringBytes || (n > 0 && width > kMaxStringBytes / n))
+        throw Error(path_.string() + ": dataset " + path + " holds " + std::to_string(n) + " strings of " +
+                        std::to_string(width) + " bytes (more than 2 GiB)",
+                    "the file is corrupt");
+    hid_t t = H5Tcopy(ft);  // same width and character set; null-padded so that no byte is dropped
     auto ct = closer(t, H5Tclose);
-    std::vector<char*> p(n, nullptr);
-    if (n > 0) H5_CHECK(H5Dread(ds, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, p.data()), "read strings " + path);
+    H5Tset_strpad(t, H5T_STR_NULLPAD);
+    std::vector<char> buf(static_cast<size_t>(n) * width);
+    if (n > 0) H5_CHECK(H5Dread(ds, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()), "read strings " + path);
     std::vector<std::string> out;
     out.reserve(n);
-    for (auto* s : p) {
-        out.emplace_back(s ? s : "");
-        if (s) H5free_memory(s);
+    for (hsize_t i = 0; i < n; ++i) {
+        const char* v = buf.data() + i * width;
+        out.emplace_back(v, strnlen(v, width));
     }
     return out;
 }

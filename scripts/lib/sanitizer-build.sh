@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# sanitizer-build.sh: sourced by scripts/asan.sh and scripts/fuzz.sh. Configures ONE clang build tree with
+# AddressSanitizer + UndefinedBehaviorSanitizer and libFuzzer's coverage instrumentation (fuzzer-no-link) for the
+# engine, the CLI, the test suite and the fuzz targets (MAMBASCOPE_FUZZ=ON), so that the sanitizer suite and the
+# fuzzers share one build (CI builds it once). GUI, CUDA and benchmarks are off.
+# Sets: san_build (the tree; MAMBASCOPE_SAN_BUILD_DIR overrides build-san/), san_jobs.
+# Call sanitizer_configure once; then cmake --build "$san_build" --target <what you need>.
+san_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+san_build="${MAMBASCOPE_SAN_BUILD_DIR:-$san_root/build-san}"
+san_jobs="${MAMBASCOPE_JOBS:-$(nproc)}"
+
+sanitizer_configure() {
+  # The toolchain (clang, its ASan/UBSan/libFuzzer runtime, OpenMP for clang) is not in install-deps.sh's default
+  # list: install it only when missing. Then the engine's own packages (a no-op when present).
+  local fuzzer_lib
+  fuzzer_lib=$(ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a 2>/dev/null | head -1 || true)
+  if ! command -v clang++ >/dev/null || [ -z "$fuzzer_lib" ] || ! dpkg-query -W libomp-dev >/dev/null 2>&1; then
+    bash "$san_root/scripts/install-deps.sh" --fuzz
+  fi
+  bash "$san_root/scripts/install-deps.sh" >/dev/null
+  local san="-fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+  local launcher=()
+  if command -v ccache >/dev/null; then
+    launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  fi
+  cmake -S "$san_root" -B "$san_build" "${launcher[@]}" \
+    -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g" -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" \
+    -DCMAKE_C_FLAGS="$san" -DCMAKE_CXX_FLAGS="$san" \
+    -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" \
+    -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address,undefined" \
+    -DMAMBASCOPE_FUZZ=ON -DMAMBASCOPE_TESTS=ON -DMAMBASCOPE_BENCH=OFF -DMAMBASCOPE_GUI=OFF -DMAMBASCOPE_CUDA=OFF \
+    >/dev/null
+}
+
+# Sanitizer run-time settings shared by the suite and the fuzzers. No suppressions: a report anywhere, system
+# libraries included, is a failure. detect_leaks: a leak is a failure; abort_on_error: a report kills the process
+# (ctest / libFuzzer see it).
+sanitizer_env() {
+  export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:allocator_may_return_null=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+  export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+}
