@@ -11,8 +11,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   qt6-base-dev qt6-base-dev-tools qt6-svg-dev libqcustomplot-dev libgl-dev
   xvfb xauth
-  python3 python3-h5py python3-numpy
-  nlohmann-json3-dev libicu-dev zlib1g-dev
+  python3 python3-h5py python3-numpy python3-matplotlib python3-xarray python3-h5netcdf python3-netcdf4 python3-silx
+  nlohmann-json3-dev libicu-dev zlib1g-dev libcli11-dev
   fonts-dejavu-core
 )
 

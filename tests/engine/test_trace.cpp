@@ -1,7 +1,10 @@
-// HDF5 traces: write → read keeps every field; cancelled writes leave nothing; truncated, foreign and newer
-// files give clear errors; SHA-256 matches the FIPS test vectors.
+// HDF5 traces: write → read keeps every field; every dataset has dimension scales netCDF readers can see,
+// units and long_name; format-1 traces still read; cancelled writes leave nothing; truncated, foreign and
+// newer files give clear errors; run inputs from text keep each token's text; SHA-256 matches the FIPS test
+// vectors.
 #include <gtest/gtest.h>
 #include <hdf5.h>
+#include <hdf5_hl.h>
 
 #include <filesystem>
 #include <fstream>
@@ -13,6 +16,7 @@
 #include "mambascope/h5.h"
 #include "mambascope/model.h"
 #include "mambascope/sha256.h"
+#include "mambascope/tokenizer.h"
 #include "mambascope/trace.h"
 
 using namespace mambascope;
@@ -183,6 +187,163 @@ TEST(Trace, CalibrationLogDecayRoundTripsWithoutTheCalibrationFile) {
     const RunResult d = read_trace(dir / "run3.h5");
     EXPECT_TRUE(d.calibration_log_decay.shape.empty());
     EXPECT_TRUE(d.calibration_log_decay.data.empty());
+}
+
+namespace {
+
+// Every object path of an HDF5 file (groups and datasets), depth first.
+std::vector<std::string> object_paths(hid_t file) {
+    std::vector<std::string> paths;
+    H5Lvisit(
+        file, H5_INDEX_NAME, H5_ITER_INC,
+        [](hid_t, const char* name, const H5L_info_t*, void* op) -> herr_t {
+            static_cast<std::vector<std::string>*>(op)->push_back(std::string("/") + name);
+            return 0;
+        },
+        &paths);
+    return paths;
+}
+
+std::string object_name(hid_t id) {
+    std::string s(static_cast<size_t>(H5Iget_name(id, nullptr, 0)) + 1, '\0');
+    H5Iget_name(id, s.data(), s.size());
+    s.resize(s.size() - 1);
+    return s;
+}
+
+std::string parent_of(const std::string& path) {
+    const auto slash = path.rfind('/');
+    return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+}  // namespace
+
+// netCDF-4 readers (xarray's h5netcdf and netcdf4 engines) find a dimension only in the dataset's own group
+// or a parent group: every axis of every dataset has exactly one scale there, of the axis's length, and every
+// dataset has units and long_name (docs/trace-format.md, format version 2).
+TEST(Trace, EveryDatasetHasVisibleDimensionScalesUnitsAndLongName) {
+    const fs::path dir = fresh_dir("scales");
+    const RunResult run = sample_run(dir);
+    ASSERT_FALSE(run.methods[1].attention.empty());
+    const ChannelRef att = run.methods[1].attention[0].ref;
+    write_trace(dir / "run.h5", run);
+    h5::Reader r(dir / "run.h5");
+    const hid_t file = static_cast<hid_t>(r.root());
+    EXPECT_EQ(h5::get_attr_int(file, "format_version"), kTraceFormatVersion);
+    EXPECT_EQ(h5::get_attr_string(file, "NX_class"), "NXroot");
+    EXPECT_EQ(h5::get_attr_string(file, "default"), "methods");
+    int datasets = 0, attached = 0;
+    for (const auto& path : object_paths(file)) {
+        SCOPED_TRACE(path);
+        const auto obj = r.open(path);
+        const hid_t id = static_cast<hid_t>(obj.id());
+        if (H5Iget_type(id) != H5I_DATASET) continue;
+        ++datasets;
+        EXPECT_TRUE(h5::has_attr(id, "units"));
+        EXPECT_TRUE(h5::has_attr(id, "long_name"));
+        const auto shape = r.shape(path);
+        if (H5DSis_scale(id) > 0) {
+            EXPECT_EQ(shape.size(), 1u);
+            continue;
+        }
+        for (unsigned axis = 0; axis < shape.size(); ++axis) {
+            ASSERT_EQ(H5DSget_num_scales(id, axis), 1) << "axis " << axis;
+            std::string scale;
+            int idx = 0;
+            H5DSiterate_scales(
+                id, axis, &idx,
+                [](hid_t, unsigned, hid_t s, void* op) -> herr_t {
+                    *static_cast<std::string*>(op) = object_name(s);
+                    return 1;
+                },
+                &scale);
+            const std::string group = parent_of(scale);
+            EXPECT_TRUE(group == "/" || path.rfind(group + "/", 0) == 0)
+                << "scale " << scale << " is not in the group of " << path << " or a parent";
+            EXPECT_EQ(r.shape(scale), std::vector<uint64_t>{shape[axis]}) << "scale " << scale;
+            ++attached;
+        }
+    }
+    EXPECT_GT(datasets, 50);
+    EXPECT_GT(attached, 50);
+    // NXdata: the signal and every axis are datasets of the group.
+    const std::string att_group =
+        "/methods/longmamba/attention/" + std::to_string(att.layer) + "_" + std::to_string(att.channel);
+    for (const std::string& g : {std::string("/methods/vanilla"), att_group}) {
+        SCOPED_TRACE(g);
+        const auto grp = r.open(g);
+        EXPECT_EQ(h5::get_attr_string(grp.id(), "NX_class"), "NXdata");
+        EXPECT_TRUE(r.exists(g + "/" + h5::get_attr_string(grp.id(), "signal")));
+    }
+    EXPECT_TRUE(r.exists("/methods/vanilla/layer") && r.exists("/methods/vanilla/channel"));
+}
+
+// Format version 1 kept its dimension scales in /dims; read_trace still reads such traces.
+TEST(Trace, ReadsFormatVersion1Traces) {
+    const fs::path dir = fresh_dir("v1");
+    const RunResult a = sample_run(dir);
+    write_trace(dir / "run.h5", a);
+    {
+        hid_t f = H5Fopen((dir / "run.h5").c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+        ASSERT_GE(f, 0);
+        hid_t g = H5Gcreate2(f, "/dims", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        ASSERT_GE(g, 0);
+        H5Gclose(g);
+        for (const char* d : {"layer", "channel", "position", "rf_position", "window_position"})
+            ASSERT_GE(H5Lmove(f, d, f, (std::string("/dims/") + d).c_str(), H5P_DEFAULT, H5P_DEFAULT), 0);
+        h5::set_attr(f, "format_version", int64_t{1});
+        H5Fclose(f);
+    }
+    const RunResult b = read_trace(dir / "run.h5");
+    EXPECT_EQ(b.rf_positions, a.rf_positions);
+    ASSERT_EQ(b.methods.size(), a.methods.size());
+    expect_array_eq(b.methods[1].receptive_field, a.methods[1].receptive_field);
+    EXPECT_EQ(b.input.token_strings, a.input.token_strings);
+}
+
+// A trace from a text shows the text: text_run_input keeps each token's bytes and byte offset (a capped input
+// does not give its last token the rest of the text), and attach_token_text fills them for ids of a text
+// file only when the file is the text the ids came from.
+TEST(RunInput, TextInputKeepsEachTokenTextAndOffset) {
+    const auto tok = make_byte_tokenizer();
+    const std::string text = "h\xc3\xa9llo";  // "héllo": é is two bytes, two byte tokens
+    const RunInput in = text_run_input(*tok, text, "t.txt");
+    EXPECT_EQ(in.ids.size(), 6u);
+    EXPECT_EQ(in.byte_offsets, (std::vector<int64_t>{0, 1, 2, 3, 4, 5}));
+    std::string joined;
+    for (const auto& s : in.token_strings) joined += s;
+    EXPECT_EQ(joined, text);
+    EXPECT_EQ(in.text_sha256, sha256_hex(text));
+    EXPECT_EQ(in.text_bytes, 6);
+    const RunInput capped = text_run_input(*tok, text, "t.txt", 3);
+    EXPECT_EQ(capped.token_strings, (std::vector<std::string>{"h", "\xc3", "\xa9"}));
+    EXPECT_EQ(capped.byte_offsets.size(), 3u);
+}
+
+TEST(RunInput, AttachTokenTextOnlyForTheTextTheIdsCameFrom) {
+    const fs::path dir = fresh_dir("attach");
+    const std::string text = "the cat sat";
+    std::ofstream(dir / "t.txt", std::ios::binary) << text;
+    ModelConfig cfg = tiny_m1();
+    cfg.tokenizer = "byte";
+    const auto model = random_model(cfg, 3);
+    RunInput in = text_run_input(*make_byte_tokenizer(), text, (dir / "t.txt").string(), 5);
+    in.token_strings.clear();
+    in.byte_offsets.clear();
+    RunInput same = in;
+    ASSERT_TRUE(attach_token_text(same, *model));
+    EXPECT_EQ(same.token_strings, (std::vector<std::string>{"t", "h", "e", " ", "c"}));
+    EXPECT_EQ(same.byte_offsets, (std::vector<int64_t>{0, 1, 2, 3, 4}));
+    RunInput other_ids = in;
+    other_ids.ids[0] = 'x';
+    EXPECT_FALSE(attach_token_text(other_ids, *model));
+    EXPECT_TRUE(other_ids.token_strings.empty());
+    RunInput edited = in;
+    edited.text_sha256 = sha256_hex("the cat sad");
+    EXPECT_FALSE(attach_token_text(edited, *model));
+    RunInput pasted = in;
+    pasted.text_path = "(pasted text)";
+    EXPECT_FALSE(attach_token_text(pasted, *model));
 }
 
 TEST(Trace, CancelledWriteLeavesNoFileAndNoTempFile) {

@@ -12,11 +12,13 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "mambascope/forward.h"
 #include "mambascope/model.h"
 #include "mambascope/progress.h"
+#include "mambascope/tokenizer.h"
 
 namespace mambascope {
 
@@ -111,6 +113,16 @@ struct RunInput {
     std::vector<std::string> token_strings;  // [T] decoded text of each token (may be empty)
     std::vector<int64_t> byte_offsets;       // [T] start of each token in the text (may be empty)
 };
+
+// The input of a run on a UTF-8 text: the ids `tok` gives, each token's text and byte offset (so a trace
+// and the GUI show text, not raw ids), the text's SHA-256 and size; at most max_tokens tokens if > 0.
+RunInput text_run_input(const Tokenizer& tok, std::string_view utf8, std::string text_path,
+                        int64_t max_tokens = 0);
+// For inputs given as ids of a text file (`--text FILE`): fills token_strings and byte_offsets from the file
+// input.text_path when they are empty and the file is the text the ids came from (same size and SHA-256 as
+// recorded in `input`, and the model's tokenizer encodes it to ids that start with input.ids). Returns
+// whether it did; a text that does not fit leaves the input as it was. run_analysis calls it.
+bool attach_token_text(RunInput& input, const Model& model);
 
 struct RunResult {
     RunInput input;

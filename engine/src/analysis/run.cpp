@@ -220,6 +220,8 @@ RunResult run_analysis(const Model& model, const RunInput& input, const Analysis
 
     RunResult res;
     res.input = input;
+    // Ids read from a text file (`--text`): keep each token's text and byte offset, so traces show text.
+    attach_token_text(res.input, model);
     res.n_layer = n_layer;
     res.channels = C;
     res.train_len = cfg.train_len;

@@ -2,7 +2,6 @@
 #include "mambascope/trace.h"
 
 #include <hdf5.h>
-#include <hdf5_hl.h>
 
 #include <chrono>
 #include <cmath>
@@ -55,16 +54,50 @@ std::string chan_key(const ChannelRef& r) {
     return std::to_string(r.layer) + "_" + std::to_string(r.channel);
 }
 
-void set_label(h5::Writer& w, const std::string& ds, int axis, const std::string& label) {
-    auto o = w.open(ds);
-    H5DSset_label(static_cast<hid_t>(o.id()), static_cast<unsigned>(axis), label.c_str());
+// units and long_name on a dataset (CF/netCDF attribute names, shown by xarray, H5Web and silx).
+void describe(h5::Writer& w, const std::string& path, const std::string& units,
+              const std::string& long_name) {
+    auto o = w.open(path);
+    h5::set_attr(o.id(), "units", units);
+    h5::set_attr(o.id(), "long_name", long_name);
 }
 
-void scale(h5::Writer& w, const std::string& ds, int axis, const std::string& scale_path,
-           const std::string& name) {
-    w.attach_scale(ds, axis, scale_path, name);
-    set_label(w, ds, axis, name);
+std::string base_name(const std::string& path) {
+    return path.substr(path.rfind('/') + 1);
 }
+
+// A 1-D int64 coordinate that is also a dimension scale: netCDF-4 readers (xarray's h5netcdf and netcdf4
+// engines) see the dimension named after the dataset in this group and every group below it.
+void put_scale(h5::Writer& w, const std::string& path, const std::vector<int64_t>& values,
+               const std::string& units, const std::string& long_name) {
+    put(w, path, DType::I64, {values.size()}, values.data());
+    w.make_scale(path, base_name(path));
+    describe(w, path, units, long_name);
+}
+
+// Attaches one dimension scale per axis of `ds` (labelled with the dimension's name, for h5py's
+// dims[i].label) and sets units/long_name.
+void put_dims(h5::Writer& w, const std::string& ds, const std::vector<std::string>& scales,
+              const std::string& units, const std::string& long_name) {
+    for (size_t axis = 0; axis < scales.size(); ++axis)
+        w.attach_scale(ds, static_cast<int>(axis), scales[axis], base_name(scales[axis]));
+    describe(w, ds, units, long_name);
+}
+
+std::vector<int64_t> iota(uint64_t n, int64_t start = 0) {
+    std::vector<int64_t> v(n);
+    for (uint64_t i = 0; i < n; ++i) v[i] = start + static_cast<int64_t>(i);
+    return v;
+}
+
+// Root dimensions (format version 2; version 1 kept them in /dims, which netCDF readers cannot see).
+constexpr const char* kLayer = "/layer";
+constexpr const char* kChannel = "/channel";
+constexpr const char* kPosition = "/position";
+constexpr const char* kRfPosition = "/rf_position";
+constexpr const char* kWindowPosition = "/window_position";
+// Where format version 1 kept the receptive-field positions.
+constexpr const char* kRfPositionV1 = "/dims/rf_position";
 
 // All numeric attributes of an object (name → value), skipping `skip`.
 std::map<std::string, double> numeric_attrs(hid_t obj, const std::set<std::string>& skip) {
@@ -151,15 +184,26 @@ std::vector<T> cast_i64(const std::vector<int64_t>& v) {
     return {v.begin(), v.end()};
 }
 
-void write_calibration_copy(h5::Writer& w, const std::filesystem::path& path) {
+void write_calibration_copy(h5::Writer& w, const std::filesystem::path& path, uint64_t L, uint64_t C) {
     Calibration cal = load_calibration(path);
-    const uint64_t L = static_cast<uint64_t>(cal.n_layer), C = static_cast<uint64_t>(cal.channels),
-                   n = static_cast<uint64_t>(cal.n_lengths());
+    if (static_cast<uint64_t>(cal.n_layer) != L || static_cast<uint64_t>(cal.channels) != C)
+        throw Error("write_trace: calibration " + path.string() + " is " + std::to_string(cal.n_layer) +
+                        " × " + std::to_string(cal.channels) + " (n_layer × channels), the run is " +
+                        std::to_string(L) + " × " + std::to_string(C),
+                    "the calibration file changed since the run; run the analysis again");
+    const uint64_t n = static_cast<uint64_t>(cal.n_lengths());
+    put_scale(w, "/calibration/lengths", cal.lengths, "token", "calibration sequence length λ (§2.3)");
     put(w, "/calibration/log_decay", DType::F64, {L, C}, cal.log_decay.data());
+    put_dims(w, "/calibration/log_decay", {kLayer, kChannel}, "1",
+             "calibrated log decay (natural log, §8.2)");
     put(w, "/calibration/delta_sum", DType::F64, {L, C}, cal.delta_sum.data());
+    put_dims(w, "/calibration/delta_sum", {kLayer, kChannel}, "1", "calibrated Σ Δ (§8.3)");
     put(w, "/calibration/thresholds", DType::F64, {L, n, C}, cal.thresholds.data());
+    put_dims(w, "/calibration/thresholds", {kLayer, "/calibration/lengths", kChannel}, "1",
+             "filter threshold θ per length (§8.5)");
     put(w, "/calibration/alpha", DType::F64, {L, n, C}, cal.alpha.data());
-    put(w, "/calibration/lengths", DType::I64, {n}, cal.lengths.data());
+    put_dims(w, "/calibration/alpha", {kLayer, "/calibration/lengths", kChannel}, "1",
+             "calibration α per length (§2.3)");
     auto g = w.open("/calibration");
     h5::set_attr(g.id(), "source_path", std::filesystem::absolute(path).string());
     h5::set_attr(g.id(), "model_name", cal.model_name);
@@ -182,9 +226,9 @@ void write_trace(const std::filesystem::path& path, const RunResult& run, const 
     h5::set_attr(root, "format_version", kTraceFormatVersion);
     h5::set_attr(root, "software_version", std::string(MAMBASCOPE_VERSION));
     h5::set_attr(root, "creation_time", utc_now_iso());
-    h5::set_attr(root, "NX_class", std::string("NXentry"));
-    if (!run.methods.empty())
-        h5::set_attr(root, "default", std::string("methods/") + method_name(run.methods[0].method));
+    // NeXus: NXroot → NXentry (/methods) → NXdata (/methods/<first method>), followed by H5Web and silx.
+    h5::set_attr(root, "NX_class", std::string("NXroot"));
+    if (!run.methods.empty()) h5::set_attr(root, "default", std::string("methods"));
     h5::set_attr(root, "n_layer", static_cast<int64_t>(run.n_layer));
     h5::set_attr(root, "channels", run.channels);
     h5::set_attr(root, "train_len", run.train_len);
@@ -193,28 +237,29 @@ void write_trace(const std::filesystem::path& path, const RunResult& run, const 
     if (run.calibration_path) h5::set_attr(root, "calibration_path", run.calibration_path->string());
     for (const auto& [k, v] : run.provenance) h5::set_attr(root, kProvenancePrefix + k, v);
 
-    // Dimension scales.
-    std::vector<int64_t> idx;
-    auto iota = [&](uint64_t n, int64_t start = 0) {
-        idx.resize(n);
-        for (uint64_t i = 0; i < n; ++i) idx[i] = start + static_cast<int64_t>(i);
-        return idx.data();
-    };
+    // Dimensions, at the root so that every group sees them (netCDF looks in the group and its parents).
     const uint64_t W = static_cast<uint64_t>(std::max<int64_t>(0, run.window_end - run.window_begin));
-    put(w, "/dims/layer", DType::I64, {L}, iota(L));
-    put(w, "/dims/channel", DType::I64, {C}, iota(C));
-    put(w, "/dims/position", DType::I64, {T}, iota(T));
-    put(w, "/dims/rf_position", DType::I64, {P}, run.rf_positions.data());
-    put(w, "/dims/window_position", DType::I64, {W}, iota(W, run.window_begin));
+    const auto layers = iota(L), channels = iota(C);
+    put_scale(w, kLayer, layers, "1", "layer");
+    put_scale(w, kChannel, channels, "1", "channel (Mamba-1 inner channel, Mamba-2 head)");
+    put_scale(w, kPosition, iota(T), "token", "token position (0-based index into /input/ids)");
+    put_scale(w, kRfPosition, run.rf_positions, "token", "position where receptive fields were measured");
+    put_scale(w, kWindowPosition, iota(W, run.window_begin), "token", "token position in the Δ window");
 
     // Input.
     std::vector<int32_t> ids = run.input.ids;
     put(w, "/input/ids", DType::I32, {T}, ids.data());
-    scale(w, "/input/ids", 0, "/dims/position", "position");
-    if (!run.input.token_strings.empty()) w.write_strings("/input/token_strings", run.input.token_strings);
-    if (!run.input.byte_offsets.empty())
-        put(w, "/input/byte_offsets", DType::I64, {run.input.byte_offsets.size()},
-            run.input.byte_offsets.data());
+    put_dims(w, "/input/ids", {kPosition}, "1", "token id");
+    if (!run.input.token_strings.empty()) {
+        MS_CHECK(run.input.token_strings.size() == T, "write_trace: token_strings is not [T]");
+        w.write_strings("/input/token_strings", run.input.token_strings);
+        put_dims(w, "/input/token_strings", {kPosition}, "1", "text of each token (UTF-8 bytes)");
+    }
+    if (!run.input.byte_offsets.empty()) {
+        MS_CHECK(run.input.byte_offsets.size() == T, "write_trace: byte_offsets is not [T]");
+        put(w, "/input/byte_offsets", DType::I64, {T}, run.input.byte_offsets.data());
+        put_dims(w, "/input/byte_offsets", {kPosition}, "byte", "byte offset of each token in the text");
+    }
     {
         auto g = w.open("/input");
         h5::set_attr(g.id(), "text_path", run.input.text_path);
@@ -236,34 +281,40 @@ void write_trace(const std::filesystem::path& path, const RunResult& run, const 
             "write_trace: receptive_field is not n_layer × P × channels");
         MS_CHECK(m.nll.size() == m.nll_positions.size(),
                  "write_trace: nll and nll_positions differ in length");
-        put(w, g + "/nll_positions", DType::I64, {m.nll_positions.size()}, m.nll_positions.data());
+        // The NXdata axes of log_decay (NeXus wants them in the group) and its xarray coordinates: copies of
+        // the root scales (small), which shadow them for this group.
+        const std::string g_layer = g + "/layer", g_channel = g + "/channel", g_rf = g + "/rf_position";
+        put_scale(w, g_layer, layers, "1", "layer");
+        put_scale(w, g_channel, channels, "1", "channel (Mamba-1 inner channel, Mamba-2 head)");
+        put_scale(w, g_rf, run.rf_positions, "token", "position where receptive fields were measured");
+        put_scale(w, g + "/nll_positions", m.nll_positions, "token",
+                  "position p whose NLL predicts token p+1");
         put(w, g + "/nll", DType::F32, {m.nll.size()}, m.nll.data());
+        put_dims(w, g + "/nll", {g + "/nll_positions"}, "nat",
+                 "negative log-likelihood −ln p(ids[p+1] | ids[≤p])");
         put(w, g + "/delta_sum", DType::F64, {L, C}, m.delta_sum.data.data());
+        put_dims(w, g + "/delta_sum", {g_layer, g_channel}, "1", "Σ_t Δ used (time-step units)");
         put(w, g + "/log_decay", DType::F64, {L, C}, m.log_decay.data.data());
+        put_dims(w, g + "/log_decay", {g_layer, g_channel}, "1", "log decay A·Σ Δ used (natural log, §8.2)");
         put(w, g + "/global_mask", DType::U8, {L, C}, m.global_mask.data.data());
+        put_dims(w, g + "/global_mask", {g_layer, g_channel}, "1", "global channel (1) or local (0), §8.4");
         put(w, g + "/critical_count", DType::I64, {L, C}, m.critical_count.data.data());
+        put_dims(w, g + "/critical_count", {g_layer, g_channel}, "token", "critical tokens (Δ > b·θ), §8.6");
         put(w, g + "/receptive_field", DType::I64, {L, P, C}, m.receptive_field.data.data());
+        put_dims(w, g + "/receptive_field", {g_layer, g_rf, g_channel}, "token",
+                 "receptive field RF(t), §8.7");
         put(w, g + "/receptive_field_censored", DType::U8, {L, P, C}, m.receptive_field_censored.data.data());
-        if (!m.nll.empty()) {
-            w.attach_scale(g + "/nll", 0, g + "/nll_positions", "nll_position");
-            set_label(w, g + "/nll", 0, "nll_position");
-        }
-        for (const char* name : {"delta_sum", "log_decay", "global_mask", "critical_count"}) {
-            scale(w, g + "/" + name, 0, "/dims/layer", "layer");
-            scale(w, g + "/" + name, 1, "/dims/channel", "channel");
-        }
-        for (const char* name : {"receptive_field", "receptive_field_censored"}) {
-            scale(w, g + "/" + name, 0, "/dims/layer", "layer");
-            scale(w, g + "/" + name, 1, "/dims/rf_position", "rf_position");
-            scale(w, g + "/" + name, 2, "/dims/channel", "channel");
-        }
+        put_dims(w, g + "/receptive_field_censored", {g_layer, g_rf, g_channel}, "1",
+                 "1 when the decay never reached ε (RF ≥ t+1)");
         if (!m.kept_positions.empty())
-            put(w, g + "/kept_positions", DType::I64, {m.kept_positions.size()}, m.kept_positions.data());
+            put_scale(w, g + "/kept_positions", m.kept_positions, "token",
+                      "position that reaches the last layer (DeciMamba, §4)");
         if (!m.global_keep_count.empty()) {
             MS_CHECK(m.global_keep_count.size() == run.input.ids.size(),
                      "write_trace: global_keep_count does not have one entry per token");
-            put(w, g + "/global_keep_count", DType::I64, {m.global_keep_count.size()},
-                m.global_keep_count.data());
+            put(w, g + "/global_keep_count", DType::I64, {T}, m.global_keep_count.data());
+            put_dims(w, g + "/global_keep_count", {kPosition}, "1",
+                     "global channels whose scan used the token (§8.6)");
         }
         for (const auto& ct : m.channels) {
             const std::string cg = g + "/channels/" + chan_key(ct.ref);
@@ -271,13 +322,13 @@ void write_trace(const std::filesystem::path& path, const RunResult& run, const 
                      "write_trace: channel window arrays do not match the window");
             MS_CHECK(ct.cum_log_decay.size() == T, "write_trace: cum_log_decay is not [T]");
             put(w, cg + "/delta_raw", DType::F32, {W}, ct.delta_raw.data());
+            put_dims(w, cg + "/delta_raw", {kWindowPosition}, "1", "Δ after softplus, before the filter");
             put(w, cg + "/delta_used", DType::F32, {W}, ct.delta_used.data());
+            put_dims(w, cg + "/delta_used", {kWindowPosition}, "1", "Δ the scan used (§8.5)");
             put(w, cg + "/critical", DType::U8, {W}, ct.critical.data());
+            put_dims(w, cg + "/critical", {kWindowPosition}, "1", "critical token (1), §8.6");
             put(w, cg + "/cum_log_decay", DType::F32, {T}, ct.cum_log_decay.data());
-            if (W > 0)
-                for (const char* name : {"delta_raw", "delta_used", "critical"})
-                    scale(w, cg + "/" + name, 0, "/dims/window_position", "window_position");
-            if (T > 0) scale(w, cg + "/cum_log_decay", 0, "/dims/position", "position");
+            put_dims(w, cg + "/cum_log_decay", {kPosition}, "1", "cumulative log decay Σ_{k≤t} A·Δ used");
             auto o = w.open(cg);
             h5::set_attr(o.id(), "layer", static_cast<int64_t>(ct.ref.layer));
             h5::set_attr(o.id(), "channel", ct.ref.channel);
@@ -286,11 +337,19 @@ void write_trace(const std::filesystem::path& path, const RunResult& run, const 
         }
         for (const auto& am : m.attention) {
             const std::string ag = g + "/attention/" + chan_key(am.ref);
-            MS_CHECK(
-                am.alpha.shape.size() == 2 && am.alpha.data.size() == static_cast<size_t>(am.alpha.numel()),
-                "write_trace: attention map is not W × W");
+            MS_CHECK(am.alpha.shape.size() == 2 && am.alpha.shape[0] == am.alpha.shape[1] &&
+                         am.alpha.data.size() == static_cast<size_t>(am.alpha.numel()),
+                     "write_trace: attention map is not W × W");
+            const auto window = iota(static_cast<uint64_t>(am.alpha.shape[0]));
+            put_scale(w, ag + "/output_index", window, "1", "output row i in the attention window");
+            put_scale(w, ag + "/source_index", window, "1", "source column j in the attention window");
             put(w, ag + "/alpha", DType::F32, u64(am.alpha.shape), am.alpha.data.data());
+            put_dims(w, ag + "/alpha", {ag + "/output_index", ag + "/source_index"}, "1",
+                     "hidden attention α_{i,j} (§5, §8.9), normalised as `norm`");
             auto o = w.open(ag);
+            h5::set_attr(o.id(), "NX_class", std::string("NXdata"));
+            h5::set_attr(o.id(), "signal", std::string("alpha"));
+            h5::set_attr(o.id(), "axes", std::vector<std::string>{"output_index", "source_index"});
             h5::set_attr(o.id(), "layer", static_cast<int64_t>(am.ref.layer));
             h5::set_attr(o.id(), "channel", am.ref.channel);
             h5::set_attr(o.id(), "norm", std::string(attention_norm_name(am.norm)));
@@ -307,13 +366,22 @@ void write_trace(const std::filesystem::path& path, const RunResult& run, const 
         h5::set_attr(o.id(), "receptive_field_resolution", m.receptive_field_resolution);
         for (const auto& [k, v] : m.params) h5::set_attr(o.id(), k, v);
     }
+    if (!run.methods.empty()) {
+        auto o = w.open("/methods");
+        h5::set_attr(o.id(), "NX_class", std::string("NXentry"));
+        h5::set_attr(o.id(), "default", std::string(method_name(run.methods[0].method)));
+    }
     if (run.calibration_path && std::filesystem::exists(*run.calibration_path)) {
-        write_calibration_copy(w, *run.calibration_path);
+        write_calibration_copy(w, *run.calibration_path, L, C);
     } else if (run.calibration_log_decay.shape.size() == 2 && !run.calibration_log_decay.data.empty()) {
         // The calibration file is gone (e.g. a trace opened and exported again): keep its log decay.
         const auto& a = run.calibration_log_decay;
-        put(w, "/calibration/log_decay", DType::F64,
-            {static_cast<uint64_t>(a.shape[0]), static_cast<uint64_t>(a.shape[1])}, a.data.data());
+        MS_CHECK(a.shape[0] == run.n_layer && a.shape[1] == run.channels &&
+                     a.data.size() == static_cast<size_t>(a.numel()),
+                 "write_trace: calibration_log_decay is not n_layer × channels");
+        put(w, "/calibration/log_decay", DType::F64, {L, C}, a.data.data());
+        put_dims(w, "/calibration/log_decay", {kLayer, kChannel}, "1",
+                 "calibrated log decay (natural log, §8.2)");
     }
     report_progress(progress, 1.0, "writing trace");
     w.commit();
@@ -365,7 +433,7 @@ RunResult read_trace(const std::filesystem::path& path) {
             run.input.text_sha256 = h5::get_attr_string(g.id(), "text_sha256");
             run.input.text_bytes = h5::get_attr_int(g.id(), "text_bytes");
         }
-        run.rf_positions = r.read_i64("/dims/rf_position");
+        run.rf_positions = r.read_i64(version == 1 ? kRfPositionV1 : kRfPosition);
         const uint64_t L = static_cast<uint64_t>(run.n_layer), C = static_cast<uint64_t>(run.channels),
                        P = run.rf_positions.size();
         if (r.exists("/calibration/log_decay")) {
