@@ -1,12 +1,7 @@
 // calibrate: LongMamba's offline calibration (method doc §2.3, §8.3) of a model on a token stream → CAL.h5.
-#include <unistd.h>
-
 #include <cstdio>
-#include <cstring>
-#include <sstream>
 #include <string>
 
-#include "args.h"
 #include "commands.h"
 #include "input.h"
 #include "mambascope/calibration.h"
@@ -17,75 +12,37 @@
 namespace mambascope::cli {
 namespace {
 
-constexpr const char* kCalibrateHelp =
-    "mambascope-cli calibrate --model DIR (--ids FILE | --text FILE) --out CAL.h5 [options]\n"
-    "\n"
-    "LongMamba calibration (docs/longmamba.md): runs the model on `samples` windows of `train-len` tokens\n"
-    "starting at int(P/samples*i + 10) of the token stream, and writes per-layer channel decays, Δ budgets,\n"
-    "and Δ thresholds/alpha for each target length.\n"
-    "\n"
-    "options:\n"
-    "  --train-len L        window length (default: the model's train_len)\n"
-    "  --samples K          number of windows (default 100; capped to what the stream allows)\n"
-    "  --clamp-top F        clampTop ratio in (0, 1] (default 0.1)\n"
-    "  --lengths a,b,...    target lengths in tokens (default: 1000..8000,10000,...,192000)\n"
-    "  --aggregate mean|max aggregation over windows (default mean)\n"
-    "  --m1-decay slowest|mean  Mamba-1 channel decay reduction (default slowest)\n"
-    "  --tokenizer FILE|byte, --replace-invalid   with --text (see `mambascope-cli forward --help`)\n"
-    "  --c C                only for the summary printed at the end: global iff log_decay > ln C (default "
-    "0.05)\n";
+struct CalibrateOptions {
+    std::string model, out, aggregate = "mean", m1_decay = "slowest";
+    InputOptions in;
+    DeviceOptions dev;
+    int64_t train_len = -1, samples = kDefaultCalibrationSamples;
+    double clamp_top = kDefaultClampTop, c = kDefaultC;
+    std::vector<int64_t> lengths;
+};
 
-bool wants_help(int argc, char** argv) {
-    for (int i = 1; i < argc; ++i)
-        if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) return true;
-    return false;
-}
-
-// Progress with the stage label ("calibration window 3/100"), only when stderr is a terminal.
-// Stage-labelled progress on a terminal; everywhere, false once SIGINT/SIGTERM asked to stop (input.h), so the
-// engine throws Cancelled at its next window and nothing half-written is left.
-ProgressFn stage_progress() {
-    const bool tty = isatty(2);
-    return [tty](double f, std::string_view stage) {
-        if (cancel_requested()) return false;
-        if (!tty) return true;
-        std::fprintf(stderr, "\r%-32.*s %5.1f%%", static_cast<int>(stage.size()), stage.data(), 100.0 * f);
-        if (f >= 1.0) std::fprintf(stderr, "\n");
-        return true;
-    };
-}
-
-}  // namespace
-
-int cmd_calibrate(int argc, char** argv) {
-    if (wants_help(argc, argv)) {
-        std::printf("%s", kCalibrateHelp);
-        return 0;
-    }
-    Args a(argc, argv,
-           {"model", "ids", "text", "out", "train-len", "samples", "clamp-top", "lengths", "aggregate",
-            "m1-decay", "c", "tokenizer"},
-           {"replace-invalid"});
-    const std::string out = a.require("out");
-    auto model = load_model(a.require("model"));
-    const std::vector<int32_t> ids = read_input_ids(a, *model);  // --ids FILE or --text FILE
+int run_calibrate(const CalibrateOptions& o) {
+    auto model = load_model(o.model);
+    const std::vector<int32_t> ids = read_input_ids(o.in, *model);  // --ids FILE or --text FILE
 
     CalibrationParams p;
-    p.train_len = a.get_int("train-len", -1);
-    p.samples = static_cast<int>(a.get_int("samples", kDefaultCalibrationSamples));
-    p.clamp_top = a.get_double("clamp-top", kDefaultClampTop);
-    p.lengths = a.get_int_list("lengths");
-    p.aggregate = parse_aggregate(a.get("aggregate", "mean"));
-    p.m1_decay = parse_m1_decay(a.get("m1-decay", "slowest"));
-    const double c = a.get_double("c", kDefaultC);
+    p.train_len = o.train_len;
+    p.samples = static_cast<int>(o.samples);
+    p.clamp_top = o.clamp_top;
+    p.lengths = o.lengths;
+    p.aggregate = parse_aggregate(o.aggregate);
+    p.m1_decay = parse_m1_decay(o.m1_decay);
+    p.device = parse_device(o.dev.device);
 
-    const Calibration cal = calibrate(*model, ids, p, stage_progress());
-    save_calibration(out, cal);
+    // Stage-labelled progress ("calibration window 3/100") with rate and ETA; false once SIGINT/SIGTERM asked
+    // to stop (input.h), so the engine throws Cancelled at its next window and nothing half-written is left.
+    const Calibration cal = calibrate(*model, ids, p, stderr_progress("calibrate"));
+    save_calibration(o.out, cal);
 
-    const std::vector<uint8_t> global = global_mask(cal, c);
+    const std::vector<uint8_t> global = global_mask(cal, o.c);
     int64_t n_global = 0;
     for (uint8_t g : global) n_global += g;
-    std::printf("calibration:      %s\n", out.c_str());
+    std::printf("calibration:      %s\n", o.out.c_str());
     std::printf("model:            %s (%s, %lld layers x %lld channels)\n", cal.model_name.c_str(),
                 cal.arch.c_str(), static_cast<long long>(cal.n_layer), static_cast<long long>(cal.channels));
     std::printf("windows:          %lld of %d requested, %lld tokens each, stream of %lld tokens\n",
@@ -97,8 +54,49 @@ int cmd_calibrate(int argc, char** argv) {
                 length_key(cal.lengths.front()).c_str(), length_key(cal.lengths.back()).c_str());
     std::printf("global channels:  %lld of %lld (%.1f%%) at c = %g\n", static_cast<long long>(n_global),
                 static_cast<long long>(global.size()), 100.0 * static_cast<double>(n_global) / global.size(),
-                c);
+                o.c);
     return 0;
+}
+
+}  // namespace
+
+Command add_calibrate(CLI::App& root) {
+    auto o = std::make_shared<CalibrateOptions>();
+    auto* app = add_command(
+        root, "calibrate", "LongMamba calibration of a model on a token stream (CAL.h5)",
+        "  Runs the model on `samples` windows of `train-len` tokens starting at int(P/samples*i + 10) of "
+        "the\n"
+        "  token stream, and writes per-layer channel decays, Δ budgets, and Δ thresholds/alpha for each\n"
+        "  target length (docs/longmamba.md).");
+    app->add_option("--model", o->model, "model directory")->type_name("DIR")->required();
+    add_input_options(*app, o->in);
+    app->add_option("--out", o->out, "output calibration")->type_name("CAL.h5")->required()->group("Output");
+    app->add_option("--train-len", o->train_len, "window length (default: the model's train_len)")
+        ->check(CLI::PositiveNumber)
+        ->type_name("L");
+    app->add_option("--samples", o->samples, "number of windows (capped to what the stream allows)")
+        ->check(CLI::Range(int64_t(1), int64_t(1000000)))
+        ->capture_default_str();
+    app->add_option("--clamp-top", o->clamp_top, "clampTop ratio in (0, 1]")
+        ->check(CLI::Range(1e-9, 1.0))
+        ->capture_default_str();
+    app->add_option("--lengths", o->lengths,
+                    "target lengths in tokens (default: 1000..8000,10000,...,192000)")
+        ->delimiter(',')
+        ->check(CLI::PositiveNumber)
+        ->type_name("LIST");
+    app->add_option("--aggregate", o->aggregate, "aggregation over windows")
+        ->check(CLI::IsMember({"mean", "max"}))
+        ->capture_default_str();
+    app->add_option("--m1-decay", o->m1_decay, "Mamba-1 channel decay reduction")
+        ->check(CLI::IsMember({"slowest", "mean"}))
+        ->capture_default_str();
+    app->add_option("--c", o->c, "only for the summary printed at the end: global iff log_decay > ln C")
+        ->check(CLI::Range(1e-12, 1.0))
+        ->capture_default_str();
+    add_device_options(*app, o->dev, false, false);
+    add_progress_option(*app);
+    return {app, [o] { return run_calibrate(*o); }};
 }
 
 }  // namespace mambascope::cli

@@ -2,14 +2,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <numeric>
 #include <random>
 #include <string>
 #include <vector>
 
-#include "args.h"
 #include "commands.h"
+#include "input.h"
 #include "mambascope/error.h"
 #include "mambascope/forward.h"
 #include "mambascope/model.h"
@@ -17,12 +16,6 @@
 
 namespace mambascope::cli {
 namespace {
-
-bool wants_help(int argc, char** argv) {
-    for (int i = 1; i < argc; ++i)
-        if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) return true;
-    return false;
-}
 
 // Next id from logits restricted to [0, n): argmax when temperature ≤ 0, else a sample from the softmax of
 // the top-k logits / temperature (k ≤ 0: all).
@@ -45,35 +38,23 @@ int32_t pick(const std::vector<float>& logits, int64_t n, double temperature, in
     return order[dist(rng)];
 }
 
-}  // namespace
+struct GenerateOptions {
+    std::string model, prompt, tokenizer;
+    DeviceOptions dev;
+    int64_t max_new = 32, top_k = 0, seed = 0;
+    double temperature = 0.0;
+};
 
-int cmd_generate(int argc, char** argv) {
-    if (wants_help(argc, argv)) {
-        std::printf(
-            "mambascope-cli generate --model DIR --prompt TEXT --max-new N [--temperature T --top-k K --seed "
-            "S]\n"
-            "                        [--tokenizer FILE|byte] [--device cpu|cuda|auto] [--precision "
-            "fp32|tf32|bf16]\n"
-            "  prints the continuation (greedy unless --temperature > 0); on cuda the state stays on the "
-            "GPU\n");
-        return 0;
-    }
-    Args a(argc, argv,
-           {"model", "prompt", "max-new", "temperature", "top-k", "seed", "tokenizer", "device", "precision"},
-           {});
+int run_generate(const GenerateOptions& o) {
     ForwardOptions opt;
-    opt.device = parse_device(a.get("device", "cpu"));
-    opt.precision = parse_precision(a.get("precision", "fp32"));
-    const auto model = load_model(a.require("model"));
-    const auto tok = a.has("tokenizer") ? tokenizer_from_spec(a.get("tokenizer"))
-                                        : choose_tokenizer(model->dir, model->config.tokenizer);
-    const std::string prompt = a.require("prompt");
-    const int64_t max_new = a.get_int("max-new", 32);
-    const double temperature = a.get_double("temperature", 0.0);
-    const int64_t top_k = a.get_int("top-k", 0);
-    if (max_new < 0) throw Error("--max-new must be ≥ 0");
-    if (!(temperature >= 0)) throw Error("--temperature must be ≥ 0");
-    std::mt19937_64 rng(static_cast<uint64_t>(a.get_int("seed", 0)));
+    opt.device = parse_device(o.dev.device);
+    opt.precision = parse_precision(o.dev.precision);
+    const auto model = load_model(o.model);
+    const auto tok = input_tokenizer(o.tokenizer, model.get());
+    const std::string& prompt = o.prompt;
+    const int64_t max_new = o.max_new, top_k = o.top_k;
+    const double temperature = o.temperature;
+    std::mt19937_64 rng(static_cast<uint64_t>(o.seed));
     const auto ids = tok->encode(prompt);
     if (ids.empty()) throw Error("the prompt is empty", "give at least one character of prompt");
     check_ids(*model, ids);
@@ -97,6 +78,31 @@ int cmd_generate(int argc, char** argv) {
     std::fwrite(text.data(), 1, text.size(), stdout);
     std::fputc('\n', stdout);
     return 0;
+}
+
+}  // namespace
+
+Command add_generate(CLI::App& root) {
+    auto o = std::make_shared<GenerateOptions>();
+    auto* app = root.add_subcommand(
+        "generate",
+        "continue a text prompt (greedy unless --temperature > 0); on cuda the state stays on the GPU");
+    app->add_option("--model", o->model, "model directory")->type_name("DIR")->required();
+    app->add_option("--prompt", o->prompt, "the prompt text")->type_name("TEXT")->required();
+    app->add_option("--tokenizer", o->tokenizer, "a tokenizer.json, or byte (default: the model's tokenizer)")
+        ->type_name("FILE|byte");
+    app->add_option("--max-new", o->max_new, "tokens to generate")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+    app->add_option("--temperature", o->temperature, "sampling temperature; 0: greedy")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+    app->add_option("--top-k", o->top_k, "sample among the K most likely; 0: all")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+    app->add_option("--seed", o->seed, "sampling seed")->check(CLI::NonNegativeNumber)->capture_default_str();
+    add_device_options(*app, o->dev, true, false);
+    return {app, [o] { return run_generate(*o); }};
 }
 
 }  // namespace mambascope::cli

@@ -1,66 +1,88 @@
 // ppl-sweep: perplexity against context length for several methods (issue 4 item 6).
 #include <cstdio>
-#include <cstring>
-#include <sstream>
+#include <string>
 
-#include "args.h"
 #include "commands.h"
 #include "input.h"
+#include "mambascope/analysis.h"
 #include "mambascope/calibration.h"
 #include "mambascope/error.h"
 #include "mambascope/ppl_sweep.h"
 
 namespace mambascope::cli {
+namespace {
 
-int cmd_ppl_sweep(int argc, char** argv) {
-    for (int i = 1; i < argc; ++i)
-        if (!std::strcmp(argv[i], "--help")) {
-            std::printf(
-                "mambascope-cli ppl-sweep --model DIR (--text FILE | --ids FILE) --lengths a,b,...\n"
-                "    [--methods vanilla,longmamba,decimamba] [--calibration CAL.h5] [--c C] [--b B]\n"
-                "    [--activate-above N] [--windows 10] [--predict 100] [--deci-layers l,..] [--deci-lbase "
-                "N]\n"
-                "    [--deci-beta B] [--device cpu|cuda|auto] [--out SWEEP.csv]\n"
-                "  For each context length: `windows` windows spread over the document, NLL of each "
-                "window's\n"
-                "  last `predict` tokens (the paper's PG19 protocol). Prints a table; --out writes CSV.\n");
-            return 0;
-        }
-    Args a(argc, argv,
-           {"model", "text", "ids", "lengths", "methods", "calibration", "c", "b", "activate-above",
-            "windows", "predict", "deci-layers", "deci-lbase", "deci-beta", "out", "tokenizer", "device"},
-           {"replace-invalid"});
-    auto model = load_model(a.require("model"));
-    auto doc = read_input_ids(a, *model);
+struct PplSweepOptions {
+    std::string model, out;
+    InputOptions in;
+    DeviceOptions dev;
+    LongMambaOptions lm;
+    DeciOptions deci;
+    std::vector<std::string> methods;
+    std::vector<int64_t> lengths;
+    int64_t windows = kDefaultSweepWindows, predict = kDefaultSweepPredict;
+};
+
+int run_ppl_sweep(const PplSweepOptions& o) {
+    auto model = load_model(o.model);
+    auto doc = read_input_ids(o.in, *model);
     PplSweepParams p;
-    p.lengths = a.get_int_list("lengths");
-    if (p.lengths.empty()) throw Error("missing --lengths (comma-separated context lengths in tokens)");
-    p.windows = static_cast<int>(a.get_int("windows", kDefaultSweepWindows));
-    p.predict = a.get_int("predict", kDefaultSweepPredict);
+    p.lengths = o.lengths;
+    p.windows = static_cast<int>(o.windows);
+    p.predict = o.predict;
     p.methods.clear();
-    std::stringstream ms(a.get("methods", "vanilla,longmamba"));
-    for (std::string m; std::getline(ms, m, ',');) p.methods.push_back(parse_method(m));
+    for (const auto& m : o.methods.empty() ? std::vector<std::string>{"vanilla", "longmamba"} : o.methods)
+        p.methods.push_back(parse_method(m));
     Calibration cal;
-    if (a.has("calibration")) {
-        cal = load_calibration(a.get("calibration"));
+    if (!o.lm.calibration.empty()) {
+        cal = load_calibration(o.lm.calibration);
         p.calibration = &cal;
     }
-    p.filter.c = a.get_double("c", p.filter.c);
-    p.filter.b = a.get_double("b", p.filter.b);
-    p.filter.activate_above = a.get_int("activate-above", -1);
-    for (int64_t l : a.get_int_list("deci-layers")) p.deci.layers.push_back(static_cast<int>(l));
-    p.deci.L_base = a.get_int("deci-lbase", -1);
-    p.deci.beta = a.get_double("deci-beta", p.deci.beta);
-    p.device = parse_device(a.get("device", "cpu"));
-    auto progress = stderr_progress("ppl-sweep");
-    auto points = run_ppl_sweep(*model, doc, p, progress);
+    p.filter.c = o.lm.c;
+    p.filter.b = o.lm.b;
+    p.filter.activate_above = o.lm.activate_above;
+    p.deci.layers = o.deci.layers;
+    p.deci.L_base = o.deci.lbase;
+    p.deci.beta = o.deci.beta;
+    p.device = parse_device(o.dev.device);
+    auto points = mambascope::run_ppl_sweep(*model, doc, p, stderr_progress("ppl-sweep"));
     std::printf("perplexity of the last %lld tokens, %d windows per length\n%s", (long long)p.predict,
                 p.windows, format_ppl_table(points).c_str());
-    if (a.has("out")) {
-        write_ppl_csv(a.get("out"), points);
-        std::fprintf(stderr, "ppl-sweep: wrote %s\n", a.get("out").c_str());
+    if (!o.out.empty()) {
+        write_ppl_csv(o.out, points);
+        std::fprintf(stderr, "ppl-sweep: wrote %s\n", o.out.c_str());
     }
     return 0;
+}
+
+}  // namespace
+
+Command add_ppl_sweep(CLI::App& root) {
+    auto o = std::make_shared<PplSweepOptions>();
+    auto* app = add_command(
+        root, "ppl-sweep", "perplexity vs context length (vanilla / LongMamba / DeciMamba)",
+        "  For each context length: `windows` windows spread over the document, NLL of each window's last\n"
+        "  `predict` tokens (the paper's PG19 protocol). Prints a table; --out writes CSV.");
+    app->add_option("--model", o->model, "model directory")->type_name("DIR")->required();
+    add_input_options(*app, o->in);
+    app->add_option("--lengths", o->lengths, "context lengths in tokens")
+        ->delimiter(',')
+        ->check(CLI::PositiveNumber)
+        ->type_name("LIST")
+        ->required();
+    app->add_option("--windows", o->windows, "windows per length")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    app->add_option("--predict", o->predict, "tokens scored at the end of each window")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    app->add_option("--out", o->out, "write the sweep as CSV")->type_name("SWEEP.csv")->group("Output");
+    add_methods_option(*app, o->methods, "vanilla,longmamba");
+    add_longmamba_options(*app, o->lm);
+    add_deci_options(*app, o->deci);
+    add_device_options(*app, o->dev, false, false);
+    add_progress_option(*app);
+    return {app, [o] { return run_ppl_sweep(*o); }};
 }
 
 }  // namespace mambascope::cli

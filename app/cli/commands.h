@@ -1,19 +1,22 @@
-// commands.h: one function per mambascope-cli subcommand. argv[0] is the subcommand name. Each returns the
-// exit code and throws mambascope::Error for user-facing failures (main prints them to stderr, exit 1).
+// commands.h: one registration function per mambascope-cli subcommand. Each adds its subcommand and options
+// to the root CLI11 app and returns what runs once the command line parsed. The run function returns the exit
+// code and throws UsageError (exit 2), mambascope::Error (exit 1) or Cancelled (exit 130); main prints them.
 #pragma once
+
+#include "input.h"
 
 namespace mambascope::cli {
 
-int cmd_info(int argc, char** argv);
-int cmd_forward(int argc, char** argv);
-int cmd_nll(int argc, char** argv);
-int cmd_bench(int argc, char** argv);
-int cmd_ppl_sweep(int argc, char** argv);
-int cmd_analyze(int argc, char** argv);
-int cmd_calibrate(int argc, char** argv);
-int cmd_tokenize(int argc, char** argv);
-int cmd_detokenize(int argc, char** argv);
-int cmd_generate(int argc, char** argv);
-int cmd_retrieval(int argc, char** argv);
+Command add_info(CLI::App& root);
+Command add_forward(CLI::App& root);
+Command add_nll(CLI::App& root);
+Command add_analyze(CLI::App& root);
+Command add_ppl_sweep(CLI::App& root);
+Command add_bench(CLI::App& root);
+Command add_calibrate(CLI::App& root);
+Command add_tokenize(CLI::App& root);
+Command add_detokenize(CLI::App& root);
+Command add_generate(CLI::App& root);
+Command add_retrieval(CLI::App& root);
 
 }  // namespace mambascope::cli

@@ -1,11 +1,16 @@
 // mambascope-cli: batch front end. Every GUI job is also a command here, with the same outputs.
+//
+// Exit codes (docs/cli.md): 0 success (and --help), 1 a failure while running (a bad file, out of memory, a
+// full disk), 2 a command line that cannot run (unknown option, stray argument, bad value), 130 cancelled by
+// SIGINT/SIGTERM.
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
-#include <cstring>
 #include <exception>
 #include <string>
+#include <vector>
 
 #include "commands.h"
 #include "input.h"
@@ -14,38 +19,9 @@
 
 namespace {
 
-struct Command {
-    const char* name;
-    int (*fn)(int, char**);
-    const char* help;
-};
-
-const Command kCommands[] = {
-    {"info", mambascope::cli::cmd_info, "config, parameter count, dtype and memory of a model"},
-    {"forward", mambascope::cli::cmd_forward, "run a model over token ids; write logits (and Δ) to HDF5"},
-    {"nll", mambascope::cli::cmd_nll, "mean NLL and perplexity of a token file"},
-    {"analyze", mambascope::cli::cmd_analyze,
-     "vanilla / LongMamba / DeciMamba on one input, probes -> HDF5 trace"},
-    {"ppl-sweep", mambascope::cli::cmd_ppl_sweep,
-     "perplexity vs context length (vanilla / LongMamba / DeciMamba)"},
-    {"bench", mambascope::cli::cmd_bench, "prefill speed and peak memory on random weights of real shapes"},
-    {"calibrate", mambascope::cli::cmd_calibrate,
-     "LongMamba calibration of a model on a token stream (CAL.h5)"},
-    {"tokenize", mambascope::cli::cmd_tokenize, "text file -> token ids (GPT-NeoX-20B, tokenizer.json or byte)"},
-    {"detokenize", mambascope::cli::cmd_detokenize, "token ids -> text file"},
-    {"generate", mambascope::cli::cmd_generate, "continue a text prompt (greedy or sampled)"},
-    {"retrieval", mambascope::cli::cmd_retrieval,
-     "passkey retrieval over lengths x depths x methods (CSV, JSON, one cell's trace)"},
-};
-
-void usage() {
-    std::printf(
-        "mambascope-cli %s: Mamba / Mamba-2 long-context analysis (LongMamba)\n\nusage: mambascope-cli "
-        "<command> [options]\n\ncommands:\n",
-        MAMBASCOPE_VERSION);
-    for (const auto& c : kCommands) std::printf("  %-12s %s\n", c.name, c.help);
-    std::printf("\n`mambascope-cli <command> --help` describes a command's options.\n");
-}
+constexpr int kExitRuntime = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitCancelled = 130;
 
 // SIGINT / SIGTERM. The first asks the running job to stop: progress callbacks return false, the engine
 // throws Cancelled at its next safe point, every writer removes its temp file, exit 130. A second signal (the
@@ -54,14 +30,16 @@ void usage() {
 volatile std::sig_atomic_t g_signals = 0;
 
 extern "C" void on_signal(int) {
-    if (g_signals++ == 0) {
+    const std::sig_atomic_t seen = g_signals;
+    g_signals = seen + 1;
+    if (seen == 0) {
         mambascope::cli::request_cancel();
         static const char msg[] = "\nmambascope-cli: stopping (press Ctrl-C again to quit at once)\n";
         [[maybe_unused]] auto r = ::write(2, msg, sizeof msg - 1);
         return;
     }
     mambascope::remove_registered_temp_files();
-    ::_exit(130);
+    ::_exit(kExitCancelled);
 }
 
 void install_signal_handlers() {
@@ -73,39 +51,76 @@ void install_signal_handlers() {
     sigaction(SIGTERM, &sa, nullptr);
 }
 
+// "mambascope-cli forward" for the subcommand the user named, "mambascope-cli" before one is known.
+std::string who(const CLI::App& app) {
+    const auto subs = app.get_subcommands();
+    return subs.empty() ? std::string("mambascope-cli") : "mambascope-cli " + subs.front()->get_name();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
-        !std::strcmp(argv[1], "help")) {
-        usage();
-        return argc < 2 ? 2 : 0;
+    using namespace mambascope::cli;
+    CLI::App app{std::string("mambascope-cli ") + MAMBASCOPE_VERSION +
+                     ": Mamba / Mamba-2 long-context analysis (LongMamba)",
+                 "mambascope-cli"};
+    app.set_version_flag("--version", std::string("mambascope-cli ") + MAMBASCOPE_VERSION);
+    app.require_subcommand(1);
+    const std::vector<Command> commands = {add_info(app),      add_forward(app),   add_nll(app),
+                                           add_analyze(app),   add_ppl_sweep(app), add_bench(app),
+                                           add_calibrate(app), add_tokenize(app),  add_detokenize(app),
+                                           add_generate(app),  add_retrieval(app)};
+    const std::string exit_codes = "Exit codes: 0 success, 1 runtime error, 2 usage error, 130 cancelled.";
+    for (const auto& c : commands)
+        if (c.app->get_footer().empty()) c.app->footer(exit_codes);
+    app.footer("`mambascope-cli COMMAND --help` describes a command's options (docs/cli.md).\n" + exit_codes);
+
+    const auto known = [&](const std::string& name) {
+        return std::any_of(commands.begin(), commands.end(),
+                           [&](const Command& c) { return c.app->get_name() == name; });
+    };
+    if (argc > 1 && argv[1][0] != '-' && !known(argv[1])) {
+        std::fprintf(stderr, "mambascope-cli: usage error: unknown command '%s'\n", argv[1]);
+        std::fprintf(stderr, "run `mambascope-cli --help` for the commands\n");
+        return kExitUsage;
     }
-    if (!std::strcmp(argv[1], "--version")) {
-        std::printf("mambascope-cli %s\n", MAMBASCOPE_VERSION);
-        return 0;
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::Success& e) {  // --help, --version
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        if (argc < 2)
+            std::fprintf(stderr, "%s\n", app.help().c_str());  // bare `mambascope-cli`: the commands
+        std::fprintf(stderr, "%s: usage error: %s\n", who(app).c_str(), e.what());
+        std::fprintf(stderr, "run `%s --help` for the options\n", who(app).c_str());
+        return kExitUsage;
     }
+
+    set_command_line(argc, argv);
     mambascope::mark_run_start();
     install_signal_handlers();
-    for (const auto& c : kCommands) {
-        if (std::strcmp(argv[1], c.name) != 0) continue;
+    const std::string name = who(app);
+    for (const auto& c : commands) {
+        if (!c.app->parsed()) continue;
         try {
-            return c.fn(argc - 1, argv + 1);
+            return c.run();
         } catch (const mambascope::Cancelled&) {
-            std::fprintf(stderr, "mambascope-cli %s: cancelled\n", c.name);
-            return 130;
+            std::fprintf(stderr, "%s: cancelled\n", name.c_str());
+            return kExitCancelled;
+        } catch (const UsageError& e) {
+            std::fprintf(stderr, "%s: usage error: %s\n", name.c_str(), mambascope::describe(e).c_str());
+            std::fprintf(stderr, "run `%s --help` for the options\n", name.c_str());
+            return kExitUsage;
         } catch (const mambascope::Error& e) {
-            std::fprintf(stderr, "mambascope-cli %s: error: %s\n", c.name, mambascope::describe(e).c_str());
-            return 1;
+            std::fprintf(stderr, "%s: error: %s\n", name.c_str(), mambascope::describe(e).c_str());
+            return kExitRuntime;
         } catch (const std::bad_alloc&) {
-            std::fprintf(stderr, "mambascope-cli %s: error: out of memory\n", c.name);
-            return 1;
+            std::fprintf(stderr, "%s: error: out of memory\n", name.c_str());
+            return kExitRuntime;
         } catch (const std::exception& e) {
-            std::fprintf(stderr, "mambascope-cli %s: internal error: %s\n", c.name, e.what());
-            return 1;
+            std::fprintf(stderr, "%s: internal error: %s\n", name.c_str(), e.what());
+            return kExitRuntime;
         }
     }
-    std::fprintf(stderr, "mambascope-cli: unknown command '%s'\n\n", argv[1]);
-    usage();
-    return 2;
+    return kExitUsage;  // unreachable: require_subcommand(1)
 }

@@ -77,7 +77,7 @@ TEST(AtomicWrites, TokenizeOnFullDiskFailsAndKeepsDestination) {
     put(d / "in.txt", "hello world");
     put(d / "out.ids", "1 2 3\n");
     const int rc = cli(
-        "tokenize --tokenizer byte --in " + (d / "in.txt").string() + " --out " + (d / "out.ids").string(),
+        "tokenize --tokenizer byte --text " + (d / "in.txt").string() + " --out " + (d / "out.ids").string(),
         d / "log", kDiskFull);
     EXPECT_EQ(rc, 1) << slurp(d / "log");
     EXPECT_EQ(slurp(d / "out.ids"), "1 2 3\n");
@@ -87,7 +87,7 @@ TEST(AtomicWrites, TokenizeOnFullDiskFailsAndKeepsDestination) {
     // detokenize too
     put(d / "in.ids", "104 105\n");
     put(d / "out.txt", "previous");
-    EXPECT_EQ(cli("detokenize --tokenizer byte --in " + (d / "in.ids").string() + " --out " +
+    EXPECT_EQ(cli("detokenize --tokenizer byte --ids " + (d / "in.ids").string() + " --out " +
                       (d / "out.txt").string(),
                   d / "log", kDiskFull),
               1);
@@ -101,7 +101,7 @@ TEST(AtomicWrites, TokenizeLargeOutputOnFullDiskLeavesNoTempFile) {
     const auto d = tmpdir("tok_large");
     put(d / "in.txt", std::string(400000, 'a'));
     const int rc = cli(
-        "tokenize --tokenizer byte --in " + (d / "in.txt").string() + " --out " + (d / "out.ids").string(),
+        "tokenize --tokenizer byte --text " + (d / "in.txt").string() + " --out " + (d / "out.ids").string(),
         d / "log", "trap \"\" XFSZ; ulimit -f 64");  // 32 KiB: the temp file starts, then fails
     EXPECT_EQ(rc, 1) << slurp(d / "log");
     EXPECT_FALSE(fs::exists(d / "out.ids"));
@@ -161,11 +161,11 @@ TEST(AtomicWrites, NonRegularDestinationIsWrittenInPlaceNeverReplaced) {
     EXPECT_TRUE(temp_files(d).empty());
     // the CLI: detokenize to /dev/full fails (exit 1), and "-" is standard output
     put(d / "in.ids", "104 105\n");
-    EXPECT_EQ(
-        cli("detokenize --tokenizer byte --in " + (d / "in.ids").string() + " --out " + (d / "full").string(),
-            d / "log"),
-        1);
-    EXPECT_EQ(cli("detokenize --tokenizer byte --in " + (d / "in.ids").string() + " --out -", d / "log"), 0);
+    EXPECT_EQ(cli("detokenize --tokenizer byte --ids " + (d / "in.ids").string() + " --out " +
+                      (d / "full").string(),
+                  d / "log"),
+              1);
+    EXPECT_EQ(cli("detokenize --tokenizer byte --ids " + (d / "in.ids").string() + " --out -", d / "log"), 0);
     EXPECT_EQ(slurp(d / "log"), "hi");
     EXPECT_FALSE(fs::exists(d / "-"));
     fs::remove_all(d);
@@ -191,7 +191,7 @@ TEST(AtomicWrites, DirectoryDestinationSaysIsADirectory) {
     }
     put(d / "in.txt", "hi");
     EXPECT_EQ(
-        cli("tokenize --tokenizer byte --in " + (d / "in.txt").string() + " --out " + (d / "out").string(),
+        cli("tokenize --tokenizer byte --text " + (d / "in.txt").string() + " --out " + (d / "out").string(),
             d / "log"),
         1);
     const std::string log = slurp(d / "log");
@@ -369,9 +369,15 @@ TEST(AtomicWrites, SigintDuringAnalyzeExits130AndLeavesNoTempFile) {
 TEST(AtomicWrites, SigintDuringCalibrateExits130AndWritesNothing) {
     const auto d = tmpdir("sigcal");
     const fs::path res = MAMBASCOPE_RESOURCES_DIR;
-    const std::vector<std::string> args = {"calibrate", "--model", (res / "models" / "demo-mamba1").string(),
-                                           "--text",    (res / "text" / "demo.txt").string(),
-                                           "--samples", "400", "--out", (d / "cal.h5").string()};
+    const std::vector<std::string> args = {"calibrate",
+                                           "--model",
+                                           (res / "models" / "demo-mamba1").string(),
+                                           "--text",
+                                           (res / "text" / "demo.txt").string(),
+                                           "--samples",
+                                           "400",
+                                           "--out",
+                                           (d / "cal.h5").string()};
     const int status = run_and_signal(args, d / "log", std::chrono::milliseconds(800), SIGINT, 1);
     ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status) << ": " << slurp(d / "log");
     EXPECT_EQ(WEXITSTATUS(status), 130) << slurp(d / "log");

@@ -142,11 +142,23 @@ TEST(CalibrateCli, WritesACalibrationEqualToTheEngines) {
     EXPECT_EQ(cal.thresholds, ref.thresholds);
     EXPECT_EQ(cal.log_decay, ref.log_decay);
 
-    // bad option values and a stream that is too short fail with exit code 1, and leave no file behind
+    // --device auto: the same calibration (on a machine without a GPU it falls back to the CPU)
+    const fs::path out_auto = dir / "cal_auto.h5";
+    ASSERT_EQ(
+        run_cli("calibrate --model " + model_dir.string() + " --ids " + (dir / "ids.txt").string() +
+                " --samples 3 --lengths 64,128,256 --aggregate max --device auto --out " + out_auto.string()),
+        0);
+    const Calibration cal_auto = load_calibration(out_auto);
+    ASSERT_EQ(cal_auto.log_decay.size(), ref.log_decay.size());
+    for (size_t i = 0; i < ref.log_decay.size(); ++i)
+        EXPECT_NEAR(cal_auto.log_decay[i], ref.log_decay[i], 1e-4);
+
+    // a bad option value is a usage error (exit 2), a stream that is too short a runtime error (exit 1);
+    // neither leaves a file behind
     const fs::path bad = dir / "bad.h5";
     EXPECT_EQ(run_cli("calibrate --model " + model_dir.string() + " --ids " + (dir / "ids.txt").string() +
                       " --aggregate median --out " + bad.string()),
-              1);
+              2);
     EXPECT_EQ(run_cli("calibrate --model " + model_dir.string() + " --ids " + (dir / "ids.txt").string() +
                       " --train-len 1000 --out " + bad.string()),
               1);

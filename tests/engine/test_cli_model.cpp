@@ -125,17 +125,18 @@ TEST(CliModelErrors, BadInputsExitNonZeroAndWriteNothing) {
     write_ids(dir / "ok.txt", {1, 2, 3});
     const std::string model = " --model " + (dir / "model").string();
     const std::string out = " --out " + (dir / "out.h5").string();
-    EXPECT_NE(cli("forward" + model + " --ids " + (dir / "bad.txt").string() + out), 0);   // id out of range
-    EXPECT_NE(cli("forward" + model + " --ids " + (dir / "junk.txt").string() + out), 0);  // not an id
-    EXPECT_NE(cli("forward --model " + (dir / "nope").string() + " --ids " + (dir / "ok.txt").string() + out),
-              0);
-    EXPECT_NE(cli("forward" + model + " --ids " + (dir / "ok.txt").string()), 0);  // missing --out
-    EXPECT_NE(cli("forward" + model + " --ids " + (dir / "ok.txt").string() + out + " --bogus"), 0);
+    // runtime errors exit 1, usage errors 2 (docs/cli.md)
+    EXPECT_EQ(cli("forward" + model + " --ids " + (dir / "bad.txt").string() + out), 1);   // id out of range
+    EXPECT_EQ(cli("forward" + model + " --ids " + (dir / "junk.txt").string() + out), 1);  // not an id
+    EXPECT_EQ(cli("forward --model " + (dir / "nope").string() + " --ids " + (dir / "ok.txt").string() + out),
+              1);
+    EXPECT_EQ(cli("forward" + model + " --ids " + (dir / "ok.txt").string()), 2);  // missing --out
+    EXPECT_EQ(cli("forward" + model + " --ids " + (dir / "ok.txt").string() + out + " --bogus"), 2);
     EXPECT_FALSE(fs::exists(dir / "out.h5"));
     for (auto& e : fs::directory_iterator(dir)) EXPECT_EQ(e.path().string().find(".tmp-"), std::string::npos);
     EXPECT_EQ(cli("nll" + model + " --ids " + (dir / "ok.txt").string()), 0);
     EXPECT_EQ(cli("info" + model), 0);
-    EXPECT_NE(cli("nosuchcommand"), 0);
+    EXPECT_EQ(cli("nosuchcommand"), 2);
     fs::remove_all(dir);
 }
 

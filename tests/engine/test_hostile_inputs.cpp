@@ -14,17 +14,17 @@
 #include <string>
 #include <vector>
 
+#include "mambascope/retrieval.h"
+#include "mambascope/weights.h"
 #include "mambascope/calibration.h"
 #include "mambascope/config.h"
 #include "mambascope/decimamba.h"
 #include "mambascope/error.h"
 #include "mambascope/h5.h"
 #include "mambascope/model.h"
-#include "mambascope/retrieval.h"
 #include "mambascope/session.h"
 #include "mambascope/tokenizer.h"
 #include "mambascope/trace.h"
-#include "mambascope/weights.h"
 #include "tiny_model.h"
 
 using namespace mambascope;
@@ -253,8 +253,8 @@ TEST(HostileHdf5, VariableLengthStringsAreRefusedWithTheConverterNamed) {
 TEST(Hdf5Strings, FixedLengthStringsRoundTripWithoutLosingBytes) {
     const fs::path dir = tmpdir("h5_strings");
     const fs::path p = dir / "s.h5";
-    // Values of every width up to the longest: the longest has no terminating NUL in its cell, the empty one
-    // is all padding; UTF-8 bytes are kept as they are; more values than one write chunk (16,384).
+    // Values of every width up to the longest: the longest has no terminating NUL in its cell, the empty one is
+    // all padding; UTF-8 bytes are kept as they are; more values than one write chunk (16,384).
     std::vector<std::string> values{"", "a", "\xce\x94 delta", std::string(300, 'x')};
     for (int i = 0; i < 20000; ++i) values.push_back(std::to_string(i));
     {
@@ -432,7 +432,7 @@ TEST(HostileCli, NegativeOrEmptyWindowsAndCountsAreClearErrors) {
                                            {"--max-tokens 0", "--max-tokens"},
                                            {"--attention-window -5", "--attention-window"},
                                            {"--attention-window 0", "--attention-window"}}) {
-        EXPECT_EQ(cli(base + " " + c.args, log), 1) << c.args << ": " << slurp(log);
+        EXPECT_EQ(cli(base + " " + c.args, log), 2) << c.args << ": " << slurp(log);  // usage error
         const std::string out = slurp(log);
         EXPECT_TRUE(contains(out, c.expect)) << c.args << ": " << out;
         EXPECT_FALSE(contains(out, "vector")) << c.args << ": " << out;
@@ -464,8 +464,8 @@ TEST(HostileCalibration, ArchIsComparedWithTheModel) {
 }
 
 // The 64-level JSON bound also guards the safetensors header, the sharded index and retrieval results. A
-// million levels parse (nlohmann's parser is iterative) but its recursive destructor would overflow the
-// stack; the bound refuses them first, with a message that says so.
+// million levels parse (nlohmann's parser is iterative) but its recursive destructor would overflow the stack;
+// the bound refuses them first, with a message that says so.
 TEST(HostileJson, DeepSafetensorsHeaderIndexAndRetrievalJsonAreErrors) {
     const fs::path dir = tmpdir("deep_json");
     const std::string deep = std::string(1000000, '[') + std::string(1000000, ']');

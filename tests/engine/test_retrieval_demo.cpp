@@ -115,13 +115,13 @@ TEST(RetrievalCli, WritesCsvJsonAndACellTraceAndRejectsBadArguments) {
     std::string header;
     std::getline(csv, header);
     EXPECT_EQ(header.rfind("method,length,depth,sample,key", 0), 0u);
-    // bad arguments: clear errors (exit 1), no output files
-    EXPECT_EQ(cli(base + "--depths 0,1.5").first, 1);
-    EXPECT_EQ(cli(base + "--depths x").first, 1);
-    EXPECT_EQ(cli(base + "--trace " + (dir / "x.h5").string()).first, 1);  // --trace without --trace-cell
-    EXPECT_EQ(cli(base + "--trace " + (dir / "x.h5").string() + " --trace-cell 600:9:0").first, 1);
+    // bad arguments: clear errors, no output files; usage errors exit 2, runtime errors 1
+    EXPECT_EQ(cli(base + "--depths 0,1.5").first, 2);
+    EXPECT_EQ(cli(base + "--depths x").first, 2);
+    EXPECT_EQ(cli(base + "--trace " + (dir / "x.h5").string()).first, 2);  // --trace without --trace-cell
+    EXPECT_EQ(cli(base + "--trace " + (dir / "x.h5").string() + " --trace-cell 600:9:0").first, 2);
     EXPECT_EQ(cli(base + "--lengths 5").first, 1);  // shorter than the template
-    EXPECT_EQ(cli(base + "--decode-filter maybe").first, 1);
+    EXPECT_EQ(cli(base + "--decode-filter maybe").first, 2);
     EXPECT_EQ(cli("retrieval --model demo --filler /nonexistent.txt --lengths 300").first, 1);
     EXPECT_FALSE(fs::exists(dir / "x.h5"));
     fs::remove_all(dir);

@@ -44,19 +44,19 @@ TEST(TokenizeCli, TokenizeThenDetokenizeRoundTripsWithBuiltinAndByte) {
     const auto d = tmpdir("rt");
     const std::string text = "Hello world\n    indented code\n\tx = 1 caf\xC3\xA9 <|endoftext|>";
     std::ofstream(d / "in.txt", std::ios::binary) << text;
-    ASSERT_EQ(cli("tokenize --in " + (d / "in.txt").string() + " --out " + (d / "ids.txt").string()), 0);
+    ASSERT_EQ(cli("tokenize --text " + (d / "in.txt").string() + " --out " + (d / "ids.txt").string()), 0);
     std::istringstream ids_in(slurp(d / "ids.txt"));
     std::vector<int32_t> ids;
     for (int32_t v; ids_in >> v;) ids.push_back(v);
     EXPECT_EQ(ids, builtin_gpt_neox_tokenizer()->encode(text));
     EXPECT_EQ(ids.front(), 12092);
-    ASSERT_EQ(cli("detokenize --in " + (d / "ids.txt").string() + " --out " + (d / "back.txt").string()), 0);
+    ASSERT_EQ(cli("detokenize --ids " + (d / "ids.txt").string() + " --out " + (d / "back.txt").string()), 0);
     EXPECT_EQ(slurp(d / "back.txt"), text);
 
-    ASSERT_EQ(
-        cli("tokenize --tokenizer byte --in " + (d / "in.txt").string() + " --out " + (d / "b.txt").string()),
-        0);
-    ASSERT_EQ(cli("detokenize --tokenizer byte --in " + (d / "b.txt").string() + " --out " +
+    ASSERT_EQ(cli("tokenize --tokenizer byte --text " + (d / "in.txt").string() + " --out " +
+                  (d / "b.txt").string()),
+              0);
+    ASSERT_EQ(cli("detokenize --tokenizer byte --ids " + (d / "b.txt").string() + " --out " +
                   (d / "bb.txt").string()),
               0);
     EXPECT_EQ(slurp(d / "bb.txt"), text);
@@ -66,9 +66,9 @@ TEST(TokenizeCli, TokenizeThenDetokenizeRoundTripsWithBuiltinAndByte) {
 TEST(TokenizeCli, InvalidUtf8FailsUnlessReplaceInvalid) {
     const auto d = tmpdir("bad");
     std::ofstream(d / "bad.txt", std::ios::binary) << "ok\xFF";
-    EXPECT_NE(cli("tokenize --in " + (d / "bad.txt").string() + " --out " + (d / "ids.txt").string()), 0);
+    EXPECT_NE(cli("tokenize --text " + (d / "bad.txt").string() + " --out " + (d / "ids.txt").string()), 0);
     EXPECT_FALSE(fs::exists(d / "ids.txt"));
-    EXPECT_EQ(cli("tokenize --replace-invalid --in " + (d / "bad.txt").string() + " --out " +
+    EXPECT_EQ(cli("tokenize --replace-invalid --text " + (d / "bad.txt").string() + " --out " +
                   (d / "ids.txt").string()),
               0);
     EXPECT_TRUE(fs::exists(d / "ids.txt"));

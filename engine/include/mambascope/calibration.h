@@ -30,6 +30,7 @@ struct CalibrationParams {
     std::vector<int64_t> lengths;  // target lengths λ, ascending; empty → official_lengths()
     Aggregate aggregate = Aggregate::Mean;
     M1Decay m1_decay = M1Decay::Slowest;
+    Device device = Device::Cpu;  // where the windows run (Auto/Cuda fall back to the CPU); not stored
 };
 
 struct Calibration {

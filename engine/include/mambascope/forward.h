@@ -7,8 +7,10 @@
 // independent of the input length, and results are identical to one pass. The scan sees Δ through two
 // declarative hooks that every backend can honour: a per-layer, per-channel threshold filter (LongMamba,
 // method doc §8.5) applied inside the scan, and an observer that receives each chunk's raw and used Δ
-// (probes, calibration, windows). Logits are never materialised for the whole input: the head runs per chunk
-// and hands rows to a sink or reduces them to NLL.
+// (probes, calibration, windows). A third, optional hook (ActivationSink) hands over x, B, C, Δ, the SSM
+// state and the residual stream on an asked window of positions (mambascope-cli forward --dump). Logits are
+// never materialised for the whole input: the head runs per chunk and hands rows to a sink or reduces them to
+// NLL.
 #pragma once
 
 #include <cstdint>
@@ -80,6 +82,40 @@ class ScanObserver {
     virtual void on_scan_inputs(const ScanInputs& inputs) {}
 };
 
+// Activation capture (TransformerLens-style hooks). A sink names the activations, layers and positions it
+// wants; the forward hands it only those rows, one (chunk, layer, kind) block at a time, so a capture costs
+// memory for one chunk's window and never T × channels × state. Null in ForwardOptions (the default) costs
+// one pointer test per layer. Names follow HF's modules (mambascope-cli forward --dump, docs/cli.md):
+//   X     backbone.layers.N.mixer.x      x' = silu(conv(.)), the scan's input      (rows, E)
+//   B, C  backbone.layers.N.mixer.B / .C  the scan's input-dependent B and C       (rows, G·N)
+//   Dt    backbone.layers.N.mixer.dt     Δ the scan used (after LongMamba's filter) (rows, C)
+//   H     backbone.layers.N.mixer.h      SSM state after the token   M1 (rows, E·N), M2 (rows, H·P·N)
+//   Resid backbone.layers.N              residual stream after layer N (its output) (rows, D)
+enum class ActivationKind { X, B, C, Dt, H, Resid };
+const char* activation_name(ActivationKind k);  // "x", "B", "C", "dt", "h", "resid"
+
+// rows × width floats, row stride `ld`; row r is original position positions[r] (increasing).
+struct ActivationBlock {
+    ActivationKind kind = ActivationKind::X;
+    int layer = 0;
+    int64_t rows = 0;
+    int64_t width = 0;
+    const float* data = nullptr;
+    int64_t ld = 0;
+    const int64_t* positions = nullptr;
+};
+
+class ActivationSink {
+  public:
+    virtual ~ActivationSink() = default;
+    virtual bool wants(ActivationKind kind, int layer) const = 0;
+    // Positions [begin, end) (absolute, as in DeltaBlock::positions) whose rows are delivered.
+    virtual int64_t begin() const = 0;
+    virtual int64_t end() const = 0;
+    // Valid only during the call. H arrives one row at a time (the scan is split at each asked position).
+    virtual void on_activation(const ActivationBlock& block) = 0;
+};
+
 // LongMamba's filter (method doc §8.5): in layer l, channel c, Δ ← Δ if Δ > threshold[l][c] else 0.
 // threshold = -inf leaves a channel untouched (local channels). An empty outer vector means "no filter".
 struct DeltaFilter {
@@ -105,8 +141,9 @@ Precision parse_precision(const std::string& s);  // Error on anything else
 struct ForwardOptions {
     Precision precision = Precision::Fp32;  // CUDA projections only
     Device device = Device::Cpu;  // Auto/Cuda fall back to the CPU with ForwardResult::note saying why
-    const DeltaFilter* filter = nullptr;  // null: vanilla
-    ScanObserver* observer = nullptr;     // null: no probes
+    const DeltaFilter* filter = nullptr;    // null: vanilla
+    ScanObserver* observer = nullptr;       // null: no probes
+    ActivationSink* activations = nullptr;  // null: no capture; set: the forward runs on the CPU
     // DeciMamba (method doc §4): for a layer l in this map, only the listed original positions (sorted) go
     // through the SSM of layer l and every later layer. Positions must be a subset of what reaches layer l.
     const std::map<int, std::vector<int64_t>>* keep_positions = nullptr;

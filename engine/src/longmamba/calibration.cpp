@@ -130,6 +130,7 @@ Calibration calibrate(const Model& model, std::span<const int32_t> stream, const
         obs.reset();
         ForwardOptions opt;
         opt.observer = &obs;
+        opt.device = p.device;
         opt.stop_after_layer = static_cast<int>(n_layer - 1);
         opt.chunk_tokens =
             std::max<int64_t>(p.train_len, 1);  // whole window per chunk: one live layer buffer

@@ -53,6 +53,21 @@ MatRM gather_rows(const MatRM& m, const std::vector<int64_t>& sel) {
     return out;
 }
 
+// Rows [lo, hi) of a chunk whose positions (increasing) fall in the sink's window.
+std::pair<int64_t, int64_t> window_rows(const ActivationSink& sink, const std::vector<int64_t>& positions) {
+    const auto lo = std::lower_bound(positions.begin(), positions.end(), sink.begin());
+    const auto hi = std::lower_bound(lo, positions.end(), sink.end());
+    return {lo - positions.begin(), hi - positions.begin()};
+}
+
+// Hands rows [lo, hi) of a (rows × width, stride ld) matrix to the sink, when it wants them.
+void emit(ActivationSink* sink, ActivationKind kind, int layer, const float* data, int64_t width, int64_t ld,
+          const std::vector<int64_t>& positions, std::pair<int64_t, int64_t> rows) {
+    if (!sink || rows.second <= rows.first || !sink->wants(kind, layer)) return;
+    sink->on_activation(ActivationBlock{kind, layer, rows.second - rows.first, width, data + rows.first * ld,
+                                        ld, positions.data() + rows.first});
+}
+
 struct Scratch {
     MatRM u, proj, conv_out, dbc, delta, delta_raw, y, out;
 };
@@ -176,15 +191,47 @@ void layer_chunk(const Model& model, int li, MatRM& x, std::vector<int64_t>& pos
         opt.observer->on_scan_inputs(in);
     }
 
-    // Selective scan with the filter inside; Δ becomes the Δ actually used.
-    s.y.resize(Rk, E);
-    if (c.arch == Arch::Mamba1) {
-        kernels::scan_mamba1(Rk, E, N, xin, ldx, delta->data(), E, w.A.data, Bp, ldbc, Cp, ldbc, w.Dskip.data,
-                             thr, st.ssm.data(), s.y.data(), E);
-    } else {
-        kernels::scan_mamba2(Rk, c.n_heads, c.head_dim, c.n_groups, N, xin, ldx, delta->data(), c.n_heads,
-                             w.A.data, Bp, ldbc, Cp, ldbc, w.Dskip.data, thr, st.ssm.data(), s.y.data(), E);
+    // Activation capture: the rows of this chunk inside the sink's window (none when no sink).
+    ActivationSink* sink = opt.activations;
+    const std::pair<int64_t, int64_t> win =
+        sink ? window_rows(*sink, positions) : std::pair<int64_t, int64_t>{};
+    const int64_t GN = (c.arch == Arch::Mamba1 ? 1 : c.n_groups) * N;
+    if (sink) {
+        emit(sink, ActivationKind::X, li, xin, E, ldx, positions, win);
+        emit(sink, ActivationKind::B, li, Bp, GN, ldbc, positions, win);
+        emit(sink, ActivationKind::C, li, Cp, GN, ldbc, positions, win);
     }
+
+    // Selective scan with the filter inside; Δ becomes the Δ actually used. Rows [r0, r1) of the chunk, state
+    // carried in st.ssm, so a split scan equals one pass.
+    s.y.resize(Rk, E);
+    const auto scan_rows = [&](int64_t r0, int64_t r1) {
+        if (r1 <= r0) return;
+        if (c.arch == Arch::Mamba1) {
+            kernels::scan_mamba1(r1 - r0, E, N, xin + r0 * ldx, ldx, delta->data() + r0 * C, E, w.A.data,
+                                 Bp + r0 * ldbc, ldbc, Cp + r0 * ldbc, ldbc, w.Dskip.data, thr, st.ssm.data(),
+                                 s.y.data() + r0 * E, E);
+        } else {
+            kernels::scan_mamba2(r1 - r0, c.n_heads, c.head_dim, c.n_groups, N, xin + r0 * ldx, ldx,
+                                 delta->data() + r0 * C, c.n_heads, w.A.data, Bp + r0 * ldbc, ldbc,
+                                 Cp + r0 * ldbc, ldbc, w.Dskip.data, thr, st.ssm.data(), s.y.data() + r0 * E,
+                                 E);
+        }
+    };
+    if (sink && win.second > win.first && sink->wants(ActivationKind::H, li)) {
+        // h after each asked token: the scan stops at every row of the window (state E·N or H·P·N floats).
+        const int64_t S = static_cast<int64_t>(st.ssm.size());
+        scan_rows(0, win.first);
+        for (int64_t r = win.first; r < win.second; ++r) {
+            scan_rows(r, r + 1);
+            sink->on_activation(
+                ActivationBlock{ActivationKind::H, li, 1, S, st.ssm.data(), S, positions.data() + r});
+        }
+        scan_rows(win.second, Rk);
+    } else {
+        scan_rows(0, Rk);
+    }
+    if (sink) emit(sink, ActivationKind::Dt, li, delta->data(), C, C, positions, win);
     if (opt.observer) {
         DeltaBlock used{li, Rk, C, delta->data(), C, positions.data()};
         DeltaBlock raw = used;
@@ -200,6 +247,7 @@ void layer_chunk(const Model& model, int li, MatRM& x, std::vector<int64_t>& pos
     }
     linear(s.y, w.out_proj, w.out_proj_b, s.out);
     x += s.out;  // residual (fp32)
+    if (sink) emit(sink, ActivationKind::Resid, li, x.data(), D, D, positions, win);
 }
 
 // Final norm + head over rows; emits NLL and logits rows.
@@ -261,6 +309,24 @@ void head_rows(const Model& model, const MatRM& x, const std::vector<int64_t>& p
 }
 
 }  // namespace
+
+const char* activation_name(ActivationKind k) {
+    switch (k) {
+        case ActivationKind::X:
+            return "x";
+        case ActivationKind::B:
+            return "B";
+        case ActivationKind::C:
+            return "C";
+        case ActivationKind::Dt:
+            return "dt";
+        case ActivationKind::H:
+            return "h";
+        case ActivationKind::Resid:
+            return "resid";
+    }
+    return "?";
+}
 
 double ForwardResult::mean_nll() const {
     if (nll.empty()) return std::numeric_limits<double>::quiet_NaN();
@@ -332,7 +398,9 @@ Device parse_device(const std::string& s) {
 ForwardResult run_prefill(const Model& model, std::span<const int32_t> ids, ModelState& state,
                           const ForwardOptions& opt, const HeadRequest& head) {
     std::string note;
-    if (opt.device != Device::Cpu) {
+    if (opt.device != Device::Cpu && opt.activations) {
+        note = "CUDA not used: activation capture runs on the CPU backend only; ran on the CPU";
+    } else if (opt.device != Device::Cpu) {
         std::string why;
         if (!cuda_usable(&why)) {
             note = "CUDA not used: " + why + "; ran on the CPU";
