@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # asan.sh: builds the engine, the CLI and the test suite with clang's AddressSanitizer + UndefinedBehaviorSanitizer
 # into build-san/ (shared with scripts/fuzz.sh; GUI and CUDA off, see scripts/lib/sanitizer-build.sh) and runs
-# ctest without the slow CUDA-emulation tests (label emu). Any sanitizer report aborts the test that hit it, so the
-# run fails. Extra arguments go to ctest, e.g. scripts/asan.sh -R Hostile. MAMBASCOPE_SAN_BUILD_DIR overrides
+# ctest without the slow CUDA-emulation tests (label emu) and the two 16k-token demo runs (PasskeyDemo.*: about
+# 50 s each in Release, over 10 min each under ASan on 2 cores; the haystack, calibration, filtered forward and
+# decoding code they run is exercised under ASan by RetrievalRun.*, LongMamba*, Decoder* and the CLI tests on the
+# small test models). MAMBASCOPE_ASAN_EXCLUDE (a ctest -E regex) overrides that; set it to "^$" to run them too.
+# Any sanitizer report aborts the test that hit it, so the run fails. Extra arguments go to ctest, e.g. scripts/asan.sh -R Hostile. MAMBASCOPE_SAN_BUILD_DIR overrides
 # build-san/, MAMBASCOPE_JOBS the parallelism.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,7 +18,8 @@ export QT_QPA_PLATFORM=offscreen
 log="$san_build/asan-ctest.log"
 start=$(date +%s)
 set +e
-ctest --test-dir "$san_build" --output-on-failure -LE emu -j "$san_jobs" --timeout 1500 "$@" 2>&1 | tee "$log"
+ctest --test-dir "$san_build" --output-on-failure -LE emu -E "${MAMBASCOPE_ASAN_EXCLUDE:-^PasskeyDemo\.}" \
+  -j "$san_jobs" --timeout 1500 "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 echo
