@@ -41,7 +41,7 @@ std::vector<double> default_depths() {
 }
 
 struct RetrievalOptions {
-    std::string model = "demo", filler = "demo", tokenizer, tmpl = "model", decode_filter = "keep", csv, json,
+    std::string model = "demo", filler = "demo", tokenizer, tmpl = "model", decode_filter = "keep", csv, out,
                 trace, trace_cell, depths;
     DeviceOptions dev;
     LongMambaOptions lm;
@@ -49,8 +49,39 @@ struct RetrievalOptions {
     std::vector<std::string> methods;
     std::vector<int64_t> lengths;
     int64_t samples = 5, seed = 0;
-    bool no_teacher_forced = false, no_generate = false;
+    bool no_teacher_forced = false, no_generate = false, json = false;
 };
+
+// The human summary: accuracy per length and method (mean over depths and samples), and the answers of the
+// first sample at the longest length and first depth.
+void print_table(const RetrievalRequest& req, const RetrievalResult& res) {
+    std::printf("passkey retrieval: %s, %zu depths x %d samples; teacher-forced answer-token accuracy",
+                res.model.c_str(), req.depths.size(), req.samples);
+    std::printf(req.generate ? " / greedy exact\n" : "\n");
+    std::printf("%10s", "length");
+    for (Method m : req.methods) std::printf(" %20s", method_name(m));
+    std::printf("\n");
+    for (int64_t L : req.lengths) {
+        std::printf("%10lld", static_cast<long long>(L));
+        for (Method m : req.methods) {
+            char cell[64];
+            const double tf = res.length_accuracy(m, L, false), gen = res.length_accuracy(m, L, true);
+            if (req.generate && req.teacher_forced)
+                std::snprintf(cell, sizeof cell, "%.3f / %.3f", tf, gen);
+            else
+                std::snprintf(cell, sizeof cell, "%.3f", req.generate ? gen : tf);
+            std::printf(" %20s", cell);
+        }
+        std::printf("\n");
+    }
+    if (req.generate) {  // the answers of the first sample at the longest length and first depth
+        const int64_t L = req.lengths.back();
+        for (const auto& r : res.rows)
+            if (r.length == L && r.depth_index == 0 && r.sample == 0)
+                std::printf("  %-10s key %s  answered \"%s\"  %s\n", method_name(r.method), r.key.c_str(),
+                            r.generated.c_str(), r.generated_correct ? "right" : "wrong");
+    }
+}
 
 int run_retrieval_cmd(const RetrievalOptions& o) {
     if (o.trace.empty() != o.trace_cell.empty())
@@ -125,40 +156,18 @@ int run_retrieval_cmd(const RetrievalOptions& o) {
     res.filler = filler_arg == "demo" ? "demo (resources/text/demo.txt)" : filler_arg;
     res.model = demo ? demo_name : model_arg;
 
-    // Table: accuracy per length and method (mean over depths and samples).
-    std::printf("passkey retrieval: %s, %zu depths x %d samples; teacher-forced answer-token accuracy",
-                res.model.c_str(), req.depths.size(), req.samples);
-    std::printf(req.generate ? " / greedy exact\n" : "\n");
-    std::printf("%10s", "length");
-    for (Method m : req.methods) std::printf(" %20s", method_name(m));
-    std::printf("\n");
-    for (int64_t L : req.lengths) {
-        std::printf("%10lld", static_cast<long long>(L));
-        for (Method m : req.methods) {
-            char cell[64];
-            const double tf = res.length_accuracy(m, L, false), gen = res.length_accuracy(m, L, true);
-            if (req.generate && req.teacher_forced)
-                std::snprintf(cell, sizeof cell, "%.3f / %.3f", tf, gen);
-            else
-                std::snprintf(cell, sizeof cell, "%.3f", req.generate ? gen : tf);
-            std::printf(" %20s", cell);
-        }
-        std::printf("\n");
-    }
-    if (req.generate) {  // the answers of the first sample at the longest length and first depth
-        const int64_t L = req.lengths.back();
-        for (const auto& r : res.rows)
-            if (r.length == L && r.depth_index == 0 && r.sample == 0)
-                std::printf("  %-10s key %s  answered \"%s\"  %s\n", method_name(r.method), r.key.c_str(),
-                            r.generated.c_str(), r.generated_correct ? "right" : "wrong");
+    if (o.json) {  // the result file's JSON on stdout instead of the table
+        std::printf("%s\n", retrieval_json_text(res).c_str());
+    } else {
+        print_table(req, res);
     }
     if (!o.csv.empty()) {
         write_retrieval_csv(o.csv, res);
         std::fprintf(stderr, "retrieval: wrote %s\n", o.csv.c_str());
     }
-    if (!o.json.empty()) {
-        write_retrieval_json(o.json, res);
-        std::fprintf(stderr, "retrieval: wrote %s\n", o.json.c_str());
+    if (!o.out.empty()) {
+        write_retrieval_json(o.out, res);
+        std::fprintf(stderr, "retrieval: wrote %s\n", o.out.c_str());
     }
     if (!o.trace.empty()) {
         const Haystack h = builder.build_cell(req.seed, L, di, req.depths[static_cast<size_t>(di)], s);
@@ -234,8 +243,10 @@ Command add_retrieval(CLI::App& root) {
     app->add_option("--csv", o->csv, "one row per haystack and method")
         ->type_name("OUT.csv")
         ->group("Output");
-    app->add_option("--json", o->json, "the same for the GUI's retrieval view")
+    app->add_option("--out", o->out, "the result file (JSON) for the GUI's retrieval view (--retrieval FILE)")
         ->type_name("OUT.json")
+        ->group("Output");
+    app->add_flag("--json", o->json, "print the result as JSON on stdout instead of the table")
         ->group("Output");
     auto* trace = app->add_option("--trace", o->trace, "the HDF5 trace of one cell's haystack")
                       ->type_name("OUT.h5")

@@ -11,6 +11,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "mambascope/calibration.h"
 #include "mambascope/model.h"
 #include "mambascope/retrieval.h"
@@ -100,11 +102,11 @@ TEST(PasskeyDemo, SessionIsA64xHaystackAndAnalyzePrintsTheAnswers) {
     fs::remove_all(dir);
 }
 
-TEST(RetrievalCli, WritesCsvJsonAndACellTraceAndRejectsBadArguments) {
+TEST(RetrievalCli, WritesCsvJsonAndACellTraceAndRejectsBadArguments) {  // --out: the JSON result file
     const auto dir = tmpdir("cli");
     const std::string base = "retrieval --model demo --lengths 300,600 --depths 0,1 --samples 1 "
                              "--methods vanilla,longmamba ";
-    auto [rc, out] = cli(base + "--csv " + (dir / "r.csv").string() + " --json " + (dir / "r.json").string() +
+    auto [rc, out] = cli(base + "--csv " + (dir / "r.csv").string() + " --out " + (dir / "r.json").string() +
                          " --trace " + (dir / "c.h5").string() + " --trace-cell 600:1:0");
     ASSERT_EQ(rc, 0) << out;
     EXPECT_NE(out.find("longmamba"), std::string::npos);
@@ -115,6 +117,13 @@ TEST(RetrievalCli, WritesCsvJsonAndACellTraceAndRejectsBadArguments) {
     std::string header;
     std::getline(csv, header);
     EXPECT_EQ(header.rfind("method,length,depth,sample,key", 0), 0u);
+    // --json: the same result as JSON on stdout instead of the table (like info, nll and analyze)
+    auto [rcj, js] = cli(base + "--json --no-generate");
+    ASSERT_EQ(rcj, 0) << js;
+    const auto j = nlohmann::json::parse(js.substr(js.find('{')));
+    EXPECT_EQ(j.at("format"), "mambascope-retrieval");
+    EXPECT_EQ(j.at("rows").size(), 2u * 2 * 1 * 2);
+    EXPECT_EQ(js.find("passkey retrieval:"), std::string::npos) << "the table is not printed with --json";
     // bad arguments: clear errors, no output files; usage errors exit 2, runtime errors 1
     EXPECT_EQ(cli(base + "--depths 0,1.5").first, 2);
     EXPECT_EQ(cli(base + "--depths x").first, 2);

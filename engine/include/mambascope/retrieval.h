@@ -154,6 +154,7 @@ RunInput haystack_run_input(const Haystack& h, const Tokenizer& tok);
 // Files. CSV: one row per (method, length, depth, sample) for pandas; JSON: the request, the template and
 // every row (what the GUI's retrieval view reads). Both atomic.
 void write_retrieval_csv(const std::filesystem::path& path, const RetrievalResult& r);
+std::string retrieval_json_text(const RetrievalResult& r);  // the JSON file's text
 void write_retrieval_json(const std::filesystem::path& path, const RetrievalResult& r);
 RetrievalResult read_retrieval_json(const std::filesystem::path& path);
 

@@ -535,7 +535,7 @@ void write_retrieval_csv(const std::filesystem::path& path, const RetrievalResul
     write_text_atomic(path, o.str());
 }
 
-void write_retrieval_json(const std::filesystem::path& path, const RetrievalResult& r) {
+std::string retrieval_json_text(const RetrievalResult& r) {
     json j;
     j["format"] = "mambascope-retrieval";
     j["version"] = 1;
@@ -575,7 +575,11 @@ void write_retrieval_json(const std::filesystem::path& path, const RetrievalResu
                         {"generate_ran", row.generate_ran},
                         {"seconds", row.seconds}});
     j["rows"] = std::move(rows);
-    write_text_atomic(path, j.dump(1));
+    return j.dump(1);
+}
+
+void write_retrieval_json(const std::filesystem::path& path, const RetrievalResult& r) {
+    write_text_atomic(path, retrieval_json_text(r));
 }
 
 RetrievalResult read_retrieval_json(const std::filesystem::path& path) {
