@@ -1,6 +1,6 @@
-// Fuzz target: a calibration HDF5 file (load_calibration on a temp file made from the bytes). A calibration that
-// loads is then used as the analysis uses it: shape check against a model config, global mask, every threshold
-// (ASan catches arrays shorter than the dimensions say), LongMamba's filter at a long prefill.
+// Fuzz target: a calibration HDF5 file (load_calibration on a temp file made from the bytes). A calibration
+// that loads is then used as the analysis uses it: shape check against a model config, global mask, every
+// threshold (ASan catches arrays shorter than the dimensions say), LongMamba's filter at a long prefill.
 #include "fuzz_common.h"
 #include "mambascope/calibration.h"
 #include "mambascope/config.h"
@@ -19,7 +19,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         const int64_t longest = cal.lengths.empty() ? 0 : cal.lengths.back();
         const int64_t S = std::max<int64_t>(cal.params.train_len, longest) + 1;
         if (S > 0 && S < (int64_t{1} << 40)) {
-            const mambascope::DeltaFilter f = mambascope::make_longmamba_filter(cal, mambascope::FilterParams{}, S);
+            const mambascope::DeltaFilter f =
+                mambascope::make_longmamba_filter(cal, mambascope::FilterParams{}, S);
             for (const auto& row : f.threshold) acc += row.size();
         }
         fuzz_keep(acc);
@@ -30,7 +31,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         cfg.head_dim = 8;
         cfg.n_heads = 8;
         mambascope::check_calibration_matches(cal, cfg);
-    } catch (const mambascope::Error&) {
+    } catch (const mambascope::Error& e) {
+        fuzz::keep_probe_crash(path, e);
     }
     return 0;
 }

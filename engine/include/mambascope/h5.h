@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -151,5 +152,15 @@ class Reader {
     std::filesystem::path path_;
     int64_t file_ = -1;
 };
+
+// Reads an HDF5 file we did not write in this process first in a forked child (docs/reliability.md,
+// "libhdf5"): libhdf5 1.10 is not hardened against corrupt files and can crash (SIGSEGV, heap overflows in
+// its object-header and global-heap decoders; found by the fuzzers). `read` is called in a child process; if
+// the child dies of a signal, this throws an Error naming `file` and the signal, and nothing is read in this
+// process. If the child finished (with or without an Error), `read` is deterministic on the same bytes, so
+// the caller then reads in-process, where an Error is reported as usual. Costs one extra read of the file.
+// When no child can be started (fork fails), it returns without a probe. Set MAMBASCOPE_H5_PROBE=0 to skip
+// it.
+void probe_read_in_child(const std::filesystem::path& file, const std::function<void()>& read);
 
 }  // namespace mambascope::h5

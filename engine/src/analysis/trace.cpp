@@ -387,7 +387,9 @@ void write_trace(const std::filesystem::path& path, const RunResult& run, const 
     w.commit();
 }
 
-RunResult read_trace(const std::filesystem::path& path) {
+namespace {
+
+RunResult read_trace_in_process(const std::filesystem::path& path) {
     h5::Reader r(path);
     const std::string file = path.string();
     const hid_t root = static_cast<hid_t>(r.root());
@@ -528,6 +530,14 @@ RunResult read_trace(const std::filesystem::path& path) {
     std::sort(run.methods.begin(), run.methods.end(),
               [](const MethodResult& a, const MethodResult& b) { return a.method < b.method; });
     return run;
+}
+
+}  // namespace
+
+RunResult read_trace(const std::filesystem::path& path) {
+    // A corrupt file can crash libhdf5 itself: read it in a child process first (h5::probe_read_in_child).
+    h5::probe_read_in_child(path, [&] { (void)read_trace_in_process(path); });
+    return read_trace_in_process(path);
 }
 
 }  // namespace mambascope

@@ -3,11 +3,14 @@
 
 #include <hdf5.h>
 #include <hdf5_hl.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -821,6 +824,51 @@ std::vector<float> Reader::read_rows_f32(const std::string& path, uint64_t row0,
     std::vector<float> out(n);
     H5_CHECK(H5Dread(ds, H5T_NATIVE_FLOAT, mspace, fspace, H5P_DEFAULT, out.data()), "read rows " + path);
     return out;
+}
+
+void probe_read_in_child(const std::filesystem::path& file, const std::function<void()>& read) {
+    if (const char* e = std::getenv("MAMBASCOPE_H5_PROBE"); e && std::string(e) == "0") return;
+    // Exit codes of the child: 0 read, 3 mambascope::Error (the in-process read reports it), 4 other
+    // exception.
+    constexpr int kChildRead = 0, kChildError = 3, kChildOther = 4;
+    std::fflush(nullptr);  // nothing buffered is written twice
+    const pid_t pid = ::fork();
+    if (pid < 0) return;  // no probe possible (out of processes): read in-process as before
+    if (pid == 0) {
+        // The child: default signal dispositions (the CLI's SIGINT handler would remove the parent's temp
+        // files), read, and leave with _exit (no atexit handlers, no flush of the parent's buffers).
+        ::signal(SIGINT, SIG_DFL);
+        ::signal(SIGTERM, SIG_DFL);
+        int code = kChildRead;
+        try {
+            read();
+        } catch (const Error&) {
+            code = kChildError;
+        } catch (...) {
+            code = kChildOther;
+        }
+        ::_exit(code);
+    }
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) return;
+    }
+    if (WIFEXITED(status) && (WEXITSTATUS(status) == kChildRead || WEXITSTATUS(status) == kChildError))
+        return;
+    // Killed by a signal, or ended by a crash handler (a sanitizer's or a fuzzer's exits with its own code),
+    // or an exception that is not ours: the file is not safe to read in this process.
+    std::string how;
+    if (WIFSIGNALED(status)) {
+        const int sig = WTERMSIG(status);
+        const char* name = ::strsignal(sig);
+        how = "signal " + std::to_string(sig) + ", " + (name ? name : "?");
+    } else {
+        how = WEXITSTATUS(status) == kChildOther ? std::string("an unexpected exception")
+                                                 : "exit status " + std::to_string(WEXITSTATUS(status));
+    }
+    throw Error(file.string() + ": the HDF5 library crashed reading this file (" + how +
+                    "); the file is corrupt, nothing was loaded",
+                "re-create it (analyze / calibrate); docs/reliability.md, \"libhdf5\"");
 }
 
 }  // namespace mambascope::h5

@@ -54,9 +54,22 @@ void save_calibration(const std::filesystem::path& path, const Calibration& cal)
     w.commit();
 }
 
+namespace {
+Calibration load_calibration_in_process(const std::filesystem::path& path);
+}  // namespace
+
 Calibration load_calibration(const std::filesystem::path& path) {
     const std::string where = "calibration file " + path.string();
     if (!std::filesystem::exists(path)) throw Error(where + " does not exist", kHintRecalibrate);
+    // A corrupt file can crash libhdf5 itself: read it in a child process first (h5::probe_read_in_child).
+    h5::probe_read_in_child(path, [&] { (void)load_calibration_in_process(path); });
+    return load_calibration_in_process(path);
+}
+
+namespace {
+
+Calibration load_calibration_in_process(const std::filesystem::path& path) {
+    const std::string where = "calibration file " + path.string();
     h5::Reader r(path);
     const int64_t root = r.root();
     if (!h5::has_attr(root, "format") || h5::get_attr_string(root, "format") != kCalibrationFormat)
@@ -145,5 +158,7 @@ Calibration load_calibration(const std::filesystem::path& path) {
     cal.alpha = read("/alpha", {L, N, C}, false);
     return cal;
 }
+
+}  // namespace
 
 }  // namespace mambascope
