@@ -2,6 +2,7 @@
 
 #include <QtConcurrent/QtConcurrent>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -13,7 +14,6 @@
 #include "mambascope/tokenizer.h"
 
 namespace mambascope::gui {
-
 
 AnalysisWorker::AnalysisWorker(QObject* parent)
     : QObject(parent), run_fn_(&run_analysis), answer_fn_(&answer_haystack) {
@@ -73,6 +73,10 @@ bool AnalysisWorker::start(const AnalysisJob& job) {
             if (input.ids.size() < 2) throw Error("the input has fewer than 2 tokens", "give a longer text");
             auto result = std::make_shared<RunResult>(fn(*model, input, job.request, progress));
             if (!result->provenance.count("model")) result->provenance["model"] = model->name;
+            // Where the model is: a channel the run did not trace is computed later with it.
+            if (!model->dir.empty())
+                result->provenance["model_path"] = std::filesystem::absolute(model->dir).string();
+            if (!result->provenance.count("model_name")) result->provenance["model_name"] = model->name;
             if (job.isHaystack()) {
                 for (const auto& [k, v] : haystack_prov) result->provenance[k] = v;
                 // The session's cell, so the retrieval view can mark it ("L:DI:S" as the CLI's --trace-cell).

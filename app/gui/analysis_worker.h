@@ -36,8 +36,6 @@ struct AnalysisJob {
     bool isHaystack() const { return haystack.haystack.length > 0; }
 };
 
-
-
 class AnalysisWorker : public QObject {
     Q_OBJECT
   public:

@@ -11,37 +11,6 @@
 
 namespace mambascope::gui {
 
-void decimate_min_max(const QVector<double>& x, const QVector<double>& y, int max_points,
-                      QVector<double>& out_x, QVector<double>& out_y) {
-    const qsizetype n = std::min(x.size(), y.size());
-    out_x.clear();
-    out_y.clear();
-    if (n <= max_points || max_points < 4) {
-        out_x = x.mid(0, n);
-        out_y = y.mid(0, n);
-        return;
-    }
-    const qsizetype buckets = max_points / 2;
-    out_x.reserve(max_points);
-    out_y.reserve(max_points);
-    for (qsizetype b = 0; b < buckets; ++b) {
-        const qsizetype lo = b * n / buckets, hi = (b + 1) * n / buckets;
-        if (lo >= hi) continue;
-        qsizetype imin = lo, imax = lo;
-        for (qsizetype i = lo; i < hi; ++i) {
-            if (y[i] < y[imin]) imin = i;
-            if (y[i] > y[imax]) imax = i;
-        }
-        const qsizetype a = std::min(imin, imax), c = std::max(imin, imax);
-        out_x << x[a];
-        out_y << y[a];
-        if (c != a) {
-            out_x << x[c];
-            out_y << y[c];
-        }
-    }
-}
-
 QVector<double> moving_average(const QVector<double>& y, int window) {
     QVector<double> out(y.size());
     double sum = 0;
@@ -154,7 +123,11 @@ void style_plot(QCustomPlot* plot) {
     plot->legend->setBorderPen(QPen(fg));
     // A wrapped legend (columns first) has empty cells: item(i) is null there.
     for (int i = 0; i < plot->legend->itemCount(); ++i)
-        if (auto* item = plot->legend->item(i)) item->setTextColor(fg);
+        if (auto* item = plot->legend->item(i)) {
+            // Entries of hidden plottables (legend click) are greyed.
+            auto* pi = qobject_cast<QCPPlottableLegendItem*>(item);
+            item->setTextColor(pi && !pi->plottable()->visible() ? reference_color(RefTone::Muted) : fg);
+        }
     for (int i = 0; i < plot->graphCount(); ++i) apply_reference_pen(plot->graph(i));
     for (int i = 0; i < plot->itemCount(); ++i) apply_reference_pen(plot->item(i));
     plot->replot(QCustomPlot::rpQueuedReplot);

@@ -1,9 +1,9 @@
-// gui_util.h: small helpers shared by the views and the worker: display decimation of long series, display
-// smoothing, method colours/labels, and turning text into a RunInput with the model's tokenizer.
+// gui_util.h: small helpers shared by the views and the worker: display smoothing, method colours/labels, the
+// palette-aware plot style, and turning text into a RunInput with the model's tokenizer.
 //
-// Design decision: decimation keeps the min and the max of each bucket (in x order), so spikes in Δ or NLL
-// survive at any zoom while a plot never holds more than kMaxPlotPoints points. It changes only what is
-// drawn.
+// Design decision: plots take every colour from the application palette at the time they are styled, so a
+// theme switch restyles existing plots and plots built later alike. (Long series are thinned per pixel
+// column by plot_tools.h, not here.)
 #pragma once
 
 #include <QColor>
@@ -23,14 +23,8 @@ namespace mambascope::gui {
 
 using RunResultPtr = std::shared_ptr<const RunResult>;
 
-// Points per plotted series: about two per pixel on a 2k-wide screen.
-constexpr int kMaxPlotPoints = 4096;
 // Display smoothing of per-position NLL (tokens).
 constexpr int kNllSmoothingTokens = 64;
-
-// Min/max-per-bucket decimation of (x, y) into at most max_points points; unchanged when already small.
-void decimate_min_max(const QVector<double>& x, const QVector<double>& y, int max_points,
-                      QVector<double>& out_x, QVector<double>& out_y);
 
 // Trailing moving average over `window` samples (display smoothing, not model math).
 QVector<double> moving_average(const QVector<double>& y, int window);

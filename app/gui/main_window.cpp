@@ -3,6 +3,7 @@
 #include <QAction>
 #include <QApplication>
 #include <QCloseEvent>
+#include <QDir>
 #include <QDockWidget>
 #include <QFileDialog>
 #include <QFileInfo>
@@ -11,15 +12,21 @@
 #include <QHBoxLayout>
 #include <QMenuBar>
 #include <QMessageBox>
+#include <QRegularExpression>
+#include <QScreen>
 #include <QScrollArea>
+#include <QScrollBar>
 #include <QSettings>
 #include <QStatusBar>
 #include <QStyleFactory>
 #include <QVBoxLayout>
 
 #include <algorithm>
+#include <filesystem>
+#include <utility>
 
 #include "mambascope/error.h"
+#include "plot_tools.h"
 
 #if __has_include("mambascope/trace.h")
 #include "mambascope/trace.h"
@@ -31,6 +38,31 @@ namespace mambascope::gui {
 namespace {
 constexpr int kMaxRecentFiles = 8;
 constexpr int kDefaultMaxTokens = int(kDefaultSessionMaxTokens);
+// The window on first launch (no remembered geometry), capped by the screen.
+constexpr QSize kFirstLaunchSize(1440, 900);
+
+bool has_detail(const RunResult& r, ChannelRef ref) {
+    return !r.methods.empty() && std::all_of(r.methods.begin(), r.methods.end(), [&](const MethodResult& m) {
+        return std::any_of(m.channels.begin(), m.channels.end(),
+                           [&](const ChannelTrace& t) { return t.ref == ref; });
+    });
+}
+
+// "3:0, 3:17" → channels; Error on anything else.
+std::vector<ChannelRef> parse_channels(const QString& text) {
+    std::vector<ChannelRef> out;
+    for (const QString& part : text.split(',', Qt::SkipEmptyParts)) {
+        const QStringList lc = part.trimmed().split(':');
+        bool okL = false, okC = false;
+        const int l = lc.size() == 2 ? lc[0].trimmed().toInt(&okL) : -1;
+        const qint64 c = lc.size() == 2 ? lc[1].trimmed().toLongLong(&okC) : -1;
+        if (!okL || !okC || l < 0 || c < 0)
+            throw Error("detail channel '" + part.trimmed().toStdString() + "' is not LAYER:CHANNEL",
+                        "write e.g. 3:0, 3:17 (layer and channel numbers from the channel map)");
+        out.push_back({l, c});
+    }
+    return out;
+}
 }  // namespace
 
 bool MainWindow::traceSupport() {
@@ -54,20 +86,77 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
     views_.push_back(retrievalView_);
     for (auto* v : views_) tabs_->addTab(v, v->title());
     connect(retrievalView_, &RetrievalView::cellClicked, this, &MainWindow::runHaystackCell);
-    setCentralWidget(tabs_);
-    auto* dock = new QDockWidget("Run", this);
-    dock->setObjectName("runDock");
+    // Errors the user must see sit in a banner above the views.
+    auto* central = new QWidget;
+    auto* cl = new QVBoxLayout(central);
+    cl->setContentsMargins(0, 0, 0, 0);
+    cl->setSpacing(0);
+    banner_ = new QFrame;
+    banner_->setObjectName("errorBanner");
+    banner_->setStyleSheet(
+        "#errorBanner { background: #f8d7da; border-bottom: 1px solid #c06070; }"
+        "#errorBanner QLabel { color: #58151c; }");
+    auto* bl = new QHBoxLayout(banner_);
+    bannerText_ = new QLabel;
+    bannerText_->setWordWrap(true);
+    bannerText_->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    auto* close = new QPushButton("Close");
+    connect(close, &QPushButton::clicked, banner_, &QWidget::hide);
+    bl->addWidget(bannerText_, 1);
+    bl->addWidget(close);
+    banner_->hide();
+    cl->addWidget(banner_);
+    cl->addWidget(tabs_, 1);
+    setCentralWidget(central);
+    dock_ = new QDockWidget("Run", this);
+    dock_->setObjectName("runDock");
     auto* scroll = new QScrollArea;
     scroll->setWidgetResizable(true);
     scroll->setWidget(buildRunPanel());
-    dock->setWidget(scroll);
-    addDockWidget(Qt::LeftDockWidgetArea, dock);
+    // Wide enough for the panel's fields without a horizontal scroll bar.
+    scroll->setMinimumWidth(scroll->widget()->sizeHint().width() +
+                            scroll->verticalScrollBar()->sizeHint().width() + 4);
+    dock_->setWidget(scroll);
+    addDockWidget(Qt::LeftDockWidgetArea, dock_);
+    detailWorker_ = new DetailWorker(this);
     buildMenus();
     setHaystack({});
     statusBar()->showMessage("No run yet: press Run (Ctrl+R) or open a trace.");
-    // A channel picked in the map shows its detail.
+    // A channel picked anywhere shows its detail: traced, or computed now.
     connect(selection_, &Selection::channelChanged, this, [this](int l, qint64 c) {
         statusBar()->showMessage(QString("selected layer %1, channel %2").arg(l).arg(c), 4000);
+        requestDetail();
+    });
+    connect(selection_, &Selection::detailCancelRequested, detailWorker_, &DetailWorker::cancel);
+    connect(detailWorker_, &DetailWorker::progress, this, [this](double f) {
+        if (detailWorker_->busy()) selection_->setDetailStatus(selection_->detailNote(), f);
+    });
+    connect(detailWorker_, &DetailWorker::finished, this, [this](RunResultPtr r, ChannelRef ref) {
+        if (result_ && result_ == detailBase_) {  // still the run it was computed for
+            result_ = r;
+            for (auto* v : views_) v->addDetail(r);
+            statusBar()->showMessage(
+                QString("computed the detail of layer %1, channel %2").arg(ref.layer).arg(ref.channel), 6000);
+        }
+        selection_->setDetailStatus({});
+        if (std::exchange(detailPending_, false)) requestDetail();
+    });
+    connect(detailWorker_, &DetailWorker::failed, this, [this](const QString& msg, ChannelRef ref) {
+        if (result_ != detailBase_) return selection_->setDetailStatus({});  // for a result no longer shown
+        selection_->setDetailStatus(QString("Cannot compute the detail of layer %1, channel %2: %3")
+                                        .arg(ref.layer)
+                                        .arg(ref.channel)
+                                        .arg(msg));
+        if (std::exchange(detailPending_, false)) requestDetail();
+    });
+    connect(detailWorker_, &DetailWorker::cancelled, this, [this](ChannelRef ref) {
+        if (result_ != detailBase_) return selection_->setDetailStatus({});  // a new result replaced it
+        selection_->setDetailStatus(
+            QString("Computing the detail of layer %1, channel %2 was cancelled; select the channel again to "
+                    "compute it.")
+                .arg(ref.layer)
+                .arg(ref.channel));
+        if (std::exchange(detailPending_, false)) requestDetail();
     });
     connect(
         worker_, &AnalysisWorker::progress, this,
@@ -80,6 +169,7 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
         });
     connect(worker_, &AnalysisWorker::finished, this, [this](RunResultPtr r) {
         setIdle(true);
+        tracePath_.clear();  // a session saved now describes the run, not a trace
         showResult(r);
         QStringList where;
         for (const auto& m : r->methods)
@@ -102,7 +192,15 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
         emit runFinished(false);
     });
     QSettings st;
-    restoreGeometry(st.value("window/geometry").toByteArray());
+    if (!restoreGeometry(st.value("window/geometry").toByteArray())) {
+        // First launch: most of the screen, at least the size the views are laid out for.
+        const QRect avail = screen() ? screen()->availableGeometry() : QRect(0, 0, 1600, 1000);
+        const QSize want(
+            std::min(avail.width(), std::max(kFirstLaunchSize.width(), avail.width() * 4 / 5)),
+            std::min(avail.height(), std::max(kFirstLaunchSize.height(), avail.height() * 4 / 5)));
+        resize(want);
+        move(avail.center() - rect().center());
+    }
     restoreState(st.value("window/state").toByteArray());
     setDark(st.value("view/dark", false).toBool());
     setIdle(true);
@@ -253,6 +351,17 @@ QWidget* MainWindow::buildRunPanel() {
     }
     fd->addRow("Run on", device_);
     lay->addWidget(gd);
+    // Probes
+    auto* gc = new QGroupBox("Detail channels");
+    auto* fc = new QFormLayout(gc);
+    channels_ = new QLineEdit;
+    channels_->setPlaceholderText("automatic (a global and a local channel)");
+    channels_->setToolTip(
+        "Channels whose Δ, critical tokens, decay and hidden attention the run records up front, as "
+        "LAYER:CHANNEL, comma separated (e.g. 3:0, 3:17). Any other channel clicked later is computed on "
+        "demand by re-running the model on the input.");
+    fc->addRow("Channels", channels_);
+    lay->addWidget(gc);
     // Run
     auto* hr = new QHBoxLayout;
     run_ = new QPushButton("Run");
@@ -329,23 +438,62 @@ void MainWindow::buildMenus() {
                             QFileDialog::getSaveFileName(this, "Export trace", "run.h5", "Trace (*.h5)");
                         if (!p.isEmpty()) exportTrace(p);
                     }));
-    file->addAction("&Export view (PNG/PDF)…", QKeySequence("Ctrl+E"), this, guarded("Export view", [this] {
-                        const QString p = QFileDialog::getSaveFileName(this, "Export view", "view.png",
-                                                                       "PNG (*.png);;PDF (*.pdf)");
-                        if (!p.isEmpty()) exportCurrentView(p);
+    // Exports suggest "<view>-<model>.pdf" in the last export folder and say where they wrote.
+    auto exportName = [this](const QString& what) {
+        QString model = result_ ? QString::fromStdString(result_->provenance.count("model_name")
+                                                             ? result_->provenance.at("model_name")
+                                                         : result_->provenance.count("model")
+                                                             ? result_->provenance.at("model")
+                                                             : std::string())
+                                : QString();
+        model.replace(QRegularExpression("[^A-Za-z0-9_.-]+"), "-");
+        const QString dir = QSettings().value("export/dir", QDir::currentPath()).toString();
+        return QDir(dir).filePath(model.isEmpty() ? what + ".pdf" : what + "-" + model + ".pdf");
+    };
+    auto exported = [this](const QString& p) {
+        if (persist_) QSettings().setValue("export/dir", QFileInfo(p).absolutePath());
+        statusBar()->showMessage("wrote " + QDir::toNativeSeparators(p), 10000);
+    };
+    const QString kFigureFilter = "PDF, vector (*.pdf);;SVG, vector (*.svg);;PNG, 2x (*.png)";
+    file->addAction("&Export view (PDF/SVG/PNG)…", QKeySequence("Ctrl+E"), this,
+                    guarded("Export view", [this, exportName, exported, kFigureFilter] {
+                        const QString key = tabs_->currentWidget()
+                                                ? static_cast<ResultView*>(tabs_->currentWidget())->key()
+                                                : "view";
+                        const QString p =
+                            QFileDialog::getSaveFileName(this, "Export view", exportName(key), kFigureFilter);
+                        if (p.isEmpty()) return;
+                        exportCurrentView(p);
+                        exported(p);
                     }));
-    file->addAction(
-        "Comparison screenshot…", QKeySequence("Ctrl+Shift+E"), this, guarded("Screenshot", [this] {
-            const QString p =
-                QFileDialog::getSaveFileName(this, "Comparison screenshot", "comparison.png", "PNG (*.png)");
-            if (!p.isEmpty() && !comparisonImage().save(p)) throw Error("cannot write " + p.toStdString());
-        }));
+    file->addAction("Export &comparison figure…", QKeySequence("Ctrl+Shift+E"), this,
+                    guarded("Export comparison figure", [this, exportName, exported, kFigureFilter] {
+                        const QString p = QFileDialog::getSaveFileName(
+                            this, "Comparison figure", exportName("comparison"), kFigureFilter);
+                        if (p.isEmpty()) return;
+                        exportComparison(p);
+                        exported(p);
+                    }));
     file->addSeparator();
     file->addAction("&Quit", QKeySequence::Quit, this, &QWidget::close);
     auto* run = menuBar()->addMenu("&Run");
     run->addAction("&Run", QKeySequence("Ctrl+R"), this, &MainWindow::startRun);
     run->addAction("&Cancel", QKeySequence(Qt::Key_Escape), this, &MainWindow::cancelRun);
     auto* viewMenu = menuBar()->addMenu("&View");
+    QAction* panel = dock_->toggleViewAction();
+    panel->setText("&Run panel");
+    panel->setShortcut(QKeySequence("Ctrl+Shift+R"));
+    viewMenu->addAction(panel);
+    viewMenu->addAction("Reset &layout", this, [this] {
+        dock_->setFloating(false);
+        addDockWidget(Qt::LeftDockWidgetArea, dock_);
+        dock_->show();
+    });
+    viewMenu->addAction("Reset &zoom", QKeySequence(Qt::CTRL | Qt::Key_0), this, [this] {
+        if (auto* v = tabs_->currentWidget())
+            for (auto* p : v->findChildren<QCustomPlot*>()) reset_view(p);
+    });
+    viewMenu->addSeparator();
     auto* dark = viewMenu->addAction("&Dark palette");
     dark->setCheckable(true);
     dark->setChecked(dark_);
@@ -382,7 +530,38 @@ void MainWindow::addRecent(const QString& path) {
 }
 
 void MainWindow::showError(const QString& title, const QString& message) {
+    reportError(title, message);
+}
+
+QStringList MainWindow::openFiles(const QString& session, const QString& trace, const QString& retrieval) {
+    QStringList errors;
+    auto attempt = [&](const QString& what, const QString& path, auto fn) {
+        if (path.isEmpty()) return;
+        try {
+            fn(path);
+        } catch (const Error& e) {
+            errors << QString("Cannot open %1 %2: %3").arg(what, path, QString::fromStdString(describe(e)));
+        } catch (const std::exception& e) {
+            errors << QString("Cannot open %1 %2: %3").arg(what, path, QString::fromUtf8(e.what()));
+        }
+    };
+    attempt("session", session, [this](const QString& p) { loadSession(p); });
+    attempt("trace", trace, [this](const QString& p) { openTrace(p); });
+    attempt("retrieval result", retrieval, [this](const QString& p) { loadRetrieval(p); });
+    if (!errors.isEmpty()) {
+        statusBar()->showMessage("Start-up failed: see the message above the views");
+        bannerText_->setText(
+            QString("<b>Start-up</b>: %1").arg(errors.join("\n").toHtmlEscaped().replace('\n', "<br>")));
+        banner_->show();
+    }
+    return errors;
+}
+
+void MainWindow::reportError(const QString& title, const QString& message) {
     statusBar()->showMessage(title + ": " + message.section('\n', 0, 0), 10000);
+    bannerText_->setText(
+        QString("<b>%1</b>: %2").arg(title.toHtmlEscaped(), message.toHtmlEscaped()).replace('\n', "<br>"));
+    banner_->show();
     if (QGuiApplication::platformName() == "offscreen") return;  // headless: no modal dialogs
     QMessageBox::critical(this, title, message);
 }
@@ -426,7 +605,95 @@ Session MainWindow::session() const {
     if (auto* tv = dynamic_cast<TokensView*>(view("tokens"))) s.tokens_colour = tv->modeKey().toStdString();
     s.haystack = haystack_;
     s.retrieval = retrievalView_->retrieval() ? retrievalSpec_ : std::string();
+    try {
+        s.detail_channels = parse_channels(channels_->text());
+    } catch (const Error&) {  // job() reports it; a session keeps what parses
+    }
+    // What is shown: the trace, every view's zoom, hidden methods, the difference map.
+    s.trace = tracePath_.toStdString();
+    if (result_)
+        for (auto* v : views_)
+            for (const auto& [axis, range] : v->viewRanges())
+                s.view_ranges[v->key().toStdString() + "." + axis] = range;
+    for (Method m : selection_->hiddenMethods()) s.hidden_methods.push_back(method_name(m));
+    if (auto* cm = dynamic_cast<ChannelMapView*>(view("channel_map")))
+        s.difference_map = cm->differenceShown();
     return s;
+}
+
+void MainWindow::applyViewState(const Session& s) {
+    for (auto* v : views_) {
+        ResultView::Ranges r;
+        const std::string prefix = v->key().toStdString() + ".";
+        for (const auto& [key, range] : s.view_ranges)
+            if (key.rfind(prefix, 0) == 0) r[key.substr(prefix.size())] = range;
+        if (!r.empty()) v->setViewRanges(r);
+    }
+}
+
+std::string MainWindow::detailModelDir() const {
+    // The model the run was made with, when the run names it and it is here; else the run panel's model
+    // (add_channel_detail checks that its shape is the run's).
+    if (result_)
+        if (auto it = result_->provenance.find("model_path"); it != result_->provenance.end())
+            if (std::filesystem::is_directory(it->second)) return it->second;
+    try {
+        const Session s = session();
+        return s.model.empty() ? std::string() : resolve_model_path(s).string();
+    } catch (const std::exception&) {
+        return {};
+    }
+}
+
+void MainWindow::requestDetail() {
+    const ChannelRef ref{selection_->layer(), selection_->channel()};
+    if (!result_ || has_detail(*result_, ref)) {
+        selection_->setDetailStatus({});
+        return;
+    }
+    if (ref.layer < 0 || ref.layer >= result_->n_layer || ref.channel < 0 ||
+        ref.channel >= result_->channels) {
+        selection_->setDetailStatus(
+            QString("layer %1, channel %2 is not in this run (%3 layers × %4 channels)")
+                .arg(ref.layer)
+                .arg(ref.channel)
+                .arg(result_->n_layer)
+                .arg(result_->channels));
+        return;
+    }
+    if (detailWorker_->busy()) {  // one job at a time: stop it, and start this one when it ends
+        if (!(detailWorker_->channel() == ref && detailBase_ == result_)) {
+            detailPending_ = true;
+            detailWorker_->cancel();
+        }
+        return;
+    }
+    const std::string dir = detailModelDir();
+    if (dir.empty() || !std::filesystem::exists(dir)) {
+        selection_->setDetailStatus(
+            QString("Layer %1, channel %2 was not traced, and its detail needs the model (to run it again on "
+                    "the trace's input): no model is available. Choose the model folder in the run panel.")
+                .arg(ref.layer)
+                .arg(ref.channel));
+        return;
+    }
+    selection_->setDetailStatus(
+        QString("Computing the detail of layer %1, channel %2: running %3 again on the "
+                "run's %4 tokens…")
+            .arg(ref.layer)
+            .arg(ref.channel)
+            .arg(QFileInfo(QString::fromStdString(dir)).fileName())
+            .arg(qint64(result_->input.ids.size())),
+        0.0);
+    detailBase_ = result_;
+    detailWorker_->start(result_, dir, ref);
+}
+
+void MainWindow::waitForDetail() {
+    while (detailWorker_->busy()) {
+        detailWorker_->wait();
+        QCoreApplication::processEvents();
+    }
 }
 
 void MainWindow::setHaystack(const SessionHaystack& h) {
@@ -521,6 +788,14 @@ void MainWindow::applySession(const Session& s) {
     deciBase_->setValue(int(s.deci_L_base));
     deciBeta_->setValue(s.deci_beta);
     maxTokens_->setValue(int(s.max_tokens));
+    QStringList chans;
+    for (const auto& c : s.detail_channels) chans << QString("%1:%2").arg(c.layer).arg(c.channel);
+    channels_->setText(chans.join(", "));
+    for (Method m : {Method::Vanilla, Method::LongMamba, Method::DeciMamba})
+        selection_->setMethodShown(m, std::find(s.hidden_methods.begin(), s.hidden_methods.end(),
+                                                method_name(m)) == s.hidden_methods.end());
+    if (auto* cm = dynamic_cast<ChannelMapView*>(view("channel_map")))
+        cm->setDifferenceShown(s.difference_map);
     selection_->setChannel(s.selected_layer, s.selected_channel);
     selection_->setToken(s.selected_token);
     if (auto* v = view(QString::fromStdString(s.view))) tabs_->setCurrentWidget(v);
@@ -556,6 +831,7 @@ AnalysisJob MainWindow::job() const {
     }
     j.max_tokens = s.max_tokens;
     j.request = session_request(s);
+    j.request.channels = parse_channels(channels_->text());  // Error on a malformed list
     if (j.request.methods.empty())
         throw Error("no method checked", "check vanilla, LongMamba and/or DeciMamba");
     return j;
@@ -586,13 +862,16 @@ void MainWindow::cancelRun() {
 
 void MainWindow::showResult(RunResultPtr result) {
     result_ = std::move(result);
+    banner_->hide();  // a new result: earlier errors are history
+    detailPending_ = false;
+    if (detailWorker_->busy()) detailWorker_->cancel();
+    selection_->setDetailStatus({});
     // Keep the selection if the run traced it; otherwise select the first traced channel (a global one when
-    // there is one), so the detail views show something.
+    // there is one): opening a result never starts a computation by itself. Any channel selected afterwards
+    // gets its detail (requestDetail); a session re-applies its own selection after this.
     if (result_ && !result_->methods.empty()) {
         const auto& traced = result_->methods.front().channels;
-        const ChannelRef cur{selection_->layer(), selection_->channel()};
-        const bool known =
-            std::any_of(traced.begin(), traced.end(), [&](const ChannelTrace& t) { return t.ref == cur; });
+        const bool known = has_detail(*result_, {selection_->layer(), selection_->channel()});
         if (!known && !traced.empty()) {
             auto it =
                 std::find_if(traced.begin(), traced.end(), [](const ChannelTrace& t) { return t.global; });
@@ -618,13 +897,21 @@ void MainWindow::loadSession(const QString& path) {
     const Session s = load_session(path.toStdString());
     applySession(s);
     addRecent(path);
-    if (!s.trace.empty()) openTrace(QString::fromStdString(resolve_trace_path(s).string()));
+    if (!s.trace.empty()) {
+        openTrace(QString::fromStdString(resolve_trace_path(s).string()));
+        // The saved view: the selection may have been moved to a traced channel by showResult.
+        selection_->setChannel(s.selected_layer, s.selected_channel);
+        selection_->setToken(s.selected_token);
+        if (auto* v = view(QString::fromStdString(s.view))) tabs_->setCurrentWidget(v);
+        applyViewState(s);
+    }
 }
 
 void MainWindow::openTrace(const QString& path) {
 #ifdef MAMBASCOPE_GUI_HAVE_TRACE
     auto r = std::make_shared<RunResult>(read_trace(path.toStdString()));
     showResult(r);
+    tracePath_ = QFileInfo(path).absoluteFilePath();
     addRecent(path);
 #else
     throw Error("cannot open trace " + path.toStdString() + ": trace files are not supported by this build",
@@ -644,6 +931,13 @@ void MainWindow::exportTrace(const QString& path) {
 void MainWindow::exportCurrentView(const QString& path) {
     if (!result_) throw Error("nothing to export", "run an analysis or open a trace first");
     export_widget(tabs_->currentWidget(), path, 2.0);
+}
+
+void MainWindow::exportComparison(const QString& path) {
+    if (!result_) throw Error("nothing to export", "run an analysis or open a trace first");
+    ComparisonWidget w(result_, selection_, nullptr, retrievalView_->retrieval());
+    if (dark_) w.setPalette(palette());
+    w.save(path, 2.0);
 }
 
 QImage MainWindow::comparisonImage(double scale) {

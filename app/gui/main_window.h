@@ -8,7 +8,9 @@
 
 #include <QCheckBox>
 #include <QComboBox>
+#include <QDockWidget>
 #include <QDoubleSpinBox>
+#include <QFrame>
 #include <QLabel>
 #include <QLineEdit>
 #include <QMainWindow>
@@ -19,6 +21,7 @@
 #include <QTabWidget>
 
 #include "analysis_worker.h"
+#include "detail_worker.h"
 #include "mambascope/session.h"
 #include "retrieval_view.h"
 #include "selection.h"
@@ -45,11 +48,26 @@ class MainWindow : public QMainWindow {
     AnalysisJob job() const;               // what Run would start
     void showResult(RunResultPtr result);  // draws a result (from a run or a trace)
 
-    void saveSession(const QString& path);        // Error on failure
-    void loadSession(const QString& path);        // Error on failure
-    void openTrace(const QString& path);          // Error on failure (or when trace support is not built)
-    void exportTrace(const QString& path);        // Error on failure
-    void exportCurrentView(const QString& path);  // .png (2×) or .pdf
+    void saveSession(const QString& path);  // Error on failure
+    // Error on failure. A session with a trace opens it and shows exactly the saved view: tab, selection,
+    // zoom, statistic, colouring, hidden methods.
+    void loadSession(const QString& path);
+    void openTrace(const QString& path);              // Error on failure (or when trace support is not built)
+    QString tracePath() const { return tracePath_; }  // the trace shown ("" after a run)
+    void exportTrace(const QString& path);            // Error on failure
+    void exportCurrentView(const QString& path);      // .png (2×), or vector .pdf / .svg
+    void exportComparison(const QString& path);       // the composite: .png (2×), .pdf, .svg
+    // Errors the user must see (start-up files, failed loads and runs): a banner above the views (and a
+    // dialog on a real display). The banner stays until closed or the next result is shown.
+    void reportError(const QString& title, const QString& message);
+    // Opens the command line's files (each may be empty) and returns one line per failure; failures are also
+    // shown in the banner (no dialog: the caller decides), so the window never just says "No run yet".
+    QStringList openFiles(const QString& session, const QString& trace, const QString& retrieval);
+    bool bannerShown() const { return !banner_->isHidden(); }
+    QString bannerText() const { return bannerText_->text(); }
+    // Detail of the selected channel when the run did not trace it (DetailWorker).
+    DetailWorker* detailWorker() const { return detailWorker_; }
+    void waitForDetail();  // blocks until a pending detail job is applied (headless, tests)
     // Retrieval result (mambascope-cli retrieval --json) shown in the Retrieval view and the composite; Error
     // on a bad file (the previous result stays).
     void loadRetrieval(const QString& path);
@@ -81,6 +99,9 @@ class MainWindow : public QMainWindow {
   private:
     QWidget* buildRunPanel();
     void buildMenus();
+    void requestDetail();
+    std::string detailModelDir() const;
+    void applyViewState(const Session& s);
     void setIdle(bool idle);
     void showError(const QString& title, const QString& message);
     void addRecent(const QString& path);
@@ -89,6 +110,14 @@ class MainWindow : public QMainWindow {
 
     Selection* selection_;
     AnalysisWorker* worker_;
+    DetailWorker* detailWorker_;
+    RunResultPtr detailBase_;     // the result a detail job started from
+    bool detailPending_ = false;  // the selection moved while a job ran: start again when it ends
+    QString tracePath_;
+    QFrame* banner_;
+    QLabel* bannerText_;
+    QDockWidget* dock_;
+    QLineEdit* channels_;
     RunResultPtr result_;
     std::vector<ResultView*> views_;
     QTabWidget* tabs_;

@@ -1,14 +1,21 @@
 #include "views.h"
 
+#include <QAbstractButton>
+#include <QAbstractSpinBox>
 #include <QAbstractTextDocumentLayout>
 #include <QApplication>
+#include <QBuffer>
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QGridLayout>
 #include <QHBoxLayout>
+#include <QLineEdit>
 #include <QMessageBox>
 #include <QPainter>
 #include <QPdfWriter>
+#include <QScrollBar>
+#include <QSvgGenerator>
+#include <QTabBar>
 #include <QTextBlock>
 #include <QTextDocument>
 #include <QTextLayout>
@@ -18,7 +25,9 @@
 #include <cmath>
 #include <limits>
 
+#include "mambascope/atomic_file.h"
 #include "mambascope/error.h"
+#include "plot_tools.h"
 #include "retrieval_view.h"
 
 namespace mambascope::gui {
@@ -30,14 +39,63 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr qint64 kTokenViewSpan = 3000;
 // Markers for global channels are skipped above this count (they would hide the map).
 constexpr qint64 kMaxGlobalMarkers = 20000;
+// PDF and SVG exports: one point per widget pixel.
+constexpr int kPdfDpi = 72;
+// Property of QLabels that only name a control ("Statistic:"): left out of figures with the control.
+constexpr const char* kControlLabel = "mambascope_control_label";
+// Background of a critical token in the Tokens view.
+const QColor kCriticalHighlight(255, 214, 102);
 
-QCustomPlot* new_plot(QWidget* parent) {
+// Sequence plots zoom and pan along x only; maps and scatter plots along both axes.
+QCustomPlot* new_plot(QWidget* parent, ZoomAxes axes = ZoomAxes::X) {
     auto* p = new QCustomPlot(parent);
-    p->setInteractions(QCP::iRangeDrag | QCP::iRangeZoom);
+    make_interactive(p, axes);
     p->setMinimumSize(200, 160);
     p->setNoAntialiasingOnDrag(true);
     style_plot(p);
     return p;
+}
+
+// The name of a control: left out of figures with it.
+QLabel* control_label(const QString& text) {
+    auto* l = new QLabel(text);
+    l->setProperty(kControlLabel, true);
+    return l;
+}
+
+// Check boxes that show/hide each method in every view (Selection::setMethodShown), for the map views, whose
+// legends hold no method entries.
+void add_method_toggles(QBoxLayout* bar, Selection* sel) {
+    for (Method m : {Method::Vanilla, Method::LongMamba, Method::DeciMamba}) {
+        auto* box = new QCheckBox(method_label(m));
+        box->setChecked(sel->methodShown(m));
+        box->setToolTip("Show or hide this method's map (in every view).");
+        QObject::connect(box, &QCheckBox::toggled, sel, [sel, m](bool on) { sel->setMethodShown(m, on); });
+        QObject::connect(sel, &Selection::methodsShownChanged, box, [box, sel, m] {
+            const QSignalBlocker block(box);
+            box->setChecked(sel->methodShown(m));
+        });
+        bar->addWidget(box);
+    }
+}
+
+// A blue–white–red gradient for signed differences (white = no change).
+QCPColorGradient diverging_gradient() {
+    QCPColorGradient g;
+    g.clearColorStops();
+    g.setColorStopAt(0.0, QColor(33, 102, 172));
+    g.setColorStopAt(0.5, QColor(247, 247, 247));
+    g.setColorStopAt(1.0, QColor(178, 24, 43));
+    return g;
+}
+
+// Black or white, whichever reads on `bg` (text on highlighted tokens in either palette).
+QColor readable_on(const QColor& bg) {
+    return bg.lightnessF() > 0.55 ? QColor(20, 20, 20) : QColor(240, 240, 240);
+}
+
+bool dark_palette() {
+    return QApplication::palette().color(QPalette::Base).lightness() < 128;
 }
 
 // Removes plots at once from the widget tree (findChildren, layouts) and deletes them later (one of them
@@ -97,25 +155,38 @@ const ChannelTrace* find_trace(const MethodResult& m, int layer, qint64 channel)
 constexpr int kThinPenPoints = 1000;
 
 void set_graph(QCPGraph* g, const QVector<double>& x, const QVector<double>& y) {
-    QVector<double> dx, dy;
-    decimate_min_max(x, y, kMaxPlotPoints, dx, dy);
-    if (dx.size() > kThinPenPoints) {
+    if (x.size() > kThinPenPoints) {
         QPen pen = g->pen();
         pen.setWidthF(1.0);
         pen.setCosmetic(true);
         g->setPen(pen);
     }
-    g->setData(dx, dy, true);
+    set_lod_data(g, x, y);  // thinned per pixel column, again on every zoom (plot_tools.h)
+}
+
+// Rescales y to the data (the thinned points hold every column's extremes) and remembers the home view.
+void rescale_home(QCustomPlot* p, double xLower, double xUpper) {
+    p->xAxis->setRange(xLower, xUpper);
+    p->yAxis->rescale(true);
+    const QCPRange y = p->yAxis->range();
+    const double pad = y.size() > 0 ? 0.05 * y.size() : 0.5;
+    p->yAxis->setRange(y.lower - pad, y.upper + pad);
+    set_home(p);
 }
 
 }  // namespace
+
+void ResultView::applyMethodVisibility(QCustomPlot* p) {
+    for (Method m : {Method::Vanilla, Method::LongMamba, Method::DeciMamba})
+        set_method_visible(p, m, sel_->methodShown(m));
+}
 
 // ---- Channel map ------------------------------------------------------------------------------------------
 
 ChannelMapView::ChannelMapView(Selection* selection, QWidget* parent) : ResultView(selection, parent) {
     auto* lay = new QVBoxLayout(this);
     auto* top = new QHBoxLayout;
-    top->addWidget(new QLabel("Statistic:"));
+    top->addWidget(control_label("Statistic:"));
     stat_ = new QComboBox;
     stat_->addItem("log decay  A·ΣΔ (§8.2)", LogDecay);
     stat_->addItem("Σ Δ over the input", DeltaSum);
@@ -124,6 +195,12 @@ ChannelMapView::ChannelMapView(Selection* selection, QWidget* parent) : ResultVi
     stat_->setToolTip(
         "The per-channel summary drawn as colour. Global channels (LongMamba §8.4) are marked ×.");
     top->addWidget(stat_);
+    diff_ = new QCheckBox("LongMamba − vanilla");
+    diff_->setToolTip(
+        "A fourth map: the statistic of LongMamba minus vanilla per channel (blue: lower, red: higher, "
+        "white: unchanged), on its own symmetric colour scale.");
+    top->addWidget(diff_);
+    add_method_toggles(top, sel_);
     status_ = new QLabel;
     top->addWidget(status_);
     top->addStretch();
@@ -132,7 +209,29 @@ ChannelMapView::ChannelMapView(Selection* selection, QWidget* parent) : ResultVi
     new QHBoxLayout(plotsHost_);
     lay->addWidget(plotsHost_, 1);
     connect(stat_, &QComboBox::currentIndexChanged, this, [this] { rebuild(); });
+    connect(diff_, &QCheckBox::toggled, this, [this] { rebuild(); });
     connect(sel_, &Selection::channelChanged, this, [this] { updateMarker(); });
+    connect(sel_, &Selection::methodsShownChanged, this, [this] { updateVisibility(); });
+}
+
+ResultView::Ranges ChannelMapView::viewRanges() const {
+    if (plots_.empty()) return pendingRanges_;
+    const QCPRange x = plots_.front()->xAxis->range(), y = plots_.front()->yAxis->range();
+    return {{"x", {x.lower, x.upper}}, {"y", {y.lower, y.upper}}};
+}
+
+void ChannelMapView::setViewRanges(const Ranges& ranges) {
+    pendingRanges_ = ranges;
+    if (plots_.empty()) return;  // applied when the build is
+    auto* p = plots_.front();    // the others follow (linked)
+    if (auto it = ranges.find("x"); it != ranges.end()) p->xAxis->setRange(it->second[0], it->second[1]);
+    if (auto it = ranges.find("y"); it != ranges.end()) p->yAxis->setRange(it->second[0], it->second[1]);
+    p->replot(QCustomPlot::rpQueuedReplot);
+}
+
+void ChannelMapView::updateVisibility() {
+    for (size_t i = 0; i < plots_.size(); ++i)
+        if (i < methods_.size()) plots_[i]->setVisible(sel_->methodShown(methods_[i]));
 }
 
 static const char* const kStatisticKeys[] = {"log_decay", "delta_sum", "critical_count", "receptive_field"};
@@ -173,15 +272,21 @@ struct ChannelMapView::Built {
     std::shared_ptr<OwnedMapData> maps = std::make_shared<OwnedMapData>();
     std::vector<QVector<double>> gx, gy;  // global-channel markers per map
     double lo = std::numeric_limits<double>::infinity(), hi = -std::numeric_limits<double>::infinity();
+    QCPColorMapData* diff = nullptr;  // LongMamba − vanilla (owned by `maps` too)
+    double diffAbs = 0;               // max |difference|: the symmetric scale
 };
 
 void ChannelMapView::setResult(RunResultPtr result) {
     result_ = std::move(result);
+    pendingRanges_.clear();  // a new run opens unzoomed
+    if (!plots_.empty()) discard_plots(plots_), maps_.clear(), markers_.clear(), methods_.clear();
     rebuild();
 }
 
 void ChannelMapView::clearPlots() {
+    if (!plots_.empty()) pendingRanges_ = viewRanges();  // a new statistic keeps the zoom
     discard_plots(plots_);
+    diffMap_ = nullptr;
     maps_.clear();
     markers_.clear();
     methods_.clear();
@@ -198,8 +303,9 @@ void ChannelMapView::rebuild() {
     status_->setText("building heatmaps…");
     const RunResultPtr run = result_;
     const Statistic stat = Statistic(stat_->currentData().toInt());
+    const bool wantDiff = diff_->isChecked();
     build_.start<Built>(
-        [run, stat](const auto& stale) {
+        [run, stat, wantDiff](const auto& stale) {
             Built b;
             const int L = run->n_layer;
             const qint64 C = run->channels;
@@ -231,6 +337,19 @@ void ChannelMapView::rebuild() {
                 b.gx.push_back(gx);
                 b.gy.push_back(gy);
             }
+            const MethodResult* van = run->find(Method::Vanilla);
+            const MethodResult* lm = run->find(Method::LongMamba);
+            if (wantDiff && van && lm) {
+                b.diff = new QCPColorMapData(int(C), L, QCPRange(0, double(C - 1)), QCPRange(0, L - 1));
+                b.maps->data.push_back(b.diff);
+                for (int l = 0; l < L; ++l)
+                    for (qint64 c = 0; c < C; ++c) {
+                        const double d =
+                            stat_value(*run, *lm, stat, l, c) - stat_value(*run, *van, stat, l, c);
+                        b.diff->setCell(int(c), l, d);
+                        if (std::isfinite(d)) b.diffAbs = std::max(b.diffAbs, std::abs(d));
+                    }
+            }
             return b;
         },
         [this](Built& b) { apply(b); });
@@ -242,52 +361,75 @@ void ChannelMapView::apply(Built& b) {
     clearPlots();
     const int L = result_->n_layer;
     const qint64 C = result_->channels;
-    for (size_t i = 0; i < b.methods.size(); ++i) {
-        const Method method = b.methods[i];
-        auto* plot = new_plot(plotsHost_);
+    const Statistic stat = Statistic(stat_->currentData().toInt());
+    // Receptive fields span 1 … T tokens: a log colour scale, or every short field is one colour.
+    const bool logScale = stat == ReceptiveField;
+    // A map per method, then the difference map (titled, no method).
+    const size_t n = b.methods.size() + (b.diff ? 1 : 0);
+    for (size_t i = 0; i < n; ++i) {
+        const bool isDiff = i >= b.methods.size();
+        const Method method = isDiff ? Method::LongMamba : b.methods[i];
+        auto* plot = new_plot(plotsHost_, ZoomAxes::XY);
         plotsHost_->layout()->addWidget(plot);
         plot->plotLayout()->insertRow(0);
-        auto* title = new QCPTextElement(plot, method_label(method), QFont("sans", 10, QFont::Bold));
+        auto* title = new QCPTextElement(plot, isDiff ? QString("LongMamba − vanilla") : method_label(method),
+                                         QFont("sans", 10, QFont::Bold));
         plot->plotLayout()->addElement(0, 0, title);
         plot->xAxis->setLabel("channel");
         plot->yAxis->setLabel("layer");
-        // Whole channels and layers only, spaced so that labels of a narrow map never overlap.
-        for (auto [axis, n] : {std::pair{plot->xAxis, double(C)}, std::pair{plot->yAxis, double(L)}}) {
-            QSharedPointer<QCPAxisTickerFixed> ticker(new QCPAxisTickerFixed);
-            ticker->setTickStep(std::max(1.0, std::pow(2.0, std::floor(std::log2(std::max(1.0, n / 4))))));
-            ticker->setScaleStrategy(QCPAxisTickerFixed::ssMultiples);
-            axis->setTicker(ticker);
-        }
-        style_plot(plot);
+        set_integer_ticks(plot->xAxis);  // whole channels and layers at any zoom
+        set_integer_ticks(plot->yAxis);
         auto* map = new QCPColorMap(plot->xAxis, plot->yAxis);
-        map->setData(b.maps->take(i), false);
-        map->setGradient(QCPColorGradient::gpThermal);
+        map->setData(b.maps->take(isDiff ? b.maps->data.size() - 1 : i), false);
         map->setInterpolate(false);
+        map->removeFromLegend();
+        if (isDiff) {
+            map->setGradient(diverging_gradient());
+            const double a = b.diffAbs > 0 ? b.diffAbs : 1;
+            map->setDataRange(QCPRange(-a, a));
+            auto* scale = new QCPColorScale(plot);
+            plot->plotLayout()->addElement(1, 1, scale);
+            scale->axis()->setLabel("LongMamba − vanilla");
+            scale->setGradient(diverging_gradient());
+            map->setColorScale(scale);
+            scale->setDataRange(QCPRange(-a, a));
+            diffMap_ = map;
+        } else {
+            map->setGradient(QCPColorGradient::gpThermal);
+            if (logScale) map->setDataScaleType(QCPAxis::stLogarithmic);
+        }
+        // Global channels (§8.4): green crosses, a colour the thermal scale never takes.
         auto* g = plot->addGraph();
-        g->setName("global channels");
+        g->setName("global channel (§8.4)");
         g->setLineStyle(QCPGraph::lsNone);
-        g->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCross, QPen(Qt::white), Qt::NoBrush, 4));
-        g->setData(b.gx[i], b.gy[i]);
+        g->setScatterStyle(
+            QCPScatterStyle(QCPScatterStyle::ssCross, QPen(QColor(0, 200, 80), 1.2), Qt::NoBrush, 5));
+        if (!isDiff) g->setData(b.gx[i], b.gy[i]);
         auto* marker = plot->addGraph();
+        marker->setName("selected channel");
         marker->setLineStyle(QCPGraph::lsNone);
         marker->setScatterStyle(
             QCPScatterStyle(QCPScatterStyle::ssSquare, QPen(Qt::cyan, 2), Qt::NoBrush, 9));
+        legend_below(plot, 1);  // under every map, so that the maps stay the same height
+        style_plot(plot);
         plots_.push_back(plot);
-        maps_.push_back(map);
         markers_.push_back(marker);
-        methods_.push_back(method);
-        connect(plot, &QCustomPlot::mouseMove, this, [this, plot, map, method](QMouseEvent* ev) {
+        if (!isDiff) {
+            maps_.push_back(map);
+            methods_.push_back(method);
+        }
+        connect(plot, &QCustomPlot::mouseMove, this, [this, plot, map, method, isDiff](QMouseEvent* ev) {
             int c = 0, l = 0;
             map->data()->coordToCell(plot->xAxis->pixelToCoord(ev->pos().x()),
                                      plot->yAxis->pixelToCoord(ev->pos().y()), &c, &l);
             if (c < 0 || l < 0 || c >= map->data()->keySize() || l >= map->data()->valueSize()) return;
             QToolTip::showText(ev->globalPosition().toPoint(),
                                QString("%1 · layer %2, channel %3\n%4 = %5")
-                                   .arg(method_label(method))
+                                   .arg(isDiff ? QString("LongMamba − vanilla") : method_label(method))
                                    .arg(l)
                                    .arg(c)
                                    .arg(stat_->currentText())
-                                   .arg(value(method, l, c), 0, 'g', 5),
+                                   .arg(map->data()->cell(c, l), 0, 'g', 5),
                                plot);
         });
         auto press = std::make_shared<QPoint>();
@@ -302,21 +444,29 @@ void ChannelMapView::apply(Built& b) {
         });
     }
     if (!maps_.empty()) {
-        scale_ = new QCPColorScale(plots_.back());
-        plots_.back()->plotLayout()->addElement(1, 1, scale_);
+        // One colour scale for every method, drawn beside the last method's map.
+        QCustomPlot* last = plots_[maps_.size() - 1];
+        scale_ = new QCPColorScale(last);
+        last->plotLayout()->addElement(1, 1, scale_);
         scale_->axis()->setLabel(stat_->currentText());
         scale_->setGradient(QCPColorGradient::gpThermal);
+        if (logScale) scale_->setDataScaleType(QCPAxis::stLogarithmic);
         maps_.back()->setColorScale(scale_);
-        style_plot(plots_.back());
-        const double lo = b.lo, hi = b.hi;
+        style_plot(last);
+        double lo = b.lo, hi = b.hi;
+        if (logScale) lo = std::max(lo, 1.0);
         const QCPRange range(std::isfinite(lo) ? lo : 0, std::isfinite(hi) && hi > lo ? hi : lo + 1);
-        for (size_t i = 0; i < maps_.size(); ++i) {
-            maps_[i]->setDataRange(range);  // one colour scale for every method
-            plots_[i]->rescaleAxes();
-            plots_[i]->xAxis->setRange(-0.5, double(C) - 0.5);
-            plots_[i]->yAxis->setRange(-0.5, L - 0.5);
+        for (auto* m : maps_) m->setDataRange(range);  // one colour scale for every method
+        scale_->setDataRange(range);
+        for (auto* p : plots_) {
+            p->xAxis->setRange(-0.5, double(C) - 0.5);
+            p->yAxis->setRange(-0.5, L - 0.5);
+            set_home(p);
         }
+        link_axes(plots_, ZoomAxes::XY);  // zooming one map zooms all
     }
+    updateVisibility();
+    if (!pendingRanges_.empty()) setViewRanges(pendingRanges_);
     updateMarker();
 }
 
@@ -333,28 +483,69 @@ void ChannelMapView::updateMarker() {
 ChannelDetailView::ChannelDetailView(Selection* selection, QWidget* parent) : ResultView(selection, parent) {
     auto* lay = new QVBoxLayout(this);
     auto* top = new QHBoxLayout;
-    top->addWidget(new QLabel("Traced channel:"));
+    top->addWidget(control_label("Channel:"));
     traced_ = new QComboBox;
-    traced_->setToolTip("Channels whose per-token Δ the run recorded (AnalysisRequest::channels).");
+    traced_->setToolTip(
+        "Channels with detail in this run: traced up front (the run panel's channels) or computed since. "
+        "Any other channel of the channel map gets its detail computed on demand.");
     top->addWidget(traced_);
     info_ = new QLabel;
+    info_->setWordWrap(true);
     top->addWidget(info_, 1);
     lay->addLayout(top);
+    // What the view says instead of plots when the channel has no detail (yet): computing, cancelled,
+    // unavailable (no model), failed.
+    auto* status = new QHBoxLayout;
+    note_ = new QLabel;
+    note_->setWordWrap(true);
+    note_->setAlignment(Qt::AlignCenter);
+    QFont f = note_->font();
+    f.setPointSizeF(f.pointSizeF() * 1.2);
+    note_->setFont(f);
+    progress_ = new QProgressBar;
+    progress_->setRange(0, 1000);
+    progress_->setMaximumWidth(240);
+    cancel_ = new QPushButton("Cancel");
+    cancel_->setToolTip("Stop computing this channel's detail.");
+    status->addWidget(note_, 1);
+    status->addWidget(progress_);
+    status->addWidget(cancel_);
+    lay->addLayout(status);
     delta_ = new_plot(this);
     delta_->xAxis->setLabel("token position");
     delta_->yAxis->setLabel("Δ (after softplus)");
-    delta_->legend->setVisible(true);
+    legend_below(delta_, 4, [this](Method m) { toggleMethod(m); });
     decay_ = new_plot(this);
     decay_->xAxis->setLabel("token position");
-    decay_->yAxis->setLabel("cumulative log decay Σ A·Δ (nats)");
-    decay_->legend->setVisible(true);
+    decay_->yAxis->setLabel("cum. log decay ΣA·Δ (nats)");
+    legend_below(decay_, 4, [this](Method m) { toggleMethod(m); });
+    new Crosshair(delta_);
+    new Crosshair(decay_);
+    link_axes({delta_, decay_}, ZoomAxes::X);  // one token axis for both
     lay->addWidget(delta_, 1);
     lay->addWidget(decay_, 1);
     connect(traced_, &QComboBox::activated, this, [this](int i) {
         const QPoint lc = traced_->itemData(i).toPoint();
         sel_->setChannel(lc.x(), lc.y());
     });
+    connect(cancel_, &QPushButton::clicked, sel_, &Selection::requestDetailCancel);
     connect(sel_, &Selection::channelChanged, this, [this] { redraw(); });
+    connect(sel_, &Selection::detailStatusChanged, this, [this] { updateStatus(); });
+    connect(sel_, &Selection::methodsShownChanged, this, [this] {
+        applyMethodVisibility(delta_);
+        applyMethodVisibility(decay_);
+    });
+    updateStatus();
+}
+
+ResultView::Ranges ChannelDetailView::viewRanges() const {
+    const QCPRange x = delta_->xAxis->range();
+    return {{"x", {x.lower, x.upper}}};
+}
+
+void ChannelDetailView::setViewRanges(const Ranges& ranges) {
+    if (auto it = ranges.find("x"); it != ranges.end()) delta_->xAxis->setRange(it->second[0], it->second[1]);
+    delta_->replot(QCustomPlot::rpQueuedReplot);
 }
 
 QCPGraph* ChannelDetailView::deltaGraph(Method m) const {
@@ -377,26 +568,48 @@ void ChannelDetailView::setResult(RunResultPtr result) {
     redraw();
 }
 
+void ChannelDetailView::updateStatus() {
+    const bool shown = !delta_->isHidden();
+    const double f = sel_->detailProgress();
+    progress_->setVisible(!shown && f >= 0);
+    cancel_->setVisible(!shown && f >= 0);
+    if (f >= 0) progress_->setValue(int(f * 1000));
+    note_->setVisible(!shown);
+    if (!shown && result_)
+        info_->setText(sel_->detailNote().isEmpty()
+                           ? QString("layer %1, channel %2 was not traced in this run")
+                                 .arg(sel_->layer())
+                                 .arg(sel_->channel())
+                           : sel_->detailNote());
+    if (!shown) note_->setText(message());
+}
+
 void ChannelDetailView::redraw() {
     delta_->clearGraphs();
     decay_->clearGraphs();
+    delta_->clearItems();
+    decay_->clearItems();
     deltaGraphs_.clear();
     decayGraphs_.clear();
-    target_ = nullptr;
-    if (!result_) {
-        info_->setText("no run yet");
-        return;
-    }
+    target_ = critical_ = nullptr;
     const int layer = sel_->layer();
     const qint64 channel = sel_->channel();
-    const int idx = traced_->findData(QPoint(layer, int(channel)));
-    if (idx >= 0) traced_->setCurrentIndex(idx);
     bool any = false;
-    const MethodResult* vanilla = result_->find(Method::Vanilla);
-    for (const auto& mr : result_->methods) {
+    const MethodResult* vanilla = result_ ? result_->find(Method::Vanilla) : nullptr;
+    if (result_) {
+        const int idx = traced_->findData(QPoint(layer, int(channel)));
+        if (idx >= 0) traced_->setCurrentIndex(idx);
+        for (const auto& mr : result_->methods) any = any || find_trace(mr, layer, channel);
+    }
+    const qint64 T = result_ ? qint64(result_->input.ids.size()) : 0;
+    if (any) {
+        // One token axis for both plots (they are linked): the whole input.
+        delta_->xAxis->setRange(0, double(std::max<qint64>(1, T - 1)));
+    }
+    static const std::vector<MethodResult> kNone;
+    for (const auto& mr : any ? result_->methods : kNone) {
         const ChannelTrace* t = find_trace(mr, layer, channel);
         if (!t) continue;
-        any = true;
         const QColor col = method_color(mr.method);
         QVector<double> x(qsizetype(t->delta_raw.size())), y(x.size());
         for (qsizetype i = 0; i < x.size(); ++i)
@@ -404,6 +617,7 @@ void ChannelDetailView::redraw() {
         auto* g = delta_->addGraph();
         g->setName(method_label(mr.method) + " Δ");
         g->setPen(QPen(col, 1));
+        tag_method(g, mr.method);
         set_graph(g, x, y);
         deltaGraphs_[mr.method] = g;
         if (mr.method == Method::LongMamba) {
@@ -411,50 +625,92 @@ void ChannelDetailView::redraw() {
                 auto* th = delta_->addGraph();
                 th->setName(QString("threshold b·θ = %1 (§8.5)").arg(t->threshold, 0, 'g', 4));
                 set_reference_pen(th, RefTone::Strong, 1, Qt::DashLine);
+                tag_method(th, Method::LongMamba);
                 th->setData(QVector<double>{x.front(), x.back()},
                             QVector<double>{t->threshold, t->threshold});
             }
             QVector<double> cx, cy;
             for (qsizetype i = 0; i < x.size() && i < qsizetype(t->critical.size()); ++i)
                 if (t->critical[size_t(i)]) cx << x[i], cy << y[i];
-            const qsizetype stride = std::max<qsizetype>(1, cx.size() / kMaxPlotPoints);
-            QVector<double> sx, sy;
-            for (qsizetype i = 0; i < cx.size(); i += stride) sx << cx[i], sy << cy[i];
-            auto* cg = delta_->addGraph();
-            cg->setName(QString("critical tokens (%1, §8.6)").arg(cx.size()));
-            cg->setLineStyle(QCPGraph::lsNone);
-            cg->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCircle, col, 4));
-            cg->setPen(QPen(col));
-            cg->setData(sx, sy, true);
+            critical_ = delta_->addGraph();
+            critical_->setName(QString("critical tokens (%1, §8.6)").arg(cx.size()));
+            critical_->setLineStyle(QCPGraph::lsNone);
+            critical_->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCircle, col, 4));
+            critical_->setPen(QPen(col));
+            tag_method(critical_, Method::LongMamba);
+            set_lod_data(critical_, cx, cy);  // per pixel column too: a marker stays on its token
         }
         QVector<double> dx(qsizetype(t->cum_log_decay.size())), dy(dx.size());
         for (qsizetype i = 0; i < dx.size(); ++i) dx[i] = double(i), dy[i] = t->cum_log_decay[size_t(i)];
         auto* dg = decay_->addGraph();
         dg->setName(method_label(mr.method));
         dg->setPen(QPen(col, 1.5));
+        tag_method(dg, mr.method);
         set_graph(dg, dx, dy);
         decayGraphs_[mr.method] = dg;
     }
     // Alignment target (see docs/user-guide.md): the decay vanilla reaches over the training window,
     // spread over the whole input: target(t) = t/T · cum_vanilla(train_len − 1).
-    if (vanilla) {
+    if (any && vanilla) {
         const ChannelTrace* vt = find_trace(*vanilla, layer, channel);
-        const qint64 T = vt ? qint64(vt->cum_log_decay.size()) : 0;
-        if (vt && T > 1 && result_->train_len > 0) {
-            const double train_decay = vt->cum_log_decay[size_t(std::min<qint64>(T, result_->train_len) - 1)];
+        const qint64 Tv = vt ? qint64(vt->cum_log_decay.size()) : 0;
+        if (vt && Tv > 1 && result_->train_len > 0) {
+            const double train_decay =
+                vt->cum_log_decay[size_t(std::min<qint64>(Tv, result_->train_len) - 1)];
             target_ = decay_->addGraph();
             target_->setName("alignment target t/T·decay(train_len)");
             set_reference_pen(target_, RefTone::Muted, 1.5, Qt::DashLine);
-            target_->setData(QVector<double>{0, double(T - 1)},
-                             QVector<double>{0, train_decay * double(T - 1) / double(T)});
+            target_->setData(QVector<double>{0, double(Tv - 1)},
+                             QVector<double>{0, train_decay * double(Tv - 1) / double(Tv)});
         }
     }
-    info_->setText(any ? QString("layer %1, channel %2").arg(layer).arg(channel)
-                       : QString("layer %1, channel %2 was not traced in this run; pick a traced channel")
-                             .arg(layer)
-                             .arg(channel));
-    delta_->rescaleAxes();
-    decay_->rescaleAxes();
+    // Δ is recorded over a window of at most kMaxWindowTokens tokens: past it the plot says so.
+    if (any && result_->window_end < T) {
+        auto* past = new QCPItemRect(delta_);
+        past->topLeft->setTypeY(QCPItemPosition::ptAxisRectRatio);
+        past->bottomRight->setTypeY(QCPItemPosition::ptAxisRectRatio);
+        past->topLeft->setCoords(double(result_->window_end), 0);
+        past->bottomRight->setCoords(double(T - 1), 1);
+        QColor shade = reference_color(RefTone::Muted);
+        shade.setAlpha(40);
+        past->setBrush(shade);
+        past->setPen(Qt::NoPen);
+        auto* note = new QCPItemText(delta_);
+        note->position->setTypeY(QCPItemPosition::ptAxisRectRatio);
+        note->position->setCoords(double(result_->window_end), 0.5);
+        note->setPositionAlignment(Qt::AlignLeft | Qt::AlignVCenter);
+        note->setText(QString("  Δ recorded for tokens %1–%2 only\n  (at most %3 tokens per trace)")
+                          .arg(result_->window_begin)
+                          .arg(result_->window_end - 1)
+                          .arg(kMaxWindowTokens));
+        note->setColor(QApplication::palette().color(QPalette::Text));
+    }
+    if (!result_)
+        info_->setText("no run yet");
+    else if (any)
+        info_->setText(QString("layer %1, channel %2%3")
+                           .arg(layer)
+                           .arg(channel)
+                           .arg(find_trace(result_->methods.front(), layer, channel) &&
+                                        find_trace(result_->methods.front(), layer, channel)->global
+                                    ? " (global, §8.4)"
+                                    : ""));
+    else
+        info_->setText(
+            sel_->detailNote().isEmpty()
+                ? QString("layer %1, channel %2 was not traced in this run").arg(layer).arg(channel)
+                : sel_->detailNote());
+    // No detail: no plots (an empty plot with the previous channel's axes would look like data).
+    delta_->setVisible(any);
+    decay_->setVisible(any);
+    if (any) {
+        applyMethodVisibility(delta_);
+        applyMethodVisibility(decay_);
+        const double hi = double(std::max<qint64>(1, T - 1));
+        rescale_home(delta_, 0, hi);
+        rescale_home(decay_, 0, hi);
+    }
+    updateStatus();
     delta_->replot(QCustomPlot::rpQueuedReplot);
     decay_->replot(QCustomPlot::rpQueuedReplot);
 }
@@ -469,7 +725,8 @@ PerplexityView::PerplexityView(Selection* selection, QWidget* parent) : ResultVi
     plot_ = new_plot(this);
     plot_->xAxis->setLabel("position (predicting the next token)");
     plot_->yAxis->setLabel(QString("NLL, moving average of %1 (nats)").arg(kNllSmoothingTokens));
-    plot_->legend->setVisible(true);
+    legend_below(plot_, 4, [this](Method m) { toggleMethod(m); });
+    new Crosshair(plot_);
     lay->addWidget(plot_, 1);
     auto* sweepBar = new QHBoxLayout;
     loadSweep_ = new QPushButton("Load sweep CSV…");
@@ -484,8 +741,12 @@ PerplexityView::PerplexityView(Selection* selection, QWidget* parent) : ResultVi
     sweepPlot_->xAxis->setLabel("context length (tokens)");
     sweepPlot_->yAxis->setLabel("perplexity");
     sweepPlot_->xAxis->setScaleType(QCPAxis::stLogarithmic);
-    sweepPlot_->xAxis->setTicker(QSharedPointer<QCPAxisTickerLog>(new QCPAxisTickerLog));
+    // Ticks at the measured lengths (drawSweep): a log ticker labels only powers of ten, often none.
+    sweepPlot_->xAxis->setTicker(QSharedPointer<QCPAxisTickerText>(new QCPAxisTickerText));
+    legend_below(sweepPlot_, 4, [this](Method m) { toggleMethod(m); });
     sweepPlot_->legend->setVisible(false);  // shown once a sweep is loaded
+    new Crosshair(sweepPlot_);
+    make_interactive(sweepPlot_, ZoomAxes::XY);
     lay->addWidget(sweepPlot_, 1);
     connect(loadSweep_, &QPushButton::clicked, this, [this] {
         const QString p = QFileDialog::getOpenFileName(this, "Load perplexity sweep", sweepPath_,
@@ -521,9 +782,28 @@ PerplexityView::PerplexityView(Selection* selection, QWidget* parent) : ResultVi
         QToolTip::showText(ev->globalPosition().toPoint(), lines.join("\n"), sweepPlot_);
     });
     connect(sel_, &Selection::tokenChanged, this, [this] { updateCursor(); });
-    connect(plot_, &QCustomPlot::mouseDoubleClick, this, [this](QMouseEvent* ev) {
+    connect(sel_, &Selection::methodsShownChanged, this, [this] {
+        applyMethodVisibility(plot_);
+        applyMethodVisibility(sweepPlot_);
+    });
+    // A click (not a drag) selects the token; double-click resets the zoom (as in every plot).
+    auto press = std::make_shared<QPoint>();
+    connect(plot_, &QCustomPlot::mousePress, this, [press](QMouseEvent* ev) { *press = ev->pos(); });
+    connect(plot_, &QCustomPlot::mouseRelease, this, [this, press](QMouseEvent* ev) {
+        if ((ev->pos() - *press).manhattanLength() > 4 || !plot_->axisRect()->rect().contains(ev->pos()))
+            return;
         sel_->setToken(qint64(std::llround(plot_->xAxis->pixelToCoord(ev->pos().x()))));
     });
+}
+
+ResultView::Ranges PerplexityView::viewRanges() const {
+    const QCPRange x = plot_->xAxis->range();
+    return {{"x", {x.lower, x.upper}}};
+}
+
+void PerplexityView::setViewRanges(const Ranges& ranges) {
+    if (auto it = ranges.find("x"); it != ranges.end()) plot_->xAxis->setRange(it->second[0], it->second[1]);
+    plot_->replot(QCustomPlot::rpQueuedReplot);
 }
 
 QCPGraph* PerplexityView::sweepGraph(Method m) const {
@@ -561,12 +841,23 @@ void PerplexityView::drawSweep() {
         for (const auto* pt : pts) x << double(pt->length), y << pt->perplexity;
         auto* g = sweepPlot_->addGraph();
         g->setName(method_label(m));
+        tag_method(g, m);
         const QColor col = method_color(m);
         g->setPen(QPen(col, 1.5));
         g->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDisc, col, 6));
         g->setData(x, y, true);
         sweepGraphs_[m] = g;
     }
+    {
+        auto ticker = qSharedPointerCast<QCPAxisTickerText>(sweepPlot_->xAxis->ticker());
+        ticker->clear();
+        for (const auto& pt : sweep_) {
+            const double len = double(pt.length);
+            ticker->addTick(len, len >= 1024 && pt.length % 1024 == 0 ? QString("%1k").arg(pt.length / 1024)
+                                                                      : QString::number(pt.length));
+        }
+    }
+    applyMethodVisibility(sweepPlot_);
     sweepPlot_->rescaleAxes();
     QCPRange xr = sweepPlot_->xAxis->range();
     if (result_ && result_->train_len > 0) xr.expand(double(result_->train_len));  // keep the mark visible
@@ -574,6 +865,7 @@ void PerplexityView::drawSweep() {
     const QCPRange yr = sweepPlot_->yAxis->range();
     sweepPlot_->yAxis->setRange(std::max(0.0, yr.lower - 0.05 * yr.size()),
                                 yr.upper + 0.05 * yr.size() + 1e-9);
+    set_home(sweepPlot_);
     if (result_ && result_->train_len > 0) {
         sweepTrain_ = new QCPItemStraightLine(sweepPlot_);
         sweepTrain_->point1->setCoords(double(result_->train_len), 0);
@@ -586,6 +878,11 @@ void PerplexityView::drawSweep() {
             .arg(qint64(sweep_.size()))
             .arg(sweepTrain_ ? QString(" · dashed: training length %1").arg(result_->train_len) : QString()));
     sweepPlot_->replot(QCustomPlot::rpQueuedReplot);
+}
+
+void PerplexityView::setCompact(bool compact) {
+    loadSweep_->setVisible(!compact);
+    sweepInfo_->setVisible(!compact && !sweep_.empty());
 }
 
 QCPGraph* PerplexityView::nllGraph(Method m) const {
@@ -606,6 +903,7 @@ void PerplexityView::setResult(RunResultPtr result) {
         return;
     }
     QStringList parts;
+    const qint64 T = qint64(result_->input.ids.size());
     for (const auto& mr : result_->methods) {
         if (mr.nll.empty()) continue;
         QVector<double> x(qsizetype(mr.nll.size())), y(x.size());
@@ -618,13 +916,20 @@ void PerplexityView::setResult(RunResultPtr result) {
         auto* g = plot_->addGraph();
         g->setName(method_label(mr.method));
         g->setPen(QPen(method_color(mr.method), 1.2));
+        tag_method(g, mr.method);
         set_graph(g, x, moving_average(y, kNllSmoothingTokens));
         graphs_[mr.method] = g;
         const double mean = sum / double(x.size());
-        parts << QString("%1: mean NLL %2 nats, ppl %3")
+        // DeciMamba scores only the positions that survived decimation: say over how many.
+        const QString over =
+            qint64(x.size()) < T - 1
+                ? QString(" over %1 of %2 positions (the kept ones)").arg(x.size()).arg(T - 1)
+                : QString();
+        parts << QString("%1: mean NLL %2 nats, ppl %3%4")
                      .arg(method_label(mr.method))
                      .arg(mean, 0, 'f', 4)
-                     .arg(std::exp(mean), 0, 'f', 3);
+                     .arg(std::exp(mean), 0, 'f', 3)
+                     .arg(over);
     }
     if (result_->train_len > 0) {
         auto* line = new QCPItemStraightLine(plot_);
@@ -636,7 +941,8 @@ void PerplexityView::setResult(RunResultPtr result) {
     cursor_->setPen(QPen(QColor(0, 150, 150), 1));
     info_->setText(parts.join("   ·   ") +
                    QString("   (dashed: training length %1)").arg(result_->train_len));
-    plot_->rescaleAxes();
+    applyMethodVisibility(plot_);
+    rescale_home(plot_, 0, double(std::max<qint64>(1, T - 1)));
     updateCursor();
     drawSweep();  // the training-length mark follows the run; the sweep itself does not
 }
@@ -661,7 +967,19 @@ GlobalRatioView::GlobalRatioView(Selection* selection, QWidget* parent) : Result
     layers_ = new_plot(this);
     layers_->xAxis->setLabel("layer");
     layers_->yAxis->setLabel("global channels (%), log decay > ln c (§8.4)");
-    layers_->legend->setVisible(true);
+    legend_below(layers_, 3);
+    set_integer_ticks(layers_->xAxis);
+    new Crosshair(layers_, [this](double x) {
+        const int l = int(std::lround(x));
+        if (!result_ || l < 0 || l >= result_->n_layer || layerGraphs_.empty()) return QString();
+        QStringList lines{QString("layer %1").arg(l)};
+        for (size_t i = 0; i < cs_.size(); ++i) {
+            const auto* d = layerGraphs_[i]->data().data();
+            if (l < d->size())
+                lines << QString("c = %1: %2 %").arg(cs_[i], 0, 'g', 3).arg(d->at(l)->value, 0, 'f', 2);
+        }
+        return lines.join("\n");
+    });
     layers_->setToolTip("Click a layer to select it (the channel is kept).");
     overall_ = new_plot(this);
     overall_->xAxis->setLabel("c");
@@ -673,7 +991,13 @@ GlobalRatioView::GlobalRatioView(Selection* selection, QWidget* parent) : Result
     overall_->xAxis->setTicker(ticker);
     overall_->xAxis->setNumberFormat("eb");
     overall_->xAxis->setNumberPrecision(0);
-    overall_->legend->setVisible(true);
+    legend_below(overall_, 3);
+    new Crosshair(overall_, [this](double c) {
+        if (!overallGraph_ || overallGraph_->data()->isEmpty()) return QString();
+        auto it = overallGraph_->data()->findBegin(c);
+        if (it == overallGraph_->data()->constEnd()) return QString();
+        return QString("c = %1: %2 % global").arg(it->key, 0, 'g', 3).arg(it->value, 0, 'f', 2);
+    });
     lay->addWidget(layers_, 1);
     lay->addWidget(overall_, 1);
     connect(sel_, &Selection::channelChanged, this, [this] { updateLayerMarker(); });
@@ -796,7 +1120,7 @@ void GlobalRatioView::setResult(RunResultPtr result) {
     set_reference_pen(layerLine_, RefTone::Muted, 1, Qt::DotLine);
     layers_->xAxis->setRange(-0.5, L - 0.5);
     layers_->yAxis->setRange(0, 105);
-    layers_->xAxis->ticker()->setTickStepStrategy(QCPAxisTicker::tssReadability);
+    set_home(layers_);
     // Plot 2: overall % global vs c on a log axis, from one sorted copy of the log decays:
     // #(log_decay > ln c) = n − upper_bound(ln c).
     std::vector<double> sorted = ld.data;
@@ -831,6 +1155,7 @@ void GlobalRatioView::setResult(RunResultPtr result) {
     }
     overall_->xAxis->setRange(kOverallMinC / 3, 1.0);
     overall_->yAxis->setRange(0, 105);
+    set_home(overall_);
     info_->setText(
         QString("Global channels (method doc §8.4): log decay of the calibration > ln c, %1 layers × %2 "
                 "channels%3. Click a layer to select it.")
@@ -851,8 +1176,9 @@ void GlobalRatioView::setResult(RunResultPtr result) {
 ReceptiveFieldView::ReceptiveFieldView(Selection* selection, QWidget* parent)
     : ResultView(selection, parent) {
     auto* lay = new QVBoxLayout(this);
-    plot_ = new_plot(this);
+    plot_ = new_plot(this, ZoomAxes::XY);
     plot_->xAxis->setLabel("layer");
+    set_integer_ticks(plot_->xAxis);
     plot_->yAxis->setLabel("receptive field at the last position (tokens, §8.7)");
     plot_->yAxis->setScaleType(QCPAxis::stLogarithmic);
     plot_->yAxis->setTicker(QSharedPointer<QCPAxisTickerLog>(new QCPAxisTickerLog));
@@ -868,7 +1194,9 @@ ReceptiveFieldView::ReceptiveFieldView(Selection* selection, QWidget* parent)
     plot_->legend->setFillOrder(QCPLayoutGrid::foColumnsFirst);
     plot_->legend->setWrap(3);
     plot_->legend->setMargins(QMargins(6, 2, 6, 2));
+    legend_below(plot_, 3, [this](Method m) { toggleMethod(m); });  // click an entry: hide the method
     lay->addWidget(plot_, 1);
+    connect(sel_, &Selection::methodsShownChanged, this, [this] { applyMethodVisibility(plot_); });
 }
 
 QCPGraph* ReceptiveFieldView::rfGraph(Method m) const {
@@ -912,6 +1240,7 @@ void ReceptiveFieldView::setResult(RunResultPtr result) {
         g->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDisc, col, 3));
         g->setPen(QPen(col));
         g->setData(x, y);
+        tag_method(g, mr.method);
         graphs_[mr.method] = g;
         if (!gx.isEmpty()) rings.push_back({mr.method, gx, gy});
         ++k;
@@ -925,6 +1254,7 @@ void ReceptiveFieldView::setResult(RunResultPtr result) {
         gg->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCircle, QPen(method_color(m).darker(150), 1.3),
                                             Qt::NoBrush, 8));
         gg->setData(gx, gy);
+        tag_method(gg, m);
         globalGraphs_[m] = gg;
         if (&m != &rings.front().m) gg->removeFromLegend();
     }
@@ -944,6 +1274,8 @@ void ReceptiveFieldView::setResult(RunResultPtr result) {
     // Log-axis headroom: points at the input length (censored fields) and at 1 token stay off the frame.
     const QCPRange yr = plot_->yAxis->range();
     if (yr.lower > 0) plot_->yAxis->setRange(yr.lower / 1.6, yr.upper * 1.6);
+    set_home(plot_);
+    applyMethodVisibility(plot_);
     plot_->replot(QCustomPlot::rpQueuedReplot);
 }
 
@@ -951,12 +1283,42 @@ void ReceptiveFieldView::setResult(RunResultPtr result) {
 
 AttentionView::AttentionView(Selection* selection, QWidget* parent) : ResultView(selection, parent) {
     auto* lay = new QVBoxLayout(this);
+    auto* top = new QHBoxLayout;
     info_ = new QLabel;
-    lay->addWidget(info_);
+    info_->setWordWrap(true);
+    top->addWidget(info_, 1);
+    add_method_toggles(top, sel_);
+    lay->addLayout(top);
     host_ = new QWidget;
     new QHBoxLayout(host_);
     lay->addWidget(host_, 1);
     connect(sel_, &Selection::channelChanged, this, [this] { redraw(); });
+    connect(sel_, &Selection::detailStatusChanged, this, [this] {
+        if (maps_.empty() && result_ && !building() && !sel_->detailNote().isEmpty())
+            info_->setText(sel_->detailNote());
+    });
+    connect(sel_, &Selection::methodsShownChanged, this, [this] {
+        for (size_t i = 0; i < plots_.size(); ++i) plots_[i]->setVisible(sel_->methodShown(methods_[i]));
+    });
+}
+
+QString AttentionView::readoutAt(int i, QPoint pixel) const {
+    if (i < 0 || i >= int(maps_.size())) return {};
+    QCustomPlot* plot = plots_[size_t(i)];
+    QCPColorMap* map = maps_[size_t(i)];
+    int key = 0, value = 0;
+    map->data()->coordToCell(plot->xAxis->pixelToCoord(pixel.x()), plot->yAxis->pixelToCoord(pixel.y()), &key,
+                             &value);
+    if (key < 0 || value < 0 || key >= map->data()->keySize() || value >= map->data()->valueSize()) return {};
+    double j = 0, ti = 0;
+    map->data()->cellToCoord(key, value, &j, &ti);
+    const bool deci = methods_[size_t(i)] == Method::DeciMamba;
+    return QString("%1 · %2 i = %3, j = %4\nα = %5")
+        .arg(method_label(methods_[size_t(i)]))
+        .arg(deci ? "kept token" : "token")
+        .arg(qint64(ti))
+        .arg(qint64(j))
+        .arg(map->data()->cell(key, value), 0, 'g', 4);
 }
 
 void AttentionView::setResult(RunResultPtr result) {
@@ -975,6 +1337,8 @@ struct AttentionView::Built {
 void AttentionView::redraw() {
     discard_plots(plots_);
     maps_.clear();
+    methods_.clear();
+    scale_ = nullptr;
     if (!result_) {
         build_.cancel();
         info_->clear();
@@ -998,9 +1362,11 @@ void AttentionView::redraw() {
                         return b;
                     }
                     const int W = int(am.alpha.shape[0]);
+                    // DeciMamba's rows are the window's tokens that survived decimation, not consecutive
+                    // positions: its axes count kept tokens 0 … W−1.
+                    const double lo = mr.method == Method::DeciMamba ? 0.0 : double(am.begin);
                     auto* data =
-                        new QCPColorMapData(W, W, QCPRange(double(am.begin), double(am.begin + W - 1)),
-                                            QCPRange(double(am.begin), double(am.begin + W - 1)));
+                        new QCPColorMapData(W, W, QCPRange(lo, lo + W - 1), QCPRange(lo, lo + W - 1));
                     b.maps->data.push_back(data);
                     b.methods.push_back(mr.method);
                     for (int i = 0; i < W; ++i)
@@ -1016,29 +1382,78 @@ void AttentionView::apply(Built& b) {
     if (b.stale || !result_) return;
     discard_plots(plots_);
     maps_.clear();
+    methods_.clear();
+    scale_ = nullptr;
+    // One colour range for every map, so their shades compare.
+    QCPRange range;
+    bool first = true;
+    for (auto* d : b.maps->data) {
+        if (!d) continue;
+        d->recalculateDataBounds();
+        range = first ? d->dataBounds()
+                      : QCPRange(std::min(range.lower, d->dataBounds().lower),
+                                 std::max(range.upper, d->dataBounds().upper));
+        first = false;
+    }
+    if (!(range.size() > 0)) range = QCPRange(range.lower, range.lower + 1);
     for (size_t k = 0; k < b.methods.size(); ++k) {
-        auto* plot = new_plot(host_);
+        const Method method = b.methods[k];
+        auto* plot = new_plot(host_, ZoomAxes::XY);
         host_->layout()->addWidget(plot);
         plot->plotLayout()->insertRow(0);
         plot->plotLayout()->addElement(
-            0, 0, new QCPTextElement(plot, method_label(b.methods[k]), QFont("sans", 10, QFont::Bold)));
-        plot->xAxis->setLabel("source token j");
-        plot->yAxis->setLabel("target token i");
+            0, 0, new QCPTextElement(plot, method_label(method), QFont("sans", 10, QFont::Bold)));
+        const bool deci = method == Method::DeciMamba;
+        plot->xAxis->setLabel(deci ? "source: kept token j" : "source token j");
+        plot->yAxis->setLabel(deci ? "target: kept token i" : "target token i");
+        set_integer_ticks(plot->xAxis);
+        set_integer_ticks(plot->yAxis);
         plot->yAxis->setRangeReversed(true);
-        style_plot(plot);
         auto* map = new QCPColorMap(plot->xAxis, plot->yAxis);
         map->setData(b.maps->take(k), false);
         map->setGradient(QCPColorGradient::gpHot);
-        map->rescaleDataRange();
+        map->setDataRange(range);
         plot->rescaleAxes();
+        set_home(plot);
+        plot->setVisible(sel_->methodShown(method));
+        connect(plot, &QCustomPlot::mouseMove, this, [this, k](QMouseEvent* ev) {
+            const QString text = readoutAt(int(k), ev->pos());
+            if (text.isEmpty())
+                QToolTip::hideText();
+            else
+                QToolTip::showText(ev->globalPosition().toPoint(), text, plots_[k]);
+        });
         plots_.push_back(plot);
         maps_.push_back(map);
+        methods_.push_back(method);
     }
+    if (!plots_.empty()) {
+        scale_ = new QCPColorScale(plots_.back());
+        plots_.back()->plotLayout()->addElement(1, 1, scale_);
+        scale_->setGradient(QCPColorGradient::gpHot);
+        scale_->setDataRange(range);
+        scale_->axis()->setLabel("α (one scale for all maps)");
+        for (auto* p : plots_) style_plot(p);
+        // Same-method windows of one shape: zoom together (DeciMamba's kept-token axes differ in meaning).
+        std::vector<QCustomPlot*> linked;
+        for (size_t k = 0; k < plots_.size(); ++k)
+            if (methods_[k] != Method::DeciMamba) linked.push_back(plots_[k]);
+        if (linked.size() > 1) link_axes(linked, ZoomAxes::XY);
+    }
+    QString norm = "the engine's normalisation";
+    for (const auto& mr : result_->methods)
+        for (const auto& am : mr.attention)
+            if (am.ref.layer == b.layer && am.ref.channel == b.channel) norm = attention_norm_name(am.norm);
     info_->setText(
         !maps_.empty()
-            ? QString("hidden attention α(i, j) of layer %1, channel %2 (method doc §5), normalised per map")
+            ? QString(
+                  "hidden attention α(i, j) of layer %1, channel %2 (method doc §5); each map as the engine "
+                  "recorded it (normalisation: %3), all on one colour scale")
                   .arg(b.layer)
                   .arg(b.channel)
+                  .arg(norm)
+        : !sel_->detailNote().isEmpty()
+            ? sel_->detailNote()
             : QString("no attention map recorded for layer %1, channel %2").arg(b.layer).arg(b.channel));
     for (auto* p : plots_) p->replot(QCustomPlot::rpQueuedReplot);
 }
@@ -1048,7 +1463,7 @@ void AttentionView::apply(Built& b) {
 TokensView::TokensView(Selection* selection, QWidget* parent) : ResultView(selection, parent) {
     auto* lay = new QVBoxLayout(this);
     auto* top = new QHBoxLayout;
-    top->addWidget(new QLabel("Colour:"));
+    top->addWidget(control_label("Colour:"));
     mode_ = new QComboBox;
     mode_->addItem("critical tokens of the selected channel (LongMamba §8.6)", Critical);
     mode_->addItem("NLL change LongMamba − vanilla (red: worse, green: better)", NllChange);
@@ -1136,15 +1551,48 @@ QTextCharFormat TokensView::formatAt(qint64 t) const {
     return c.charFormat();
 }
 
+QString TokensView::hoverText(qint64 t) const {
+    if (!result_ || t < 0 || t >= qint64(result_->input.ids.size())) return {};
+    const auto& in = result_->input;
+    QString s =
+        size_t(t) < in.token_strings.size() ? QString::fromUtf8(in.token_strings[size_t(t)]) : QString();
+    s.replace('\n', "\\n");
+    QStringList lines{QString("token %1 \"%2\" (id %3)").arg(t).arg(s).arg(in.ids[size_t(t)])};
+    // NLL of predicting this token (position t − 1 predicts t), per method.
+    for (const auto& mr : result_->methods) {
+        auto it = std::lower_bound(mr.nll_positions.begin(), mr.nll_positions.end(), t - 1);
+        if (it != mr.nll_positions.end() && *it == t - 1 &&
+            size_t(it - mr.nll_positions.begin()) < mr.nll.size())
+            lines << QString("%1 NLL %2 nats")
+                         .arg(method_label(mr.method))
+                         .arg(mr.nll[size_t(it - mr.nll_positions.begin())], 0, 'f', 3);
+    }
+    if (const MethodResult* lm = result_->find(Method::LongMamba)) {
+        if (const ChannelTrace* tr = find_trace(*lm, sel_->layer(), sel_->channel())) {
+            const qint64 w = t - result_->window_begin;
+            if (w >= 0 && w < qint64(tr->critical.size()))
+                lines << QString("layer %1 channel %2: Δ %3, %4")
+                             .arg(sel_->layer())
+                             .arg(sel_->channel())
+                             .arg(tr->delta_raw[size_t(w)], 0, 'g', 4)
+                             .arg(tr->critical[size_t(w)] ? "critical (kept)" : "filtered");
+        }
+        if (keepCount(t) >= 0)
+            lines << QString("kept by %1 of %2 global channels").arg(keepCount(t)).arg(globalChannels());
+    }
+    if (const QString mark = toolTipAt(t); !mark.isEmpty()) lines << mark;
+    return lines.join("\n");
+}
+
 bool TokensView::eventFilter(QObject* watched, QEvent* event) {
     if (watched == text_->viewport() && event->type() == QEvent::ToolTip) {
         auto* he = static_cast<QHelpEvent*>(event);
         const qint64 t = tokenAtTextPosition(text_->cursorForPosition(he->pos()).position());
-        const QString tip = t >= 0 ? toolTipAt(t) : QString();
+        const QString tip = hoverText(t);
         if (tip.isEmpty())
             QToolTip::hideText();
         else
-            QToolTip::showText(he->globalPos(), QString("token %1: %2").arg(t).arg(tip), text_);
+            QToolTip::showText(he->globalPos(), tip, text_);
         return true;
     }
     return ResultView::eventFilter(watched, event);
@@ -1199,6 +1647,7 @@ TokenSpan write_tokens(QTextCursor& cur, const RunResult& r, qint64 first, qint6
         return keep->global_keep_count[size_t(t)];
     };
     const auto* trace = c.trace;
+    const bool dark = dark_palette();
     QTextCharFormat plain;
     cur.beginEditBlock();  // one layout for the whole span, not one per token
     for (qint64 t = first; t < last; ++t) {
@@ -1210,7 +1659,8 @@ TokenSpan write_tokens(QTextCursor& cur, const RunResult& r, qint64 first, qint6
         if (mode == TokensView::Critical && trace) {
             const qint64 w = t - r.window_begin;
             if (w >= 0 && w < qint64(trace->critical.size()) && trace->critical[size_t(w)]) {
-                f.setBackground(QColor(255, 214, 102));
+                f.setBackground(kCriticalHighlight);
+                f.setForeground(readable_on(kCriticalHighlight));  // dark text on yellow in either palette
                 ++span.highlighted;
             }
         } else if (mode == TokensView::GlobalKeep && span.n_global > 0 && keepCount(t) >= 0) {
@@ -1231,18 +1681,21 @@ TokenSpan write_tokens(QTextCursor& cur, const RunResult& r, qint64 first, qint6
         // Needle and answer: text colour, weight and underline only, so the mode's background (critical
         // tokens, NLL change, global keep) stays what the reader sees on them.
         const QString& key = span.key;
+        // Lighter marks on a dark background.
+        const QColor needle = dark ? QColor(255, 120, 220) : QColor(176, 0, 128);
+        const QColor answer = dark ? QColor(100, 230, 150) : QColor(0, 120, 60);
         if (span.needle_begin >= 0 && t >= span.needle_begin && t < span.needle_end) {
-            f.setForeground(QColor(176, 0, 128));
+            f.setForeground(needle);
             f.setFontWeight(QFont::Bold);
             f.setFontUnderline(true);
-            f.setUnderlineColor(QColor(176, 0, 128));
+            f.setUnderlineColor(needle);
             f.setToolTip(key.isEmpty() ? QString("needle") : QString("needle (key %1)").arg(key));
             f.setProperty(TokensView::kMarkProperty, int(TokensView::NeedleMark));
         } else if (span.answer_begin >= 0 && t >= span.answer_begin) {
-            f.setForeground(QColor(0, 120, 60));
+            f.setForeground(answer);
             f.setFontWeight(QFont::Bold);
             f.setUnderlineStyle(QTextCharFormat::DashUnderline);
-            f.setUnderlineColor(QColor(0, 120, 60));
+            f.setUnderlineColor(answer);
             f.setToolTip(key.isEmpty() ? QString("answer (teacher-forced)")
                                        : QString("answer: the key %1 (teacher-forced)").arg(key));
             f.setProperty(TokensView::kMarkProperty, int(TokensView::AnswerMark));
@@ -1481,16 +1934,143 @@ std::pair<qint64, qint64> NeedleTokensStrip::shownTokens() {
 
 // ---- Comparison composite and export ----------------------------------------------------------------------
 
+QString figure_caption(const RunResult& r) {
+    auto prov = [&](const char* key) {
+        auto it = r.provenance.find(key);
+        return it == r.provenance.end() ? QString() : QString::fromStdString(it->second);
+    };
+    QString model = prov("model_name");
+    if (model.isEmpty()) model = prov("model");
+    if (model.isEmpty()) model = QFileInfo(prov("model_path")).fileName();
+    if (model.isEmpty()) model = "unknown model";
+    QString input;
+    if (!prov("haystack.length").isEmpty())
+        input = QString("passkey haystack, depth %1").arg(prov("haystack.depth").toDouble(), 0, 'g', 3);
+    else if (!r.input.text_path.empty())
+        input = QFileInfo(QString::fromStdString(r.input.text_path)).fileName();
+    else
+        input = "pasted text";
+    QStringList parts{model, input};
+    for (const auto& m : r.methods)
+        if (m.method == Method::LongMamba) {
+            if (auto it = m.params.find("c"); it != m.params.end())
+                parts << QString("c = %1").arg(it->second);
+            if (auto it = m.params.find("b"); it != m.params.end())
+                parts << QString("b = %1").arg(it->second);
+        }
+    parts << QString("%1 tokens").arg(qint64(r.input.ids.size()));
+    return parts.join(" · ");
+}
+
+namespace {
+
+QString model_title(const RunResult* r) {
+    if (!r) return "no run";
+    for (const char* key : {"model_name", "model"})
+        if (auto it = r->provenance.find(key); it != r->provenance.end() && !it->second.empty())
+            return QString::fromStdString(it->second);
+    if (auto it = r->provenance.find("model_path"); it != r->provenance.end())
+        return QFileInfo(QString::fromStdString(it->second)).fileName();
+    return "unknown model";
+}
+
+// Widgets that are the user's controls, not part of a figure.
+bool is_control(const QWidget* w) {
+    return qobject_cast<const QComboBox*>(w) || qobject_cast<const QAbstractButton*>(w) ||
+           qobject_cast<const QProgressBar*>(w) || qobject_cast<const QLineEdit*>(w) ||
+           qobject_cast<const QAbstractSpinBox*>(w) || qobject_cast<const QScrollBar*>(w) ||
+           qobject_cast<const QTabBar*>(w) || w->property(kControlLabel).toBool();
+}
+
+// Paints the children of `w` at `offset`: plots through QCustomPlot's own painter (vector lines and text),
+// text views through their viewport, every other widget by its own paint event; controls are left out.
+void paint_children(QWidget* w, QCPPainter& p, QPoint offset) {
+    for (QObject* o : w->children()) {
+        auto* c = qobject_cast<QWidget*>(o);
+        if (!c || c->isHidden() || c->isWindow() || is_control(c)) continue;
+        const QPoint at = offset + c->pos();
+        p.save();
+        p.translate(at);
+        if (auto* plot = qobject_cast<QCustomPlot*>(c)) {
+            plot->toPainter(&p, plot->width(), plot->height());
+        } else if (auto* area = qobject_cast<QAbstractScrollArea*>(c)) {
+            p.translate(area->viewport()->pos());
+            area->viewport()->render(&p, QPoint(), QRegion(), QWidget::DrawWindowBackground);
+        } else {
+            c->render(&p, QPoint(), QRegion(), QWidget::RenderFlags());
+        }
+        p.restore();
+        if (!qobject_cast<QCustomPlot*>(c) && !qobject_cast<QAbstractScrollArea*>(c))
+            paint_children(c, p, at);
+    }
+}
+
+// Lays `w` out (shown offscreen if needed), waits for its heatmap builds and relays out every plot.
+struct Prepared {
+    QWidget* w;
+    bool wasVisible;
+    explicit Prepared(QWidget* widget) : w(widget), wasVisible(widget->isVisible()) {
+        wait_for_builds(w);
+        if (!wasVisible) {
+            w->setAttribute(Qt::WA_DontShowOnScreen);
+            w->show();
+        }
+        QCoreApplication::processEvents();
+        for (auto* p : w->findChildren<QCustomPlot*>()) p->replot(QCustomPlot::rpImmediateRefresh);
+    }
+    ~Prepared() {
+        if (!wasVisible) w->hide();
+    }
+};
+
+constexpr int kCaptionHeightPx = 16;  // the caption stamp's strip under an exported figure
+constexpr double kCaptionPointSize = 7.5;
+
+// The figure (and its caption stamp under it) into an active painter; `size` is the page in widget pixels.
+void paint_figure(QWidget* w, QCPPainter& p, const QString& caption, bool vector) {
+    if (vector) p.setMode(QCPPainter::pmVectorized);
+    const QPalette pal = w->palette();
+    const QSize page = w->size() + QSize(0, caption.isEmpty() ? 0 : kCaptionHeightPx);
+    p.fillRect(QRect(QPoint(), page), pal.color(QPalette::Window));
+    paint_children(w, p, QPoint());
+    if (!caption.isEmpty()) {
+        QFont f = p.font();
+        f.setPointSizeF(kCaptionPointSize);
+        p.setFont(f);
+        p.setPen(reference_color(RefTone::Muted));
+        p.drawText(QRect(6, w->height(), w->width() - 12, kCaptionHeightPx),
+                   Qt::AlignRight | Qt::AlignVCenter, "Mambascope · " + caption);
+    }
+}
+
+QImage figure_image(QWidget* w, double scale, const QString& caption) {
+    const QSize page = w->size() + QSize(0, caption.isEmpty() ? 0 : kCaptionHeightPx);
+    // Below 1× paint at 1× and shrink (a fractional device pixel ratio blurs text).
+    const double r = std::max(1.0, scale);
+    QImage img(page * r, QImage::Format_ARGB32);
+    img.setDevicePixelRatio(r);
+    {
+        QCPPainter p(&img);
+        p.setRenderHint(QPainter::Antialiasing);
+        p.setRenderHint(QPainter::TextAntialiasing);
+        paint_figure(w, p, caption, false);
+    }
+    if (scale < 1.0) {
+        img.setDevicePixelRatio(1.0);
+        img = img.scaled(page * scale, Qt::KeepAspectRatio, Qt::SmoothTransformation);
+    }
+    return img;
+}
+
+}  // namespace
+
 ComparisonWidget::ComparisonWidget(RunResultPtr result, Selection* selection, QWidget* parent,
                                    std::shared_ptr<const RetrievalResult> retrieval)
-    : QWidget(parent) {
+    : QWidget(parent), caption_(result ? figure_caption(*result) : QString()) {
     auto* grid = new QGridLayout(this);
+    grid->setContentsMargins(10, 8, 10, 4);
     auto* title = new QLabel(QString("<b>Mambascope</b> · %1 · %2 tokens · train length %3")
-                                 .arg(result && result->provenance.count("model")
-                                          ? QString::fromStdString(result->provenance.at("model"))
-                                      : result && result->provenance.count("model_name")
-                                          ? QString::fromStdString(result->provenance.at("model_name"))
-                                          : QString("run"))
+                                 .arg(model_title(result.get()).toHtmlEscaped())
                                  .arg(result ? qint64(result->input.ids.size()) : 0)
                                  .arg(result ? result->train_len : 0));
     grid->addWidget(title, 0, 0, 1, 2);
@@ -1514,14 +2094,21 @@ ComparisonWidget::ComparisonWidget(RunResultPtr result, Selection* selection, QW
             height += strip_->sizeHint().height() + 6;
         }
     }
+    auto* ppl = new PerplexityView(selection);
+    ppl->setCompact(true);  // no sweep controls; the sweep itself only when one is loaded
     ResultView* views[] = {new ChannelMapView(selection), new ReceptiveFieldView(selection),
-                           new ChannelDetailView(selection), new PerplexityView(selection)};
+                           new ChannelDetailView(selection), ppl};
     for (int i = 0; i < 4; ++i) {
         views[i]->setResult(result);
         grid->addWidget(views[i], row + i / 2, i % 2);
     }
+    // A figure has no controls: they are hidden, so they take no room either.
+    for (auto* c : findChildren<QWidget*>())
+        if (is_control(c) && !qobject_cast<QScrollBar*>(c)) c->hide();
     grid->setRowStretch(row, 1);
     grid->setRowStretch(row + 1, 1);
+    grid->setColumnStretch(0, 1);  // two equal columns, whatever each view's minimum width
+    grid->setColumnStretch(1, 1);
     row += 2;
     if (retrieval) {
         auto* rv = new RetrievalView(selection);
@@ -1540,52 +2127,57 @@ void wait_for_builds(QWidget* w) {
     for (auto* v : w->findChildren<ResultView*>()) v->waitForBuild();
 }
 
-static QImage render_widget(QWidget* w, double scale) {
-    wait_for_builds(w);
-    const bool wasVisible = w->isVisible();
-    if (!wasVisible) {
-        w->setAttribute(Qt::WA_DontShowOnScreen);
-        w->show();
-    }
-    QCoreApplication::processEvents();
-    for (auto* p : w->findChildren<QCustomPlot*>()) p->replot(QCustomPlot::rpImmediateRefresh);
-    // Below 1× QWidget::render ignores the device pixel ratio: render at 1× and shrink.
-    const double r = std::max(1.0, scale);
-    QImage img(w->size() * r, QImage::Format_ARGB32);
-    img.setDevicePixelRatio(r);
-    img.fill(w->palette().color(QPalette::Window));
-    w->render(&img);
-    if (!wasVisible) w->hide();
-    if (scale < 1.0) {
-        img.setDevicePixelRatio(1.0);
-        img = img.scaled(w->size() * scale, Qt::KeepAspectRatio, Qt::SmoothTransformation);
-    }
-    return img;
+QImage ComparisonWidget::render(double scale) {
+    Prepared prepared(this);
+    return figure_image(this, scale, caption_);
 }
 
-QImage ComparisonWidget::render(double scale) {
-    return render_widget(this, scale);
+void ComparisonWidget::save(const QString& path, double scale) {
+    Prepared prepared(this);
+    export_figure(this, path, scale, caption_);
+}
+
+void export_figure(QWidget* w, const QString& path, double scale, const QString& caption) {
+    Prepared prepared(w);
+    const QSize page = w->size() + QSize(0, caption.isEmpty() ? 0 : kCaptionHeightPx);
+    QBuffer buffer;
+    buffer.open(QIODevice::WriteOnly);
+    if (path.endsWith(".pdf", Qt::CaseInsensitive)) {
+        // One PDF point per widget pixel: lines and text stay vectors (QCustomPlot paints them itself).
+        QPdfWriter pdf(&buffer);
+        pdf.setResolution(kPdfDpi);
+        pdf.setPageSize(QPageSize(QSizeF(page), QPageSize::Point));
+        pdf.setPageMargins(QMarginsF(0, 0, 0, 0));
+        pdf.setCreator("Mambascope");
+        QCPPainter p;
+        if (!p.begin(&pdf)) throw Error("cannot render the PDF of " + path.toStdString());
+        paint_figure(w, p, caption, true);
+        p.end();
+    } else if (path.endsWith(".svg", Qt::CaseInsensitive)) {
+        QSvgGenerator svg;
+        svg.setOutputDevice(&buffer);
+        svg.setSize(page);
+        svg.setViewBox(QRect(QPoint(), page));
+        svg.setResolution(kPdfDpi);
+        svg.setTitle("Mambascope");
+        QCPPainter p;
+        if (!p.begin(&svg)) throw Error("cannot render the SVG of " + path.toStdString());
+        paint_figure(w, p, caption, true);
+        p.end();
+    } else if (path.endsWith(".png", Qt::CaseInsensitive)) {
+        if (!figure_image(w, scale, caption).save(&buffer, "PNG"))
+            throw Error("cannot encode " + path.toStdString() + " as PNG");
+    } else {
+        throw Error("cannot export to " + path.toStdString() + ": unknown format",
+                    "use a .png, .pdf or .svg file name");
+    }
+    write_file_atomic(path.toStdString(), std::string_view(buffer.data().constData(), size_t(buffer.size())));
 }
 
 void export_widget(QWidget* w, const QString& path, double scale) {
-    if (path.endsWith(".pdf", Qt::CaseInsensitive)) {
-        QPdfWriter pdf(path);
-        pdf.setPageSize(QPageSize(QSizeF(w->size()), QPageSize::Point));
-        pdf.setPageMargins(QMarginsF(0, 0, 0, 0));
-        pdf.setResolution(144);
-        const QImage img = render_widget(w, scale);
-        QPainter p;
-        if (!p.begin(&pdf))
-            throw Error("cannot write " + path.toStdString(), "check that the folder is writable");
-        const QRect page = p.viewport();
-        p.drawImage(page, img);
-        p.end();
-        return;
-    }
-    const QImage img = render_widget(w, scale);
-    if (!img.save(path))
-        throw Error("cannot write image " + path.toStdString(),
-                    "use a .png or .pdf name in a writable folder");
+    QString caption;
+    if (auto* v = qobject_cast<ResultView*>(w); v && v->result()) caption = figure_caption(*v->result());
+    export_figure(w, path, scale, caption);
 }
 
 }  // namespace mambascope::gui

@@ -1,17 +1,23 @@
 // views.h: the result views. Each draws one aspect of a RunResult and follows the shared Selection.
 //
 // Design decision: a view owns no data beyond a shared_ptr to the immutable RunResult; setResult() rebuilds
-// the plots, selection changes only redraw what depends on the selection. Long series are decimated
-// (gui_util.h) before they reach QCustomPlot. Accessors for the plotted objects exist for the tests.
+// the plots, selection changes only redraw what depends on the selection. Long series are thinned per pixel
+// column on every zoom and plots behave alike (plot_tools.h). Export paints the view as a figure (vector PDF
+// / SVG, or PNG) without its controls. Accessors for the plotted objects exist for the tests.
 #pragma once
 
 #include <qcustomplot.h>
+#include <QCheckBox>
 #include <QComboBox>
 #include <QLabel>
 #include <QPlainTextEdit>
+#include <QProgressBar>
 #include <QPushButton>
 #include <QWidget>
+#include <array>
 #include <limits>
+#include <map>
+#include <string>
 
 #include "async_build.h"
 #include "gui_util.h"
@@ -36,8 +42,19 @@ class ResultView : public QWidget {
     // until it is applied (tests, headless screenshots, export).
     virtual bool building() const { return false; }
     virtual void waitForBuild() {}
+    // The zoom of the view's plots for sessions: "<axis>" ("x", "y") → [lower, upper]; a view that is still
+    // building keeps ranges set now and applies them when its plots exist.
+    using Ranges = std::map<std::string, std::array<double, 2>>;
+    virtual Ranges viewRanges() const { return {}; }
+    virtual void setViewRanges(const Ranges&) {}
+    // The result changed only by added channel detail (DetailWorker): views that do not draw channel detail
+    // keep their plots and zoom.
+    virtual void addDetail(RunResultPtr result) { setResult(std::move(result)); }
 
   protected:
+    // Shows or hides each method's plottables in `p` as the selection says (Selection::methodShown).
+    void applyMethodVisibility(QCustomPlot* p);
+    void toggleMethod(Method m) { sel_->setMethodShown(m, !sel_->methodShown(m)); }
     Selection* sel_;
     RunResultPtr result_;
 };
@@ -63,6 +80,15 @@ class ChannelMapView : public ResultView {
     double value(Method m, int layer, qint64 channel) const;
     bool building() const override { return build_.building(); }
     void waitForBuild() override { build_.wait(); }
+    void addDetail(RunResultPtr result) override { result_ = std::move(result); }  // maps are unchanged
+    Ranges viewRanges() const override;
+    void setViewRanges(const Ranges& ranges) override;
+    QCustomPlot* plot(int i) const { return plots_[size_t(i)]; }  // the map plots, then the difference
+    int plotCount() const { return int(plots_.size()); }
+    // The LongMamba − vanilla map (a fourth plot with its own diverging scale), when both methods ran.
+    void setDifferenceShown(bool shown) { diff_->setChecked(shown); }
+    bool differenceShown() const { return diff_->isChecked(); }
+    QCPColorMap* differenceMap() const { return diffMap_; }  // nullptr when not shown
 
   public slots:
     void selectCell(int layer, qint64 channel) { sel_->setChannel(layer, channel); }
@@ -73,9 +99,13 @@ class ChannelMapView : public ResultView {
     void apply(Built& built);
     void clearPlots();
     void updateMarker();
+    void updateVisibility();
     AsyncBuild build_{this};
     QComboBox* stat_;
+    QCheckBox* diff_;
     QLabel* status_;
+    QCPColorMap* diffMap_ = nullptr;
+    Ranges pendingRanges_;
     QWidget* plotsHost_;
     std::vector<QCustomPlot*> plots_;
     std::vector<QCPColorMap*> maps_;
@@ -97,14 +127,24 @@ class ChannelDetailView : public ResultView {
     QCPGraph* deltaGraph(Method m) const;  // nullptr when the method does not trace the selected channel
     QCPGraph* decayGraph(Method m) const;
     QCPGraph* targetGraph() const { return target_; }
+    QCPGraph* criticalGraph() const { return critical_; }  // LongMamba's critical tokens (nullptr: none)
     QString message() const { return info_->text(); }
+    // True while the plots are shown (the selected channel has detail); otherwise the view says why.
+    bool plotsShown() const { return !delta_->isHidden(); }
+    Ranges viewRanges() const override;
+    void setViewRanges(const Ranges& ranges) override;
 
   private:
     void redraw();
+    void updateStatus();
     QComboBox* traced_;
     QLabel* info_;
+    QLabel* note_;
+    QProgressBar* progress_;
+    QPushButton* cancel_;
     QCustomPlot* delta_;
     QCustomPlot* decay_;
+    QCPGraph* critical_ = nullptr;
     std::map<Method, QCPGraph*> deltaGraphs_, decayGraphs_;
     QCPGraph* target_ = nullptr;
 };
@@ -128,6 +168,10 @@ class PerplexityView : public ResultView {
     QCustomPlot* sweepPlot() const { return sweepPlot_; }
     QCPGraph* sweepGraph(Method m) const;  // perplexity vs context length; nullptr if absent
     QCPItemStraightLine* sweepTrainLine() const { return sweepTrain_; }  // nullptr without a run
+    Ranges viewRanges() const override;
+    void setViewRanges(const Ranges& ranges) override;
+    // The composite leaves out the sweep's controls, and the sweep itself when none is loaded.
+    void setCompact(bool compact);
 
   private:
     void updateCursor();
@@ -221,14 +265,21 @@ class AttentionView : public ResultView {
     QString key() const override { return "attention"; }
     int mapCount() const { return int(maps_.size()); }
     QCPColorMap* colorMap(int i) const { return maps_[size_t(i)]; }
+    QCustomPlot* plot(int i) const { return plots_[size_t(i)]; }
+    QCPColorScale* colorScale() const { return scale_; }  // one scale for every map (nullptr: no maps)
+    // The hover readout at a pixel of map i ("" outside the map).
+    QString readoutAt(int i, QPoint pixel) const;
     bool building() const override { return build_.building(); }
     void waitForBuild() override { build_.wait(); }
+    QString message() const { return info_->text(); }
 
   private:
     struct Built;
     void redraw();
     void apply(Built& built);
     AsyncBuild build_{this};
+    QCPColorScale* scale_ = nullptr;
+    std::vector<Method> methods_;
     QLabel* info_;
     QWidget* host_;
     std::vector<QCustomPlot*> plots_;
@@ -270,6 +321,9 @@ class TokensView : public ResultView {
     // The mark and the tooltip drawn on token t (NoMark / empty when t is not shown).
     Mark markAt(qint64 t) const;
     QString toolTipAt(qint64 t) const;
+    // The hover readout of token t: its text and id, each method's NLL, the selected channel's Δ and whether
+    // it is critical, its global keep count and its mark ("" outside the input).
+    QString hoverText(qint64 t) const;
 
   protected:
     bool eventFilter(QObject* watched, QEvent* event) override;
@@ -347,12 +401,16 @@ class ComparisonWidget : public QWidget {
     // A haystack run gets a header row with each method's answer.
     ComparisonWidget(RunResultPtr result, Selection* selection, QWidget* parent = nullptr,
                      std::shared_ptr<const RetrievalResult> retrieval = {});
-    // Renders at `scale`× device pixels (offscreen-safe).
+    // Renders at `scale`× device pixels (offscreen-safe), with the caption stamp under it.
     QImage render(double scale = 2.0);
+    // Saves the composite as .png (scale×), or vector .pdf / .svg (Error on failure; atomic).
+    void save(const QString& path, double scale = 2.0);
+    QString caption() const { return caption_; }
     QLabel* haystackHeader() const { return header_; }         // nullptr unless a haystack run
     NeedleTokensStrip* needleStrip() const { return strip_; }  // nullptr unless a haystack run
 
   private:
+    QString caption_;
     QLabel* header_ = nullptr;
     NeedleTokensStrip* strip_ = nullptr;
 };
@@ -360,7 +418,14 @@ class ComparisonWidget : public QWidget {
 // Blocks until every ResultView in `w` (and `w` itself) has applied its off-thread build.
 void wait_for_builds(QWidget* w);
 
-// Saves a widget as PNG (scale× pixels) or PDF (vector where the widget paints vectors). Error on failure.
+// The caption stamp of a figure: model, input, LongMamba's c and b, length in tokens.
+QString figure_caption(const RunResult& r);
+
+// Saves a widget as a figure: .png (scale× pixels), or .pdf / .svg as vectors (plots are painted by
+// QCustomPlot itself: lines and text stay vectors, heatmaps are images); controls (combo boxes, buttons,
+// check boxes) are left out; `caption` (if any) is stamped under it. Written atomically; Error on failure.
+void export_figure(QWidget* w, const QString& path, double scale, const QString& caption);
+// export_figure of a view with its result's caption.
 void export_widget(QWidget* w, const QString& path, double scale = 2.0);
 
 }  // namespace mambascope::gui

@@ -8,8 +8,10 @@
 // key.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -58,6 +60,13 @@ struct Session {
     // View state: the channel map's statistic and the Tokens view's colouring (names below).
     std::string channel_map_statistic = "log_decay";
     std::string tokens_colour = "critical";
+    // Zoom of the views: "<view>.<axis>" (e.g. "channel_detail.x", "channel_map.y") → [lower, upper].
+    std::map<std::string, std::array<double, 2>> view_ranges;
+    std::vector<std::string> hidden_methods;  // methods hidden in the views ("vanilla", ...)
+    bool difference_map = false;              // the channel map's LongMamba − vanilla map shown
+    // Detail channels traced up front (AnalysisRequest::channels; the CLI honours them too). Empty: the
+    // engine's default pair.
+    std::vector<ChannelRef> detail_channels;
     // Set by load_session: the folder relative paths are resolved against (empty: current directory).
     std::filesystem::path base_dir;
 };

@@ -53,6 +53,18 @@ std::string session_to_json(const Session& s) {
         {"layer", s.selected_layer}, {"channel", s.selected_channel}, {"token", s.selected_token}};
     j["view"] = s.view;
     j["view_state"] = {{"channel_map", s.channel_map_statistic}, {"tokens", s.tokens_colour}};
+    if (!s.view_ranges.empty()) {
+        json r = json::object();
+        for (const auto& [k, v] : s.view_ranges) r[k] = {v[0], v[1]};
+        j["view_state"]["ranges"] = r;
+    }
+    if (!s.hidden_methods.empty()) j["view_state"]["hidden_methods"] = s.hidden_methods;
+    if (s.difference_map) j["view_state"]["difference_map"] = true;
+    if (!s.detail_channels.empty()) {
+        json ch = json::array();
+        for (const auto& c : s.detail_channels) ch.push_back({c.layer, c.channel});
+        j["channels"] = ch;
+    }
     return j.dump(2) + "\n";
 }
 
@@ -191,6 +203,34 @@ Session session_from_json(std::string_view text, const std::string& origin, cons
     if (auto it = j.find("view_state"); it != j.end() && it->is_object()) {
         get_opt(*it, "channel_map", s.channel_map_statistic, origin, "view_state.");
         get_opt(*it, "tokens", s.tokens_colour, origin, "view_state.");
+        get_opt(*it, "hidden_methods", s.hidden_methods, origin, "view_state.");
+        for (const auto& m : s.hidden_methods) (void)parse_method(m);  // Error on an unknown name
+        get_opt(*it, "difference_map", s.difference_map, origin, "view_state.");
+        if (auto r = it->find("ranges"); r != it->end() && !r->is_null()) {
+            if (!r->is_object()) throw Error(origin + ": view_state.ranges must be an object");
+            for (const auto& [k, v] : r->items()) {
+                if (!v.is_array() || v.size() != 2 || !v[0].is_number() || !v[1].is_number() ||
+                    !(v[0].get<double>() < v[1].get<double>()))
+                    throw Error(origin + ": view_state.ranges." + k +
+                                " must be [lower, upper] with lower < upper");
+                s.view_ranges[k] = {v[0].get<double>(), v[1].get<double>()};
+            }
+        }
+    }
+    if (auto it = j.find("channels"); it != j.end() && !it->is_null()) {
+        if (!it->is_array())
+            throw Error(origin + ": session key 'channels' must be a list of [layer, channel]");
+        for (size_t i = 0; i < it->size(); ++i) {
+            const json& c = (*it)[i];
+            const std::string key = "channels[" + std::to_string(i) + "]";
+            if (!c.is_array() || c.size() != 2)
+                throw Error(origin + ": session key '" + key + "' must be [layer, channel]");
+            const ChannelRef ref{checked_integer<int>(c[0], origin, key),
+                                 checked_integer<int64_t>(c[1], origin, key)};
+            if (ref.layer < 0 || ref.channel < 0)
+                throw Error(origin + ": session key '" + key + "' must not be negative");
+            s.detail_channels.push_back(ref);
+        }
     }
     auto check_name = [&](const std::string& v, const auto& names, const char* key) {
         for (const char* n : names)
@@ -281,6 +321,7 @@ AnalysisRequest session_request(const Session& s) {
     r.deci_L_base = s.deci_L_base;
     r.deci_beta = s.deci_beta;
     r.device = s.device;
+    r.channels = s.detail_channels;
     return r;
 }
 
