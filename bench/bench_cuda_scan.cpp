@@ -72,6 +72,24 @@ struct DevSet {
     float* at(int s) const { return p + n * static_cast<size_t>(s % sets); }
 };
 
+// A bf16 copy of every set of a DevSet (converted on the device).
+struct Bf16Set {
+    __nv_bfloat16* p = nullptr;
+    size_t n = 0;
+    int sets = 1;
+    explicit Bf16Set(const DevSet& f) : n(f.n), sets(f.sets) {
+        const size_t total = n * sets;
+        CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(total, 1) * sizeof(__nv_bfloat16)));
+        kg::to_bf16(1, static_cast<int64_t>(total), f.p, static_cast<int64_t>(total), p,
+                    static_cast<int64_t>(total), nullptr);
+        CUDA_CHECK(cudaDeviceSynchronize());
+    }
+    ~Bf16Set() { cudaFree(p); }
+    Bf16Set(const Bf16Set&) = delete;
+    Bf16Set& operator=(const Bf16Set&) = delete;
+    __nv_bfloat16* at(int s) const { return p + n * static_cast<size_t>(s % sets); }
+};
+
 // Median milliseconds of fn(run_index) over kRuns after kWarmup.
 double time_ms(cudaStream_t stream, const std::function<void(int)>& fn) {
     cudaEvent_t a, b;
@@ -182,6 +200,40 @@ void bench_mamba1(const float* seed, cudaStream_t stream) {
                                 ms, T / ms / 1e3, bytes / ms / 1e6, exps / ms / 1e6, anc, sp);
                     std::fflush(stdout);
                 }
+            // bf16 inputs and output (x, dt, z, B, C, y in bf16; state and arithmetic float32), fast exp: the
+            // configuration of the bf16 forward and of mamba_ssm's bf16 selective_scan_fwd.
+            {
+                Bf16Set x16(x), dt16(dt), z16(z), y16(y), bc16(bc);
+                const double bytes16 = bytes / 2;
+                double plain16 = 0.0;
+                for (int filtered = 0; filtered < 2; ++filtered) {
+                    auto run = [&](int i) {
+                        kg::Mamba1ScanArgs a;
+                        a.T = T, a.E = E, a.N = N;
+                        a.x16 = x16.at(i), a.ldx = E, a.delta16 = dt16.at(i), a.ldd = E;
+                        a.delta_bias = bias, a.delta_softplus = true, a.A = A;
+                        a.B16 = bc16.at(i), a.ldb = ldbc, a.C16 = bc16.at(i) + N, a.ldc = ldbc, a.Dskip = D;
+                        a.z16 = z16.at(i), a.ldz = E, a.h = h, a.y16 = y16.at(i), a.ldy = E;
+                        a.fast_exp = true;
+                        if (filtered) a.thr = thr, a.probes = kg::ScanProbes{dsum, kept, logd};
+                        kg::scan_mamba1(a, ws, ws_bytes, stream);
+                    };
+                    const double ms = time_ms(stream, run);
+                    if (!filtered) plain16 = ms;
+                    char chunks[32], sp[64];
+                    std::snprintf(chunks, sizeof chunks, "%lldx%lld", static_cast<long long>(plan.chunks),
+                                  static_cast<long long>(plan.chunk_len));
+                    if (filtered)
+                        std::snprintf(sp, sizeof sp, "%+.1f%% vs plain", 100.0 * (ms / plain16 - 1.0));
+                    else
+                        std::snprintf(sp, sizeof sp, "%.2fx fp32", plain_ms[1] / ms);
+                    std::printf("%-7lld %-7lld %-22s %-9s %9.3f %9.1f %8.0f %8.0f %11s %9s\n",
+                                static_cast<long long>(E), static_cast<long long>(T),
+                                filtered ? "bf16 filter+probes fast" : "bf16 plain fast", chunks, ms,
+                                T / ms / 1e3, bytes16 / ms / 1e6, exps / ms / 1e6, "-", sp);
+                    std::fflush(stdout);
+                }
+            }
             if (ws) CUDA_CHECK(cudaFree(ws));
             for (void* p : {static_cast<void*>(A), static_cast<void*>(bias), static_cast<void*>(D),
                             static_cast<void*>(thr), static_cast<void*>(h), static_cast<void*>(dsum),

@@ -24,4 +24,10 @@ void conv1d_silu(int64_t T, int64_t Cn, int64_t K, const float* in, int64_t ldi,
                  const float* bias, float* state, float* out, int64_t ldo, cudaStream_t stream,
                  __nv_bfloat16* out16 = nullptr, int64_t ldo16 = 0);
 
+// The same with a bf16 input (the bf16 in_proj output): out may then be null when only out16 is wanted. The
+// carried state stays float32 (bf16 → float32 is exact, so the state equals the rounded inputs).
+void conv1d_silu(int64_t T, int64_t Cn, int64_t K, const __nv_bfloat16* in, int64_t ldi, const float* w,
+                 const float* bias, float* state, float* out, int64_t ldo, cudaStream_t stream,
+                 __nv_bfloat16* out16 = nullptr, int64_t ldo16 = 0);
+
 }  // namespace mambascope::kernels::cuda

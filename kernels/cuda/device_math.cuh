@@ -7,6 +7,7 @@
 // keeps log1pf (accurate for tiny Δ, where lg2.approx(1+e^x) would lose the relative precision).
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 namespace mambascope::kernels::cuda::detail {
@@ -69,9 +70,9 @@ __device__ __forceinline__ float ln_near1(float x) {
 }
 
 // softplus(x) = max(x, 0) + ln(1 + u), u = e^{-|x|} ∈ (0, 1] (the CPU's form, kernels/cpu/activations.h).
-// ln(1 + u): a series for u < 1/16 (truncation < u^7/7 < 6e-10 relative; trained Δ ≤ 0.06 always takes it), the
-// MUFU lg2 otherwise (result ≥ 0.06, absolute error 2^-22·ln 2). ~12 instructions instead of log1pf's ~30: the
-// scans evaluate softplus on every (token, channel) in both passes.
+// ln(1 + u): a series for u < 1/16 (truncation < u^7/7 < 6e-10 relative; trained Δ ≤ 0.06 always takes it),
+// the MUFU lg2 otherwise (result ≥ 0.06, absolute error 2^-22·ln 2). ~12 instructions instead of log1pf's
+// ~30: the scans evaluate softplus on every (token, channel) in both passes.
 __device__ __forceinline__ float softplus(float x) {
     const float u = ex2_approx(-fabsf(x) * kLog2e);
     float p = -1.0f / 6.0f;
@@ -105,6 +106,21 @@ __device__ __forceinline__ void cp_async_commit() {
 
 __device__ __forceinline__ void cp_async_wait_all() {
     asm volatile("cp.async.wait_all;\n" ::: "memory");
+}
+
+// bf16 ↔ float32 with integer operations. The cvt instructions behind __bfloat162float / __float2bfloat16_rn
+// are not plain ALU ops, and the scans are bound by the MUFU pipe and issue slots (docs/cuda.md): a shift
+// (exact) and an add-and-shift (round to nearest even, NaN kept a NaN) give the same results.
+__device__ __forceinline__ float bf16_to_f32(const __nv_bfloat16* p) {
+    const unsigned bits = static_cast<__nv_bfloat16_raw>(*p).x;
+    return __uint_as_float(bits << 16);
+}
+__device__ __forceinline__ __nv_bfloat16 f32_to_bf16_rn(float v) {
+    const unsigned u = __float_as_uint(v);
+    __nv_bfloat16_raw r;
+    r.x = static_cast<unsigned short>(
+        (u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    return __nv_bfloat16(r);
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

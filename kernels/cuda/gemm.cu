@@ -95,4 +95,20 @@ void gemm_rowmajor_bf16(cublasHandle_t handle, cudaStream_t stream, int64_t M, i
                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+void gemm_rowmajor_bf16_out(cublasHandle_t handle, cudaStream_t stream, int64_t M, int64_t N, int64_t K,
+                            const __nv_bfloat16* A, int64_t lda, const __nv_bfloat16* W, int64_t ldw,
+                            __nv_bfloat16* C, int64_t ldc) {
+    MS_CHECK(M >= 0 && N >= 0 && K >= 0, "gemm: negative size");
+    if (M == 0 || N == 0) return;
+    MS_CHECK(handle && A && W && C, "gemm: null handle or pointer");
+    MS_CHECK(lda >= K && ldw >= K && ldc >= N, "gemm: a row stride is smaller than the row");
+    MS_CHECK(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX, "gemm: size exceeds cuBLAS's 32-bit limits");
+    CUBLAS_CHECK(cublasSetStream(handle, stream));
+    const float alpha = 1.0f, beta = 0.0f;
+    CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), static_cast<int>(M),
+                              static_cast<int>(K), &alpha, W, CUDA_R_16BF, static_cast<int>(ldw), A,
+                              CUDA_R_16BF, static_cast<int>(lda), &beta, C, CUDA_R_16BF,
+                              static_cast<int>(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
 }  // namespace mambascope::kernels::cuda

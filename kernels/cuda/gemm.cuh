@@ -42,4 +42,11 @@ void gemm_rowmajor_bf16(cublasHandle_t handle, cudaStream_t stream, int64_t M, i
                         const __nv_bfloat16* A, int64_t lda, const __nv_bfloat16* W, int64_t ldw, float* C,
                         int64_t ldc, float beta = 0.0f);
 
+// C16 (M×N, ldc, bf16) = A (M×K, bf16) · Wᵀ (W: N×K, bf16), float32 accumulation, one rounding of the result:
+// a projection whose output only feeds bf16 consumers (the bf16 Mamba-1 scan, the conv) writes half the
+// bytes.
+void gemm_rowmajor_bf16_out(cublasHandle_t handle, cudaStream_t stream, int64_t M, int64_t N, int64_t K,
+                            const __nv_bfloat16* A, int64_t lda, const __nv_bfloat16* W, int64_t ldw,
+                            __nv_bfloat16* C, int64_t ldc);
+
 }  // namespace mambascope::kernels::cuda

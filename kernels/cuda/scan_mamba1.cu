@@ -22,22 +22,26 @@ constexpr int64_t kM1MinChunk = 64;   // shortest time chunk worth a pass-1/pass
 constexpr int kM1MinBlocksPass1 = 4;  // resident blocks per SM asked of the register allocator (≤ 128 regs)
 constexpr int kM1MinBlocksPass3 = 4;  // pass 3 holds C and z too: 128 regs, no spills
 constexpr int kCombineThreads = 256;
+constexpr int64_t kM1LowRankDtMaxT =
+    64;  // the fused dt_proj (a single pass, R MACs per token) is for short inputs
 
+// In = float, or __nv_bfloat16 for the bf16-input scan (x, Δ, z, B, C; everything else float32).
+template <typename In>
 struct Params {
     int64_t T, E, chunk_len, chunks;
-    const float* x;
+    const In* x;
     int64_t ldx;
-    const float* delta;
+    const In* delta;
     int64_t ldd;
     const float* delta_bias;
     int softplus;
     const float* A;
-    const float* B;
+    const In* B;
     int64_t ldb;
-    const float* C;
+    const In* C;
     int64_t ldc;
     const float* Dskip;
-    const float* z;
+    const In* z;
     int64_t ldz;
     const float* thr;
     float* y;
@@ -45,7 +49,27 @@ struct Params {
     int64_t ldy;
     float* delta_out;
     int64_t ldo;
+    const float* dt_w;  // dt_proj weight (E, dt_rank) when Δ is computed from its low-rank input, else null
+    int64_t dt_rank;
 };
+
+// One input element as float32 (bf16 → float32 is exact).
+__device__ __forceinline__ float load_f32(const float* p) {
+    return *p;
+}
+__device__ __forceinline__ float load_f32(const __nv_bfloat16* p) {
+    return bf16_to_f32(p);
+}
+
+// Raw dt[t,d] = Σ_r low[t,r]·W[d,r] (dt_proj fused, decode steps): low = p.delta (T, R) with stride ldd.
+template <typename In>
+__device__ __forceinline__ float lowrank_dt(const Params<In>& p, int64_t t, int64_t d) {
+    const In* low = p.delta + t * p.ldd;
+    const float* w = p.dt_w + d * p.dt_rank;
+    float acc = 0.0f;
+    for (int64_t r = 0; r < p.dt_rank; ++r) acc = fmaf(load_f32(low + r), w[r], acc);
+    return acc;
+}
 
 // Δ' for one (t, d): softplus (optional), filter, and 0 for padding tokens past the chunk end.
 __device__ __forceinline__ float used_delta(float raw, float bias, int softplus_on, float thr, bool valid,
@@ -58,9 +82,9 @@ __device__ __forceinline__ float used_delta(float raw, float bias, int softplus_
 
 // Pass 1: every chunk but the last, from a zero state: the chunk's end state and Σ Δ'.
 // grid (ceil(E/128), chunks-1). local_end (chunks, E, N), dsum (chunks, E).
-template <bool kFastExp>
+template <bool kFastExp, typename In>
 __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
-    m1_chunk_states(Params p, float* __restrict__ local_end, float* __restrict__ dsum_out) {
+    m1_chunk_states(Params<In> p, float* __restrict__ local_end, float* __restrict__ dsum_out) {
     __shared__ __align__(16) float sB[kM1Tile][kM1N];
     const int64_t d = static_cast<int64_t>(blockIdx.x) * kM1Threads + threadIdx.x;
     const bool active = d < p.E;
@@ -82,13 +106,13 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
 #pragma unroll
         for (int i = 0; i < kM1Tile; ++i) {
             const bool ok = active && t0 + i < te;
-            xr[i] = ok ? p.x[(t0 + i) * p.ldx + d] : 0.0f;
-            dr[i] = ok ? p.delta[(t0 + i) * p.ldd + d] : 0.0f;
+            xr[i] = ok ? load_f32(p.x + (t0 + i) * p.ldx + d) : 0.0f;
+            dr[i] = ok ? load_f32(p.delta + (t0 + i) * p.ldd + d) : 0.0f;
         }
         __syncthreads();  // the previous tile's B is no longer read
         for (int k = threadIdx.x; k < kM1Tile * kM1N; k += kM1Threads) {
             const int i = k / kM1N, n = k % kM1N;
-            sB[i][n] = t0 + i < te ? p.B[(t0 + i) * p.ldb + n] : 0.0f;
+            sB[i][n] = t0 + i < te ? load_f32(p.B + (t0 + i) * p.ldb + n) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -128,7 +152,8 @@ __global__ void __launch_bounds__(kCombineThreads)
     const float a2 = A[i] * kLog2e;
     float h = h_in ? h_in[i] : 0.0f;
     // The chain is sequential, its inputs are not: load kCombineBatch chunks' inputs at once so that a short
-    // input's 30-odd chunks cost a few memory round trips, not one each (the same arithmetic in the same order).
+    // input's 30-odd chunks cost a few memory round trips, not one each (the same arithmetic in the same
+    // order).
     constexpr int kCombineBatch = 8;
     for (int64_t c0 = 0; c0 < chunks; c0 += kCombineBatch) {
         float ds[kCombineBatch], le[kCombineBatch];
@@ -151,9 +176,11 @@ __global__ void __launch_bounds__(kCombineThreads)
 
 // Pass 3 (or the only pass): rescan each chunk from its true start state, write y, Δ', the final state,
 // probes. grid (ceil(E/128), chunks). h_start (chunks, E, N); h_final (E, N) or null.
-template <bool kProbes, bool kFastExp>
+// kLowRankDt: Δ's pre-activation from dt_proj's low-rank input (single pass only; see
+// Mamba1ScanArgs::dt_proj_w).
+template <bool kProbes, bool kFastExp, typename In, bool kLowRankDt = false>
 __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
-    m1_scan(Params p, const float* h_start, float* h_final, ScanProbes probes) {  // may alias (1 pass)
+    m1_scan(Params<In> p, const float* h_start, float* h_final, ScanProbes probes) {  // may alias (1 pass)
     __shared__ __align__(16) float sB[kM1Tile][kM1N];
     __shared__ __align__(16) float sC[kM1Tile][kM1N];
     const int64_t d = static_cast<int64_t>(blockIdx.x) * kM1Threads + threadIdx.x;
@@ -196,16 +223,19 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
 #pragma unroll
         for (int i = 0; i < kM1Tile; ++i) {
             const bool ok = active && t0 + i < te;
-            xr[i] = ok ? p.x[(t0 + i) * p.ldx + d] : 0.0f;
-            dr[i] = ok ? p.delta[(t0 + i) * p.ldd + d] : 0.0f;
-            zr[i] = (ok && gate) ? p.z[(t0 + i) * p.ldz + d] : 0.0f;
+            xr[i] = ok ? load_f32(p.x + (t0 + i) * p.ldx + d) : 0.0f;
+            if constexpr (kLowRankDt)
+                dr[i] = ok ? lowrank_dt(p, t0 + i, d) : 0.0f;
+            else
+                dr[i] = ok ? load_f32(p.delta + (t0 + i) * p.ldd + d) : 0.0f;
+            zr[i] = (ok && gate) ? load_f32(p.z + (t0 + i) * p.ldz + d) : 0.0f;
         }
         __syncthreads();
         for (int k = threadIdx.x; k < kM1Tile * kM1N; k += kM1Threads) {
             const int i = k / kM1N, n = k % kM1N;
             const bool ok = t0 + i < te;
-            sB[i][n] = ok ? p.B[(t0 + i) * p.ldb + n] : 0.0f;
-            sC[i][n] = ok ? p.C[(t0 + i) * p.ldc + n] : 0.0f;
+            sB[i][n] = ok ? load_f32(p.B + (t0 + i) * p.ldb + n) : 0.0f;
+            sC[i][n] = ok ? load_f32(p.C + (t0 + i) * p.ldc + n) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -239,7 +269,7 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
             if (valid) {
                 const int64_t t = t0 + i;
                 if (p.y16)
-                    p.y16[t * p.ldy + d] = __float2bfloat16_rn(y);
+                    p.y16[t * p.ldy + d] = f32_to_bf16_rn(y);
                 else
                     p.y[t * p.ldy + d] = y;
                 if (p.delta_out) p.delta_out[t * p.ldo + d] = dt;
@@ -297,8 +327,8 @@ int64_t resident_blocks() {
     if (dev != cached_device) {
         int sms = 0, per_sm = 0;
         CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-        CUDA_CHECK(
-            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, m1_scan<true, false>, kM1Threads, 0));
+        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, m1_scan<true, false, float>,
+                                                                 kM1Threads, 0));
         cached = static_cast<int64_t>(sms) * std::max(1, per_sm);
         cached_device = dev;
     }
@@ -337,32 +367,17 @@ size_t scan_mamba1_workspace_bytes(int64_t T, int64_t E, int64_t N, int64_t chun
     return workspace_for(scan_mamba1_plan(T, E, chunk_len), E);
 }
 
-void scan_mamba1(const Mamba1ScanArgs& a, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
-    MS_CHECK(a.T >= 0 && a.E >= 0, "scan_mamba1: negative size");
-    if (a.T == 0 || a.E == 0) return;
-    if (a.N != kM1N)
-        throw Error(
-            "scan_mamba1 (CUDA): d_state " + std::to_string(a.N) + " is not supported",
-            "only d_state 16 (every Mamba-1 checkpoint) is built; use the CPU backend for this model");
-    MS_CHECK(a.x && a.delta && a.A && a.B && a.C && (a.y || a.y16),
-             "scan_mamba1: x, delta, A, B, C and y (or y16) are required");
-    MS_CHECK(a.ldx >= a.E && a.ldd >= a.E && a.ldy >= a.E, "scan_mamba1: a row stride is smaller than E");
-    MS_CHECK(a.ldb >= a.N && a.ldc >= a.N, "scan_mamba1: B/C row stride is smaller than N");
-    MS_CHECK(!a.z || a.ldz >= a.E, "scan_mamba1: z row stride is smaller than E");
-    MS_CHECK(!a.delta_out || a.ldo >= a.E, "scan_mamba1: delta_out row stride is smaller than E");
-    MS_CHECK(a.E <= static_cast<int64_t>(65535) * kM1Threads, "scan_mamba1: E too large");
-    // float4 access to the state arrays needs 16-byte alignment.
-    MS_CHECK(reinterpret_cast<uintptr_t>(a.h) % 16 == 0, "scan_mamba1: h must be 16-byte aligned");
+namespace {
 
-    const ScanPlan plan = scan_mamba1_plan(a.T, a.E, a.chunk_len);
-    MS_CHECK(plan.chunks <= 65535, "scan_mamba1: too many time chunks (raise chunk_len)");
-    Params p{};
+// The three passes for one input type (p filled by the caller; a for the workspace, state and probes).
+template <typename In>
+void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, void* workspace,
+                 size_t workspace_bytes, cudaStream_t stream) {
     p.T = a.T, p.E = a.E, p.chunk_len = plan.chunk_len, p.chunks = plan.chunks;
-    p.x = a.x, p.ldx = a.ldx, p.delta = a.delta, p.ldd = a.ldd;
     p.delta_bias = a.delta_bias, p.softplus = a.delta_softplus ? 1 : 0;
-    p.A = a.A, p.B = a.B, p.ldb = a.ldb, p.C = a.C, p.ldc = a.ldc, p.Dskip = a.Dskip;
-    p.z = a.z, p.ldz = a.ldz, p.thr = a.thr, p.y = a.y, p.y16 = a.y16, p.ldy = a.ldy,
-    p.delta_out = a.delta_out, p.ldo = a.ldo;
+    p.A = a.A, p.ldx = a.ldx, p.ldd = a.ldd, p.ldb = a.ldb, p.ldc = a.ldc, p.Dskip = a.Dskip, p.ldz = a.ldz;
+    p.thr = a.thr, p.y = a.y, p.y16 = a.y16, p.ldy = a.ldy, p.delta_out = a.delta_out, p.ldo = a.ldo;
+    p.dt_w = a.dt_proj_w, p.dt_rank = a.dt_rank;
     const dim3 block(kM1Threads);
     const unsigned cblocks = static_cast<unsigned>((a.E + kM1Threads - 1) / kM1Threads);
 
@@ -384,9 +399,9 @@ void scan_mamba1(const Mamba1ScanArgs& a, void* workspace, size_t workspace_byte
 
         const dim3 grid1(cblocks, static_cast<unsigned>(plan.chunks - 1));
         if (a.fast_exp)
-            m1_chunk_states<true><<<grid1, block, 0, stream>>>(p, local_end, dsum);
+            m1_chunk_states<true, In><<<grid1, block, 0, stream>>>(p, local_end, dsum);
         else
-            m1_chunk_states<false><<<grid1, block, 0, stream>>>(p, local_end, dsum);
+            m1_chunk_states<false, In><<<grid1, block, 0, stream>>>(p, local_end, dsum);
         CUDA_CHECK(cudaGetLastError());
         const int64_t n_states = a.E * kM1N;
         m1_combine<<<static_cast<unsigned>((n_states + kCombineThreads - 1) / kCombineThreads),
@@ -395,11 +410,59 @@ void scan_mamba1(const Mamba1ScanArgs& a, void* workspace, size_t workspace_byte
         h_start = hs;
     }
     const dim3 grid(cblocks, static_cast<unsigned>(plan.chunks));
-    auto pass3 = a.probes.any() ? (a.fast_exp ? m1_scan<true, true> : m1_scan<true, false>)
-                                : (a.fast_exp ? m1_scan<false, true> : m1_scan<false, false>);
+    auto pass3 = a.dt_proj_w ? (a.fast_exp ? m1_scan<false, true, In, true> : m1_scan<false, false, In, true>)
+                 : a.probes.any() ? (a.fast_exp ? m1_scan<true, true, In> : m1_scan<true, false, In>)
+                                  : (a.fast_exp ? m1_scan<false, true, In> : m1_scan<false, false, In>);
     pass3<<<grid, block, 0, stream>>>(p, h_start, a.h, a.probes);
     CUDA_CHECK(cudaGetLastError());
     if (owned) CUDA_CHECK(cudaFreeAsync(owned, stream));
+}
+
+}  // namespace
+
+void scan_mamba1(const Mamba1ScanArgs& a, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+    MS_CHECK(a.T >= 0 && a.E >= 0, "scan_mamba1: negative size");
+    if (a.T == 0 || a.E == 0) return;
+    if (a.N != kM1N)
+        throw Error(
+            "scan_mamba1 (CUDA): d_state " + std::to_string(a.N) + " is not supported",
+            "only d_state 16 (every Mamba-1 checkpoint) is built; use the CPU backend for this model");
+    const bool in16 = a.x16 != nullptr;
+    if (in16)
+        MS_CHECK(a.delta16 && a.B16 && a.C16 && !a.x && !a.delta && !a.B && !a.C && !a.z,
+                 "scan_mamba1: bf16 inputs are all-or-nothing: set x16, delta16, B16, C16 (and z16) and "
+                 "leave x, delta, B, C, z null");
+    else
+        MS_CHECK(a.x && a.delta && a.B && a.C && !a.z16, "scan_mamba1: x, delta, B and C are required");
+    MS_CHECK(a.A && (a.y || a.y16), "scan_mamba1: A and y (or y16) are required");
+    const bool gated = in16 ? a.z16 != nullptr : a.z != nullptr;
+    MS_CHECK(a.ldx >= a.E && a.ldy >= a.E, "scan_mamba1: a row stride is smaller than E");
+    if (a.dt_proj_w) {
+        MS_CHECK(a.dt_rank >= 1 && a.ldd >= a.dt_rank, "scan_mamba1: dt_rank < 1 or ldd < dt_rank");
+        MS_CHECK(a.T <= kM1LowRankDtMaxT && !a.probes.any() && a.chunk_len == 0,
+                 "scan_mamba1: the fused dt_proj is for decode steps (T ≤ 64, one pass, no probes)");
+    } else {
+        MS_CHECK(a.ldd >= a.E, "scan_mamba1: a row stride is smaller than E");
+    }
+    MS_CHECK(a.ldb >= a.N && a.ldc >= a.N, "scan_mamba1: B/C row stride is smaller than N");
+    MS_CHECK(!gated || a.ldz >= a.E, "scan_mamba1: z row stride is smaller than E");
+    MS_CHECK(!a.delta_out || a.ldo >= a.E, "scan_mamba1: delta_out row stride is smaller than E");
+    MS_CHECK(a.E <= static_cast<int64_t>(65535) * kM1Threads, "scan_mamba1: E too large");
+    // float4 access to the state arrays needs 16-byte alignment.
+    MS_CHECK(reinterpret_cast<uintptr_t>(a.h) % 16 == 0, "scan_mamba1: h must be 16-byte aligned");
+
+    // The fused dt_proj runs in the final pass only: one pass over the (short) input.
+    const ScanPlan plan = a.dt_proj_w ? ScanPlan{1, a.T} : scan_mamba1_plan(a.T, a.E, a.chunk_len);
+    MS_CHECK(plan.chunks <= 65535, "scan_mamba1: too many time chunks (raise chunk_len)");
+    if (in16) {
+        Params<__nv_bfloat16> p{};
+        p.x = a.x16, p.delta = a.delta16, p.B = a.B16, p.C = a.C16, p.z = a.z16;
+        launch_scan(a, plan, p, workspace, workspace_bytes, stream);
+    } else {
+        Params<float> p{};
+        p.x = a.x, p.delta = a.delta, p.B = a.B, p.C = a.C, p.z = a.z;
+        launch_scan(a, plan, p, workspace, workspace_bytes, stream);
+    }
 }
 
 }  // namespace mambascope::kernels::cuda

@@ -21,13 +21,16 @@
 
 namespace mambascope::kernels::cuda {
 
-// All pointers are device pointers; row strides are in floats. Batch 1, time-major.
+// All pointers are device pointers; row strides count elements. Batch 1, time-major.
+// bf16 inputs (the layout of mamba_ssm's bf16 selective_scan_fwd, and what the bf16 projections write): set
+// x16, delta16, B16, C16 (and z16 when gating) instead of x, delta, B, C, z — all or none. The state, Δ',
+// the probes and all arithmetic stay float32; only the loads differ (bf16 → float32 is exact).
 struct Mamba1ScanArgs {
     int64_t T = 0;   // tokens
     int64_t E = 0;   // channels (d_inner)
     int64_t N = 16;  // states per channel (only 16 is built)
 
-    const float* x = nullptr;            // x (T, E), stride ldx
+    const float* x = nullptr;  // x (T, E), stride ldx
     int64_t ldx = 0;
     const float* delta = nullptr;  // Δ (T, E), stride ldd: Δ itself, or raw dt when delta_softplus is set
     int64_t ldd = 0;
@@ -41,6 +44,16 @@ struct Mamba1ScanArgs {
     const float* Dskip = nullptr;  // D (E) or null (0)
     const float* z = nullptr;      // z (T, E), stride ldz, or null: y *= silu(z) when set
     int64_t ldz = 0;
+    const __nv_bfloat16* x16 = nullptr;      // bf16 x (T, E), stride ldx
+    const __nv_bfloat16* delta16 = nullptr;  // bf16 Δ or raw dt (T, E), stride ldd
+    const __nv_bfloat16* B16 = nullptr;      // bf16 B (T, N), stride ldb
+    const __nv_bfloat16* C16 = nullptr;      // bf16 C (T, N), stride ldc
+    const __nv_bfloat16* z16 = nullptr;      // bf16 z (T, E), stride ldz, or null (no gate)
+    // dt_proj fused (decode steps): when set, `delta` / `delta16` is dt_proj's low-rank input (T, dt_rank),
+    // stride ldd (x_proj's output), and the raw dt[t,d] = Σ_r delta[t,r]·dt_proj_w[d,r] is computed in the
+    // kernel (saves the dt_proj GEMM launch per layer and step). One pass; T ≤ 64, no probes, chunk_len 0.
+    const float* dt_proj_w = nullptr;  // (E, dt_rank), float32
+    int64_t dt_rank = 0;
     const float* thr = nullptr;  // (E) or null: Δ' = Δ > thr ? Δ : 0 (use -inf for unfiltered channels)
     float* h = nullptr;          // h (E, N) state in/out; null = zero initial state, final state discarded
     float* y = nullptr;          // y (T, E), stride ldy (or null when y16 is set)

@@ -9,6 +9,7 @@
 #include "mambascope/decimamba.h"
 #include "mambascope/forward.h"
 #include "mambascope/model.h"
+#include "model/backend.h"
 
 using namespace mambascope;
 
@@ -203,6 +204,69 @@ TEST_P(CudaForward, FilteredDecoderMatchesCpuAndTheFilteredPrefill) {
     run_forward(*m, std::span<const int32_t>(x.data(), 159), o, head);
     EXPECT_LT(rel(all_g, ref), 1e-4);
     EXPECT_EQ(gpu.state().tokens_seen, 159);
+}
+
+// The decoder replays one CUDA graph per step (forward_cuda.cpp, CudaDecoder): a filtered graph decoder (the
+// thresholds captured once) equals the CPU's filtered steps.
+TEST_P(CudaForward, FilteredGraphDecoderMatchesCpuFilteredSteps) {
+    if (!have_gpu()) GTEST_SKIP() << "no GPU";
+    auto m = random_model(cfg(GetParam()), 10);
+    auto x = ids(150);
+    DeltaFilter f;
+    const int64_t C = m->config.channels();
+    f.threshold.assign(3, std::vector<float>(size_t(C), -INFINITY));
+    for (int64_t c = 0; c < C; c += 2) f.threshold[1][size_t(c)] = 0.02f;
+    ForwardOptions o;
+    o.filter = &f;
+    ModelState st = make_state(*m);
+    run_prefill(*m, std::span<const int32_t>(x.data(), 100), st, o);
+    auto gpu = detail::make_cuda_decoder(*m, st, Precision::Fp32, &f);
+    ModelState cpu_state = st;
+    std::vector<float> lg, lc, all_g, all_c;
+    for (int t = 100; t < 150; ++t) {
+        gpu->step(x[size_t(t)], lg);
+        decode_step_filtered(*m, x[size_t(t)], cpu_state, f, lc);
+        all_g.insert(all_g.end(), lg.begin(), lg.end());
+        all_c.insert(all_c.end(), lc.begin(), lc.end());
+    }
+    EXPECT_LT(rel(all_g, all_c), 1e-4);
+    ModelState gs = st;
+    gpu->download(gs);
+    EXPECT_EQ(gs.tokens_seen, 150);
+    for (size_t l = 0; l < gs.layers.size(); ++l)
+        EXPECT_LT(rel(gs.layers[l].ssm, cpu_state.layers[l].ssm), 1e-4);
+    // and it differs from the unfiltered decode (the filter is really in the graph)
+    auto plain = detail::make_cuda_decoder(*m, st, Precision::Fp32, nullptr);
+    std::vector<float> lp, all_p;
+    for (int t = 100; t < 150; ++t) {
+        plain->step(x[size_t(t)], lp);
+        all_p.insert(all_p.end(), lp.begin(), lp.end());
+    }
+    EXPECT_GT(rel(all_p, all_g), 1e-4);
+}
+
+// bf16 graph decoding (bf16 chain, bf16 LM head) within the bf16 bound of the CPU's float32 steps.
+TEST_P(CudaForward, Bf16GraphDecoderStaysWithinTheBf16BoundOfTheCpu) {
+    if (!have_gpu()) GTEST_SKIP() << "no GPU";
+    auto m = random_model(cfg(GetParam()), 11);
+    auto x = ids(140);
+    ModelState st = make_state(*m);
+    run_prefill(*m, std::span<const int32_t>(x.data(), 100), st);
+    Decoder gpu(*m, st, Device::Cuda, Precision::Bf16);
+    ASSERT_EQ(gpu.backend(), "cuda") << gpu.note();
+    ModelState cpu_state = st;
+    std::vector<float> lg, lc, all_g, all_c;
+    for (int t = 100; t < 140; ++t) {
+        gpu.step(x[size_t(t)], lg);
+        decode_step(*m, x[size_t(t)], cpu_state, lc);
+        all_g.insert(all_g.end(), lg.begin(), lg.end());
+        all_c.insert(all_c.end(), lc.begin(), lc.end());
+    }
+    const double e = rel(all_g, all_c);
+    std::printf("  bf16 graph decoder vs CPU float32 steps: %.2e\n", e);
+    EXPECT_LT(e, 3e-2);
+    EXPECT_GT(e, 0.0);
+    EXPECT_EQ(gpu.state().tokens_seen, 140);
 }
 
 INSTANTIATE_TEST_SUITE_P(Archs, CudaForward, ::testing::Values(Arch::Mamba1, Arch::Mamba2),

@@ -22,6 +22,7 @@
 #include "cuda/conv1d_silu.cuh"
 #include "cuda/cuda_check.cuh"
 #include "cuda/gemm.cuh"
+#include "cuda/gemv.cuh"
 #include "cuda/rmsnorm.cuh"
 #include "cuda/scan_mamba1.cuh"
 #include "cuda/scan_mamba2.cuh"
@@ -738,6 +739,227 @@ TEST(CudaBf16Outputs, NormConvAndScanWriteTheRoundedFloat32Result) {
     }
 }
 
+// ---- bf16 inputs (the bf16 Mamba-1 chain: x, Δ, z, B, C in bf16; state and arithmetic float32) ------------
+
+std::vector<__nv_bfloat16> to_bf16_host(const std::vector<float>& v) {
+    std::vector<__nv_bfloat16> out(v.size());
+    for (size_t i = 0; i < v.size(); ++i) out[i] = __float2bfloat16_rn(v[i]);
+    return out;
+}
+
+// The whole-scan error of bf16 inputs and a bf16 y against the float32 scan of the unrounded inputs. Each
+// input carries ≤ 2^-9 relative rounding; Δ's pre-activation error (≤ 2^-9·|dt|, |dt| ≤ 5.5 here) moves Δ by
+// ≤ 1% and the state integrates it over the channel's memory. The measured value is printed; the bound has ≈
+// 4× margin over it (measured 3.7e-3 to 6.6e-3 on the CPU emulation; the H200 value is in the test log).
+constexpr double kTolBf16Scan = 3e-2;
+
+// M1Data with every input that the bf16 scan reads rounded to bf16 (so the float32 scan of the rounded data
+// is the exact reference of the bf16-input scan).
+M1Data round_m1_inputs(M1Data d) {
+    d.x = round_bf16(d.x), d.dt_raw = round_bf16(d.dt_raw), d.B = round_bf16(d.B), d.C = round_bf16(d.C);
+    d.z = round_bf16(d.z);
+    return d;
+}
+
+// The bf16-input scan of d (inputs converted on the host, exact when d is already rounded); y in float32,
+// or in bf16 (y16) when asked.
+M1Result run_m1_gpu_bf16(const M1Data& d, const M1Case& c, const std::vector<float>& thr,
+                         kg::ScanProbes probes = {}, bool y_bf16 = false) {
+    Dev<__nv_bfloat16> x(to_bf16_host(d.x)), raw(to_bf16_host(c.softplus ? d.dt_raw : m1_delta(d, false))),
+        B(to_bf16_host(d.B)), C(to_bf16_host(d.C)), z(to_bf16_host(d.z)), y16(d.T * d.ldy);
+    Dev<float> bias(d.bias), A(d.A), D(d.D), th(thr.empty() ? std::vector<float>(1) : thr), h(d.h0),
+        y(d.T * d.ldy), dout(d.T * d.ldd);
+    kg::Mamba1ScanArgs a;
+    a.T = d.T, a.E = d.E, a.N = 16;
+    a.x16 = x.p, a.ldx = d.ldx, a.delta16 = raw.p, a.ldd = d.ldd;
+    a.delta_bias = c.softplus ? bias.p : nullptr, a.delta_softplus = c.softplus;
+    a.A = A.p, a.B16 = B.p, a.ldb = d.ldb, a.C16 = C.p, a.ldc = d.ldc, a.Dskip = D.p;
+    a.z16 = c.gate ? z.p : nullptr, a.ldz = d.ldz, a.thr = c.filter ? th.p : nullptr;
+    a.h = h.p, a.ldy = d.ldy, a.delta_out = dout.p, a.ldo = d.ldd;
+    if (y_bf16)
+        a.y16 = y16.p;
+    else
+        a.y = y.p;
+    a.probes = probes, a.chunk_len = c.chunk_len;
+    kg::scan_mamba1(a, nullptr, 0, nullptr);
+    M1Result r;
+    r.y = cols_of(y_bf16 ? bf16_to_float(y16.download()) : y.download(), d.T, d.E, d.ldy);
+    r.h = h.download();
+    r.delta_used = cols_of(dout.download(), d.T, d.E, d.ldd);
+    return r;
+}
+
+TEST(CudaScanMamba1Bf16, MatchesCpuOnBf16RoundedInputsAllChunkings) {
+    REQUIRE_GPU();
+    std::mt19937 rng(71);
+    const M1Case cases[] = {
+        // softplus fused in every case: a bf16 Δ given directly would be rounded after the reference's
+        // softplus
+        {1, 1, 0, true, false, false},         {7, 33, 0, true, false, true},
+        {1000, 130, 64, true, true, true},     {2051, 257, 136, true, true, true},
+        {2051, 257, 100000, true, true, true},  // one pass
+    };
+    for (const auto& c : cases) {
+        const M1Data d = round_m1_inputs(make_m1(c.T, c.E, rng));
+        const std::vector<float> thr =
+            c.filter ? safe_thresholds(m1_delta(d, c.softplus), d.T, d.E, d.ldd) : std::vector<float>{};
+        const auto want = run_m1_cpu(d, c, thr);
+        const auto got = run_m1_gpu_bf16(d, c, thr);
+        SCOPED_TRACE("T=" + std::to_string(c.T) + " E=" + std::to_string(c.E));
+        EXPECT_LE(rel_err(got.y, want.y), kTol);
+        EXPECT_LE(rel_err(got.h, want.h), kTol);
+        EXPECT_LE(rel_err(got.delta_used, want.delta_used), kTol);
+    }
+}
+
+TEST(CudaScanMamba1Bf16, Bf16InputsAndOutputStayWithinTheirBoundOfTheFloat32Scan) {
+    REQUIRE_GPU();
+    std::mt19937 rng(72);
+    for (const int64_t chunk : {int64_t{0}, int64_t{64}}) {
+        const M1Case c{1500, 96, chunk, true, false, true};
+        const M1Data d = make_m1(c.T, c.E, rng);
+        const auto f32 = run_m1_gpu(d, c, {});  // unrounded float32 inputs, float32 y
+        const auto b16 = run_m1_gpu_bf16(d, c, {}, {}, true);
+        const double ey = rel_err(b16.y, f32.y), eh = rel_err(b16.h, f32.h);
+        std::printf("  Mamba-1 bf16 scan vs float32 scan (chunk %lld): y %.2e, final h %.2e\n",
+                    static_cast<long long>(chunk), ey, eh);
+        EXPECT_LE(ey, kTolBf16Scan);
+        EXPECT_LE(eh, kTolBf16Scan);
+        EXPECT_GT(ey, 0.0);  // the inputs really were rounded
+    }
+}
+
+TEST(CudaScanMamba1Bf16, ProbesEqualTheFloat32ScanOfTheRoundedInputs) {
+    REQUIRE_GPU();
+    std::mt19937 rng(73);
+    const M1Case c{999, 45, 64, true, true, true};
+    const M1Data d = round_m1_inputs(make_m1(c.T, c.E, rng));
+    const std::vector<float> thr = safe_thresholds(m1_delta(d, true), d.T, d.E, d.ldd);
+    Dev<double> ds32(d.E), ld32(d.E), ds16(d.E), ld16(d.E);
+    Dev<int64_t> k32(d.E), k16(d.E);
+    for (auto* b : {&ds32, &ld32, &ds16, &ld16}) b->zero();
+    k32.zero(), k16.zero();
+    run_m1_gpu(d, c, thr, kg::ScanProbes{ds32.p, k32.p, ld32.p});
+    run_m1_gpu_bf16(d, c, thr, kg::ScanProbes{ds16.p, k16.p, ld16.p});
+    EXPECT_LE(rel_err(ds16.download(), ds32.download()), kTol);
+    EXPECT_LE(rel_err(ld16.download(), ld32.download()), kTol);
+    const auto kept = k16.download();
+    EXPECT_EQ(kept, k32.download());
+    EXPECT_LT(*std::min_element(kept.begin(), kept.end()), d.T);  // the filter removed tokens
+}
+
+TEST(CudaScanMamba1Bf16, RejectsMixedFloat32AndBf16Inputs) {
+    // Runs without a GPU: the argument check comes before any CUDA call.
+    kg::Mamba1ScanArgs a;
+    a.T = 4, a.E = 4, a.N = 16;
+    float f = 0.0f;
+    __nv_bfloat16 b{};
+    a.x16 = &b, a.delta16 = &b, a.B16 = &b, a.C16 = &b, a.x = &f;  // x given twice
+    a.A = &f, a.y = &f, a.ldx = a.ldd = a.ldy = 4, a.ldb = a.ldc = 16;
+    EXPECT_THROW(kg::scan_mamba1(a, nullptr, 0, nullptr), mambascope::Error);
+}
+
+// dt_proj fused into the scan (decode steps): Δ = softplus(low·dt_projᵀ + bias) computed in the kernel equals
+// the CPU's dt_proj product followed by the CPU scan, with float32 and bf16 low-rank inputs, filter and gate.
+TEST(CudaScanMamba1, LowRankDeltaFusedEqualsDtProjThenScan) {
+    REQUIRE_GPU();
+    std::mt19937 rng(76);
+    for (const bool in16 : {false, true})
+        for (const int64_t T : {int64_t{1}, int64_t{13}}) {
+            const int64_t E = 150, R = 7,
+                          ldl = R + 2 * 16 + 3;  // low rows as x_proj's output (R_dt + 2N, padded)
+            M1Data d = make_m1(T, E, rng);
+            if (in16) d = round_m1_inputs(d);
+            auto low = randn(T * ldl, rng, 0.5f);
+            if (in16) low = round_bf16(low);
+            const auto W = randn(E * R, rng, 0.7f);
+            // CPU: raw dt = low·Wᵀ (in double, rounded once), then the reference (softplus(dt + bias)
+            // inside).
+            M1Data ref = d;
+            for (int64_t t = 0; t < T; ++t)
+                for (int64_t e = 0; e < E; ++e) {
+                    double acc = 0.0;
+                    for (int64_t r = 0; r < R; ++r) acc += double(low[t * ldl + r]) * W[e * R + r];
+                    ref.dt_raw[t * d.ldd + e] = static_cast<float>(acc);
+                }
+            const M1Case c{T, E, 0, true, true, true};
+            const std::vector<float> thr = safe_thresholds(m1_delta(ref, true), T, E, d.ldd);
+            const auto want = run_m1_cpu(ref, c, thr);
+
+            Dev<float> x(d.x), bias(d.bias), A(d.A), B(d.B), C(d.C), D(d.D), z(d.z), th(thr), h(d.h0),
+                y(T * d.ldy), w(W), low32(low);
+            Dev<__nv_bfloat16> x16(to_bf16_host(d.x)), B16(to_bf16_host(d.B)), C16(to_bf16_host(d.C)),
+                z16(to_bf16_host(d.z)), low16(to_bf16_host(low));
+            kg::Mamba1ScanArgs a;
+            a.T = T, a.E = E, a.N = 16;
+            if (in16)
+                a.x16 = x16.p, a.delta16 = low16.p, a.B16 = B16.p, a.C16 = C16.p, a.z16 = z16.p;
+            else
+                a.x = x.p, a.delta = low32.p, a.B = B.p, a.C = C.p, a.z = z.p;
+            a.ldx = d.ldx, a.ldd = ldl, a.ldb = d.ldb, a.ldc = d.ldc, a.ldz = d.ldz;
+            a.dt_proj_w = w.p, a.dt_rank = R, a.delta_bias = bias.p, a.delta_softplus = true;
+            a.A = A.p, a.Dskip = D.p, a.thr = th.p, a.h = h.p, a.y = y.p, a.ldy = d.ldy;
+            kg::scan_mamba1(a, nullptr, 0, nullptr);
+            SCOPED_TRACE(std::string(in16 ? "bf16" : "fp32") + " T=" + std::to_string(T));
+            EXPECT_LE(rel_err(cols_of(y.download(), T, E, d.ldy), want.y), kTol);
+            EXPECT_LE(rel_err(h.download(), want.h), kTol);
+        }
+}
+
+// One-row projections (decode steps): the float64 product, for float32 and bf16 weights, the 16-byte path
+// (K, ldw multiples of 8) and the scalar one (odd K, padded rows), β = 0 and 1, float32 and bf16 outputs.
+TEST(CudaGemv, MatchesFloat64ProductOnVectorAndScalarPaths) {
+    REQUIRE_GPU();
+    std::mt19937 rng(77);
+    struct Case {
+        int64_t N, K, ldw;
+    };
+    for (const Case c : {Case{37, 96, 96}, Case{203, 77, 80}, Case{9, 768, 776}, Case{1, 5, 5}}) {
+        SCOPED_TRACE("N=" + std::to_string(c.N) + " K=" + std::to_string(c.K) +
+                     " ldw=" + std::to_string(c.ldw));
+        const auto W = round_bf16(randn(c.N * c.ldw, rng)), a = round_bf16(randn(c.K, rng)),
+                   y0 = randn(c.N, rng);
+        std::vector<double> prod(c.N);
+        for (int64_t n = 0; n < c.N; ++n) {
+            double acc = 0.0;
+            for (int64_t k = 0; k < c.K; ++k) acc += double(W[n * c.ldw + k]) * a[k];
+            prod[n] = acc;
+        }
+        std::vector<double> plus_y(c.N);
+        for (int64_t n = 0; n < c.N; ++n) plus_y[n] = prod[n] + y0[n];
+        Dev<float> dW(W), da(a), y(c.N), yb(y0);
+        Dev<__nv_bfloat16> dW16(to_bf16_host(W)), da16(to_bf16_host(a)), y16(c.N);
+        kg::gemv(c.N, c.K, dW.p, c.ldw, da.p, y.p, 0.0f,
+                 nullptr);  // float32; y poisoned: β = 0 never reads it
+        EXPECT_LE(rel_err(y.download(), prod), kTol);
+        kg::gemv(c.N, c.K, dW.p, c.ldw, da.p, yb.p, 1.0f, nullptr);  // y += W·a
+        EXPECT_LE(rel_err(yb.download(), plus_y), kTol);
+        y.poison();
+        kg::gemv(c.N, c.K, dW16.p, c.ldw, da16.p, y.p, 0.0f, nullptr);  // bf16 in, float32 out: exact inputs
+        EXPECT_LE(rel_err(y.download(), prod), kTol);
+        kg::gemv(c.N, c.K, dW16.p, c.ldw, da16.p, y16.p, nullptr);  // bf16 out: one rounding
+        EXPECT_LE(rel_err(bf16_to_float(y16.download()), prod), kTolBf16Round);
+    }
+}
+
+TEST(CudaConv1d, Bf16InputEqualsFloat32ConvOfTheRoundedInput) {
+    REQUIRE_GPU();
+    std::mt19937 rng(74);
+    const int64_t T = 77, Cn = 260, K = 4, ldi = Cn + 5;
+    const auto in = round_bf16(randn(T * ldi, rng)), w = randn(Cn * K, rng, 0.5f), bias = randn(Cn, rng);
+    const auto st = randn((K - 1) * Cn, rng);
+    Dev<float> din(in), dw(w), db(bias), s32(st), s16(st), o32(T * Cn);
+    Dev<__nv_bfloat16> din16(to_bf16_host(in)), o16(T * Cn), o16b(T * Cn);
+    kg::conv1d_silu(T, Cn, K, din.p, ldi, dw.p, db.p, s32.p, o32.p, Cn, nullptr, o16.p, Cn);
+    kg::conv1d_silu(T, Cn, K, din16.p, ldi, dw.p, db.p, s16.p, nullptr, 0, nullptr, o16b.p, Cn);
+    EXPECT_EQ(bf16_to_float(o16b.download()), bf16_to_float(o16.download()));
+    EXPECT_EQ(s16.download(), s32.download());  // carried state: the last K-1 (exactly converted) inputs
+    // and against the CPU reference within one bf16 rounding
+    std::vector<float> cpu(T * Cn), cst = st;
+    kc::conv1d_silu(T, Cn, K, in.data(), ldi, w.data(), bias.data(), cst.data(), cpu.data(), Cn);
+    EXPECT_LE(rel_err(bf16_to_float(o16b.download()), cpu), kTolBf16Round);
+}
+
 // ---- GEMM -------------------------------------------------------------------------------------------------
 
 // to_bf16 is the host-side rounding (round to nearest even), for a flat run longer than one block's share
@@ -792,6 +1014,26 @@ TEST(CudaGemm, RowMajorAWtMatchesCpuInFp32AndTf32) {
     dC.upload(C0);
     kg::gemm_rowmajor(handle.get(), nullptr, M, N, K, dA.p, lda, dW.p, ldw, dC.p, ldc, false, 0.5f);
     EXPECT_LE(rel_err(cols_of(dC.download(), M, N, ldc), want_acc), kTol);
+}
+
+// The bf16-output GEMM (in_proj / x_proj / dt_proj of the bf16 chain): the float64 product of the bf16
+// inputs, rounded once (≤ 2^-8 of the output's scale, plus float32 accumulation).
+TEST(CudaGemm, Bf16OutputIsTheRoundedProductOfTheBf16Inputs) {
+    REQUIRE_GPU();
+    std::mt19937 rng(75);
+    const int64_t M = 37, N = 203, K = 96, lda = K + 8, ldc = N + 3;
+    const auto A = round_bf16(randn(M * lda, rng)), W = round_bf16(randn(N * K, rng));
+    Dev<__nv_bfloat16> dA(to_bf16_host(A)), dW(to_bf16_host(W)), dC(M * ldc);
+    kg::CublasHandle handle;
+    kg::gemm_rowmajor_bf16_out(handle.get(), nullptr, M, N, K, dA.p, lda, dW.p, K, dC.p, ldc);
+    std::vector<double> want(M * N);
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) {
+            double acc = 0.0;
+            for (int64_t k = 0; k < K; ++k) acc += double(A[m * lda + k]) * W[n * K + k];
+            want[m * N + n] = acc;
+        }
+    EXPECT_LE(rel_err(cols_of(bf16_to_float(dC.download()), M, N, ldc), want), kTolBf16Round);
 }
 
 }  // namespace

@@ -30,5 +30,9 @@ class DecoderBackend {
 // The state is uploaded once; `model` must outlive the decoder.
 std::unique_ptr<DecoderBackend> make_cuda_decoder(const Model& model, const ModelState& state,
                                                   Precision precision);
+// The same with LongMamba's filter kept while decoding (method doc §9.1; null or empty: none): the thresholds
+// are uploaded once and the step is the same graph, so a filtered step costs what an unfiltered one does.
+std::unique_ptr<DecoderBackend> make_cuda_decoder(const Model& model, const ModelState& state,
+                                                  Precision precision, const DeltaFilter* filter);
 
 }  // namespace mambascope::detail

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -28,6 +29,7 @@
 #include "cuda/cuda_check.cuh"
 #include "cuda/forward_ops.cuh"
 #include "cuda/gemm.cuh"
+#include "cuda/gemv.cuh"
 #include "cuda/rmsnorm.cuh"
 #include "cuda/scan_mamba1.cuh"
 #include "cuda/scan_mamba2.cuh"
@@ -50,6 +52,10 @@ ForwardResult cuda_run_prefill(const Model&, std::span<const int32_t>, ModelStat
     throw Error("this build has no CUDA backend");
 }
 std::unique_ptr<DecoderBackend> make_cuda_decoder(const Model&, const ModelState&, Precision) {
+    throw Error("this build has no CUDA backend");
+}
+std::unique_ptr<DecoderBackend> make_cuda_decoder(const Model&, const ModelState&, Precision,
+                                                  const DeltaFilter*) {
     throw Error("this build has no CUDA backend");
 }
 }  // namespace detail
@@ -77,6 +83,18 @@ namespace {
 // 4000 tokens with ~3000-token memories, normalised max error 3.7e-7 (vs 1.4e-7 with the polynomial), and
 // 1.3–1.4× faster (docs/benchmarks.md). Rounding-level either way, so the forward takes the faster one.
 constexpr bool kScanFastExp = true;
+
+// bf16 Mamba-1 layers keep their activations in bf16 from in_proj to out_proj (in_proj, x_proj and dt_proj
+// write bf16; the conv and the scan read it), instead of float32 projections read back by the conv and the
+// scan. Only without observers or DeciMamba gathers (those read float32 activations on the host);
+// MAMBASCOPE_M1_BF16_SCAN=0 turns it off (A/B runs of bench_cuda_forward).
+bool m1_bf16_chain_enabled() {
+    static const bool on = [] {
+        const char* e = std::getenv("MAMBASCOPE_M1_BF16_SCAN");
+        return !(e && std::string(e) == "0");
+    }();
+    return on;
+}
 
 // A device buffer of floats (or other PODs), freed on destruction.
 template <class T>
@@ -130,11 +148,29 @@ std::shared_ptr<DevBuf<__nv_bfloat16> > to_bf16_copy(const DevTensor& t, int64_t
     return b;
 }
 
+// Per-chunk device buffers; grown on demand and reused across calls (a decoder keeps one; prefills take one
+// from their model's pool, so that a call does not pay ≈ 15 cudaMalloc/cudaFree, each a device sync).
+struct Workspace {
+    DevBuf<int32_t> ids, targets;
+    DevBuf<float> x, u, proj, conv, dbc, dt, y, delta_used, logits, xn, nll;
+    DevBuf<float> g_proj, g_conv, g_dbc, g_dt, g_x;
+    DevBuf<int64_t> rows;
+    DevBuf<__nv_bfloat16> a16;  // bf16 copy of a projection's input
+    // bf16 activations written directly by the norm, conv and scan kernels (bf16 projections only)
+    DevBuf<__nv_bfloat16> u16, conv16, y16;
+    // the bf16 Mamba-1 chain: in_proj (R, P), x_proj (R, R_dt + 2N) and dt_proj (R, E) outputs in bf16
+    DevBuf<__nv_bfloat16> proj16, dbc16, dt16;
+    DevBuf<char>
+        scan_ws;  // the Mamba-1 scan's chunk states (instead of a stream-ordered allocation per layer)
+};
+
 struct DevModel {
     DevTensor embedding, norm_f, lm_head;
     std::vector<DevLayer> layers;
     std::unique_ptr<kc::CublasHandle> cublas;
     cudaStream_t stream = nullptr;
+    std::mutex pool_mutex;
+    std::vector<std::unique_ptr<Workspace> > pool;  // idle prefill workspaces, freed with the model's weights
     ~DevModel() {
         if (stream) cudaStreamDestroy(stream);
     }
@@ -204,17 +240,6 @@ struct DevState {
     }
 };
 
-// Per-chunk device buffers; grown on demand and reused across calls (a decoder keeps one).
-struct Workspace {
-    DevBuf<int32_t> ids, targets;
-    DevBuf<float> x, u, proj, conv, dbc, dt, y, delta_used, logits, xn, nll;
-    DevBuf<float> g_proj, g_conv, g_dbc, g_dt, g_x;
-    DevBuf<int64_t> rows;
-    DevBuf<__nv_bfloat16> a16;  // bf16 copy of a projection's input
-    // bf16 activations written directly by the norm, conv and scan kernels (bf16 projections only)
-    DevBuf<__nv_bfloat16> u16, conv16, y16;
-};
-
 void ensure_bf16_weights(const Model& model, DevModel& dm) {
     std::lock_guard<std::mutex> lock(g_upload_mutex);
     for (size_t l = 0; l < dm.layers.size(); ++l) {
@@ -258,8 +283,18 @@ ForwardResult cuda_run_prefill(const Model& model, std::span<const int32_t> ids,
              "state does not belong to this model");
     // Device state, uploaded from the host state and written back at the end.
     DevState ds(state);
-    Workspace ws;
-    ForwardResult res = prefill_on_device(model, ids, ds, opt, head, ws);
+    DevModel& dm = device_model(model);
+    std::unique_ptr<Workspace> ws;
+    {
+        std::lock_guard<std::mutex> lock(dm.pool_mutex);
+        if (!dm.pool.empty()) ws = std::move(dm.pool.back()), dm.pool.pop_back();
+    }
+    if (!ws) ws = std::make_unique<Workspace>();
+    ForwardResult res = prefill_on_device(model, ids, ds, opt, head, *ws);
+    {
+        std::lock_guard<std::mutex> lock(dm.pool_mutex);
+        dm.pool.push_back(std::move(ws));
+    }
     ds.download(state);
     return res;
 }
@@ -344,6 +379,14 @@ ForwardResult prefill_on_device(const Model& model, std::span<const int32_t> ids
         ws.conv16.resize(size_t(rows_max * CD));
         ws.y16.resize(size_t(rows_max * E));
     }
+    // bf16 end to end through the Mamba-1 mixer (see m1_bf16_chain_enabled).
+    const bool m1_chain =
+        bf16 && c.arch == Arch::Mamba1 && !opt.observer && !opt.keep_positions && m1_bf16_chain_enabled();
+    if (m1_chain) {
+        ws.proj16.resize(size_t(rows_max * P));
+        ws.dbc16.resize(size_t(rows_max * ldbc));
+        ws.dt16.resize(size_t(rows_max * E));
+    }
 
     ForwardResult res;
     res.tokens = T;
@@ -360,6 +403,32 @@ ForwardResult prefill_on_device(const Model& model, std::span<const int32_t> ids
         kc::embed_rows(R, D, d_ids.ptr, dm.embedding.ptr(), x.ptr, s);
         for (int li = 0; li <= last_layer && R > 0; ++li) {
             const DevLayer& w = dm.layers[size_t(li)];
+            if (m1_chain) {
+                // u = rmsnorm(x) → proj = u·in_projᵀ → conv = silu(conv1d(proj[:, :E])) → dbc = conv·x_projᵀ
+                // → dt = dbc[:, :R_dt]·dt_projᵀ → y = scan(...) → x += y·out_projᵀ; bf16 activations
+                // throughout.
+                kc::rmsnorm_bf16(R, D, x.ptr, D, w.norm.ptr(), eps, ws.u16.ptr, D, s);
+                kc::gemm_rowmajor_bf16_out(cb, s, R, P, D, ws.u16.ptr, D, w.in_proj16->ptr, D, ws.proj16.ptr,
+                                           P);
+                kc::conv1d_silu(R, CD, K, ws.proj16.ptr, P, w.conv_w.ptr(), w.conv_b.ptr(),
+                                conv_state[size_t(li)].ptr, nullptr, 0, s, ws.conv16.ptr, CD);
+                kc::gemm_rowmajor_bf16_out(cb, s, R, ldbc, E, ws.conv16.ptr, CD, w.x_proj16->ptr, E,
+                                           ws.dbc16.ptr, ldbc);
+                kc::gemm_rowmajor_bf16_out(cb, s, R, E, Rdt, ws.dbc16.ptr, ldbc, w.dt_proj16->ptr, Rdt,
+                                           ws.dt16.ptr, E);
+                kc::Mamba1ScanArgs a;
+                a.T = R, a.E = E, a.N = N;
+                a.x16 = ws.conv16.ptr, a.ldx = CD, a.delta16 = ws.dt16.ptr, a.ldd = E;
+                a.delta_bias = w.dt_proj_b.ptr(), a.delta_softplus = true, a.A = w.A.ptr();
+                a.B16 = ws.dbc16.ptr + Rdt, a.ldb = ldbc, a.C16 = ws.dbc16.ptr + Rdt + N, a.ldc = ldbc;
+                a.Dskip = w.Dskip.ptr(), a.z16 = ws.proj16.ptr + E, a.ldz = P;
+                a.thr = filtered ? thr[size_t(li)].ptr : nullptr, a.h = ssm_state[size_t(li)].ptr;
+                a.y16 = ws.y16.ptr, a.ldy = E, a.fast_exp = kScanFastExp;
+                ws.scan_ws.resize(kc::scan_mamba1_workspace_bytes(R, E, N));
+                kc::scan_mamba1(a, ws.scan_ws.ptr, ws.scan_ws.count, s);
+                project16(R, D, E, ws.y16.ptr, E, w.out_proj16, x.ptr, D, 1.0f);
+                continue;
+            }
             // bf16: the norm, the conv and the scan write the next projection's bf16 input themselves.
             if (bf16) {
                 kc::rmsnorm_bf16(R, D, x.ptr, D, w.norm.ptr(), eps, ws.u16.ptr, D, s);
@@ -459,7 +528,8 @@ ForwardResult prefill_on_device(const Model& model, std::span<const int32_t> ids
                     a.y = y.ptr;
                 if (want_delta) a.delta_out = delta_used.ptr, a.ldo = C;
                 a.fast_exp = kScanFastExp;
-                kc::scan_mamba1(a, nullptr, 0, s);
+                ws.scan_ws.resize(kc::scan_mamba1_workspace_bytes(R, E, N));
+                kc::scan_mamba1(a, ws.scan_ws.ptr, ws.scan_ws.count, s);
             } else {
                 kc::Mamba2ScanArgs a;
                 a.T = R, a.H = c.n_heads, a.P = c.head_dim, a.G = c.n_groups, a.N = N;
@@ -557,38 +627,221 @@ ForwardResult prefill_on_device(const Model& model, std::span<const int32_t> ids
     return res;
 }
 
-// Decoding with the state resident on the GPU: a step moves one id in and one logits row out.
+// Decoding with the state resident on the GPU, one CUDA graph per decoder: the first step records every
+// kernel of a one-token step (embedding, all layers, the head, the logits copy) on the decoder's stream and
+// instantiates it; each later step writes the token id into pinned host memory, replays the graph (one launch
+// instead of ≈ 8 per layer) and reads the logits from pinned memory. The recorded kernels are the prefill's
+// with one row, except: the projections are one-row gemv kernels (gemv.cuh; cuBLAS's tiled GEMMs used a tenth
+// of the GPU for one row), dt_proj runs inside the scan (Mamba1ScanArgs::dt_proj_w) and the conv updates its
+// state itself. bf16 decoders use a bf16 copy of the LM head (half the bytes of a step's largest read).
+// MAMBASCOPE_DECODE_GRAPH=0 (or a failed capture) falls back to the prefill path, one launch per kernel.
+bool decode_graph_enabled() {  // read per decoder, so that a benchmark can A/B both paths in one process
+    const char* e = std::getenv("MAMBASCOPE_DECODE_GRAPH");
+    return !(e && std::string(e) == "0");
+}
+
 class CudaDecoder final : public DecoderBackend {
   public:
-    CudaDecoder(const Model& model, const ModelState& state, Precision precision)
+    CudaDecoder(const Model& model, const ModelState& state, Precision precision, const DeltaFilter* filter)
         : model_(model), state_(state) {
         opt_.precision = precision;
+        if (filter && !filter->empty()) {
+            // LongMamba's filter kept while decoding (method doc §9.1): thresholds on the device once.
+            MS_CHECK(static_cast<int64_t>(filter->threshold.size()) == model.config.n_layer,
+                     "the decode filter does not belong to this model");
+            filter_ = *filter;
+            opt_.filter = &filter_;
+            thr_ = std::vector<DevBuf<float> >(filter_.threshold.size());
+            for (size_t l = 0; l < thr_.size(); ++l) {
+                MS_CHECK(static_cast<int64_t>(filter_.threshold[l].size()) == model.config.channels(),
+                         "the decode filter has the wrong channel count");
+                thr_[l].upload(filter_.threshold[l].data(), filter_.threshold[l].size());
+            }
+        }
+        use_graph_ = decode_graph_enabled();
+    }
+    ~CudaDecoder() override {
+        if (exec_) cudaGraphExecDestroy(exec_);
+        if (graph_) cudaGraphDestroy(graph_);
+        if (stream_) cudaStreamDestroy(stream_);
+        if (id_host_) cudaFreeHost(id_host_);
+        if (logits_host_) cudaFreeHost(logits_host_);
     }
     void step(int32_t id, std::vector<float>& logits) override {
         const int32_t one[1] = {id};
         std::span<const int32_t> ids(one, 1);
         check_ids(model_, ids);
-        HeadRequest head;
-        head.logits_positions = {state_.tokens_seen};
-        head.logits_sink = [&](int64_t, const float* row, int64_t V) { logits.assign(row, row + V); };
-        prefill_on_device(model_, ids, state_, opt_, head, ws_);
+        if (use_graph_ && !exec_) build_graph();
+        if (!use_graph_) {
+            HeadRequest head;
+            head.logits_positions = {state_.tokens_seen};
+            head.logits_sink = [&](int64_t, const float* row, int64_t V) { logits.assign(row, row + V); };
+            prefill_on_device(model_, ids, state_, opt_, head, ws_);
+            return;
+        }
+        *id_host_ = id;
+        CUDA_CHECK(cudaGraphLaunch(exec_, stream_));
+        CUDA_CHECK(cudaStreamSynchronize(stream_));
+        logits.assign(logits_host_, logits_host_ + model_.vocab_rows());
+        state_.tokens_seen += 1;
     }
     void download(ModelState& state) const override { state_.download(state); }
 
   private:
+    // Records one step on stream_ (no allocation, no host synchronisation: everything is captured).
+    void record_step() {
+        const ModelConfig& c = model_.config;
+        DevModel& dm = device_model(model_);
+        cudaStream_t s = stream_;
+        const bool bf16 = opt_.precision == Precision::Bf16;  // tf32: the one-row products are float32 gemv
+        const int64_t D = c.d_model, E = c.d_inner, N = c.d_state, K = c.d_conv, C = c.channels();
+        const int64_t P = c.in_proj_rows(), CD = c.conv_dim(), V = model_.vocab_rows();
+        const int64_t GN = c.n_groups * N, Rdt = c.dt_rank, ldbc = c.arch == Arch::Mamba1 ? Rdt + 2 * N : CD;
+        const float eps = static_cast<float>(c.norm_eps);
+        Workspace& w = ws_;
+        auto project = [&](int64_t Nout, int64_t Kin, const float* A, const DevTensor& W,
+                           const std::shared_ptr<DevBuf<__nv_bfloat16> >& W16, float* out, float beta) {
+            if (bf16) {
+                kc::to_bf16(1, Kin, A, Kin, w.a16.ptr, Kin, s);
+                kc::gemv(Nout, Kin, W16->ptr, Kin, w.a16.ptr, out, beta, s);  // one row: gemv.cuh
+            } else {
+                kc::gemv(Nout, Kin, W.ptr(), Kin, A, out, beta, s);
+            }
+        };
+        CUDA_CHECK(cudaMemcpyAsync(w.ids.ptr, id_host_, sizeof(int32_t), cudaMemcpyHostToDevice, s));
+        kc::embed_rows(1, D, w.ids.ptr, dm.embedding.ptr(), w.x.ptr, s);
+        for (int64_t li = 0; li < c.n_layer; ++li) {
+            const DevLayer& L = dm.layers[size_t(li)];
+            float* h = state_.ssm[size_t(li)].ptr;
+            float* cst = state_.conv[size_t(li)].ptr;
+            const float* thr = thr_.empty() ? nullptr : thr_[size_t(li)].ptr;
+            if (bf16 && c.arch == Arch::Mamba1) {
+                // the prefill's bf16 chain with one row
+                kc::rmsnorm_bf16(1, D, w.x.ptr, D, L.norm.ptr(), eps, w.u16.ptr, D, s);
+                kc::gemv(P, D, L.in_proj16->ptr, D, w.u16.ptr, w.proj16.ptr, s);
+                kc::conv1d_silu(1, CD, K, w.proj16.ptr, P, L.conv_w.ptr(), L.conv_b.ptr(), cst, nullptr, 0, s,
+                                w.conv16.ptr, CD);
+                kc::gemv(ldbc, E, L.x_proj16->ptr, E, w.conv16.ptr, w.dbc16.ptr, s);
+                kc::Mamba1ScanArgs a;
+                a.T = 1, a.E = E, a.N = N;
+                // dt = dbc[:, :R_dt]·dt_projᵀ inside the scan (one launch fewer per layer)
+                a.x16 = w.conv16.ptr, a.ldx = CD, a.delta16 = w.dbc16.ptr, a.ldd = ldbc;
+                a.dt_proj_w = L.dt_proj_w.ptr(), a.dt_rank = Rdt;
+                a.delta_bias = L.dt_proj_b.ptr(), a.delta_softplus = true, a.A = L.A.ptr();
+                a.B16 = w.dbc16.ptr + Rdt, a.ldb = ldbc, a.C16 = w.dbc16.ptr + Rdt + N, a.ldc = ldbc;
+                a.Dskip = L.Dskip.ptr(), a.z16 = w.proj16.ptr + E, a.ldz = P, a.thr = thr, a.h = h;
+                a.y16 = w.y16.ptr, a.ldy = E, a.fast_exp = kScanFastExp;
+                kc::scan_mamba1(a, nullptr, 0, s);
+                kc::gemv(D, E, L.out_proj16->ptr, E, w.y16.ptr, w.x.ptr, 1.0f, s);
+                continue;
+            }
+            kc::rmsnorm(1, D, w.x.ptr, D, L.norm.ptr(), eps, w.u.ptr, D, s);
+            project(P, D, w.u.ptr, L.in_proj, L.in_proj16, w.proj.ptr, 0.0f);
+            const int64_t conv_col = c.arch == Arch::Mamba1 ? 0 : E;
+            kc::conv1d_silu(1, CD, K, w.proj.ptr + conv_col, P, L.conv_w.ptr(), L.conv_b.ptr(), cst,
+                            w.conv.ptr, CD, s);
+            if (c.arch == Arch::Mamba1) {
+                project(ldbc, E, w.conv.ptr, L.x_proj, L.x_proj16, w.dbc.ptr, 0.0f);
+                kc::Mamba1ScanArgs a;
+                a.T = 1, a.E = E, a.N = N;
+                a.x = w.conv.ptr, a.ldx = CD, a.delta = w.dbc.ptr, a.ldd = ldbc;  // dt_proj fused
+                a.dt_proj_w = L.dt_proj_w.ptr(), a.dt_rank = Rdt;
+                a.delta_bias = L.dt_proj_b.ptr(), a.delta_softplus = true, a.A = L.A.ptr();
+                a.B = w.dbc.ptr + Rdt, a.ldb = ldbc, a.C = w.dbc.ptr + Rdt + N, a.ldc = ldbc;
+                a.Dskip = L.Dskip.ptr(), a.z = w.proj.ptr + E, a.ldz = P, a.thr = thr, a.h = h;
+                a.y = w.y.ptr, a.ldy = E, a.fast_exp = kScanFastExp;
+                kc::scan_mamba1(a, nullptr, 0, s);
+            } else {
+                kc::Mamba2ScanArgs a;
+                a.T = 1, a.H = c.n_heads, a.P = c.head_dim, a.G = c.n_groups, a.N = N;
+                a.x = w.conv.ptr, a.ldx = CD;
+                a.delta = w.proj.ptr + 2 * E + 2 * GN, a.ldd = P, a.delta_bias = L.dt_bias.ptr();
+                a.delta_softplus = true;
+                a.A = L.A.ptr(), a.B = w.conv.ptr + E, a.ldb = ldbc, a.C = w.conv.ptr + E + GN, a.ldc = ldbc;
+                a.Dskip = L.Dskip.ptr(), a.thr = thr, a.s = h, a.y = w.y.ptr, a.ldy = E;
+                kc::scan_mamba2(a, nullptr, 0, s);
+                kc::gated_rmsnorm(1, E, c.norm_groups(), w.y.ptr, E, w.proj.ptr, P, L.gate_norm.ptr(), eps,
+                                  s);
+            }
+            project(D, E, w.y.ptr, L.out_proj, L.out_proj16, w.x.ptr, 1.0f);
+        }
+        // head: logits = rmsnorm(x)·lm_headᵀ
+        if (bf16) {
+            kc::rmsnorm_bf16(1, D, w.x.ptr, D, dm.norm_f.ptr(), eps, w.u16.ptr, D, s);
+            kc::gemv(V, D, lm_head16_->ptr, D, w.u16.ptr, w.logits.ptr, 0.0f, s);
+        } else {
+            kc::rmsnorm(1, D, w.x.ptr, D, dm.norm_f.ptr(), eps, w.xn.ptr, D, s);
+            kc::gemv(V, D, dm.lm_head.ptr(), D, w.xn.ptr, w.logits.ptr, 0.0f,
+                     s);  // fp32, as the prefill's head
+        }
+        (void)C;
+        CUDA_CHECK(cudaMemcpyAsync(logits_host_, w.logits.ptr, size_t(V) * sizeof(float),
+                                   cudaMemcpyDeviceToHost, s));
+    }
+
+    void build_graph() {
+        const ModelConfig& c = model_.config;
+        DevModel& dm = device_model(model_);
+        const bool bf16 = opt_.precision == Precision::Bf16;
+        if (bf16) {
+            ensure_bf16_weights(model_, dm);
+            lm_head16_ = to_bf16_copy(dm.lm_head, model_.vocab_rows() * c.d_model, dm.stream);
+        }
+        CUDA_CHECK(cudaStreamSynchronize(dm.stream));
+        const int64_t D = c.d_model, E = c.d_inner, P = c.in_proj_rows(), CD = c.conv_dim();
+        const int64_t ldbc = c.arch == Arch::Mamba1 ? c.dt_rank + 2 * c.d_state : CD;
+        Workspace& w = ws_;
+        w.ids.resize(1), w.x.resize(size_t(D)), w.u.resize(size_t(D)), w.xn.resize(size_t(D));
+        w.proj.resize(size_t(P)), w.conv.resize(size_t(CD)), w.dbc.resize(size_t(ldbc));
+        w.dt.resize(size_t(E)), w.y.resize(size_t(E)), w.logits.resize(size_t(model_.vocab_rows()));
+        w.a16.resize(size_t(std::max({D, E, P, CD}))), w.u16.resize(size_t(D)), w.conv16.resize(size_t(CD));
+        w.y16.resize(size_t(E)), w.proj16.resize(size_t(P)), w.dbc16.resize(size_t(ldbc)),
+            w.dt16.resize(size_t(E));
+        CUDA_CHECK(cudaMallocHost(&id_host_, sizeof(int32_t)));
+        CUDA_CHECK(cudaMallocHost(&logits_host_, size_t(model_.vocab_rows()) * sizeof(float)));
+        CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+        CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
+        try {
+            record_step();
+        } catch (const Error&) {
+            cudaGraph_t broken = nullptr;
+            cudaStreamEndCapture(stream_, &broken);
+            if (broken) cudaGraphDestroy(broken);
+            cudaGetLastError();
+            use_graph_ = false;  // the per-kernel path still works
+            return;
+        }
+        CUDA_CHECK(cudaStreamEndCapture(stream_, &graph_));
+        CUDA_CHECK(cudaGraphInstantiate(&exec_, graph_, 0));
+    }
+
     const Model& model_;
     DevState state_;
     Workspace ws_;
-    ForwardOptions opt_;  // no filter: decode steps are never filtered (method doc §2.4)
+    ForwardOptions opt_;
+    DeltaFilter filter_;               // a copy: the caller's may go away
+    std::vector<DevBuf<float> > thr_;  // (n_layer)(C) on the device, or empty (no filter)
+    bool use_graph_ = true;
+    cudaStream_t stream_ = nullptr;
+    std::shared_ptr<DevBuf<__nv_bfloat16> > lm_head16_;
+    int32_t* id_host_ = nullptr;    // pinned: the graph's H2D copy reads the id from here
+    float* logits_host_ = nullptr;  // pinned: the graph's D2H copy writes the logits here
+    cudaGraph_t graph_ = nullptr;
+    cudaGraphExec_t exec_ = nullptr;
 };
 
 }  // namespace
 
 std::unique_ptr<DecoderBackend> make_cuda_decoder(const Model& model, const ModelState& state,
                                                   Precision precision) {
+    return make_cuda_decoder(model, state, precision, nullptr);
+}
+
+std::unique_ptr<DecoderBackend> make_cuda_decoder(const Model& model, const ModelState& state,
+                                                  Precision precision, const DeltaFilter* filter) {
     MS_CHECK(static_cast<int64_t>(state.layers.size()) == model.config.n_layer,
              "state does not belong to this model");
-    return std::make_unique<CudaDecoder>(model, state, precision);
+    return std::make_unique<CudaDecoder>(model, state, precision, filter);
 }
 
 }  // namespace detail

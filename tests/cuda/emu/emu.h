@@ -70,6 +70,18 @@ T __shfl_down_sync(unsigned, T v, unsigned delta) {
     return r;
 }
 
+inline float __uint_as_float(unsigned u) {
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+inline unsigned __float_as_uint(float f) {
+    unsigned u;
+    std::memcpy(&u, &f, sizeof u);
+    return u;
+}
+
 inline float __fdividef(float x, float y) {
     return x / y;
 }

@@ -10,8 +10,12 @@ void gemm_rowmajor(cublasHandle_t, cudaStream_t, int64_t, int64_t, int64_t, cons
                    const float*, int64_t, float*, int64_t, bool, float) {
     throw Error("no gemm in emulation");
 }
-void gemm_rowmajor_bf16(cublasHandle_t, cudaStream_t, int64_t, int64_t, int64_t, const __nv_bfloat16*, int64_t,
-                        const __nv_bfloat16*, int64_t, float*, int64_t, float) {
+void gemm_rowmajor_bf16(cublasHandle_t, cudaStream_t, int64_t, int64_t, int64_t, const __nv_bfloat16*,
+                        int64_t, const __nv_bfloat16*, int64_t, float*, int64_t, float) {
+    throw Error("no gemm in emulation");
+}
+void gemm_rowmajor_bf16_out(cublasHandle_t, cudaStream_t, int64_t, int64_t, int64_t, const __nv_bfloat16*,
+                            int64_t, const __nv_bfloat16*, int64_t, __nv_bfloat16*, int64_t) {
     throw Error("no gemm in emulation");
 }
 void to_bf16(int64_t, int64_t, const float*, int64_t, __nv_bfloat16*, int64_t, cudaStream_t) {

@@ -1,0 +1,110 @@
+// One-row projections y = W·a (+ β·y) for decode steps; see gemv.cuh.
+#include <algorithm>
+#include <climits>
+
+#include "cuda/cuda_check.cuh"
+#include "cuda/device_math.cuh"
+#include "cuda/gemv.cuh"
+
+namespace mambascope::kernels::cuda {
+namespace {
+
+using namespace detail;
+
+constexpr int kGemvWarps = 8;  // output rows per block (one warp each)
+constexpr int kGemvVec = 8;    // elements per 16-byte bf16 load (two float4 loads for float32)
+
+__device__ __forceinline__ float to_f32(float v) {
+    return v;
+}
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v) {
+    return __bfloat162float(v);
+}
+
+// 8 consecutive elements as float32 (p 16-byte aligned).
+__device__ __forceinline__ void load8(const float* p, float (&v)[kGemvVec]) {
+    const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+// bf16 → float32 is the bf16 bits in the high half of a float: one shift or mask per element, exact.
+__device__ __forceinline__ float bf16_lo(unsigned w) {
+    return __uint_as_float(w << 16);
+}
+__device__ __forceinline__ float bf16_hi(unsigned w) {
+    return __uint_as_float(w & 0xffff0000u);
+}
+__device__ __forceinline__ void load8(const __nv_bfloat16* p, float (&v)[kGemvVec]) {
+    const uint4 u = *reinterpret_cast<const uint4*>(p);  // elements 2i (low half) and 2i+1 of each word
+    v[0] = bf16_lo(u.x), v[1] = bf16_hi(u.x), v[2] = bf16_lo(u.y), v[3] = bf16_hi(u.y);
+    v[4] = bf16_lo(u.z), v[5] = bf16_hi(u.z), v[6] = bf16_lo(u.w), v[7] = bf16_hi(u.w);
+}
+
+__device__ __forceinline__ void store(float* y, float acc, float beta) {
+    *y = beta != 0.0f ? acc + beta * *y : acc;
+}
+__device__ __forceinline__ void store(__nv_bfloat16* y, float acc, float) {
+    *y = __float2bfloat16_rn(acc);
+}
+
+// grid ceil(N / kGemvWarps), block 32·kGemvWarps. vec: W rows and a may be read 8 elements at a time
+// (K % 8 == 0, ldw % 8 == 0, pointers aligned); otherwise one element per lane and step.
+template <typename TW, typename TA, typename TY>
+__global__ void __launch_bounds__(32 * kGemvWarps)
+    gemv_kernel(int64_t N, int64_t K, const TW* __restrict__ W, int64_t ldw, const TA* __restrict__ a,
+                TY* __restrict__ y, float beta, bool vec) {
+    const int lane = threadIdx.x % 32;
+    const int64_t n = static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / 32;
+    if (n >= N) return;
+    const TW* w = W + n * ldw;
+    float acc = 0.0f;
+    if (vec) {
+#pragma unroll 4  // several 16-byte loads in flight per lane: the product is bound by memory latency
+                  // otherwise
+        for (int64_t k = static_cast<int64_t>(lane) * kGemvVec; k < K; k += 32 * kGemvVec) {
+            float wv[kGemvVec], av[kGemvVec];
+            load8(w + k, wv);
+            load8(a + k, av);
+#pragma unroll
+            for (int i = 0; i < kGemvVec; ++i) acc = fmaf(wv[i], av[i], acc);
+        }
+    } else {
+        for (int64_t k = lane; k < K; k += 32) acc = fmaf(to_f32(w[k]), to_f32(a[k]), acc);
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) store(y + n, acc, beta);
+}
+
+template <typename TW, typename TA, typename TY>
+void launch_gemv(int64_t N, int64_t K, const TW* W, int64_t ldw, const TA* a, TY* y, float beta,
+                 cudaStream_t stream) {
+    MS_CHECK(N >= 0 && K >= 0, "gemv: negative size");
+    if (N == 0) return;
+    MS_CHECK(W && a && y && ldw >= K, "gemv: null pointer or ldw < K");
+    MS_CHECK((N + kGemvWarps - 1) / kGemvWarps <= INT_MAX, "gemv: N too large");
+    const auto aligned = [](const void* p, size_t b) { return reinterpret_cast<uintptr_t>(p) % b == 0; };
+    // 8 elements per load step: 16-byte loads (one uint4 of bf16, or two float4 of float32) at offsets k·size
+    // that are multiples of 16 bytes when K, ldw are multiples of 8 and the bases are 16-byte aligned.
+    const bool vec = K % kGemvVec == 0 && ldw % kGemvVec == 0 && aligned(W, 16) && aligned(a, 16);
+    const unsigned blocks = static_cast<unsigned>((N + kGemvWarps - 1) / kGemvWarps);
+    gemv_kernel<TW, TA, TY><<<blocks, 32 * kGemvWarps, 0, stream>>>(N, K, W, ldw, a, y, beta, vec);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace
+
+void gemv(int64_t N, int64_t K, const float* W, int64_t ldw, const float* a, float* y, float beta,
+          cudaStream_t stream) {
+    launch_gemv(N, K, W, ldw, a, y, beta, stream);
+}
+
+void gemv(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const __nv_bfloat16* a, float* y,
+          float beta, cudaStream_t stream) {
+    launch_gemv(N, K, W, ldw, a, y, beta, stream);
+}
+
+void gemv(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const __nv_bfloat16* a, __nv_bfloat16* y,
+          cudaStream_t stream) {
+    launch_gemv(N, K, W, ldw, a, y, 0.0f, stream);
+}
+
+}  // namespace mambascope::kernels::cuda
