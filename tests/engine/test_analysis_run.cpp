@@ -1,6 +1,7 @@
 // run_analysis on small random models: every method's numbers are sane, LongMamba's filter shows up in the
 // detail channels, defaults resolve, cancellation propagates.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -28,7 +29,8 @@ std::vector<int32_t> random_ids(int n, unsigned seed) {
 }
 
 fs::path temp_dir() {
-    const fs::path d = fs::temp_directory_path() / "mambascope_test_analysis";
+    // One folder per process: ctest runs the tests of both architectures at once, and they write the same names.
+    const fs::path d = fs::temp_directory_path() / ("mambascope_test_analysis-" + std::to_string(::getpid()));
     fs::create_directories(d);
     return d;
 }

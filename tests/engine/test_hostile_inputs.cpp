@@ -258,9 +258,12 @@ TEST(HostileHdf5, AFileThatCrashesLibhdf5IsACleanErrorNotACrash) {
     const fs::path segv = fs::path(MAMBASCOPE_TEST_DATA_DIR) / ".." / "fuzz" / "crashes" / "trace" /
                           "hdf5-attr-iterate-segv.h5";
     ASSERT_TRUE(fs::exists(segv));
+    // Whether libhdf5 faults on these bytes depends on the memory layout (it reads freed or wild memory): with
+    // this build it may crash (then the probe's "crashed" Error) or fail a check (then that check's Error). Either
+    // way: an Error naming the file, and this process is still here. The probe's crash path itself is pinned by
+    // ProbeReportsTheChildsSignalAndLetsErrorsThrough.
     const std::string msg = error_of([&] { read_trace(segv); });
     EXPECT_TRUE(contains(msg, segv.string())) << msg;
-    EXPECT_TRUE(contains(msg, "crashed")) << msg;
     // The same bytes as a calibration: a clean Error too (whichever check catches it first).
     const std::string msg2 = error_of([&] { load_calibration(segv); });
     EXPECT_TRUE(contains(msg2, segv.string())) << msg2;
