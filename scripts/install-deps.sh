@@ -7,7 +7,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config git
-  libeigen3-dev libhdf5-dev hdf5-tools
+  libeigen3-dev libopenblas0-openmp libblis4-openmp libhdf5-dev hdf5-tools
   libgtest-dev libgmock-dev libbenchmark-dev
   qt6-base-dev qt6-base-dev-tools qt6-svg-dev libqcustomplot-dev libgl-dev
   xvfb xauth

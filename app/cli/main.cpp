@@ -16,6 +16,7 @@
 #include "input.h"
 #include "mambascope/atomic_file.h"
 #include "mambascope/error.h"
+#include "mambascope/forward.h"
 
 namespace {
 
@@ -60,6 +61,7 @@ std::string who(const CLI::App& app) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    mambascope::default_passive_omp_wait(argv);  // no spinning OpenMP threads unless the user asks for them
     using namespace mambascope::cli;
     CLI::App app{std::string("mambascope-cli ") + MAMBASCOPE_VERSION +
                      ": Mamba / Mamba-2 long-context analysis (LongMamba)",

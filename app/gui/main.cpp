@@ -19,6 +19,7 @@
 #include "main_window.h"
 #include "mambascope/atomic_file.h"
 #include "mambascope/error.h"
+#include "mambascope/forward.h"
 #include "plot_tools.h"
 
 using namespace mambascope;
@@ -149,6 +150,9 @@ static bool parse_flags(int argc, char** argv, Flags& f) {
 }
 
 int main(int argc, char** argv) {
+    // OpenMP threads wait passively (no spinning against the GUI thread) unless the user set OMP_WAIT_POLICY:
+    // the policy is read when the runtime starts, so this re-executes the program once (issue 16).
+    mambascope::default_passive_omp_wait(argv);
     Flags fl;
     if (!parse_flags(argc, argv, fl)) return 2;
     if (fl.help) {

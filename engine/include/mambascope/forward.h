@@ -172,6 +172,19 @@ struct ForwardResult {
     double mean_nll() const;      // NaN when empty
 };
 
+// The SGEMM of the CPU forward: "openblas", "blis" or "eigen" (CMake MAMBASCOPE_BLAS), and its entry point
+// C (M, N) = A (M, K) · Bᵀ + beta · C on row-major matrices, B (N, K) (bench times the projections with it).
+const char* cpu_gemm_backend();
+void cpu_sgemm_nt(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+                  float beta, float* C, int64_t ldc);
+
+// OpenMP threads waiting at a barrier spin by default (libgomp: up to ≈ 300k pause loops per wait), which on
+// a loaded or shared machine burns the cores the working threads need. libgomp reads OMP_WAIT_POLICY once,
+// before main, so a program calls this first thing in main: when the user has not set OMP_WAIT_POLICY it
+// sets it to passive and re-executes the program (/proc/self/exe) with the same arguments. Returns only when
+// nothing was done (policy already set, or the re-exec failed: the run continues with the default policy).
+void default_passive_omp_wait(char** argv);
+
 // Checks ids (non-empty unless allowed, each in [0, vocab_rows)) and throws an Error naming the first bad
 // one.
 void check_ids(const Model& model, std::span<const int32_t> ids);

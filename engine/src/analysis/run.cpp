@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <set>
 #include <span>
 #include <string>
@@ -274,6 +275,8 @@ RunResult run_analysis(const Model& model, const RunInput& input, const Analysis
     const int64_t n_a = n_a_of(cfg);
 
     const double n_methods = static_cast<double>(req.methods.size());
+    // Index in res.methods of a method that ran the plain, unfiltered forward (see below).
+    std::optional<size_t> unfiltered_result;
     for (size_t mi = 0; mi < req.methods.size(); ++mi) {
         const Method method = req.methods[mi];
         const auto t0 = std::chrono::steady_clock::now();
@@ -295,6 +298,20 @@ RunResult run_analysis(const Model& model, const RunInput& input, const Analysis
             mr.params["key_length"] =
                 static_cast<double>(cal->lengths[nearest_length_index(cal->lengths, T)]);
             mr.params["filtered"] = filter.empty() ? 0.0 : 1.0;
+        }
+
+        // Shared work: vanilla, and LongMamba at or below its activation length (no filter then, method doc
+        // §8.5), run the same forward with the same probes (the probes' reference filter is the empty one
+        // too), so every number of their results is the same. The second of them copies the first's result
+        // and keeps its own name and parameters (CpuShared.* tests the copy against a separate run).
+        const bool unfiltered = method != Method::DeciMamba && filter.empty();
+        if (unfiltered && unfiltered_result) {
+            MethodResult same = res.methods[*unfiltered_result];
+            same.method = method;
+            same.params = mr.params;
+            same.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            res.methods.push_back(std::move(same));
+            continue;
         }
 
         ProbeOptions po;
@@ -343,14 +360,10 @@ RunResult run_analysis(const Model& model, const RunInput& input, const Analysis
             for (size_t k = 0; k < dp.layers.size(); ++k)
                 mr.params["deci_layer_" + std::to_string(k)] = dp.layers[k];
             std::map<int, std::vector<int64_t>> kept;
-            fr = run_decimamba(model, input.ids, dp, head, sub(0.0, 0.75), &kept);
-            // Probe pass over the same selection (no head).
-            ForwardOptions opt;
-            opt.observer = &fan;
-            opt.keep_positions = &kept;
-            opt.stop_after_layer = n_layer - 1;
-            opt.progress = sub(0.75, 1.0);
-            run_forward(model, input.ids, opt);
+            // The probes ride on DeciMamba's final pass: it is the forward over the final selection that a
+            // separate probe pass would repeat (same kept positions, every layer; the head only adds the
+            // NLL).
+            fr = run_decimamba(model, input.ids, dp, head, sub(0.0, 1.0), &kept, &fan);
             if (!kept.empty()) mr.kept_positions = kept.rbegin()->second;
         } else {
             ForwardOptions opt;
@@ -442,6 +455,7 @@ RunResult run_analysis(const Model& model, const RunInput& input, const Analysis
         }
         mr.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         res.methods.push_back(std::move(mr));
+        if (unfiltered && !unfiltered_result) unfiltered_result = res.methods.size() - 1;
     }
     report_progress(progress, 1.0, "done");
     return res;

@@ -12,17 +12,26 @@
 //            Δ = clamp(softplus(dt + dt_bias))      (R, H)
 //            y = gated_rmsnorm(scan(x, Δ, A, B, C, D), z)
 //   x ← x + y·out_projᵀ
-// then logits = RMSNorm(x; norm_f)·lm_headᵀ, a few rows at a time.
+// then logits = RMSNorm(x; norm_f)·lm_headᵀ, a few rows at a time; for the NLL the logits are reduced
+// blockwise over the vocabulary (log-sum-exp) and never exist as rows × V.
+// Every projection is one kernels::sgemm_nt call (the BLAS chosen at configure time, cpu/gemm.h).
 #include "mambascope/forward.h"
 
 #include <Eigen/Core>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include <unistd.h>
 
 #include "cpu/activations.h"
 #include "cpu/conv1d.h"
+#include "cpu/gemm.h"
 #include "cpu/norm.h"
 #include "cpu/scan.h"
 #include "mambascope/error.h"
@@ -32,25 +41,29 @@ namespace mambascope {
 namespace {
 
 using MatRM = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using MapRM = Eigen::Map<MatRM>;
-using CMapRM = Eigen::Map<const MatRM>;
-
-CMapRM weight(const Tensor& t) {
-    return CMapRM(t.data, t.dim(0), t.numel() / t.dim(0));
-}
+// Vocabulary columns per block of the fused head + NLL: one thread's block of logits (kHeadChunkTokens ×
+// this × 4 bytes = 512 KB) stays in its core's cache between the GEMM that writes it and the log-sum-exp that
+// reads it.
+constexpr int64_t kHeadVocabBlock = 1024;
 
 // out (R, O) = in (R, I) · Wᵀ (W: O × I) [+ bias]
 void linear(const MatRM& in, const Tensor& W, const Tensor& bias, MatRM& out) {
-    out.resize(in.rows(), W.dim(0));
-    out.noalias() = in * weight(W).transpose();
-    if (bias.data) out.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(bias.data, bias.numel());
+    const int64_t R = in.rows(), I = in.cols(), O = W.dim(0);
+    MS_CHECK(W.numel() == O * I, "linear: weight shape does not match the input width");
+    out.resize(R, O);
+    float beta = 0.0f;
+    if (bias.data) {  // out = bias (each row), then out += in · Wᵀ
+        out.rowwise() = Eigen::Map<const Eigen::RowVectorXf>(bias.data, bias.numel());
+        beta = 1.0f;
+    }
+    kernels::sgemm_nt(R, O, I, in.data(), I, W.data, I, beta, out.data(), O);
 }
 
-// Rows of `m` listed in `sel` (all rows when sel is empty).
-MatRM gather_rows(const MatRM& m, const std::vector<int64_t>& sel) {
-    MatRM out(static_cast<int64_t>(sel.size()), m.cols());
+// Rows 0..|sel| of `out` = the rows of `m` listed in `sel`. `out` keeps m's shape (a buffer reused from chunk
+// to chunk whatever the number of kept rows: no allocation per chunk); rows past |sel| are unused.
+void gather_rows(const MatRM& m, const std::vector<int64_t>& sel, MatRM& out) {
+    if (out.rows() != m.rows() || out.cols() != m.cols()) out.resize(m.rows(), m.cols());
     for (size_t i = 0; i < sel.size(); ++i) out.row(static_cast<int64_t>(i)) = m.row(sel[i]);
-    return out;
 }
 
 // Rows [lo, hi) of a chunk whose positions (increasing) fall in the sink's window.
@@ -68,9 +81,62 @@ void emit(ActivationSink* sink, ActivationKind kind, int layer, const float* dat
                                         ld, positions.data() + rows.first});
 }
 
+// Per-run buffers, sized by the first chunk and reused by every later chunk and layer (Eigen's resize to the
+// same size keeps the memory): no per-chunk allocation, so no page faults after the first chunk.
 struct Scratch {
-    MatRM u, proj, conv_out, dbc, delta, delta_raw, y, out;
+    MatRM u, proj, conv_out, dbc, delta, delta_raw, y;
+    MatRM conv_sel, dbc_sel, delta_sel, proj_sel;  // DeciMamba's kept rows
+    std::vector<int64_t> sel, kept;
 };
+
+// The head's buffers, also reused across chunks.
+struct HeadScratch {
+    MatRM xn;                     // (rows, D) final-normed rows
+    MatRM logits;                 // (rows, V) full rows, only for rows a logits sink asked for
+    std::vector<float> block;     // per thread: (kHeadChunkTokens, kHeadVocabBlock) logits of one block
+    std::vector<float> row_max;   // per thread: (kHeadChunkTokens) running max of a row's logits
+    std::vector<double> row_sum;  // per thread: (kHeadChunkTokens) Σ exp(ℓ − row_max) so far
+    std::vector<float> target_logit, nll;  // (kHeadChunkTokens)
+    std::vector<int64_t> need, target;     // rows of the chunk that need the head; their target ids
+    std::vector<uint8_t> to_sink;
+};
+
+// Online log-sum-exp over one block of a row (the streaming softmax normaliser): before and after,
+// Σ_{v seen} exp(ℓ_v) = s · e^m. The block's terms exp(ℓ_v − m_block) are summed on 16 float lanes (at most
+// kHeadVocabBlock / 16 terms per lane), blocks are combined in double.
+void lse_block(const float* l, int64_t w, float& m, double& s) {
+    using kernels::vf16;
+    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+    // m_block = max_v ℓ_v, 16 lanes then across them
+    vf16 mx = kernels::vsplat(kNegInf);
+    int64_t v = 0;
+    for (; v + 16 <= w; v += 16) {
+        vf16 t;
+        std::memcpy(&t, l + v, sizeof t);
+        mx = t > mx ? t : mx;
+    }
+    float bm = kNegInf;
+    for (int k = 0; k < 16; ++k) bm = std::max(bm, mx[k]);
+    for (; v < w; ++v) bm = std::max(bm, l[v]);
+    if (bm == kNegInf) return;
+    vf16 acc{};
+    const vf16 shift = kernels::vsplat(bm);
+    v = 0;
+    for (; v + 16 <= w; v += 16) {
+        vf16 t;
+        std::memcpy(&t, l + v, sizeof t);
+        acc += kernels::vexp16(t - shift);
+    }
+    float bs = 0.0f;
+    for (int k = 0; k < 16; ++k) bs += acc[k];
+    for (; v < w; ++v) bs += kernels::fast_exp(l[v] - bm);
+    if (bm > m) {
+        s = s * std::exp(static_cast<double>(m) - bm) + bs;
+        m = bm;
+    } else {
+        s += bs * std::exp(static_cast<double>(bm) - m);
+    }
+}
 
 // Runs one layer on the chunk; x (R, D) and positions (R) are updated in place (rows can be dropped by
 // DeciMamba).
@@ -102,8 +168,10 @@ void layer_chunk(const Model& model, int li, MatRM& x, std::vector<int64_t>& pos
     if (c.arch == Arch::Mamba1) {
         linear(s.conv_out, w.x_proj, Tensor{}, s.dbc);  // (R, R_dt + 2N)
         const int64_t Rdt = c.dt_rank;
+        // δ·dt_projᵀ   δ = dbc[:, :R_dt] (R, R_dt), dt_proj (E, R_dt)
         s.delta.resize(R, E);
-        s.delta.noalias() = s.dbc.leftCols(Rdt) * weight(w.dt_proj_w).transpose();
+        kernels::sgemm_nt(R, E, Rdt, s.dbc.data(), s.dbc.cols(), w.dt_proj_w.data, Rdt, 0.0f, s.delta.data(),
+                          E);
         kernels::softplus_bias_inplace(R, E, s.delta.data(), w.dt_proj_b.data);
         Bp = s.dbc.data() + Rdt;
         Cp = s.dbc.data() + Rdt + N;
@@ -127,7 +195,8 @@ void layer_chunk(const Model& model, int li, MatRM& x, std::vector<int64_t>& pos
     }
 
     // DeciMamba: keep only the listed positions from here on (method doc §4).
-    std::vector<int64_t> sel;
+    std::vector<int64_t>& sel = s.sel;
+    sel.clear();
     if (opt.keep_positions) {
         auto it = opt.keep_positions->find(li);
         if (it != opt.keep_positions->end()) {
@@ -139,14 +208,12 @@ void layer_chunk(const Model& model, int li, MatRM& x, std::vector<int64_t>& pos
                 sel.clear();
             else if (sel.empty()) {
                 // Nothing of this chunk survives: the chunk ends here for all later layers.
-                std::vector<int64_t> none;
                 x.resize(0, D);
                 positions.clear();
                 return;
             }
         }
     }
-    MatRM conv_sel, dbc_sel, delta_sel, proj_sel;
     const float* xin = s.conv_out.data();
     int64_t ldx = conv_dim;
     const float* zin = c.arch == Arch::Mamba1 ? s.proj.data() + E : s.proj.data();
@@ -155,24 +222,27 @@ void layer_chunk(const Model& model, int li, MatRM& x, std::vector<int64_t>& pos
     int64_t Rk = R;
     if (!sel.empty()) {
         Rk = static_cast<int64_t>(sel.size());
-        conv_sel = gather_rows(s.conv_out, sel);
-        proj_sel = gather_rows(s.proj, sel);
-        delta_sel = gather_rows(s.delta, sel);
-        xin = conv_sel.data();
-        zin = c.arch == Arch::Mamba1 ? proj_sel.data() + E : proj_sel.data();
-        delta = &delta_sel;
+        gather_rows(s.conv_out, sel, s.conv_sel);
+        gather_rows(s.proj, sel, s.proj_sel);
+        gather_rows(s.delta, sel, s.delta_sel);
+        xin = s.conv_sel.data();
+        zin = c.arch == Arch::Mamba1 ? s.proj_sel.data() + E : s.proj_sel.data();
+        delta = &s.delta_sel;
         if (c.arch == Arch::Mamba1) {
-            dbc_sel = gather_rows(s.dbc, sel);
-            Bp = dbc_sel.data() + c.dt_rank;
-            Cp = dbc_sel.data() + c.dt_rank + N;
+            gather_rows(s.dbc, sel, s.dbc_sel);
+            Bp = s.dbc_sel.data() + c.dt_rank;
+            Cp = s.dbc_sel.data() + c.dt_rank + N;
         } else {
-            Bp = conv_sel.data() + E;
-            Cp = conv_sel.data() + E + c.n_groups * N;
+            Bp = s.conv_sel.data() + E;
+            Cp = s.conv_sel.data() + E + c.n_groups * N;
         }
-        std::vector<int64_t> kept;
-        for (int64_t r : sel) kept.push_back(positions[static_cast<size_t>(r)]);
-        positions = std::move(kept);
-        x = gather_rows(x, sel);
+        s.kept.clear();
+        for (int64_t r : sel) s.kept.push_back(positions[static_cast<size_t>(r)]);
+        positions.swap(s.kept);
+        // x ← x[sel] in place (sel is increasing, so row i is read before it is overwritten)
+        for (size_t i = 0; i < sel.size(); ++i)
+            if (sel[i] != static_cast<int64_t>(i)) x.row(static_cast<int64_t>(i)) = x.row(sel[i]);
+        x.conservativeResize(Rk, D);
     }
 
     const float* thr = nullptr;
@@ -245,24 +315,89 @@ void layer_chunk(const Model& model, int li, MatRM& x, std::vector<int64_t>& pos
     } else {
         kernels::gated_rmsnorm(Rk, E, c.norm_groups(), s.y.data(), E, zin, ldz, w.gate_norm.data, eps);
     }
-    linear(s.y, w.out_proj, w.out_proj_b, s.out);
-    x += s.out;  // residual (fp32)
+    // x ← x + y·out_projᵀ (+ b): the GEMM accumulates into the fp32 residual stream (beta = 1).
+    MS_CHECK(w.out_proj.numel() == D * E, "out_proj has the wrong shape");
+    kernels::sgemm_nt(Rk, D, E, s.y.data(), E, w.out_proj.data, E, 1.0f, x.data(), D);
+    if (w.out_proj_b.data) x.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(w.out_proj_b.data, D);
     if (sink) emit(sink, ActivationKind::Resid, li, x.data(), D, D, positions, win);
+}
+
+// NLL rows of the head chunk: nll_i = log Σ_v exp(ℓ_iv) − ℓ_i,target   ℓ = xn·lm_headᵀ (n, V), never stored.
+// The vocabulary is split into blocks of kHeadVocabBlock columns, contiguous runs of blocks per thread; each
+// thread computes its blocks' logits with a single-threaded GEMM (BLAS called inside a parallel region runs
+// on the calling thread) into its own cache-sized buffer and folds them into its running (max, sum) per row
+// (lse_block); the per-thread partials are merged at the end. One parallel region per head chunk.
+void head_nll_blockwise(const float* xn, int64_t n, int64_t D, const float* lm_head, int64_t V,
+                        HeadScratch& h) {
+    const int64_t n_blocks = (V + kHeadVocabBlock - 1) / kHeadVocabBlock;
+#ifdef _OPENMP
+    const int max_threads = omp_get_max_threads();
+#else
+    const int max_threads = 1;
+#endif
+    const size_t per_thread = static_cast<size_t>(kHeadChunkTokens);
+    h.block.resize(static_cast<size_t>(max_threads) * per_thread * kHeadVocabBlock);
+    h.row_max.resize(static_cast<size_t>(max_threads) * per_thread);
+    h.row_sum.resize(static_cast<size_t>(max_threads) * per_thread);
+    h.target_logit.assign(per_thread, 0.0f);
+    int used_threads = 1;
+#pragma omp parallel num_threads(max_threads)
+    {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+        const int t = 0, nt = 1;
+#endif
+        if (t == 0) used_threads = nt;
+        float* L = h.block.data() + static_cast<size_t>(t) * per_thread * kHeadVocabBlock;  // (n, Vb)
+        float* m = h.row_max.data() + static_cast<size_t>(t) * per_thread;
+        double* sum = h.row_sum.data() + static_cast<size_t>(t) * per_thread;
+        std::fill(m, m + n, -std::numeric_limits<float>::infinity());
+        std::fill(sum, sum + n, 0.0);
+        const int64_t b0 = n_blocks * t / nt, b1 = n_blocks * (t + 1) / nt;
+        for (int64_t b = b0; b < b1; ++b) {
+            const int64_t v0 = b * kHeadVocabBlock, w = std::min(kHeadVocabBlock, V - v0);
+            // L (n, w) = xn (n, D) · lm_head[v0 : v0 + w]ᵀ
+            kernels::sgemm_nt(n, w, D, xn, D, lm_head + v0 * D, D, 0.0f, L, kHeadVocabBlock);
+            for (int64_t i = 0; i < n; ++i) {
+                const float* li = L + i * kHeadVocabBlock;
+                lse_block(li, w, m[i], sum[i]);
+                const int64_t tv = h.target[static_cast<size_t>(i)];
+                if (tv >= v0 && tv < v0 + w) h.target_logit[static_cast<size_t>(i)] = li[tv - v0];
+            }
+        }
+    }
+    h.nll.resize(per_thread);
+    for (int64_t i = 0; i < n; ++i) {
+        // log Σ_t s_t·e^{m_t} = M + log Σ_t s_t·e^{m_t − M}
+        float M = -std::numeric_limits<float>::infinity();
+        for (int t = 0; t < used_threads; ++t)
+            M = std::max(M, h.row_max[static_cast<size_t>(t) * per_thread + i]);
+        double S = 0;
+        for (int t = 0; t < used_threads; ++t) {
+            const size_t k = static_cast<size_t>(t) * per_thread + static_cast<size_t>(i);
+            if (h.row_sum[k] > 0) S += h.row_sum[k] * std::exp(static_cast<double>(h.row_max[k]) - M);
+        }
+        h.nll[static_cast<size_t>(i)] =
+            static_cast<float>(std::log(S) + M - h.target_logit[static_cast<size_t>(i)]);
+    }
 }
 
 // Final norm + head over rows; emits NLL and logits rows.
 void head_rows(const Model& model, const MatRM& x, const std::vector<int64_t>& positions,
                std::span<const int32_t> ids, int64_t pos_base, const HeadRequest& head, ForwardResult& res,
-               size_t& next_logit_req) {
+               size_t& next_logit_req, HeadScratch& h) {
     const ModelConfig& c = model.config;
     const int64_t D = c.d_model, V = model.vocab_rows();
     const bool want_rows = static_cast<bool>(head.logits_sink);
     if (!head.nll && !want_rows) return;
-    MatRM xn, logits;
+    MS_CHECK(model.lm_head.numel() >= V * D, "lm_head has the wrong shape");
     for (int64_t r0 = 0; r0 < x.rows(); r0 += kHeadChunkTokens) {
         const int64_t rows = std::min<int64_t>(kHeadChunkTokens, x.rows() - r0);
-        // Which rows need logits at all?
-        std::vector<int64_t> need;
+        // Which rows need the head at all: NLL rows (a next id exists) and rows a logits sink asked for.
+        h.need.clear();
+        h.target.clear();
+        h.to_sink.clear();
         for (int64_t r = r0; r < r0 + rows; ++r) {
             const int64_t p = positions[static_cast<size_t>(r)];
             const bool has_target = head.nll && p - pos_base + 1 < static_cast<int64_t>(ids.size());
@@ -278,33 +413,45 @@ void head_rows(const Model& model, const MatRM& x, const std::vector<int64_t>& p
                            head.logits_positions[next_logit_req] == p;
                 }
             }
-            if (has_target || sink) need.push_back(r);
+            if (!has_target && !sink) continue;
+            h.need.push_back(r);
+            h.target.push_back(has_target ? ids[static_cast<size_t>(p - pos_base + 1)] : -1);
+            h.to_sink.push_back(sink ? 1 : 0);
         }
-        if (need.empty()) continue;
-        xn.resize(static_cast<int64_t>(need.size()), D);
-        for (size_t i = 0; i < need.size(); ++i)
-            kernels::rmsnorm(1, D, x.data() + need[i] * D, D, model.norm_f.data,
-                             static_cast<float>(c.norm_eps), xn.data() + static_cast<int64_t>(i) * D, D);
-        logits.resize(xn.rows(), V);
-        logits.noalias() = xn * weight(model.lm_head).transpose();
-        for (size_t i = 0; i < need.size(); ++i) {
-            const int64_t p = positions[static_cast<size_t>(need[i])];
-            const float* lr = logits.data() + static_cast<int64_t>(i) * V;
-            if (head.nll && p - pos_base + 1 < static_cast<int64_t>(ids.size())) {
-                const int32_t target = ids[static_cast<size_t>(p - pos_base + 1)];
-                float mx = -std::numeric_limits<float>::infinity();
-                for (int64_t v = 0; v < V; ++v) mx = std::max(mx, lr[v]);
-                double se = 0;
-                for (int64_t v = 0; v < V; ++v) se += std::exp(static_cast<double>(lr[v] - mx));
-                res.nll_positions.push_back(p);
-                res.nll.push_back(static_cast<float>(std::log(se) + mx - lr[target]));
+        const int64_t n = static_cast<int64_t>(h.need.size());
+        if (n == 0) continue;
+        // xn = RMSNorm(x[need]; norm_f)   (n, D)
+        h.xn.resize(kHeadChunkTokens, D);
+        for (int64_t i = 0; i < n; ++i)
+            kernels::rmsnorm(1, D, x.data() + h.need[static_cast<size_t>(i)] * D, D, model.norm_f.data,
+                             static_cast<float>(c.norm_eps), h.xn.data() + i * D, D);
+        // NLL of every row with a target, blockwise (rows without one get target −1 and are not read).
+        if (head.nll) head_nll_blockwise(h.xn.data(), n, D, model.lm_head.data, V, h);
+        // Full logits rows only for the rows a sink asked for.
+        if (want_rows) {
+            const int64_t n_sink = std::count(h.to_sink.begin(), h.to_sink.end(), uint8_t{1});
+            const bool all_rows = n_sink == n;  // e.g. all_logits: one GEMM for the chunk, else row by row
+            if (all_rows) {
+                // logits (n, V) = xn · lm_headᵀ
+                h.logits.resize(kHeadChunkTokens, V);
+                kernels::sgemm_nt(n, V, D, h.xn.data(), D, model.lm_head.data, D, 0.0f, h.logits.data(), V);
+            } else {
+                h.logits.resize(1, V);
             }
-            if (want_rows) {
-                bool sink = head.all_logits ||
-                            std::binary_search(head.logits_positions.begin(), head.logits_positions.end(), p);
-                if (sink) head.logits_sink(p, lr, V);
+            for (int64_t i = 0; i < n; ++i) {
+                if (!h.to_sink[static_cast<size_t>(i)]) continue;
+                float* row = h.logits.data() + (all_rows ? i * V : 0);
+                if (!all_rows)
+                    kernels::sgemm_nt(1, V, D, h.xn.data() + i * D, D, model.lm_head.data, D, 0.0f, row, V);
+                head.logits_sink(positions[static_cast<size_t>(h.need[static_cast<size_t>(i)])], row, V);
             }
         }
+        if (head.nll)
+            for (int64_t i = 0; i < n; ++i) {
+                if (h.target[static_cast<size_t>(i)] < 0) continue;
+                res.nll_positions.push_back(positions[static_cast<size_t>(h.need[static_cast<size_t>(i)])]);
+                res.nll.push_back(h.nll[static_cast<size_t>(i)]);
+            }
     }
 }
 
@@ -333,6 +480,22 @@ double ForwardResult::mean_nll() const {
     double s = 0;
     for (float v : nll) s += v;
     return s / static_cast<double>(nll.size());
+}
+
+void default_passive_omp_wait(char** argv) {
+    if (std::getenv("OMP_WAIT_POLICY") || !argv || !argv[0]) return;
+    if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
+    execv("/proc/self/exe", argv);  // returns only on failure
+    unsetenv("OMP_WAIT_POLICY");
+}
+
+const char* cpu_gemm_backend() {
+    return kernels::sgemm_backend();
+}
+
+void cpu_sgemm_nt(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+                  float beta, float* C, int64_t ldc) {
+    kernels::sgemm_nt(M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
 ModelState make_state(const Model& model) {
@@ -432,6 +595,7 @@ ForwardResult detail::cpu_run_prefill(const Model& model, std::span<const int32_
     ForwardResult res;
     res.tokens = T;
     Scratch s;
+    HeadScratch hs;
     MatRM x;
     std::vector<int64_t> positions;
     size_t next_logit_req = 0;
@@ -448,7 +612,7 @@ ForwardResult detail::cpu_run_prefill(const Model& model, std::span<const int32_
         for (int li = 0; li <= last_layer && x.rows() > 0; ++li)
             layer_chunk(model, li, x, positions, state.layers[static_cast<size_t>(li)], opt, s);
         if (opt.stop_after_layer < 0 && x.rows() > 0)
-            head_rows(model, x, positions, ids, pos_base, head, res, next_logit_req);
+            head_rows(model, x, positions, ids, pos_base, head, res, next_logit_req, hs);
         report_progress(opt.progress, double(t0 + R) / double(T), "prefill");
     }
     state.tokens_seen += T;
