@@ -15,17 +15,17 @@
 #include <string>
 #include <vector>
 
-#include "mambascope/retrieval.h"
-#include "mambascope/weights.h"
 #include "mambascope/calibration.h"
 #include "mambascope/config.h"
 #include "mambascope/decimamba.h"
 #include "mambascope/error.h"
 #include "mambascope/h5.h"
 #include "mambascope/model.h"
+#include "mambascope/retrieval.h"
 #include "mambascope/session.h"
 #include "mambascope/tokenizer.h"
 #include "mambascope/trace.h"
+#include "mambascope/weights.h"
 #include "tiny_model.h"
 
 using namespace mambascope;
@@ -251,17 +251,18 @@ TEST(HostileHdf5, VariableLengthStringsAreRefusedWithTheConverterNamed) {
     fs::remove_all(dir);
 }
 
-// libhdf5 1.10 itself crashes on some corrupt object headers (the fuzzers' findings in tests/fuzz/crashes/trace/
-// hdf5-attr-*.h5: SIGSEGV in H5A__close, a heap over-read in H5Aexists). read_trace and load_calibration read the
-// file in a child process first (h5::probe_read_in_child), so the crash becomes an Error naming the file.
+// libhdf5 1.10 itself crashes on some corrupt object headers (the fuzzers' findings in
+// tests/fuzz/crashes/trace/ hdf5-attr-*.h5: SIGSEGV in H5A__close, a heap over-read in H5Aexists). read_trace
+// and load_calibration read the file in a child process first (h5::probe_read_in_child), so the crash becomes
+// an Error naming the file.
 TEST(HostileHdf5, AFileThatCrashesLibhdf5IsACleanErrorNotACrash) {
     const fs::path segv = fs::path(MAMBASCOPE_TEST_DATA_DIR) / ".." / "fuzz" / "crashes" / "trace" /
                           "hdf5-attr-iterate-segv.h5";
     ASSERT_TRUE(fs::exists(segv));
-    // Whether libhdf5 faults on these bytes depends on the memory layout (it reads freed or wild memory): with
-    // this build it may crash (then the probe's "crashed" Error) or fail a check (then that check's Error). Either
-    // way: an Error naming the file, and this process is still here. The probe's crash path itself is pinned by
-    // ProbeReportsTheChildsSignalAndLetsErrorsThrough.
+    // Whether libhdf5 faults on these bytes depends on the memory layout (it reads freed or wild memory):
+    // with this build it may crash (then the probe's "crashed" Error) or fail a check (then that check's
+    // Error). Either way: an Error naming the file, and this process is still here. The probe's crash path
+    // itself is pinned by ProbeReportsTheChildsSignalAndLetsErrorsThrough.
     const std::string msg = error_of([&] { read_trace(segv); });
     EXPECT_TRUE(contains(msg, segv.string())) << msg;
     // The same bytes as a calibration: a clean Error too (whichever check catches it first).
@@ -271,10 +272,16 @@ TEST(HostileHdf5, AFileThatCrashesLibhdf5IsACleanErrorNotACrash) {
 
 TEST(HostileHdf5, ProbeReportsTheChildsSignalAndLetsErrorsThrough) {
     const fs::path f = "/nonexistent/x.h5";
-    const std::string msg = error_of([&] { h5::probe_read_in_child(f, [] { ::raise(SIGSEGV); }); });
+    // SIGKILL: a signal no sanitizer intercepts, so the child dies of exactly it in every build.
+    const std::string msg = error_of([&] { h5::probe_read_in_child(f, [] { ::raise(SIGKILL); }); });
     EXPECT_TRUE(contains(msg, f.string())) << msg;
-    EXPECT_TRUE(contains(msg, "signal " + std::to_string(SIGSEGV))) << msg;
-    // An Error in the child is left to the in-process read (it reports it with its own message): no throw here.
+    EXPECT_TRUE(contains(msg, "crashed reading this file (signal " + std::to_string(SIGKILL))) << msg;
+    // A crash handler that ends the child with its own status (a sanitizer's, a fuzzer's) counts as a crash
+    // too.
+    const std::string msg2 = error_of([&] { h5::probe_read_in_child(f, [] { ::_exit(1); }); });
+    EXPECT_TRUE(contains(msg2, "crashed reading this file (exit status 1)")) << msg2;
+    // An Error in the child is left to the in-process read (it reports it with its own message): no throw
+    // here.
     EXPECT_NO_THROW(h5::probe_read_in_child(f, [] { throw Error("bad file"); }));
     // The child's work never reaches this process.
     int touched = 0;
@@ -285,8 +292,8 @@ TEST(HostileHdf5, ProbeReportsTheChildsSignalAndLetsErrorsThrough) {
 TEST(Hdf5Strings, FixedLengthStringsRoundTripWithoutLosingBytes) {
     const fs::path dir = tmpdir("h5_strings");
     const fs::path p = dir / "s.h5";
-    // Values of every width up to the longest: the longest has no terminating NUL in its cell, the empty one is
-    // all padding; UTF-8 bytes are kept as they are; more values than one write chunk (16,384).
+    // Values of every width up to the longest: the longest has no terminating NUL in its cell, the empty one
+    // is all padding; UTF-8 bytes are kept as they are; more values than one write chunk (16,384).
     std::vector<std::string> values{"", "a", "\xce\x94 delta", std::string(300, 'x')};
     for (int i = 0; i < 20000; ++i) values.push_back(std::to_string(i));
     {
@@ -496,8 +503,8 @@ TEST(HostileCalibration, ArchIsComparedWithTheModel) {
 }
 
 // The 64-level JSON bound also guards the safetensors header, the sharded index and retrieval results. A
-// million levels parse (nlohmann's parser is iterative) but its recursive destructor would overflow the stack;
-// the bound refuses them first, with a message that says so.
+// million levels parse (nlohmann's parser is iterative) but its recursive destructor would overflow the
+// stack; the bound refuses them first, with a message that says so.
 TEST(HostileJson, DeepSafetensorsHeaderIndexAndRetrievalJsonAreErrors) {
     const fs::path dir = tmpdir("deep_json");
     const std::string deep = std::string(1000000, '[') + std::string(1000000, ']');
