@@ -2,7 +2,10 @@
 # sanitizer-build.sh: sourced by scripts/asan.sh and scripts/fuzz.sh. Configures ONE clang build tree with
 # AddressSanitizer + UndefinedBehaviorSanitizer and libFuzzer's coverage instrumentation (fuzzer-no-link) for the
 # engine, the CLI, the test suite and the fuzz targets (MAMBASCOPE_FUZZ=ON), so that the sanitizer suite and the
-# fuzzers share one build (CI builds it once). GUI, CUDA and benchmarks are off.
+# fuzzers share one build (CI builds it once). GUI, CUDA and benchmarks are off. SGEMM is Eigen's here: Debian's
+# OpenBLAS/BLIS OpenMP builds are made for GCC's libgomp, and in a clang program they run on LLVM's libomp, which
+# OpenBLAS initialises at load time (a shared-memory registration that aborts the process under `ulimit -f 0`,
+# the full-disk tests' setting). The Release build (GCC) links OpenBLAS as shipped; CpuGemm.* checks every backend.
 # Sets: san_build (the tree; MAMBASCOPE_SAN_BUILD_DIR overrides build-san/), san_jobs.
 # Call sanitizer_configure once; then cmake --build "$san_build" --target <what you need>.
 san_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -31,6 +34,7 @@ sanitizer_configure() {
     -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" \
     -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address,undefined" \
     -DMAMBASCOPE_FUZZ=ON -DMAMBASCOPE_TESTS=ON -DMAMBASCOPE_BENCH=OFF -DMAMBASCOPE_GUI=OFF -DMAMBASCOPE_CUDA=OFF \
+    -DMAMBASCOPE_BLAS=eigen \
     >/dev/null
 }
 
