@@ -173,7 +173,7 @@ TEST_P(CudaForward, GpuDecoderMatchesCpuDecodeSteps) {
     }
 }
 
-// LongMamba's filter kept while decoding (method doc §9.1): GPU steps (one-token filtered prefills) equal the
+// LongMamba's filter kept while decoding (method doc §9.1): the Decoder's GPU steps (the filtered graph) equal the
 // CPU's filtered steps, and both equal the filtered prefill of the whole sequence.
 TEST_P(CudaForward, FilteredDecoderMatchesCpuAndTheFilteredPrefill) {
     auto m = random_model(cfg(GetParam()), 9);

@@ -214,8 +214,8 @@ void decode_step_filtered(const Model& model, int32_t id, ModelState& state, con
 // step moves one id in and one logits row out (the CPU path is decode_step). Cuda/Auto fall back to the CPU
 // with note() saying why. By default decode steps are not filtered (method doc §2.4, §8.5). With a non-empty
 // `keep_filter` (method doc §9.1) every step applies it, so a filtered prefill followed by filtered steps
-// equals one filtered prefill of the whole sequence; such steps run as one-token prefills (on the GPU the
-// state then travels with each step). `model` and `keep_filter` must outlive the decoder.
+// equals one filtered prefill of the whole sequence (on the GPU the thresholds are captured in the step's graph
+// once). `model` and `keep_filter` must outlive the decoder.
 class Decoder {
   public:
     Decoder(const Model& model, const ModelState& state, Device device = Device::Cpu,
@@ -231,8 +231,6 @@ class Decoder {
     const Model& model_;
     ModelState cpu_state_;  // used by the CPU path and by filtered steps
     const DeltaFilter* filter_ = nullptr;
-    Device device_ = Device::Cpu;
-    Precision precision_ = Precision::Fp32;
     std::unique_ptr<detail::DecoderBackend> gpu_;
     std::string backend_ = "cpu", note_;
 };

@@ -653,38 +653,23 @@ Decoder::Decoder(const Model& model, const ModelState& state, Device device, Pre
     MS_CHECK(static_cast<int64_t>(state.layers.size()) == model.config.n_layer,
              "state does not belong to this model");
     if (keep_filter && !keep_filter->empty()) {
-        // Filtered steps are one-token prefills through run_prefill (CPU or CUDA, method doc §9.1).
+        // Filtered steps (method doc §9.1): on the GPU the graph decoder with the thresholds captured once
+        // (forward_cuda.cpp, CudaDecoder); on the CPU decode_step_filtered.
         MS_CHECK(static_cast<int64_t>(keep_filter->threshold.size()) == model.config.n_layer,
                  "the decode filter does not belong to this model");
         filter_ = keep_filter;
-        device_ = device;
-        precision_ = precision;
-        cpu_state_ = state;
-        if (device != Device::Cpu) {
-            std::string why;
-            ForwardOptions probe;
-            probe.precision = precision;
-            probe.filter = keep_filter;
-            if (!cuda_usable(&why))
-                note_ = "CUDA not used: " + why + "; decoding on the CPU";
-            else if (auto r = detail::cuda_unsupported_reason(model, probe); !r.empty())
-                note_ = "CUDA not used: " + r + "; decoding on the CPU";
-            else
-                backend_ = "cuda";
-        }
-        if (backend_ == "cpu") device_ = Device::Cpu;
-        return;
     }
     if (device != Device::Cpu) {
         std::string why;
         ForwardOptions probe;
         probe.precision = precision;
+        probe.filter = filter_;
         if (!cuda_usable(&why))
             note_ = "CUDA not used: " + why + "; decoding on the CPU";
         else if (auto r = detail::cuda_unsupported_reason(model, probe); !r.empty())
             note_ = "CUDA not used: " + r + "; decoding on the CPU";
         else {
-            gpu_ = detail::make_cuda_decoder(model, state, precision);
+            gpu_ = detail::make_cuda_decoder(model, state, precision, filter_);
             backend_ = "cuda";
             return;
         }
@@ -698,24 +683,10 @@ Decoder::Decoder(const Model& model, const ModelState& state, Device device, Pre
 Decoder::~Decoder() = default;
 
 void Decoder::step(int32_t id, std::vector<float>& logits) {
-    if (filter_) {
-        if (device_ == Device::Cpu) {
-            decode_step_filtered(model_, id, cpu_state_, *filter_, logits);
-            return;
-        }
-        const int32_t one[1] = {id};
-        HeadRequest head;
-        head.logits_positions = {cpu_state_.tokens_seen};
-        head.logits_sink = [&](int64_t, const float* row, int64_t V) { logits.assign(row, row + V); };
-        ForwardOptions opt;
-        opt.filter = filter_;
-        opt.device = device_;
-        opt.precision = precision_;
-        run_prefill(model_, std::span<const int32_t>(one, 1), cpu_state_, opt, head);
-        return;
-    }
     if (gpu_)
         gpu_->step(id, logits);
+    else if (filter_)
+        decode_step_filtered(model_, id, cpu_state_, *filter_, logits);
     else
         decode_step(model_, id, cpu_state_, logits);
 }
