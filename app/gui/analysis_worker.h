@@ -1,20 +1,17 @@
 // analysis_worker.h: runs load_model → tokenise (or build the session's passkey haystack) → run_analysis
 // (→ each method's answer to the haystack's question) off the GUI thread and reports back.
 //
-// Design decision: the engine's ProgressFn (a plain function) is the only bridge: it emits a queued progress
-// signal and returns false once Cancel was pressed, so the engine throws Cancelled at its next safe point.
-// The run function is injectable so tests can drive cancellation without a long real run.
+// Design decision: the engine's ProgressFn (a plain function) is the only bridge (background_job.h): it emits
+// a queued progress signal and returns false once Cancel was pressed, so the engine throws Cancelled at its
+// next safe point. The run function is injectable so tests can drive cancellation without a long real run.
 #pragma once
 
-#include <QElapsedTimer>
-#include <QFutureWatcher>
 #include <QObject>
-#include <atomic>
 #include <functional>
-#include <memory>
-
 #include <map>
 #include <string>
+
+#include "background_job.h"
 #include "gui_util.h"
 
 #include "mambascope/analysis.h"
@@ -45,7 +42,7 @@ class AnalysisWorker : public QObject {
         const Model&, const Haystack&, const AnalysisRequest&, const ProgressFn&)>;
     explicit AnalysisWorker(QObject* parent = nullptr);
     ~AnalysisWorker() override;
-    bool busy() const { return busy_; }
+    bool busy() const { return job_.busy(); }
     void setRunFunction(RunFn fn) { run_fn_ = std::move(fn); }
     // Answers a haystack run's question after the run (default answer_haystack; tests inject a fake).
     void setAnswerFunction(AnswerFn fn) { answer_fn_ = std::move(fn); }
@@ -54,10 +51,10 @@ class AnalysisWorker : public QObject {
     // Starts a run; returns false (and does nothing) while one is in flight.
     bool start(const AnalysisJob& job);
     // Blocks until the current run ends (headless use and tests).
-    void wait();
+    void wait() { job_.wait(); }
 
   public slots:
-    void cancel() { cancel_ = true; }
+    void cancel() { job_.cancel(); }
 
   signals:
     void progress(double fraction, const QString& stage, double elapsedSeconds, double remainingSeconds);
@@ -66,22 +63,11 @@ class AnalysisWorker : public QObject {
     void cancelled();
 
   private:
-    struct Outcome {
-        RunResultPtr result;
-        QString error;
-        bool cancelled = false;
-    };
-    void onDone();
     RunFn run_fn_;
     AnswerFn answer_fn_;
     AnalysisJob last_job_;
-    std::atomic<bool> cancel_{false};
-    bool busy_ = false;
-    QElapsedTimer clock_;
-    QFutureWatcher<Outcome>* watcher_;
-    // Cache: the last model loaded (reloading a 100 MB model per run would dominate short runs).
-    std::shared_ptr<const Model> model_;
-    std::string model_dir_;
+    // Keeps the last model loaded (reloading a 100 MB model per run would dominate short runs).
+    BackgroundJob job_;
 };
 
 }  // namespace mambascope::gui

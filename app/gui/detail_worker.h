@@ -6,14 +6,12 @@
 // The compute function is injectable so tests can check the wiring without a model.
 #pragma once
 
-#include <QFutureWatcher>
 #include <QObject>
-#include <atomic>
 #include <functional>
-#include <memory>
 #include <string>
 #include <vector>
 
+#include "background_job.h"
 #include "gui_util.h"
 #include "mambascope/analysis.h"
 
@@ -27,14 +25,14 @@ class DetailWorker : public QObject {
     explicit DetailWorker(QObject* parent = nullptr);
     ~DetailWorker() override;
     void setDetailFunction(DetailFn fn) { fn_ = std::move(fn); }
-    bool busy() const { return busy_; }
+    bool busy() const { return job_.busy(); }
     ChannelRef channel() const { return channel_; }  // of the job in flight (or the last one)
     // Starts computing `ref` for `run` with the model in `model_dir`; false while a job is in flight.
     bool start(RunResultPtr run, const std::string& model_dir, ChannelRef ref);
-    void wait();  // blocks until the job ends (tests, headless use)
+    void wait() { job_.wait(); }  // blocks until the job ends (tests, headless use)
 
   public slots:
-    void cancel() { cancel_ = true; }
+    void cancel() { job_.cancel(); }
 
   signals:
     void progress(double fraction);
@@ -43,21 +41,9 @@ class DetailWorker : public QObject {
     void cancelled(mambascope::ChannelRef ref);
 
   private:
-    struct Outcome {
-        RunResultPtr result;
-        QString error;
-        bool cancelled = false;
-        std::shared_ptr<const Model> model;
-    };
-    void onDone();
     DetailFn fn_;
     ChannelRef channel_;
-    std::atomic<bool> cancel_{false};
-    bool busy_ = false;
-    QFutureWatcher<Outcome>* watcher_;
-    std::shared_ptr<const Model> model_;  // cache: the last model loaded, from model_dir_
-    std::string model_dir_;
-    std::string job_dir_;  // the model folder of the job in flight
+    BackgroundJob job_;  // keeps the last model loaded
 };
 
 }  // namespace mambascope::gui

@@ -135,24 +135,7 @@ void style_plot(QCustomPlot* plot) {
 
 RunInput make_run_input(const Model& model, const std::string& utf8, const std::string& text_path,
                         int64_t max_tokens) {
-    auto tok = choose_tokenizer(model.dir, model.config.tokenizer);
-    RunInput in;
-    in.text_path = text_path;
-    in.text_bytes = int64_t(utf8.size());
-    std::vector<int64_t> offsets;
-    in.ids = tok->encode_with_offsets(utf8, offsets);
-    if (max_tokens > 0 && int64_t(in.ids.size()) > max_tokens) {
-        in.ids.resize(size_t(max_tokens));
-        offsets.resize(size_t(max_tokens));
-    }
-    in.byte_offsets = offsets;
-    in.token_strings.reserve(in.ids.size());
-    for (size_t i = 0; i < in.ids.size(); ++i) {
-        const size_t b = size_t(offsets[i]);
-        const size_t e = i + 1 < offsets.size() ? size_t(offsets[i + 1]) : utf8.size();
-        in.token_strings.push_back(utf8.substr(b, e > b ? e - b : 0));
-    }
-    return in;
+    return text_run_input(*choose_tokenizer(model.dir, model.config.tokenizer), utf8, text_path, max_tokens);
 }
 
 }  // namespace mambascope::gui

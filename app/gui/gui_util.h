@@ -45,8 +45,8 @@ void set_reference_pen(QObject* graph_or_item, RefTone tone, double width, Qt::P
 // every plot.
 void style_plot(QCustomPlot* plot);
 
-// Tokenises UTF-8 text with the model's tokenizer (choose_tokenizer), keeps at most max_tokens tokens, and
-// fills ids, token strings and byte offsets.
+// The run input of UTF-8 text with the model's tokenizer (choose_tokenizer): the engine's text_run_input, as
+// the CLI builds it (ids, token strings, byte offsets, the text's SHA-256 and size; at most max_tokens).
 RunInput make_run_input(const Model& model, const std::string& utf8, const std::string& text_path,
                         int64_t max_tokens);
 

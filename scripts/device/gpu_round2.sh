@@ -11,30 +11,22 @@
 #   6. a per-kernel time breakdown (Nsight Compute) of one mamba-130m bf16 prefill of 16k tokens.
 # Raw logs under $OUT (at most 8 files come back).
 set -uo pipefail
-OUT="${OUT:?set OUT}"
-export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-t0=$(date +%s)
 # mamba_ssm's extension compiles beside our build (its timings from this first run are discarded: they
 # overlap the build; the second run below reuses the compiled extension and is the side-by-side one).
 if [ -d build-peer ]; then
   (cd build-peer && OUT=/tmp MAX_JOBS=6 python3 bench.py > /tmp/peer_first.txt 2>&1) &
   peer_pid=$!
 fi
-if ! { cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DMAMBASCOPE_GUI=OFF -DMAMBASCOPE_CUDA=ON \
-         -DCMAKE_CUDA_ARCHITECTURES=90 > "$OUT/build.log" 2>&1 &&
-       cmake --build build-gpu -j 12 --target mambascope_cuda_tests bench_cuda_scan bench_cuda_forward \
-         >> "$OUT/build.log" 2>&1; }; then
-  echo "build on the GPU machine failed:"; grep -E "error|Error" "$OUT/build.log" | head -30; exit 1
-fi
-echo "build: $(( $(date +%s) - t0 )) s"
+build_cuda "$OUT/build.log" 12 mambascope_cuda_tests bench_cuda_scan bench_cuda_forward
 [ -n "${peer_pid:-}" ] && wait "$peer_pid"
-echo "mamba_ssm first run: $(head -1 /tmp/peer_first.txt) ($(( $(date +%s) - t0 )) s)"
+echo "mamba_ssm first run: $(head -1 /tmp/peer_first.txt) ($(elapsed) s)"
 
 echo "== CUDA tests"
 timeout 300 build-gpu/tests/mambascope_cuda_tests 2>&1 | tee "$OUT/cuda_tests.log" |
   grep -E "^\[  (PASSED|FAILED) |^\[==|Failure|error|measured|vs float|vs CPU|bf16" | head -60
-echo "tests done: $(( $(date +%s) - t0 )) s"
+echo "tests done: $(elapsed) s"
 
 echo "== mamba_ssm selective_scan_fwd (side by side)"
 if [ -d build-peer ]; then
@@ -42,7 +34,7 @@ if [ -d build-peer ]; then
 fi
 echo "== bench_cuda_scan (Mamba-1 table)"
 BENCH_SCAN_M1_ONLY=1 timeout 200 build-gpu/bench/bench_cuda_scan 2>&1 | tee "$OUT/bench_cuda_scan.txt"
-echo "scan benches done: $(( $(date +%s) - t0 )) s"
+echo "scan benches done: $(elapsed) s"
 
 echo "== bench_cuda_forward: bf16 prefill (bf16 chain), decode"
 {
@@ -51,7 +43,7 @@ echo "== bench_cuda_forward: bf16 prefill (bf16 chain), decode"
   MAMBASCOPE_M1_BF16_SCAN=0 BENCH_FORWARD_MODES=bf16 BENCH_FORWARD_NO_DECODE=1 timeout 120 \
     build-gpu/bench/bench_cuda_forward mamba-130m mamba-1.4b 2>&1
 } | tee "$OUT/bench_cuda_forward.txt"
-echo "forward benches done: $(( $(date +%s) - t0 )) s"
+echo "forward benches done: $(elapsed) s"
 
 echo "== summary: ours / mamba_ssm, side by side in this call"
 python3 - "$OUT/mamba_ssm_fwd.json" "$OUT/bench_cuda_scan.txt" <<'PY' | tee "$OUT/summary.txt"
@@ -73,29 +65,13 @@ for (E, T) in sorted({(k[0], k[1]) for k in ours}):
     over = f"{100 * (bfp / b16 - 1):+5.1f}%" if bfp and b16 else "-"
     print(f"{E:7d} {T:7d} | {fmt(f32)} {fmt(p32)} {rat(f32, p32)} | {fmt(b16)} {fmt(p16)} {rat(b16, p16)} | {fmt(bfp)} {over:>6}")
 PY
-NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+find_ncu
 if [ -n "$NCU" ] && [ "${SKIP_PROFILE:-0}" != 1 ]; then
   BENCH_FORWARD_PROFILE=16384 timeout 120 "$NCU" --clock-control none --cache-control none \
     --metrics gpu__time_duration.sum --csv --print-units base --print-kernel-base function \
     build-gpu/bench/bench_cuda_forward mamba-130m > /tmp/ncu_130m.csv 2> /tmp/ncu_130m.err
   echo "== mamba-130m bf16 prefill, 16k tokens: kernel time by kernel (ncu, serialised)"
-  python3 - /tmp/ncu_130m.csv <<'PY' | tee "$OUT/profile_130m_bf16_16k.txt"
-import csv, re, sys, collections
-rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
-if not rows:
-    print("no ncu rows"); sys.exit()
-head = rows[0]
-k, v = head.index("Kernel Name"), head.index("Metric Value")
-tot = collections.Counter(); cnt = collections.Counter()
-for r in rows[1:]:
-    name = re.sub(r"[<(].*$", "", r[k])
-    if re.search(r"gemm|nvjet|sm90_|cutlass|xmma", r[k], re.I): name = "cuBLAS GEMM: " + name[:40]
-    tot[name] += float(r[v].replace(",", "")); cnt[name] += 1
-s = sum(tot.values())
-print(f"total kernel time {s / 1e6:.2f} ms over {sum(cnt.values())} kernels")
-for name, t in tot.most_common(20):
-    print(f"{t / 1e6:9.3f} ms {100 * t / s:5.1f}%  x{cnt[name]:<4} {name}")
-PY
+  ncu_kernel_table /tmp/ncu_130m.csv 20 3 | tee "$OUT/profile_130m_bf16_16k.txt"
 fi
 
 # SASS size of the Mamba-1 pass-3 kernels (instructions per variant; fp32 vs bf16 inputs).
@@ -105,4 +81,4 @@ if command -v cuobjdump > /dev/null; then
     awk '/Function :/{name=$3} /^ +\/\*[0-9a-f]+\*\//{n[name]++} END{for (k in n) print n[k], k}' |
     grep -E "m1_scan|m1_chunk" | sort -k2 | tee -a "$OUT/profile_130m_bf16_16k.txt"
 fi
-echo "total: $(( $(date +%s) - t0 )) s"
+echo "total: $(elapsed) s"

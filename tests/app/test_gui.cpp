@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "engine/cli_runner.h"
 #include "fake_run.h"
 #include "gui_test_util.h"
 #include "gui_util.h"
@@ -22,6 +23,7 @@
 #include "mambascope/error.h"
 #include "mambascope/ppl_sweep.h"
 #include "mambascope/session.h"
+#include "mambascope/trace.h"
 #include "views.h"
 
 using namespace mambascope;
@@ -247,6 +249,42 @@ TEST(GuiWorker, RunDeliversResultToEveryView) {
     EXPECT_EQ(w.result()->input.ids.size(), size_t(kDefaultSessionMaxTokens));  // demo text cut to max tokens
     EXPECT_EQ(w.result()->input.ids[0], int32_t(w.result()->input.token_strings[0][0] & 0xff));  // byte-level
     for (auto* v : w.views()) EXPECT_EQ(v->result(), w.result()) << v->key().toStdString();
+}
+
+// The GUI builds a text's run input with the engine's text_run_input, as the CLI does: the same text SHA-256,
+// ids and token text as the trace `mambascope-cli analyze --text` writes for the same text and cap.
+TEST(GuiWorker, RunInputCarriesTheTextsSha256AndTokenTextAsTheCliRecordsThem) {
+    app();
+    MainWindow w;
+    Session s;
+    s.max_tokens = 200;
+    w.applySession(s);
+    RunInput gui_input;
+    w.worker()->setRunFunction(
+        [&](const Model&, const RunInput& in, const AnalysisRequest&, const ProgressFn&) {
+            gui_input = in;
+            return *make_fake_run();
+        });
+    std::vector<bool> done;
+    QObject::connect(&w, &MainWindow::runFinished, [&](bool ok) { done.push_back(ok); });
+    ASSERT_TRUE(w.startRun());
+    ASSERT_TRUE(wait_until([&] { return done.size() > 0; }));
+    ASSERT_TRUE(done.at(0));
+    ASSERT_EQ(gui_input.ids.size(), 200u);
+    EXPECT_EQ(gui_input.text_sha256.size(), 64u);  // hex SHA-256 of the demo text
+
+    QTemporaryDir dir;
+    const std::string trace = dir.filePath("cli.h5").toStdString();
+    const test::CliRun cli = test::run_cli(
+        "analyze --model " + w.worker()->lastJob().model_dir + " --text " + resolve_text_path(s).string() +
+        " --max-tokens 200 --methods vanilla --no-attention --out " + trace);
+    ASSERT_EQ(cli.rc, 0) << cli.err;
+    const RunInput cli_input = read_trace(trace).input;
+    EXPECT_EQ(gui_input.text_sha256, cli_input.text_sha256);
+    EXPECT_EQ(gui_input.text_bytes, cli_input.text_bytes);
+    EXPECT_EQ(gui_input.ids, cli_input.ids);
+    EXPECT_EQ(gui_input.token_strings, cli_input.token_strings);
+    EXPECT_EQ(gui_input.byte_offsets, cli_input.byte_offsets);
 }
 
 TEST(GuiWorker, MissingModelIsAClearErrorNotACrash) {

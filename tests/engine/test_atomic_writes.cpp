@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "cli_runner.h"
 #include "mambascope/atomic_file.h"
 #include "mambascope/error.h"
 #include "mambascope/h5.h"
@@ -28,18 +29,11 @@ namespace fs = std::filesystem;
 namespace {
 
 fs::path tmpdir(const std::string& name) {
-    auto d = fs::temp_directory_path() / ("mambascope_atomic_" + name + "_" + std::to_string(::getpid()));
-    fs::remove_all(d);
-    fs::create_directories(d);
-    return d;
+    return test::fresh_temp_dir("mambascope_atomic", name);
 }
 
-std::string slurp(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
+using test::run_cli_logged;
+using test::slurp;
 
 void put(const fs::path& p, const std::string& s) {
     std::ofstream(p, std::ios::binary) << s;
@@ -54,16 +48,6 @@ std::vector<std::string> temp_files(const fs::path& dir) {
     return out;
 }
 
-// Runs the CLI through /bin/sh; `prefix` runs first in the same shell (e.g. "ulimit -f 0"). Returns the exit
-// status, or 128+signal when killed by a signal (so a crash at exit shows as 139).
-int cli(const std::string& args, const fs::path& log, const std::string& prefix = "") {
-    const std::string cmd = "sh -c '" + prefix + (prefix.empty() ? "" : "; ") + "exec " +
-                            std::string(MAMBASCOPE_CLI_PATH) + " " + args + "' > " + log.string() + " 2>&1";
-    const int rc = std::system(cmd.c_str());
-    if (WIFEXITED(rc)) return WEXITSTATUS(rc);
-    return WIFSIGNALED(rc) ? 128 + WTERMSIG(rc) : -1;
-}
-
 // A full disk: every write to a regular file fails (EFBIG; SIGXFSZ ignored so that it is an error, not a
 // kill).
 const std::string kDiskFull = "trap \"\" XFSZ; ulimit -f 0";
@@ -76,7 +60,7 @@ TEST(AtomicWrites, TokenizeOnFullDiskFailsAndKeepsDestination) {
     const auto d = tmpdir("tok_small");
     put(d / "in.txt", "hello world");
     put(d / "out.ids", "1 2 3\n");
-    const int rc = cli(
+    const int rc = run_cli_logged(
         "tokenize --tokenizer byte --text " + (d / "in.txt").string() + " --out " + (d / "out.ids").string(),
         d / "log", kDiskFull);
     EXPECT_EQ(rc, 1) << slurp(d / "log");
@@ -87,9 +71,9 @@ TEST(AtomicWrites, TokenizeOnFullDiskFailsAndKeepsDestination) {
     // detokenize too
     put(d / "in.ids", "104 105\n");
     put(d / "out.txt", "previous");
-    EXPECT_EQ(cli("detokenize --tokenizer byte --ids " + (d / "in.ids").string() + " --out " +
-                      (d / "out.txt").string(),
-                  d / "log", kDiskFull),
+    EXPECT_EQ(run_cli_logged("detokenize --tokenizer byte --ids " + (d / "in.ids").string() + " --out " +
+                                 (d / "out.txt").string(),
+                             d / "log", kDiskFull),
               1);
     EXPECT_EQ(slurp(d / "out.txt"), "previous");
     EXPECT_TRUE(temp_files(d).empty());
@@ -100,7 +84,7 @@ TEST(AtomicWrites, TokenizeOnFullDiskFailsAndKeepsDestination) {
 TEST(AtomicWrites, TokenizeLargeOutputOnFullDiskLeavesNoTempFile) {
     const auto d = tmpdir("tok_large");
     put(d / "in.txt", std::string(400000, 'a'));
-    const int rc = cli(
+    const int rc = run_cli_logged(
         "tokenize --tokenizer byte --text " + (d / "in.txt").string() + " --out " + (d / "out.ids").string(),
         d / "log", "trap \"\" XFSZ; ulimit -f 64");  // 32 KiB: the temp file starts, then fails
     EXPECT_EQ(rc, 1) << slurp(d / "log");
@@ -161,11 +145,13 @@ TEST(AtomicWrites, NonRegularDestinationIsWrittenInPlaceNeverReplaced) {
     EXPECT_TRUE(temp_files(d).empty());
     // the CLI: detokenize to /dev/full fails (exit 1), and "-" is standard output
     put(d / "in.ids", "104 105\n");
-    EXPECT_EQ(cli("detokenize --tokenizer byte --ids " + (d / "in.ids").string() + " --out " +
-                      (d / "full").string(),
-                  d / "log"),
+    EXPECT_EQ(run_cli_logged("detokenize --tokenizer byte --ids " + (d / "in.ids").string() + " --out " +
+                                 (d / "full").string(),
+                             d / "log"),
               1);
-    EXPECT_EQ(cli("detokenize --tokenizer byte --ids " + (d / "in.ids").string() + " --out -", d / "log"), 0);
+    EXPECT_EQ(run_cli_logged("detokenize --tokenizer byte --ids " + (d / "in.ids").string() + " --out -",
+                             d / "log"),
+              0);
     EXPECT_EQ(slurp(d / "log"), "hi");
     EXPECT_FALSE(fs::exists(d / "-"));
     fs::remove_all(d);
@@ -190,10 +176,10 @@ TEST(AtomicWrites, DirectoryDestinationSaysIsADirectory) {
         EXPECT_NE(std::string(e.what()).find("Is a directory"), std::string::npos) << e.what();
     }
     put(d / "in.txt", "hi");
-    EXPECT_EQ(
-        cli("tokenize --tokenizer byte --text " + (d / "in.txt").string() + " --out " + (d / "out").string(),
-            d / "log"),
-        1);
+    EXPECT_EQ(run_cli_logged("tokenize --tokenizer byte --text " + (d / "in.txt").string() + " --out " +
+                                 (d / "out").string(),
+                             d / "log"),
+              1);
     const std::string log = slurp(d / "log");
     EXPECT_NE(log.find("Is a directory"), std::string::npos) << log;
     EXPECT_EQ(log.find("Success"), std::string::npos) << log;
@@ -296,10 +282,10 @@ TEST(AtomicWrites, FailedHdf5CommitClosesEverythingAndRemovesTemp) {
 TEST(AtomicWrites, AnalyzeOnFullDiskExitsCleanly) {
     const auto d = tmpdir("h5full");
     put(d / "run.h5", "previous");
-    const int rc =
-        cli("analyze --random-shape mamba-130m --random-tokens 64 --methods vanilla --no-attention --out " +
-                (d / "run.h5").string(),
-            d / "log", "trap \"\" XFSZ; ulimit -f 40");
+    const int rc = run_cli_logged(
+        "analyze --random-shape mamba-130m --random-tokens 64 --methods vanilla --no-attention --out " +
+            (d / "run.h5").string(),
+        d / "log", "trap \"\" XFSZ; ulimit -f 40");
     EXPECT_EQ(rc, 1) << slurp(d / "log");
     EXPECT_EQ(slurp(d / "run.h5"), "previous");
     EXPECT_TRUE(temp_files(d).empty());

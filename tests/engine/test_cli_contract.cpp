@@ -5,8 +5,6 @@
 #include <gtest/gtest.h>
 #include <hdf5.h>
 #include <hdf5_hl.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -17,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "cli_runner.h"
 #include "mambascope/forward.h"
 #include "mambascope/h5.h"
 #include "mambascope/model.h"
@@ -32,39 +31,12 @@ const fs::path kRes = MAMBASCOPE_RESOURCES_DIR;
 const fs::path kDemo1 = kRes / "models" / "demo-mamba1";
 
 fs::path tmpdir(const std::string& name) {
-    auto d = fs::temp_directory_path() / ("mambascope_clic_" + name + "_" + std::to_string(::getpid()));
-    fs::remove_all(d);
-    fs::create_directories(d);
-    return d;
+    return test::fresh_temp_dir("mambascope_clic", name);
 }
 
-std::string slurp(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
-struct CliRun {
-    int rc = -1;
-    std::string out, err;
-};
-
-// Runs the CLI with stdout and stderr captured in files (neither is a terminal); `stdin_file` feeds stdin.
-CliRun cli(const std::string& args, const fs::path& stdin_file = "/dev/null") {
-    static int n = 0;
-    const fs::path d = fs::temp_directory_path() / ("mambascope_clic_io_" + std::to_string(::getpid()));
-    fs::create_directories(d);
-    const fs::path o = d / ("o" + std::to_string(n)), e = d / ("e" + std::to_string(n++));
-    const std::string cmd = std::string(MAMBASCOPE_CLI_PATH) + " " + args + " < " + stdin_file.string() +
-                            " > " + o.string() + " 2> " + e.string();
-    const int rc = std::system(cmd.c_str());
-    CliRun r;
-    r.rc = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-    r.out = slurp(o);
-    r.err = slurp(e);
-    return r;
-}
+using test::CliRun;
+using test::run_cli;
+using test::slurp;
 
 bool contains(const std::string& s, const std::string& what) {
     return s.find(what) != std::string::npos;
@@ -82,7 +54,7 @@ const std::vector<std::string> kCommands = {"info",       "forward",  "nll",    
 }  // namespace
 
 TEST(CliContract, TopLevelHelpListsEachCommandOnce) {
-    const CliRun r = cli("--help");
+    const CliRun r = run_cli("--help");
     ASSERT_EQ(r.rc, 0) << r.err;
     for (const auto& c : kCommands) {
         // "  name   description" lines: exactly one per command
@@ -96,8 +68,8 @@ TEST(CliContract, TopLevelHelpListsEachCommandOnce) {
         }
         EXPECT_EQ(count, 1u) << c << " in\n" << r.out;
     }
-    EXPECT_EQ(cli("").rc, 2);  // no command: usage error
-    EXPECT_EQ(cli("--version").rc, 0);
+    EXPECT_EQ(run_cli("").rc, 2);  // no command: usage error
+    EXPECT_EQ(run_cli("--version").rc, 0);
 }
 
 TEST(CliContract, HelpOnEverySubcommandPrintsOptionsAndRunsNothing) {
@@ -106,7 +78,7 @@ TEST(CliContract, HelpOnEverySubcommandPrintsOptionsAndRunsNothing) {
         for (const std::string flag : {"-h", "--help"}) {
             // with an --out that would be written if the command ran
             const fs::path out = d / (c + ".out");
-            const CliRun r = cli(c + " " + flag);
+            const CliRun r = run_cli(c + " " + flag);
             EXPECT_EQ(r.rc, 0) << c << " " << flag << ": " << r.err;
             EXPECT_TRUE(contains(r.out, c)) << r.out;
             EXPECT_TRUE(contains(r.out, "--help")) << c << ": " << r.out;
@@ -114,15 +86,16 @@ TEST(CliContract, HelpOnEverySubcommandPrintsOptionsAndRunsNothing) {
             EXPECT_FALSE(fs::exists(out));
         }
     // The help shows the options the command accepts (generated from the option table).
-    const CliRun f = cli("forward --help");
+    const CliRun f = run_cli("forward --help");
     for (const std::string opt :
          {"--model", "--text", "--ids", "--out", "--device", "--precision", "--calibration", "--c", "--b",
           "--activate-above", "--dump", "--layers", "--positions", "--progress"})
         EXPECT_TRUE(contains(f.out, opt)) << opt << " missing from forward --help";
-    EXPECT_TRUE(contains(cli("calibrate --help").out, "--device"));
-    EXPECT_FALSE(contains(cli("calibrate --help").out, "forward --help"));  // no pointer to another command
+    EXPECT_TRUE(contains(run_cli("calibrate --help").out, "--device"));
+    // no pointer to another command
+    EXPECT_FALSE(contains(run_cli("calibrate --help").out, "forward --help"));
     for (const std::string c : {"analyze", "ppl-sweep", "retrieval"})
-        EXPECT_TRUE(contains(cli(c + " --help").out, "--deci-layers")) << c;
+        EXPECT_TRUE(contains(run_cli(c + " --help").out, "--deci-layers")) << c;
     fs::remove_all(d);
 }
 
@@ -150,24 +123,24 @@ TEST(CliContract, UsageErrorsExit2WithAMessageAndRuntimeErrorsExit1) {
              {"forward" + model + ids + " --out " + (d / "o.h5").string() + " --dump zz", "--dump"},
              {"nosuchcommand", "nosuchcommand"},
          }) {
-        const CliRun r = cli(c.args);
+        const CliRun r = run_cli(c.args);
         EXPECT_EQ(r.rc, 2) << c.args << "\n" << r.err;
         EXPECT_TRUE(contains(r.err, "usage error")) << c.args << "\n" << r.err;
         EXPECT_TRUE(contains(r.err, c.expect)) << c.args << "\n" << r.err;
     }
     EXPECT_FALSE(fs::exists(d / "o.h5"));
     // a missing file or a bad id is a runtime error: exit 1, the file named
-    const CliRun missing = cli("nll" + model + " --ids " + (d / "nope.txt").string());
+    const CliRun missing = run_cli("nll" + model + " --ids " + (d / "nope.txt").string());
     EXPECT_EQ(missing.rc, 1);
     EXPECT_TRUE(contains(missing.err, (d / "nope.txt").string())) << missing.err;
     write_ids(d / "bad.txt", {1, 999});
-    EXPECT_EQ(cli("nll" + model + " --ids " + (d / "bad.txt").string()).rc, 1);
+    EXPECT_EQ(run_cli("nll" + model + " --ids " + (d / "bad.txt").string()).rc, 1);
     fs::remove_all(d);
 }
 
 TEST(CliContract, JsonOutputOfInfoNllAndAnalyzeParses) {
     const auto d = tmpdir("json");
-    const CliRun info = cli("info --json --model " + kDemo1.string());
+    const CliRun info = run_cli("info --json --model " + kDemo1.string());
     ASSERT_EQ(info.rc, 0) << info.err;
     const auto ij = nlohmann::json::parse(info.out);
     const auto m = load_model(kDemo1);
@@ -177,7 +150,7 @@ TEST(CliContract, JsonOutputOfInfoNllAndAnalyzeParses) {
 
     const std::string text = "It is a truth universally acknowledged, that a single man.";
     std::ofstream(d / "t.txt", std::ios::binary) << text;
-    const CliRun nll = cli("nll --json --model " + kDemo1.string() + " --text " + (d / "t.txt").string());
+    const CliRun nll = run_cli("nll --json --model " + kDemo1.string() + " --text " + (d / "t.txt").string());
     ASSERT_EQ(nll.rc, 0) << nll.err;
     const auto nj = nlohmann::json::parse(nll.out);
     EXPECT_EQ(nj.at("tokens").get<size_t>(), text.size());  // byte model: one token per byte
@@ -185,8 +158,9 @@ TEST(CliContract, JsonOutputOfInfoNllAndAnalyzeParses) {
     EXPECT_NEAR(std::exp(nj.at("mean_nll").get<double>()), nj.at("perplexity").get<double>(), 1e-6);
     EXPECT_EQ(nj.at("precision").get<std::string>(), "fp32");
 
-    const CliRun an = cli("analyze --json --model " + kDemo1.string() + " --text " + (d / "t.txt").string() +
-                          " --methods vanilla --no-attention --out " + (d / "t.h5").string());
+    const CliRun an =
+        run_cli("analyze --json --model " + kDemo1.string() + " --text " + (d / "t.txt").string() +
+                " --methods vanilla --no-attention --out " + (d / "t.h5").string());
     ASSERT_EQ(an.rc, 0) << an.err;
     const auto aj = nlohmann::json::parse(an.out);
     ASSERT_EQ(aj.at("methods").size(), 1u);
@@ -201,7 +175,7 @@ TEST(CliContract, NllPerTokenSumsToTheReportedNll) {
     std::ofstream(d / "t.txt", std::ios::binary)
         << "Emma Woodhouse, handsome, clever, and rich, with a comfortable home";
     const std::string base = "nll --json --model " + kDemo1.string() + " --text " + (d / "t.txt").string();
-    const CliRun csv = cli(base + " --per-token " + (d / "p.csv").string());
+    const CliRun csv = run_cli(base + " --per-token " + (d / "p.csv").string());
     ASSERT_EQ(csv.rc, 0) << csv.err;
     const auto j = nlohmann::json::parse(csv.out);
     std::istringstream lines(slurp(d / "p.csv"));
@@ -226,14 +200,14 @@ TEST(CliContract, NllPerTokenSumsToTheReportedNll) {
     EXPECT_NEAR(sum, j.at("sum_nll").get<double>(), 1e-4);
     EXPECT_NEAR(sum / double(n), j.at("mean_nll").get<double>(), 1e-6);
 
-    ASSERT_EQ(cli(base + " --per-token " + (d / "p.h5").string()).rc, 0);
+    ASSERT_EQ(run_cli(base + " --per-token " + (d / "p.h5").string()).rc, 0);
     h5::Reader r(d / "p.h5");
     const auto v = r.read_f32("/nll");
     double s2 = 0;
     for (float x : v) s2 += x;
     EXPECT_NEAR(s2, j.at("sum_nll").get<double>(), 1e-3);
     EXPECT_EQ(r.read_i64("/position").size(), v.size());
-    EXPECT_EQ(cli(base + " --per-token " + (d / "p.txt").string()).rc, 2);  // unknown format
+    EXPECT_EQ(run_cli(base + " --per-token " + (d / "p.txt").string()).rc, 2);  // unknown format
     fs::remove_all(d);
 }
 
@@ -242,7 +216,7 @@ TEST(CliContract, TokenizeWithTheModelsByteTokenizerRoundTripsThroughStdinAndStd
     const std::string text = "Hello, Emma! caf\xC3\xA9\n";
     std::ofstream(d / "in.txt", std::ios::binary) << text;
     // --model DIR: the byte-level demo model's own tokenizer (ids are bytes), stdin → stdout
-    const CliRun t = cli("tokenize --model " + kDemo1.string() + " --text - --out -", d / "in.txt");
+    const CliRun t = run_cli("tokenize --model " + kDemo1.string() + " --text - --out -", d / "in.txt");
     ASSERT_EQ(t.rc, 0) << t.err;
     std::istringstream in(t.out);
     std::vector<int32_t> ids;
@@ -250,17 +224,17 @@ TEST(CliContract, TokenizeWithTheModelsByteTokenizerRoundTripsThroughStdinAndStd
     ASSERT_EQ(ids.size(), text.size());
     for (size_t i = 0; i < ids.size(); ++i) EXPECT_EQ(ids[i], static_cast<unsigned char>(text[i]));
     std::ofstream(d / "ids.txt") << t.out;
-    const CliRun back = cli("detokenize --model " + kDemo1.string() + " --ids - --out -", d / "ids.txt");
+    const CliRun back = run_cli("detokenize --model " + kDemo1.string() + " --ids - --out -", d / "ids.txt");
     ASSERT_EQ(back.rc, 0) << back.err;
     EXPECT_EQ(back.out, text);
     // the README's flow: tokenize with the model, then forward/nll on the ids
-    ASSERT_EQ(cli("tokenize --model " + kDemo1.string() + " --text " + (d / "in.txt").string() + " --out " +
-                  (d / "f.ids").string())
+    ASSERT_EQ(run_cli("tokenize --model " + kDemo1.string() + " --text " + (d / "in.txt").string() +
+                      " --out " + (d / "f.ids").string())
                   .rc,
               0);
-    EXPECT_EQ(cli("nll --model " + kDemo1.string() + " --ids " + (d / "f.ids").string()).rc, 0);
+    EXPECT_EQ(run_cli("nll --model " + kDemo1.string() + " --ids " + (d / "f.ids").string()).rc, 0);
     // nll reads ids from stdin too
-    const CliRun nll = cli("nll --json --model " + kDemo1.string() + " --ids -", d / "f.ids");
+    const CliRun nll = run_cli("nll --json --model " + kDemo1.string() + " --ids -", d / "f.ids");
     ASSERT_EQ(nll.rc, 0) << nll.err;
     EXPECT_EQ(nlohmann::json::parse(nll.out).at("tokens").get<size_t>(), text.size());
     fs::remove_all(d);
@@ -273,7 +247,7 @@ TEST(CliContract, ProgressPrintsLinesWithEtaOnANonTerminal) {
     write_ids(d / "ids.txt", ids);
     const std::string base =
         "nll --model " + kDemo1.string() + " --ids " + (d / "ids.txt").string() + " --chunk 32";
-    const CliRun lines = cli(base);  // stderr is a file: auto → lines
+    const CliRun lines = run_cli(base);  // stderr is a file: auto → lines
     ASSERT_EQ(lines.rc, 0) << lines.err;
     EXPECT_TRUE(contains(lines.err, "nll")) << lines.err;
     EXPECT_TRUE(contains(lines.err, "ETA")) << lines.err;
@@ -281,7 +255,7 @@ TEST(CliContract, ProgressPrintsLinesWithEtaOnANonTerminal) {
     EXPECT_TRUE(contains(lines.err, "tok/s")) << lines.err;
     EXPECT_FALSE(contains(lines.err, "\r")) << "terminal redraws in a log";
 
-    const CliRun json = cli(base + " --progress json");
+    const CliRun json = run_cli(base + " --progress json");
     ASSERT_EQ(json.rc, 0) << json.err;
     std::istringstream in(json.err);
     int objects = 0;
@@ -296,7 +270,7 @@ TEST(CliContract, ProgressPrintsLinesWithEtaOnANonTerminal) {
     }
     EXPECT_GE(objects, 2);
     EXPECT_EQ(last, 1.0);
-    EXPECT_EQ(cli(base + " --progress none").err.find('%'), std::string::npos);
+    EXPECT_EQ(run_cli(base + " --progress none").err.find('%'), std::string::npos);
     fs::remove_all(d);
 }
 
@@ -330,8 +304,8 @@ TEST(CliContract, ForwardFileCarriesIdsScalesPrecisionAndActivations) {
     const std::string base =
         "forward --model " + (d / "model").string() + " --ids " + (d / "ids.txt").string() + " --chunk 16";
     const CliRun r =
-        cli(base + " --dump-delta --dump x,B,C,dt,h,resid --layers 1,2 --positions 10:30 --out " +
-            (d / "f.h5").string());
+        run_cli(base + " --dump-delta --dump x,B,C,dt,h,resid --layers 1,2 --positions 10:30 --out " +
+                (d / "f.h5").string());
     ASSERT_EQ(r.rc, 0) << r.err;
     h5::Reader f(d / "f.h5");
     EXPECT_EQ(f.read_i64("/ids"), std::vector<int64_t>(ids.begin(), ids.end()));
@@ -379,10 +353,10 @@ TEST(CliContract, ForwardFileCarriesIdsScalesPrecisionAndActivations) {
         }
     }
     // out-of-range layer or window: usage errors naming the option
-    const CliRun bad = cli(base + " --dump x --layers 7 --out " + (d / "g.h5").string());
+    const CliRun bad = run_cli(base + " --dump x --layers 7 --out " + (d / "g.h5").string());
     EXPECT_EQ(bad.rc, 2);
     EXPECT_TRUE(contains(bad.err, "--layers")) << bad.err;
-    EXPECT_EQ(cli(base + " --dump x --positions 10:99 --out " + (d / "g.h5").string()).rc, 2);
+    EXPECT_EQ(run_cli(base + " --dump x --positions 10:99 --out " + (d / "g.h5").string()).rc, 2);
     EXPECT_FALSE(fs::exists(d / "g.h5"));
     fs::remove_all(d);
 }

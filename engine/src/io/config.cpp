@@ -5,9 +5,9 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "io/json_limits.h"
 #include "mambascope/config.h"
 #include "mambascope/error.h"
-#include "io/json_limits.h"
 
 namespace mambascope {
 
@@ -60,15 +60,12 @@ std::string excerpt(const json& v) {
     return s;
 }
 
-}  // namespace
-
-// Scans the raw text (strings skipped) and refuses arrays/objects nested deeper than `max_depth`, naming
-// the line and column. Shared with the tokenizer and session readers (declared there).
-void check_json_nesting(std::string_view text, const std::string& origin, int max_depth) {
-    int depth = 0;
+// Follows a left-to-right scan of raw JSON text through string literals (escapes included), so that the
+// scanners below see only the text's structure: give it every byte in order.
+struct JsonStringSkipper {
     bool in_string = false, escaped = false;
-    for (size_t i = 0; i < text.size(); ++i) {
-        const char c = text[i];
+    // Whether `c` belongs to a string literal (its quotes included).
+    bool skip(char c) {
         if (in_string) {
             if (escaped)
                 escaped = false;
@@ -76,9 +73,24 @@ void check_json_nesting(std::string_view text, const std::string& origin, int ma
                 escaped = true;
             else if (c == '"')
                 in_string = false;
-        } else if (c == '"') {
-            in_string = true;
-        } else if (c == '[' || c == '{') {
+            return true;
+        }
+        in_string = c == '"';
+        return in_string;
+    }
+};
+
+}  // namespace
+
+// Scans the raw text (strings skipped) and refuses arrays/objects nested deeper than `max_depth`, naming
+// the line and column. Shared with the tokenizer and session readers (declared there).
+void check_json_nesting(std::string_view text, const std::string& origin, int max_depth) {
+    int depth = 0;
+    JsonStringSkipper strings;
+    for (size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (strings.skip(c)) continue;
+        if (c == '[' || c == '{') {
             if (++depth > max_depth)
                 throw Error(origin + ": JSON nested deeper than " + std::to_string(max_depth) +
                                 " levels at " + line_col(text, i),
@@ -105,19 +117,10 @@ std::string rewrite_non_finite(std::string_view in, std::vector<size_t>& to_inpu
     out.reserve(in.size() + 64);
     to_input.clear();
     to_input.reserve(in.size() + 64);
-    bool in_string = false, escaped = false;
+    JsonStringSkipper strings;
     for (size_t i = 0; i < in.size();) {
         const char c = in[i];
-        if (in_string) {
-            if (escaped)
-                escaped = false;
-            else if (c == '\\')
-                escaped = true;
-            else if (c == '"')
-                in_string = false;
-        } else if (c == '"') {
-            in_string = true;
-        } else if (i == 0 || !is_ident(in[i - 1])) {
+        if (!strings.skip(c) && (i == 0 || !is_ident(in[i - 1]))) {
             bool replaced = false;
             for (std::string_view tok : kTokens) {
                 const size_t end = i + tok.size();
@@ -526,21 +529,11 @@ ModelConfig parse_config_json(std::string_view text, const std::string& origin) 
         // e.byte is 1-based in the rewritten text; map it back to the user's line and column.
         size_t in_pos = text.size();
         if (e.byte >= 1 && e.byte - 1 < to_input.size()) in_pos = to_input[e.byte - 1];
-        size_t line = 1, col = 1;
-        for (size_t i = 0; i < in_pos && i < text.size(); ++i) {
-            if (text[i] == '\n') {
-                ++line;
-                col = 1;
-            } else {
-                ++col;
-            }
-        }
         std::string msg = e.what();
         const auto colon = msg.find("syntax error");
         if (colon != std::string::npos) msg = msg.substr(colon);
         if (msg.size() > kMaxEcho) msg = msg.substr(0, kMaxEcho) + "...";
-        fail(origin,
-             "invalid JSON at line " + std::to_string(line) + ", column " + std::to_string(col) + ": " + msg,
+        fail(origin, "invalid JSON at " + line_col(text, in_pos) + ": " + msg,
              "fix the file with a JSON validator");
     } catch (const json::exception& e) {
         fail(origin, std::string("invalid JSON: ") + std::string(e.what()).substr(0, kMaxEcho),
