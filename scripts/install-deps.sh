@@ -13,6 +13,7 @@ packages=(
   xvfb xauth
   python3 python3-h5py python3-numpy python3-matplotlib python3-xarray python3-h5netcdf python3-netcdf4 python3-silx
   nlohmann-json3-dev libicu-dev zlib1g-dev libcli11-dev
+  libopenmpi-dev openmpi-bin
   fonts-dejavu-core
 )
 

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "commands.h"
+#include "dist.h"
 #include "input.h"
 #include "mambascope/calibration.h"
 #include "mambascope/error.h"
@@ -16,12 +17,14 @@ struct CalibrateOptions {
     std::string model, out, aggregate = "mean", m1_decay = "slowest";
     InputOptions in;
     DeviceOptions dev;
+    DistOptions dist;
     int64_t train_len = -1, samples = kDefaultCalibrationSamples;
     double clamp_top = kDefaultClampTop, c = kDefaultC;
     std::vector<int64_t> lengths;
 };
 
 int run_calibrate(const CalibrateOptions& o) {
+    Dist dist("calibrate", o.dev.device);  // under mpirun: this rank's place and GPU (docs/scaling.md)
     auto model = load_model(o.model);
     const std::vector<int32_t> ids = read_input_ids(o.in, *model);  // --ids FILE or --text FILE
 
@@ -34,10 +37,16 @@ int run_calibrate(const CalibrateOptions& o) {
     p.m1_decay = parse_m1_decay(o.m1_decay);
     p.device = parse_device(o.dev.device);
 
+    // calibrate() as work units: the windows, spread over the ranks; rank 0 aggregates them in window order.
     // Stage-labelled progress ("calibration window 3/100") with rate and ETA; false once SIGINT/SIGTERM asked
     // to stop (input.h), so the engine throws Cancelled at its next window and nothing half-written is left.
-    const Calibration cal = calibrate(*model, ids, p, stderr_progress("calibrate"));
+    CalibrationJob job(*model, ids, p);
+    const ProgressFn progress = dist.progress(stderr_progress("calibrate"));
+    if (!dist.run(job, o.dist, model_identity(*model), progress)) return 0;  // not rank 0: rank 0 writes
+    report_progress(progress, 1.0, "calibration done");
+    const Calibration cal = job.result();
     save_calibration(o.out, cal);
+    dist.finish(o.dist);
 
     const std::vector<uint8_t> global = global_mask(cal, o.c);
     int64_t n_global = 0;
@@ -95,6 +104,7 @@ Command add_calibrate(CLI::App& root) {
         ->check(CLI::Range(1e-12, 1.0))
         ->capture_default_str();
     add_device_options(*app, o->dev, false, false);
+    add_dist_options(*app, o->dist);
     add_progress_option(*app);
     return {app, [o] { return run_calibrate(*o); }};
 }

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "commands.h"
+#include "dist.h"
 #include "input.h"
 #include "mambascope/analysis.h"
 #include "mambascope/calibration.h"
@@ -18,12 +19,14 @@ struct PplSweepOptions {
     DeviceOptions dev;
     LongMambaOptions lm;
     DeciOptions deci;
+    DistOptions dist;
     std::vector<std::string> methods;
     std::vector<int64_t> lengths;
     int64_t windows = kDefaultSweepWindows, predict = kDefaultSweepPredict;
 };
 
 int run_ppl_sweep(const PplSweepOptions& o) {
+    Dist dist("ppl-sweep", o.dev.device);  // under mpirun: this rank's place and GPU (docs/scaling.md)
     auto model = load_model(o.model);
     auto doc = read_input_ids(o.in, *model);
     PplSweepParams p;
@@ -45,13 +48,19 @@ int run_ppl_sweep(const PplSweepOptions& o) {
     p.deci.L_base = o.deci.lbase;
     p.deci.beta = o.deci.beta;
     p.device = parse_device(o.dev.device);
-    auto points = mambascope::run_ppl_sweep(*model, doc, p, stderr_progress("ppl-sweep"));
+    // run_ppl_sweep() as work units: (length, method, window) cells spread over the ranks; rank 0 reduces.
+    PplSweepJob job(*model, doc, p);
+    const ProgressFn progress = dist.progress(stderr_progress("ppl-sweep"));
+    if (!dist.run(job, o.dist, model_identity(*model), progress)) return 0;  // not rank 0: rank 0 writes
+    report_progress(progress, 1.0, "ppl-sweep");
+    const std::vector<PplPoint> points = job.result();
     std::printf("perplexity of the last %lld tokens, %d windows per length\n%s", (long long)p.predict,
                 p.windows, format_ppl_table(points).c_str());
     if (!o.out.empty()) {
         write_ppl_csv(o.out, points);
         std::fprintf(stderr, "ppl-sweep: wrote %s\n", o.out.c_str());
     }
+    dist.finish(o.dist);
     return 0;
 }
 
@@ -81,6 +90,7 @@ Command add_ppl_sweep(CLI::App& root) {
     add_longmamba_options(*app, o->lm);
     add_deci_options(*app, o->deci);
     add_device_options(*app, o->dev, false, false);
+    add_dist_options(*app, o->dist);
     add_progress_option(*app);
     return {app, [o] { return run_ppl_sweep(*o); }};
 }

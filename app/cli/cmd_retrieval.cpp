@@ -4,7 +4,10 @@
 #include <filesystem>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "commands.h"
+#include "dist.h"
 #include "input.h"
 #include "mambascope/calibration.h"
 #include "mambascope/error.h"
@@ -46,6 +49,7 @@ struct RetrievalOptions {
     DeviceOptions dev;
     LongMambaOptions lm;
     DeciOptions deci;
+    DistOptions dist;
     std::vector<std::string> methods;
     std::vector<int64_t> lengths;
     int64_t samples = 5, seed = 0;
@@ -87,6 +91,7 @@ int run_retrieval_cmd(const RetrievalOptions& o) {
     if (o.trace.empty() != o.trace_cell.empty())
         throw UsageError("--trace and --trace-cell go together",
                          "e.g. --trace cell.h5 --trace-cell 16384:1:0");
+    Dist dist("retrieval", o.dev.device);  // under mpirun: this rank's place and GPU (docs/scaling.md)
     const std::string& model_arg = o.model;
     const std::vector<double> depths = o.depths.empty() ? default_depths() : parse_depths(o.depths);
     const bool demo = model_arg == "demo" || model_arg == "demo-mamba2" || model_arg == "demo-mamba1";
@@ -152,12 +157,27 @@ int run_retrieval_cmd(const RetrievalOptions& o) {
                 "LENGTH:DEPTH_INDEX:SAMPLE with DEPTH_INDEX in 0.." + std::to_string(req.depths.size() - 1));
     }
 
-    RetrievalResult res = run_retrieval(*model, builder, req, stderr_progress("retrieval"));
+    // run_retrieval() as work units: the haystacks spread over the ranks; rank 0 collects the rows in order.
+    RetrievalJob job(*model, builder, req);
+    const ProgressFn progress = dist.progress(stderr_progress("retrieval"));
+    report_progress(progress, 0.0, "retrieval");
+    if (!dist.run(job, o.dist, model_identity(*model), progress)) return 0;  // not rank 0: rank 0 writes
+    RetrievalResult res = job.result();
     res.filler = filler_arg == "demo" ? "demo (resources/text/demo.txt)" : filler_arg;
     res.model = demo ? demo_name : model_arg;
 
     if (o.json) {  // the result file's JSON on stdout instead of the table
-        std::printf("%s\n", retrieval_json_text(res).c_str());
+        std::string text = retrieval_json_text(res);
+        if (dist.size() > 1 || !o.dist.resume.empty()) {  // + each rank's busy time (docs/scaling.md)
+            nlohmann::json j = nlohmann::json::parse(text), ranks = nlohmann::json::array();
+            for (size_t r = 0; r < dist.busy().size(); ++r)
+                ranks.push_back(
+                    {{"rank", r}, {"units", dist.busy()[r].units}, {"busy_s", dist.busy()[r].seconds}});
+            j["ranks"] = std::move(ranks);
+            j["resumed_units"] = dist.resumed_units();
+            text = j.dump(1);
+        }
+        std::printf("%s\n", text.c_str());
     } else {
         print_table(req, res);
     }
@@ -169,6 +189,7 @@ int run_retrieval_cmd(const RetrievalOptions& o) {
         write_retrieval_json(o.out, res);
         std::fprintf(stderr, "retrieval: wrote %s\n", o.out.c_str());
     }
+    dist.finish(o.dist);
     if (!o.trace.empty()) {
         const Haystack h = builder.build_cell(req.seed, L, di, req.depths[static_cast<size_t>(di)], s);
         const AnalysisRequest ar = to_analysis_request(req);
@@ -240,6 +261,7 @@ Command add_retrieval(CLI::App& root) {
     app->get_option("--calibration")->description("LongMamba calibration, or demo (the demo model's)");
     add_deci_options(*app, o->deci);
     add_device_options(*app, o->dev, true, false);
+    add_dist_options(*app, o->dist);
     app->add_option("--csv", o->csv, "one row per haystack and method")
         ->type_name("OUT.csv")
         ->group("Output");

@@ -6,6 +6,8 @@
 # OpenBLAS/BLIS OpenMP builds are made for GCC's libgomp, and in a clang program they run on LLVM's libomp, which
 # OpenBLAS initialises at load time (a shared-memory registration that aborts the process under `ulimit -f 0`,
 # the full-disk tests' setting). The Release build (GCC) links OpenBLAS as shipped; CpuGemm.* checks every backend.
+# MPI is off here (Open MPI's own allocations would be leak reports); the one-rank path of the batch jobs, the
+# same work-unit code, runs under the sanitizers; the mpirun tests (label mpi) run in the Release suite.
 # Sets: san_build (the tree; MAMBASCOPE_SAN_BUILD_DIR overrides build-san/), san_jobs.
 # Call sanitizer_configure once; then cmake --build "$san_build" --target <what you need>.
 san_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -34,7 +36,7 @@ sanitizer_configure() {
     -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" \
     -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address,undefined" \
     -DMAMBASCOPE_FUZZ=ON -DMAMBASCOPE_TESTS=ON -DMAMBASCOPE_BENCH=OFF -DMAMBASCOPE_GUI=OFF -DMAMBASCOPE_CUDA=OFF \
-    -DMAMBASCOPE_BLAS=eigen \
+    -DMAMBASCOPE_BLAS=eigen -DMAMBASCOPE_MPI=OFF \
     >/dev/null
 }
 

@@ -17,6 +17,7 @@
 #include "mambascope/longmamba.h"
 #include "mambascope/model.h"
 #include "mambascope/progress.h"
+#include "mambascope/work_units.h"
 
 namespace mambascope {
 
@@ -66,6 +67,30 @@ std::vector<int64_t> calibration_window_starts(int64_t stream_tokens, int64_t tr
 // aggregates. Progress per window; cancellable (throws Cancelled).
 Calibration calibrate(const Model& model, std::span<const int32_t> stream, const CalibrationParams& params,
                       const ProgressFn& progress = {});
+
+// calibrate() as work units (work_units.h): unit u is window u of calibration_window_starts (cost train_len
+// tokens); its result is the window's statistics of every layer (window_stats); reduce() feeds them to the
+// per-layer aggregators in window order, as the single loop did.
+class CalibrationJob : public UnitJob {
+  public:
+    // Resolves and checks the parameters and the stream (the errors calibrate() gives).
+    CalibrationJob(const Model& model, std::span<const int32_t> stream, const CalibrationParams& params);
+    size_t unit_count() const override { return starts_.size(); }
+    double unit_cost(size_t u) const override;
+    std::string unit_name(size_t u) const override;
+    std::string fingerprint() const override;
+    UnitResult compute_unit(size_t u, const ProgressFn& progress) const override;
+    void reduce(size_t u, const UnitResult& result) override;
+    Calibration result() const;  // once every unit was reduced
+
+  private:
+    const Model& model_;
+    std::span<const int32_t> stream_;
+    CalibrationParams p_;               // resolved
+    std::vector<int64_t> starts_;       // window starts
+    std::vector<StatsAggregator> agg_;  // (n_layer)
+    size_t reduced_ = 0;
+};
 
 // Writes /log_decay, /delta_sum (float64 [n_layer, C]), /thresholds, /alpha (float64 [n_layer, n_len, C]),
 // /lengths (int64 [n_len]) and root attributes (format, format_version, every parameter, model identity).

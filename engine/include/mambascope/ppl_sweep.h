@@ -18,6 +18,7 @@
 #include "mambascope/calibration.h"
 #include "mambascope/decimamba.h"
 #include "mambascope/model.h"
+#include "mambascope/work_units.h"
 
 namespace mambascope {
 
@@ -51,6 +52,36 @@ std::vector<int64_t> sweep_window_starts(int64_t doc_tokens, int64_t length, int
 
 std::vector<PplPoint> run_ppl_sweep(const Model& model, std::span<const int32_t> doc,
                                     const PplSweepParams& params, const ProgressFn& progress = {});
+
+// run_ppl_sweep() as work units (work_units.h): one unit per (length, method, window), in that nesting order
+// (cost: the length in tokens); its result is the window's summed NLL over the scored tail, the token count
+// and its seconds. reduce() sums them per (length, method) in window order, as the single loop did.
+class PplSweepJob : public UnitJob {
+  public:
+    // Checks the parameters and the document (the errors run_ppl_sweep() gives). `params.calibration` and the
+    // model must outlive the job.
+    PplSweepJob(const Model& model, std::span<const int32_t> doc, const PplSweepParams& params);
+    size_t unit_count() const override;
+    double unit_cost(size_t u) const override;
+    std::string unit_name(size_t u) const override;
+    std::string fingerprint() const override;
+    UnitResult compute_unit(size_t u, const ProgressFn& progress) const override;
+    void reduce(size_t u, const UnitResult& result) override;
+    std::vector<PplPoint> result() const;  // once every unit was reduced
+
+  private:
+    struct Cell {
+        size_t length_index, method_index, window;
+    };
+    Cell cell(size_t u) const;
+    const Model& model_;
+    std::span<const int32_t> doc_;
+    PplSweepParams p_;
+    std::vector<std::vector<int64_t>> starts_;  // per length
+    std::vector<PplPoint> points_;              // (length, method), filled by reduce
+    std::vector<double> nll_sum_;               // per point
+    size_t reduced_ = 0;
+};
 
 // CSV: length,method,windows,tokens_scored,mean_nll,perplexity,seconds (atomic write).
 void write_ppl_csv(const std::filesystem::path& path, const std::vector<PplPoint>& points);

@@ -24,6 +24,7 @@
 #include "mambascope/model.h"
 #include "mambascope/progress.h"
 #include "mambascope/tokenizer.h"
+#include "mambascope/work_units.h"
 
 namespace mambascope {
 
@@ -139,12 +140,47 @@ struct RetrievalResult {
 AnalysisRequest to_analysis_request(const RetrievalRequest& r);
 RetrievalRequest to_retrieval_request(const AnalysisRequest& a);
 
+// run_retrieval() as work units (work_units.h): one unit per haystack (length, depth, sample), in that
+// nesting order, scored by every method (cost: length × methods tokens); its result is the haystack's rows,
+// which reduce() appends in unit order.
+struct Calibration;
+class RetrievalJob : public UnitJob {
+  public:
+    // Checks the request and loads the calibration (the errors run_retrieval() gives). The model and builder
+    // must outlive the job.
+    RetrievalJob(const Model& model, const HaystackBuilder& builder, const RetrievalRequest& req);
+    ~RetrievalJob() override;
+    size_t unit_count() const override;
+    double unit_cost(size_t u) const override;
+    std::string unit_name(size_t u) const override;
+    std::string fingerprint() const override;
+    UnitResult compute_unit(size_t u, const ProgressFn& progress) const override;
+    void reduce(size_t u, const UnitResult& result) override;
+    RetrievalResult result() const;  // once every unit was reduced
+
+  private:
+    struct Cell {
+        size_t length_index;
+        int depth_index, sample;
+    };
+    Cell cell(size_t u) const;
+    const Model& model_;
+    const HaystackBuilder& builder_;
+    RetrievalRequest req_;
+    std::unique_ptr<Calibration> cal_;
+    RetrievalResult res_;
+    size_t reduced_ = 0;
+};
+
+// A retrieval row as bytes (RetrievalJob's unit results).
+void write_retrieval_row(ByteWriter& w, const RetrievalRow& row);
+RetrievalRow read_retrieval_row(ByteReader& r);
+
 // Runs every cell. Progress covers the whole grid; cancellation throws Cancelled.
 RetrievalResult run_retrieval(const Model& model, const HaystackBuilder& builder, const RetrievalRequest& req,
                               const ProgressFn& progress = {});
 
 // Scores one haystack with one method (the unit run_retrieval repeats). `cal` may be null unless LongMamba.
-struct Calibration;
 RetrievalRow score_haystack(const Model& model, const Tokenizer& tok, const Haystack& h, Method method,
                             const RetrievalRequest& req, const Calibration* cal);
 

@@ -15,14 +15,15 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/json_limits.h"
 #include "mambascope/atomic_file.h"
 #include "mambascope/calibration.h"
 #include "mambascope/decimamba.h"
 #include "mambascope/error.h"
 #include "mambascope/longmamba.h"
 #include "mambascope/session.h"
+#include "mambascope/sha256.h"
 #include "mambascope/text.h"
-#include "io/json_limits.h"
 
 namespace mambascope {
 namespace {
@@ -407,8 +408,8 @@ RetrievalRow score_haystack(const Model& model, const Tokenizer& tok, const Hays
     return row;
 }
 
-RetrievalResult run_retrieval(const Model& model, const HaystackBuilder& builder, const RetrievalRequest& req,
-                              const ProgressFn& progress) {
+RetrievalJob::RetrievalJob(const Model& model, const HaystackBuilder& builder, const RetrievalRequest& req)
+    : model_(model), builder_(builder), req_(req) {
     if (req.lengths.empty()) throw Error("no haystack lengths given", "pass --lengths, e.g. 256,1024,4096");
     if (req.depths.empty()) throw Error("no needle depths given", "pass --depths, e.g. 0,0.25,0.5,0.75,1");
     if (req.samples < 1) throw Error("samples must be at least 1");
@@ -422,44 +423,143 @@ RetrievalResult run_retrieval(const Model& model, const HaystackBuilder& builder
                         std::to_string(min_len) + " tokens)");
     for (double d : req.depths)
         if (!(d >= 0.0 && d <= 1.0)) throw Error("needle depth " + std::to_string(d) + " is outside [0, 1]");
-    std::optional<Calibration> cal;
     const bool needs_cal =
         std::find(req.methods.begin(), req.methods.end(), Method::LongMamba) != req.methods.end();
     if (needs_cal) {
         if (req.calibration_path.empty())
             throw Error("LongMamba needs a calibration", "pass --calibration FILE (mambascope-cli calibrate)");
-        cal = load_calibration(req.calibration_path);
-        check_calibration_matches(*cal, model.config);
+        cal_ = std::make_unique<Calibration>(load_calibration(req.calibration_path));
+        check_calibration_matches(*cal_, model.config);
     }
-    RetrievalResult res;
-    res.request = req;
-    res.prompt_template = builder.prompt_template();
-    res.tokenizer = builder.tokenizer().name();
-    res.train_len = model.config.train_len;
-    res.model = model.dir.string();
-    // work in tokens, for an honest progress fraction
-    double total = 0, done = 0;
-    for (int64_t L : req.lengths)
-        total += static_cast<double>(L) * static_cast<double>(req.depths.size()) * req.samples *
-                 static_cast<double>(req.methods.size());
-    report_progress(progress, 0.0, "retrieval");
-    for (int64_t L : req.lengths)
-        for (size_t di = 0; di < req.depths.size(); ++di)
-            for (int s = 0; s < req.samples; ++s) {
-                const Haystack h = builder.build_cell(req.seed, L, static_cast<int>(di), req.depths[di], s);
-                for (Method m : req.methods) {
-                    RetrievalRow row =
-                        score_haystack(model, builder.tokenizer(), h, m, req, cal ? &*cal : nullptr);
-                    row.depth_index = static_cast<int>(di);
-                    row.sample = s;
-                    res.rows.push_back(std::move(row));
-                    done += static_cast<double>(L);
-                    report_progress(progress, done / total,
-                                    std::string(method_name(m)) + " at " + std::to_string(L) + " tokens");
-                }
-            }
-    if (req.device != Device::Cpu) res.backend = cuda_usable() ? "cuda" : "cpu";
+    res_.request = req;
+    res_.prompt_template = builder.prompt_template();
+    res_.tokenizer = builder.tokenizer().name();
+    res_.train_len = model.config.train_len;
+    res_.model = model.dir.string();
+}
+
+RetrievalJob::~RetrievalJob() = default;
+
+size_t RetrievalJob::unit_count() const {
+    return req_.lengths.size() * req_.depths.size() * static_cast<size_t>(req_.samples);
+}
+
+RetrievalJob::Cell RetrievalJob::cell(size_t u) const {
+    MS_CHECK(u < unit_count(), "retrieval: unit index out of range");
+    const size_t S = static_cast<size_t>(req_.samples), D = req_.depths.size();
+    return {u / (D * S), static_cast<int>((u / S) % D), static_cast<int>(u % S)};
+}
+
+double RetrievalJob::unit_cost(size_t u) const {
+    return static_cast<double>(req_.lengths[cell(u).length_index]) * static_cast<double>(req_.methods.size());
+}
+
+std::string RetrievalJob::unit_name(size_t u) const {
+    const Cell c = cell(u);
+    return "haystack " + std::to_string(req_.lengths[c.length_index]) + ":" + std::to_string(c.depth_index) +
+           ":" + std::to_string(c.sample) + " (length:depth index:sample)";
+}
+
+std::string RetrievalJob::fingerprint() const {
+    // the request as the result file records it, the template, the tokenizer and the filler's tokens
+    RetrievalResult id = res_;
+    id.rows.clear();
+    std::string f = "retrieval\nmodel " + model_.name + " " + arch_name(model_.config.arch) + " " +
+                    std::to_string(model_.config.n_layer) + "x" + std::to_string(model_.config.channels()) +
+                    "\n" + retrieval_json_text(id) + "\nprecision " +
+                    std::to_string(static_cast<int>(req_.precision)) + "\ndevice " +
+                    std::to_string(static_cast<int>(req_.device)) + "\nfiller_tokens " +
+                    std::to_string(builder_.filler_size());
+    if (cal_) {
+        ByteWriter w;
+        w.f64s(cal_->thresholds);
+        w.f64s(cal_->log_decay);
+        f += "\ncalibration " + sha256_hex(w.take());
+    }
+    return f;
+}
+
+UnitResult RetrievalJob::compute_unit(size_t u, const ProgressFn& progress) const {
+    const Cell c = cell(u);
+    const int64_t L = req_.lengths[c.length_index];
+    const Haystack h = builder_.build_cell(req_.seed, L, c.depth_index,
+                                           req_.depths[static_cast<size_t>(c.depth_index)], c.sample);
+    ByteWriter w;
+    w.i64(static_cast<int64_t>(req_.methods.size()));
+    const double n_methods = static_cast<double>(req_.methods.size());
+    for (size_t mi = 0; mi < req_.methods.size(); ++mi) {
+        const Method m = req_.methods[mi];
+        RetrievalRow row = score_haystack(model_, builder_.tokenizer(), h, m, req_, cal_.get());
+        row.depth_index = c.depth_index;
+        row.sample = c.sample;
+        write_retrieval_row(w, row);
+        report_progress(progress, static_cast<double>(mi + 1) / n_methods,
+                        std::string(method_name(m)) + " at " + std::to_string(L) + " tokens");
+    }
+    return w.take();
+}
+
+void RetrievalJob::reduce(size_t u, const UnitResult& result) {
+    MS_CHECK(u == reduced_, "retrieval: units must be reduced in order");
+    ByteReader r(result);
+    const int64_t n = r.i64();
+    if (n != static_cast<int64_t>(req_.methods.size()))
+        throw Error("retrieval: a haystack's result is malformed");
+    for (int64_t i = 0; i < n; ++i) res_.rows.push_back(read_retrieval_row(r));
+    if (!r.done()) throw Error("retrieval: a haystack's result has trailing bytes");
+    ++reduced_;
+}
+
+RetrievalResult RetrievalJob::result() const {
+    MS_CHECK(reduced_ == unit_count(), "retrieval: result() before every haystack was reduced");
+    RetrievalResult res = res_;
+    if (req_.device != Device::Cpu) res.backend = cuda_usable() ? "cuda" : "cpu";
     return res;
+}
+
+void write_retrieval_row(ByteWriter& w, const RetrievalRow& row) {
+    w.i64(static_cast<int64_t>(row.method));
+    w.i64(row.length);
+    w.i64(row.depth_index);
+    w.f64(row.depth);
+    w.i64(row.sample);
+    w.str(row.key);
+    w.i64(row.needle_begin);
+    w.i64(row.tf.correct);
+    w.i64(row.tf.total);
+    w.str(row.generated);
+    w.i64(row.generated_correct ? 1 : 0);
+    w.i64(row.generate_ran ? 1 : 0);
+    w.f64(row.seconds);
+}
+
+RetrievalRow read_retrieval_row(ByteReader& r) {
+    RetrievalRow row;
+    const int64_t method = r.i64();
+    if (method < 0 || method > static_cast<int64_t>(Method::DeciMamba))
+        throw Error("retrieval: a row's method is malformed");
+    row.method = static_cast<Method>(method);
+    row.length = r.i64();
+    row.depth_index = static_cast<int>(r.i64());
+    row.depth = r.f64();
+    row.sample = static_cast<int>(r.i64());
+    row.key = r.str();
+    row.needle_begin = r.i64();
+    row.tf.correct = r.i64();
+    row.tf.total = r.i64();
+    row.generated = r.str();
+    row.generated_correct = r.i64() != 0;
+    row.generate_ran = r.i64() != 0;
+    row.seconds = r.f64();
+    return row;
+}
+
+RetrievalResult run_retrieval(const Model& model, const HaystackBuilder& builder, const RetrievalRequest& req,
+                              const ProgressFn& progress) {
+    RetrievalJob job(model, builder, req);
+    report_progress(progress, 0.0, "retrieval");
+    run_units_serially(job, progress);
+    return job.result();
 }
 
 double RetrievalResult::cell_accuracy(Method m, int64_t length, int depth_index, bool generated) const {
