@@ -30,6 +30,11 @@ Method parse_method(const std::string& s);  // Error on unknown names
 constexpr int64_t kMaxWindowTokens = 65536;
 // Longest window for hidden attention maps (W × W floats per channel and method).
 constexpr int64_t kMaxAttentionTokens = 1024;
+// Largest residual stream (T × d_model floats, bytes) run_analysis keeps so that DeciMamba starts at its
+// first decimating layer from the vanilla forward's rows instead of recomputing the layers below (issue 16):
+// 512 MiB is 174k tokens of mamba-130m (d_model 768) or 65k of mamba-1.4b (2048). Longer inputs recompute
+// them.
+constexpr int64_t kMaxSharedPrefixBytes = int64_t{512} << 20;
 
 enum class AttentionNorm { None, AbsMax, AbsMinMax, Log10Floor };
 const char* attention_norm_name(AttentionNorm n);  // "none", "absmax", "absminmax", "log10"

@@ -5,7 +5,7 @@
 // backend runs it unchanged. The driver makes one pass per decimating layer (stopping after that layer, with
 // the positions already decided for earlier decimating layers) to score tokens by the raw Δ norm of that
 // layer, selects, and then runs the final pass with all the kept positions and the head. Cost: (#decimating
-// layers + 1) partial forwards.
+// layers + 1) partial forwards; with a shared prefix (below) each starts at the first decimating layer.
 #pragma once
 
 #include <cstdint>
@@ -50,8 +50,14 @@ std::vector<int64_t> select_decimated(std::span<const int64_t> positions, std::s
 ForwardResult run_decimamba(const Model& model, std::span<const int32_t> ids, const DeciParams& params,
                             const HeadRequest& head = {}, const ProgressFn& progress = {},
                             std::map<int, std::vector<int64_t>>* kept = nullptr,
-                            ScanObserver* observer = nullptr, ModelState* final_state = nullptr);
+                            ScanObserver* observer = nullptr, ModelState* final_state = nullptr,
+                            const LayerInput* prefix = nullptr);
 // `final_state` (optional) receives the state after the decimated prefill, for decoding after it
 // (method doc §9.1: decimation is prefill-only; generated tokens go through every layer).
+// `prefix` (optional, issue 16): the residual stream entering a layer at or below the first decimating one,
+// captured by an unfiltered forward over the same ids (ForwardOptions::capture_input). Every pass starts
+// there instead of recomputing the layers below, which compute exactly what the unfiltered forward did, so
+// the result is the same bit for bit; `observer` then sees only the layers from prefix->layer up. Not with
+// `final_state` (the skipped layers' state is not computed).
 
 }  // namespace mambascope

@@ -138,6 +138,19 @@ enum class Precision { Fp32, Tf32, Bf16 };
 const char* precision_name(Precision p);          // "fp32" / "tf32" / "bf16"
 Precision parse_precision(const std::string& s);  // Error on anything else
 
+// The residual stream entering one layer for every position of a prefill: x (T, D), row t = position
+// state.tokens_seen + t. Methods that agree on the layers below `layer` share them through it (issue 16:
+// DeciMamba after vanilla starts at its first decimating layer). Costs T·D·4 bytes (100k tokens × 768 =
+// 307 MB), so the caller decides whether to keep one (run_analysis: kMaxSharedPrefixBytes).
+// The rows are bit-identical to a recomputation only under the same chunk_tokens (the GEMMs' blocking, and so
+// their rounding, depends on the rows per call): start_from checks it.
+struct LayerInput {
+    int layer = 0;
+    int64_t tokens = 0;        // T: rows filled
+    int64_t chunk_tokens = 0;  // the capturing run's ForwardOptions::chunk_tokens
+    std::vector<float> x;      // (T, D)
+};
+
 struct ForwardOptions {
     Precision precision = Precision::Fp32;  // CUDA projections only
     Device device = Device::Cpu;  // Auto/Cuda fall back to the CPU with ForwardResult::note saying why
@@ -148,6 +161,13 @@ struct ForwardOptions {
     // through the SSM of layer l and every later layer. Positions must be a subset of what reaches layer l.
     const std::map<int, std::vector<int64_t>>* keep_positions = nullptr;
     int stop_after_layer = -1;  // ≥ 0: run layers 0..stop_after_layer only, skip the head
+    // Shared prefix (CPU only; a run asking for either runs on the CPU). capture_input: fill it with the
+    // residual stream entering capture_input->layer (no position may be dropped below that layer).
+    // start_from: skip the embedding and layers 0..start_from->layer − 1 and start from its rows, which must
+    // come from a run over the same ids with the same computation and chunk_tokens below that layer; the
+    // state of the skipped layers is left as it was, and no keep_positions entry may lie below that layer.
+    LayerInput* capture_input = nullptr;
+    const LayerInput* start_from = nullptr;
     int64_t chunk_tokens = kPrefillChunkTokens;
     ProgressFn progress;  // fraction of the tokens done; returning false cancels
 };
@@ -214,8 +234,8 @@ void decode_step_filtered(const Model& model, int32_t id, ModelState& state, con
 // step moves one id in and one logits row out (the CPU path is decode_step). Cuda/Auto fall back to the CPU
 // with note() saying why. By default decode steps are not filtered (method doc §2.4, §8.5). With a non-empty
 // `keep_filter` (method doc §9.1) every step applies it, so a filtered prefill followed by filtered steps
-// equals one filtered prefill of the whole sequence (on the GPU the thresholds are captured in the step's graph
-// once). `model` and `keep_filter` must outlive the decoder.
+// equals one filtered prefill of the whole sequence (on the GPU the thresholds are captured in the step's
+// graph once). `model` and `keep_filter` must outlive the decoder.
 class Decoder {
   public:
     Decoder(const Model& model, const ModelState& state, Device device = Device::Cpu,

@@ -1,9 +1,15 @@
 // run_analysis: one input through several methods with the probes of analysis.h (issue 5 item 1).
 //
-// Each method is one forward run (DeciMamba: its driver, then one probe pass over the kept positions) with a
-// fan-out observer: ChannelProbe (Σ Δ, log decay, critical counts, Δ windows; method doc §8.2, §8.6), a
+// Each method is one forward run (DeciMamba: its driver, whose final pass carries the probes) with a fan-out
+// observer: ChannelProbe (Σ Δ, log decay, critical counts, Δ windows; method doc §8.2, §8.6), a
 // bounded ReceptiveFieldTracker (§8.7), a cumulative-log-decay series per detail channel, and a capture of
 // Δ, B and C on the attention window for hidden attention (§5, §8.9).
+//
+// Shared work (issue 16): methods that compute the same thing compute it once. LongMamba without an active
+// filter is the vanilla forward (its result is copied). DeciMamba's layers below its first decimating layer
+// l0 are the vanilla forward's too (all positions, no filter): the unfiltered forward keeps its residual
+// stream entering l0, DeciMamba starts there, and the summaries of layers < l0 are copied from that
+// forward's result. Each shared result equals the separate computation bit for bit (CpuShared.*).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -60,14 +66,16 @@ class FanOut : public ScanObserver {
     }
 };
 
-// count[t] = number of global channels (over all layers) whose scan used token t, i.e. in which t is a
-// critical token (method doc §8.6: Δ survived the filter, Δ_used > 0). Positions absent because of decimation
-// count nothing in the layers that skipped them.
+// count[t] = number of global channels (over all layers, or those below `layer_end`) whose scan used token t,
+// i.e. in which t is a critical token (method doc §8.6: Δ survived the filter, Δ_used > 0). Positions absent
+// because of decimation count nothing in the layers that skipped them.
 class GlobalKeepCounter : public ScanObserver {
   public:
-    GlobalKeepCounter(const std::vector<uint8_t>& gmask, int64_t channels, int64_t T)
-        : gmask_(gmask), C_(channels), count_(static_cast<size_t>(T), 0) {}
+    GlobalKeepCounter(const std::vector<uint8_t>& gmask, int64_t channels, int64_t T,
+                      int layer_end = std::numeric_limits<int>::max())
+        : gmask_(gmask), C_(channels), layer_end_(layer_end), count_(static_cast<size_t>(T), 0) {}
     void on_delta(const DeltaBlock&, const DeltaBlock& used) override {
+        if (used.layer >= layer_end_) return;
         const uint8_t* g = gmask_.data() + static_cast<size_t>(used.layer) * static_cast<size_t>(C_);
         for (int64_t r = 0; r < used.rows; ++r) {
             const float* row = used.data + r * used.ld;
@@ -81,6 +89,7 @@ class GlobalKeepCounter : public ScanObserver {
   private:
     const std::vector<uint8_t>& gmask_;
     int64_t C_;
+    int layer_end_;
     std::vector<int64_t> count_;
 };
 
@@ -277,6 +286,30 @@ RunResult run_analysis(const Model& model, const RunInput& input, const Analysis
     const double n_methods = static_cast<double>(req.methods.size());
     // Index in res.methods of a method that ran the plain, unfiltered forward (see below).
     std::optional<size_t> unfiltered_result;
+
+    // DeciMamba's parameters, resolved once; its first decimating layer l0 bounds the prefix it can share.
+    DeciParams deci;
+    deci.layers = req.deci_layers;
+    deci.L_base = req.deci_L_base;
+    deci.beta = req.deci_beta;
+    deci.min_seq_len = req.deci_min_seq_len;
+    deci.resp_len = req.deci_resp_len;
+    const bool wants_deci =
+        std::find(req.methods.begin(), req.methods.end(), Method::DeciMamba) != req.methods.end();
+    if (wants_deci) deci = resolve_deci_params(cfg, deci);
+    const int deci_l0 = wants_deci ? deci.layers.front() : 0;
+    // The prefix DeciMamba can take from an unfiltered forward that runs before it: its residual stream
+    // entering l0, (T, D) floats, kept only when that is at most kMaxSharedPrefixBytes (otherwise DeciMamba
+    // recomputes layers < l0) and the forward runs on the CPU (a GPU forward's rounding differs from the
+    // CPU's, so its rows would not give DeciMamba's CPU result).
+    struct SharedPrefix {
+        LayerInput input;  // (T, D) entering l0
+        std::vector<int64_t>
+            keep_count_below;  // [T] GlobalKeepCounter over layers < l0 (with global channels)
+        size_t result = 0;     // index in res.methods of the forward that kept it
+    };
+    std::optional<SharedPrefix> prefix;
+    const bool prefix_fits = T * cfg.d_model * static_cast<int64_t>(sizeof(float)) <= kMaxSharedPrefixBytes;
     for (size_t mi = 0; mi < req.methods.size(); ++mi) {
         const Method method = req.methods[mi];
         const auto t0 = std::chrono::steady_clock::now();
@@ -313,6 +346,12 @@ RunResult run_analysis(const Model& model, const RunInput& input, const Analysis
             res.methods.push_back(std::move(same));
             continue;
         }
+        // This unfiltered forward keeps DeciMamba's prefix when DeciMamba comes after it.
+        const bool keep_prefix = unfiltered && !unfiltered_result && wants_deci && deci_l0 > 0 &&
+                                 prefix_fits && req.device == Device::Cpu &&
+                                 std::find(req.methods.begin() + static_cast<std::ptrdiff_t>(mi),
+                                           req.methods.end(), Method::DeciMamba) != req.methods.end();
+        const bool from_prefix = method == Method::DeciMamba && prefix.has_value();
 
         ProbeOptions po;
         po.reference = filter.empty() ? nullptr : &filter;
@@ -329,10 +368,14 @@ RunResult run_analysis(const Model& model, const RunInput& input, const Analysis
         fan.children = {&probe, &rf, &cum};
         if (att) fan.children.push_back(&*att);
         const bool any_global = std::any_of(gmask.begin(), gmask.end(), [](uint8_t v) { return v != 0; });
-        std::optional<GlobalKeepCounter> keep_count;
+        std::optional<GlobalKeepCounter> keep_count, keep_count_below;
         if (any_global) {
             keep_count.emplace(gmask, C, T);
             fan.children.push_back(&*keep_count);
+            if (keep_prefix) {
+                keep_count_below.emplace(gmask, C, T, deci_l0);
+                fan.children.push_back(&*keep_count_below);
+            }
         }
 
         auto sub = [&](double lo, double hi) {
@@ -346,13 +389,7 @@ RunResult run_analysis(const Model& model, const RunInput& input, const Analysis
         head.nll = req.nll;
         ForwardResult fr;
         if (method == Method::DeciMamba) {
-            DeciParams dp;
-            dp.layers = req.deci_layers;
-            dp.L_base = req.deci_L_base;
-            dp.beta = req.deci_beta;
-            dp.min_seq_len = req.deci_min_seq_len;
-            dp.resp_len = req.deci_resp_len;
-            dp = resolve_deci_params(cfg, dp);
+            const DeciParams& dp = deci;
             mr.params["L_base"] = static_cast<double>(dp.L_base);
             mr.params["beta"] = dp.beta;
             mr.params["min_seq_len"] = static_cast<double>(dp.min_seq_len);
@@ -363,7 +400,10 @@ RunResult run_analysis(const Model& model, const RunInput& input, const Analysis
             // The probes ride on DeciMamba's final pass: it is the forward over the final selection that a
             // separate probe pass would repeat (same kept positions, every layer; the head only adds the
             // NLL).
-            fr = run_decimamba(model, input.ids, dp, head, sub(0.0, 1.0), &kept, &fan);
+            // With a shared prefix the passes start at l0 and the probes see layers ≥ l0 only; the layers
+            // below are filled in from the prefix's forward after the summaries are taken (below).
+            fr = run_decimamba(model, input.ids, dp, head, sub(0.0, 1.0), &kept, &fan, nullptr,
+                               from_prefix ? &prefix->input : nullptr);
             if (!kept.empty()) mr.kept_positions = kept.rbegin()->second;
         } else {
             ForwardOptions opt;
@@ -371,7 +411,13 @@ RunResult run_analysis(const Model& model, const RunInput& input, const Analysis
             opt.observer = &fan;
             opt.progress = sub(0.0, 1.0);
             opt.device = req.device;
+            if (keep_prefix) {
+                prefix.emplace();
+                prefix->input.layer = deci_l0;
+                opt.capture_input = &prefix->input;
+            }
             fr = run_forward(model, input.ids, opt, head);
+            if (keep_prefix && keep_count_below) prefix->keep_count_below = keep_count_below->take();
         }
         mr.backend = fr.backend;
         if (!fr.note.empty()) res.provenance["device_note"] = fr.note;
@@ -428,7 +474,17 @@ RunResult run_analysis(const Model& model, const RunInput& input, const Analysis
             mr.channels.push_back(std::move(ct));
         }
         if (att) {
-            for (auto& s : att->slots) {
+            for (size_t si = 0; si < att->slots.size(); ++si) {
+                auto& s = att->slots[si];
+                if (from_prefix && s.ref.layer < deci_l0) {
+                    // Below l0: the prefix forward's map of the same slot (all positions reach these layers,
+                    // so that forward has one map per slot, in slot order).
+                    const MethodResult& src = res.methods[prefix->result];
+                    MS_CHECK(src.attention.size() == att->slots.size() && src.attention[si].ref == s.ref,
+                             "shared prefix: attention maps do not line up");
+                    mr.attention.push_back(src.attention[si]);
+                    continue;
+                }
                 const int64_t Wa = static_cast<int64_t>(s.positions.size());
                 if (Wa == 0) continue;
                 std::vector<float> d(static_cast<size_t>(Wa));
@@ -453,9 +509,45 @@ RunResult run_analysis(const Model& model, const RunInput& input, const Analysis
                 mr.attention.push_back(std::move(am));
             }
         }
+        if (from_prefix) {
+            // Layers < l0 (not seen by DeciMamba's probes): the prefix forward's numbers, which a full
+            // DeciMamba run computes identically (same positions, no filter, same chunks).
+            const MethodResult& src = res.methods[prefix->result];
+            const auto below = [&](auto& dst, const auto& from, int64_t per_layer) {
+                const auto n = static_cast<std::ptrdiff_t>(deci_l0 * per_layer);
+                std::copy(from.begin(), from.begin() + n, dst.begin());
+            };
+            below(mr.delta_sum.data, src.delta_sum.data, C);
+            below(mr.log_decay.data, src.log_decay.data, C);
+            below(mr.critical_count.data, src.critical_count.data, C);
+            below(mr.receptive_field.data, src.receptive_field.data, P * C);
+            below(mr.receptive_field_censored.data, src.receptive_field_censored.data, P * C);
+            MS_CHECK(mr.receptive_field_resolution == src.receptive_field_resolution,
+                     "shared prefix: receptive-field resolutions differ");
+            for (size_t i = 0; i < refs.size(); ++i) {
+                if (refs[i].layer >= deci_l0) continue;
+                ChannelTrace& ct = mr.channels[i];
+                const ChannelTrace& from = src.channels[i];
+                ct.delta_raw = from.delta_raw;
+                ct.delta_used = from.delta_used;
+                ct.critical = from.critical;
+                ct.cum_log_decay = from.cum_log_decay;
+            }
+            // Recorded, so a trace says where DeciMamba's lower layers came from (and tests see the path
+            // taken).
+            res.provenance["decimamba_shared_layers"] =
+                "0.." + std::to_string(deci_l0 - 1) + " from " + method_name(src.method);
+            if (keep_count) {
+                MS_CHECK(prefix->keep_count_below.size() == mr.global_keep_count.size(),
+                         "shared prefix: global keep counts differ in length");
+                for (size_t t = 0; t < mr.global_keep_count.size(); ++t)
+                    mr.global_keep_count[t] += prefix->keep_count_below[t];
+            }
+        }
         mr.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         res.methods.push_back(std::move(mr));
         if (unfiltered && !unfiltered_result) unfiltered_result = res.methods.size() - 1;
+        if (keep_prefix) prefix->result = res.methods.size() - 1;
     }
     report_progress(progress, 1.0, "done");
     return res;

@@ -37,9 +37,16 @@ class DeltaNormObserver : public ScanObserver {
 ForwardResult run_decimamba(const Model& model, std::span<const int32_t> ids, const DeciParams& params_in,
                             const HeadRequest& head, const ProgressFn& progress,
                             std::map<int, std::vector<int64_t>>* kept_out, ScanObserver* observer,
-                            ModelState* final_state) {
+                            ModelState* final_state, const LayerInput* prefix) {
     const DeciParams p = resolve_deci_params(model.config, params_in);
     check_ids(model, ids);
+    if (prefix) {
+        // Every layer below the first decimating one sees all positions and no filter: the vanilla forward's
+        // work, which `prefix` carries (its residual stream entering prefix->layer).
+        MS_CHECK(prefix->layer <= p.layers.front(),
+                 "DeciMamba: the shared prefix ends above the first decimating layer");
+        MS_CHECK(!final_state, "DeciMamba: a shared prefix leaves the state of the layers below it unset");
+    }
     std::map<int, std::vector<int64_t>> keep;
     const double passes = static_cast<double>(p.layers.size() + 1);
     double start = 0;
@@ -50,6 +57,7 @@ ForwardResult run_decimamba(const Model& model, std::span<const int32_t> ids, co
         opt.observer = &obs;
         opt.keep_positions = keep.empty() ? nullptr : &keep;
         opt.stop_after_layer = layer;
+        opt.start_from = prefix;
         const std::string stage = "DeciMamba scoring layer " + std::to_string(layer);
         opt.progress = [&](double f, std::string_view) {
             if (!progress) return true;
@@ -63,7 +71,8 @@ ForwardResult run_decimamba(const Model& model, std::span<const int32_t> ids, co
     }
     ForwardOptions opt;
     opt.keep_positions = &keep;
-    opt.observer = observer;  // probes see the final, decimated pass
+    opt.observer = observer;  // probes see the final, decimated pass (from prefix->layer up, with a prefix)
+    opt.start_from = prefix;
     opt.progress = [&](double f, std::string_view) {
         if (!progress) return true;
         return progress((start + f) / passes, "DeciMamba final pass");

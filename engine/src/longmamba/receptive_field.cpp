@@ -60,6 +60,12 @@ ReceptiveFieldTracker::ReceptiveFieldTracker(std::vector<std::vector<double>> ra
     const int64_t max_cps = std::max<int64_t>(2, budget_bytes / std::max<int64_t>(per_cp, 1));
     // smallest stride with expected_tokens/stride + 1 ≤ max_cps
     stride_ = std::max<int64_t>(1, (expected_tokens + max_cps - 2) / (max_cps - 1));
+    // The checkpoints' final size is known: expected_tokens/stride + 1 rows of C per layer (≤ budget_bytes in
+    // all). Reserved once, so the vector never doubles and copies itself (issue 16: the doubling touched
+    // ≈ 2× the budget in fresh pages, ≈ 2 page faults per token in analyze). Pages are touched only as
+    // checkpoints are written, so a short input does not pay for the reservation.
+    const size_t cps_rows = static_cast<size_t>(expected_tokens / stride_ + 1);
+    for (Layer& ly : layers_) ly.cps.reserve(cps_rows * static_cast<size_t>(channels_));
 }
 
 ReceptiveFieldTracker ReceptiveFieldTracker::with_stride(std::vector<std::vector<double>> rate,

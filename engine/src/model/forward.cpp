@@ -15,6 +15,12 @@
 // then logits = RMSNorm(x; norm_f)·lm_headᵀ, a few rows at a time; for the NLL the logits are reduced
 // blockwise over the vocabulary (log-sum-exp) and never exist as rows × V.
 // Every projection is one kernels::sgemm_nt call (the BLAS chosen at configure time, cpu/gemm.h).
+//
+// OpenMP regions of our own (a fork and a closing barrier each) per layer and chunk, besides one per GEMM:
+// Mamba-1 five (RMSNorm; conv + SiLU; softplus; scan; gate), Mamba-2 four (RMSNorm; conv + SiLU; scan; gated
+// RMSNorm; its Δ, R × H values, is computed on one thread). Folding softplus and the gate into the scan's
+// region (one region instead of three) was measured slower on the issue-16 machine, in the scan's loop or as
+// passes over each 16-channel block: the separate passes stream whole rows (docs/benchmarks.md, issue 16).
 #include "mambascope/forward.h"
 
 #include <Eigen/Core>
@@ -563,6 +569,8 @@ ForwardResult run_prefill(const Model& model, std::span<const int32_t> ids, Mode
     std::string note;
     if (opt.device != Device::Cpu && opt.activations) {
         note = "CUDA not used: activation capture runs on the CPU backend only; ran on the CPU";
+    } else if (opt.device != Device::Cpu && (opt.capture_input || opt.start_from)) {
+        note = "CUDA not used: a shared layer input is a CPU backend feature; ran on the CPU";
     } else if (opt.device != Device::Cpu) {
         std::string why;
         if (!cuda_usable(&why)) {
@@ -592,6 +600,30 @@ ForwardResult detail::cpu_run_prefill(const Model& model, std::span<const int32_
     const int64_t pos_base = state.tokens_seen;
     const int last_layer = opt.stop_after_layer >= 0 ? std::min<int>(opt.stop_after_layer, int(c.n_layer) - 1)
                                                      : int(c.n_layer) - 1;
+    // Shared prefix: start at start_from->layer from its rows, and/or keep the rows entering
+    // capture_input->layer (both (T, D), ForwardOptions).
+    const int first_layer = opt.start_from ? opt.start_from->layer : 0;
+    if (opt.start_from) {
+        MS_CHECK(first_layer >= 0 && first_layer < c.n_layer, "start_from: layer out of range");
+        MS_CHECK(opt.start_from->tokens == T && static_cast<int64_t>(opt.start_from->x.size()) == T * D,
+                 "start_from: its rows do not match this input (" + std::to_string(opt.start_from->tokens) +
+                     " tokens for " + std::to_string(T) + ")");
+        MS_CHECK(opt.start_from->chunk_tokens == opt.chunk_tokens,
+                 "start_from: its rows were computed in chunks of " +
+                     std::to_string(opt.start_from->chunk_tokens) + " tokens, this run's chunks are " +
+                     std::to_string(opt.chunk_tokens));
+        if (opt.keep_positions && !opt.keep_positions->empty())
+            MS_CHECK(opt.keep_positions->begin()->first >= first_layer,
+                     "start_from: a decimating layer lies below the start layer");
+    }
+    LayerInput* capture = opt.capture_input;
+    if (capture) {
+        MS_CHECK(capture->layer >= first_layer && capture->layer <= last_layer,
+                 "capture_input: layer outside the layers this run computes");
+        capture->tokens = T;
+        capture->chunk_tokens = opt.chunk_tokens;
+        capture->x.resize(static_cast<size_t>(T * D));
+    }
     ForwardResult res;
     res.tokens = T;
     Scratch s;
@@ -605,12 +637,19 @@ ForwardResult detail::cpu_run_prefill(const Model& model, std::span<const int32_
         x.resize(R, D);
         positions.resize(static_cast<size_t>(R));
         for (int64_t r = 0; r < R; ++r) {
-            const int32_t id = ids[static_cast<size_t>(t0 + r)];
-            std::copy_n(model.embedding.data + int64_t(id) * D, D, x.data() + r * D);
+            const float* src = opt.start_from
+                                   ? opt.start_from->x.data() + (t0 + r) * D
+                                   : model.embedding.data + int64_t(ids[static_cast<size_t>(t0 + r)]) * D;
+            std::copy_n(src, D, x.data() + r * D);
             positions[static_cast<size_t>(r)] = pos_base + t0 + r;
         }
-        for (int li = 0; li <= last_layer && x.rows() > 0; ++li)
+        for (int li = first_layer; li <= last_layer && x.rows() > 0; ++li) {
+            if (capture && li == capture->layer) {
+                MS_CHECK(x.rows() == R, "capture_input: positions were dropped below the captured layer");
+                std::copy_n(x.data(), R * D, capture->x.data() + t0 * D);
+            }
             layer_chunk(model, li, x, positions, state.layers[static_cast<size_t>(li)], opt, s);
+        }
         if (opt.stop_after_layer < 0 && x.rows() > 0)
             head_rows(model, x, positions, ids, pos_base, head, res, next_logit_req, hs);
         report_progress(opt.progress, double(t0 + R) / double(T), "prefill");
