@@ -2,6 +2,7 @@
 #include "dist.h"
 
 #include <unistd.h>
+#include <algorithm>
 
 #include <chrono>
 #include <climits>
@@ -226,7 +227,13 @@ bool Dist::run(UnitJob& job, const DistOptions& opt, const std::string& extra_fi
     const long long kill_unit = env_unit(kDistTestKillUnitEnv), fail_unit = env_unit(kDistTestFailUnitEnv);
     std::map<size_t, UnitResult> mine;
     RankBusy busy;
-    for (size_t i : plan[static_cast<size_t>(rank_)]) {
+    // Several ranks: longest first, each result kept until rank 0 reduces it. One rank: in unit order, each
+    // result reduced as soon as it is computed (memory: one unit's result, as run_units_serially; a
+    // calibration window of mamba-1.4b is ~82 MB, so keeping them all would grow with the job).
+    std::vector<size_t> my_plan = plan[static_cast<size_t>(rank_)];
+    if (!several) std::sort(my_plan.begin(), my_plan.end());  // todo is in unit order
+    size_t reduced_upto = 0;                                  // one rank: units 0..reduced_upto-1 are reduced
+    for (size_t i : my_plan) {
         const size_t u = todo[i];
         const double cost = costs[i], base = my_done;
         const ProgressFn unit_progress = [&](double f, std::string_view stage) {
@@ -245,7 +252,14 @@ bool Dist::run(UnitJob& job, const DistOptions& opt, const std::string& extra_fi
                 throw Error(std::string("test failure (") + kDistTestFailUnitEnv + ")");
             UnitResult r = job.compute_unit(u, unit_progress);
             if (checkpoint) checkpoint->append(u, r);
-            mine.emplace(u, std::move(r));
+            if (several) {
+                mine.emplace(u, std::move(r));
+            } else {
+                for (; reduced_upto < u; ++reduced_upto)  // the units before u come from the checkpoint
+                    job.reduce(reduced_upto, read_checkpoint_unit(finished.at(reduced_upto)));
+                job.reduce(u, r);
+                reduced_upto = u + 1;
+            }
         } catch (const Cancelled&) {
             if (!several) throw;
             abort_job("cancelled", kExitCancelled);
@@ -273,7 +287,7 @@ bool Dist::run(UnitJob& job, const DistOptions& opt, const std::string& extra_fi
     }
 #endif
     try {
-        for (size_t u = 0; u < n; ++u) {
+        for (size_t u = reduced_upto; u < n; ++u) {
             if (done[u]) {
                 job.reduce(u, read_checkpoint_unit(finished.at(u)));
             } else if (owner[u] == 0) {
