@@ -89,6 +89,15 @@ for t in $targets; do
       printf '%s\n' "$report" | grep -m1 -A12 -E 'ERROR|runtime error' | sed 's/^/    /' || true
     fi
   done
+  # What crashed processes (findings, the triage's replays, the probe's children) could not remove at exit: their
+  # libomp entries (lib/sanitizer-build.sh) and the harness's scratch directories (fuzz_common.h, scratch_dir).
+  sanitizer_clean_omp_registrations
+  for d in "${TMPDIR:-/tmp}"/mambascope-fuzz-*; do
+    [ -d "$d" ] || continue
+    pid=${d##*-}
+    case "$pid" in '' | *[!0-9]*) continue ;; esac
+    kill -0 "$pid" 2>/dev/null || rm -rf "$d"
+  done
   if [ "$rc" -ne 0 ] && [ "$n_crash" -eq 0 ]; then n_crash=1; echo "fuzz: $t exited $rc without an artifact (see $log)"; fi
   [ "$n_crash" -eq 0 ] || failed=1
   if [ "$n_crash" -ne 0 ]; then grep -m1 -E 'ERROR: |runtime error:|==ERROR|deadly signal|out-of-memory|timeout' "$log" || true; fi

@@ -43,7 +43,25 @@ sanitizer_configure() {
 # Sanitizer run-time settings shared by the suite and the fuzzers. No suppressions: a report anywhere, system
 # libraries included, is a failure. detect_leaks: a leak is a failure; abort_on_error: a report kills the process
 # (ctest / libFuzzer see it).
+# clang's OpenMP run-time (libomp) registers every process that loads it in /dev/shm/__KMP_REGISTERED_LIB_<pid>_<uid>
+# and removes the file at a normal exit. A process that dies by a signal or _exit (a fuzzer's crash, the triage's
+# replays, a killed CLI in the tests) leaves it behind, and a later process that gets the same pid reads it at
+# start-up: libomp then judged the dead one's entry and crashed formatting its message (SIGBUS in vsnprintf from
+# __kmpc_global_thread_num, RetrievalRun.GridRowsScoresAndJsonRoundTrip under scripts/asan.sh after a day of
+# fuzzing on the same machine). Removes the entries of processes that no longer exist.
+sanitizer_clean_omp_registrations() {
+  local f pid
+  for f in /dev/shm/__KMP_REGISTERED_LIB_*; do
+    [ -e "$f" ] || continue
+    pid=${f#/dev/shm/__KMP_REGISTERED_LIB_}
+    pid=${pid%%_*}
+    case "$pid" in '' | *[!0-9]*) continue ;; esac
+    kill -0 "$pid" 2>/dev/null || rm -f "$f"
+  done
+}
+
 sanitizer_env() {
+  sanitizer_clean_omp_registrations
   export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:allocator_may_return_null=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 }
