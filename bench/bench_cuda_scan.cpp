@@ -23,6 +23,7 @@
 #include "cuda/gemm.cuh"
 #include "cuda/scan_mamba1.cuh"
 #include "cuda/scan_mamba2.cuh"
+#include "cuda/scan_mamba2_ssd.cuh"
 #include "mambascope/error.h"
 
 namespace {
@@ -245,12 +246,18 @@ void bench_mamba1(const float* seed, cudaStream_t stream) {
 
 void bench_mamba2(const float* seed, cudaStream_t stream) {
     std::printf(
-        "\nMamba-2 recurrent scan, fp32, P=64, N=128, G=1, batch 1, softplus(dt+dt_bias), D (median of %d)\n",
-        kRuns);
+        "\nMamba-2 scan, P=64, N=128, G=1, batch 1, softplus(dt+dt_bias), D (median of %d): the fp32 "
+        "recurrent\n"
+        "scan (register-tiled; legacy with BENCH_M2_LEGACY=1) and the chunked SSD scan on tensor cores "
+        "(bf16\n"
+        "operands, fp32 accumulation, %lld-token chunks)\n",
+        kRuns, static_cast<long long>(kg::kSsdChunk));
     std::printf(
-        "min bytes = read x (T·E·4) + dt (T·H·4) + B, C (2·T·N·4) + write y (T·E·4); FLOP = 5·T·E·N\n");
+        "min bytes = read x (T·E·4) + dt (T·H·4) + B, C (2·T·N·4) + write y (T·E·4); FLOP = 5·T·E·N (the\n"
+        "recurrent form's count for every variant, so the column compares times); last column: time of the\n"
+        "tiled recurrent scan / this variant's\n");
     std::printf("%-12s %-7s %-22s %-9s %9s %9s %8s %9s %14s\n", "model", "tokens", "variant", "chunks", "ms",
-                "Mtok/s", "GB/s", "TFLOP/s", "tiled speedup");
+                "Mtok/s", "GB/s", "TFLOP/s", "vs tiled");
     struct Shape {
         const char* name;
         int64_t H;
@@ -295,14 +302,21 @@ void bench_mamba2(const float* seed, cudaStream_t stream) {
             const double bytes = 2.0 * te * 4 + 1.0 * T * H * 4 + 2.0 * T * N * 4;
             const double flop = 5.0 * te * N;
             double tiled_ms[2] = {0, 0};
-            // A/B: the register-tiled kernels (default) and MAMBASCOPE_M2_SCAN=legacy.
-            for (const bool legacy : {false, true}) {
+            // The register-tiled kernels (default), the chunked SSD scan, and (BENCH_M2_LEGACY=1)
+            // MAMBASCOPE_M2_SCAN=legacy.
+            const bool with_legacy = std::getenv("BENCH_M2_LEGACY") != nullptr;
+            for (const int variant_id : {0, 1, 2}) {
+                const bool legacy = variant_id == 2, ssd = variant_id == 1;
+                if (legacy && !with_legacy) continue;
                 if (legacy)
                     setenv("MAMBASCOPE_M2_SCAN", "legacy", 1);
                 else
                     unsetenv("MAMBASCOPE_M2_SCAN");
-                const kg::ScanPlan plan = kg::scan_mamba2_plan(T, H, P, N);
-                const size_t ws_bytes = kg::scan_mamba2_workspace_bytes(T, H, P, N);
+                kg::ScanPlan plan = kg::scan_mamba2_plan(T, H, P, N);
+                if (ssd)
+                    plan.chunk_len = kg::kSsdChunk, plan.chunks = (T + kg::kSsdChunk - 1) / kg::kSsdChunk;
+                const size_t ws_bytes = ssd ? kg::scan_mamba2_ssd_workspace_bytes(T, H, P, N)
+                                            : kg::scan_mamba2_workspace_bytes(T, H, P, N);
                 void* ws = nullptr;
                 if (ws_bytes) CUDA_CHECK(cudaMalloc(&ws, ws_bytes));
                 for (int filtered = 0; filtered < 2; ++filtered) {
@@ -314,17 +328,22 @@ void bench_mamba2(const float* seed, cudaStream_t stream) {
                         a.B = bc.at(i), a.ldb = 2 * N, a.C = bc.at(i) + N, a.ldc = 2 * N, a.Dskip = D;
                         a.s = s, a.y = y.at(i), a.ldy = E;
                         if (filtered) a.thr = thr, a.probes = kg::ScanProbes{dsum, kept, logd};
-                        kg::scan_mamba2(a, ws, ws_bytes, stream);
+                        if (ssd)
+                            kg::scan_mamba2_ssd(a, ws, ws_bytes, stream);
+                        else
+                            kg::scan_mamba2(a, ws, ws_bytes, stream);
                     };
                     const double ms = time_ms(stream, run);
                     char chunks[32];
                     std::snprintf(chunks, sizeof chunks, "%lldx%lld", static_cast<long long>(plan.chunks),
                                   static_cast<long long>(plan.chunk_len));
-                    const std::string variant =
-                        std::string(legacy ? "legacy " : "tiled ") + (filtered ? "filter+probes" : "plain");
+                    const std::string variant = std::string(legacy ? "legacy "
+                                                            : ssd  ? "ssd bf16 "
+                                                                   : "tiled ") +
+                                                (filtered ? "filter+probes" : "plain");
                     char sp[32] = "-";
-                    if (legacy)
-                        std::snprintf(sp, sizeof sp, "%.2fx", ms / tiled_ms[filtered]);
+                    if (variant_id != 0)
+                        std::snprintf(sp, sizeof sp, "%.2fx", tiled_ms[filtered] / ms);
                     else
                         tiled_ms[filtered] = ms;
                     std::printf("%-12s %-7lld %-22s %-9s %9.3f %9.1f %8.0f %9.1f %14s\n", sh.name,
@@ -489,9 +508,17 @@ int main() {
             CUDA_CHECK(cudaFree(seed));
             return 0;
         }
-        // BENCH_SCAN_SWEEP_ONLY=1: the chunk sweep only; BENCH_SCAN_M1_ONLY=1: the Mamba-1 table only (short
-        // A/B runs of a kernel change, as in commits 1edf662 and b4cfc28).
+        // BENCH_SCAN_SWEEP_ONLY=1: the chunk sweep only; BENCH_SCAN_M1_ONLY=1: the Mamba-1 table only;
+        // BENCH_SCAN_M2_ONLY=1: the ceilings and the Mamba-2 table only (short A/B runs of a kernel change,
+        // as in commits 1edf662 and b4cfc28).
         const bool m1_only = std::getenv("BENCH_SCAN_M1_ONLY") != nullptr;
+        if (std::getenv("BENCH_SCAN_M2_ONLY")) {
+            bench_ceilings(seed, stream);
+            bench_mamba2(seed, stream);
+            CUDA_CHECK(cudaStreamDestroy(stream));
+            CUDA_CHECK(cudaFree(seed));
+            return 0;
+        }
         if (!m1_only) bench_ceilings(seed, stream);
         if (!std::getenv("BENCH_SCAN_SWEEP_ONLY")) bench_mamba1(seed, stream);
         if (!m1_only) bench_mamba1_chunk_sweep(seed, stream);

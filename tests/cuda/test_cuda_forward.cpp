@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <random>
 
 #include "mambascope/decimamba.h"
@@ -173,8 +175,8 @@ TEST_P(CudaForward, GpuDecoderMatchesCpuDecodeSteps) {
     }
 }
 
-// LongMamba's filter kept while decoding (method doc §9.1): the Decoder's GPU steps (the filtered graph) equal the
-// CPU's filtered steps, and both equal the filtered prefill of the whole sequence.
+// LongMamba's filter kept while decoding (method doc §9.1): the Decoder's GPU steps (the filtered graph)
+// equal the CPU's filtered steps, and both equal the filtered prefill of the whole sequence.
 TEST_P(CudaForward, FilteredDecoderMatchesCpuAndTheFilteredPrefill) {
     auto m = random_model(cfg(GetParam()), 9);
     auto x = ids(160);
@@ -304,5 +306,55 @@ TEST_P(CudaForward, Tf32AndBf16ProjectionsStayWithinTheirBounds) {
         EXPECT_LT(e, bound) << precision_name(prec);
         EXPECT_GT(e, 0.0) << precision_name(prec) << " should actually change the arithmetic";
         EXPECT_NEAR(res.mean_nll(), cpu.res.mean_nll(), 10 * bound) << precision_name(prec);
+    }
+}
+
+// bf16 Mamba-2 prefill takes the chunked SSD scan (kernels/cuda/scan_mamba2_ssd.cuh) from 128 tokens on:
+// across prefill chunks of 256 tokens (carried state), filtered or not, the logits and the final state stay
+// within the bf16 bound of the CPU's float32 forward, and they differ from the recurrent scan's bf16 run
+// (MAMBASCOPE_M2_SSD=0), which shows the chunked scan actually ran.
+TEST(CudaForwardSsd, Mamba2Bf16PrefillUsesTheChunkedScanWithinTheBf16Bound) {
+    if (!have_gpu()) GTEST_SKIP() << "no usable GPU";
+    auto m = random_model(cfg(Arch::Mamba2), 9);
+    auto x = ids(700);
+    DeltaFilter f;
+    const int64_t C = m->config.channels();
+    f.threshold.assign(3, std::vector<float>(size_t(C), -INFINITY));
+    for (int64_t c = 0; c < C; c += 2) f.threshold[1][size_t(c)] = 0.02f;
+    f.threshold[2][0] = INFINITY;
+    auto bf16_run = [&](const DeltaFilter* filter, bool ssd) {
+        if (ssd)
+            unsetenv("MAMBASCOPE_M2_SSD");
+        else
+            setenv("MAMBASCOPE_M2_SSD", "0", 1);
+        ForwardOptions opt;
+        opt.device = Device::Cuda;
+        opt.precision = Precision::Bf16;
+        opt.filter = filter;
+        opt.chunk_tokens = 256;
+        ::Run r;
+        HeadRequest head;
+        head.nll = true;
+        head.all_logits = true;
+        head.logits_sink = [&](int64_t, const float* row, int64_t V) {
+            r.logits.insert(r.logits.end(), row, row + V);
+        };
+        r.state = make_state(*m);
+        r.res = run_prefill(*m, x, r.state, opt, head);
+        unsetenv("MAMBASCOPE_M2_SSD");
+        return r;
+    };
+    for (const DeltaFilter* filter : std::vector<const DeltaFilter*>{nullptr, &f}) {
+        SCOPED_TRACE(filter ? "filtered" : "vanilla");
+        const ::Run cpu = run(*m, x, Device::Cpu, filter, nullptr, 256);
+        const ::Run ssd = bf16_run(filter, true), rec = bf16_run(filter, false);
+        const double e = rel(ssd.logits, cpu.logits);
+        EXPECT_LT(e, 3e-2);
+        EXPECT_NEAR(ssd.res.mean_nll(), cpu.res.mean_nll(), 0.3);
+        for (size_t l = 0; l < cpu.state.layers.size(); ++l)
+            EXPECT_LT(rel(ssd.state.layers[l].ssm, cpu.state.layers[l].ssm), 3e-2) << "layer " << l;
+        EXPECT_GT(rel(ssd.logits, rec.logits), 0.0) << "the SSD scan did not run";
+        std::printf("  bf16 SSD prefill vs CPU float32 (%s): logits %.2e (recurrent bf16: %.2e)\n",
+                    filter ? "filtered" : "vanilla", e, rel(rec.logits, cpu.logits));
     }
 }

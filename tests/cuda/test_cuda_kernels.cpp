@@ -3,6 +3,8 @@
 // outputs are poisoned with NaN before each run so an unwritten element fails. Tolerances (per kernel):
 //   scans (Mamba-1 and Mamba-2), conv1d, norms, fp32 GEMM: 1e-5;  TF32 GEMM: 5e-3;
 //   Mamba-1 with fast_exp (opt-in): 1e-3 against float64.
+//   Mamba-2 chunked SSD (bf16 tensor-core operands): 2e-3 against its CPU twin with the same bf16 rounding
+//   points (kernels/cpu/scan_ssd.h), 2e-2 against the fp32 recurrent scan (the bf16 bound).
 // Skipped when no CUDA device is present.
 #include <gtest/gtest.h>
 
@@ -19,6 +21,7 @@
 #include "cpu/conv1d.h"
 #include "cpu/norm.h"
 #include "cpu/scan.h"
+#include "cpu/scan_ssd.h"
 #include "cuda/conv1d_silu.cuh"
 #include "cuda/cuda_check.cuh"
 #include "cuda/gemm.cuh"
@@ -26,6 +29,7 @@
 #include "cuda/rmsnorm.cuh"
 #include "cuda/scan_mamba1.cuh"
 #include "cuda/scan_mamba2.cuh"
+#include "cuda/scan_mamba2_ssd.cuh"
 #include "mambascope/error.h"
 
 namespace {
@@ -590,6 +594,149 @@ TEST(CudaScanMamba2, ProbesMatchCpuSums) {
             EXPECT_EQ(kept.download(), want_kept);
             EXPECT_EQ(want_kept[0], d.T);
         }
+    }
+}
+
+// ---- Mamba-2 chunked SSD on tensor cores (scan_mamba2_ssd.cuh)
+// ----------------------------------------------
+
+// Against the CPU twin with the GPU's bf16 rounding points: what is left is fp32 accumulation order and
+// exp2_accurate against std::exp, which can move a staged value to the neighbouring bf16 (2^-8 relative on
+// one operand). Measured ≤ 4e-4 (printed below); the bound leaves 5× room.
+constexpr double kTolSsdTwin = 2e-3;
+// Against the exact fp32 recurrence: the bf16 rounding of x, B, C, the masked C·Bᵀ and the carried state
+// (2^-9 relative each, summed over up to N + Q terms of either sign). Measured ≤ 6e-3.
+constexpr double kTolSsdBf16 = 2e-2;
+
+M2Result run_ssd_gpu(const M2Data& d, const M2Case& c, const std::vector<float>& thr,
+                     kg::ScanProbes probes = {}) {
+    Dev<float> x(d.x), raw(c.softplus ? d.dt_raw : m2_delta(d, false)), bias(d.bias), A(d.A), B(d.B), C(d.C),
+        D(d.D), th(thr.empty() ? std::vector<float>(1) : thr), s(d.s0), y(d.T * d.ldy), dout(d.T * d.ldd);
+    kg::Mamba2ScanArgs a;
+    a.T = d.T, a.H = d.H, a.P = d.P, a.G = d.G, a.N = d.N;
+    a.x = x.p, a.ldx = d.ldx, a.delta = raw.p, a.ldd = d.ldd;
+    a.delta_bias = c.softplus ? bias.p : nullptr, a.delta_softplus = c.softplus;
+    a.A = A.p, a.B = B.p, a.ldb = d.ldb, a.C = C.p, a.ldc = d.ldc, a.Dskip = D.p;
+    a.thr = c.filter ? th.p : nullptr, a.s = s.p, a.y = y.p, a.ldy = d.ldy, a.delta_out = dout.p,
+    a.ldo = d.ldd, a.probes = probes;
+    kg::scan_mamba2_ssd(a, nullptr, 0, nullptr);
+    M2Result r;
+    r.y = cols_of(y.download(), d.T, d.H * d.P, d.ldy);
+    r.s = s.download();
+    r.delta_used = cols_of(dout.download(), d.T, d.H, d.ldd);
+    return r;
+}
+
+M2Result run_ssd_twin(const M2Data& d, const M2Case& c, const std::vector<float>& thr, int64_t t_split = -1) {
+    std::vector<float> delta = m2_delta(d, c.softplus);
+    M2Result r;
+    r.s = d.s0;
+    std::vector<float> y(d.T * d.ldy, 0.0f);
+    const int64_t split = t_split < 0 ? d.T : t_split;
+    for (int64_t part = 0; part < 2; ++part) {
+        const int64_t t0 = part == 0 ? 0 : split, n = part == 0 ? split : d.T - split;
+        if (n == 0) continue;
+        kc::scan_mamba2_chunked(n, d.H, d.P, d.G, d.N, d.x.data() + t0 * d.ldx, d.ldx,
+                                delta.data() + t0 * d.ldd, d.ldd, d.A.data(), d.B.data() + t0 * d.ldb, d.ldb,
+                                d.C.data() + t0 * d.ldc, d.ldc, d.D.data(), c.filter ? thr.data() : nullptr,
+                                r.s.data(), y.data() + t0 * d.ldy, d.ldy, kg::kSsdChunk, true);
+    }
+    r.y = cols_of(y, d.T, d.H * d.P, d.ldy);
+    r.delta_used = cols_of(delta, d.T, d.H, d.ldd);
+    return r;
+}
+
+// Shapes: one token, T below / at / just past one chunk, many chunks with a partial last one, G > 1, every
+// multiple-of-16 headdim up to 128 and d_state 16..256 (d_state 256 and headdim 128 need > 48 KiB of shared
+// memory), filter and softplus on and off, a carried non-zero state.
+TEST(CudaScanMamba2Ssd, MatchesItsCpuTwinAndTheFloat32RecurrenceWithinTheBf16Bound) {
+    REQUIRE_GPU();
+    std::mt19937 rng(41);
+    double worst_twin = 0.0, worst_rec = 0.0;
+    for (const M2Case& c : std::vector<M2Case>{
+             {1, 2, 16, 1, 16, 0, true, false},
+             {63, 3, 32, 3, 32, 0, true, true},
+             {64, 2, 64, 1, 128, 0, false, true},
+             {65, 4, 64, 2, 64, 0, true, true},
+             {300, 2, 128, 1, 128, 0, true, true},
+             {200, 2, 16, 2, 256, 0, true, false},
+             {1000, 3, 64, 1, 128, 0, true, true},
+         }) {
+        const M2Data d = make_m2(c, rng);
+        const std::vector<float> thr = safe_thresholds(m2_delta(d, c.softplus), d.T, d.H, d.ldd);
+        const auto got = run_ssd_gpu(d, c, thr);
+        const auto twin = run_ssd_twin(d, c, thr);
+        const auto exact = run_m2_cpu(d, c, thr);
+        SCOPED_TRACE("T=" + std::to_string(c.T) + " H=" + std::to_string(c.H) + " P=" + std::to_string(c.P) +
+                     " G=" + std::to_string(c.G) + " N=" + std::to_string(c.N) +
+                     " softplus=" + std::to_string(c.softplus) + " filter=" + std::to_string(c.filter));
+        const double e_twin = std::max(rel_err(got.y, twin.y), rel_err(got.s, twin.s));
+        const double e_rec = std::max(rel_err(got.y, exact.y), rel_err(got.s, exact.s));
+        EXPECT_LE(e_twin, kTolSsdTwin);
+        EXPECT_LE(e_rec, kTolSsdBf16);
+        EXPECT_LE(rel_err(got.delta_used, exact.delta_used), kTol);
+        worst_twin = std::max(worst_twin, e_twin), worst_rec = std::max(worst_rec, e_rec);
+    }
+    std::printf("[ssd] worst error: %.2e against the bf16 CPU twin, %.2e against the fp32 recurrence\n",
+                worst_twin, worst_rec);
+}
+
+// The state carried across two calls that split a chunk (517 = 8·64 + 5) equals the twin run the same way;
+// the probes equal the CPU's sums of the Δ' actually used (thr[0] = −∞ keeps every token of head 0).
+TEST(CudaScanMamba2Ssd, CarriedStateAcrossCallsAndProbes) {
+    REQUIRE_GPU();
+    std::mt19937 rng(42);
+    const M2Case c{1100, 4, 64, 2, 64, 0, true, true};
+    const M2Data d = make_m2(c, rng);
+    std::vector<float> thr = safe_thresholds(m2_delta(d, true), d.T, d.H, d.ldd);
+    thr[0] = -INFINITY;
+    Dev<float> x(d.x), raw(d.dt_raw), bias(d.bias), A(d.A), B(d.B), C(d.C), D(d.D), th(thr), s(d.s0),
+        y(d.T * d.ldy);
+    Dev<double> dsum(d.H), logd(d.H);
+    Dev<int64_t> kept(d.H);
+    dsum.zero(), logd.zero(), kept.zero();
+    const int64_t split = 517;
+    for (int part = 0; part < 2; ++part) {
+        const int64_t t0 = part == 0 ? 0 : split, n = part == 0 ? split : d.T - split;
+        kg::Mamba2ScanArgs a;
+        a.T = n, a.H = d.H, a.P = d.P, a.G = d.G, a.N = d.N;
+        a.x = x.p + t0 * d.ldx, a.ldx = d.ldx, a.delta = raw.p + t0 * d.ldd, a.ldd = d.ldd;
+        a.delta_bias = bias.p, a.delta_softplus = true, a.A = A.p, a.thr = th.p;
+        a.B = B.p + t0 * d.ldb, a.ldb = d.ldb, a.C = C.p + t0 * d.ldc, a.ldc = d.ldc, a.Dskip = D.p;
+        a.s = s.p, a.y = y.p + t0 * d.ldy, a.ldy = d.ldy;
+        a.probes = kg::ScanProbes{dsum.p, kept.p, logd.p};
+        kg::scan_mamba2_ssd(a, nullptr, 0, nullptr);
+    }
+    const auto twin = run_ssd_twin(d, c, thr, split);
+    EXPECT_LE(rel_err(cols_of(y.download(), d.T, d.H * d.P, d.ldy), twin.y), kTolSsdTwin);
+    EXPECT_LE(rel_err(s.download(), twin.s), kTolSsdTwin);
+    const std::vector<float> delta = m2_delta(d, true);
+    std::vector<double> want_dsum(d.H, 0.0), want_logd(d.H, 0.0);
+    std::vector<int64_t> want_kept(d.H, 0);
+    for (int64_t h = 0; h < d.H; ++h)
+        for (int64_t t = 0; t < d.T; ++t) {
+            const float dl = delta[t * d.ldd + h];
+            const double used = dl > thr[h] ? dl : 0.0;
+            want_dsum[h] += used, want_kept[h] += dl > thr[h] ? 1 : 0, want_logd[h] += used * d.A[h];
+        }
+    EXPECT_LE(rel_err(dsum.download(), want_dsum), kTol);
+    EXPECT_LE(rel_err(logd.download(), want_logd), kTol);
+    EXPECT_EQ(kept.download(), want_kept);
+    EXPECT_EQ(want_kept[0], d.T);
+}
+
+TEST(CudaScanMamba2Ssd, RejectsShapesItCannotTileWithAHint) {
+    kg::Mamba2ScanArgs a;
+    a.T = 4, a.H = 1, a.P = 7, a.N = 128;
+    EXPECT_FALSE(kg::scan_mamba2_ssd_supports(7, 128));
+    EXPECT_FALSE(kg::scan_mamba2_ssd_supports(64, 512));
+    EXPECT_TRUE(kg::scan_mamba2_ssd_supports(64, 128));
+    try {
+        kg::scan_mamba2_ssd(a, nullptr, 0, nullptr);
+        FAIL() << "headdim 7 was accepted";
+    } catch (const mambascope::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("headdim 7"), std::string::npos);
+        EXPECT_FALSE(e.hint().empty());
     }
 }
 

@@ -33,6 +33,7 @@
 #include "cuda/rmsnorm.cuh"
 #include "cuda/scan_mamba1.cuh"
 #include "cuda/scan_mamba2.cuh"
+#include "cuda/scan_mamba2_ssd.cuh"
 #endif
 
 namespace mambascope {
@@ -94,6 +95,17 @@ bool m1_bf16_chain_enabled() {
         return !(e && std::string(e) == "0");
     }();
     return on;
+}
+
+// bf16 Mamba-2 prefill runs the chunked SSD scan on tensor cores (kernels/cuda/scan_mamba2_ssd.cuh, method
+// doc §9.2): bf16 matrix operands, fp32 accumulation, within the bf16 bound of the exact recurrence (the CUDA
+// tests state it). From kSsdMinTokens tokens on (below, a chunk of 64 is mostly padding and the recurrent
+// scan is as fast); fp32/tf32 runs and decode steps keep the recurrent scan. MAMBASCOPE_M2_SSD=0 turns it
+// off (A/B runs of bench_cuda_forward).
+constexpr int64_t kSsdMinTokens = 128;
+bool m2_ssd_enabled() {
+    const char* e = std::getenv("MAMBASCOPE_M2_SSD");  // read per call: tests switch it within one process
+    return !(e && std::string(e) == "0");
 }
 
 // A device buffer of floats (or other PODs), freed on destruction.
@@ -161,7 +173,7 @@ struct Workspace {
     // the bf16 Mamba-1 chain: in_proj (R, P), x_proj (R, R_dt + 2N) and dt_proj (R, E) outputs in bf16
     DevBuf<__nv_bfloat16> proj16, dbc16, dt16;
     DevBuf<char>
-        scan_ws;  // the Mamba-1 scan's chunk states (instead of a stream-ordered allocation per layer)
+        scan_ws;  // the scans' chunk states (Mamba-1; Mamba-2 SSD), instead of an allocation per layer
 };
 
 struct DevModel {
@@ -538,7 +550,13 @@ ForwardResult prefill_on_device(const Model& model, std::span<const int32_t> ids
                 a.A = w.A.ptr(), a.B = Bp, a.ldb = ldbc, a.C = Cp, a.ldc = ldbc, a.Dskip = w.Dskip.ptr();
                 a.thr = thr_ptr, a.s = ssm_state[size_t(li)].ptr, a.y = y.ptr, a.ldy = E;
                 if (want_delta) a.delta_out = delta_used.ptr, a.ldo = C;
-                kc::scan_mamba2(a, nullptr, 0, s);
+                if (bf16 && R >= kSsdMinTokens && m2_ssd_enabled() &&
+                    kc::scan_mamba2_ssd_supports(c.head_dim, N)) {
+                    ws.scan_ws.resize(kc::scan_mamba2_ssd_workspace_bytes(R, c.n_heads, c.head_dim, N));
+                    kc::scan_mamba2_ssd(a, ws.scan_ws.ptr, ws.scan_ws.count, s);
+                } else {
+                    kc::scan_mamba2(a, nullptr, 0, s);
+                }
                 if (bf16)
                     kc::gated_rmsnorm_bf16(R, E, c.norm_groups(), y.ptr, E, zin, P, w.gate_norm.ptr(), eps,
                                            ws.y16.ptr, E, s);

@@ -12,9 +12,10 @@ dm = re.sub(r'(void cp_async_f32\(float\* dst_smem, const float\* src, bool vali
 dm = re.sub(r'asm volatile\("cp\.async\.(commit_group|wait_all);\\n" ::: "memory"\);', '', dm)
 assert 'asm' not in dm, [l for l in dm.splitlines() if 'asm' in l]
 open(out + 'device_math_emu.h', 'w').write('#include "emu.h"\n' + dm)
-for name in ['scan_mamba1', 'scan_mamba2', 'conv1d_silu', 'rmsnorm', 'gemv']:
+for name in ['scan_mamba1', 'scan_mamba2', 'scan_mamba2_ssd', 'conv1d_silu', 'rmsnorm', 'gemv']:
     s = open(src + name + '.cu').read()
     s = s.replace('#include "cuda/device_math.cuh"', '#include "device_math_emu.h"')
+    s = s.replace('#include <mma.h>', '#include "wmma_emu.h"')  # tensor-core fragments (wmma_emu.h)
     s = s.replace('extern __shared__ __align__(16) float smem[];', 'float* smem = emu_smem;')
     pat = re.compile(r'([A-Za-z_][\w:<>., ]*?)\s*<<<(.*?)>>>\s*\((.*?)\);', re.S)
     n = 0

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Mamba-2 chunked SSD scan on tensor cores (issue 17), one device call from the repository root with $OUT set:
+#   1. builds the CUDA backend (GUI off, sm_90);
+#   2. runs every CUDA test (the SSD scan against its CPU twin and the fp32 recurrence; the bf16 Mamba-2
+#      forward through it);
+#   3. bench_cuda_scan: ceilings and the Mamba-2 table (recurrent fp32 scan vs SSD bf16, plain and
+#      filter+probes, mamba2-130m / 1.3b shapes at 2k/16k/128k);
+#   4. bench_cuda_forward, bf16 prefill of mamba2-130m and mamba2-1.3b with the SSD scan and without it
+#      (MAMBASCOPE_M2_SSD=0), against the in_proj GEMM ceiling;
+#   5. Nsight Compute: kernel time by kernel of one mamba2-1.3b bf16 prefill of 16k tokens, and the SSD
+#      kernels' tensor-pipe, DRAM and occupancy figures.
+set -uo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+build_cuda "$OUT/build.log" 16 mambascope_cuda_tests bench_cuda_scan bench_cuda_forward
+
+echo "== CUDA tests"
+timeout 300 build-gpu/tests/mambascope_cuda_tests 2>&1 | tee "$OUT/cuda_tests.log" |
+  grep -E "^\[  (PASSED|FAILED) |^\[==|Failure|error|\[ssd\]|SSD|bf16 graph" | head -60
+echo "tests done: $(elapsed) s"
+
+echo "== bench_cuda_scan (ceilings, Mamba-2 table)"
+BENCH_SCAN_M2_ONLY=1 timeout 240 build-gpu/bench/bench_cuda_scan 2>&1 | tee "$OUT/bench_cuda_scan_m2.txt"
+echo "scan bench done: $(elapsed) s"
+
+echo "== bench_cuda_forward: Mamba-2 bf16 prefill, SSD scan (default) then MAMBASCOPE_M2_SSD=0"
+{
+  BENCH_FORWARD_MODES=bf16 BENCH_FORWARD_NO_DECODE=1 timeout 200 build-gpu/bench/bench_cuda_forward \
+    mamba2-130m mamba2-1.3b 2>&1
+  echo "-- A/B: MAMBASCOPE_M2_SSD=0 (the recurrent fp32 scan inside the bf16 forward)"
+  MAMBASCOPE_M2_SSD=0 BENCH_FORWARD_MODES=bf16 BENCH_FORWARD_NO_DECODE=1 timeout 200 \
+    build-gpu/bench/bench_cuda_forward mamba2-130m mamba2-1.3b 2>&1
+} | tee "$OUT/bench_cuda_forward_m2.txt"
+echo "forward benches done: $(elapsed) s"
+
+find_ncu
+if [ -n "$NCU" ] && [ "${SKIP_PROFILE:-0}" != 1 ]; then
+  BENCH_FORWARD_PROFILE=16384 timeout 150 "$NCU" --clock-control none --cache-control none \
+    --metrics gpu__time_duration.sum --csv --print-units base --print-kernel-base function \
+    build-gpu/bench/bench_cuda_forward mamba2-1.3b > /tmp/ncu_m2.csv 2> /tmp/ncu_m2.err
+  echo "== mamba2-1.3b bf16 prefill, 16k tokens: kernel time by kernel (ncu, serialised)"
+  ncu_kernel_table /tmp/ncu_m2.csv 14 3 | tee "$OUT/profile_m2_1.3b_bf16_16k.txt"
+  echo "== SSD kernels (mamba2-1.3b, 16k tokens, first layer): tensor pipe, DRAM, occupancy, issue" |
+    tee -a "$OUT/profile_m2_1.3b_bf16_16k.txt"
+  BENCH_FORWARD_PROFILE=16384 timeout 120 "$NCU" --clock-control none --kernel-name regex:ssd_ --launch-count 4 \
+    --metrics gpu__time_duration.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,sm__inst_issued.avg.pct_of_peak_sustained_active,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum \
+    build-gpu/bench/bench_cuda_forward mamba2-1.3b 2>&1 | grep -E "ssd_|gpu__|sm__|dram__|l1tex__" |
+    tee -a "$OUT/profile_m2_1.3b_bf16_16k.txt"
+fi
+echo "total: $(elapsed) s"
