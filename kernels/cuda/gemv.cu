@@ -90,7 +90,82 @@ void launch_gemv(int64_t N, int64_t K, const TW* W, int64_t ldw, const TA* a, TY
     CUDA_CHECK(cudaGetLastError());
 }
 
+// The one-row RMSNorm in front of gemv_kernel's loop; block 32·kGemvWarps = 256 threads, the same count and
+// order of the sum of squares as rmsnorm_kernel (rmsnorm.cu: strided partial sums, warp sums, warps in
+// order), so `a` equals rmsnorm_bf16's output bit for bit. Dynamic shared memory: K bf16.
+constexpr int kNormThreadsForGemv = 32 * kGemvWarps;
+static_assert(kNormThreadsForGemv == 256, "the sum order must be rmsnorm_kernel's (kNormThreads = 256)");
+
+template <typename TY>
+__global__ void __launch_bounds__(32 * kGemvWarps)
+    gemv_rmsnorm_kernel(int64_t N, int64_t K, const __nv_bfloat16* __restrict__ W, int64_t ldw,
+                        const float* __restrict__ x, const float* __restrict__ wn, float eps,
+                        TY* __restrict__ y, float beta, bool vec) {
+    extern __shared__ __align__(16) float smem[];
+    __nv_bfloat16* a = reinterpret_cast<__nv_bfloat16*>(smem);
+    __shared__ float partial[kGemvWarps];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    float ss = 0.0f;
+    for (int64_t d = threadIdx.x; d < K; d += kNormThreadsForGemv) ss += x[d] * x[d];
+    ss = warp_sum(ss);
+    if (lane == 0) partial[warp] = ss;
+    __syncthreads();
+    float total = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kGemvWarps; ++i) total += partial[i];
+    const float inv = rsqrtf(total / static_cast<float>(K) + eps);
+    for (int64_t d = threadIdx.x; d < K; d += kNormThreadsForGemv)
+        a[d] = __float2bfloat16_rn(x[d] * inv * wn[d]);
+    __syncthreads();
+    const int64_t n = static_cast<int64_t>(blockIdx.x) * kGemvWarps + warp;
+    if (n >= N) return;
+    const __nv_bfloat16* w = W + n * ldw;
+    float acc = 0.0f;
+    if (vec) {
+#pragma unroll 4
+        for (int64_t k = static_cast<int64_t>(lane) * kGemvVec; k < K; k += 32 * kGemvVec) {
+            float wv[kGemvVec], av[kGemvVec];
+            load8(w + k, wv);
+            load8(a + k, av);
+#pragma unroll
+            for (int i = 0; i < kGemvVec; ++i) acc = fmaf(wv[i], av[i], acc);
+        }
+    } else {
+        for (int64_t k = lane; k < K; k += 32) acc = fmaf(to_f32(w[k]), to_f32(a[k]), acc);
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) store(y + n, acc, beta);
+}
+
+template <typename TY>
+void launch_gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const float* x,
+                         const float* wn, float eps, TY* y, float beta, cudaStream_t stream) {
+    MS_CHECK(N >= 0 && K > 0 && K <= kGemvNormMaxK, "gemv_rmsnorm: K must be in [1, 16384]");
+    if (N == 0) return;
+    MS_CHECK(W && x && wn && y && ldw >= K, "gemv_rmsnorm: null pointer or ldw < K");
+    MS_CHECK((N + kGemvWarps - 1) / kGemvWarps <= INT_MAX, "gemv_rmsnorm: N too large");
+    const bool vec = K % kGemvVec == 0 && ldw % kGemvVec == 0 && reinterpret_cast<uintptr_t>(W) % 16 == 0;
+    const size_t smem = static_cast<size_t>(K) * sizeof(__nv_bfloat16);
+    if (smem > 48 * 1024)
+        CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(gemv_rmsnorm_kernel<TY>),
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    const unsigned blocks = static_cast<unsigned>((N + kGemvWarps - 1) / kGemvWarps);
+    gemv_rmsnorm_kernel<TY>
+        <<<blocks, 32 * kGemvWarps, smem, stream>>>(N, K, W, ldw, x, wn, eps, y, beta, vec);
+    CUDA_CHECK(cudaGetLastError());
+}
+
 }  // namespace
+
+void gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const float* x,
+                  const float* w_norm, float eps, float* y, float beta, cudaStream_t stream) {
+    launch_gemv_rmsnorm(N, K, W, ldw, x, w_norm, eps, y, beta, stream);
+}
+
+void gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const float* x,
+                  const float* w_norm, float eps, __nv_bfloat16* y, cudaStream_t stream) {
+    launch_gemv_rmsnorm(N, K, W, ldw, x, w_norm, eps, y, 0.0f, stream);
+}
 
 void gemv(int64_t N, int64_t K, const float* W, int64_t ldw, const float* a, float* y, float beta,
           cudaStream_t stream) {

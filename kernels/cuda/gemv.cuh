@@ -24,4 +24,15 @@ void gemv(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const __nv_
 void gemv(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const __nv_bfloat16* a, __nv_bfloat16* y,
           cudaStream_t stream);
 
+// The one-row RMSNorm fused in front of a bf16 projection (decode steps: one graph node instead of two):
+// y[n] = Σ_k W[n,k]·a[k] (+ beta·y[n], float output only), a = bf16(x[k]·inv·w_norm[k]),
+// inv = rsqrt(Σ_k x[k]² / K + eps). Each block normalises x itself (K floats, from L2) in the same order as
+// rmsnorm_bf16 (rmsnorm.cuh), so the result equals rmsnorm_bf16 followed by gemv bit for bit. K ≤
+// kGemvNormMaxK.
+constexpr int64_t kGemvNormMaxK = 16384;
+void gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const float* x,
+                  const float* w_norm, float eps, float* y, float beta, cudaStream_t stream);
+void gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const float* x,
+                  const float* w_norm, float eps, __nv_bfloat16* y, cudaStream_t stream);
+
 }  // namespace mambascope::kernels::cuda

@@ -1089,6 +1089,50 @@ TEST(CudaGemv, MatchesFloat64ProductOnVectorAndScalarPaths) {
     }
 }
 
+// The decode steps' fused RMSNorm + projection equals rmsnorm_bf16 followed by gemv bit for bit (same sum
+// order, same roundings), on the vector path (K % 8 == 0) and the scalar one, with float (β = 0 and 1) and
+// bf16 outputs.
+TEST(CudaGemv, RmsnormFusedEqualsRmsnormBf16ThenGemvBitForBit) {
+    REQUIRE_GPU();
+    std::mt19937 rng(78);
+    struct Case {
+        int64_t N, K, ldw;
+    };
+    for (const Case c : {Case{37, 768, 768}, Case{203, 77, 80}, Case{9, 2048, 2056}}) {
+        SCOPED_TRACE("N=" + std::to_string(c.N) + " K=" + std::to_string(c.K));
+        const auto W = round_bf16(randn(c.N * c.ldw, rng)), x = randn(c.K, rng, 3.0f),
+                   wn = uniform(c.K, rng, 0.5f, 1.5f), y0 = randn(c.N, rng);
+        Dev<__nv_bfloat16> dW(to_bf16_host(W)), u16(c.K), ya16(c.N), yb16(c.N);
+        Dev<float> dx(x), dwn(wn), ya(c.N), yb(c.N), yc(y0), yd(y0);
+        const float eps = 1e-5f;
+        kg::rmsnorm_bf16(1, c.K, dx.p, c.K, dwn.p, eps, u16.p, c.K, nullptr);
+        kg::gemv(c.N, c.K, dW.p, c.ldw, u16.p, ya.p, 0.0f, nullptr);
+        kg::gemv_rmsnorm(c.N, c.K, dW.p, c.ldw, dx.p, dwn.p, eps, yb.p, 0.0f, nullptr);
+        EXPECT_EQ(ya.download(), yb.download());
+        kg::gemv(c.N, c.K, dW.p, c.ldw, u16.p, yc.p, 1.0f, nullptr);
+        kg::gemv_rmsnorm(c.N, c.K, dW.p, c.ldw, dx.p, dwn.p, eps, yd.p, 1.0f, nullptr);
+        EXPECT_EQ(yc.download(), yd.download());
+        kg::gemv(c.N, c.K, dW.p, c.ldw, u16.p, ya16.p, nullptr);
+        kg::gemv_rmsnorm(c.N, c.K, dW.p, c.ldw, dx.p, dwn.p, eps, yb16.p, nullptr);
+        EXPECT_EQ(bf16_to_float(ya16.download()), bf16_to_float(yb16.download()));
+        // and it is a real projection of the normalised input (not, say, of x itself)
+        double ss = 0.0;
+        for (float v : x) ss += double(v) * v;
+        const double inv = 1.0 / std::sqrt(ss / c.K + eps);
+        std::vector<double> want(c.N);
+        for (int64_t n = 0; n < c.N; ++n)
+            for (int64_t k = 0; k < c.K; ++k) want[n] += double(W[n * c.ldw + k]) * x[k] * inv * wn[k];
+        EXPECT_LE(rel_err(yb.download(), want), 1e-2);
+    }
+    try {
+        kg::gemv_rmsnorm(1, kg::kGemvNormMaxK + 1, static_cast<const __nv_bfloat16*>(nullptr), 0, nullptr,
+                         nullptr, 1e-5f, static_cast<float*>(nullptr), 0.0f, nullptr);
+        FAIL() << "K above kGemvNormMaxK was accepted";
+    } catch (const mambascope::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("gemv_rmsnorm"), std::string::npos);
+    }
+}
+
 TEST(CudaConv1d, Bf16InputEqualsFloat32ConvOfTheRoundedInput) {
     REQUIRE_GPU();
     std::mt19937 rng(74);

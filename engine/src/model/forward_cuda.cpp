@@ -713,6 +713,7 @@ class CudaDecoder final : public DecoderBackend {
         cudaStream_t s = stream_;
         const bool bf16 = opt_.precision == Precision::Bf16;  // tf32: the one-row products are float32 gemv
         const int64_t D = c.d_model, E = c.d_inner, N = c.d_state, K = c.d_conv, C = c.channels();
+        const bool fuse_norm = D <= kc::kGemvNormMaxK;  // RMSNorm inside the following gemv (one node fewer)
         const int64_t P = c.in_proj_rows(), CD = c.conv_dim(), V = model_.vocab_rows();
         const int64_t GN = c.n_groups * N, Rdt = c.dt_rank, ldbc = c.arch == Arch::Mamba1 ? Rdt + 2 * N : CD;
         const float eps = static_cast<float>(c.norm_eps);
@@ -733,10 +734,9 @@ class CudaDecoder final : public DecoderBackend {
             float* h = state_.ssm[size_t(li)].ptr;
             float* cst = state_.conv[size_t(li)].ptr;
             const float* thr = thr_.empty() ? nullptr : thr_[size_t(li)].ptr;
-            if (bf16 && c.arch == Arch::Mamba1) {
-                // the prefill's bf16 chain with one row
-                kc::rmsnorm_bf16(1, D, w.x.ptr, D, L.norm.ptr(), eps, w.u16.ptr, D, s);
-                kc::gemv(P, D, L.in_proj16->ptr, D, w.u16.ptr, w.proj16.ptr, s);
+            if (bf16 && c.arch == Arch::Mamba1 && fuse_norm) {
+                // the prefill's bf16 chain with one row; the norm runs inside in_proj's gemv (one node)
+                kc::gemv_rmsnorm(P, D, L.in_proj16->ptr, D, w.x.ptr, L.norm.ptr(), eps, w.proj16.ptr, s);
                 kc::conv1d_silu(1, CD, K, w.proj16.ptr, P, L.conv_w.ptr(), L.conv_b.ptr(), cst, nullptr, 0, s,
                                 w.conv16.ptr, CD);
                 kc::gemv(ldbc, E, L.x_proj16->ptr, E, w.conv16.ptr, w.dbc16.ptr, s);
@@ -753,8 +753,12 @@ class CudaDecoder final : public DecoderBackend {
                 kc::gemv(D, E, L.out_proj16->ptr, E, w.y16.ptr, w.x.ptr, 1.0f, s);
                 continue;
             }
-            kc::rmsnorm(1, D, w.x.ptr, D, L.norm.ptr(), eps, w.u.ptr, D, s);
-            project(P, D, w.u.ptr, L.in_proj, L.in_proj16, w.proj.ptr, 0.0f);
+            if (bf16 && fuse_norm) {
+                kc::gemv_rmsnorm(P, D, L.in_proj16->ptr, D, w.x.ptr, L.norm.ptr(), eps, w.proj.ptr, 0.0f, s);
+            } else {
+                kc::rmsnorm(1, D, w.x.ptr, D, L.norm.ptr(), eps, w.u.ptr, D, s);
+                project(P, D, w.u.ptr, L.in_proj, L.in_proj16, w.proj.ptr, 0.0f);
+            }
             const int64_t conv_col = c.arch == Arch::Mamba1 ? 0 : E;
             kc::conv1d_silu(1, CD, K, w.proj.ptr + conv_col, P, L.conv_w.ptr(), L.conv_b.ptr(), cst,
                             w.conv.ptr, CD, s);
@@ -778,13 +782,21 @@ class CudaDecoder final : public DecoderBackend {
                 a.A = L.A.ptr(), a.B = w.conv.ptr + E, a.ldb = ldbc, a.C = w.conv.ptr + E + GN, a.ldc = ldbc;
                 a.Dskip = L.Dskip.ptr(), a.thr = thr, a.s = h, a.y = w.y.ptr, a.ldy = E;
                 kc::scan_mamba2(a, nullptr, 0, s);
+                if (bf16) {  // the gated norm writes out_proj's bf16 input (one conversion node fewer)
+                    kc::gated_rmsnorm_bf16(1, E, c.norm_groups(), w.y.ptr, E, w.proj.ptr, P,
+                                           L.gate_norm.ptr(), eps, w.y16.ptr, E, s);
+                    kc::gemv(D, E, L.out_proj16->ptr, E, w.y16.ptr, w.x.ptr, 1.0f, s);
+                    continue;
+                }
                 kc::gated_rmsnorm(1, E, c.norm_groups(), w.y.ptr, E, w.proj.ptr, P, L.gate_norm.ptr(), eps,
                                   s);
             }
             project(D, E, w.y.ptr, L.out_proj, L.out_proj16, w.x.ptr, 1.0f);
         }
         // head: logits = rmsnorm(x)·lm_headᵀ
-        if (bf16) {
+        if (bf16 && fuse_norm) {
+            kc::gemv_rmsnorm(V, D, lm_head16_->ptr, D, w.x.ptr, dm.norm_f.ptr(), eps, w.logits.ptr, 0.0f, s);
+        } else if (bf16) {
             kc::rmsnorm_bf16(1, D, w.x.ptr, D, dm.norm_f.ptr(), eps, w.u16.ptr, D, s);
             kc::gemv(V, D, lm_head16_->ptr, D, w.u16.ptr, w.logits.ptr, 0.0f, s);
         } else {
