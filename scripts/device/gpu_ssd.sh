@@ -7,7 +7,8 @@
 #      filter+probes, mamba2-130m / 1.3b shapes at 2k/16k/128k);
 #   4. bench_cuda_forward, bf16 prefill of mamba2-130m and mamba2-1.3b with the SSD scan and without it
 #      (MAMBASCOPE_M2_SSD=0), against the in_proj GEMM ceiling;
-#   5. Nsight Compute: kernel time by kernel of one mamba2-1.3b bf16 prefill of 16k tokens, and the SSD
+#   5. decode rows (bf16 graph with the RMSNorm fused into the next gemv) of mamba-130m, mamba-1.4b, mamba2-130m;
+#   6. Nsight Compute: kernel time by kernel of one mamba2-1.3b bf16 prefill of 16k tokens, and the SSD
 #      kernels' tensor-pipe, DRAM and occupancy figures.
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -32,6 +33,11 @@ echo "== bench_cuda_forward: Mamba-2 bf16 prefill, SSD scan (default) then MAMBA
     build-gpu/bench/bench_cuda_forward mamba2-130m mamba2-1.3b 2>&1
 } | tee "$OUT/bench_cuda_forward_m2.txt"
 echo "forward benches done: $(elapsed) s"
+
+echo "== decode (graph per step; RMSNorm fused into the following gemv): mamba-130m, mamba-1.4b, mamba2-130m"
+BENCH_FORWARD_DECODE_ONLY=1 timeout 150 build-gpu/bench/bench_cuda_forward mamba-130m mamba-1.4b mamba2-130m 2>&1 |
+  tee "$OUT/bench_decode.txt"
+echo "decode bench done: $(elapsed) s"
 
 find_ncu
 if [ -n "$NCU" ] && [ "${SKIP_PROFILE:-0}" != 1 ]; then
