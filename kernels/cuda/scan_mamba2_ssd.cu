@@ -63,10 +63,11 @@ struct Params {
     int64_t ldy;
     float* delta_out;
     int64_t ldo;
-    float* dtp;      // Δ' (H, Tpad)
-    float* lcum;     // l (H, Tpad): within-chunk inclusive cumulative Σ Δ'·A
-    float* states;   // (chunks, H, P, N): ΔS_c, fp32, from the state kernel
-    bf16* states16;  // (chunks, H, P, N): the state entering chunk c, bf16, from the chain
+    float* dtp;                // Δ' (H, Tpad)
+    float* lcum;               // l (H, Tpad): within-chunk inclusive cumulative Σ Δ'·A
+    float* states;             // (chunks, H, P, N): ΔS_c, fp32, from the state kernel
+    bf16* states16;            // (chunks, H, P, N): the state entering chunk c, bf16, from the chain
+    bool vec_x, vec_b, vec_c;  // rows of x / B / C can be read as float4 (stride % 4 == 0, 16-byte base)
 };
 
 __host__ __device__ constexpr size_t align128(size_t b) {
@@ -117,6 +118,44 @@ __device__ __forceinline__ float exp_decay(float x) {
     return exp2_accurate(x * kLog2e);
 }
 
+// Rows [0, kQ) of a row-major fp32 matrix (row r at src + r·ld, `cols` columns) into bf16 shared memory (row
+// stride lds), each row times scale[r] (scale may be null; ×1 is exact), rows ≥ valid as zeros. vec: cols % 4
+// == 0 and every row 16-byte aligned: kSsdLoadsAhead float4 loads per thread are issued before any is used
+// (the staging is bound by load latency, not arithmetic). Otherwise one scalar load per element.
+constexpr int kSsdLoadsAhead = 4;
+
+__device__ __forceinline__ void stage_bf16(const float* __restrict__ src, int64_t ld, int valid, int cols,
+                                           bf16* dst, int lds, const float* scale, bool vec) {
+    if (vec) {
+        const int nq = cols / 4, total = kQ * nq;
+        for (int base = threadIdx.x; base < total; base += kSsdThreads * kSsdLoadsAhead) {
+            float4 v[kSsdLoadsAhead];
+#pragma unroll
+            for (int u = 0; u < kSsdLoadsAhead; ++u) {
+                const int k = base + u * kSsdThreads, r = k / nq, q = k % nq;
+                v[u] = k < total && r < valid ? *reinterpret_cast<const float4*>(src + r * ld + 4 * q)
+                                              : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
+#pragma unroll
+            for (int u = 0; u < kSsdLoadsAhead; ++u) {
+                const int k = base + u * kSsdThreads, r = k / nq, q = k % nq;
+                if (k >= total) break;
+                const float sc = scale ? scale[r] : 1.0f;
+                bf16* d = dst + r * lds + 4 * q;
+                d[0] = f32_to_bf16_rn(v[u].x * sc);
+                d[1] = f32_to_bf16_rn(v[u].y * sc);
+                d[2] = f32_to_bf16_rn(v[u].z * sc);
+                d[3] = f32_to_bf16_rn(v[u].w * sc);
+            }
+        }
+    } else {
+        for (int k = threadIdx.x; k < kQ * cols; k += kSsdThreads) {
+            const int r = k / cols, n = k % cols;
+            dst[r * lds + n] = f32_to_bf16_rn(r < valid ? src[r * ld + n] * (scale ? scale[r] : 1.0f) : 0.0f);
+        }
+    }
+}
+
 // ---- 2. chunk states ΔS_c = Xᵀ·diag(w)·B: grid (chunks, H), kSsdThreads
 // --------------------------------------
 __global__ void __launch_bounds__(kSsdThreads) ssd_chunk_state(Params p) {
@@ -133,17 +172,10 @@ __global__ void __launch_bounds__(kSsdThreads) ssd_chunk_state(Params p) {
         const float* l = p.lcum + h * p.Tpad + t0;
         sw[tid] = exp_decay(l[kQ - 1] - l[tid]) * p.dtp[h * p.Tpad + t0 + tid];
     }
-    for (int k = tid; k < kQ * P; k += kSsdThreads) {
-        const int r = k / P, pp = k % P;
-        const int64_t t = t0 + r;
-        sX[r * ldP + pp] = f32_to_bf16_rn(t < p.T ? p.x[t * p.ldx + h * p.P + pp] : 0.0f);
-    }
+    const int valid = static_cast<int>(p.T - t0 < kQ ? p.T - t0 : kQ);
+    stage_bf16(p.x + t0 * p.ldx + h * p.P, p.ldx, valid, P, sX, ldP, nullptr, p.vec_x);
     __syncthreads();
-    for (int k = tid; k < kQ * N; k += kSsdThreads) {
-        const int r = k / N, n = k % N;
-        const int64_t t = t0 + r;
-        sBw[r * ldN + n] = f32_to_bf16_rn(t < p.T ? p.B[t * p.ldb + g * p.N + n] * sw[r] : 0.0f);
-    }
+    stage_bf16(p.B + t0 * p.ldb + g * p.N, p.ldb, valid, N, sBw, ldN, sw, p.vec_b);  // w_j·B_j
     __syncthreads();
     // (P/16)·(N/16) output tiles over the 4 warps; K = Q.
     const int warp = tid / 32, tp = P / 16, tn = N / 16;
@@ -200,7 +232,7 @@ __global__ void __launch_bounds__(kSsdPassThreads) ssd_state_pass(Params p, floa
 // ----------------------------------------------------------------
 struct OutLayout {
     int ldN, ldP, ldQ, ldF;
-    size_t oC, oB, oX, oS, oM, oF, ol, odt, bytes;
+    size_t oC, oB, oX, oS, oM, oF, ol, odt, oel, bytes;
 };
 
 __host__ __device__ OutLayout out_layout(int P, int N) {
@@ -215,6 +247,7 @@ __host__ __device__ OutLayout out_layout(int P, int N) {
     o.oF = at, at += align128(size_t(kQ) * o.ldF * 4);  // C·Bᵀ (Q, Q), then Y (Q, P), fp32
     o.ol = at, at += align128(kQ * 4);                  // l
     o.odt = at, at += align128(kQ * 4);                 // Δ'
+    o.oel = at, at += align128(kQ * 4);                 // exp(l)
     o.bytes = at;
     return o;
 }
@@ -232,27 +265,23 @@ __global__ void __launch_bounds__(kSsdThreads) ssd_chunk_out(Params p) {
     float* sF = reinterpret_cast<float*>(base + o.oF);
     float* sl = reinterpret_cast<float*>(base + o.ol);
     float* sdt = reinterpret_cast<float*>(base + o.odt);
+    float* sel = reinterpret_cast<float*>(base + o.oel);
     const int64_t c = blockIdx.x, h = blockIdx.y, g = h / (p.H / p.G);
     const int64_t t0 = c * kQ;
     const int tid = threadIdx.x, warp = tid / 32, nwarps = kSsdThreads / 32;
     constexpr int tq = kQ / 16;
 
     if (tid < kQ) {
-        sl[tid] = p.lcum[h * p.Tpad + t0 + tid];
+        const float l = p.lcum[h * p.Tpad + t0 + tid];
+        sl[tid] = l;
+        sel[tid] = exp_decay(l);
         sdt[tid] = p.dtp[h * p.Tpad + t0 + tid];
     }
-    for (int k = tid; k < kQ * N; k += kSsdThreads) {
-        const int r = k / N, n = k % N;
-        const int64_t t = t0 + r;
-        const bool ok = t < p.T;
-        sC[r * o.ldN + n] = f32_to_bf16_rn(ok ? p.C[t * p.ldc + g * p.N + n] : 0.0f);
-        sB[r * o.ldN + n] = f32_to_bf16_rn(ok ? p.B[t * p.ldb + g * p.N + n] : 0.0f);
-    }
-    for (int k = tid; k < kQ * P; k += kSsdThreads) {
-        const int r = k / P, pp = k % P;
-        const int64_t t = t0 + r;
-        sX[r * o.ldP + pp] = f32_to_bf16_rn(t < p.T ? p.x[t * p.ldx + h * p.P + pp] : 0.0f);
-    }
+    const int valid = static_cast<int>(p.T - t0 < kQ ? p.T - t0 : kQ);
+    const float* Cc = p.C + t0 * p.ldc + g * p.N;
+    stage_bf16(Cc, p.ldc, valid, N, sC, o.ldN, nullptr, p.vec_c);
+    stage_bf16(p.B + t0 * p.ldb + g * p.N, p.ldb, valid, N, sB, o.ldN, nullptr, p.vec_b);
+    stage_bf16(p.x + t0 * p.ldx + h * p.P, p.ldx, valid, P, sX, o.ldP, nullptr, p.vec_x);
     // S_c (P×N bf16) in 16-byte pieces (N is a multiple of 16: 8 bf16 per piece, rows stay aligned).
     const uint4* S = reinterpret_cast<const uint4*>(p.states16 + (c * p.H + h) * p.P * p.N);
     for (int k = tid; k < P * N / 8; k += kSsdThreads) {
@@ -285,11 +314,7 @@ __global__ void __launch_bounds__(kSsdThreads) ssd_chunk_out(Params p) {
         const float m = j <= i ? sF[i * o.ldF + j] * exp_decay(sl[i] - sl[j]) * sdt[j] : 0.0f;
         sM[i * o.ldQ + j] = f32_to_bf16_rn(m);
     }
-    for (int k = tid; k < kQ * N; k += kSsdThreads) {
-        const int r = k / N, n = k % N;
-        const int64_t t = t0 + r;
-        sC[r * o.ldN + n] = f32_to_bf16_rn(t < p.T ? p.C[t * p.ldc + g * p.N + n] * exp_decay(sl[r]) : 0.0f);
-    }
+    stage_bf16(Cc, p.ldc, valid, N, sC, o.ldN, sel, p.vec_c);  // exp(l_i)·C_i
     __syncthreads();
 
     // Y = M·X (K = the causal part of the chunk) + (exp(l)·C)·Sᵀ (K = N), into sF (Q, P) fp32.
@@ -398,6 +423,10 @@ void scan_mamba2_ssd(const Mamba2ScanArgs& a, void* workspace, size_t workspace_
     p.A = a.A, p.B = a.B, p.ldb = a.ldb, p.C = a.C, p.ldc = a.ldc, p.Dskip = a.Dskip, p.thr = a.thr;
     p.y = a.y, p.ldy = a.ldy, p.delta_out = a.delta_out, p.ldo = a.ldo;
     p.dtp = w.dtp, p.lcum = w.lcum, p.states = w.states, p.states16 = w.states16;
+    const auto rows16 = [](const float* base, int64_t ld) {
+        return ld % 4 == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0;
+    };
+    p.vec_x = rows16(a.x, a.ldx), p.vec_b = rows16(a.B, a.ldb), p.vec_c = rows16(a.C, a.ldc);
 
     const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(a.H));
     ssd_dt<<<grid, kQ, 0, stream>>>(p, a.probes);
