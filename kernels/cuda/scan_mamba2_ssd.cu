@@ -30,7 +30,7 @@ using namespace detail;
 namespace wmma = nvcuda::wmma;
 
 constexpr int kQ = static_cast<int>(kSsdChunk);
-constexpr int kSsdThreads = 128;      // 4 warps per block (state and output kernels)
+constexpr int kSsdThreads = 256;      // 8 warps per block (state and output kernels)
 constexpr int kSsdPassThreads = 256;  // the chain over chunks: one state element per thread
 constexpr int kPadBf16 = 8;           // row padding of bf16 tiles (16 B: ldmatrix rows on distinct banks)
 constexpr int kPadF32 = 4;            // row padding of fp32 tiles
@@ -124,6 +124,13 @@ __device__ __forceinline__ float exp_decay(float x) {
 // (the staging is bound by load latency, not arithmetic). Otherwise one scalar load per element.
 constexpr int kSsdLoadsAhead = 4;
 
+// Two fp32 values rounded to bf16 and packed (a in the low half: the lower address).
+__device__ __forceinline__ unsigned pack_bf16x2(float a, float b) {
+    const unsigned lo = static_cast<__nv_bfloat16_raw>(f32_to_bf16_rn(a)).x;
+    const unsigned hi = static_cast<__nv_bfloat16_raw>(f32_to_bf16_rn(b)).x;
+    return lo | (hi << 16);
+}
+
 __device__ __forceinline__ void stage_bf16(const float* __restrict__ src, int64_t ld, int valid, int cols,
                                            bf16* dst, int lds, const float* scale, bool vec) {
     if (vec) {
@@ -141,11 +148,9 @@ __device__ __forceinline__ void stage_bf16(const float* __restrict__ src, int64_
                 const int k = base + u * kSsdThreads, r = k / nq, q = k % nq;
                 if (k >= total) break;
                 const float sc = scale ? scale[r] : 1.0f;
-                bf16* d = dst + r * lds + 4 * q;
-                d[0] = f32_to_bf16_rn(v[u].x * sc);
-                d[1] = f32_to_bf16_rn(v[u].y * sc);
-                d[2] = f32_to_bf16_rn(v[u].z * sc);
-                d[3] = f32_to_bf16_rn(v[u].w * sc);
+                // 4 bf16 in one 8-byte store (2-byte stores at an 8-byte stride conflict on the banks)
+                *reinterpret_cast<uint2*>(dst + r * lds + 4 * q) =
+                    make_uint2(pack_bf16x2(v[u].x * sc, v[u].y * sc), pack_bf16x2(v[u].z * sc, v[u].w * sc));
             }
         }
     } else {
@@ -177,7 +182,7 @@ __global__ void __launch_bounds__(kSsdThreads) ssd_chunk_state(Params p) {
     __syncthreads();
     stage_bf16(p.B + t0 * p.ldb + g * p.N, p.ldb, valid, N, sBw, ldN, sw, p.vec_b);  // w_j·B_j
     __syncthreads();
-    // (P/16)·(N/16) output tiles over the 4 warps; K = Q.
+    // (P/16)·(N/16) output tiles over the 8 warps; K = Q.
     const int warp = tid / 32, tp = P / 16, tn = N / 16;
     float* out = p.states + (c * p.H + h) * p.P * p.N;
     for (int tile = warp; tile < tp * tn; tile += kSsdThreads / 32) {
@@ -232,22 +237,21 @@ __global__ void __launch_bounds__(kSsdPassThreads) ssd_state_pass(Params p, floa
 // ----------------------------------------------------------------
 struct OutLayout {
     int ldN, ldP, ldQ, ldF;
-    size_t oC, oB, oX, oS, oM, oF, ol, odt, oel, bytes;
+    size_t oC, oB, oX, oM, oF, ol, odt, oel, bytes;
 };
 
 __host__ __device__ OutLayout out_layout(int P, int N) {
     OutLayout o{};
     o.ldN = N + kPadBf16, o.ldP = P + kPadBf16, o.ldQ = kQ + kPadBf16, o.ldF = max(kQ, P) + kPadF32;
     size_t at = 0;
-    o.oC = at, at += align128(size_t(kQ) * o.ldN * 2);  // C, then exp(l)·C (Q, ldN) bf16
-    o.oB = at, at += align128(size_t(kQ) * o.ldN * 2);  // B (Q, ldN) bf16
-    o.oX = at, at += align128(size_t(kQ) * o.ldP * 2);  // X (Q, ldP) bf16
-    o.oS = at, at += align128(size_t(P) * o.ldN * 2);   // S_c (P, ldN) bf16
-    o.oM = at, at += align128(size_t(kQ) * o.ldQ * 2);  // L∘CB (Q, ldQ) bf16
-    o.oF = at, at += align128(size_t(kQ) * o.ldF * 4);  // C·Bᵀ (Q, Q), then Y (Q, P), fp32
-    o.ol = at, at += align128(kQ * 4);                  // l
-    o.odt = at, at += align128(kQ * 4);                 // Δ'
-    o.oel = at, at += align128(kQ * 4);                 // exp(l)
+    o.oC = at, at += align128(size_t(kQ) * o.ldN * 2);          // C, then exp(l)·C (Q, ldN) bf16
+    o.oB = at, at += align128(size_t(max(kQ, P)) * o.ldN * 2);  // B (Q, ldN), then S_c (P, ldN), bf16
+    o.oX = at, at += align128(size_t(kQ) * o.ldP * 2);          // X (Q, ldP) bf16
+    o.oM = at, at += align128(size_t(kQ) * o.ldQ * 2);          // L∘CB (Q, ldQ) bf16
+    o.oF = at, at += align128(size_t(kQ) * o.ldF * 4);          // C·Bᵀ (Q, Q), then Y (Q, P), fp32
+    o.ol = at, at += align128(kQ * 4);                          // l
+    o.odt = at, at += align128(kQ * 4);                         // Δ'
+    o.oel = at, at += align128(kQ * 4);                         // exp(l)
     o.bytes = at;
     return o;
 }
@@ -259,8 +263,9 @@ __global__ void __launch_bounds__(kSsdThreads) ssd_chunk_out(Params p) {
     char* base = reinterpret_cast<char*>(smem);
     bf16* sC = reinterpret_cast<bf16*>(base + o.oC);
     bf16* sB = reinterpret_cast<bf16*>(base + o.oB);
+    bf16* sS =
+        sB;  // S_c takes B's place once C·Bᵀ is done (≈ 70 KB in all at P = 64, N = 128: 3 blocks per SM)
     bf16* sX = reinterpret_cast<bf16*>(base + o.oX);
-    bf16* sS = reinterpret_cast<bf16*>(base + o.oS);
     bf16* sM = reinterpret_cast<bf16*>(base + o.oM);
     float* sF = reinterpret_cast<float*>(base + o.oF);
     float* sl = reinterpret_cast<float*>(base + o.ol);
@@ -282,12 +287,6 @@ __global__ void __launch_bounds__(kSsdThreads) ssd_chunk_out(Params p) {
     stage_bf16(Cc, p.ldc, valid, N, sC, o.ldN, nullptr, p.vec_c);
     stage_bf16(p.B + t0 * p.ldb + g * p.N, p.ldb, valid, N, sB, o.ldN, nullptr, p.vec_b);
     stage_bf16(p.x + t0 * p.ldx + h * p.P, p.ldx, valid, P, sX, o.ldP, nullptr, p.vec_x);
-    // S_c (P×N bf16) in 16-byte pieces (N is a multiple of 16: 8 bf16 per piece, rows stay aligned).
-    const uint4* S = reinterpret_cast<const uint4*>(p.states16 + (c * p.H + h) * p.P * p.N);
-    for (int k = tid; k < P * N / 8; k += kSsdThreads) {
-        const int r = (k * 8) / N, n = (k * 8) % N;
-        *reinterpret_cast<uint4*>(sS + r * o.ldN + n) = S[k];
-    }
     __syncthreads();
 
     // C·Bᵀ on the lower triangle of 16×16 tiles (qj ≤ qi); K = N.
@@ -315,6 +314,13 @@ __global__ void __launch_bounds__(kSsdThreads) ssd_chunk_out(Params p) {
         sM[i * o.ldQ + j] = f32_to_bf16_rn(m);
     }
     stage_bf16(Cc, p.ldc, valid, N, sC, o.ldN, sel, p.vec_c);  // exp(l_i)·C_i
+    // S_c (P×N bf16) into B's place, in 16-byte pieces (N is a multiple of 16: 8 bf16 per piece, rows
+    // aligned).
+    const uint4* S = reinterpret_cast<const uint4*>(p.states16 + (c * p.H + h) * p.P * p.N);
+    for (int k = tid; k < P * N / 8; k += kSsdThreads) {
+        const int r = (k * 8) / N, n = (k * 8) % N;
+        *reinterpret_cast<uint4*>(sS + r * o.ldN + n) = S[k];
+    }
     __syncthreads();
 
     // Y = M·X (K = the causal part of the chunk) + (exp(l)·C)·Sᵀ (K = N), into sF (Q, P) fp32.

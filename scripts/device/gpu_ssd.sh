@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Mamba-2 chunked SSD scan on tensor cores (issue 17), one device call from the repository root with $OUT set:
+# Mamba-2 chunked SSD scan on tensor cores (issue 17), one device call from the repository root with $OUT set
+# (SKIP_AB=1: no MAMBASCOPE_M2_SSD=0 rows; SKIP_DECODE=1: no decode rows; SKIP_PROFILE=1: no Nsight Compute):
 #   1. builds the CUDA backend (GUI off, sm_90);
 #   2. runs every CUDA test (the SSD scan against its CPU twin and the fp32 recurrence; the bf16 Mamba-2
 #      forward through it);
@@ -28,16 +29,20 @@ echo "== bench_cuda_forward: Mamba-2 bf16 prefill, SSD scan (default) then MAMBA
 {
   BENCH_FORWARD_MODES=bf16 BENCH_FORWARD_NO_DECODE=1 timeout 200 build-gpu/bench/bench_cuda_forward \
     mamba2-130m mamba2-1.3b 2>&1
-  echo "-- A/B: MAMBASCOPE_M2_SSD=0 (the recurrent fp32 scan inside the bf16 forward)"
-  MAMBASCOPE_M2_SSD=0 BENCH_FORWARD_MODES=bf16 BENCH_FORWARD_NO_DECODE=1 timeout 200 \
-    build-gpu/bench/bench_cuda_forward mamba2-130m mamba2-1.3b 2>&1
+  if [ "${SKIP_AB:-0}" != 1 ]; then
+    echo "-- A/B: MAMBASCOPE_M2_SSD=0 (the recurrent fp32 scan inside the bf16 forward)"
+    MAMBASCOPE_M2_SSD=0 BENCH_FORWARD_MODES=bf16 BENCH_FORWARD_NO_DECODE=1 timeout 200 \
+      build-gpu/bench/bench_cuda_forward mamba2-130m mamba2-1.3b 2>&1
+  fi
 } | tee "$OUT/bench_cuda_forward_m2.txt"
 echo "forward benches done: $(elapsed) s"
 
-echo "== decode (graph per step; RMSNorm fused into the following gemv): mamba-130m, mamba-1.4b, mamba2-130m"
-BENCH_FORWARD_DECODE_ONLY=1 timeout 150 build-gpu/bench/bench_cuda_forward mamba-130m mamba-1.4b mamba2-130m 2>&1 |
-  tee "$OUT/bench_decode.txt"
-echo "decode bench done: $(elapsed) s"
+if [ "${SKIP_DECODE:-0}" != 1 ]; then
+  echo "== decode (graph per step; RMSNorm fused into the following gemv): mamba-130m, mamba-1.4b, mamba2-130m"
+  BENCH_FORWARD_DECODE_ONLY=1 timeout 150 build-gpu/bench/bench_cuda_forward mamba-130m mamba-1.4b mamba2-130m \
+    2>&1 | tee "$OUT/bench_decode.txt"
+  echo "decode bench done: $(elapsed) s"
+fi
 
 find_ncu
 if [ -n "$NCU" ] && [ "${SKIP_PROFILE:-0}" != 1 ]; then
