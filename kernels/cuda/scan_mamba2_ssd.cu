@@ -74,12 +74,12 @@ __host__ __device__ constexpr size_t align128(size_t b) {
     return (b + 127) / 128 * 128;
 }
 
-// ---- 1. Δ', l and probes: grid (chunks, H), kQ threads
+// ---- 1. Δ', l and probes: grid (H, chunks), kQ threads
 // -----------------------------------------------------
 __global__ void __launch_bounds__(kQ) ssd_dt(Params p, ScanProbes probes) {
     __shared__ float sdt[kQ];
     __shared__ int skept[kQ];
-    const int64_t c = blockIdx.x, h = blockIdx.y;
+    const int64_t h = blockIdx.x, c = blockIdx.y;
     const int i = threadIdx.x;
     const int64_t t = c * kQ + i;
     const bool valid = t < p.T;
@@ -161,7 +161,7 @@ __device__ __forceinline__ void stage_bf16(const float* __restrict__ src, int64_
     }
 }
 
-// ---- 2. chunk states ΔS_c = Xᵀ·diag(w)·B: grid (chunks, H), kSsdThreads
+// ---- 2. chunk states ΔS_c = Xᵀ·diag(w)·B: grid (H, chunks), kSsdThreads
 // --------------------------------------
 __global__ void __launch_bounds__(kSsdThreads) ssd_chunk_state(Params p) {
     extern __shared__ __align__(16) float smem[];
@@ -170,7 +170,7 @@ __global__ void __launch_bounds__(kSsdThreads) ssd_chunk_state(Params p) {
     bf16* sX = reinterpret_cast<bf16*>(smem);                                                     // (Q, ldP)
     bf16* sBw = reinterpret_cast<bf16*>(reinterpret_cast<char*>(smem) + align128(kQ * ldP * 2));  // (Q, ldN)
     float* sw = reinterpret_cast<float*>(reinterpret_cast<char*>(sBw) + align128(kQ * ldN * 2));  // (Q)
-    const int64_t c = blockIdx.x, h = blockIdx.y, g = h / (p.H / p.G);
+    const int64_t h = blockIdx.x, c = blockIdx.y, g = h / (p.H / p.G);
     const int64_t t0 = c * kQ;
     const int tid = threadIdx.x;
     if (tid < kQ) {
@@ -233,7 +233,7 @@ __global__ void __launch_bounds__(kSsdPassThreads) ssd_state_pass(Params p, floa
     if (s) s[h * PN + e] = run;
 }
 
-// ---- 4. outputs: grid (chunks, H), kSsdThreads
+// ---- 4. outputs: grid (H, chunks), kSsdThreads
 // ----------------------------------------------------------------
 struct OutLayout {
     int ldN, ldP, ldQ, ldF;
@@ -271,7 +271,7 @@ __global__ void __launch_bounds__(kSsdThreads) ssd_chunk_out(Params p) {
     float* sl = reinterpret_cast<float*>(base + o.ol);
     float* sdt = reinterpret_cast<float*>(base + o.odt);
     float* sel = reinterpret_cast<float*>(base + o.oel);
-    const int64_t c = blockIdx.x, h = blockIdx.y, g = h / (p.H / p.G);
+    const int64_t h = blockIdx.x, c = blockIdx.y, g = h / (p.H / p.G);
     const int64_t t0 = c * kQ;
     const int tid = threadIdx.x, warp = tid / 32, nwarps = kSsdThreads / 32;
     constexpr int tq = kQ / 16;
@@ -409,7 +409,9 @@ void scan_mamba2_ssd(const Mamba2ScanArgs& a, void* workspace, size_t workspace_
     MS_CHECK(a.ldb >= a.G * a.N && a.ldc >= a.G * a.N, "scan_mamba2_ssd: B/C row stride is smaller than G·N");
     MS_CHECK(a.H <= 65535, "scan_mamba2_ssd: too many heads");
     const int64_t chunks = (a.T + kQ - 1) / kQ;
-    MS_CHECK(chunks <= 0x7fffffff, "scan_mamba2_ssd: too many chunks");
+    MS_CHECK(chunks <= 65535,
+             "scan_mamba2_ssd: more than 65535 chunks of 64 tokens in one call (the forward "
+             "calls it per prefill chunk)");
 
     const size_t need = ws_bytes(a.T, a.H, a.P, a.N, nullptr, nullptr);
     void* owned = nullptr;
@@ -434,7 +436,9 @@ void scan_mamba2_ssd(const Mamba2ScanArgs& a, void* workspace, size_t workspace_
     };
     p.vec_x = rows16(a.x, a.ldx), p.vec_b = rows16(a.B, a.ldb), p.vec_c = rows16(a.C, a.ldc);
 
-    const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(a.H));
+    // Heads fastest: the blocks resident together read the same chunk's B and C (shared by the heads of a
+    // group), so those reads hit in L1/L2.
+    const dim3 grid(static_cast<unsigned>(a.H), static_cast<unsigned>(chunks));
     ssd_dt<<<grid, kQ, 0, stream>>>(p, a.probes);
     CUDA_CHECK(cudaGetLastError());
 

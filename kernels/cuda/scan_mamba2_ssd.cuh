@@ -5,7 +5,7 @@
 // kernels/cpu/scan_ssd.h (same chunking, same rounding points).
 //
 // Design decision: four kernels, each the GEMM-shaped piece of the chunked form (method doc §9.2), one
-// block per (time chunk of kSsdChunk tokens, head), WMMA 16×16×16 bf16 fragments:
+// block per (head, time chunk of kSsdChunk tokens), heads fastest, WMMA 16×16×16 bf16 fragments:
 //   1. dt:     Δ' = filter(softplus(dt + bias)), l = within-chunk cumulative Σ Δ'·A, probes, Δ' out;
 //   2. state:  ΔS_c = Xᵀ·diag(w)·B (P×N, K = chunk), w_j = exp(l_last − l_j)·Δ'_j;
 //   3. pass:   S_c = exp(l_last(c−1))·S_{c−1} + ΔS_{c−1}, sequential over chunks, elementwise (fp32);
