@@ -65,6 +65,9 @@ inline float bf16_to_float(uint16_t b) {
 
 // Converts `n` little-endian elements of type `t` at `src` (any alignment) into `dst`.
 inline void convert_to_float(DType t, const uint8_t* src, size_t n, float* dst) {
+    // An empty tensor (a 0 in its shape) has no storage: dst may be null, and memcpy(nullptr, ·, 0) is undefined
+    // (UBSan; fuzz finding tests/fuzz/crashes/safetensors/crash-7332…).
+    if (n == 0) return;
     switch (t) {
         case DType::F32:
             std::memcpy(dst, src, n * 4);

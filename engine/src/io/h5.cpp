@@ -174,7 +174,8 @@ hid_t utf8_fixed_string(size_t width) {
 std::vector<char> pack_fixed(const std::vector<std::string>& values, size_t width) {
     std::vector<char> buf(values.size() * width, '\0');
     for (size_t i = 0; i < values.size(); ++i)
-        std::memcpy(buf.data() + i * width, values[i].data(), values[i].size());
+        if (!values[i].empty())  // width 0 (all empty) leaves buf empty: no memcpy into its null data()
+            std::memcpy(buf.data() + i * width, values[i].data(), values[i].size());
     return buf;
 }
 
