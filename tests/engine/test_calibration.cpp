@@ -15,6 +15,7 @@
 #include "mambascope/h5.h"
 #include "mambascope/longmamba.h"
 #include "mambascope/model.h"
+#include "cli_runner.h"
 
 using namespace mambascope;
 namespace fs = std::filesystem;
@@ -22,8 +23,7 @@ namespace fs = std::filesystem;
 namespace {
 
 fs::path temp_path(const std::string& name) {
-    const fs::path dir = fs::temp_directory_path() / "mambascope_test_calibration";
-    fs::create_directories(dir);
+    static const fs::path dir = mambascope::test::fresh_temp_dir("mambascope_test", "calibration");
     return dir / name;
 }
 

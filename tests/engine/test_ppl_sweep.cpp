@@ -7,6 +7,7 @@
 
 #include "mambascope/error.h"
 #include "mambascope/ppl_sweep.h"
+#include "cli_runner.h"
 
 using namespace mambascope;
 
@@ -123,7 +124,7 @@ TEST(PplSweep, CsvRoundTrip) {
     pts[1] = pts[0];
     pts[1].method = Method::LongMamba;
     pts[1].mean_nll = 1.5;
-    auto path = std::filesystem::temp_directory_path() / "mambascope_test_sweep.csv";
+    auto path = mambascope::test::fresh_temp_dir("mambascope_test", "sweep") / "sweep.csv";
     write_ppl_csv(path, pts);
     auto back = read_ppl_csv(path);
     ASSERT_EQ(back.size(), 2u);

@@ -6,6 +6,7 @@
 
 #include "mambascope/error.h"
 #include "mambascope/text.h"
+#include "cli_runner.h"
 
 namespace fs = std::filesystem;
 
@@ -32,7 +33,7 @@ TEST(Text, ReplaceInvalidSubstitutesMaximalSubparts) {
 }
 
 TEST(Text, ReadTextFileReportsOffsetOrReplaces) {
-    const fs::path p = fs::temp_directory_path() / "mambascope_text_invalid.txt";
+    const fs::path p = mambascope::test::fresh_temp_dir("mambascope_text", "invalid") / "invalid.txt";
     {
         std::ofstream out(p, std::ios::binary);
         out << "hello\n\xFEworld";

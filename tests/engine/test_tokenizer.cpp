@@ -11,6 +11,7 @@
 #include "mambascope/resources.h"
 #include "mambascope/text.h"
 #include "mambascope/tokenizer.h"
+#include "cli_runner.h"
 
 namespace fs = std::filesystem;
 using mambascope::Tokenizer;
@@ -178,8 +179,7 @@ TEST(TokenizerFactory, BuiltinIsFoundViaResourcesAndChooseTokenizerPrefersModelD
         "byte");
     EXPECT_EQ(mambascope::choose_tokenizer("", "")->vocab_size(), 50277);
     // A model dir with its own tokenizer.json wins over the hint.
-    const fs::path dir = fs::temp_directory_path() / "mambascope_tok_choose";
-    fs::create_directories(dir);
+    const fs::path dir = mambascope::test::fresh_temp_dir("mambascope_tok", "choose");
     fs::copy_file(fs::path(MAMBASCOPE_RESOURCES_DIR) / "tokenizer" / "gpt-neox-20b.json",
                   dir / "tokenizer.json", fs::copy_options::overwrite_existing);
     EXPECT_EQ(mambascope::choose_tokenizer(dir, "byte")->name(), "tokenizer.json");
@@ -248,7 +248,7 @@ TEST(Tokenizer, AddedTokenFlagsLstripRstripSingleWordAreHonoured) {
                                   {"\xC4\xA0", 8},
                                   {"ab", 9}}},
                                 {"merges", {"a b"}}}}};
-    const fs::path p = fs::temp_directory_path() / "mambascope_tiny_tokenizer.json";
+    const fs::path p = mambascope::test::fresh_temp_dir("mambascope_tok", "tiny") / "tokenizer.json";
     std::ofstream(p) << j.dump();
     const auto tok = mambascope::load_tokenizer_json(p);
     EXPECT_EQ(tok->encode("ab"), ids({9}));

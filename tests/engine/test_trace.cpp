@@ -18,6 +18,7 @@
 #include "mambascope/sha256.h"
 #include "mambascope/tokenizer.h"
 #include "mambascope/trace.h"
+#include "cli_runner.h"
 
 using namespace mambascope;
 namespace fs = std::filesystem;
@@ -46,10 +47,7 @@ std::vector<int32_t> random_ids(int n, unsigned seed) {
 }
 
 fs::path fresh_dir(const std::string& name) {
-    const fs::path d = fs::temp_directory_path() / "mambascope_test_trace" / name;
-    fs::remove_all(d);
-    fs::create_directories(d);
-    return d;
+    return mambascope::test::fresh_temp_dir("mambascope_test_trace", name);  // per process: parallel runs
 }
 
 // A run with all three methods, a calibration, provenance and token strings.
