@@ -46,16 +46,11 @@ __device__ __forceinline__ void store(__nv_bfloat16* y, float acc, float) {
     *y = __float2bfloat16_rn(acc);
 }
 
-// grid ceil(N / kGemvWarps), block 32·kGemvWarps. vec: W rows and a may be read 8 elements at a time
-// (K % 8 == 0, ldw % 8 == 0, pointers aligned); otherwise one element per lane and step.
-template <typename TW, typename TA, typename TY>
-__global__ void __launch_bounds__(32 * kGemvWarps)
-    gemv_kernel(int64_t N, int64_t K, const TW* __restrict__ W, int64_t ldw, const TA* __restrict__ a,
-                TY* __restrict__ y, float beta, bool vec) {
-    const int lane = threadIdx.x % 32;
-    const int64_t n = static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / 32;
-    if (n >= N) return;
-    const TW* w = W + n * ldw;
+// Σ_k w[k]·a[k] over one row, one warp (the sum lands in every lane). vec: 8 elements per 16-byte load step
+// (K % 8 == 0, w and a 16-byte aligned); otherwise one element per lane and step.
+template <typename TW, typename TA>
+__device__ __forceinline__ float row_dot(const TW* __restrict__ w, const TA* a, int64_t K, int lane,
+                                         bool vec) {
     float acc = 0.0f;
     if (vec) {
 #pragma unroll 4  // several 16-byte loads in flight per lane: the product is bound by memory latency
@@ -70,7 +65,19 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
     } else {
         for (int64_t k = lane; k < K; k += 32) acc = fmaf(to_f32(w[k]), to_f32(a[k]), acc);
     }
-    acc = warp_sum(acc);
+    return warp_sum(acc);
+}
+
+// grid ceil(N / kGemvWarps), block 32·kGemvWarps. vec: W rows and a may be read 8 elements at a time
+// (K % 8 == 0, ldw % 8 == 0, pointers aligned); otherwise one element per lane and step.
+template <typename TW, typename TA, typename TY>
+__global__ void __launch_bounds__(32 * kGemvWarps)
+    gemv_kernel(int64_t N, int64_t K, const TW* __restrict__ W, int64_t ldw, const TA* __restrict__ a,
+                TY* __restrict__ y, float beta, bool vec) {
+    const int lane = threadIdx.x % 32;
+    const int64_t n = static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / 32;
+    if (n >= N) return;
+    const float acc = row_dot(W + n * ldw, a, K, lane, vec);
     if (lane == 0) store(y + n, acc, beta);
 }
 
@@ -119,21 +126,7 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
     __syncthreads();
     const int64_t n = static_cast<int64_t>(blockIdx.x) * kGemvWarps + warp;
     if (n >= N) return;
-    const __nv_bfloat16* w = W + n * ldw;
-    float acc = 0.0f;
-    if (vec) {
-#pragma unroll 4
-        for (int64_t k = static_cast<int64_t>(lane) * kGemvVec; k < K; k += 32 * kGemvVec) {
-            float wv[kGemvVec], av[kGemvVec];
-            load8(w + k, wv);
-            load8(a + k, av);
-#pragma unroll
-            for (int i = 0; i < kGemvVec; ++i) acc = fmaf(wv[i], av[i], acc);
-        }
-    } else {
-        for (int64_t k = lane; k < K; k += 32) acc = fmaf(to_f32(w[k]), to_f32(a[k]), acc);
-    }
-    acc = warp_sum(acc);
+    const float acc = row_dot(W + n * ldw, a, K, lane, vec);
     if (lane == 0) store(y + n, acc, beta);
 }
 

@@ -97,6 +97,17 @@ double rel(const std::vector<float>& a, const std::vector<float>& b) {
     return num / std::max(den, 1e-30);
 }
 
+// A filter on the 3-layer test models: every other channel of layer 1 at 0.02, layer 2's channel 0 frozen
+// (∞).
+DeltaFilter test_filter(const Model& m) {
+    DeltaFilter f;
+    const int64_t C = m.config.channels();
+    f.threshold.assign(3, std::vector<float>(size_t(C), -INFINITY));
+    for (int64_t c = 0; c < C; c += 2) f.threshold[1][size_t(c)] = 0.02f;
+    f.threshold[2][0] = INFINITY;
+    return f;
+}
+
 class CudaForward : public ::testing::TestWithParam<Arch> {
   protected:
     void SetUp() override {
@@ -121,11 +132,8 @@ TEST_P(CudaForward, VanillaMatchesTheCpuForward) {
 TEST_P(CudaForward, FilteredMatchesTheCpuForward) {
     auto m = random_model(cfg(GetParam()), 4);
     auto x = ids(300);
-    DeltaFilter f;
+    const DeltaFilter f = test_filter(*m);
     const int64_t C = m->config.channels();
-    f.threshold.assign(3, std::vector<float>(size_t(C), -INFINITY));
-    for (int64_t c = 0; c < C; c += 2) f.threshold[1][size_t(c)] = 0.02f;
-    f.threshold[2][0] = INFINITY;
     auto cpu = run(*m, x, Device::Cpu, &f), gpu = run(*m, x, Device::Cuda, &f);
     EXPECT_LT(rel(gpu.logits, cpu.logits), 1e-4);
     EXPECT_LT(rel(gpu.delta, cpu.delta), 1e-5);
@@ -317,11 +325,7 @@ TEST(CudaForwardSsd, Mamba2Bf16PrefillUsesTheChunkedScanWithinTheBf16Bound) {
     if (!have_gpu()) GTEST_SKIP() << "no usable GPU";
     auto m = random_model(cfg(Arch::Mamba2), 9);
     auto x = ids(700);
-    DeltaFilter f;
-    const int64_t C = m->config.channels();
-    f.threshold.assign(3, std::vector<float>(size_t(C), -INFINITY));
-    for (int64_t c = 0; c < C; c += 2) f.threshold[1][size_t(c)] = 0.02f;
-    f.threshold[2][0] = INFINITY;
+    const DeltaFilter f = test_filter(*m);
     auto bf16_run = [&](const DeltaFilter* filter, bool ssd) {
         if (ssd)
             unsetenv("MAMBASCOPE_M2_SSD");

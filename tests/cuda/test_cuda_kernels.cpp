@@ -444,8 +444,12 @@ M2Result run_m2_cpu(const M2Data& d, const M2Case& c, const std::vector<float>& 
     return r;
 }
 
+// Runs one of the two CUDA Mamba-2 scans (the recurrent scan_mamba2 or the chunked scan_mamba2_ssd: same
+// arguments) on the case's inputs.
+using M2Scan = void (*)(const kg::Mamba2ScanArgs&, void*, size_t, cudaStream_t);
+
 M2Result run_m2_gpu(const M2Data& d, const M2Case& c, const std::vector<float>& thr,
-                    kg::ScanProbes probes = {}) {
+                    kg::ScanProbes probes = {}, M2Scan scan = kg::scan_mamba2) {
     Dev<float> x(d.x), raw(c.softplus ? d.dt_raw : m2_delta(d, false)), bias(d.bias), A(d.A), B(d.B), C(d.C),
         D(d.D), th(thr.empty() ? std::vector<float>(1) : thr), s(d.s0), y(d.T * d.ldy), dout(d.T * d.ldd);
     kg::Mamba2ScanArgs a;
@@ -456,7 +460,7 @@ M2Result run_m2_gpu(const M2Data& d, const M2Case& c, const std::vector<float>& 
     a.thr = c.filter ? th.p : nullptr, a.s = s.p, a.y = y.p, a.ldy = d.ldy, a.delta_out = dout.p,
     a.ldo = d.ldd;
     a.probes = probes, a.chunk_len = c.chunk_len;
-    kg::scan_mamba2(a, nullptr, 0, nullptr);
+    scan(a, nullptr, 0, nullptr);
     M2Result r;
     r.y = cols_of(y.download(), d.T, d.H * d.P, d.ldy);
     r.s = s.download();
@@ -608,23 +612,8 @@ constexpr double kTolSsdTwin = 2e-3;
 // (2^-9 relative each, summed over up to N + Q terms of either sign). Measured ≤ 6e-3.
 constexpr double kTolSsdBf16 = 2e-2;
 
-M2Result run_ssd_gpu(const M2Data& d, const M2Case& c, const std::vector<float>& thr,
-                     kg::ScanProbes probes = {}) {
-    Dev<float> x(d.x), raw(c.softplus ? d.dt_raw : m2_delta(d, false)), bias(d.bias), A(d.A), B(d.B), C(d.C),
-        D(d.D), th(thr.empty() ? std::vector<float>(1) : thr), s(d.s0), y(d.T * d.ldy), dout(d.T * d.ldd);
-    kg::Mamba2ScanArgs a;
-    a.T = d.T, a.H = d.H, a.P = d.P, a.G = d.G, a.N = d.N;
-    a.x = x.p, a.ldx = d.ldx, a.delta = raw.p, a.ldd = d.ldd;
-    a.delta_bias = c.softplus ? bias.p : nullptr, a.delta_softplus = c.softplus;
-    a.A = A.p, a.B = B.p, a.ldb = d.ldb, a.C = C.p, a.ldc = d.ldc, a.Dskip = D.p;
-    a.thr = c.filter ? th.p : nullptr, a.s = s.p, a.y = y.p, a.ldy = d.ldy, a.delta_out = dout.p,
-    a.ldo = d.ldd, a.probes = probes;
-    kg::scan_mamba2_ssd(a, nullptr, 0, nullptr);
-    M2Result r;
-    r.y = cols_of(y.download(), d.T, d.H * d.P, d.ldy);
-    r.s = s.download();
-    r.delta_used = cols_of(dout.download(), d.T, d.H, d.ldd);
-    return r;
+M2Result run_ssd_gpu(const M2Data& d, const M2Case& c, const std::vector<float>& thr) {
+    return run_m2_gpu(d, c, thr, {}, kg::scan_mamba2_ssd);
 }
 
 M2Result run_ssd_twin(const M2Data& d, const M2Case& c, const std::vector<float>& thr, int64_t t_split = -1) {
