@@ -315,7 +315,7 @@ void bench_mamba2(const float* seed, cudaStream_t stream) {
                 kg::ScanPlan plan = kg::scan_mamba2_plan(T, H, P, N);
                 if (ssd)
                     plan.chunk_len = kg::kSsdChunk, plan.chunks = (T + kg::kSsdChunk - 1) / kg::kSsdChunk;
-                const size_t ws_bytes = ssd ? kg::scan_mamba2_ssd_workspace_bytes(T, H, P, N)
+                const size_t ws_bytes = ssd ? kg::scan_mamba2_ssd_workspace_bytes(T, H, P, 1, N)
                                             : kg::scan_mamba2_workspace_bytes(T, H, P, N);
                 void* ws = nullptr;
                 if (ws_bytes) CUDA_CHECK(cudaMalloc(&ws, ws_bytes));

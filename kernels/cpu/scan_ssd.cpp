@@ -60,13 +60,13 @@ void scan_mamba2_chunked(int64_t T, int64_t H, int64_t P, int64_t G, int64_t N, 
             auto xv = [&](int64_t i, int64_t p) { return i < len ? x[(t0 + i) * ldx + h * P + p] : 0.0f; };
             auto Bv = [&](int64_t i, int64_t n) { return i < len ? B[(t0 + i) * ldb + g * N + n] : 0.0f; };
             auto Cv = [&](int64_t i, int64_t n) { return i < len ? C[(t0 + i) * ldc + g * N + n] : 0.0f; };
-            // 2. ΔS_c = Σ_j R(x_j)·R(w_j·B_j) (chunk state, from a zero state).
+            // 2. ΔS_c = Σ_j R(w_j·x_j)·R(B_j) (chunk state, from a zero state).
             for (int64_t i = 0; i < Q; ++i) w[size_t(i)] = std::exp(l_last - l[size_t(i)]) * dt[size_t(i)];
             std::fill(dS.begin(), dS.end(), 0.0f);
             for (int64_t j = 0; j < len; ++j)
                 for (int64_t p = 0; p < P; ++p) {
-                    const float xr = R(xv(j, p));
-                    for (int64_t n = 0; n < N; ++n) dS[size_t(p * N + n)] += xr * R(Bv(j, n) * w[size_t(j)]);
+                    const float xw = R(xv(j, p) * w[size_t(j)]);
+                    for (int64_t n = 0; n < N; ++n) dS[size_t(p * N + n)] += xw * R(Bv(j, n));
                 }
             // 4. outputs from the state entering the chunk (the GPU's output kernel reads it after the
             // chain).
@@ -81,9 +81,10 @@ void scan_mamba2_chunked(int64_t T, int64_t H, int64_t P, int64_t G, int64_t N, 
             for (int64_t i = 0; i < len; ++i) {
                 const float el = std::exp(l[size_t(i)]);
                 for (int64_t p = 0; p < P; ++p) {
-                    float acc = 0.0f;
+                    float cs = 0.0f;  // C_i·S_c, scaled by exp(l_i) in fp32 (the GPU's row scale)
+                    for (int64_t n = 0; n < N; ++n) cs += R(Cv(i, n)) * Sr[size_t(p * N + n)];
+                    float acc = el * cs;
                     for (int64_t j = 0; j <= i; ++j) acc += m[size_t(i * Q + j)] * R(xv(j, p));
-                    for (int64_t n = 0; n < N; ++n) acc += R(Cv(i, n) * el) * Sr[size_t(p * N + n)];
                     y[(t0 + i) * ldy + h * P + p] = acc + Dskip[h] * xv(i, p);
                 }
             }

@@ -100,12 +100,28 @@ __device__ __forceinline__ void cp_async_f32(float* dst_smem, const float* src, 
                  : "memory");
 }
 
+// Asynchronous 16-byte global → shared copy (both addresses 16-byte aligned; L2 only, .cg); valid = false
+// writes zeros and reads nothing (src must still be a mapped address). Completes as cp_async_f32 does.
+__device__ __forceinline__ void cp_async_16(void* dst_smem, const void* src, bool valid) {
+    const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(dst_smem));
+    const int bytes = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes)
+                 : "memory");
+}
+
 __device__ __forceinline__ void cp_async_commit() {
     asm volatile("cp.async.commit_group;\n" ::: "memory");
 }
 
 __device__ __forceinline__ void cp_async_wait_all() {
     asm volatile("cp.async.wait_all;\n" ::: "memory");
+}
+
+// Waits until at most `kPending` of this thread's committed cp.async groups are still in flight (the oldest
+// complete first): the pipelined form of cp_async_wait_all.
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait_group() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
 
 // bf16 ↔ float32 with integer operations. The cvt instructions behind __bfloat162float / __float2bfloat16_rn

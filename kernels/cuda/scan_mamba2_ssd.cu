@@ -3,16 +3,16 @@
 //   Δ'_j   = Δ_j > thr ? Δ_j : 0                  l_i = Σ_{k≤i} Δ'_k·A            (within the chunk)
 //   Y_i    = Σ_{j≤i} (C_i·B_j)·exp(l_i − l_j)·Δ'_j·x_j + exp(l_i)·C_i·S_c + D·x_i
 //   ΔS_c   = Σ_j exp(l_last − l_j)·Δ'_j·x_j B_jᵀ     S_{c+1} = exp(l_last)·S_c + ΔS_c
-// Rounding (mirrored by kernels/cpu/scan_ssd.cpp): X, B, C, the masked L∘CB, the scaled exp(l)·C, the
-// weighted w·B and S_c are rounded to bf16 as they are staged (S_c by the chain, which stores it in bf16);
-// every product accumulates in fp32; Δ', l, the chain of states and the D·x skip stay fp32.
+// Rounding (mirrored by kernels/cpu/scan_ssd.cpp): X, B, C, the weighted w·X, the masked L∘CB and S_c are
+// rounded to bf16 as they are staged (B and C once per group, S_c by the chain, which writes it in bf16);
+// every product accumulates in fp32; Δ', l, the chain of states, the exp(l) row scale of C·S_cᵀ and the D·x
+// skip stay fp32.
 //
-// Cost per (chunk, head), Q = 64, P = 64, N = 128 (mamba2-130m / 1.3b): C·Bᵀ 2·Q²·N = 1.0 MFLOP (lower
-// triangle of 16×16 tiles: 10 of 16), L·X 2·Q²·P = 0.5 M, C·Sᵀ 2·Q·N·P = 1.0 M, Xᵀ·B 2·Q·P·N = 1.0 M:
-// ≈ 50 kFLOP per (token, head) on tensor cores, against 5·P·N = 41 kFLOP of FP32 work in the recurrent form.
-// Memory: the chunk states: ΔS_c fp32 written by the state kernel and read by the chain (8·P·N bytes per
-// (chunk, head)), the entering states bf16 written by the chain and read by the output kernel (4·P·N):
-// 12·P·N/Q = 1.5 KB per (token, head) at Q = 64, the dominant HBM traffic.
+// Cost per (chunk, head), Q = 64, P = 64, N = 128 (mamba2-130m / 1.3b): L·X 2·Q²·P = 0.5 MFLOP, C·Sᵀ 2·Q·N·P
+// = 1.0 M, Xᵀ·B 2·Q·P·N = 1.0 M, plus C·Bᵀ 2·Q²·N = 1.0 M per (chunk, group) (lower triangle of 16×16 tiles:
+// 10 of 16), shared by the H/G heads of the group. Memory: the entering states, bf16, written by the chain
+// and read by the output kernel (4·P·N bytes per (chunk, head): 4·P·N/Q = 0.5 KB per (token, head) at Q =
+// 64), the dominant HBM traffic; the fp32 chain itself stays in the tensor-core accumulators.
 #include <mma.h>
 
 #include <algorithm>
@@ -30,10 +30,9 @@ using namespace detail;
 namespace wmma = nvcuda::wmma;
 
 constexpr int kQ = static_cast<int>(kSsdChunk);
-constexpr int kSsdThreads = 256;      // 8 warps per block (state and output kernels)
-constexpr int kSsdPassThreads = 256;  // the chain over chunks: one state element per thread
-constexpr int kPadBf16 = 8;           // row padding of bf16 tiles (16 B: ldmatrix rows on distinct banks)
-constexpr int kPadF32 = 4;            // row padding of fp32 tiles
+constexpr int kSsdThreads = 256;  // 8 warps per block (state and output kernels)
+constexpr int kPadBf16 = 8;       // row padding of bf16 tiles (16 B: ldmatrix rows on distinct banks)
+constexpr int kPadF32 = 4;        // row padding of fp32 tiles
 constexpr int64_t kSsdMaxP = 128;
 constexpr int64_t kSsdMaxN = 256;
 
@@ -63,11 +62,14 @@ struct Params {
     int64_t ldy;
     float* delta_out;
     int64_t ldo;
-    float* dtp;                // Δ' (H, Tpad)
-    float* lcum;               // l (H, Tpad): within-chunk inclusive cumulative Σ Δ'·A
-    float* states;             // (chunks, H, P, N): ΔS_c, fp32, from the state kernel
-    bf16* states16;            // (chunks, H, P, N): the state entering chunk c, bf16, from the chain
-    bool vec_x, vec_b, vec_c;  // rows of x / B / C can be read as float4 (stride % 4 == 0, 16-byte base)
+    float* dtp;      // Δ' (H, Tpad)
+    float* lcum;     // l (H, Tpad): within-chunk inclusive cumulative Σ Δ'·A
+    float* cb;       // (chunks, G, Q, Q): C·Bᵀ per group, fp32, from the group kernel
+    bf16* b16;       // (Tpad, G, N): B rounded to bf16 (padding rows zero), from the group kernel
+    bf16* c16;       // (Tpad, G, N): C rounded to bf16, likewise
+    bf16* states16;  // (chunks, H, P, N): the state entering chunk c, bf16, from the chain
+    bool vec_x, vec_b, vec_c,
+        vec_y;  // rows of x / B / C / y are float4-aligned (stride % 4 == 0, 16-byte base)
 };
 
 __host__ __device__ constexpr size_t align128(size_t b) {
@@ -162,135 +164,34 @@ __device__ __forceinline__ void stage_bf16(const float* __restrict__ src, int64_
     }
 }
 
-// ---- 2. chunk states ΔS_c = Xᵀ·diag(w)·B: grid (H, chunks), kSsdThreads
-// --------------------------------------
-__global__ void __launch_bounds__(kSsdThreads) ssd_chunk_state(Params p) {
+// ---- 2. per group: C·Bᵀ and the bf16 copies of B and C: grid (G, chunks), kSsdThreads
+// ---------------------- B and C are shared by the H/G heads of a group (mamba2-1.3b: 64 heads, one group),
+// so their bf16 rounding and the Q×Q product C·Bᵀ are done once per (group, chunk) here instead of once per
+// head in the state and output kernels. Writes cb (chunks, G, Q, Q) fp32 (the 10 lower-triangle 16×16 tiles;
+// the output kernel reads no other) and b16, c16 (Tpad, G, N) bf16 (padding rows zero).
+__global__ void __launch_bounds__(kSsdThreads) ssd_cb(Params p) {
     extern __shared__ __align__(16) float smem[];
-    const int P = static_cast<int>(p.P), N = static_cast<int>(p.N);
-    const int ldP = P + kPadBf16, ldN = N + kPadBf16;
-    bf16* sX = reinterpret_cast<bf16*>(smem);                                                     // (Q, ldP)
-    bf16* sBw = reinterpret_cast<bf16*>(reinterpret_cast<char*>(smem) + align128(kQ * ldP * 2));  // (Q, ldN)
-    float* sw = reinterpret_cast<float*>(reinterpret_cast<char*>(sBw) + align128(kQ * ldN * 2));  // (Q)
-    const int64_t h = blockIdx.x, c = blockIdx.y, g = h / (p.H / p.G);
-    const int64_t t0 = c * kQ;
-    const int tid = threadIdx.x;
-    if (tid < kQ) {
-        const float* l = p.lcum + h * p.Tpad + t0;
-        sw[tid] = exp_decay(l[kQ - 1] - l[tid]) * p.dtp[h * p.Tpad + t0 + tid];
-    }
-    const int valid = static_cast<int>(p.T - t0 < kQ ? p.T - t0 : kQ);
-    stage_bf16(p.x + t0 * p.ldx + h * p.P, p.ldx, valid, P, sX, ldP, nullptr, p.vec_x);
-    __syncthreads();
-    stage_bf16(p.B + t0 * p.ldb + g * p.N, p.ldb, valid, N, sBw, ldN, sw, p.vec_b);  // w_j·B_j
-    __syncthreads();
-    // (P/16)·(N/16) output tiles over the 8 warps; K = Q.
-    const int warp = tid / 32, tp = P / 16, tn = N / 16;
-    float* out = p.states + (c * p.H + h) * p.P * p.N;
-    for (int tile = warp; tile < tp * tn; tile += kSsdThreads / 32) {
-        const int pi = tile / tn, ni = tile % tn;
-        FragAcc acc;
-        wmma::fill_fragment(acc, 0.0f);
-        for (int kk = 0; kk < kQ / 16; ++kk) {
-            FragAt a;  // Xᵀ (P×Q): element (p, j) = sX[j][p], i.e. column-major with ld = ldP
-            FragB b;   // w·B (Q×N), row-major
-            wmma::load_matrix_sync(a, sX + kk * 16 * ldP + pi * 16, ldP);
-            wmma::load_matrix_sync(b, sBw + kk * 16 * ldN + ni * 16, ldN);
-            wmma::mma_sync(acc, a, b, acc);
-        }
-        wmma::store_matrix_sync(out + pi * 16 * p.N + ni * 16, acc, N, wmma::mem_row_major);
-    }
-}
-
-// ---- 3. chain over chunks: grid (⌈P·N/256⌉, H)
-// -------------------------------------------------------------- Reads ΔS_c (fp32) and writes the state
-// entering chunk c, rounded to bf16 (the output kernel's tensor-core operand; half the bytes of fp32 on the
-// dominant traffic); s (if given) is the carried state in and the final state out, fp32. The chain is
-// sequential in c, so kSsdPassAhead chunks' loads are issued together (one DRAM latency per kSsdPassAhead
-// chunks instead of one per chunk).
-constexpr int kSsdPassAhead = 8;
-
-__global__ void __launch_bounds__(kSsdPassThreads) ssd_state_pass(Params p, float* s) {
-    const int64_t PN = p.P * p.N;
-    const int64_t e = static_cast<int64_t>(blockIdx.x) * kSsdPassThreads + threadIdx.x, h = blockIdx.y;
-    if (e >= PN) return;
-    float run = s ? s[h * PN + e] : 0.0f;
-    for (int64_t c0 = 0; c0 < p.chunks; c0 += kSsdPassAhead) {
-        float d[kSsdPassAhead], decay[kSsdPassAhead];
-#pragma unroll
-        for (int k = 0; k < kSsdPassAhead; ++k) {
-            const int64_t c = c0 + k;
-            const bool ok = c < p.chunks;
-            d[k] = ok ? p.states[(c * p.H + h) * PN + e] : 0.0f;
-            decay[k] = ok ? p.lcum[h * p.Tpad + c * kQ + kQ - 1] : 0.0f;
-        }
-#pragma unroll
-        for (int k = 0; k < kSsdPassAhead; ++k) {
-            const int64_t c = c0 + k;
-            if (c >= p.chunks) break;
-            p.states16[(c * p.H + h) * PN + e] = f32_to_bf16_rn(run);
-            run = exp_decay(decay[k]) * run + d[k];
-        }
-    }
-    if (s) s[h * PN + e] = run;
-}
-
-// ---- 4. outputs: grid (H, chunks), kSsdThreads
-// ----------------------------------------------------------------
-struct OutLayout {
-    int ldN, ldP, ldQ, ldF;
-    size_t oC, oB, oX, oM, oF, ol, odt, oel, bytes;
-};
-
-__host__ __device__ OutLayout out_layout(int P, int N) {
-    OutLayout o{};
-    o.ldN = N + kPadBf16, o.ldP = P + kPadBf16, o.ldQ = kQ + kPadBf16, o.ldF = max(kQ, P) + kPadF32;
-    size_t at = 0;
-    o.oC = at, at += align128(size_t(kQ) * o.ldN * 2);          // C, then exp(l)·C (Q, ldN) bf16
-    o.oB = at, at += align128(size_t(max(kQ, P)) * o.ldN * 2);  // B (Q, ldN), then S_c (P, ldN), bf16
-    o.oX = at, at += align128(size_t(kQ) * o.ldP * 2);          // X (Q, ldP) bf16
-    o.oM = at, at += align128(size_t(kQ) * o.ldQ * 2);          // L∘CB (Q, ldQ) bf16
-    o.oF = at, at += align128(size_t(kQ) * o.ldF * 4);          // C·Bᵀ (Q, Q), then Y (Q, P), fp32
-    o.ol = at, at += align128(kQ * 4);                          // l
-    o.odt = at, at += align128(kQ * 4);                         // Δ'
-    o.oel = at, at += align128(kQ * 4);                         // exp(l)
-    o.bytes = at;
-    return o;
-}
-
-__global__ void __launch_bounds__(kSsdThreads) ssd_chunk_out(Params p) {
-    extern __shared__ __align__(16) float smem[];
-    const int P = static_cast<int>(p.P), N = static_cast<int>(p.N);
-    const OutLayout o = out_layout(P, N);
-    char* base = reinterpret_cast<char*>(smem);
-    bf16* sC = reinterpret_cast<bf16*>(base + o.oC);
-    bf16* sB = reinterpret_cast<bf16*>(base + o.oB);
-    bf16* sS =
-        sB;  // S_c takes B's place once C·Bᵀ is done (≈ 70 KB in all at P = 64, N = 128: 3 blocks per SM)
-    bf16* sX = reinterpret_cast<bf16*>(base + o.oX);
-    bf16* sM = reinterpret_cast<bf16*>(base + o.oM);
-    float* sF = reinterpret_cast<float*>(base + o.oF);
-    float* sl = reinterpret_cast<float*>(base + o.ol);
-    float* sdt = reinterpret_cast<float*>(base + o.odt);
-    float* sel = reinterpret_cast<float*>(base + o.oel);
-    const int64_t h = blockIdx.x, c = blockIdx.y, g = h / (p.H / p.G);
-    const int64_t t0 = c * kQ;
+    const int N = static_cast<int>(p.N), ldN = N + kPadBf16;
+    bf16* sC = reinterpret_cast<bf16*>(smem);                                                    // (Q, ldN)
+    bf16* sB = reinterpret_cast<bf16*>(reinterpret_cast<char*>(smem) + align128(kQ * ldN * 2));  // (Q, ldN)
+    const int64_t g = blockIdx.x, c = blockIdx.y, t0 = c * kQ;
     const int tid = threadIdx.x, warp = tid / 32, nwarps = kSsdThreads / 32;
-    constexpr int tq = kQ / 16;
-
-    if (tid < kQ) {
-        const float l = p.lcum[h * p.Tpad + t0 + tid];
-        sl[tid] = l;
-        sel[tid] = exp_decay(l);
-        sdt[tid] = p.dtp[h * p.Tpad + t0 + tid];
-    }
     const int valid = static_cast<int>(p.T - t0 < kQ ? p.T - t0 : kQ);
-    const float* Cc = p.C + t0 * p.ldc + g * p.N;
-    stage_bf16(Cc, p.ldc, valid, N, sC, o.ldN, nullptr, p.vec_c);
-    stage_bf16(p.B + t0 * p.ldb + g * p.N, p.ldb, valid, N, sB, o.ldN, nullptr, p.vec_b);
-    stage_bf16(p.x + t0 * p.ldx + h * p.P, p.ldx, valid, P, sX, o.ldP, nullptr, p.vec_x);
+    stage_bf16(p.C + t0 * p.ldc + g * p.N, p.ldc, valid, N, sC, ldN, nullptr, p.vec_c);
+    stage_bf16(p.B + t0 * p.ldb + g * p.N, p.ldb, valid, N, sB, ldN, nullptr, p.vec_b);
     __syncthreads();
-
+    // The staged rows, 8 bf16 (16 bytes) per copy: N is a multiple of 16, so rows stay 16-byte aligned.
+    const int nq = N / 8;
+    const int64_t ldg = p.G * p.N;
+    for (int k = tid; k < kQ * nq; k += kSsdThreads) {
+        const int r = k / nq, q = k % nq;
+        const int64_t o = (t0 + r) * ldg + g * p.N + 8 * q;
+        *reinterpret_cast<uint4*>(p.c16 + o) = *reinterpret_cast<const uint4*>(sC + r * ldN + 8 * q);
+        *reinterpret_cast<uint4*>(p.b16 + o) = *reinterpret_cast<const uint4*>(sB + r * ldN + 8 * q);
+    }
     // C·Bᵀ on the lower triangle of 16×16 tiles (qj ≤ qi); K = N.
+    constexpr int tq = kQ / 16;
+    float* out = p.cb + (c * p.G + g) * kQ * kQ;
     for (int tile = warp; tile < tq * (tq + 1) / 2; tile += nwarps) {
         int qi = 0, rest = tile;
         while (rest > qi) rest -= ++qi;
@@ -300,38 +201,285 @@ __global__ void __launch_bounds__(kSsdThreads) ssd_chunk_out(Params p) {
         for (int kk = 0; kk < N / 16; ++kk) {
             FragA a;   // C (Q×N) row-major
             FragBt b;  // Bᵀ (N×Q): element (n, j) = sB[j][n], column-major with ld = ldN
-            wmma::load_matrix_sync(a, sC + qi * 16 * o.ldN + kk * 16, o.ldN);
-            wmma::load_matrix_sync(b, sB + qj * 16 * o.ldN + kk * 16, o.ldN);
+            wmma::load_matrix_sync(a, sC + qi * 16 * ldN + kk * 16, ldN);
+            wmma::load_matrix_sync(b, sB + qj * 16 * ldN + kk * 16, ldN);
             wmma::mma_sync(acc, a, b, acc);
         }
-        wmma::store_matrix_sync(sF + qi * 16 * o.ldF + qj * 16, acc, o.ldF, wmma::mem_row_major);
+        wmma::store_matrix_sync(out + qi * 16 * kQ + qj * 16, acc, kQ, wmma::mem_row_major);
+    }
+}
+
+// ---- 3. chunk states and the chain, fused: grid (H, P/16, ⌈N/kChainCols⌉), kChainThreads
+// -------------------- Each warp owns one 16×16 tile of one head's state (rows p0.., columns n0..) and keeps
+// it in its fp32 accumulator fragment for the whole sequence. Per chunk c: ΔS_c = (diag(w)·X)ᵀ·B on the
+// tensor cores (K = Q) into a second fragment, write S_c (bf16, the output kernel's operand), then S_{c+1} =
+// exp(l_last)·S_c + ΔS_c elementwise (one scalar decay per head and chunk; fragments of one type share their
+// layout, so elementwise work needs no knowledge of it). No chunk state goes through memory in fp32 (the
+// unfused pair wrote ΔS_c and read it back: 8·P·N bytes per chunk and head, the dominant traffic of the first
+// H200 profile).
+// The chain is sequential in c and a block has only 4 warps (mamba2-1.3b has 2048 state tiles in all, ≈ 16
+// warps per SM), so its time is the latency of one chunk's step: the operands (x rows, B's columns, l and Δ')
+// come through a kChainStages-deep ring of cp.async copies, issued two chunks ahead; a step only waits for
+// its own, converts w·x to bf16 and multiplies.
+constexpr int kChainWarps = 4;  // state column tiles per block
+constexpr int kChainThreads = 32 * kChainWarps;
+constexpr int kChainCols = 16 * kChainWarps;      // state columns per block
+constexpr int kChainStages = 3;                   // ring depth: loads in flight for the next 2 chunks
+constexpr int kChainLdX = 16 + kPadBf16;          // w·X tile (Q, 16 channels) bf16
+constexpr int kChainLdB = kChainCols + kPadBf16;  // B slice (Q, kChainCols) bf16
+constexpr int kChainLdT = 16 + kPadF32;           // a warp's fp32 tile
+constexpr int kChainXPieces = kQ * 16 / 4 / kChainThreads;          // 16-byte pieces of x per thread (2)
+constexpr int kChainBPieces = kQ * kChainCols / 8 / kChainThreads;  // 16-byte pieces of B per thread (4)
+static_assert(kChainXPieces * 4 * kChainThreads == kQ * 16 &&
+              kChainBPieces * 8 * kChainThreads == kQ * kChainCols && kChainThreads >= kQ / 2);
+// One ring stage: x rows fp32 (Q, 16), B bf16 (Q, kChainLdB), l and Δ' fp32 (Q each).
+constexpr size_t kChainStageX = size_t(kQ) * 16 * 4, kChainStageB = size_t(kQ) * kChainLdB * 2;
+constexpr size_t kChainStageBytes = kChainStageX + kChainStageB + 2 * size_t(kQ) * 4;
+constexpr size_t kChainXwBytes = size_t(kQ) * kChainLdX * 2;
+// ≈ 49 KB: 4 blocks (16 warps) per SM.
+constexpr size_t kChainSmem =
+    kChainStages * kChainStageBytes + kChainXwBytes + size_t(kChainWarps) * 16 * kChainLdT * 4;
+
+// A warp's 16×16 fp32 tile, lane r/2 holding row r/2, columns 8·(r%2)..+8: the lane's part of a tile stored
+// with store_matrix_sync at ld kChainLdT.
+__device__ __forceinline__ uint4 tile_row8_bf16(const float* t, int lane) {
+    const float* v = t + (lane / 2) * kChainLdT + (lane % 2) * 8;
+    return make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]), pack_bf16x2(v[4], v[5]),
+                      pack_bf16x2(v[6], v[7]));
+}
+
+__global__ void __launch_bounds__(kChainThreads) ssd_state_chain(Params p, float* s) {
+    extern __shared__ __align__(16) float smem[];
+    char* base = reinterpret_cast<char*>(smem);
+    auto sx = [&](int st) { return reinterpret_cast<float*>(base + st * kChainStageBytes); };
+    auto sb = [&](int st) { return reinterpret_cast<bf16*>(base + st * kChainStageBytes + kChainStageX); };
+    auto sl = [&](int st) {
+        return reinterpret_cast<float*>(base + st * kChainStageBytes + kChainStageX + kChainStageB);
+    };
+    auto sd = [&](int st) { return sl(st) + kQ; };
+    bf16* sXw = reinterpret_cast<bf16*>(base + kChainStages * kChainStageBytes);  // w·X (Q, kChainLdX)
+    const int64_t h = blockIdx.x, g = h / (p.H / p.G), PN = p.P * p.N, ldg = p.G * p.N;
+    const int N = static_cast<int>(p.N), p0 = 16 * static_cast<int>(blockIdx.y);
+    const int nb = kChainCols * static_cast<int>(blockIdx.z);
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int n0 = nb + 16 * warp;
+    const bool active = n0 < N;  // N is a multiple of 16; the last block's spare warps only stage and sync
+    float* tw = reinterpret_cast<float*>(base + kChainStages * kChainStageBytes + kChainXwBytes) +
+                warp * 16 * kChainLdT;
+
+    // Chunk c's operands into ring stage st (zeros past the end; a group is committed either way, so that
+    // cp_async_wait_group counts chunks).
+    auto issue = [&](int64_t c, int st) {
+        if (c < p.chunks) {
+            const int64_t t0 = c * kQ;
+#pragma unroll
+            for (int v = 0; v < kChainXPieces; ++v) {
+                const int k = tid + v * kChainThreads, j = k / 4, q = k % 4;
+                const int64_t t = t0 + j;
+                const bool ok = t < p.T;
+                float* dst = sx(st) + j * 16 + 4 * q;
+                const float* src = ok ? p.x + t * p.ldx + h * p.P + p0 + 4 * q : p.x;
+                if (p.vec_x) {
+                    cp_async_16(dst, src, ok);
+                } else {
+                    for (int e = 0; e < 4; ++e) cp_async_f32(dst + e, ok ? src + e : p.x, ok);
+                }
+            }
+#pragma unroll
+            for (int v = 0; v < kChainBPieces; ++v) {
+                const int k = tid + v * kChainThreads, r = k / (kChainCols / 8), q = k % (kChainCols / 8);
+                const int col = nb + 8 * q;
+                const bool ok = col < N;
+                cp_async_16(sb(st) + r * kChainLdB + 8 * q,
+                            ok ? p.b16 + (t0 + r) * ldg + g * p.N + col : p.b16, ok);
+            }
+            if (tid <
+                kQ / 2) {  // l and Δ' of the chunk, 4 per piece (the workspace rows are 16-byte aligned)
+                const bool is_l = tid < kQ / 4;
+                const int i = 4 * (is_l ? tid : tid - kQ / 4);
+                cp_async_16((is_l ? sl(st) : sd(st)) + i, (is_l ? p.lcum : p.dtp) + h * p.Tpad + t0 + i,
+                            true);
+            }
+        }
+        cp_async_commit();
+    };
+
+    // The carried state in (fp32), through the warp's tile (no alignment demand on s beyond 4 bytes).
+    const int64_t so = h * PN + static_cast<int64_t>(p0 + lane / 2) * N + n0 + (lane % 2) * 8;
+    FragAcc acc;
+    if (s && active) {
+        for (int e = 0; e < 8; ++e) tw[(lane / 2) * kChainLdT + (lane % 2) * 8 + e] = s[so + e];
+        __syncwarp();
+        wmma::load_matrix_sync(acc, tw, kChainLdT, wmma::mem_row_major);
+        __syncwarp();
+    } else {
+        wmma::fill_fragment(acc, 0.0f);
+    }
+
+    for (int k = 0; k < kChainStages - 1; ++k) issue(k, k);
+    for (int64_t c = 0; c < p.chunks; ++c) {
+        const int st = static_cast<int>(c % kChainStages);
+        cp_async_wait_group<kChainStages - 2>();  // chunk c's copies are done; c + 1's may still fly
+        __syncthreads();  // everyone's copies visible; step c − 1 is finished everywhere (its stage is free)
+        issue(c + kChainStages - 1, static_cast<int>((c + kChainStages - 1) % kChainStages));
+        const float* l = sl(st);
+        const float* dt = sd(st);
+        const float l_last = l[kQ - 1];
+#pragma unroll
+        for (int v = 0; v < kChainXPieces; ++v) {  // w_j·x_j in bf16; w's MUFU exp (2 ulp) is far below bf16
+            const int k = tid + v * kChainThreads, j = k / 4, q = k % 4;
+            const float w = ex2_approx((l_last - l[j]) * kLog2e) * dt[j];
+            const float4 x = *reinterpret_cast<const float4*>(sx(st) + j * 16 + 4 * q);
+            *reinterpret_cast<uint2*>(sXw + j * kChainLdX + 4 * q) =
+                make_uint2(pack_bf16x2(x.x * w, x.y * w), pack_bf16x2(x.z * w, x.w * w));
+        }
+        __syncthreads();
+        if (active) {
+            FragAcc ds;  // ΔS_c
+            wmma::fill_fragment(ds, 0.0f);
+            for (int kk = 0; kk < kQ / 16; ++kk) {
+                FragAt a;  // (w·X)ᵀ (16 channels × Q): element (p, j) = sXw[j][p], column-major
+                FragB b;   // B (Q × 16 states), row-major
+                wmma::load_matrix_sync(a, sXw + kk * 16 * kChainLdX, kChainLdX);
+                wmma::load_matrix_sync(b, sb(st) + kk * 16 * kChainLdB + 16 * warp, kChainLdB);
+                wmma::mma_sync(ds, a, b, ds);
+            }
+            // S_c, the state entering chunk c, in bf16 for the output kernel.
+            wmma::store_matrix_sync(tw, acc, kChainLdT, wmma::mem_row_major);
+            __syncwarp();
+            *reinterpret_cast<uint4*>(p.states16 + c * p.H * PN + so) = tile_row8_bf16(tw, lane);
+            __syncwarp();
+            const float decay = exp_decay(l_last);  // S_{c+1} = exp(l_last)·S_c + ΔS_c
+            for (int e = 0; e < acc.num_elements; ++e) acc.x[e] = decay * acc.x[e] + ds.x[e];
+        }
+    }
+    cp_async_wait_all();  // nothing may be in flight into shared memory when the block exits
+    if (s && active) {    // the final state out, fp32
+        wmma::store_matrix_sync(tw, acc, kChainLdT, wmma::mem_row_major);
+        __syncwarp();
+        for (int e = 0; e < 8; ++e) s[so + e] = tw[(lane / 2) * kChainLdT + (lane % 2) * 8 + e];
+    }
+}
+
+// ---- 4. outputs: grid (H, chunks), kSsdThreads
+// ----------------------------------------------------------------
+struct OutLayout {
+    int ldN, ldP, ldQ, ldF;
+    size_t oC, oS, oX, oM, oF, ol, odt, oel, bytes;
+};
+
+__host__ __device__ OutLayout out_layout(int P, int N) {
+    OutLayout o{};
+    o.ldN = N + kPadBf16, o.ldP = P + kPadBf16, o.ldQ = kQ + kPadBf16, o.ldF = max(kQ, P) + kPadF32;
+    size_t at = 0;
+    o.oC = at, at += align128(size_t(kQ) * o.ldN * 2);  // C (Q, ldN) bf16
+    o.oS = at, at += align128(size_t(P) * o.ldN * 2);   // S_c (P, ldN) bf16
+    o.oX = at, at += align128(size_t(kQ) * o.ldP * 2);  // X (Q, ldP) bf16
+    o.oM = at, at += align128(size_t(kQ) * o.ldQ * 2);  // L∘CB (Q, ldQ) bf16
+    o.oF = at, at += align128(size_t(kQ) * o.ldF * 4);  // Y (Q, P) fp32
+    o.ol = at, at += align128(kQ * 4);                  // l·log2(e)
+    o.odt = at, at += align128(kQ * 4);                 // Δ'
+    o.oel = at, at += align128(kQ * 4);                 // exp(l)
+    o.bytes = at;
+    return o;
+}
+
+// kP, kN: the head and state sizes as compile-time constants (0: taken from p at run time). Every staging
+// loop divides by them (row = k / cols); with constants those are shifts instead of ≈ 20-instruction integer
+// divisions, in a kernel bound by its issue slots (the H200 profiles). Instantiated for the shape of the
+// released Mamba-2 models (headdim 64, d_state 128) and generically.
+template <int kP, int kN>
+__global__ void __launch_bounds__(kSsdThreads) ssd_chunk_out(Params p) {
+    extern __shared__ __align__(16) float smem[];
+    const int P = kP ? kP : static_cast<int>(p.P), N = kN ? kN : static_cast<int>(p.N);
+    const OutLayout o = out_layout(P, N);
+    char* base = reinterpret_cast<char*>(smem);
+    bf16* sC = reinterpret_cast<bf16*>(base + o.oC);
+    bf16* sS = reinterpret_cast<bf16*>(base + o.oS);
+    bf16* sX = reinterpret_cast<bf16*>(base + o.oX);
+    bf16* sM = reinterpret_cast<bf16*>(base + o.oM);
+    float* sF = reinterpret_cast<float*>(base + o.oF);
+    float* sl = reinterpret_cast<float*>(base + o.ol);
+    float* sdt = reinterpret_cast<float*>(base + o.odt);
+    float* sel = reinterpret_cast<float*>(base + o.oel);
+    const int64_t h = blockIdx.x, c = blockIdx.y, g = h / (p.H / p.G), ldg = p.G * N;
+    const int64_t t0 = c * kQ;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, nwarps = kSsdThreads / 32;
+    constexpr int tq = kQ / 16;
+
+    if (tid < kQ) {
+        const float l = p.lcum[h * p.Tpad + t0 + tid];
+        sl[tid] = l * kLog2e;  // l in log2 units for the L mask
+        sel[tid] = exp_decay(l);
+        sdt[tid] = p.dtp[h * p.Tpad + t0 + tid];
+    }
+    const int valid = static_cast<int>(p.T - t0 < kQ ? p.T - t0 : kQ);
+    stage_bf16(p.x + t0 * p.ldx + h * P, p.ldx, valid, P, sX, o.ldP, nullptr, p.vec_x);
+    // C (bf16, from the group kernel) and S_c (bf16, from the chain): 16-byte copies (8 bf16; N % 16 == 0).
+    const int nq = N / 8;
+    for (int k = tid; k < kQ * nq; k += kSsdThreads) {
+        const int r = k / nq, q = k % nq;
+        *reinterpret_cast<uint4*>(sC + r * o.ldN + 8 * q) =
+            *reinterpret_cast<const uint4*>(p.c16 + (t0 + r) * ldg + g * N + 8 * q);
+    }
+    const uint4* S = reinterpret_cast<const uint4*>(p.states16 + (c * p.H + h) * P * N);
+    for (int k = tid; k < P * nq; k += kSsdThreads) {
+        const int r = k / nq, q = k % nq;
+        *reinterpret_cast<uint4*>(sS + r * o.ldN + 8 * q) = S[k];
     }
     __syncthreads();
 
-    // M = L ∘ C·Bᵀ (causal; L_ij = exp(l_i − l_j)·Δ'_j), and C ← exp(l_i)·C_i re-read in fp32 (one rounding).
-    for (int k = tid; k < kQ * kQ / 2; k += kSsdThreads) {  // two neighbours j, j + 1 per thread: one cvt
-        const int i = k / (kQ / 2), j = 2 * (k % (kQ / 2));
-        const float m0 = j <= i ? sF[i * o.ldF + j] * exp_decay(sl[i] - sl[j]) * sdt[j] : 0.0f;
-        const float m1 =
-            j + 1 <= i ? sF[i * o.ldF + j + 1] * exp_decay(sl[i] - sl[j + 1]) * sdt[j + 1] : 0.0f;
-        *reinterpret_cast<unsigned*>(sM + i * o.ldQ + j) = pack_bf16x2(m0, m1);
-    }
-    stage_bf16(Cc, p.ldc, valid, N, sC, o.ldN, sel, p.vec_c);  // exp(l_i)·C_i
-    // S_c (P×N bf16) into B's place, in 16-byte pieces (N is a multiple of 16: 8 bf16 per piece, rows
-    // aligned).
-    const uint4* S = reinterpret_cast<const uint4*>(p.states16 + (c * p.H + h) * p.P * p.N);
-    for (int k = tid; k < P * N / 8; k += kSsdThreads) {
-        const int r = (k * 8) / N, n = (k * 8) % N;
-        *reinterpret_cast<uint4*>(sS + r * o.ldN + n) = S[k];
+    // M = L ∘ C·Bᵀ (causal; L_ij = exp(l_i − l_j)·Δ'_j), C·Bᵀ from the group kernel. Lane jp of every warp
+    // owns the columns j = 2·jp, j + 1 (one 8-byte load, one cvt per row), the warps split the rows: the
+    // row loop is unrolled so its loads are in flight together. (i, j + 1) with j + 1 > i lies in a diagonal
+    // tile, which the group kernel wrote. The L mask goes through the MUFU ex2 (2 ulp), since M is rounded to
+    // bf16 right after.
+    static_assert(kQ == 64, "one warp spans a row of M in pairs");
+    {
+        const float* cb = p.cb + (c * p.G + g) * kQ * kQ;
+        const int j = 2 * lane;
+        const float lj0 = sl[j], lj1 = sl[j + 1], d0 = sdt[j], d1 = sdt[j + 1];
+#pragma unroll
+        for (int i = warp; i < kQ; i += kSsdThreads / 32) {
+            float m0 = 0.0f, m1 = 0.0f;
+            if (j <= i) {
+                const float2 v = *reinterpret_cast<const float2*>(cb + i * kQ + j);
+                m0 = v.x * ex2_approx(sl[i] - lj0) * d0;
+                if (j + 1 <= i) m1 = v.y * ex2_approx(sl[i] - lj1) * d1;
+            }
+            *reinterpret_cast<unsigned*>(sM + i * o.ldQ + j) = pack_bf16x2(m0, m1);
+        }
     }
     __syncthreads();
 
-    // Y = M·X (K = the causal part of the chunk) + (exp(l)·C)·Sᵀ (K = N), into sF (Q, P) fp32.
+    // Y = diag(exp(l))·(C·S_cᵀ) (K = N; the row scale applied to the fp32 tile) + M·X (K = the causal part),
+    // into sF (Q, P) fp32.
     const int tp = P / 16;
     for (int tile = warp; tile < tq * tp; tile += nwarps) {
         const int qi = tile / tp, pi = tile % tp;
+        float* tF = sF + qi * 16 * o.ldF + pi * 16;
         FragAcc acc;
         wmma::fill_fragment(acc, 0.0f);
+        for (int kk = 0; kk < N / 16; ++kk) {
+            FragA a;   // C (Q×N) row-major
+            FragBt b;  // Sᵀ (N×P): element (n, p) = sS[p][n], column-major with ld = ldN
+            wmma::load_matrix_sync(a, sC + qi * 16 * o.ldN + kk * 16, o.ldN);
+            wmma::load_matrix_sync(b, sS + pi * 16 * o.ldN + kk * 16, o.ldN);
+            wmma::mma_sync(acc, a, b, acc);
+        }
+        wmma::store_matrix_sync(tF, acc, o.ldF, wmma::mem_row_major);
+        __syncwarp();
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {  // rows lane/4 and lane/4 + 8, four columns each (float4)
+            const int r = lane / 4 + 8 * half;
+            const float e = sel[qi * 16 + r];
+            float4* q = reinterpret_cast<float4*>(tF + r * o.ldF + 4 * (lane % 4));
+            float4 v = *q;
+            v.x *= e, v.y *= e, v.z *= e, v.w *= e;
+            *q = v;
+        }
+        __syncwarp();
+        wmma::load_matrix_sync(acc, tF, o.ldF, wmma::mem_row_major);
         for (int kk = 0; kk <= qi; ++kk) {
             FragA a;  // M (Q×Q) row-major
             FragB b;  // X (Q×P) row-major
@@ -339,49 +487,59 @@ __global__ void __launch_bounds__(kSsdThreads) ssd_chunk_out(Params p) {
             wmma::load_matrix_sync(b, sX + kk * 16 * o.ldP + pi * 16, o.ldP);
             wmma::mma_sync(acc, a, b, acc);
         }
-        for (int kk = 0; kk < N / 16; ++kk) {
-            FragA a;   // exp(l)·C (Q×N) row-major
-            FragBt b;  // Sᵀ (N×P): element (n, p) = sS[p][n], column-major with ld = ldN
-            wmma::load_matrix_sync(a, sC + qi * 16 * o.ldN + kk * 16, o.ldN);
-            wmma::load_matrix_sync(b, sS + pi * 16 * o.ldN + kk * 16, o.ldN);
-            wmma::mma_sync(acc, a, b, acc);
-        }
-        wmma::store_matrix_sync(sF + qi * 16 * o.ldF + pi * 16, acc, o.ldF, wmma::mem_row_major);
+        __syncwarp();  // every lane has read the scaled tile before it is overwritten
+        wmma::store_matrix_sync(tF, acc, o.ldF, wmma::mem_row_major);
     }
     __syncthreads();
 
+    // y = Y + D·x, four columns per thread when the rows of x and y allow float4 (P is a multiple of 16).
     const float dskip = p.Dskip ? p.Dskip[h] : 0.0f;
-    for (int k = tid; k < kQ * P; k += kSsdThreads) {
-        const int r = k / P, pp = k % P;
-        const int64_t t = t0 + r;
-        if (t >= p.T) continue;
-        p.y[t * p.ldy + h * p.P + pp] = sF[r * o.ldF + pp] + dskip * p.x[t * p.ldx + h * p.P + pp];
+    if (p.vec_x && p.vec_y) {
+        const int pq = P / 4;
+        for (int k = tid; k < valid * pq; k += kSsdThreads) {
+            const int r = k / pq, q = k % pq;
+            const int64_t t = t0 + r;
+            const float4 f = *reinterpret_cast<const float4*>(sF + r * o.ldF + 4 * q);
+            const float4 xv = *reinterpret_cast<const float4*>(p.x + t * p.ldx + h * P + 4 * q);
+            *reinterpret_cast<float4*>(p.y + t * p.ldy + h * P + 4 * q) =
+                make_float4(f.x + dskip * xv.x, f.y + dskip * xv.y, f.z + dskip * xv.z, f.w + dskip * xv.w);
+        }
+    } else {
+        for (int k = tid; k < valid * P; k += kSsdThreads) {
+            const int r = k / P, pp = k % P;
+            const int64_t t = t0 + r;
+            p.y[t * p.ldy + h * P + pp] = sF[r * o.ldF + pp] + dskip * p.x[t * p.ldx + h * P + pp];
+        }
     }
 }
 
-size_t state_smem_bytes(int64_t P, int64_t N) {
-    return align128(size_t(kQ) * (P + kPadBf16) * 2) + align128(size_t(kQ) * (N + kPadBf16) * 2) +
-           align128(kQ * 4);
+size_t cb_smem_bytes(int64_t N) {
+    return 2 * align128(size_t(kQ) * (N + kPadBf16) * 2);
 }
 
 struct Workspace {
     float* dtp;
     float* lcum;
-    float* states;
+    float* cb;
+    bf16* b16;
+    bf16* c16;
     bf16* states16;
 };
 
-size_t ws_bytes(int64_t T, int64_t H, int64_t P, int64_t N, Workspace* w, void* base) {
+size_t ws_bytes(int64_t T, int64_t H, int64_t P, int64_t G, int64_t N, Workspace* w, void* base) {
     const int64_t chunks = (T + kQ - 1) / kQ, Tpad = chunks * kQ;
-    const size_t a = align128(size_t(H) * Tpad * 4), s = align128(size_t(chunks) * H * P * N * 4);
+    const size_t a = align128(size_t(H) * Tpad * 4), cbb = align128(size_t(chunks) * G * kQ * kQ * 4);
+    const size_t bc = align128(size_t(Tpad) * G * N * 2), s16 = align128(size_t(chunks) * H * P * N * 2);
     if (w) {
         char* b = static_cast<char*>(base);
         w->dtp = reinterpret_cast<float*>(b);
         w->lcum = reinterpret_cast<float*>(b + a);
-        w->states = reinterpret_cast<float*>(b + 2 * a);
-        w->states16 = reinterpret_cast<bf16*>(b + 2 * a + s);
+        w->cb = reinterpret_cast<float*>(b + 2 * a);
+        w->b16 = reinterpret_cast<bf16*>(b + 2 * a + cbb);
+        w->c16 = reinterpret_cast<bf16*>(b + 2 * a + cbb + bc);
+        w->states16 = reinterpret_cast<bf16*>(b + 2 * a + cbb + 2 * bc);
     }
-    return 2 * a + s + s / 2;
+    return 2 * a + cbb + 2 * bc + s16;
 }
 
 }  // namespace
@@ -390,8 +548,8 @@ bool scan_mamba2_ssd_supports(int64_t P, int64_t N) {
     return P > 0 && N > 0 && P % 16 == 0 && N % 16 == 0 && P <= kSsdMaxP && N <= kSsdMaxN;
 }
 
-size_t scan_mamba2_ssd_workspace_bytes(int64_t T, int64_t H, int64_t P, int64_t N) {
-    return T > 0 && H > 0 ? ws_bytes(T, H, P, N, nullptr, nullptr) : 0;
+size_t scan_mamba2_ssd_workspace_bytes(int64_t T, int64_t H, int64_t P, int64_t G, int64_t N) {
+    return T > 0 && H > 0 ? ws_bytes(T, H, P, G, N, nullptr, nullptr) : 0;
 }
 
 void scan_mamba2_ssd(const Mamba2ScanArgs& a, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
@@ -416,7 +574,7 @@ void scan_mamba2_ssd(const Mamba2ScanArgs& a, void* workspace, size_t workspace_
              "scan_mamba2_ssd: more than 65535 chunks of 64 tokens in one call (the forward "
              "calls it per prefill chunk)");
 
-    const size_t need = ws_bytes(a.T, a.H, a.P, a.N, nullptr, nullptr);
+    const size_t need = ws_bytes(a.T, a.H, a.P, a.G, a.N, nullptr, nullptr);
     void* owned = nullptr;
     if (!workspace) {
         CUDA_CHECK(cudaMallocAsync(&owned, need, stream));
@@ -425,7 +583,7 @@ void scan_mamba2_ssd(const Mamba2ScanArgs& a, void* workspace, size_t workspace_
         MS_CHECK(workspace_bytes >= need, "scan_mamba2_ssd: workspace too small");
     }
     Workspace w{};
-    ws_bytes(a.T, a.H, a.P, a.N, &w, workspace);
+    ws_bytes(a.T, a.H, a.P, a.G, a.N, &w, workspace);
 
     Params p{};
     p.T = a.T, p.H = a.H, p.P = a.P, p.G = a.G, p.N = a.N, p.chunks = chunks, p.Tpad = chunks * kQ;
@@ -433,11 +591,12 @@ void scan_mamba2_ssd(const Mamba2ScanArgs& a, void* workspace, size_t workspace_
     p.delta_bias = a.delta_bias, p.softplus = a.delta_softplus ? 1 : 0;
     p.A = a.A, p.B = a.B, p.ldb = a.ldb, p.C = a.C, p.ldc = a.ldc, p.Dskip = a.Dskip, p.thr = a.thr;
     p.y = a.y, p.ldy = a.ldy, p.delta_out = a.delta_out, p.ldo = a.ldo;
-    p.dtp = w.dtp, p.lcum = w.lcum, p.states = w.states, p.states16 = w.states16;
+    p.dtp = w.dtp, p.lcum = w.lcum, p.cb = w.cb, p.b16 = w.b16, p.c16 = w.c16, p.states16 = w.states16;
     const auto rows16 = [](const float* base, int64_t ld) {
         return ld % 4 == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0;
     };
     p.vec_x = rows16(a.x, a.ldx), p.vec_b = rows16(a.B, a.ldb), p.vec_c = rows16(a.C, a.ldc);
+    p.vec_y = rows16(a.y, a.ldy);
 
     // Heads fastest: the blocks resident together read the same chunk's B and C (shared by the heads of a
     // group), so those reads hit in L1/L2.
@@ -445,7 +604,7 @@ void scan_mamba2_ssd(const Mamba2ScanArgs& a, void* workspace, size_t workspace_
     ssd_dt<<<grid, kQ, 0, stream>>>(p, a.probes);
     CUDA_CHECK(cudaGetLastError());
 
-    const size_t smem_state = state_smem_bytes(a.P, a.N);
+    const size_t smem_cb = cb_smem_bytes(a.N);
     const size_t smem_out = out_layout(static_cast<int>(a.P), static_cast<int>(a.N)).bytes;
     // Up to ≈ 170 KB at P = 128, N = 256: opt in above the default 48 KiB.
     auto allow = [](const void* fn, size_t bytes) {
@@ -453,16 +612,24 @@ void scan_mamba2_ssd(const Mamba2ScanArgs& a, void* workspace, size_t workspace_
             CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(bytes)));
     };
-    allow(reinterpret_cast<const void*>(ssd_chunk_state), smem_state);
-    allow(reinterpret_cast<const void*>(ssd_chunk_out), smem_out);
-    ssd_chunk_state<<<grid, kSsdThreads, smem_state, stream>>>(p);
+    allow(reinterpret_cast<const void*>(ssd_cb), smem_cb);
+    // The released Mamba-2 models' shape gets the kernel with constant sizes (see ssd_chunk_out).
+    const bool fixed = a.P == 64 && a.N == 128;
+    const void* out_fn = fixed ? reinterpret_cast<const void*>(ssd_chunk_out<64, 128>)
+                               : reinterpret_cast<const void*>(ssd_chunk_out<0, 0>);
+    allow(out_fn, smem_out);
+    ssd_cb<<<dim3(static_cast<unsigned>(a.G), static_cast<unsigned>(chunks)), kSsdThreads, smem_cb, stream>>>(
+        p);
     CUDA_CHECK(cudaGetLastError());
-    const int64_t PN = a.P * a.N;
-    const dim3 grid_pass(static_cast<unsigned>((PN + kSsdPassThreads - 1) / kSsdPassThreads),
-                         static_cast<unsigned>(a.H));
-    ssd_state_pass<<<grid_pass, kSsdPassThreads, 0, stream>>>(p, a.s);
+    const dim3 grid_chain(static_cast<unsigned>(a.H), static_cast<unsigned>(a.P / 16),
+                          static_cast<unsigned>((a.N + kChainCols - 1) / kChainCols));
+    allow(reinterpret_cast<const void*>(ssd_state_chain), kChainSmem);
+    ssd_state_chain<<<grid_chain, kChainThreads, kChainSmem, stream>>>(p, a.s);
     CUDA_CHECK(cudaGetLastError());
-    ssd_chunk_out<<<grid, kSsdThreads, smem_out, stream>>>(p);
+    if (fixed)
+        ssd_chunk_out<64, 128><<<grid, kSsdThreads, smem_out, stream>>>(p);
+    else
+        ssd_chunk_out<0, 0><<<grid, kSsdThreads, smem_out, stream>>>(p);
     CUDA_CHECK(cudaGetLastError());
     if (owned) CUDA_CHECK(cudaFreeAsync(owned, stream));
 }

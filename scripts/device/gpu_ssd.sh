@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Mamba-2 chunked SSD scan on tensor cores (issue 17), one device call from the repository root with $OUT set
-# (SKIP_AB=1: no MAMBASCOPE_M2_SSD=0 rows; SKIP_DECODE=1: no decode rows; SKIP_PROFILE=1: no Nsight Compute):
+# (SKIP_AB=1: no MAMBASCOPE_M2_SSD=0 rows; SKIP_DECODE=1: no decode rows; SKIP_PROFILE=1: no Nsight Compute;
+# DETAIL=1: also the stall reasons and instruction mix of the chain and output kernels):
 #   1. builds the CUDA backend (GUI off, sm_90);
 #   2. runs every CUDA test (the SSD scan against its CPU twin and the fp32 recurrence; the bf16 Mamba-2
 #      forward through it);
@@ -57,5 +58,32 @@ if [ -n "$NCU" ] && [ "${SKIP_PROFILE:-0}" != 1 ]; then
     --metrics gpu__time_duration.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,sm__inst_issued.avg.pct_of_peak_sustained_active,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum \
     build-gpu/bench/bench_cuda_forward mamba2-1.3b 2>&1 | grep -E "ssd_|gpu__|sm__|dram__|l1tex__" |
     tee -a "$OUT/profile_m2_1.3b_bf16_16k.txt"
+  if [ "${DETAIL:-0}" = 1 ]; then  # stall reasons and instruction mix of the chain and output kernels
+    CUOBJDUMP=$(command -v cuobjdump || echo /usr/local/cuda/bin/cuobjdump)
+    if [ -x "$CUOBJDUMP" ]; then  # SASS opcode counts per SSD kernel (static, per kernel body)
+      /usr/local/cuda/bin/nvcc -std=c++20 -arch=sm_90 -O3 -cubin -Ikernels -Iengine/include \
+        -o /tmp/ssd.cubin kernels/cuda/scan_mamba2_ssd.cu && "$CUOBJDUMP" -sass /tmp/ssd.cubin > "$OUT/ssd_sass.txt"
+      python3 - "$OUT/ssd_sass.txt" <<'PY' | tee "$OUT/ssd_sass_histogram.txt"
+import re, sys, collections
+fn, hist = None, collections.defaultdict(collections.Counter)
+for line in open(sys.argv[1]):
+    m = re.search(r"Function : (\S+)", line)
+    if m:
+        k = re.search(r"\d(ssd_[a-z_]+)", m.group(1))
+        fn = (k.group(1) if k else m.group(1)) + ("<64,128>" if "ILi64ELi128" in m.group(1) else "")
+        continue
+    m = re.search(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)(\.[A-Z0-9_.]+)?", line)
+    if fn and m: hist[fn][m.group(1)] += 1
+for f, h in hist.items():
+    print(f, sum(h.values()), "instructions:", ", ".join(f"{k} {v}" for k, v in h.most_common(14)))
+PY
+    fi
+    BENCH_FORWARD_PROFILE=16384 timeout 120 "$NCU" --clock-control none \
+      --kernel-name regex:'ssd_(state_chain|chunk_out)' --launch-count 2 \
+      --section WarpStateStats --section SchedulerStats --section InstructionStats --section Occupancy \
+      build-gpu/bench/bench_cuda_forward mamba2-1.3b > "$OUT/profile_ssd_detail.txt" 2>&1
+    grep -E "ssd_|Stall|Warp Cycles|Issued|Eligible|Occupancy|Registers|Block Limit|Executed Ipc" \
+      "$OUT/profile_ssd_detail.txt" | head -60
+  fi
 fi
 echo "total: $(elapsed) s"

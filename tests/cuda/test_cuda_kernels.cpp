@@ -404,8 +404,15 @@ struct M2Data {
     std::vector<float> x, dt_raw, bias, A, B, C, D, s0;
 };
 
+// Strided rows, as slices of wider buffers. The strides of x and y are multiples of 4 for even T and not for
+// odd T, so kernels with float4 paths for x and y (the chunked SSD) run both paths across the cases.
 M2Data make_m2(const M2Case& c, std::mt19937& rng) {
-    M2Data d{c.T, c.H, c.P, c.G, c.N, c.H * c.P + 4, c.H + 3, c.G * c.N + 5, c.G * c.N + 8, c.H * c.P + 1};
+    const bool odd = c.T % 2 != 0;
+    M2Data d{c.T,           c.H,
+             c.P,           c.G,
+             c.N,           c.H * c.P + (odd ? 3 : 4),
+             c.H + 3,       c.G * c.N + 5,
+             c.G * c.N + 8, c.H * c.P + (odd ? 1 : 4)};
     d.x = randn(d.T * d.ldx, rng);
     d.dt_raw = uniform(d.T * d.ldd, rng, -5.0f, 0.5f);
     d.bias = uniform(d.H, rng, -0.5f, 0.5f);

@@ -552,7 +552,8 @@ ForwardResult prefill_on_device(const Model& model, std::span<const int32_t> ids
                 if (want_delta) a.delta_out = delta_used.ptr, a.ldo = C;
                 if (bf16 && R >= kSsdMinTokens && m2_ssd_enabled() &&
                     kc::scan_mamba2_ssd_supports(c.head_dim, N)) {
-                    ws.scan_ws.resize(kc::scan_mamba2_ssd_workspace_bytes(R, c.n_heads, c.head_dim, N));
+                    ws.scan_ws.resize(
+                        kc::scan_mamba2_ssd_workspace_bytes(R, c.n_heads, c.head_dim, c.n_groups, N));
                     kc::scan_mamba2_ssd(a, ws.scan_ws.ptr, ws.scan_ws.count, s);
                 } else {
                     kc::scan_mamba2(a, nullptr, 0, s);

@@ -48,6 +48,11 @@ inline void __syncthreads() {
     emu_cur->block->arrive_and_wait();
 }
 
+// All lanes of the calling thread's warp (kernels call it warp-uniformly, as CUDA requires).
+inline void __syncwarp(unsigned = 0xffffffffu) {
+    emu_cur->warps[threadIdx.x / 32]->arrive_and_wait();
+}
+
 template <class T>
 T __shfl_xor_sync(unsigned, T v, int o) {
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
@@ -61,7 +66,8 @@ T __shfl_xor_sync(unsigned, T v, int o) {
 template <class T>
 T __shfl_down_sync(unsigned, T v, unsigned delta) {
     const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
-    const int n = std::min<int>(32, static_cast<int>(blockDim.x) - 32 * w);  // lanes of this (maybe partial) warp
+    const int n =
+        std::min<int>(32, static_cast<int>(blockDim.x) - 32 * w);  // lanes of this (maybe partial) warp
     emu_cur->slots[threadIdx.x] = static_cast<double>(v);
     emu_cur->warps[w]->arrive_and_wait();
     const int src = lane + static_cast<int>(delta);
@@ -108,24 +114,25 @@ inline EmuCfg emu_cfg(dim3 g, dim3 b, size_t = 0, cudaStream_t = nullptr) {
 }
 inline int emu_sms = 132;
 inline void emu_launch(EmuCfg c, const std::function<void()>& body) {
-    for (unsigned by = 0; by < c.grid.y; ++by)
-        for (unsigned bx = 0; bx < c.grid.x; ++bx) {
-            EmuBlock blk;
-            const unsigned n = c.block.x;
-            blk.block = std::make_unique<std::barrier<>>(n);
-            for (unsigned w = 0; w < (n + 31) / 32; ++w)
-                blk.warps.push_back(std::make_unique<std::barrier<>>(std::min(32u, n - 32 * w)));
-            emu_cur = &blk;
-            std::vector<std::thread> th;
-            for (unsigned t = 0; t < n; ++t)
-                th.emplace_back([&, t] {
-                    emu_threadIdx = dim3(t, 0, 0);
-                    emu_blockIdx = dim3(bx, by, 0);
-                    emu_blockDim = c.block;
-                    body();
-                });
-            for (auto& x : th) x.join();
-        }
+    for (unsigned bz = 0; bz < c.grid.z; ++bz)
+        for (unsigned by = 0; by < c.grid.y; ++by)
+            for (unsigned bx = 0; bx < c.grid.x; ++bx) {
+                EmuBlock blk;
+                const unsigned n = c.block.x;
+                blk.block = std::make_unique<std::barrier<>>(n);
+                for (unsigned w = 0; w < (n + 31) / 32; ++w)
+                    blk.warps.push_back(std::make_unique<std::barrier<>>(std::min(32u, n - 32 * w)));
+                emu_cur = &blk;
+                std::vector<std::thread> th;
+                for (unsigned t = 0; t < n; ++t)
+                    th.emplace_back([&, t] {
+                        emu_threadIdx = dim3(t, 0, 0);
+                        emu_blockIdx = dim3(bx, by, bz);
+                        emu_blockDim = c.block;
+                        body();
+                    });
+                for (auto& x : th) x.join();
+            }
 }
 inline float emu_smem[1 << 16] __attribute__((aligned(16)));
 inline float rsqrtf(float x) {

@@ -9,7 +9,10 @@ dm = dm.replace('asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));', 'r = st
 # cp.async (global -> shared, completes by cp_async_wait_all) becomes an immediate copy; commit/wait are no-ops.
 dm = re.sub(r'(void cp_async_f32\(float\* dst_smem, const float\* src, bool valid\) \{).*?\n\}',
             r'\1\n    *dst_smem = valid ? *src : 0.0f;\n}', dm, flags=re.S)
+dm = re.sub(r'(void cp_async_16\(void\* dst_smem, const void\* src, bool valid\) \{).*?\n\}',
+            r'\1\n    if (valid) std::memcpy(dst_smem, src, 16); else std::memset(dst_smem, 0, 16);\n}', dm, flags=re.S)
 dm = re.sub(r'asm volatile\("cp\.async\.(commit_group|wait_all);\\n" ::: "memory"\);', '', dm)
+dm = dm.replace('asm volatile("cp.async.wait_group %0;\\n" ::"n"(kPending) : "memory");', '')
 assert 'asm' not in dm, [l for l in dm.splitlines() if 'asm' in l]
 open(out + 'device_math_emu.h', 'w').write('#include "emu.h"\n' + dm)
 for name in ['scan_mamba1', 'scan_mamba2', 'scan_mamba2_ssd', 'conv1d_silu', 'rmsnorm', 'gemv']:
