@@ -32,7 +32,9 @@ namespace wmma = nvcuda::wmma;
 constexpr int kQ = static_cast<int>(kSsdChunk);
 constexpr int kSsdThreads = 256;  // 8 warps per block (state and output kernels)
 constexpr int kPadBf16 = 8;       // row padding of bf16 tiles (16 B: ldmatrix rows on distinct banks)
-constexpr int kPadF32 = 4;        // row padding of fp32 tiles
+// Row padding of fp32 tiles written by store_matrix_sync (P and 16 are multiples of 16, so row strides are
+// ≡ 8 words mod 16): the 4 row groups of each half-warp's 8-byte accumulator stores fall on distinct banks.
+constexpr int kPadF32 = 8;
 constexpr int64_t kSsdMaxP = 128;
 constexpr int64_t kSsdMaxN = 256;
 
@@ -236,16 +238,17 @@ static_assert(kChainXPieces * 4 * kChainThreads == kQ * 16 &&
 constexpr size_t kChainStageX = size_t(kQ) * 16 * 4, kChainStageB = size_t(kQ) * kChainLdB * 2;
 constexpr size_t kChainStageBytes = kChainStageX + kChainStageB + 2 * size_t(kQ) * 4;
 constexpr size_t kChainXwBytes = size_t(kQ) * kChainLdX * 2;
-// ≈ 49 KB: 4 blocks (16 warps) per SM.
+// ≈ 50 KB: 4 blocks (16 warps) per SM.
 constexpr size_t kChainSmem =
     kChainStages * kChainStageBytes + kChainXwBytes + size_t(kChainWarps) * 16 * kChainLdT * 4;
 
 // A warp's 16×16 fp32 tile, lane r/2 holding row r/2, columns 8·(r%2)..+8: the lane's part of a tile stored
 // with store_matrix_sync at ld kChainLdT.
 __device__ __forceinline__ uint4 tile_row8_bf16(const float* t, int lane) {
-    const float* v = t + (lane / 2) * kChainLdT + (lane % 2) * 8;
-    return make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]), pack_bf16x2(v[4], v[5]),
-                      pack_bf16x2(v[6], v[7]));
+    const float4* v = reinterpret_cast<const float4*>(t + (lane / 2) * kChainLdT + (lane % 2) * 8);
+    const float4 a = v[0], b = v[1];
+    return make_uint4(pack_bf16x2(a.x, a.y), pack_bf16x2(a.z, a.w), pack_bf16x2(b.x, b.y),
+                      pack_bf16x2(b.z, b.w));
 }
 
 __global__ void __launch_bounds__(kChainThreads) ssd_state_chain(Params p, float* s) {
@@ -268,38 +271,45 @@ __global__ void __launch_bounds__(kChainThreads) ssd_state_chain(Params p, float
                 warp * 16 * kChainLdT;
 
     // Chunk c's operands into ring stage st (zeros past the end; a group is committed either way, so that
-    // cp_async_wait_group counts chunks).
+    // cp_async_wait_group counts chunks). Each thread's source addresses for chunk 0 are fixed here; chunk c
+    // adds c rows of kQ (the loop runs once per chunk in a latency-bound kernel: no 64-bit index products in
+    // it).
+    const float* xsrc[kChainXPieces];
+    const bf16* bsrc[kChainBPieces];
+#pragma unroll
+    for (int v = 0; v < kChainXPieces; ++v) {
+        const int k = tid + v * kChainThreads, j = k / 4, q = k % 4;
+        xsrc[v] = p.x + j * p.ldx + h * p.P + p0 + 4 * q;
+    }
+#pragma unroll
+    for (int v = 0; v < kChainBPieces; ++v) {
+        const int k = tid + v * kChainThreads, r = k / (kChainCols / 8), q = k % (kChainCols / 8);
+        bsrc[v] = p.b16 + r * ldg + g * p.N + nb + 8 * q;
+    }
+    const bool is_l = tid < kQ / 4;  // threads < kQ/2 copy l (first half) and Δ' (second half), 4 per piece
+    const int li4 = 4 * (is_l ? tid : tid - kQ / 4);
+    const float* lsrc = (is_l ? p.lcum : p.dtp) + h * p.Tpad + li4;
     auto issue = [&](int64_t c, int st) {
         if (c < p.chunks) {
-            const int64_t t0 = c * kQ;
+            const int64_t t0 = c * kQ, xo = t0 * p.ldx, bo = t0 * ldg;
 #pragma unroll
             for (int v = 0; v < kChainXPieces; ++v) {
                 const int k = tid + v * kChainThreads, j = k / 4, q = k % 4;
-                const int64_t t = t0 + j;
-                const bool ok = t < p.T;
+                const bool ok = t0 + j < p.T;
                 float* dst = sx(st) + j * 16 + 4 * q;
-                const float* src = ok ? p.x + t * p.ldx + h * p.P + p0 + 4 * q : p.x;
                 if (p.vec_x) {
-                    cp_async_16(dst, src, ok);
+                    cp_async_16(dst, ok ? xsrc[v] + xo : p.x, ok);
                 } else {
-                    for (int e = 0; e < 4; ++e) cp_async_f32(dst + e, ok ? src + e : p.x, ok);
+                    for (int e = 0; e < 4; ++e) cp_async_f32(dst + e, ok ? xsrc[v] + xo + e : p.x, ok);
                 }
             }
 #pragma unroll
             for (int v = 0; v < kChainBPieces; ++v) {
                 const int k = tid + v * kChainThreads, r = k / (kChainCols / 8), q = k % (kChainCols / 8);
-                const int col = nb + 8 * q;
-                const bool ok = col < N;
-                cp_async_16(sb(st) + r * kChainLdB + 8 * q,
-                            ok ? p.b16 + (t0 + r) * ldg + g * p.N + col : p.b16, ok);
+                const bool ok = nb + 8 * q < N;
+                cp_async_16(sb(st) + r * kChainLdB + 8 * q, ok ? bsrc[v] + bo : p.b16, ok);
             }
-            if (tid <
-                kQ / 2) {  // l and Δ' of the chunk, 4 per piece (the workspace rows are 16-byte aligned)
-                const bool is_l = tid < kQ / 4;
-                const int i = 4 * (is_l ? tid : tid - kQ / 4);
-                cp_async_16((is_l ? sl(st) : sd(st)) + i, (is_l ? p.lcum : p.dtp) + h * p.Tpad + t0 + i,
-                            true);
-            }
+            if (tid < kQ / 2) cp_async_16((is_l ? sl(st) : sd(st)) + li4, lsrc + t0, true);
         }
         cp_async_commit();
     };
@@ -362,23 +372,23 @@ __global__ void __launch_bounds__(kChainThreads) ssd_state_chain(Params p, float
 }
 
 // ---- 4. outputs: grid (H, chunks), kSsdThreads
-// ----------------------------------------------------------------
+// ---------------------------------------------------------------- The shared memory holds C and S_c (bf16,
+// copied by cp.async as the block starts), X (bf16), M = L∘C·Bᵀ (bf16) and exp(l). Y's fp32 tiles reuse C's
+// space once every warp has its C·S_cᵀ products in registers: ≈ 53 KB at P = 64, N = 128, four blocks per SM.
 struct OutLayout {
     int ldN, ldP, ldQ, ldF;
-    size_t oC, oS, oX, oM, oF, ol, odt, oel, bytes;
+    size_t oC, oS, oX, oM, oel, bytes;
 };
 
 __host__ __device__ OutLayout out_layout(int P, int N) {
     OutLayout o{};
-    o.ldN = N + kPadBf16, o.ldP = P + kPadBf16, o.ldQ = kQ + kPadBf16, o.ldF = max(kQ, P) + kPadF32;
+    o.ldN = N + kPadBf16, o.ldP = P + kPadBf16, o.ldQ = kQ + kPadBf16, o.ldF = P + kPadF32;
     size_t at = 0;
-    o.oC = at, at += align128(size_t(kQ) * o.ldN * 2);  // C (Q, ldN) bf16
+    o.oC = at;  // C (Q, ldN) bf16; later Y (Q, ldF) fp32
+    at += align128(max(size_t(kQ) * o.ldN * 2, size_t(kQ) * o.ldF * 4));
     o.oS = at, at += align128(size_t(P) * o.ldN * 2);   // S_c (P, ldN) bf16
     o.oX = at, at += align128(size_t(kQ) * o.ldP * 2);  // X (Q, ldP) bf16
     o.oM = at, at += align128(size_t(kQ) * o.ldQ * 2);  // L∘CB (Q, ldQ) bf16
-    o.oF = at, at += align128(size_t(kQ) * o.ldF * 4);  // Y (Q, P) fp32
-    o.ol = at, at += align128(kQ * 4);                  // l·log2(e)
-    o.odt = at, at += align128(kQ * 4);                 // Δ'
     o.oel = at, at += align128(kQ * 4);                 // exp(l)
     o.bytes = at;
     return o;
@@ -395,100 +405,114 @@ __global__ void __launch_bounds__(kSsdThreads) ssd_chunk_out(Params p) {
     const OutLayout o = out_layout(P, N);
     char* base = reinterpret_cast<char*>(smem);
     bf16* sC = reinterpret_cast<bf16*>(base + o.oC);
+    float* sF = reinterpret_cast<float*>(base + o.oC);  // after the C·S_cᵀ products
     bf16* sS = reinterpret_cast<bf16*>(base + o.oS);
     bf16* sX = reinterpret_cast<bf16*>(base + o.oX);
     bf16* sM = reinterpret_cast<bf16*>(base + o.oM);
-    float* sF = reinterpret_cast<float*>(base + o.oF);
-    float* sl = reinterpret_cast<float*>(base + o.ol);
-    float* sdt = reinterpret_cast<float*>(base + o.odt);
     float* sel = reinterpret_cast<float*>(base + o.oel);
     const int64_t h = blockIdx.x, c = blockIdx.y, g = h / (p.H / p.G), ldg = p.G * N;
     const int64_t t0 = c * kQ;
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, nwarps = kSsdThreads / 32;
     constexpr int tq = kQ / 16;
+    const float* lh = p.lcum + h * p.Tpad + t0;
+    const float* dh = p.dtp + h * p.Tpad + t0;
 
-    if (tid < kQ) {
-        const float l = p.lcum[h * p.Tpad + t0 + tid];
-        sl[tid] = l * kLog2e;  // l in log2 units for the L mask
-        sel[tid] = exp_decay(l);
-        sdt[tid] = p.dtp[h * p.Tpad + t0 + tid];
-    }
-    const int valid = static_cast<int>(p.T - t0 < kQ ? p.T - t0 : kQ);
-    stage_bf16(p.x + t0 * p.ldx + h * P, p.ldx, valid, P, sX, o.ldP, nullptr, p.vec_x);
-    // C (bf16, from the group kernel) and S_c (bf16, from the chain): 16-byte copies (8 bf16; N % 16 == 0).
+    // C (bf16, from the group kernel) and S_c (bf16, from the chain): 16-byte asynchronous copies, in flight
+    // while X is staged and M computed (N % 16 == 0: 8 bf16 per copy, rows 16-byte aligned).
     const int nq = N / 8;
     for (int k = tid; k < kQ * nq; k += kSsdThreads) {
         const int r = k / nq, q = k % nq;
-        *reinterpret_cast<uint4*>(sC + r * o.ldN + 8 * q) =
-            *reinterpret_cast<const uint4*>(p.c16 + (t0 + r) * ldg + g * N + 8 * q);
+        cp_async_16(sC + r * o.ldN + 8 * q, p.c16 + (t0 + r) * ldg + g * N + 8 * q, true);
     }
-    const uint4* S = reinterpret_cast<const uint4*>(p.states16 + (c * p.H + h) * P * N);
+    const bf16* S = p.states16 + (c * p.H + h) * P * N;
     for (int k = tid; k < P * nq; k += kSsdThreads) {
         const int r = k / nq, q = k % nq;
-        *reinterpret_cast<uint4*>(sS + r * o.ldN + 8 * q) = S[k];
+        cp_async_16(sS + r * o.ldN + 8 * q, S + 8 * k, true);
     }
-    __syncthreads();
+    cp_async_commit();
+    if (tid < kQ) sel[tid] = exp_decay(lh[tid]);
+    const int valid = static_cast<int>(p.T - t0 < kQ ? p.T - t0 : kQ);
+    stage_bf16(p.x + t0 * p.ldx + h * P, p.ldx, valid, P, sX, o.ldP, nullptr, p.vec_x);
 
-    // M = L ∘ C·Bᵀ (causal; L_ij = exp(l_i − l_j)·Δ'_j), C·Bᵀ from the group kernel. Lane jp of every warp
-    // owns the columns j = 2·jp, j + 1 (one 8-byte load, one cvt per row), the warps split the rows: the
-    // row loop is unrolled so its loads are in flight together. (i, j + 1) with j + 1 > i lies in a diagonal
-    // tile, which the group kernel wrote. The L mask goes through the MUFU ex2 (2 ulp), since M is rounded to
-    // bf16 right after.
+    // M = L ∘ C·Bᵀ (causal; L_ij = exp(l_i − l_j)·Δ'_j), C·Bᵀ from the group kernel, l and Δ' read directly
+    // (every load of the loop is issued before the first use). Lane jp of every warp owns the columns
+    // j = 2·jp, j + 1 (one 8-byte load, one cvt per row), the warps split the rows. (i, j + 1) with j + 1 > i
+    // lies in a diagonal tile, which the group kernel wrote. The L mask goes through the MUFU ex2 (2 ulp),
+    // since M is rounded to bf16 right after.
     static_assert(kQ == 64, "one warp spans a row of M in pairs");
     {
+        constexpr int kRows = kQ / (kSsdThreads / 32);
         const float* cb = p.cb + (c * p.G + g) * kQ * kQ;
         const int j = 2 * lane;
-        const float lj0 = sl[j], lj1 = sl[j + 1], d0 = sdt[j], d1 = sdt[j + 1];
+        const float lj0 = lh[j] * kLog2e, lj1 = lh[j + 1] * kLog2e, d0 = dh[j], d1 = dh[j + 1];
+        float2 v[kRows];
+        float li[kRows];
 #pragma unroll
-        for (int i = warp; i < kQ; i += kSsdThreads / 32) {
-            float m0 = 0.0f, m1 = 0.0f;
-            if (j <= i) {
-                const float2 v = *reinterpret_cast<const float2*>(cb + i * kQ + j);
-                m0 = v.x * ex2_approx(sl[i] - lj0) * d0;
-                if (j + 1 <= i) m1 = v.y * ex2_approx(sl[i] - lj1) * d1;
-            }
+        for (int u = 0; u < kRows; ++u) {
+            const int i = warp + u * nwarps;
+            v[u] = j <= i ? *reinterpret_cast<const float2*>(cb + i * kQ + j) : make_float2(0.0f, 0.0f);
+            li[u] = lh[i] * kLog2e;
+        }
+#pragma unroll
+        for (int u = 0; u < kRows; ++u) {
+            const int i = warp + u * nwarps;
+            const float m0 = j <= i ? v[u].x * ex2_approx(li[u] - lj0) * d0 : 0.0f;
+            const float m1 = j + 1 <= i ? v[u].y * ex2_approx(li[u] - lj1) * d1 : 0.0f;
             *reinterpret_cast<unsigned*>(sM + i * o.ldQ + j) = pack_bf16x2(m0, m1);
         }
     }
+    cp_async_wait_all();
     __syncthreads();
 
-    // Y = diag(exp(l))·(C·S_cᵀ) (K = N; the row scale applied to the fp32 tile) + M·X (K = the causal part),
-    // into sF (Q, P) fp32.
+    // Y = diag(exp(l))·(C·S_cᵀ) (K = N) + M·X (K = the causal part), tiles (qi, pi) over the warps. First
+    // every warp's C·S_cᵀ tiles into registers, so that C's space can then take Y's fp32 tiles; the row scale
+    // exp(l_i) is applied to the stored tile (the fragment's layout is opaque), then M·X accumulates on top.
     const int tp = P / 16;
-    for (int tile = warp; tile < tq * tp; tile += nwarps) {
+    constexpr int kTiles = (tq * (kP ? kP : int(kSsdMaxP)) / 16 + kSsdThreads / 32 - 1) / (kSsdThreads / 32);
+    FragAcc acc[kTiles];
+#pragma unroll
+    for (int u = 0; u < kTiles; ++u) {
+        const int tile = warp + u * nwarps;
+        if (tile >= tq * tp) break;
         const int qi = tile / tp, pi = tile % tp;
-        float* tF = sF + qi * 16 * o.ldF + pi * 16;
-        FragAcc acc;
-        wmma::fill_fragment(acc, 0.0f);
+        wmma::fill_fragment(acc[u], 0.0f);
         for (int kk = 0; kk < N / 16; ++kk) {
             FragA a;   // C (Q×N) row-major
             FragBt b;  // Sᵀ (N×P): element (n, p) = sS[p][n], column-major with ld = ldN
             wmma::load_matrix_sync(a, sC + qi * 16 * o.ldN + kk * 16, o.ldN);
             wmma::load_matrix_sync(b, sS + pi * 16 * o.ldN + kk * 16, o.ldN);
-            wmma::mma_sync(acc, a, b, acc);
+            wmma::mma_sync(acc[u], a, b, acc[u]);
         }
-        wmma::store_matrix_sync(tF, acc, o.ldF, wmma::mem_row_major);
+    }
+    __syncthreads();  // C is no longer read: its space takes Y
+#pragma unroll
+    for (int u = 0; u < kTiles; ++u) {
+        const int tile = warp + u * nwarps;
+        if (tile >= tq * tp) break;
+        const int qi = tile / tp, pi = tile % tp;
+        float* tF = sF + qi * 16 * o.ldF + pi * 16;
+        wmma::store_matrix_sync(tF, acc[u], o.ldF, wmma::mem_row_major);
         __syncwarp();
 #pragma unroll
         for (int half = 0; half < 2; ++half) {  // rows lane/4 and lane/4 + 8, four columns each (float4)
             const int r = lane / 4 + 8 * half;
             const float e = sel[qi * 16 + r];
             float4* q = reinterpret_cast<float4*>(tF + r * o.ldF + 4 * (lane % 4));
-            float4 v = *q;
-            v.x *= e, v.y *= e, v.z *= e, v.w *= e;
-            *q = v;
+            float4 f = *q;
+            f.x *= e, f.y *= e, f.z *= e, f.w *= e;
+            *q = f;
         }
         __syncwarp();
-        wmma::load_matrix_sync(acc, tF, o.ldF, wmma::mem_row_major);
+        wmma::load_matrix_sync(acc[u], tF, o.ldF, wmma::mem_row_major);
         for (int kk = 0; kk <= qi; ++kk) {
             FragA a;  // M (Q×Q) row-major
             FragB b;  // X (Q×P) row-major
             wmma::load_matrix_sync(a, sM + qi * 16 * o.ldQ + kk * 16, o.ldQ);
             wmma::load_matrix_sync(b, sX + kk * 16 * o.ldP + pi * 16, o.ldP);
-            wmma::mma_sync(acc, a, b, acc);
+            wmma::mma_sync(acc[u], a, b, acc[u]);
         }
         __syncwarp();  // every lane has read the scaled tile before it is overwritten
-        wmma::store_matrix_sync(tF, acc, o.ldF, wmma::mem_row_major);
+        wmma::store_matrix_sync(tF, acc[u], o.ldF, wmma::mem_row_major);
     }
     __syncthreads();
 
