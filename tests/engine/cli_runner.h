@@ -47,16 +47,17 @@ struct CliRun {
 };
 
 // Runs the CLI with stdout and stderr captured in separate files (neither is a terminal); `stdin_file` feeds
-// stdin.
-inline CliRun run_cli(const std::string& args, const std::filesystem::path& stdin_file = "/dev/null") {
+// stdin; `env` runs first on the command line (e.g. "env OMP_WAIT_POLICY=active").
+inline CliRun run_cli(const std::string& args, const std::filesystem::path& stdin_file = "/dev/null",
+                      const std::string& env = "") {
     static int n = 0;
     const auto d =
         std::filesystem::temp_directory_path() / ("mambascope_cli_io_" + std::to_string(::getpid()));
     std::filesystem::create_directories(d);
     const auto o = d / ("o" + std::to_string(n)), e = d / ("e" + std::to_string(n++));
     CliRun r;
-    r.rc = run_shell(std::string(MAMBASCOPE_CLI_PATH) + " " + args + " < " + stdin_file.string() + " > " +
-                     o.string() + " 2> " + e.string());
+    r.rc = run_shell((env.empty() ? "" : env + " ") + std::string(MAMBASCOPE_CLI_PATH) + " " + args + " < " +
+                     stdin_file.string() + " > " + o.string() + " 2> " + e.string());
     r.out = slurp(o);
     r.err = slurp(e);
     return r;

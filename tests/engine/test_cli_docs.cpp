@@ -3,9 +3,7 @@
 // continuations) is checked against `mambascope-cli COMMAND --help`, which CLI11 generates from the option
 // table.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -15,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "cli_runner.h"
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -22,14 +22,8 @@ namespace {
 const fs::path kRoot = fs::path(MAMBASCOPE_RESOURCES_DIR).parent_path();
 
 std::string help_of(const std::string& command) {
-    const std::string cmd = std::string(MAMBASCOPE_CLI_PATH) + " " + command + " --help 2>&1";
-    std::string out;
-    if (FILE* p = ::popen(cmd.c_str(), "r")) {
-        char buf[4096];
-        for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
-        ::pclose(p);
-    }
-    return out;
+    const auto r = mambascope::test::run_cli(command + " --help");
+    return r.out + r.err;
 }
 
 // Options that exist but are hidden from the help on purpose (memory benchmarks, docs/benchmarks.md).

@@ -3,9 +3,10 @@
 // reports page faults, system time and the GEMM backend.
 #include <gtest/gtest.h>
 
-#include <cstdio>
 #include <filesystem>
 #include <string>
+
+#include "cli_runner.h"
 
 namespace fs = std::filesystem;
 
@@ -13,15 +14,10 @@ namespace {
 
 const fs::path kDemo = fs::path(MAMBASCOPE_RESOURCES_DIR) / "models" / "demo-mamba1";
 
+// The CLI's stdout and stderr together, run after `env` on its command line.
 std::string run(const std::string& env, const std::string& args) {
-    const std::string cmd = env + " " + std::string(MAMBASCOPE_CLI_PATH) + " " + args + " 2>&1";
-    std::string out;
-    if (FILE* p = ::popen(cmd.c_str(), "r")) {
-        char buf[4096];
-        for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
-        ::pclose(p);
-    }
-    return out;
+    const auto r = mambascope::test::run_cli(args, "/dev/null", env);
+    return r.out + r.err;
 }
 
 }  // namespace

@@ -1,11 +1,8 @@
-// The shipped passkey demo (issue 12): the embedded demo-mamba2 finds the key at its training length, loses it at
-// 64x, and LongMamba with the shipped calibration finds it again; the demo session is that haystack; the CLI's
-// retrieval command writes what it says. These pin docs/results.md's claims on every fresh clone.
+// The shipped passkey demo (issue 12): the embedded demo-mamba2 finds the key at its training length, loses
+// it at 64x, and LongMamba with the shipped calibration finds it again; the demo session is that haystack;
+// the CLI's retrieval command writes what it says. These pin docs/results.md's claims on every fresh clone.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -19,6 +16,8 @@
 #include "mambascope/session.h"
 #include "mambascope/tokenizer.h"
 
+#include "cli_runner.h"
+
 using namespace mambascope;
 namespace fs = std::filesystem;
 
@@ -27,21 +26,13 @@ namespace {
 const fs::path kRes = MAMBASCOPE_RESOURCES_DIR;
 
 fs::path tmpdir(const std::string& name) {
-    auto d = fs::temp_directory_path() / ("mambascope_ret_" + name + "_" + std::to_string(::getpid()));
-    fs::remove_all(d);
-    fs::create_directories(d);
-    return d;
+    return mambascope::test::fresh_temp_dir("mambascope_ret", name);
 }
 
 // Runs the CLI, returns (exit code, stdout).
 std::pair<int, std::string> cli(const std::string& args) {
-    const std::string cmd = std::string(MAMBASCOPE_CLI_PATH) + " " + args + " 2>/dev/null";
-    FILE* p = ::popen(cmd.c_str(), "r");
-    std::string out;
-    char buf[4096];
-    while (p && std::fgets(buf, sizeof buf, p)) out += buf;
-    const int rc = p ? ::pclose(p) : -1;
-    return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out};
+    const auto r = mambascope::test::run_cli(args);
+    return {r.rc, r.out};
 }
 
 }  // namespace
@@ -104,8 +95,9 @@ TEST(PasskeyDemo, SessionIsA64xHaystackAndAnalyzePrintsTheAnswers) {
 
 TEST(RetrievalCli, WritesCsvJsonAndACellTraceAndRejectsBadArguments) {  // --out: the JSON result file
     const auto dir = tmpdir("cli");
-    const std::string base = "retrieval --model demo --lengths 300,600 --depths 0,1 --samples 1 "
-                             "--methods vanilla,longmamba ";
+    const std::string base =
+        "retrieval --model demo --lengths 300,600 --depths 0,1 --samples 1 "
+        "--methods vanilla,longmamba ";
     auto [rc, out] = cli(base + "--csv " + (dir / "r.csv").string() + " --out " + (dir / "r.json").string() +
                          " --trace " + (dir / "c.h5").string() + " --trace-cell 600:1:0");
     ASSERT_EQ(rc, 0) << out;
