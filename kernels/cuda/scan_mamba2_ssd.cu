@@ -74,6 +74,34 @@ struct Params {
         vec_y;  // rows of x / B / C / y are float4-aligned (stride % 4 == 0, 16-byte base)
 };
 
+// bf16 fragment loads from shared memory. wmma::load_matrix_sync emits the generic-address form of
+// wmma.load for bf16 operands (the fp32 accumulator loads and stores do get .shared), which the H200 SASS
+// showed as generic 64-bit LDs plus MOVM transposes; the .shared form below takes a 32-bit shared address.
+// The fragment is the PTX instruction's 4 × b32 registers (8 bf16 per lane for every 16×16×16 bf16 operand).
+// The CPU emulation (tests/cuda/emu) defines MAMBASCOPE_EMU and uses load_matrix_sync.
+#define SSD_LOAD_SHARED(FRAG, ABC, LAYOUT)                                                \
+    __device__ __forceinline__ void load_shared(FRAG& f, const bf16* p, unsigned ld) {    \
+        unsigned* r = reinterpret_cast<unsigned*>(&f.x[0]);                               \
+        asm volatile("wmma.load." ABC ".sync.aligned." LAYOUT                             \
+                     ".m16n16k16.shared.bf16 {%0, %1, %2, %3}, [%4], %5;"                 \
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])                     \
+                     : "r"(static_cast<unsigned>(__cvta_generic_to_shared(p))), "r"(ld)); \
+    }
+#if defined(MAMBASCOPE_EMU)
+template <class F>
+void load_shared(F& f, const bf16* p, unsigned ld) {
+    wmma::load_matrix_sync(f, p, ld);
+}
+#else
+static_assert(sizeof(FragA) == 16 && sizeof(FragAt) == 16 && sizeof(FragB) == 16 && sizeof(FragBt) == 16,
+              "a bf16 16x16x16 operand fragment is 4 registers per lane");
+SSD_LOAD_SHARED(FragA, "a", "row")
+SSD_LOAD_SHARED(FragAt, "a", "col")
+SSD_LOAD_SHARED(FragB, "b", "row")
+SSD_LOAD_SHARED(FragBt, "b", "col")
+#endif
+#undef SSD_LOAD_SHARED
+
 __host__ __device__ constexpr size_t align128(size_t b) {
     return (b + 127) / 128 * 128;
 }
@@ -203,8 +231,8 @@ __global__ void __launch_bounds__(kSsdThreads) ssd_cb(Params p) {
         for (int kk = 0; kk < N / 16; ++kk) {
             FragA a;   // C (Q×N) row-major
             FragBt b;  // Bᵀ (N×Q): element (n, j) = sB[j][n], column-major with ld = ldN
-            wmma::load_matrix_sync(a, sC + qi * 16 * ldN + kk * 16, ldN);
-            wmma::load_matrix_sync(b, sB + qj * 16 * ldN + kk * 16, ldN);
+            load_shared(a, sC + qi * 16 * ldN + kk * 16, ldN);
+            load_shared(b, sB + qj * 16 * ldN + kk * 16, ldN);
             wmma::mma_sync(acc, a, b, acc);
         }
         wmma::store_matrix_sync(out + qi * 16 * kQ + qj * 16, acc, kQ, wmma::mem_row_major);
@@ -350,8 +378,8 @@ __global__ void __launch_bounds__(kChainThreads) ssd_state_chain(Params p, float
             for (int kk = 0; kk < kQ / 16; ++kk) {
                 FragAt a;  // (w·X)ᵀ (16 channels × Q): element (p, j) = sXw[j][p], column-major
                 FragB b;   // B (Q × 16 states), row-major
-                wmma::load_matrix_sync(a, sXw + kk * 16 * kChainLdX, kChainLdX);
-                wmma::load_matrix_sync(b, sb(st) + kk * 16 * kChainLdB + 16 * warp, kChainLdB);
+                load_shared(a, sXw + kk * 16 * kChainLdX, kChainLdX);
+                load_shared(b, sb(st) + kk * 16 * kChainLdB + 16 * warp, kChainLdB);
                 wmma::mma_sync(ds, a, b, ds);
             }
             // S_c, the state entering chunk c, in bf16 for the output kernel.
@@ -479,8 +507,8 @@ __global__ void __launch_bounds__(kSsdThreads) ssd_chunk_out(Params p) {
         for (int kk = 0; kk < N / 16; ++kk) {
             FragA a;   // C (Q×N) row-major
             FragBt b;  // Sᵀ (N×P): element (n, p) = sS[p][n], column-major with ld = ldN
-            wmma::load_matrix_sync(a, sC + qi * 16 * o.ldN + kk * 16, o.ldN);
-            wmma::load_matrix_sync(b, sS + pi * 16 * o.ldN + kk * 16, o.ldN);
+            load_shared(a, sC + qi * 16 * o.ldN + kk * 16, o.ldN);
+            load_shared(b, sS + pi * 16 * o.ldN + kk * 16, o.ldN);
             wmma::mma_sync(acc[u], a, b, acc[u]);
         }
     }
@@ -507,8 +535,8 @@ __global__ void __launch_bounds__(kSsdThreads) ssd_chunk_out(Params p) {
         for (int kk = 0; kk <= qi; ++kk) {
             FragA a;  // M (Q×Q) row-major
             FragB b;  // X (Q×P) row-major
-            wmma::load_matrix_sync(a, sM + qi * 16 * o.ldQ + kk * 16, o.ldQ);
-            wmma::load_matrix_sync(b, sX + kk * 16 * o.ldP + pi * 16, o.ldP);
+            load_shared(a, sM + qi * 16 * o.ldQ + kk * 16, o.ldQ);
+            load_shared(b, sX + kk * 16 * o.ldP + pi * 16, o.ldP);
             wmma::mma_sync(acc[u], a, b, acc[u]);
         }
         __syncwarp();  // every lane has read the scaled tile before it is overwritten
