@@ -164,9 +164,9 @@ int run_analyze(const AnalyzeOptions& o) {
     if (o.lm.given(o.lm.c_opt)) req.c = o.lm.c;
     if (o.lm.given(o.lm.b_opt)) req.b = o.lm.b;
     if (o.lm.given(o.lm.activate_opt)) req.activate_above = o.lm.activate_above;
-    if (given(o.deci_layers_opt)) req.deci_layers = o.deci.layers;
-    if (given(o.deci_lbase_opt)) req.deci_L_base = o.deci.lbase;
-    if (given(o.deci_beta_opt)) req.deci_beta = o.deci.beta;
+    if (given(o.deci_layers_opt)) req.deci.layers = o.deci.layers;
+    if (given(o.deci_lbase_opt)) req.deci.L_base = o.deci.lbase;
+    if (given(o.deci_beta_opt)) req.deci.beta = o.deci.beta;
     if (given(o.attention_opt)) req.attention_tokens = o.attention_window;
     req.attention = !o.no_attention;
     if (given(o.device_opt)) req.device = parse_device(o.dev.device);

@@ -136,9 +136,9 @@ int run_retrieval_cmd(const RetrievalOptions& o) {
     if (o.lm.given(o.lm.c_opt)) req.c = o.lm.c;
     if (o.lm.given(o.lm.b_opt)) req.b = o.lm.b;
     req.activate_above = o.lm.activate_above;
-    req.deci_layers = o.deci.layers;
-    req.deci_L_base = o.deci.lbase;
-    req.deci_beta = o.deci.beta;
+    req.deci.layers = o.deci.layers;
+    req.deci.L_base = o.deci.lbase;
+    req.deci.beta = o.deci.beta;
     req.teacher_forced = !o.no_teacher_forced;
     req.generate = !o.no_generate;
     req.decode_filter = o.decode_filter == "keep";

@@ -587,10 +587,10 @@ Session MainWindow::session() const {
     for (const QString& part : deciLayers_->text().split(',', Qt::SkipEmptyParts)) {
         bool ok = false;
         const int l = part.trimmed().toInt(&ok);
-        if (ok) s.deci_layers.push_back(l);
+        if (ok) s.deci.layers.push_back(l);
     }
-    s.deci_L_base = deciBase_->value();
-    s.deci_beta = deciBeta_->value();
+    s.deci.L_base = deciBase_->value();
+    s.deci.beta = deciBeta_->value();
     s.max_tokens = maxTokens_->value();
     s.input_text = paste_->toPlainText().toStdString();
     if (auto* ppl = dynamic_cast<PerplexityView*>(view("perplexity")))
@@ -783,10 +783,10 @@ void MainWindow::applySession(const Session& s) {
     b_->setValue(s.b);
     activate_->setValue(int(s.activate_above));
     QStringList layers;
-    for (int l : s.deci_layers) layers << QString::number(l);
+    for (int l : s.deci.layers) layers << QString::number(l);
     deciLayers_->setText(layers.join(", "));
-    deciBase_->setValue(int(s.deci_L_base));
-    deciBeta_->setValue(s.deci_beta);
+    deciBase_->setValue(int(s.deci.L_base));
+    deciBeta_->setValue(s.deci.beta);
     maxTokens_->setValue(int(s.max_tokens));
     QStringList chans;
     for (const auto& c : s.detail_channels) chans << QString("%1:%2").arg(c.layer).arg(c.channel);

@@ -339,9 +339,9 @@ TEST(GuiSession, JsonRoundTripKeepsEveryField) {
     s.c = 0.1;
     s.b = 2.5;
     s.activate_above = 4096;
-    s.deci_layers = {3, 5};
-    s.deci_L_base = 2000;
-    s.deci_beta = 0.5;
+    s.deci.layers = {3, 5};
+    s.deci.L_base = 2000;
+    s.deci.beta = 0.5;
     s.max_tokens = 777;
     s.selected_layer = 4;
     s.selected_channel = 99;
@@ -356,9 +356,9 @@ TEST(GuiSession, JsonRoundTripKeepsEveryField) {
     EXPECT_EQ(r.c, s.c);
     EXPECT_EQ(r.b, s.b);
     EXPECT_EQ(r.activate_above, s.activate_above);
-    EXPECT_EQ(r.deci_layers, s.deci_layers);
-    EXPECT_EQ(r.deci_L_base, s.deci_L_base);
-    EXPECT_EQ(r.deci_beta, s.deci_beta);
+    EXPECT_EQ(r.deci.layers, s.deci.layers);
+    EXPECT_EQ(r.deci.L_base, s.deci.L_base);
+    EXPECT_EQ(r.deci.beta, s.deci.beta);
     EXPECT_EQ(r.max_tokens, s.max_tokens);
     EXPECT_EQ(r.selected_layer, s.selected_layer);
     EXPECT_EQ(r.selected_channel, s.selected_channel);
@@ -387,7 +387,7 @@ TEST(GuiSession, WindowSaveLoadRestoresPanelAndSelection) {
         Session s;
         s.c = 0.2;
         s.methods = {Method::Vanilla, Method::DeciMamba};
-        s.deci_layers = {2};
+        s.deci.layers = {2};
         s.selected_layer = 3;
         s.selected_channel = 11;
         s.view = "perplexity";
@@ -408,7 +408,7 @@ TEST(GuiSession, WindowSaveLoadRestoresPanelAndSelection) {
     EXPECT_EQ(w2.job().request.device, Device::Auto);
     EXPECT_DOUBLE_EQ(r.c, 0.2);
     EXPECT_EQ(r.methods, (std::vector<Method>{Method::Vanilla, Method::DeciMamba}));
-    EXPECT_EQ(r.deci_layers, std::vector<int>{2});
+    EXPECT_EQ(r.deci.layers, std::vector<int>{2});
     EXPECT_EQ(w2.selection()->layer(), 3);
     EXPECT_EQ(w2.selection()->channel(), 11);
     EXPECT_EQ(r.view, "perplexity");

@@ -390,7 +390,7 @@ TEST(GuiAnyChannel, AnUntracedChannelGetsTheDetailARunWouldHaveRecorded) {
     AnalysisRequest req;
     req.methods = {Method::Vanilla, Method::LongMamba, Method::DeciMamba};  // every method's parameters
     req.calibration_path = cal;
-    req.deci_L_base = 300;  // not the default: the detail run must take it from the run's record
+    req.deci.L_base = 300;  // not the default: the detail run must take it from the run's record
     req.attention_tokens = 64;
     req.channels = {{2, 5}};
     auto run = std::make_shared<RunResult>(run_analysis(*model, input, req));

@@ -29,7 +29,8 @@ std::vector<int32_t> random_ids(int n, unsigned seed) {
 }
 
 fs::path temp_dir() {
-    // One folder per process: ctest runs the tests of both architectures at once, and they write the same names.
+    // One folder per process: ctest runs the tests of both architectures at once, and they write the same
+    // names.
     const fs::path d = fs::temp_directory_path() / ("mambascope_test_analysis-" + std::to_string(::getpid()));
     fs::create_directories(d);
     return d;
@@ -60,8 +61,8 @@ TEST_P(AnalysisBothArchs, EveryMethodProducesSaneNumbers) {
     req.calibration_path = calibration_file(*m, "sane.h5");
     req.rf_positions = {100, 299};
     req.attention_tokens = 32;
-    req.deci_L_base = 100;
-    req.deci_resp_len = 20;
+    req.deci.L_base = 100;
+    req.deci.resp_len = 20;
     const RunResult r = run_analysis(*m, in, req);
     ASSERT_EQ(r.methods.size(), 3u);
     EXPECT_EQ(r.window_begin, 0);
@@ -119,8 +120,8 @@ TEST_P(AnalysisBothArchs, GlobalKeepCountSumsTheCriticalTokensOfGlobalChannels) 
     req.calibration_path = calibration_file(*m, "keep.h5");
     req.c = 1e-30;  // global if log_decay > ln c = -69: many global channels in a tiny random model
     req.attention = false;
-    req.deci_L_base = 100;
-    req.deci_resp_len = 20;
+    req.deci.L_base = 100;
+    req.deci.resp_len = 20;
     const RunResult r = run_analysis(*m, in, req);
     const MethodResult& lm = *r.find(Method::LongMamba);
     int64_t n_global = 0;

@@ -171,8 +171,8 @@ TEST(CpuShared, DeciMambaAfterVanillaStartsFromItsRowsAndEqualsItsOwnRun) {
         req.calibration_path =
             calibration_file(*m, std::string("deci-") + (arch == Arch::Mamba1 ? "m1" : "m2") + ".h5");
         req.c = 1e-30;  // (nearly) every channel global, so the global keep count is recorded
-        req.deci_layers = {2, 3};
-        req.deci_L_base = 200;
+        req.deci.layers = {2, 3};
+        req.deci.L_base = 200;
         req.channels = {{0, 3}, {1, 5}, {2, 2}, {4, 1}};  // two below l0 = 2, two at or above it
         req.attention_tokens = 16;
         req.rf_positions = {100, 1499};

@@ -404,10 +404,10 @@ TEST(HostileSession, IntegersAreValidatedAsIntegersInRange) {
                          "haystack.seed"));
     // Valid values still load; a layer beyond the model is refused when the request meets the model.
     const Session s = session_from_json(R"({"deci": {"layers": [7]}, "max_tokens": 4096.0})", "s.json");
-    EXPECT_EQ(s.deci_layers, (std::vector<int>{7}));
+    EXPECT_EQ(s.deci.layers, (std::vector<int>{7}));
     EXPECT_EQ(s.max_tokens, 4096);
     DeciParams dp;
-    dp.layers = session_request(s).deci_layers;
+    dp.layers = session_request(s).deci.layers;
     EXPECT_TRUE(contains(error_of([&] { resolve_deci_params(test::tiny(Arch::Mamba1), dp); }), "layer 7"));
 }
 

@@ -256,13 +256,14 @@ TEST_P(FilteredDecoder, DecimatedPrefillStateContinuesDecoding) {
     std::map<int, std::vector<int64_t>> kept2;
     run_decimamba(*m, ids, dp, h2, {}, &kept2);
     ASSERT_EQ(kept2.begin()->second.size(), kept.begin()->second.size() + 1);
-    ASSERT_TRUE(std::equal(kept.begin()->second.begin(), kept.begin()->second.end(),
-                           kept2.begin()->second.begin()));
+    ASSERT_TRUE(
+        std::equal(kept.begin()->second.begin(), kept.begin()->second.end(), kept2.begin()->second.begin()));
     Decoder dec(*m, st);
     std::vector<float> step;
     dec.step(ids[size_t(T - 1)], step);
     ASSERT_EQ(step.size(), ref.size());
-    for (size_t v = 0; v < ref.size(); ++v) EXPECT_NEAR(step[v], ref[v], 1e-4f * std::max(1.0f, std::abs(ref[v])));
+    for (size_t v = 0; v < ref.size(); ++v)
+        EXPECT_NEAR(step[v], ref[v], 1e-4f * std::max(1.0f, std::abs(ref[v])));
 }
 
 INSTANTIATE_TEST_SUITE_P(Arch, FilteredDecoder, ::testing::Values(Arch::Mamba1, Arch::Mamba2),
@@ -278,7 +279,7 @@ TEST(RetrievalRun, GridRowsScoresAndJsonRoundTrip) {
     req.depths = {0.0, 0.5, 1.0};
     req.samples = 2;
     req.methods = {Method::Vanilla, Method::DeciMamba};
-    req.deci_L_base = 50;
+    req.deci.L_base = 50;
     RetrievalResult r = run_retrieval(*m, hb, req);
     ASSERT_EQ(r.rows.size(), 2u * 3 * 2 * 2);
     for (const auto& row : r.rows) {
@@ -391,9 +392,9 @@ TEST(RetrievalRequestMapping, MethodParametersSurviveTheRoundTrip) {
     r.c = 0.01;
     r.b = 1.5;
     r.activate_above = 777;
-    r.deci_layers = {2, 4};
-    r.deci_L_base = 300;
-    r.deci_beta = 0.5;
+    r.deci.layers = {2, 4};
+    r.deci.L_base = 300;
+    r.deci.beta = 0.5;
     r.device = Device::Auto;
     const AnalysisRequest a = to_analysis_request(r);
     const RetrievalRequest back = to_retrieval_request(a);
@@ -402,8 +403,8 @@ TEST(RetrievalRequestMapping, MethodParametersSurviveTheRoundTrip) {
     EXPECT_EQ(back.c, r.c);
     EXPECT_EQ(back.b, r.b);
     EXPECT_EQ(back.activate_above, r.activate_above);
-    EXPECT_EQ(back.deci_layers, r.deci_layers);
-    EXPECT_EQ(back.deci_L_base, r.deci_L_base);
-    EXPECT_EQ(back.deci_beta, r.deci_beta);
+    EXPECT_EQ(back.deci.layers, r.deci.layers);
+    EXPECT_EQ(back.deci.L_base, r.deci.L_base);
+    EXPECT_EQ(back.deci.beta, r.deci.beta);
     EXPECT_EQ(back.device, r.device);
 }

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <random>
 
+#include "cli_runner.h"
 #include "mambascope/analysis.h"
 #include "mambascope/calibration.h"
 #include "mambascope/error.h"
@@ -18,7 +19,6 @@
 #include "mambascope/sha256.h"
 #include "mambascope/tokenizer.h"
 #include "mambascope/trace.h"
-#include "cli_runner.h"
 
 using namespace mambascope;
 namespace fs = std::filesystem;
@@ -73,8 +73,8 @@ RunResult sample_run(const fs::path& dir) {
     req.window_begin = 20;
     req.window_end = 120;
     req.attention_tokens = 16;
-    req.deci_L_base = 60;
-    req.deci_resp_len = 10;
+    req.deci.L_base = 60;
+    req.deci.resp_len = 10;
     RunResult r = run_analysis(*m, in, req);
     r.provenance["model_path"] = "/models/tiny";
     r.provenance["arch"] = "mamba";

@@ -209,7 +209,7 @@ TEST(DistReduce, RetrievalUnitsInAnyOrderEqualRunRetrieval) {
     req.depths = {0.0, 1.0};
     req.samples = 2;
     req.methods = {Method::Vanilla, Method::DeciMamba};
-    req.deci_L_base = 50;
+    req.deci.L_base = 50;
     const RetrievalResult ref = run_retrieval(*m, hb, req);
     RetrievalJob job(*m, hb, req);
     ASSERT_EQ(job.unit_count(), 2u * 2 * 2);

@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "mambascope/decimamba.h"
 #include "mambascope/forward.h"
 #include "mambascope/model.h"
 #include "mambascope/progress.h"
@@ -159,12 +160,8 @@ struct AnalysisRequest {
     double b = 1.0;                          // threshold multiplier (§8.5)
     int64_t activate_above = -1;             // filter when T > this; -1: the calibration's train_len
     std::string m1_decay = "slowest";        // Mamba-1 channel decay for summaries when no calibration says
-    // DeciMamba (§4, §8.8)
-    std::vector<int> deci_layers;  // empty: {n_layer / 2}
-    int64_t deci_L_base = -1;      // -1: train_len
-    double deci_beta = 1.0;
-    int64_t deci_min_seq_len = 20;
-    int64_t deci_resp_len = 100;
+    // DeciMamba (§4, §8.8): layers empty → {n_layer / 2}, L_base −1 → train_len (resolve_deci_params)
+    DeciParams deci;
     // Probes
     std::vector<ChannelRef> channels;   // detail channels; empty: chosen automatically (see docs)
     int64_t window_begin = 0;           // Δ / critical-mask window [begin, end)

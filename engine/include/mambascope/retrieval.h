@@ -45,8 +45,8 @@ struct Haystack {
     std::vector<int32_t> answer;  // the key's tokens (appended for teacher forcing)
     std::string key;
     int64_t length = 0;
-    double depth = 0;           // asked, in [0, 1]
-    int64_t needle_begin = 0;   // token positions of the needle in ids: [begin, end)
+    double depth = 0;          // asked, in [0, 1]
+    int64_t needle_begin = 0;  // token positions of the needle in ids: [begin, end)
     int64_t needle_end = 0;
     int64_t filler_tokens = 0;  // filler tokens in the prompt
     int64_t filler_offset = 0;  // where this haystack's filler starts in the tokenized filler
@@ -96,9 +96,7 @@ struct RetrievalRequest {
     std::filesystem::path calibration_path;  // LongMamba needs it
     double c = 0.05, b = 1.0;                // §8.4, §8.5
     int64_t activate_above = -1;
-    std::vector<int> deci_layers;  // DeciMamba (§4, §8.8)
-    int64_t deci_L_base = -1;
-    double deci_beta = 1.0;
+    DeciParams deci;  // DeciMamba (§4, §8.8); the request's layers, L_base and beta (defaults for the rest)
     bool teacher_forced = true;
     bool generate = true;
     bool decode_filter = true;  // generation keeps LongMamba's filter (method doc §9.1)
@@ -203,8 +201,8 @@ RunInput session_haystack_input(const Session& s, const Model& model, Haystack* 
 
 // Each method's answer to a haystack's question (method doc §10.3), as provenance entries for its trace:
 // "haystack.answer.<method>" (greedy text), "haystack.answer_correct.<method>" ("1"/"0"),
-// "haystack.tf_correct.<method>" and "haystack.tf_total.<method>". Methods and parameters come from the analysis
-// request; LongMamba is skipped without a calibration. Progress per method; cancellable.
+// "haystack.tf_correct.<method>" and "haystack.tf_total.<method>". Methods and parameters come from the
+// analysis request; LongMamba is skipped without a calibration. Progress per method; cancellable.
 std::map<std::string, std::string> answer_haystack(const Model& model, const Haystack& h,
                                                    const AnalysisRequest& request,
                                                    const ProgressFn& progress = {});

@@ -25,28 +25,27 @@ constexpr int64_t kDefaultSessionMaxTokens = 16384;
 
 // A passkey haystack as a session's input (method doc §10.2): rebuilt from these fields on every run.
 struct SessionHaystack {
-    int64_t length = 0;     // prompt tokens; 0 = the session has no haystack (its input is `text`)
-    double depth = 0.5;     // needle depth in [0, 1]
-    int depth_index = 0;    // the depth's index in its retrieval grid (part of the key's hash)
-    int sample = 0;         // sample index in the cell
-    uint64_t seed = 0;      // the retrieval run's seed
-    std::string filler = "demo";    // filler text file, or "demo" (resources/text/demo.txt)
-    std::string prompt = "model";   // "model": the model's own template if it has one; "standard"
+    int64_t length = 0;            // prompt tokens; 0 = the session has no haystack (its input is `text`)
+    double depth = 0.5;            // needle depth in [0, 1]
+    int depth_index = 0;           // the depth's index in its retrieval grid (part of the key's hash)
+    int sample = 0;                // sample index in the cell
+    uint64_t seed = 0;             // the retrieval run's seed
+    std::string filler = "demo";   // filler text file, or "demo" (resources/text/demo.txt)
+    std::string prompt = "model";  // "model": the model's own template if it has one; "standard"
 };
 
 struct Session {
-    std::string model = "demo";        // model directory, or "demo" (resources/models/demo-mamba2, the passkey model)
+    std::string model =
+        "demo";  // model directory, or "demo" (resources/models/demo-mamba2, the passkey model)
     std::string text = "demo";         // UTF-8 text file, or "demo" (resources/text/demo.txt)
     std::string input_text;            // pasted text; when not empty it is the input and `text` is unused
     std::string trace;                 // optional saved trace (HDF5): open it instead of running
     std::string calibration = "demo";  // calibration .h5, "demo" (the demo model's), or "" (none)
     std::vector<Method> methods{Method::Vanilla, Method::LongMamba, Method::DeciMamba};
-    double c = 0.05;               // §8.4
-    double b = 1.0;                // §8.5
-    int64_t activate_above = -1;   // -1: the calibration's train_len
-    std::vector<int> deci_layers;  // empty: {n_layer / 2} (§8.8)
-    int64_t deci_L_base = -1;      // -1: train_len
-    double deci_beta = 1.0;
+    double c = 0.05;              // §8.4
+    double b = 1.0;               // §8.5
+    int64_t activate_above = -1;  // -1: the calibration's train_len
+    DeciParams deci;  // layers, L_base and beta are the file's "deci" object (§8.8); the rest keep defaults
     int64_t max_tokens = kDefaultSessionMaxTokens;  // input is cut to this many tokens
     Device device = Device::Cpu;  // where vanilla/LongMamba run (DeciMamba stays on the CPU)
     std::string sweep;            // optional perplexity-sweep CSV shown in the Perplexity view
@@ -87,8 +86,8 @@ void save_session(const Session& s, const std::filesystem::path& file);  // atom
 std::filesystem::path resolve_model_path(const Session& s);
 std::filesystem::path resolve_text_path(const Session& s);
 std::filesystem::path resolve_calibration_path(const Session& s);
-std::filesystem::path resolve_trace_path(const Session& s);  // "" when the session has no trace
-std::filesystem::path resolve_sweep_path(const Session& s);  // "" when the session has no sweep
+std::filesystem::path resolve_trace_path(const Session& s);      // "" when the session has no trace
+std::filesystem::path resolve_sweep_path(const Session& s);      // "" when the session has no sweep
 std::filesystem::path resolve_retrieval_path(const Session& s);  // "" when none; "demo" → the shipped one
 std::filesystem::path resolve_filler_path(const Session& s);     // the haystack's filler text
 

@@ -34,12 +34,12 @@ AnalysisRequest channel_detail_request(const RunResult& run, const std::vector<C
             req.activate_above = int64_t(param_or(m, "activate_above", double(req.activate_above)));
         }
         if (m.method == Method::DeciMamba) {
-            req.deci_L_base = int64_t(param_or(m, "L_base", double(req.deci_L_base)));
-            req.deci_beta = param_or(m, "beta", req.deci_beta);
-            req.deci_min_seq_len = int64_t(param_or(m, "min_seq_len", double(req.deci_min_seq_len)));
-            req.deci_resp_len = int64_t(param_or(m, "resp_len", double(req.deci_resp_len)));
+            req.deci.L_base = int64_t(param_or(m, "L_base", double(req.deci.L_base)));
+            req.deci.beta = param_or(m, "beta", req.deci.beta);
+            req.deci.min_seq_len = int64_t(param_or(m, "min_seq_len", double(req.deci.min_seq_len)));
+            req.deci.resp_len = int64_t(param_or(m, "resp_len", double(req.deci.resp_len)));
             for (int k = 0; m.params.count("deci_layer_" + std::to_string(k)); ++k)
-                req.deci_layers.push_back(int(m.params.at("deci_layer_" + std::to_string(k))));
+                req.deci.layers.push_back(int(m.params.at("deci_layer_" + std::to_string(k))));
         }
         req.rf_epsilon = param_or(m, "rf_epsilon", req.rf_epsilon);
     }

@@ -249,9 +249,9 @@ AnalysisRequest to_analysis_request(const RetrievalRequest& r) {
     a.c = r.c;
     a.b = r.b;
     a.activate_above = r.activate_above;
-    a.deci_layers = r.deci_layers;
-    a.deci_L_base = r.deci_L_base;
-    a.deci_beta = r.deci_beta;
+    a.deci.layers = r.deci.layers;
+    a.deci.L_base = r.deci.L_base;
+    a.deci.beta = r.deci.beta;
     a.device = r.device;
     return a;
 }
@@ -263,9 +263,9 @@ RetrievalRequest to_retrieval_request(const AnalysisRequest& a) {
     r.c = a.c;
     r.b = a.b;
     r.activate_above = a.activate_above;
-    r.deci_layers = a.deci_layers;
-    r.deci_L_base = a.deci_L_base;
-    r.deci_beta = a.deci_beta;
+    r.deci.layers = a.deci.layers;
+    r.deci.L_base = a.deci.L_base;
+    r.deci.beta = a.deci.beta;
     r.device = a.device;
     return r;
 }
@@ -314,17 +314,18 @@ DeltaFilter longmamba_filter(const Calibration& cal, const RetrievalRequest& req
 
 DeciParams deci_params(const Model& model, const RetrievalRequest& req) {
     DeciParams dp;
-    dp.layers = req.deci_layers;
-    dp.L_base = req.deci_L_base;
-    dp.beta = req.deci_beta;
+    dp.layers = req.deci.layers;
+    dp.L_base = req.deci.L_base;
+    dp.beta = req.deci.beta;
     return resolve_deci_params(model.config, dp);
 }
 
 // One forward of `ids` with the method; logits rows at `positions` go to `rows` (V each, in order);
 // `state_out` (optional) gets the state after the prefill.
 void method_forward(const Model& model, std::span<const int32_t> ids, Method method,
-                    const RetrievalRequest& req, const Calibration* cal, const std::vector<int64_t>& positions,
-                    std::vector<float>& rows, ModelState* state_out, DeltaFilter* filter_out) {
+                    const RetrievalRequest& req, const Calibration* cal,
+                    const std::vector<int64_t>& positions, std::vector<float>& rows, ModelState* state_out,
+                    DeltaFilter* filter_out) {
     const int64_t V = model.vocab_rows();
     rows.assign(positions.size() * static_cast<size_t>(V), std::numeric_limits<float>::quiet_NaN());
     HeadRequest head;
@@ -399,7 +400,8 @@ RetrievalRow score_haystack(const Model& model, const Tokenizer& tok, const Hays
             if (s + 1 < steps) dec.step(next, logits);
         }
         std::string text;
-        for (int32_t id : out) text += id < tok.vocab_size() ? tok.token_text(id) : std::string("\xEF\xBF\xBD");
+        for (int32_t id : out)
+            text += id < tok.vocab_size() ? tok.token_text(id) : std::string("\xEF\xBF\xBD");
         row.generated = text;
         row.generated_correct = generation_correct(text, h.key);
         row.generate_ran = true;
@@ -427,7 +429,8 @@ RetrievalJob::RetrievalJob(const Model& model, const HaystackBuilder& builder, c
         std::find(req.methods.begin(), req.methods.end(), Method::LongMamba) != req.methods.end();
     if (needs_cal) {
         if (req.calibration_path.empty())
-            throw Error("LongMamba needs a calibration", "pass --calibration FILE (mambascope-cli calibrate)");
+            throw Error("LongMamba needs a calibration",
+                        "pass --calibration FILE (mambascope-cli calibrate)");
         cal_ = std::make_unique<Calibration>(load_calibration(req.calibration_path));
         check_calibration_matches(*cal_, model.config);
     }
@@ -566,7 +569,8 @@ double RetrievalResult::cell_accuracy(Method m, int64_t length, int depth_index,
     double sum = 0;
     int64_t n = 0;
     for (const auto& r : rows) {
-        if (r.method != m || r.length != length || (depth_index >= 0 && r.depth_index != depth_index)) continue;
+        if (r.method != m || r.length != length || (depth_index >= 0 && r.depth_index != depth_index))
+            continue;
         if (generated) {
             if (!r.generate_ran) continue;
             sum += r.generated_correct ? 1.0 : 0.0;
@@ -627,8 +631,9 @@ void write_retrieval_csv(const std::filesystem::path& path, const RetrievalResul
                           static_cast<double>(row.tf.correct) / static_cast<double>(row.tf.total));
             o << buf;
         }
-        o << ',' << (row.tf.exact() ? 1 : 0) << ',' << (row.generate_ran ? csv_quote(printable(row.generated)) : "")
-          << ',' << (row.generate_ran ? (row.generated_correct ? "1" : "0") : "") << ',';
+        o << ',' << (row.tf.exact() ? 1 : 0) << ','
+          << (row.generate_ran ? csv_quote(printable(row.generated)) : "") << ','
+          << (row.generate_ran ? (row.generated_correct ? "1" : "0") : "") << ',';
         std::snprintf(buf, sizeof buf, "%.3f", row.seconds);
         o << buf << '\n';
     }
@@ -651,13 +656,20 @@ std::string retrieval_json_text(const RetrievalResult& r) {
     const auto& q = r.request;
     json methods = json::array();
     for (Method m : q.methods) methods.push_back(method_name(m));
-    j["request"] = {{"lengths", q.lengths},        {"depths", q.depths},
-                    {"samples", q.samples},        {"seed", q.seed},
-                    {"methods", methods},          {"calibration", q.calibration_path.string()},
-                    {"c", q.c},                    {"b", q.b},
-                    {"activate_above", q.activate_above}, {"deci_layers", q.deci_layers},
-                    {"deci_L_base", q.deci_L_base}, {"deci_beta", q.deci_beta},
-                    {"teacher_forced", q.teacher_forced}, {"generate", q.generate},
+    j["request"] = {{"lengths", q.lengths},
+                    {"depths", q.depths},
+                    {"samples", q.samples},
+                    {"seed", q.seed},
+                    {"methods", methods},
+                    {"calibration", q.calibration_path.string()},
+                    {"c", q.c},
+                    {"b", q.b},
+                    {"activate_above", q.activate_above},
+                    {"deci_layers", q.deci.layers},
+                    {"deci_L_base", q.deci.L_base},
+                    {"deci_beta", q.deci.beta},
+                    {"teacher_forced", q.teacher_forced},
+                    {"generate", q.generate},
                     {"decode_filter", q.decode_filter}};
     json rows = json::array();
     for (const auto& row : r.rows)
@@ -697,8 +709,9 @@ RetrievalResult read_retrieval_json(const std::filesystem::path& path) {
     RetrievalResult r;
     try {
         if (!j.is_object() || j.value("format", "") != "mambascope-retrieval")
-            throw Error(path.string() + ": not a Mambascope retrieval result (format \"mambascope-retrieval\")",
-                        "write one with mambascope-cli retrieval --json FILE");
+            throw Error(
+                path.string() + ": not a Mambascope retrieval result (format \"mambascope-retrieval\")",
+                "write one with mambascope-cli retrieval --json FILE");
         r.model = j.at("model").get<std::string>();
         r.tokenizer = j.value("tokenizer", "");
         r.train_len = j.value("train_len", int64_t(0));
@@ -720,9 +733,9 @@ RetrievalResult read_retrieval_json(const std::filesystem::path& path) {
         r.request.c = q.value("c", 0.05);
         r.request.b = q.value("b", 1.0);
         r.request.activate_above = q.value("activate_above", int64_t(-1));
-        r.request.deci_layers = q.value("deci_layers", std::vector<int>{});
-        r.request.deci_L_base = q.value("deci_L_base", int64_t(-1));
-        r.request.deci_beta = q.value("deci_beta", 1.0);
+        r.request.deci.layers = q.value("deci_layers", std::vector<int>{});
+        r.request.deci.L_base = q.value("deci_L_base", int64_t(-1));
+        r.request.deci.beta = q.value("deci_beta", 1.0);
         r.request.teacher_forced = q.value("teacher_forced", true);
         r.request.generate = q.value("generate", true);
         r.request.decode_filter = q.value("decode_filter", true);

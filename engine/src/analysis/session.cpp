@@ -8,11 +8,11 @@
 #include <system_error>
 #include <type_traits>
 
+#include "io/json_limits.h"
 #include "mambascope/atomic_file.h"
 #include "mambascope/error.h"
 #include "mambascope/resources.h"
 #include "mambascope/text.h"
-#include "io/json_limits.h"
 
 namespace mambascope {
 
@@ -39,15 +39,18 @@ std::string session_to_json(const Session& s) {
     j["c"] = s.c;
     j["b"] = s.b;
     j["activate_above"] = s.activate_above;
-    j["deci"] = {{"layers", s.deci_layers}, {"L_base", s.deci_L_base}, {"beta", s.deci_beta}};
+    j["deci"] = {{"layers", s.deci.layers}, {"L_base", s.deci.L_base}, {"beta", s.deci.beta}};
     j["max_tokens"] = s.max_tokens;
     j["device"] = device_name(s.device);
     if (!s.sweep.empty()) j["sweep"] = s.sweep;
     if (!s.retrieval.empty()) j["retrieval"] = s.retrieval;
     if (s.haystack.length > 0)
-        j["haystack"] = {{"length", s.haystack.length}, {"depth", s.haystack.depth},
-                         {"depth_index", s.haystack.depth_index}, {"sample", s.haystack.sample},
-                         {"seed", s.haystack.seed}, {"filler", s.haystack.filler},
+        j["haystack"] = {{"length", s.haystack.length},
+                         {"depth", s.haystack.depth},
+                         {"depth_index", s.haystack.depth_index},
+                         {"sample", s.haystack.sample},
+                         {"seed", s.haystack.seed},
+                         {"filler", s.haystack.filler},
                          {"template", s.haystack.prompt}};
     j["selection"] = {
         {"layer", s.selected_layer}, {"channel", s.selected_channel}, {"token", s.selected_token}};
@@ -153,12 +156,12 @@ Session session_from_json(std::string_view text, const std::string& origin, cons
     get_opt(j, "b", s.b, origin);
     get_opt(j, "activate_above", s.activate_above, origin);
     if (auto it = j.find("deci"); it != j.end() && it->is_object()) {
-        get_opt(*it, "layers", s.deci_layers, origin, "deci.");
-        get_opt(*it, "L_base", s.deci_L_base, origin, "deci.");
-        get_opt(*it, "beta", s.deci_beta, origin, "deci.");
+        get_opt(*it, "layers", s.deci.layers, origin, "deci.");
+        get_opt(*it, "L_base", s.deci.L_base, origin, "deci.");
+        get_opt(*it, "beta", s.deci.beta, origin, "deci.");
         // Layer indices are checked against the model's n_layer when the request runs
         // (resolve_deci_params); here they must at least be layer numbers.
-        for (const int l : s.deci_layers)
+        for (const int l : s.deci.layers)
             if (l < 0) throw Error(origin + ": deci.layers holds the negative layer " + std::to_string(l));
     }
     get_opt(j, "max_tokens", s.max_tokens, origin);
@@ -317,9 +320,9 @@ AnalysisRequest session_request(const Session& s) {
     r.c = s.c;
     r.b = s.b;
     r.activate_above = s.activate_above;
-    r.deci_layers = s.deci_layers;
-    r.deci_L_base = s.deci_L_base;
-    r.deci_beta = s.deci_beta;
+    r.deci.layers = s.deci.layers;
+    r.deci.L_base = s.deci.L_base;
+    r.deci.beta = s.deci.beta;
     r.device = s.device;
     r.channels = s.detail_channels;
     return r;
