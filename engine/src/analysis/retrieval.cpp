@@ -249,7 +249,7 @@ AnalysisRequest to_analysis_request(const RetrievalRequest& r) {
     a.c = r.c;
     a.b = r.b;
     a.activate_above = r.activate_above;
-    a.deci.layers = r.deci.layers;
+    a.deci.layers = r.deci.layers;  // a retrieval request carries these three (its files store them)
     a.deci.L_base = r.deci.L_base;
     a.deci.beta = r.deci.beta;
     a.device = r.device;
@@ -313,11 +313,7 @@ DeltaFilter longmamba_filter(const Calibration& cal, const RetrievalRequest& req
 }
 
 DeciParams deci_params(const Model& model, const RetrievalRequest& req) {
-    DeciParams dp;
-    dp.layers = req.deci.layers;
-    dp.L_base = req.deci.L_base;
-    dp.beta = req.deci.beta;
-    return resolve_deci_params(model.config, dp);
+    return resolve_deci_params(model.config, req.deci);
 }
 
 // One forward of `ids` with the method; logits rows at `positions` go to `rows` (V each, in order);

@@ -288,12 +288,7 @@ RunResult run_analysis(const Model& model, const RunInput& input, const Analysis
     std::optional<size_t> unfiltered_result;
 
     // DeciMamba's parameters, resolved once; its first decimating layer l0 bounds the prefix it can share.
-    DeciParams deci;
-    deci.layers = req.deci.layers;
-    deci.L_base = req.deci.L_base;
-    deci.beta = req.deci.beta;
-    deci.min_seq_len = req.deci.min_seq_len;
-    deci.resp_len = req.deci.resp_len;
+    DeciParams deci = req.deci;
     const bool wants_deci =
         std::find(req.methods.begin(), req.methods.end(), Method::DeciMamba) != req.methods.end();
     if (wants_deci) deci = resolve_deci_params(cfg, deci);
