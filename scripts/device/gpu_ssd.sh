@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Mamba-2 chunked SSD scan on tensor cores (issue 17), one device call from the repository root with $OUT set
 # (SKIP_AB=1: no MAMBASCOPE_M2_SSD=0 rows; SKIP_DECODE=1: no decode rows; SKIP_PROFILE=1: no Nsight Compute;
-# DETAIL=1: also the stall reasons and instruction mix of the chain and output kernels):
+# DETAIL=1: also the stall reasons and instruction mix of the chain and output kernels; SKIP_SCAN=1: no scan
+# table; TABLE_ONLY=1: of Nsight Compute, only the per-kernel time table):
 #   1. builds the CUDA backend (GUI off, sm_90);
 #   2. runs every CUDA test (the SSD scan against its CPU twin and the fp32 recurrence; the bf16 Mamba-2
 #      forward through it);
@@ -22,9 +23,11 @@ timeout 300 build-gpu/tests/mambascope_cuda_tests 2>&1 | tee "$OUT/cuda_tests.lo
   grep -E "^\[  (PASSED|FAILED) |^\[==|Failure|error|\[ssd\]|SSD|bf16 graph" | head -60
 echo "tests done: $(elapsed) s"
 
-echo "== bench_cuda_scan (ceilings, Mamba-2 table)"
-BENCH_SCAN_M2_ONLY=1 timeout 240 build-gpu/bench/bench_cuda_scan 2>&1 | tee "$OUT/bench_cuda_scan_m2.txt"
-echo "scan bench done: $(elapsed) s"
+if [ "${SKIP_SCAN:-0}" != 1 ]; then
+  echo "== bench_cuda_scan (ceilings, Mamba-2 table)"
+  BENCH_SCAN_M2_ONLY=1 timeout 240 build-gpu/bench/bench_cuda_scan 2>&1 | tee "$OUT/bench_cuda_scan_m2.txt"
+  echo "scan bench done: $(elapsed) s"
+fi
 
 echo "== bench_cuda_forward: Mamba-2 bf16 prefill, SSD scan (default) then MAMBASCOPE_M2_SSD=0"
 {
@@ -52,6 +55,7 @@ if [ -n "$NCU" ] && [ "${SKIP_PROFILE:-0}" != 1 ]; then
     build-gpu/bench/bench_cuda_forward mamba2-1.3b > /tmp/ncu_m2.csv 2> /tmp/ncu_m2.err
   echo "== mamba2-1.3b bf16 prefill, 16k tokens: kernel time by kernel (ncu, serialised)"
   ncu_kernel_table /tmp/ncu_m2.csv 14 3 | tee "$OUT/profile_m2_1.3b_bf16_16k.txt"
+  [ "${TABLE_ONLY:-0}" = 1 ] && { echo "total: $(elapsed) s"; exit 0; }
   echo "== SSD kernels (mamba2-1.3b, 16k tokens, first layer): tensor pipe, DRAM, occupancy, issue" |
     tee -a "$OUT/profile_m2_1.3b_bf16_16k.txt"
   BENCH_FORWARD_PROFILE=16384 timeout 120 "$NCU" --clock-control none --kernel-name regex:ssd_ --launch-count 4 \
