@@ -57,6 +57,7 @@ for t in $targets; do
   execs=$(grep -oP 'stat::number_of_executed_units:\s*\K[0-9]+' "$log" | tail -1 || true)
   rate=$(grep -oP 'stat::average_exec_per_sec:\s*\K[0-9]+' "$log" | tail -1 || true)
   units=$(grep -oP 'stat::new_units_added:\s*\K[0-9]+' "$log" | tail -1 || true)
+  took=$(grep -aoP 'Done [0-9]+ runs in \K[0-9]+' "$log" | tail -1 || true)  # libFuzzer's (none when interrupted)
   cov0=$(grep -oP 'INITED cov: \K[0-9]+' "$log" | head -1 || true)
   cov1=$(grep -oP '#[0-9]+\s+\w+\s+cov: \K[0-9]+' "$log" | tail -1 || true)
   n_crash=0
@@ -101,7 +102,7 @@ for t in $targets; do
   if [ "$rc" -ne 0 ] && [ "$n_crash" -eq 0 ]; then n_crash=1; echo "fuzz: $t exited $rc without an artifact (see $log)"; fi
   [ "$n_crash" -eq 0 ] || failed=1
   if [ "$n_crash" -ne 0 ]; then grep -m1 -E 'ERROR: |runtime error:|==ERROR|deadly signal|out-of-memory|timeout' "$log" || true; fi
-  summary+=("$(printf '%-18s %12s %9s %6ss %7s -> %-7s %9s %7s %9s' "$t" "${execs:-?}" "${rate:-?}" "$secs" \
+  summary+=("$(printf '%-18s %12s %9s %6ss %7s -> %-7s %9s %7s %9s' "$t" "${execs:-?}" "${rate:-?}" "${took:-$secs}" \
     "${cov0:-?}" "${cov1:-?}" "${units:-?}" "$n_crash" "$n_contained")")
 done
 echo
