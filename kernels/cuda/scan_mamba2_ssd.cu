@@ -30,7 +30,7 @@ using namespace detail;
 namespace wmma = nvcuda::wmma;
 
 constexpr int kQ = static_cast<int>(kSsdChunk);
-constexpr int kSsdThreads = 256;  // 8 warps per block (state and output kernels)
+constexpr int kSsdThreads = 256;  // 8 warps per block (group and output kernels)
 constexpr int kPadBf16 = 8;       // row padding of bf16 tiles (16 B: ldmatrix rows on distinct banks)
 // Row padding of fp32 tiles written by store_matrix_sync (P and 16 are multiples of 16, so row strides are
 // ≡ 8 words mod 16): the 4 row groups of each half-warp's 8-byte accumulator stores fall on distinct banks.
@@ -151,7 +151,7 @@ __device__ __forceinline__ float exp_decay(float x) {
 }
 
 // Rows [0, kQ) of a row-major fp32 matrix (row r at src + r·ld, `cols` columns) into bf16 shared memory (row
-// stride lds), each row times scale[r] (scale may be null; ×1 is exact), rows ≥ valid as zeros. vec: cols % 4
+// stride lds), rows ≥ valid as zeros. vec: cols % 4
 // == 0 and every row 16-byte aligned: kSsdLoadsAhead float4 loads per thread are issued before any is used
 // (the staging is bound by load latency, not arithmetic). Otherwise one scalar load per element.
 constexpr int kSsdLoadsAhead = 4;
@@ -165,7 +165,7 @@ __device__ __forceinline__ unsigned pack_bf16x2(float a, float b) {
 }
 
 __device__ __forceinline__ void stage_bf16(const float* __restrict__ src, int64_t ld, int valid, int cols,
-                                           bf16* dst, int lds, const float* scale, bool vec) {
+                                           bf16* dst, int lds, bool vec) {
     if (vec) {
         const int nq = cols / 4, total = kQ * nq;
         for (int base = threadIdx.x; base < total; base += kSsdThreads * kSsdLoadsAhead) {
@@ -180,16 +180,15 @@ __device__ __forceinline__ void stage_bf16(const float* __restrict__ src, int64_
             for (int u = 0; u < kSsdLoadsAhead; ++u) {
                 const int k = base + u * kSsdThreads, r = k / nq, q = k % nq;
                 if (k >= total) break;
-                const float sc = scale ? scale[r] : 1.0f;
                 // 4 bf16 in one 8-byte store (2-byte stores at an 8-byte stride conflict on the banks)
                 *reinterpret_cast<uint2*>(dst + r * lds + 4 * q) =
-                    make_uint2(pack_bf16x2(v[u].x * sc, v[u].y * sc), pack_bf16x2(v[u].z * sc, v[u].w * sc));
+                    make_uint2(pack_bf16x2(v[u].x, v[u].y), pack_bf16x2(v[u].z, v[u].w));
             }
         }
     } else {
         for (int k = threadIdx.x; k < kQ * cols; k += kSsdThreads) {
             const int r = k / cols, n = k % cols;
-            dst[r * lds + n] = f32_to_bf16_rn(r < valid ? src[r * ld + n] * (scale ? scale[r] : 1.0f) : 0.0f);
+            dst[r * lds + n] = f32_to_bf16_rn(r < valid ? src[r * ld + n] : 0.0f);
         }
     }
 }
@@ -207,8 +206,8 @@ __global__ void __launch_bounds__(kSsdThreads) ssd_cb(Params p) {
     const int64_t g = blockIdx.x, c = blockIdx.y, t0 = c * kQ;
     const int tid = threadIdx.x, warp = tid / 32, nwarps = kSsdThreads / 32;
     const int valid = static_cast<int>(p.T - t0 < kQ ? p.T - t0 : kQ);
-    stage_bf16(p.C + t0 * p.ldc + g * p.N, p.ldc, valid, N, sC, ldN, nullptr, p.vec_c);
-    stage_bf16(p.B + t0 * p.ldb + g * p.N, p.ldb, valid, N, sB, ldN, nullptr, p.vec_b);
+    stage_bf16(p.C + t0 * p.ldc + g * p.N, p.ldc, valid, N, sC, ldN, p.vec_c);
+    stage_bf16(p.B + t0 * p.ldb + g * p.N, p.ldb, valid, N, sB, ldN, p.vec_b);
     __syncthreads();
     // The staged rows, 8 bf16 (16 bytes) per copy: N is a multiple of 16, so rows stay 16-byte aligned.
     const int nq = N / 8;
@@ -460,7 +459,7 @@ __global__ void __launch_bounds__(kSsdThreads) ssd_chunk_out(Params p) {
     cp_async_commit();
     if (tid < kQ) sel[tid] = exp_decay(lh[tid]);
     const int valid = static_cast<int>(p.T - t0 < kQ ? p.T - t0 : kQ);
-    stage_bf16(p.x + t0 * p.ldx + h * P, p.ldx, valid, P, sX, o.ldP, nullptr, p.vec_x);
+    stage_bf16(p.x + t0 * p.ldx + h * P, p.ldx, valid, P, sX, o.ldP, p.vec_x);
 
     // M = L ∘ C·Bᵀ (causal; L_ij = exp(l_i − l_j)·Δ'_j), C·Bᵀ from the group kernel, l and Δ' read directly
     // (every load of the loop is issued before the first use). Lane jp of every warp owns the columns
