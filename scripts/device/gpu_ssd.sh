@@ -85,7 +85,8 @@ PY
     BENCH_FORWARD_PROFILE=16384 timeout 120 "$NCU" --clock-control none \
       --kernel-name regex:'ssd_(state_chain|chunk_out)' --launch-count 2 \
       --section WarpStateStats --section SchedulerStats --section InstructionStats --section Occupancy \
-      build-gpu/bench/bench_cuda_forward mamba2-1.3b > "$OUT/profile_ssd_detail.txt" 2>&1
+      build-gpu/bench/bench_cuda_forward mamba2-1.3b 2>&1 | sed "s|$PWD/||g" > "$OUT/profile_ssd_detail.txt"
+    # (ncu names the profiled binary by its absolute path: kept relative to the repository)
     grep -E "ssd_|Stall|Warp Cycles|Issued|Eligible|Occupancy|Registers|Block Limit|Executed Ipc" \
       "$OUT/profile_ssd_detail.txt" | head -60
   fi
