@@ -35,8 +35,8 @@ struct SessionHaystack {
 };
 
 struct Session {
-    std::string model =
-        "demo";  // model directory, or "demo" (resources/models/demo-mamba2, the passkey model)
+    // model directory, or "demo" (resources/models/demo-mamba2, the passkey model)
+    std::string model = "demo";
     std::string text = "demo";         // UTF-8 text file, or "demo" (resources/text/demo.txt)
     std::string input_text;            // pasted text; when not empty it is the input and `text` is unused
     std::string trace;                 // optional saved trace (HDF5): open it instead of running
