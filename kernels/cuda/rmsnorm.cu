@@ -1,4 +1,6 @@
 // RMSNorm and gated grouped RMSNorm; see rmsnorm.cuh.
+#include <cstdint>
+
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_math.cuh"
 #include "cuda/rmsnorm.cuh"
@@ -43,24 +45,78 @@ __global__ void __launch_bounds__(kNormThreads)
     for (int64_t d = threadIdx.x; d < D; d += kNormThreads) store(o + d, xr[d] * inv * w[d]);
 }
 
-// grid (T, G): block (t, g) gates and normalises columns [g·E/G, (g+1)·E/G) of row t.
-template <class Out>
+__device__ __forceinline__ float load(const float* p) {
+    return *p;
+}
+__device__ __forceinline__ float load(const __nv_bfloat16* p) {
+    return bf16_to_f32(p);
+}
+
+// grid (T, G): block (t, g) gates and normalises columns [g·E/G, (g+1)·E/G) of row t. In: float or bf16.
+template <class In, class Out>
 __global__ void __launch_bounds__(kNormThreads)
-    gated_rmsnorm_kernel(int64_t group, const float* y, int64_t ldy, const float* __restrict__ z, int64_t ldz,
+    gated_rmsnorm_kernel(int64_t group, const In* y, int64_t ldy, const In* __restrict__ z, int64_t ldz,
                          const float* __restrict__ w, float eps, Out* out, int64_t ldo) {
     const int64_t t = blockIdx.x, c0 = static_cast<int64_t>(blockIdx.y) * group;
-    const float* yr = y + t * ldy + c0;
+    const In* yr = y + t * ldy + c0;
     Out* orow = out + t * ldo + c0;
-    const float* zr = z + t * ldz + c0;
+    const In* zr = z + t * ldz + c0;
     float ss = 0.0f;
     for (int64_t e = threadIdx.x; e < group; e += kNormThreads) {
-        const float g = yr[e] * silu(zr[e]);
+        const float g = load(yr + e) * silu(load(zr + e));
         ss += g * g;
     }
     const float inv = rsqrtf(block_sum(ss) / static_cast<float>(group) + eps);
     // out may alias y (float32 in place): each element is read before it is written, by the same thread.
     for (int64_t e = threadIdx.x; e < group; e += kNormThreads)
-        store(orow + e, yr[e] * silu(zr[e]) * inv * w[c0 + e]);
+        store(orow + e, load(yr + e) * silu(load(zr + e)) * inv * w[c0 + e]);
+}
+
+// bf16 y and z, 8 columns per 16-byte load, kVec loads per thread kept in registers (group ≤ kVec·8·256):
+// one read of each input instead of two. Same arithmetic per element as gated_rmsnorm_kernel.
+template <int kVec>
+__global__ void __launch_bounds__(kNormThreads)
+    gated_rmsnorm_x8_kernel(int64_t group, const __nv_bfloat16* y, int64_t ldy, const __nv_bfloat16* z,
+                            int64_t ldz, const float* __restrict__ w, float eps, __nv_bfloat16* out,
+                            int64_t ldo) {
+    const int64_t t = blockIdx.x, c0 = static_cast<int64_t>(blockIdx.y) * group;
+    const uint4* yr = reinterpret_cast<const uint4*>(y + t * ldy + c0);
+    const uint4* zr = reinterpret_cast<const uint4*>(z + t * ldz + c0);
+    uint4* orow = reinterpret_cast<uint4*>(out + t * ldo + c0);
+    const int nv = static_cast<int>(group / 8);
+    const auto lo = [](unsigned u) { return __uint_as_float(u << 16); };
+    const auto hi = [](unsigned u) { return __uint_as_float(u & 0xffff0000u); };
+    float g[kVec][8];
+    float ss = 0.0f;
+#pragma unroll
+    for (int u = 0; u < kVec; ++u) {
+        const int i = threadIdx.x + u * kNormThreads;
+        if (i >= nv) break;
+        const uint4 a = yr[i], b = zr[i];
+        const unsigned av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            g[u][2 * k] = lo(av[k]) * silu(lo(bv[k]));
+            g[u][2 * k + 1] = hi(av[k]) * silu(hi(bv[k]));
+            ss += g[u][2 * k] * g[u][2 * k] + g[u][2 * k + 1] * g[u][2 * k + 1];
+        }
+    }
+    const float inv = rsqrtf(block_sum(ss) / static_cast<float>(group) + eps);
+#pragma unroll
+    for (int u = 0; u < kVec; ++u) {
+        const int i = threadIdx.x + u * kNormThreads;
+        if (i >= nv) break;
+        const float* wr = w + c0 + 8 * i;
+        unsigned o[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            const __nv_bfloat16 a = f32_to_bf16_rn(g[u][2 * k] * inv * wr[2 * k]);
+            const __nv_bfloat16 b = f32_to_bf16_rn(g[u][2 * k + 1] * inv * wr[2 * k + 1]);
+            o[k] = static_cast<unsigned>(static_cast<__nv_bfloat16_raw>(a).x) |
+                   (static_cast<unsigned>(static_cast<__nv_bfloat16_raw>(b).x) << 16);
+        }
+        orow[i] = make_uint4(o[0], o[1], o[2], o[3]);
+    }
 }
 
 }  // namespace
@@ -93,7 +149,7 @@ void gated_rmsnorm(int64_t T, int64_t E, int64_t G, float* y, int64_t ldy, const
     MS_CHECK(E % G == 0, "gated_rmsnorm: groups must divide E");
     MS_CHECK(y && z && w && ldy >= E && ldz >= E, "gated_rmsnorm: bad pointers or strides");
     MS_CHECK(T <= 0x7fffffff && G <= 65535, "gated_rmsnorm: too many rows or groups");
-    gated_rmsnorm_kernel<float>
+    gated_rmsnorm_kernel<float, float>
         <<<dim3(static_cast<unsigned>(T), static_cast<unsigned>(G)), kNormThreads, 0, stream>>>(
             E / G, y, ldy, z, ldz, w, eps, y, ldy);
     CUDA_CHECK(cudaGetLastError());
@@ -108,9 +164,40 @@ void gated_rmsnorm_bf16(int64_t T, int64_t E, int64_t G, const float* y, int64_t
     MS_CHECK(y && z && w && out && ldy >= E && ldz >= E && ldo >= E,
              "gated_rmsnorm_bf16: bad pointers or strides");
     MS_CHECK(T <= 0x7fffffff && G <= 65535, "gated_rmsnorm_bf16: too many rows or groups");
-    gated_rmsnorm_kernel<__nv_bfloat16>
+    gated_rmsnorm_kernel<float, __nv_bfloat16>
         <<<dim3(static_cast<unsigned>(T), static_cast<unsigned>(G)), kNormThreads, 0, stream>>>(
             E / G, y, ldy, z, ldz, w, eps, out, ldo);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+void gated_rmsnorm_bf16(int64_t T, int64_t E, int64_t G, const __nv_bfloat16* y, int64_t ldy,
+                        const __nv_bfloat16* z, int64_t ldz, const float* w, float eps, __nv_bfloat16* out,
+                        int64_t ldo, cudaStream_t stream) {
+    MS_CHECK(T >= 0 && E >= 0 && G >= 1, "gated_rmsnorm_bf16: bad sizes");
+    if (T == 0 || E == 0) return;
+    MS_CHECK(E % G == 0, "gated_rmsnorm_bf16: groups must divide E");
+    MS_CHECK(y && z && w && out && ldy >= E && ldz >= E && ldo >= E,
+             "gated_rmsnorm_bf16: bad pointers or strides");
+    MS_CHECK(T <= 0x7fffffff && G <= 65535, "gated_rmsnorm_bf16: too many rows or groups");
+    const int64_t group = E / G;
+    const dim3 grid(static_cast<unsigned>(T), static_cast<unsigned>(G));
+    const auto rows16 = [](const void* p, int64_t ld) {
+        return ld % 8 == 0 && reinterpret_cast<uintptr_t>(p) % 16 == 0;
+    };
+    const bool vec = group % 8 == 0 && rows16(y, ldy) && rows16(z, ldz) && rows16(out, ldo);
+    const int64_t per_pass = int64_t{8} * kNormThreads;  // columns one load per thread covers
+    if (vec && group <= per_pass)
+        gated_rmsnorm_x8_kernel<1>
+            <<<grid, kNormThreads, 0, stream>>>(group, y, ldy, z, ldz, w, eps, out, ldo);
+    else if (vec && group <= 2 * per_pass)
+        gated_rmsnorm_x8_kernel<2>
+            <<<grid, kNormThreads, 0, stream>>>(group, y, ldy, z, ldz, w, eps, out, ldo);
+    else if (vec && group <= 4 * per_pass)
+        gated_rmsnorm_x8_kernel<4>
+            <<<grid, kNormThreads, 0, stream>>>(group, y, ldy, z, ldz, w, eps, out, ldo);
+    else
+        gated_rmsnorm_kernel<__nv_bfloat16, __nv_bfloat16>
+            <<<grid, kNormThreads, 0, stream>>>(group, y, ldy, z, ldz, w, eps, out, ldo);
     CUDA_CHECK(cudaGetLastError());
 }
 

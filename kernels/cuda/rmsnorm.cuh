@@ -29,5 +29,12 @@ void rmsnorm_bf16(int64_t T, int64_t D, const float* x, int64_t ldx, const float
 void gated_rmsnorm_bf16(int64_t T, int64_t E, int64_t G, const float* y, int64_t ldy, const float* z,
                         int64_t ldz, const float* w, float eps, __nv_bfloat16* out, int64_t ldo,
                         cudaStream_t stream);
+// The gated norm of the bf16 Mamba-2 chain: y (the SSD scan's bf16 output) and z (in_proj's bf16 output) in
+// bf16; the arithmetic is float32, the result bf16. Rows whose groups are multiples of 8 columns on 16-byte
+// boundaries are read once, 8 values per load, and kept in registers (groups up to 8192 columns); other
+// shapes take the two-read kernel above.
+void gated_rmsnorm_bf16(int64_t T, int64_t E, int64_t G, const __nv_bfloat16* y, int64_t ldy,
+                        const __nv_bfloat16* z, int64_t ldz, const float* w, float eps, __nv_bfloat16* out,
+                        int64_t ldo, cudaStream_t stream);
 
 }  // namespace mambascope::kernels::cuda

@@ -749,6 +749,8 @@ void scan_mamba2(const Mamba2ScanArgs& a, void* workspace, size_t workspace_byte
     MS_CHECK(a.P <= kM2MaxP, "scan_mamba2: headdim P > 128 is not supported");
     MS_CHECK(a.H % a.G == 0, "scan_mamba2: groups G must divide heads H");
     MS_CHECK(a.x && a.delta && a.A && a.B && a.C && a.y, "scan_mamba2: x, delta, A, B, C and y are required");
+    MS_CHECK(!a.x16 && !a.delta16 && !a.B16 && !a.C16 && !a.y16,
+             "scan_mamba2: bf16 inputs and outputs are taken by the chunked scan (scan_mamba2_ssd) only");
     MS_CHECK(a.ldx >= a.H * a.P && a.ldy >= a.H * a.P, "scan_mamba2: x/y row stride is smaller than H·P");
     MS_CHECK(a.ldd >= a.H && (!a.delta_out || a.ldo >= a.H),
              "scan_mamba2: delta row stride is smaller than H");

@@ -11,6 +11,7 @@
 // kernels (4 lanes per channel, N/4 states each) for A/B comparisons.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -49,6 +50,15 @@ struct Mamba2ScanArgs {
     int64_t ldo = 0;
     ScanProbes probes;      // per head (H), accumulated; log_decay += Σ_t Δ'·A[h]
     int64_t chunk_len = 0;  // tokens per time chunk; 0 = automatic
+
+    // bf16 activations (the bf16 Mamba-2 chain of the forward; chunked SSD scan only, scan_mamba2_ssd.cuh):
+    // x16, delta16, B16, C16 instead of x, delta, B, C — all or none (same strides, in elements); y16
+    // instead of y. The state, Δ', l and every sum stay fp32.
+    const __nv_bfloat16* x16 = nullptr;      // bf16 x (T, H·P), stride ldx
+    const __nv_bfloat16* delta16 = nullptr;  // bf16 Δ or raw dt (T, H), stride ldd
+    const __nv_bfloat16* B16 = nullptr;      // bf16 B (T, G·N), stride ldb
+    const __nv_bfloat16* C16 = nullptr;      // bf16 C (T, G·N), stride ldc
+    __nv_bfloat16* y16 = nullptr;            // bf16 y (T, H·P), stride ldy, instead of y
 };
 
 ScanPlan scan_mamba2_plan(int64_t T, int64_t H, int64_t P, int64_t N, int64_t chunk_len = 0);

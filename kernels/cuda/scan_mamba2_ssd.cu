@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <type_traits>
 
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_math.cuh"
@@ -70,8 +71,16 @@ struct Params {
     bf16* b16;       // (Tpad, G, N): B rounded to bf16 (padding rows zero), from the group kernel
     bf16* c16;       // (Tpad, G, N): C rounded to bf16, likewise
     bf16* states16;  // (chunks, H, P, N): the state entering chunk c, bf16, from the chain
-    bool vec_x, vec_b, vec_c,
-        vec_y;  // rows of x / B / C / y are float4-aligned (stride % 4 == 0, 16-byte base)
+    // bf16 activations instead of x / Δ / B / C / y (the forward's bf16 chain): all four inputs or none.
+    const bf16* x16;
+    const bf16* delta16;
+    const bf16* B16;
+    const bf16* C16;
+    bf16* y16;
+    // Vector access: vec_x / vec_y: rows of x / y take 4-element accesses (fp32: float4, 16-byte base; bf16:
+    // 8 bytes, 8-byte base; stride % 4 == 0); vec_b / vec_c: the staging's 16-byte loads (fp32: 4 values;
+    // bf16: 8 values, stride % 8 == 0); vec8_x: bf16 x rows take 16-byte copies (8 values).
+    bool vec_x, vec_b, vec_c, vec_y, vec8_x;
 };
 
 // bf16 fragment loads from shared memory. wmma::load_matrix_sync emits the generic-address form of
@@ -116,7 +125,10 @@ __global__ void __launch_bounds__(kQ) ssd_dt(Params p, ScanProbes probes) {
     const int64_t t = c * kQ + i;
     const bool valid = t < p.T;
     const float thr = p.thr ? p.thr[h] : -INFINITY;
-    float dt = (valid ? p.delta[t * p.ldd + h] : 0.0f) + (p.delta_bias ? p.delta_bias[h] : 0.0f);
+    const float raw = !valid      ? 0.0f
+                      : p.delta16 ? bf16_to_f32(p.delta16 + t * p.ldd + h)
+                                  : p.delta[t * p.ldd + h];
+    float dt = raw + (p.delta_bias ? p.delta_bias[h] : 0.0f);
     if (p.softplus) dt = softplus(dt);
     const bool kept = valid && dt > thr;
     dt = kept ? dt : 0.0f;
@@ -193,6 +205,34 @@ __device__ __forceinline__ void stage_bf16(const float* __restrict__ src, int64_
     }
 }
 
+// The same for a bf16 source (the forward's bf16 chain): a copy. vec (cols % 8 == 0, rows 16-byte aligned):
+// 16-byte cp.async copies, complete after the caller's cp_async_commit + wait and a barrier; otherwise
+// element copies, visible after the barrier.
+__device__ __forceinline__ void stage_copy_bf16(const bf16* __restrict__ src, int64_t ld, int valid, int cols,
+                                                bf16* dst, int lds, bool vec) {
+    if (vec) {
+        const int nq = cols / 8, total = kQ * nq;
+        for (int k = threadIdx.x; k < total; k += kSsdThreads) {
+            const int r = k / nq, q = k % nq;
+            cp_async_16(dst + r * lds + 8 * q, r < valid ? src + r * ld + 8 * q : src, r < valid);
+        }
+    } else {
+        for (int k = threadIdx.x; k < kQ * cols; k += kSsdThreads) {
+            const int r = k / cols, n = k % cols;
+            dst[r * lds + n] = r < valid ? src[r * ld + n] : f32_to_bf16_rn(0.0f);
+        }
+    }
+}
+
+// Four values from 4 bf16 (8 bytes, the lower address first), and back (round to nearest even).
+__device__ __forceinline__ float4 unpack_bf16x4(uint2 u) {
+    return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u),
+                       __uint_as_float(u.y << 16), __uint_as_float(u.y & 0xffff0000u));
+}
+__device__ __forceinline__ uint2 pack_bf16x4(float4 v) {
+    return make_uint2(pack_bf16x2(v.x, v.y), pack_bf16x2(v.z, v.w));
+}
+
 // ---- 2. per group: C·Bᵀ and the bf16 copies of B and C: grid (G, chunks), kSsdThreads
 // ---------------------- B and C are shared by the H/G heads of a group (mamba2-1.3b: 64 heads, one group),
 // so their bf16 rounding and the Q×Q product C·Bᵀ are done once per (group, chunk) here instead of once per
@@ -206,8 +246,15 @@ __global__ void __launch_bounds__(kSsdThreads) ssd_cb(Params p) {
     const int64_t g = blockIdx.x, c = blockIdx.y, t0 = c * kQ;
     const int tid = threadIdx.x, warp = tid / 32, nwarps = kSsdThreads / 32;
     const int valid = static_cast<int>(p.T - t0 < kQ ? p.T - t0 : kQ);
-    stage_bf16(p.C + t0 * p.ldc + g * p.N, p.ldc, valid, N, sC, ldN, p.vec_c);
-    stage_bf16(p.B + t0 * p.ldb + g * p.N, p.ldb, valid, N, sB, ldN, p.vec_b);
+    if (p.C16) {  // bf16 inputs: copies
+        stage_copy_bf16(p.C16 + t0 * p.ldc + g * p.N, p.ldc, valid, N, sC, ldN, p.vec_c);
+        stage_copy_bf16(p.B16 + t0 * p.ldb + g * p.N, p.ldb, valid, N, sB, ldN, p.vec_b);
+        cp_async_commit();
+        cp_async_wait_all();
+    } else {
+        stage_bf16(p.C + t0 * p.ldc + g * p.N, p.ldc, valid, N, sC, ldN, p.vec_c);
+        stage_bf16(p.B + t0 * p.ldb + g * p.N, p.ldb, valid, N, sB, ldN, p.vec_b);
+    }
     __syncthreads();
     // The staged rows, 8 bf16 (16 bytes) per copy: N is a multiple of 16, so rows stay 16-byte aligned.
     const int nq = N / 8;
@@ -257,17 +304,25 @@ constexpr int kChainStages = 3;                   // ring depth: loads in flight
 constexpr int kChainLdX = 16 + kPadBf16;          // w·X tile (Q, 16 channels) bf16
 constexpr int kChainLdB = kChainCols + kPadBf16;  // B slice (Q, kChainCols) bf16
 constexpr int kChainLdT = 16 + kPadF32;           // a warp's fp32 tile
-constexpr int kChainXPieces = kQ * 16 / 4 / kChainThreads;          // 16-byte pieces of x per thread (2)
+// x rows come as fp32 (4 per 16-byte piece) or, in the forward's bf16 chain, as bf16 (8 per piece).
+template <bool kX16>
+constexpr int kChainXPer = kX16 ? 8 : 4;
+template <bool kX16>
+constexpr int kChainXPieces = kQ * 16 / kChainXPer<kX16> / kChainThreads;  // 16-byte pieces of x per thread
 constexpr int kChainBPieces = kQ * kChainCols / 8 / kChainThreads;  // 16-byte pieces of B per thread (4)
-static_assert(kChainXPieces * 4 * kChainThreads == kQ * 16 &&
+static_assert(kChainXPieces<false> * 4 * kChainThreads == kQ * 16 && kChainXPieces<true> == 1 &&
               kChainBPieces * 8 * kChainThreads == kQ * kChainCols && kChainThreads >= kQ / 2);
-// One ring stage: x rows fp32 (Q, 16), B bf16 (Q, kChainLdB), l and Δ' fp32 (Q each).
-constexpr size_t kChainStageX = size_t(kQ) * 16 * 4, kChainStageB = size_t(kQ) * kChainLdB * 2;
-constexpr size_t kChainStageBytes = kChainStageX + kChainStageB + 2 * size_t(kQ) * 4;
+// One ring stage: x rows (Q, 16) fp32 or bf16, B bf16 (Q, kChainLdB), l and Δ' fp32 (Q each).
+template <bool kX16>
+constexpr size_t kChainStageX = size_t(kQ) * 16 * (kX16 ? 2 : 4);
+constexpr size_t kChainStageB = size_t(kQ) * kChainLdB * 2;
+template <bool kX16>
+constexpr size_t kChainStageBytes = kChainStageX<kX16> + kChainStageB + 2 * size_t(kQ) * 4;
 constexpr size_t kChainXwBytes = size_t(kQ) * kChainLdX * 2;
-// ≈ 50 KB: 4 blocks (16 warps) per SM.
-constexpr size_t kChainSmem =
-    kChainStages * kChainStageBytes + kChainXwBytes + size_t(kChainWarps) * 16 * kChainLdT * 4;
+// ≈ 50 KB (fp32 x; ≈ 44 KB bf16): 4 blocks (16 warps) per SM.
+template <bool kX16>
+constexpr size_t kChainSmem = kChainStages* kChainStageBytes<kX16> + kChainXwBytes +
+                              size_t(kChainWarps) * 16 * kChainLdT * 4;
 
 // A warp's 16×16 fp32 tile, lane r/2 holding row r/2, columns 8·(r%2)..+8: the lane's part of a tile stored
 // with store_matrix_sync at ld kChainLdT.
@@ -278,35 +333,44 @@ __device__ __forceinline__ uint4 tile_row8_bf16(const float* t, int lane) {
                       pack_bf16x2(b.z, b.w));
 }
 
+// kX16: x comes in bf16 (p.x16).
+template <bool kX16>
 __global__ void __launch_bounds__(kChainThreads) ssd_state_chain(Params p, float* s) {
     extern __shared__ __align__(16) float smem[];
+    using XT = std::conditional_t<kX16, bf16, float>;
+    constexpr int kXPer = kChainXPer<kX16>, kXPieces = kChainXPieces<kX16>, kXRowPieces = 16 / kXPer;
+    constexpr size_t kStage = kChainStageBytes<kX16>, kStageX = kChainStageX<kX16>;
     char* base = reinterpret_cast<char*>(smem);
-    auto sx = [&](int st) { return reinterpret_cast<float*>(base + st * kChainStageBytes); };
-    auto sb = [&](int st) { return reinterpret_cast<bf16*>(base + st * kChainStageBytes + kChainStageX); };
-    auto sl = [&](int st) {
-        return reinterpret_cast<float*>(base + st * kChainStageBytes + kChainStageX + kChainStageB);
-    };
+    auto sx = [&](int st) { return reinterpret_cast<XT*>(base + st * kStage); };
+    auto sb = [&](int st) { return reinterpret_cast<bf16*>(base + st * kStage + kStageX); };
+    auto sl = [&](int st) { return reinterpret_cast<float*>(base + st * kStage + kStageX + kChainStageB); };
     auto sd = [&](int st) { return sl(st) + kQ; };
-    bf16* sXw = reinterpret_cast<bf16*>(base + kChainStages * kChainStageBytes);  // w·X (Q, kChainLdX)
+    bf16* sXw = reinterpret_cast<bf16*>(base + kChainStages * kStage);  // w·X (Q, kChainLdX)
     const int64_t h = blockIdx.x, g = h / (p.H / p.G), PN = p.P * p.N, ldg = p.G * p.N;
     const int N = static_cast<int>(p.N), p0 = 16 * static_cast<int>(blockIdx.y);
     const int nb = kChainCols * static_cast<int>(blockIdx.z);
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int n0 = nb + 16 * warp;
     const bool active = n0 < N;  // N is a multiple of 16; the last block's spare warps only stage and sync
-    float* tw = reinterpret_cast<float*>(base + kChainStages * kChainStageBytes + kChainXwBytes) +
-                warp * 16 * kChainLdT;
+    float* tw =
+        reinterpret_cast<float*>(base + kChainStages * kStage + kChainXwBytes) + warp * 16 * kChainLdT;
 
     // Chunk c's operands into ring stage st (zeros past the end; a group is committed either way, so that
     // cp_async_wait_group counts chunks). Each thread's source addresses for chunk 0 are fixed here; chunk c
     // adds c rows of kQ (the loop runs once per chunk in a latency-bound kernel: no 64-bit index products in
     // it).
-    const float* xsrc[kChainXPieces];
+    const XT* xbase;
+    if constexpr (kX16)
+        xbase = p.x16;
+    else
+        xbase = p.x;
+    const bool vec_x = kX16 ? p.vec8_x : p.vec_x;
+    const XT* xsrc[kXPieces];
     const bf16* bsrc[kChainBPieces];
 #pragma unroll
-    for (int v = 0; v < kChainXPieces; ++v) {
-        const int k = tid + v * kChainThreads, j = k / 4, q = k % 4;
-        xsrc[v] = p.x + j * p.ldx + h * p.P + p0 + 4 * q;
+    for (int v = 0; v < kXPieces; ++v) {
+        const int k = tid + v * kChainThreads, j = k / kXRowPieces, q = k % kXRowPieces;
+        xsrc[v] = xbase + j * p.ldx + h * p.P + p0 + kXPer * q;
     }
 #pragma unroll
     for (int v = 0; v < kChainBPieces; ++v) {
@@ -320,14 +384,19 @@ __global__ void __launch_bounds__(kChainThreads) ssd_state_chain(Params p, float
         if (c < p.chunks) {
             const int64_t t0 = c * kQ, xo = t0 * p.ldx, bo = t0 * ldg;
 #pragma unroll
-            for (int v = 0; v < kChainXPieces; ++v) {
-                const int k = tid + v * kChainThreads, j = k / 4, q = k % 4;
+            for (int v = 0; v < kXPieces; ++v) {
+                const int k = tid + v * kChainThreads, j = k / kXRowPieces, q = k % kXRowPieces;
                 const bool ok = t0 + j < p.T;
-                float* dst = sx(st) + j * 16 + 4 * q;
-                if (p.vec_x) {
-                    cp_async_16(dst, ok ? xsrc[v] + xo : p.x, ok);
+                XT* dst = sx(st) + j * 16 + kXPer * q;
+                if (vec_x) {
+                    cp_async_16(dst, ok ? xsrc[v] + xo : xbase, ok);
+                } else if constexpr (kX16) {
+                    // No 4-byte cp.async for 2-byte values: plain copies. This stage was last read by step
+                    // c − 1, which every thread has finished (the barrier before issue), and it is read at
+                    // step c + 2, after two more barriers.
+                    for (int e = 0; e < kXPer; ++e) dst[e] = ok ? xsrc[v][xo + e] : f32_to_bf16_rn(0.0f);
                 } else {
-                    for (int e = 0; e < 4; ++e) cp_async_f32(dst + e, ok ? xsrc[v] + xo + e : p.x, ok);
+                    for (int e = 0; e < kXPer; ++e) cp_async_f32(dst + e, ok ? xsrc[v] + xo + e : xbase, ok);
                 }
             }
 #pragma unroll
@@ -363,12 +432,20 @@ __global__ void __launch_bounds__(kChainThreads) ssd_state_chain(Params p, float
         const float* dt = sd(st);
         const float l_last = l[kQ - 1];
 #pragma unroll
-        for (int v = 0; v < kChainXPieces; ++v) {  // w_j·x_j in bf16; w's MUFU exp (2 ulp) is far below bf16
-            const int k = tid + v * kChainThreads, j = k / 4, q = k % 4;
+        for (int v = 0; v < kXPieces; ++v) {  // w_j·x_j in bf16; w's MUFU exp (2 ulp) is far below bf16
+            const int k = tid + v * kChainThreads, j = k / kXRowPieces, q = k % kXRowPieces;
             const float w = ex2_approx((l_last - l[j]) * kLog2e) * dt[j];
-            const float4 x = *reinterpret_cast<const float4*>(sx(st) + j * 16 + 4 * q);
-            *reinterpret_cast<uint2*>(sXw + j * kChainLdX + 4 * q) =
-                make_uint2(pack_bf16x2(x.x * w, x.y * w), pack_bf16x2(x.z * w, x.w * w));
+            if constexpr (kX16) {  // 8 bf16 in, 8 out (16 bytes each)
+                const uint4 u = *reinterpret_cast<const uint4*>(sx(st) + j * 16 + 8 * q);
+                const float4 a = unpack_bf16x4(make_uint2(u.x, u.y)), b = unpack_bf16x4(make_uint2(u.z, u.w));
+                const uint2 lo = pack_bf16x4(make_float4(a.x * w, a.y * w, a.z * w, a.w * w));
+                const uint2 hi = pack_bf16x4(make_float4(b.x * w, b.y * w, b.z * w, b.w * w));
+                *reinterpret_cast<uint4*>(sXw + j * kChainLdX + 8 * q) = make_uint4(lo.x, lo.y, hi.x, hi.y);
+            } else {
+                const float4 x = *reinterpret_cast<const float4*>(sx(st) + j * 16 + 4 * q);
+                *reinterpret_cast<uint2*>(sXw + j * kChainLdX + 4 * q) =
+                    make_uint2(pack_bf16x2(x.x * w, x.y * w), pack_bf16x2(x.z * w, x.w * w));
+            }
         }
         __syncthreads();
         if (active) {
@@ -424,8 +501,8 @@ __host__ __device__ OutLayout out_layout(int P, int N) {
 // kP, kN: the head and state sizes as compile-time constants (0: taken from p at run time). Every staging
 // loop divides by them (row = k / cols); with constants those are shifts instead of ≈ 20-instruction integer
 // divisions, in a kernel bound by its issue slots (the H200 profiles). Instantiated for the shape of the
-// released Mamba-2 models (headdim 64, d_state 128) and generically.
-template <int kP, int kN>
+// released Mamba-2 models (headdim 64, d_state 128) and generically. kX16: x comes in bf16 (p.x16).
+template <int kP, int kN, bool kX16>
 __global__ void __launch_bounds__(kSsdThreads) ssd_chunk_out(Params p) {
     extern __shared__ __align__(16) float smem[];
     const int P = kP ? kP : static_cast<int>(p.P), N = kN ? kN : static_cast<int>(p.N);
@@ -456,10 +533,11 @@ __global__ void __launch_bounds__(kSsdThreads) ssd_chunk_out(Params p) {
         const int r = k / nq, q = k % nq;
         cp_async_16(sS + r * o.ldN + 8 * q, S + 8 * k, true);
     }
+    const int valid = static_cast<int>(p.T - t0 < kQ ? p.T - t0 : kQ);
+    if constexpr (kX16) stage_copy_bf16(p.x16 + t0 * p.ldx + h * P, p.ldx, valid, P, sX, o.ldP, p.vec8_x);
     cp_async_commit();
     if (tid < kQ) sel[tid] = exp_decay(lh[tid]);
-    const int valid = static_cast<int>(p.T - t0 < kQ ? p.T - t0 : kQ);
-    stage_bf16(p.x + t0 * p.ldx + h * P, p.ldx, valid, P, sX, o.ldP, p.vec_x);
+    if constexpr (!kX16) stage_bf16(p.x + t0 * p.ldx + h * P, p.ldx, valid, P, sX, o.ldP, p.vec_x);
 
     // M = L ∘ C·Bᵀ (causal; L_ij = exp(l_i − l_j)·Δ'_j), C·Bᵀ from the group kernel, l and Δ' read directly
     // (every load of the loop is issued before the first use). Lane jp of every warp owns the columns
@@ -543,23 +621,41 @@ __global__ void __launch_bounds__(kSsdThreads) ssd_chunk_out(Params p) {
     }
     __syncthreads();
 
-    // y = Y + D·x, four columns per thread when the rows of x and y allow float4 (P is a multiple of 16).
+    // y = Y + D·x, four columns per thread when the rows of x and y allow it (P is a multiple of 16); x and
+    // y in fp32 or bf16.
     const float dskip = p.Dskip ? p.Dskip[h] : 0.0f;
     if (p.vec_x && p.vec_y) {
         const int pq = P / 4;
         for (int k = tid; k < valid * pq; k += kSsdThreads) {
             const int r = k / pq, q = k % pq;
-            const int64_t t = t0 + r;
+            const int64_t t = t0 + r, xo = t * p.ldx + h * P + 4 * q, yo = t * p.ldy + h * P + 4 * q;
             const float4 f = *reinterpret_cast<const float4*>(sF + r * o.ldF + 4 * q);
-            const float4 xv = *reinterpret_cast<const float4*>(p.x + t * p.ldx + h * P + 4 * q);
-            *reinterpret_cast<float4*>(p.y + t * p.ldy + h * P + 4 * q) =
+            float4 xv;
+            if constexpr (kX16)
+                xv = unpack_bf16x4(*reinterpret_cast<const uint2*>(p.x16 + xo));
+            else
+                xv = *reinterpret_cast<const float4*>(p.x + xo);
+            const float4 v =
                 make_float4(f.x + dskip * xv.x, f.y + dskip * xv.y, f.z + dskip * xv.z, f.w + dskip * xv.w);
+            if (p.y16)
+                *reinterpret_cast<uint2*>(p.y16 + yo) = pack_bf16x4(v);
+            else
+                *reinterpret_cast<float4*>(p.y + yo) = v;
         }
     } else {
         for (int k = tid; k < valid * P; k += kSsdThreads) {
             const int r = k / P, pp = k % P;
-            const int64_t t = t0 + r;
-            p.y[t * p.ldy + h * P + pp] = sF[r * o.ldF + pp] + dskip * p.x[t * p.ldx + h * P + pp];
+            const int64_t t = t0 + r, xo = t * p.ldx + h * P + pp, yo = t * p.ldy + h * P + pp;
+            float xv;
+            if constexpr (kX16)
+                xv = bf16_to_f32(p.x16 + xo);
+            else
+                xv = p.x[xo];
+            const float v = sF[r * o.ldF + pp] + dskip * xv;
+            if (p.y16)
+                p.y16[yo] = f32_to_bf16_rn(v);
+            else
+                p.y[yo] = v;
         }
     }
 }
@@ -613,8 +709,13 @@ void scan_mamba2_ssd(const Mamba2ScanArgs& a, void* workspace, size_t workspace_
             "the chunked scan needs headdim and d_state multiples of 16 (headdim ≤ 128, d_state ≤ 256); "
             "the recurrent scan_mamba2 takes any shape");
     MS_CHECK(a.H % a.G == 0, "scan_mamba2_ssd: groups G must divide heads H");
-    MS_CHECK(a.x && a.delta && a.A && a.B && a.C && a.y,
-             "scan_mamba2_ssd: x, delta, A, B, C and y are required");
+    const bool in16 = a.x16 || a.delta16 || a.B16 || a.C16;
+    MS_CHECK(
+        in16 ? (a.x16 && a.delta16 && a.B16 && a.C16 && !a.x && !a.delta && !a.B && !a.C)
+             : (a.x && a.delta && a.B && a.C),
+        "scan_mamba2_ssd: x, delta, B and C are required, all float32 or all bf16 (x16, delta16, B16, C16)");
+    MS_CHECK(a.A && (a.y != nullptr) != (a.y16 != nullptr),
+             "scan_mamba2_ssd: A and one of y (float32) or y16 (bf16) are required");
     MS_CHECK(a.ldx >= a.H * a.P && a.ldy >= a.H * a.P, "scan_mamba2_ssd: x/y row stride is smaller than H·P");
     MS_CHECK(a.ldd >= a.H && (!a.delta_out || a.ldo >= a.H),
              "scan_mamba2_ssd: delta row stride is smaller than H");
@@ -642,12 +743,20 @@ void scan_mamba2_ssd(const Mamba2ScanArgs& a, void* workspace, size_t workspace_
     p.delta_bias = a.delta_bias, p.softplus = a.delta_softplus ? 1 : 0;
     p.A = a.A, p.B = a.B, p.ldb = a.ldb, p.C = a.C, p.ldc = a.ldc, p.Dskip = a.Dskip, p.thr = a.thr;
     p.y = a.y, p.ldy = a.ldy, p.delta_out = a.delta_out, p.ldo = a.ldo;
+    p.x16 = a.x16, p.delta16 = a.delta16, p.B16 = a.B16, p.C16 = a.C16, p.y16 = a.y16;
     p.dtp = w.dtp, p.lcum = w.lcum, p.cb = w.cb, p.b16 = w.b16, p.c16 = w.c16, p.states16 = w.states16;
-    const auto rows16 = [](const float* base, int64_t ld) {
-        return ld % 4 == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0;
+    // Rows of `per` elements of `bytes` each, starting on a `per`·`bytes` boundary.
+    const auto rows = [](const void* base, int64_t ld, int per, int bytes) {
+        return base && ld % per == 0 && reinterpret_cast<uintptr_t>(base) % (size_t(per) * bytes) == 0;
     };
-    p.vec_x = rows16(a.x, a.ldx), p.vec_b = rows16(a.B, a.ldb), p.vec_c = rows16(a.C, a.ldc);
-    p.vec_y = rows16(a.y, a.ldy);
+    if (in16) {
+        p.vec_x = rows(a.x16, a.ldx, 4, 2), p.vec8_x = rows(a.x16, a.ldx, 8, 2);
+        p.vec_b = rows(a.B16, a.ldb, 8, 2), p.vec_c = rows(a.C16, a.ldc, 8, 2);
+    } else {
+        p.vec_x = rows(a.x, a.ldx, 4, 4), p.vec8_x = false;
+        p.vec_b = rows(a.B, a.ldb, 4, 4), p.vec_c = rows(a.C, a.ldc, 4, 4);
+    }
+    p.vec_y = a.y16 ? rows(a.y16, a.ldy, 4, 2) : rows(a.y, a.ldy, 4, 4);
 
     // Heads fastest: the blocks resident together read the same chunk's B and C (shared by the heads of a
     // group), so those reads hit in L1/L2.
@@ -666,21 +775,32 @@ void scan_mamba2_ssd(const Mamba2ScanArgs& a, void* workspace, size_t workspace_
     allow(reinterpret_cast<const void*>(ssd_cb), smem_cb);
     // The released Mamba-2 models' shape gets the kernel with constant sizes (see ssd_chunk_out).
     const bool fixed = a.P == 64 && a.N == 128;
-    const void* out_fn = fixed ? reinterpret_cast<const void*>(ssd_chunk_out<64, 128>)
-                               : reinterpret_cast<const void*>(ssd_chunk_out<0, 0>);
+    const void* out_fn = fixed ? (in16 ? reinterpret_cast<const void*>(ssd_chunk_out<64, 128, true>)
+                                       : reinterpret_cast<const void*>(ssd_chunk_out<64, 128, false>))
+                               : (in16 ? reinterpret_cast<const void*>(ssd_chunk_out<0, 0, true>)
+                                       : reinterpret_cast<const void*>(ssd_chunk_out<0, 0, false>));
     allow(out_fn, smem_out);
     ssd_cb<<<dim3(static_cast<unsigned>(a.G), static_cast<unsigned>(chunks)), kSsdThreads, smem_cb, stream>>>(
         p);
     CUDA_CHECK(cudaGetLastError());
     const dim3 grid_chain(static_cast<unsigned>(a.H), static_cast<unsigned>(a.P / 16),
                           static_cast<unsigned>((a.N + kChainCols - 1) / kChainCols));
-    allow(reinterpret_cast<const void*>(ssd_state_chain), kChainSmem);
-    ssd_state_chain<<<grid_chain, kChainThreads, kChainSmem, stream>>>(p, a.s);
+    if (in16) {
+        allow(reinterpret_cast<const void*>(ssd_state_chain<true>), kChainSmem<true>);
+        ssd_state_chain<true><<<grid_chain, kChainThreads, kChainSmem<true>, stream>>>(p, a.s);
+    } else {
+        allow(reinterpret_cast<const void*>(ssd_state_chain<false>), kChainSmem<false>);
+        ssd_state_chain<false><<<grid_chain, kChainThreads, kChainSmem<false>, stream>>>(p, a.s);
+    }
     CUDA_CHECK(cudaGetLastError());
-    if (fixed)
-        ssd_chunk_out<64, 128><<<grid, kSsdThreads, smem_out, stream>>>(p);
+    if (fixed && in16)
+        ssd_chunk_out<64, 128, true><<<grid, kSsdThreads, smem_out, stream>>>(p);
+    else if (fixed)
+        ssd_chunk_out<64, 128, false><<<grid, kSsdThreads, smem_out, stream>>>(p);
+    else if (in16)
+        ssd_chunk_out<0, 0, true><<<grid, kSsdThreads, smem_out, stream>>>(p);
     else
-        ssd_chunk_out<0, 0><<<grid, kSsdThreads, smem_out, stream>>>(p);
+        ssd_chunk_out<0, 0, false><<<grid, kSsdThreads, smem_out, stream>>>(p);
     CUDA_CHECK(cudaGetLastError());
     if (owned) CUDA_CHECK(cudaFreeAsync(owned, stream));
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Mamba-2 chunked SSD scan on tensor cores (issue 17), one device call from the repository root with $OUT set
-# (SKIP_AB=1: no MAMBASCOPE_M2_SSD=0 rows; SKIP_DECODE=1: no decode rows; SKIP_PROFILE=1: no Nsight Compute;
+# (SKIP_AB=1: no MAMBASCOPE_M2_SSD=0 rows; SKIP_CHAIN_AB=1: no MAMBASCOPE_M2_BF16_CHAIN=0 rows;
+# SKIP_DECODE=1: no decode rows; SKIP_PROFILE=1: no Nsight Compute;
 # DETAIL=1: also the stall reasons and instruction mix of the chain and output kernels; SKIP_SCAN=1: no scan
 # table; TABLE_ONLY=1: of Nsight Compute, only the per-kernel time table):
 #   1. builds the CUDA backend (GUI off, sm_90);
@@ -8,7 +9,8 @@
 #      forward through it);
 #   3. bench_cuda_scan: ceilings and the Mamba-2 table (recurrent fp32 scan vs SSD bf16, plain and
 #      filter+probes, mamba2-130m / 1.3b shapes at 2k/16k/128k);
-#   4. bench_cuda_forward, bf16 prefill of mamba2-130m and mamba2-1.3b with the SSD scan and without it
+#   4. bench_cuda_forward, bf16 prefill of mamba2-130m and mamba2-1.3b with the SSD scan and the bf16 chain,
+#      with float32 activations around the scan (MAMBASCOPE_M2_BF16_CHAIN=0) and without the SSD scan
 #      (MAMBASCOPE_M2_SSD=0), against the in_proj GEMM ceiling;
 #   5. decode rows (bf16 graph with the RMSNorm fused into the next gemv) of mamba-130m, mamba-1.4b, mamba2-130m;
 #   6. Nsight Compute: kernel time by kernel of one mamba2-1.3b bf16 prefill of 16k tokens, and the SSD
@@ -33,6 +35,11 @@ echo "== bench_cuda_forward: Mamba-2 bf16 prefill, SSD scan (default) then MAMBA
 {
   BENCH_FORWARD_MODES=bf16 BENCH_FORWARD_NO_DECODE=1 timeout 200 build-gpu/bench/bench_cuda_forward \
     mamba2-130m mamba2-1.3b 2>&1
+  if [ "${SKIP_CHAIN_AB:-0}" != 1 ]; then
+    echo "-- A/B: MAMBASCOPE_M2_BF16_CHAIN=0 (the SSD scan with float32 activations around it)"
+    MAMBASCOPE_M2_BF16_CHAIN=0 BENCH_FORWARD_MODES=bf16 BENCH_FORWARD_NO_DECODE=1 timeout 200 \
+      build-gpu/bench/bench_cuda_forward mamba2-130m mamba2-1.3b 2>&1
+  fi
   if [ "${SKIP_AB:-0}" != 1 ]; then
     echo "-- A/B: MAMBASCOPE_M2_SSD=0 (the recurrent fp32 scan inside the bf16 forward)"
     MAMBASCOPE_M2_SSD=0 BENCH_FORWARD_MODES=bf16 BENCH_FORWARD_NO_DECODE=1 timeout 200 \

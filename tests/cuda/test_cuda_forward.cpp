@@ -317,20 +317,23 @@ TEST_P(CudaForward, Tf32AndBf16ProjectionsStayWithinTheirBounds) {
     }
 }
 
-// bf16 Mamba-2 prefill takes the chunked SSD scan (kernels/cuda/scan_mamba2_ssd.cuh) from 128 tokens on:
-// across prefill chunks of 256 tokens (carried state), filtered or not, the logits and the final state stay
-// within the bf16 bound of the CPU's float32 forward, and they differ from the recurrent scan's bf16 run
-// (MAMBASCOPE_M2_SSD=0), which shows the chunked scan actually ran.
+// bf16 Mamba-2 prefill takes the chunked SSD scan (kernels/cuda/scan_mamba2_ssd.cuh) from 128 tokens on,
+// with bf16 activations from in_proj to out_proj (the bf16 chain): across prefill chunks of 256 tokens (and a
+// last chunk of 188, which takes the chain too; 700 = 2·256 + 188), filtered or not, the logits and the final
+// states stay within the bf16 bound of the CPU's float32 forward. They differ from the SSD scan with float32
+// activations (MAMBASCOPE_M2_BF16_CHAIN=0) and from the recurrent scan's bf16 run (MAMBASCOPE_M2_SSD=0),
+// which shows that each path actually ran.
 TEST(CudaForwardSsd, Mamba2Bf16PrefillUsesTheChunkedScanWithinTheBf16Bound) {
     if (!have_gpu()) GTEST_SKIP() << "no usable GPU";
     auto m = random_model(cfg(Arch::Mamba2), 9);
     auto x = ids(700);
     const DeltaFilter f = test_filter(*m);
-    auto bf16_run = [&](const DeltaFilter* filter, bool ssd) {
-        if (ssd)
-            unsetenv("MAMBASCOPE_M2_SSD");
-        else
-            setenv("MAMBASCOPE_M2_SSD", "0", 1);
+    enum Path { kChain, kSsdFloatActivations, kRecurrent };
+    auto bf16_run = [&](const DeltaFilter* filter, Path path) {
+        unsetenv("MAMBASCOPE_M2_SSD");
+        unsetenv("MAMBASCOPE_M2_BF16_CHAIN");
+        if (path == kRecurrent) setenv("MAMBASCOPE_M2_SSD", "0", 1);
+        if (path == kSsdFloatActivations) setenv("MAMBASCOPE_M2_BF16_CHAIN", "0", 1);
         ForwardOptions opt;
         opt.device = Device::Cuda;
         opt.precision = Precision::Bf16;
@@ -346,19 +349,29 @@ TEST(CudaForwardSsd, Mamba2Bf16PrefillUsesTheChunkedScanWithinTheBf16Bound) {
         r.state = make_state(*m);
         r.res = run_prefill(*m, x, r.state, opt, head);
         unsetenv("MAMBASCOPE_M2_SSD");
+        unsetenv("MAMBASCOPE_M2_BF16_CHAIN");
         return r;
     };
     for (const DeltaFilter* filter : std::vector<const DeltaFilter*>{nullptr, &f}) {
         SCOPED_TRACE(filter ? "filtered" : "vanilla");
         const ::Run cpu = run(*m, x, Device::Cpu, filter, nullptr, 256);
-        const ::Run ssd = bf16_run(filter, true), rec = bf16_run(filter, false);
-        const double e = rel(ssd.logits, cpu.logits);
-        EXPECT_LT(e, 3e-2);
-        EXPECT_NEAR(ssd.res.mean_nll(), cpu.res.mean_nll(), 0.3);
-        for (size_t l = 0; l < cpu.state.layers.size(); ++l)
-            EXPECT_LT(rel(ssd.state.layers[l].ssm, cpu.state.layers[l].ssm), 3e-2) << "layer " << l;
+        const ::Run chain = bf16_run(filter, kChain), ssd = bf16_run(filter, kSsdFloatActivations),
+                    rec = bf16_run(filter, kRecurrent);
+        for (const ::Run* r : {&chain, &ssd}) {
+            SCOPED_TRACE(r == &chain ? "bf16 chain" : "float32 activations");
+            EXPECT_LT(rel(r->logits, cpu.logits), 3e-2);
+            EXPECT_NEAR(r->res.mean_nll(), cpu.res.mean_nll(), 0.3);
+            for (size_t l = 0; l < cpu.state.layers.size(); ++l) {
+                EXPECT_LT(rel(r->state.layers[l].ssm, cpu.state.layers[l].ssm), 3e-2) << "layer " << l;
+                EXPECT_LT(rel(r->state.layers[l].conv, cpu.state.layers[l].conv), 3e-2) << "layer " << l;
+            }
+        }
         EXPECT_GT(rel(ssd.logits, rec.logits), 0.0) << "the SSD scan did not run";
-        std::printf("  bf16 SSD prefill vs CPU float32 (%s): logits %.2e (recurrent bf16: %.2e)\n",
-                    filter ? "filtered" : "vanilla", e, rel(rec.logits, cpu.logits));
+        EXPECT_GT(rel(chain.logits, ssd.logits), 0.0) << "the bf16 chain did not run";
+        std::printf(
+            "  bf16 SSD prefill vs CPU float32 (%s): logits %.2e with the bf16 chain, %.2e with float32 "
+            "activations (recurrent bf16: %.2e)\n",
+            filter ? "filtered" : "vanilla", rel(chain.logits, cpu.logits), rel(ssd.logits, cpu.logits),
+            rel(rec.logits, cpu.logits));
     }
 }

@@ -1148,6 +1148,137 @@ TEST(CudaConv1d, Bf16InputEqualsFloat32ConvOfTheRoundedInput) {
     EXPECT_LE(rel_err(bf16_to_float(o16b.download()), cpu), kTolBf16Round);
 }
 
+// ---- the bf16 Mamba-2 chain: SSD scan with bf16 x, Δ, B, C and y; gated norm with bf16 y and z
+// --------------
+
+// d with every input the bf16 SSD scan reads rounded to bf16 and its rows re-laid at new strides (row width
+// plus padx / padd / padb / padc / pady), so that the vector (16-byte) and element paths both run.
+M2Data relayout_rounded_m2(const M2Data& d, int64_t padx, int64_t padd, int64_t padb, int64_t padc,
+                           int64_t pady) {
+    M2Data o = d;
+    o.ldx = d.H * d.P + padx, o.ldd = d.H + padd, o.ldb = d.G * d.N + padb, o.ldc = d.G * d.N + padc;
+    o.ldy = d.H * d.P + pady;
+    auto move = [&](const std::vector<float>& v, int64_t ld, int64_t cols, int64_t new_ld) {
+        std::vector<float> out(d.T * new_ld, 0.0f);
+        for (int64_t t = 0; t < d.T; ++t)
+            for (int64_t k = 0; k < cols; ++k) out[t * new_ld + k] = v[t * ld + k];
+        return round_bf16(out);
+    };
+    o.x = move(d.x, d.ldx, d.H * d.P, o.ldx);
+    o.dt_raw = move(d.dt_raw, d.ldd, d.H, o.ldd);
+    o.B = move(d.B, d.ldb, d.G * d.N, o.ldb);
+    o.C = move(d.C, d.ldc, d.G * d.N, o.ldc);
+    return o;
+}
+
+// The bf16-input SSD scan of d (inputs converted on the host: exact when d is already rounded); y in float32,
+// or in bf16 when y_bf16.
+M2Result run_ssd_gpu_bf16(const M2Data& d, const M2Case& c, const std::vector<float>& thr, bool y_bf16) {
+    Dev<__nv_bfloat16> x(to_bf16_host(d.x)), raw(to_bf16_host(d.dt_raw)), B(to_bf16_host(d.B)),
+        C(to_bf16_host(d.C)), y16(d.T * d.ldy);
+    Dev<float> bias(d.bias), A(d.A), D(d.D), th(thr.empty() ? std::vector<float>(1) : thr), s(d.s0),
+        y(d.T * d.ldy), dout(d.T * d.ldd);
+    kg::Mamba2ScanArgs a;
+    a.T = d.T, a.H = d.H, a.P = d.P, a.G = d.G, a.N = d.N;
+    a.x16 = x.p, a.ldx = d.ldx, a.delta16 = raw.p, a.ldd = d.ldd;
+    a.delta_bias = c.softplus ? bias.p : nullptr, a.delta_softplus = c.softplus;
+    a.A = A.p, a.B16 = B.p, a.ldb = d.ldb, a.C16 = C.p, a.ldc = d.ldc, a.Dskip = D.p;
+    a.thr = c.filter ? th.p : nullptr, a.s = s.p, a.ldy = d.ldy, a.delta_out = dout.p, a.ldo = d.ldd;
+    if (y_bf16)
+        a.y16 = y16.p;
+    else
+        a.y = y.p;
+    kg::scan_mamba2_ssd(a, nullptr, 0, nullptr);
+    M2Result r;
+    r.y = cols_of(y_bf16 ? bf16_to_float(y16.download()) : y.download(), d.T, d.H * d.P, d.ldy);
+    r.s = s.download();
+    r.delta_used = cols_of(dout.download(), d.T, d.H, d.ldd);
+    return r;
+}
+
+// bf16 inputs change nothing but where the values come from: on bf16-rounded data the scan is bit for bit
+// the float32-input scan (same staging, the same roundings of already-rounded values), and y16 is its y
+// rounded to bf16. Strides: every row 16-byte capable (the forward's layout), make_m2's mixed strides, and
+// none (odd strides: the element paths). The softplus is fused in every case (a bf16 Δ given directly would
+// be rounded after the softplus).
+TEST(CudaScanMamba2SsdBf16, Bf16InputsEqualTheFloat32InputScanOfTheRoundedData) {
+    REQUIRE_GPU();
+    std::mt19937 rng(81);
+    struct Layout {
+        int64_t padx, padd, padb, padc, pady;
+    };
+    for (const Layout& l : {Layout{8, 8, 8, 8, 8}, Layout{4, 3, 5, 8, 4}, Layout{1, 1, 3, 5, 3}})
+        for (const M2Case& c : std::vector<M2Case>{
+                 {1, 2, 16, 1, 16, 0, true, false},
+                 {65, 4, 64, 2, 64, 0, true, true},
+                 {300, 2, 64, 1, 128, 0, true, true},
+                 {200, 2, 32, 2, 256, 0, true, false},
+             }) {
+            const M2Data d = relayout_rounded_m2(make_m2(c, rng), l.padx, l.padd, l.padb, l.padc, l.pady);
+            const std::vector<float> thr = safe_thresholds(m2_delta(d, c.softplus), d.T, d.H, d.ldd);
+            SCOPED_TRACE("T=" + std::to_string(c.T) + " P=" + std::to_string(c.P) + " N=" +
+                         std::to_string(c.N) + " G=" + std::to_string(c.G) + " ldx=" + std::to_string(d.ldx) +
+                         " ldb=" + std::to_string(d.ldb) + " ldy=" + std::to_string(d.ldy));
+            const M2Result f32 = run_ssd_gpu(d, c, thr);
+            const M2Result in16 = run_ssd_gpu_bf16(d, c, thr, false);
+            const M2Result out16 = run_ssd_gpu_bf16(d, c, thr, true);
+            EXPECT_EQ(in16.y, f32.y);
+            EXPECT_EQ(in16.s, f32.s);
+            EXPECT_EQ(in16.delta_used, f32.delta_used);
+            EXPECT_EQ(out16.y, round_bf16(f32.y));
+            EXPECT_EQ(out16.s, f32.s);
+        }
+}
+
+TEST(CudaScanMamba2SsdBf16, MixedInputsAndTheRecurrentScanAreRefused) {
+    // Runs without a GPU: the argument checks come before any CUDA call.
+    float f = 0.0f;
+    __nv_bfloat16 b{};
+    kg::Mamba2ScanArgs a;
+    a.T = 4, a.H = 1, a.P = 16, a.G = 1, a.N = 16, a.ldx = a.ldy = 16, a.ldd = 1, a.ldb = a.ldc = 16;
+    a.A = &f, a.y = &f;
+    a.x16 = &b, a.delta16 = &b, a.B16 = &b, a.C = &f;  // C in float32, the others bf16
+    EXPECT_THROW(kg::scan_mamba2_ssd(a, nullptr, 0, nullptr), mambascope::Error);
+    a.C = nullptr, a.C16 = &b, a.y16 = &b;  // y given twice
+    EXPECT_THROW(kg::scan_mamba2_ssd(a, nullptr, 0, nullptr), mambascope::Error);
+    kg::Mamba2ScanArgs r;  // the recurrent scan takes float32 only
+    r.T = 4, r.H = 1, r.P = 16, r.G = 1, r.N = 16, r.ldx = r.ldy = 16, r.ldd = 1, r.ldb = r.ldc = 16;
+    r.x = r.delta = r.A = r.B = r.C = &f, r.y = &f, r.y16 = &b;
+    try {
+        kg::scan_mamba2(r, nullptr, 0, nullptr);
+        FAIL() << "bf16 y accepted by the recurrent scan";
+    } catch (const mambascope::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("scan_mamba2_ssd"), std::string::npos) << e.what();
+    }
+}
+
+// The gated norm of bf16 y and z: the CPU's float32 norm of the rounded inputs, rounded to bf16 (the sum of
+// squares is added in another order, so a value may land on the neighbouring bf16: one rounding's bound). The
+// shapes take the register kernel with 1, 2 and 4 loads per thread, and the two-read kernel (a group over
+// 8192 columns; strides that are not multiples of 8; a group that is not).
+TEST(CudaGatedNormBf16, Bf16InputsMatchTheFloat32NormOfTheRoundedInputs) {
+    REQUIRE_GPU();
+    std::mt19937 rng(82);
+    struct Case {
+        int64_t T, E, G, pad;
+    };
+    for (const Case& c : {Case{5, 1536, 1, 8}, Case{3, 4096, 1, 0}, Case{4, 1536, 3, 8}, Case{2, 8192, 1, 8},
+                          Case{2, 10240, 1, 8}, Case{6, 96, 4, 3}, Case{3, 60, 5, 4}}) {
+        const int64_t ldy = c.E + c.pad, ldz = 2 * c.E + c.pad;  // z as a slice of a wider row
+        const auto y = round_bf16(randn(c.T * ldy, rng)), z = round_bf16(randn(c.T * ldz, rng, 2.0f));
+        const auto w = randn(c.E, rng);
+        std::vector<float> want = y;
+        kc::gated_rmsnorm(c.T, c.E, c.G, want.data(), ldy, z.data(), ldz, w.data(), 1e-5f);
+        Dev<__nv_bfloat16> dy(to_bf16_host(y)), dz(to_bf16_host(z)), d16(c.T * ldy);
+        Dev<float> dw(w);
+        kg::gated_rmsnorm_bf16(c.T, c.E, c.G, dy.p, ldy, dz.p, ldz, dw.p, 1e-5f, d16.p, ldy, nullptr);
+        EXPECT_LE(
+            rel_err(cols_of(bf16_to_float(d16.download()), c.T, c.E, ldy), cols_of(want, c.T, c.E, ldy)),
+            kTolBf16Round)
+            << "E=" << c.E << " G=" << c.G << " pad=" << c.pad;
+    }
+}
+
 // ---- GEMM -------------------------------------------------------------------------------------------------
 
 // to_bf16 is the host-side rounding (round to nearest even), for a flat run longer than one block's share

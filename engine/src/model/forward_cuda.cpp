@@ -108,6 +108,16 @@ bool m2_ssd_enabled() {
     return !(e && std::string(e) == "0");
 }
 
+// bf16 Mamba-2 prefill chunks that take the SSD scan keep their activations in bf16 from in_proj to out_proj
+// (in_proj writes bf16 z | xBC | dt; the conv reads and writes bf16; the SSD scan reads bf16 x, B, C, dt and
+// writes bf16 y; the gated norm reads bf16 y and z), as mamba_ssm does: half the activation bytes of the
+// float32 chain around the scan. Only without observers or DeciMamba gathers (those read float32 activations
+// on the host); MAMBASCOPE_M2_BF16_CHAIN=0 turns it off (A/B runs and the tests, read per call).
+bool m2_bf16_chain_enabled() {
+    const char* e = std::getenv("MAMBASCOPE_M2_BF16_CHAIN");
+    return !(e && std::string(e) == "0");
+}
+
 // A device buffer of floats (or other PODs), freed on destruction.
 template <class T>
 struct DevBuf {
@@ -171,7 +181,9 @@ struct Workspace {
     // bf16 activations written directly by the norm, conv and scan kernels (bf16 projections only)
     DevBuf<__nv_bfloat16> u16, conv16, y16;
     // the bf16 Mamba-1 chain: in_proj (R, P), x_proj (R, R_dt + 2N) and dt_proj (R, E) outputs in bf16
+    // (the bf16 Mamba-2 chain uses proj16 too)
     DevBuf<__nv_bfloat16> proj16, dbc16, dt16;
+    DevBuf<__nv_bfloat16> ys16;  // the bf16 Mamba-2 chain: the SSD scan's y (R, E), the gated norm's input
     DevBuf<char>
         scan_ws;  // the scans' chunk states (Mamba-1; Mamba-2 SSD), instead of an allocation per layer
 };
@@ -399,6 +411,15 @@ ForwardResult prefill_on_device(const Model& model, std::span<const int32_t> ids
         ws.dbc16.resize(size_t(rows_max * ldbc));
         ws.dt16.resize(size_t(rows_max * E));
     }
+    // bf16 end to end through the Mamba-2 mixer, for the prefill chunks that take the SSD scan (see
+    // m2_bf16_chain_enabled); shorter chunks take the float32 activations below.
+    const bool m2_chain = bf16 && c.arch == Arch::Mamba2 && !opt.observer && !opt.keep_positions &&
+                          rows_max >= kSsdMinTokens && m2_ssd_enabled() && m2_bf16_chain_enabled() &&
+                          kc::scan_mamba2_ssd_supports(c.head_dim, N);
+    if (m2_chain) {
+        ws.proj16.resize(size_t(rows_max * P));
+        ws.ys16.resize(size_t(rows_max * E));
+    }
 
     ForwardResult res;
     res.tokens = T;
@@ -438,6 +459,30 @@ ForwardResult prefill_on_device(const Model& model, std::span<const int32_t> ids
                 a.y16 = ws.y16.ptr, a.ldy = E, a.fast_exp = kScanFastExp;
                 ws.scan_ws.resize(kc::scan_mamba1_workspace_bytes(R, E, N));
                 kc::scan_mamba1(a, ws.scan_ws.ptr, ws.scan_ws.count, s);
+                project16(R, D, E, ws.y16.ptr, E, w.out_proj16, x.ptr, D, 1.0f);
+                continue;
+            }
+            if (m2_chain && R >= kSsdMinTokens) {
+                // u = rmsnorm(x) → proj = u·in_projᵀ = [z | xBC | dt] → xBC = silu(conv1d(xBC)) → y = SSD
+                // scan → g = gated_norm(y, z) → x += g·out_projᵀ; bf16 activations throughout.
+                kc::rmsnorm_bf16(R, D, x.ptr, D, w.norm.ptr(), eps, ws.u16.ptr, D, s);
+                kc::gemm_rowmajor_bf16_out(cb, s, R, P, D, ws.u16.ptr, D, w.in_proj16->ptr, D, ws.proj16.ptr,
+                                           P);
+                kc::conv1d_silu(R, CD, K, ws.proj16.ptr + E, P, w.conv_w.ptr(), w.conv_b.ptr(),
+                                conv_state[size_t(li)].ptr, nullptr, 0, s, ws.conv16.ptr, CD);
+                kc::Mamba2ScanArgs a;
+                a.T = R, a.H = c.n_heads, a.P = c.head_dim, a.G = c.n_groups, a.N = N;
+                a.x16 = ws.conv16.ptr, a.ldx = CD;
+                a.delta16 = ws.proj16.ptr + 2 * E + 2 * GN, a.ldd = P;
+                a.delta_bias = w.dt_bias.ptr(), a.delta_softplus = true, a.A = w.A.ptr();
+                a.B16 = ws.conv16.ptr + E, a.ldb = CD, a.C16 = ws.conv16.ptr + E + GN, a.ldc = CD;
+                a.Dskip = w.Dskip.ptr(), a.thr = filtered ? thr[size_t(li)].ptr : nullptr;
+                a.s = ssm_state[size_t(li)].ptr, a.y16 = ws.ys16.ptr, a.ldy = E;
+                ws.scan_ws.resize(
+                    kc::scan_mamba2_ssd_workspace_bytes(R, c.n_heads, c.head_dim, c.n_groups, N));
+                kc::scan_mamba2_ssd(a, ws.scan_ws.ptr, ws.scan_ws.count, s);
+                kc::gated_rmsnorm_bf16(R, E, c.norm_groups(), ws.ys16.ptr, E, ws.proj16.ptr, P,
+                                       w.gate_norm.ptr(), eps, ws.y16.ptr, E, s);
                 project16(R, D, E, ws.y16.ptr, E, w.out_proj16, x.ptr, D, 1.0f);
                 continue;
             }
