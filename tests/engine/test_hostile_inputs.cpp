@@ -289,6 +289,59 @@ TEST(HostileHdf5, ProbeReportsTheChildsSignalAndLetsErrorsThrough) {
     EXPECT_EQ(touched, 0);
 }
 
+// libhdf5 sizes its buffers by what the file declares: a 39 KB trace whose integer dataset claimed 1.98 GB
+// per element made it allocate and fill 1.98 GB (fuzz finding 6, tests/fuzz/crashes/trace/
+// hdf5-huge-element-size-oom.h5). Numbers wider than 16 bytes, and chunks over 64 MiB, are refused before
+// libhdf5 reads them, with the file and the dataset named.
+TEST(HostileHdf5, ImplausibleElementAndChunkSizesAreRefusedBeforeLibhdf5AllocatesThem) {
+    const fs::path dir = tmpdir("h5_sizes");
+    const fs::path p = dir / "sizes.h5";
+    {
+        const hid_t f = H5Fcreate(p.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+        ASSERT_GE(f, 0);
+        // 4 integers of 32 bytes each (a valid HDF5 type; no Mambascope writer makes it).
+        const hid_t wide = H5Tcopy(H5T_STD_I64LE);
+        ASSERT_GE(H5Tset_size(wide, 32), 0);
+        const hsize_t n = 4;
+        hid_t space = H5Screate_simple(1, &n, nullptr);
+        hid_t ds = H5Dcreate2(f, "wide", wide, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        ASSERT_GE(ds, 0);
+        std::vector<unsigned char> bytes(4 * 32, 0);
+        H5Dwrite(ds, wide, H5S_ALL, H5S_ALL, H5P_DEFAULT, bytes.data());
+        H5Dclose(ds);
+        H5Tclose(wide);
+        H5Sclose(space);
+        // 4 doubles in chunks of 16 Mi elements (128 MiB; the extent is unlimited, so the chunk may exceed
+        // it).
+        const hsize_t maxn = H5S_UNLIMITED, chunk = hsize_t(16) << 20;
+        space = H5Screate_simple(1, &n, &maxn);
+        const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+        H5Pset_chunk(dcpl, 1, &chunk);
+        ds = H5Dcreate2(f, "huge_chunks", H5T_IEEE_F64LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+        ASSERT_GE(ds, 0);
+        H5Dclose(ds);
+        H5Pclose(dcpl);
+        H5Sclose(space);
+        H5Fclose(f);
+    }
+    const h5::Reader r(p);
+    const std::string wide = error_of([&] { r.read_i64("wide"); });
+    EXPECT_TRUE(contains(wide, p.string()) && contains(wide, "wide") && contains(wide, "32-byte numbers"))
+        << wide;
+    const std::string chunks = error_of([&] { r.read_f64("huge_chunks"); });
+    EXPECT_TRUE(contains(chunks, p.string()) && contains(chunks, "huge_chunks") &&
+                contains(chunks, "chunks of more than 64 MiB"))
+        << chunks;
+    // The fuzzers' input, through the trace reader: an Error naming the file (the process stays small: the
+    // fuzz replay runs it under scripts/fuzz.sh's 2 GB limit).
+    const fs::path oom = fs::path(MAMBASCOPE_TEST_DATA_DIR) / ".." / "fuzz" / "crashes" / "trace" /
+                         "hdf5-huge-element-size-oom.h5";
+    ASSERT_TRUE(fs::exists(oom));
+    const std::string msg = error_of([&] { read_trace(oom); });
+    EXPECT_TRUE(contains(msg, oom.string()) && contains(msg, "-byte numbers")) << msg;
+    fs::remove_all(dir);
+}
+
 TEST(Hdf5Strings, FixedLengthStringsRoundTripWithoutLosingBytes) {
     const fs::path dir = tmpdir("h5_strings");
     const fs::path p = dir / "s.h5";

@@ -711,6 +711,36 @@ namespace {
 constexpr uint64_t kMaxReadElements = uint64_t(1) << 36;
 constexpr uint64_t kMaxExpansion = 1024;
 constexpr uint64_t kSmallReadBytes = uint64_t(64) << 20;
+// Largest chunk a reader lets libhdf5 read (bytes). libhdf5 allocates a whole chunk's buffer to read from a
+// chunked dataset (decompression, partial chunks), sized by what the file declares: a corrupt chunk shape
+// made it allocate and fill 1.98 GB for a 39 KB trace (fuzz finding 6, tests/fuzz/crashes/trace/). Mambascope
+// writes chunks of ≤ 1 MiB (kTargetChunkBytes), as h5py and xarray do by default; 64 MiB leaves room for
+// other writers.
+constexpr uint64_t kMaxChunkBytes = uint64_t(64) << 20;
+constexpr size_t kMaxNumberBytes = 16;  // the widest numeric element a reader takes (long double, int128)
+
+// Throws when dataset `ds` is chunked in chunks larger than kMaxChunkBytes (of its stored element size, or of
+// the 8-byte element it is read into).
+void check_chunk_bytes(hid_t ds, const std::filesystem::path& fpath, const std::string& path) {
+    hid_t dcpl = H5Dget_create_plist(ds);
+    if (dcpl < 0)
+        throw Error(fpath.string() + ": dataset " + path + " has no readable layout", "the file is corrupt");
+    auto cp = closer(dcpl, H5Pclose);
+    if (H5Pget_layout(dcpl) != H5D_CHUNKED) return;
+    hsize_t dims[H5S_MAX_RANK];
+    const int rank = H5Pget_chunk(dcpl, H5S_MAX_RANK, dims);
+    hid_t ft = H5Dget_type(ds);
+    if (rank < 0 || ft < 0)
+        throw Error(fpath.string() + ": dataset " + path + " has an unreadable chunk layout",
+                    "the file is corrupt");
+    auto cft = closer(ft, H5Tclose);
+    uint64_t bytes = std::max<uint64_t>(H5Tget_size(ft), sizeof(double));
+    for (int a = 0; a < rank; ++a)
+        if (__builtin_mul_overflow(bytes, static_cast<uint64_t>(dims[a]), &bytes) || bytes > kMaxChunkBytes)
+            throw Error(fpath.string() + ": dataset " + path + " is stored in chunks of more than " +
+                            std::to_string(kMaxChunkBytes >> 20) + " MiB (corrupt file?)",
+                        "the file is damaged or not a Mambascope file");
+}
 
 template <class T>
 std::vector<T> read_all(hid_t file, const std::filesystem::path& fpath, const std::string& path,
@@ -723,6 +753,12 @@ std::vector<T> read_all(hid_t file, const std::filesystem::path& fpath, const st
     H5T_class_t cls = H5Tget_class(ft);
     if (cls != H5T_FLOAT && cls != H5T_INTEGER)
         throw Error(fpath.string() + ": dataset " + path + " is not numeric");
+    // A number is at most 16 bytes. libhdf5 sizes its conversion buffer by the file's element size: a corrupt
+    // size made it allocate and fill 1.98 GB for a 39 KB trace (fuzz finding 6, tests/fuzz/crashes/trace/).
+    if (const size_t es = H5Tget_size(ft); es == 0 || es > kMaxNumberBytes)
+        throw Error(fpath.string() + ": dataset " + path + " has " + std::to_string(es) +
+                        "-byte numbers (corrupt file?)",
+                    "the file is damaged or not a Mambascope file");
     hid_t space = H5Dget_space(ds);
     auto cs = closer(space, H5Sclose);
     int rank = H5Sget_simple_extent_ndims(space);
@@ -742,6 +778,7 @@ std::vector<T> read_all(hid_t file, const std::filesystem::path& fpath, const st
         throw Error(fpath.string() + ": dataset " + path + " claims " + std::to_string(n) +
                         " elements but stores only " + std::to_string(stored) + " bytes (corrupt file?)",
                     "the file is damaged or not a Mambascope file");
+    check_chunk_bytes(ds, fpath, path);
     if (shape_out) shape_out->assign(dims.begin(), dims.end());
     std::vector<T> out;
     try {
@@ -793,6 +830,7 @@ std::vector<std::string> Reader::read_strings(const std::string& path) const {
         throw Error(path_.string() + ": dataset " + path + " holds " + std::to_string(n) + " strings of " +
                         std::to_string(width) + " bytes (more than 2 GiB)",
                     "the file is corrupt");
+    check_chunk_bytes(ds, path_, path);
     hid_t t = H5Tcopy(ft);  // same width and character set; null-padded so that no byte is dropped
     auto ct = closer(t, H5Tclose);
     H5Tset_strpad(t, H5T_STR_NULLPAD);
@@ -813,6 +851,7 @@ std::vector<float> Reader::read_rows_f32(const std::string& path, uint64_t row0,
         throw Error(path_.string() + ": rows out of range for " + path);
     hid_t ds = H5_CHECK(H5Dopen2(file_, path.c_str(), H5P_DEFAULT), "open dataset " + path);
     auto cd = closer(ds, H5Dclose);
+    check_chunk_bytes(ds, path_, path);
     std::vector<hsize_t> dims(dims64.begin(), dims64.end()), start(dims.size(), 0), count(dims);
     start[0] = row0;
     count[0] = rows;
