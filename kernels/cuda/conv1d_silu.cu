@@ -1,4 +1,9 @@
 // Depthwise causal conv1d + SiLU with carried state; see conv1d_silu.cuh.
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <type_traits>
+
 #include "cuda/conv1d_silu.cuh"
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_math.cuh"
@@ -59,6 +64,101 @@ __global__ void __launch_bounds__(kConvThreads)
     }
 }
 
+// bf16 in, bf16 out only, kV channels per thread (kV = 2 or 4: 4- or 8-byte loads and stores) over kTile
+// tokens: the conv of the bf16 Mamba-2 chain (xBC, a slice of in_proj's bf16 output). Measured side by side
+// on the H200 (call 12 of docs/benchmarks.md, mamba2-1.3b × 16k tokens, 48 launches): one channel per thread
+// (conv_kernel) 5.83 ms, 2 × 32 tokens 4.87 ms, 4 × 16 5.51 ms, 8 × 32 9.03 ms, 8 × 8 11.46 ms (16-byte
+// accesses leave too few threads in flight; the 8-channel variants were dropped). Same arithmetic per
+// channel, in the same order, as conv_kernel. The state is written by conv_state_kernel (used for T >
+// kConvTileT only).
+template <int kV>
+struct BfVec;  // kV bf16 values as one load
+template <>
+struct BfVec<2> {
+    using type = unsigned;
+};
+template <>
+struct BfVec<4> {
+    using type = uint2;
+};
+
+template <int kK, int kV, int kTile>
+__global__ void __launch_bounds__(kConvThreads)
+    conv_vec_kernel(int64_t T, int64_t Cn, const __nv_bfloat16* __restrict__ in, int64_t ldi,
+                    const float* __restrict__ w, const float* __restrict__ bias,
+                    const float* __restrict__ state, __nv_bfloat16* __restrict__ out16, int64_t ldo16) {
+    using V = typename BfVec<kV>::type;
+    const int64_t cv = (static_cast<int64_t>(blockIdx.x) * kConvThreads + threadIdx.x) * kV;
+    if (cv >= Cn) return;
+    const int64_t t0 = static_cast<int64_t>(blockIdx.y) * kTile;
+    const int64_t t1 = min(T, t0 + kTile);
+    const auto row = [&](int64_t r, float* v) {  // input row r (state row (K-1)+r when r < 0), kV channels
+        if (r < 0) {
+#pragma unroll
+            for (int j = 0; j < kV; ++j) v[j] = state[(kK - 1 + r) * Cn + cv + j];
+        } else {
+            const V u = *reinterpret_cast<const V*>(in + r * ldi + cv);
+            const unsigned* q = reinterpret_cast<const unsigned*>(&u);
+#pragma unroll
+            for (int j = 0; j < kV / 2; ++j) {
+                v[2 * j] = __uint_as_float(q[j] << 16);
+                v[2 * j + 1] = __uint_as_float(q[j] & 0xffff0000u);
+            }
+        }
+    };
+    float wk[kV][kK], win[kK][kV], b[kV];
+#pragma unroll
+    for (int j = 0; j < kV; ++j) {
+        b[j] = bias ? bias[cv + j] : 0.0f;
+#pragma unroll
+        for (int k = 0; k < kK; ++k) wk[j][k] = w[(cv + j) * kK + k];
+    }
+#pragma unroll
+    for (int k = 0; k < kK - 1; ++k) row(t0 - (kK - 1) + k, win[k + 1]);
+    for (int64_t t = t0; t < t1; ++t) {
+#pragma unroll
+        for (int k = 0; k < kK - 1; ++k)
+#pragma unroll
+            for (int j = 0; j < kV; ++j) win[k][j] = win[k + 1][j];
+        row(t, win[kK - 1]);
+        V o;
+        unsigned* q = reinterpret_cast<unsigned*>(&o);
+#pragma unroll
+        for (int j = 0; j < kV / 2; ++j) {
+            float acc0 = b[2 * j], acc1 = b[2 * j + 1];
+#pragma unroll
+            for (int k = 0; k < kK; ++k) acc0 += wk[2 * j][k] * win[k][2 * j];
+#pragma unroll
+            for (int k = 0; k < kK; ++k) acc1 += wk[2 * j + 1][k] * win[k][2 * j + 1];
+            const __nv_bfloat16 lo = f32_to_bf16_rn(silu(acc0)), hi = f32_to_bf16_rn(silu(acc1));
+            q[j] = static_cast<unsigned>(static_cast<__nv_bfloat16_raw>(lo).x) |
+                   (static_cast<unsigned>(static_cast<__nv_bfloat16_raw>(hi).x) << 16);
+        }
+        *reinterpret_cast<V*>(out16 + t * ldo16 + cv) = o;
+    }
+}
+
+// Which bf16 → bf16 conv: MAMBASCOPE_CONV_BF16 = "1" (conv_kernel, one channel per thread), "4x16" (4
+// channels × 16 tokens per thread), default "2x32" (the fastest, above). Read per call (A/B runs, the tests).
+int conv_bf16_variant() {
+    const char* e = std::getenv("MAMBASCOPE_CONV_BF16");
+    const std::string v = e ? e : "";
+    if (v == "1") return 1;
+    if (v == "4x16") return 416;
+    return 232;
+}
+
+template <int kK, int kV, int kTile>
+void launch_vec(int64_t T, int64_t Cn, const __nv_bfloat16* in, int64_t ldi, const float* w,
+                const float* bias, const float* state, __nv_bfloat16* out16, int64_t ldo16,
+                cudaStream_t stream) {
+    const int64_t groups = Cn / kV;
+    const dim3 grid(static_cast<unsigned>((groups + kConvThreads - 1) / kConvThreads),
+                    static_cast<unsigned>((T + kTile - 1) / kTile));
+    conv_vec_kernel<kK, kV, kTile>
+        <<<grid, kConvThreads, 0, stream>>>(T, Cn, in, ldi, w, bias, state, out16, ldo16);
+}
+
 // New state = the last K-1 rows of [state; in]; rows are taken in increasing order, so an in-place shift of
 // `state` (T < K-1) reads every row before overwriting it.
 template <typename In>
@@ -76,6 +176,26 @@ template <int kK, typename In>
 void launch(int64_t T, int64_t Cn, const In* in, int64_t ldi, const float* w, const float* bias, float* state,
             float* out, int64_t ldo, __nv_bfloat16* out16, int64_t ldo16, bool write_state,
             cudaStream_t stream) {
+    if constexpr (std::is_same_v<In, __nv_bfloat16>) {
+        // bf16 → bf16 only, rows of whole vectors, state by the separate kernel: several channels per thread.
+        const int variant = conv_bf16_variant(), vv = variant / 100;
+        const auto rows = [&](const void* p, int64_t ld) {
+            return ld % vv == 0 && reinterpret_cast<uintptr_t>(p) % (2 * vv) == 0;
+        };
+        const int tile = variant % 100;
+        if (variant != 1 && !out && !write_state && Cn % vv == 0 && rows(in, ldi) && rows(out16, ldo16) &&
+            (T + tile - 1) / tile <= 65535) {
+            switch (variant) {
+                case 416:
+                    launch_vec<kK, 4, 16>(T, Cn, in, ldi, w, bias, state, out16, ldo16, stream);
+                    break;
+                default:
+                    launch_vec<kK, 2, 32>(T, Cn, in, ldi, w, bias, state, out16, ldo16, stream);
+                    break;
+            }
+            return;
+        }
+    }
     const dim3 grid(static_cast<unsigned>((Cn + kConvThreads - 1) / kConvThreads),
                     static_cast<unsigned>((T + kConvTileT - 1) / kConvTileT));
     conv_kernel<kK, In><<<grid, kConvThreads, 0, stream>>>(T, Cn, in, ldi, w, bias, state, out, ldo, out16,

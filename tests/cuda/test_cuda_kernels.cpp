@@ -1130,26 +1130,42 @@ TEST(CudaGemv, RmsnormFusedEqualsRmsnormBf16ThenGemvBitForBit) {
     }
 }
 
+// Shapes: element path (odd strides), the vector paths of the bf16 chain (Cn and strides multiples of 8, T
+// over one tile, K = 4 and 2; bf16 output only) in each of their variants (MAMBASCOPE_CONV_BF16: channels ×
+// tokens per thread), and one tile (the state written by the conv kernel).
 TEST(CudaConv1d, Bf16InputEqualsFloat32ConvOfTheRoundedInput) {
     REQUIRE_GPU();
     std::mt19937 rng(74);
-    const int64_t T = 77, Cn = 260, K = 4, ldi = Cn + 5;
-    const auto in = round_bf16(randn(T * ldi, rng)), w = randn(Cn * K, rng, 0.5f), bias = randn(Cn, rng);
-    const auto st = randn((K - 1) * Cn, rng);
-    Dev<float> din(in), dw(w), db(bias), s32(st), s16(st), o32(T * Cn);
-    Dev<__nv_bfloat16> din16(to_bf16_host(in)), o16(T * Cn), o16b(T * Cn);
-    kg::conv1d_silu(T, Cn, K, din.p, ldi, dw.p, db.p, s32.p, o32.p, Cn, nullptr, o16.p, Cn);
-    kg::conv1d_silu(T, Cn, K, din16.p, ldi, dw.p, db.p, s16.p, nullptr, 0, nullptr, o16b.p, Cn);
-    EXPECT_EQ(bf16_to_float(o16b.download()), bf16_to_float(o16.download()));
-    EXPECT_EQ(s16.download(), s32.download());  // carried state: the last K-1 (exactly converted) inputs
-    // and against the CPU reference within one bf16 rounding
-    std::vector<float> cpu(T * Cn), cst = st;
-    kc::conv1d_silu(T, Cn, K, in.data(), ldi, w.data(), bias.data(), cst.data(), cpu.data(), Cn);
-    EXPECT_LE(rel_err(bf16_to_float(o16b.download()), cpu), kTolBf16Round);
+    struct Case {
+        int64_t T, Cn, K, padi, pado;
+    };
+    for (const char* variant : {"1", "2x32", "4x16"})
+        for (const Case& c : {Case{77, 260, 4, 5, 0}, Case{77, 264, 4, 8, 0}, Case{130, 4352, 4, 24, 8},
+                              Case{45, 64, 2, 0, 16}, Case{20, 264, 4, 8, 0}, Case{50, 262, 4, 2, 2}}) {
+            setenv("MAMBASCOPE_CONV_BF16", variant, 1);
+            SCOPED_TRACE(std::string("variant ") + variant + " T=" + std::to_string(c.T) +
+                         " Cn=" + std::to_string(c.Cn) + " K=" + std::to_string(c.K));
+            const int64_t T = c.T, Cn = c.Cn, K = c.K, ldi = Cn + c.padi, ldo = Cn + c.pado;
+            const auto in = round_bf16(randn(T * ldi, rng)), w = randn(Cn * K, rng, 0.5f),
+                       bias = randn(Cn, rng);
+            const auto st = randn((K - 1) * Cn, rng);
+            Dev<float> din(in), dw(w), db(bias), s32(st), s16(st), o32(T * ldo);
+            Dev<__nv_bfloat16> din16(to_bf16_host(in)), o16(T * ldo), o16b(T * ldo);
+            kg::conv1d_silu(T, Cn, K, din.p, ldi, dw.p, db.p, s32.p, o32.p, ldo, nullptr, o16.p, ldo);
+            kg::conv1d_silu(T, Cn, K, din16.p, ldi, dw.p, db.p, s16.p, nullptr, 0, nullptr, o16b.p, ldo);
+            const auto got = cols_of(bf16_to_float(o16b.download()), T, Cn, ldo);
+            EXPECT_EQ(got, cols_of(bf16_to_float(o16.download()), T, Cn, ldo));
+            EXPECT_EQ(s16.download(),
+                      s32.download());  // carried state: the last K-1 (exactly converted) inputs
+            // and against the CPU reference within one bf16 rounding
+            std::vector<float> cpu(T * Cn), cst = st;
+            kc::conv1d_silu(T, Cn, K, in.data(), ldi, w.data(), bias.data(), cst.data(), cpu.data(), Cn);
+            EXPECT_LE(rel_err(got, cpu), kTolBf16Round);
+        }
+    unsetenv("MAMBASCOPE_CONV_BF16");
 }
 
-// ---- the bf16 Mamba-2 chain: SSD scan with bf16 x, Δ, B, C and y; gated norm with bf16 y and z
-// --------------
+// ---- the bf16 Mamba-2 chain: SSD scan with bf16 x, Δ, B, C and y; gated norm with bf16 y and z ----------
 
 // d with every input the bf16 SSD scan reads rounded to bf16 and its rows re-laid at new strides (row width
 // plus padx / padd / padb / padc / pady), so that the vector (16-byte) and element paths both run.
