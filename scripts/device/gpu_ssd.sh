@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Mamba-2 chunked SSD scan on tensor cores (issue 17), one device call from the repository root with $OUT set
 # (SKIP_AB=1: no MAMBASCOPE_M2_SSD=0 rows; SKIP_CHAIN_AB=1: no MAMBASCOPE_M2_BF16_CHAIN=0 rows;
-# SKIP_DECODE=1: no decode rows; SKIP_PROFILE=1: no Nsight Compute;
+# EXTRA_AB="VAR=value ...": one more set of prefill rows with that environment; SKIP_DECODE=1: no decode rows;
+# SKIP_PROFILE=1: no Nsight Compute;
 # DETAIL=1: also the stall reasons and instruction mix of the chain and output kernels; SKIP_SCAN=1: no scan
-# table; TABLE_ONLY=1: of Nsight Compute, only the per-kernel time table):
+# table; TABLE_ONLY=1: of Nsight Compute, only the per-kernel time table; PROFILE_SHAPES: the shapes of that table,
+# default mamba2-1.3b):
 #   1. builds the CUDA backend (GUI off, sm_90);
 #   2. runs every CUDA test (the SSD scan against its CPU twin and the fp32 recurrence; the bf16 Mamba-2
 #      forward through it);
@@ -40,6 +42,11 @@ echo "== bench_cuda_forward: Mamba-2 bf16 prefill, SSD scan (default) then MAMBA
     MAMBASCOPE_M2_BF16_CHAIN=0 BENCH_FORWARD_MODES=bf16 BENCH_FORWARD_NO_DECODE=1 timeout 200 \
       build-gpu/bench/bench_cuda_forward mamba2-130m mamba2-1.3b 2>&1
   fi
+  if [ -n "${EXTRA_AB:-}" ]; then  # e.g. EXTRA_AB="MAMBASCOPE_SSD_CHAIN=single"
+    echo "-- A/B: $EXTRA_AB"
+    env $EXTRA_AB BENCH_FORWARD_MODES=bf16 BENCH_FORWARD_NO_DECODE=1 timeout 200 \
+      build-gpu/bench/bench_cuda_forward mamba2-130m mamba2-1.3b 2>&1
+  fi
   if [ "${SKIP_AB:-0}" != 1 ]; then
     echo "-- A/B: MAMBASCOPE_M2_SSD=0 (the recurrent fp32 scan inside the bf16 forward)"
     MAMBASCOPE_M2_SSD=0 BENCH_FORWARD_MODES=bf16 BENCH_FORWARD_NO_DECODE=1 timeout 200 \
@@ -57,11 +64,13 @@ fi
 
 find_ncu
 if [ -n "$NCU" ] && [ "${SKIP_PROFILE:-0}" != 1 ]; then
-  BENCH_FORWARD_PROFILE=16384 timeout 150 "$NCU" --clock-control none --cache-control none \
-    --metrics gpu__time_duration.sum --csv --print-units base --print-kernel-base function \
-    build-gpu/bench/bench_cuda_forward mamba2-1.3b > /tmp/ncu_m2.csv 2> /tmp/ncu_m2.err
-  echo "== mamba2-1.3b bf16 prefill, 16k tokens: kernel time by kernel (ncu, serialised)"
-  ncu_kernel_table /tmp/ncu_m2.csv 14 3 | tee "$OUT/profile_m2_1.3b_bf16_16k.txt"
+  for shape in ${PROFILE_SHAPES:-mamba2-1.3b}; do  # kernel time tables (PROFILE_SHAPES="mamba2-130m mamba2-1.3b")
+    BENCH_FORWARD_PROFILE=16384 timeout 150 "$NCU" --clock-control none --cache-control none \
+      --metrics gpu__time_duration.sum --csv --print-units base --print-kernel-base function \
+      build-gpu/bench/bench_cuda_forward "$shape" > /tmp/ncu_m2.csv 2> /tmp/ncu_m2.err
+    echo "== $shape bf16 prefill, 16k tokens: kernel time by kernel (ncu, serialised)"
+    ncu_kernel_table /tmp/ncu_m2.csv 14 3 | tee "$OUT/profile_${shape}_bf16_16k.txt"
+  done
   [ "${TABLE_ONLY:-0}" = 1 ] && { echo "total: $(elapsed) s"; exit 0; }
   echo "== SSD kernels (mamba2-1.3b, 16k tokens, first layer): tensor pipe, DRAM, occupancy, issue" |
     tee -a "$OUT/profile_m2_1.3b_bf16_16k.txt"
