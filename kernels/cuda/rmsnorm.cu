@@ -119,6 +119,18 @@ __global__ void __launch_bounds__(kNormThreads)
     }
 }
 
+// The argument checks of both gated_rmsnorm_bf16 overloads; false: nothing to do (T or E is 0).
+bool check_gated_bf16(int64_t T, int64_t E, int64_t G, const void* y, int64_t ldy, const void* z, int64_t ldz,
+                      const float* w, const void* out, int64_t ldo) {
+    MS_CHECK(T >= 0 && E >= 0 && G >= 1, "gated_rmsnorm_bf16: bad sizes");
+    if (T == 0 || E == 0) return false;
+    MS_CHECK(E % G == 0, "gated_rmsnorm_bf16: groups must divide E");
+    MS_CHECK(y && z && w && out && ldy >= E && ldz >= E && ldo >= E,
+             "gated_rmsnorm_bf16: bad pointers or strides");
+    MS_CHECK(T <= 0x7fffffff && G <= 65535, "gated_rmsnorm_bf16: too many rows or groups");
+    return true;
+}
+
 }  // namespace
 
 void rmsnorm(int64_t T, int64_t D, const float* x, int64_t ldx, const float* w, float eps, float* out,
@@ -158,12 +170,7 @@ void gated_rmsnorm(int64_t T, int64_t E, int64_t G, float* y, int64_t ldy, const
 void gated_rmsnorm_bf16(int64_t T, int64_t E, int64_t G, const float* y, int64_t ldy, const float* z,
                         int64_t ldz, const float* w, float eps, __nv_bfloat16* out, int64_t ldo,
                         cudaStream_t stream) {
-    MS_CHECK(T >= 0 && E >= 0 && G >= 1, "gated_rmsnorm_bf16: bad sizes");
-    if (T == 0 || E == 0) return;
-    MS_CHECK(E % G == 0, "gated_rmsnorm_bf16: groups must divide E");
-    MS_CHECK(y && z && w && out && ldy >= E && ldz >= E && ldo >= E,
-             "gated_rmsnorm_bf16: bad pointers or strides");
-    MS_CHECK(T <= 0x7fffffff && G <= 65535, "gated_rmsnorm_bf16: too many rows or groups");
+    if (!check_gated_bf16(T, E, G, y, ldy, z, ldz, w, out, ldo)) return;
     gated_rmsnorm_kernel<float, __nv_bfloat16>
         <<<dim3(static_cast<unsigned>(T), static_cast<unsigned>(G)), kNormThreads, 0, stream>>>(
             E / G, y, ldy, z, ldz, w, eps, out, ldo);
@@ -173,12 +180,7 @@ void gated_rmsnorm_bf16(int64_t T, int64_t E, int64_t G, const float* y, int64_t
 void gated_rmsnorm_bf16(int64_t T, int64_t E, int64_t G, const __nv_bfloat16* y, int64_t ldy,
                         const __nv_bfloat16* z, int64_t ldz, const float* w, float eps, __nv_bfloat16* out,
                         int64_t ldo, cudaStream_t stream) {
-    MS_CHECK(T >= 0 && E >= 0 && G >= 1, "gated_rmsnorm_bf16: bad sizes");
-    if (T == 0 || E == 0) return;
-    MS_CHECK(E % G == 0, "gated_rmsnorm_bf16: groups must divide E");
-    MS_CHECK(y && z && w && out && ldy >= E && ldz >= E && ldo >= E,
-             "gated_rmsnorm_bf16: bad pointers or strides");
-    MS_CHECK(T <= 0x7fffffff && G <= 65535, "gated_rmsnorm_bf16: too many rows or groups");
+    if (!check_gated_bf16(T, E, G, y, ldy, z, ldz, w, out, ldo)) return;
     const int64_t group = E / G;
     const dim3 grid(static_cast<unsigned>(T), static_cast<unsigned>(G));
     const auto rows16 = [](const void* p, int64_t ld) {

@@ -1,7 +1,9 @@
 // scan_mamba2_ssd.cuh: Mamba-2 scan in its chunked state-space-duality (SSD) form on tensor cores (bf16
 // operands, fp32 accumulation), with LongMamba's Δ filter (a masked Δ inside each chunk's cumulative sum),
 // fused softplus, carried state and per-head probes (method doc §1.3, §9.2). Same arguments and results as
-// the recurrent scan_mamba2 (scan_mamba2.cuh) up to bf16 rounding of the matrix operands. CPU twin:
+// the recurrent scan_mamba2 (scan_mamba2.cuh) up to bf16 rounding of the matrix operands; it also takes the
+// bf16 activations of Mamba2ScanArgs (x16, delta16, B16, C16, y16: the forward's bf16 chain), which only it
+// takes. CPU twin:
 // kernels/cpu/scan_ssd.h (same chunking, same rounding points).
 //
 // Design decision: four kernels, each a GEMM-shaped piece of the chunked form (method doc §9.2), WMMA

@@ -1272,6 +1272,17 @@ TEST(CudaScanMamba2SsdBf16, MixedInputsAndTheRecurrentScanAreRefused) {
 // squares is added in another order, so a value may land on the neighbouring bf16: one rounding's bound). The
 // shapes take the register kernel with 1, 2 and 4 loads per thread, and the two-read kernel (a group over
 // 8192 columns; strides that are not multiples of 8; a group that is not).
+TEST(CudaGatedNormBf16, BadShapesAreErrorsBeforeAnyLaunch) {
+    // Runs without a GPU: the argument checks come before any CUDA call.
+    __nv_bfloat16 b{};
+    float w = 1.0f;
+    EXPECT_THROW(kg::gated_rmsnorm_bf16(2, 10, 3, &b, 10, &b, 10, &w, 1e-5f, &b, 10, nullptr),
+                 mambascope::Error);  // 3 groups do not divide 10 columns
+    EXPECT_THROW(kg::gated_rmsnorm_bf16(2, 16, 1, &b, 8, &b, 16, &w, 1e-5f, &b, 16, nullptr),
+                 mambascope::Error);  // y's stride is shorter than a row
+    EXPECT_NO_THROW(kg::gated_rmsnorm_bf16(0, 16, 1, &b, 16, &b, 16, &w, 1e-5f, &b, 16, nullptr));  // nothing
+}
+
 TEST(CudaGatedNormBf16, Bf16InputsMatchTheFloat32NormOfTheRoundedInputs) {
     REQUIRE_GPU();
     std::mt19937 rng(82);
