@@ -501,6 +501,37 @@ TEST(HostileCalibration, FractionalLengthsAreAnError) {
     fs::remove_all(dir);
 }
 
+// Token counts past 2^40 are refused: the analysis adds to them (the CI fuzz step found a /lengths value of
+// 2^63 − 1 that loaded, tests/fuzz/crashes/calibration/calibration-length-int64-max.h5).
+TEST(HostileCalibration, ImplausiblyLargeTokenCountsAreAnError) {
+    const fs::path dir = tmpdir("huge_lengths");
+    const fs::path p = dir / "cal.h5";
+    save_calibration(p, small_calibration());
+    const int64_t n_len = small_calibration().n_lengths();
+    edit_h5(p, [&](hid_t f) {
+        std::vector<int64_t> v = small_calibration().lengths;
+        v.back() = INT64_MAX;
+        const hid_t ds = H5Dopen2(f, "/lengths", H5P_DEFAULT);
+        H5Dwrite(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data());
+        H5Dclose(ds);
+    });
+    std::string msg = error_of([&] { load_calibration(p); });
+    EXPECT_TRUE(contains(msg, p.string()) && contains(msg, "/lengths[" + std::to_string(n_len - 1) + "]") &&
+                contains(msg, "implausibly large"))
+        << msg;
+    save_calibration(p, small_calibration());
+    edit_h5(p, [](hid_t f) {
+        const int64_t big = int64_t{1} << 50;
+        const hid_t a = H5Aopen(f, "train_len", H5P_DEFAULT);
+        H5Awrite(a, H5T_NATIVE_INT64, &big);
+        H5Aclose(a);
+    });
+    msg = error_of([&] { load_calibration(p); });
+    EXPECT_TRUE(contains(msg, p.string()) && contains(msg, "train_len") && contains(msg, "implausibly large"))
+        << msg;
+    fs::remove_all(dir);
+}
+
 TEST(HostileCli, NegativeOrEmptyWindowsAndCountsAreClearErrors) {
     const fs::path dir = tmpdir("cli");
     save_model_dir(*random_model(test::tiny(Arch::Mamba1), 4), dir / "model");

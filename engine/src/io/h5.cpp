@@ -712,10 +712,9 @@ constexpr uint64_t kMaxReadElements = uint64_t(1) << 36;
 constexpr uint64_t kMaxExpansion = 1024;
 constexpr uint64_t kSmallReadBytes = uint64_t(64) << 20;
 // Largest chunk a reader lets libhdf5 read (bytes). libhdf5 allocates a whole chunk's buffer to read from a
-// chunked dataset (decompression, partial chunks), sized by what the file declares: a corrupt chunk shape
-// made it allocate and fill 1.98 GB for a 39 KB trace (fuzz finding 6, tests/fuzz/crashes/trace/). Mambascope
-// writes chunks of ≤ 1 MiB (kTargetChunkBytes), as h5py and xarray do by default; 64 MiB leaves room for
-// other writers.
+// chunked dataset (decompression, partial chunks), sized by what the file declares (the same kind of trust as
+// the element size below, fuzz finding 6). Mambascope writes chunks of ≤ 1 MiB (kTargetChunkBytes), as h5py
+// and xarray do by default; 64 MiB leaves room for other writers.
 constexpr uint64_t kMaxChunkBytes = uint64_t(64) << 20;
 constexpr size_t kMaxNumberBytes = 16;  // the widest numeric element a reader takes (long double, int128)
 

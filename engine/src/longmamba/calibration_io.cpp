@@ -117,6 +117,14 @@ Calibration load_calibration_in_process(const std::filesystem::path& path) {
         throw Error(where + ": n_layer = " + std::to_string(cal.n_layer) +
                         " or channels = " + std::to_string(cal.channels) + " is implausibly large",
                     kHintRecalibrate);
+    // Token counts (train_len, /lengths) up to 2^40: the filter and the analysis add to them and multiply
+    // them (a length of 2^63 − 1 overflowed the fuzz harness's S = length + 1, the CI fuzz step of
+    // 2026-12-03).
+    constexpr int64_t kMaxTokens = int64_t{1} << 40;
+    if (cal.params.train_len > kMaxTokens)
+        throw Error(where + ": train_len = " + std::to_string(cal.params.train_len) +
+                        " is implausibly large (at most 2^40 tokens)",
+                    kHintRecalibrate);
 
     std::vector<uint64_t> shape;
     cal.lengths = r.read_i64("/lengths", &shape);
@@ -133,6 +141,10 @@ Calibration load_calibration_in_process(const std::filesystem::path& path) {
     for (size_t i = 0; i < cal.lengths.size(); ++i)
         if (cal.lengths[i] < 1 || (i > 0 && cal.lengths[i] <= cal.lengths[i - 1]))
             throw Error(where + ": /lengths must be positive and strictly increasing", kHintRecalibrate);
+        else if (cal.lengths[i] > kMaxTokens)
+            throw Error(where + ": /lengths[" + std::to_string(i) + "] = " + std::to_string(cal.lengths[i]) +
+                            " is implausibly large (at most 2^40 tokens)",
+                        kHintRecalibrate);
     cal.params.lengths = cal.lengths;
     const uint64_t L = static_cast<uint64_t>(cal.n_layer), C = static_cast<uint64_t>(cal.channels),
                    N = cal.lengths.size();
