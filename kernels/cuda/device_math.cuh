@@ -145,6 +145,12 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
+// x² + y² + z² + w², in one fixed order: RMSNorm's warp-per-row kernel and gemv_rmsnorm both sum squares with
+// it (lane l: float4s l, l + 32, …; then warp_sum), so their norms agree bit for bit.
+__device__ __forceinline__ float sumsq4(float4 v) {
+    return v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+}
+
 __device__ __forceinline__ double warp_sum(double v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -5,6 +5,7 @@
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_math.cuh"
 #include "cuda/gemv.cuh"
+#include "cuda/rmsnorm.cuh"
 
 namespace mambascope::kernels::cuda {
 namespace {
@@ -97,9 +98,12 @@ void launch_gemv(int64_t N, int64_t K, const TW* W, int64_t ldw, const TA* a, TY
     CUDA_CHECK(cudaGetLastError());
 }
 
-// The one-row RMSNorm in front of gemv_kernel's loop; block 32·kGemvWarps = 256 threads, the same count and
-// order of the sum of squares as rmsnorm_kernel (rmsnorm.cu: strided partial sums, warp sums, warps in
-// order), so `a` equals rmsnorm_bf16's output bit for bit. Dynamic shared memory: K bf16.
+// The one-row RMSNorm in front of gemv_kernel's loop; block 32·kGemvWarps = 256 threads. The sum of squares
+// is added in the order of the RMSNorm kernel that rmsnorm_bf16 takes for the same row: warp_rows (rows a
+// multiple of 4 wide on 16-byte boundaries, rmsnorm_takes_warp_rows), warp 0 alone as rmsnorm_warp_kernel
+// does (sumsq4 of float4s lane, lane + 32, …, then warp_sum); otherwise as rmsnorm_kernel (strided partial
+// sums, warp sums, warps in order). So `a` equals rmsnorm_bf16's output bit for bit. Dynamic shared memory: K
+// bf16.
 constexpr int kNormThreadsForGemv = 32 * kGemvWarps;
 static_assert(kNormThreadsForGemv == 256, "the sum order must be rmsnorm_kernel's (kNormThreads = 256)");
 
@@ -107,19 +111,31 @@ template <typename TY>
 __global__ void __launch_bounds__(32 * kGemvWarps)
     gemv_rmsnorm_kernel(int64_t N, int64_t K, const __nv_bfloat16* __restrict__ W, int64_t ldw,
                         const float* __restrict__ x, const float* __restrict__ wn, float eps,
-                        TY* __restrict__ y, float beta, bool vec) {
+                        TY* __restrict__ y, float beta, bool vec, bool warp_rows) {
     extern __shared__ __align__(16) float smem[];
     __nv_bfloat16* a = reinterpret_cast<__nv_bfloat16*>(smem);
     __shared__ float partial[kGemvWarps];
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    float ss = 0.0f;
-    for (int64_t d = threadIdx.x; d < K; d += kNormThreadsForGemv) ss += x[d] * x[d];
-    ss = warp_sum(ss);
-    if (lane == 0) partial[warp] = ss;
-    __syncthreads();
     float total = 0.0f;
+    if (warp_rows) {
+        if (warp == 0) {
+            const float4* x4 = reinterpret_cast<const float4*>(x);
+            float ss = 0.0f;
+            for (int64_t i = lane; i < K / 4; i += 32) ss += sumsq4(x4[i]);
+            ss = warp_sum(ss);
+            if (lane == 0) partial[0] = ss;
+        }
+        __syncthreads();
+        total = partial[0];
+    } else {
+        float ss = 0.0f;
+        for (int64_t d = threadIdx.x; d < K; d += kNormThreadsForGemv) ss += x[d] * x[d];
+        ss = warp_sum(ss);
+        if (lane == 0) partial[warp] = ss;
+        __syncthreads();
 #pragma unroll
-    for (int i = 0; i < kGemvWarps; ++i) total += partial[i];
+        for (int i = 0; i < kGemvWarps; ++i) total += partial[i];
+    }
     const float inv = rsqrtf(total / static_cast<float>(K) + eps);
     for (int64_t d = threadIdx.x; d < K; d += kNormThreadsForGemv)
         a[d] = __float2bfloat16_rn(x[d] * inv * wn[d]);
@@ -143,8 +159,8 @@ void launch_gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t l
         CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(gemv_rmsnorm_kernel<TY>),
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     const unsigned blocks = static_cast<unsigned>((N + kGemvWarps - 1) / kGemvWarps);
-    gemv_rmsnorm_kernel<TY>
-        <<<blocks, 32 * kGemvWarps, smem, stream>>>(N, K, W, ldw, x, wn, eps, y, beta, vec);
+    gemv_rmsnorm_kernel<TY><<<blocks, 32 * kGemvWarps, smem, stream>>>(
+        N, K, W, ldw, x, wn, eps, y, beta, vec, detail::rmsnorm_takes_warp_rows(K, x, K, wn));
     CUDA_CHECK(cudaGetLastError());
 }
 

@@ -5,7 +5,7 @@
 # SKIP_PROFILE=1: no Nsight Compute;
 # DETAIL=1: also the stall reasons and instruction mix of the chain and output kernels; SKIP_SCAN=1: no scan
 # table; TABLE_ONLY=1: of Nsight Compute, only the per-kernel time table; PROFILE_SHAPES: the shapes of that table,
-# default mamba2-1.3b):
+# default mamba2-1.3b; FORWARD_SHAPES: the prefill rows' shapes, default "mamba2-130m mamba2-1.3b"):
 #   1. builds the CUDA backend (GUI off, sm_90);
 #   2. runs every CUDA test (the SSD scan against its CPU twin and the fp32 recurrence; the bf16 Mamba-2
 #      forward through it);
@@ -33,24 +33,25 @@ if [ "${SKIP_SCAN:-0}" != 1 ]; then
   echo "scan bench done: $(elapsed) s"
 fi
 
+shapes="${FORWARD_SHAPES:-mamba2-130m mamba2-1.3b}"
 echo "== bench_cuda_forward: Mamba-2 bf16 prefill, SSD scan (default) then MAMBASCOPE_M2_SSD=0"
 {
-  BENCH_FORWARD_MODES=bf16 BENCH_FORWARD_NO_DECODE=1 timeout 200 build-gpu/bench/bench_cuda_forward \
-    mamba2-130m mamba2-1.3b 2>&1
+  BENCH_FORWARD_MODES=bf16 BENCH_FORWARD_NO_DECODE=1 timeout 300 build-gpu/bench/bench_cuda_forward \
+    $shapes 2>&1
   if [ "${SKIP_CHAIN_AB:-0}" != 1 ]; then
     echo "-- A/B: MAMBASCOPE_M2_BF16_CHAIN=0 (the SSD scan with float32 activations around it)"
-    MAMBASCOPE_M2_BF16_CHAIN=0 BENCH_FORWARD_MODES=bf16 BENCH_FORWARD_NO_DECODE=1 timeout 200 \
-      build-gpu/bench/bench_cuda_forward mamba2-130m mamba2-1.3b 2>&1
+    MAMBASCOPE_M2_BF16_CHAIN=0 BENCH_FORWARD_MODES=bf16 BENCH_FORWARD_NO_DECODE=1 timeout 300 \
+      build-gpu/bench/bench_cuda_forward $shapes 2>&1
   fi
   if [ -n "${EXTRA_AB:-}" ]; then  # e.g. EXTRA_AB="MAMBASCOPE_SSD_CHAIN=single"
     echo "-- A/B: $EXTRA_AB"
-    env $EXTRA_AB BENCH_FORWARD_MODES=bf16 BENCH_FORWARD_NO_DECODE=1 timeout 200 \
-      build-gpu/bench/bench_cuda_forward mamba2-130m mamba2-1.3b 2>&1
+    env $EXTRA_AB BENCH_FORWARD_MODES=bf16 BENCH_FORWARD_NO_DECODE=1 timeout 300 \
+      build-gpu/bench/bench_cuda_forward $shapes 2>&1
   fi
   if [ "${SKIP_AB:-0}" != 1 ]; then
     echo "-- A/B: MAMBASCOPE_M2_SSD=0 (the recurrent fp32 scan inside the bf16 forward)"
-    MAMBASCOPE_M2_SSD=0 BENCH_FORWARD_MODES=bf16 BENCH_FORWARD_NO_DECODE=1 timeout 200 \
-      build-gpu/bench/bench_cuda_forward mamba2-130m mamba2-1.3b 2>&1
+    MAMBASCOPE_M2_SSD=0 BENCH_FORWARD_MODES=bf16 BENCH_FORWARD_NO_DECODE=1 timeout 300 \
+      build-gpu/bench/bench_cuda_forward $shapes 2>&1
   fi
 } | tee "$OUT/bench_cuda_forward_m2.txt"
 echo "forward benches done: $(elapsed) s"
