@@ -5,6 +5,9 @@
 //   y[t,d]  = (Σ_n C[t,n]·h[d,n] + D[d]·x[t,d]) · silu(z[t,d])
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
+#include <type_traits>
 
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_math.cuh"
@@ -51,6 +54,7 @@ struct Params {
     int64_t ldo;
     const float* dt_w;  // dt_proj weight (E, dt_rank) when Δ is computed from its low-rank input, else null
     int64_t dt_rank;
+    bool ring;  // bf16 inputs through the cp.async ring (M1Ring; scan_mamba1 decides, ring_allowed)
 };
 
 // One input element as float32 (bf16 → float32 is exact).
@@ -71,6 +75,55 @@ __device__ __forceinline__ float lowrank_dt(const Params<In>& p, int64_t t, int6
     return acc;
 }
 
+// ---- bf16 inputs through a cp.async ring ----
+// With per-thread loads, each 8-token tile began with 2-byte global loads of x, Δ and z and a staging of B
+// and C that the tile then waited for: on the H200 the passes issued an instruction on 52-56% of cycles, with
+// waits on L1TEX the largest stall (36% of m1_scan's; ncu, mamba-130m bf16 prefill, sixth stop). With bf16
+// inputs whose rows allow 16-byte copies, a tile's x, Δ, z, B and C are copied kM1Stages − 1 tiles ahead into
+// a shared-memory ring with cp.async; a tile then reads them from shared memory. Per thread and tile: one
+// 16-byte copy each of x, Δ, z (8 channels of one token row: 8 rows × 16 pieces = the block's 128 threads),
+// and for threads 0-31 one of B or C. The arithmetic is unchanged (the same values, the same order).
+constexpr int kM1Stages = 3;
+constexpr int kM1RowPieces = kM1Threads / 8;  // 16-byte pieces of one token row of the block's channels
+static_assert(kM1Tile * kM1RowPieces == kM1Threads && 2 * kM1Tile * (kM1N / 8) <= kM1Threads);
+struct M1Ring {
+    __nv_bfloat16 x[kM1Stages][kM1Tile][kM1Threads];
+    __nv_bfloat16 dt[kM1Stages][kM1Tile][kM1Threads];
+    __nv_bfloat16 z[kM1Stages][kM1Tile][kM1Threads];
+    __nv_bfloat16 b[kM1Stages][kM1Tile][kM1N];
+    __nv_bfloat16 c[kM1Stages][kM1Tile][kM1N];
+};  // 19.5 KB
+struct M1NoRing {};
+template <typename In>
+using M1RingOf = std::conditional_t<std::is_same_v<In, __nv_bfloat16>, M1Ring, M1NoRing>;
+
+// Copies tile [t0, t0 + kM1Tile) of the block's channels d0.. into ring stage st (zeros past te or E) and
+// commits one cp.async group (also when there is nothing to copy: the waits count groups). kZC: z and C too
+// (pass 3).
+template <bool kZC>
+__device__ __forceinline__ void m1_ring_issue(const Params<__nv_bfloat16>& p, M1Ring& r, int st, int64_t t0,
+                                              int64_t te, int64_t d0) {
+    if (t0 < te) {
+        const int tid = threadIdx.x, i = tid / kM1RowPieces, q = tid % kM1RowPieces;
+        const int64_t t = t0 + i, dc = d0 + 8 * q;
+        const bool ok = t < te && dc < p.E;
+        cp_async_16(&r.x[st][i][8 * q], ok ? p.x + t * p.ldx + dc : p.x, ok);
+        cp_async_16(&r.dt[st][i][8 * q], ok ? p.delta + t * p.ldd + dc : p.delta, ok);
+        if (kZC && p.z) cp_async_16(&r.z[st][i][8 * q], ok ? p.z + t * p.ldz + dc : p.z, ok);
+        constexpr int kBCPieces = kM1Tile * (kM1N / 8);  // 16-byte pieces of a tile of B (or C): 16
+        if (tid < kBCPieces) {
+            const int bi = tid / (kM1N / 8), bq = tid % (kM1N / 8);
+            const bool okb = t0 + bi < te;
+            cp_async_16(&r.b[st][bi][8 * bq], okb ? p.B + (t0 + bi) * p.ldb + 8 * bq : p.B, okb);
+        } else if (kZC && tid < 2 * kBCPieces) {
+            const int ci = (tid - kBCPieces) / (kM1N / 8), cq = (tid - kBCPieces) % (kM1N / 8);
+            const bool okc = t0 + ci < te;
+            cp_async_16(&r.c[st][ci][8 * cq], okc ? p.C + (t0 + ci) * p.ldc + 8 * cq : p.C, okc);
+        }
+    }
+    cp_async_commit();
+}
+
 // Δ' for one (t, d): softplus (optional), filter, and 0 for padding tokens past the chunk end.
 __device__ __forceinline__ float used_delta(float raw, float bias, int softplus_on, float thr, bool valid,
                                             bool& kept) {
@@ -86,6 +139,7 @@ template <bool kFastExp, typename In>
 __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
     m1_chunk_states(Params<In> p, float* __restrict__ local_end, float* __restrict__ dsum_out) {
     __shared__ __align__(16) float sB[kM1Tile][kM1N];
+    __shared__ __align__(16) M1RingOf<In> ring;
     const int64_t d = static_cast<int64_t>(blockIdx.x) * kM1Threads + threadIdx.x;
     const bool active = d < p.E;
     const int64_t c = blockIdx.y;
@@ -100,19 +154,47 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
     const float bias = (active && p.delta_bias) ? p.delta_bias[d] : 0.0f;
     const float thr = (active && p.thr) ? p.thr[d] : -INFINITY;
     double dsum = 0.0;  // a chunk may hold thousands of tokens; its decay is exp(A·ΣΔ')
+    const int64_t d0 = static_cast<int64_t>(blockIdx.x) * kM1Threads;
+    if constexpr (std::is_same_v<In, __nv_bfloat16>)
+        if (p.ring)
+            for (int k = 0; k < kM1Stages - 1; ++k)
+                m1_ring_issue<false>(p, ring, k, tb + k * kM1Tile, te, d0);
 
     for (int64_t t0 = tb; t0 < te; t0 += kM1Tile) {
         float xr[kM1Tile], dr[kM1Tile];
+        bool staged = false;
+        if constexpr (std::is_same_v<In, __nv_bfloat16>) {
+            if (p.ring) {  // tile k from stage k % kM1Stages; tile k + kM1Stages − 1 issued into the freed
+                           // stage
+                const int64_t k = (t0 - tb) / kM1Tile;
+                const int st = static_cast<int>(k % kM1Stages);
+                cp_async_wait_group<kM1Stages - 2>();
+                __syncthreads();  // the stage's copies are visible; tile k − 1 is done everywhere (sB, its
+                                  // stage free)
+                m1_ring_issue<false>(p, ring, static_cast<int>((k + kM1Stages - 1) % kM1Stages),
+                                     t0 + (kM1Stages - 1) * kM1Tile, te, d0);
 #pragma unroll
-        for (int i = 0; i < kM1Tile; ++i) {
-            const bool ok = active && t0 + i < te;
-            xr[i] = ok ? load_f32(p.x + (t0 + i) * p.ldx + d) : 0.0f;
-            dr[i] = ok ? load_f32(p.delta + (t0 + i) * p.ldd + d) : 0.0f;
+                for (int i = 0; i < kM1Tile; ++i) {
+                    xr[i] = bf16_to_f32(&ring.x[st][i][threadIdx.x]);
+                    dr[i] = bf16_to_f32(&ring.dt[st][i][threadIdx.x]);
+                }
+                for (int e = threadIdx.x; e < kM1Tile * kM1N; e += kM1Threads)
+                    sB[e / kM1N][e % kM1N] = bf16_to_f32(&ring.b[st][e / kM1N][e % kM1N]);
+                staged = true;
+            }
         }
-        __syncthreads();  // the previous tile's B is no longer read
-        for (int k = threadIdx.x; k < kM1Tile * kM1N; k += kM1Threads) {
-            const int i = k / kM1N, n = k % kM1N;
-            sB[i][n] = t0 + i < te ? load_f32(p.B + (t0 + i) * p.ldb + n) : 0.0f;
+        if (!staged) {
+#pragma unroll
+            for (int i = 0; i < kM1Tile; ++i) {
+                const bool ok = active && t0 + i < te;
+                xr[i] = ok ? load_f32(p.x + (t0 + i) * p.ldx + d) : 0.0f;
+                dr[i] = ok ? load_f32(p.delta + (t0 + i) * p.ldd + d) : 0.0f;
+            }
+            __syncthreads();  // the previous tile's B is no longer read
+            for (int k = threadIdx.x; k < kM1Tile * kM1N; k += kM1Threads) {
+                const int i = k / kM1N, n = k % kM1N;
+                sB[i][n] = t0 + i < te ? load_f32(p.B + (t0 + i) * p.ldb + n) : 0.0f;
+            }
         }
         __syncthreads();
 #pragma unroll
@@ -132,6 +214,8 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
             }
         }
     }
+    if constexpr (std::is_same_v<In, __nv_bfloat16>)
+        if (p.ring) cp_async_wait_all();  // nothing in flight into shared memory when the block exits
     if (!active) return;
     float4* out = reinterpret_cast<float4*>(local_end + (c * p.E + d) * kM1N);
 #pragma unroll
@@ -183,6 +267,7 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
     m1_scan(Params<In> p, const float* h_start, float* h_final, ScanProbes probes) {  // may alias (1 pass)
     __shared__ __align__(16) float sB[kM1Tile][kM1N];
     __shared__ __align__(16) float sC[kM1Tile][kM1N];
+    __shared__ __align__(16) M1RingOf<In> ring;
     const int64_t d = static_cast<int64_t>(blockIdx.x) * kM1Threads + threadIdx.x;
     const bool active = d < p.E;
     const int64_t c = blockIdx.y;
@@ -216,26 +301,55 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
     // MUFU and FMA work (the probes' cost over the plain scan).
     float prod = 1.0f;
     constexpr float kProdFlush = 1e-7f;  // prod ≥ this before a multiply by a mean > 1e-30 stays normal
+    constexpr bool kRing = std::is_same_v<In, __nv_bfloat16> && !kLowRankDt;
+    const int64_t d0 = static_cast<int64_t>(blockIdx.x) * kM1Threads;
+    if constexpr (kRing)
+        if (p.ring)
+            for (int k = 0; k < kM1Stages - 1; ++k) m1_ring_issue<true>(p, ring, k, tb + k * kM1Tile, te, d0);
 
     for (int64_t t0 = tb; t0 < te; t0 += kM1Tile) {
         float xr[kM1Tile], dr[kM1Tile], zr[kM1Tile];
         float tile_dsum = 0.0f;
+        bool staged = false;
+        if constexpr (kRing) {
+            if (p.ring) {  // as in m1_chunk_states, with z and C
+                const int64_t k = (t0 - tb) / kM1Tile;
+                const int st = static_cast<int>(k % kM1Stages);
+                cp_async_wait_group<kM1Stages - 2>();
+                __syncthreads();
+                m1_ring_issue<true>(p, ring, static_cast<int>((k + kM1Stages - 1) % kM1Stages),
+                                    t0 + (kM1Stages - 1) * kM1Tile, te, d0);
 #pragma unroll
-        for (int i = 0; i < kM1Tile; ++i) {
-            const bool ok = active && t0 + i < te;
-            xr[i] = ok ? load_f32(p.x + (t0 + i) * p.ldx + d) : 0.0f;
-            if constexpr (kLowRankDt)
-                dr[i] = ok ? lowrank_dt(p, t0 + i, d) : 0.0f;
-            else
-                dr[i] = ok ? load_f32(p.delta + (t0 + i) * p.ldd + d) : 0.0f;
-            zr[i] = (ok && gate) ? load_f32(p.z + (t0 + i) * p.ldz + d) : 0.0f;
+                for (int i = 0; i < kM1Tile; ++i) {
+                    xr[i] = bf16_to_f32(&ring.x[st][i][threadIdx.x]);
+                    dr[i] = bf16_to_f32(&ring.dt[st][i][threadIdx.x]);
+                    zr[i] = gate ? bf16_to_f32(&ring.z[st][i][threadIdx.x]) : 0.0f;
+                }
+                for (int e = threadIdx.x; e < kM1Tile * kM1N; e += kM1Threads) {
+                    sB[e / kM1N][e % kM1N] = bf16_to_f32(&ring.b[st][e / kM1N][e % kM1N]);
+                    sC[e / kM1N][e % kM1N] = bf16_to_f32(&ring.c[st][e / kM1N][e % kM1N]);
+                }
+                staged = true;
+            }
         }
-        __syncthreads();
-        for (int k = threadIdx.x; k < kM1Tile * kM1N; k += kM1Threads) {
-            const int i = k / kM1N, n = k % kM1N;
-            const bool ok = t0 + i < te;
-            sB[i][n] = ok ? load_f32(p.B + (t0 + i) * p.ldb + n) : 0.0f;
-            sC[i][n] = ok ? load_f32(p.C + (t0 + i) * p.ldc + n) : 0.0f;
+        if (!staged) {
+#pragma unroll
+            for (int i = 0; i < kM1Tile; ++i) {
+                const bool ok = active && t0 + i < te;
+                xr[i] = ok ? load_f32(p.x + (t0 + i) * p.ldx + d) : 0.0f;
+                if constexpr (kLowRankDt)
+                    dr[i] = ok ? lowrank_dt(p, t0 + i, d) : 0.0f;
+                else
+                    dr[i] = ok ? load_f32(p.delta + (t0 + i) * p.ldd + d) : 0.0f;
+                zr[i] = (ok && gate) ? load_f32(p.z + (t0 + i) * p.ldz + d) : 0.0f;
+            }
+            __syncthreads();
+            for (int k = threadIdx.x; k < kM1Tile * kM1N; k += kM1Threads) {
+                const int i = k / kM1N, n = k % kM1N;
+                const bool ok = t0 + i < te;
+                sB[i][n] = ok ? load_f32(p.B + (t0 + i) * p.ldb + n) : 0.0f;
+                sC[i][n] = ok ? load_f32(p.C + (t0 + i) * p.ldc + n) : 0.0f;
+            }
         }
         __syncthreads();
 #pragma unroll
@@ -302,6 +416,8 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
             }
         }
     }
+    if constexpr (kRing)
+        if (p.ring) cp_async_wait_all();  // nothing in flight into shared memory when the block exits
     if (!active) return;
     if (h_final && c + 1 == p.chunks) {
         float4* out = reinterpret_cast<float4*>(h_final + d * kM1N);
@@ -410,15 +526,27 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
         h_start = hs;
     }
     const dim3 grid(cblocks, static_cast<unsigned>(plan.chunks));
+    // The fused dt_proj (decode steps, one short pass) keeps the default register budget.
     auto pass3 = a.dt_proj_w ? (a.fast_exp ? m1_scan<false, true, In, true> : m1_scan<false, false, In, true>)
-                 : a.probes.any() ? (a.fast_exp ? m1_scan<true, true, In> : m1_scan<true, false, In>)
-                                  : (a.fast_exp ? m1_scan<false, true, In> : m1_scan<false, false, In>);
+                 : a.probes.any()
+                     ? (a.fast_exp ? m1_scan<true, true, In, false> : m1_scan<true, false, In, false>)
+                     : (a.fast_exp ? m1_scan<false, true, In, false> : m1_scan<false, false, In, false>);
     pass3<<<grid, block, 0, stream>>>(p, h_start, a.h, a.probes);
     CUDA_CHECK(cudaGetLastError());
     if (owned) CUDA_CHECK(cudaFreeAsync(owned, stream));
 }
 
 }  // namespace
+
+bool scan_mamba1_ring(const Mamba1ScanArgs& a) {
+    const auto rows16 = [](const void* ptr, int64_t ld) {
+        return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && ld % 8 == 0;
+    };
+    const char* env = std::getenv("MAMBASCOPE_M1_RING");
+    return a.x16 && !a.dt_proj_w && a.E % 8 == 0 && rows16(a.x16, a.ldx) && rows16(a.delta16, a.ldd) &&
+           (!a.z16 || rows16(a.z16, a.ldz)) && rows16(a.B16, a.ldb) && rows16(a.C16, a.ldc) &&
+           !(env && std::string(env) == "0");
+}
 
 void scan_mamba1(const Mamba1ScanArgs& a, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
     MS_CHECK(a.T >= 0 && a.E >= 0, "scan_mamba1: negative size");
@@ -457,6 +585,7 @@ void scan_mamba1(const Mamba1ScanArgs& a, void* workspace, size_t workspace_byte
     if (in16) {
         Params<__nv_bfloat16> p{};
         p.x = a.x16, p.delta = a.delta16, p.B = a.B16, p.C = a.C16, p.z = a.z16;
+        p.ring = scan_mamba1_ring(a);
         launch_scan(a, plan, p, workspace, workspace_bytes, stream);
     } else {
         Params<float> p{};

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "cpu/activations.h"
@@ -145,11 +146,13 @@ struct M1Data {
     std::vector<float> x, dt_raw, bias, A, B, C, D, z, thr, h0;
 };
 
-M1Data make_m1(int64_t T, int64_t E, std::mt19937& rng) {
+// aligned: strides that are multiples of 8 (the bf16 scan's cp.async ring needs rows on 16-byte boundaries).
+M1Data make_m1(int64_t T, int64_t E, std::mt19937& rng, bool aligned = false) {
     M1Data d;
     d.T = T, d.E = E;
     d.ldx = E + 3, d.ldd = E + 1, d.ldz = E + 2, d.ldy = E + 5;  // strided rows, as slices of wider buffers
     d.ldb = 16 + 7, d.ldc = 16 + 9;
+    if (aligned) d.ldx = E + 8, d.ldd = E, d.ldz = E + 16, d.ldb = 24, d.ldc = 32;
     d.x = randn(T * d.ldx, rng);
     d.dt_raw = uniform(T * d.ldd, rng, -5.0f, 0.5f);  // softplus → Δ ∈ (0.007, 0.97), as trained dt
     d.bias = uniform(E, rng, -0.5f, 0.5f);
@@ -917,7 +920,7 @@ M1Data round_m1_inputs(M1Data d) {
 // The bf16-input scan of d (inputs converted on the host, exact when d is already rounded); y in float32,
 // or in bf16 (y16) when asked.
 M1Result run_m1_gpu_bf16(const M1Data& d, const M1Case& c, const std::vector<float>& thr,
-                         kg::ScanProbes probes = {}, bool y_bf16 = false) {
+                         kg::ScanProbes probes = {}, bool y_bf16 = false, bool* ring = nullptr) {
     Dev<__nv_bfloat16> x(to_bf16_host(d.x)), raw(to_bf16_host(c.softplus ? d.dt_raw : m1_delta(d, false))),
         B(to_bf16_host(d.B)), C(to_bf16_host(d.C)), z(to_bf16_host(d.z)), y16(d.T * d.ldy);
     Dev<float> bias(d.bias), A(d.A), D(d.D), th(thr.empty() ? std::vector<float>(1) : thr), h(d.h0),
@@ -934,6 +937,7 @@ M1Result run_m1_gpu_bf16(const M1Data& d, const M1Case& c, const std::vector<flo
     else
         a.y = y.p;
     a.probes = probes, a.chunk_len = c.chunk_len;
+    if (ring) *ring = kg::scan_mamba1_ring(a);
     kg::scan_mamba1(a, nullptr, 0, nullptr);
     M1Result r;
     r.y = cols_of(y_bf16 ? bf16_to_float(y16.download()) : y.download(), d.T, d.E, d.ldy);
@@ -999,6 +1003,59 @@ TEST(CudaScanMamba1Bf16, ProbesEqualTheFloat32ScanOfTheRoundedInputs) {
     const auto kept = k16.download();
     EXPECT_EQ(kept, k32.download());
     EXPECT_LT(*std::min_element(kept.begin(), kept.end()), d.T);  // the filter removed tokens
+}
+
+// The bf16 inputs' cp.async ring (scan_mamba1.cu, M1Ring) is taken when every row is on a 16-byte boundary.
+// It does the same arithmetic on the same values as the per-thread loads (MAMBASCOPE_M1_RING=0), so y, the
+// state and Δ' are equal bit for bit, and the probes' kept counts too: in one pass and chunked, T not a
+// multiple of the 8-token tile, E past a block of 128 channels, with and without the gate; and it matches the
+// CPU scan.
+TEST(CudaScanMamba1Bf16, TheCpAsyncRingEqualsThePerThreadLoadsBitForBit) {
+    REQUIRE_GPU();
+    std::mt19937 rng(74);
+    const M1Case cases[] = {
+        {1000, 136, 64, true, true, true},
+        {2051, 256, 136, true, true, false},
+        {77, 8, 100000, true, false, true},
+        {5, 16, 0, true, true, true},
+    };
+    for (const auto& c : cases) {
+        SCOPED_TRACE("T=" + std::to_string(c.T) + " E=" + std::to_string(c.E));
+        const M1Data d = round_m1_inputs(make_m1(c.T, c.E, rng, /*aligned=*/true));
+        const std::vector<float> thr =
+            c.filter ? safe_thresholds(m1_delta(d, c.softplus), d.T, d.E, d.ldd) : std::vector<float>{};
+        Dev<double> ds_ring(d.E), ld_ring(d.E), ds_loads(d.E), ld_loads(d.E);
+        Dev<int64_t> k_ring(d.E), k_loads(d.E);
+        for (auto* b : {&ds_ring, &ld_ring, &ds_loads, &ld_loads}) b->zero();
+        k_ring.zero(), k_loads.zero();
+        bool took_ring = false, took_ring_off = true;
+        // This test sets the switch itself (a run of the suite under MAMBASCOPE_M1_RING=0 gets it back
+        // after).
+        const char* outer = std::getenv("MAMBASCOPE_M1_RING");
+        const std::string saved = outer ? outer : "";
+        unsetenv("MAMBASCOPE_M1_RING");
+        const auto ring =
+            run_m1_gpu_bf16(d, c, thr, kg::ScanProbes{ds_ring.p, k_ring.p, ld_ring.p}, false, &took_ring);
+        setenv("MAMBASCOPE_M1_RING", "0", 1);
+        const auto loads = run_m1_gpu_bf16(d, c, thr, kg::ScanProbes{ds_loads.p, k_loads.p, ld_loads.p},
+                                           false, &took_ring_off);
+        if (outer)
+            setenv("MAMBASCOPE_M1_RING", saved.c_str(), 1);
+        else
+            unsetenv("MAMBASCOPE_M1_RING");
+        ASSERT_TRUE(took_ring);
+        ASSERT_FALSE(took_ring_off);
+        EXPECT_EQ(ring.y, loads.y);
+        EXPECT_EQ(ring.h, loads.h);
+        EXPECT_EQ(ring.delta_used, loads.delta_used);
+        EXPECT_EQ(k_ring.download(), k_loads.download());
+        // Sums over chunks arrive by atomicAdd in any order: equal to double rounding.
+        EXPECT_LE(rel_err(ds_ring.download(), ds_loads.download()), 1e-12);
+        EXPECT_LE(rel_err(ld_ring.download(), ld_loads.download()), 1e-12);
+        const auto want = run_m1_cpu(d, c, thr);
+        EXPECT_LE(rel_err(ring.y, want.y), kTol);
+        EXPECT_LE(rel_err(ring.h, want.h), kTol);
+    }
 }
 
 TEST(CudaScanMamba1Bf16, RejectsMixedFloat32AndBf16Inputs) {

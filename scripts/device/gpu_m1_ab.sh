@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Mamba-1 scan A/B (issue 17), one device call from the repository root with $OUT set and mamba_ssm's peer
+# bench copied to build-peer/ (cp -r ../shared/peer-gpu build-peer; named in `carry`). SETTINGS: the settings
+# compared, each a space-free VAR=value list joined by commas ("-" for none); default "MAMBASCOPE_M1_RING=0 -"
+# (the per-thread loads; the default, the cp.async ring). Each setting runs in its own processes.
+#   1. builds the CUDA backend (GUI off, sm_90) while mamba_ssm's selective_scan_fwd extension compiles;
+#   2. runs every CUDA test, then the Mamba-1 scan and forward tests again under each setting;
+#   3. side by side: mamba_ssm's fp32/bf16 selective_scan_fwd, then bench_cuda_scan's Mamba-1 table per setting;
+#   4. bench_cuda_forward bf16 prefill of mamba-130m and mamba-1.4b per setting;
+#   5. summary.txt: our times / mamba_ssm's per shape and setting;
+#   6. Nsight Compute: occupancy, registers and warp stall reasons of m1_chunk_states and m1_scan (one mamba-130m
+#      bf16 prefill of 16k tokens, first layer), default setting.
+set -uo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+if [ -d build-peer ]; then
+  (cd build-peer && OUT=/tmp MAX_JOBS=6 python3 bench.py > /tmp/peer_first.txt 2>&1) &
+  peer_pid=$!
+fi
+build_cuda "$OUT/build.log" 10 mambascope_cuda_tests bench_cuda_scan bench_cuda_forward
+[ -n "${peer_pid:-}" ] && wait "$peer_pid"
+echo "mamba_ssm first run: $(head -1 /tmp/peer_first.txt) ($(elapsed) s)"
+
+echo "== CUDA tests"
+timeout 200 build-gpu/tests/mambascope_cuda_tests 2>&1 | tee "$OUT/cuda_tests.log" |
+  grep -E "^\[  (PASSED|FAILED) |Failure" | head -30
+settings="${SETTINGS:-MAMBASCOPE_M1_RING=0 -}"
+envof() { [ "$1" = "-" ] && return; echo "$1" | tr ',' ' '; }
+for st in $settings; do
+  env $(envof "$st") timeout 100 build-gpu/tests/mambascope_cuda_tests --gtest_filter='CudaScanMamba1*:CudaForward*' \
+    2>&1 | grep -E "^\[  (PASSED|FAILED) |Failure" | sed "s/^/$st: /" | tee -a "$OUT/cuda_tests.log" | head -10
+done
+echo "tests done: $(elapsed) s"
+
+[ -d build-peer ] && (cd build-peer && OUT="$OUT" python3 bench.py > "$OUT/peer_mamba_ssm.txt" 2>&1)
+i=0
+for st in $settings; do
+  i=$((i + 1))
+  env $(envof "$st") BENCH_SCAN_M1_ONLY=1 timeout 150 build-gpu/bench/bench_cuda_scan > "/tmp/scan_$i.txt" 2>&1
+done
+{ i=0; for st in $settings; do i=$((i + 1)); echo "-- $st"; cat "/tmp/scan_$i.txt"; done; } > "$OUT/bench_cuda_scan.txt"
+echo "scan benches done: $(elapsed) s"
+
+{
+  for st in $settings; do
+    echo "-- $st"
+    env $(envof "$st") BENCH_FORWARD_MODES=bf16 BENCH_FORWARD_NO_DECODE=1 timeout 150 \
+      build-gpu/bench/bench_cuda_forward mamba-130m mamba-1.4b 2>&1
+  done
+} | tee "$OUT/bench_cuda_forward.txt" | grep -E "^--|16384|131072|ceiling"
+echo "forward benches done: $(elapsed) s"
+
+echo "== summary: ours / mamba_ssm, side by side in this call"
+i=0
+for st in $settings; do
+  i=$((i + 1))
+  echo "-- $st"
+  python3 - "$OUT/mamba_ssm_fwd.json" "/tmp/scan_$i.txt" <<'PY'
+import json, sys, re
+try:
+    peer = {(r["dtype"], r["dim"], r["L"]): r["ms"] for r in json.load(open(sys.argv[1]))}
+except Exception as e:
+    peer = {}; print("no mamba_ssm results:", e)
+ours = {}
+for line in open(sys.argv[2]):
+    m = re.match(r"^(\d+)\s+(\d+)\s+(.+?)\s+(\d+x\d+)\s+([\d.]+)", line)
+    if m: ours[(int(m[1]), int(m[2]), m[3].strip())] = float(m[5])
+print(f"{'d_inner':>7} {'tokens':>7} | {'fp32 ms':>8} {'ssm fp32':>8} {'ratio':>6} | {'bf16 ms':>8} {'ssm bf16':>8} {'ratio':>6} | {'bf16 f+p':>8} {'over':>6}")
+for (E, T) in sorted({(k[0], k[1]) for k in ours}):
+    f32 = ours.get((E, T, "plain fast-exp")); b16 = ours.get((E, T, "bf16 plain fast")); bfp = ours.get((E, T, "bf16 filter+probes fast"))
+    p32 = peer.get(("float32", E, T)); p16 = peer.get(("bfloat16", E, T))
+    fmt = lambda x: f"{x:8.3f}" if x else f"{'-':>8}"
+    rat = lambda a, b: f"{b / a:5.2f}x" if a and b else f"{'-':>6}"
+    over = f"{100 * (bfp / b16 - 1):+5.1f}%" if bfp and b16 else "-"
+    print(f"{E:7d} {T:7d} | {fmt(f32)} {fmt(p32)} {rat(f32, p32)} | {fmt(b16)} {fmt(p16)} {rat(b16, p16)} | {fmt(bfp)} {over:>6}")
+PY
+done | tee "$OUT/summary.txt"
+
+find_ncu
+if [ -n "$NCU" ] && [ "${SKIP_PROFILE:-0}" != 1 ]; then
+  echo "== m1_chunk_states / m1_scan: occupancy, registers, stall reasons (mamba-130m bf16, 16k, first layer)"
+  BENCH_FORWARD_PROFILE=16384 timeout 150 "$NCU" --clock-control none --kernel-name regex:'m1_(scan|chunk_states)' \
+    --launch-count 2 --section LaunchStats --section Occupancy --section WarpStateStats --section SchedulerStats \
+    --section ComputeWorkloadAnalysis build-gpu/bench/bench_cuda_forward mamba-130m 2>&1 | sed "s|$PWD/||g" \
+    > "$OUT/profile_m1_detail.txt"
+  grep -E "m1_|Registers|Achieved Occupancy|Theoretical Occupancy|Stall|Warp Cycles|Issued Warp|Eligible|No Eligible|Pipe|Duration" \
+    "$OUT/profile_m1_detail.txt" | head -70
+fi
+echo "total: $(elapsed) s"
