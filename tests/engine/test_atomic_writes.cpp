@@ -295,9 +295,13 @@ TEST(AtomicWrites, AnalyzeOnFullDiskExitsCleanly) {
 namespace {
 
 // Starts the CLI with `args` (stdout/stderr to `log`), waits `delay`, sends `sig` (`count` times, 50 ms
-// apart) and returns the wait status.
+// apart) and returns the wait status. wait_for_output: first wait until the CLI has printed something (its
+// signal handlers are installed before its first line: a fixed delay alone raced a slow start-up, which
+// re-executes the program once, on a loaded machine and then died of the signal itself).
 int run_and_signal(const std::vector<std::string>& args, const fs::path& log, std::chrono::milliseconds delay,
-                   int sig, int count, const fs::path& wait_for_temp_in = {}) {
+                   int sig, int count, const fs::path& wait_for_temp_in = {}, bool wait_for_output = false) {
+    std::error_code ec;
+    if (wait_for_output) fs::remove(log, ec);  // not the previous run's lines
     const pid_t pid = ::fork();
     if (pid == 0) {
         FILE* f = std::freopen(log.c_str(), "w", stdout);
@@ -315,6 +319,10 @@ int run_and_signal(const std::vector<std::string>& args, const fs::path& log, st
     if (!wait_for_temp_in.empty())  // until the streaming writer has started (at most 60 s)
         for (int k = 0; k < 6000 && temp_files(wait_for_temp_in).empty(); ++k)
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (wait_for_output) {  // until the first line (at most 60 s)
+        for (int k = 0; k < 6000 && (!fs::exists(log, ec) || fs::file_size(log, ec) == 0); ++k)
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
     std::this_thread::sleep_for(delay);
     for (int k = 0; k < count; ++k) {
         ::kill(pid, sig);
@@ -335,7 +343,7 @@ TEST(AtomicWrites, SigintDuringAnalyzeExits130AndLeavesNoTempFile) {
                                            "--random-tokens", "4000",           "--methods",
                                            "vanilla",         "--out",          (d / "run.h5").string()};
     for (int sig : {SIGINT, SIGTERM}) {
-        const int status = run_and_signal(args, d / "log", std::chrono::milliseconds(800), sig, 1);
+        const int status = run_and_signal(args, d / "log", std::chrono::milliseconds(300), sig, 1, {}, true);
         ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status) << ": " << slurp(d / "log");
         EXPECT_EQ(WEXITSTATUS(status), 130) << slurp(d / "log");
         EXPECT_NE(slurp(d / "log").find("cancelled"), std::string::npos) << slurp(d / "log");
@@ -343,7 +351,7 @@ TEST(AtomicWrites, SigintDuringAnalyzeExits130AndLeavesNoTempFile) {
         EXPECT_TRUE(temp_files(d).empty());
     }
     // a second signal: out at once, temp files removed
-    const int status = run_and_signal(args, d / "log", std::chrono::milliseconds(800), SIGINT, 2);
+    const int status = run_and_signal(args, d / "log", std::chrono::milliseconds(300), SIGINT, 2, {}, true);
     ASSERT_TRUE(WIFEXITED(status));
     EXPECT_EQ(WEXITSTATUS(status), 130);
     EXPECT_EQ(slurp(d / "run.h5"), "previous");
@@ -364,7 +372,7 @@ TEST(AtomicWrites, SigintDuringCalibrateExits130AndWritesNothing) {
                                            "400",
                                            "--out",
                                            (d / "cal.h5").string()};
-    const int status = run_and_signal(args, d / "log", std::chrono::milliseconds(800), SIGINT, 1);
+    const int status = run_and_signal(args, d / "log", std::chrono::milliseconds(300), SIGINT, 1, {}, true);
     ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status) << ": " << slurp(d / "log");
     EXPECT_EQ(WEXITSTATUS(status), 130) << slurp(d / "log");
     EXPECT_FALSE(fs::exists(d / "cal.h5"));
