@@ -55,25 +55,7 @@ i=0
 for st in $settings; do
   i=$((i + 1))
   echo "-- $st"
-  python3 - "$OUT/mamba_ssm_fwd.json" "/tmp/scan_$i.txt" <<'PY'
-import json, sys, re
-try:
-    peer = {(r["dtype"], r["dim"], r["L"]): r["ms"] for r in json.load(open(sys.argv[1]))}
-except Exception as e:
-    peer = {}; print("no mamba_ssm results:", e)
-ours = {}
-for line in open(sys.argv[2]):
-    m = re.match(r"^(\d+)\s+(\d+)\s+(.+?)\s+(\d+x\d+)\s+([\d.]+)", line)
-    if m: ours[(int(m[1]), int(m[2]), m[3].strip())] = float(m[5])
-print(f"{'d_inner':>7} {'tokens':>7} | {'fp32 ms':>8} {'ssm fp32':>8} {'ratio':>6} | {'bf16 ms':>8} {'ssm bf16':>8} {'ratio':>6} | {'bf16 f+p':>8} {'over':>6}")
-for (E, T) in sorted({(k[0], k[1]) for k in ours}):
-    f32 = ours.get((E, T, "plain fast-exp")); b16 = ours.get((E, T, "bf16 plain fast")); bfp = ours.get((E, T, "bf16 filter+probes fast"))
-    p32 = peer.get(("float32", E, T)); p16 = peer.get(("bfloat16", E, T))
-    fmt = lambda x: f"{x:8.3f}" if x else f"{'-':>8}"
-    rat = lambda a, b: f"{b / a:5.2f}x" if a and b else f"{'-':>6}"
-    over = f"{100 * (bfp / b16 - 1):+5.1f}%" if bfp and b16 else "-"
-    print(f"{E:7d} {T:7d} | {fmt(f32)} {fmt(p32)} {rat(f32, p32)} | {fmt(b16)} {fmt(p16)} {rat(b16, p16)} | {fmt(bfp)} {over:>6}")
-PY
+  python3 "$(dirname "${BASH_SOURCE[0]}")/m1_scan_vs_mamba_ssm.py" "$OUT/mamba_ssm_fwd.json" "/tmp/scan_$i.txt"
 done | tee "$OUT/summary.txt"
 
 find_ncu
