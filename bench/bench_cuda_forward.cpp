@@ -193,15 +193,25 @@ int main(int argc, char** argv) {
         // one CUDA graph per step (the default), bf16 without graphs (MAMBASCOPE_DECODE_GRAPH=0, one launch
         // per kernel), and bf16 with a LongMamba filter kept while decoding (the graph decoder with
         // thresholds).
+        // The graph rows use PDL edges (MAMBASCOPE_DECODE_PDL, default "auto") and the gemv's L2 prefetch;
+        // more bf16 rows A/B them: PDL "launch", "exit" and off ("0"), and no prefetch.
         struct DecodeCase {
             Precision prec;
             bool graph, filter;
             const char* name;
+            const char* env;  // "VAR=value" set while the decoder records its graph, or null
         };
-        for (const DecodeCase dc : {DecodeCase{Precision::Fp32, true, false, "fp32, graph"},
-                                    DecodeCase{Precision::Bf16, true, false, "bf16, graph"},
-                                    DecodeCase{Precision::Bf16, false, false, "bf16, no graph"},
-                                    DecodeCase{Precision::Bf16, true, true, "bf16 + filter, graph"}}) {
+        for (const DecodeCase dc :
+             {DecodeCase{Precision::Fp32, true, false, "fp32, graph", nullptr},
+              DecodeCase{Precision::Bf16, true, false, "bf16, graph", nullptr},
+              DecodeCase{Precision::Bf16, true, false, "bf16, graph, PDL launch",
+                         "MAMBASCOPE_DECODE_PDL=launch"},
+              DecodeCase{Precision::Bf16, true, false, "bf16, graph, PDL exit", "MAMBASCOPE_DECODE_PDL=exit"},
+              DecodeCase{Precision::Bf16, true, false, "bf16, graph, no PDL", "MAMBASCOPE_DECODE_PDL=0"},
+              DecodeCase{Precision::Bf16, true, false, "bf16, graph, no prefetch",
+                         "MAMBASCOPE_GEMV_PREFETCH=0"},
+              DecodeCase{Precision::Bf16, false, false, "bf16, no graph", "MAMBASCOPE_DECODE_GRAPH=0"},
+              DecodeCase{Precision::Bf16, true, true, "bf16 + filter, graph", nullptr}}) {
             if (std::getenv("BENCH_FORWARD_NO_DECODE")) break;
             std::vector<int32_t> ids(2048);
             for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7919) % 50277);
@@ -214,12 +224,17 @@ int main(int argc, char** argv) {
             opt.precision = dc.prec;
             if (dc.filter) opt.filter = &f;
             run_prefill(*m, ids, st, opt);
-            if (!dc.graph) setenv("MAMBASCOPE_DECODE_GRAPH", "0", 1);
+            std::string var, val;
+            if (dc.env) {
+                const std::string kv = dc.env;
+                var = kv.substr(0, kv.find('=')), val = kv.substr(kv.find('=') + 1);
+                setenv(var.c_str(), val.c_str(), 1);
+            }
             auto dec = detail::make_cuda_decoder(*m, st, dc.prec, dc.filter ? &f : nullptr);
-            unsetenv("MAMBASCOPE_DECODE_GRAPH");
             std::vector<float> logits;
             const auto w0 = std::chrono::steady_clock::now();
-            dec->step(1, logits);  // warm-up: records and instantiates the graph
+            dec->step(1, logits);  // warm-up: records and instantiates the graph (reads the variables)
+            if (dc.env) unsetenv(var.c_str());
             const double first_ms =
                 1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - w0).count();
             const int steps = 256;
@@ -230,8 +245,24 @@ int main(int argc, char** argv) {
                 next = int32_t(std::max_element(logits.begin(), logits.begin() + 50277) - logits.begin());
             }
             const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-            std::printf("%-12s decode (%s): %.3f ms/token, %.0f tok/s (first step %.1f ms)\n", s.c_str(),
-                        dc.name, 1e3 * sec / steps, steps / sec, first_ms);
+            // The host's share of a step in this loop: copying the logits row out of pinned memory and the
+            // greedy argmax, timed alone on the same row.
+            std::vector<float> row(logits);
+            const auto h0 = std::chrono::steady_clock::now();
+            for (int i = 0; i < steps; ++i) {
+                logits.assign(row.begin(), row.end());
+                next = int32_t(std::max_element(logits.begin(), logits.begin() + 50277) - logits.begin());
+            }
+            const double host_ms =
+                1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - h0).count() / steps;
+            const detail::DecodeGraphInfo gi = dec->graph_info();
+            std::printf(
+                "%-12s decode (%s): %.3f ms/token, %.0f tok/s (first step %.1f ms; host copy + argmax %.3f "
+                "ms; "
+                "%lld kernels, %lld PDL edges, %s)\n",
+                s.c_str(), dc.name, 1e3 * sec / steps, steps / sec, first_ms, host_ms,
+                static_cast<long long>(gi.kernel_nodes), static_cast<long long>(gi.programmatic_edges),
+                gi.pdl_mode.c_str());
             std::fflush(stdout);
         }
         m->device_weights.reset();

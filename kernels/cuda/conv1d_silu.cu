@@ -7,6 +7,7 @@
 #include "cuda/conv1d_silu.cuh"
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_math.cuh"
+#include "cuda/pdl.cuh"
 
 namespace mambascope::kernels::cuda {
 namespace {
@@ -29,6 +30,7 @@ __global__ void __launch_bounds__(kConvThreads)
     conv_kernel(int64_t T, int64_t Cn, const In* __restrict__ in, int64_t ldi, const float* __restrict__ w,
                 const float* __restrict__ bias, float* state, float* __restrict__ out, int64_t ldo,
                 __nv_bfloat16* __restrict__ out16, int64_t ldo16, bool write_state) {
+    grid_dependency_wait();  // PDL (pdl.cuh): the input and the state come from earlier kernels
     const int64_t c = static_cast<int64_t>(blockIdx.x) * kConvThreads + threadIdx.x;
     if (c >= Cn) return;
     const int64_t t0 = static_cast<int64_t>(blockIdx.y) * kConvTileT;
@@ -198,6 +200,7 @@ void launch(int64_t T, int64_t Cn, const In* in, int64_t ldi, const float* w, co
     }
     const dim3 grid(static_cast<unsigned>((Cn + kConvThreads - 1) / kConvThreads),
                     static_cast<unsigned>((T + kConvTileT - 1) / kConvTileT));
+    pdl_register(conv_kernel<kK, In>);
     conv_kernel<kK, In><<<grid, kConvThreads, 0, stream>>>(T, Cn, in, ldi, w, bias, state, out, ldo, out16,
                                                            ldo16, write_state);
 }

@@ -109,6 +109,31 @@ __device__ __forceinline__ void cp_async_16(void* dst_smem, const void* src, boo
                  : "memory");
 }
 
+// Programmatic dependent launch (PDL, sm_90+; docs/cuda.md, "Decoding on the GPU"). In the decode step's
+// graph a kernel whose incoming edge is programmatic (pdl.cuh) starts while the kernel before it is still
+// running. Before this wait returns it may only read weights: no activation, state or output of an earlier
+// kernel, and no write at all. It returns once the earlier grid has completed and its writes are visible (and
+// so every grid before it, each of which waited the same way). Without a programmatic dependency it returns
+// at once.
+__device__ __forceinline__ void grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+// Starts moving [p, p + bytes) into L2 (sm_90 bulk prefetch: p 16-byte aligned, bytes a multiple of 16; no
+// registers, nothing to wait for). For weights, before grid_dependency_wait: their DRAM latency then overlaps
+// the previous kernel.
+__device__ __forceinline__ void prefetch_l2(const void* p, unsigned bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile(
+        "{\n .reg .u64 g;\n cvta.to.global.u64 g, %0;\n cp.async.bulk.prefetch.L2.global [g], %1;\n}\n" ::"l"(
+            p),
+        "r"(bytes)
+        : "memory");
+#endif
+}
+
 __device__ __forceinline__ void cp_async_commit() {
     asm volatile("cp.async.commit_group;\n" ::: "memory");
 }

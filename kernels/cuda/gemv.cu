@@ -1,10 +1,13 @@
 // One-row projections y = W·a (+ β·y) for decode steps; see gemv.cuh.
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
+#include <string>
 
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_math.cuh"
 #include "cuda/gemv.cuh"
+#include "cuda/pdl.cuh"
 #include "cuda/rmsnorm.cuh"
 
 namespace mambascope::kernels::cuda {
@@ -69,15 +72,30 @@ __device__ __forceinline__ float row_dot(const TW* __restrict__ w, const TA* a, 
     return warp_sum(acc);
 }
 
+// Lane 0 starts the row's weights on their way to L2 (vec rows only: 16-byte aligned, K·sizeof(TW) a multiple
+// of 16). Issued before grid_dependency_wait, the DRAM reads overlap the previous kernel of a decode graph.
+template <typename TW>
+__device__ __forceinline__ void prefetch_row(const TW* w, int64_t K, int lane, bool prefetch) {
+    if (prefetch && lane == 0) prefetch_l2(w, static_cast<unsigned>(K * static_cast<int64_t>(sizeof(TW))));
+}
+
+// MAMBASCOPE_GEMV_PREFETCH=0 turns the L2 prefetch off (A/B runs); read at each launch.
+bool prefetch_enabled() {
+    const char* e = std::getenv("MAMBASCOPE_GEMV_PREFETCH");
+    return !(e && std::string(e) == "0");
+}
+
 // grid ceil(N / kGemvWarps), block 32·kGemvWarps. vec: W rows and a may be read 8 elements at a time
 // (K % 8 == 0, ldw % 8 == 0, pointers aligned); otherwise one element per lane and step.
 template <typename TW, typename TA, typename TY>
 __global__ void __launch_bounds__(32 * kGemvWarps)
     gemv_kernel(int64_t N, int64_t K, const TW* __restrict__ W, int64_t ldw, const TA* __restrict__ a,
-                TY* __restrict__ y, float beta, bool vec) {
+                TY* __restrict__ y, float beta, bool vec, bool prefetch) {
     const int lane = threadIdx.x % 32;
     const int64_t n = static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / 32;
     if (n >= N) return;
+    prefetch_row(W + n * ldw, K, lane, prefetch);
+    grid_dependency_wait();  // a (and y, with beta) come from earlier kernels
     const float acc = row_dot(W + n * ldw, a, K, lane, vec);
     if (lane == 0) store(y + n, acc, beta);
 }
@@ -94,7 +112,9 @@ void launch_gemv(int64_t N, int64_t K, const TW* W, int64_t ldw, const TA* a, TY
     // that are multiples of 16 bytes when K, ldw are multiples of 8 and the bases are 16-byte aligned.
     const bool vec = K % kGemvVec == 0 && ldw % kGemvVec == 0 && aligned(W, 16) && aligned(a, 16);
     const unsigned blocks = static_cast<unsigned>((N + kGemvWarps - 1) / kGemvWarps);
-    gemv_kernel<TW, TA, TY><<<blocks, 32 * kGemvWarps, 0, stream>>>(N, K, W, ldw, a, y, beta, vec);
+    pdl_register(gemv_kernel<TW, TA, TY>);
+    gemv_kernel<TW, TA, TY>
+        <<<blocks, 32 * kGemvWarps, 0, stream>>>(N, K, W, ldw, a, y, beta, vec, vec && prefetch_enabled());
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -111,11 +131,14 @@ template <typename TY>
 __global__ void __launch_bounds__(32 * kGemvWarps)
     gemv_rmsnorm_kernel(int64_t N, int64_t K, const __nv_bfloat16* __restrict__ W, int64_t ldw,
                         const float* __restrict__ x, const float* __restrict__ wn, float eps,
-                        TY* __restrict__ y, float beta, bool vec, bool warp_rows) {
+                        TY* __restrict__ y, float beta, bool vec, bool warp_rows, bool prefetch) {
     extern __shared__ __align__(16) float smem[];
     __nv_bfloat16* a = reinterpret_cast<__nv_bfloat16*>(smem);
     __shared__ float partial[kGemvWarps];
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int64_t n = static_cast<int64_t>(blockIdx.x) * kGemvWarps + warp;
+    if (n < N) prefetch_row(W + n * ldw, K, lane, prefetch);
+    grid_dependency_wait();  // x (and y, with beta) come from earlier kernels
     float total = 0.0f;
     if (warp_rows) {
         if (warp == 0) {
@@ -140,7 +163,6 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
     for (int64_t d = threadIdx.x; d < K; d += kNormThreadsForGemv)
         a[d] = __float2bfloat16_rn(x[d] * inv * wn[d]);
     __syncthreads();
-    const int64_t n = static_cast<int64_t>(blockIdx.x) * kGemvWarps + warp;
     if (n >= N) return;
     const float acc = row_dot(W + n * ldw, a, K, lane, vec);
     if (lane == 0) store(y + n, acc, beta);
@@ -159,8 +181,10 @@ void launch_gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t l
         CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(gemv_rmsnorm_kernel<TY>),
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     const unsigned blocks = static_cast<unsigned>((N + kGemvWarps - 1) / kGemvWarps);
+    pdl_register(gemv_rmsnorm_kernel<TY>);
     gemv_rmsnorm_kernel<TY><<<blocks, 32 * kGemvWarps, smem, stream>>>(
-        N, K, W, ldw, x, wn, eps, y, beta, vec, detail::rmsnorm_takes_warp_rows(K, x, K, wn));
+        N, K, W, ldw, x, wn, eps, y, beta, vec, detail::rmsnorm_takes_warp_rows(K, x, K, wn),
+        vec && prefetch_enabled());
     CUDA_CHECK(cudaGetLastError());
 }
 

@@ -5,6 +5,7 @@
 
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_math.cuh"
+#include "cuda/pdl.cuh"
 #include "cuda/rmsnorm.cuh"
 
 namespace mambascope::kernels::cuda {
@@ -39,6 +40,7 @@ template <class Out>
 __global__ void __launch_bounds__(kNormThreads)
     rmsnorm_kernel(int64_t D, const float* x, int64_t ldx, const float* __restrict__ w, float eps, Out* out,
                    int64_t ldo) {
+    grid_dependency_wait();  // PDL (pdl.cuh): x comes from earlier kernels
     const float* xr = x + static_cast<int64_t>(blockIdx.x) * ldx;
     Out* o = out + static_cast<int64_t>(blockIdx.x) * ldo;
     float ss = 0.0f;
@@ -80,6 +82,7 @@ template <class Out, int kVec>
 __global__ void __launch_bounds__(kNormThreads)
     rmsnorm_warp_kernel(int64_t T, int64_t D, const float* x, int64_t ldx, const float* __restrict__ w,
                         float eps, Out* out, int64_t ldo, bool vec_out) {
+    grid_dependency_wait();  // PDL (pdl.cuh): x comes from earlier kernels
     const int64_t t = static_cast<int64_t>(blockIdx.x) * kNormRowsPerBlock + threadIdx.x / 32;
     if (t >= T) return;  // whole warps leave: the reduction below is per warp
     const int lane = threadIdx.x % 32, nv = static_cast<int>(D / 4);
@@ -112,6 +115,7 @@ template <class Out, int kVec>
 void launch_rmsnorm_warp(int64_t T, int64_t D, const float* x, int64_t ldx, const float* w, float eps,
                          Out* out, int64_t ldo, bool vec_out, cudaStream_t stream) {
     const unsigned blocks = static_cast<unsigned>((T + kNormRowsPerBlock - 1) / kNormRowsPerBlock);
+    pdl_register(rmsnorm_warp_kernel<Out, kVec>);
     rmsnorm_warp_kernel<Out, kVec>
         <<<blocks, kNormThreads, 0, stream>>>(T, D, x, ldx, w, eps, out, ldo, vec_out);
 }
@@ -148,6 +152,7 @@ template <class In, class Out>
 __global__ void __launch_bounds__(kNormThreads)
     gated_rmsnorm_kernel(int64_t group, const In* y, int64_t ldy, const In* __restrict__ z, int64_t ldz,
                          const float* __restrict__ w, float eps, Out* out, int64_t ldo) {
+    grid_dependency_wait();  // PDL (pdl.cuh): y and z come from earlier kernels
     const int64_t t = blockIdx.x, c0 = static_cast<int64_t>(blockIdx.y) * group;
     const In* yr = y + t * ldy + c0;
     Out* orow = out + t * ldo + c0;
@@ -241,6 +246,7 @@ void rmsnorm(int64_t T, int64_t D, const float* x, int64_t ldx, const float* w, 
         CUDA_CHECK(cudaGetLastError());
         return;
     }
+    pdl_register(rmsnorm_kernel<float>);
     rmsnorm_kernel<float><<<static_cast<unsigned>(T), kNormThreads, 0, stream>>>(D, x, ldx, w, eps, out, ldo);
     CUDA_CHECK(cudaGetLastError());
 }
@@ -255,6 +261,7 @@ void rmsnorm_bf16(int64_t T, int64_t D, const float* x, int64_t ldx, const float
         CUDA_CHECK(cudaGetLastError());
         return;
     }
+    pdl_register(rmsnorm_kernel<__nv_bfloat16>);
     rmsnorm_kernel<__nv_bfloat16>
         <<<static_cast<unsigned>(T), kNormThreads, 0, stream>>>(D, x, ldx, w, eps, out, ldo);
     CUDA_CHECK(cudaGetLastError());
@@ -267,6 +274,7 @@ void gated_rmsnorm(int64_t T, int64_t E, int64_t G, float* y, int64_t ldy, const
     MS_CHECK(E % G == 0, "gated_rmsnorm: groups must divide E");
     MS_CHECK(y && z && w && ldy >= E && ldz >= E, "gated_rmsnorm: bad pointers or strides");
     MS_CHECK(T <= 0x7fffffff && G <= 65535, "gated_rmsnorm: too many rows or groups");
+    pdl_register(gated_rmsnorm_kernel<float, float>);
     gated_rmsnorm_kernel<float, float>
         <<<dim3(static_cast<unsigned>(T), static_cast<unsigned>(G)), kNormThreads, 0, stream>>>(
             E / G, y, ldy, z, ldz, w, eps, y, ldy);
@@ -277,6 +285,7 @@ void gated_rmsnorm_bf16(int64_t T, int64_t E, int64_t G, const float* y, int64_t
                         int64_t ldz, const float* w, float eps, __nv_bfloat16* out, int64_t ldo,
                         cudaStream_t stream) {
     if (!check_gated_bf16(T, E, G, y, ldy, z, ldz, w, out, ldo)) return;
+    pdl_register(gated_rmsnorm_kernel<float, __nv_bfloat16>);
     gated_rmsnorm_kernel<float, __nv_bfloat16>
         <<<dim3(static_cast<unsigned>(T), static_cast<unsigned>(G)), kNormThreads, 0, stream>>>(
             E / G, y, ldy, z, ldz, w, eps, out, ldo);

@@ -11,6 +11,7 @@
 
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_math.cuh"
+#include "cuda/pdl.cuh"
 #include "cuda/scan_mamba1.cuh"
 
 namespace mambascope::kernels::cuda {
@@ -124,6 +125,32 @@ __device__ __forceinline__ void m1_ring_issue(const Params<__nv_bfloat16>& p, M1
     cp_async_commit();
 }
 
+// Tile k (tokens from t0) out of ring stage k % kM1Stages, for both passes: x and Δ (and, kZC, z) of this
+// thread's channel into registers, the tile's B (and, kZC, C) into shared memory as float32. First it waits
+// for the stage's copies and for every thread to be done with tile k − 1 (its sB, sC and ring stage), then
+// issues tile k + kM1Stages − 1 into that freed stage.
+template <bool kZC>
+__device__ __forceinline__ void m1_ring_take(const Params<__nv_bfloat16>& p, M1Ring& r, int64_t k, int64_t t0,
+                                             int64_t te, int64_t d0, bool gate, float (&xr)[kM1Tile],
+                                             float (&dr)[kM1Tile], float* zr, float (*sB)[kM1N],
+                                             float (*sC)[kM1N]) {
+    const int st = static_cast<int>(k % kM1Stages);
+    cp_async_wait_group<kM1Stages - 2>();
+    __syncthreads();
+    m1_ring_issue<kZC>(p, r, static_cast<int>((k + kM1Stages - 1) % kM1Stages),
+                       t0 + (kM1Stages - 1) * kM1Tile, te, d0);
+#pragma unroll
+    for (int i = 0; i < kM1Tile; ++i) {
+        xr[i] = bf16_to_f32(&r.x[st][i][threadIdx.x]);
+        dr[i] = bf16_to_f32(&r.dt[st][i][threadIdx.x]);
+        if constexpr (kZC) zr[i] = gate ? bf16_to_f32(&r.z[st][i][threadIdx.x]) : 0.0f;
+    }
+    for (int e = threadIdx.x; e < kM1Tile * kM1N; e += kM1Threads) {
+        sB[e / kM1N][e % kM1N] = bf16_to_f32(&r.b[st][e / kM1N][e % kM1N]);
+        if constexpr (kZC) sC[e / kM1N][e % kM1N] = bf16_to_f32(&r.c[st][e / kM1N][e % kM1N]);
+    }
+}
+
 // Δ' for one (t, d): softplus (optional), filter, and 0 for padding tokens past the chunk end.
 __device__ __forceinline__ float used_delta(float raw, float bias, int softplus_on, float thr, bool valid,
                                             bool& kept) {
@@ -164,22 +191,9 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
         float xr[kM1Tile], dr[kM1Tile];
         bool staged = false;
         if constexpr (std::is_same_v<In, __nv_bfloat16>) {
-            if (p.ring) {  // tile k from stage k % kM1Stages; tile k + kM1Stages − 1 issued into the freed
-                           // stage
-                const int64_t k = (t0 - tb) / kM1Tile;
-                const int st = static_cast<int>(k % kM1Stages);
-                cp_async_wait_group<kM1Stages - 2>();
-                __syncthreads();  // the stage's copies are visible; tile k − 1 is done everywhere (sB, its
-                                  // stage free)
-                m1_ring_issue<false>(p, ring, static_cast<int>((k + kM1Stages - 1) % kM1Stages),
-                                     t0 + (kM1Stages - 1) * kM1Tile, te, d0);
-#pragma unroll
-                for (int i = 0; i < kM1Tile; ++i) {
-                    xr[i] = bf16_to_f32(&ring.x[st][i][threadIdx.x]);
-                    dr[i] = bf16_to_f32(&ring.dt[st][i][threadIdx.x]);
-                }
-                for (int e = threadIdx.x; e < kM1Tile * kM1N; e += kM1Threads)
-                    sB[e / kM1N][e % kM1N] = bf16_to_f32(&ring.b[st][e / kM1N][e % kM1N]);
+            if (p.ring) {
+                m1_ring_take<false>(p, ring, (t0 - tb) / kM1Tile, t0, te, d0, false, xr, dr, nullptr, sB,
+                                    nullptr);
                 staged = true;
             }
         }
@@ -276,6 +290,9 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
     float A2[kM1N], h[kM1N];
 #pragma unroll
     for (int n = 0; n < kM1N; ++n) A2[n] = active ? p.A[d * kM1N + n] * kLog2e : 0.0f;
+    // Decode steps (kLowRankDt) may take a programmatic edge in the step's graph (pdl.cuh): A above is a
+    // weight; the state and x, Δ, z, B, C come from earlier kernels.
+    if constexpr (kLowRankDt) grid_dependency_wait();
     if (active && h_start) {
         const float4* hs = reinterpret_cast<const float4*>(h_start + (c * p.E + d) * kM1N);
 #pragma unroll
@@ -312,23 +329,8 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
         float tile_dsum = 0.0f;
         bool staged = false;
         if constexpr (kRing) {
-            if (p.ring) {  // as in m1_chunk_states, with z and C
-                const int64_t k = (t0 - tb) / kM1Tile;
-                const int st = static_cast<int>(k % kM1Stages);
-                cp_async_wait_group<kM1Stages - 2>();
-                __syncthreads();
-                m1_ring_issue<true>(p, ring, static_cast<int>((k + kM1Stages - 1) % kM1Stages),
-                                    t0 + (kM1Stages - 1) * kM1Tile, te, d0);
-#pragma unroll
-                for (int i = 0; i < kM1Tile; ++i) {
-                    xr[i] = bf16_to_f32(&ring.x[st][i][threadIdx.x]);
-                    dr[i] = bf16_to_f32(&ring.dt[st][i][threadIdx.x]);
-                    zr[i] = gate ? bf16_to_f32(&ring.z[st][i][threadIdx.x]) : 0.0f;
-                }
-                for (int e = threadIdx.x; e < kM1Tile * kM1N; e += kM1Threads) {
-                    sB[e / kM1N][e % kM1N] = bf16_to_f32(&ring.b[st][e / kM1N][e % kM1N]);
-                    sC[e / kM1N][e % kM1N] = bf16_to_f32(&ring.c[st][e / kM1N][e % kM1N]);
-                }
+            if (p.ring) {
+                m1_ring_take<true>(p, ring, (t0 - tb) / kM1Tile, t0, te, d0, gate, xr, dr, zr, sB, sC);
                 staged = true;
             }
         }
@@ -531,6 +533,7 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
                  : a.probes.any()
                      ? (a.fast_exp ? m1_scan<true, true, In, false> : m1_scan<true, false, In, false>)
                      : (a.fast_exp ? m1_scan<false, true, In, false> : m1_scan<false, false, In, false>);
+    if (a.dt_proj_w) pdl_register(pass3);
     pass3<<<grid, block, 0, stream>>>(p, h_start, a.h, a.probes);
     CUDA_CHECK(cudaGetLastError());
     if (owned) CUDA_CHECK(cudaFreeAsync(owned, stream));

@@ -10,6 +10,7 @@
 
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_math.cuh"
+#include "cuda/pdl.cuh"
 #include "cuda/scan_mamba2.cuh"
 
 namespace mambascope::kernels::cuda {
@@ -192,6 +193,8 @@ __global__ void __launch_bounds__(kM2MaxThreads)
     const float bias = p.delta_bias ? p.delta_bias[hd] : 0.0f;
     const float thr = p.thr ? p.thr[hd] : -INFINITY;
     const float dskip = p.Dskip ? p.Dskip[hd] : 0.0f;
+    grid_dependency_wait();  // PDL (pdl.cuh): A, bias, thr, D above are weights; the rest comes from earlier
+                             // kernels
 
     float s[4 * kGroups];
     if (active && h_start) {
@@ -495,6 +498,8 @@ __global__ void __launch_bounds__(kM2MaxThreads)
     const float bias = p.delta_bias ? p.delta_bias[hd] : 0.0f;
     const float thr = p.thr ? p.thr[hd] : -INFINITY;
     const float dskip = p.Dskip ? p.Dskip[hd] : 0.0f;
+    grid_dependency_wait();  // PDL (pdl.cuh): A, bias, thr, D above are weights; the rest comes from earlier
+                             // kernels
 
     float s[kM2PT][kM2NT];
 #pragma unroll
@@ -800,9 +805,11 @@ void scan_mamba2(const Mamba2ScanArgs& a, void* workspace, size_t workspace_byte
     const dim3 grid(static_cast<unsigned>(a.H), static_cast<unsigned>(plan.chunks));
     if (l.legacy) {
         const auto pass3 = a.probes.any() ? l.k.pass3_probes : l.k.pass3_plain;
+        pdl_register(pass3);
         pass3<<<grid, threads, smem, stream>>>(p, h_start, a.s, a.probes);
     } else {
         const auto pass3 = a.probes.any() ? l.t.pass3_probes : l.t.pass3_plain;
+        pdl_register(pass3);
         pass3<<<grid, threads, smem, stream>>>(p, l.xs, h_start, a.s, a.probes);
     }
     CUDA_CHECK(cudaGetLastError());

@@ -279,6 +279,61 @@ TEST_P(CudaForward, Bf16GraphDecoderStaysWithinTheBf16BoundOfTheCpu) {
     EXPECT_EQ(gpu.state().tokens_seen, 140);
 }
 
+// Programmatic dependent launch in the step graph (docs/cuda.md, "Decoding on the GPU"): every kernel after
+// the embedding waits in grid_dependency_wait, so every kernel → kernel edge becomes programmatic. A kernel
+// that read its input before the wait would race the kernel before it; the logits and states of 80 steps
+// (fp32 and bf16, with a filter kept) equal those of the graph with full dependencies bit for bit, in each
+// PDL mode.
+TEST_P(CudaForward, PdlStepGraphEqualsTheFullDependencyGraphBitForBit) {
+    if (!have_gpu()) GTEST_SKIP() << "no GPU";
+    auto m = random_model(cfg(GetParam()), 12);
+    auto x = ids(180);
+    DeltaFilter f;
+    const int64_t C = m->config.channels();
+    f.threshold.assign(3, std::vector<float>(size_t(C), -INFINITY));
+    for (int64_t c = 0; c < C; c += 3) f.threshold[1][size_t(c)] = 0.02f;
+    ModelState st = make_state(*m);
+    run_prefill(*m, std::span<const int32_t>(x.data(), 100), st);
+    for (Precision prec : {Precision::Fp32, Precision::Bf16}) {
+        std::vector<std::vector<float>> logits;
+        std::vector<ModelState> states;
+        for (const char* mode : {"0", "auto", "launch", "exit"}) {
+            setenv("MAMBASCOPE_DECODE_PDL", mode, 1);
+            auto dec = detail::make_cuda_decoder(*m, st, prec, &f);
+            std::vector<float> lg, all;
+            for (int t = 100; t < 180; ++t) {
+                dec->step(x[size_t(t)], lg);
+                all.insert(all.end(), lg.begin(), lg.end());
+            }
+            unsetenv("MAMBASCOPE_DECODE_PDL");
+            const detail::DecodeGraphInfo info = dec->graph_info();
+            ASSERT_TRUE(info.graph) << mode;
+            if (std::string(mode) == "0") {
+                EXPECT_EQ(info.programmatic_edges, 0);
+                EXPECT_EQ(info.pdl_mode, "off");
+            } else {
+                // a chain of kernels: every edge but the one into the embedding (from the id's copy)
+                EXPECT_EQ(info.programmatic_edges, info.kernel_nodes - 1)
+                    << mode << " " << precision_name(prec);
+                EXPECT_EQ(info.pdl_mode, mode);
+            }
+            std::printf("  %s decode graph, PDL %s: %lld kernels, %lld programmatic edges\n",
+                        precision_name(prec), mode, static_cast<long long>(info.kernel_nodes),
+                        static_cast<long long>(info.programmatic_edges));
+            logits.push_back(all);
+            states.emplace_back(st);
+            dec->download(states.back());
+        }
+        for (size_t k = 1; k < logits.size(); ++k) {
+            EXPECT_TRUE(logits[k] == logits[0]) << precision_name(prec) << " mode " << k;
+            for (size_t l = 0; l < states[0].layers.size(); ++l) {
+                EXPECT_TRUE(states[k].layers[l].ssm == states[0].layers[l].ssm) << l;
+                EXPECT_TRUE(states[k].layers[l].conv == states[0].layers[l].conv) << l;
+            }
+        }
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(Archs, CudaForward, ::testing::Values(Arch::Mamba1, Arch::Mamba2),
                          [](const auto& i) { return i.param == Arch::Mamba1 ? "Mamba1" : "Mamba2"; });
 

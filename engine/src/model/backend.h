@@ -21,11 +21,21 @@ ForwardResult cuda_run_prefill(const Model& model, std::span<const int32_t> ids,
                                const ForwardOptions& options, const HeadRequest& head);
 
 // Token-by-token decoding with the state held by the backend (Decoder in forward.h).
+// How a GPU decoder runs its step (benchmarks and tests read it; zeros before the first step or on the CPU).
+struct DecodeGraphInfo {
+    bool graph = false;        // one CUDA graph per step (else one launch per kernel)
+    int64_t kernel_nodes = 0;  // kernels in the step's graph
+    int64_t programmatic_edges =
+        0;  // kernel → kernel edges turned into PDL edges (docs/cuda.md, "Decoding on the GPU")
+    std::string pdl_mode = "off";  // MAMBASCOPE_DECODE_PDL's mode: auto, launch, exit or off
+};
+
 class DecoderBackend {
   public:
     virtual ~DecoderBackend() = default;
     virtual void step(int32_t id, std::vector<float>& logits) = 0;  // logits [V_rows] of the next token
     virtual void download(ModelState& state) const = 0;             // host copy of the state
+    virtual DecodeGraphInfo graph_info() const { return {}; }
 };
 // The state is uploaded once; `model` must outlive the decoder.
 std::unique_ptr<DecoderBackend> make_cuda_decoder(const Model& model, const ModelState& state,

@@ -30,6 +30,7 @@
 #include "cuda/forward_ops.cuh"
 #include "cuda/gemm.cuh"
 #include "cuda/gemv.cuh"
+#include "cuda/pdl.cuh"
 #include "cuda/rmsnorm.cuh"
 #include "cuda/scan_mamba1.cuh"
 #include "cuda/scan_mamba2.cuh"
@@ -704,6 +705,93 @@ bool decode_graph_enabled() {  // read per decoder, so that a benchmark can A/B 
     return !(e && std::string(e) == "0");
 }
 
+// MAMBASCOPE_DECODE_PDL: how the step graph's kernel → kernel edges run (docs/cuda.md, "Decoding on the
+// GPU"). An edge into a kernel that waits in grid_dependency_wait (pdl.cuh) becomes programmatic from one of
+// two ports:
+//   launch: the kernel launches once every block of the kernel before it has started, prefetches its weights
+//           into L2 and waits there (the most overlap; but its blocks are placed while the earlier kernel
+//           still holds the GPU);
+//   exit:   it launches when the blocks of the kernel before it have exited (the launch latency is hidden);
+//   auto (the default): launch after a kernel of at most one block per SM, exit after a larger one;
+//   0/off:  full dependencies, as captured.
+// Read per decoder, so that a benchmark can A/B the modes in one process.
+enum class PdlMode { Off, Exit, Launch, Auto };
+
+PdlMode decode_pdl_mode(std::string* name) {
+    const char* e = std::getenv("MAMBASCOPE_DECODE_PDL");
+    const std::string v = e ? e : "auto";
+    *name = v == "0" ? "off" : v;
+    if (v == "0" || v == "off") return PdlMode::Off;
+    if (v == "exit") return PdlMode::Exit;
+    if (v == "launch") return PdlMode::Launch;
+    MS_CHECK(v == "auto", "MAMBASCOPE_DECODE_PDL must be auto, launch, exit or 0, not '" + v + "'");
+    return PdlMode::Auto;
+}
+
+// The kernel a graph node launches (its host stub, as passed to <<<>>>), or null for other nodes; `blocks`
+// gets its grid size.
+const void* graph_node_kernel(cudaGraphNode_t node, int64_t* blocks = nullptr) {
+    cudaGraphNodeType type;
+    CUDA_CHECK(cudaGraphNodeGetType(node, &type));
+    if (type != cudaGraphNodeTypeKernel) return nullptr;
+    cudaKernelNodeParams kp{};
+    CUDA_CHECK(cudaGraphKernelNodeGetParams(node, &kp));
+    if (blocks) *blocks = int64_t{kp.gridDim.x} * kp.gridDim.y * kp.gridDim.z;
+    return kp.func;
+}
+
+// Turns each kernel → kernel edge of `graph` whose downstream kernel waits in grid_dependency_wait
+// (pdl_register said so when it was launched) into a programmatic edge (port per `mode`, see above); every
+// other edge stays a full dependency. Returns the number of edges changed. A node's kernel may be reported as
+// the host stub or as its cudaFunction_t: both are matched.
+int64_t make_kernel_edges_programmatic(cudaGraph_t graph, PdlMode mode) {
+    int dev = 0, major = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    if (major < 9) return 0;  // PDL needs sm_90
+    std::vector<const void*> aware;
+    for (const void* k : kc::pdl_registered_kernels()) {
+        // the wait is compiled for sm_90 and newer only (device_math.cuh): a kernel built from an older
+        // architecture's PTX (CMAKE_CUDA_ARCHITECTURES) does not wait, so its edges stay full dependencies
+        cudaFuncAttributes fa{};
+        if (cudaFuncGetAttributes(&fa, k) != cudaSuccess || fa.ptxVersion < 90 || fa.binaryVersion < 90) {
+            cudaGetLastError();
+            continue;
+        }
+        aware.push_back(k);
+        cudaFunction_t f = nullptr;
+        if (cudaGetFuncBySymbol(&f, k) == cudaSuccess && f) aware.push_back(reinterpret_cast<const void*>(f));
+        cudaGetLastError();
+    }
+    const auto waits = [&](const void* k) {
+        return k && std::find(aware.begin(), aware.end(), k) != aware.end();
+    };
+    int sms = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    size_t n = 0;
+    CUDA_CHECK(cudaGraphGetEdges(graph, nullptr, nullptr, nullptr, &n));
+    std::vector<cudaGraphNode_t> from(n), to(n);
+    std::vector<cudaGraphEdgeData> data(n);
+    CUDA_CHECK(cudaGraphGetEdges(graph, from.data(), to.data(), data.data(), &n));
+    int64_t changed = 0;
+    for (size_t i = 0; i < n; ++i) {
+        if (data[i].type != cudaGraphDependencyTypeDefault ||
+            data[i].from_port != cudaGraphKernelNodePortDefault)
+            continue;
+        int64_t up_blocks = 0;
+        if (!graph_node_kernel(from[i], &up_blocks) || !waits(graph_node_kernel(to[i]))) continue;
+        const bool at_launch = mode == PdlMode::Launch || (mode == PdlMode::Auto && up_blocks <= sms);
+        CUDA_CHECK(cudaGraphRemoveDependencies(graph, &from[i], &to[i], &data[i], 1));
+        cudaGraphEdgeData e{};
+        e.from_port =
+            at_launch ? cudaGraphKernelNodePortLaunchCompletion : cudaGraphKernelNodePortProgrammatic;
+        e.type = cudaGraphDependencyTypeProgrammatic;
+        CUDA_CHECK(cudaGraphAddDependencies(graph, &from[i], &to[i], &e, 1));
+        ++changed;
+    }
+    return changed;
+}
+
 class CudaDecoder final : public DecoderBackend {
   public:
     CudaDecoder(const Model& model, const ModelState& state, Precision precision, const DeltaFilter* filter)
@@ -750,6 +838,7 @@ class CudaDecoder final : public DecoderBackend {
         state_.tokens_seen += 1;
     }
     void download(ModelState& state) const override { state_.download(state); }
+    DecodeGraphInfo graph_info() const override { return info_; }
 
   private:
     // Records one step on stream_ (no allocation, no host synchronisation: everything is captured).
@@ -876,6 +965,29 @@ class CudaDecoder final : public DecoderBackend {
         CUDA_CHECK(cudaMallocHost(&id_host_, sizeof(int32_t)));
         CUDA_CHECK(cudaMallocHost(&logits_host_, size_t(model_.vocab_rows()) * sizeof(float)));
         CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+        std::string pdl_name;
+        const PdlMode mode = decode_pdl_mode(&pdl_name);
+        if (!capture()) return;
+        if (mode != PdlMode::Off) {
+            // PDL edges (docs/cuda.md, "Decoding on the GPU"); a driver that refuses them gets the graph as
+            // captured.
+            info_.programmatic_edges = make_kernel_edges_programmatic(graph_, mode);
+            if (cudaGraphInstantiate(&exec_, graph_, 0) == cudaSuccess) {
+                info_.pdl_mode = info_.programmatic_edges > 0 ? pdl_name : "off";
+                return;
+            }
+            cudaGetLastError();
+            exec_ = nullptr;
+            cudaGraphDestroy(graph_);
+            graph_ = nullptr;
+            info_.programmatic_edges = 0;
+            if (!capture()) return;
+        }
+        CUDA_CHECK(cudaGraphInstantiate(&exec_, graph_, 0));
+    }
+
+    // Records one step into graph_; false (and use_graph_ off) when the capture failed.
+    bool capture() {
         CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
         try {
             record_step();
@@ -885,10 +997,17 @@ class CudaDecoder final : public DecoderBackend {
             if (broken) cudaGraphDestroy(broken);
             cudaGetLastError();
             use_graph_ = false;  // the per-kernel path still works
-            return;
+            return false;
         }
         CUDA_CHECK(cudaStreamEndCapture(stream_, &graph_));
-        CUDA_CHECK(cudaGraphInstantiate(&exec_, graph_, 0));
+        size_t n = 0;
+        CUDA_CHECK(cudaGraphGetNodes(graph_, nullptr, &n));
+        std::vector<cudaGraphNode_t> nodes(n);
+        CUDA_CHECK(cudaGraphGetNodes(graph_, nodes.data(), &n));
+        info_.graph = true;
+        info_.kernel_nodes = 0;
+        for (cudaGraphNode_t node : nodes) info_.kernel_nodes += graph_node_kernel(node) ? 1 : 0;
+        return true;
     }
 
     const Model& model_;
@@ -904,6 +1023,7 @@ class CudaDecoder final : public DecoderBackend {
     float* logits_host_ = nullptr;  // pinned: the graph's D2H copy writes the logits here
     cudaGraph_t graph_ = nullptr;
     cudaGraphExec_t exec_ = nullptr;
+    DecodeGraphInfo info_;
 };
 
 }  // namespace
