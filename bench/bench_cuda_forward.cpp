@@ -194,7 +194,8 @@ int main(int argc, char** argv) {
         // per kernel), and bf16 with a LongMamba filter kept while decoding (the graph decoder with
         // thresholds).
         // The graph rows use PDL edges (MAMBASCOPE_DECODE_PDL, default "auto") and the gemv's L2 prefetch;
-        // more bf16 rows A/B them: PDL "launch", "exit" and off ("0"), and no prefetch.
+        // more bf16 rows A/B them: PDL "launch", "exit" and off ("0"), no prefetch, and Mamba-1's one-token
+        // scan through m1_scan instead of m1_step.
         struct DecodeCase {
             Precision prec;
             bool graph, filter;
@@ -210,9 +211,14 @@ int main(int argc, char** argv) {
               DecodeCase{Precision::Bf16, true, false, "bf16, graph, no PDL", "MAMBASCOPE_DECODE_PDL=0"},
               DecodeCase{Precision::Bf16, true, false, "bf16, graph, no prefetch",
                          "MAMBASCOPE_GEMV_PREFETCH=0"},
+              DecodeCase{Precision::Bf16, true, false, "bf16, graph, Mamba-1 step by m1_scan",
+                         "MAMBASCOPE_M1_STEP=0"},
               DecodeCase{Precision::Bf16, false, false, "bf16, no graph", "MAMBASCOPE_DECODE_GRAPH=0"},
               DecodeCase{Precision::Bf16, true, true, "bf16 + filter, graph", nullptr}}) {
             if (std::getenv("BENCH_FORWARD_NO_DECODE")) break;
+            // BENCH_FORWARD_DECODE_ROW=name: that decode row only (e.g. "bf16, graph", for a profiler)
+            const char* only = std::getenv("BENCH_FORWARD_DECODE_ROW");
+            if (only && std::string(only) != dc.name) continue;
             std::vector<int32_t> ids(2048);
             for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7919) % 50277);
             DeltaFilter f;

@@ -1116,6 +1116,77 @@ TEST(CudaScanMamba1, LowRankDeltaFusedEqualsDtProjThenScan) {
         }
 }
 
+// Decode steps (T = 1, dt_proj fused) take m1_step, a one-token kernel (kernels/cuda/scan_mamba1.cu) with
+// m1_scan's per-channel arithmetic in the same order: y (float32 or bf16), Δ' and the carried state equal
+// m1_scan's one-token run (MAMBASCOPE_M1_STEP=0) bit for bit over three steps, on the 16-byte dt_proj path
+// (R = 48) and the scalar one (R = 7), float32 and bf16 inputs, gated or not, with a filter, E not a multiple
+// of the block; and they match the CPU reference.
+TEST(CudaScanMamba1, DecodeStepKernelEqualsTheTiledScanOfOneToken) {
+    REQUIRE_GPU();
+    std::mt19937 rng(81);
+    for (const bool in16 : {false, true})
+        for (const int64_t R : {int64_t{48}, int64_t{7}})
+            for (const bool gate : {true, false}) {
+                SCOPED_TRACE(std::string(in16 ? "bf16" : "fp32") + " R=" + std::to_string(R) +
+                             (gate ? " gated" : " no gate"));
+                const int64_t E = 200, ldl = R + 2 * 16 + 4;
+                M1Data d = make_m1(3, E, rng);
+                if (in16) d = round_m1_inputs(d);
+                auto low = randn(3 * ldl, rng, 0.5f);
+                if (in16) low = round_bf16(low);
+                const auto W = randn(E * R, rng, 0.7f);
+                std::vector<float> thr(E, -INFINITY);
+                for (int64_t e = 0; e < E; e += 3) thr[e] = 0.3f;  // a filter on a third of the channels
+                Dev<float> x(d.x), bias(d.bias), A(d.A), B(d.B), C(d.C), D(d.D), z(d.z), th(thr), w(W),
+                    low32(low);
+                Dev<__nv_bfloat16> x16(to_bf16_host(d.x)), B16(to_bf16_host(d.B)), C16(to_bf16_host(d.C)),
+                    z16(to_bf16_host(d.z)), low16(to_bf16_host(low));
+                std::vector<std::vector<float> > ys[2], hs[2], dts[2];
+                for (int path = 0; path < 2; ++path) {  // 0: m1_scan, 1: m1_step
+                    Dev<float> h(d.h0), y(E), dto(E);
+                    Dev<__nv_bfloat16> y16(E);
+                    for (int64_t t = 0; t < 3; ++t) {
+                        kg::Mamba1ScanArgs a;
+                        a.T = 1, a.E = E, a.N = 16;
+                        if (in16) {
+                            a.x16 = x16.p + t * d.ldx, a.delta16 = low16.p + t * ldl,
+                            a.B16 = B16.p + t * d.ldb;
+                            a.C16 = C16.p + t * d.ldc, a.z16 = gate ? z16.p + t * d.ldz : nullptr,
+                            a.y16 = y16.p;
+                        } else {
+                            a.x = x.p + t * d.ldx, a.delta = low32.p + t * ldl, a.B = B.p + t * d.ldb;
+                            a.C = C.p + t * d.ldc, a.z = gate ? z.p + t * d.ldz : nullptr, a.y = y.p;
+                        }
+                        a.ldx = d.ldx, a.ldd = ldl, a.ldb = d.ldb, a.ldc = d.ldc, a.ldz = d.ldz, a.ldy = E;
+                        a.dt_proj_w = w.p, a.dt_rank = R, a.delta_bias = bias.p, a.delta_softplus = true;
+                        a.A = A.p, a.Dskip = D.p, a.thr = th.p, a.h = h.p, a.delta_out = dto.p, a.ldo = E;
+                        a.fast_exp = true;
+                        if (path == 0) setenv("MAMBASCOPE_M1_STEP", "0", 1);
+                        kg::scan_mamba1(a, nullptr, 0, nullptr);
+                        unsetenv("MAMBASCOPE_M1_STEP");
+                        ys[path].push_back(in16 ? bf16_to_float(y16.download()) : y.download());
+                        hs[path].push_back(h.download());
+                        dts[path].push_back(dto.download());
+                    }
+                }
+                for (int t = 0; t < 3; ++t) {
+                    EXPECT_EQ(ys[1][size_t(t)], ys[0][size_t(t)]) << t;
+                    EXPECT_EQ(hs[1][size_t(t)], hs[0][size_t(t)]) << t;
+                    EXPECT_EQ(dts[1][size_t(t)], dts[0][size_t(t)]) << t;
+                }
+                // and against the CPU: the state after three steps from the same inputs, Δ' from dt = low·Wᵀ
+                M1Data ref = d;
+                for (int64_t t = 0; t < 3; ++t)
+                    for (int64_t e = 0; e < E; ++e) {
+                        double acc = 0.0;
+                        for (int64_t r = 0; r < R; ++r) acc += double(low[t * ldl + r]) * W[e * R + r];
+                        ref.dt_raw[t * d.ldd + e] = static_cast<float>(acc);
+                    }
+                const auto want = run_m1_cpu(ref, M1Case{3, E, 0, true, true, gate}, thr);
+                EXPECT_LE(rel_err(hs[1][2], want.h), 1e-4);
+            }
+}
+
 // One-row projections (decode steps): the float64 product, for float32 and bf16 weights, the 16-byte path
 // (K, ldw multiples of 8) and the scalar one (odd K, padded rows), β = 0 and 1, float32 and bf16 outputs.
 TEST(CudaGemv, MatchesFloat64ProductOnVectorAndScalarPaths) {
