@@ -4,7 +4,8 @@
 #   2. runs every CUDA test (among them CudaForward.PdlStepGraphEqualsTheFullDependencyGraphBitForBit);
 #   3. decode rows of DECODE_SHAPES (default mamba-130m mamba-1.4b mamba2-130m): fp32 and bf16 graphs with PDL
 #      edges (MAMBASCOPE_DECODE_PDL's default, auto), bf16 with PDL launch, exit and off, bf16 without the gemv's
-#      L2 prefetch, bf16 without a graph, bf16 with a filter;
+#      L2 prefetch, bf16 with Mamba-1's one-token scan through m1_scan (MAMBASCOPE_M1_STEP=0), bf16 without a
+#      graph, bf16 with a filter;
 #   4. unless SKIP_SCAN=1: bench_cuda_scan's Mamba-1 table (our scan alone; mamba_ssm side by side is
 #      gpu_m1_ab.sh's job).
 set -uo pipefail
