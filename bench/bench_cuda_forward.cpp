@@ -195,16 +195,21 @@ int main(int argc, char** argv) {
         // thresholds).
         // The graph rows use PDL edges (MAMBASCOPE_DECODE_PDL, default "auto") and the gemv's L2 prefetch;
         // more bf16 rows A/B them: PDL "launch", "exit" and off ("0"), no prefetch, and Mamba-1's one-token
-        // scan through m1_scan instead of m1_step.
+        // scan through m1_scan instead of m1_step; and the persistent decode kernel (Mamba-1, opt-in:
+        // MAMBASCOPE_DECODE_PERSISTENT=1, docs/cuda.md) at 1 and 2 blocks per SM.
         struct DecodeCase {
             Precision prec;
             bool graph, filter;
             const char* name;
-            const char* env;  // "VAR=value" set while the decoder records its graph, or null
+            const char* env;  // "VAR=value VAR2=value2" set while the decoder records its graph, or null
         };
         for (const DecodeCase dc :
              {DecodeCase{Precision::Fp32, true, false, "fp32, graph", nullptr},
               DecodeCase{Precision::Bf16, true, false, "bf16, graph", nullptr},
+              DecodeCase{Precision::Bf16, true, false, "bf16, persistent kernel",
+                         "MAMBASCOPE_DECODE_PERSISTENT=1"},
+              DecodeCase{Precision::Bf16, true, false, "bf16, persistent kernel, 2 blocks/SM",
+                         "MAMBASCOPE_DECODE_PERSISTENT=1 MAMBASCOPE_DECODE_BLOCKS_PER_SM=2"},
               DecodeCase{Precision::Bf16, true, false, "bf16, graph, PDL launch",
                          "MAMBASCOPE_DECODE_PDL=launch"},
               DecodeCase{Precision::Bf16, true, false, "bf16, graph, PDL exit", "MAMBASCOPE_DECODE_PDL=exit"},
@@ -214,7 +219,9 @@ int main(int argc, char** argv) {
               DecodeCase{Precision::Bf16, true, false, "bf16, graph, Mamba-1 step by m1_scan",
                          "MAMBASCOPE_M1_STEP=0"},
               DecodeCase{Precision::Bf16, false, false, "bf16, no graph", "MAMBASCOPE_DECODE_GRAPH=0"},
-              DecodeCase{Precision::Bf16, true, true, "bf16 + filter, graph", nullptr}}) {
+              DecodeCase{Precision::Bf16, true, true, "bf16 + filter, graph", nullptr},
+              DecodeCase{Precision::Bf16, true, true, "bf16 + filter, persistent kernel",
+                         "MAMBASCOPE_DECODE_PERSISTENT=1"}}) {
             if (std::getenv("BENCH_FORWARD_NO_DECODE")) break;
             // BENCH_FORWARD_DECODE_ROW=name: that decode row only (e.g. "bf16, graph", for a profiler)
             const char* only = std::getenv("BENCH_FORWARD_DECODE_ROW");
@@ -230,17 +237,22 @@ int main(int argc, char** argv) {
             opt.precision = dc.prec;
             if (dc.filter) opt.filter = &f;
             run_prefill(*m, ids, st, opt);
-            std::string var, val;
+            std::vector<std::string> vars;
             if (dc.env) {
-                const std::string kv = dc.env;
-                var = kv.substr(0, kv.find('=')), val = kv.substr(kv.find('=') + 1);
-                setenv(var.c_str(), val.c_str(), 1);
+                std::string rest = dc.env;
+                while (!rest.empty()) {
+                    const size_t sp = rest.find(' ');
+                    const std::string kv = rest.substr(0, sp);
+                    rest = sp == std::string::npos ? "" : rest.substr(sp + 1);
+                    vars.push_back(kv.substr(0, kv.find('=')));
+                    setenv(vars.back().c_str(), kv.substr(kv.find('=') + 1).c_str(), 1);
+                }
             }
             auto dec = detail::make_cuda_decoder(*m, st, dc.prec, dc.filter ? &f : nullptr);
             std::vector<float> logits;
             const auto w0 = std::chrono::steady_clock::now();
             dec->step(1, logits);  // warm-up: records and instantiates the graph (reads the variables)
-            if (dc.env) unsetenv(var.c_str());
+            for (const std::string& v : vars) unsetenv(v.c_str());
             const double first_ms =
                 1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - w0).count();
             const int steps = 256;
@@ -262,13 +274,17 @@ int main(int argc, char** argv) {
             const double host_ms =
                 1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - h0).count() / steps;
             const detail::DecodeGraphInfo gi = dec->graph_info();
+            const std::string how =
+                gi.persistent ? "persistent kernel, " + std::to_string(gi.persistent_blocks) + " blocks"
+                              : std::to_string(gi.kernel_nodes) + " kernels, " +
+                                    std::to_string(gi.programmatic_edges) + " PDL edges, " + gi.pdl_mode +
+                                    (gi.persistent_note.empty() || gi.persistent_note.rfind("opt-in", 0) == 0
+                                         ? ""
+                                         : "; not persistent: " + gi.persistent_note);
             std::printf(
-                "%-12s decode (%s): %.3f ms/token, %.0f tok/s (first step %.1f ms; host copy + argmax %.3f "
-                "ms; "
-                "%lld kernels, %lld PDL edges, %s)\n",
-                s.c_str(), dc.name, 1e3 * sec / steps, steps / sec, first_ms, host_ms,
-                static_cast<long long>(gi.kernel_nodes), static_cast<long long>(gi.programmatic_edges),
-                gi.pdl_mode.c_str());
+                "%-12s decode (%s): %.3f ms/token, %.0f tok/s (first step %.1f ms; host copy + argmax "
+                "%.3f ms; %s)\n",
+                s.c_str(), dc.name, 1e3 * sec / steps, steps / sec, first_ms, host_ms, how.c_str());
             std::fflush(stdout);
         }
         m->device_weights.reset();

@@ -170,6 +170,15 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
+// Δ' for one (t, d): softplus (optional), filter, and 0 for padding tokens past the chunk end.
+__device__ __forceinline__ float used_delta(float raw, float bias, int softplus_on, float thr, bool valid,
+                                            bool& kept) {
+    float dt = raw + bias;
+    if (softplus_on) dt = softplus(dt);
+    kept = valid && dt > thr;
+    return kept ? dt : 0.0f;
+}
+
 // x² + y² + z² + w², in one fixed order: RMSNorm's warp-per-row kernel and gemv_rmsnorm both sum squares with
 // it (lane l: float4s l, l + 32, …; then warp_sum), so their norms agree bit for bit.
 __device__ __forceinline__ float sumsq4(float4 v) {

@@ -11,6 +11,7 @@
 
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_math.cuh"
+#include "cuda/m1_step.cuh"
 #include "cuda/pdl.cuh"
 #include "cuda/scan_mamba1.cuh"
 
@@ -149,15 +150,6 @@ __device__ __forceinline__ void m1_ring_take(const Params<__nv_bfloat16>& p, M1R
         sB[e / kM1N][e % kM1N] = bf16_to_f32(&r.b[st][e / kM1N][e % kM1N]);
         if constexpr (kZC) sC[e / kM1N][e % kM1N] = bf16_to_f32(&r.c[st][e / kM1N][e % kM1N]);
     }
-}
-
-// Δ' for one (t, d): softplus (optional), filter, and 0 for padding tokens past the chunk end.
-__device__ __forceinline__ float used_delta(float raw, float bias, int softplus_on, float thr, bool valid,
-                                            bool& kept) {
-    float dt = raw + bias;
-    if (softplus_on) dt = softplus(dt);
-    kept = valid && dt > thr;
-    return kept ? dt : 0.0f;
 }
 
 // Pass 1: every chunk but the last, from a zero state: the chunk's end state and Σ Δ'.
@@ -441,87 +433,30 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
 // bytes at a time: 12.6 µs per layer, 36% of a mamba-130m bf16 step's kernel time and the step's largest
 // kernel (ncu, one kernel at a time, 2026-12-04). Here one thread per channel, kM1StepThreads channels per
 // block (more blocks), dt_proj's row in 16-byte loads, and the block's dt_proj and A rows started into L2
-// before the PDL wait (pdl.cuh). Per channel the same operations as m1_scan's, in the same order: Δ's
-// pre-activation Σ_r low[r]·W[d,r] with r ascending (lowrank_dt), used_delta, then per state group
-// h ← 2^(Δ'·A2)·h + Δ'x·B and y += C·h, the gate, the store.
+// before the PDL wait (pdl.cuh). Per channel m1_step_channel (m1_step.cuh, shared with the persistent decode
+// kernel): the same operations as m1_scan's, in the same order: Δ's pre-activation Σ_r low[r]·W[d,r] with r
+// ascending (lowrank_dt), used_delta, then per state group h ← 2^(Δ'·A2)·h + Δ'x·B and y += C·h, the gate,
+// the store.
 constexpr int kM1StepThreads = 64;
 
 template <bool kFastExp, typename In>
 __global__ void __launch_bounds__(kM1StepThreads) m1_step(Params<In> p, float* __restrict__ h_state) {
     const int64_t d0 = static_cast<int64_t>(blockIdx.x) * kM1StepThreads, d = d0 + threadIdx.x;
-    const bool active = d < p.E;
     const int64_t R = p.dt_rank;
-    const bool vec = R % 4 == 0 && reinterpret_cast<uintptr_t>(p.dt_w) % 16 == 0;
     if (threadIdx.x == 0) {  // weights only before the wait
         const int64_t rows = min(static_cast<int64_t>(kM1StepThreads), p.E - d0);
-        if (vec) prefetch_l2(p.dt_w + d0 * R, static_cast<unsigned>(rows * R * sizeof(float)));
+        if (R % 4 == 0 && reinterpret_cast<uintptr_t>(p.dt_w) % 16 == 0)
+            prefetch_l2(p.dt_w + d0 * R, static_cast<unsigned>(rows * R * sizeof(float)));
         if (reinterpret_cast<uintptr_t>(p.A) % 16 == 0)
             prefetch_l2(p.A + d0 * kM1N, static_cast<unsigned>(rows * kM1N * sizeof(float)));
     }
     grid_dependency_wait();  // the state, x, z, B, C and dt_proj's low-rank input come from earlier kernels
-    if (!active) return;     // no barrier below: a thread per channel
-    float A2[kM1N];
-#pragma unroll
-    for (int n = 0; n < kM1N; ++n) A2[n] = p.A[d * kM1N + n] * kLog2e;
-    const float bias = p.delta_bias ? p.delta_bias[d] : 0.0f;
-    const float thr = p.thr ? p.thr[d] : -INFINITY;
-    const float dskip = p.Dskip ? p.Dskip[d] : 0.0f;
-    const In* low = p.delta;
-    const float* w = p.dt_w + d * R;
-    float raw = 0.0f;
-    if (vec) {
-        for (int64_t r = 0; r < R; r += 4) {
-            const float4 wv = *reinterpret_cast<const float4*>(w + r);
-            raw = fmaf(load_f32(low + r), wv.x, raw);
-            raw = fmaf(load_f32(low + r + 1), wv.y, raw);
-            raw = fmaf(load_f32(low + r + 2), wv.z, raw);
-            raw = fmaf(load_f32(low + r + 3), wv.w, raw);
-        }
-    } else {
-        for (int64_t r = 0; r < R; ++r) raw = fmaf(load_f32(low + r), w[r], raw);
-    }
-    const float xv = load_f32(p.x + d);
-    const float zv = p.z ? load_f32(p.z + d) : 0.0f;
-    float h[kM1N];  // h_state null: from a zero state, not written back (as m1_scan)
-    float4* hs = h_state ? reinterpret_cast<float4*>(h_state + d * kM1N) : nullptr;
-#pragma unroll
-    for (int q = 0; q < kM1N / 4; ++q) {
-        const float4 v = hs ? hs[q] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        h[4 * q] = v.x, h[4 * q + 1] = v.y, h[4 * q + 2] = v.z, h[4 * q + 3] = v.w;
-    }
-    bool kept;
-    const float dt = used_delta(raw, bias, p.softplus, thr, true, kept);
-    const float dtx = dt * xv;
-    float y = dskip * xv;
-#pragma unroll
-    for (int q = 0; q < kM1N / 4; ++q) {
-        const float b0 = load_f32(p.B + 4 * q), b1 = load_f32(p.B + 4 * q + 1),
-                    b2 = load_f32(p.B + 4 * q + 2), b3 = load_f32(p.B + 4 * q + 3);
-        const float c0 = load_f32(p.C + 4 * q), c1 = load_f32(p.C + 4 * q + 1),
-                    c2 = load_f32(p.C + 4 * q + 2), c3 = load_f32(p.C + 4 * q + 3);
-        const float e0 = exp2_scan<kFastExp>(dt * A2[4 * q + 0]);
-        const float e1 = exp2_scan<kFastExp>(dt * A2[4 * q + 1]);
-        const float e2 = exp2_scan<kFastExp>(dt * A2[4 * q + 2]);
-        const float e3 = exp2_scan<kFastExp>(dt * A2[4 * q + 3]);
-        h[4 * q + 0] = e0 * h[4 * q + 0] + dtx * b0;
-        h[4 * q + 1] = e1 * h[4 * q + 1] + dtx * b1;
-        h[4 * q + 2] = e2 * h[4 * q + 2] + dtx * b2;
-        h[4 * q + 3] = e3 * h[4 * q + 3] + dtx * b3;
-        y += c0 * h[4 * q + 0];
-        y += c1 * h[4 * q + 1];
-        y += c2 * h[4 * q + 2];
-        y += c3 * h[4 * q + 3];
-    }
-    if (p.z) y *= silu(zv);
-    if (p.y16)
-        p.y16[d] = f32_to_bf16_rn(y);
-    else
-        p.y[d] = y;
-    if (p.delta_out) p.delta_out[d] = dt;
-    if (!hs) return;
-#pragma unroll
-    for (int q = 0; q < kM1N / 4; ++q)
-        hs[q] = make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
+    if (d >= p.E) return;    // no barrier below: a thread per channel
+    M1StepIn<In> s;
+    s.x = p.x, s.z = p.z, s.low = p.delta, s.B = p.B, s.C = p.C, s.dt_w = p.dt_w, s.R = R, s.A = p.A;
+    s.bias = p.delta_bias, s.softplus = p.softplus, s.thr = p.thr, s.Dskip = p.Dskip;
+    s.y = p.y, s.y16 = p.y16, s.delta_out = p.delta_out;
+    m1_step_channel<kFastExp>(s, d, h_state);
 }
 
 // MAMBASCOPE_M1_STEP=0: decode steps take m1_scan as before (A/B runs, the tests); read at each call.

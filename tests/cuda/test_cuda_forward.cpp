@@ -299,6 +299,7 @@ TEST_P(CudaForward, PdlStepGraphEqualsTheFullDependencyGraphBitForBit) {
         std::vector<ModelState> states;
         for (const char* mode : {"0", "auto", "launch", "exit"}) {
             setenv("MAMBASCOPE_DECODE_PDL", mode, 1);
+            setenv("MAMBASCOPE_DECODE_PERSISTENT", "0", 1);  // the step graph, whatever the shapes
             auto dec = detail::make_cuda_decoder(*m, st, prec, &f);
             std::vector<float> lg, all;
             for (int t = 100; t < 180; ++t) {
@@ -306,6 +307,7 @@ TEST_P(CudaForward, PdlStepGraphEqualsTheFullDependencyGraphBitForBit) {
                 all.insert(all.end(), lg.begin(), lg.end());
             }
             unsetenv("MAMBASCOPE_DECODE_PDL");
+            unsetenv("MAMBASCOPE_DECODE_PERSISTENT");
             const detail::DecodeGraphInfo info = dec->graph_info();
             ASSERT_TRUE(info.graph) << mode;
             if (std::string(mode) == "0") {
@@ -332,6 +334,75 @@ TEST_P(CudaForward, PdlStepGraphEqualsTheFullDependencyGraphBitForBit) {
             }
         }
     }
+}
+
+// The persistent decode kernel (docs/cuda.md, "The persistent decode kernel") behind the bf16 Mamba-1
+// decoder (MAMBASCOPE_DECODE_PERSISTENT=1): 80 steps after a prefill, with a filter kept, give the logits and
+// the states of the step graph of one kernel per operation (the default) bit for bit; on every grid the
+// kernel takes (1 and 2 blocks per SM). A model whose shapes it does not take keeps the step graph and says
+// why.
+TEST(CudaForwardDevice, PersistentDecodeKernelEqualsTheStepGraphBitForBit) {
+    if (!have_gpu()) GTEST_SKIP() << "no GPU";
+    ModelConfig c = cfg(Arch::Mamba1);
+    c.dt_rank = 8;  // dt_rank + 2·d_state a multiple of 8 (16-byte rows of x_proj's output)
+    auto m = random_model(c, 21);
+    auto x = ids(180);
+    DeltaFilter f;
+    f.threshold.assign(3, std::vector<float>(size_t(c.d_inner), -INFINITY));
+    for (int64_t ch = 0; ch < c.d_inner; ch += 3) f.threshold[1][size_t(ch)] = 0.02f;
+    f.threshold[2][5] = INFINITY;
+    ModelState st = make_state(*m);
+    run_prefill(*m, std::span<const int32_t>(x.data(), 100), st);
+    struct Got {
+        std::vector<float> logits;
+        ModelState state;
+        detail::DecodeGraphInfo info;
+    };
+    auto decode = [&](const char* persistent, const char* per_sm) {
+        setenv("MAMBASCOPE_DECODE_PERSISTENT", persistent, 1);
+        if (per_sm) setenv("MAMBASCOPE_DECODE_BLOCKS_PER_SM", per_sm, 1);
+        auto dec = detail::make_cuda_decoder(*m, st, Precision::Bf16, &f);
+        Got g{{}, st, {}};
+        std::vector<float> lg;
+        for (int t = 100; t < 180; ++t) {
+            dec->step(x[size_t(t)], lg);
+            g.logits.insert(g.logits.end(), lg.begin(), lg.end());
+        }
+        unsetenv("MAMBASCOPE_DECODE_PERSISTENT");
+        unsetenv("MAMBASCOPE_DECODE_BLOCKS_PER_SM");
+        g.info = dec->graph_info();
+        dec->download(g.state);
+        return g;
+    };
+    const Got want = decode("0", nullptr);
+    ASSERT_TRUE(want.info.graph);
+    EXPECT_FALSE(want.info.persistent);
+    EXPECT_NE(want.info.persistent_note.find("MAMBASCOPE_DECODE_PERSISTENT=1"), std::string::npos);
+    for (const char* per_sm : {"1", "2"}) {
+        const Got got = decode("1", per_sm);
+        ASSERT_TRUE(got.info.persistent) << got.info.persistent_note;
+        EXPECT_EQ(got.info.kernel_nodes, 1);
+        EXPECT_GT(got.info.persistent_blocks, 0);
+        std::printf("  persistent decode kernel, %s block(s)/SM: %lld blocks\n", per_sm,
+                    static_cast<long long>(got.info.persistent_blocks));
+        EXPECT_TRUE(got.logits == want.logits) << per_sm;
+        EXPECT_EQ(got.state.tokens_seen, 180);
+        for (size_t l = 0; l < want.state.layers.size(); ++l) {
+            EXPECT_TRUE(got.state.layers[l].ssm == want.state.layers[l].ssm) << l;
+            EXPECT_TRUE(got.state.layers[l].conv == want.state.layers[l].conv) << l;
+        }
+    }
+    // dt_rank 4: 4 + 32 is not a multiple of 8, so the step graph runs, with the reason
+    auto m4 = random_model(cfg(Arch::Mamba1), 21);
+    ModelState st4 = make_state(*m4);
+    setenv("MAMBASCOPE_DECODE_PERSISTENT", "1", 1);
+    auto dec4 = detail::make_cuda_decoder(*m4, st4, Precision::Bf16, nullptr);
+    std::vector<float> lg;
+    dec4->step(x[0], lg);
+    unsetenv("MAMBASCOPE_DECODE_PERSISTENT");
+    EXPECT_FALSE(dec4->graph_info().persistent);
+    EXPECT_NE(dec4->graph_info().persistent_note.find("multiple of 8"), std::string::npos)
+        << dec4->graph_info().persistent_note;
 }
 
 INSTANTIATE_TEST_SUITE_P(Archs, CudaForward, ::testing::Values(Arch::Mamba1, Arch::Mamba2),

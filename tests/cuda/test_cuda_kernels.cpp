@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -25,6 +26,7 @@
 #include "cpu/scan_ssd.h"
 #include "cuda/conv1d_silu.cuh"
 #include "cuda/cuda_check.cuh"
+#include "cuda/decode_mamba1.cuh"
 #include "cuda/gemm.cuh"
 #include "cuda/gemv.cuh"
 #include "cuda/rmsnorm.cuh"
@@ -1185,6 +1187,170 @@ TEST(CudaScanMamba1, DecodeStepKernelEqualsTheTiledScanOfOneToken) {
                 const auto want = run_m1_cpu(ref, M1Case{3, E, 0, true, true, gate}, thr);
                 EXPECT_LE(rel_err(hs[1][2], want.h), 1e-4);
             }
+}
+
+// The persistent decode step (decode_mamba1.cuh) against the step graph's kernels run one by one: the
+// embedding row, per layer gemv_rmsnorm (in_proj), conv1d_silu, gemv (x_proj), scan_mamba1 (m1_step, dt_proj
+// fused), gemv (out_proj + residual), then gemv_rmsnorm (head). Three steps of a 2-layer model with a filter
+// on a third of layer 1's channels: the logits, the residual stream, the SSM states and the conv states
+// equal bit for bit. The grid is 3 blocks (48 warps for 256 in_proj rows and 128 channels: warps loop), and
+// on a GPU also the default grid (every SM). The emulation runs one phase per launch (no grid barrier); the
+// GPU runs the whole step as one cooperative launch, so a missing barrier or fence shows up there.
+TEST(CudaDecodeMamba1, PersistentStepEqualsTheStepKernelsBitForBit) {
+    REQUIRE_GPU();
+    std::mt19937 rng(93);
+    const int64_t D = 64, E = 128, N = 16, R = 8, K = 4, NB = R + 2 * N, V = 72, vocab = 40, L = 2;
+    const float eps = 1e-5f;
+    auto bf = [&](int64_t n, float scale) { return to_bf16_host(randn(size_t(n), rng, scale)); };
+    auto add1 = [](std::vector<float> v) {
+        for (auto& x : v) x += 1.0f;
+        return v;
+    };
+    struct HostLayer {
+        std::vector<float> norm, conv_w, conv_b, dt_w, dt_b, A, Dskip, thr, h, cst;
+        std::vector<__nv_bfloat16> in_proj, x_proj, out_proj;
+    };
+    std::vector<HostLayer> hl(L);
+    for (int64_t l = 0; l < L; ++l) {
+        HostLayer& h = hl[size_t(l)];
+        h.norm = add1(randn(D, rng, 0.1f));
+        h.in_proj = bf(2 * E * D, 1.0f / std::sqrt(float(D)));
+        h.conv_w = randn(E * K, rng, 0.5f), h.conv_b = randn(E, rng, 0.1f);
+        h.x_proj = bf(NB * E, 1.0f / std::sqrt(float(E)));
+        h.dt_w = randn(E * R, rng, 0.3f), h.dt_b = uniform(E, rng, -4.0f, -1.0f);
+        h.A = uniform(E * N, rng, -8.0f, -0.5f), h.Dskip = randn(E, rng);
+        h.out_proj = bf(D * E, 1.0f / std::sqrt(float(E)));
+        h.h = randn(E * N, rng, 0.3f), h.cst = randn((K - 1) * E, rng, 0.5f);
+        h.thr.assign(size_t(E), -INFINITY);
+        if (l == 1)
+            for (int64_t e = 0; e < E; e += 3) h.thr[size_t(e)] = 0.05f;
+    }
+    const auto emb = randn(vocab * D, rng), norm_f = add1(randn(D, rng, 0.1f));
+    const auto head = bf(V * D, 1.0f / std::sqrt(float(D)));
+    const int32_t tokens[3] = {7, 31, 2};
+
+    struct Run {
+        std::vector<std::vector<float> > logits, x, h, cst;
+    };
+    // path 0: the step graph's kernels; path 1: the persistent kernel on `blocks` blocks
+    auto run = [&](int path, int blocks) {
+        struct DevLayer {
+            Dev<float> norm, conv_w, conv_b, dt_w, dt_b, A, Dskip, thr, h, cst;
+            Dev<__nv_bfloat16> in_proj, x_proj, out_proj;
+            explicit DevLayer(const HostLayer& s)
+                : norm(s.norm),
+                  conv_w(s.conv_w),
+                  conv_b(s.conv_b),
+                  dt_w(s.dt_w),
+                  dt_b(s.dt_b),
+                  A(s.A),
+                  Dskip(s.Dskip),
+                  thr(s.thr),
+                  h(s.h),
+                  cst(s.cst),
+                  in_proj(s.in_proj),
+                  x_proj(s.x_proj),
+                  out_proj(s.out_proj) {}
+        };
+        std::vector<std::unique_ptr<DevLayer> > dl;
+        for (const HostLayer& s : hl) dl.push_back(std::make_unique<DevLayer>(s));
+        Dev<float> demb(emb), dnorm_f(norm_f), x(D), logits(V);
+        Dev<__nv_bfloat16> dhead(head), proj16(2 * E), conv16(E), dbc16(NB), y16(E);
+        Dev<int32_t> id(1);
+        Dev<unsigned> barrier(1);
+        std::vector<kg::Mamba1DecodeLayer> layers;
+        for (int64_t l = 0; l < L; ++l) {
+            const DevLayer& d = *dl[size_t(l)];
+            kg::Mamba1DecodeLayer m;
+            m.norm = d.norm.p, m.in_proj = d.in_proj.p, m.conv_w = d.conv_w.p, m.conv_b = d.conv_b.p;
+            m.x_proj = d.x_proj.p, m.dt_proj_w = d.dt_w.p, m.dt_proj_b = d.dt_b.p, m.A = d.A.p;
+            m.Dskip = d.Dskip.p, m.out_proj = d.out_proj.p, m.thr = l == 1 ? d.thr.p : nullptr;
+            m.h = d.h.p, m.conv_state = d.cst.p;
+            layers.push_back(m);
+        }
+        Dev<kg::Mamba1DecodeLayer> dlayers(layers);
+        kg::Mamba1DecodeArgs a;
+        a.D = D, a.E = E, a.R = R, a.N = N, a.K = K, a.n_layer = L, a.V = V, a.eps = eps, a.fast_exp = true;
+        a.layers = dlayers.p, a.id = id.p, a.embedding = demb.p, a.norm_f = dnorm_f.p, a.head = dhead.p;
+        a.x = x.p, a.proj16 = proj16.p, a.conv16 = conv16.p, a.dbc16 = dbc16.p, a.y16 = y16.p;
+        a.logits = logits.p, a.barrier = barrier.p;
+        EXPECT_EQ(kg::decode_mamba1_unsupported(a, layers), "");
+        Run r;
+        for (const int32_t tok : tokens) {
+            id.upload({tok});
+            if (path == 1) {
+                kg::decode_mamba1_step(a, nullptr, blocks);
+            } else {
+                CUDA_CHECK(cudaMemcpy(x.p, demb.p + tok * D, D * sizeof(float), cudaMemcpyDeviceToDevice));
+                for (int64_t l = 0; l < L; ++l) {
+                    const kg::Mamba1DecodeLayer& m = layers[size_t(l)];
+                    kg::gemv_rmsnorm(2 * E, D, m.in_proj, D, x.p, m.norm, eps, proj16.p, nullptr);
+                    kg::conv1d_silu(1, E, K, proj16.p, 2 * E, m.conv_w, m.conv_b, m.conv_state, nullptr, 0,
+                                    nullptr, conv16.p, E);
+                    kg::gemv(NB, E, m.x_proj, E, conv16.p, dbc16.p, nullptr);
+                    kg::Mamba1ScanArgs s;
+                    s.T = 1, s.E = E, s.N = N;
+                    s.x16 = conv16.p, s.ldx = E, s.delta16 = dbc16.p, s.ldd = NB;
+                    s.dt_proj_w = m.dt_proj_w, s.dt_rank = R, s.delta_bias = m.dt_proj_b,
+                    s.delta_softplus = true;
+                    s.A = m.A, s.B16 = dbc16.p + R, s.ldb = NB, s.C16 = dbc16.p + R + N, s.ldc = NB;
+                    s.Dskip = m.Dskip, s.z16 = proj16.p + E, s.ldz = 2 * E, s.thr = m.thr, s.h = m.h;
+                    s.y16 = y16.p, s.ldy = E, s.fast_exp = true;
+                    kg::scan_mamba1(s, nullptr, 0, nullptr);
+                    kg::gemv(D, E, m.out_proj, E, y16.p, x.p, 1.0f, nullptr);
+                }
+                kg::gemv_rmsnorm(V, D, dhead.p, D, x.p, dnorm_f.p, eps, logits.p, 0.0f, nullptr);
+            }
+            r.logits.push_back(logits.download());
+            r.x.push_back(x.download());
+            std::vector<float> hs, cs;
+            for (const auto& d : dl) {
+                const auto h = d->h.download(), c = d->cst.download();
+                hs.insert(hs.end(), h.begin(), h.end());
+                cs.insert(cs.end(), c.begin(), c.end());
+            }
+            r.h.push_back(hs);
+            r.cst.push_back(cs);
+        }
+        return r;
+    };
+    const Run want = run(0, 0);
+    for (size_t t = 0; t < want.logits.size(); ++t) {  // a real computation: finite, not constant
+        for (float v : want.logits[t]) ASSERT_TRUE(std::isfinite(v));
+        EXPECT_NE(*std::min_element(want.logits[t].begin(), want.logits[t].end()),
+                  *std::max_element(want.logits[t].begin(), want.logits[t].end()));
+    }
+    std::vector<int> grids = {3};
+#ifndef MAMBASCOPE_CUDA_EMULATED
+    grids.push_back(0);  // every SM (the emulation would start 512 threads per block, one block at a time)
+#endif
+    for (const int blocks : grids) {
+        SCOPED_TRACE("blocks=" + std::to_string(blocks));
+        const Run got = run(1, blocks);
+        for (size_t t = 0; t < want.logits.size(); ++t) {
+            EXPECT_EQ(got.logits[t], want.logits[t]) << "step " << t;
+            EXPECT_EQ(got.x[t], want.x[t]) << "step " << t;
+            EXPECT_EQ(got.h[t], want.h[t]) << "step " << t;
+            EXPECT_EQ(got.cst[t], want.cst[t]) << "step " << t;
+        }
+    }
+}
+
+// Shapes the persistent step does not take are named (the decoder then keeps the step graph).
+TEST(CudaDecodeMamba1, UnsupportedShapesAreNamed) {
+    kg::Mamba1DecodeArgs a;
+    a.D = 64, a.E = 128, a.R = 8, a.N = 16, a.K = 4, a.n_layer = 1, a.V = 8;
+    std::vector<kg::Mamba1DecodeLayer> layers(1);
+    a.N = 8;
+    EXPECT_NE(kg::decode_mamba1_unsupported(a, layers).find("d_state"), std::string::npos);
+    a.N = 16, a.K = 3;
+    EXPECT_NE(kg::decode_mamba1_unsupported(a, layers).find("d_conv"), std::string::npos);
+    a.K = 4, a.D = 68;
+    EXPECT_NE(kg::decode_mamba1_unsupported(a, layers).find("multiple of 8"), std::string::npos);
+    a.D = 8192;
+    EXPECT_NE(kg::decode_mamba1_unsupported(a, layers).find("4096"), std::string::npos);
+    a.D = 64;  // shapes fine, but no buffers
+    EXPECT_NE(kg::decode_mamba1_unsupported(a, layers).find("layers"), std::string::npos);
 }
 
 // One-row projections (decode steps): the float64 product, for float32 and bf16 weights, the 16-byte path

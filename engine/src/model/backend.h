@@ -28,6 +28,11 @@ struct DecodeGraphInfo {
     int64_t programmatic_edges =
         0;  // kernel → kernel edges turned into PDL edges (docs/cuda.md, "Decoding on the GPU")
     std::string pdl_mode = "off";  // MAMBASCOPE_DECODE_PDL's mode: auto, launch, exit or off
+    // the whole step as one persistent kernel (docs/cuda.md, "The persistent decode kernel"): its grid, or
+    // why the step graph of one kernel per operation runs instead
+    bool persistent = false;
+    int64_t persistent_blocks = 0;
+    std::string persistent_note;
 };
 
 class DecoderBackend {

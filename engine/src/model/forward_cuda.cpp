@@ -27,6 +27,7 @@
 
 #include "cuda/conv1d_silu.cuh"
 #include "cuda/cuda_check.cuh"
+#include "cuda/decode_mamba1.cuh"
 #include "cuda/forward_ops.cuh"
 #include "cuda/gemm.cuh"
 #include "cuda/gemv.cuh"
@@ -705,6 +706,15 @@ bool decode_graph_enabled() {  // read per decoder, so that a benchmark can A/B 
     return !(e && std::string(e) == "0");
 }
 
+// MAMBASCOPE_DECODE_PERSISTENT=1 runs a bf16 Mamba-1 step as the persistent decode kernel (docs/cuda.md, "The
+// persistent decode kernel") instead of the step graph of one kernel per operation. Opt-in: on the H200 it
+// ties the step graph on mamba-130m and is 5% slower on mamba-1.4b (docs/benchmarks.md, "Eighth stop").
+// Read per decoder, for A/B benchmarks.
+bool decode_persistent_enabled() {
+    const char* e = std::getenv("MAMBASCOPE_DECODE_PERSISTENT");
+    return e && std::string(e) == "1";
+}
+
 // MAMBASCOPE_DECODE_PDL: how the step graph's kernel → kernel edges run (docs/cuda.md, "Decoding on the
 // GPU"). An edge into a kernel that waits in grid_dependency_wait (pdl.cuh) becomes programmatic from one of
 // two ports:
@@ -967,7 +977,11 @@ class CudaDecoder final : public DecoderBackend {
         CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
         std::string pdl_name;
         const PdlMode mode = decode_pdl_mode(&pdl_name);
-        if (!capture()) return;
+        if (try_persistent()) return;
+        if (!capture([&] { record_step(); })) {
+            use_graph_ = false;  // the per-kernel path still works
+            return;
+        }
         if (mode != PdlMode::Off) {
             // PDL edges (docs/cuda.md, "Decoding on the GPU"); a driver that refuses them gets the graph as
             // captured.
@@ -981,22 +995,97 @@ class CudaDecoder final : public DecoderBackend {
             cudaGraphDestroy(graph_);
             graph_ = nullptr;
             info_.programmatic_edges = 0;
-            if (!capture()) return;
+            if (!capture([&] { record_step(); })) {
+                use_graph_ = false;
+                return;
+            }
         }
         CUDA_CHECK(cudaGraphInstantiate(&exec_, graph_, 0));
     }
 
-    // Records one step into graph_; false (and use_graph_ off) when the capture failed.
-    bool capture() {
+    // The persistent decode kernel (docs/cuda.md, "The persistent decode kernel"): the step graph becomes
+    // the id's copy → one cooperative kernel → the logits' copy. False, with info_.persistent_note saying
+    // why, when the precision, the architecture, the shapes or the driver do not take it (the caller then
+    // captures the step graph of one kernel per operation; both give the same logits bit for bit).
+    bool try_persistent() {
+        const ModelConfig& c = model_.config;
+        if (opt_.precision != Precision::Bf16) {
+            info_.persistent_note = "float32 projections (the persistent kernel is the bf16 chain)";
+            return false;
+        }
+        if (c.arch != Arch::Mamba1) {
+            info_.persistent_note = "Mamba-2 (the persistent kernel is Mamba-1's)";
+            return false;
+        }
+        if (!decode_persistent_enabled()) {
+            info_.persistent_note = "opt-in (MAMBASCOPE_DECODE_PERSISTENT=1)";
+            return false;
+        }
+        DevModel& dm = device_model(model_);
+        Workspace& w = ws_;
+        kc::Mamba1DecodeArgs a;
+        a.D = c.d_model, a.E = c.d_inner, a.R = c.dt_rank, a.N = c.d_state, a.K = c.d_conv;
+        a.n_layer = c.n_layer, a.V = model_.vocab_rows(), a.eps = static_cast<float>(c.norm_eps);
+        a.fast_exp = kScanFastExp;
+        a.id = w.ids.ptr, a.embedding = dm.embedding.ptr(), a.norm_f = dm.norm_f.ptr();
+        a.head = lm_head16_ ? lm_head16_->ptr : nullptr;
+        a.x = w.x.ptr, a.proj16 = w.proj16.ptr, a.conv16 = w.conv16.ptr, a.dbc16 = w.dbc16.ptr;
+        a.y16 = w.y16.ptr, a.logits = w.logits.ptr;
+        std::vector<kc::Mamba1DecodeLayer> layers(size_t(c.n_layer));
+        for (size_t l = 0; l < layers.size(); ++l) {
+            const DevLayer& L = dm.layers[l];
+            kc::Mamba1DecodeLayer& m = layers[l];
+            m.norm = L.norm.ptr(), m.in_proj = L.in_proj16 ? L.in_proj16->ptr : nullptr;
+            m.conv_w = L.conv_w.ptr(), m.conv_b = L.conv_b.ptr();
+            m.x_proj = L.x_proj16 ? L.x_proj16->ptr : nullptr;
+            m.dt_proj_w = L.dt_proj_w.ptr(), m.dt_proj_b = L.dt_proj_b.ptr(), m.A = L.A.ptr();
+            m.Dskip = L.Dskip.ptr(), m.out_proj = L.out_proj16 ? L.out_proj16->ptr : nullptr;
+            m.thr = thr_.empty() ? nullptr : thr_[l].ptr;
+            m.h = state_.ssm[l].ptr, m.conv_state = state_.conv[l].ptr;
+        }
+        layers_.upload(layers.data(), layers.size());
+        barrier_.resize(1);
+        a.layers = layers_.ptr, a.barrier = barrier_.ptr;
+        const std::string why = kc::decode_mamba1_unsupported(a, layers);
+        if (!why.empty()) {
+            info_.persistent_note = why;
+            return false;
+        }
+        const int blocks = kc::decode_mamba1_blocks();
+        const int64_t V = model_.vocab_rows();
+        const bool captured = capture([&] {
+            CUDA_CHECK(
+                cudaMemcpyAsync(w.ids.ptr, id_host_, sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+            kc::decode_mamba1_step(a, stream_, blocks);
+            CUDA_CHECK(cudaMemcpyAsync(logits_host_, w.logits.ptr, size_t(V) * sizeof(float),
+                                       cudaMemcpyDeviceToHost, stream_));
+        });
+        if (captured && cudaGraphInstantiate(&exec_, graph_, 0) == cudaSuccess) {
+            info_.persistent = true;
+            info_.persistent_blocks = blocks;
+            info_.persistent_note.clear();
+            return true;
+        }
+        cudaGetLastError();  // a driver without cooperative graph nodes: the step graph instead
+        exec_ = nullptr;
+        if (graph_) cudaGraphDestroy(graph_);
+        graph_ = nullptr;
+        info_.graph = false;
+        info_.persistent_note = "the cooperative launch could not be captured into a graph";
+        return false;
+    }
+
+    // Records `record` (the step's work on stream_) into graph_; false when the capture failed.
+    template <class Record>
+    bool capture(Record&& record) {
         CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
         try {
-            record_step();
+            record();
         } catch (const Error&) {
             cudaGraph_t broken = nullptr;
             cudaStreamEndCapture(stream_, &broken);
             if (broken) cudaGraphDestroy(broken);
             cudaGetLastError();
-            use_graph_ = false;  // the per-kernel path still works
             return false;
         }
         CUDA_CHECK(cudaStreamEndCapture(stream_, &graph_));
@@ -1019,8 +1108,10 @@ class CudaDecoder final : public DecoderBackend {
     bool use_graph_ = true;
     cudaStream_t stream_ = nullptr;
     std::shared_ptr<DevBuf<__nv_bfloat16> > lm_head16_;
-    int32_t* id_host_ = nullptr;    // pinned: the graph's H2D copy reads the id from here
-    float* logits_host_ = nullptr;  // pinned: the graph's D2H copy writes the logits here
+    DevBuf<kc::Mamba1DecodeLayer> layers_;  // the persistent kernel's layer table (device)
+    DevBuf<unsigned> barrier_;              // its grid barrier's counter
+    int32_t* id_host_ = nullptr;            // pinned: the graph's H2D copy reads the id from here
+    float* logits_host_ = nullptr;          // pinned: the graph's D2H copy writes the logits here
     cudaGraph_t graph_ = nullptr;
     cudaGraphExec_t exec_ = nullptr;
     DecodeGraphInfo info_;

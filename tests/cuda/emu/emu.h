@@ -20,10 +20,11 @@
 using std::max;
 using std::min;
 
-inline thread_local dim3 emu_threadIdx, emu_blockIdx, emu_blockDim;
+inline thread_local dim3 emu_threadIdx, emu_blockIdx, emu_blockDim, emu_gridDim;
 #define threadIdx emu_threadIdx
 #define blockIdx emu_blockIdx
 #define blockDim emu_blockDim
+#define gridDim emu_gridDim
 #undef __global__
 #undef __device__
 #undef __forceinline__
@@ -129,6 +130,7 @@ inline void emu_launch(EmuCfg c, const std::function<void()>& body) {
                         emu_threadIdx = dim3(t, 0, 0);
                         emu_blockIdx = dim3(bx, by, bz);
                         emu_blockDim = c.block;
+                        emu_gridDim = c.grid;
                         body();
                     });
                 for (auto& x : th) x.join();

@@ -12,6 +12,6 @@ trap 'rm -rf "$work"' EXIT
 python3 "$here/gen.py" "$root/kernels/cuda" "$work"
 cuda_inc=/usr/local/cuda/include
 g++ -std=c++20 -O2 -fopenmp -pthread -I"$work" -I"$here" -I"$root/kernels" -I"$root/engine/include" -I"$cuda_inc" \
-    -include "$here/emu_rt.h" -o "$work/emu_tests" "$work"/*_emu.cpp "$here/stubs.cpp" \
+    -include "$here/emu_rt.h" -DMAMBASCOPE_CUDA_EMULATED=1 -o "$work/emu_tests" "$work"/*_emu.cpp "$here/stubs.cpp" \
     "$root/tests/cuda/test_cuda_kernels.cpp" "$build/kernels/libmambascope_kernels_cpu.a" -lgtest -lgtest_main
 "$work/emu_tests" --gtest_filter='-CudaGemm.*' "${@:2}"

@@ -1,0 +1,393 @@
+// The persistent bf16 Mamba-1 decode step; see decode_mamba1.cuh.
+//
+// Phases of one step (G blocks of kDecThreads, all resident; a grid barrier between consecutive phases):
+//   0                 x = embedding[id]
+//   1 + 4l + 0        a = bf16(rmsnorm(x)·norm_l) (each block, into shared memory); proj = in_proj_l·a (2E);
+//                     the warp that computes row d < E (channel d's x) runs channel d's conv right away:
+//                     conv state window + proj[d] → conv[d] (bf16), the state shifted                   (E)
+//   1 + 4l + 1        dbc = x_proj_l·conv                                                              (R+2N)
+//   1 + 4l + 2        per channel: Δ, the filter, h ← exp(Δ'A)·h + Δ'·x·B, y = (C·h + D·x)·silu(z)   (E)
+//   1 + 4l + 3        x += out_proj_l·y                                                                 (D)
+//   1 + 4L            a = bf16(rmsnorm(x)·norm_f); logits = head·a                                     (V)
+// Rows and channels are dealt to warps round robin over the blocks (warp w of block b is warp w·G + b), so a
+// phase with fewer rows than warps still spreads over every SM. Each phase starts the next phases' weights
+// and the per-channel vectors (the state, A, the conv's) into L2, so that DRAM streams across barriers.
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "cuda/cuda_check.cuh"
+#include "cuda/decode_mamba1.cuh"
+#include "cuda/device_math.cuh"
+#include "cuda/gemv_row.cuh"
+#include "cuda/m1_step.cuh"
+#include "cuda/rmsnorm.cuh"
+
+namespace mambascope::kernels::cuda {
+namespace {
+
+using namespace detail;
+
+constexpr int kDecWarps = 16;  // warps per block
+constexpr int kDecThreads = 32 * kDecWarps;
+constexpr int kDecodeBlocksPerSm =
+    1;                         // resident blocks per SM (2 caps the registers at 64 and spills: slower)
+constexpr int kDecConvK = 4;   // d_conv of every Mamba-1 checkpoint
+constexpr int kRowsAhead = 4;  // a warp's weight rows on their way into L2 ahead of the one it reads
+constexpr int kPhasesPerLayer = 4;
+constexpr int64_t kDecMaxD = 4096;  // rmsnorm_bf16's warp-per-row order (gemv_rmsnorm's) holds up to here
+
+// This warp's place in the grid: warp w of block b is warp w·G + b of nw = G·kDecWarps.
+struct Warp {
+    int64_t gw, nw;
+    int lane;
+};
+
+__device__ __forceinline__ Warp this_warp() {
+    Warp w;
+    w.lane = threadIdx.x % 32;
+    w.gw = static_cast<int64_t>(threadIdx.x / 32) * gridDim.x + blockIdx.x;
+    w.nw = static_cast<int64_t>(gridDim.x) * kDecWarps;
+    return w;
+}
+
+// Every block waits here until all G blocks have arrived `target / G` times (the counter starts at 0 each
+// step). Thread 0 of each block arrives with a release add (the block's writes, ordered before it by
+// __syncthreads, become visible at gpu scope) and spins on an acquire load, as cooperative groups' grid sync
+// does. Not compiled for the CPU emulation, which runs one phase per launch.
+__device__ __forceinline__ void grid_barrier(unsigned* counter, unsigned target) {
+#ifndef MAMBASCOPE_EMU
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        asm volatile("red.release.gpu.global.add.u32 [%0], %1;\n" ::"l"(counter), "r"(1u) : "memory");
+        unsigned seen;
+        do {
+            asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(seen) : "l"(counter) : "memory");
+        } while (seen < target);
+    }
+    __syncthreads();
+#else
+    (void)counter, (void)target;
+#endif
+}
+
+// Lane 0 starts `count` floats at p + first (16-byte aligned p, first % 4 == 0) into L2; nothing for null p.
+__device__ __forceinline__ void prefetch_floats(const float* p, int64_t first, int64_t count) {
+    if (p && count > 0 && reinterpret_cast<uintptr_t>(p + first) % 16 == 0)
+        prefetch_l2(p + first, static_cast<unsigned>(count * static_cast<int64_t>(sizeof(float))));
+}
+
+// Lane j < count of the warp starts the warp's row number first + j of W (N × K bf16) into L2.
+__device__ __forceinline__ void prefetch_rows(const __nv_bfloat16* W, int64_t N, int64_t K, const Warp& w,
+                                              int first, int count) {
+    if (w.lane >= count) return;
+    const int64_t n = w.gw + static_cast<int64_t>(first + w.lane) * w.nw;
+    if (n < N) prefetch_l2(W + n * K, static_cast<unsigned>(K * static_cast<int64_t>(sizeof(__nv_bfloat16))));
+}
+
+// Two rows' Σ_k w[k]·a[k] at once (row_dot's vec order for each, so each sum equals row_dot's bit for bit):
+// twice the loads in flight per lane, which a phase bound by DRAM latency needs at 16 warps per SM.
+template <typename TA>
+__device__ __forceinline__ void row_dot2(const __nv_bfloat16* __restrict__ w0,
+                                         const __nv_bfloat16* __restrict__ w1, const TA* a, int64_t K,
+                                         int lane, float& out0, float& out1) {
+    float acc0 = 0.0f, acc1 = 0.0f;
+#pragma unroll 4
+    for (int64_t k = static_cast<int64_t>(lane) * kGemvVec; k < K; k += 32 * kGemvVec) {
+        float u[kGemvVec], v[kGemvVec], av[kGemvVec];
+        load8(w0 + k, u);
+        load8(w1 + k, v);
+        load8(a + k, av);
+#pragma unroll
+        for (int i = 0; i < kGemvVec; ++i) {
+            acc0 = fmaf(u[i], av[i], acc0);
+            acc1 = fmaf(v[i], av[i], acc1);
+        }
+    }
+    out0 = warp_sum(acc0);
+    out1 = warp_sum(acc1);
+}
+
+// For this warp's rows n = gw, gw + nw, … of W (N × K bf16): acc = W[n]·a, then emit(n, acc) (every lane has
+// acc). Two rows per pass (row_dot2), the last odd one alone; row i + kRowsAhead of the warp is started into
+// L2 before row i is read (the first kRowsAhead were started a phase earlier by prefetch_rows).
+template <typename TA, typename Emit>
+__device__ __forceinline__ void rows_loop(int64_t N, int64_t K, const __nv_bfloat16* W, const TA* a,
+                                          const Warp& w, Emit&& emit) {
+    const unsigned bytes = static_cast<unsigned>(K * static_cast<int64_t>(sizeof(__nv_bfloat16)));
+    int64_t n = w.gw;
+    for (; n + w.nw < N; n += 2 * w.nw) {
+        if (w.lane < 2) {
+            const int64_t ahead = n + (kRowsAhead + w.lane) * w.nw;
+            if (ahead < N) prefetch_l2(W + ahead * K, bytes);
+        }
+        float acc0, acc1;
+        row_dot2(W + n * K, W + (n + w.nw) * K, a, K, w.lane, acc0, acc1);
+        emit(n, acc0);
+        emit(n + w.nw, acc1);
+    }
+    if (n < N) {
+        const int64_t ahead = n + kRowsAhead * w.nw;
+        if (w.lane == 0 && ahead < N) prefetch_l2(W + ahead * K, bytes);
+        emit(n, row_dot(W + n * K, a, K, w.lane, true));
+    }
+}
+
+// y[n] = W[n]·a (+ beta·y[n]) for this warp's rows: gemv_kernel's row (row_dot, vec).
+template <typename TA, typename TY>
+__device__ __forceinline__ void rows_phase(int64_t N, int64_t K, const __nv_bfloat16* W, const TA* a, TY* y,
+                                           float beta, const Warp& w) {
+    rows_loop(N, K, W, a, w, [&](int64_t n, float acc) {
+        if (w.lane == 0) store(y + n, acc, beta);
+    });
+}
+
+// a = bf16(x·rsqrt(Σx²/D + eps)·wn) into shared memory, the sum of squares in gemv_rmsnorm's warp-rows order
+// (warp 0: sumsq4 of float4s lane, lane + 32, …; warp_sum), so a equals rmsnorm_bf16's row bit for bit.
+__device__ __forceinline__ void norm_to_shared(const float* x, const float* wn, float eps, int64_t D,
+                                               __nv_bfloat16* a, float* total) {
+    const int lane = threadIdx.x % 32;
+    if (threadIdx.x < 32) {
+        const float4* x4 = reinterpret_cast<const float4*>(x);
+        float ss = 0.0f;
+        for (int64_t i = lane; i < D / 4; i += 32) ss += sumsq4(x4[i]);
+        ss = warp_sum(ss);
+        if (lane == 0) *total = ss;
+    }
+    __syncthreads();
+    const float inv = rsqrtf(*total / static_cast<float>(D) + eps);
+    for (int64_t d = threadIdx.x; d < D; d += kDecThreads) a[d] = __float2bfloat16_rn(x[d] * inv * wn[d]);
+    __syncthreads();
+}
+
+// Channel d of the depthwise conv for one token (conv_kernel's T = 1 case, in its order), with in_d the
+// channel's input as the bf16 chain stores it (in_proj's output rounded to bf16): the window is the K−1 state
+// rows and in_d; out16[d] = bf16(silu(b + Σ_k w[k]·win[k])); the state keeps the last K−1 rows.
+__device__ __forceinline__ void conv_channel(int64_t d, int64_t E, float in_d, const float* w,
+                                             const float* bias, float* state, __nv_bfloat16* out16) {
+    float wk[kDecConvK], win[kDecConvK];
+#pragma unroll
+    for (int k = 0; k < kDecConvK; ++k) wk[k] = w[d * kDecConvK + k];
+#pragma unroll
+    for (int k = 0; k < kDecConvK - 1; ++k) win[k] = state[k * E + d];
+    const float b = bias ? bias[d] : 0.0f;
+    win[kDecConvK - 1] = in_d;
+    float acc = b;
+#pragma unroll
+    for (int k = 0; k < kDecConvK; ++k) acc += wk[k] * win[k];
+    out16[d] = f32_to_bf16_rn(silu(acc));
+#pragma unroll
+    for (int k = 0; k < kDecConvK - 1; ++k) state[k * E + d] = win[k + 1];
+}
+
+// The conv's weights, bias and state of this warp's 32 channels (c0 = gw·32) on their way into L2, a phase
+// before the in_proj phase reads them.
+__device__ __forceinline__ void prefetch_conv(const Mamba1DecodeLayer& L, int64_t E, const Warp& w) {
+    const int64_t c0 = w.gw * 32;
+    if (w.lane != 0 || c0 >= E) return;
+    const int64_t rows = E - c0 < 32 ? E - c0 : 32;
+    prefetch_floats(L.conv_w, c0 * kDecConvK, rows * kDecConvK);
+    prefetch_floats(L.conv_b, c0, rows);
+    for (int k = 0; k < kDecConvK - 1; ++k) prefetch_floats(L.conv_state, k * E + c0, rows);
+}
+
+// in_proj (2E rows) with the conv folded in: the warp that computes row d < E runs channel d's conv on the
+// bf16-rounded row (lane 0), so the conv needs no phase (and no grid barrier) of its own.
+__device__ __forceinline__ void in_proj_conv_phase(const Mamba1DecodeArgs& a, const Mamba1DecodeLayer& L,
+                                                   const __nv_bfloat16* an, const Warp& w) {
+    const int64_t E = a.E;
+    rows_loop(2 * E, a.D, L.in_proj, an, w, [&](int64_t n, float acc) {
+        if (w.lane != 0) return;
+        const __nv_bfloat16 p16 = __float2bfloat16_rn(acc);  // store(): the row as the bf16 chain keeps it
+        a.proj16[n] = p16;
+        if (n < E) conv_channel(n, E, __bfloat162float(p16), L.conv_w, L.conv_b, L.conv_state, a.conv16);
+    });
+}
+
+// Phases [phase_begin, phase_end) of one step (the GPU runs all of them in one launch; the CPU emulation one
+// per launch). Dynamic shared memory: D bf16.
+// kMinBlocks: blocks per SM the registers must allow (__launch_bounds__), 1 or 2
+// (MAMBASCOPE_DECODE_BLOCKS_PER_SM).
+template <bool kFastExp, int kMinBlocks>
+__global__ void __launch_bounds__(kDecThreads, kMinBlocks)
+    decode_mamba1_kernel(Mamba1DecodeArgs a, int phase_begin, int phase_end) {
+    extern __shared__ __align__(16) float smem[];
+    __nv_bfloat16* an = reinterpret_cast<__nv_bfloat16*>(smem);  // the normalised row (D)
+    __shared__ float norm_total;
+    const Warp w = this_warp();
+    const int64_t D = a.D, E = a.E, R = a.R, NB = a.R + 2 * a.N;
+    const int head_phase = 1 + static_cast<int>(a.n_layer) * kPhasesPerLayer;
+    unsigned target = 0;
+    for (int ph = phase_begin; ph < phase_end; ++ph) {
+        if (ph > phase_begin) grid_barrier(a.barrier, target += gridDim.x);
+        if (ph == 0) {  // the embedding; the first layer's in_proj rows on their way
+            const int64_t id = *a.id;
+            for (int64_t d = w.gw * 32 + w.lane; d < D; d += w.nw * 32) a.x[d] = a.embedding[id * D + d];
+            prefetch_rows(a.layers[0].in_proj, 2 * E, D, w, 0, kRowsAhead);
+            prefetch_conv(a.layers[0], E, w);
+            continue;
+        }
+        if (ph == head_phase) {
+            norm_to_shared(a.x, a.norm_f, a.eps, D, an, &norm_total);
+            rows_phase(a.V, D, a.head, an, a.logits, 0.0f, w);
+            continue;
+        }
+        const int64_t l = (ph - 1) / kPhasesPerLayer;
+        const Mamba1DecodeLayer& L = a.layers[l];
+        switch ((ph - 1) % kPhasesPerLayer) {
+            case 0: {  // RMSNorm + in_proj + the conv; x_proj's and out_proj's rows and this warp's channels'
+                       // per-channel vectors on their way (read two and three phases on)
+                prefetch_rows(L.x_proj, NB, E, w, 0, kRowsAhead);
+                prefetch_rows(L.out_proj, D, E, w, 0, kRowsAhead);
+                const int64_t c0 = w.gw * 32;
+                if (w.lane == 0 && c0 < E) {
+                    const int64_t rows = E - c0 < 32 ? E - c0 : 32;
+                    if (R % 4 == 0) prefetch_floats(L.dt_proj_w, c0 * R, rows * R);
+                    prefetch_floats(L.A, c0 * kStepN, rows * kStepN);
+                    prefetch_floats(L.h, c0 * kStepN, rows * kStepN);
+                    prefetch_floats(L.Dskip, c0, rows);
+                    prefetch_floats(L.dt_proj_b, c0, rows);
+                    prefetch_floats(L.thr, c0, rows);
+                }
+                norm_to_shared(a.x, L.norm, a.eps, D, an, &norm_total);
+                in_proj_conv_phase(a, L, an, w);
+                break;
+            }
+            case 1:  // x_proj: dt's low-rank input, B, C
+                rows_phase(NB, E, L.x_proj, a.conv16, a.dbc16, 0.0f, w);
+                break;
+            case 2: {  // the scan step, dt_proj fused (m1_step's arithmetic)
+                M1StepIn<__nv_bfloat16> s;
+                s.x = a.conv16, s.z = a.proj16 + E, s.low = a.dbc16, s.B = a.dbc16 + R,
+                s.C = a.dbc16 + R + a.N;
+                s.dt_w = L.dt_proj_w, s.R = R, s.A = L.A, s.bias = L.dt_proj_b, s.softplus = 1, s.thr = L.thr;
+                s.Dskip = L.Dskip, s.y16 = a.y16;
+                for (int64_t d = w.gw * 32 + w.lane; d < E; d += w.nw * 32)
+                    m1_step_channel<kFastExp>(s, d, L.h);
+                break;
+            }
+            default:  // out_proj + the residual; the next layer's (or the head's) first rows on their way
+                rows_phase(D, E, L.out_proj, a.y16, a.x, 1.0f, w);
+                if (l + 1 < a.n_layer) {
+                    prefetch_rows(a.layers[l + 1].in_proj, 2 * E, D, w, 0, kRowsAhead);
+                    prefetch_conv(a.layers[l + 1], E, w);
+                } else {
+                    prefetch_rows(a.head, a.V, D, w, 0, kRowsAhead);
+                }
+                break;
+        }
+    }
+}
+
+int phases_of(const Mamba1DecodeArgs& a) {
+    return 2 + static_cast<int>(a.n_layer) * kPhasesPerLayer;
+}
+
+size_t smem_of(const Mamba1DecodeArgs& a) {
+    return static_cast<size_t>(a.D) * sizeof(__nv_bfloat16);
+}
+
+// MAMBASCOPE_DECODE_BLOCKS_PER_SM=n (1-4): blocks per SM for A/B runs, still capped by the occupancy.
+int blocks_per_sm_asked() {
+    const char* e = std::getenv("MAMBASCOPE_DECODE_BLOCKS_PER_SM");
+    if (!e) return kDecodeBlocksPerSm;
+    const int v = std::atoi(e);
+    MS_CHECK(v >= 1 && v <= 4, "MAMBASCOPE_DECODE_BLOCKS_PER_SM must be 1 to 4");
+    return v;
+}
+
+template <bool kFastExp, int kMinBlocks>
+void launch(const Mamba1DecodeArgs& a, cudaStream_t stream, int blocks) {
+    const int phases = phases_of(a);
+    const size_t smem = smem_of(a);
+#ifdef MAMBASCOPE_EMU
+    // the CPU emulation runs blocks one after another, so a grid barrier cannot work: one launch per phase
+    // (a launch boundary is the barrier) checks every phase's indexing and arithmetic
+    for (int ph = 0; ph < phases; ++ph)
+        decode_mamba1_kernel<kFastExp, kMinBlocks><<<blocks, kDecThreads, smem, stream>>>(a, ph, ph + 1);
+#else
+    CUDA_CHECK(cudaMemsetAsync(a.barrier, 0, sizeof(unsigned), stream));
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(static_cast<unsigned>(blocks));
+    cfg.blockDim = dim3(kDecThreads);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeCooperative;  // every block resident at once, or the launch fails
+    attr[0].val.cooperative = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_mamba1_kernel<kFastExp, kMinBlocks>, a, 0, phases));
+#endif
+    CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace
+
+std::string decode_mamba1_unsupported(const Mamba1DecodeArgs& a,
+                                      const std::vector<Mamba1DecodeLayer>& layers) {
+    const auto a16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+    if (a.N != kStepN) return "d_state is not 16";
+    if (a.K != kDecConvK) return "d_conv is not 4";
+    if (a.D % 8 || a.E % 8 || (a.R + 2 * a.N) % 8)
+        return "d_model, d_inner or dt_rank + 2·d_state not a multiple of 8";
+    if (a.D > kDecMaxD) return "d_model above 4096";
+    if (a.R < 1 || a.V < 1) return "no dt_rank or no head rows";
+    if (a.n_layer < 1 || static_cast<int64_t>(layers.size()) != a.n_layer || !a.layers) return "no layers";
+    if (!a16(a.x) || !a16(a.proj16) || !a16(a.conv16) || !a16(a.dbc16) || !a16(a.y16) || !a16(a.head) ||
+        !a.id || !a.embedding || !a.logits || !a.barrier)
+        return "a buffer is missing or not on a 16-byte boundary";
+    // the step graph's norms take rmsnorm_bf16's warp-rows order for these rows (else its block order)
+    if (!detail::rmsnorm_takes_warp_rows(a.D, a.x, a.D, a.norm_f))
+        return "the final norm takes the block order";
+    for (const Mamba1DecodeLayer& L : layers) {
+        if (!a16(L.in_proj) || !a16(L.x_proj) || !a16(L.out_proj))
+            return "a bf16 weight not on a 16-byte boundary";
+        if (!L.conv_w || !L.dt_proj_w || !L.A || !L.h || !L.conv_state || !L.norm)
+            return "a layer pointer is missing";
+        if (!detail::rmsnorm_takes_warp_rows(a.D, a.x, a.D, L.norm))
+            return "a layer norm takes the block order";
+    }
+    return "";
+}
+
+namespace {
+// Resident blocks per SM of the instantiation a grid of `asked` blocks per SM runs (the smaller of the
+// fast-exp and exact-exp kernels', with the most dynamic shared memory a supported shape takes).
+template <int kMinBlocks>
+int resident_per_sm() {
+    int fast = 0, exact = 0;
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fast, decode_mamba1_kernel<true, kMinBlocks>,
+                                                             kDecThreads, kDecMaxD * sizeof(__nv_bfloat16)));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&exact, decode_mamba1_kernel<false, kMinBlocks>,
+                                                             kDecThreads, kDecMaxD * sizeof(__nv_bfloat16)));
+    return std::min(fast, exact);
+}
+}  // namespace
+
+int decode_mamba1_blocks() {
+    int dev = 0, sms = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    const int asked = blocks_per_sm_asked();
+    const int per_sm = asked >= 2 ? resident_per_sm<2>() : resident_per_sm<1>();
+    MS_CHECK(per_sm >= 1, "the persistent decode kernel does not fit on an SM");
+    return sms * std::min(per_sm, asked);
+}
+
+void decode_mamba1_step(const Mamba1DecodeArgs& a, cudaStream_t stream, int blocks) {
+    MS_CHECK(a.layers && a.n_layer >= 1 && a.D > 0 && a.D <= kDecMaxD && a.E > 0 && a.N == kStepN &&
+                 a.K == kDecConvK,
+             "decode_mamba1_step: unsupported shape (decode_mamba1_unsupported says why)");
+    MS_CHECK(blocks >= 0, "decode_mamba1_step: negative grid");
+    if (blocks == 0) blocks = decode_mamba1_blocks();
+    // the kernel compiled for as many blocks per SM as asked (its registers capped to fit them)
+    const bool two = blocks_per_sm_asked() >= 2;
+    if (a.fast_exp)
+        two ? launch<true, 2>(a, stream, blocks) : launch<true, 1>(a, stream, blocks);
+    else
+        two ? launch<false, 2>(a, stream, blocks) : launch<false, 1>(a, stream, blocks);
+}
+
+}  // namespace mambascope::kernels::cuda

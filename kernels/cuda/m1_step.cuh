@@ -1,0 +1,123 @@
+// m1_step.cuh: one Mamba-1 decode step of one channel (device code). Shared by the m1_step kernel
+// (scan_mamba1.cu) and the persistent decode kernel (decode_mamba1.cu), so that both compute the same values
+// bit for bit. Per channel d, with the token's x, z, the low-rank dt input `low` (R), B and C (16 each):
+//
+//   Δ  = softplus(Σ_r low[r]·W[d,r] + bias[d]),  Δ' = Δ > thr[d] ? Δ : 0        (method doc §1.2, §8.2)
+//   h  ← 2^(Δ'·A[d,n]·log2 e)·h + Δ'·x·B[n]
+//   y  = (Σ_n C[n]·h[n] + D[d]·x) · silu(z)
+//
+// in m1_scan's order (lowrank_dt's r ascending, used_delta, state groups of 4).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#ifndef MAMBASCOPE_EMU  // the CPU emulation (tests/cuda/emu) includes its own device_math first
+#include "cuda/device_math.cuh"
+#endif
+
+namespace mambascope::kernels::cuda::detail {
+
+constexpr int kStepN = 16;  // d_state of every Mamba-1 checkpoint
+
+// One token's inputs. In = float or __nv_bfloat16 (x, z, low, B, C); the rest float32. Pointers are to the
+// token's row: x[d], z[d] (z may be null: no gate), low[0, R), B[0, 16), C[0, 16).
+template <typename In>
+struct M1StepIn {
+    const In* x = nullptr;
+    const In* z = nullptr;
+    const In* low = nullptr;
+    const In* B = nullptr;
+    const In* C = nullptr;
+    const float* dt_w = nullptr;  // dt_proj weight (E, R)
+    int64_t R = 0;
+    const float* A = nullptr;     // (E, 16), negative
+    const float* bias = nullptr;  // (E) or null
+    int softplus = 1;
+    const float* thr = nullptr;    // (E) or null (no filter)
+    const float* Dskip = nullptr;  // (E) or null
+    float* y = nullptr;            // y[d] (float32), or
+    __nv_bfloat16* y16 = nullptr;  // y[d] (bf16)
+    float* delta_out = nullptr;    // (E) or null: Δ'
+};
+
+__device__ __forceinline__ float step_in(const float* p) {
+    return *p;
+}
+__device__ __forceinline__ float step_in(const __nv_bfloat16* p) {
+    return bf16_to_f32(p);
+}
+
+// Channel d's step; h_state (E, 16) in/out, or null (a zero state, not written back).
+template <bool kFastExp, typename In>
+__device__ __forceinline__ void m1_step_channel(const M1StepIn<In>& p, int64_t d, float* h_state) {
+    const int64_t R = p.R;
+    const bool vec = R % 4 == 0 && reinterpret_cast<uintptr_t>(p.dt_w) % 16 == 0;
+    float A2[kStepN];
+#pragma unroll
+    for (int n = 0; n < kStepN; ++n) A2[n] = p.A[d * kStepN + n] * kLog2e;
+    const float bias = p.bias ? p.bias[d] : 0.0f;
+    const float thr = p.thr ? p.thr[d] : -INFINITY;
+    const float dskip = p.Dskip ? p.Dskip[d] : 0.0f;
+    const In* low = p.low;
+    const float* w = p.dt_w + d * R;
+    float raw = 0.0f;
+    if (vec) {
+#pragma unroll 4  // loads of several groups in flight (the sum's order is unchanged)
+        for (int64_t r = 0; r < R; r += 4) {
+            const float4 wv = *reinterpret_cast<const float4*>(w + r);
+            raw = fmaf(step_in(low + r), wv.x, raw);
+            raw = fmaf(step_in(low + r + 1), wv.y, raw);
+            raw = fmaf(step_in(low + r + 2), wv.z, raw);
+            raw = fmaf(step_in(low + r + 3), wv.w, raw);
+        }
+    } else {
+        for (int64_t r = 0; r < R; ++r) raw = fmaf(step_in(low + r), w[r], raw);
+    }
+    const float xv = step_in(p.x + d);
+    const float zv = p.z ? step_in(p.z + d) : 0.0f;
+    float h[kStepN];
+    float4* hs = h_state ? reinterpret_cast<float4*>(h_state + d * kStepN) : nullptr;
+#pragma unroll
+    for (int q = 0; q < kStepN / 4; ++q) {
+        const float4 v = hs ? hs[q] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        h[4 * q] = v.x, h[4 * q + 1] = v.y, h[4 * q + 2] = v.z, h[4 * q + 3] = v.w;
+    }
+    bool kept;
+    const float dt = used_delta(raw, bias, p.softplus, thr, true, kept);
+    const float dtx = dt * xv;
+    float y = dskip * xv;
+#pragma unroll
+    for (int q = 0; q < kStepN / 4; ++q) {
+        const float b0 = step_in(p.B + 4 * q), b1 = step_in(p.B + 4 * q + 1), b2 = step_in(p.B + 4 * q + 2),
+                    b3 = step_in(p.B + 4 * q + 3);
+        const float c0 = step_in(p.C + 4 * q), c1 = step_in(p.C + 4 * q + 1), c2 = step_in(p.C + 4 * q + 2),
+                    c3 = step_in(p.C + 4 * q + 3);
+        const float e0 = exp2_scan<kFastExp>(dt * A2[4 * q + 0]);
+        const float e1 = exp2_scan<kFastExp>(dt * A2[4 * q + 1]);
+        const float e2 = exp2_scan<kFastExp>(dt * A2[4 * q + 2]);
+        const float e3 = exp2_scan<kFastExp>(dt * A2[4 * q + 3]);
+        h[4 * q + 0] = e0 * h[4 * q + 0] + dtx * b0;
+        h[4 * q + 1] = e1 * h[4 * q + 1] + dtx * b1;
+        h[4 * q + 2] = e2 * h[4 * q + 2] + dtx * b2;
+        h[4 * q + 3] = e3 * h[4 * q + 3] + dtx * b3;
+        y += c0 * h[4 * q + 0];
+        y += c1 * h[4 * q + 1];
+        y += c2 * h[4 * q + 2];
+        y += c3 * h[4 * q + 3];
+    }
+    if (p.z) y *= silu(zv);
+    if (p.y16)
+        p.y16[d] = f32_to_bf16_rn(y);
+    else
+        p.y[d] = y;
+    if (p.delta_out) p.delta_out[d] = dt;
+    if (!hs) return;
+#pragma unroll
+    for (int q = 0; q < kStepN / 4; ++q)
+        hs[q] = make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
+}
+
+}  // namespace mambascope::kernels::cuda::detail
