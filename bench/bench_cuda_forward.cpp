@@ -197,6 +197,8 @@ int main(int argc, char** argv) {
         // more bf16 rows A/B them: PDL "launch", "exit" and off ("0"), no prefetch, and Mamba-1's one-token
         // scan through m1_scan instead of m1_step; and the persistent decode kernel (Mamba-1, opt-in:
         // MAMBASCOPE_DECODE_PERSISTENT=1, docs/cuda.md) at 1 and 2 blocks per SM.
+        // "greedy on the GPU" rows take the next id from Decoder::step_greedy (the argmax in the step's
+        // graph, 4 bytes back) instead of the logits row and std::max_element on the host.
         struct DecodeCase {
             Precision prec;
             bool graph, filter;
@@ -206,6 +208,10 @@ int main(int argc, char** argv) {
         for (const DecodeCase dc :
              {DecodeCase{Precision::Fp32, true, false, "fp32, graph", nullptr},
               DecodeCase{Precision::Bf16, true, false, "bf16, graph", nullptr},
+              DecodeCase{Precision::Fp32, true, false, "fp32, graph, greedy on the GPU", nullptr},
+              DecodeCase{Precision::Bf16, true, false, "bf16, graph, greedy on the GPU", nullptr},
+              DecodeCase{Precision::Bf16, true, false, "bf16, persistent kernel, greedy on the GPU",
+                         "MAMBASCOPE_DECODE_PERSISTENT=1"},
               DecodeCase{Precision::Bf16, true, false, "bf16, persistent kernel",
                          "MAMBASCOPE_DECODE_PERSISTENT=1"},
               DecodeCase{Precision::Bf16, true, false, "bf16, persistent kernel, 2 blocks/SM",
@@ -251,7 +257,12 @@ int main(int argc, char** argv) {
             auto dec = detail::make_cuda_decoder(*m, st, dc.prec, dc.filter ? &f : nullptr);
             std::vector<float> logits;
             const auto w0 = std::chrono::steady_clock::now();
-            dec->step(1, logits);  // warm-up: records and instantiates the graph (reads the variables)
+            const bool greedy = std::string(dc.name).find("greedy on the GPU") != std::string::npos;
+            // warm-up: records and instantiates the graph (reads the variables); greedy: the greedy graph
+            if (greedy)
+                dec->step_greedy(1, 50277);
+            else
+                dec->step(1, logits);
             for (const std::string& v : vars) unsetenv(v.c_str());
             const double first_ms =
                 1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - w0).count();
@@ -259,20 +270,14 @@ int main(int argc, char** argv) {
             const auto t0 = std::chrono::steady_clock::now();
             int32_t next = 1;
             for (int i = 0; i < steps; ++i) {
-                dec->step(next, logits);
-                next = int32_t(std::max_element(logits.begin(), logits.begin() + 50277) - logits.begin());
+                if (greedy) {
+                    next = dec->step_greedy(next, 50277);
+                } else {
+                    dec->step(next, logits);
+                    next = int32_t(std::max_element(logits.begin(), logits.begin() + 50277) - logits.begin());
+                }
             }
             const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-            // The host's share of a step in this loop: copying the logits row out of pinned memory and the
-            // greedy argmax, timed alone on the same row.
-            std::vector<float> row(logits);
-            const auto h0 = std::chrono::steady_clock::now();
-            for (int i = 0; i < steps; ++i) {
-                logits.assign(row.begin(), row.end());
-                next = int32_t(std::max_element(logits.begin(), logits.begin() + 50277) - logits.begin());
-            }
-            const double host_ms =
-                1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - h0).count() / steps;
             const detail::DecodeGraphInfo gi = dec->graph_info();
             const std::string how =
                 gi.persistent ? "persistent kernel, " + std::to_string(gi.persistent_blocks) + " blocks"
@@ -281,10 +286,8 @@ int main(int argc, char** argv) {
                                     (gi.persistent_note.empty() || gi.persistent_note.rfind("opt-in", 0) == 0
                                          ? ""
                                          : "; not persistent: " + gi.persistent_note);
-            std::printf(
-                "%-12s decode (%s): %.3f ms/token, %.0f tok/s (first step %.1f ms; host copy + argmax "
-                "%.3f ms; %s)\n",
-                s.c_str(), dc.name, 1e3 * sec / steps, steps / sec, first_ms, host_ms, how.c_str());
+            std::printf("%-12s decode (%s): %.3f ms/token, %.0f tok/s (first step %.1f ms; %s)\n", s.c_str(),
+                        dc.name, 1e3 * sec / steps, steps / sec, first_ms, how.c_str());
             std::fflush(stdout);
         }
         m->device_weights.reset();

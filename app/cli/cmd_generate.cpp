@@ -69,10 +69,16 @@ int run_generate(const GenerateOptions& o) {
     if (!fr.note.empty()) std::fprintf(stderr, "note: %s\n", fr.note.c_str());
     Decoder decoder(*model, state, fr.backend == "cuda" ? Device::Cuda : Device::Cpu, opt.precision);
     std::vector<int32_t> out;
+    int32_t next = pick(logits, n, temperature, top_k, rng);
     for (int64_t i = 0; i < max_new; ++i) {
-        const int32_t next = pick(logits, n, temperature, top_k, rng);
         out.push_back(next);
-        if (i + 1 < max_new) decoder.step(next, logits);
+        if (i + 1 == max_new) break;
+        if (temperature <= 0) {
+            next = decoder.step_greedy(next, n);  // on cuda the argmax runs there: one id back, not the logits
+        } else {
+            decoder.step(next, logits);
+            next = pick(logits, n, temperature, top_k, rng);
+        }
     }
     const std::string text = tok->decode(out);
     std::fwrite(text.data(), 1, text.size(), stdout);

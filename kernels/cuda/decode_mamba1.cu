@@ -56,10 +56,11 @@ __device__ __forceinline__ Warp this_warp() {
 // step). Thread 0 of each block arrives with a release add (the block's writes, ordered before it by
 // __syncthreads, become visible at gpu scope) and spins on an acquire load, as cooperative groups' grid sync
 // does. Not compiled for the CPU emulation, which runs one phase per launch.
-__device__ __forceinline__ void grid_barrier(unsigned* counter, unsigned target) {
+__device__ __forceinline__ void grid_barrier(unsigned* counter, unsigned target, long long* end_clock) {
 #ifndef MAMBASCOPE_EMU
     __syncthreads();
     if (threadIdx.x == 0) {
+        if (end_clock && blockIdx.x == 0) *end_clock = clock64();
         asm volatile("red.release.gpu.global.add.u32 [%0], %1;\n" ::"l"(counter), "r"(1u) : "memory");
         unsigned seen;
         do {
@@ -68,7 +69,7 @@ __device__ __forceinline__ void grid_barrier(unsigned* counter, unsigned target)
     }
     __syncthreads();
 #else
-    (void)counter, (void)target;
+    (void)counter, (void)target, (void)end_clock;
 #endif
 }
 
@@ -220,7 +221,10 @@ __global__ void __launch_bounds__(kDecThreads, kMinBlocks)
     const int head_phase = 1 + static_cast<int>(a.n_layer) * kPhasesPerLayer;
     unsigned target = 0;
     for (int ph = phase_begin; ph < phase_end; ++ph) {
-        if (ph > phase_begin) grid_barrier(a.barrier, target += gridDim.x);
+        if (ph > phase_begin)
+            grid_barrier(a.barrier, target += gridDim.x,
+                         a.phase_clock ? a.phase_clock + 2 * ph - 1 : nullptr);
+        if (a.phase_clock && blockIdx.x == 0 && threadIdx.x == 0) a.phase_clock[2 * ph] = clock64();
         if (ph == 0) {  // the embedding; the first layer's in_proj rows on their way
             const int64_t id = *a.id;
             for (int64_t d = w.gw * 32 + w.lane; d < D; d += w.nw * 32) a.x[d] = a.embedding[id * D + d];
@@ -277,6 +281,10 @@ __global__ void __launch_bounds__(kDecThreads, kMinBlocks)
                 }
                 break;
         }
+    }
+    if (a.phase_clock) {  // the last phase's end
+        __syncthreads();
+        if (blockIdx.x == 0 && threadIdx.x == 0) a.phase_clock[2 * phase_end - 1] = clock64();
     }
 }
 
@@ -365,6 +373,10 @@ int resident_per_sm() {
     return std::min(fast, exact);
 }
 }  // namespace
+
+int decode_mamba1_phases(int64_t n_layer) {
+    return 2 + static_cast<int>(n_layer) * kPhasesPerLayer;
+}
 
 int decode_mamba1_blocks() {
     int dev = 0, sms = 0;

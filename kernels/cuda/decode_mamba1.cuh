@@ -57,6 +57,9 @@ struct Mamba1DecodeArgs {
     __nv_bfloat16* y16 = nullptr;               // (E) the scan's output
     float* logits = nullptr;                    // (V)
     unsigned* barrier = nullptr;                // one counter; decode_mamba1_step zeroes it on the stream
+    // optional (2 · decode_mamba1_phases): block 0's clock64() when each phase starts (after the barrier) and
+    // when its work ends (before the next barrier); bench_cuda_decode's phase table
+    long long* phase_clock = nullptr;
 };
 
 // Empty when decode_mamba1_step handles these shapes and pointers, else why not (the caller then keeps the
@@ -70,6 +73,9 @@ std::string decode_mamba1_unsupported(const Mamba1DecodeArgs& args,
 // with a copy of the kernel compiled to fit two), capped by the occupancy so that every block is resident at
 // once.
 int decode_mamba1_blocks();
+
+// The phases of one step: the embedding, 4 per layer, the head.
+int decode_mamba1_phases(int64_t n_layer);
 
 // One step on `stream`: zeroes the barrier counter, then the cooperative kernel. blocks: 0 = the default
 // grid (tests pass small grids, so that every warp loops over several rows and channels).

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "mambascope/decimamba.h"
+#include "mambascope/error.h"
 #include "mambascope/forward.h"
 #include "mambascope/model.h"
 #include "model/backend.h"
@@ -403,6 +404,65 @@ TEST(CudaForwardDevice, PersistentDecodeKernelEqualsTheStepGraphBitForBit) {
     EXPECT_FALSE(dec4->graph_info().persistent);
     EXPECT_NE(dec4->graph_info().persistent_note.find("multiple of 8"), std::string::npos)
         << dec4->graph_info().persistent_note;
+}
+
+// Greedy steps (docs/cuda.md, "Greedy steps"): step_greedy's ids equal std::max_element over the first n
+// logits of step() on a twin decoder (fp32 and bf16, a filter kept, n short of the padded rows), the twins'
+// states stay equal bit for bit, and interleaving step() and step_greedy() on one decoder (two graphs, one
+// state) changes nothing. Mamba-1 also through the persistent decode kernel (dt_rank 8).
+TEST_P(CudaForward, GreedyStepsEqualTheHostArgmaxOfTheLogits) {
+    if (!have_gpu()) GTEST_SKIP() << "no GPU";
+    ModelConfig c = cfg(GetParam());
+    if (GetParam() == Arch::Mamba1) c.dt_rank = 8;
+    auto m = random_model(c, 31);
+    auto x = ids(100);
+    DeltaFilter f;
+    f.threshold.assign(3, std::vector<float>(size_t(c.channels()), -INFINITY));
+    for (int64_t ch = 0; ch < c.channels(); ch += 3) f.threshold[1][size_t(ch)] = 0.02f;
+    ModelState st = make_state(*m);
+    run_prefill(*m, std::span<const int32_t>(x.data(), 100), st);
+    const int64_t n = m->vocab_rows() - 3;
+    std::vector<const char*> persistent = {"0"};
+    if (GetParam() == Arch::Mamba1) persistent.push_back("1");
+    for (Precision prec : {Precision::Fp32, Precision::Bf16})
+        for (const char* p : persistent) {
+            if (prec == Precision::Fp32 && std::string(p) == "1") continue;  // the persistent kernel is bf16
+            SCOPED_TRACE(std::string(precision_name(prec)) + " persistent=" + p);
+            setenv("MAMBASCOPE_DECODE_PERSISTENT", p, 1);
+            auto host = detail::make_cuda_decoder(*m, st, prec, &f);
+            auto dev = detail::make_cuda_decoder(*m, st, prec, &f);
+            std::vector<float> lg;
+            int32_t next = x[99], distinct = 0, prev = -1;
+            for (int t = 0; t < 60; ++t) {
+                host->step(next, lg);
+                const int32_t want = int32_t(std::max_element(lg.begin(), lg.begin() + n) - lg.begin());
+                int32_t got;
+                if (t % 7 == 3) {  // the logits graph on the greedy decoder too
+                    std::vector<float> lg2;
+                    dev->step(next, lg2);
+                    EXPECT_TRUE(lg2 == lg) << t;
+                    got = int32_t(std::max_element(lg2.begin(), lg2.begin() + n) - lg2.begin());
+                } else {
+                    got = dev->step_greedy(next, n);
+                }
+                ASSERT_EQ(got, want) << "step " << t;
+                distinct += got != prev, prev = got;
+                next = got;
+            }
+            unsetenv("MAMBASCOPE_DECODE_PERSISTENT");
+            EXPECT_GT(distinct, 3);  // not a constant sequence
+            EXPECT_EQ(dev->graph_info().persistent, std::string(p) == "1");
+            ModelState a = st, b = st;
+            host->download(a), dev->download(b);
+            EXPECT_EQ(b.tokens_seen, 160);
+            for (size_t l = 0; l < a.layers.size(); ++l) {
+                EXPECT_TRUE(a.layers[l].ssm == b.layers[l].ssm) << l;
+                EXPECT_TRUE(a.layers[l].conv == b.layers[l].conv) << l;
+            }
+        }
+    Decoder d(*m, st, Device::Cuda, Precision::Bf16);
+    EXPECT_THROW(d.step_greedy(1, 0), Error);
+    EXPECT_THROW(d.step_greedy(1, m->vocab_rows() + 1), Error);
 }
 
 INSTANTIATE_TEST_SUITE_P(Archs, CudaForward, ::testing::Values(Arch::Mamba1, Arch::Mamba2),

@@ -24,6 +24,7 @@
 #include "cpu/norm.h"
 #include "cpu/scan.h"
 #include "cpu/scan_ssd.h"
+#include "cuda/argmax.cuh"
 #include "cuda/conv1d_silu.cuh"
 #include "cuda/cuda_check.cuh"
 #include "cuda/decode_mamba1.cuh"
@@ -1689,3 +1690,44 @@ TEST(CudaGemm, Bf16OutputIsTheRoundedProductOfTheBf16Inputs) {
 }
 
 }  // namespace
+
+// The greedy argmax on the device (argmax.cuh) gives std::max_element's index on rows of the decode sizes and
+// on the edge cases: the maximum at the first and last index, ties (the first wins, also across threads and
+// warps), -inf everywhere but one, NaNs skipped, a NaN at x[0] (std::max_element then says 0), all NaN, n =
+// 1, and n shorter than the buffer (the padded vocabulary rows are not candidates).
+TEST(CudaArgmax, EqualsStdMaxElement) {
+    REQUIRE_GPU();
+    std::mt19937 rng(5);
+    const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+    std::vector<std::vector<float> > rows;
+    for (const int64_t n : {1, 7, 1024, 1025, 50277}) rows.push_back(randn(size_t(n), rng));
+    auto base = randn(5000, rng);
+    auto with = [&](std::initializer_list<std::pair<int64_t, float> > set) {
+        auto r = base;
+        for (const auto& [i, v] : set) r[size_t(i)] = v;
+        return r;
+    };
+    rows.push_back(with({{0, 50.0f}}));                                   // the first index
+    rows.push_back(with({{4999, 50.0f}}));                                // the last
+    rows.push_back(with({{3000, 50.0f}, {1000, 50.0f}, {2047, 50.0f}}));  // ties: 1000
+    rows.push_back(with({{33, 50.0f}, {1, 50.0f}}));                      // ties in one warp's slice: 1
+    rows.push_back(with({{0, 50.0f}, {17, 50.0f}}));                      // a tie with x[0]: 0
+    rows.push_back(with({{0, nan}, {10, 50.0f}}));                        // NaN first: 0
+    rows.push_back(with({{10, nan}, {11, inf}, {12, nan}}));              // NaNs skipped, +inf wins
+    rows.push_back(std::vector<float>(3000, -inf));                       // all -inf: 0
+    rows.back()[2999] = -1e30f;
+    rows.push_back(std::vector<float>(300, nan));  // all NaN: 0
+    Dev<int32_t> out(1);
+    for (size_t r = 0; r < rows.size(); ++r) {
+        const auto& x = rows[r];
+        for (const int64_t n : {int64_t(x.size()), std::max<int64_t>(1, int64_t(x.size()) - 3)}) {
+            Dev<float> dx(x);
+            kg::argmax(n, dx.p, out.p, nullptr);
+            const int32_t want = int32_t(std::max_element(x.begin(), x.begin() + n) - x.begin());
+            EXPECT_EQ(out.download()[0], want) << "row " << r << " n " << n;
+        }
+    }
+    EXPECT_THROW(
+        kg::argmax(0, out.p == nullptr ? nullptr : reinterpret_cast<const float*>(out.p), out.p, nullptr),
+        mambascope::Error);
+}

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <random>
+#include <set>
 
 #include "engine/tiny_model.h"
 #include "mambascope/error.h"
@@ -102,6 +103,34 @@ TEST_P(ForwardBothArchs, DecoderMatchesPrefillAndFallsBackToTheCpuWithANote) {
     EXPECT_EQ(dec.state().tokens_seen, 30);
     EXPECT_THROW(dec.step(9999, logits), Error);  // out-of-range id: a clear error, state untouched
     EXPECT_EQ(dec.state().tokens_seen, 30);
+}
+
+// Decoder::step_greedy on the CPU: the first index of the largest of logits [0, n) of the same step (a twin
+// decoder's step()), n short of the row so that a maximum in the tail is not taken; a bad n is a clear error
+// that leaves the state as it was.
+TEST_P(ForwardBothArchs, GreedyStepIsTheArgmaxOfTheStepsLogits) {
+    auto m = random_model(tiny(GetParam()), 15);
+    auto ids = random_ids(12, 37, 5);
+    ModelState st = make_state(*m);
+    run_prefill(*m, ids, st);
+    Decoder a(*m, st, Device::Cpu), b(*m, st, Device::Cpu);
+    const int64_t n = m->vocab_rows() - 5;
+    std::vector<float> logits;
+    int32_t next = ids.back();
+    std::set<int32_t> seen;
+    for (int t = 0; t < 25; ++t) {
+        a.step(next, logits);
+        const int32_t want = int32_t(std::max_element(logits.begin(), logits.begin() + n) - logits.begin());
+        const int32_t got = b.step_greedy(next, n);
+        ASSERT_EQ(got, want) << t;
+        seen.insert(got);
+        next = got;
+    }
+    EXPECT_GT(seen.size(), 2u);
+    EXPECT_THROW(b.step_greedy(next, 0), Error);
+    EXPECT_THROW(b.step_greedy(next, m->vocab_rows() + 1), Error);
+    EXPECT_EQ(b.state().tokens_seen, a.state().tokens_seen);
+    EXPECT_EQ(b.state().layers[0].ssm, a.state().layers[0].ssm);
 }
 
 TEST_P(ForwardBothArchs, MinusInfinityThresholdsLeaveTheModelVanilla) {

@@ -243,7 +243,11 @@ class Decoder {
     ~Decoder();
     Decoder(const Decoder&) = delete;
     Decoder& operator=(const Decoder&) = delete;
-    void step(int32_t id, std::vector<float>& logits);       // logits [V_rows] of the token after `id`
+    void step(int32_t id, std::vector<float>& logits);  // logits [V_rows] of the token after `id`
+    // Greedy decoding: the id of the largest logit in [0, n) of the token after `id` (the first among equal
+    // maxima, as std::max_element; 1 ≤ n ≤ V_rows). On the GPU the argmax runs there and only the id comes
+    // back (no logits row to the host: docs/cuda.md, "Greedy steps"); equal to argmax(step(id)).
+    int32_t step_greedy(int32_t id, int64_t n);
     ModelState state() const;                                // host copy of the current state
     const std::string& backend() const { return backend_; }  // "cpu" / "cuda"
     const std::string& note() const { return note_; }        // why a GPU request ran on the CPU

@@ -39,7 +39,10 @@ class DecoderBackend {
   public:
     virtual ~DecoderBackend() = default;
     virtual void step(int32_t id, std::vector<float>& logits) = 0;  // logits [V_rows] of the next token
-    virtual void download(ModelState& state) const = 0;             // host copy of the state
+    // Greedy: the argmax of the next token's logits over [0, n) (std::max_element's index), the logits left
+    // on the device. The default steps and takes the argmax on the host.
+    virtual int32_t step_greedy(int32_t id, int64_t n);
+    virtual void download(ModelState& state) const = 0;  // host copy of the state
     virtual DecodeGraphInfo graph_info() const { return {}; }
 };
 // The state is uploaded once; `model` must outlive the decoder.

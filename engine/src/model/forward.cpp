@@ -730,6 +730,24 @@ void Decoder::step(int32_t id, std::vector<float>& logits) {
         decode_step(model_, id, cpu_state_, logits);
 }
 
+int32_t Decoder::step_greedy(int32_t id, int64_t n) {
+    MS_CHECK(n >= 1 && n <= model_.vocab_rows(),
+             "step_greedy: the candidate count must be 1 to the logits row's length (" +
+                 std::to_string(model_.vocab_rows()) + "), not " + std::to_string(n));
+    if (gpu_) return gpu_->step_greedy(id, n);
+    std::vector<float> logits;
+    step(id, logits);
+    return static_cast<int32_t>(std::max_element(logits.begin(), logits.begin() + n) - logits.begin());
+}
+
+namespace detail {
+int32_t DecoderBackend::step_greedy(int32_t id, int64_t n) {
+    std::vector<float> logits;
+    step(id, logits);
+    return static_cast<int32_t>(std::max_element(logits.begin(), logits.begin() + n) - logits.begin());
+}
+}  // namespace detail
+
 ModelState Decoder::state() const {
     if (!gpu_) return cpu_state_;
     ModelState s = make_state(model_);

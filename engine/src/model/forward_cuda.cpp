@@ -25,6 +25,7 @@
 #ifdef MAMBASCOPE_HAVE_CUDA
 #include <cuda_runtime.h>
 
+#include "cuda/argmax.cuh"
 #include "cuda/conv1d_silu.cuh"
 #include "cuda/cuda_check.cuh"
 #include "cuda/decode_mamba1.cuh"
@@ -823,17 +824,20 @@ class CudaDecoder final : public DecoderBackend {
         use_graph_ = decode_graph_enabled();
     }
     ~CudaDecoder() override {
-        if (exec_) cudaGraphExecDestroy(exec_);
-        if (graph_) cudaGraphDestroy(graph_);
+        for (int slot = 0; slot < 2; ++slot) {
+            if (execs_[slot]) cudaGraphExecDestroy(execs_[slot]);
+            if (graphs_[slot]) cudaGraphDestroy(graphs_[slot]);
+        }
         if (stream_) cudaStreamDestroy(stream_);
         if (id_host_) cudaFreeHost(id_host_);
+        if (next_host_) cudaFreeHost(next_host_);
         if (logits_host_) cudaFreeHost(logits_host_);
     }
     void step(int32_t id, std::vector<float>& logits) override {
         const int32_t one[1] = {id};
         std::span<const int32_t> ids(one, 1);
         check_ids(model_, ids);
-        if (use_graph_ && !exec_) build_graph();
+        if (use_graph_ && !execs_[0]) build(0, 0);
         if (!use_graph_) {
             HeadRequest head;
             head.logits_positions = {state_.tokens_seen};
@@ -842,10 +846,31 @@ class CudaDecoder final : public DecoderBackend {
             return;
         }
         *id_host_ = id;
-        CUDA_CHECK(cudaGraphLaunch(exec_, stream_));
+        CUDA_CHECK(cudaGraphLaunch(execs_[0], stream_));
         CUDA_CHECK(cudaStreamSynchronize(stream_));
         logits.assign(logits_host_, logits_host_ + model_.vocab_rows());
         state_.tokens_seen += 1;
+    }
+    // Greedy steps (docs/cuda.md, "Greedy steps"): a second graph, the same step ending in the argmax kernel
+    // over logits [0, n) and a 4-byte copy instead of the logits row's. Built on the first greedy step (again
+    // if n changes); both graphs update the same device state.
+    int32_t step_greedy(int32_t id, int64_t n) override {
+        const int32_t one[1] = {id};
+        check_ids(model_, std::span<const int32_t>(one, 1));
+        MS_CHECK(n >= 1 && n <= model_.vocab_rows(), "step_greedy: candidate count out of range");
+        if (use_graph_ && (!execs_[1] || greedy_n_ != n)) {
+            if (execs_[1]) cudaGraphExecDestroy(execs_[1]);
+            if (graphs_[1]) cudaGraphDestroy(graphs_[1]);
+            execs_[1] = nullptr, graphs_[1] = nullptr;
+            build(1, n);
+            greedy_n_ = n;
+        }
+        if (!use_graph_) return DecoderBackend::step_greedy(id, n);  // the step, then the host's argmax
+        *id_host_ = id;
+        CUDA_CHECK(cudaGraphLaunch(execs_[1], stream_));
+        CUDA_CHECK(cudaStreamSynchronize(stream_));
+        state_.tokens_seen += 1;
+        return *next_host_;
     }
     void download(ModelState& state) const override { state_.download(state); }
     DecodeGraphInfo graph_info() const override { return info_; }
@@ -950,31 +975,33 @@ class CudaDecoder final : public DecoderBackend {
                      s);  // fp32, as the prefill's head
         }
         (void)C;
-        CUDA_CHECK(cudaMemcpyAsync(logits_host_, w.logits.ptr, size_t(V) * sizeof(float),
-                                   cudaMemcpyDeviceToHost, s));
+        record_tail();
+    }
+
+    // The step's last nodes: the logits row into pinned memory, or (a greedy graph) the argmax over logits
+    // [0, tail_n_) and its id.
+    void record_tail() {
+        if (tail_n_ > 0) {
+            kc::argmax(tail_n_, ws_.logits.ptr, next_id_.ptr, stream_);
+            CUDA_CHECK(
+                cudaMemcpyAsync(next_host_, next_id_.ptr, sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
+            return;
+        }
+        CUDA_CHECK(cudaMemcpyAsync(logits_host_, ws_.logits.ptr, size_t(model_.vocab_rows()) * sizeof(float),
+                                   cudaMemcpyDeviceToHost, stream_));
+    }
+
+    // Builds graph slot 0 (the logits row out) or 1 (greedy over [0, n)) into graphs_/execs_; leaves
+    // use_graph_ false when no graph could be captured.
+    void build(int slot, int64_t n) {
+        tail_n_ = n;
+        build_graph();
+        graphs_[slot] = graph_, execs_[slot] = exec_;
+        graph_ = nullptr, exec_ = nullptr;
     }
 
     void build_graph() {
-        const ModelConfig& c = model_.config;
-        DevModel& dm = device_model(model_);
-        const bool bf16 = opt_.precision == Precision::Bf16;
-        if (bf16) {
-            ensure_bf16_weights(model_, dm);
-            lm_head16_ = to_bf16_copy(dm.lm_head, model_.vocab_rows() * c.d_model, dm.stream);
-        }
-        CUDA_CHECK(cudaStreamSynchronize(dm.stream));
-        const int64_t D = c.d_model, E = c.d_inner, P = c.in_proj_rows(), CD = c.conv_dim();
-        const int64_t ldbc = c.arch == Arch::Mamba1 ? c.dt_rank + 2 * c.d_state : CD;
-        Workspace& w = ws_;
-        w.ids.resize(1), w.x.resize(size_t(D)), w.u.resize(size_t(D)), w.xn.resize(size_t(D));
-        w.proj.resize(size_t(P)), w.conv.resize(size_t(CD)), w.dbc.resize(size_t(ldbc));
-        w.dt.resize(size_t(E)), w.y.resize(size_t(E)), w.logits.resize(size_t(model_.vocab_rows()));
-        w.a16.resize(size_t(std::max({D, E, P, CD}))), w.u16.resize(size_t(D)), w.conv16.resize(size_t(CD));
-        w.y16.resize(size_t(E)), w.proj16.resize(size_t(P)), w.dbc16.resize(size_t(ldbc)),
-            w.dt16.resize(size_t(E));
-        CUDA_CHECK(cudaMallocHost(&id_host_, sizeof(int32_t)));
-        CUDA_CHECK(cudaMallocHost(&logits_host_, size_t(model_.vocab_rows()) * sizeof(float)));
-        CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+        prepare();
         std::string pdl_name;
         const PdlMode mode = decode_pdl_mode(&pdl_name);
         if (try_persistent()) return;
@@ -1001,6 +1028,34 @@ class CudaDecoder final : public DecoderBackend {
             }
         }
         CUDA_CHECK(cudaGraphInstantiate(&exec_, graph_, 0));
+    }
+
+    // Device weights, buffers, pinned memory and the stream, once per decoder.
+    void prepare() {
+        if (prepared_) return;
+        const ModelConfig& c = model_.config;
+        DevModel& dm = device_model(model_);
+        const bool bf16 = opt_.precision == Precision::Bf16;
+        if (bf16) {
+            ensure_bf16_weights(model_, dm);
+            lm_head16_ = to_bf16_copy(dm.lm_head, model_.vocab_rows() * c.d_model, dm.stream);
+        }
+        CUDA_CHECK(cudaStreamSynchronize(dm.stream));
+        const int64_t D = c.d_model, E = c.d_inner, P = c.in_proj_rows(), CD = c.conv_dim();
+        const int64_t ldbc = c.arch == Arch::Mamba1 ? c.dt_rank + 2 * c.d_state : CD;
+        Workspace& w = ws_;
+        w.ids.resize(1), w.x.resize(size_t(D)), w.u.resize(size_t(D)), w.xn.resize(size_t(D));
+        w.proj.resize(size_t(P)), w.conv.resize(size_t(CD)), w.dbc.resize(size_t(ldbc));
+        w.dt.resize(size_t(E)), w.y.resize(size_t(E)), w.logits.resize(size_t(model_.vocab_rows()));
+        w.a16.resize(size_t(std::max({D, E, P, CD}))), w.u16.resize(size_t(D)), w.conv16.resize(size_t(CD));
+        w.y16.resize(size_t(E)), w.proj16.resize(size_t(P)), w.dbc16.resize(size_t(ldbc)),
+            w.dt16.resize(size_t(E));
+        CUDA_CHECK(cudaMallocHost(&id_host_, sizeof(int32_t)));
+        CUDA_CHECK(cudaMallocHost(&next_host_, sizeof(int32_t)));
+        CUDA_CHECK(cudaMallocHost(&logits_host_, size_t(model_.vocab_rows()) * sizeof(float)));
+        next_id_.resize(1);
+        CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+        prepared_ = true;
     }
 
     // The persistent decode kernel (docs/cuda.md, "The persistent decode kernel"): the step graph becomes
@@ -1052,13 +1107,11 @@ class CudaDecoder final : public DecoderBackend {
             return false;
         }
         const int blocks = kc::decode_mamba1_blocks();
-        const int64_t V = model_.vocab_rows();
         const bool captured = capture([&] {
             CUDA_CHECK(
                 cudaMemcpyAsync(w.ids.ptr, id_host_, sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
             kc::decode_mamba1_step(a, stream_, blocks);
-            CUDA_CHECK(cudaMemcpyAsync(logits_host_, w.logits.ptr, size_t(V) * sizeof(float),
-                                       cudaMemcpyDeviceToHost, stream_));
+            record_tail();
         });
         if (captured && cudaGraphInstantiate(&exec_, graph_, 0) == cudaSuccess) {
             info_.persistent = true;
@@ -1112,8 +1165,15 @@ class CudaDecoder final : public DecoderBackend {
     DevBuf<unsigned> barrier_;              // its grid barrier's counter
     int32_t* id_host_ = nullptr;            // pinned: the graph's H2D copy reads the id from here
     float* logits_host_ = nullptr;          // pinned: the graph's D2H copy writes the logits here
-    cudaGraph_t graph_ = nullptr;
+    cudaGraph_t graph_ = nullptr;           // the graph being built (build() moves it into graphs_)
     cudaGraphExec_t exec_ = nullptr;
+    cudaGraph_t graphs_[2] = {};  // slot 0: the logits row out; slot 1: greedy (the argmax's id out)
+    cudaGraphExec_t execs_[2] = {};
+    int64_t greedy_n_ = 0;  // the candidate count slot 1 was built for
+    int64_t tail_n_ = 0;    // while building: 0 = the logits row out, n = greedy over [0, n)
+    bool prepared_ = false;
+    DevBuf<int32_t> next_id_;       // the argmax's output
+    int32_t* next_host_ = nullptr;  // pinned: the greedy graph copies the next id here
     DecodeGraphInfo info_;
 };
 

@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>  // types only (dim3, float4, cudaError_t)
 #include <algorithm>
 #include <barrier>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -44,6 +45,11 @@ struct EmuBlock {
     double slots[1024];
 };
 inline EmuBlock* emu_cur = nullptr;
+
+// The SM cycle counter: a host clock (the decode kernel's optional phase stamps; tests do not read them).
+inline long long clock64() {
+    return static_cast<long long>(std::chrono::steady_clock::now().time_since_epoch().count());
+}
 
 inline void __syncthreads() {
     emu_cur->block->arrive_and_wait();
