@@ -272,7 +272,7 @@ int main(int argc, char** argv) {
             if (want) bench(s), bench_decoder(s);
         }
     } catch (const mambascope::Error& e) {
-        std::fprintf(stderr, "bench_cuda_decode: %s\n", e.what());
+        std::fprintf(stderr, "bench_cuda_decode: %s\n", mambascope::describe(e).c_str());
         return 1;
     }
     return 0;

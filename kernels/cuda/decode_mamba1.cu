@@ -79,11 +79,11 @@ __device__ __forceinline__ void prefetch_floats(const float* p, int64_t first, i
         prefetch_l2(p + first, static_cast<unsigned>(count * static_cast<int64_t>(sizeof(float))));
 }
 
-// Lane j < count of the warp starts the warp's row number first + j of W (N × K bf16) into L2.
-__device__ __forceinline__ void prefetch_rows(const __nv_bfloat16* W, int64_t N, int64_t K, const Warp& w,
-                                              int first, int count) {
-    if (w.lane >= count) return;
-    const int64_t n = w.gw + static_cast<int64_t>(first + w.lane) * w.nw;
+// The warp's first kRowsAhead rows of W (N × K bf16), lane j starting row gw + j·nw, into L2 (a phase ahead
+// of rows_loop, which keeps kRowsAhead rows ahead from there on).
+__device__ __forceinline__ void prefetch_rows(const __nv_bfloat16* W, int64_t N, int64_t K, const Warp& w) {
+    if (w.lane >= kRowsAhead) return;
+    const int64_t n = w.gw + static_cast<int64_t>(w.lane) * w.nw;
     if (n < N) prefetch_l2(W + n * K, static_cast<unsigned>(K * static_cast<int64_t>(sizeof(__nv_bfloat16))));
 }
 
@@ -228,7 +228,7 @@ __global__ void __launch_bounds__(kDecThreads, kMinBlocks)
         if (ph == 0) {  // the embedding; the first layer's in_proj rows on their way
             const int64_t id = *a.id;
             for (int64_t d = w.gw * 32 + w.lane; d < D; d += w.nw * 32) a.x[d] = a.embedding[id * D + d];
-            prefetch_rows(a.layers[0].in_proj, 2 * E, D, w, 0, kRowsAhead);
+            prefetch_rows(a.layers[0].in_proj, 2 * E, D, w);
             prefetch_conv(a.layers[0], E, w);
             continue;
         }
@@ -242,8 +242,8 @@ __global__ void __launch_bounds__(kDecThreads, kMinBlocks)
         switch ((ph - 1) % kPhasesPerLayer) {
             case 0: {  // RMSNorm + in_proj + the conv; x_proj's and out_proj's rows and this warp's channels'
                        // per-channel vectors on their way (read two and three phases on)
-                prefetch_rows(L.x_proj, NB, E, w, 0, kRowsAhead);
-                prefetch_rows(L.out_proj, D, E, w, 0, kRowsAhead);
+                prefetch_rows(L.x_proj, NB, E, w);
+                prefetch_rows(L.out_proj, D, E, w);
                 const int64_t c0 = w.gw * 32;
                 if (w.lane == 0 && c0 < E) {
                     const int64_t rows = E - c0 < 32 ? E - c0 : 32;
@@ -274,10 +274,10 @@ __global__ void __launch_bounds__(kDecThreads, kMinBlocks)
             default:  // out_proj + the residual; the next layer's (or the head's) first rows on their way
                 rows_phase(D, E, L.out_proj, a.y16, a.x, 1.0f, w);
                 if (l + 1 < a.n_layer) {
-                    prefetch_rows(a.layers[l + 1].in_proj, 2 * E, D, w, 0, kRowsAhead);
+                    prefetch_rows(a.layers[l + 1].in_proj, 2 * E, D, w);
                     prefetch_conv(a.layers[l + 1], E, w);
                 } else {
-                    prefetch_rows(a.head, a.V, D, w, 0, kRowsAhead);
+                    prefetch_rows(a.head, a.V, D, w);
                 }
                 break;
         }
@@ -286,10 +286,6 @@ __global__ void __launch_bounds__(kDecThreads, kMinBlocks)
         __syncthreads();
         if (blockIdx.x == 0 && threadIdx.x == 0) a.phase_clock[2 * phase_end - 1] = clock64();
     }
-}
-
-int phases_of(const Mamba1DecodeArgs& a) {
-    return 2 + static_cast<int>(a.n_layer) * kPhasesPerLayer;
 }
 
 size_t smem_of(const Mamba1DecodeArgs& a) {
@@ -307,7 +303,7 @@ int blocks_per_sm_asked() {
 
 template <bool kFastExp, int kMinBlocks>
 void launch(const Mamba1DecodeArgs& a, cudaStream_t stream, int blocks) {
-    const int phases = phases_of(a);
+    const int phases = decode_mamba1_phases(a.n_layer);
     const size_t smem = smem_of(a);
 #ifdef MAMBASCOPE_EMU
     // the CPU emulation runs blocks one after another, so a grid barrier cannot work: one launch per phase

@@ -730,6 +730,14 @@ void Decoder::step(int32_t id, std::vector<float>& logits) {
         decode_step(model_, id, cpu_state_, logits);
 }
 
+namespace {
+// Greedy's next id on the host: std::max_element over logits [0, n) (the semantics kernels/cuda/argmax.cuh
+// reproduces on the GPU).
+int32_t host_argmax(const std::vector<float>& logits, int64_t n) {
+    return static_cast<int32_t>(std::max_element(logits.begin(), logits.begin() + n) - logits.begin());
+}
+}  // namespace
+
 int32_t Decoder::step_greedy(int32_t id, int64_t n) {
     MS_CHECK(n >= 1 && n <= model_.vocab_rows(),
              "step_greedy: the candidate count must be 1 to the logits row's length (" +
@@ -737,14 +745,14 @@ int32_t Decoder::step_greedy(int32_t id, int64_t n) {
     if (gpu_) return gpu_->step_greedy(id, n);
     std::vector<float> logits;
     step(id, logits);
-    return static_cast<int32_t>(std::max_element(logits.begin(), logits.begin() + n) - logits.begin());
+    return host_argmax(logits, n);
 }
 
 namespace detail {
 int32_t DecoderBackend::step_greedy(int32_t id, int64_t n) {
     std::vector<float> logits;
     step(id, logits);
-    return static_cast<int32_t>(std::max_element(logits.begin(), logits.begin() + n) - logits.begin());
+    return host_argmax(logits, n);
 }
 }  // namespace detail
 
