@@ -9,7 +9,10 @@
 #   4. bench_cuda_forward bf16 prefill of mamba-130m and mamba-1.4b per setting;
 #   5. summary.txt: our times / mamba_ssm's per shape and setting;
 #   6. Nsight Compute: occupancy, registers and warp stall reasons of m1_chunk_states and m1_scan (one mamba-130m
-#      bf16 prefill of 16k tokens, first layer), default setting.
+#      bf16 prefill of 16k tokens, first layer), per setting in PROFILE_SETTINGS (default "-"), with the
+#      special-function (xu) and FMA pipes' share of their peak and the stall reasons per issued instruction;
+#   7. sass_summary.txt: SASS instructions and MUFU ops per Mamba-1 scan kernel (cuobjdump).
+# SETTING_TESTS=0 skips the per-setting test runs of step 2; FORWARD_SETTINGS (default SETTINGS) limits step 4.
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -26,7 +29,7 @@ timeout 200 build-gpu/tests/mambascope_cuda_tests 2>&1 | tee "$OUT/cuda_tests.lo
   grep -E "^\[  (PASSED|FAILED) |Failure" | head -30
 settings="${SETTINGS:-MAMBASCOPE_M1_RING=0 -}"
 envof() { [ "$1" = "-" ] && return; echo "$1" | tr ',' ' '; }
-for st in $settings; do
+[ "${SETTING_TESTS:-1}" = 0 ] || for st in $settings; do
   env $(envof "$st") timeout 100 build-gpu/tests/mambascope_cuda_tests --gtest_filter='CudaScanMamba1*:CudaForward*' \
     2>&1 | grep -E "^\[  (PASSED|FAILED) |Failure" | sed "s/^/$st: /" | tee -a "$OUT/cuda_tests.log" | head -10
 done
@@ -42,7 +45,7 @@ done
 echo "scan benches done: $(elapsed) s"
 
 {
-  for st in $settings; do
+  for st in ${FORWARD_SETTINGS:-$settings}; do
     echo "-- $st"
     env $(envof "$st") BENCH_FORWARD_MODES=bf16 BENCH_FORWARD_NO_DECODE=1 timeout 150 \
       build-gpu/bench/bench_cuda_forward mamba-130m mamba-1.4b 2>&1
@@ -58,14 +61,41 @@ for st in $settings; do
   python3 "$(dirname "${BASH_SOURCE[0]}")/m1_scan_vs_mamba_ssm.py" "$OUT/mamba_ssm_fwd.json" "/tmp/scan_$i.txt"
 done | tee "$OUT/summary.txt"
 
+CUOBJDUMP=$(command -v cuobjdump || ls /usr/local/cuda/bin/cuobjdump 2>/dev/null | head -1)
+if [ -n "$CUOBJDUMP" ]; then
+  "$CUOBJDUMP" -sass build-gpu/kernels/CMakeFiles/mambascope_kernels_cuda.dir/cuda/scan_mamba1.cu.o > /tmp/scan.sass 2>&1
+  python3 - /tmp/scan.sass <<'PY' | tee "$OUT/sass_summary.txt"
+import re, sys, collections
+fn, counts = None, collections.OrderedDict()
+for line in open(sys.argv[1]):
+    m = re.search(r"Function : (\S+)", line)
+    if m:
+        fn = m.group(1); counts[fn] = collections.Counter(); continue
+    m = re.match(r"\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", line)
+    if fn and m:
+        op = m.group(1).split(".")[0]
+        counts[fn]["all"] += 1; counts[fn][op] += 1
+print("kernel (demangled template arguments)                          SASS  MUFU  FFMA  FMUL  FADD  IMAD")
+for fn, c in counts.items():
+    if "m1_" not in fn: continue
+    name = re.sub(r"_ZN.*?(m1_\w+?)I", r"\1<", fn)[:62]
+    print(f"{name:62s} {c['all']:5d} {c['MUFU']:5d} {c['FFMA']:5d} {c['FMUL']:5d} {c['FADD']:5d} {c['IMAD']:5d}")
+PY
+fi
+
 find_ncu
 if [ -n "$NCU" ] && [ "${SKIP_PROFILE:-0}" != 1 ]; then
-  echo "== m1_chunk_states / m1_scan: occupancy, registers, stall reasons (mamba-130m bf16, 16k, first layer)"
-  BENCH_FORWARD_PROFILE=16384 timeout 150 "$NCU" --clock-control none --kernel-name regex:'m1_(scan|chunk_states)' \
-    --launch-count 2 --section LaunchStats --section Occupancy --section WarpStateStats --section SchedulerStats \
-    --section ComputeWorkloadAnalysis build-gpu/bench/bench_cuda_forward mamba-130m 2>&1 | sed "s|$PWD/||g" \
-    > "$OUT/profile_m1_detail.txt"
-  grep -E "m1_|Registers|Achieved Occupancy|Theoretical Occupancy|Stall|Warp Cycles|Issued Warp|Eligible|No Eligible|Pipe|Duration" \
-    "$OUT/profile_m1_detail.txt" | head -70
+  : > "$OUT/profile_m1_detail.txt"
+  for st in ${PROFILE_SETTINGS:--}; do
+    echo "== m1_chunk_states / m1_scan ($st): occupancy, pipes, stall reasons (mamba-130m bf16, 16k, first layer)"
+    echo "-- $st" >> "$OUT/profile_m1_detail.txt"
+    env $(envof "$st") BENCH_FORWARD_PROFILE=16384 timeout 150 "$NCU" --clock-control none \
+      --kernel-name regex:'m1_(scan|chunk_states)' --launch-count 2 --section LaunchStats --section Occupancy \
+      --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
+      --metrics sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active,sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_alu.avg.pct_of_peak_sustained_active,smsp__average_warps_issue_stalled_math_pipe_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_mio_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_short_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_wait_per_issue_active.ratio,smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio,smsp__average_warps_issue_stalled_not_selected_per_issue_active.ratio,smsp__average_warps_issue_stalled_dispatch_stall_per_issue_active.ratio,gpu__time_duration.sum \
+      build-gpu/bench/bench_cuda_forward mamba-130m 2>&1 | sed "s|$PWD/||g" >> "$OUT/profile_m1_detail.txt"
+  done
+  grep -E "^-- |m1_|Registers|Achieved Occupancy|Warp Cycles|Issued Warp|Eligible Warps|pipe_|stalled|duration" \
+    "$OUT/profile_m1_detail.txt" | sed 's/  */ /g' | head -120
 fi
 echo "total: $(elapsed) s"
