@@ -55,43 +55,6 @@ __device__ __forceinline__ float exp2_scan(float x) {
         return exp2_accurate(x);
 }
 
-// min/max that return NaN when either operand is NaN (PTX max.NaN, sm_80+; fmaxf would drop the NaN).
-__device__ __forceinline__ float fmax_nan(float a, float b) {
-    float r;
-    asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-    return r;
-}
-__device__ __forceinline__ float fmin_nan(float a, float b) {
-    float r;
-    asm("min.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-    return r;
-}
-
-// 2^x on the FMA pipe, no MUFU op: the scans take 16 exp2 per (token, channel) and the special-function unit
-// gives 16 per SM and clock against the FMA pipe's 128, so moving a few states' exp2 here evens out the two
-// pipes (docs/cuda.md, "exp2 on the FMA pipe"). x is clamped to [−126, 127] (so 2^x below 2^−126 comes out as
-// 2^−126 ≈ 1.2e−38, not 0; NaN stays NaN), split as x = j + f with j = round(x) and |f| ≤ 1/2 (adding
-// 1.5·2^23 rounds to an integer and leaves j in the low mantissa bits), 2^f = 1 + f·P(f) with Cephes exp2f's
-// degree-5 minimax P (relative error ≤ 7.7e-8 over [−126, 20] measured against double exp2 in float32
-// arithmetic, below MUFU ex2.approx's ≈ 2 ulp; near x = 0 correctly rounded), and 2^j built as the float
-// bits (j + 127)·2^23 (one integer multiply-add: the rounding constant's own bits shift out) times 2^f.
-// 13 instructions (2 clamps, 3 FADD, 6 FFMA, IMAD, FMUL) on the FMA and integer pipes.
-__device__ __forceinline__ float exp2_poly(float x) {
-    constexpr float kRound = 12582912.0f;  // 1.5·2^23
-    const float xc = fmin_nan(fmax_nan(x, -126.0f), 127.0f);
-    const float s = xc + kRound;
-    const float j = s - kRound;
-    const float f = xc - j;
-    float p = 1.535336188319500e-4f;
-    p = fmaf(p, f, 1.339887440266574e-3f);
-    p = fmaf(p, f, 9.618437357674640e-3f);
-    p = fmaf(p, f, 5.550332471162809e-2f);
-    p = fmaf(p, f, 2.402264791363012e-1f);
-    p = fmaf(p, f, 6.931472028550421e-1f);
-    p = fmaf(p, f, 1.0f);
-    return p * __uint_as_float((__float_as_uint(s) << 23) + 0x3f800000u);
-}
-
 // ln(x) for x > 0 (normal), with rounding-level absolute error near 1 (where lg2.approx's 2^-22 absolute
 // error would dominate a small log): series in u = x − 1 (exact subtraction) for |u| < 1/16, truncation <
 // 1e-9.

@@ -152,19 +152,9 @@ __device__ __forceinline__ void m1_ring_take(const Params<__nv_bfloat16>& p, M1R
     }
 }
 
-// exp2 of state n: the last kPoly states on the FMA pipe (exp2_poly, fast-exp scans only), the others by
-// exp2_scan. The MUFU gives 16 exp2 per SM and clock, the FMA pipe 128 instructions; a state on the FMA pipe
-// costs 13 instructions instead of one MUFU op (docs/cuda.md, "exp2 on the FMA pipe"). n is a constant after
-// the unrolled loops, so the choice costs nothing.
-template <bool kFastExp, int kPoly>
-__device__ __forceinline__ float m1_exp2(float x, int n) {
-    if (kFastExp && n >= kM1N - kPoly) return exp2_poly(x);
-    return exp2_scan<kFastExp>(x);
-}
-
 // Pass 1: every chunk but the last, from a zero state: the chunk's end state and Σ Δ'.
 // grid (ceil(E/128), chunks-1). local_end (chunks, E, N), dsum (chunks, E).
-template <bool kFastExp, typename In, int kPoly = 0>
+template <bool kFastExp, typename In>
 __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
     m1_chunk_states(Params<In> p, float* __restrict__ local_end, float* __restrict__ dsum_out) {
     __shared__ __align__(16) float sB[kM1Tile][kM1N];
@@ -223,14 +213,10 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
 #pragma unroll
             for (int q = 0; q < kM1N / 4; ++q) {
                 const float4 b = b4[q];
-                h[4 * q + 0] =
-                    m1_exp2<kFastExp, kPoly>(dt * A2[4 * q + 0], 4 * q + 0) * h[4 * q + 0] + dtx * b.x;
-                h[4 * q + 1] =
-                    m1_exp2<kFastExp, kPoly>(dt * A2[4 * q + 1], 4 * q + 1) * h[4 * q + 1] + dtx * b.y;
-                h[4 * q + 2] =
-                    m1_exp2<kFastExp, kPoly>(dt * A2[4 * q + 2], 4 * q + 2) * h[4 * q + 2] + dtx * b.z;
-                h[4 * q + 3] =
-                    m1_exp2<kFastExp, kPoly>(dt * A2[4 * q + 3], 4 * q + 3) * h[4 * q + 3] + dtx * b.w;
+                h[4 * q + 0] = exp2_scan<kFastExp>(dt * A2[4 * q + 0]) * h[4 * q + 0] + dtx * b.x;
+                h[4 * q + 1] = exp2_scan<kFastExp>(dt * A2[4 * q + 1]) * h[4 * q + 1] + dtx * b.y;
+                h[4 * q + 2] = exp2_scan<kFastExp>(dt * A2[4 * q + 2]) * h[4 * q + 2] + dtx * b.z;
+                h[4 * q + 3] = exp2_scan<kFastExp>(dt * A2[4 * q + 3]) * h[4 * q + 3] + dtx * b.w;
             }
         }
     }
@@ -282,7 +268,7 @@ __global__ void __launch_bounds__(kCombineThreads)
 // probes. grid (ceil(E/128), chunks). h_start (chunks, E, N); h_final (E, N) or null.
 // kLowRankDt: Δ's pre-activation from dt_proj's low-rank input (single pass only; see
 // Mamba1ScanArgs::dt_proj_w).
-template <bool kProbes, bool kFastExp, typename In, bool kLowRankDt = false, int kPoly = 0>
+template <bool kProbes, bool kFastExp, typename In, bool kLowRankDt = false>
 __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
     m1_scan(Params<In> p, const float* h_start, float* h_final, ScanProbes probes) {  // may alias (1 pass)
     __shared__ __align__(16) float sB[kM1Tile][kM1N];
@@ -373,10 +359,10 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
 #pragma unroll
             for (int q = 0; q < kM1N / 4; ++q) {
                 const float4 b = b4[q], cc = c4[q];
-                const float e0 = m1_exp2<kFastExp, kPoly>(dt * A2[4 * q + 0], 4 * q + 0);
-                const float e1 = m1_exp2<kFastExp, kPoly>(dt * A2[4 * q + 1], 4 * q + 1);
-                const float e2 = m1_exp2<kFastExp, kPoly>(dt * A2[4 * q + 2], 4 * q + 2);
-                const float e3 = m1_exp2<kFastExp, kPoly>(dt * A2[4 * q + 3], 4 * q + 3);
+                const float e0 = exp2_scan<kFastExp>(dt * A2[4 * q + 0]);
+                const float e1 = exp2_scan<kFastExp>(dt * A2[4 * q + 1]);
+                const float e2 = exp2_scan<kFastExp>(dt * A2[4 * q + 2]);
+                const float e3 = exp2_scan<kFastExp>(dt * A2[4 * q + 3]);
                 h[4 * q + 0] = e0 * h[4 * q + 0] + dtx * b.x;
                 h[4 * q + 1] = e1 * h[4 * q + 1] + dtx * b.y;
                 h[4 * q + 2] = e2 * h[4 * q + 2] + dtx * b.z;
@@ -479,40 +465,6 @@ bool m1_step_enabled() {
     return !(e && std::string(e) == "0");
 }
 
-// States per thread whose exp2 runs on the FMA pipe in pass 1 and pass 3 of a fast-exp scan (m1_exp2).
-// MAMBASCOPE_M1_POLY1 / MAMBASCOPE_M1_POLY3 = 0, 2 or 4 override the defaults (A/B runs, the tests); read at
-// each call.
-constexpr int kM1PolyPass1 = 0;
-constexpr int kM1PolyPass3 = 0;
-int m1_poly(const char* name, int fallback) {
-    const char* e = std::getenv(name);
-    if (!e) return fallback;
-    const std::string v(e);
-    if (v == "0") return 0;
-    if (v == "2") return 2;
-    if (v == "4") return 4;
-    throw Error(std::string(name) + "=" + v + " is not one of 0, 2, 4",
-                "it sets how many of a channel's 16 states take exp2 on the FMA pipe (docs/cuda.md)");
-}
-
-template <bool kFastExp, typename In>
-auto pass1_kernel(int poly) {
-    if constexpr (kFastExp) {
-        if (poly == 2) return m1_chunk_states<true, In, 2>;
-        if (poly == 4) return m1_chunk_states<true, In, 4>;
-    }
-    return m1_chunk_states<kFastExp, In, 0>;
-}
-
-template <bool kProbes, bool kFastExp, typename In>
-auto pass3_kernel(int poly) {
-    if constexpr (kFastExp) {
-        if (poly == 2) return m1_scan<kProbes, true, In, false, 2>;
-        if (poly == 4) return m1_scan<kProbes, true, In, false, 4>;
-    }
-    return m1_scan<kProbes, kFastExp, In, false, 0>;
-}
-
 // Blocks of the pass-3 kernel that fit on the whole GPU at once (one wave).
 int64_t resident_blocks() {
     static thread_local int cached_device = -1;
@@ -581,8 +533,6 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
         CUDA_CHECK(cudaGetLastError());
         return;
     }
-    const int poly1 = m1_poly("MAMBASCOPE_M1_POLY1", kM1PolyPass1);
-    const int poly3 = m1_poly("MAMBASCOPE_M1_POLY3", kM1PolyPass3);
     const dim3 block(kM1Threads);
     const unsigned cblocks = static_cast<unsigned>((a.E + kM1Threads - 1) / kM1Threads);
 
@@ -603,8 +553,10 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
         float* dsum = reinterpret_cast<float*>(static_cast<char*>(workspace) + 2 * states);
 
         const dim3 grid1(cblocks, static_cast<unsigned>(plan.chunks - 1));
-        const auto pass1 = a.fast_exp ? pass1_kernel<true, In>(poly1) : pass1_kernel<false, In>(poly1);
-        pass1<<<grid1, block, 0, stream>>>(p, local_end, dsum);
+        if (a.fast_exp)
+            m1_chunk_states<true, In><<<grid1, block, 0, stream>>>(p, local_end, dsum);
+        else
+            m1_chunk_states<false, In><<<grid1, block, 0, stream>>>(p, local_end, dsum);
         CUDA_CHECK(cudaGetLastError());
         const int64_t n_states = a.E * kM1N;
         m1_combine<<<static_cast<unsigned>((n_states + kCombineThreads - 1) / kCombineThreads),
@@ -614,11 +566,10 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
     }
     const dim3 grid(cblocks, static_cast<unsigned>(plan.chunks));
     // The fused dt_proj (decode steps, one short pass) keeps the default register budget.
-    auto pass3 =
-        a.dt_proj_w ? (a.fast_exp ? m1_scan<false, true, In, true> : m1_scan<false, false, In, true>)
-        : a.probes.any()
-            ? (a.fast_exp ? pass3_kernel<true, true, In>(poly3) : pass3_kernel<true, false, In>(poly3))
-            : (a.fast_exp ? pass3_kernel<false, true, In>(poly3) : pass3_kernel<false, false, In>(poly3));
+    auto pass3 = a.dt_proj_w ? (a.fast_exp ? m1_scan<false, true, In, true> : m1_scan<false, false, In, true>)
+                 : a.probes.any()
+                     ? (a.fast_exp ? m1_scan<true, true, In, false> : m1_scan<true, false, In, false>)
+                     : (a.fast_exp ? m1_scan<false, true, In, false> : m1_scan<false, false, In, false>);
     if (a.dt_proj_w) pdl_register(pass3);
     pass3<<<grid, block, 0, stream>>>(p, h_start, a.h, a.probes);
     CUDA_CHECK(cudaGetLastError());

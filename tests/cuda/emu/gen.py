@@ -6,8 +6,6 @@ out = sys.argv[2].rstrip('/') + '/'
 dm = open(src + 'device_math.cuh').read()
 dm = dm.replace('asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));', 'r = std::exp2(x); if (std::fabs(r) < 1.17549435e-38f) r = 0.0f;')
 dm = dm.replace('asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));', 'r = std::log2(x);')
-dm = dm.replace('asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));', 'r = (a != a || b != b) ? NAN : std::fmax(a, b);')
-dm = dm.replace('asm("min.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));', 'r = (a != a || b != b) ? NAN : std::fmin(a, b);')
 # cp.async (global -> shared, completes by cp_async_wait_all) becomes an immediate copy; commit/wait are no-ops.
 dm = re.sub(r'(void cp_async_f32\(float\* dst_smem, const float\* src, bool valid\) \{).*?\n\}',
             r'\1\n    *dst_smem = valid ? *src : 0.0f;\n}', dm, flags=re.S)
