@@ -152,11 +152,72 @@ __device__ __forceinline__ void m1_ring_take(const Params<__nv_bfloat16>& p, M1R
     }
 }
 
-// Pass 1: every chunk but the last, from a zero state: the chunk's end state and Σ Δ'.
+// One channel's probes over one chunk (scan_probes.cuh), in the order both passes take them: per token
+// token() after the state update (esum = Σ_n 2^(Δ'·A2_n), summed as (e0 + e1) + (e2 + e3) per group of 4),
+// end_tile() after each tile, add_to() once at the end. So pass 1 and pass 3 give the same sums bit for bit.
+// The log-decay probe multiplies each token's mean decay into `prod` and takes one log per tile (or when the
+// product gets small), instead of one log per token: same float rounding per token, a fraction of the MUFU
+// and FMA work.
+struct M1Probes {
+    double dsum = 0.0, logdecay = 0.0;
+    long long kept = 0;
+    float tile_dsum = 0.0f, prod = 1.0f;
+    // prod ≥ this before a multiply by a mean > 1e-30 stays normal.
+    static constexpr float kProdFlush = 1e-7f;
+
+    __device__ __forceinline__ void token(float dt, bool kept_token, float esum, const float (&A2)[kM1N],
+                                          float a2max) {
+        tile_dsum += dt;
+        kept += kept_token ? 1 : 0;
+        // ln(mean_n 2^(Δ'·A2_n)); when every term underflows, shift by the slowest state first.
+        const float mean = esum * (1.0f / kM1N);
+        if (mean > 1e-30f) {
+            if (prod < kProdFlush) {
+                logdecay += static_cast<double>(ln_near1(prod));
+                prod = 1.0f;
+            }
+            prod *= mean;
+        } else {
+            const float shift = dt * a2max;
+            float s = 0.0f;
+#pragma unroll
+            for (int n = 0; n < kM1N; ++n) s += ex2_approx(dt * A2[n] - shift);
+            logdecay += static_cast<double>((shift + lg2_approx(s * (1.0f / kM1N))) * kLn2);
+        }
+    }
+    __device__ __forceinline__ void end_tile() {
+        dsum += tile_dsum;
+        tile_dsum = 0.0f;
+        if (prod != 1.0f) {
+            logdecay += static_cast<double>(ln_near1(prod));
+            prod = 1.0f;
+        }
+    }
+    __device__ __forceinline__ void add_to(const ScanProbes& probes, int64_t d) const {
+        if (probes.delta_sum) atomicAdd(probes.delta_sum + d, dsum);
+        if (probes.kept)
+            atomicAdd(reinterpret_cast<unsigned long long*>(probes.kept + d),
+                      static_cast<unsigned long long>(kept));
+        if (probes.log_decay) atomicAdd(probes.log_decay + d, logdecay);
+    }
+};
+
+// The slowest state's A2 (the log-sum-exp shift of the log-decay probe).
+__device__ __forceinline__ float max_a2(const float (&A2)[kM1N]) {
+    float m = A2[0];
+#pragma unroll
+    for (int n = 1; n < kM1N; ++n) m = fmaxf(m, A2[n]);
+    return m;
+}
+
+// Pass 1: every chunk but the last, from a zero state: the chunk's end state and Σ Δ'. kProbes (a scan with
+// probes and more than one chunk): every chunk, the last included, and the probes too, so that pass 3 runs
+// without them (docs/cuda.md, "Probes in pass 1").
 // grid (ceil(E/128), chunks-1). local_end (chunks, E, N), dsum (chunks, E).
-template <bool kFastExp, typename In>
+template <bool kFastExp, typename In, bool kProbes = false>
 __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
-    m1_chunk_states(Params<In> p, float* __restrict__ local_end, float* __restrict__ dsum_out) {
+    m1_chunk_states(Params<In> p, float* __restrict__ local_end, float* __restrict__ dsum_out,
+                    ScanProbes probes) {
     __shared__ __align__(16) float sB[kM1Tile][kM1N];
     __shared__ __align__(16) M1RingOf<In> ring;
     const int64_t d = static_cast<int64_t>(blockIdx.x) * kM1Threads + threadIdx.x;
@@ -173,6 +234,8 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
     const float bias = (active && p.delta_bias) ? p.delta_bias[d] : 0.0f;
     const float thr = (active && p.thr) ? p.thr[d] : -INFINITY;
     double dsum = 0.0;  // a chunk may hold thousands of tokens; its decay is exp(A·ΣΔ')
+    M1Probes pr;
+    const float a2max = kProbes ? max_a2(A2) : 0.0f;
     const int64_t d0 = static_cast<int64_t>(blockIdx.x) * kM1Threads;
     if constexpr (std::is_same_v<In, __nv_bfloat16>)
         if (p.ring)
@@ -205,20 +268,30 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
         __syncthreads();
 #pragma unroll
         for (int i = 0; i < kM1Tile; ++i) {
+            const bool valid = active && t0 + i < te;
             bool kept;
-            const float dt = used_delta(dr[i], bias, p.softplus, thr, active && t0 + i < te, kept);
+            const float dt = used_delta(dr[i], bias, p.softplus, thr, valid, kept);
             dsum += dt;
             const float dtx = dt * xr[i];
             const float4* b4 = reinterpret_cast<const float4*>(sB[i]);
+            float esum = 0.0f;
 #pragma unroll
             for (int q = 0; q < kM1N / 4; ++q) {
                 const float4 b = b4[q];
-                h[4 * q + 0] = exp2_scan<kFastExp>(dt * A2[4 * q + 0]) * h[4 * q + 0] + dtx * b.x;
-                h[4 * q + 1] = exp2_scan<kFastExp>(dt * A2[4 * q + 1]) * h[4 * q + 1] + dtx * b.y;
-                h[4 * q + 2] = exp2_scan<kFastExp>(dt * A2[4 * q + 2]) * h[4 * q + 2] + dtx * b.z;
-                h[4 * q + 3] = exp2_scan<kFastExp>(dt * A2[4 * q + 3]) * h[4 * q + 3] + dtx * b.w;
+                const float e0 = exp2_scan<kFastExp>(dt * A2[4 * q + 0]);
+                const float e1 = exp2_scan<kFastExp>(dt * A2[4 * q + 1]);
+                const float e2 = exp2_scan<kFastExp>(dt * A2[4 * q + 2]);
+                const float e3 = exp2_scan<kFastExp>(dt * A2[4 * q + 3]);
+                h[4 * q + 0] = e0 * h[4 * q + 0] + dtx * b.x;
+                h[4 * q + 1] = e1 * h[4 * q + 1] + dtx * b.y;
+                h[4 * q + 2] = e2 * h[4 * q + 2] + dtx * b.z;
+                h[4 * q + 3] = e3 * h[4 * q + 3] + dtx * b.w;
+                if constexpr (kProbes) esum += (e0 + e1) + (e2 + e3);
             }
+            if constexpr (kProbes)
+                if (valid) pr.token(dt, kept, esum, A2, a2max);
         }
+        if constexpr (kProbes) pr.end_tile();
     }
     if constexpr (std::is_same_v<In, __nv_bfloat16>)
         if (p.ring) cp_async_wait_all();  // nothing in flight into shared memory when the block exits
@@ -228,6 +301,7 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
     for (int q = 0; q < kM1N / 4; ++q)
         out[q] = make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
     dsum_out[c * p.E + d] = static_cast<float>(dsum);
+    if constexpr (kProbes) pr.add_to(probes, d);
 }
 
 // Pass 2: chain the chunks. One thread per (d, n): h_start[0] = h_in, h_start[c+1] = exp(A·ΣΔ'_c)·h_start[c]
@@ -296,20 +370,12 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
 #pragma unroll
         for (int n = 0; n < kM1N; ++n) h[n] = 0.0f;
     }
-    float a2max = A2[0];  // slowest state: the log-sum-exp shift of the log_decay probe
-#pragma unroll
-    for (int n = 1; n < kM1N; ++n) a2max = fmaxf(a2max, A2[n]);
+    const float a2max = kProbes ? max_a2(A2) : 0.0f;
     const float bias = (active && p.delta_bias) ? p.delta_bias[d] : 0.0f;
     const float thr = (active && p.thr) ? p.thr[d] : -INFINITY;
     const float dskip = (active && p.Dskip) ? p.Dskip[d] : 0.0f;
     const bool gate = p.z != nullptr;
-    double pr_dsum = 0.0, pr_logdecay = 0.0;
-    long long pr_kept = 0;
-    // The log-decay probe multiplies each token's mean decay into `prod` and takes one log per tile (or when
-    // the product gets small), instead of one log per token: same float rounding per token, a fraction of the
-    // MUFU and FMA work (the probes' cost over the plain scan).
-    float prod = 1.0f;
-    constexpr float kProdFlush = 1e-7f;  // prod ≥ this before a multiply by a mean > 1e-30 stays normal
+    M1Probes pr;
     constexpr bool kRing = std::is_same_v<In, __nv_bfloat16> && !kLowRankDt;
     const int64_t d0 = static_cast<int64_t>(blockIdx.x) * kM1Threads;
     if constexpr (kRing)
@@ -318,7 +384,6 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
 
     for (int64_t t0 = tb; t0 < te; t0 += kM1Tile) {
         float xr[kM1Tile], dr[kM1Tile], zr[kM1Tile];
-        float tile_dsum = 0.0f;
         bool staged = false;
         if constexpr (kRing) {
             if (p.ring) {
@@ -381,34 +446,10 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
                 else
                     p.y[t * p.ldy + d] = y;
                 if (p.delta_out) p.delta_out[t * p.ldo + d] = dt;
-                if constexpr (kProbes) {
-                    tile_dsum += dt;
-                    pr_kept += kept ? 1 : 0;
-                    // ln(mean_n 2^(Δ'·A2_n)); when every term underflows, shift by the slowest state first.
-                    const float mean = esum * (1.0f / kM1N);
-                    if (mean > 1e-30f) {
-                        if (prod < kProdFlush) {
-                            pr_logdecay += static_cast<double>(ln_near1(prod));
-                            prod = 1.0f;
-                        }
-                        prod *= mean;
-                    } else {
-                        const float shift = dt * a2max;
-                        float s = 0.0f;
-#pragma unroll
-                        for (int n = 0; n < kM1N; ++n) s += ex2_approx(dt * A2[n] - shift);
-                        pr_logdecay += static_cast<double>((shift + lg2_approx(s * (1.0f / kM1N))) * kLn2);
-                    }
-                }
+                if constexpr (kProbes) pr.token(dt, kept, esum, A2, a2max);
             }
         }
-        if constexpr (kProbes) {
-            pr_dsum += tile_dsum;
-            if (prod != 1.0f) {
-                pr_logdecay += static_cast<double>(ln_near1(prod));
-                prod = 1.0f;
-            }
-        }
+        if constexpr (kProbes) pr.end_tile();
     }
     if constexpr (kRing)
         if (p.ring) cp_async_wait_all();  // nothing in flight into shared memory when the block exits
@@ -419,13 +460,7 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
         for (int q = 0; q < kM1N / 4; ++q)
             out[q] = make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
     }
-    if constexpr (kProbes) {
-        if (probes.delta_sum) atomicAdd(probes.delta_sum + d, pr_dsum);
-        if (probes.kept)
-            atomicAdd(reinterpret_cast<unsigned long long*>(probes.kept + d),
-                      static_cast<unsigned long long>(pr_kept));
-        if (probes.log_decay) atomicAdd(probes.log_decay + d, pr_logdecay);
-    }
+    if constexpr (kProbes) pr.add_to(probes, d);
 }
 
 // ---- decode steps: one token, dt_proj fused ----
@@ -463,6 +498,13 @@ __global__ void __launch_bounds__(kM1StepThreads) m1_step(Params<In> p, float* _
 bool m1_step_enabled() {
     const char* e = std::getenv("MAMBASCOPE_M1_STEP");
     return !(e && std::string(e) == "0");
+}
+
+// MAMBASCOPE_M1_PROBES_PASS=3: a chunked scan's probes stay in pass 3 (as before the probes moved to pass 1;
+// A/B runs, the tests); read at each call.
+bool m1_probes_in_pass1_enabled() {
+    const char* e = std::getenv("MAMBASCOPE_M1_PROBES_PASS");
+    return !(e && std::string(e) == "3");
 }
 
 // Blocks of the pass-3 kernel that fit on the whole GPU at once (one wave).
@@ -533,6 +575,9 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
         CUDA_CHECK(cudaGetLastError());
         return;
     }
+    // A chunked scan's probes are taken in pass 1, where the special-function pipe, not issue, is the limit
+    // (docs/cuda.md, "Probes in pass 1"); a single pass takes them in pass 3.
+    const bool probes_in_pass1 = a.probes.any() && plan.chunks > 1 && m1_probes_in_pass1_enabled();
     const dim3 block(kM1Threads);
     const unsigned cblocks = static_cast<unsigned>((a.E + kM1Threads - 1) / kM1Threads);
 
@@ -552,11 +597,13 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
         float* hs = reinterpret_cast<float*>(static_cast<char*>(workspace) + states);
         float* dsum = reinterpret_cast<float*>(static_cast<char*>(workspace) + 2 * states);
 
-        const dim3 grid1(cblocks, static_cast<unsigned>(plan.chunks - 1));
-        if (a.fast_exp)
-            m1_chunk_states<true, In><<<grid1, block, 0, stream>>>(p, local_end, dsum);
-        else
-            m1_chunk_states<false, In><<<grid1, block, 0, stream>>>(p, local_end, dsum);
+        // With probes pass 1 scans the last chunk too (its end state goes unused) and takes the probes.
+        const dim3 grid1(cblocks, static_cast<unsigned>(probes_in_pass1 ? plan.chunks : plan.chunks - 1));
+        const auto pass1 =
+            probes_in_pass1
+                ? (a.fast_exp ? m1_chunk_states<true, In, true> : m1_chunk_states<false, In, true>)
+                : (a.fast_exp ? m1_chunk_states<true, In, false> : m1_chunk_states<false, In, false>);
+        pass1<<<grid1, block, 0, stream>>>(p, local_end, dsum, a.probes);
         CUDA_CHECK(cudaGetLastError());
         const int64_t n_states = a.E * kM1N;
         m1_combine<<<static_cast<unsigned>((n_states + kCombineThreads - 1) / kCombineThreads),
@@ -567,7 +614,7 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
     const dim3 grid(cblocks, static_cast<unsigned>(plan.chunks));
     // The fused dt_proj (decode steps, one short pass) keeps the default register budget.
     auto pass3 = a.dt_proj_w ? (a.fast_exp ? m1_scan<false, true, In, true> : m1_scan<false, false, In, true>)
-                 : a.probes.any()
+                 : a.probes.any() && !probes_in_pass1
                      ? (a.fast_exp ? m1_scan<true, true, In, false> : m1_scan<true, false, In, false>)
                      : (a.fast_exp ? m1_scan<false, true, In, false> : m1_scan<false, false, In, false>);
     if (a.dt_proj_w) pdl_register(pass3);

@@ -303,6 +303,33 @@ TEST(CudaScanMamba1, CarriedStateTwoCallsEqualOneCall) {
     EXPECT_LE(rel_err(h.download(), whole.h), kTol);
 }
 
+// Sets an environment variable (or unsets it, value null) for one scope and puts the outer value back after,
+// so that a run of the whole suite under that variable keeps it for the other tests.
+class ScopedEnv {
+  public:
+    ScopedEnv(const char* name, const char* value) : name_(name) {
+        const char* outer = std::getenv(name);
+        had_ = outer != nullptr;
+        if (had_) outer_ = outer;
+        if (value)
+            setenv(name, value, 1);
+        else
+            unsetenv(name);
+    }
+    ~ScopedEnv() {
+        if (had_)
+            setenv(name_.c_str(), outer_.c_str(), 1);
+        else
+            unsetenv(name_.c_str());
+    }
+    ScopedEnv(const ScopedEnv&) = delete;
+    ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+  private:
+    std::string name_, outer_;
+    bool had_ = false;
+};
+
 TEST(CudaScanMamba1, ProbesMatchCpuSumsAndAccumulate) {
     REQUIRE_GPU();
     std::mt19937 rng(15);
@@ -1068,32 +1095,60 @@ TEST(CudaScanMamba1Bf16, TheCpAsyncRingEqualsThePerThreadLoadsBitForBit) {
     }
 }
 
-// Sets an environment variable (or unsets it, value null) for one scope and puts the outer value back after,
-// so that a run of the whole suite under that variable keeps it for the other tests.
-class ScopedEnv {
-  public:
-    ScopedEnv(const char* name, const char* value) : name_(name) {
-        const char* outer = std::getenv(name);
-        had_ = outer != nullptr;
-        if (had_) outer_ = outer;
-        if (value)
-            setenv(name, value, 1);
-        else
-            unsetenv(name);
-    }
-    ~ScopedEnv() {
-        if (had_)
-            setenv(name_.c_str(), outer_.c_str(), 1);
-        else
-            unsetenv(name_.c_str());
-    }
-    ScopedEnv(const ScopedEnv&) = delete;
-    ScopedEnv& operator=(const ScopedEnv&) = delete;
-
-  private:
-    std::string name_, outer_;
-    bool had_ = false;
-};
+// A chunked scan takes its probes in pass 1 (which then scans the last chunk too) and runs pass 3 without
+// them; MAMBASCOPE_M1_PROBES_PASS=3 keeps them in pass 3. Both orders take each chunk's sums in the same
+// order, so the probes agree to the double rounding of the atomicAdds across chunks (the kept counts
+// exactly), and y, Δ' and the final state are equal bit for bit: on float32 and bf16 inputs, default and fast
+// exp, several chunkings, with the log-sum-exp fallback in channels 0 and 1.
+TEST(CudaScanMamba1, ProbesTakenInPass1EqualThoseTakenInPass3) {
+    REQUIRE_GPU();
+    std::mt19937 rng(19);
+    const M1Case cases[] = {
+        {999, 136, 64, true, true, true},     // softplus, filter, gate; 16 chunks, the last one short
+        {1024, 64, 128, false, true, false},  // the last chunk full
+        {300, 40, 0, true, true, true},       // the automatic plan
+    };
+    for (const auto& c : cases)
+        for (int variant = 0; variant < 3; ++variant) {
+            const bool bf16 = variant == 2, fast = variant != 0;
+            SCOPED_TRACE("T=" + std::to_string(c.T) + " E=" + std::to_string(c.E) + " variant " +
+                         std::to_string(variant));
+            M1Data d = make_m1(c.T, c.E, rng, /*aligned=*/true);
+            for (int64_t t = 0; t < d.T; ++t) d.dt_raw[t * d.ldd + 0] = d.dt_raw[t * d.ldd + 1] = 3.5f;
+            for (int n = 0; n < 16; ++n) d.A[0 * 16 + n] = d.A[1 * 16 + n] = -30.0f - 2.0f * n;
+            if (bf16) d = round_m1_inputs(d);
+            std::vector<float> thr = safe_thresholds(m1_delta(d, c.softplus), d.T, d.E, d.ldd);
+            thr[0] = -INFINITY;
+            struct Run {
+                M1Result r;
+                std::vector<double> dsum, logd;
+                std::vector<int64_t> kept;
+            };
+            auto run = [&](const char* pass) {
+                ScopedEnv env("MAMBASCOPE_M1_PROBES_PASS", pass);
+                Dev<double> ds(d.E), ld(d.E);
+                Dev<int64_t> kept(d.E);
+                ds.zero(), ld.zero(), kept.zero();
+                const kg::ScanProbes pr{ds.p, kept.p, ld.p};
+                Run out;
+                out.r = bf16 ? run_m1_gpu_bf16(d, c, thr, pr, false, nullptr, fast)
+                             : run_m1_gpu(d, c, thr, pr, fast);
+                out.dsum = ds.download(), out.logd = ld.download(), out.kept = kept.download();
+                return out;
+            };
+            const Run p1 = run(nullptr), p3 = run("3");
+            EXPECT_EQ(p1.kept, p3.kept);
+            EXPECT_LE(rel_err(p1.dsum, p3.dsum), 1e-12);
+            EXPECT_LE(rel_err(p1.logd, p3.logd), 1e-12);
+            EXPECT_EQ(p1.r.y, p3.r.y);
+            EXPECT_EQ(p1.r.h, p3.r.h);
+            EXPECT_EQ(p1.r.delta_used, p3.r.delta_used);
+            int64_t n_tokens = 0;
+            for (int64_t v : p1.kept) n_tokens += v;
+            EXPECT_GT(n_tokens, 0);
+            EXPECT_EQ(p1.kept[0], d.T);  // unfiltered channel: every token, the last chunk's included
+        }
+}
 
 TEST(CudaScanMamba1Bf16, RejectsMixedFloat32AndBf16Inputs) {
     // Runs without a GPU: the argument check comes before any CUDA call.
