@@ -70,14 +70,13 @@ using BufF = Buf<float>;
 using BufH = Buf<__nv_bfloat16>;
 
 struct Layer {
-    BufF norm, conv_w, conv_b, dt_w, dt_w4, dt_b, A, Dskip, h, cst;
+    BufF norm, conv_w, conv_b, dt_w, dt_b, A, Dskip, h, cst;
     BufH in_proj, x_proj, out_proj;
     Layer(const Shape& s, std::mt19937& rng)
         : norm(s.D, 0.9f, 1.1f, rng),
           conv_w(s.E * 4, -0.5f, 0.5f, rng),
           conv_b(s.E, -0.1f, 0.1f, rng),
           dt_w(s.E * s.R, -0.1f, 0.1f, rng),
-          dt_w4(s.E * s.R, -0.1f, 0.1f, rng),  // the (R/4, E, 4) layout (random values: timing only)
           dt_b(s.E, -4.0f, -2.0f, rng),
           A(s.E * 16, -8.0f, -0.5f, rng),
           Dskip(s.E, -1.0f, 1.0f, rng),
@@ -99,15 +98,11 @@ void bench(const Shape& s) {
     Buf<int32_t> id(1, 0, 0, rng);
     Buf<unsigned> barrier(1, 0, 0, rng);
     std::vector<kg::Mamba1DecodeLayer> hl;
-    // dt_proj as (R/4, E, 4), as the engine's decoder passes it, unless MAMBASCOPE_DECODE_DT_GROUP4=0
-    const char* rows_env = std::getenv("MAMBASCOPE_DECODE_DT_GROUP4");
-    const bool group4 = !(rows_env && std::string(rows_env) == "0") && s.R % 4 == 0;
     for (const auto& p : layers) {
         kg::Mamba1DecodeLayer m;
         m.norm = p->norm.p, m.in_proj = p->in_proj.p, m.conv_w = p->conv_w.p, m.conv_b = p->conv_b.p;
         m.x_proj = p->x_proj.p, m.dt_proj_w = p->dt_w.p, m.dt_proj_b = p->dt_b.p, m.A = p->A.p;
         m.Dskip = p->Dskip.p, m.out_proj = p->out_proj.p, m.h = p->h.p, m.conv_state = p->cst.p;
-        if (group4) m.dt_proj_w4 = p->dt_w4.p;
         hl.push_back(m);
     }
     kg::Mamba1DecodeLayer* dl = nullptr;

@@ -245,12 +245,9 @@ __global__ void __launch_bounds__(kDecThreads, kMinBlocks)
                 prefetch_rows(L.x_proj, NB, E, w);
                 prefetch_rows(L.out_proj, D, E, w);
                 const int64_t c0 = w.gw * 32;
-                if (L.dt_proj_w4 && c0 < E)  // lane g: group g of the warp's channels (512 contiguous bytes)
-                    for (int64_t g = w.lane; g < R / 4; g += 32)
-                        prefetch_floats(L.dt_proj_w4, (g * E + c0) * 4, (E - c0 < 32 ? E - c0 : 32) * 4);
                 if (w.lane == 0 && c0 < E) {
                     const int64_t rows = E - c0 < 32 ? E - c0 : 32;
-                    if (!L.dt_proj_w4 && R % 4 == 0) prefetch_floats(L.dt_proj_w, c0 * R, rows * R);
+                    if (R % 4 == 0) prefetch_floats(L.dt_proj_w, c0 * R, rows * R);
                     prefetch_floats(L.A, c0 * kStepN, rows * kStepN);
                     prefetch_floats(L.h, c0 * kStepN, rows * kStepN);
                     prefetch_floats(L.Dskip, c0, rows);
@@ -268,9 +265,7 @@ __global__ void __launch_bounds__(kDecThreads, kMinBlocks)
                 M1StepIn<__nv_bfloat16> s;
                 s.x = a.conv16, s.z = a.proj16 + E, s.low = a.dbc16, s.B = a.dbc16 + R,
                 s.C = a.dbc16 + R + a.N;
-                s.dt_w = L.dt_proj_w, s.dt_w4 = L.dt_proj_w4, s.R = R, s.E = E, s.A = L.A,
-                s.bias = L.dt_proj_b;
-                s.softplus = 1, s.thr = L.thr;
+                s.dt_w = L.dt_proj_w, s.R = R, s.A = L.A, s.bias = L.dt_proj_b, s.softplus = 1, s.thr = L.thr;
                 s.Dskip = L.Dskip, s.y16 = a.y16;
                 for (int64_t d = w.gw * 32 + w.lane; d < E; d += w.nw * 32)
                     m1_step_channel<kFastExp>(s, d, L.h);
@@ -355,8 +350,6 @@ std::string decode_mamba1_unsupported(const Mamba1DecodeArgs& a,
             return "a bf16 weight not on a 16-byte boundary";
         if (!L.conv_w || !L.dt_proj_w || !L.A || !L.h || !L.conv_state || !L.norm)
             return "a layer pointer is missing";
-        if (L.dt_proj_w4 && (a.R % 4 || !a16(L.dt_proj_w4)))
-            return "dt_proj_w4 with dt_rank not a multiple of 4 or off a 16-byte boundary";
         if (!detail::rmsnorm_takes_warp_rows(a.D, a.x, a.D, L.norm))
             return "a layer norm takes the block order";
     }

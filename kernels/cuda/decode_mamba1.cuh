@@ -30,7 +30,6 @@ struct Mamba1DecodeLayer {
     const float* conv_b = nullptr;            // (E) or null
     const __nv_bfloat16* x_proj = nullptr;    // (R + 2N, E)
     const float* dt_proj_w = nullptr;         // (E, R)
-    const float* dt_proj_w4 = nullptr;        // the same as (R/4, E, 4) (Mamba1ScanArgs::dt_proj_w4), or null
     const float* dt_proj_b = nullptr;         // (E) or null
     const float* A = nullptr;                 // (E, N)
     const float* Dskip = nullptr;             // (E) or null

@@ -31,10 +31,8 @@ struct M1StepIn {
     const In* low = nullptr;
     const In* B = nullptr;
     const In* C = nullptr;
-    const float* dt_w = nullptr;   // dt_proj weight (E, R)
-    const float* dt_w4 = nullptr;  // or the same in groups of 4 columns (R/4, E, 4) (R % 4 == 0), or null
+    const float* dt_w = nullptr;  // dt_proj weight (E, R)
     int64_t R = 0;
-    int64_t E = 0;                // channels (dt_w4's row stride)
     const float* A = nullptr;     // (E, 16), negative
     const float* bias = nullptr;  // (E) or null
     int softplus = 1;
@@ -66,19 +64,7 @@ __device__ __forceinline__ void m1_step_channel(const M1StepIn<In>& p, int64_t d
     const In* low = p.low;
     const float* w = p.dt_w + d * R;
     float raw = 0.0f;
-    if (p.dt_w4) {
-        // Group g of channel d at (g·E + d)·4: a warp's 32 channels read 512 contiguous bytes per group,
-        // where the (E, R) rows put them R·4 bytes apart. The same products in the same order.
-        const float4* w4 = reinterpret_cast<const float4*>(p.dt_w4) + d;
-#pragma unroll 4
-        for (int64_t r = 0; r < R; r += 4) {
-            const float4 wv = w4[(r / 4) * p.E];
-            raw = fmaf(step_in(low + r), wv.x, raw);
-            raw = fmaf(step_in(low + r + 1), wv.y, raw);
-            raw = fmaf(step_in(low + r + 2), wv.z, raw);
-            raw = fmaf(step_in(low + r + 3), wv.w, raw);
-        }
-    } else if (vec) {
+    if (vec) {
 #pragma unroll 4  // loads of several groups in flight (the sum's order is unchanged)
         for (int64_t r = 0; r < R; r += 4) {
             const float4 wv = *reinterpret_cast<const float4*>(w + r);

@@ -54,8 +54,7 @@ struct Params {
     int64_t ldy;
     float* delta_out;
     int64_t ldo;
-    const float* dt_w;   // dt_proj weight (E, dt_rank) when Δ is computed from its low-rank input, else null
-    const float* dt_w4;  // the same in groups of 4 columns (dt_rank/4, E, 4), or null (m1_step only)
+    const float* dt_w;  // dt_proj weight (E, dt_rank) when Δ is computed from its low-rank input, else null
     int64_t dt_rank;
     bool ring;  // bf16 inputs through the cp.async ring (M1Ring; scan_mamba1 decides, ring_allowed)
 };
@@ -479,13 +478,9 @@ template <bool kFastExp, typename In>
 __global__ void __launch_bounds__(kM1StepThreads) m1_step(Params<In> p, float* __restrict__ h_state) {
     const int64_t d0 = static_cast<int64_t>(blockIdx.x) * kM1StepThreads, d = d0 + threadIdx.x;
     const int64_t R = p.dt_rank;
-    const int64_t rows = min(static_cast<int64_t>(kM1StepThreads), p.E - d0);
-    if (p.dt_w4) {  // weights only before the wait: thread g starts the block's channels of group g
-        for (int64_t g = threadIdx.x; g < R / 4; g += kM1StepThreads)
-            prefetch_l2(p.dt_w4 + (g * p.E + d0) * 4, static_cast<unsigned>(rows * 4 * sizeof(float)));
-    }
-    if (threadIdx.x == 0) {
-        if (!p.dt_w4 && R % 4 == 0 && reinterpret_cast<uintptr_t>(p.dt_w) % 16 == 0)
+    if (threadIdx.x == 0) {  // weights only before the wait
+        const int64_t rows = min(static_cast<int64_t>(kM1StepThreads), p.E - d0);
+        if (R % 4 == 0 && reinterpret_cast<uintptr_t>(p.dt_w) % 16 == 0)
             prefetch_l2(p.dt_w + d0 * R, static_cast<unsigned>(rows * R * sizeof(float)));
         if (reinterpret_cast<uintptr_t>(p.A) % 16 == 0)
             prefetch_l2(p.A + d0 * kM1N, static_cast<unsigned>(rows * kM1N * sizeof(float)));
@@ -493,8 +488,7 @@ __global__ void __launch_bounds__(kM1StepThreads) m1_step(Params<In> p, float* _
     grid_dependency_wait();  // the state, x, z, B, C and dt_proj's low-rank input come from earlier kernels
     if (d >= p.E) return;    // no barrier below: a thread per channel
     M1StepIn<In> s;
-    s.x = p.x, s.z = p.z, s.low = p.delta, s.B = p.B, s.C = p.C, s.dt_w = p.dt_w, s.dt_w4 = p.dt_w4, s.R = R;
-    s.E = p.E, s.A = p.A;
+    s.x = p.x, s.z = p.z, s.low = p.delta, s.B = p.B, s.C = p.C, s.dt_w = p.dt_w, s.R = R, s.A = p.A;
     s.bias = p.delta_bias, s.softplus = p.softplus, s.thr = p.thr, s.Dskip = p.Dskip;
     s.y = p.y, s.y16 = p.y16, s.delta_out = p.delta_out;
     m1_step_channel<kFastExp>(s, d, h_state);
@@ -572,7 +566,7 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
     p.delta_bias = a.delta_bias, p.softplus = a.delta_softplus ? 1 : 0;
     p.A = a.A, p.ldx = a.ldx, p.ldd = a.ldd, p.ldb = a.ldb, p.ldc = a.ldc, p.Dskip = a.Dskip, p.ldz = a.ldz;
     p.thr = a.thr, p.y = a.y, p.y16 = a.y16, p.ldy = a.ldy, p.delta_out = a.delta_out, p.ldo = a.ldo;
-    p.dt_w = a.dt_proj_w, p.dt_w4 = a.dt_proj_w4, p.dt_rank = a.dt_rank;
+    p.dt_w = a.dt_proj_w, p.dt_rank = a.dt_rank;
     if (a.dt_proj_w && a.T == 1 && m1_step_enabled()) {  // a decode step
         const auto step = a.fast_exp ? m1_step<true, In> : m1_step<false, In>;
         pdl_register(step);
@@ -660,8 +654,6 @@ void scan_mamba1(const Mamba1ScanArgs& a, void* workspace, size_t workspace_byte
     MS_CHECK(a.ldx >= a.E && a.ldy >= a.E, "scan_mamba1: a row stride is smaller than E");
     if (a.dt_proj_w) {
         MS_CHECK(a.dt_rank >= 1 && a.ldd >= a.dt_rank, "scan_mamba1: dt_rank < 1 or ldd < dt_rank");
-        MS_CHECK(!a.dt_proj_w4 || (a.dt_rank % 4 == 0 && reinterpret_cast<uintptr_t>(a.dt_proj_w4) % 16 == 0),
-                 "scan_mamba1: dt_proj_w4 needs dt_rank % 4 == 0 and 16-byte alignment");
         MS_CHECK(a.T <= kM1LowRankDtMaxT && !a.probes.any() && a.chunk_len == 0,
                  "scan_mamba1: the fused dt_proj is for decode steps (T ≤ 64, one pass, no probes)");
     } else {

@@ -53,10 +53,6 @@ struct Mamba1ScanArgs {
     // stride ldd (x_proj's output), and the raw dt[t,d] = Σ_r delta[t,r]·dt_proj_w[d,r] is computed in the
     // kernel (saves the dt_proj GEMM launch per layer and step). One pass; T ≤ 64, no probes, chunk_len 0.
     const float* dt_proj_w = nullptr;  // (E, dt_rank), float32
-    // Optional, with dt_proj_w: the same weight in groups of 4 columns, (dt_rank/4, E, 4) with element
-    // [g][d][j] = dt_proj_w[d, 4g + j] (dt_rank % 4 == 0, 16-byte aligned). The one-token kernel (m1_step)
-    // then reads it coalesced; same products, same order, so the same results bit for bit.
-    const float* dt_proj_w4 = nullptr;
     int64_t dt_rank = 0;
     const float* thr = nullptr;  // (E) or null: Δ' = Δ > thr ? Δ : 0 (use -inf for unfiltered channels)
     float* h = nullptr;          // h (E, N) state in/out; null = zero initial state, final state discarded

@@ -8,10 +8,8 @@
 #      edges (MAMBASCOPE_DECODE_PDL's default, auto); fp32, bf16 and the persistent kernel with the greedy argmax
 #      on the GPU (Decoder::step_greedy); bf16 as the persistent decode kernel (MAMBASCOPE_DECODE_PERSISTENT=1) at
 #      1 and 2 blocks per SM; bf16 with PDL launch, exit and off, without the gemv's L2 prefetch, with Mamba-1's
-#      one-token scan through m1_scan (MAMBASCOPE_M1_STEP=0), with dt_proj read in its (E, R) rows
-#      (MAMBASCOPE_DECODE_DT_GROUP4=0); bf16 without a graph; bf16 with a filter, as the
-#      graph and as the persistent kernel; then bench_cuda_decode (the persistent kernel's phases), also with
-#      MAMBASCOPE_DECODE_DT_GROUP4=0;
+#      one-token scan through m1_scan (MAMBASCOPE_M1_STEP=0); bf16 without a graph; bf16 with a filter, as the
+#      graph and as the persistent kernel; then bench_cuda_decode (the persistent kernel's phases);
 #   4. unless SKIP_SCAN=1: bench_cuda_scan's Mamba-1 table (our scan alone; mamba_ssm side by side is
 #      gpu_m1_ab.sh's job).
 set -uo pipefail
@@ -35,10 +33,6 @@ BENCH_FORWARD_DECODE_ONLY=1 timeout 300 build-gpu/bench/bench_cuda_forward ${DEC
 echo "decode done: $(elapsed) s"
 timeout 200 build-gpu/bench/bench_cuda_decode ${DECODE_SHAPES:-mamba-130m mamba-1.4b} > "$OUT/bench_cuda_decode.txt" 2>&1
 grep -E "ms/step|decoder" "$OUT/bench_cuda_decode.txt"
-echo "-- dt_proj in its (E, R) rows (MAMBASCOPE_DECODE_DT_GROUP4=0)"
-MAMBASCOPE_DECODE_DT_GROUP4=0 timeout 200 build-gpu/bench/bench_cuda_decode ${DECODE_SHAPES:-mamba-130m mamba-1.4b} \
-  > "$OUT/bench_cuda_decode_dt_rows.txt" 2>&1
-grep -E "ms/step|decoder" "$OUT/bench_cuda_decode_dt_rows.txt"
 
 if [ "${SKIP_SCAN:-0}" != 1 ]; then
   BENCH_SCAN_M1_ONLY=1 timeout 150 build-gpu/bench/bench_cuda_scan > "$OUT/bench_cuda_scan.txt" 2>&1

@@ -1213,14 +1213,6 @@ TEST(CudaScanMamba1, LowRankDeltaFusedEqualsDtProjThenScan) {
 // m1_scan's one-token run (MAMBASCOPE_M1_STEP=0) bit for bit over three steps, on the 16-byte dt_proj path
 // (R = 48) and the scalar one (R = 7), float32 and bf16 inputs, gated or not, with a filter, E not a multiple
 // of the block; and they match the CPU reference.
-// dt_proj (E, R) regrouped as (R/4, E, 4): [g][d][j] = W[d, 4g + j] (Mamba1ScanArgs::dt_proj_w4).
-std::vector<float> dt_proj_group4(const std::vector<float>& W, int64_t E, int64_t R) {
-    std::vector<float> g(W.size());
-    for (int64_t d = 0; d < E; ++d)
-        for (int64_t r = 0; r < R; ++r) g[size_t(((r / 4) * E + d) * 4 + r % 4)] = W[size_t(d * R + r)];
-    return g;
-}
-
 TEST(CudaScanMamba1, DecodeStepKernelEqualsTheTiledScanOfOneToken) {
     REQUIRE_GPU();
     std::mt19937 rng(81);
@@ -1238,13 +1230,11 @@ TEST(CudaScanMamba1, DecodeStepKernelEqualsTheTiledScanOfOneToken) {
                 std::vector<float> thr(E, -INFINITY);
                 for (int64_t e = 0; e < E; e += 3) thr[e] = 0.3f;  // a filter on a third of the channels
                 Dev<float> x(d.x), bias(d.bias), A(d.A), B(d.B), C(d.C), D(d.D), z(d.z), th(thr), w(W),
-                    low32(low), w4(R % 4 == 0 ? dt_proj_group4(W, E, R) : std::vector<float>(4));
+                    low32(low);
                 Dev<__nv_bfloat16> x16(to_bf16_host(d.x)), B16(to_bf16_host(d.B)), C16(to_bf16_host(d.C)),
                     z16(to_bf16_host(d.z)), low16(to_bf16_host(low));
-                // 0: m1_scan, 1: m1_step, 2: m1_step reading dt_proj as (R/4, E, 4) (R % 4 == 0)
-                std::vector<std::vector<float> > ys[3], hs[3], dts[3];
-                const int paths = R % 4 == 0 ? 3 : 2;
-                for (int path = 0; path < paths; ++path) {
+                std::vector<std::vector<float> > ys[2], hs[2], dts[2];
+                for (int path = 0; path < 2; ++path) {  // 0: m1_scan, 1: m1_step
                     Dev<float> h(d.h0), y(E), dto(E);
                     Dev<__nv_bfloat16> y16(E);
                     for (int64_t t = 0; t < 3; ++t) {
@@ -1261,7 +1251,6 @@ TEST(CudaScanMamba1, DecodeStepKernelEqualsTheTiledScanOfOneToken) {
                         }
                         a.ldx = d.ldx, a.ldd = ldl, a.ldb = d.ldb, a.ldc = d.ldc, a.ldz = d.ldz, a.ldy = E;
                         a.dt_proj_w = w.p, a.dt_rank = R, a.delta_bias = bias.p, a.delta_softplus = true;
-                        if (path == 2) a.dt_proj_w4 = w4.p;
                         a.A = A.p, a.Dskip = D.p, a.thr = th.p, a.h = h.p, a.delta_out = dto.p, a.ldo = E;
                         a.fast_exp = true;
                         if (path == 0) setenv("MAMBASCOPE_M1_STEP", "0", 1);
@@ -1272,13 +1261,11 @@ TEST(CudaScanMamba1, DecodeStepKernelEqualsTheTiledScanOfOneToken) {
                         dts[path].push_back(dto.download());
                     }
                 }
-                for (int path = 1; path < paths; ++path)
-                    for (int t = 0; t < 3; ++t) {
-                        EXPECT_EQ(ys[path][size_t(t)], ys[0][size_t(t)]) << "path " << path << ", step " << t;
-                        EXPECT_EQ(hs[path][size_t(t)], hs[0][size_t(t)]) << "path " << path << ", step " << t;
-                        EXPECT_EQ(dts[path][size_t(t)], dts[0][size_t(t)])
-                            << "path " << path << ", step " << t;
-                    }
+                for (int t = 0; t < 3; ++t) {
+                    EXPECT_EQ(ys[1][size_t(t)], ys[0][size_t(t)]) << t;
+                    EXPECT_EQ(hs[1][size_t(t)], hs[0][size_t(t)]) << t;
+                    EXPECT_EQ(dts[1][size_t(t)], dts[0][size_t(t)]) << t;
+                }
                 // and against the CPU: the state after three steps from the same inputs, Δ' from dt = low·Wᵀ
                 M1Data ref = d;
                 for (int64_t t = 0; t < 3; ++t)
@@ -1338,14 +1325,13 @@ TEST(CudaDecodeMamba1, PersistentStepEqualsTheStepKernelsBitForBit) {
     // path 0: the step graph's kernels; path 1: the persistent kernel on `blocks` blocks
     auto run = [&](int path, int blocks) {
         struct DevLayer {
-            Dev<float> norm, conv_w, conv_b, dt_w, dt_w4, dt_b, A, Dskip, thr, h, cst;
+            Dev<float> norm, conv_w, conv_b, dt_w, dt_b, A, Dskip, thr, h, cst;
             Dev<__nv_bfloat16> in_proj, x_proj, out_proj;
             explicit DevLayer(const HostLayer& s)
                 : norm(s.norm),
                   conv_w(s.conv_w),
                   conv_b(s.conv_b),
                   dt_w(s.dt_w),
-                  dt_w4(dt_proj_group4(s.dt_w, E, R)),
                   dt_b(s.dt_b),
                   A(s.A),
                   Dskip(s.Dskip),
@@ -1368,9 +1354,6 @@ TEST(CudaDecodeMamba1, PersistentStepEqualsTheStepKernelsBitForBit) {
             kg::Mamba1DecodeLayer m;
             m.norm = d.norm.p, m.in_proj = d.in_proj.p, m.conv_w = d.conv_w.p, m.conv_b = d.conv_b.p;
             m.x_proj = d.x_proj.p, m.dt_proj_w = d.dt_w.p, m.dt_proj_b = d.dt_b.p, m.A = d.A.p;
-            // dt_proj's (R/4, E, 4) copy: layer 0 of the persistent kernel, layer 1 of the step kernels (each
-            // then equals the other's (E, R) rows bit for bit)
-            if ((path == 1) == (l == 0)) m.dt_proj_w4 = d.dt_w4.p;
             m.Dskip = d.Dskip.p, m.out_proj = d.out_proj.p, m.thr = l == 1 ? d.thr.p : nullptr;
             m.h = d.h.p, m.conv_state = d.cst.p;
             layers.push_back(m);
@@ -1398,8 +1381,8 @@ TEST(CudaDecodeMamba1, PersistentStepEqualsTheStepKernelsBitForBit) {
                     kg::Mamba1ScanArgs s;
                     s.T = 1, s.E = E, s.N = N;
                     s.x16 = conv16.p, s.ldx = E, s.delta16 = dbc16.p, s.ldd = NB;
-                    s.dt_proj_w = m.dt_proj_w, s.dt_proj_w4 = m.dt_proj_w4, s.dt_rank = R,
-                    s.delta_bias = m.dt_proj_b, s.delta_softplus = true;
+                    s.dt_proj_w = m.dt_proj_w, s.dt_rank = R, s.delta_bias = m.dt_proj_b,
+                    s.delta_softplus = true;
                     s.A = m.A, s.B16 = dbc16.p + R, s.ldb = NB, s.C16 = dbc16.p + R + N, s.ldc = NB;
                     s.Dskip = m.Dskip, s.z16 = proj16.p + E, s.ldz = 2 * E, s.thr = m.thr, s.h = m.h;
                     s.y16 = y16.p, s.ldy = E, s.fast_exp = true;

@@ -159,24 +159,9 @@ DevTensor upload(const Tensor& t) {
     return d;
 }
 
-// Mamba-1's dt_proj (E, R) regrouped as (R/4, E, 4), element [g][d][j] = W[d, 4g + j], for the decode step's
-// scan (Mamba1ScanArgs::dt_proj_w4: a warp's channels read it coalesced); empty unless R % 4 == 0.
-DevTensor upload_dt_proj_group4(const Tensor& t) {
-    DevTensor d;
-    if (!t.data || t.shape.size() != 2 || t.shape[1] % 4 != 0) return d;
-    const int64_t E = t.shape[0], R = t.shape[1];
-    std::vector<float> g(static_cast<size_t>(E * R));
-    for (int64_t e = 0; e < E; ++e)
-        for (int64_t r = 0; r < R; ++r) g[size_t(((r / 4) * E + e) * 4 + r % 4)] = t.data[e * R + r];
-    d.buf = std::make_shared<DevBuf<float> >();
-    d.buf->upload(g.data(), g.size());
-    return d;
-}
-
 struct DevLayer {
     DevTensor norm, in_proj, conv_w, conv_b, out_proj, A, Dskip, x_proj, dt_proj_w, dt_proj_b, dt_bias,
         gate_norm;
-    DevTensor dt_proj_w4;  // Mamba-1: dt_proj_w as (R/4, E, 4) for decode steps (upload_dt_proj_group4)
     // bf16 copies of the projection weights, made on the first bf16 run
     std::shared_ptr<DevBuf<__nv_bfloat16> > in_proj16, out_proj16, x_proj16, dt_proj16;
 };
@@ -238,7 +223,6 @@ DevModel& device_model(const Model& m) {
             dl.Dskip = upload(l.Dskip);
             dl.x_proj = upload(l.x_proj);
             dl.dt_proj_w = upload(l.dt_proj_w);
-            if (m.config.arch == Arch::Mamba1) dl.dt_proj_w4 = upload_dt_proj_group4(l.dt_proj_w);
             dl.dt_proj_b = upload(l.dt_proj_b);
             dl.dt_bias = upload(l.dt_bias);
             dl.gate_norm = upload(l.gate_norm);
@@ -723,13 +707,6 @@ bool decode_graph_enabled() {  // read per decoder, so that a benchmark can A/B 
     return !(e && std::string(e) == "0");
 }
 
-// MAMBASCOPE_DECODE_DT_GROUP4=0: decode steps read dt_proj in its (E, R) rows instead of the (R/4, E, 4)
-// copy (A/B runs; the results are the same bit for bit). Read per step recording.
-const float* decode_dt_group4(const DevTensor& w4) {
-    const char* e = std::getenv("MAMBASCOPE_DECODE_DT_GROUP4");
-    return e && std::string(e) == "0" ? nullptr : w4.ptr();
-}
-
 // MAMBASCOPE_DECODE_PERSISTENT=1 runs a bf16 Mamba-1 step as the persistent decode kernel (docs/cuda.md, "The
 // persistent decode kernel") instead of the step graph of one kernel per operation. Opt-in: on the H200 it
 // ties the step graph on mamba-130m and is 5% slower on mamba-1.4b (docs/benchmarks.md, "Eighth stop").
@@ -937,8 +914,7 @@ class CudaDecoder final : public DecoderBackend {
                 a.T = 1, a.E = E, a.N = N;
                 // dt = dbc[:, :R_dt]·dt_projᵀ inside the scan (one launch fewer per layer)
                 a.x16 = w.conv16.ptr, a.ldx = CD, a.delta16 = w.dbc16.ptr, a.ldd = ldbc;
-                a.dt_proj_w = L.dt_proj_w.ptr(), a.dt_proj_w4 = decode_dt_group4(L.dt_proj_w4),
-                a.dt_rank = Rdt;
+                a.dt_proj_w = L.dt_proj_w.ptr(), a.dt_rank = Rdt;
                 a.delta_bias = L.dt_proj_b.ptr(), a.delta_softplus = true, a.A = L.A.ptr();
                 a.B16 = w.dbc16.ptr + Rdt, a.ldb = ldbc, a.C16 = w.dbc16.ptr + Rdt + N, a.ldc = ldbc;
                 a.Dskip = L.Dskip.ptr(), a.z16 = w.proj16.ptr + E, a.ldz = P, a.thr = thr, a.h = h;
@@ -961,8 +937,7 @@ class CudaDecoder final : public DecoderBackend {
                 kc::Mamba1ScanArgs a;
                 a.T = 1, a.E = E, a.N = N;
                 a.x = w.conv.ptr, a.ldx = CD, a.delta = w.dbc.ptr, a.ldd = ldbc;  // dt_proj fused
-                a.dt_proj_w = L.dt_proj_w.ptr(), a.dt_proj_w4 = decode_dt_group4(L.dt_proj_w4),
-                a.dt_rank = Rdt;
+                a.dt_proj_w = L.dt_proj_w.ptr(), a.dt_rank = Rdt;
                 a.delta_bias = L.dt_proj_b.ptr(), a.delta_softplus = true, a.A = L.A.ptr();
                 a.B = w.dbc.ptr + Rdt, a.ldb = ldbc, a.C = w.dbc.ptr + Rdt + N, a.ldc = ldbc;
                 a.Dskip = L.Dskip.ptr(), a.z = w.proj.ptr + E, a.ldz = P, a.thr = thr, a.h = h;
@@ -1118,8 +1093,7 @@ class CudaDecoder final : public DecoderBackend {
             m.norm = L.norm.ptr(), m.in_proj = L.in_proj16 ? L.in_proj16->ptr : nullptr;
             m.conv_w = L.conv_w.ptr(), m.conv_b = L.conv_b.ptr();
             m.x_proj = L.x_proj16 ? L.x_proj16->ptr : nullptr;
-            m.dt_proj_w = L.dt_proj_w.ptr(), m.dt_proj_w4 = decode_dt_group4(L.dt_proj_w4);
-            m.dt_proj_b = L.dt_proj_b.ptr(), m.A = L.A.ptr();
+            m.dt_proj_w = L.dt_proj_w.ptr(), m.dt_proj_b = L.dt_proj_b.ptr(), m.A = L.A.ptr();
             m.Dskip = L.Dskip.ptr(), m.out_proj = L.out_proj16 ? L.out_proj16->ptr : nullptr;
             m.thr = thr_.empty() ? nullptr : thr_[l].ptr;
             m.h = state_.ssm[l].ptr, m.conv_state = state_.conv[l].ptr;
