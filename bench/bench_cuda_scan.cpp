@@ -423,8 +423,8 @@ void bench_mamba1_chunk_sweep(const float* seed, cudaStream_t stream) {
         CUDA_CHECK(cudaMalloc(&h, E * N * 4));
         CUDA_CHECK(cudaMemset(h, 0, E * N * 4));
         const int64_t auto_len = kg::scan_mamba1_plan(T, E).chunk_len;
-        for (const int64_t len :
-             {int64_t{16}, int64_t{32}, int64_t{64}, int64_t{128}, int64_t{256}, int64_t{512}, T}) {
+        for (const int64_t len : {int64_t{16}, int64_t{32}, int64_t{40}, int64_t{48}, int64_t{56},
+                                  int64_t{64}, int64_t{128}, int64_t{256}, int64_t{512}, T}) {
             const kg::ScanPlan plan = kg::scan_mamba1_plan(T, E, len);
             const size_t ws_bytes = kg::scan_mamba1_workspace_bytes(T, E, N, len);
             void* ws = nullptr;
