@@ -213,7 +213,7 @@ __device__ __forceinline__ float max_a2(const float (&A2)[kM1N]) {
 // Pass 1: every chunk but the last, from a zero state: the chunk's end state and Σ Δ'. kProbes (a scan with
 // probes and more than one chunk): every chunk, the last included, and the probes too, so that pass 3 runs
 // without them (docs/cuda.md, "Probes in pass 1").
-// grid (ceil(E/128), chunks-1). local_end (chunks, E, N), dsum (chunks, E).
+// grid (ceil(E/128), chunks − 1; chunks with kProbes). local_end (chunks, E, N), dsum (chunks, E).
 template <bool kFastExp, typename In, bool kProbes = false>
 __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
     m1_chunk_states(Params<In> p, float* __restrict__ local_end, float* __restrict__ dsum_out,

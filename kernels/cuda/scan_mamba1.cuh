@@ -5,7 +5,8 @@
 // Design decision: batch 1 has only E·N independent recurrences, too few to fill a GPU, so time is split into
 // S chunks: pass 1 scans every chunk from a zero state (chunk end state + Σ Δ'), a tiny pass 2 chains the
 // chunk states (h_start[c+1] = exp(A·ΣΔ'_c)·h_start[c] + local_end[c]), and pass 3 rescans every chunk from
-// its true start state and writes y. One thread owns one channel of one chunk with its N = 16 states in
+// its true start state and writes y. The probes are taken in pass 1 when there is one (docs/cuda.md, "Probes
+// in pass 1"), else in the single pass. One thread owns one channel of one chunk with its N = 16 states in
 // registers; B/C rows of a tile of tokens are staged in shared memory and shared by the 128 channels of a
 // block. exp(Δ·A) = 2^(Δ·A·log2 e): a Taylor polynomial where the decay is near 1 (accuracy), the MUFU
 // ex2.approx elsewhere (everywhere with fast_exp). S = 1 (one pass) when E alone fills the GPU or T is short.
