@@ -50,6 +50,23 @@ __device__ __forceinline__ float step_in(const __nv_bfloat16* p) {
     return bf16_to_f32(p);
 }
 
+// State group q (states 4q .. 4q + 3) of one token: e_n = 2^(Δ'·A2_n), h_n ← e_n·h_n + Δ'x·B_n; returns the
+// four e_n (the probes' decays). The one state update every Mamba-1 kernel takes (m1_chunk_states, m1_scan,
+// m1_step and the persistent decode kernel), so that their states agree bit for bit.
+template <bool kFastExp>
+__device__ __forceinline__ float4 m1_update_group(float (&h)[kStepN], const float (&A2)[kStepN], int q,
+                                                  float dt, float dtx, float4 b) {
+    const float e0 = exp2_scan<kFastExp>(dt * A2[4 * q + 0]);
+    const float e1 = exp2_scan<kFastExp>(dt * A2[4 * q + 1]);
+    const float e2 = exp2_scan<kFastExp>(dt * A2[4 * q + 2]);
+    const float e3 = exp2_scan<kFastExp>(dt * A2[4 * q + 3]);
+    h[4 * q + 0] = e0 * h[4 * q + 0] + dtx * b.x;
+    h[4 * q + 1] = e1 * h[4 * q + 1] + dtx * b.y;
+    h[4 * q + 2] = e2 * h[4 * q + 2] + dtx * b.z;
+    h[4 * q + 3] = e3 * h[4 * q + 3] + dtx * b.w;
+    return make_float4(e0, e1, e2, e3);
+}
+
 // Channel d's step; h_state (E, 16) in/out, or null (a zero state, not written back).
 template <bool kFastExp, typename In>
 __device__ __forceinline__ void m1_step_channel(const M1StepIn<In>& p, int64_t d, float* h_state) {
@@ -95,14 +112,7 @@ __device__ __forceinline__ void m1_step_channel(const M1StepIn<In>& p, int64_t d
                     b3 = step_in(p.B + 4 * q + 3);
         const float c0 = step_in(p.C + 4 * q), c1 = step_in(p.C + 4 * q + 1), c2 = step_in(p.C + 4 * q + 2),
                     c3 = step_in(p.C + 4 * q + 3);
-        const float e0 = exp2_scan<kFastExp>(dt * A2[4 * q + 0]);
-        const float e1 = exp2_scan<kFastExp>(dt * A2[4 * q + 1]);
-        const float e2 = exp2_scan<kFastExp>(dt * A2[4 * q + 2]);
-        const float e3 = exp2_scan<kFastExp>(dt * A2[4 * q + 3]);
-        h[4 * q + 0] = e0 * h[4 * q + 0] + dtx * b0;
-        h[4 * q + 1] = e1 * h[4 * q + 1] + dtx * b1;
-        h[4 * q + 2] = e2 * h[4 * q + 2] + dtx * b2;
-        h[4 * q + 3] = e3 * h[4 * q + 3] + dtx * b3;
+        m1_update_group<kFastExp>(h, A2, q, dt, dtx, make_float4(b0, b1, b2, b3));
         y += c0 * h[4 * q + 0];
         y += c1 * h[4 * q + 1];
         y += c2 * h[4 * q + 2];

@@ -277,16 +277,8 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
             float esum = 0.0f;
 #pragma unroll
             for (int q = 0; q < kM1N / 4; ++q) {
-                const float4 b = b4[q];
-                const float e0 = exp2_scan<kFastExp>(dt * A2[4 * q + 0]);
-                const float e1 = exp2_scan<kFastExp>(dt * A2[4 * q + 1]);
-                const float e2 = exp2_scan<kFastExp>(dt * A2[4 * q + 2]);
-                const float e3 = exp2_scan<kFastExp>(dt * A2[4 * q + 3]);
-                h[4 * q + 0] = e0 * h[4 * q + 0] + dtx * b.x;
-                h[4 * q + 1] = e1 * h[4 * q + 1] + dtx * b.y;
-                h[4 * q + 2] = e2 * h[4 * q + 2] + dtx * b.z;
-                h[4 * q + 3] = e3 * h[4 * q + 3] + dtx * b.w;
-                if constexpr (kProbes) esum += (e0 + e1) + (e2 + e3);
+                const float4 e = m1_update_group<kFastExp>(h, A2, q, dt, dtx, b4[q]);
+                if constexpr (kProbes) esum += (e.x + e.y) + (e.z + e.w);
             }
             if constexpr (kProbes)
                 if (valid) pr.token(dt, kept, esum, A2, a2max);
@@ -423,20 +415,13 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
             float esum = 0.0f;
 #pragma unroll
             for (int q = 0; q < kM1N / 4; ++q) {
-                const float4 b = b4[q], cc = c4[q];
-                const float e0 = exp2_scan<kFastExp>(dt * A2[4 * q + 0]);
-                const float e1 = exp2_scan<kFastExp>(dt * A2[4 * q + 1]);
-                const float e2 = exp2_scan<kFastExp>(dt * A2[4 * q + 2]);
-                const float e3 = exp2_scan<kFastExp>(dt * A2[4 * q + 3]);
-                h[4 * q + 0] = e0 * h[4 * q + 0] + dtx * b.x;
-                h[4 * q + 1] = e1 * h[4 * q + 1] + dtx * b.y;
-                h[4 * q + 2] = e2 * h[4 * q + 2] + dtx * b.z;
-                h[4 * q + 3] = e3 * h[4 * q + 3] + dtx * b.w;
+                const float4 cc = c4[q];
+                const float4 e = m1_update_group<kFastExp>(h, A2, q, dt, dtx, b4[q]);
                 y += cc.x * h[4 * q + 0];
                 y += cc.y * h[4 * q + 1];
                 y += cc.z * h[4 * q + 2];
                 y += cc.w * h[4 * q + 3];
-                if constexpr (kProbes) esum += (e0 + e1) + (e2 + e3);
+                if constexpr (kProbes) esum += (e.x + e.y) + (e.z + e.w);
             }
             if (gate) y *= silu(zr[i]);
             if (valid) {
@@ -501,10 +486,16 @@ bool m1_step_enabled() {
 }
 
 // MAMBASCOPE_M1_PROBES_PASS=3: a chunked scan's probes stay in pass 3 (as before the probes moved to pass 1;
-// A/B runs, the tests); read at each call.
+// A/B runs, the tests); 1 or unset: pass 1. Read at each call.
 bool m1_probes_in_pass1_enabled() {
     const char* e = std::getenv("MAMBASCOPE_M1_PROBES_PASS");
-    return !(e && std::string(e) == "3");
+    const std::string v = e ? e : "1";
+    if (v != "1" && v != "3")
+        throw Error(
+            "MAMBASCOPE_M1_PROBES_PASS=" + v + " is not 1 or 3",
+            "it sets which pass of a chunked Mamba-1 scan takes the probes (docs/cuda.md, \"Probes in "
+            "pass 1\"); unset it for the default");
+    return v == "1";
 }
 
 // Blocks of the pass-3 kernel that fit on the whole GPU at once (one wave).
@@ -577,7 +568,9 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
     }
     // A chunked scan's probes are taken in pass 1, where the special-function pipe, not issue, is the limit
     // (docs/cuda.md, "Probes in pass 1"); a single pass takes them in pass 3.
-    const bool probes_in_pass1 = a.probes.any() && plan.chunks > 1 && m1_probes_in_pass1_enabled();
+    const bool pass1_switch =
+        m1_probes_in_pass1_enabled();  // read first: a bad value is an error at any call
+    const bool probes_in_pass1 = a.probes.any() && plan.chunks > 1 && pass1_switch;
     const dim3 block(kM1Threads);
     const unsigned cblocks = static_cast<unsigned>((a.E + kM1Threads - 1) / kM1Threads);
 

@@ -1068,18 +1068,17 @@ TEST(CudaScanMamba1Bf16, TheCpAsyncRingEqualsThePerThreadLoadsBitForBit) {
         bool took_ring = false, took_ring_off = true;
         // This test sets the switch itself (a run of the suite under MAMBASCOPE_M1_RING=0 gets it back
         // after).
-        const char* outer = std::getenv("MAMBASCOPE_M1_RING");
-        const std::string saved = outer ? outer : "";
-        unsetenv("MAMBASCOPE_M1_RING");
-        const auto ring =
-            run_m1_gpu_bf16(d, c, thr, kg::ScanProbes{ds_ring.p, k_ring.p, ld_ring.p}, false, &took_ring);
-        setenv("MAMBASCOPE_M1_RING", "0", 1);
-        const auto loads = run_m1_gpu_bf16(d, c, thr, kg::ScanProbes{ds_loads.p, k_loads.p, ld_loads.p},
-                                           false, &took_ring_off);
-        if (outer)
-            setenv("MAMBASCOPE_M1_RING", saved.c_str(), 1);
-        else
-            unsetenv("MAMBASCOPE_M1_RING");
+        M1Result ring, loads;
+        {
+            ScopedEnv on("MAMBASCOPE_M1_RING", nullptr);
+            ring =
+                run_m1_gpu_bf16(d, c, thr, kg::ScanProbes{ds_ring.p, k_ring.p, ld_ring.p}, false, &took_ring);
+        }
+        {
+            ScopedEnv off("MAMBASCOPE_M1_RING", "0");
+            loads = run_m1_gpu_bf16(d, c, thr, kg::ScanProbes{ds_loads.p, k_loads.p, ld_loads.p}, false,
+                                    &took_ring_off);
+        }
         ASSERT_TRUE(took_ring);
         ASSERT_FALSE(took_ring_off);
         EXPECT_EQ(ring.y, loads.y);
@@ -1148,6 +1147,17 @@ TEST(CudaScanMamba1, ProbesTakenInPass1EqualThoseTakenInPass3) {
             EXPECT_GT(n_tokens, 0);
             EXPECT_EQ(p1.kept[0], d.T);  // unfiltered channel: every token, the last chunk's included
         }
+    // any other value of the switch is a clear error, not a silent default
+    std::mt19937 rng2(20);
+    const M1Data d = make_m1(200, 32, rng2);
+    ScopedEnv bad("MAMBASCOPE_M1_PROBES_PASS", "2");
+    try {
+        run_m1_gpu(d, M1Case{200, 32, 64, false, false, false}, {}, {}, true);
+        ADD_FAILURE() << "MAMBASCOPE_M1_PROBES_PASS=2 was accepted";
+    } catch (const mambascope::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_M1_PROBES_PASS"), std::string::npos) << e.what();
+        EXPECT_FALSE(e.hint().empty());
+    }
 }
 
 TEST(CudaScanMamba1Bf16, RejectsMixedFloat32AndBf16Inputs) {
@@ -1253,9 +1263,8 @@ TEST(CudaScanMamba1, DecodeStepKernelEqualsTheTiledScanOfOneToken) {
                         a.dt_proj_w = w.p, a.dt_rank = R, a.delta_bias = bias.p, a.delta_softplus = true;
                         a.A = A.p, a.Dskip = D.p, a.thr = th.p, a.h = h.p, a.delta_out = dto.p, a.ldo = E;
                         a.fast_exp = true;
-                        if (path == 0) setenv("MAMBASCOPE_M1_STEP", "0", 1);
+                        ScopedEnv step("MAMBASCOPE_M1_STEP", path == 0 ? "0" : nullptr);
                         kg::scan_mamba1(a, nullptr, 0, nullptr);
-                        unsetenv("MAMBASCOPE_M1_STEP");
                         ys[path].push_back(in16 ? bf16_to_float(y16.download()) : y.download());
                         hs[path].push_back(h.download());
                         dts[path].push_back(dto.download());
