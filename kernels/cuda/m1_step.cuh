@@ -67,19 +67,21 @@ __device__ __forceinline__ float4 m1_update_group(float (&h)[kStepN], const floa
     return make_float4(e0, e1, e2, e3);
 }
 
-// Channel d's step; h_state (E, 16) in/out, or null (a zero state, not written back).
+// Channel d's step; h_state (E, 16) in/out, or null (a zero state, not written back). w: channel d's dt_proj
+// row (R floats) and a_row its A row (16), in global memory (p.dt_w + d·R, p.A + d·16) or copies in shared
+// memory (the m1_step kernel stages its block's rows): the same values in the same order either way.
 template <bool kFastExp, typename In>
-__device__ __forceinline__ void m1_step_channel(const M1StepIn<In>& p, int64_t d, float* h_state) {
+__device__ __forceinline__ void m1_step_channel(const M1StepIn<In>& p, int64_t d, float* h_state,
+                                                const float* w, const float* a_row) {
     const int64_t R = p.R;
-    const bool vec = R % 4 == 0 && reinterpret_cast<uintptr_t>(p.dt_w) % 16 == 0;
+    const bool vec = R % 4 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
     float A2[kStepN];
 #pragma unroll
-    for (int n = 0; n < kStepN; ++n) A2[n] = p.A[d * kStepN + n] * kLog2e;
+    for (int n = 0; n < kStepN; ++n) A2[n] = a_row[n] * kLog2e;
     const float bias = p.bias ? p.bias[d] : 0.0f;
     const float thr = p.thr ? p.thr[d] : -INFINITY;
     const float dskip = p.Dskip ? p.Dskip[d] : 0.0f;
     const In* low = p.low;
-    const float* w = p.dt_w + d * R;
     float raw = 0.0f;
     if (vec) {
 #pragma unroll 4  // loads of several groups in flight (the sum's order is unchanged)
@@ -128,6 +130,12 @@ __device__ __forceinline__ void m1_step_channel(const M1StepIn<In>& p, int64_t d
 #pragma unroll
     for (int q = 0; q < kStepN / 4; ++q)
         hs[q] = make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
+}
+
+// The same, reading the rows from global memory.
+template <bool kFastExp, typename In>
+__device__ __forceinline__ void m1_step_channel(const M1StepIn<In>& p, int64_t d, float* h_state) {
+    m1_step_channel<kFastExp>(p, d, h_state, p.dt_w + d * p.R, p.A + d * kStepN);
 }
 
 }  // namespace mambascope::kernels::cuda::detail

@@ -458,25 +458,79 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
 // ascending (lowrank_dt), used_delta, then per state group h ← 2^(Δ'·A2)·h + Δ'x·B and y += C·h, the gate,
 // the store.
 constexpr int kM1StepThreads = 64;
+//
+// Staged rows (since 2026-12-04, tenth stop): a lane reading its own dt_proj row issues its loads four at a
+// time, each load touching 32 lines for the warp, and waits for each group: 8 dependent L2 round trips for
+// mamba-1.4b's 128-float rows. Staged, the block copies its rows of dt_proj and A into shared memory with
+// cp.async before the PDL wait (weights only; a warp copies whole rows, 512 contiguous bytes per load), and
+// each lane then reads its row from there, in the same order: the same products, the same sums, bit for bit.
+// Row strides are padded so that a quarter warp's 16-byte reads of 8 rows fall in 8 different bank groups.
+// Measured (H200, bf16 greedy step graph, always against never staged, docs/benchmarks.md "tenth stop"):
+// mamba-1.4b (R = 128) 1.732 against 1.848 ms/token, mamba-2.8b (R = 160) 3.017 against 3.198, but mamba-130m
+// (R = 48) 0.454 against 0.416 and mamba-370m (R = 64) 0.944 against 0.905, so rows are staged from
+// kM1StepStageMinRank up. MAMBASCOPE_M1_STEP_STAGE=0 never stages (the rows from global memory, as before),
+// =1 stages whatever the rank (A/B runs, the tests); any other value is an error.
+constexpr int kM1StepMaxRowStride = 192;     // floats per staged dt_proj row: ≤ 53 KB with the A rows
+constexpr int64_t kM1StepStageMinRank = 96;  // dt_rank from which staging pays (between 64 and 128: above)
+constexpr int kM1StepARowStride = kM1N + 4;  // 20 floats: 5 float4s, odd
+int m1_step_row_stride(int64_t R) {          // R % 4 == 0
+    return (R / 4) % 2 == 1 ? static_cast<int>(R) : static_cast<int>(R) + 4;
+}
 
 template <bool kFastExp, typename In>
-__global__ void __launch_bounds__(kM1StepThreads) m1_step(Params<In> p, float* __restrict__ h_state) {
+__global__ void __launch_bounds__(kM1StepThreads) m1_step(Params<In> p, float* __restrict__ h_state, int Rp) {
+    // Rp > 0: staged rows, dt_proj's (64 × Rp floats) then A's (64 × 20)
+    extern __shared__ __align__(16) float smem[];
+    const bool stage = Rp > 0;
     const int64_t d0 = static_cast<int64_t>(blockIdx.x) * kM1StepThreads, d = d0 + threadIdx.x;
     const int64_t R = p.dt_rank;
-    if (threadIdx.x == 0) {  // weights only before the wait
-        const int64_t rows = min(static_cast<int64_t>(kM1StepThreads), p.E - d0);
+    const int64_t rows = min(static_cast<int64_t>(kM1StepThreads), p.E - d0);
+    float* sW = smem;
+    float* sA = smem + kM1StepThreads * Rp;
+    // weights only before the wait
+    if (stage) {
+        const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+        const int64_t q4 = R / 4;  // 16-byte pieces per row
+        for (int64_t r = warp; r < rows; r += kM1StepThreads / 32) {
+            for (int64_t k = lane; k < q4; k += 32)
+                cp_async_16(sW + r * Rp + 4 * k, p.dt_w + (d0 + r) * R + 4 * k, true);
+            if (lane < kM1N / 4)
+                cp_async_16(sA + r * kM1StepARowStride + 4 * lane, p.A + (d0 + r) * kM1N + 4 * lane, true);
+        }
+        cp_async_commit();
+    } else if (threadIdx.x == 0) {
         if (R % 4 == 0 && reinterpret_cast<uintptr_t>(p.dt_w) % 16 == 0)
             prefetch_l2(p.dt_w + d0 * R, static_cast<unsigned>(rows * R * sizeof(float)));
         if (reinterpret_cast<uintptr_t>(p.A) % 16 == 0)
             prefetch_l2(p.A + d0 * kM1N, static_cast<unsigned>(rows * kM1N * sizeof(float)));
     }
     grid_dependency_wait();  // the state, x, z, B, C and dt_proj's low-rank input come from earlier kernels
-    if (d >= p.E) return;    // no barrier below: a thread per channel
+    if (stage) {
+        cp_async_wait_all();
+        __syncthreads();
+    }
+    if (d >= p.E) return;  // no barrier below: a thread per channel
     M1StepIn<In> s;
     s.x = p.x, s.z = p.z, s.low = p.delta, s.B = p.B, s.C = p.C, s.dt_w = p.dt_w, s.R = R, s.A = p.A;
     s.bias = p.delta_bias, s.softplus = p.softplus, s.thr = p.thr, s.Dskip = p.Dskip;
     s.y = p.y, s.y16 = p.y16, s.delta_out = p.delta_out;
-    m1_step_channel<kFastExp>(s, d, h_state);
+    if (stage)
+        m1_step_channel<kFastExp>(s, d, h_state, sW + threadIdx.x * Rp, sA + threadIdx.x * kM1StepARowStride);
+    else
+        m1_step_channel<kFastExp>(s, d, h_state);
+}
+
+// MAMBASCOPE_M1_STEP_STAGE: -1 unset (stage from kM1StepStageMinRank up), 0 never, 1 whenever the rows fit
+// (A/B runs, the tests); read at each call.
+int m1_step_stage_setting() {
+    const char* e = std::getenv("MAMBASCOPE_M1_STEP_STAGE");
+    if (!e || !*e) return -1;
+    const std::string v = e;
+    if (v != "0" && v != "1")
+        throw Error("MAMBASCOPE_M1_STEP_STAGE=" + v + " is not 0 or 1",
+                    "it sets whether a decode step copies its dt_proj rows into shared memory (docs/cuda.md, "
+                    "\"Staged rows\"); unset it for the default");
+    return v == "1" ? 1 : 0;
 }
 
 // MAMBASCOPE_M1_STEP=0: decode steps take m1_scan as before (A/B runs, the tests); read at each call.
@@ -561,8 +615,16 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
     if (a.dt_proj_w && a.T == 1 && m1_step_enabled()) {  // a decode step
         const auto step = a.fast_exp ? m1_step<true, In> : m1_step<false, In>;
         pdl_register(step);
-        step<<<static_cast<unsigned>((a.E + kM1StepThreads - 1) / kM1StepThreads), kM1StepThreads, 0,
-               stream>>>(p, a.h);
+        const bool stage = scan_mamba1_step_staged(a);
+        const size_t smem = stage ? static_cast<size_t>(kM1StepThreads) *
+                                        (m1_step_row_stride(a.dt_rank) + kM1StepARowStride) * sizeof(float)
+                                  : 0;
+        if (smem > 48 * 1024)
+            CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(step),
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(smem)));
+        step<<<static_cast<unsigned>((a.E + kM1StepThreads - 1) / kM1StepThreads), kM1StepThreads, smem,
+               stream>>>(p, a.h, stage ? m1_step_row_stride(a.dt_rank) : 0);
         CUDA_CHECK(cudaGetLastError());
         return;
     }
@@ -617,6 +679,15 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
 }
 
 }  // namespace
+
+bool scan_mamba1_step_staged(const Mamba1ScanArgs& a) {
+    const auto aligned16 = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
+    const int setting = m1_step_stage_setting();  // read first: a bad value is an error at any call
+    const bool fits = a.dt_proj_w && a.T == 1 && m1_step_enabled() && a.dt_rank > 0 && a.dt_rank % 4 == 0 &&
+                      m1_step_row_stride(a.dt_rank) <= kM1StepMaxRowStride && aligned16(a.dt_proj_w) &&
+                      aligned16(a.A);
+    return fits && (setting == 1 || (setting < 0 && a.dt_rank >= kM1StepStageMinRank));
+}
 
 bool scan_mamba1_ring(const Mamba1ScanArgs& a) {
     const auto rows16 = [](const void* ptr, int64_t ld) {

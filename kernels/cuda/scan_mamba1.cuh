@@ -84,6 +84,12 @@ void scan_mamba1(const Mamba1ScanArgs& args, void* workspace, size_t workspace_b
 // per-thread loads.
 bool scan_mamba1_ring(const Mamba1ScanArgs& args);
 
+// Whether a decode step (T = 1, dt_proj fused) with these arguments copies its block's dt_proj and A rows
+// into shared memory before the PDL wait (m1_step in scan_mamba1.cu): 96 ≤ dt_rank ≤ 188 (from 4 with
+// MAMBASCOPE_M1_STEP_STAGE=1; never with =0 or MAMBASCOPE_M1_STEP=0), dt_rank % 4 == 0, dt_proj_w and A
+// 16-byte aligned. The same values in the same order as reading them from global memory.
+bool scan_mamba1_step_staged(const Mamba1ScanArgs& args);
+
 // The chunk plan the scan uses (exposed for tests and benchmarks): S chunks of chunk_len tokens (the last may
 // be shorter).
 struct ScanPlan {

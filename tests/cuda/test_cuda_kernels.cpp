@@ -1220,15 +1220,20 @@ TEST(CudaScanMamba1, LowRankDeltaFusedEqualsDtProjThenScan) {
 
 // Decode steps (T = 1, dt_proj fused) take m1_step, a one-token kernel (kernels/cuda/scan_mamba1.cu) with
 // m1_scan's per-channel arithmetic in the same order: y (float32 or bf16), Δ' and the carried state equal
-// m1_scan's one-token run (MAMBASCOPE_M1_STEP=0) bit for bit over three steps, on the 16-byte dt_proj path
-// (R = 48) and the scalar one (R = 7), float32 and bf16 inputs, gated or not, with a filter, E not a multiple
-// of the block; and they match the CPU reference.
+// m1_scan's one-token run (MAMBASCOPE_M1_STEP=0) bit for bit over three steps, with the block's dt_proj and A
+// rows staged in shared memory (MAMBASCOPE_M1_STEP_STAGE=1: R = 48, 12, 188; by default R = 188) and read
+// from global memory (=0; R = 7 and 200 always), on the 16-byte dt_proj path and the scalar one (R = 7),
+// float32 and bf16 inputs, gated or not, with a filter, E not a multiple of the block; and they match the CPU
+// reference. A bad value of the switch is an error.
 TEST(CudaScanMamba1, DecodeStepKernelEqualsTheTiledScanOfOneToken) {
     REQUIRE_GPU();
     std::mt19937 rng(81);
     for (const bool in16 : {false, true})
-        for (const int64_t R : {int64_t{48}, int64_t{7}})
+        // R 48: staged rows padded to 52 floats; 12: unpadded; 188: 53 KB of shared memory (opt-in above 48);
+        // 7 and 200: read from global memory
+        for (const int64_t R : {int64_t{48}, int64_t{7}, int64_t{12}, int64_t{188}, int64_t{200}})
             for (const bool gate : {true, false}) {
+                if (R >= 188 && !gate) continue;
                 SCOPED_TRACE(std::string(in16 ? "bf16" : "fp32") + " R=" + std::to_string(R) +
                              (gate ? " gated" : " no gate"));
                 const int64_t E = 200, ldl = R + 2 * 16 + 4;
@@ -1243,8 +1248,13 @@ TEST(CudaScanMamba1, DecodeStepKernelEqualsTheTiledScanOfOneToken) {
                     low32(low);
                 Dev<__nv_bfloat16> x16(to_bf16_host(d.x)), B16(to_bf16_host(d.B)), C16(to_bf16_host(d.C)),
                     z16(to_bf16_host(d.z)), low16(to_bf16_host(low));
-                std::vector<std::vector<float> > ys[2], hs[2], dts[2];
-                for (int path = 0; path < 2; ++path) {  // 0: m1_scan, 1: m1_step
+                std::vector<std::vector<float> > ys[4], hs[4], dts[4];
+                // 0: m1_scan; m1_step with 1: rows staged wherever they fit (MAMBASCOPE_M1_STEP_STAGE=1), 2:
+                // rows from global memory (=0), 3: the default (staged from dt_rank 96 up)
+                const char* stage_env[4] = {nullptr, "1", "0", nullptr};
+                const bool fits = R % 4 == 0 && R <= 188;
+                const bool staged[4] = {false, fits, false, fits && R >= 96};
+                for (int path = 0; path < 4; ++path) {
                     Dev<float> h(d.h0), y(E), dto(E);
                     Dev<__nv_bfloat16> y16(E);
                     for (int64_t t = 0; t < 3; ++t) {
@@ -1264,17 +1274,20 @@ TEST(CudaScanMamba1, DecodeStepKernelEqualsTheTiledScanOfOneToken) {
                         a.A = A.p, a.Dskip = D.p, a.thr = th.p, a.h = h.p, a.delta_out = dto.p, a.ldo = E;
                         a.fast_exp = true;
                         ScopedEnv step("MAMBASCOPE_M1_STEP", path == 0 ? "0" : nullptr);
+                        ScopedEnv stage("MAMBASCOPE_M1_STEP_STAGE", stage_env[path]);
+                        EXPECT_EQ(kg::scan_mamba1_step_staged(a), staged[path]) << path;
                         kg::scan_mamba1(a, nullptr, 0, nullptr);
                         ys[path].push_back(in16 ? bf16_to_float(y16.download()) : y.download());
                         hs[path].push_back(h.download());
                         dts[path].push_back(dto.download());
                     }
                 }
-                for (int t = 0; t < 3; ++t) {
-                    EXPECT_EQ(ys[1][size_t(t)], ys[0][size_t(t)]) << t;
-                    EXPECT_EQ(hs[1][size_t(t)], hs[0][size_t(t)]) << t;
-                    EXPECT_EQ(dts[1][size_t(t)], dts[0][size_t(t)]) << t;
-                }
+                for (int path = 1; path < 4; ++path)
+                    for (int t = 0; t < 3; ++t) {
+                        EXPECT_EQ(ys[path][size_t(t)], ys[0][size_t(t)]) << path << " " << t;
+                        EXPECT_EQ(hs[path][size_t(t)], hs[0][size_t(t)]) << path << " " << t;
+                        EXPECT_EQ(dts[path][size_t(t)], dts[0][size_t(t)]) << path << " " << t;
+                    }
                 // and against the CPU: the state after three steps from the same inputs, Δ' from dt = low·Wᵀ
                 M1Data ref = d;
                 for (int64_t t = 0; t < 3; ++t)
@@ -1286,6 +1299,15 @@ TEST(CudaScanMamba1, DecodeStepKernelEqualsTheTiledScanOfOneToken) {
                 const auto want = run_m1_cpu(ref, M1Case{3, E, 0, true, true, gate}, thr);
                 EXPECT_LE(rel_err(hs[1][2], want.h), 1e-4);
             }
+    ScopedEnv bad("MAMBASCOPE_M1_STEP_STAGE", "yes");
+    kg::Mamba1ScanArgs a;
+    a.T = 1, a.E = 64, a.N = 16, a.dt_rank = 128;
+    try {
+        (void)kg::scan_mamba1_step_staged(a);
+        ADD_FAILURE() << "MAMBASCOPE_M1_STEP_STAGE=yes was accepted";
+    } catch (const mambascope::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_M1_STEP_STAGE"), std::string::npos) << e.what();
+    }
 }
 
 // The persistent decode step (decode_mamba1.cuh) against the step graph's kernels run one by one: the
