@@ -87,29 +87,6 @@ __device__ __forceinline__ void prefetch_rows(const __nv_bfloat16* W, int64_t N,
     if (n < N) prefetch_l2(W + n * K, static_cast<unsigned>(K * static_cast<int64_t>(sizeof(__nv_bfloat16))));
 }
 
-// Two rows' Σ_k w[k]·a[k] at once (row_dot's vec order for each, so each sum equals row_dot's bit for bit):
-// twice the loads in flight per lane, which a phase bound by DRAM latency needs at 16 warps per SM.
-template <typename TA>
-__device__ __forceinline__ void row_dot2(const __nv_bfloat16* __restrict__ w0,
-                                         const __nv_bfloat16* __restrict__ w1, const TA* a, int64_t K,
-                                         int lane, float& out0, float& out1) {
-    float acc0 = 0.0f, acc1 = 0.0f;
-#pragma unroll 4
-    for (int64_t k = static_cast<int64_t>(lane) * kGemvVec; k < K; k += 32 * kGemvVec) {
-        float u[kGemvVec], v[kGemvVec], av[kGemvVec];
-        load8(w0 + k, u);
-        load8(w1 + k, v);
-        load8(a + k, av);
-#pragma unroll
-        for (int i = 0; i < kGemvVec; ++i) {
-            acc0 = fmaf(u[i], av[i], acc0);
-            acc1 = fmaf(v[i], av[i], acc1);
-        }
-    }
-    out0 = warp_sum(acc0);
-    out1 = warp_sum(acc1);
-}
-
 // For this warp's rows n = gw, gw + nw, … of W (N × K bf16): acc = W[n]·a, then emit(n, acc) (every lane has
 // acc). Two rows per pass (row_dot2), the last odd one alone; row i + kRowsAhead of the warp is started into
 // L2 before row i is read (the first kRowsAhead were started a phase earlier by prefetch_rows).

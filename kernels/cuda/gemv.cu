@@ -23,19 +23,81 @@ bool prefetch_enabled() {
     return !(e && std::string(e) == "0");
 }
 
-// grid ceil(N / kGemvWarps), block 32·kGemvWarps. vec: W rows and a may be read 8 elements at a time
-// (K % 8 == 0, ldw % 8 == 0, pointers aligned); otherwise one element per lane and step.
+// Rows per grid (since 2026-12-04, tenth stop). A grid of one block per 8 rows gave the LM head (50,280 rows)
+// 6,285 short-lived blocks, each recomputing the norm (gemv_rmsnorm) before its 8 rows: ≈ 2 TB/s for its 77
+// MB on mamba-130m (ncu, one kernel at a time). The grid is now capped at kGemvBlocksPerSM blocks per SM
+// (one wave); warp w of the grid takes rows w, w + W, w + 2W, … (W warps in the grid), two at a time
+// (row_dot2, each row in row_dot's order) when vec, so every row's sum is the same bit for bit. Projections
+// of at most 8 × the cap rows (8,448 on the H200: every projection of mamba-130m to mamba-1.4b) keep one row
+// per warp. MAMBASCOPE_GEMV_GRID=n caps the grid at n blocks instead (0: no cap, one row per warp; A/B runs,
+// the tests); read at each launch.
+constexpr int kGemvBlocksPerSM = 8;  // 8 × 256 threads: the H200's 2,048 threads per SM
+
+// The grid cap from MAMBASCOPE_GEMV_GRID: -1 when unset (the default cap), 0 for none, else n blocks.
+int64_t gemv_grid_override() {
+    const char* e = std::getenv("MAMBASCOPE_GEMV_GRID");
+    if (!e || !*e) return -1;
+    char* end = nullptr;
+    const long long v = std::strtoll(e, &end, 10);
+    if (*end != '\0' || v < 0 || v > INT_MAX)
+        throw Error(
+            "MAMBASCOPE_GEMV_GRID=" + std::string(e) + " is not a block count",
+            "it caps the one-row projections' grid (docs/cuda.md, \"Rows per grid\"; 0: no cap); unset "
+            "it for the default, " +
+                std::to_string(kGemvBlocksPerSM) + " blocks per SM");
+    return v;
+}
+
+// Blocks for N rows: one per kGemvWarps rows, at most kGemvBlocksPerSM × the device's SMs (or the override).
+unsigned gemv_blocks(int64_t N) {
+    static thread_local int cached_device = -1, cached_sms = 0;
+    int64_t cap = gemv_grid_override();
+    if (cap < 0) {
+        int dev = 0;
+        CUDA_CHECK(cudaGetDevice(&dev));
+        if (dev != cached_device) {
+            CUDA_CHECK(cudaDeviceGetAttribute(&cached_sms, cudaDevAttrMultiProcessorCount, dev));
+            cached_device = dev;
+        }
+        cap = static_cast<int64_t>(kGemvBlocksPerSM) * std::max(1, cached_sms);
+    }
+    int64_t blocks = (N + kGemvWarps - 1) / kGemvWarps;
+    if (cap > 0) blocks = std::min(blocks, cap);
+    return static_cast<unsigned>(blocks);
+}
+
+// This warp's rows n = first, first + stride, … < N: acc = W[n]·a (row_dot's order), then emit(n, acc) (in
+// every lane). Two rows per pass on the vec path (row_dot2), the last odd one alone.
+template <typename TW, typename TA, typename Emit>
+__device__ __forceinline__ void gemv_rows(int64_t N, int64_t K, const TW* __restrict__ W, int64_t ldw,
+                                          const TA* a, int64_t first, int64_t stride, int lane, bool vec,
+                                          Emit&& emit) {
+    int64_t n = first;
+    if (vec)
+        for (; n + stride < N; n += 2 * stride) {
+            float acc0, acc1;
+            row_dot2(W + n * ldw, W + (n + stride) * ldw, a, K, lane, acc0, acc1);
+            emit(n, acc0);
+            emit(n + stride, acc1);
+        }
+    for (; n < N; n += stride) emit(n, row_dot(W + n * ldw, a, K, lane, vec));
+}
+
+// grid gemv_blocks(N), block 32·kGemvWarps. vec: W rows and a may be read 8 elements at a time (K % 8 == 0,
+// ldw % 8 == 0, pointers aligned); otherwise one element per lane and step.
 template <typename TW, typename TA, typename TY>
 __global__ void __launch_bounds__(32 * kGemvWarps)
     gemv_kernel(int64_t N, int64_t K, const TW* __restrict__ W, int64_t ldw, const TA* __restrict__ a,
                 TY* __restrict__ y, float beta, bool vec, bool prefetch) {
     const int lane = threadIdx.x % 32;
-    const int64_t n = static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / 32;
-    if (n >= N) return;
-    prefetch_row(W + n * ldw, K, lane, prefetch);
+    const int64_t first = static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / 32;
+    const int64_t stride = static_cast<int64_t>(gridDim.x) * kGemvWarps;
+    if (first >= N) return;
+    for (int64_t n = first; n < N; n += stride) prefetch_row(W + n * ldw, K, lane, prefetch);
     grid_dependency_wait();  // a (and y, with beta) come from earlier kernels
-    const float acc = row_dot(W + n * ldw, a, K, lane, vec);
-    if (lane == 0) store(y + n, acc, beta);
+    gemv_rows(N, K, W, ldw, a, first, stride, lane, vec, [&](int64_t n, float acc) {
+        if (lane == 0) store(y + n, acc, beta);
+    });
 }
 
 template <typename TW, typename TA, typename TY>
@@ -49,7 +111,7 @@ void launch_gemv(int64_t N, int64_t K, const TW* W, int64_t ldw, const TA* a, TY
     // 8 elements per load step: 16-byte loads (one uint4 of bf16, or two float4 of float32) at offsets k·size
     // that are multiples of 16 bytes when K, ldw are multiples of 8 and the bases are 16-byte aligned.
     const bool vec = K % kGemvVec == 0 && ldw % kGemvVec == 0 && aligned(W, 16) && aligned(a, 16);
-    const unsigned blocks = static_cast<unsigned>((N + kGemvWarps - 1) / kGemvWarps);
+    const unsigned blocks = gemv_blocks(N);
     pdl_register(gemv_kernel<TW, TA, TY>);
     gemv_kernel<TW, TA, TY>
         <<<blocks, 32 * kGemvWarps, 0, stream>>>(N, K, W, ldw, a, y, beta, vec, vec && prefetch_enabled());
@@ -74,8 +136,9 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
     __nv_bfloat16* a = reinterpret_cast<__nv_bfloat16*>(smem);
     __shared__ float partial[kGemvWarps];
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const int64_t n = static_cast<int64_t>(blockIdx.x) * kGemvWarps + warp;
-    if (n < N) prefetch_row(W + n * ldw, K, lane, prefetch);
+    const int64_t first = static_cast<int64_t>(blockIdx.x) * kGemvWarps + warp;
+    const int64_t stride = static_cast<int64_t>(gridDim.x) * kGemvWarps;
+    for (int64_t n = first; n < N; n += stride) prefetch_row(W + n * ldw, K, lane, prefetch);
     grid_dependency_wait();  // x (and y, with beta) come from earlier kernels
     float total = 0.0f;
     if (warp_rows) {
@@ -101,9 +164,9 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
     for (int64_t d = threadIdx.x; d < K; d += kNormThreadsForGemv)
         a[d] = __float2bfloat16_rn(x[d] * inv * wn[d]);
     __syncthreads();
-    if (n >= N) return;
-    const float acc = row_dot(W + n * ldw, a, K, lane, vec);
-    if (lane == 0) store(y + n, acc, beta);
+    gemv_rows(N, K, W, ldw, a, first, stride, lane, vec, [&](int64_t n, float acc) {
+        if (lane == 0) store(y + n, acc, beta);
+    });
 }
 
 template <typename TY>
@@ -118,7 +181,7 @@ void launch_gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t l
     if (smem > 48 * 1024)
         CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(gemv_rmsnorm_kernel<TY>),
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    const unsigned blocks = static_cast<unsigned>((N + kGemvWarps - 1) / kGemvWarps);
+    const unsigned blocks = gemv_blocks(N);
     pdl_register(gemv_rmsnorm_kernel<TY>);
     gemv_rmsnorm_kernel<TY><<<blocks, 32 * kGemvWarps, smem, stream>>>(
         N, K, W, ldw, x, wn, eps, y, beta, vec, detail::rmsnorm_takes_warp_rows(K, x, K, wn),

@@ -70,6 +70,29 @@ __device__ __forceinline__ float row_dot(const TW* __restrict__ w, const TA* a, 
     return warp_sum(acc);
 }
 
+// Two rows' Σ_k w[k]·a[k] at once (row_dot's vec order for each, so each sum equals row_dot's bit for bit):
+// twice the loads in flight per lane, for phases bound by DRAM latency. vec rows only (K % 8 == 0, 16-byte
+// aligned rows and a).
+template <typename TW, typename TA>
+__device__ __forceinline__ void row_dot2(const TW* __restrict__ w0, const TW* __restrict__ w1, const TA* a,
+                                         int64_t K, int lane, float& out0, float& out1) {
+    float acc0 = 0.0f, acc1 = 0.0f;
+#pragma unroll 4
+    for (int64_t k = static_cast<int64_t>(lane) * kGemvVec; k < K; k += 32 * kGemvVec) {
+        float u[kGemvVec], v[kGemvVec], av[kGemvVec];
+        load8(w0 + k, u);
+        load8(w1 + k, v);
+        load8(a + k, av);
+#pragma unroll
+        for (int i = 0; i < kGemvVec; ++i) {
+            acc0 = fmaf(u[i], av[i], acc0);
+            acc1 = fmaf(v[i], av[i], acc1);
+        }
+    }
+    out0 = warp_sum(acc0);
+    out1 = warp_sum(acc1);
+}
+
 // Lane 0 starts the row's weights on their way to L2 (vec rows only: 16-byte aligned, K·sizeof(TW) a multiple
 // of 16). Issued before grid_dependency_wait, the DRAM reads overlap the previous kernel of a decode graph.
 template <typename TW>

@@ -1556,6 +1556,72 @@ TEST(CudaGemv, RmsnormFusedEqualsRmsnormBf16ThenGemvBitForBit) {
     }
 }
 
+// The one-row projections' grid is capped (gemv.cu, "Rows per grid"): warps loop over rows, two at a time on
+// the vector path. Every row equals the uncapped grid's (MAMBASCOPE_GEMV_GRID=0, one row per warp)
+// bit for bit, for gemv (float32 and bf16 weights, β = 0 and 1, bf16 output) and gemv_rmsnorm, with a grid
+// of 3 blocks (24 warps: 4 to 9 rows each, odd and even counts) and the default; a bad value is an error.
+TEST(CudaGemv, RowsPerGridCapEqualsOneRowPerWarpBitForBit) {
+    REQUIRE_GPU();
+    std::mt19937 rng(79);
+    struct Case {
+        int64_t N, K, ldw;
+    };
+    for (const Case c : {Case{203, 256, 264}, Case{91, 77, 80}}) {
+        SCOPED_TRACE("N=" + std::to_string(c.N) + " K=" + std::to_string(c.K));
+        const auto W = round_bf16(randn(c.N * c.ldw, rng)), x = randn(c.K, rng, 2.0f),
+                   wn = uniform(c.K, rng, 0.5f, 1.5f), y0 = randn(c.N, rng);
+        const auto a = round_bf16(randn(c.K, rng));
+        Dev<float> dW(W), da(a), dx(x), dwn(wn);
+        Dev<__nv_bfloat16> dW16(to_bf16_host(W)), da16(to_bf16_host(a));
+        struct Out {
+            std::vector<float> f32, b16_in, plus, b16_out, norm;
+        };
+        auto run = [&](const char* grid) {
+            ScopedEnv env("MAMBASCOPE_GEMV_GRID", grid);
+            Dev<float> y(c.N), yp(y0), yn(c.N);
+            Dev<__nv_bfloat16> y16(c.N);
+            Out o;
+            y.poison();
+            kg::gemv(c.N, c.K, dW.p, c.ldw, da.p, y.p, 0.0f, nullptr);
+            o.f32 = y.download();
+            y.poison();
+            kg::gemv(c.N, c.K, dW16.p, c.ldw, da16.p, y.p, 0.0f, nullptr);
+            o.b16_in = y.download();
+            kg::gemv(c.N, c.K, dW16.p, c.ldw, da16.p, yp.p, 1.0f, nullptr);
+            o.plus = yp.download();
+            kg::gemv(c.N, c.K, dW16.p, c.ldw, da16.p, y16.p, nullptr);
+            o.b16_out = bf16_to_float(y16.download());
+            yn.poison();
+            kg::gemv_rmsnorm(c.N, c.K, dW16.p, c.ldw, dx.p, dwn.p, 1e-5f, yn.p, 0.0f, nullptr);
+            o.norm = yn.download();
+            return o;
+        };
+        const Out ref = run("0");
+        for (const char* grid : {"3", static_cast<const char*>(nullptr)}) {
+            SCOPED_TRACE(grid ? grid : "default");
+            const Out o = run(grid);
+            EXPECT_EQ(o.f32, ref.f32);
+            EXPECT_EQ(o.b16_in, ref.b16_in);
+            EXPECT_EQ(o.plus, ref.plus);
+            EXPECT_EQ(o.b16_out, ref.b16_out);
+            EXPECT_EQ(o.norm, ref.norm);
+        }
+        // and the rows are the product (not, say, a row computed twice and another skipped)
+        std::vector<double> want(c.N);
+        for (int64_t n = 0; n < c.N; ++n)
+            for (int64_t k = 0; k < c.K; ++k) want[n] += double(W[n * c.ldw + k]) * a[k];
+        EXPECT_LE(rel_err(ref.b16_in, want), kTol);
+    }
+    ScopedEnv bad("MAMBASCOPE_GEMV_GRID", "eight");
+    Dev<float> W1(std::vector<float>(8, 1.0f)), a1(std::vector<float>(8, 1.0f)), y1(1);
+    try {
+        kg::gemv(1, 8, W1.p, 8, a1.p, y1.p, 0.0f, nullptr);
+        ADD_FAILURE() << "MAMBASCOPE_GEMV_GRID=eight was accepted";
+    } catch (const mambascope::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_GEMV_GRID"), std::string::npos) << e.what();
+    }
+}
+
 // Shapes: element path (odd strides), the vector paths of the bf16 chain (Cn and strides multiples of 8, T
 // over one tile, K = 4 and 2; bf16 output only) in each of their variants (MAMBASCOPE_CONV_BF16: channels ×
 // tokens per thread), and one tile (the state written by the conv kernel).
