@@ -83,6 +83,25 @@ for fn, c in counts.items():
 PY
 fi
 
+if [ -s /tmp/scan.sass ]; then
+  # softplus's lg2 (softplus_warp): the lines around each MUFU.LG2 of the kernels' SASS, to see whether it sits
+  # behind a branch (the warp vote) or is issued on every token
+  python3 - /tmp/scan.sass <<'PY' > "$OUT/sass_lg2.txt"
+import re, sys
+fn, lines = None, []
+for line in open(sys.argv[1]):
+    m = re.search(r"Function : (\S+)", line)
+    if m:
+        fn = m.group(1); lines = []; shown = 0; print("==", fn); continue
+    if fn is None: continue
+    lines.append(line.rstrip())
+    if "MUFU.LG2" in line and shown < 2:
+        shown += 1
+        print("\n".join(lines[-8:])); print("--")
+PY
+  echo "sass_lg2.txt: $(grep -c MUFU.LG2 "$OUT/sass_lg2.txt") MUFU.LG2 lines shown"
+fi
+
 find_ncu
 if [ -n "$NCU" ] && [ "${SKIP_PROFILE:-0}" != 1 ]; then
   : > "$OUT/profile_m1_detail.txt"
