@@ -84,7 +84,7 @@ PY
 fi
 
 if [ -s /tmp/scan.sass ]; then
-  # softplus's lg2 (softplus_warp): the lines around each MUFU.LG2 of the kernels' SASS, to see whether it sits
+  # softplus's lg2 (docs/benchmarks.md, tenth stop: a warp vote tried): the lines around each MUFU.LG2 of the SASS, whether it sits
   # behind a branch (the warp vote) or is issued on every token
   python3 - /tmp/scan.sass <<'PY' > "$OUT/sass_lg2.txt"
 import re, sys
