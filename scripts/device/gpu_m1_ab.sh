@@ -84,22 +84,22 @@ PY
 fi
 
 if [ -s /tmp/scan.sass ]; then
-  # softplus's lg2 (docs/benchmarks.md, tenth stop: a warp vote tried): the lines around each MUFU.LG2 of the SASS, whether it sits
-  # behind a branch (the warp vote) or is issued on every token
-  python3 - /tmp/scan.sass <<'PY' > "$OUT/sass_lg2.txt"
+  # softplus's lg2 (docs/benchmarks.md, tenth stop: a warp vote tried): the 8 lines before each kernel's first
+  # MUFU.LG2, whether it sits behind a branch or is issued on every token. Appended to sass_summary.txt rather
+  # than a file of its own: the device returns a limited number of files per call (the tenth stop lost three).
+  python3 - /tmp/scan.sass <<'PY' >> "$OUT/sass_summary.txt"
 import re, sys
-fn, lines = None, []
+fn, lines, shown = None, [], False
 for line in open(sys.argv[1]):
     m = re.search(r"Function : (\S+)", line)
     if m:
-        fn = m.group(1); lines = []; shown = 0; print("==", fn); continue
-    if fn is None: continue
+        fn, lines, shown = m.group(1), [], False; continue
+    if fn is None or shown: continue
     lines.append(line.rstrip())
-    if "MUFU.LG2" in line and shown < 2:
-        shown += 1
-        print("\n".join(lines[-8:])); print("--")
+    if "MUFU.LG2" in line and "m1_" in fn:
+        shown = True
+        print("== first MUFU.LG2 of", fn); print("\n".join(lines[-8:]))
 PY
-  echo "sass_lg2.txt: $(grep -c MUFU.LG2 "$OUT/sass_lg2.txt") MUFU.LG2 lines shown"
 fi
 
 find_ncu
