@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "cuda/conv_step.cuh"
 #include "cuda/cuda_check.cuh"
 #include "cuda/decode_mamba1.cuh"
 #include "cuda/device_math.cuh"
@@ -139,24 +140,11 @@ __device__ __forceinline__ void norm_to_shared(const float* x, const float* wn, 
     __syncthreads();
 }
 
-// Channel d of the depthwise conv for one token (conv_kernel's T = 1 case, in its order), with in_d the
-// channel's input as the bf16 chain stores it (in_proj's output rounded to bf16): the window is the K−1 state
-// rows and in_d; out16[d] = bf16(silu(b + Σ_k w[k]·win[k])); the state keeps the last K−1 rows.
+// Channel d of the depthwise conv for one token (conv_step.cuh: conv_kernel's T = 1 case, in its order), with
+// in_d the channel's input as the bf16 chain stores it (in_proj's output rounded to bf16).
 __device__ __forceinline__ void conv_channel(int64_t d, int64_t E, float in_d, const float* w,
                                              const float* bias, float* state, __nv_bfloat16* out16) {
-    float wk[kDecConvK], win[kDecConvK];
-#pragma unroll
-    for (int k = 0; k < kDecConvK; ++k) wk[k] = w[d * kDecConvK + k];
-#pragma unroll
-    for (int k = 0; k < kDecConvK - 1; ++k) win[k] = state[k * E + d];
-    const float b = bias ? bias[d] : 0.0f;
-    win[kDecConvK - 1] = in_d;
-    float acc = b;
-#pragma unroll
-    for (int k = 0; k < kDecConvK; ++k) acc += wk[k] * win[k];
-    out16[d] = f32_to_bf16_rn(silu(acc));
-#pragma unroll
-    for (int k = 0; k < kDecConvK - 1; ++k) state[k * E + d] = win[k + 1];
+    conv_step_finish<kDecConvK>(d, E, in_d, conv_step_load<kDecConvK>(d, E, w, bias, state), state, out16);
 }
 
 // The conv's weights, bias and state of this warp's 32 channels (c0 = gw·32) on their way into L2, a phase

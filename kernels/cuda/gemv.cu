@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "cuda/conv_step.cuh"
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_math.cuh"
 #include "cuda/gemv.cuh"
@@ -127,11 +128,24 @@ void launch_gemv(int64_t N, int64_t K, const TW* W, int64_t ldw, const TA* a, TY
 constexpr int kNormThreadsForGemv = 32 * kGemvWarps;
 static_assert(kNormThreadsForGemv == 256, "the sum order must be rmsnorm_kernel's (kNormThreads = 256)");
 
-template <typename TY>
+// The Mamba-1 conv folded into in_proj (gemv_rmsnorm_conv): rows [0, E) are the channels' x.
+struct ConvFold {
+    const float* w = nullptr;        // (E × kGemvConvK)
+    const float* bias = nullptr;     // (E) or null
+    float* state = nullptr;          // ((kGemvConvK − 1) × E), carried
+    __nv_bfloat16* out16 = nullptr;  // (E)
+    int64_t E = 0;
+};
+
+// kConv (bf16 output only): the warp that computes row n < E also runs channel n's conv for the token on the
+// row as stored (conv_step.cuh), after its lane 0 has stored the row.
+template <typename TY, bool kConv>
 __global__ void __launch_bounds__(32 * kGemvWarps)
     gemv_rmsnorm_kernel(int64_t N, int64_t K, const __nv_bfloat16* __restrict__ W, int64_t ldw,
                         const float* __restrict__ x, const float* __restrict__ wn, float eps,
-                        TY* __restrict__ y, float beta, bool vec, bool warp_rows, bool prefetch) {
+                        TY* __restrict__ y, float beta, bool vec, bool warp_rows, bool prefetch,
+                        ConvFold conv) {
+    static_assert(!kConv || sizeof(TY) == 2, "the conv is folded into the bf16 in_proj only");
     extern __shared__ __align__(16) float smem[];
     __nv_bfloat16* a = reinterpret_cast<__nv_bfloat16*>(smem);
     __shared__ float partial[kGemvWarps];
@@ -139,6 +153,12 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
     const int64_t first = static_cast<int64_t>(blockIdx.x) * kGemvWarps + warp;
     const int64_t stride = static_cast<int64_t>(gridDim.x) * kGemvWarps;
     for (int64_t n = first; n < N; n += stride) prefetch_row(W + n * ldw, K, lane, prefetch);
+    // The conv's taps and carried rows of this warp's first row (a decode step's only row per warp) are
+    // loaded before the wait: they are weights and this layer's conv state, which no kernel of the step but
+    // this one touches (gemv.cuh).
+    ConvChannel<kGemvConvK> pre{};
+    const bool preloaded = kConv && lane == 0 && first < conv.E;
+    if (preloaded) pre = conv_step_load<kGemvConvK>(first, conv.E, conv.w, conv.bias, conv.state);
     grid_dependency_wait();  // x (and y, with beta) come from earlier kernels
     float total = 0.0f;
     if (warp_rows) {
@@ -165,13 +185,25 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
         a[d] = __float2bfloat16_rn(x[d] * inv * wn[d]);
     __syncthreads();
     gemv_rows(N, K, W, ldw, a, first, stride, lane, vec, [&](int64_t n, float acc) {
-        if (lane == 0) store(y + n, acc, beta);
+        if (lane != 0) return;
+        store(y + n, acc, beta);
+        if constexpr (kConv) {
+            if (n < conv.E) {
+                const float in_d = __bfloat162float(__float2bfloat16_rn(acc));  // y[n] as stored
+                const ConvChannel<kGemvConvK> c =
+                    n == first && preloaded
+                        ? pre
+                        : conv_step_load<kGemvConvK>(n, conv.E, conv.w, conv.bias, conv.state);
+                conv_step_finish<kGemvConvK>(n, conv.E, in_d, c, conv.state, conv.out16);
+            }
+        }
     });
 }
 
-template <typename TY>
+template <typename TY, bool kConv = false>
 void launch_gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const float* x,
-                         const float* wn, float eps, TY* y, float beta, cudaStream_t stream) {
+                         const float* wn, float eps, TY* y, float beta, cudaStream_t stream,
+                         ConvFold conv = {}) {
     MS_CHECK(N >= 0 && K > 0 && K <= kGemvNormMaxK, "gemv_rmsnorm: K must be in [1, 16384]");
     if (N == 0) return;
     MS_CHECK(W && x && wn && y && ldw >= K, "gemv_rmsnorm: null pointer or ldw < K");
@@ -179,13 +211,13 @@ void launch_gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t l
     const bool vec = K % kGemvVec == 0 && ldw % kGemvVec == 0 && reinterpret_cast<uintptr_t>(W) % 16 == 0;
     const size_t smem = static_cast<size_t>(K) * sizeof(__nv_bfloat16);
     if (smem > 48 * 1024)
-        CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(gemv_rmsnorm_kernel<TY>),
+        CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(gemv_rmsnorm_kernel<TY, kConv>),
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     const unsigned blocks = gemv_blocks(N);
-    pdl_register(gemv_rmsnorm_kernel<TY>);
-    gemv_rmsnorm_kernel<TY><<<blocks, 32 * kGemvWarps, smem, stream>>>(
+    pdl_register(gemv_rmsnorm_kernel<TY, kConv>);
+    gemv_rmsnorm_kernel<TY, kConv><<<blocks, 32 * kGemvWarps, smem, stream>>>(
         N, K, W, ldw, x, wn, eps, y, beta, vec, detail::rmsnorm_takes_warp_rows(K, x, K, wn),
-        vec && prefetch_enabled());
+        vec && prefetch_enabled(), conv);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -199,6 +231,19 @@ void gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, con
 void gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const float* x,
                   const float* w_norm, float eps, __nv_bfloat16* y, cudaStream_t stream) {
     launch_gemv_rmsnorm(N, K, W, ldw, x, w_norm, eps, y, 0.0f, stream);
+}
+
+void gemv_rmsnorm_conv(int64_t E, int64_t K, const __nv_bfloat16* W, int64_t ldw, const float* x,
+                       const float* w_norm, float eps, __nv_bfloat16* y, const float* conv_w,
+                       const float* conv_b, float* conv_state, __nv_bfloat16* conv16, cudaStream_t stream) {
+    MS_CHECK(E > 0, "gemv_rmsnorm_conv: E must be positive");
+    MS_CHECK(conv_w && conv_state && conv16,
+             "gemv_rmsnorm_conv: the conv's weights, state and output are required");
+    MS_CHECK(conv16 != y && static_cast<const void*>(conv16) != static_cast<const void*>(x),
+             "gemv_rmsnorm_conv: the conv's output must not alias the projection's input or output");
+    ConvFold conv;
+    conv.w = conv_w, conv.bias = conv_b, conv.state = conv_state, conv.out16 = conv16, conv.E = E;
+    launch_gemv_rmsnorm<__nv_bfloat16, true>(2 * E, K, W, ldw, x, w_norm, eps, y, 0.0f, stream, conv);
 }
 
 void gemv(int64_t N, int64_t K, const float* W, int64_t ldw, const float* a, float* y, float beta,

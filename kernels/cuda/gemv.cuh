@@ -35,4 +35,18 @@ void gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, con
 void gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const float* x,
                   const float* w_norm, float eps, __nv_bfloat16* y, cudaStream_t stream);
 
+// A bf16 Mamba-1 decode step's in_proj with the conv folded in (one graph node instead of two; docs/cuda.md,
+// "The conv inside in_proj"): y (2E rows: x, then z) = gemv_rmsnorm's bf16 output, and the warp that computes
+// row d < E also runs channel d's conv for this token on the stored row (conv_step.cuh):
+// conv16[d] = bf16(silu(conv_b[d] + Σ_k conv_w[d,k]·win[k])), win = the K−1 rows of conv_state ((K−1) × E,
+// oldest first) and y[d]; conv_state then holds the last K−1 rows. Bit for bit gemv_rmsnorm followed by
+// conv1d_silu(1, E, kGemvConvK, y, 2E, conv_w, conv_b, conv_state, nullptr, 0, stream, conv16, E).
+// d_conv = kGemvConvK only (every Mamba-1 checkpoint). conv_b may be null. The kernel reads conv_state before
+// grid_dependency_wait (pdl.cuh): no kernel ahead of it in a PDL chain may write conv_state (in a decode step
+// none does: each layer's conv state is this kernel's alone).
+constexpr int kGemvConvK = 4;
+void gemv_rmsnorm_conv(int64_t E, int64_t K, const __nv_bfloat16* W, int64_t ldw, const float* x,
+                       const float* w_norm, float eps, __nv_bfloat16* y, const float* conv_w,
+                       const float* conv_b, float* conv_state, __nv_bfloat16* conv16, cudaStream_t stream);
+
 }  // namespace mambascope::kernels::cuda

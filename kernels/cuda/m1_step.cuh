@@ -67,23 +67,40 @@ __device__ __forceinline__ float4 m1_update_group(float (&h)[kStepN], const floa
     return make_float4(e0, e1, e2, e3);
 }
 
-// Channel d's step; h_state (E, 16) in/out, or null (a zero state, not written back). w: channel d's dt_proj
-// row (R floats) and a_row its A row (16), in global memory (p.dt_w + d·R, p.A + d·16) or copies in shared
-// memory (the m1_step kernel stages its block's rows): the same values in the same order either way.
-template <bool kFastExp, typename In>
-__device__ __forceinline__ void m1_step_channel(const M1StepIn<In>& p, int64_t d, float* h_state,
-                                                const float* w, const float* a_row) {
-    const int64_t R = p.R;
-    const bool vec = R % 4 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
+// Channel d's vectors and carried state: A·log2 e (16), the dt bias, the filter's threshold, D and the state
+// h (16, zero when h_state is null). None of them is written by an earlier kernel of a decode step (each
+// layer's state is its step kernel's alone), so m1_step loads them before its PDL wait.
+struct M1StepChannel {
     float A2[kStepN];
+    float bias, thr, dskip;
+    float h[kStepN];
+};
+
+template <typename In>
+__device__ __forceinline__ void m1_step_load_vectors(const M1StepIn<In>& p, int64_t d, const float* h_state,
+                                                     M1StepChannel& c) {
+    c.bias = p.bias ? p.bias[d] : 0.0f;
+    c.thr = p.thr ? p.thr[d] : -INFINITY;
+    c.dskip = p.Dskip ? p.Dskip[d] : 0.0f;
+    const float4* hs = h_state ? reinterpret_cast<const float4*>(h_state + d * kStepN) : nullptr;
 #pragma unroll
-    for (int n = 0; n < kStepN; ++n) A2[n] = a_row[n] * kLog2e;
-    const float bias = p.bias ? p.bias[d] : 0.0f;
-    const float thr = p.thr ? p.thr[d] : -INFINITY;
-    const float dskip = p.Dskip ? p.Dskip[d] : 0.0f;
-    const In* low = p.low;
+    for (int q = 0; q < kStepN / 4; ++q) {
+        const float4 v = hs ? hs[q] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        c.h[4 * q] = v.x, c.h[4 * q + 1] = v.y, c.h[4 * q + 2] = v.z, c.h[4 * q + 3] = v.w;
+    }
+}
+
+__device__ __forceinline__ void m1_step_load_A(const float* a_row, M1StepChannel& c) {
+#pragma unroll
+    for (int n = 0; n < kStepN; ++n) c.A2[n] = a_row[n] * kLog2e;
+}
+
+// Δ's pre-activation Σ_r low[r]·w[r], r ascending (lowrank_dt's order), with w channel d's dt_proj row in
+// memory (global or shared).
+template <typename In>
+__device__ __forceinline__ float m1_step_dt_raw(const In* low, const float* w, int64_t R) {
     float raw = 0.0f;
-    if (vec) {
+    if (R % 4 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0) {
 #pragma unroll 4  // loads of several groups in flight (the sum's order is unchanged)
         for (int64_t r = 0; r < R; r += 4) {
             const float4 wv = *reinterpret_cast<const float4*>(w + r);
@@ -95,30 +112,46 @@ __device__ __forceinline__ void m1_step_channel(const M1StepIn<In>& p, int64_t d
     } else {
         for (int64_t r = 0; r < R; ++r) raw = fmaf(step_in(low + r), w[r], raw);
     }
+    return raw;
+}
+
+// The same sum with the row held in registers (R % 4 == 0, R ≤ 4·kQ): the same products in the same order.
+template <int kQ, typename In>
+__device__ __forceinline__ float m1_step_dt_raw(const In* low, const float4 (&wv)[kQ], int64_t R) {
+    float raw = 0.0f;
+#pragma unroll
+    for (int q = 0; q < kQ; ++q) {
+        if (4 * q >= R) break;
+        raw = fmaf(step_in(low + 4 * q), wv[q].x, raw);
+        raw = fmaf(step_in(low + 4 * q + 1), wv[q].y, raw);
+        raw = fmaf(step_in(low + 4 * q + 2), wv[q].z, raw);
+        raw = fmaf(step_in(low + 4 * q + 3), wv[q].w, raw);
+    }
+    return raw;
+}
+
+// The rest of channel d's step from its loaded vectors c and Δ's pre-activation raw: Δ', the state update,
+// y, the stores (h_state written back unless null).
+template <bool kFastExp, typename In>
+__device__ __forceinline__ void m1_step_finish(const M1StepIn<In>& p, int64_t d, float* h_state,
+                                               M1StepChannel c, float raw) {
     const float xv = step_in(p.x + d);
     const float zv = p.z ? step_in(p.z + d) : 0.0f;
-    float h[kStepN];
-    float4* hs = h_state ? reinterpret_cast<float4*>(h_state + d * kStepN) : nullptr;
-#pragma unroll
-    for (int q = 0; q < kStepN / 4; ++q) {
-        const float4 v = hs ? hs[q] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        h[4 * q] = v.x, h[4 * q + 1] = v.y, h[4 * q + 2] = v.z, h[4 * q + 3] = v.w;
-    }
     bool kept;
-    const float dt = used_delta(raw, bias, p.softplus, thr, true, kept);
+    const float dt = used_delta(raw, c.bias, p.softplus, c.thr, true, kept);
     const float dtx = dt * xv;
-    float y = dskip * xv;
+    float y = c.dskip * xv;
 #pragma unroll
     for (int q = 0; q < kStepN / 4; ++q) {
         const float b0 = step_in(p.B + 4 * q), b1 = step_in(p.B + 4 * q + 1), b2 = step_in(p.B + 4 * q + 2),
                     b3 = step_in(p.B + 4 * q + 3);
         const float c0 = step_in(p.C + 4 * q), c1 = step_in(p.C + 4 * q + 1), c2 = step_in(p.C + 4 * q + 2),
                     c3 = step_in(p.C + 4 * q + 3);
-        m1_update_group<kFastExp>(h, A2, q, dt, dtx, make_float4(b0, b1, b2, b3));
-        y += c0 * h[4 * q + 0];
-        y += c1 * h[4 * q + 1];
-        y += c2 * h[4 * q + 2];
-        y += c3 * h[4 * q + 3];
+        m1_update_group<kFastExp>(c.h, c.A2, q, dt, dtx, make_float4(b0, b1, b2, b3));
+        y += c0 * c.h[4 * q + 0];
+        y += c1 * c.h[4 * q + 1];
+        y += c2 * c.h[4 * q + 2];
+        y += c3 * c.h[4 * q + 3];
     }
     if (p.z) y *= silu(zv);
     if (p.y16)
@@ -126,10 +159,23 @@ __device__ __forceinline__ void m1_step_channel(const M1StepIn<In>& p, int64_t d
     else
         p.y[d] = y;
     if (p.delta_out) p.delta_out[d] = dt;
-    if (!hs) return;
+    if (!h_state) return;
+    float4* hs = reinterpret_cast<float4*>(h_state + d * kStepN);
 #pragma unroll
     for (int q = 0; q < kStepN / 4; ++q)
-        hs[q] = make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
+        hs[q] = make_float4(c.h[4 * q], c.h[4 * q + 1], c.h[4 * q + 2], c.h[4 * q + 3]);
+}
+
+// Channel d's step; h_state (E, 16) in/out, or null (a zero state, not written back). w: channel d's dt_proj
+// row (R floats) and a_row its A row (16), in global memory (p.dt_w + d·R, p.A + d·16) or copies in shared
+// memory (the m1_step kernel stages its block's rows): the same values in the same order either way.
+template <bool kFastExp, typename In>
+__device__ __forceinline__ void m1_step_channel(const M1StepIn<In>& p, int64_t d, float* h_state,
+                                                const float* w, const float* a_row) {
+    M1StepChannel c;
+    m1_step_load_vectors(p, d, h_state, c);
+    m1_step_load_A(a_row, c);
+    m1_step_finish<kFastExp>(p, d, h_state, c, m1_step_dt_raw(p.low, w, p.R));
 }
 
 // The same, reading the rows from global memory.

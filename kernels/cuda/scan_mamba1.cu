@@ -476,9 +476,19 @@ constexpr int kM1StepARowStride = kM1N + 4;  // 20 floats: 5 float4s, odd
 int m1_step_row_stride(int64_t R) {          // R % 4 == 0
     return (R / 4) % 2 == 1 ? static_cast<int>(R) : static_cast<int>(R) + 4;
 }
+//
+// Loads before the wait (since 2026-12-05, eleventh stop): a channel's A row, dt bias, threshold, D and
+// carried state h are not written by any earlier kernel of a decode step (each layer's state is its step
+// kernel's alone), so each thread loads them into registers before the PDL wait, and, when the rows are not
+// staged and R ≤ 4·kM1StepRegQ, its whole dt_proj row too; after the wait only the activations (x, z, the
+// low-rank input, B, C) are read. The same values in the same order (m1_step.cuh: m1_step_load_vectors,
+// m1_step_dt_raw, m1_step_finish), bit for bit. MAMBASCOPE_M1_STEP_PRELOAD=0 loads everything after the
+// wait, as before (A/B runs, the tests); any value but 0 or 1 is an error.
+constexpr int kM1StepRegQ = 16;  // float4s of a dt_proj row held in registers: rows of up to 64 floats
 
 template <bool kFastExp, typename In>
-__global__ void __launch_bounds__(kM1StepThreads) m1_step(Params<In> p, float* __restrict__ h_state, int Rp) {
+__global__ void __launch_bounds__(kM1StepThreads)
+    m1_step(Params<In> p, float* __restrict__ h_state, int Rp, bool preload) {
     // Rp > 0: staged rows, dt_proj's (64 × Rp floats) then A's (64 × 20)
     extern __shared__ __align__(16) float smem[];
     const bool stage = Rp > 0;
@@ -504,16 +514,40 @@ __global__ void __launch_bounds__(kM1StepThreads) m1_step(Params<In> p, float* _
         if (reinterpret_cast<uintptr_t>(p.A) % 16 == 0)
             prefetch_l2(p.A + d0 * kM1N, static_cast<unsigned>(rows * kM1N * sizeof(float)));
     }
-    grid_dependency_wait();  // the state, x, z, B, C and dt_proj's low-rank input come from earlier kernels
+    M1StepIn<In> s;
+    s.x = p.x, s.z = p.z, s.low = p.delta, s.B = p.B, s.C = p.C, s.dt_w = p.dt_w, s.R = R, s.A = p.A;
+    s.bias = p.delta_bias, s.softplus = p.softplus, s.thr = p.thr, s.Dskip = p.Dskip;
+    s.y = p.y, s.y16 = p.y16, s.delta_out = p.delta_out;
+    // this channel's vectors, state and (short rows from global memory) dt_proj row: not written in a step
+    const bool pre = preload && d < p.E;
+    const bool row_in_regs =
+        pre && !stage && R % 4 == 0 && R <= 4 * kM1StepRegQ && reinterpret_cast<uintptr_t>(p.dt_w) % 16 == 0;
+    M1StepChannel c;
+    float4 wv[kM1StepRegQ];
+    if (pre) {
+        m1_step_load_vectors(s, d, h_state, c);
+        if (!stage) m1_step_load_A(p.A + d * kStepN, c);
+        if (row_in_regs) {
+            const float4* w4 = reinterpret_cast<const float4*>(p.dt_w + d * R);
+#pragma unroll
+            for (int q = 0; q < kM1StepRegQ; ++q)
+                if (4 * q < R) wv[q] = w4[q];
+        }
+    }
+    grid_dependency_wait();  // x, z, B, C and dt_proj's low-rank input come from earlier kernels
     if (stage) {
         cp_async_wait_all();
         __syncthreads();
     }
     if (d >= p.E) return;  // no barrier below: a thread per channel
-    M1StepIn<In> s;
-    s.x = p.x, s.z = p.z, s.low = p.delta, s.B = p.B, s.C = p.C, s.dt_w = p.dt_w, s.R = R, s.A = p.A;
-    s.bias = p.delta_bias, s.softplus = p.softplus, s.thr = p.thr, s.Dskip = p.Dskip;
-    s.y = p.y, s.y16 = p.y16, s.delta_out = p.delta_out;
+    if (pre) {
+        if (stage) m1_step_load_A(sA + threadIdx.x * kM1StepARowStride, c);
+        const float raw = row_in_regs
+                              ? m1_step_dt_raw(s.low, wv, R)
+                              : m1_step_dt_raw(s.low, stage ? sW + threadIdx.x * Rp : p.dt_w + d * R, R);
+        m1_step_finish<kFastExp>(s, d, h_state, c, raw);
+        return;
+    }
     if (stage)
         m1_step_channel<kFastExp>(s, d, h_state, sW + threadIdx.x * Rp, sA + threadIdx.x * kM1StepARowStride);
     else
@@ -531,6 +565,18 @@ int m1_step_stage_setting() {
                     "it sets whether a decode step copies its dt_proj rows into shared memory (docs/cuda.md, "
                     "\"Staged rows\"); unset it for the default");
     return v == "1" ? 1 : 0;
+}
+
+// MAMBASCOPE_M1_STEP_PRELOAD: 1 or unset, a decode step's channel vectors, state and short dt_proj rows are
+// loaded before the PDL wait; 0, after it (A/B runs, the tests). Read at each call.
+bool m1_step_preload_enabled() {
+    const char* e = std::getenv("MAMBASCOPE_M1_STEP_PRELOAD");
+    const std::string v = e ? e : "1";
+    if (v != "0" && v != "1")
+        throw Error("MAMBASCOPE_M1_STEP_PRELOAD=" + v + " is not 0 or 1",
+                    "it sets whether a decode step loads its weights and state before waiting for the "
+                    "kernel ahead of it (docs/cuda.md, \"Loads before the wait\"); unset it for the default");
+    return v == "1";
 }
 
 // MAMBASCOPE_M1_STEP=0: decode steps take m1_scan as before (A/B runs, the tests); read at each call.
@@ -614,6 +660,7 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
     p.dt_w = a.dt_proj_w, p.dt_rank = a.dt_rank;
     if (a.dt_proj_w && a.T == 1 && m1_step_enabled()) {  // a decode step
         const auto step = a.fast_exp ? m1_step<true, In> : m1_step<false, In>;
+        const bool preload = m1_step_preload_enabled();
         pdl_register(step);
         const bool stage = scan_mamba1_step_staged(a);
         const size_t smem = stage ? static_cast<size_t>(kM1StepThreads) *
@@ -624,7 +671,7 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(smem)));
         step<<<static_cast<unsigned>((a.E + kM1StepThreads - 1) / kM1StepThreads), kM1StepThreads, smem,
-               stream>>>(p, a.h, stage ? m1_step_row_stride(a.dt_rank) : 0);
+               stream>>>(p, a.h, stage ? m1_step_row_stride(a.dt_rank) : 0, preload);
         CUDA_CHECK(cudaGetLastError());
         return;
     }

@@ -337,6 +337,68 @@ TEST_P(CudaForward, PdlStepGraphEqualsTheFullDependencyGraphBitForBit) {
     }
 }
 
+// The conv inside in_proj's gemv (docs/cuda.md, "The conv inside in_proj"): a bf16 Mamba-1 step graph with
+// the conv folded in (the default) has one kernel per layer fewer than with the conv as its own kernel
+// (MAMBASCOPE_DECODE_CONV_FUSED=0), and 80 steps after a prefill, with a filter kept, give the same logits
+// and states bit for bit. Mamba-2 (whose conv is over x, B and C) and float32 steps keep the conv kernel. A
+// value other than 0 or 1 is an error.
+TEST_P(CudaForward, ConvInsideInProjEqualsTheConvKernelsStepsBitForBit) {
+    if (!have_gpu()) GTEST_SKIP() << "no GPU";
+    auto m = random_model(cfg(GetParam()), 13);
+    auto x = ids(180);
+    DeltaFilter f;
+    const int64_t C = m->config.channels();
+    f.threshold.assign(3, std::vector<float>(size_t(C), -INFINITY));
+    for (int64_t c = 1; c < C; c += 3) f.threshold[2][size_t(c)] = 0.02f;
+    ModelState st = make_state(*m);
+    run_prefill(*m, std::span<const int32_t>(x.data(), 100), st);
+    const bool m1 = GetParam() == Arch::Mamba1;
+    for (Precision prec : {Precision::Bf16, Precision::Fp32}) {
+        std::vector<std::vector<float>> logits;
+        std::vector<ModelState> states;
+        std::vector<detail::DecodeGraphInfo> infos;
+        for (const char* fused : {"0", "1"}) {
+            setenv("MAMBASCOPE_DECODE_CONV_FUSED", fused, 1);
+            setenv("MAMBASCOPE_DECODE_PERSISTENT", "0", 1);
+            auto dec = detail::make_cuda_decoder(*m, st, prec, &f);
+            std::vector<float> lg, all;
+            for (int t = 100; t < 180; ++t) {
+                dec->step(x[size_t(t)], lg);
+                all.insert(all.end(), lg.begin(), lg.end());
+            }
+            unsetenv("MAMBASCOPE_DECODE_CONV_FUSED");
+            unsetenv("MAMBASCOPE_DECODE_PERSISTENT");
+            infos.push_back(dec->graph_info());
+            logits.push_back(all);
+            states.emplace_back(st);
+            dec->download(states.back());
+        }
+        const bool folds = m1 && prec == Precision::Bf16;
+        SCOPED_TRACE(precision_name(prec));
+        ASSERT_TRUE(infos[0].graph && infos[1].graph);
+        EXPECT_FALSE(infos[0].conv_fused);
+        EXPECT_EQ(infos[1].conv_fused, folds);
+        EXPECT_EQ(infos[0].kernel_nodes - infos[1].kernel_nodes, folds ? m->config.n_layer : 0);
+        std::printf("  %s decode graph: %lld kernels with the conv kernels, %lld with the conv in in_proj\n",
+                    precision_name(prec), static_cast<long long>(infos[0].kernel_nodes),
+                    static_cast<long long>(infos[1].kernel_nodes));
+        EXPECT_TRUE(logits[1] == logits[0]);
+        for (size_t l = 0; l < states[0].layers.size(); ++l) {
+            EXPECT_TRUE(states[1].layers[l].ssm == states[0].layers[l].ssm) << l;
+            EXPECT_TRUE(states[1].layers[l].conv == states[0].layers[l].conv) << l;
+        }
+        EXPECT_EQ(states[1].tokens_seen, 180);
+    }
+    setenv("MAMBASCOPE_DECODE_CONV_FUSED", "yes", 1);
+    try {
+        auto dec = detail::make_cuda_decoder(*m, st, Precision::Bf16, nullptr);
+        ADD_FAILURE() << "MAMBASCOPE_DECODE_CONV_FUSED=yes was accepted";
+    } catch (const mambascope::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_DECODE_CONV_FUSED"), std::string::npos) << e.what();
+    }
+    unsetenv("MAMBASCOPE_DECODE_CONV_FUSED");
+}
+
 // The persistent decode kernel (docs/cuda.md, "The persistent decode kernel") behind the bf16 Mamba-1
 // decoder (MAMBASCOPE_DECODE_PERSISTENT=1): 80 steps after a prefill, with a filter kept, give the logits and
 // the states of the step graph of one kernel per operation (the default) bit for bit; on every grid the

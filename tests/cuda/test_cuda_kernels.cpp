@@ -1248,13 +1248,17 @@ TEST(CudaScanMamba1, DecodeStepKernelEqualsTheTiledScanOfOneToken) {
                     low32(low);
                 Dev<__nv_bfloat16> x16(to_bf16_host(d.x)), B16(to_bf16_host(d.B)), C16(to_bf16_host(d.C)),
                     z16(to_bf16_host(d.z)), low16(to_bf16_host(low));
-                std::vector<std::vector<float> > ys[4], hs[4], dts[4];
+                constexpr int kPaths = 6;
+                std::vector<std::vector<float> > ys[kPaths], hs[kPaths], dts[kPaths];
                 // 0: m1_scan; m1_step with 1: rows staged wherever they fit (MAMBASCOPE_M1_STEP_STAGE=1), 2:
-                // rows from global memory (=0), 3: the default (staged from dt_rank 96 up)
-                const char* stage_env[4] = {nullptr, "1", "0", nullptr};
+                // rows from global memory (=0; R = 12 and 48 held in registers), 3: the default (staged from
+                // dt_rank 96 up); 4 and 5: 2 and 1 with everything loaded after the PDL wait
+                // (MAMBASCOPE_M1_STEP_PRELOAD=0)
+                const char* stage_env[kPaths] = {nullptr, "1", "0", nullptr, "0", "1"};
+                const char* preload_env[kPaths] = {nullptr, nullptr, nullptr, nullptr, "0", "0"};
                 const bool fits = R % 4 == 0 && R <= 188;
-                const bool staged[4] = {false, fits, false, fits && R >= 96};
-                for (int path = 0; path < 4; ++path) {
+                const bool staged[kPaths] = {false, fits, false, fits && R >= 96, false, fits};
+                for (int path = 0; path < kPaths; ++path) {
                     Dev<float> h(d.h0), y(E), dto(E);
                     Dev<__nv_bfloat16> y16(E);
                     for (int64_t t = 0; t < 3; ++t) {
@@ -1275,6 +1279,7 @@ TEST(CudaScanMamba1, DecodeStepKernelEqualsTheTiledScanOfOneToken) {
                         a.fast_exp = true;
                         ScopedEnv step("MAMBASCOPE_M1_STEP", path == 0 ? "0" : nullptr);
                         ScopedEnv stage("MAMBASCOPE_M1_STEP_STAGE", stage_env[path]);
+                        ScopedEnv preload("MAMBASCOPE_M1_STEP_PRELOAD", preload_env[path]);
                         EXPECT_EQ(kg::scan_mamba1_step_staged(a), staged[path]) << path;
                         kg::scan_mamba1(a, nullptr, 0, nullptr);
                         ys[path].push_back(in16 ? bf16_to_float(y16.download()) : y.download());
@@ -1282,7 +1287,7 @@ TEST(CudaScanMamba1, DecodeStepKernelEqualsTheTiledScanOfOneToken) {
                         dts[path].push_back(dto.download());
                     }
                 }
-                for (int path = 1; path < 4; ++path)
+                for (int path = 1; path < kPaths; ++path)
                     for (int t = 0; t < 3; ++t) {
                         EXPECT_EQ(ys[path][size_t(t)], ys[0][size_t(t)]) << path << " " << t;
                         EXPECT_EQ(hs[path][size_t(t)], hs[0][size_t(t)]) << path << " " << t;
@@ -1307,6 +1312,17 @@ TEST(CudaScanMamba1, DecodeStepKernelEqualsTheTiledScanOfOneToken) {
         ADD_FAILURE() << "MAMBASCOPE_M1_STEP_STAGE=yes was accepted";
     } catch (const mambascope::Error& e) {
         EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_M1_STEP_STAGE"), std::string::npos) << e.what();
+    }
+    ScopedEnv bad_preload("MAMBASCOPE_M1_STEP_PRELOAD", "2");
+    ScopedEnv no_stage("MAMBASCOPE_M1_STEP_STAGE", nullptr);
+    Dev<float> one(std::vector<float>(64 * 128, 0.0f));
+    a.dt_proj_w = one.p, a.x = one.p, a.delta = one.p, a.B = one.p, a.C = one.p, a.A = one.p, a.y = one.p;
+    a.ldx = a.ldb = a.ldc = a.ldy = 64, a.ldd = 128;
+    try {
+        kg::scan_mamba1(a, nullptr, 0, nullptr);
+        ADD_FAILURE() << "MAMBASCOPE_M1_STEP_PRELOAD=2 was accepted";
+    } catch (const mambascope::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_M1_STEP_PRELOAD"), std::string::npos) << e.what();
     }
 }
 
@@ -1619,6 +1635,75 @@ TEST(CudaGemv, RowsPerGridCapEqualsOneRowPerWarpBitForBit) {
         ADD_FAILURE() << "MAMBASCOPE_GEMV_GRID=eight was accepted";
     } catch (const mambascope::Error& e) {
         EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_GEMV_GRID"), std::string::npos) << e.what();
+    }
+}
+
+// A bf16 Mamba-1 decode step's in_proj with the conv folded in (gemv_rmsnorm_conv, docs/cuda.md "The conv
+// inside in_proj") equals gemv_rmsnorm followed by the conv's one-token kernel bit for bit: the projection
+// (x and z rows), the conv's bf16 output and the carried state, over two steps (the second reads the state
+// the first wrote); on the vector path with RMSNorm's warp order (D = 768), the scalar one (D = 77), with and
+// without a conv bias, one row per warp and (a grid of 3 blocks) warps looping over rows, where only a warp's
+// first row has its conv taps loaded before the wait. And the conv output is the CPU's conv of the stored
+// rows (not, say, of the unrounded sums).
+TEST(CudaGemv, ConvFoldedIntoInProjEqualsGemvRmsnormThenConvBitForBit) {
+    REQUIRE_GPU();
+    std::mt19937 rng(80);
+    struct Case {
+        int64_t E, D, ldw;
+        bool bias;
+    };
+    constexpr int64_t K = kg::kGemvConvK;
+    for (const Case c : {Case{40, 768, 768, true}, Case{101, 77, 80, false}, Case{203, 256, 264, true}}) {
+        SCOPED_TRACE("E=" + std::to_string(c.E) + " D=" + std::to_string(c.D));
+        const int64_t P = 2 * c.E;
+        const auto W = round_bf16(randn(P * c.ldw, rng)), wn = uniform(c.D, rng, 0.5f, 1.5f);
+        const auto x1 = randn(c.D, rng, 2.0f), x2 = randn(c.D, rng, 2.0f);
+        const auto cw = randn(c.E * K, rng, 0.5f), cb = randn(c.E, rng), state0 = randn((K - 1) * c.E, rng);
+        Dev<__nv_bfloat16> dW(to_bf16_host(W));
+        Dev<float> dx1(x1), dx2(x2), dwn(wn), dcw(cw), dcb(cb);
+        const float* bias = c.bias ? dcb.p : nullptr;
+        struct Out {
+            std::vector<float> y, conv, state;
+        };
+        // two steps; fused: gemv_rmsnorm_conv, else gemv_rmsnorm then conv1d_silu (T = 1, bf16 in, bf16 out)
+        auto run = [&](bool fused, const char* grid) {
+            ScopedEnv env("MAMBASCOPE_GEMV_GRID", grid);
+            Dev<float> st(state0);
+            Dev<__nv_bfloat16> y16(P), conv16(c.E);
+            Out o;
+            for (const float* x : {dx1.p, dx2.p}) {
+                if (fused) {
+                    kg::gemv_rmsnorm_conv(c.E, c.D, dW.p, c.ldw, x, dwn.p, 1e-5f, y16.p, dcw.p, bias, st.p,
+                                          conv16.p, nullptr);
+                } else {
+                    kg::gemv_rmsnorm(P, c.D, dW.p, c.ldw, x, dwn.p, 1e-5f, y16.p, nullptr);
+                    kg::conv1d_silu(1, c.E, K, y16.p, P, dcw.p, bias, st.p, nullptr, 0, nullptr, conv16.p,
+                                    c.E);
+                }
+                const auto y = bf16_to_float(y16.download()), cv = bf16_to_float(conv16.download());
+                o.y.insert(o.y.end(), y.begin(), y.end());
+                o.conv.insert(o.conv.end(), cv.begin(), cv.end());
+            }
+            o.state = st.download();
+            return o;
+        };
+        const Out ref = run(false, nullptr);
+        for (const char* grid : {static_cast<const char*>(nullptr), "3"}) {
+            SCOPED_TRACE(grid ? grid : "default grid");
+            const Out o = run(true, grid);
+            EXPECT_EQ(o.y, ref.y);
+            EXPECT_EQ(o.conv, ref.conv);
+            EXPECT_EQ(o.state, ref.state);
+        }
+        // the CPU's conv of the stored x rows, carried over both steps
+        std::vector<float> st = state0, want(2 * c.E), in(c.E);
+        for (int step = 0; step < 2; ++step) {
+            for (int64_t d = 0; d < c.E; ++d) in[size_t(d)] = ref.y[size_t(step * P + d)];
+            kc::conv1d_silu(1, c.E, K, in.data(), c.E, cw.data(), c.bias ? cb.data() : nullptr, st.data(),
+                            want.data() + step * c.E, c.E);
+        }
+        EXPECT_LE(rel_err(ref.conv, want), kTolBf16Round);
+        EXPECT_EQ(ref.state, st);
     }
 }
 

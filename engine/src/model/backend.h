@@ -28,6 +28,8 @@ struct DecodeGraphInfo {
     int64_t programmatic_edges =
         0;  // kernel → kernel edges turned into PDL edges (docs/cuda.md, "Decoding on the GPU")
     std::string pdl_mode = "off";  // MAMBASCOPE_DECODE_PDL's mode: auto, launch, exit or off
+    // a bf16 Mamba-1 step graph runs the conv inside in_proj's gemv (docs/cuda.md, "The conv inside in_proj")
+    bool conv_fused = false;
     // the whole step as one persistent kernel (docs/cuda.md, "The persistent decode kernel"): its grid, or
     // why the step graph of one kernel per operation runs instead
     bool persistent = false;

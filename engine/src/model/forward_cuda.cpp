@@ -716,6 +716,16 @@ bool decode_persistent_enabled() {
     return e && std::string(e) == "1";
 }
 
+// MAMBASCOPE_DECODE_CONV_FUSED: a bf16 Mamba-1 step runs its conv inside in_proj's gemv (gemv_rmsnorm_conv,
+// one node fewer per layer; docs/cuda.md, "The conv inside in_proj") when 1 (the default) and as its own
+// kernel when 0 (A/B runs, the tests). Read per decoder; any other value is an error.
+bool decode_conv_fused_enabled() {
+    const char* e = std::getenv("MAMBASCOPE_DECODE_CONV_FUSED");
+    const std::string v = e ? e : "1";
+    MS_CHECK(v == "0" || v == "1", "MAMBASCOPE_DECODE_CONV_FUSED must be 0 or 1, not '" + v + "'");
+    return v == "1";
+}
+
 // MAMBASCOPE_DECODE_PDL: how the step graph's kernel → kernel edges run (docs/cuda.md, "Decoding on the
 // GPU"). An edge into a kernel that waits in grid_dependency_wait (pdl.cuh) becomes programmatic from one of
 // two ports:
@@ -822,6 +832,12 @@ class CudaDecoder final : public DecoderBackend {
             }
         }
         use_graph_ = decode_graph_enabled();
+        const ModelConfig& c = model.config;
+        conv_fused_ = decode_conv_fused_enabled() && use_graph_ && precision == Precision::Bf16 &&
+                      c.arch == Arch::Mamba1 && c.d_conv == kc::kGemvConvK &&
+                      c.d_model <= kc::kGemvNormMaxK && c.in_proj_rows() == 2 * c.d_inner &&
+                      c.conv_dim() == c.d_inner;
+        info_.conv_fused = conv_fused_;
     }
     ~CudaDecoder() override {
         for (int slot = 0; slot < 2; ++slot) {
@@ -905,10 +921,16 @@ class CudaDecoder final : public DecoderBackend {
             float* cst = state_.conv[size_t(li)].ptr;
             const float* thr = thr_.empty() ? nullptr : thr_[size_t(li)].ptr;
             if (bf16 && c.arch == Arch::Mamba1 && fuse_norm) {
-                // the prefill's bf16 chain with one row; the norm runs inside in_proj's gemv (one node)
-                kc::gemv_rmsnorm(P, D, L.in_proj16->ptr, D, w.x.ptr, L.norm.ptr(), eps, w.proj16.ptr, s);
-                kc::conv1d_silu(1, CD, K, w.proj16.ptr, P, L.conv_w.ptr(), L.conv_b.ptr(), cst, nullptr, 0, s,
-                                w.conv16.ptr, CD);
+                // the prefill's bf16 chain with one row; the norm runs inside in_proj's gemv (one node), and
+                // so does the conv (one more) when conv_fused_
+                if (conv_fused_) {
+                    kc::gemv_rmsnorm_conv(E, D, L.in_proj16->ptr, D, w.x.ptr, L.norm.ptr(), eps, w.proj16.ptr,
+                                          L.conv_w.ptr(), L.conv_b.ptr(), cst, w.conv16.ptr, s);
+                } else {
+                    kc::gemv_rmsnorm(P, D, L.in_proj16->ptr, D, w.x.ptr, L.norm.ptr(), eps, w.proj16.ptr, s);
+                    kc::conv1d_silu(1, CD, K, w.proj16.ptr, P, L.conv_w.ptr(), L.conv_b.ptr(), cst, nullptr,
+                                    0, s, w.conv16.ptr, CD);
+                }
                 kc::gemv(ldbc, E, L.x_proj16->ptr, E, w.conv16.ptr, w.dbc16.ptr, s);
                 kc::Mamba1ScanArgs a;
                 a.T = 1, a.E = E, a.N = N;
@@ -1007,6 +1029,7 @@ class CudaDecoder final : public DecoderBackend {
         if (try_persistent()) return;
         if (!capture([&] { record_step(); })) {
             use_graph_ = false;  // the per-kernel path still works
+            info_.conv_fused = false;
             return;
         }
         if (mode != PdlMode::Off) {
@@ -1115,6 +1138,7 @@ class CudaDecoder final : public DecoderBackend {
         });
         if (captured && cudaGraphInstantiate(&exec_, graph_, 0) == cudaSuccess) {
             info_.persistent = true;
+            info_.conv_fused = false;  // the persistent kernel folds the conv its own way
             info_.persistent_blocks = blocks;
             info_.persistent_note.clear();
             return true;
@@ -1159,6 +1183,7 @@ class CudaDecoder final : public DecoderBackend {
     DeltaFilter filter_;               // a copy: the caller's may go away
     std::vector<DevBuf<float> > thr_;  // (n_layer)(C) on the device, or empty (no filter)
     bool use_graph_ = true;
+    bool conv_fused_ = false;  // the step graph's conv inside in_proj's gemv (gemv_rmsnorm_conv)
     cudaStream_t stream_ = nullptr;
     std::shared_ptr<DevBuf<__nv_bfloat16> > lm_head16_;
     DevBuf<kc::Mamba1DecodeLayer> layers_;  // the persistent kernel's layer table (device)

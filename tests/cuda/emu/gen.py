@@ -23,6 +23,9 @@ for name in ['scan_mamba1', 'scan_mamba2', 'scan_mamba2_ssd', 'conv1d_silu', 'rm
     s = s.replace('#include "cuda/device_math.cuh"', '#include "device_math_emu.h"')
     s = s.replace('#include <mma.h>', '#include "wmma_emu.h"')  # tensor-core fragments (wmma_emu.h)
     s = '#define MAMBASCOPE_EMU 1\n' + s  # kernels' inline PTX (e.g. shared-memory fragment loads) has an emulated path
+    # the emulated device_math first: shared device headers (gemv_row.cuh, conv_step.cuh, …) skip their own
+    # include of it under MAMBASCOPE_EMU, whatever the order of a .cu file's includes
+    s = '#include "device_math_emu.h"\n' + s
     s = s.replace('extern __shared__ __align__(16) float smem[];', 'float* smem = emu_smem;')
     pat = re.compile(r'([A-Za-z_][\w:<>., ]*?)\s*<<<(.*?)>>>\s*\((.*?)\);', re.S)
     n = 0
