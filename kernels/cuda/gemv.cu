@@ -26,15 +26,18 @@ bool prefetch_enabled() {
 
 // Rows per grid (since 2026-12-04, tenth stop). A grid of one block per 8 rows gave the LM head (50,280 rows)
 // 6,285 short-lived blocks, each recomputing the norm (gemv_rmsnorm) before its 8 rows: ≈ 2 TB/s for its 77
-// MB on mamba-130m (ncu, one kernel at a time). The grid is now capped at kGemvBlocksPerSM blocks per SM
-// (one wave); warp w of the grid takes rows w, w + W, w + 2W, … (W warps in the grid), two at a time
-// (row_dot2, each row in row_dot's order) when vec, so every row's sum is the same bit for bit. Projections
-// of at most 8 × the cap rows (8,448 on the H200: every projection of mamba-130m to mamba-1.4b) keep one row
-// per warp. MAMBASCOPE_GEMV_GRID=n caps the grid at n blocks instead (0: no cap, one row per warp; A/B runs,
-// the tests); read at each launch.
-constexpr int kGemvBlocksPerSM = 8;  // 8 × 256 threads: the H200's 2,048 threads per SM
+// MB on mamba-130m (ncu, one kernel at a time). The grid is capped at one wave; warp w of the grid takes rows
+// w, w + W, w + 2W, … (W warps in the grid), two at a time (row_dot2, each row in row_dot's order) when vec,
+// so every row's sum is the same bit for bit. MAMBASCOPE_GEMV_GRID=n caps the grid at n blocks instead (0: no
+// cap, one row per warp; A/B runs, the tests); read at each launch.
+//
+// One wave (since 2026-12-05, eleventh stop) is the kernel's resident blocks per SM from the occupancy
+// calculator × the SMs. The tenth stop assumed 8 blocks of 256 threads per SM (2,048 threads), but ptxas
+// gives these kernels 40–52 registers, so 4–5 blocks fit: mamba-1.4b's in_proj (1,024 blocks) ran as
+// ≈ 1.6–1.9 waves, each block of the second wave recomputing the norm. Not yet measured on a GPU; the
+// tenth stop's cap on an H200 is MAMBASCOPE_GEMV_GRID=1056 (8 × 132 SMs).
 
-// The grid cap from MAMBASCOPE_GEMV_GRID: -1 when unset (the default cap), 0 for none, else n blocks.
+// The grid cap from MAMBASCOPE_GEMV_GRID: -1 when unset (one wave), 0 for none, else n blocks.
 int64_t gemv_grid_override() {
     const char* e = std::getenv("MAMBASCOPE_GEMV_GRID");
     if (!e || !*e) return -1;
@@ -44,23 +47,21 @@ int64_t gemv_grid_override() {
         throw Error(
             "MAMBASCOPE_GEMV_GRID=" + std::string(e) + " is not a block count",
             "it caps the one-row projections' grid (docs/cuda.md, \"Rows per grid\"; 0: no cap); unset "
-            "it for the default, " +
-                std::to_string(kGemvBlocksPerSM) + " blocks per SM");
+            "it for the default, one wave of resident blocks");
     return v;
 }
 
-// Blocks for N rows: one per kGemvWarps rows, at most kGemvBlocksPerSM × the device's SMs (or the override).
-unsigned gemv_blocks(int64_t N) {
-    static thread_local int cached_device = -1, cached_sms = 0;
+// Blocks for N rows: one per kGemvWarps rows, at most one wave of `kernel` (launched with smem bytes of
+// dynamic shared memory): its resident blocks per SM × the device's SMs; or the override.
+template <typename Kernel>
+unsigned gemv_blocks(int64_t N, Kernel kernel, size_t smem) {
     int64_t cap = gemv_grid_override();
     if (cap < 0) {
-        int dev = 0;
+        int dev = 0, sms = 0, per_sm = 0;
         CUDA_CHECK(cudaGetDevice(&dev));
-        if (dev != cached_device) {
-            CUDA_CHECK(cudaDeviceGetAttribute(&cached_sms, cudaDevAttrMultiProcessorCount, dev));
-            cached_device = dev;
-        }
-        cap = static_cast<int64_t>(kGemvBlocksPerSM) * std::max(1, cached_sms);
+        CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 32 * kGemvWarps, smem));
+        cap = static_cast<int64_t>(std::max(1, per_sm)) * std::max(1, sms);
     }
     int64_t blocks = (N + kGemvWarps - 1) / kGemvWarps;
     if (cap > 0) blocks = std::min(blocks, cap);
@@ -84,8 +85,8 @@ __device__ __forceinline__ void gemv_rows(int64_t N, int64_t K, const TW* __rest
     for (; n < N; n += stride) emit(n, row_dot(W + n * ldw, a, K, lane, vec));
 }
 
-// grid gemv_blocks(N), block 32·kGemvWarps. vec: W rows and a may be read 8 elements at a time (K % 8 == 0,
-// ldw % 8 == 0, pointers aligned); otherwise one element per lane and step.
+// grid gemv_blocks(N, …), block 32·kGemvWarps. vec: W rows and a may be read 8 elements at a time (K % 8 ==
+// 0, ldw % 8 == 0, pointers aligned); otherwise one element per lane and step.
 template <typename TW, typename TA, typename TY>
 __global__ void __launch_bounds__(32 * kGemvWarps)
     gemv_kernel(int64_t N, int64_t K, const TW* __restrict__ W, int64_t ldw, const TA* __restrict__ a,
@@ -112,7 +113,7 @@ void launch_gemv(int64_t N, int64_t K, const TW* W, int64_t ldw, const TA* a, TY
     // 8 elements per load step: 16-byte loads (one uint4 of bf16, or two float4 of float32) at offsets k·size
     // that are multiples of 16 bytes when K, ldw are multiples of 8 and the bases are 16-byte aligned.
     const bool vec = K % kGemvVec == 0 && ldw % kGemvVec == 0 && aligned(W, 16) && aligned(a, 16);
-    const unsigned blocks = gemv_blocks(N);
+    const unsigned blocks = gemv_blocks(N, gemv_kernel<TW, TA, TY>, 0);
     pdl_register(gemv_kernel<TW, TA, TY>);
     gemv_kernel<TW, TA, TY>
         <<<blocks, 32 * kGemvWarps, 0, stream>>>(N, K, W, ldw, a, y, beta, vec, vec && prefetch_enabled());
@@ -213,7 +214,7 @@ void launch_gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t l
     if (smem > 48 * 1024)
         CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(gemv_rmsnorm_kernel<TY, kConv>),
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    const unsigned blocks = gemv_blocks(N);
+    const unsigned blocks = gemv_blocks(N, gemv_rmsnorm_kernel<TY, kConv>, smem);
     pdl_register(gemv_rmsnorm_kernel<TY, kConv>);
     gemv_rmsnorm_kernel<TY, kConv><<<blocks, 32 * kGemvWarps, smem, stream>>>(
         N, K, W, ldw, x, wn, eps, y, beta, vec, detail::rmsnorm_takes_warp_rows(K, x, K, wn),
