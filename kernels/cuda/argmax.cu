@@ -4,8 +4,14 @@
 // largest non-NaN value, first index" unless x[0] is NaN (then nothing is ever larger: 0). Each thread scans
 // a strided slice keeping (value, index) with the same rule, then the block reduces pairs: larger value wins,
 // equal values take the smaller index; NaNs never enter a pair.
+//
+// PDL-aware (since 2026-12-05, eleventh stop): the kernel waits in grid_dependency_wait before it reads the
+// row, so the greedy step graph's edge from the LM head into it becomes programmatic like every other kernel
+// edge of the step (docs/cuda.md, "Decoding on the GPU"), and its launch overlaps the head.
 #include "cuda/argmax.cuh"
 #include "cuda/cuda_check.cuh"
+#include "cuda/device_math.cuh"
+#include "cuda/pdl.cuh"
 #include "mambascope/error.h"
 
 namespace mambascope::kernels::cuda {
@@ -28,6 +34,7 @@ __device__ __forceinline__ Best better(Best a, Best b) {
 __global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(int64_t n, const float* x, int32_t* out) {
     __shared__ float sv[kArgmaxThreads / 32];
     __shared__ int64_t si[kArgmaxThreads / 32];
+    detail::grid_dependency_wait();  // the row comes from the kernel before (the LM head)
     Best b{0.0f, -1};
     for (int64_t i = threadIdx.x; i < n; i += kArgmaxThreads) {
         const float v = x[i];
@@ -63,6 +70,7 @@ __global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(int64_t n, const
 
 void argmax(int64_t n, const float* x, int32_t* out, cudaStream_t stream) {
     MS_CHECK(n >= 1 && n <= INT32_MAX, "argmax: the row must have 1 to 2^31 - 1 elements");
+    pdl_register(argmax_kernel);
     argmax_kernel<<<1, kArgmaxThreads, 0, stream>>>(n, x, out);
     CUDA_CHECK(cudaGetLastError());
 }

@@ -511,6 +511,13 @@ TEST_P(CudaForward, GreedyStepsEqualTheHostArgmaxOfTheLogits) {
                 distinct += got != prev, prev = got;
                 next = got;
             }
+            if (std::string(p) == "0") {
+                // the greedy graph alone: every kernel edge programmatic, the argmax's from the head too
+                auto greedy = detail::make_cuda_decoder(*m, st, prec, &f);
+                (void)greedy->step_greedy(x[99], n);
+                const detail::DecodeGraphInfo gi = greedy->graph_info();
+                EXPECT_EQ(gi.programmatic_edges, gi.kernel_nodes - 1) << gi.kernel_nodes;
+            }
             unsetenv("MAMBASCOPE_DECODE_PERSISTENT");
             EXPECT_GT(distinct, 3);  // not a constant sequence
             EXPECT_EQ(dev->graph_info().persistent, std::string(p) == "1");
