@@ -166,22 +166,15 @@ __device__ __forceinline__ void m1_step_finish(const M1StepIn<In>& p, int64_t d,
         hs[q] = make_float4(c.h[4 * q], c.h[4 * q + 1], c.h[4 * q + 2], c.h[4 * q + 3]);
 }
 
-// Channel d's step; h_state (E, 16) in/out, or null (a zero state, not written back). w: channel d's dt_proj
-// row (R floats) and a_row its A row (16), in global memory (p.dt_w + d·R, p.A + d·16) or copies in shared
-// memory (the m1_step kernel stages its block's rows): the same values in the same order either way.
-template <bool kFastExp, typename In>
-__device__ __forceinline__ void m1_step_channel(const M1StepIn<In>& p, int64_t d, float* h_state,
-                                                const float* w, const float* a_row) {
-    M1StepChannel c;
-    m1_step_load_vectors(p, d, h_state, c);
-    m1_step_load_A(a_row, c);
-    m1_step_finish<kFastExp>(p, d, h_state, c, m1_step_dt_raw(p.low, w, p.R));
-}
-
-// The same, reading the rows from global memory.
+// Channel d's step, its rows read from global memory (the persistent decode kernel; m1_step runs the same
+// parts, some of them before its PDL wait and with the rows staged or held in registers); h_state (E, 16)
+// in/out, or null (a zero state, not written back).
 template <bool kFastExp, typename In>
 __device__ __forceinline__ void m1_step_channel(const M1StepIn<In>& p, int64_t d, float* h_state) {
-    m1_step_channel<kFastExp>(p, d, h_state, p.dt_w + d * p.R, p.A + d * kStepN);
+    M1StepChannel c;
+    m1_step_load_vectors(p, d, h_state, c);
+    m1_step_load_A(p.A + d * kStepN, c);
+    m1_step_finish<kFastExp>(p, d, h_state, c, m1_step_dt_raw(p.low, p.dt_w + d * p.R, p.R));
 }
 
 }  // namespace mambascope::kernels::cuda::detail

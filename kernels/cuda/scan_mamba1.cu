@@ -453,10 +453,10 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
 // bytes at a time: 12.6 µs per layer, 36% of a mamba-130m bf16 step's kernel time and the step's largest
 // kernel (ncu, one kernel at a time, 2026-12-04). Here one thread per channel, kM1StepThreads channels per
 // block (more blocks), dt_proj's row in 16-byte loads, and the block's dt_proj and A rows started into L2
-// before the PDL wait (pdl.cuh). Per channel m1_step_channel (m1_step.cuh, shared with the persistent decode
-// kernel): the same operations as m1_scan's, in the same order: Δ's pre-activation Σ_r low[r]·W[d,r] with r
-// ascending (lowrank_dt), used_delta, then per state group h ← 2^(Δ'·A2)·h + Δ'x·B and y += C·h, the gate,
-// the store.
+// before the PDL wait (pdl.cuh). Per channel the parts of m1_step.cuh (shared with the persistent decode
+// kernel's m1_step_channel): the same operations as m1_scan's, in the same order: Δ's pre-activation Σ_r
+// low[r]·W[d,r] with r ascending (lowrank_dt), used_delta, then per state group h ← 2^(Δ'·A2)·h + Δ'x·B and y
+// += C·h, the gate, the store.
 constexpr int kM1StepThreads = 64;
 //
 // Staged rows (since 2026-12-04, tenth stop): a lane reading its own dt_proj row issues its loads four at a
@@ -508,10 +508,13 @@ __global__ void __launch_bounds__(kM1StepThreads)
                 cp_async_16(sA + r * kM1StepARowStride + 4 * lane, p.A + (d0 + r) * kM1N + 4 * lane, true);
         }
         cp_async_commit();
-    } else if (threadIdx.x == 0) {
-        if (R % 4 == 0 && reinterpret_cast<uintptr_t>(p.dt_w) % 16 == 0)
+    }
+    const bool vec_rows = R % 4 == 0 && reinterpret_cast<uintptr_t>(p.dt_w) % 16 == 0;
+    const bool rows_in_regs = preload && !stage && vec_rows && R <= 4 * kM1StepRegQ;
+    if (!stage && threadIdx.x == 0) {  // rows the threads do not load themselves before the wait: into L2
+        if (vec_rows && !rows_in_regs)
             prefetch_l2(p.dt_w + d0 * R, static_cast<unsigned>(rows * R * sizeof(float)));
-        if (reinterpret_cast<uintptr_t>(p.A) % 16 == 0)
+        if (!preload && reinterpret_cast<uintptr_t>(p.A) % 16 == 0)
             prefetch_l2(p.A + d0 * kM1N, static_cast<unsigned>(rows * kM1N * sizeof(float)));
     }
     M1StepIn<In> s;
@@ -520,8 +523,7 @@ __global__ void __launch_bounds__(kM1StepThreads)
     s.y = p.y, s.y16 = p.y16, s.delta_out = p.delta_out;
     // this channel's vectors, state and (short rows from global memory) dt_proj row: not written in a step
     const bool pre = preload && d < p.E;
-    const bool row_in_regs =
-        pre && !stage && R % 4 == 0 && R <= 4 * kM1StepRegQ && reinterpret_cast<uintptr_t>(p.dt_w) % 16 == 0;
+    const bool row_in_regs = pre && rows_in_regs;
     M1StepChannel c;
     float4 wv[kM1StepRegQ];
     if (pre) {
@@ -540,18 +542,12 @@ __global__ void __launch_bounds__(kM1StepThreads)
         __syncthreads();
     }
     if (d >= p.E) return;  // no barrier below: a thread per channel
-    if (pre) {
-        if (stage) m1_step_load_A(sA + threadIdx.x * kM1StepARowStride, c);
-        const float raw = row_in_regs
-                              ? m1_step_dt_raw(s.low, wv, R)
-                              : m1_step_dt_raw(s.low, stage ? sW + threadIdx.x * Rp : p.dt_w + d * R, R);
-        m1_step_finish<kFastExp>(s, d, h_state, c, raw);
-        return;
-    }
-    if (stage)
-        m1_step_channel<kFastExp>(s, d, h_state, sW + threadIdx.x * Rp, sA + threadIdx.x * kM1StepARowStride);
-    else
-        m1_step_channel<kFastExp>(s, d, h_state);
+    // what was not loaded before the wait (m1_step_channel's loads, in parts)
+    if (!pre) m1_step_load_vectors(s, d, h_state, c);
+    if (stage || !pre) m1_step_load_A(stage ? sA + threadIdx.x * kM1StepARowStride : p.A + d * kStepN, c);
+    const float raw = row_in_regs ? m1_step_dt_raw(s.low, wv, R)
+                                  : m1_step_dt_raw(s.low, stage ? sW + threadIdx.x * Rp : p.dt_w + d * R, R);
+    m1_step_finish<kFastExp>(s, d, h_state, c, raw);
 }
 
 // MAMBASCOPE_M1_STEP_STAGE: -1 unset (stage from kM1StepStageMinRank up), 0 never, 1 whenever the rows fit

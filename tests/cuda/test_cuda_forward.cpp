@@ -6,7 +6,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <initializer_list>
 #include <random>
+#include <utility>
 
 #include "mambascope/decimamba.h"
 #include "mambascope/error.h"
@@ -107,6 +109,44 @@ DeltaFilter test_filter(const Model& m) {
     for (int64_t c = 0; c < C; c += 2) f.threshold[1][size_t(c)] = 0.02f;
     f.threshold[2][0] = INFINITY;
     return f;
+}
+
+// What a CUDA decoder made under some environment settings gives for steps x[from, to): every step's logits,
+// the state after them and its graph's description. `env`: (name, value) pairs set for the decoder's
+// construction and first step (when the graph is recorded), unset after.
+struct Decoded {
+    std::vector<float> logits;
+    ModelState state;
+    detail::DecodeGraphInfo info;
+};
+
+Decoded decode_steps(const Model& m, const ModelState& st, Precision prec, const DeltaFilter* f,
+                     const std::vector<int32_t>& x, int from, int to,
+                     std::initializer_list<std::pair<const char*, const char*>> env) {
+    for (const auto& [name, value] : env) setenv(name, value, 1);
+    auto dec = detail::make_cuda_decoder(m, st, prec, f);
+    Decoded d;
+    std::vector<float> lg;
+    for (int t = from; t < to; ++t) {
+        dec->step(x[size_t(t)], lg);
+        d.logits.insert(d.logits.end(), lg.begin(), lg.end());
+    }
+    for (const auto& [name, value] : env) unsetenv(name);
+    d.info = dec->graph_info();
+    d.state = st;
+    dec->download(d.state);
+    return d;
+}
+
+// b's logits and states equal a's bit for bit.
+void expect_same_steps(const Decoded& a, const Decoded& b) {
+    EXPECT_TRUE(b.logits == a.logits);
+    ASSERT_EQ(b.state.layers.size(), a.state.layers.size());
+    for (size_t l = 0; l < a.state.layers.size(); ++l) {
+        EXPECT_TRUE(b.state.layers[l].ssm == a.state.layers[l].ssm) << "layer " << l;
+        EXPECT_TRUE(b.state.layers[l].conv == a.state.layers[l].conv) << "layer " << l;
+    }
+    EXPECT_EQ(b.state.tokens_seen, a.state.tokens_seen);
 }
 
 class CudaForward : public ::testing::TestWithParam<Arch> {
@@ -289,27 +329,17 @@ TEST_P(CudaForward, PdlStepGraphEqualsTheFullDependencyGraphBitForBit) {
     if (!have_gpu()) GTEST_SKIP() << "no GPU";
     auto m = random_model(cfg(GetParam()), 12);
     auto x = ids(180);
-    DeltaFilter f;
-    const int64_t C = m->config.channels();
-    f.threshold.assign(3, std::vector<float>(size_t(C), -INFINITY));
-    for (int64_t c = 0; c < C; c += 3) f.threshold[1][size_t(c)] = 0.02f;
+    const DeltaFilter f = test_filter(*m);
     ModelState st = make_state(*m);
     run_prefill(*m, std::span<const int32_t>(x.data(), 100), st);
     for (Precision prec : {Precision::Fp32, Precision::Bf16}) {
-        std::vector<std::vector<float>> logits;
-        std::vector<ModelState> states;
+        std::vector<Decoded> runs;
         for (const char* mode : {"0", "auto", "launch", "exit"}) {
-            setenv("MAMBASCOPE_DECODE_PDL", mode, 1);
-            setenv("MAMBASCOPE_DECODE_PERSISTENT", "0", 1);  // the step graph, whatever the shapes
-            auto dec = detail::make_cuda_decoder(*m, st, prec, &f);
-            std::vector<float> lg, all;
-            for (int t = 100; t < 180; ++t) {
-                dec->step(x[size_t(t)], lg);
-                all.insert(all.end(), lg.begin(), lg.end());
-            }
-            unsetenv("MAMBASCOPE_DECODE_PDL");
-            unsetenv("MAMBASCOPE_DECODE_PERSISTENT");
-            const detail::DecodeGraphInfo info = dec->graph_info();
+            // the step graph, whatever the shapes
+            runs.push_back(
+                decode_steps(*m, st, prec, &f, x, 100, 180,
+                             {{"MAMBASCOPE_DECODE_PDL", mode}, {"MAMBASCOPE_DECODE_PERSISTENT", "0"}}));
+            const detail::DecodeGraphInfo& info = runs.back().info;
             ASSERT_TRUE(info.graph) << mode;
             if (std::string(mode) == "0") {
                 EXPECT_EQ(info.programmatic_edges, 0);
@@ -323,16 +353,10 @@ TEST_P(CudaForward, PdlStepGraphEqualsTheFullDependencyGraphBitForBit) {
             std::printf("  %s decode graph, PDL %s: %lld kernels, %lld programmatic edges\n",
                         precision_name(prec), mode, static_cast<long long>(info.kernel_nodes),
                         static_cast<long long>(info.programmatic_edges));
-            logits.push_back(all);
-            states.emplace_back(st);
-            dec->download(states.back());
         }
-        for (size_t k = 1; k < logits.size(); ++k) {
-            EXPECT_TRUE(logits[k] == logits[0]) << precision_name(prec) << " mode " << k;
-            for (size_t l = 0; l < states[0].layers.size(); ++l) {
-                EXPECT_TRUE(states[k].layers[l].ssm == states[0].layers[l].ssm) << l;
-                EXPECT_TRUE(states[k].layers[l].conv == states[0].layers[l].conv) << l;
-            }
+        for (size_t k = 1; k < runs.size(); ++k) {
+            SCOPED_TRACE(std::string(precision_name(prec)) + " mode " + std::to_string(k));
+            expect_same_steps(runs[0], runs[k]);
         }
     }
 }
@@ -346,48 +370,27 @@ TEST_P(CudaForward, ConvInsideInProjEqualsTheConvKernelsStepsBitForBit) {
     if (!have_gpu()) GTEST_SKIP() << "no GPU";
     auto m = random_model(cfg(GetParam()), 13);
     auto x = ids(180);
-    DeltaFilter f;
-    const int64_t C = m->config.channels();
-    f.threshold.assign(3, std::vector<float>(size_t(C), -INFINITY));
-    for (int64_t c = 1; c < C; c += 3) f.threshold[2][size_t(c)] = 0.02f;
+    const DeltaFilter f = test_filter(*m);
     ModelState st = make_state(*m);
     run_prefill(*m, std::span<const int32_t>(x.data(), 100), st);
     const bool m1 = GetParam() == Arch::Mamba1;
     for (Precision prec : {Precision::Bf16, Precision::Fp32}) {
-        std::vector<std::vector<float>> logits;
-        std::vector<ModelState> states;
-        std::vector<detail::DecodeGraphInfo> infos;
-        for (const char* fused : {"0", "1"}) {
-            setenv("MAMBASCOPE_DECODE_CONV_FUSED", fused, 1);
-            setenv("MAMBASCOPE_DECODE_PERSISTENT", "0", 1);
-            auto dec = detail::make_cuda_decoder(*m, st, prec, &f);
-            std::vector<float> lg, all;
-            for (int t = 100; t < 180; ++t) {
-                dec->step(x[size_t(t)], lg);
-                all.insert(all.end(), lg.begin(), lg.end());
-            }
-            unsetenv("MAMBASCOPE_DECODE_CONV_FUSED");
-            unsetenv("MAMBASCOPE_DECODE_PERSISTENT");
-            infos.push_back(dec->graph_info());
-            logits.push_back(all);
-            states.emplace_back(st);
-            dec->download(states.back());
-        }
-        const bool folds = m1 && prec == Precision::Bf16;
         SCOPED_TRACE(precision_name(prec));
-        ASSERT_TRUE(infos[0].graph && infos[1].graph);
-        EXPECT_FALSE(infos[0].conv_fused);
-        EXPECT_EQ(infos[1].conv_fused, folds);
-        EXPECT_EQ(infos[0].kernel_nodes - infos[1].kernel_nodes, folds ? m->config.n_layer : 0);
+        const Decoded sep =
+            decode_steps(*m, st, prec, &f, x, 100, 180,
+                         {{"MAMBASCOPE_DECODE_CONV_FUSED", "0"}, {"MAMBASCOPE_DECODE_PERSISTENT", "0"}});
+        const Decoded fused =
+            decode_steps(*m, st, prec, &f, x, 100, 180, {{"MAMBASCOPE_DECODE_PERSISTENT", "0"}});
+        const bool folds = m1 && prec == Precision::Bf16;
+        ASSERT_TRUE(sep.info.graph && fused.info.graph);
+        EXPECT_FALSE(sep.info.conv_fused);
+        EXPECT_EQ(fused.info.conv_fused, folds);
+        EXPECT_EQ(sep.info.kernel_nodes - fused.info.kernel_nodes, folds ? m->config.n_layer : 0);
         std::printf("  %s decode graph: %lld kernels with the conv kernels, %lld with the conv in in_proj\n",
-                    precision_name(prec), static_cast<long long>(infos[0].kernel_nodes),
-                    static_cast<long long>(infos[1].kernel_nodes));
-        EXPECT_TRUE(logits[1] == logits[0]);
-        for (size_t l = 0; l < states[0].layers.size(); ++l) {
-            EXPECT_TRUE(states[1].layers[l].ssm == states[0].layers[l].ssm) << l;
-            EXPECT_TRUE(states[1].layers[l].conv == states[0].layers[l].conv) << l;
-        }
-        EXPECT_EQ(states[1].tokens_seen, 180);
+                    precision_name(prec), static_cast<long long>(sep.info.kernel_nodes),
+                    static_cast<long long>(fused.info.kernel_nodes));
+        expect_same_steps(sep, fused);
+        EXPECT_EQ(fused.state.tokens_seen, 180);
     }
     setenv("MAMBASCOPE_DECODE_CONV_FUSED", "yes", 1);
     try {

@@ -330,6 +330,19 @@ class ScopedEnv {
     bool had_ = false;
 };
 
+// `call` throws a mambascope::Error whose message names `what` (e.g. a rejected setting's variable) and which
+// carries a hint.
+template <typename F>
+void expect_error_naming(const std::string& what, F&& call) {
+    try {
+        call();
+        ADD_FAILURE() << "no error naming " << what;
+    } catch (const mambascope::Error& e) {
+        EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+        EXPECT_FALSE(e.hint().empty()) << e.what();
+    }
+}
+
 TEST(CudaScanMamba1, ProbesMatchCpuSumsAndAccumulate) {
     REQUIRE_GPU();
     std::mt19937 rng(15);
@@ -1151,13 +1164,9 @@ TEST(CudaScanMamba1, ProbesTakenInPass1EqualThoseTakenInPass3) {
     std::mt19937 rng2(20);
     const M1Data d = make_m1(200, 32, rng2);
     ScopedEnv bad("MAMBASCOPE_M1_PROBES_PASS", "2");
-    try {
+    expect_error_naming("MAMBASCOPE_M1_PROBES_PASS", [&] {
         run_m1_gpu(d, M1Case{200, 32, 64, false, false, false}, {}, {}, true);
-        ADD_FAILURE() << "MAMBASCOPE_M1_PROBES_PASS=2 was accepted";
-    } catch (const mambascope::Error& e) {
-        EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_M1_PROBES_PASS"), std::string::npos) << e.what();
-        EXPECT_FALSE(e.hint().empty());
-    }
+    });
 }
 
 TEST(CudaScanMamba1Bf16, RejectsMixedFloat32AndBf16Inputs) {
@@ -1307,23 +1316,13 @@ TEST(CudaScanMamba1, DecodeStepKernelEqualsTheTiledScanOfOneToken) {
     ScopedEnv bad("MAMBASCOPE_M1_STEP_STAGE", "yes");
     kg::Mamba1ScanArgs a;
     a.T = 1, a.E = 64, a.N = 16, a.dt_rank = 128;
-    try {
-        (void)kg::scan_mamba1_step_staged(a);
-        ADD_FAILURE() << "MAMBASCOPE_M1_STEP_STAGE=yes was accepted";
-    } catch (const mambascope::Error& e) {
-        EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_M1_STEP_STAGE"), std::string::npos) << e.what();
-    }
+    expect_error_naming("MAMBASCOPE_M1_STEP_STAGE", [&] { (void)kg::scan_mamba1_step_staged(a); });
     ScopedEnv bad_preload("MAMBASCOPE_M1_STEP_PRELOAD", "2");
     ScopedEnv no_stage("MAMBASCOPE_M1_STEP_STAGE", nullptr);
     Dev<float> one(std::vector<float>(64 * 128, 0.0f));
     a.dt_proj_w = one.p, a.x = one.p, a.delta = one.p, a.B = one.p, a.C = one.p, a.A = one.p, a.y = one.p;
     a.ldx = a.ldb = a.ldc = a.ldy = 64, a.ldd = 128;
-    try {
-        kg::scan_mamba1(a, nullptr, 0, nullptr);
-        ADD_FAILURE() << "MAMBASCOPE_M1_STEP_PRELOAD=2 was accepted";
-    } catch (const mambascope::Error& e) {
-        EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_M1_STEP_PRELOAD"), std::string::npos) << e.what();
-    }
+    expect_error_naming("MAMBASCOPE_M1_STEP_PRELOAD", [&] { kg::scan_mamba1(a, nullptr, 0, nullptr); });
 }
 
 // The persistent decode step (decode_mamba1.cuh) against the step graph's kernels run one by one: the
@@ -1630,12 +1629,7 @@ TEST(CudaGemv, RowsPerGridCapEqualsOneRowPerWarpBitForBit) {
     }
     ScopedEnv bad("MAMBASCOPE_GEMV_GRID", "eight");
     Dev<float> W1(std::vector<float>(8, 1.0f)), a1(std::vector<float>(8, 1.0f)), y1(1);
-    try {
-        kg::gemv(1, 8, W1.p, 8, a1.p, y1.p, 0.0f, nullptr);
-        ADD_FAILURE() << "MAMBASCOPE_GEMV_GRID=eight was accepted";
-    } catch (const mambascope::Error& e) {
-        EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_GEMV_GRID"), std::string::npos) << e.what();
-    }
+    expect_error_naming("MAMBASCOPE_GEMV_GRID", [&] { kg::gemv(1, 8, W1.p, 8, a1.p, y1.p, 0.0f, nullptr); });
 }
 
 // A bf16 Mamba-1 decode step's in_proj with the conv folded in (gemv_rmsnorm_conv, docs/cuda.md "The conv
