@@ -402,6 +402,44 @@ TEST_P(CudaForward, ConvInsideInProjEqualsTheConvKernelsStepsBitForBit) {
     unsetenv("MAMBASCOPE_DECODE_CONV_FUSED");
 }
 
+// Which step graphs fold the conv into in_proj (docs/cuda.md, "The conv inside in_proj"): by default the bf16
+// Mamba-1 graphs up to the measured width (mamba-130m and mamba-370m fold, mamba-1.4b and mamba-2.8b keep the
+// conv kernel); MAMBASCOPE_DECODE_CONV_FUSED=1 folds every width the layout allows, 0 none; float32, Mamba-2
+// and launches without a graph never fold. Needs no GPU.
+TEST(CudaDecodeChoice, ConvFoldsUpToTheMeasuredWidthUnlessForced) {
+    auto shape = [](int64_t d_model) {
+        ModelConfig c = cfg(Arch::Mamba1);
+        c.d_model = d_model;
+        c.d_inner = 2 * d_model;
+        c.dt_rank = (d_model + 15) / 16;
+        return c;
+    };
+    const ModelConfig m130 = shape(768), m370 = shape(1024), m1b4 = shape(2048), m2b8 = shape(2560);
+    unsetenv("MAMBASCOPE_DECODE_CONV_FUSED");
+    EXPECT_TRUE(detail::decode_conv_fold(m130, Precision::Bf16, true));
+    EXPECT_TRUE(detail::decode_conv_fold(m370, Precision::Bf16, true));
+    EXPECT_FALSE(detail::decode_conv_fold(m1b4, Precision::Bf16, true));
+    EXPECT_FALSE(detail::decode_conv_fold(m2b8, Precision::Bf16, true));
+    EXPECT_FALSE(detail::decode_conv_fold(m130, Precision::Fp32, true));
+    EXPECT_FALSE(detail::decode_conv_fold(m130, Precision::Bf16, false));
+    EXPECT_FALSE(detail::decode_conv_fold(cfg(Arch::Mamba2), Precision::Bf16, true));
+    setenv("MAMBASCOPE_DECODE_CONV_FUSED", "1", 1);
+    EXPECT_TRUE(detail::decode_conv_fold(m1b4, Precision::Bf16, true));
+    EXPECT_TRUE(detail::decode_conv_fold(m2b8, Precision::Bf16, true));
+    EXPECT_FALSE(detail::decode_conv_fold(m2b8, Precision::Fp32, true));
+    EXPECT_FALSE(detail::decode_conv_fold(cfg(Arch::Mamba2), Precision::Bf16, true));
+    setenv("MAMBASCOPE_DECODE_CONV_FUSED", "0", 1);
+    EXPECT_FALSE(detail::decode_conv_fold(m130, Precision::Bf16, true));
+    setenv("MAMBASCOPE_DECODE_CONV_FUSED", "on", 1);
+    try {
+        (void)detail::decode_conv_fold(m130, Precision::Bf16, true);
+        ADD_FAILURE() << "MAMBASCOPE_DECODE_CONV_FUSED=on was accepted";
+    } catch (const mambascope::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_DECODE_CONV_FUSED"), std::string::npos) << e.what();
+    }
+    unsetenv("MAMBASCOPE_DECODE_CONV_FUSED");
+}
+
 // The persistent decode kernel (docs/cuda.md, "The persistent decode kernel") behind the bf16 Mamba-1
 // decoder (MAMBASCOPE_DECODE_PERSISTENT=1): 80 steps after a prefill, with a filter kept, give the logits and
 // the states of the step graph of one kernel per operation (the default) bit for bit; on every grid the

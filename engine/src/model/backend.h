@@ -47,6 +47,11 @@ class DecoderBackend {
     virtual void download(ModelState& state) const = 0;  // host copy of the state
     virtual DecodeGraphInfo graph_info() const { return {}; }
 };
+// Whether a step graph of this shape and precision runs the conv inside in_proj's gemv (docs/cuda.md, "The
+// conv inside in_proj"): bf16 Mamba-1 with d_inner up to the measured width, or as
+// MAMBASCOPE_DECODE_CONV_FUSED forces (1 always where the layout allows, 0 never; any other value is an
+// error). CUDA builds only.
+bool decode_conv_fold(const ModelConfig& c, Precision precision, bool graph);
 // The state is uploaded once; `model` must outlive the decoder.
 std::unique_ptr<DecoderBackend> make_cuda_decoder(const Model& model, const ModelState& state,
                                                   Precision precision);

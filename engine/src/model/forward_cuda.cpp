@@ -716,15 +716,30 @@ bool decode_persistent_enabled() {
     return e && std::string(e) == "1";
 }
 
-// MAMBASCOPE_DECODE_CONV_FUSED: a bf16 Mamba-1 step runs its conv inside in_proj's gemv (gemv_rmsnorm_conv,
-// one node fewer per layer; docs/cuda.md, "The conv inside in_proj") when 1 (the default) and as its own
-// kernel when 0 (A/B runs, the tests). Read per decoder; any other value is an error.
-bool decode_conv_fused_enabled() {
+// The widest d_inner whose bf16 step graph runs the conv inside in_proj by default (docs/cuda.md, "The conv
+// inside in_proj"). Measured on an H200 (docs/benchmarks.md, "Twelfth stop"): the fold saves 7% of a step at
+// d_inner 1536 and 2048, ties at 4096 (+0.4%) and costs 4% at 5120; the threshold lies between the last gain
+// and the tie.
+constexpr int64_t kDecodeConvFoldMaxInner = 3072;
+
+}  // namespace
+
+// MAMBASCOPE_DECODE_CONV_FUSED: unset folds the conv into in_proj's gemv up to kDecodeConvFoldMaxInner, 1
+// whatever the width, 0 never (A/B runs, the tests). Read per decoder; any other value is an error. Only a
+// bf16 Mamba-1 step graph with d_conv 4 and in_proj = [x; z] can fold (gemv_rmsnorm_conv's layout).
+bool decode_conv_fold(const ModelConfig& c, Precision precision, bool graph) {
     const char* e = std::getenv("MAMBASCOPE_DECODE_CONV_FUSED");
-    const std::string v = e ? e : "1";
-    MS_CHECK(v == "0" || v == "1", "MAMBASCOPE_DECODE_CONV_FUSED must be 0 or 1, not '" + v + "'");
-    return v == "1";
+    const std::string v = e ? e : "";
+    MS_CHECK(v.empty() || v == "0" || v == "1",
+             "MAMBASCOPE_DECODE_CONV_FUSED must be 0 or 1 (or unset), not '" + v + "'");
+    const bool can = graph && precision == Precision::Bf16 && c.arch == Arch::Mamba1 &&
+                     c.d_conv == kc::kGemvConvK && c.d_model <= kc::kGemvNormMaxK &&
+                     c.in_proj_rows() == 2 * c.d_inner && c.conv_dim() == c.d_inner;
+    if (!can || v == "0") return false;
+    return v == "1" || c.d_inner <= kDecodeConvFoldMaxInner;
 }
+
+namespace {
 
 // MAMBASCOPE_DECODE_PDL: how the step graph's kernel → kernel edges run (docs/cuda.md, "Decoding on the
 // GPU"). An edge into a kernel that waits in grid_dependency_wait (pdl.cuh) becomes programmatic from one of
@@ -833,10 +848,7 @@ class CudaDecoder final : public DecoderBackend {
         }
         use_graph_ = decode_graph_enabled();
         const ModelConfig& c = model.config;
-        conv_fused_ = decode_conv_fused_enabled() && use_graph_ && precision == Precision::Bf16 &&
-                      c.arch == Arch::Mamba1 && c.d_conv == kc::kGemvConvK &&
-                      c.d_model <= kc::kGemvNormMaxK && c.in_proj_rows() == 2 * c.d_inner &&
-                      c.conv_dim() == c.d_inner;
+        conv_fused_ = decode_conv_fold(c, precision, use_graph_);
         info_.conv_fused = conv_fused_;
     }
     ~CudaDecoder() override {
