@@ -22,6 +22,7 @@
 #include "cuda/cuda_check.cuh"
 #include "cuda/gemm.cuh"
 #include "cuda/scan_mamba1.cuh"
+#include "cuda/scan_mamba1_tp.cuh"
 #include "cuda/scan_mamba2.cuh"
 #include "cuda/scan_mamba2_ssd.cuh"
 #include "mambascope/error.h"
@@ -234,6 +235,36 @@ void bench_mamba1(const float* seed, cudaStream_t stream) {
                                 T / ms / 1e3, bytes16 / ms / 1e6, exps / ms / 1e6, "-", sp);
                     std::fflush(stdout);
                 }
+                // The time-parallel scan (scan_mamba1_tp.cuh; docs/cuda.md, "The time-parallel scan"): plain,
+                // and filtered (no probes: it takes none), for every built shape; the last column is its
+                // speed-up over the chunked bf16 scan above.
+                if (!std::getenv("BENCH_SCAN_NO_TP"))
+                    for (const kg::Mamba1TpShape shape : {kg::Mamba1TpShape{4, 8}, kg::Mamba1TpShape{4, 16},
+                                                          kg::Mamba1TpShape{8, 8}, kg::Mamba1TpShape{8, 16}})
+                        for (int filtered = 0; filtered < 2; ++filtered) {
+                            auto run = [&](int i) {
+                                kg::Mamba1ScanArgs a;
+                                a.T = T, a.E = E, a.N = N;
+                                a.x16 = x16.at(i), a.ldx = E, a.delta16 = dt16.at(i), a.ldd = E;
+                                a.delta_bias = bias, a.delta_softplus = true, a.A = A;
+                                a.B16 = bc16.at(i), a.ldb = ldbc, a.C16 = bc16.at(i) + N, a.ldc = ldbc;
+                                a.Dskip = D, a.z16 = z16.at(i), a.ldz = E, a.h = h, a.y16 = y16.at(i),
+                                a.ldy = E;
+                                a.fast_exp = true;
+                                if (filtered) a.thr = thr;
+                                kg::scan_mamba1_tp(a, stream, shape);
+                            };
+                            const double ms = time_ms(stream, run);
+                            char variant[48], sp[64], one[32];
+                            std::snprintf(one, sizeof one, "1x%lld", static_cast<long long>(T));
+                            std::snprintf(variant, sizeof variant, "bf16 tp %dx%d%s fast", shape.channels,
+                                          shape.items, filtered ? " filter" : "");
+                            std::snprintf(sp, sizeof sp, "%.2fx bf16", plain16 / ms);
+                            std::printf("%-7lld %-7lld %-22s %-9s %9.3f %9.1f %8.0f %8.0f %11s %9s\n",
+                                        static_cast<long long>(E), static_cast<long long>(T), variant, "1",
+                                        ms, T / ms / 1e3, bytes16 / ms / 1e6, exps / ms / 1e6, "-", sp);
+                            std::fflush(stdout);
+                        }
             }
             if (ws) CUDA_CHECK(cudaFree(ws));
             for (void* p : {static_cast<void*>(A), static_cast<void*>(bias), static_cast<void*>(D),
@@ -401,6 +432,37 @@ void profile_mamba1(const float* seed, cudaStream_t stream, int64_t E, int64_t T
                 static_cast<long long>(plan.chunk_len));
 }
 
+// One plain bf16 time-parallel scan per built shape at (E, T), nothing else: for a profiler
+// (BENCH_SCAN_TP_PROFILE, scripts/device/gpu_tp_scan.sh).
+void profile_mamba1_tp(const float* seed, cudaStream_t stream, int64_t E, int64_t T) {
+    const int64_t N = 16;
+    const size_t te = static_cast<size_t>(T * E);
+    DevSet x(te, 1, seed, 1), dt(te, 1, seed, 2), z(te, 1, seed, 3), y(te, 1, seed, 4),
+        bc(static_cast<size_t>(T * 2 * N), 1, seed, 5);
+    Bf16Set x16(x), dt16(dt), z16(z), y16(y), bc16(bc);
+    std::vector<float> hA(static_cast<size_t>(E * N)), hbias(E, -3.0f), hD(E, 1.0f);
+    for (size_t i = 0; i < hA.size(); ++i) hA[i] = -static_cast<float>(i % N + 1);
+    DevSet A(hA.size(), 1, seed, 6), bias(E, 1, seed, 7), D(E, 1, seed, 8),
+        h(static_cast<size_t>(E * N), 1, seed, 10);
+    CUDA_CHECK(cudaMemcpy(A.p, hA.data(), hA.size() * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(bias.p, hbias.data(), E * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(D.p, hD.data(), E * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemset(h.p, 0, E * N * 4));
+    for (const kg::Mamba1TpShape shape : {kg::Mamba1TpShape{4, 8}, kg::Mamba1TpShape{4, 16},
+                                          kg::Mamba1TpShape{8, 8}, kg::Mamba1TpShape{8, 16}}) {
+        kg::Mamba1ScanArgs a;
+        a.T = T, a.E = E, a.N = N;
+        a.x16 = x16.p, a.ldx = E, a.delta16 = dt16.p, a.ldd = E, a.delta_bias = bias.p,
+        a.delta_softplus = true;
+        a.A = A.p, a.B16 = bc16.p, a.ldb = 2 * N, a.C16 = bc16.p + N, a.ldc = 2 * N, a.Dskip = D.p;
+        a.z16 = z16.p, a.ldz = E, a.h = h.p, a.y16 = y16.p, a.ldy = E, a.fast_exp = true;
+        kg::scan_mamba1_tp(a, stream, shape);
+    }
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    std::printf("profiled the time-parallel Mamba-1 scan E=%lld T=%lld, shapes 4x8 4x16 8x8 8x16\n",
+                static_cast<long long>(E), static_cast<long long>(T));
+}
+
 // Short inputs: the chunk plan decides the parallelism/pass-1 trade-off. Times the fast plain scan over
 // explicit chunk lengths at 2k tokens (the auto plan is marked), to see where the latency goes.
 void bench_mamba1_chunk_sweep(const float* seed, cudaStream_t stream) {
@@ -504,6 +566,18 @@ int main() {
                 throw mambascope::Error("BENCH_SCAN_PROFILE must be \"E,T\", got \"" + std::string(prof) +
                                         "\"");
             profile_mamba1(seed, stream, E, T);
+            CUDA_CHECK(cudaStreamDestroy(stream));
+            CUDA_CHECK(cudaFree(seed));
+            return 0;
+        }
+        // BENCH_SCAN_TP_PROFILE="E,T": one plain bf16 time-parallel scan per built shape at that size,
+        // nothing else (for a profiler: scripts/device/gpu_tp_scan.sh).
+        if (const char* prof = std::getenv("BENCH_SCAN_TP_PROFILE")) {
+            long long E = 0, T = 0;
+            if (std::sscanf(prof, "%lld,%lld", &E, &T) != 2 || E <= 0 || T <= 0)
+                throw mambascope::Error("BENCH_SCAN_TP_PROFILE must be \"E,T\", got \"" + std::string(prof) +
+                                        "\"");
+            profile_mamba1_tp(seed, stream, E, T);
             CUDA_CHECK(cudaStreamDestroy(stream));
             CUDA_CHECK(cudaFree(seed));
             return 0;

@@ -613,6 +613,60 @@ TEST_P(CudaForward, Tf32AndBf16ProjectionsStayWithinTheirBounds) {
     }
 }
 
+// bf16 Mamba-1 prefill through the time-parallel scan (kernels/cuda/scan_mamba1_tp.cuh; MAMBASCOPE_M1_TP): a
+// model whose x_proj rows keep B and C on 16-byte boundaries (dt_rank 8), across prefill chunks of 256 tokens
+// and a last one of 188, filtered or not. With each shape the logits and final states stay within the bf16
+// bound of the CPU's float32 forward and differ from the chunked scan's (MAMBASCOPE_M1_TP=0), which shows the
+// time-parallel scan ran.
+TEST(CudaForwardTp, Mamba1Bf16PrefillWithTheTimeParallelScanStaysWithinTheBf16Bound) {
+    if (!have_gpu()) GTEST_SKIP() << "no usable GPU";
+    ModelConfig c = cfg(Arch::Mamba1);
+    c.dt_rank = 8;
+    auto m = random_model(c, 10);
+    auto x = ids(700);
+    const DeltaFilter f = test_filter(*m);
+    auto bf16_run = [&](const DeltaFilter* filter, const char* tp) {
+        setenv("MAMBASCOPE_M1_TP", tp, 1);
+        ForwardOptions opt;
+        opt.device = Device::Cuda;
+        opt.precision = Precision::Bf16;
+        opt.filter = filter;
+        opt.chunk_tokens = 256;
+        ::Run r;
+        HeadRequest head;
+        head.nll = true;
+        head.all_logits = true;
+        head.logits_sink = [&](int64_t, const float* row, int64_t V) {
+            r.logits.insert(r.logits.end(), row, row + V);
+        };
+        r.state = make_state(*m);
+        r.res = run_prefill(*m, x, r.state, opt, head);
+        unsetenv("MAMBASCOPE_M1_TP");
+        return r;
+    };
+    for (const DeltaFilter* filter : std::vector<const DeltaFilter*>{nullptr, &f}) {
+        SCOPED_TRACE(filter ? "filtered" : "vanilla");
+        const ::Run cpu = run(*m, x, Device::Cpu, filter, nullptr, 256);
+        const ::Run chunked = bf16_run(filter, "0");
+        for (const char* shape : {"4x8", "4x16", "8x8", "8x16"}) {
+            SCOPED_TRACE(shape);
+            const ::Run tp = bf16_run(filter, shape);
+            EXPECT_LT(rel(tp.logits, cpu.logits), 3e-2);
+            EXPECT_NEAR(tp.res.mean_nll(), cpu.res.mean_nll(), 0.3);
+            for (size_t l = 0; l < cpu.state.layers.size(); ++l)
+                EXPECT_LT(rel(tp.state.layers[l].ssm, cpu.state.layers[l].ssm), 3e-2) << "layer " << l;
+            EXPECT_GT(rel(tp.logits, chunked.logits), 0.0) << "the time-parallel scan did not run";
+            std::printf(
+                "  bf16 Mamba-1 prefill vs CPU float32 (%s, %s): logits %.2e time-parallel, %.2e chunked\n",
+                filter ? "filtered" : "vanilla", shape, rel(tp.logits, cpu.logits),
+                rel(chunked.logits, cpu.logits));
+        }
+    }
+    setenv("MAMBASCOPE_M1_TP", "5x5", 1);
+    EXPECT_THROW(bf16_run(nullptr, "5x5"), mambascope::Error);
+    unsetenv("MAMBASCOPE_M1_TP");
+}
+
 // bf16 Mamba-2 prefill takes the chunked SSD scan (kernels/cuda/scan_mamba2_ssd.cuh) from 128 tokens on,
 // with bf16 activations from in_proj to out_proj (the bf16 chain): across prefill chunks of 256 tokens (and a
 // last chunk of 188, which takes the chain too; 700 = 2·256 + 188), filtered or not, the logits and the final

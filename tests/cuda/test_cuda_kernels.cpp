@@ -32,6 +32,7 @@
 #include "cuda/gemv.cuh"
 #include "cuda/rmsnorm.cuh"
 #include "cuda/scan_mamba1.cuh"
+#include "cuda/scan_mamba1_tp.cuh"
 #include "cuda/scan_mamba2.cuh"
 #include "cuda/scan_mamba2_ssd.cuh"
 #include "mambascope/error.h"
@@ -1105,6 +1106,139 @@ TEST(CudaScanMamba1Bf16, TheCpAsyncRingEqualsThePerThreadLoadsBitForBit) {
         EXPECT_LE(rel_err(ring.y, want.y), kTol);
         EXPECT_LE(rel_err(ring.h, want.h), kTol);
     }
+}
+
+// ---- the time-parallel bf16 scan (scan_mamba1_tp.cuh; docs/cuda.md, "The time-parallel scan") -------------
+
+// The time-parallel scan of d's bf16-rounded inputs (bf16 x, Δ, B, C, z in, bf16 y out, fast exp), with d's
+// initial state carried in and the final state out.
+M1Result run_m1_tp(const M1Data& d, const M1Case& c, const std::vector<float>& thr, kg::Mamba1TpShape shape) {
+    Dev<__nv_bfloat16> x(to_bf16_host(d.x)), raw(to_bf16_host(d.dt_raw)), B(to_bf16_host(d.B)),
+        C(to_bf16_host(d.C)), z(to_bf16_host(d.z)), y16(d.T * d.ldy);
+    Dev<float> bias(d.bias), A(d.A), D(d.D), th(thr.empty() ? std::vector<float>(1) : thr), h(d.h0);
+    kg::Mamba1ScanArgs a;
+    a.T = d.T, a.E = d.E, a.N = 16;
+    a.x16 = x.p, a.ldx = d.ldx, a.delta16 = raw.p, a.ldd = d.ldd;
+    a.delta_bias = bias.p, a.delta_softplus = true;
+    a.A = A.p, a.B16 = B.p, a.ldb = d.ldb, a.C16 = C.p, a.ldc = d.ldc, a.Dskip = D.p;
+    a.z16 = c.gate ? z.p : nullptr, a.ldz = d.ldz, a.thr = c.filter ? th.p : nullptr;
+    a.h = h.p, a.y16 = y16.p, a.ldy = d.ldy, a.fast_exp = true;
+    kg::scan_mamba1_tp(a, nullptr, shape);
+    M1Result r;
+    r.y = cols_of(bf16_to_float(y16.download()), d.T, d.E, d.ldy);
+    r.h = h.download();
+    return r;
+}
+
+// Every built shape (channels per block × tokens per lane) against the CPU scan of the same bf16-rounded
+// inputs: lengths inside one tile, across tiles and ending mid-lane, with the softplus, the filter, the gate
+// on and off and a carried initial state. y is rounded to bf16 by the kernel, so it may differ from the
+// rounded reference by one bf16 step (2^-8 of the largest |y|) plus fast exp's error; the final state is
+// float32 and within fast exp's bound. A state carried through two calls equals one call's.
+TEST(CudaScanMamba1Tp, MatchesTheCpuScanOfTheBf16InputsForEveryShape) {
+    REQUIRE_GPU();
+    std::mt19937 rng(91);
+    const double tol_y = std::ldexp(1.0, -8) + kTolFastExp;
+    for (const kg::Mamba1TpShape shape : {kg::Mamba1TpShape{4, 8}, kg::Mamba1TpShape{4, 16},
+                                          kg::Mamba1TpShape{8, 8}, kg::Mamba1TpShape{8, 16}}) {
+        const M1Case cases[] = {
+            {1, 8, 0, true, false, true},
+            {37, 8, 0, true, true, false},
+            {32 * shape.items * 2 + 45, 16, 0, true, true,
+             true},  // two whole tiles, then part of a lane's run
+        };
+        for (const auto& c : cases) {
+            SCOPED_TRACE("shape " + std::to_string(shape.channels) + "x" + std::to_string(shape.items) +
+                         " T=" + std::to_string(c.T) + " E=" + std::to_string(c.E));
+            M1Data d = round_m1_inputs(make_m1(c.T, c.E, rng, /*aligned=*/true));
+            d.ldy = d.E + 8;
+            const std::vector<float> thr =
+                c.filter ? safe_thresholds(m1_delta(d, true), d.T, d.E, d.ldd) : std::vector<float>{};
+            const auto want = run_m1_cpu(d, c, thr);
+            const auto got = run_m1_tp(d, c, thr, shape);
+            const double ey = rel_err(got.y, round_bf16(want.y)), eh = rel_err(got.h, want.h);
+            EXPECT_LE(ey, tol_y);
+            EXPECT_LE(eh, kTolFastExp);
+            if (c.T > 100) {
+                std::printf("  time-parallel scan %dx%d, T=%lld: y %.2e, final h %.2e\n", shape.channels,
+                            shape.items, static_cast<long long>(c.T), ey, eh);
+                // the first 200 tokens, then the rest from the state they leave
+                M1Data d1 = d, d2 = d;
+                d1.T = 200, d2.T = d.T - 200;
+                auto tail = [](std::vector<float> v, int64_t ld) {
+                    v.erase(v.begin(), v.begin() + 200 * ld);
+                    return v;
+                };
+                d2.x = tail(d.x, d.ldx), d2.dt_raw = tail(d.dt_raw, d.ldd), d2.z = tail(d.z, d.ldz);
+                d2.B = tail(d.B, d.ldb), d2.C = tail(d.C, d.ldc);
+                const auto first = run_m1_tp(d1, c, thr, shape);
+                d2.h0 = first.h;
+                const auto second = run_m1_tp(d2, c, thr, shape);
+                EXPECT_LE(rel_err(second.h, got.h), 1e-5);
+            }
+        }
+    }
+}
+
+// MAMBASCOPE_M1_TP: 0 never, 1 the default shape, "CxK" a built shape; anything else is an error naming it.
+TEST(CudaScanMamba1Tp, TheSwitchNamesAShapeOrIsAnError) {
+    kg::Mamba1TpShape s;
+    {
+        ScopedEnv e("MAMBASCOPE_M1_TP", "0");
+        EXPECT_FALSE(kg::scan_mamba1_tp_chosen(&s));
+    }
+    {
+        ScopedEnv e("MAMBASCOPE_M1_TP", "1");
+        EXPECT_TRUE(kg::scan_mamba1_tp_chosen(&s));
+        EXPECT_EQ(kg::scan_mamba1_tp_unsupported(kg::Mamba1ScanArgs{}, s).find("not built"),
+                  std::string::npos);
+    }
+    {
+        ScopedEnv e("MAMBASCOPE_M1_TP", "8x8");
+        EXPECT_TRUE(kg::scan_mamba1_tp_chosen(&s));
+        EXPECT_EQ(s.channels, 8);
+        EXPECT_EQ(s.items, 8);
+    }
+    for (const char* bad : {"4x12", "yes", "4x16x", "2"}) {
+        ScopedEnv e("MAMBASCOPE_M1_TP", bad);
+        expect_error_naming("MAMBASCOPE_M1_TP", [&] { (void)kg::scan_mamba1_tp_chosen(&s); });
+    }
+}
+
+// What the time-parallel scan does not take is an error naming the reason, before any launch.
+TEST(CudaScanMamba1Tp, RefusesWhatItDoesNotTakeWithTheReason) {
+    kg::Mamba1ScanArgs a;
+    a.T = 10, a.E = 12, a.N = 16, a.ldx = a.ldd = a.ldy = 16, a.ldb = a.ldc = 32, a.fast_exp = true;
+    // aligned fake device addresses: the checks never dereference
+    auto at = [](uintptr_t v) { return reinterpret_cast<__nv_bfloat16*>(v); };
+    a.x16 = at(0x1000), a.delta16 = at(0x2000), a.B16 = at(0x3000), a.C16 = at(0x4000), a.y16 = at(0x5000);
+    a.A = reinterpret_cast<const float*>(0x6000);
+    EXPECT_EQ(kg::scan_mamba1_tp_unsupported(a, {4, 8}), "");
+    auto refused = [&](kg::Mamba1ScanArgs b, kg::Mamba1TpShape s, const std::string& part) {
+        const std::string why = kg::scan_mamba1_tp_unsupported(b, s);
+        EXPECT_NE(why.find(part), std::string::npos) << why;
+        try {
+            kg::scan_mamba1_tp(b, nullptr, s);
+            ADD_FAILURE() << "accepted: " << part;
+        } catch (const mambascope::Error& e) {
+            EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+        }
+    };
+    refused(a, {8, 8}, "multiple of 8");  // E = 12
+    refused(a, {4, 12}, "not built");
+    auto b = a;
+    b.fast_exp = false;
+    refused(b, {4, 8}, "fast exp");
+    b = a, b.N = 8;
+    refused(b, {4, 8}, "d_state");
+    b = a, b.x = reinterpret_cast<const float*>(0x7000);
+    refused(b, {4, 8}, "float32");
+    b = a, b.ldx = 13;
+    refused(b, {4, 8}, "aligned");
+    b = a, b.ldb = 20;
+    refused(b, {4, 8}, "B and C");
+    b = a, b.probes.kept = reinterpret_cast<int64_t*>(0x8000);
+    refused(b, {4, 8}, "probes");
 }
 
 // A chunked scan takes its probes in pass 1 (which then scans the last chunk too) and runs pass 3 without

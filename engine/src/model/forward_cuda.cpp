@@ -35,6 +35,7 @@
 #include "cuda/pdl.cuh"
 #include "cuda/rmsnorm.cuh"
 #include "cuda/scan_mamba1.cuh"
+#include "cuda/scan_mamba1_tp.cuh"
 #include "cuda/scan_mamba2.cuh"
 #include "cuda/scan_mamba2_ssd.cuh"
 #endif
@@ -460,8 +461,15 @@ ForwardResult prefill_on_device(const Model& model, std::span<const int32_t> ids
                 a.Dskip = w.Dskip.ptr(), a.z16 = ws.proj16.ptr + E, a.ldz = P;
                 a.thr = filtered ? thr[size_t(li)].ptr : nullptr, a.h = ssm_state[size_t(li)].ptr;
                 a.y16 = ws.y16.ptr, a.ldy = E, a.fast_exp = kScanFastExp;
-                ws.scan_ws.resize(kc::scan_mamba1_workspace_bytes(R, E, N));
-                kc::scan_mamba1(a, ws.scan_ws.ptr, ws.scan_ws.count, s);
+                // the time-parallel scan where MAMBASCOPE_M1_TP (or its measured default) asks for it and it
+                // takes these arguments (docs/cuda.md, "The time-parallel scan"); else the chunked scan
+                kc::Mamba1TpShape tp;
+                if (kc::scan_mamba1_tp_chosen(&tp) && kc::scan_mamba1_tp_unsupported(a, tp).empty()) {
+                    kc::scan_mamba1_tp(a, s, tp);
+                } else {
+                    ws.scan_ws.resize(kc::scan_mamba1_workspace_bytes(R, E, N));
+                    kc::scan_mamba1(a, ws.scan_ws.ptr, ws.scan_ws.count, s);
+                }
                 project16(R, D, E, ws.y16.ptr, E, w.out_proj16, x.ptr, D, 1.0f);
                 continue;
             }

@@ -83,6 +83,32 @@ T __shfl_down_sync(unsigned, T v, unsigned delta) {
     return r;
 }
 
+template <class T>
+T emu_shfl_up_sync(unsigned, T v, unsigned delta) {
+    const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
+    emu_cur->slots[threadIdx.x] = static_cast<double>(v);
+    emu_cur->warps[w]->arrive_and_wait();
+    const int src = lane - static_cast<int>(delta);
+    T r = src >= 0 ? static_cast<T>(emu_cur->slots[w * 32 + src]) : v;
+    emu_cur->warps[w]->arrive_and_wait();
+    return r;
+}
+
+template <class T>
+T emu_shfl_sync(unsigned, T v, int src_lane) {
+    const int w = threadIdx.x / 32;
+    emu_cur->slots[threadIdx.x] = static_cast<double>(v);
+    emu_cur->warps[w]->arrive_and_wait();
+    T r = static_cast<T>(emu_cur->slots[w * 32 + (src_lane & 31)]);
+    emu_cur->warps[w]->arrive_and_wait();
+    return r;
+}
+
+// CUDA's headers declare float and int overloads of these two with empty host bodies, which a plain template
+// would lose to in overload resolution: the kernels' calls are renamed to the emulation's.
+#define __shfl_up_sync emu_shfl_up_sync
+#define __shfl_sync emu_shfl_sync
+
 inline float __uint_as_float(unsigned u) {
     float f;
     std::memcpy(&f, &u, sizeof f);
