@@ -241,7 +241,8 @@ void bench_mamba1(const float* seed, cudaStream_t stream) {
                 if (!std::getenv("BENCH_SCAN_NO_TP"))
                     for (const kg::Mamba1TpShape shape : {kg::Mamba1TpShape{4, 8}, kg::Mamba1TpShape{4, 16},
                                                           kg::Mamba1TpShape{8, 8}, kg::Mamba1TpShape{8, 16}})
-                        for (int filtered = 0; filtered < 2; ++filtered) {
+                        for (int pipe = 1; pipe >= 0; --pipe) {
+                            setenv("MAMBASCOPE_M1_TP_PIPE", pipe ? "1" : "0", 1);
                             auto run = [&](int i) {
                                 kg::Mamba1ScanArgs a;
                                 a.T = T, a.E = E, a.N = N;
@@ -251,19 +252,19 @@ void bench_mamba1(const float* seed, cudaStream_t stream) {
                                 a.Dskip = D, a.z16 = z16.at(i), a.ldz = E, a.h = h, a.y16 = y16.at(i),
                                 a.ldy = E;
                                 a.fast_exp = true;
-                                if (filtered) a.thr = thr;
                                 kg::scan_mamba1_tp(a, stream, shape);
                             };
                             const double ms = time_ms(stream, run);
                             char variant[48], sp[64], one[32];
                             std::snprintf(one, sizeof one, "1x%lld", static_cast<long long>(T));
                             std::snprintf(variant, sizeof variant, "bf16 tp %dx%d%s fast", shape.channels,
-                                          shape.items, filtered ? " filter" : "");
+                                          shape.items, pipe ? "" : " nopipe");
                             std::snprintf(sp, sizeof sp, "%.2fx bf16", plain16 / ms);
                             std::printf("%-7lld %-7lld %-22s %-9s %9.3f %9.1f %8.0f %8.0f %11s %9s\n",
                                         static_cast<long long>(E), static_cast<long long>(T), variant, "1",
                                         ms, T / ms / 1e3, bytes16 / ms / 1e6, exps / ms / 1e6, "-", sp);
                             std::fflush(stdout);
+                            unsetenv("MAMBASCOPE_M1_TP_PIPE");
                         }
             }
             if (ws) CUDA_CHECK(cudaFree(ws));

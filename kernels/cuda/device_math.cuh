@@ -109,6 +109,15 @@ __device__ __forceinline__ void cp_async_16(void* dst_smem, const void* src, boo
                  : "memory");
 }
 
+// Asynchronous 8-byte global → shared copy (both addresses 8-byte aligned; .ca); valid = false writes zeros and
+// reads nothing (src must still be a mapped address). Completes as cp_async_f32 does.
+__device__ __forceinline__ void cp_async_8(void* dst_smem, const void* src, bool valid) {
+    const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(dst_smem));
+    const int bytes = valid ? 8 : 0;
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(dst), "l"(src), "r"(bytes)
+                 : "memory");
+}
+
 // Programmatic dependent launch (PDL, sm_90+; docs/cuda.md, "Decoding on the GPU"). In the decode step's
 // graph a kernel whose incoming edge is programmatic (pdl.cuh) starts while the kernel before it is still
 // running. Before this wait returns it may only read weights: no activation, state or output of an earlier

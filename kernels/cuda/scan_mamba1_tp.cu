@@ -41,6 +41,10 @@ struct TpTile {
     static constexpr int kRow = tp_pos(kL);          // padded row length, bf16
     static constexpr int kRows = 3 * CH + 2 * kTpN;  // x, Δ, z per channel; B, C per state
     static constexpr size_t kBytes = static_cast<size_t>(kRows) * kRow * 2;
+    // the pipelined staging's raw copy of the next tile, as the global rows are: x, Δ, z (3, L, CH) and B|C
+    // (L, 32), bf16
+    static constexpr size_t kRawBytes =
+        (3 * static_cast<size_t>(kL) * CH + static_cast<size_t>(kL) * 2 * kTpN) * 2;
     static_assert(K % 8 == 0 && kTpPadEvery % K == 0, "a lane's run is whole 16-byte pieces of one group");
 };
 
@@ -109,7 +113,72 @@ __device__ __forceinline__ void stage_channels(unsigned short* dst, const __nv_b
     }
 }
 
+// The pipelined staging (kPipe): cp.async copies of tile t0's rows into the raw buffer, as they are in global
+// memory (zeros past T; a row past T reads nothing but still names a mapped address, row 0).
 template <int CH, int K>
+__device__ __forceinline__ void issue_tile(unsigned short* raw, const TpParams& p, int64_t d0, int64_t t0,
+                                           bool gate) {
+    using Tile = TpTile<CH, K>;
+    constexpr int L = Tile::kL;
+    for (int r = threadIdx.x; r < L; r += 32 * CH) {
+        const bool ok = t0 + r < p.T;
+        const int64_t t = ok ? t0 + r : 0;
+        unsigned short* dst = raw + r * CH;
+        if constexpr (CH == 4) {
+            cp_async_8(dst, p.x + t * p.ldx + d0, ok);
+            cp_async_8(dst + L * CH, p.dt + t * p.ldd + d0, ok);
+            if (gate) cp_async_8(dst + 2 * L * CH, p.z + t * p.ldz + d0, ok);
+        } else {
+            cp_async_16(dst, p.x + t * p.ldx + d0, ok);
+            cp_async_16(dst + L * CH, p.dt + t * p.ldd + d0, ok);
+            if (gate) cp_async_16(dst + 2 * L * CH, p.z + t * p.ldz + d0, ok);
+        }
+    }
+    unsigned short* bc = raw + 3 * L * CH;  // (L, 32): B 0–15, C 0–15
+    for (int k = threadIdx.x; k < 4 * L; k += 32 * CH) {
+        const int q = k / L, r = k % L;
+        const bool ok = t0 + r < p.T;
+        const int64_t t = ok ? t0 + r : 0;
+        const __nv_bfloat16* src = (q < 2 ? p.B + t * p.ldb : p.C + t * p.ldc) + 8 * (q & 1);
+        cp_async_16(bc + r * 2 * kTpN + 8 * q, src, ok);
+    }
+    cp_async_commit();
+}
+
+// The raw tile into the per-channel and per-state rows the lanes read (the same layout as the direct
+// staging).
+template <int CH, int K>
+__device__ __forceinline__ void transpose_tile(const unsigned short* raw, unsigned short* sx,
+                                               unsigned short* sd, unsigned short* sz, unsigned short* sB,
+                                               unsigned short* sC, bool gate) {
+    using Tile = TpTile<CH, K>;
+    using V = typename Piece<CH>::V;
+    constexpr int L = Tile::kL, R = Tile::kRow;
+    for (int r = threadIdx.x; r < L; r += 32 * CH) {
+        const V vx = *reinterpret_cast<const V*>(raw + r * CH);
+        const V vd = *reinterpret_cast<const V*>(raw + (L + r) * CH);
+#pragma unroll
+        for (int c = 0; c < CH; ++c) {
+            sx[c * R + tp_pos(r)] = piece_elem<CH>(vx, c);
+            sd[c * R + tp_pos(r)] = piece_elem<CH>(vd, c);
+        }
+        if (gate) {
+            const V vz = *reinterpret_cast<const V*>(raw + (2 * L + r) * CH);
+#pragma unroll
+            for (int c = 0; c < CH; ++c) sz[c * R + tp_pos(r)] = piece_elem<CH>(vz, c);
+        }
+    }
+    const unsigned short* bc = raw + 3 * L * CH;
+    for (int k = threadIdx.x; k < 4 * L; k += 32 * CH) {
+        const int q = k / L, r = k % L;
+        const uint4 v = *reinterpret_cast<const uint4*>(bc + r * 2 * kTpN + 8 * q);
+        unsigned short* dst = (q < 2 ? sB : sC) + 8 * (q & 1) * R + tp_pos(r);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) dst[j * R] = piece_elem<8>(v, j);
+    }
+}
+
+template <int CH, int K, bool kPipe>
 __global__ void __launch_bounds__(32 * CH, (K == 16 ? 3 : 4) * 4 / CH) m1_scan_tp(TpParams p) {
     using Tile = TpTile<CH, K>;
     constexpr int L = Tile::kL, R = Tile::kRow;
@@ -133,26 +202,39 @@ __global__ void __launch_bounds__(32 * CH, (K == 16 ? 3 : 4) * 4 / CH) m1_scan_t
     const float thr = p.thr ? p.thr[d] : -INFINITY;
     const int run = K * lane;  // the lane's first token in the tile
     const int at = tp_pos(run);
+    unsigned short* raw = sC + kTpN * R;  // kPipe: the next tile's rows, (Tile::kRawBytes)
+    if constexpr (kPipe) issue_tile<CH, K>(raw, p, d0, 0, gate);
 
     for (int64_t t0 = 0; t0 < p.T; t0 += L) {
-        __syncthreads();  // the previous tile's y is stored (it was staged in sx)
-        stage_channels<CH, K>(sx, p.x, p.ldx, d0, t0, p.T);
-        stage_channels<CH, K>(sd, p.dt, p.ldd, d0, t0, p.T);
-        if (gate) stage_channels<CH, K>(sz, p.z, p.ldz, d0, t0, p.T);
-        // B and C: 16-byte pieces (row r, piece q: B 0–7, B 8–15, C 0–7, C 8–15); a warp takes 32 rows of one
-        // piece, so each of its 2-byte stores is one conflict-free row segment.
-        for (int k = threadIdx.x; k < 4 * L; k += 32 * CH) {
-            const int q = k / L, r = k % L;
-            uint4 v{};
-            if (t0 + r < p.T) {
-                const __nv_bfloat16* s = q < 2 ? p.B + (t0 + r) * p.ldb : p.C + (t0 + r) * p.ldc;
-                v = *reinterpret_cast<const uint4*>(s + 8 * (q & 1));
-            }
-            unsigned short* dst = (q < 2 ? sB : sC) + 8 * (q & 1) * R + tp_pos(r);
+        if constexpr (kPipe) {
+            // the tile's copies have landed (every thread's, after the barrier) and the previous tile's y is
+            // stored; then the raw rows are rearranged, and once every thread is past that the next tile's
+            // copies start, to overlap this tile's scan
+            cp_async_wait_all();
+            __syncthreads();
+            transpose_tile<CH, K>(raw, sx, sd, sz, sB, sC, gate);
+            __syncthreads();
+            if (t0 + L < p.T) issue_tile<CH, K>(raw, p, d0, t0 + L, gate);
+        } else {
+            __syncthreads();  // the previous tile's y is stored (it was staged in sx)
+            stage_channels<CH, K>(sx, p.x, p.ldx, d0, t0, p.T);
+            stage_channels<CH, K>(sd, p.dt, p.ldd, d0, t0, p.T);
+            if (gate) stage_channels<CH, K>(sz, p.z, p.ldz, d0, t0, p.T);
+            // B and C: 16-byte pieces (row r, piece q: B 0–7, B 8–15, C 0–7, C 8–15); a warp takes 32 rows of
+            // one piece, so each of its 2-byte stores is one conflict-free row segment.
+            for (int k = threadIdx.x; k < 4 * L; k += 32 * CH) {
+                const int q = k / L, r = k % L;
+                uint4 v{};
+                if (t0 + r < p.T) {
+                    const __nv_bfloat16* s = q < 2 ? p.B + (t0 + r) * p.ldb : p.C + (t0 + r) * p.ldc;
+                    v = *reinterpret_cast<const uint4*>(s + 8 * (q & 1));
+                }
+                unsigned short* dst = (q < 2 ? sB : sC) + 8 * (q & 1) * R + tp_pos(r);
 #pragma unroll
-            for (int j = 0; j < 8; ++j) dst[j * R] = piece_elem<8>(v, j);
+                for (int j = 0; j < 8; ++j) dst[j * R] = piece_elem<8>(v, j);
+            }
+            __syncthreads();
         }
-        __syncthreads();
 
         float dl[K], du[K], y[K];  // Δ', Δ'·x, y of the lane's tokens
         {
@@ -247,14 +329,26 @@ bool aligned(const void* ptr, int64_t ld, int bytes) {
 }
 
 template <int CH, int K>
-void launch_tp(const TpParams& p, cudaStream_t stream) {
+void launch_tp(const TpParams& p, cudaStream_t stream, bool pipe) {
     using Tile = TpTile<CH, K>;
-    const auto kernel = m1_scan_tp<CH, K>;
+    const auto kernel = pipe ? m1_scan_tp<CH, K, true> : m1_scan_tp<CH, K, false>;
+    const size_t bytes = Tile::kBytes + (pipe ? Tile::kRawBytes : 0);
     CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(Tile::kBytes)));
-    kernel<<<static_cast<unsigned>(p.E / CH), 32 * CH, Tile::kBytes, stream>>>(p);
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+    kernel<<<static_cast<unsigned>(p.E / CH), 32 * CH, bytes, stream>>>(p);
     CUDA_CHECK(cudaGetLastError());
+}
+
+// MAMBASCOPE_M1_TP_PIPE: 1 or unset, the tile's rows are copied with cp.async one tile ahead (issue_tile,
+// transpose_tile); 0, loaded and rearranged at the tile's start (A/B runs, the tests). Read per call.
+bool tp_pipe_enabled() {
+    const char* e = std::getenv("MAMBASCOPE_M1_TP_PIPE");
+    const std::string v = e ? e : "1";
+    if (v != "0" && v != "1")
+        throw Error("MAMBASCOPE_M1_TP_PIPE=" + v + " is not 0 or 1",
+                    "it sets whether the time-parallel scan copies the next tile while it scans this one "
+                    "(docs/cuda.md, \"The time-parallel scan\"); unset it for the default");
+    return v == "1";
 }
 
 }  // namespace
@@ -306,6 +400,7 @@ bool scan_mamba1_tp_chosen(Mamba1TpShape* shape) {
 void scan_mamba1_tp(const Mamba1ScanArgs& a, cudaStream_t stream, Mamba1TpShape s) {
     const std::string why = scan_mamba1_tp_unsupported(a, s);
     MS_CHECK(why.empty(), "scan_mamba1_tp: " + why);
+    const bool pipe = tp_pipe_enabled();  // read first: a bad value is an error at any call
     if (a.T == 0) return;
     TpParams p{};
     p.T = a.T, p.E = a.E;
@@ -313,10 +408,10 @@ void scan_mamba1_tp(const Mamba1ScanArgs& a, cudaStream_t stream, Mamba1TpShape 
     p.ldx = a.ldx, p.ldd = a.ldd, p.ldz = a.ldz, p.ldb = a.ldb, p.ldc = a.ldc;
     p.bias = a.delta_bias, p.A = a.A, p.D = a.Dskip, p.thr = a.thr, p.softplus = a.delta_softplus ? 1 : 0;
     p.h = a.h, p.y = a.y16, p.ldy = a.ldy;
-    if (s.channels == 4 && s.items == 8) launch_tp<4, 8>(p, stream);
-    if (s.channels == 4 && s.items == 16) launch_tp<4, 16>(p, stream);
-    if (s.channels == 8 && s.items == 8) launch_tp<8, 8>(p, stream);
-    if (s.channels == 8 && s.items == 16) launch_tp<8, 16>(p, stream);
+    if (s.channels == 4 && s.items == 8) launch_tp<4, 8>(p, stream, pipe);
+    if (s.channels == 4 && s.items == 16) launch_tp<4, 16>(p, stream, pipe);
+    if (s.channels == 8 && s.items == 8) launch_tp<8, 8>(p, stream, pipe);
+    if (s.channels == 8 && s.items == 16) launch_tp<8, 16>(p, stream, pipe);
 }
 
 }  // namespace mambascope::kernels::cuda

@@ -616,8 +616,9 @@ TEST_P(CudaForward, Tf32AndBf16ProjectionsStayWithinTheirBounds) {
 // bf16 Mamba-1 prefill through the time-parallel scan (kernels/cuda/scan_mamba1_tp.cuh; MAMBASCOPE_M1_TP): a
 // model whose x_proj rows keep B and C on 16-byte boundaries (dt_rank 8), across prefill chunks of 256 tokens
 // and a last one of 188, filtered or not. With each shape the logits and final states stay within the bf16
-// bound of the CPU's float32 forward and differ from the chunked scan's (MAMBASCOPE_M1_TP=0), which shows the
-// time-parallel scan ran.
+// bound of the CPU's float32 forward, the final states within it of the chunked bf16 scan's
+// (MAMBASCOPE_M1_TP=0), and the logits differ from the chunked scan's, which shows the time-parallel scan
+// ran.
 TEST(CudaForwardTp, Mamba1Bf16PrefillWithTheTimeParallelScanStaysWithinTheBf16Bound) {
     if (!have_gpu()) GTEST_SKIP() << "no usable GPU";
     ModelConfig c = cfg(Arch::Mamba1);
@@ -648,13 +649,20 @@ TEST(CudaForwardTp, Mamba1Bf16PrefillWithTheTimeParallelScanStaysWithinTheBf16Bo
         SCOPED_TRACE(filter ? "filtered" : "vanilla");
         const ::Run cpu = run(*m, x, Device::Cpu, filter, nullptr, 256);
         const ::Run chunked = bf16_run(filter, "0");
+        for (size_t l = 0; l < cpu.state.layers.size(); ++l)
+            std::printf("  chunked bf16 scan's final state vs CPU float32 (%s), layer %zu: %.2e\n",
+                        filter ? "filtered" : "vanilla", l,
+                        rel(chunked.state.layers[l].ssm, cpu.state.layers[l].ssm));
         for (const char* shape : {"4x8", "4x16", "8x8", "8x16"}) {
             SCOPED_TRACE(shape);
             const ::Run tp = bf16_run(filter, shape);
             EXPECT_LT(rel(tp.logits, cpu.logits), 3e-2);
             EXPECT_NEAR(tp.res.mean_nll(), cpu.res.mean_nll(), 0.3);
+            // the states against the chunked bf16 scan's: the CPU's float32 Δ decides the filter on a few
+            // borderline tokens differently from any bf16 chain (the chunked scan's layer-1 state is 6.5e-2
+            // from the CPU's too, measured in the twelfth stop)
             for (size_t l = 0; l < cpu.state.layers.size(); ++l)
-                EXPECT_LT(rel(tp.state.layers[l].ssm, cpu.state.layers[l].ssm), 3e-2) << "layer " << l;
+                EXPECT_LT(rel(tp.state.layers[l].ssm, chunked.state.layers[l].ssm), 3e-2) << "layer " << l;
             EXPECT_GT(rel(tp.logits, chunked.logits), 0.0) << "the time-parallel scan did not run";
             std::printf(
                 "  bf16 Mamba-1 prefill vs CPU float32 (%s, %s): logits %.2e time-parallel, %.2e chunked\n",

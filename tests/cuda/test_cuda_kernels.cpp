@@ -1139,45 +1139,47 @@ TEST(CudaScanMamba1Tp, MatchesTheCpuScanOfTheBf16InputsForEveryShape) {
     REQUIRE_GPU();
     std::mt19937 rng(91);
     const double tol_y = std::ldexp(1.0, -8) + kTolFastExp;
-    for (const kg::Mamba1TpShape shape : {kg::Mamba1TpShape{4, 8}, kg::Mamba1TpShape{4, 16},
-                                          kg::Mamba1TpShape{8, 8}, kg::Mamba1TpShape{8, 16}}) {
-        const M1Case cases[] = {
-            {1, 8, 0, true, false, true},
-            {37, 8, 0, true, true, false},
-            {32 * shape.items * 2 + 45, 16, 0, true, true,
-             true},  // two whole tiles, then part of a lane's run
-        };
-        for (const auto& c : cases) {
-            SCOPED_TRACE("shape " + std::to_string(shape.channels) + "x" + std::to_string(shape.items) +
-                         " T=" + std::to_string(c.T) + " E=" + std::to_string(c.E));
-            M1Data d = round_m1_inputs(make_m1(c.T, c.E, rng, /*aligned=*/true));
-            d.ldy = d.E + 8;
-            const std::vector<float> thr =
-                c.filter ? safe_thresholds(m1_delta(d, true), d.T, d.E, d.ldd) : std::vector<float>{};
-            const auto want = run_m1_cpu(d, c, thr);
-            const auto got = run_m1_tp(d, c, thr, shape);
-            const double ey = rel_err(got.y, round_bf16(want.y)), eh = rel_err(got.h, want.h);
-            EXPECT_LE(ey, tol_y);
-            EXPECT_LE(eh, kTolFastExp);
-            if (c.T > 100) {
-                std::printf("  time-parallel scan %dx%d, T=%lld: y %.2e, final h %.2e\n", shape.channels,
-                            shape.items, static_cast<long long>(c.T), ey, eh);
-                // the first 200 tokens, then the rest from the state they leave
-                M1Data d1 = d, d2 = d;
-                d1.T = 200, d2.T = d.T - 200;
-                auto tail = [](std::vector<float> v, int64_t ld) {
-                    v.erase(v.begin(), v.begin() + 200 * ld);
-                    return v;
-                };
-                d2.x = tail(d.x, d.ldx), d2.dt_raw = tail(d.dt_raw, d.ldd), d2.z = tail(d.z, d.ldz);
-                d2.B = tail(d.B, d.ldb), d2.C = tail(d.C, d.ldc);
-                const auto first = run_m1_tp(d1, c, thr, shape);
-                d2.h0 = first.h;
-                const auto second = run_m1_tp(d2, c, thr, shape);
-                EXPECT_LE(rel_err(second.h, got.h), 1e-5);
+    for (const char* pipe : {"1", "0"})
+        for (const kg::Mamba1TpShape shape : {kg::Mamba1TpShape{4, 8}, kg::Mamba1TpShape{4, 16},
+                                              kg::Mamba1TpShape{8, 8}, kg::Mamba1TpShape{8, 16}}) {
+            ScopedEnv env("MAMBASCOPE_M1_TP_PIPE", pipe);
+            const M1Case cases[] = {
+                {1, 8, 0, true, false, true},
+                {37, 8, 0, true, true, false},
+                {32 * shape.items * 2 + 45, 16, 0, true, true,
+                 true},  // two whole tiles, then part of a lane's run
+            };
+            for (const auto& c : cases) {
+                SCOPED_TRACE("shape " + std::to_string(shape.channels) + "x" + std::to_string(shape.items) +
+                             " T=" + std::to_string(c.T) + " E=" + std::to_string(c.E) + " pipe " + pipe);
+                M1Data d = round_m1_inputs(make_m1(c.T, c.E, rng, /*aligned=*/true));
+                d.ldy = d.E + 8;
+                const std::vector<float> thr =
+                    c.filter ? safe_thresholds(m1_delta(d, true), d.T, d.E, d.ldd) : std::vector<float>{};
+                const auto want = run_m1_cpu(d, c, thr);
+                const auto got = run_m1_tp(d, c, thr, shape);
+                const double ey = rel_err(got.y, round_bf16(want.y)), eh = rel_err(got.h, want.h);
+                EXPECT_LE(ey, tol_y);
+                EXPECT_LE(eh, kTolFastExp);
+                if (c.T > 100) {
+                    std::printf("  time-parallel scan %dx%d (pipe %s), T=%lld: y %.2e, final h %.2e\n",
+                                shape.channels, shape.items, pipe, static_cast<long long>(c.T), ey, eh);
+                    // the first 200 tokens, then the rest from the state they leave
+                    M1Data d1 = d, d2 = d;
+                    d1.T = 200, d2.T = d.T - 200;
+                    auto tail = [](std::vector<float> v, int64_t ld) {
+                        v.erase(v.begin(), v.begin() + 200 * ld);
+                        return v;
+                    };
+                    d2.x = tail(d.x, d.ldx), d2.dt_raw = tail(d.dt_raw, d.ldd), d2.z = tail(d.z, d.ldz);
+                    d2.B = tail(d.B, d.ldb), d2.C = tail(d.C, d.ldc);
+                    const auto first = run_m1_tp(d1, c, thr, shape);
+                    d2.h0 = first.h;
+                    const auto second = run_m1_tp(d2, c, thr, shape);
+                    EXPECT_LE(rel_err(second.h, got.h), 1e-5);
+                }
             }
         }
-    }
 }
 
 // MAMBASCOPE_M1_TP: 0 never, 1 the default shape, "CxK" a built shape; anything else is an error naming it.
@@ -1203,6 +1205,13 @@ TEST(CudaScanMamba1Tp, TheSwitchNamesAShapeOrIsAnError) {
         ScopedEnv e("MAMBASCOPE_M1_TP", bad);
         expect_error_naming("MAMBASCOPE_M1_TP", [&] { (void)kg::scan_mamba1_tp_chosen(&s); });
     }
+    ScopedEnv e("MAMBASCOPE_M1_TP_PIPE", "2");
+    kg::Mamba1ScanArgs a;  // a call it takes, so that only the switch can refuse it
+    a.T = 0, a.E = 8, a.ldx = a.ldd = a.ldy = 8, a.ldb = a.ldc = 32, a.fast_exp = true;
+    auto at = [](uintptr_t v) { return reinterpret_cast<__nv_bfloat16*>(v); };
+    a.x16 = at(0x1000), a.delta16 = at(0x2000), a.B16 = at(0x3000), a.C16 = at(0x4000), a.y16 = at(0x5000);
+    a.A = reinterpret_cast<const float*>(0x6000);
+    expect_error_naming("MAMBASCOPE_M1_TP_PIPE", [&] { kg::scan_mamba1_tp(a, nullptr, {4, 8}); });
 }
 
 // What the time-parallel scan does not take is an error naming the reason, before any launch.

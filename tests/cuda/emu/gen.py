@@ -11,6 +11,8 @@ dm = re.sub(r'(void cp_async_f32\(float\* dst_smem, const float\* src, bool vali
             r'\1\n    *dst_smem = valid ? *src : 0.0f;\n}', dm, flags=re.S)
 dm = re.sub(r'(void cp_async_16\(void\* dst_smem, const void\* src, bool valid\) \{).*?\n\}',
             r'\1\n    if (valid) std::memcpy(dst_smem, src, 16); else std::memset(dst_smem, 0, 16);\n}', dm, flags=re.S)
+dm = re.sub(r'(void cp_async_8\(void\* dst_smem, const void\* src, bool valid\) \{).*?\n\}',
+            r'\1\n    if (valid) std::memcpy(dst_smem, src, 8); else std::memset(dst_smem, 0, 8);\n}', dm, flags=re.S)
 dm = re.sub(r'asm volatile\("cp\.async\.(commit_group|wait_all);\\n" ::: "memory"\);', '', dm)
 dm = dm.replace('asm volatile("cp.async.wait_group %0;\\n" ::"n"(kPending) : "memory");', '')
 # PDL's wait and the L2 prefetch: no-ops (the emulation runs one kernel at a time).
