@@ -1,5 +1,5 @@
-// scan_mamba1_tp.cuh: a time-parallel Mamba-1 scan for bf16 inputs (issue 17, twelfth stop; a prototype that
-// bench_cuda_scan measures against scan_mamba1 and mamba_ssm, not yet what the forward calls). Reference:
+// scan_mamba1_tp.cuh: a time-parallel Mamba-1 scan for bf16 inputs (issue 17, twelfth stop; measured slower
+// than scan_mamba1 at batch 1, so the forward takes it only when MAMBASCOPE_M1_TP asks). Reference:
 // kernels/cpu/scan.h; design: docs/cuda.md, "The time-parallel scan".
 //
 //   Δ'[t,d] = Δ[t,d] > thr[d] ? Δ[t,d] : 0            (Δ = softplus(dt + bias) when fused)
