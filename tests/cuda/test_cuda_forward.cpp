@@ -90,6 +90,35 @@ Run run(const Model& m, const std::vector<int32_t>& x, Device dev, const DeltaFi
     return r;
 }
 
+// A bf16 CUDA prefill of x in chunks of 256 tokens (logits of every position, NLL, final state) under some
+// environment settings: (name, value) pairs, a null value unsetting the variable; every named variable is
+// unset again afterwards, also when the prefill throws.
+Run bf16_prefill(const Model& m, const std::vector<int32_t>& x, const DeltaFilter* f,
+                 std::initializer_list<std::pair<const char*, const char*>> env) {
+    struct Unset {
+        std::initializer_list<std::pair<const char*, const char*>> env;
+        ~Unset() {
+            for (const auto& [name, value] : env) unsetenv(name);
+        }
+    } unset{env};
+    for (const auto& [name, value] : env) value ? setenv(name, value, 1) : unsetenv(name);
+    ForwardOptions opt;
+    opt.device = Device::Cuda;
+    opt.precision = Precision::Bf16;
+    opt.filter = f;
+    opt.chunk_tokens = 256;
+    Run r;
+    HeadRequest head;
+    head.nll = true;
+    head.all_logits = true;
+    head.logits_sink = [&](int64_t, const float* row, int64_t V) {
+        r.logits.insert(r.logits.end(), row, row + V);
+    };
+    r.state = make_state(m);
+    r.res = run_prefill(m, x, r.state, opt, head);
+    return r;
+}
+
 double rel(const std::vector<float>& a, const std::vector<float>& b) {
     EXPECT_EQ(a.size(), b.size());
     double num = 0, den = 0;
@@ -627,23 +656,7 @@ TEST(CudaForwardTp, Mamba1Bf16PrefillWithTheTimeParallelScanStaysWithinTheBf16Bo
     auto x = ids(700);
     const DeltaFilter f = test_filter(*m);
     auto bf16_run = [&](const DeltaFilter* filter, const char* tp) {
-        setenv("MAMBASCOPE_M1_TP", tp, 1);
-        ForwardOptions opt;
-        opt.device = Device::Cuda;
-        opt.precision = Precision::Bf16;
-        opt.filter = filter;
-        opt.chunk_tokens = 256;
-        ::Run r;
-        HeadRequest head;
-        head.nll = true;
-        head.all_logits = true;
-        head.logits_sink = [&](int64_t, const float* row, int64_t V) {
-            r.logits.insert(r.logits.end(), row, row + V);
-        };
-        r.state = make_state(*m);
-        r.res = run_prefill(*m, x, r.state, opt, head);
-        unsetenv("MAMBASCOPE_M1_TP");
-        return r;
+        return bf16_prefill(*m, x, filter, {{"MAMBASCOPE_M1_TP", tp}});
     };
     for (const DeltaFilter* filter : std::vector<const DeltaFilter*>{nullptr, &f}) {
         SCOPED_TRACE(filter ? "filtered" : "vanilla");
@@ -671,9 +684,8 @@ TEST(CudaForwardTp, Mamba1Bf16PrefillWithTheTimeParallelScanStaysWithinTheBf16Bo
                 rel(chunked.logits, cpu.logits));
         }
     }
-    setenv("MAMBASCOPE_M1_TP", "5x5", 1);
     EXPECT_THROW(bf16_run(nullptr, "5x5"), mambascope::Error);
-    unsetenv("MAMBASCOPE_M1_TP");
+    EXPECT_EQ(std::getenv("MAMBASCOPE_M1_TP"), nullptr);
 }
 
 // bf16 Mamba-2 prefill takes the chunked SSD scan (kernels/cuda/scan_mamba2_ssd.cuh) from 128 tokens on,
@@ -689,27 +701,9 @@ TEST(CudaForwardSsd, Mamba2Bf16PrefillUsesTheChunkedScanWithinTheBf16Bound) {
     const DeltaFilter f = test_filter(*m);
     enum Path { kChain, kSsdFloatActivations, kRecurrent };
     auto bf16_run = [&](const DeltaFilter* filter, Path path) {
-        unsetenv("MAMBASCOPE_M2_SSD");
-        unsetenv("MAMBASCOPE_M2_BF16_CHAIN");
-        if (path == kRecurrent) setenv("MAMBASCOPE_M2_SSD", "0", 1);
-        if (path == kSsdFloatActivations) setenv("MAMBASCOPE_M2_BF16_CHAIN", "0", 1);
-        ForwardOptions opt;
-        opt.device = Device::Cuda;
-        opt.precision = Precision::Bf16;
-        opt.filter = filter;
-        opt.chunk_tokens = 256;
-        ::Run r;
-        HeadRequest head;
-        head.nll = true;
-        head.all_logits = true;
-        head.logits_sink = [&](int64_t, const float* row, int64_t V) {
-            r.logits.insert(r.logits.end(), row, row + V);
-        };
-        r.state = make_state(*m);
-        r.res = run_prefill(*m, x, r.state, opt, head);
-        unsetenv("MAMBASCOPE_M2_SSD");
-        unsetenv("MAMBASCOPE_M2_BF16_CHAIN");
-        return r;
+        return bf16_prefill(*m, x, filter,
+                            {{"MAMBASCOPE_M2_SSD", path == kRecurrent ? "0" : nullptr},
+                             {"MAMBASCOPE_M2_BF16_CHAIN", path == kSsdFloatActivations ? "0" : nullptr}});
     };
     for (const DeltaFilter* filter : std::vector<const DeltaFilter*>{nullptr, &f}) {
         SCOPED_TRACE(filter ? "filtered" : "vanilla");
