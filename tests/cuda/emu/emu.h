@@ -104,8 +104,9 @@ T emu_shfl_sync(unsigned, T v, int src_lane) {
     return r;
 }
 
-// CUDA's headers declare float and int overloads of these two with empty host bodies, which a plain template
-// would lose to in overload resolution: the kernels' calls are renamed to the emulation's.
+// CUDA's headers declare float and int overloads of these two (sm_30_intrinsics.h) with empty host bodies;
+// a non-template exact match would win overload resolution against a template, so the kernels' calls are
+// renamed to the emulation's rather than relying on it.
 #define __shfl_up_sync emu_shfl_up_sync
 #define __shfl_sync emu_shfl_sync
 
