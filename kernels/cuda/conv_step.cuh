@@ -43,16 +43,19 @@ __device__ __forceinline__ ConvChannel<kK> conv_step_load(int64_t d, int64_t E, 
 
 // The token's conv output (bf16, into out16[d]) and the shifted state, from the loaded channel and the
 // token's input in_d (the bf16 chain's in_proj row, as float32: exact).
+// Returns out16[d] as float32 (exact).
 template <int kK>
-__device__ __forceinline__ void conv_step_finish(int64_t d, int64_t E, float in_d, ConvChannel<kK> c,
-                                                 float* state, __nv_bfloat16* out16) {
+__device__ __forceinline__ float conv_step_finish(int64_t d, int64_t E, float in_d, ConvChannel<kK> c,
+                                                  float* state, __nv_bfloat16* out16) {
     c.win[kK - 1] = in_d;
     float acc = c.b;
 #pragma unroll
     for (int k = 0; k < kK; ++k) acc += c.w[k] * c.win[k];
-    out16[d] = f32_to_bf16_rn(silu(acc));
+    const __nv_bfloat16 o = f32_to_bf16_rn(silu(acc));
+    out16[d] = o;
 #pragma unroll
     for (int k = 0; k < kK - 1; ++k) state[k * E + d] = c.win[k + 1];
+    return bf16_to_f32(&o);
 }
 
 }  // namespace mambascope::kernels::cuda::detail

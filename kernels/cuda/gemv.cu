@@ -138,15 +138,117 @@ struct ConvFold {
     int64_t E = 0;
 };
 
+// The Mamba-1 x_proj folded in as well (gemv_rmsnorm_conv_xproj): dbc16 = conv16 · x_projT, split over the
+// blocks (gemv.cuh).
+struct XprojFold {
+    const __nv_bfloat16* wT = nullptr;  // (E × R) x_projᵀ
+    int64_t R = 0;                      // R % 8 == 0, R ≤ kGemvXprojMaxR
+    float* parts = nullptr;             // (gemv_xproj_parts(E) × R): the blocks' sums, then the groups'
+    unsigned* count = nullptr;          // (gemv_xproj_counters(E)): tickets; 0 between calls
+    __nv_bfloat16* out16 = nullptr;     // (R)
+};
+
+// 8 bf16 (one 16-byte word) as float32, exact.
+__device__ __forceinline__ void unpack8(uint4 u, float (&v)[kGemvVec]) {
+    v[0] = bf16_lo(u.x), v[1] = bf16_hi(u.x), v[2] = bf16_lo(u.y), v[3] = bf16_hi(u.y);
+    v[4] = bf16_lo(u.z), v[5] = bf16_hi(u.z), v[6] = bf16_lo(u.w), v[7] = bf16_hi(u.w);
+}
+
+// Rows [0, n) of src (R floats each, 16-byte aligned) added column by column in a fixed order: per 4 columns,
+// G = threads / (R/4) thread groups, group g adding the rows ≡ g (mod G) in order (several 16-byte L2 loads
+// in flight per thread), then the G groups in order. Into dst (float32) or, when dst is null, out16 (bf16).
+// Every thread of the block calls it (barriers); part: ≥ 4·threads floats of shared memory.
+__device__ __forceinline__ void xproj_sum_rows(const float* src, int64_t n, int R, float* dst,
+                                               __nv_bfloat16* out16, float* part) {
+    const int threads = static_cast<int>(blockDim.x);
+    const int Q = R / 4, G = threads / Q, q = threadIdx.x % Q, g = threadIdx.x / Q;
+    float4 s = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (g < G) {
+        const float4* p4 = reinterpret_cast<const float4*>(src) + q;
+#pragma unroll 4  // several rows in flight (the sum's order is unchanged)
+        for (int64_t b = g; b < n; b += G) {
+            const float4 v = __ldcg(p4 + b * Q);  // from L2: other blocks wrote it
+            s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
+        }
+    }
+    __syncthreads();  // part[] may still be read by the caller's last use
+    if (g < G) reinterpret_cast<float4*>(part)[g * Q + q] = s;
+    __syncthreads();
+    for (int t = threadIdx.x; t < R; t += threads) {
+        float total = part[t];
+        for (int h = 1; h < G; ++h) total += part[h * R + t];
+        if (dst)
+            dst[t] = total;
+        else
+            out16[t] = f32_to_bf16_rn(total);
+    }
+}
+
+// x_proj's split sum, after every warp of the block has added its channels (docs/cuda.md, "x_proj inside
+// in_proj"). acc: this lane's 8 running sums, columns 8·lane … 8·lane + 7 (lanes < R/8; zeros in warps
+// without a channel). The nparts blocks that hold channels each add their warps' sums (warps in order) into
+// row b of xp.parts. Then two levels of tickets: blocks come in groups of kGemvXprojFanIn (block b in group
+// b / kGemvXprojFanIn); the last block of a group to finish adds the group's rows (xproj_sum_rows) into group
+// row nparts + g; the last group to finish adds the group rows and writes dbc16. (One group: its last block
+// writes dbc16 directly.) Each level reads at most 16 rows per pass of its thread groups, so a 4096-channel
+// model (512 rows) does not leave one block reading them all. Block-uniform control flow throughout.
+__device__ __forceinline__ void xproj_reduce(const XprojFold& xp, int64_t E, int lane, int warp,
+                                             const float (&acc)[kGemvVec]) {
+    __shared__ __align__(16) float part[kGemvWarps * kGemvXprojMaxR];
+    __shared__ bool last;
+    const int R = static_cast<int>(xp.R), threads = static_cast<int>(blockDim.x);
+    if (lane < R / kGemvVec) {
+#pragma unroll
+        for (int i = 0; i < kGemvVec; ++i) part[warp * R + kGemvVec * lane + i] = acc[i];
+    }
+    __syncthreads();
+    const int64_t nparts = min(static_cast<int64_t>(gridDim.x), (E + kGemvWarps - 1) / kGemvWarps);
+    const int64_t b = blockIdx.x;
+    if (b >= nparts) return;  // no channel in this block
+    for (int t = threadIdx.x; t < R; t += threads) {
+        float sum = part[t];
+#pragma unroll
+        for (int w = 1; w < kGemvWarps; ++w) sum += part[w * R + t];
+        xp.parts[b * R + t] = sum;
+    }
+    const int64_t ngroups = (nparts + kGemvXprojFanIn - 1) / kGemvXprojFanIn, g = b / kGemvXprojFanIn;
+    const int64_t g0 = g * kGemvXprojFanIn, grows = min(static_cast<int64_t>(kGemvXprojFanIn), nparts - g0);
+    __threadfence();  // this block's row before its ticket
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(xp.count + 1 + g, 1u) == static_cast<unsigned>(grows - 1);
+    __syncthreads();
+    if (!last) return;
+    __threadfence();  // the group's rows after the tickets
+    if (ngroups == 1) {
+        xproj_sum_rows(xp.parts + g0 * R, grows, R, nullptr, xp.out16, part);
+        if (threadIdx.x == 0) xp.count[1 + g] = 0;  // for the next call (the kernel's completion orders it)
+        return;
+    }
+    xproj_sum_rows(xp.parts + g0 * R, grows, R, xp.parts + (nparts + g) * R, nullptr, part);
+    __threadfence();  // the group's row before the group's ticket
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        xp.count[1 + g] = 0;
+        last = atomicAdd(xp.count, 1u) == static_cast<unsigned>(ngroups - 1);
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();  // every group's row after the tickets
+    xproj_sum_rows(xp.parts + nparts * R, ngroups, R, nullptr, xp.out16, part);
+    if (threadIdx.x == 0) xp.count[0] = 0;
+}
+
 // kConv (bf16 output only): the warp that computes row n < E also runs channel n's conv for the token on the
-// row as stored (conv_step.cuh), after its lane 0 has stored the row.
-template <typename TY, bool kConv>
+// row as stored (conv_step.cuh), after its lane 0 has stored the row. kXproj (with kConv): and adds the conv
+// output times x_projT's row n to its lanes' running sums, which xproj_reduce combines.
+template <typename TY, bool kConv, bool kXproj = false>
 __global__ void __launch_bounds__(32 * kGemvWarps)
     gemv_rmsnorm_kernel(int64_t N, int64_t K, const __nv_bfloat16* __restrict__ W, int64_t ldw,
                         const float* __restrict__ x, const float* __restrict__ wn, float eps,
                         TY* __restrict__ y, float beta, bool vec, bool warp_rows, bool prefetch,
-                        ConvFold conv) {
+                        ConvFold conv, XprojFold xp) {
     static_assert(!kConv || sizeof(TY) == 2, "the conv is folded into the bf16 in_proj only");
+    static_assert(!kXproj || kConv, "x_proj folds in with the conv only");
     extern __shared__ __align__(16) float smem[];
     __nv_bfloat16* a = reinterpret_cast<__nv_bfloat16*>(smem);
     __shared__ float partial[kGemvWarps];
@@ -160,7 +262,18 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
     ConvChannel<kGemvConvK> pre{};
     const bool preloaded = kConv && lane == 0 && first < conv.E;
     if (preloaded) pre = conv_step_load<kGemvConvK>(first, conv.E, conv.w, conv.bias, conv.state);
-    grid_dependency_wait();  // x (and y, with beta) come from earlier kernels
+    // and x_projT's row of that channel (weights), 16 bytes per lane, copied into shared memory (no registers
+    // held across the wait)
+    const int xlanes = kXproj ? static_cast<int>(xp.R / kGemvVec) : 0;
+    __shared__ __align__(16) uint4 xw_first[kXproj ? kGemvWarps * 32 : 1];
+    if constexpr (kXproj) {
+        if (first < conv.E && lane < xlanes)
+            cp_async_16(&xw_first[warp * 32 + lane], xp.wT + first * xp.R + kGemvVec * lane, true);
+        cp_async_commit();
+    }
+    float xacc[kGemvVec] = {};
+    grid_dependency_wait();                     // x (and y, with beta) come from earlier kernels
+    if constexpr (kXproj) cp_async_wait_all();  // this lane's own copy: no barrier needed
     float total = 0.0f;
     if (warp_rows) {
         if (warp == 0) {
@@ -186,25 +299,41 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
         a[d] = __float2bfloat16_rn(x[d] * inv * wn[d]);
     __syncthreads();
     gemv_rows(N, K, W, ldw, a, first, stride, lane, vec, [&](int64_t n, float acc) {
-        if (lane != 0) return;
-        store(y + n, acc, beta);
-        if constexpr (kConv) {
-            if (n < conv.E) {
-                const float in_d = __bfloat162float(__float2bfloat16_rn(acc));  // y[n] as stored
-                const ConvChannel<kGemvConvK> c =
-                    n == first && preloaded
-                        ? pre
-                        : conv_step_load<kGemvConvK>(n, conv.E, conv.w, conv.bias, conv.state);
-                conv_step_finish<kGemvConvK>(n, conv.E, in_d, c, conv.state, conv.out16);
+        float conv_out = 0.0f;  // lane 0's
+        if (lane == 0) {
+            store(y + n, acc, beta);
+            if constexpr (kConv) {
+                if (n < conv.E) {
+                    const float in_d = __bfloat162float(__float2bfloat16_rn(acc));  // y[n] as stored
+                    const ConvChannel<kGemvConvK> c =
+                        n == first && preloaded
+                            ? pre
+                            : conv_step_load<kGemvConvK>(n, conv.E, conv.w, conv.bias, conv.state);
+                    conv_out = conv_step_finish<kGemvConvK>(n, conv.E, in_d, c, conv.state, conv.out16);
+                }
+            }
+        }
+        if constexpr (kXproj) {
+            if (n < conv.E) {  // n is the same in every lane
+                conv_out = __shfl_sync(0xffffffffu, conv_out, 0);
+                if (lane < xlanes) {
+                    float wv[kGemvVec];
+                    unpack8(n == first ? xw_first[warp * 32 + lane]
+                                       : reinterpret_cast<const uint4*>(xp.wT + n * xp.R)[lane],
+                            wv);
+#pragma unroll
+                    for (int i = 0; i < kGemvVec; ++i) xacc[i] = fmaf(conv_out, wv[i], xacc[i]);
+                }
             }
         }
     });
+    if constexpr (kXproj) xproj_reduce(xp, conv.E, lane, warp, xacc);
 }
 
-template <typename TY, bool kConv = false>
+template <typename TY, bool kConv = false, bool kXproj = false>
 void launch_gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const float* x,
                          const float* wn, float eps, TY* y, float beta, cudaStream_t stream,
-                         ConvFold conv = {}) {
+                         ConvFold conv = {}, XprojFold xp = {}) {
     MS_CHECK(N >= 0 && K > 0 && K <= kGemvNormMaxK, "gemv_rmsnorm: K must be in [1, 16384]");
     if (N == 0) return;
     MS_CHECK(W && x && wn && y && ldw >= K, "gemv_rmsnorm: null pointer or ldw < K");
@@ -212,13 +341,13 @@ void launch_gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t l
     const bool vec = K % kGemvVec == 0 && ldw % kGemvVec == 0 && reinterpret_cast<uintptr_t>(W) % 16 == 0;
     const size_t smem = static_cast<size_t>(K) * sizeof(__nv_bfloat16);
     if (smem > 48 * 1024)
-        CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(gemv_rmsnorm_kernel<TY, kConv>),
+        CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(gemv_rmsnorm_kernel<TY, kConv, kXproj>),
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    const unsigned blocks = gemv_blocks(N, gemv_rmsnorm_kernel<TY, kConv>, smem);
-    pdl_register(gemv_rmsnorm_kernel<TY, kConv>);
-    gemv_rmsnorm_kernel<TY, kConv><<<blocks, 32 * kGemvWarps, smem, stream>>>(
+    const unsigned blocks = gemv_blocks(N, gemv_rmsnorm_kernel<TY, kConv, kXproj>, smem);
+    pdl_register(gemv_rmsnorm_kernel<TY, kConv, kXproj>);
+    gemv_rmsnorm_kernel<TY, kConv, kXproj><<<blocks, 32 * kGemvWarps, smem, stream>>>(
         N, K, W, ldw, x, wn, eps, y, beta, vec, detail::rmsnorm_takes_warp_rows(K, x, K, wn),
-        vec && prefetch_enabled(), conv);
+        vec && prefetch_enabled(), conv, xp);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -245,6 +374,41 @@ void gemv_rmsnorm_conv(int64_t E, int64_t K, const __nv_bfloat16* W, int64_t ldw
     ConvFold conv;
     conv.w = conv_w, conv.bias = conv_b, conv.state = conv_state, conv.out16 = conv16, conv.E = E;
     launch_gemv_rmsnorm<__nv_bfloat16, true>(2 * E, K, W, ldw, x, w_norm, eps, y, 0.0f, stream, conv);
+}
+
+// Rows of the blocks' partial sums (one per block that holds channels, at most one per kGemvWarps channels)
+// and of the groups' (one per kGemvXprojFanIn blocks); one counter per group and one for the groups.
+int64_t gemv_xproj_parts(int64_t E) {
+    const int64_t blocks = (E + kGemvWarps - 1) / kGemvWarps;
+    return blocks + (blocks + kGemvXprojFanIn - 1) / kGemvXprojFanIn;
+}
+
+int64_t gemv_xproj_counters(int64_t E) {
+    const int64_t blocks = (E + kGemvWarps - 1) / kGemvWarps;
+    return 1 + (blocks + kGemvXprojFanIn - 1) / kGemvXprojFanIn;
+}
+
+void gemv_rmsnorm_conv_xproj(int64_t E, int64_t K, const __nv_bfloat16* W, int64_t ldw, const float* x,
+                             const float* w_norm, float eps, __nv_bfloat16* y, const float* conv_w,
+                             const float* conv_b, float* conv_state, __nv_bfloat16* conv16,
+                             const __nv_bfloat16* x_projT, int64_t R, float* parts, unsigned* count,
+                             __nv_bfloat16* dbc16, cudaStream_t stream) {
+    MS_CHECK(E > 0, "gemv_rmsnorm_conv_xproj: E must be positive");
+    MS_CHECK(conv_w && conv_state && conv16 && x_projT && parts && count && dbc16,
+             "gemv_rmsnorm_conv_xproj: the conv's weights, state and output, x_projT, the partial sums, the "
+             "tickets and the output are required");
+    MS_CHECK(R > 0 && R % kGemvVec == 0 && R <= kGemvXprojMaxR,
+             "gemv_rmsnorm_conv_xproj: x_proj's rows must be a multiple of 8, at most 256");
+    MS_CHECK(reinterpret_cast<uintptr_t>(x_projT) % 16 == 0 && reinterpret_cast<uintptr_t>(parts) % 16 == 0,
+             "gemv_rmsnorm_conv_xproj: x_projT and the partial sums must be 16-byte aligned");
+    MS_CHECK(conv16 != y && static_cast<const void*>(conv16) != static_cast<const void*>(x),
+             "gemv_rmsnorm_conv_xproj: the conv's output must not alias the projection's input or output");
+    ConvFold conv;
+    conv.w = conv_w, conv.bias = conv_b, conv.state = conv_state, conv.out16 = conv16, conv.E = E;
+    XprojFold xp;
+    xp.wT = x_projT, xp.R = R, xp.parts = parts, xp.count = count, xp.out16 = dbc16;
+    launch_gemv_rmsnorm<__nv_bfloat16, true, true>(2 * E, K, W, ldw, x, w_norm, eps, y, 0.0f, stream, conv,
+                                                   xp);
 }
 
 void gemv(int64_t N, int64_t K, const float* W, int64_t ldw, const float* a, float* y, float beta,

@@ -49,4 +49,26 @@ void gemv_rmsnorm_conv(int64_t E, int64_t K, const __nv_bfloat16* W, int64_t ldw
                        const float* w_norm, float eps, __nv_bfloat16* y, const float* conv_w,
                        const float* conv_b, float* conv_state, __nv_bfloat16* conv16, cudaStream_t stream);
 
+// The same with the Mamba-1 x_proj folded in as well (one graph node fewer again; docs/cuda.md, "x_proj
+// inside in_proj"): dbc16[j] = bf16(Σ_d conv16[d]·x_projT[d, j]), j < R, the product of the conv's bf16
+// output and x_proj (R × E, stored transposed: x_projT is E × R, bf16), split over the grid's blocks. The
+// warp that convolves channel d adds conv16[d]·x_projT[d, :] to its running sums; each block adds its warps'
+// sums (warps in order) into a row of `parts`; blocks come in groups of kGemvXprojFanIn, the last block of a
+// group to finish (a ticket from `count`) adds the group's rows, and the last group to finish adds the
+// groups' rows and writes dbc16. The order depends on the grid (one wave of blocks on this GPU), not on
+// timing: the same GPU gives the same bits every run. It is not gemv's order, so dbc16 may differ from
+// gemv(R, E, x_proj, …)'s in the last bit before the bf16 rounding. R % 8 == 0, R ≤ kGemvXprojMaxR, x_projT
+// and parts 16-byte aligned; parts holds gemv_xproj_parts(E) × R floats; count holds gemv_xproj_counters(E)
+// zeros before the first call, and each call leaves them zero. y, conv16 and conv_state equal
+// gemv_rmsnorm_conv's bit for bit.
+constexpr int64_t kGemvXprojMaxR = 256;
+constexpr int kGemvXprojFanIn = 16;  // block rows per group of the two-level sum
+int64_t gemv_xproj_parts(int64_t E);
+int64_t gemv_xproj_counters(int64_t E);
+void gemv_rmsnorm_conv_xproj(int64_t E, int64_t K, const __nv_bfloat16* W, int64_t ldw, const float* x,
+                             const float* w_norm, float eps, __nv_bfloat16* y, const float* conv_w,
+                             const float* conv_b, float* conv_state, __nv_bfloat16* conv16,
+                             const __nv_bfloat16* x_projT, int64_t R, float* parts, unsigned* count,
+                             __nv_bfloat16* dbc16, cudaStream_t stream);
+
 }  // namespace mambascope::kernels::cuda

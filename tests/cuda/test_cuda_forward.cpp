@@ -409,7 +409,8 @@ TEST_P(CudaForward, ConvInsideInProjEqualsTheConvKernelsStepsBitForBit) {
             decode_steps(*m, st, prec, &f, x, 100, 180,
                          {{"MAMBASCOPE_DECODE_CONV_FUSED", "0"}, {"MAMBASCOPE_DECODE_PERSISTENT", "0"}});
         const Decoded fused =
-            decode_steps(*m, st, prec, &f, x, 100, 180, {{"MAMBASCOPE_DECODE_PERSISTENT", "0"}});
+            decode_steps(*m, st, prec, &f, x, 100, 180,
+                         {{"MAMBASCOPE_DECODE_PERSISTENT", "0"}, {"MAMBASCOPE_DECODE_XPROJ_FUSED", "0"}});
         const bool folds = m1 && prec == Precision::Bf16;
         ASSERT_TRUE(sep.info.graph && fused.info.graph);
         EXPECT_FALSE(sep.info.conv_fused);
@@ -429,6 +430,79 @@ TEST_P(CudaForward, ConvInsideInProjEqualsTheConvKernelsStepsBitForBit) {
         EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_DECODE_CONV_FUSED"), std::string::npos) << e.what();
     }
     unsetenv("MAMBASCOPE_DECODE_CONV_FUSED");
+}
+
+// x_proj inside in_proj's gemv (docs/cuda.md, "x_proj inside in_proj"; opt-in,
+// MAMBASCOPE_DECODE_XPROJ_FUSED=1): a bf16 Mamba-1 step graph that folds the conv and whose x_proj rows are a
+// multiple of 8 (dt_rank 8: 8 + 2·16) folds x_proj too: one kernel per layer fewer than without the setting.
+// x_proj's sums are added in another order before their bf16 rounding, so 80 steps after a prefill, with a
+// filter kept, are not bit for bit the unfused steps: they stay within 1.5e-2 of them and within the bf16
+// chain's bound of the CPU's filtered float32 steps (3e-2, as the unfused graph). Its order is fixed by the
+// grid, not by timing: the folded steps with full dependencies instead of PDL edges are the same bit for bit.
+// dt_rank 4 (36 rows) keeps the x_proj kernel; a value other than 0 or 1 is an error.
+TEST(CudaForwardDevice, XprojInsideInProjStaysWithinTheBf16BoundOfTheUnfusedSteps) {
+    if (!have_gpu()) GTEST_SKIP() << "no GPU";
+    ModelConfig c = cfg(Arch::Mamba1);
+    c.dt_rank = 8;
+    auto m = random_model(c, 14);
+    auto x = ids(180);
+    const DeltaFilter f = test_filter(*m);
+    ModelState st = make_state(*m);
+    run_prefill(*m, std::span<const int32_t>(x.data(), 100), st);
+    const Decoded sep =
+        decode_steps(*m, st, Precision::Bf16, &f, x, 100, 180, {{"MAMBASCOPE_DECODE_PERSISTENT", "0"}});
+    const Decoded fused =
+        decode_steps(*m, st, Precision::Bf16, &f, x, 100, 180,
+                     {{"MAMBASCOPE_DECODE_PERSISTENT", "0"}, {"MAMBASCOPE_DECODE_XPROJ_FUSED", "1"}});
+    ASSERT_TRUE(sep.info.graph && fused.info.graph);
+    EXPECT_TRUE(sep.info.conv_fused && fused.info.conv_fused);
+    EXPECT_FALSE(sep.info.xproj_fused);
+    EXPECT_TRUE(fused.info.xproj_fused);
+    EXPECT_EQ(sep.info.kernel_nodes - fused.info.kernel_nodes, c.n_layer);
+    // the same bits whatever the timing: with full dependencies instead of PDL edges
+    const Decoded fused_no_pdl = decode_steps(*m, st, Precision::Bf16, &f, x, 100, 180,
+                                              {{"MAMBASCOPE_DECODE_PERSISTENT", "0"},
+                                               {"MAMBASCOPE_DECODE_XPROJ_FUSED", "1"},
+                                               {"MAMBASCOPE_DECODE_PDL", "0"}});
+    EXPECT_TRUE(fused_no_pdl.info.xproj_fused);
+    expect_same_steps(fused, fused_no_pdl);
+    // the CPU's float32 steps, filtered
+    ModelState cpu_state = st;
+    std::vector<float> lc, cpu;
+    for (int t = 100; t < 180; ++t) {
+        decode_step_filtered(*m, x[size_t(t)], cpu_state, f, lc);
+        cpu.insert(cpu.end(), lc.begin(), lc.end());
+    }
+    const double e_sep = rel(fused.logits, sep.logits), e_cpu = rel(fused.logits, cpu),
+                 e_sep_cpu = rel(sep.logits, cpu);
+    std::printf(
+        "  x_proj in in_proj: %lld kernels (%lld without); logits vs unfused %.2e, vs CPU float32 %.2e "
+        "(unfused vs CPU %.2e)\n",
+        static_cast<long long>(fused.info.kernel_nodes), static_cast<long long>(sep.info.kernel_nodes), e_sep,
+        e_cpu, e_sep_cpu);
+    EXPECT_LT(e_sep, 1.5e-2);
+    EXPECT_LT(e_cpu, 3e-2);
+    for (size_t l = 0; l < st.layers.size(); ++l) {
+        EXPECT_LT(rel(fused.state.layers[l].ssm, sep.state.layers[l].ssm), 1.5e-2) << "layer " << l;
+        EXPECT_LT(rel(fused.state.layers[l].conv, sep.state.layers[l].conv), 1.5e-2) << "layer " << l;
+    }
+    EXPECT_EQ(fused.state.tokens_seen, 180);
+    // 4 + 32 rows: the x_proj kernel stays
+    auto m4 = random_model(cfg(Arch::Mamba1), 14);
+    const Decoded d4 =
+        decode_steps(*m4, st, Precision::Bf16, nullptr, x, 100, 102,
+                     {{"MAMBASCOPE_DECODE_PERSISTENT", "0"}, {"MAMBASCOPE_DECODE_XPROJ_FUSED", "1"}});
+    EXPECT_TRUE(d4.info.conv_fused);
+    EXPECT_FALSE(d4.info.xproj_fused);
+    setenv("MAMBASCOPE_DECODE_XPROJ_FUSED", "yes", 1);
+    try {
+        auto dec = detail::make_cuda_decoder(*m, st, Precision::Bf16, nullptr);
+        ADD_FAILURE() << "MAMBASCOPE_DECODE_XPROJ_FUSED=yes was accepted";
+    } catch (const mambascope::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_DECODE_XPROJ_FUSED"), std::string::npos) << e.what();
+        EXPECT_FALSE(e.hint().empty());
+    }
+    unsetenv("MAMBASCOPE_DECODE_XPROJ_FUSED");
 }
 
 // Which step graphs fold the conv into in_proj (docs/cuda.md, "The conv inside in_proj"): by default the bf16
@@ -465,8 +539,34 @@ TEST(CudaDecodeChoice, ConvFoldsUpToTheMeasuredWidthUnlessForced) {
         ADD_FAILURE() << "MAMBASCOPE_DECODE_CONV_FUSED=on was accepted";
     } catch (const mambascope::Error& e) {
         EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_DECODE_CONV_FUSED"), std::string::npos) << e.what();
+        EXPECT_FALSE(e.hint().empty()) << e.what();
     }
     unsetenv("MAMBASCOPE_DECODE_CONV_FUSED");
+    // x_proj folds in only when asked (MAMBASCOPE_DECODE_XPROJ_FUSED=1), then wherever the conv does and its
+    // rows are a multiple of 8, at most 256 (every Mamba-1 checkpoint: 80, 96, 160, 192)
+    unsetenv("MAMBASCOPE_DECODE_XPROJ_FUSED");
+    EXPECT_FALSE(detail::decode_xproj_fold(m130, true));
+    setenv("MAMBASCOPE_DECODE_XPROJ_FUSED", "1", 1);
+    for (const ModelConfig& mc : {m130, m370, m1b4, m2b8}) {
+        EXPECT_TRUE(detail::decode_xproj_fold(mc, true)) << mc.d_model;
+        EXPECT_FALSE(detail::decode_xproj_fold(mc, false)) << mc.d_model;
+    }
+    ModelConfig odd = m130;
+    odd.dt_rank = 44;  // 44 + 32 = 76 rows
+    EXPECT_FALSE(detail::decode_xproj_fold(odd, true));
+    odd.dt_rank = 232;  // 264 rows
+    EXPECT_FALSE(detail::decode_xproj_fold(odd, true));
+    setenv("MAMBASCOPE_DECODE_XPROJ_FUSED", "0", 1);
+    EXPECT_FALSE(detail::decode_xproj_fold(m130, true));
+    setenv("MAMBASCOPE_DECODE_XPROJ_FUSED", "on", 1);
+    try {
+        (void)detail::decode_xproj_fold(m130, true);
+        ADD_FAILURE() << "MAMBASCOPE_DECODE_XPROJ_FUSED=on was accepted";
+    } catch (const mambascope::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_DECODE_XPROJ_FUSED"), std::string::npos) << e.what();
+        EXPECT_FALSE(e.hint().empty());
+    }
+    unsetenv("MAMBASCOPE_DECODE_XPROJ_FUSED");
 }
 
 // The persistent decode kernel (docs/cuda.md, "The persistent decode kernel") behind the bf16 Mamba-1
@@ -493,6 +593,7 @@ TEST(CudaForwardDevice, PersistentDecodeKernelEqualsTheStepGraphBitForBit) {
     };
     auto decode = [&](const char* persistent, const char* per_sm) {
         setenv("MAMBASCOPE_DECODE_PERSISTENT", persistent, 1);
+        setenv("MAMBASCOPE_DECODE_XPROJ_FUSED", "0", 1);  // the step graph's x_proj as its own gemv
         if (per_sm) setenv("MAMBASCOPE_DECODE_BLOCKS_PER_SM", per_sm, 1);
         auto dec = detail::make_cuda_decoder(*m, st, Precision::Bf16, &f);
         Got g{{}, st, {}};
@@ -503,6 +604,7 @@ TEST(CudaForwardDevice, PersistentDecodeKernelEqualsTheStepGraphBitForBit) {
         }
         unsetenv("MAMBASCOPE_DECODE_PERSISTENT");
         unsetenv("MAMBASCOPE_DECODE_BLOCKS_PER_SM");
+        unsetenv("MAMBASCOPE_DECODE_XPROJ_FUSED");
         g.info = dec->graph_info();
         dec->download(g.state);
         return g;

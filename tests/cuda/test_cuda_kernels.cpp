@@ -1844,6 +1844,106 @@ TEST(CudaGemv, ConvFoldedIntoInProjEqualsGemvRmsnormThenConvBitForBit) {
     }
 }
 
+// x_proj folded into in_proj with the conv (gemv_rmsnorm_conv_xproj, docs/cuda.md "x_proj inside in_proj"):
+// the projection, the conv's output and its state are gemv_rmsnorm_conv's bit for bit, and dbc16 is the CPU's
+// Σ_d conv16[d]·x_proj[j, d] (over the stored bf16 conv output, in double) to within its bf16 rounding, over
+// two steps (every ticket is left at 0 for the next call): R = 80, 96 and 160 (mamba-130m, -370m, -1.4b), E
+// not a multiple of 8, the default grid (a row per warp; E = 300: 38 blocks with channels, so three groups
+// and the second level of the sum), a grid of 3 blocks (warps looping over their rows: x_projT's rows after
+// the first read after the wait, and every block holding channels; one group) and no cap. Also within one
+// bf16 step of the unfused gemv of x_proj. R not a multiple of 8, or over 256, is an error.
+TEST(CudaGemv, XprojFoldedIntoInProjIsTheConvOutputTimesXproj) {
+    REQUIRE_GPU();
+    std::mt19937 rng(81);
+    struct Case {
+        int64_t E, D, R;
+    };
+    constexpr int64_t K = kg::kGemvConvK;
+    for (const Case c : {Case{48, 96, 80}, Case{101, 64, 96}, Case{64, 77, 160}, Case{300, 64, 160}}) {
+        SCOPED_TRACE("E=" + std::to_string(c.E) + " R=" + std::to_string(c.R));
+        const int64_t P = 2 * c.E;
+        const auto W = round_bf16(randn(P * c.D, rng)), wn = uniform(c.D, rng, 0.5f, 1.5f);
+        const auto x1 = randn(c.D, rng, 2.0f), x2 = randn(c.D, rng, 2.0f);
+        const auto cw = randn(c.E * K, rng, 0.5f), cb = randn(c.E, rng), state0 = randn((K - 1) * c.E, rng);
+        const auto xp = round_bf16(randn(c.R * c.E, rng, 0.2f));  // x_proj (R × E), as stored
+        std::vector<float> xpT(size_t(c.E * c.R));
+        for (int64_t j = 0; j < c.R; ++j)
+            for (int64_t d = 0; d < c.E; ++d) xpT[size_t(d * c.R + j)] = xp[size_t(j * c.E + d)];
+        Dev<__nv_bfloat16> dW(to_bf16_host(W)), dxp(to_bf16_host(xp)), dxpT(to_bf16_host(xpT));
+        Dev<float> dx1(x1), dx2(x2), dwn(wn), dcw(cw), dcb(cb);
+        struct Out {
+            std::vector<float> y, conv, state, dbc, gemv_dbc;
+        };
+        auto run = [&](bool fused, const char* grid) {
+            ScopedEnv env("MAMBASCOPE_GEMV_GRID", grid);
+            Dev<float> st(state0), parts(size_t(kg::gemv_xproj_parts(c.E) * c.R));
+            Dev<unsigned> count(std::vector<unsigned>(size_t(kg::gemv_xproj_counters(c.E)), 0u));
+            Dev<__nv_bfloat16> y16(P), conv16(c.E), dbc16(c.R);
+            Out o;
+            for (const float* x : {dx1.p, dx2.p}) {
+                if (fused)
+                    kg::gemv_rmsnorm_conv_xproj(c.E, c.D, dW.p, c.D, x, dwn.p, 1e-5f, y16.p, dcw.p, dcb.p,
+                                                st.p, conv16.p, dxpT.p, c.R, parts.p, count.p, dbc16.p,
+                                                nullptr);
+                else
+                    kg::gemv_rmsnorm_conv(c.E, c.D, dW.p, c.D, x, dwn.p, 1e-5f, y16.p, dcw.p, dcb.p, st.p,
+                                          conv16.p, nullptr);
+                const auto y = bf16_to_float(y16.download()), cv = bf16_to_float(conv16.download());
+                o.y.insert(o.y.end(), y.begin(), y.end());
+                o.conv.insert(o.conv.end(), cv.begin(), cv.end());
+                if (fused) {
+                    const auto b = bf16_to_float(dbc16.download());
+                    o.dbc.insert(o.dbc.end(), b.begin(), b.end());
+                    for (unsigned k : count.download())
+                        EXPECT_EQ(k, 0u) << "the tickets are left for the next call";
+                }
+                kg::gemv(c.R, c.E, dxp.p, c.E, conv16.p, dbc16.p, nullptr);  // the unfused x_proj
+                const auto g = bf16_to_float(dbc16.download());
+                o.gemv_dbc.insert(o.gemv_dbc.end(), g.begin(), g.end());
+            }
+            o.state = st.download();
+            return o;
+        };
+        const Out ref = run(false, nullptr);
+        for (const char* grid : {static_cast<const char*>(nullptr), "3", "0"}) {
+            SCOPED_TRACE(grid ? grid : "default grid");
+            const Out o = run(true, grid);
+            EXPECT_EQ(o.y, ref.y);
+            EXPECT_EQ(o.conv, ref.conv);
+            EXPECT_EQ(o.state, ref.state);
+            // the CPU's x_proj of each step's stored conv output
+            for (int step = 0; step < 2; ++step)
+                for (int64_t j = 0; j < c.R; ++j) {
+                    double want = 0.0, mag = 0.0;
+                    for (int64_t d = 0; d < c.E; ++d) {
+                        const double t = double(o.conv[size_t(step * c.E + d)]) * xp[size_t(j * c.E + d)];
+                        want += t, mag += std::abs(t);
+                    }
+                    const double got = o.dbc[size_t(step * c.R + j)];
+                    EXPECT_LE(std::abs(got - want), std::abs(want) / 256 + 1e-5 * mag)
+                        << "step " << step << " j " << j;
+                    // and the unfused gemv's bf16 output, within one bf16 step of it
+                    const double g = ref.gemv_dbc[size_t(step * c.R + j)];
+                    EXPECT_LE(std::abs(got - g), std::abs(g) / 128 + 1e-5 * mag)
+                        << "step " << step << " j " << j;
+                }
+        }
+    }
+    // shapes it does not take
+    Dev<__nv_bfloat16> W1(16 * 8), y1(16), c1(8), xT(8 * 264), o1(264);
+    Dev<float> x1(8), wn1(8), cw1(8 * K), st1(3 * 8), parts1(264);
+    Dev<unsigned> count1(std::vector<unsigned>{0u});
+    for (const int64_t R : {12, 264}) {
+        try {
+            kg::gemv_rmsnorm_conv_xproj(8, 8, W1.p, 8, x1.p, wn1.p, 1e-5f, y1.p, cw1.p, nullptr, st1.p, c1.p,
+                                        xT.p, R, parts1.p, count1.p, o1.p, nullptr);
+            ADD_FAILURE() << "R = " << R << " was accepted";
+        } catch (const mambascope::Error& e) {
+            EXPECT_NE(std::string(e.what()).find("multiple of 8"), std::string::npos) << e.what();
+        }
+    }
+}
+
 // Shapes: element path (odd strides), the vector paths of the bf16 chain (Cn and strides multiples of 8, T
 // over one tile, K = 4 and 2; bf16 output only) in each of their variants (MAMBASCOPE_CONV_BF16: channels ×
 // tokens per thread), and one tile (the state written by the conv kernel).

@@ -30,6 +30,8 @@ struct DecodeGraphInfo {
     std::string pdl_mode = "off";  // MAMBASCOPE_DECODE_PDL's mode: auto, launch, exit or off
     // a bf16 Mamba-1 step graph runs the conv inside in_proj's gemv (docs/cuda.md, "The conv inside in_proj")
     bool conv_fused = false;
+    // and x_proj too (docs/cuda.md, "x_proj inside in_proj")
+    bool xproj_fused = false;
     // the whole step as one persistent kernel (docs/cuda.md, "The persistent decode kernel"): its grid, or
     // why the step graph of one kernel per operation runs instead
     bool persistent = false;
@@ -52,6 +54,10 @@ class DecoderBackend {
 // MAMBASCOPE_DECODE_CONV_FUSED forces (1 always where the layout allows, 0 never; any other value is an
 // error). CUDA builds only.
 bool decode_conv_fold(const ModelConfig& c, Precision precision, bool graph);
+// Whether such a step graph (conv_fold: the conv folds) computes x_proj inside in_proj's gemv too
+// (docs/cuda.md, "x_proj inside in_proj"): opt-in, MAMBASCOPE_DECODE_XPROJ_FUSED=1, wherever the conv folds
+// and x_proj's rows suit the kernel (unset or 0: never; any other value is an error). CUDA builds only.
+bool decode_xproj_fold(const ModelConfig& c, bool conv_fold);
 // The state is uploaded once; `model` must outlive the decoder.
 std::unique_ptr<DecoderBackend> make_cuda_decoder(const Model& model, const ModelState& state,
                                                   Precision precision);

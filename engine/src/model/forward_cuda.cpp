@@ -165,6 +165,9 @@ struct DevLayer {
         gate_norm;
     // bf16 copies of the projection weights, made on the first bf16 run
     std::shared_ptr<DevBuf<__nv_bfloat16> > in_proj16, out_proj16, x_proj16, dt_proj16;
+    // x_proj transposed (E × R_dt + 2N), bf16: a decode step's in_proj with x_proj folded in (made by the
+    // first decoder that folds it)
+    std::shared_ptr<DevBuf<__nv_bfloat16> > x_proj16T;
 };
 
 std::shared_ptr<DevBuf<__nv_bfloat16> > to_bf16_copy(const DevTensor& t, int64_t n, cudaStream_t s) {
@@ -188,6 +191,10 @@ struct Workspace {
     // (the bf16 Mamba-2 chain uses proj16 too)
     DevBuf<__nv_bfloat16> proj16, dbc16, dt16;
     DevBuf<__nv_bfloat16> ys16;  // the bf16 Mamba-2 chain: the SSD scan's y (R, E), the gated norm's input
+    // a decode step's x_proj folded into in_proj (gemv_rmsnorm_conv_xproj): the blocks' and groups' partial
+    // sums and the tickets (zeroed once; each call leaves them at 0)
+    DevBuf<float> xparts;
+    DevBuf<unsigned> xcount;
     DevBuf<char>
         scan_ws;  // the scans' chunk states (Mamba-1; Mamba-2 SSD), instead of an allocation per layer
 };
@@ -279,6 +286,27 @@ void ensure_bf16_weights(const Model& model, DevModel& dm) {
             dl.x_proj16 = to_bf16_copy(dl.x_proj, w.x_proj.numel(), dm.stream);
             dl.dt_proj16 = to_bf16_copy(dl.dt_proj_w, w.dt_proj_w.numel(), dm.stream);
         }
+    }
+}
+
+// x_proj16T for every layer (Mamba-1): x_proj (R × E, float32 on the host) transposed, then rounded to bf16
+// on the device as the other bf16 copies are.
+void ensure_x_proj_transposed(const Model& model, DevModel& dm) {
+    std::lock_guard<std::mutex> lock(g_upload_mutex);
+    for (size_t l = 0; l < dm.layers.size(); ++l) {
+        DevLayer& dl = dm.layers[l];
+        const Tensor& xp = model.layers[l].x_proj;
+        if (dl.x_proj16T || !xp.data) continue;
+        const int64_t R = model.config.dt_rank + 2 * model.config.d_state, E = model.config.d_inner;
+        MS_CHECK(xp.numel() == R * E, "x_proj has the wrong shape for its transposed copy");
+        std::vector<float> t(static_cast<size_t>(R * E));
+        for (int64_t j = 0; j < R; ++j)
+            for (int64_t d = 0; d < E; ++d) t[size_t(d * R + j)] = xp.data[j * E + d];
+        DevTensor tmp;
+        tmp.buf = std::make_shared<DevBuf<float> >();
+        tmp.buf->upload(t.data(), t.size());
+        dl.x_proj16T = to_bf16_copy(tmp, R * E, dm.stream);
+        CUDA_CHECK(cudaStreamSynchronize(dm.stream));  // before tmp is freed
     }
 }
 
@@ -738,13 +766,31 @@ constexpr int64_t kDecodeConvFoldMaxInner = 3072;
 bool decode_conv_fold(const ModelConfig& c, Precision precision, bool graph) {
     const char* e = std::getenv("MAMBASCOPE_DECODE_CONV_FUSED");
     const std::string v = e ? e : "";
-    MS_CHECK(v.empty() || v == "0" || v == "1",
-             "MAMBASCOPE_DECODE_CONV_FUSED must be 0 or 1 (or unset), not '" + v + "'");
+    if (!v.empty() && v != "0" && v != "1")
+        throw Error(
+            "MAMBASCOPE_DECODE_CONV_FUSED=" + v + " is not 0 or 1",
+            "it sets whether a bf16 Mamba-1 decode step runs the conv inside in_proj's kernel "
+            "(docs/cuda.md, \"The conv inside in_proj\"); unset it for the default, measured per width");
     const bool can = graph && precision == Precision::Bf16 && c.arch == Arch::Mamba1 &&
                      c.d_conv == kc::kGemvConvK && c.d_model <= kc::kGemvNormMaxK &&
                      c.in_proj_rows() == 2 * c.d_inner && c.conv_dim() == c.d_inner;
     if (!can || v == "0") return false;
     return v == "1" || c.d_inner <= kDecodeConvFoldMaxInner;
+}
+
+// MAMBASCOPE_DECODE_XPROJ_FUSED=1 folds x_proj into in_proj's gemv as well wherever the conv folds and
+// x_proj's rows suit the kernel (a multiple of 8, at most kGemvXprojMaxR: every Mamba-1 checkpoint); unset or
+// 0, x_proj stays its own gemv. Opt-in until it is measured on a GPU (docs/cuda.md, "x_proj inside in_proj":
+// it was built in a session without one). Read per decoder; any other value is an error.
+bool decode_xproj_fold(const ModelConfig& c, bool conv_fold) {
+    const char* e = std::getenv("MAMBASCOPE_DECODE_XPROJ_FUSED");
+    const std::string v = e ? e : "";
+    if (!v.empty() && v != "0" && v != "1")
+        throw Error("MAMBASCOPE_DECODE_XPROJ_FUSED=" + v + " is not 0 or 1",
+                    "it sets whether a bf16 Mamba-1 decode step computes x_proj inside in_proj's kernel "
+                    "(docs/cuda.md, \"x_proj inside in_proj\"); unset it for the default, off");
+    const int64_t R = c.dt_rank + 2 * c.d_state;
+    return conv_fold && v == "1" && R % 8 == 0 && R <= kc::kGemvXprojMaxR;
 }
 
 namespace {
@@ -858,6 +904,8 @@ class CudaDecoder final : public DecoderBackend {
         const ModelConfig& c = model.config;
         conv_fused_ = decode_conv_fold(c, precision, use_graph_);
         info_.conv_fused = conv_fused_;
+        xproj_fused_ = decode_xproj_fold(c, conv_fused_);
+        info_.xproj_fused = xproj_fused_;
     }
     ~CudaDecoder() override {
         for (int slot = 0; slot < 2; ++slot) {
@@ -943,7 +991,12 @@ class CudaDecoder final : public DecoderBackend {
             if (bf16 && c.arch == Arch::Mamba1 && fuse_norm) {
                 // the prefill's bf16 chain with one row; the norm runs inside in_proj's gemv (one node), and
                 // so does the conv (one more) when conv_fused_
-                if (conv_fused_) {
+                if (xproj_fused_) {  // and x_proj: dbc16 from the same kernel
+                    kc::gemv_rmsnorm_conv_xproj(E, D, L.in_proj16->ptr, D, w.x.ptr, L.norm.ptr(), eps,
+                                                w.proj16.ptr, L.conv_w.ptr(), L.conv_b.ptr(), cst,
+                                                w.conv16.ptr, L.x_proj16T->ptr, ldbc, w.xparts.ptr,
+                                                w.xcount.ptr, w.dbc16.ptr, s);
+                } else if (conv_fused_) {
                     kc::gemv_rmsnorm_conv(E, D, L.in_proj16->ptr, D, w.x.ptr, L.norm.ptr(), eps, w.proj16.ptr,
                                           L.conv_w.ptr(), L.conv_b.ptr(), cst, w.conv16.ptr, s);
                 } else {
@@ -951,7 +1004,7 @@ class CudaDecoder final : public DecoderBackend {
                     kc::conv1d_silu(1, CD, K, w.proj16.ptr, P, L.conv_w.ptr(), L.conv_b.ptr(), cst, nullptr,
                                     0, s, w.conv16.ptr, CD);
                 }
-                kc::gemv(ldbc, E, L.x_proj16->ptr, E, w.conv16.ptr, w.dbc16.ptr, s);
+                if (!xproj_fused_) kc::gemv(ldbc, E, L.x_proj16->ptr, E, w.conv16.ptr, w.dbc16.ptr, s);
                 kc::Mamba1ScanArgs a;
                 a.T = 1, a.E = E, a.N = N;
                 // dt = dbc[:, :R_dt]·dt_projᵀ inside the scan (one launch fewer per layer)
@@ -1049,7 +1102,7 @@ class CudaDecoder final : public DecoderBackend {
         if (try_persistent()) return;
         if (!capture([&] { record_step(); })) {
             use_graph_ = false;  // the per-kernel path still works
-            info_.conv_fused = false;
+            info_.conv_fused = info_.xproj_fused = false;
             return;
         }
         if (mode != PdlMode::Off) {
@@ -1093,6 +1146,13 @@ class CudaDecoder final : public DecoderBackend {
         w.a16.resize(size_t(std::max({D, E, P, CD}))), w.u16.resize(size_t(D)), w.conv16.resize(size_t(CD));
         w.y16.resize(size_t(E)), w.proj16.resize(size_t(P)), w.dbc16.resize(size_t(ldbc)),
             w.dt16.resize(size_t(E));
+        if (xproj_fused_) {
+            ensure_x_proj_transposed(model_, dm);
+            w.xparts.resize(size_t(kc::gemv_xproj_parts(E) * ldbc));
+            const int64_t counters = kc::gemv_xproj_counters(E);
+            w.xcount.resize(size_t(counters));
+            CUDA_CHECK(cudaMemset(w.xcount.ptr, 0, size_t(counters) * sizeof(unsigned)));
+        }
         CUDA_CHECK(cudaMallocHost(&id_host_, sizeof(int32_t)));
         CUDA_CHECK(cudaMallocHost(&next_host_, sizeof(int32_t)));
         CUDA_CHECK(cudaMallocHost(&logits_host_, size_t(model_.vocab_rows()) * sizeof(float)));
@@ -1158,7 +1218,7 @@ class CudaDecoder final : public DecoderBackend {
         });
         if (captured && cudaGraphInstantiate(&exec_, graph_, 0) == cudaSuccess) {
             info_.persistent = true;
-            info_.conv_fused = false;  // the persistent kernel folds the conv its own way
+            info_.conv_fused = info_.xproj_fused = false;  // the persistent kernel folds them its own way
             info_.persistent_blocks = blocks;
             info_.persistent_note.clear();
             return true;
@@ -1203,7 +1263,8 @@ class CudaDecoder final : public DecoderBackend {
     DeltaFilter filter_;               // a copy: the caller's may go away
     std::vector<DevBuf<float> > thr_;  // (n_layer)(C) on the device, or empty (no filter)
     bool use_graph_ = true;
-    bool conv_fused_ = false;  // the step graph's conv inside in_proj's gemv (gemv_rmsnorm_conv)
+    bool conv_fused_ = false;   // the step graph's conv inside in_proj's gemv (gemv_rmsnorm_conv)
+    bool xproj_fused_ = false;  // and x_proj too (gemv_rmsnorm_conv_xproj)
     cudaStream_t stream_ = nullptr;
     std::shared_ptr<DevBuf<__nv_bfloat16> > lm_head16_;
     DevBuf<kc::Mamba1DecodeLayer> layers_;  // the persistent kernel's layer table (device)

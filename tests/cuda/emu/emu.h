@@ -140,6 +140,20 @@ inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v)
     return o;
 }
 
+inline unsigned atomicAdd(unsigned* p, unsigned v) {
+    std::lock_guard<std::mutex> g(emu_atomic_mu);
+    const unsigned o = *p;
+    *p += v;
+    return o;
+}
+// Blocks run one after another, each joined before the next starts: memory is ordered without a fence, and
+// there is no L1 to bypass.
+inline void __threadfence() {}
+template <class T>
+T __ldcg(const T* p) {
+    return *p;
+}
+
 struct EmuCfg {
     dim3 grid, block;
 };
