@@ -195,8 +195,10 @@ int main(int argc, char** argv) {
         // thresholds).
         // The graph rows use PDL edges (MAMBASCOPE_DECODE_PDL, default "auto") and the gemv's L2 prefetch;
         // more bf16 rows A/B them: PDL "launch", "exit" and off ("0"), no prefetch, and Mamba-1's one-token
-        // scan through m1_scan instead of m1_step; and the persistent decode kernel (Mamba-1, opt-in:
-        // MAMBASCOPE_DECODE_PERSISTENT=1, docs/cuda.md) at 1 and 2 blocks per SM.
+        // scan through m1_scan instead of m1_step; x_proj folded into in_proj (opt-in:
+        // MAMBASCOPE_DECODE_XPROJ_FUSED=1, docs/cuda.md "x_proj inside in_proj"; Mamba-1 models whose conv
+        // folds); and the persistent decode kernel (Mamba-1, opt-in: MAMBASCOPE_DECODE_PERSISTENT=1,
+        // docs/cuda.md) at 1 and 2 blocks per SM.
         // "greedy on the GPU" rows take the next id from Decoder::step_greedy (the argmax in the step's
         // graph, 4 bytes back) instead of the logits row and std::max_element on the host.
         struct DecodeCase {
@@ -224,6 +226,8 @@ int main(int argc, char** argv) {
                          "MAMBASCOPE_GEMV_PREFETCH=0"},
               DecodeCase{Precision::Bf16, true, false, "bf16, graph, Mamba-1 step by m1_scan",
                          "MAMBASCOPE_M1_STEP=0"},
+              DecodeCase{Precision::Bf16, true, false, "bf16, graph, greedy on the GPU, x_proj folded",
+                         "MAMBASCOPE_DECODE_XPROJ_FUSED=1"},
               DecodeCase{Precision::Bf16, false, false, "bf16, no graph", "MAMBASCOPE_DECODE_GRAPH=0"},
               DecodeCase{Precision::Bf16, true, true, "bf16 + filter, graph", nullptr},
               DecodeCase{Precision::Bf16, true, true, "bf16 + filter, persistent kernel",

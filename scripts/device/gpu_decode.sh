@@ -8,7 +8,8 @@
 #      edges (MAMBASCOPE_DECODE_PDL's default, auto); fp32, bf16 and the persistent kernel with the greedy argmax
 #      on the GPU (Decoder::step_greedy); bf16 as the persistent decode kernel (MAMBASCOPE_DECODE_PERSISTENT=1) at
 #      1 and 2 blocks per SM; bf16 with PDL launch, exit and off, without the gemv's L2 prefetch, with Mamba-1's
-#      one-token scan through m1_scan (MAMBASCOPE_M1_STEP=0); bf16 without a graph; bf16 with a filter, as the
+#      one-token scan through m1_scan (MAMBASCOPE_M1_STEP=0); bf16 greedy with x_proj folded into in_proj
+#      (MAMBASCOPE_DECODE_XPROJ_FUSED=1, opt-in); bf16 without a graph; bf16 with a filter, as the
 #      graph and as the persistent kernel; then bench_cuda_decode (the persistent kernel's phases);
 #   4. unless SKIP_SCAN=1: bench_cuda_scan's Mamba-1 table (our scan alone; mamba_ssm side by side is
 #      gpu_m1_ab.sh's job).
