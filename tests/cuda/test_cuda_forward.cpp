@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <initializer_list>
+#include <memory>
 #include <random>
 #include <utility>
 
@@ -59,6 +60,19 @@ struct Run {
     ModelState state;
 };
 
+// r.logits, r.res and r.state of a prefill of x from a fresh state with `opt` (every position's logits, the
+// NLL).
+void prefill_into(Run& r, const Model& m, const std::vector<int32_t>& x, const ForwardOptions& opt) {
+    HeadRequest head;
+    head.nll = true;
+    head.all_logits = true;
+    head.logits_sink = [&](int64_t, const float* row, int64_t V) {
+        r.logits.insert(r.logits.end(), row, row + V);
+    };
+    r.state = make_state(m);
+    r.res = run_prefill(m, x, r.state, opt, head);
+}
+
 Run run(const Model& m, const std::vector<int32_t>& x, Device dev, const DeltaFilter* f,
         const std::map<int, std::vector<int64_t>>* keep = nullptr, int64_t chunk = 100) {
     struct Obs : ScanObserver {
@@ -79,43 +93,37 @@ Run run(const Model& m, const std::vector<int32_t>& x, Device dev, const DeltaFi
     opt.observer = &obs;
     opt.keep_positions = keep;
     opt.chunk_tokens = chunk;
-    HeadRequest head;
-    head.nll = true;
-    head.all_logits = true;
-    head.logits_sink = [&](int64_t, const float* row, int64_t V) {
-        r.logits.insert(r.logits.end(), row, row + V);
-    };
-    r.state = make_state(m);
-    r.res = run_prefill(m, x, r.state, opt, head);
+    prefill_into(r, m, x, opt);
     return r;
 }
+
+// Environment settings for the life of the object: (name, value) pairs, a null value unsetting the variable;
+// every named variable is unset again at the end, also when the code between throws.
+struct EnvSettings {
+    std::initializer_list<std::pair<const char*, const char*>> env;
+    explicit EnvSettings(std::initializer_list<std::pair<const char*, const char*>> e) : env(e) {
+        for (const auto& [name, value] : env) value ? setenv(name, value, 1) : unsetenv(name);
+    }
+    ~EnvSettings() {
+        for (const auto& [name, value] : env) unsetenv(name);
+    }
+    EnvSettings(const EnvSettings&) = delete;
+    EnvSettings& operator=(const EnvSettings&) = delete;
+};
 
 // A bf16 CUDA prefill of x in chunks of 256 tokens (logits of every position, NLL, final state) under some
 // environment settings: (name, value) pairs, a null value unsetting the variable; every named variable is
 // unset again afterwards, also when the prefill throws.
 Run bf16_prefill(const Model& m, const std::vector<int32_t>& x, const DeltaFilter* f,
                  std::initializer_list<std::pair<const char*, const char*>> env) {
-    struct Unset {
-        std::initializer_list<std::pair<const char*, const char*>> env;
-        ~Unset() {
-            for (const auto& [name, value] : env) unsetenv(name);
-        }
-    } unset{env};
-    for (const auto& [name, value] : env) value ? setenv(name, value, 1) : unsetenv(name);
+    const EnvSettings settings(env);
     ForwardOptions opt;
     opt.device = Device::Cuda;
     opt.precision = Precision::Bf16;
     opt.filter = f;
     opt.chunk_tokens = 256;
     Run r;
-    HeadRequest head;
-    head.nll = true;
-    head.all_logits = true;
-    head.logits_sink = [&](int64_t, const float* row, int64_t V) {
-        r.logits.insert(r.logits.end(), row, row + V);
-    };
-    r.state = make_state(m);
-    r.res = run_prefill(m, x, r.state, opt, head);
+    prefill_into(r, m, x, opt);
     return r;
 }
 
@@ -142,7 +150,8 @@ DeltaFilter test_filter(const Model& m) {
 
 // What a CUDA decoder made under some environment settings gives for steps x[from, to): every step's logits,
 // the state after them and its graph's description. `env`: (name, value) pairs set for the decoder's
-// construction and first step (when the graph is recorded), unset after.
+// construction and its steps (the first records the graph), unset after (EnvSettings), also when a step
+// throws.
 struct Decoded {
     std::vector<float> logits;
     ModelState state;
@@ -152,15 +161,17 @@ struct Decoded {
 Decoded decode_steps(const Model& m, const ModelState& st, Precision prec, const DeltaFilter* f,
                      const std::vector<int32_t>& x, int from, int to,
                      std::initializer_list<std::pair<const char*, const char*>> env) {
-    for (const auto& [name, value] : env) setenv(name, value, 1);
-    auto dec = detail::make_cuda_decoder(m, st, prec, f);
     Decoded d;
-    std::vector<float> lg;
-    for (int t = from; t < to; ++t) {
-        dec->step(x[size_t(t)], lg);
-        d.logits.insert(d.logits.end(), lg.begin(), lg.end());
+    std::unique_ptr<detail::DecoderBackend> dec;
+    {
+        const EnvSettings settings(env);
+        dec = detail::make_cuda_decoder(m, st, prec, f);
+        std::vector<float> lg;
+        for (int t = from; t < to; ++t) {
+            dec->step(x[size_t(t)], lg);
+            d.logits.insert(d.logits.end(), lg.begin(), lg.end());
+        }
     }
-    for (const auto& [name, value] : env) unsetenv(name);
     d.info = dec->graph_info();
     d.state = st;
     dec->download(d.state);
