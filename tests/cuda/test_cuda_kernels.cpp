@@ -2202,7 +2202,8 @@ TEST(CudaGemm, Bf16OutputIsTheRoundedProductOfTheBf16Inputs) {
 // The greedy argmax on the device (argmax.cuh) gives std::max_element's index on rows of the decode sizes and
 // on the edge cases: the maximum at the first and last index, ties (the first wins, also across threads and
 // warps), -inf everywhere but one, NaNs skipped, a NaN at x[0] (std::max_element then says 0), all NaN, n =
-// 1, and n shorter than the buffer (the padded vocabulary rows are not candidates).
+// 1, and n shorter than the buffer (the padded vocabulary rows are not candidates); each row also starts 1
+// and 3 floats past a 16-byte boundary, behind larger values that are not part of it.
 TEST(CudaArgmax, EqualsStdMaxElement) {
     REQUIRE_GPU();
     std::mt19937 rng(5);
@@ -2225,14 +2226,21 @@ TEST(CudaArgmax, EqualsStdMaxElement) {
     rows.push_back(std::vector<float>(3000, -inf));                       // all -inf: 0
     rows.back()[2999] = -1e30f;
     rows.push_back(std::vector<float>(300, nan));  // all NaN: 0
+    rows.push_back(randn(5003, rng));              // the maximum in the scalar tail after the float4s
+    rows.back()[5002] = 50.0f;
     Dev<int32_t> out(1);
     for (size_t r = 0; r < rows.size(); ++r) {
         const auto& x = rows[r];
         for (const int64_t n : {int64_t(x.size()), std::max<int64_t>(1, int64_t(x.size()) - 3)}) {
-            Dev<float> dx(x);
-            kg::argmax(n, dx.p, out.p, nullptr);
             const int32_t want = int32_t(std::max_element(x.begin(), x.begin() + n) - x.begin());
-            EXPECT_EQ(out.download()[0], want) << "row " << r << " n " << n;
+            // the row at 0 to 3 floats past a 16-byte boundary: the scalar head, the float4s, the tail
+            for (const int64_t off : {0, 1, 3}) {
+                std::vector<float> padded(size_t(off), 99.0f);  // larger than any entry: must not be read
+                padded.insert(padded.end(), x.begin(), x.end());
+                Dev<float> dx(padded);
+                kg::argmax(n, dx.p + off, out.p, nullptr);
+                EXPECT_EQ(out.download()[0], want) << "row " << r << " n " << n << " offset " << off;
+            }
         }
     }
     EXPECT_THROW(
