@@ -8,6 +8,7 @@
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_math.cuh"
 #include "cuda/pdl.cuh"
+#include "mambascope/env_switch.h"
 
 namespace mambascope::kernels::cuda {
 namespace {
@@ -143,8 +144,9 @@ __global__ void __launch_bounds__(kConvThreads)
 // Which bf16 → bf16 conv: MAMBASCOPE_CONV_BF16 = "1" (conv_kernel, one channel per thread), "4x16" (4
 // channels × 16 tokens per thread), default "2x32" (the fastest, above). Read per call (A/B runs, the tests).
 int conv_bf16_variant() {
-    const char* e = std::getenv("MAMBASCOPE_CONV_BF16");
-    const std::string v = e ? e : "";
+    const std::string v = env_choice("MAMBASCOPE_CONV_BF16", {"2x32", "4x16", "1"},
+                                     "it sets the bf16 conv's channels x tokens per thread (docs/cuda.md, "
+                                     "\"Switches for A/B runs\")");
     if (v == "1") return 1;
     if (v == "4x16") return 416;
     return 232;

@@ -24,6 +24,7 @@
 #include "cuda/gemv_row.cuh"
 #include "cuda/m1_step.cuh"
 #include "cuda/rmsnorm.cuh"
+#include "mambascope/env_switch.h"
 
 namespace mambascope::kernels::cuda {
 namespace {
@@ -259,11 +260,10 @@ size_t smem_of(const Mamba1DecodeArgs& a) {
 
 // MAMBASCOPE_DECODE_BLOCKS_PER_SM=n (1-4): blocks per SM for A/B runs, still capped by the occupancy.
 int blocks_per_sm_asked() {
-    const char* e = std::getenv("MAMBASCOPE_DECODE_BLOCKS_PER_SM");
-    if (!e) return kDecodeBlocksPerSm;
-    const int v = std::atoi(e);
-    MS_CHECK(v >= 1 && v <= 4, "MAMBASCOPE_DECODE_BLOCKS_PER_SM must be 1 to 4");
-    return v;
+    const std::string v = env_choice("MAMBASCOPE_DECODE_BLOCKS_PER_SM", {"", "1", "2", "3", "4"},
+                                     "it sets the persistent decode kernel's blocks per SM (docs/cuda.md, "
+                                     "\"The persistent decode kernel\")");
+    return v.empty() ? kDecodeBlocksPerSm : std::stoi(v);
 }
 
 template <bool kFastExp, int kMinBlocks>

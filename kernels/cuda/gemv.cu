@@ -11,6 +11,7 @@
 #include "cuda/gemv_row.cuh"
 #include "cuda/pdl.cuh"
 #include "cuda/rmsnorm.cuh"
+#include "mambascope/env_switch.h"
 
 namespace mambascope::kernels::cuda {
 namespace {
@@ -20,8 +21,9 @@ using namespace detail;
 constexpr int kGemvWarps = 8;  // output rows per block (one warp each)
 // MAMBASCOPE_GEMV_PREFETCH=0 turns the L2 prefetch off (A/B runs); read at each launch.
 bool prefetch_enabled() {
-    const char* e = std::getenv("MAMBASCOPE_GEMV_PREFETCH");
-    return !(e && std::string(e) == "0");
+    return env_flag("MAMBASCOPE_GEMV_PREFETCH", true,
+                    "it sets whether the one-row projections prefetch their weight rows into L2 before the "
+                    "PDL wait (docs/cuda.md, \"Decoding on the GPU\")");
 }
 
 // Rows per grid (since 2026-12-04, tenth stop). A grid of one block per 8 rows gave the LM head (50,280 rows)

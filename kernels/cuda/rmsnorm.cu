@@ -7,6 +7,7 @@
 #include "cuda/device_math.cuh"
 #include "cuda/pdl.cuh"
 #include "cuda/rmsnorm.cuh"
+#include "mambascope/env_switch.h"
 
 namespace mambascope::kernels::cuda {
 namespace {
@@ -232,7 +233,10 @@ bool check_gated_bf16(int64_t T, int64_t E, int64_t G, const void* y, int64_t ld
 bool detail::rmsnorm_takes_warp_rows(int64_t D, const float* x, int64_t ldx, const float* w) {
     const auto a16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
     // MAMBASCOPE_RMSNORM=block: the block-per-row kernel for every shape (A/B runs). Read per call.
-    if (const char* e = std::getenv("MAMBASCOPE_RMSNORM"); e && std::string(e) == "block") return false;
+    if (env_choice("MAMBASCOPE_RMSNORM", {"", "block"},
+                   "it selects the block-per-row RMSNorm for every shape (docs/cuda.md, \"Switches for A/B "
+                   "runs\")") == "block")
+        return false;
     return D % 4 == 0 && ldx % 4 == 0 && a16(x) && a16(w) && D <= 128 * 32;
 }
 

@@ -14,6 +14,7 @@
 #include "cuda/m1_step.cuh"
 #include "cuda/pdl.cuh"
 #include "cuda/scan_mamba1.cuh"
+#include "mambascope/env_switch.h"
 
 namespace mambascope::kernels::cuda {
 namespace {
@@ -553,45 +554,33 @@ __global__ void __launch_bounds__(kM1StepThreads)
 // MAMBASCOPE_M1_STEP_STAGE: -1 unset (stage from kM1StepStageMinRank up), 0 never, 1 whenever the rows fit
 // (A/B runs, the tests); read at each call.
 int m1_step_stage_setting() {
-    const char* e = std::getenv("MAMBASCOPE_M1_STEP_STAGE");
-    if (!e || !*e) return -1;
-    const std::string v = e;
-    if (v != "0" && v != "1")
-        throw Error("MAMBASCOPE_M1_STEP_STAGE=" + v + " is not 0 or 1",
-                    "it sets whether a decode step copies its dt_proj rows into shared memory (docs/cuda.md, "
-                    "\"Staged rows\"); unset it for the default");
-    return v == "1" ? 1 : 0;
+    const std::string v = env_choice("MAMBASCOPE_M1_STEP_STAGE", {"", "0", "1"},
+                                     "it sets whether a decode step copies its dt_proj rows into shared "
+                                     "memory (docs/cuda.md, \"Staged rows\")");
+    return v.empty() ? -1 : v == "1" ? 1 : 0;
 }
 
 // MAMBASCOPE_M1_STEP_PRELOAD: 1 or unset, a decode step's channel vectors, state and short dt_proj rows are
 // loaded before the PDL wait; 0, after it (A/B runs, the tests). Read at each call.
 bool m1_step_preload_enabled() {
-    const char* e = std::getenv("MAMBASCOPE_M1_STEP_PRELOAD");
-    const std::string v = e ? e : "1";
-    if (v != "0" && v != "1")
-        throw Error("MAMBASCOPE_M1_STEP_PRELOAD=" + v + " is not 0 or 1",
-                    "it sets whether a decode step loads its weights and state before waiting for the "
-                    "kernel ahead of it (docs/cuda.md, \"Loads before the wait\"); unset it for the default");
-    return v == "1";
+    return env_flag("MAMBASCOPE_M1_STEP_PRELOAD", true,
+                    "it sets whether a decode step loads its weights and state before waiting for the kernel "
+                    "ahead of it (docs/cuda.md, \"Loads before the wait\")");
 }
 
 // MAMBASCOPE_M1_STEP=0: decode steps take m1_scan as before (A/B runs, the tests); read at each call.
 bool m1_step_enabled() {
-    const char* e = std::getenv("MAMBASCOPE_M1_STEP");
-    return !(e && std::string(e) == "0");
+    return env_flag("MAMBASCOPE_M1_STEP", true,
+                    "it sets whether decode steps take m1_step rather than m1_scan (docs/cuda.md, \"The "
+                    "Mamba-1 scan\")");
 }
 
 // MAMBASCOPE_M1_PROBES_PASS=3: a chunked scan's probes stay in pass 3 (as before the probes moved to pass 1;
 // A/B runs, the tests); 1 or unset: pass 1. Read at each call.
 bool m1_probes_in_pass1_enabled() {
-    const char* e = std::getenv("MAMBASCOPE_M1_PROBES_PASS");
-    const std::string v = e ? e : "1";
-    if (v != "1" && v != "3")
-        throw Error(
-            "MAMBASCOPE_M1_PROBES_PASS=" + v + " is not 1 or 3",
-            "it sets which pass of a chunked Mamba-1 scan takes the probes (docs/cuda.md, \"Probes in "
-            "pass 1\"); unset it for the default");
-    return v == "1";
+    return env_choice("MAMBASCOPE_M1_PROBES_PASS", {"1", "3"},
+                      "it sets which pass of a chunked Mamba-1 scan takes the probes (docs/cuda.md, \"Probes "
+                      "in pass 1\")") == "1";
 }
 
 // Blocks of the pass-3 kernel that fit on the whole GPU at once (one wave).
@@ -736,10 +725,12 @@ bool scan_mamba1_ring(const Mamba1ScanArgs& a) {
     const auto rows16 = [](const void* ptr, int64_t ld) {
         return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && ld % 8 == 0;
     };
-    const char* env = std::getenv("MAMBASCOPE_M1_RING");
-    return a.x16 && !a.dt_proj_w && a.E % 8 == 0 && rows16(a.x16, a.ldx) && rows16(a.delta16, a.ldd) &&
-           (!a.z16 || rows16(a.z16, a.ldz)) && rows16(a.B16, a.ldb) && rows16(a.C16, a.ldc) &&
-           !(env && std::string(env) == "0");
+    const bool ring = env_flag("MAMBASCOPE_M1_RING", true,
+                               "it sets whether the bf16 Mamba-1 scan copies its inputs through the cp.async "
+                               "ring (docs/cuda.md, \"The Mamba-1 scan\")");
+    return ring && a.x16 && !a.dt_proj_w && a.E % 8 == 0 && rows16(a.x16, a.ldx) &&
+           rows16(a.delta16, a.ldd) && (!a.z16 || rows16(a.z16, a.ldz)) && rows16(a.B16, a.ldb) &&
+           rows16(a.C16, a.ldc);
 }
 
 void scan_mamba1(const Mamba1ScanArgs& a, void* workspace, size_t workspace_bytes, cudaStream_t stream) {

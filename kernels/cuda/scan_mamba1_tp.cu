@@ -15,6 +15,7 @@
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_math.cuh"
 #include "cuda/scan_mamba1_tp.cuh"
+#include "mambascope/env_switch.h"
 
 namespace mambascope::kernels::cuda {
 namespace {
@@ -343,13 +344,9 @@ void launch_tp(const TpParams& p, cudaStream_t stream, bool pipe) {
 // MAMBASCOPE_M1_TP_PIPE: 1 or unset, the tile's rows are copied with cp.async one tile ahead (issue_tile,
 // transpose_tile); 0, loaded and rearranged at the tile's start (A/B runs, the tests). Read per call.
 bool tp_pipe_enabled() {
-    const char* e = std::getenv("MAMBASCOPE_M1_TP_PIPE");
-    const std::string v = e ? e : "1";
-    if (v != "0" && v != "1")
-        throw Error("MAMBASCOPE_M1_TP_PIPE=" + v + " is not 0 or 1",
+    return env_flag("MAMBASCOPE_M1_TP_PIPE", true,
                     "it sets whether the time-parallel scan copies the next tile while it scans this one "
-                    "(docs/cuda.md, \"The time-parallel scan\"); unset it for the default");
-    return v == "1";
+                    "(docs/cuda.md, \"The time-parallel scan\")");
 }
 
 }  // namespace

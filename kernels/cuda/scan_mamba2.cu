@@ -12,6 +12,7 @@
 #include "cuda/device_math.cuh"
 #include "cuda/pdl.cuh"
 #include "cuda/scan_mamba2.cuh"
+#include "mambascope/env_switch.h"
 
 namespace mambascope::kernels::cuda {
 namespace {
@@ -663,8 +664,9 @@ M2TKernels pick_tiled_kernels(int64_t N) {
 
 // MAMBASCOPE_M2_SCAN=legacy selects the pre-tiling kernels (4 lanes per channel), for A/B runs.
 bool use_legacy() {
-    const char* e = std::getenv("MAMBASCOPE_M2_SCAN");
-    return e && std::strcmp(e, "legacy") == 0;
+    return env_choice("MAMBASCOPE_M2_SCAN", {"", "legacy"},
+                      "it selects the pre-tiling recurrent Mamba-2 kernels (docs/cuda.md, \"The Mamba-2 "
+                      "scan\")") == "legacy";
 }
 
 // Launch shape of the selected variant; opts the tiled kernels into > 48 KiB of dynamic shared memory

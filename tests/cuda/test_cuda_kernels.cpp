@@ -1976,6 +1976,19 @@ TEST(CudaConv1d, Bf16InputEqualsFloat32ConvOfTheRoundedInput) {
             kc::conv1d_silu(T, Cn, K, in.data(), ldi, w.data(), bias.data(), cst.data(), cpu.data(), Cn);
             EXPECT_LE(rel_err(got, cpu), kTolBf16Round);
         }
+    // a variant that is not built is an error (env_switch.h), not the default under another name; the same
+    // call runs with the switch unset
+    {
+        Dev<__nv_bfloat16> in16(to_bf16_host(randn(8 * 64, rng))), o16(8 * 64);
+        Dev<float> dw(randn(64 * 4, rng)), s16(randn(3 * 64, rng));
+        const auto conv = [&] {
+            kg::conv1d_silu(8, 64, 4, in16.p, 64, dw.p, nullptr, s16.p, nullptr, 0, nullptr, o16.p, 64);
+        };
+        unsetenv("MAMBASCOPE_CONV_BF16");
+        EXPECT_NO_THROW(conv());
+        setenv("MAMBASCOPE_CONV_BF16", "2x16", 1);
+        EXPECT_THROW(conv(), mambascope::Error);
+    }
     unsetenv("MAMBASCOPE_CONV_BF16");
 }
 

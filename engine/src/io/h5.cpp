@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include "mambascope/atomic_file.h"
+#include "mambascope/env_switch.h"
 #include "mambascope/error.h"
 
 namespace mambascope::h5 {
@@ -867,7 +868,9 @@ std::vector<float> Reader::read_rows_f32(const std::string& path, uint64_t row0,
 }
 
 void probe_read_in_child(const std::filesystem::path& file, const std::function<void()>& read) {
-    if (const char* e = std::getenv("MAMBASCOPE_H5_PROBE"); e && std::string(e) == "0") return;
+    if (!env_flag("MAMBASCOPE_H5_PROBE", true,
+                  "it sets whether an HDF5 file is first read in a child process (docs/reliability.md)"))
+        return;
     // Exit codes of the child: 0 read, 3 mambascope::Error (the in-process read reports it), 4 other
     // exception.
     constexpr int kChildRead = 0, kChildError = 3, kChildOther = 4;

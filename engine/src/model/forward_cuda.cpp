@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "cpu/activations.h"
+#include "mambascope/env_switch.h"
 #include "mambascope/error.h"
 #include "model/backend.h"
 
@@ -94,10 +95,9 @@ constexpr bool kScanFastExp = true;
 // scan. Only without observers or DeciMamba gathers (those read float32 activations on the host);
 // MAMBASCOPE_M1_BF16_SCAN=0 turns it off (A/B runs of bench_cuda_forward).
 bool m1_bf16_chain_enabled() {
-    static const bool on = [] {
-        const char* e = std::getenv("MAMBASCOPE_M1_BF16_SCAN");
-        return !(e && std::string(e) == "0");
-    }();
+    static const bool on = env_flag("MAMBASCOPE_M1_BF16_SCAN", true,
+                                    "it sets whether bf16 Mamba-1 prefill keeps its activations in bf16 "
+                                    "around the scan (docs/cuda.md, \"Switches for A/B runs\")");
     return on;
 }
 
@@ -108,8 +108,10 @@ bool m1_bf16_chain_enabled() {
 // off (A/B runs of bench_cuda_forward).
 constexpr int64_t kSsdMinTokens = 128;
 bool m2_ssd_enabled() {
-    const char* e = std::getenv("MAMBASCOPE_M2_SSD");  // read per call: tests switch it within one process
-    return !(e && std::string(e) == "0");
+    // read per call: tests switch it within one process
+    return env_flag("MAMBASCOPE_M2_SSD", true,
+                    "it sets whether bf16 Mamba-2 prefill takes the chunked SSD scan (docs/cuda.md, \"The "
+                    "Mamba-2 chunked SSD scan\")");
 }
 
 // bf16 Mamba-2 prefill chunks that take the SSD scan keep their activations in bf16 from in_proj to out_proj
@@ -118,8 +120,9 @@ bool m2_ssd_enabled() {
 // float32 chain around the scan. Only without observers or DeciMamba gathers (those read float32 activations
 // on the host); MAMBASCOPE_M2_BF16_CHAIN=0 turns it off (A/B runs and the tests, read per call).
 bool m2_bf16_chain_enabled() {
-    const char* e = std::getenv("MAMBASCOPE_M2_BF16_CHAIN");
-    return !(e && std::string(e) == "0");
+    return env_flag("MAMBASCOPE_M2_BF16_CHAIN", true,
+                    "it sets whether bf16 Mamba-2 prefill keeps its activations in bf16 (docs/cuda.md, \"The "
+                    "Mamba-2 chunked SSD scan\")");
 }
 
 // A device buffer of floats (or other PODs), freed on destruction.
@@ -739,8 +742,9 @@ ForwardResult prefill_on_device(const Model& model, std::span<const int32_t> ids
 // state itself. bf16 decoders use a bf16 copy of the LM head (half the bytes of a step's largest read).
 // MAMBASCOPE_DECODE_GRAPH=0 (or a failed capture) falls back to the prefill path, one launch per kernel.
 bool decode_graph_enabled() {  // read per decoder, so that a benchmark can A/B both paths in one process
-    const char* e = std::getenv("MAMBASCOPE_DECODE_GRAPH");
-    return !(e && std::string(e) == "0");
+    return env_flag("MAMBASCOPE_DECODE_GRAPH", true,
+                    "it sets whether a GPU decoder replays one CUDA graph per step (docs/cuda.md, \"Decoding "
+                    "on the GPU\")");
 }
 
 // MAMBASCOPE_DECODE_PERSISTENT=1 runs a bf16 Mamba-1 step as the persistent decode kernel (docs/cuda.md, "The
@@ -748,8 +752,9 @@ bool decode_graph_enabled() {  // read per decoder, so that a benchmark can A/B 
 // ties the step graph on mamba-130m and is 5% slower on mamba-1.4b (docs/benchmarks.md, "Eighth stop").
 // Read per decoder, for A/B benchmarks.
 bool decode_persistent_enabled() {
-    const char* e = std::getenv("MAMBASCOPE_DECODE_PERSISTENT");
-    return e && std::string(e) == "1";
+    return env_flag("MAMBASCOPE_DECODE_PERSISTENT", false,
+                    "it sets whether a bf16 Mamba-1 decode step runs as the persistent kernel (docs/cuda.md, "
+                    "\"The persistent decode kernel\")");
 }
 
 // The widest d_inner whose bf16 step graph runs the conv inside in_proj by default (docs/cuda.md, "The conv
@@ -764,13 +769,11 @@ constexpr int64_t kDecodeConvFoldMaxInner = 3072;
 // whatever the width, 0 never (A/B runs, the tests). Read per decoder; any other value is an error. Only a
 // bf16 Mamba-1 step graph with d_conv 4 and in_proj = [x; z] can fold (gemv_rmsnorm_conv's layout).
 bool decode_conv_fold(const ModelConfig& c, Precision precision, bool graph) {
-    const char* e = std::getenv("MAMBASCOPE_DECODE_CONV_FUSED");
-    const std::string v = e ? e : "";
-    if (!v.empty() && v != "0" && v != "1")
-        throw Error(
-            "MAMBASCOPE_DECODE_CONV_FUSED=" + v + " is not 0 or 1",
-            "it sets whether a bf16 Mamba-1 decode step runs the conv inside in_proj's kernel "
-            "(docs/cuda.md, \"The conv inside in_proj\"); unset it for the default, measured per width");
+    const std::string v =
+        env_choice("MAMBASCOPE_DECODE_CONV_FUSED", {"", "0", "1"},
+                   "it sets whether a bf16 Mamba-1 decode step runs the conv inside in_proj's "
+                   "kernel (docs/cuda.md, \"The conv inside in_proj\"; the default is "
+                   "measured per width)");
     const bool can = graph && precision == Precision::Bf16 && c.arch == Arch::Mamba1 &&
                      c.d_conv == kc::kGemvConvK && c.d_model <= kc::kGemvNormMaxK &&
                      c.in_proj_rows() == 2 * c.d_inner && c.conv_dim() == c.d_inner;
@@ -783,14 +786,11 @@ bool decode_conv_fold(const ModelConfig& c, Precision precision, bool graph) {
 // 0, x_proj stays its own gemv. Opt-in until it is measured on a GPU (docs/cuda.md, "x_proj inside in_proj":
 // it was built in a session without one). Read per decoder; any other value is an error.
 bool decode_xproj_fold(const ModelConfig& c, bool conv_fold) {
-    const char* e = std::getenv("MAMBASCOPE_DECODE_XPROJ_FUSED");
-    const std::string v = e ? e : "";
-    if (!v.empty() && v != "0" && v != "1")
-        throw Error("MAMBASCOPE_DECODE_XPROJ_FUSED=" + v + " is not 0 or 1",
-                    "it sets whether a bf16 Mamba-1 decode step computes x_proj inside in_proj's kernel "
-                    "(docs/cuda.md, \"x_proj inside in_proj\"); unset it for the default, off");
+    const bool on = env_flag("MAMBASCOPE_DECODE_XPROJ_FUSED", false,
+                             "it sets whether a bf16 Mamba-1 decode step computes x_proj inside in_proj's "
+                             "kernel (docs/cuda.md, \"x_proj inside in_proj\")");
     const int64_t R = c.dt_rank + 2 * c.d_state;
-    return conv_fold && v == "1" && R % 8 == 0 && R <= kc::kGemvXprojMaxR;
+    return conv_fold && on && R % 8 == 0 && R <= kc::kGemvXprojMaxR;
 }
 
 namespace {
@@ -808,13 +808,13 @@ namespace {
 enum class PdlMode { Off, Exit, Launch, Auto };
 
 PdlMode decode_pdl_mode(std::string* name) {
-    const char* e = std::getenv("MAMBASCOPE_DECODE_PDL");
-    const std::string v = e ? e : "auto";
+    const std::string v = env_choice("MAMBASCOPE_DECODE_PDL", {"auto", "launch", "exit", "0", "off"},
+                                     "it sets how the decode step graph's kernel edges run (docs/cuda.md, "
+                                     "\"Decoding on the GPU\")");
     *name = v == "0" ? "off" : v;
     if (v == "0" || v == "off") return PdlMode::Off;
     if (v == "exit") return PdlMode::Exit;
     if (v == "launch") return PdlMode::Launch;
-    MS_CHECK(v == "auto", "MAMBASCOPE_DECODE_PDL must be auto, launch, exit or 0, not '" + v + "'");
     return PdlMode::Auto;
 }
 
