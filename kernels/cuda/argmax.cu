@@ -12,10 +12,12 @@
 // Loads in flight (since 2026-12-05, fourteenth stop): each thread issues kArgmaxUnroll 16-byte loads before
 // it compares any (scan_row); before, its loop made one dependent scalar load per 1024 elements, 49 L2 round
 // trips in a row on a 50k vocabulary (Nsight Compute: 27.4 µs, the longest kernel of mamba-130m's step).
+// MAMBASCOPE_ARGMAX=scalar runs the old loop (A/B runs, the tests); read per call.
 #include "cuda/argmax.cuh"
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_math.cuh"
 #include "cuda/pdl.cuh"
+#include "mambascope/env_switch.h"
 #include "mambascope/error.h"
 
 namespace mambascope::kernels::cuda {
@@ -72,11 +74,20 @@ __device__ __forceinline__ Best scan_row(int64_t n, const float* x) {
     return b;
 }
 
+// The loop before the fourteenth stop, one scalar load per step (MAMBASCOPE_ARGMAX=scalar: A/B runs, the
+// tests).
+__device__ __forceinline__ Best scan_row_scalar(int64_t n, const float* x) {
+    Best b{0.0f, -1};
+    for (int64_t i = threadIdx.x; i < n; i += kArgmaxThreads) take(b, x[i], i);
+    return b;
+}
+
+template <bool kVec>
 __global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(int64_t n, const float* x, int32_t* out) {
     __shared__ float sv[kArgmaxThreads / 32];
     __shared__ int64_t si[kArgmaxThreads / 32];
     detail::grid_dependency_wait();  // the row comes from the kernel before (the LM head)
-    Best b = scan_row(n, x);
+    Best b = kVec ? scan_row(n, x) : scan_row_scalar(n, x);
     for (int o = 16; o > 0; o /= 2) {
         Best other;
         other.v = __shfl_xor_sync(0xffffffffu, b.v, o);
@@ -107,8 +118,12 @@ __global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(int64_t n, const
 
 void argmax(int64_t n, const float* x, int32_t* out, cudaStream_t stream) {
     MS_CHECK(n >= 1 && n <= INT32_MAX, "argmax: the row must have 1 to 2^31 - 1 elements");
-    pdl_register(argmax_kernel);
-    argmax_kernel<<<1, kArgmaxThreads, 0, stream>>>(n, x, out);
+    const bool vec = env_choice("MAMBASCOPE_ARGMAX", {"vec", "scalar"},
+                                "it sets whether the greedy argmax keeps several loads in flight per thread "
+                                "(docs/cuda.md, \"Decoding on the GPU\")") == "vec";
+    const auto kernel = vec ? argmax_kernel<true> : argmax_kernel<false>;
+    pdl_register(kernel);
+    kernel<<<1, kArgmaxThreads, 0, stream>>>(n, x, out);
     CUDA_CHECK(cudaGetLastError());
 }
 

@@ -2246,17 +2246,27 @@ TEST(CudaArgmax, EqualsStdMaxElement) {
         const auto& x = rows[r];
         for (const int64_t n : {int64_t(x.size()), std::max<int64_t>(1, int64_t(x.size()) - 3)}) {
             const int32_t want = int32_t(std::max_element(x.begin(), x.begin() + n) - x.begin());
-            // the row at 0 to 3 floats past a 16-byte boundary: the scalar head, the float4s, the tail
-            for (const int64_t off : {0, 1, 3}) {
-                std::vector<float> padded(size_t(off), 99.0f);  // larger than any entry: must not be read
-                padded.insert(padded.end(), x.begin(), x.end());
-                Dev<float> dx(padded);
-                kg::argmax(n, dx.p + off, out.p, nullptr);
-                EXPECT_EQ(out.download()[0], want) << "row " << r << " n " << n << " offset " << off;
-            }
+            // the row at 0 to 3 floats past a 16-byte boundary: the scalar head, the float4s, the tail; and
+            // the loop before them (MAMBASCOPE_ARGMAX=scalar) at a boundary
+            for (const char* variant : {"", "scalar"})
+                for (const int64_t off : {0, 1, 3}) {
+                    if (*variant && off != 0) continue;
+                    std::vector<float> padded(size_t(off), 99.0f);  // larger than any entry: must not be read
+                    padded.insert(padded.end(), x.begin(), x.end());
+                    Dev<float> dx(padded);
+                    setenv("MAMBASCOPE_ARGMAX", variant, 1);
+                    kg::argmax(n, dx.p + off, out.p, nullptr);
+                    unsetenv("MAMBASCOPE_ARGMAX");
+                    EXPECT_EQ(out.download()[0], want)
+                        << "row " << r << " n " << n << " offset " << off << " variant " << variant;
+                }
         }
     }
     EXPECT_THROW(
         kg::argmax(0, out.p == nullptr ? nullptr : reinterpret_cast<const float*>(out.p), out.p, nullptr),
         mambascope::Error);
+    Dev<float> one(std::vector<float>{1.0f});
+    setenv("MAMBASCOPE_ARGMAX", "scalars", 1);
+    EXPECT_THROW(kg::argmax(1, one.p, out.p, nullptr), mambascope::Error);
+    unsetenv("MAMBASCOPE_ARGMAX");
 }
