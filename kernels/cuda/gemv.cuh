@@ -60,7 +60,8 @@ void gemv_rmsnorm_conv(int64_t E, int64_t K, const __nv_bfloat16* W, int64_t ldw
 // gemv(R, E, x_proj, …)'s in the last bit before the bf16 rounding. R % 8 == 0, R ≤ kGemvXprojMaxR, x_projT
 // and parts 16-byte aligned; parts holds gemv_xproj_parts(E) × R floats; count holds gemv_xproj_counters(E)
 // zeros before the first call, and each call leaves them zero. y, conv16 and conv_state equal
-// gemv_rmsnorm_conv's bit for bit.
+// gemv_rmsnorm_conv's bit for bit. The decoder takes it only when asked (MAMBASCOPE_DECODE_XPROJ_FUSED=1):
+// measured 13-24% slower per step than the separate x_proj on an H100 (docs/benchmarks.md, fourteenth stop).
 constexpr int64_t kGemvXprojMaxR = 256;
 constexpr int kGemvXprojFanIn = 16;  // block rows per group of the two-level sum
 int64_t gemv_xproj_parts(int64_t E);

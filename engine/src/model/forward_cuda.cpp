@@ -783,8 +783,8 @@ bool decode_conv_fold(const ModelConfig& c, Precision precision, bool graph) {
 
 // MAMBASCOPE_DECODE_XPROJ_FUSED=1 folds x_proj into in_proj's gemv as well wherever the conv folds and
 // x_proj's rows suit the kernel (a multiple of 8, at most kGemvXprojMaxR: every Mamba-1 checkpoint); unset or
-// 0, x_proj stays its own gemv. Opt-in until it is measured on a GPU (docs/cuda.md, "x_proj inside in_proj":
-// it was built in a session without one). Read per decoder; any other value is an error.
+// 0, x_proj stays its own gemv. Opt-in: measured 13-24% slower per step on an H100 (docs/cuda.md, "x_proj
+// inside in_proj"; docs/benchmarks.md, "Fourteenth stop"). Read per decoder; any other value is an error.
 bool decode_xproj_fold(const ModelConfig& c, bool conv_fold) {
     const bool on = env_flag("MAMBASCOPE_DECODE_XPROJ_FUSED", false,
                              "it sets whether a bf16 Mamba-1 decode step computes x_proj inside in_proj's "
