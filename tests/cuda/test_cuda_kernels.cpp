@@ -1984,10 +1984,12 @@ TEST(CudaConv1d, Bf16InputEqualsFloat32ConvOfTheRoundedInput) {
         const auto conv = [&] {
             kg::conv1d_silu(8, 64, 4, in16.p, 64, dw.p, nullptr, s16.p, nullptr, 0, nullptr, o16.p, 64);
         };
-        unsetenv("MAMBASCOPE_CONV_BF16");
-        EXPECT_NO_THROW(conv());
-        setenv("MAMBASCOPE_CONV_BF16", "2x16", 1);
-        EXPECT_THROW(conv(), mambascope::Error);
+        {
+            ScopedEnv unset("MAMBASCOPE_CONV_BF16", nullptr);
+            EXPECT_NO_THROW(conv());
+        }
+        ScopedEnv bad("MAMBASCOPE_CONV_BF16", "2x16");
+        expect_error_naming("MAMBASCOPE_CONV_BF16=2x16", conv);
     }
     unsetenv("MAMBASCOPE_CONV_BF16");
 }
@@ -2254,9 +2256,10 @@ TEST(CudaArgmax, EqualsStdMaxElement) {
                     std::vector<float> padded(size_t(off), 99.0f);  // larger than any entry: must not be read
                     padded.insert(padded.end(), x.begin(), x.end());
                     Dev<float> dx(padded);
-                    setenv("MAMBASCOPE_ARGMAX", variant, 1);
-                    kg::argmax(n, dx.p + off, out.p, nullptr);
-                    unsetenv("MAMBASCOPE_ARGMAX");
+                    {
+                        ScopedEnv env("MAMBASCOPE_ARGMAX", *variant ? variant : nullptr);
+                        kg::argmax(n, dx.p + off, out.p, nullptr);
+                    }
                     EXPECT_EQ(out.download()[0], want)
                         << "row " << r << " n " << n << " offset " << off << " variant " << variant;
                 }
@@ -2266,7 +2269,6 @@ TEST(CudaArgmax, EqualsStdMaxElement) {
         kg::argmax(0, out.p == nullptr ? nullptr : reinterpret_cast<const float*>(out.p), out.p, nullptr),
         mambascope::Error);
     Dev<float> one(std::vector<float>{1.0f});
-    setenv("MAMBASCOPE_ARGMAX", "scalars", 1);
-    EXPECT_THROW(kg::argmax(1, one.p, out.p, nullptr), mambascope::Error);
-    unsetenv("MAMBASCOPE_ARGMAX");
+    ScopedEnv bad("MAMBASCOPE_ARGMAX", "scalars");
+    expect_error_naming("MAMBASCOPE_ARGMAX=scalars", [&] { kg::argmax(1, one.p, out.p, nullptr); });
 }
