@@ -200,7 +200,8 @@ int main(int argc, char** argv) {
         // folds); and the persistent decode kernel (Mamba-1, opt-in: MAMBASCOPE_DECODE_PERSISTENT=1,
         // docs/cuda.md) at 1 and 2 blocks per SM.
         // "greedy on the GPU" rows take the next id from Decoder::step_greedy (the argmax in the step's
-        // graph, 4 bytes back) instead of the logits row and std::max_element on the host.
+        // graph: inside the LM head by default, MAMBASCOPE_ARGMAX; a few bytes back) instead of the logits
+        // row and std::max_element on the host.
         struct DecodeCase {
             Precision prec;
             bool graph, filter;
@@ -283,13 +284,14 @@ int main(int argc, char** argv) {
             }
             const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             const detail::DecodeGraphInfo gi = dec->graph_info();
-            const std::string how =
+            std::string how =
                 gi.persistent ? "persistent kernel, " + std::to_string(gi.persistent_blocks) + " blocks"
                               : std::to_string(gi.kernel_nodes) + " kernels, " +
                                     std::to_string(gi.programmatic_edges) + " PDL edges, " + gi.pdl_mode +
                                     (gi.persistent_note.empty() || gi.persistent_note.rfind("opt-in", 0) == 0
                                          ? ""
                                          : "; not persistent: " + gi.persistent_note);
+            if (!gi.greedy_argmax.empty()) how += "; argmax in the " + gi.greedy_argmax;
             std::printf("%-12s decode (%s): %.3f ms/token, %.0f tok/s (first step %.1f ms; %s)\n", s.c_str(),
                         dc.name, 1e3 * sec / steps, steps / sec, first_ms, how.c_str());
             std::fflush(stdout);

@@ -13,6 +13,11 @@
 // it compares any (scan_row); before, its loop made one dependent scalar load per 1024 elements, 49 L2 round
 // trips in a row on a 50k vocabulary (Nsight Compute: 27.4 µs, the longest kernel of mamba-130m's step).
 // MAMBASCOPE_ARGMAX=scalar runs the old loop (A/B runs, the tests); read per call.
+//
+// Since the fifteenth stop the greedy graph folds the argmax into the LM head where it can (argmax_key,
+// gemv_rmsnorm_argmax); this kernel remains for the other heads and MAMBASCOPE_ARGMAX=vec|scalar.
+#include <string>
+
 #include "cuda/argmax.cuh"
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_math.cuh"
@@ -116,11 +121,18 @@ __global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(int64_t n, const
 
 }  // namespace
 
+ArgmaxMode argmax_mode() {
+    const std::string m =
+        env_choice("MAMBASCOPE_ARGMAX", {"head", "vec", "scalar"},
+                   "it sets where the greedy step takes its argmax: in the LM head's kernel, "
+                   "or in a kernel of its own with several loads in flight per thread, or "
+                   "with one (docs/cuda.md, \"Greedy steps\")");
+    return m == "head" ? ArgmaxMode::Head : m == "vec" ? ArgmaxMode::Vec : ArgmaxMode::Scalar;
+}
+
 void argmax(int64_t n, const float* x, int32_t* out, cudaStream_t stream) {
     MS_CHECK(n >= 1 && n <= INT32_MAX, "argmax: the row must have 1 to 2^31 - 1 elements");
-    const bool vec = env_choice("MAMBASCOPE_ARGMAX", {"vec", "scalar"},
-                                "it sets whether the greedy argmax keeps several loads in flight per thread "
-                                "(docs/cuda.md, \"Decoding on the GPU\")") == "vec";
+    const bool vec = argmax_mode() != ArgmaxMode::Scalar;  // Head: the caller's head could not take it
     const auto kernel = vec ? argmax_kernel<true> : argmax_kernel<false>;
     pdl_register(kernel);
     kernel<<<1, kArgmaxThreads, 0, stream>>>(n, x, out);

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "cuda/argmax.cuh"
 #include "cuda/conv_step.cuh"
 #include "cuda/cuda_check.cuh"
 #include "cuda/device_math.cuh"
@@ -19,11 +20,33 @@ namespace {
 using namespace detail;
 
 constexpr int kGemvWarps = 8;  // output rows per block (one warp each)
-// MAMBASCOPE_GEMV_PREFETCH=0 turns the L2 prefetch off (A/B runs); read at each launch.
-bool prefetch_enabled() {
-    return env_flag("MAMBASCOPE_GEMV_PREFETCH", true,
-                    "it sets whether the one-row projections prefetch their weight rows into L2 before the "
-                    "PDL wait (docs/cuda.md, \"Decoding on the GPU\")");
+// The L2 prefetch of weight rows before the PDL wait (docs/cuda.md, "Decoding on the GPU"), read at each
+// launch: MAMBASCOPE_GEMV_PREFETCH=l2 (the default since 2026-12-05, fifteenth stop) prefetches at most
+// kGemvPrefetchL2Share of the L2 per launch (gemv_prefetch_rows_per_warp), =all every row (before), =0 none.
+enum class Prefetch { L2, All, Off };
+Prefetch prefetch_mode() {
+    const std::string m =
+        env_choice("MAMBASCOPE_GEMV_PREFETCH", {"l2", "all", "0"},
+                   "it sets how much of its weight rows a one-row projection prefetches into "
+                   "L2 before the PDL wait: up to a share of the L2, all, or none "
+                   "(docs/cuda.md, \"Decoding on the GPU\")");
+    return m == "l2" ? Prefetch::L2 : m == "all" ? Prefetch::All : Prefetch::Off;
+}
+
+// Rows each warp of a `blocks`-block grid prefetches for an N-row matrix of row_bytes-byte rows (0 when
+// the rows are not on the vector path: the bulk prefetch needs 16-byte rows).
+int64_t prefetch_count(int64_t N, int64_t row_bytes, unsigned blocks, bool vec) {
+    if (!vec) return 0;
+    const Prefetch mode = prefetch_mode();
+    if (mode == Prefetch::Off) return 0;
+    if (mode == Prefetch::All) return N;
+    static const int64_t l2 = [] {
+        int dev = 0, bytes = 0;
+        CUDA_CHECK(cudaGetDevice(&dev));
+        CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrL2CacheSize, dev));
+        return static_cast<int64_t>(bytes);
+    }();
+    return gemv_prefetch_rows_per_warp(N, row_bytes, static_cast<int64_t>(blocks) * kGemvWarps, l2);
 }
 
 // Rows per grid (since 2026-12-04, tenth stop). A grid of one block per 8 rows gave the LM head (50,280 rows)
@@ -70,6 +93,14 @@ unsigned gemv_blocks(int64_t N, Kernel kernel, size_t smem) {
     return static_cast<unsigned>(blocks);
 }
 
+// This warp's first `count` rows n = first, first + stride, … < N start on their way into L2 (prefetch_row).
+template <typename TW>
+__device__ __forceinline__ void prefetch_rows(const TW* W, int64_t N, int64_t K, int64_t ldw, int64_t first,
+                                              int64_t stride, int lane, int64_t count) {
+    for (int64_t n = first, r = 0; n < N && r < count; n += stride, ++r)
+        prefetch_row(W + n * ldw, K, lane, true);
+}
+
 // This warp's rows n = first, first + stride, … < N: acc = W[n]·a (row_dot's order), then emit(n, acc) (in
 // every lane). Two rows per pass on the vec path (row_dot2), the last odd one alone.
 template <typename TW, typename TA, typename Emit>
@@ -92,12 +123,12 @@ __device__ __forceinline__ void gemv_rows(int64_t N, int64_t K, const TW* __rest
 template <typename TW, typename TA, typename TY>
 __global__ void __launch_bounds__(32 * kGemvWarps)
     gemv_kernel(int64_t N, int64_t K, const TW* __restrict__ W, int64_t ldw, const TA* __restrict__ a,
-                TY* __restrict__ y, float beta, bool vec, bool prefetch) {
+                TY* __restrict__ y, float beta, bool vec, int64_t prefetch) {
     const int lane = threadIdx.x % 32;
     const int64_t first = static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / 32;
     const int64_t stride = static_cast<int64_t>(gridDim.x) * kGemvWarps;
     if (first >= N) return;
-    for (int64_t n = first; n < N; n += stride) prefetch_row(W + n * ldw, K, lane, prefetch);
+    prefetch_rows(W, N, K, ldw, first, stride, lane, prefetch);
     grid_dependency_wait();  // a (and y, with beta) come from earlier kernels
     gemv_rows(N, K, W, ldw, a, first, stride, lane, vec, [&](int64_t n, float acc) {
         if (lane == 0) store(y + n, acc, beta);
@@ -117,8 +148,9 @@ void launch_gemv(int64_t N, int64_t K, const TW* W, int64_t ldw, const TA* a, TY
     const bool vec = K % kGemvVec == 0 && ldw % kGemvVec == 0 && aligned(W, 16) && aligned(a, 16);
     const unsigned blocks = gemv_blocks(N, gemv_kernel<TW, TA, TY>, 0);
     pdl_register(gemv_kernel<TW, TA, TY>);
-    gemv_kernel<TW, TA, TY>
-        <<<blocks, 32 * kGemvWarps, 0, stream>>>(N, K, W, ldw, a, y, beta, vec, vec && prefetch_enabled());
+    // computed here, not in the launch's arguments (the CPU emulation evaluates those in every thread)
+    const int64_t prefetch = prefetch_count(N, K * static_cast<int64_t>(sizeof(TW)), blocks, vec);
+    gemv_kernel<TW, TA, TY><<<blocks, 32 * kGemvWarps, 0, stream>>>(N, K, W, ldw, a, y, beta, vec, prefetch);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -148,6 +180,13 @@ struct XprojFold {
     float* parts = nullptr;             // (gemv_xproj_parts(E) × R): the blocks' sums, then the groups'
     unsigned* count = nullptr;          // (gemv_xproj_counters(E)): tickets; 0 between calls
     __nv_bfloat16* out16 = nullptr;     // (R)
+};
+
+// Greedy's argmax folded into the LM head (gemv_rmsnorm_argmax): *key = max over rows n < n of
+// argmax_key(y[n], n); 0 before the call.
+struct ArgmaxFold {
+    unsigned long long* key = nullptr;
+    int64_t n = 0;
 };
 
 // 8 bf16 (one 16-byte word) as float32, exact.
@@ -242,14 +281,18 @@ __device__ __forceinline__ void xproj_reduce(const XprojFold& xp, int64_t E, int
 
 // kConv (bf16 output only): the warp that computes row n < E also runs channel n's conv for the token on the
 // row as stored (conv_step.cuh), after its lane 0 has stored the row. kXproj (with kConv): and adds the conv
-// output times x_projT's row n to its lanes' running sums, which xproj_reduce combines.
-template <typename TY, bool kConv, bool kXproj = false>
+// output times x_projT's row n to its lanes' running sums, which xproj_reduce combines. kArgmax (float
+// output, beta 0): lane 0 of each warp keeps the largest argmax_key of its rows n < am.n, the block takes the
+// largest of its warps' and one thread folds it into *am.key with atomicMax, so the row's argmax costs one
+// atomic per block instead of a kernel that reads the row back once the head has finished.
+template <typename TY, bool kConv, bool kXproj = false, bool kArgmax = false>
 __global__ void __launch_bounds__(32 * kGemvWarps)
     gemv_rmsnorm_kernel(int64_t N, int64_t K, const __nv_bfloat16* __restrict__ W, int64_t ldw,
                         const float* __restrict__ x, const float* __restrict__ wn, float eps,
-                        TY* __restrict__ y, float beta, bool vec, bool warp_rows, bool prefetch,
-                        ConvFold conv, XprojFold xp) {
+                        TY* __restrict__ y, float beta, bool vec, bool warp_rows, int64_t prefetch,
+                        ConvFold conv, XprojFold xp, ArgmaxFold am) {
     static_assert(!kConv || sizeof(TY) == 2, "the conv is folded into the bf16 in_proj only");
+    static_assert(!kArgmax || (sizeof(TY) == 4 && !kConv), "the argmax is folded into the float32 head only");
     static_assert(!kXproj || kConv, "x_proj folds in with the conv only");
     extern __shared__ __align__(16) float smem[];
     __nv_bfloat16* a = reinterpret_cast<__nv_bfloat16*>(smem);
@@ -257,7 +300,7 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int64_t first = static_cast<int64_t>(blockIdx.x) * kGemvWarps + warp;
     const int64_t stride = static_cast<int64_t>(gridDim.x) * kGemvWarps;
-    for (int64_t n = first; n < N; n += stride) prefetch_row(W + n * ldw, K, lane, prefetch);
+    prefetch_rows(W, N, K, ldw, first, stride, lane, prefetch);
     // The conv's taps and carried rows of this warp's first row (a decode step's only row per warp) are
     // loaded before the wait: they are weights and this layer's conv state, which no kernel of the step but
     // this one touches (gemv.cuh).
@@ -300,10 +343,14 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
     for (int64_t d = threadIdx.x; d < K; d += kNormThreadsForGemv)
         a[d] = __float2bfloat16_rn(x[d] * inv * wn[d]);
     __syncthreads();
+    unsigned long long best = 0;  // kArgmax: lane 0's largest key (0: none)
     gemv_rows(N, K, W, ldw, a, first, stride, lane, vec, [&](int64_t n, float acc) {
         float conv_out = 0.0f;  // lane 0's
         if (lane == 0) {
             store(y + n, acc, beta);
+            if constexpr (kArgmax) {
+                if (n < am.n) best = max(best, static_cast<unsigned long long>(argmax_key(acc, n)));
+            }
             if constexpr (kConv) {
                 if (n < conv.E) {
                     const float in_d = __bfloat162float(__float2bfloat16_rn(acc));  // y[n] as stored
@@ -330,12 +377,22 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
         }
     });
     if constexpr (kXproj) xproj_reduce(xp, conv.E, lane, warp, xacc);
+    if constexpr (kArgmax) {
+        __shared__ unsigned long long warp_best[kGemvWarps];
+        if (lane == 0) warp_best[warp] = best;
+        __syncthreads();
+        if (threadIdx.x == 0) {
+#pragma unroll
+            for (int i = 1; i < kGemvWarps; ++i) best = max(best, warp_best[i]);
+            if (best != 0) atomicMax(am.key, best);
+        }
+    }
 }
 
-template <typename TY, bool kConv = false, bool kXproj = false>
+template <typename TY, bool kConv = false, bool kXproj = false, bool kArgmax = false>
 void launch_gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const float* x,
                          const float* wn, float eps, TY* y, float beta, cudaStream_t stream,
-                         ConvFold conv = {}, XprojFold xp = {}) {
+                         ConvFold conv = {}, XprojFold xp = {}, ArgmaxFold am = {}) {
     MS_CHECK(N >= 0 && K > 0 && K <= kGemvNormMaxK, "gemv_rmsnorm: K must be in [1, 16384]");
     if (N == 0) return;
     MS_CHECK(W && x && wn && y && ldw >= K, "gemv_rmsnorm: null pointer or ldw < K");
@@ -343,13 +400,15 @@ void launch_gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t l
     const bool vec = K % kGemvVec == 0 && ldw % kGemvVec == 0 && reinterpret_cast<uintptr_t>(W) % 16 == 0;
     const size_t smem = static_cast<size_t>(K) * sizeof(__nv_bfloat16);
     if (smem > 48 * 1024)
-        CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(gemv_rmsnorm_kernel<TY, kConv, kXproj>),
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    const unsigned blocks = gemv_blocks(N, gemv_rmsnorm_kernel<TY, kConv, kXproj>, smem);
-    pdl_register(gemv_rmsnorm_kernel<TY, kConv, kXproj>);
-    gemv_rmsnorm_kernel<TY, kConv, kXproj><<<blocks, 32 * kGemvWarps, smem, stream>>>(
-        N, K, W, ldw, x, wn, eps, y, beta, vec, detail::rmsnorm_takes_warp_rows(K, x, K, wn),
-        vec && prefetch_enabled(), conv, xp);
+        CUDA_CHECK(cudaFuncSetAttribute(
+            reinterpret_cast<const void*>(gemv_rmsnorm_kernel<TY, kConv, kXproj, kArgmax>),
+            cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    const unsigned blocks = gemv_blocks(N, gemv_rmsnorm_kernel<TY, kConv, kXproj, kArgmax>, smem);
+    const int64_t prefetch = prefetch_count(N, K * static_cast<int64_t>(sizeof(__nv_bfloat16)), blocks, vec);
+    const bool warp_rows = detail::rmsnorm_takes_warp_rows(K, x, K, wn);
+    pdl_register(gemv_rmsnorm_kernel<TY, kConv, kXproj, kArgmax>);
+    gemv_rmsnorm_kernel<TY, kConv, kXproj, kArgmax><<<blocks, 32 * kGemvWarps, smem, stream>>>(
+        N, K, W, ldw, x, wn, eps, y, beta, vec, warp_rows, prefetch, conv, xp, am);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -363,6 +422,24 @@ void gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, con
 void gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const float* x,
                   const float* w_norm, float eps, __nv_bfloat16* y, cudaStream_t stream) {
     launch_gemv_rmsnorm(N, K, W, ldw, x, w_norm, eps, y, 0.0f, stream);
+}
+
+int64_t gemv_prefetch_rows_per_warp(int64_t N, int64_t row_bytes, int64_t warps, int64_t l2_bytes) {
+    MS_CHECK(N >= 0 && row_bytes > 0 && warps > 0 && l2_bytes >= 0, "gemv_prefetch_rows_per_warp: bad sizes");
+    const double budget = kGemvPrefetchL2Share * static_cast<double>(l2_bytes);
+    if (static_cast<double>(N) * static_cast<double>(row_bytes) <= budget) return N;  // all of it
+    return static_cast<int64_t>(budget / (static_cast<double>(warps) * static_cast<double>(row_bytes)));
+}
+
+void gemv_rmsnorm_argmax(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const float* x,
+                         const float* w_norm, float eps, float* y, int64_t n, unsigned long long* key,
+                         cudaStream_t stream) {
+    MS_CHECK(n >= 1 && n <= N && n <= INT32_MAX,
+             "gemv_rmsnorm_argmax: the argmax's rows must be 1 to N (and below 2^31)");
+    MS_CHECK(key, "gemv_rmsnorm_argmax: the key is required");
+    ArgmaxFold am;
+    am.key = key, am.n = n;
+    launch_gemv_rmsnorm<float, false, false, true>(N, K, W, ldw, x, w_norm, eps, y, 0.0f, stream, {}, {}, am);
 }
 
 void gemv_rmsnorm_conv(int64_t E, int64_t K, const __nv_bfloat16* W, int64_t ldw, const float* x,

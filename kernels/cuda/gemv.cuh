@@ -24,6 +24,16 @@ void gemv(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const __nv_
 void gemv(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const __nv_bfloat16* a, __nv_bfloat16* y,
           cudaStream_t stream);
 
+// The L2 prefetch budget (docs/cuda.md, "Decoding on the GPU"; since 2026-12-05, fifteenth stop). Before its
+// PDL wait each warp of a projection starts its first rows on their way into L2. A matrix larger than the L2
+// (mamba-1.4b's 206 MB LM head and 33.5 MB in_proj against the H100's 50 MB) evicted its own first rows
+// before they were read: prefetching off was 2.5% faster on mamba-1.4b (docs/benchmarks.md, fifteenth stop).
+// So a launch prefetches every row when the matrix fits kGemvPrefetchL2Share of the L2, and otherwise the
+// same number r of rows in each of its `warps` warps, r·warps·row_bytes ≤ that share (r may be 0).
+// MAMBASCOPE_GEMV_PREFETCH=all prefetches every row, =0 none (A/B runs).
+constexpr double kGemvPrefetchL2Share = 0.5;
+int64_t gemv_prefetch_rows_per_warp(int64_t N, int64_t row_bytes, int64_t warps, int64_t l2_bytes);
+
 // The one-row RMSNorm fused in front of a bf16 projection (decode steps: one graph node instead of two):
 // y[n] = Σ_k W[n,k]·a[k] (+ beta·y[n], float output only), a = bf16(x[k]·inv·w_norm[k]),
 // inv = rsqrt(Σ_k x[k]² / K + eps). Each block normalises x itself (K floats, from L2) in the same order as
@@ -34,6 +44,14 @@ void gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, con
                   const float* w_norm, float eps, float* y, float beta, cudaStream_t stream);
 void gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const float* x,
                   const float* w_norm, float eps, __nv_bfloat16* y, cudaStream_t stream);
+
+// The greedy step's LM head with its argmax folded in (docs/cuda.md, "Greedy steps"): y = gemv_rmsnorm's
+// float32 logits (beta 0), bit for bit, and *key = the largest argmax_key(y[i], i) over i < n (argmax.cuh),
+// so argmax_key_index(*key) is std::max_element's index over y[0, n). *key must be 0 before the call (an
+// atomicMax per block folds into it). 1 ≤ n ≤ N.
+void gemv_rmsnorm_argmax(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const float* x,
+                         const float* w_norm, float eps, float* y, int64_t n, unsigned long long* key,
+                         cudaStream_t stream);
 
 // A bf16 Mamba-1 decode step's in_proj with the conv folded in (one graph node instead of two; docs/cuda.md,
 // "The conv inside in_proj"): y (2E rows: x, then z) = gemv_rmsnorm's bf16 output, and the warp that computes

@@ -654,7 +654,9 @@ TEST(CudaForwardDevice, PersistentDecodeKernelEqualsTheStepGraphBitForBit) {
 // Greedy steps (docs/cuda.md, "Greedy steps"): step_greedy's ids equal std::max_element over the first n
 // logits of step() on a twin decoder (fp32 and bf16, a filter kept, n short of the padded rows), the twins'
 // states stay equal bit for bit, and interleaving step() and step_greedy() on one decoder (two graphs, one
-// state) changes nothing. Mamba-1 also through the persistent decode kernel (dt_rank 8).
+// state) changes nothing. Mamba-1 also through the persistent decode kernel (dt_rank 8). The argmax inside
+// the LM head (the default, bf16) and in its own kernel (MAMBASCOPE_ARGMAX=vec, and fp32 and the persistent
+// kernel always), each where graph_info says it is.
 TEST_P(CudaForward, GreedyStepsEqualTheHostArgmaxOfTheLogits) {
     if (!have_gpu()) GTEST_SKIP() << "no GPU";
     ModelConfig c = cfg(GetParam());
@@ -670,48 +672,54 @@ TEST_P(CudaForward, GreedyStepsEqualTheHostArgmaxOfTheLogits) {
     std::vector<const char*> persistent = {"0"};
     if (GetParam() == Arch::Mamba1) persistent.push_back("1");
     for (Precision prec : {Precision::Fp32, Precision::Bf16})
-        for (const char* p : persistent) {
-            if (prec == Precision::Fp32 && std::string(p) == "1") continue;  // the persistent kernel is bf16
-            SCOPED_TRACE(std::string(precision_name(prec)) + " persistent=" + p);
-            setenv("MAMBASCOPE_DECODE_PERSISTENT", p, 1);
-            auto host = detail::make_cuda_decoder(*m, st, prec, &f);
-            auto dev = detail::make_cuda_decoder(*m, st, prec, &f);
-            std::vector<float> lg;
-            int32_t next = x[99], distinct = 0, prev = -1;
-            for (int t = 0; t < 60; ++t) {
-                host->step(next, lg);
-                const int32_t want = int32_t(std::max_element(lg.begin(), lg.begin() + n) - lg.begin());
-                int32_t got;
-                if (t % 7 == 3) {  // the logits graph on the greedy decoder too
-                    std::vector<float> lg2;
-                    dev->step(next, lg2);
-                    EXPECT_TRUE(lg2 == lg) << t;
-                    got = int32_t(std::max_element(lg2.begin(), lg2.begin() + n) - lg2.begin());
-                } else {
-                    got = dev->step_greedy(next, n);
+        for (const char* p : persistent)
+            for (const char* where : {static_cast<const char*>(nullptr), "vec"}) {
+                if (prec == Precision::Fp32 && std::string(p) == "1")
+                    continue;  // the persistent kernel is bf16
+                SCOPED_TRACE(std::string(precision_name(prec)) + " persistent=" + p +
+                             " MAMBASCOPE_ARGMAX=" + (where ? where : "(unset)"));
+                const EnvSettings argmax_env({{"MAMBASCOPE_ARGMAX", where}});
+                setenv("MAMBASCOPE_DECODE_PERSISTENT", p, 1);
+                auto host = detail::make_cuda_decoder(*m, st, prec, &f);
+                auto dev = detail::make_cuda_decoder(*m, st, prec, &f);
+                std::vector<float> lg;
+                int32_t next = x[99], distinct = 0, prev = -1;
+                for (int t = 0; t < 60; ++t) {
+                    host->step(next, lg);
+                    const int32_t want = int32_t(std::max_element(lg.begin(), lg.begin() + n) - lg.begin());
+                    int32_t got;
+                    if (t % 7 == 3) {  // the logits graph on the greedy decoder too
+                        std::vector<float> lg2;
+                        dev->step(next, lg2);
+                        EXPECT_TRUE(lg2 == lg) << t;
+                        got = int32_t(std::max_element(lg2.begin(), lg2.begin() + n) - lg2.begin());
+                    } else {
+                        got = dev->step_greedy(next, n);
+                    }
+                    ASSERT_EQ(got, want) << "step " << t;
+                    distinct += got != prev, prev = got;
+                    next = got;
                 }
-                ASSERT_EQ(got, want) << "step " << t;
-                distinct += got != prev, prev = got;
-                next = got;
+                if (std::string(p) == "0") {
+                    // the greedy graph alone: every kernel edge programmatic, the argmax's from the head too
+                    auto greedy = detail::make_cuda_decoder(*m, st, prec, &f);
+                    (void)greedy->step_greedy(x[99], n);
+                    const detail::DecodeGraphInfo gi = greedy->graph_info();
+                    EXPECT_EQ(gi.programmatic_edges, gi.kernel_nodes - 1) << gi.kernel_nodes;
+                }
+                unsetenv("MAMBASCOPE_DECODE_PERSISTENT");
+                EXPECT_GT(distinct, 3);  // not a constant sequence
+                EXPECT_EQ(dev->graph_info().persistent, std::string(p) == "1");
+                const bool in_head = prec == Precision::Bf16 && std::string(p) == "0" && !where;
+                EXPECT_EQ(dev->graph_info().greedy_argmax, in_head ? "head" : "kernel");
+                ModelState a = st, b = st;
+                host->download(a), dev->download(b);
+                EXPECT_EQ(b.tokens_seen, 160);
+                for (size_t l = 0; l < a.layers.size(); ++l) {
+                    EXPECT_TRUE(a.layers[l].ssm == b.layers[l].ssm) << l;
+                    EXPECT_TRUE(a.layers[l].conv == b.layers[l].conv) << l;
+                }
             }
-            if (std::string(p) == "0") {
-                // the greedy graph alone: every kernel edge programmatic, the argmax's from the head too
-                auto greedy = detail::make_cuda_decoder(*m, st, prec, &f);
-                (void)greedy->step_greedy(x[99], n);
-                const detail::DecodeGraphInfo gi = greedy->graph_info();
-                EXPECT_EQ(gi.programmatic_edges, gi.kernel_nodes - 1) << gi.kernel_nodes;
-            }
-            unsetenv("MAMBASCOPE_DECODE_PERSISTENT");
-            EXPECT_GT(distinct, 3);  // not a constant sequence
-            EXPECT_EQ(dev->graph_info().persistent, std::string(p) == "1");
-            ModelState a = st, b = st;
-            host->download(a), dev->download(b);
-            EXPECT_EQ(b.tokens_seen, 160);
-            for (size_t l = 0; l < a.layers.size(); ++l) {
-                EXPECT_TRUE(a.layers[l].ssm == b.layers[l].ssm) << l;
-                EXPECT_TRUE(a.layers[l].conv == b.layers[l].conv) << l;
-            }
-        }
     Decoder d(*m, st, Device::Cuda, Precision::Bf16);
     EXPECT_THROW(d.step_greedy(1, 0), Error);
     EXPECT_THROW(d.step_greedy(1, m->vocab_rows() + 1), Error);

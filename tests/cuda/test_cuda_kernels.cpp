@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <random>
@@ -1775,6 +1776,42 @@ TEST(CudaGemv, RowsPerGridCapEqualsOneRowPerWarpBitForBit) {
     expect_error_naming("MAMBASCOPE_GEMV_GRID", [&] { kg::gemv(1, 8, W1.p, 8, a1.p, y1.p, 0.0f, nullptr); });
 }
 
+// The L2 prefetch budget (gemv.cuh): a matrix that fits kGemvPrefetchL2Share of the L2 is prefetched
+// whole; a larger one r rows per warp, the largest r whose rows fit the share (mamba-130m's LM head on one
+// wave of 528 blocks: 4 rows per warp; mamba-1.4b's 206 MB head: 1); a share smaller than one row per warp:
+// none. Bad sizes and a bad MAMBASCOPE_GEMV_PREFETCH value are errors.
+TEST(CudaGemv, PrefetchBudgetKeepsEachLaunchWithinItsShareOfL2) {
+    const int64_t l2 = 50 << 20, warps = 528 * 8;
+    const double share = kg::kGemvPrefetchL2Share * double(l2);
+    EXPECT_EQ(kg::gemv_prefetch_rows_per_warp(3072, 1536, warps, l2), 3072);  // mamba-130m in_proj, 4.7 MB
+    struct Case {
+        int64_t N, row_bytes;
+    };
+    for (const Case c : {Case{50280, 1536}, Case{50280, 4096}, Case{8192, 4096}, Case{1 << 20, 64}}) {
+        const int64_t r = kg::gemv_prefetch_rows_per_warp(c.N, c.row_bytes, warps, l2);
+        SCOPED_TRACE("N=" + std::to_string(c.N) + " row_bytes=" + std::to_string(c.row_bytes));
+        EXPECT_GT(double(c.N) * double(c.row_bytes), share);  // the case is over budget
+        EXPECT_LE(double(r * warps * c.row_bytes), share);
+        EXPECT_GT(double((r + 1) * warps * c.row_bytes), share);  // and r is the largest that fits
+    }
+    EXPECT_EQ(kg::gemv_prefetch_rows_per_warp(50280, 1536, warps, l2), 4);
+    EXPECT_EQ(kg::gemv_prefetch_rows_per_warp(50280, 4096, warps, l2), 1);
+    EXPECT_EQ(kg::gemv_prefetch_rows_per_warp(50280, 1536, warps, 1 << 20), 0);
+    EXPECT_THROW(kg::gemv_prefetch_rows_per_warp(10, 0, warps, l2), mambascope::Error);
+    EXPECT_THROW(kg::gemv_prefetch_rows_per_warp(10, 16, 0, l2), mambascope::Error);
+    REQUIRE_GPU();
+    Dev<float> W1(std::vector<float>(8, 1.0f)), a1(std::vector<float>(8, 1.0f)), y1(1);
+    for (const char* ok : {"l2", "all", "0", static_cast<const char*>(nullptr)}) {
+        ScopedEnv env("MAMBASCOPE_GEMV_PREFETCH", ok);
+        y1.poison();
+        kg::gemv(1, 8, W1.p, 8, a1.p, y1.p, 0.0f, nullptr);
+        EXPECT_EQ(y1.download()[0], 8.0f) << (ok ? ok : "unset");
+    }
+    ScopedEnv bad("MAMBASCOPE_GEMV_PREFETCH", "1");
+    expect_error_naming("MAMBASCOPE_GEMV_PREFETCH=1",
+                        [&] { kg::gemv(1, 8, W1.p, 8, a1.p, y1.p, 0.0f, nullptr); });
+}
+
 // A bf16 Mamba-1 decode step's in_proj with the conv folded in (gemv_rmsnorm_conv, docs/cuda.md "The conv
 // inside in_proj") equals gemv_rmsnorm followed by the conv's one-token kernel bit for bit: the projection
 // (x and z rows), the conv's bf16 output and the carried state, over two steps (the second reads the state
@@ -2271,4 +2308,113 @@ TEST(CudaArgmax, EqualsStdMaxElement) {
     Dev<float> one(std::vector<float>{1.0f});
     ScopedEnv bad("MAMBASCOPE_ARGMAX", "scalars");
     expect_error_naming("MAMBASCOPE_ARGMAX=scalars", [&] { kg::argmax(1, one.p, out.p, nullptr); });
+}
+
+// The folded argmax's 64-bit key (argmax.cuh): the largest argmax_key(x[i], i) over i < n stands for
+// std::max_element's index, on rows with ties (first index), ±0 ties (equal for std::max_element, so the
+// first), NaNs (skipped, except at x[0]: index 0), ±inf, subnormals and negatives only; host code, no GPU.
+TEST(ArgmaxKey, ItsMaximumIsStdMaxElementsIndex) {
+    const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+    const float sub = std::numeric_limits<float>::denorm_min();
+    std::vector<std::vector<float> > rows = {
+        {1.0f},
+        {nan},
+        {-0.0f, 0.0f, -1.0f},          // -0 first, +0 later: equal, so 0
+        {-1.0f, 0.0f, -0.0f},          // +0 first: 1
+        {-1.0f, -0.0f, 0.0f},          // -0 first among the zeros: 1
+        {-3.0f, -2.0f, -2.0f, -5.0f},  // negatives, a tie: 1
+        {nan, 5.0f, inf},              // NaN at x[0]: 0
+        {1.0f, nan, 2.0f, nan},        // NaNs skipped: 2
+        {-inf, -inf, -inf},            // 0
+        {-inf, nan, -inf},             // 0
+        {sub, 2 * sub, -sub, 0.0f},    // subnormals ordered: 1
+        {-sub, -0.0f, 0.0f},           // 1
+        {inf, inf, 1.0f},              // 0
+        {-1e30f, -inf, -1e-30f},       // 2
+    };
+    std::mt19937 rng(6);
+    const float pool[] = {nan, inf, -inf, 0.0f, -0.0f, sub, -sub, 1.0f, -1.0f, 2.0f, 1e-38f, -1e38f, 3.5f};
+    for (int r = 0; r < 2000; ++r) {  // random rows over a small pool of values: ties everywhere
+        std::vector<float> x(1 + rng() % 9);
+        for (float& v : x) v = pool[rng() % std::size(pool)];
+        rows.push_back(x);
+    }
+    for (size_t r = 0; r < rows.size(); ++r) {
+        const auto& x = rows[r];
+        uint64_t best = 0;
+        for (size_t i = 0; i < x.size(); ++i) best = std::max(best, kg::argmax_key(x[i], int64_t(i)));
+        ASSERT_NE(best, 0u) << "row " << r;
+        EXPECT_EQ(kg::argmax_key_index(best), int32_t(std::max_element(x.begin(), x.end()) - x.begin()))
+            << "row " << r;
+    }
+    EXPECT_EQ(kg::argmax_key_index(kg::argmax_key(7.0f, 2147483647)), 2147483647);
+}
+
+// The greedy head with the argmax folded in (gemv_rmsnorm_argmax, docs/cuda.md "Greedy steps"): its logits
+// equal gemv_rmsnorm's bit for bit, and the key's index is std::max_element's over logits [0, n): a random
+// head; planted ties between rows (the first wins) in different blocks; a NaN logit at row 0 (index 0);
+// NaNs elsewhere skipped behind a +inf; the maximum in a row ≥ n (not taken). Every case with warps looping
+// over rows (a grid of 3 blocks: rows meet in a warp, in a block and across blocks); the random head also
+// with one row per warp (MAMBASCOPE_GEMV_GRID=0) and the default grid. Each call starts from a zero key, as
+// the contract asks.
+TEST(CudaArgmax, FoldedIntoTheHeadIsStdMaxElementOfItsLogits) {
+    REQUIRE_GPU();
+    std::mt19937 rng(7);
+    const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+    const int64_t N = 1203, K = 64;
+    // x > 0 and w_norm > 0, so the normalised input is positive: a row (v, 0, …, 0) gives the logit v·a[0]
+    // (an inf weight +inf, never NaN)
+    const auto wn = uniform(K, rng, 0.5f, 1.5f), xpos = uniform(K, rng, 0.1f, 2.0f);
+    const auto base = round_bf16(randn(N * K, rng));
+    auto row_set = [&](std::vector<float>& W, int64_t n, float v) {  // row n: v at k = 0, zeros elsewhere
+        std::fill(W.begin() + n * K, W.begin() + (n + 1) * K, 0.0f);
+        W[size_t(n * K)] = v;
+    };
+    auto row_copy = [&](std::vector<float>& W, int64_t to, int64_t from) {
+        std::copy(W.begin() + from * K, W.begin() + (from + 1) * K, W.begin() + to * K);
+    };
+    std::vector<std::vector<float> > heads;
+    std::vector<int64_t> planted;  // the index std::max_element must give over all N rows (-1: random)
+    heads.push_back(base), planted.push_back(-1);  // random
+    heads.push_back(base), planted.push_back(17);  // ties: rows 900, 17 and 600 equal and the largest (×8)
+    for (int64_t k = 0; k < K; ++k)
+        heads.back()[size_t(17 * K + k)] = 8.0f * std::fabs(base[size_t(17 * K + k)]);
+    row_copy(heads.back(), 900, 17), row_copy(heads.back(), 600, 17);
+    heads.push_back(base), planted.push_back(0);  // NaN at row 0, a larger value later
+    row_set(heads.back(), 0, nan), row_set(heads.back(), 5, 1e30f);
+    heads.push_back(base), planted.push_back(11);  // NaNs skipped, +inf at 11 wins
+    row_set(heads.back(), 10, nan), row_set(heads.back(), 11, inf), row_set(heads.back(), 12, nan);
+    heads.push_back(base), planted.push_back(N - 1);  // the largest in row N - 1, excluded when n = N - 3
+    row_set(heads.back(), N - 1, 1e30f);
+    Dev<float> dx(xpos), dwn(wn), y(N), yref(N);
+    Dev<unsigned long long> key(1);
+    for (size_t h = 0; h < heads.size(); ++h) {
+        Dev<__nv_bfloat16> dW(to_bf16_host(heads[h]));
+        {
+            ScopedEnv grid("MAMBASCOPE_GEMV_GRID", "3");  // any grid gives the same bits (RowsPerGridCap…)
+            kg::gemv_rmsnorm(N, K, dW.p, K, dx.p, dwn.p, 1e-5f, yref.p, 0.0f, nullptr);
+        }
+        const auto ref = yref.download();
+        const auto want_all = std::max_element(ref.begin(), ref.end()) - ref.begin();
+        if (planted[h] >= 0) EXPECT_EQ(want_all, planted[h]) << "head " << h << ": the plant did not land";
+        for (const int64_t n : {N, N - 3})
+            for (const char* grid : {"3", "0", static_cast<const char*>(nullptr)}) {
+                if (h > 0 && (!grid || std::strcmp(grid, "3") != 0))
+                    continue;  // the emulation's time: grids on one head
+                ScopedEnv env("MAMBASCOPE_GEMV_GRID", grid);
+                key.upload(std::vector<unsigned long long>{0});
+                y.poison();
+                kg::gemv_rmsnorm_argmax(N, K, dW.p, K, dx.p, dwn.p, 1e-5f, y.p, n, key.p, nullptr);
+                const auto got = y.download();
+                SCOPED_TRACE("head " + std::to_string(h) + " n " + std::to_string(n) + " grid " +
+                             (grid ? grid : "default"));
+                EXPECT_EQ(std::memcmp(got.data(), ref.data(), got.size() * sizeof(float)), 0);  // NaNs too
+                EXPECT_EQ(kg::argmax_key_index(key.download()[0]),
+                          int32_t(std::max_element(ref.begin(), ref.begin() + n) - ref.begin()));
+            }
+    }
+    EXPECT_THROW(kg::gemv_rmsnorm_argmax(N, K, nullptr, K, dx.p, dwn.p, 1e-5f, y.p, N + 1, key.p, nullptr),
+                 mambascope::Error);
+    EXPECT_THROW(kg::gemv_rmsnorm_argmax(N, K, nullptr, K, dx.p, dwn.p, 1e-5f, y.p, N, nullptr, nullptr),
+                 mambascope::Error);
 }

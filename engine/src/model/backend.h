@@ -32,6 +32,9 @@ struct DecodeGraphInfo {
     bool conv_fused = false;
     // and x_proj too (docs/cuda.md, "x_proj inside in_proj")
     bool xproj_fused = false;
+    // where the greedy graph takes its argmax (docs/cuda.md, "Greedy steps"): "head" (inside the LM head's
+    // kernel), "kernel" (a kernel after it), or "" (no greedy graph built yet)
+    std::string greedy_argmax;
     // the whole step as one persistent kernel (docs/cuda.md, "The persistent decode kernel"): its grid, or
     // why the step graph of one kernel per operation runs instead
     bool persistent = false;

@@ -915,6 +915,7 @@ class CudaDecoder final : public DecoderBackend {
         if (stream_) cudaStreamDestroy(stream_);
         if (id_host_) cudaFreeHost(id_host_);
         if (next_host_) cudaFreeHost(next_host_);
+        if (next_key_host_) cudaFreeHost(next_key_host_);
         if (logits_host_) cudaFreeHost(logits_host_);
     }
     void step(int32_t id, std::vector<float>& logits) override {
@@ -935,9 +936,10 @@ class CudaDecoder final : public DecoderBackend {
         logits.assign(logits_host_, logits_host_ + model_.vocab_rows());
         state_.tokens_seen += 1;
     }
-    // Greedy steps (docs/cuda.md, "Greedy steps"): a second graph, the same step ending in the argmax kernel
-    // over logits [0, n) and a 4-byte copy instead of the logits row's. Built on the first greedy step (again
-    // if n changes); both graphs update the same device state.
+    // Greedy steps (docs/cuda.md, "Greedy steps"): a second graph, the same step with the argmax over logits
+    // [0, n) folded into the LM head (or, where the head cannot take it, in a kernel after it) and an 8- or
+    // 4-byte copy instead of the logits row's. Built on the first greedy step (again if n changes); both
+    // graphs update the same device state.
     int32_t step_greedy(int32_t id, int64_t n) override {
         const int32_t one[1] = {id};
         check_ids(model_, std::span<const int32_t>(one, 1));
@@ -954,7 +956,7 @@ class CudaDecoder final : public DecoderBackend {
         CUDA_CHECK(cudaGraphLaunch(execs_[1], stream_));
         CUDA_CHECK(cudaStreamSynchronize(stream_));
         state_.tokens_seen += 1;
-        return *next_host_;
+        return greedy_in_head_ ? kc::argmax_key_index(*next_key_host_) : *next_host_;
     }
     void download(ModelState& state) const override { state_.download(state); }
     DecodeGraphInfo graph_info() const override { return info_; }
@@ -981,8 +983,10 @@ class CudaDecoder final : public DecoderBackend {
                 kc::gemv(Nout, Kin, W.ptr(), Kin, A, out, beta, s);
             }
         };
-        CUDA_CHECK(cudaMemcpyAsync(w.ids.ptr, id_host_, sizeof(int32_t), cudaMemcpyHostToDevice, s));
-        kc::embed_rows(1, D, w.ids.ptr, dm.embedding.ptr(), w.x.ptr, s);
+        // the id and the folded argmax's key, reset to 0 by the same copy (kStepInInts: the layout)
+        CUDA_CHECK(cudaMemcpyAsync(step_in_.ptr, id_host_, kStepInInts * sizeof(int32_t),
+                                   cudaMemcpyHostToDevice, s));
+        kc::embed_rows(1, D, step_in_.ptr, dm.embedding.ptr(), w.x.ptr, s);
         for (int64_t li = 0; li < c.n_layer; ++li) {
             const DevLayer& L = dm.layers[size_t(li)];
             float* h = state_.ssm[size_t(li)].ptr;
@@ -1059,7 +1063,10 @@ class CudaDecoder final : public DecoderBackend {
             project(D, E, w.y.ptr, L.out_proj, L.out_proj16, w.x.ptr, 1.0f);
         }
         // head: logits = rmsnorm(x)·lm_headᵀ
-        if (bf16 && fuse_norm) {
+        if (bf16 && fuse_norm && tail_in_head_) {
+            kc::gemv_rmsnorm_argmax(V, D, lm_head16_->ptr, D, w.x.ptr, dm.norm_f.ptr(), eps, w.logits.ptr,
+                                    tail_n_, step_key(), s);
+        } else if (bf16 && fuse_norm) {
             kc::gemv_rmsnorm(V, D, lm_head16_->ptr, D, w.x.ptr, dm.norm_f.ptr(), eps, w.logits.ptr, 0.0f, s);
         } else if (bf16) {
             kc::rmsnorm_bf16(1, D, w.x.ptr, D, dm.norm_f.ptr(), eps, w.u16.ptr, D, s);
@@ -1073,9 +1080,14 @@ class CudaDecoder final : public DecoderBackend {
         record_tail();
     }
 
-    // The step's last nodes: the logits row into pinned memory, or (a greedy graph) the argmax over logits
-    // [0, tail_n_) and its id.
+    // The step's last nodes: the logits row into pinned memory, or (a greedy graph) the key of the argmax the
+    // head took, or the argmax kernel over logits [0, tail_n_) and its id.
     void record_tail() {
+        if (tail_n_ > 0 && tail_in_head_) {
+            CUDA_CHECK(cudaMemcpyAsync(next_key_host_, step_key(), sizeof(unsigned long long),
+                                       cudaMemcpyDeviceToHost, stream_));
+            return;
+        }
         if (tail_n_ > 0) {
             kc::argmax(tail_n_, ws_.logits.ptr, next_id_.ptr, stream_);
             CUDA_CHECK(
@@ -1090,9 +1102,18 @@ class CudaDecoder final : public DecoderBackend {
     // use_graph_ false when no graph could be captured.
     void build(int slot, int64_t n) {
         tail_n_ = n;
+        // the argmax inside the head: the bf16 head with its norm inside (gemv_rmsnorm) and MAMBASCOPE_ARGMAX
+        // unset or "head" (try_persistent clears it: its kernel writes the logits itself)
+        tail_in_head_ = n > 0 && opt_.precision == Precision::Bf16 &&
+                        model_.config.d_model <= kc::kGemvNormMaxK &&
+                        kc::argmax_mode() == kc::ArgmaxMode::Head;
         build_graph();
         graphs_[slot] = graph_, execs_[slot] = exec_;
         graph_ = nullptr, exec_ = nullptr;
+        if (slot == 1) {
+            greedy_in_head_ = tail_in_head_;
+            info_.greedy_argmax = tail_in_head_ ? "head" : "kernel";
+        }
     }
 
     void build_graph() {
@@ -1153,8 +1174,11 @@ class CudaDecoder final : public DecoderBackend {
             w.xcount.resize(size_t(counters));
             CUDA_CHECK(cudaMemset(w.xcount.ptr, 0, size_t(counters) * sizeof(unsigned)));
         }
-        CUDA_CHECK(cudaMallocHost(&id_host_, sizeof(int32_t)));
+        CUDA_CHECK(cudaMallocHost(&id_host_, kStepInInts * sizeof(int32_t)));
+        std::fill(id_host_, id_host_ + kStepInInts, 0);  // the key's words stay 0
+        step_in_.resize(kStepInInts);
         CUDA_CHECK(cudaMallocHost(&next_host_, sizeof(int32_t)));
+        CUDA_CHECK(cudaMallocHost(&next_key_host_, sizeof(unsigned long long)));
         CUDA_CHECK(cudaMallocHost(&logits_host_, size_t(model_.vocab_rows()) * sizeof(float)));
         next_id_.resize(1);
         CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -1210,6 +1234,7 @@ class CudaDecoder final : public DecoderBackend {
             return false;
         }
         const int blocks = kc::decode_mamba1_blocks();
+        tail_in_head_ = false;  // the persistent kernel's head: the argmax kernel after it
         const bool captured = capture([&] {
             CUDA_CHECK(
                 cudaMemcpyAsync(w.ids.ptr, id_host_, sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
@@ -1269,17 +1294,26 @@ class CudaDecoder final : public DecoderBackend {
     std::shared_ptr<DevBuf<__nv_bfloat16> > lm_head16_;
     DevBuf<kc::Mamba1DecodeLayer> layers_;  // the persistent kernel's layer table (device)
     DevBuf<unsigned> barrier_;              // its grid barrier's counter
-    int32_t* id_host_ = nullptr;            // pinned: the graph's H2D copy reads the id from here
-    float* logits_host_ = nullptr;          // pinned: the graph's D2H copy writes the logits here
-    cudaGraph_t graph_ = nullptr;           // the graph being built (build() moves it into graphs_)
+    // The step's input as the graph copies it to the device (step_in_): the id, a pad word, then the folded
+    // argmax's 64-bit key, which the host side keeps at 0 so that the copy resets it every step (no node of
+    // its own). cudaMalloc'd memory is 256-byte aligned, so the key at 8 bytes is 8-byte aligned.
+    static constexpr int64_t kStepInInts = 4;
+    unsigned long long* step_key() const { return reinterpret_cast<unsigned long long*>(step_in_.ptr + 2); }
+    DevBuf<int32_t> step_in_;
+    int32_t* id_host_ = nullptr;    // pinned (kStepInInts): the graph's H2D copy reads the id from here
+    float* logits_host_ = nullptr;  // pinned: the graph's D2H copy writes the logits here
+    cudaGraph_t graph_ = nullptr;   // the graph being built (build() moves it into graphs_)
     cudaGraphExec_t exec_ = nullptr;
     cudaGraph_t graphs_[2] = {};  // slot 0: the logits row out; slot 1: greedy (the argmax's id out)
     cudaGraphExec_t execs_[2] = {};
-    int64_t greedy_n_ = 0;  // the candidate count slot 1 was built for
-    int64_t tail_n_ = 0;    // while building: 0 = the logits row out, n = greedy over [0, n)
+    int64_t greedy_n_ = 0;         // the candidate count slot 1 was built for
+    int64_t tail_n_ = 0;           // while building: 0 = the logits row out, n = greedy over [0, n)
+    bool tail_in_head_ = false;    // while building: the head takes the argmax (gemv_rmsnorm_argmax)
+    bool greedy_in_head_ = false;  // slot 1's head took it: the step's result is next_key_host_
     bool prepared_ = false;
     DevBuf<int32_t> next_id_;       // the argmax's output
-    int32_t* next_host_ = nullptr;  // pinned: the greedy graph copies the next id here
+    int32_t* next_host_ = nullptr;  // pinned: the greedy graph copies the next id here (the argmax kernel)
+    unsigned long long* next_key_host_ = nullptr;  // or the key (the argmax inside the head)
     DecodeGraphInfo info_;
 };
 

@@ -140,6 +140,13 @@ inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v)
     return o;
 }
 
+inline unsigned long long atomicMax(unsigned long long* p, unsigned long long v) {
+    std::lock_guard<std::mutex> g(emu_atomic_mu);
+    const auto o = *p;
+    *p = std::max(o, v);
+    return o;
+}
+
 inline unsigned atomicAdd(unsigned* p, unsigned v) {
     std::lock_guard<std::mutex> g(emu_atomic_mu);
     const unsigned o = *p;

@@ -45,8 +45,8 @@ inline cudaError_t emu_cudaGetDeviceCount(int* d) {
     return cudaSuccess;
 }
 extern int emu_sms_rt;
-inline cudaError_t emu_cudaDeviceGetAttribute(int* v, cudaDeviceAttr, int) {
-    *v = emu_sms_rt;
+inline cudaError_t emu_cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {
+    *v = a == cudaDevAttrL2CacheSize ? 50 << 20 : emu_sms_rt;  // an H100's / H200's 50 MB L2; else the SMs
     return cudaSuccess;
 }
 template <class F>
