@@ -182,8 +182,8 @@ struct XprojFold {
     __nv_bfloat16* out16 = nullptr;     // (R)
 };
 
-// Greedy's argmax folded into the LM head (gemv_rmsnorm_argmax): *key = max over rows n < n of
-// argmax_key(y[n], n); 0 before the call.
+// Greedy's argmax folded into the LM head (gemv_rmsnorm_argmax): *key = the largest argmax_key(y[i], i) over
+// rows i < n; *key is 0 before the call.
 struct ArgmaxFold {
     unsigned long long* key = nullptr;
     int64_t n = 0;
