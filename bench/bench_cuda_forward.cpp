@@ -201,7 +201,9 @@ int main(int argc, char** argv) {
         // docs/cuda.md) at 1 and 2 blocks per SM.
         // "greedy on the GPU" rows take the next id from Decoder::step_greedy (the argmax in the step's
         // graph: inside the LM head by default, MAMBASCOPE_ARGMAX; a few bytes back) instead of the logits
-        // row and std::max_element on the host.
+        // row and std::max_element on the host. "greedy run on the GPU" rows take all 256 ids from one
+        // Decoder::step_greedy_run (each step fed the one before's id on the device, MAMBASCOPE_DECODE_RUN
+        // steps per graph launch; docs/cuda.md, "Greedy runs on the device").
         struct DecodeCase {
             Precision prec;
             bool graph, filter;
@@ -213,6 +215,7 @@ int main(int argc, char** argv) {
               DecodeCase{Precision::Bf16, true, false, "bf16, graph", nullptr},
               DecodeCase{Precision::Fp32, true, false, "fp32, graph, greedy on the GPU", nullptr},
               DecodeCase{Precision::Bf16, true, false, "bf16, graph, greedy on the GPU", nullptr},
+              DecodeCase{Precision::Bf16, true, false, "bf16, graph, greedy run on the GPU", nullptr},
               DecodeCase{Precision::Bf16, true, false, "bf16, persistent kernel, greedy on the GPU",
                          "MAMBASCOPE_DECODE_PERSISTENT=1"},
               DecodeCase{Precision::Bf16, true, false, "bf16, persistent kernel",
@@ -263,8 +266,12 @@ int main(int argc, char** argv) {
             std::vector<float> logits;
             const auto w0 = std::chrono::steady_clock::now();
             const bool greedy = std::string(dc.name).find("greedy on the GPU") != std::string::npos;
-            // warm-up: records and instantiates the graph (reads the variables); greedy: the greedy graph
-            if (greedy)
+            const bool greedy_run = std::string(dc.name).find("greedy run on the GPU") != std::string::npos;
+            // warm-up: records and instantiates the graph (reads the variables); greedy: the greedy graph;
+            // a greedy run: its graph of several steps
+            if (greedy_run)
+                (void)dec->step_greedy_run(1, 50277, 32);
+            else if (greedy)
                 dec->step_greedy(1, 50277);
             else
                 dec->step(1, logits);
@@ -274,7 +281,8 @@ int main(int argc, char** argv) {
             const int steps = 256;
             const auto t0 = std::chrono::steady_clock::now();
             int32_t next = 1;
-            for (int i = 0; i < steps; ++i) {
+            if (greedy_run) next = dec->step_greedy_run(next, 50277, steps).back();
+            for (int i = 0; i < steps && !greedy_run; ++i) {
                 if (greedy) {
                     next = dec->step_greedy(next, 50277);
                 } else {
@@ -284,14 +292,22 @@ int main(int argc, char** argv) {
             }
             const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             const detail::DecodeGraphInfo gi = dec->graph_info();
+            // a greedy run's row: its graph of several steps (the step graph itself was never built)
+            const bool run_graph = greedy_run && gi.greedy_run_steps > 0;
+            const int64_t kernels = run_graph ? gi.greedy_run_kernel_nodes : gi.kernel_nodes;
+            const int64_t edges = run_graph ? gi.greedy_run_programmatic_edges : gi.programmatic_edges;
             std::string how =
                 gi.persistent ? "persistent kernel, " + std::to_string(gi.persistent_blocks) + " blocks"
-                              : std::to_string(gi.kernel_nodes) + " kernels, " +
-                                    std::to_string(gi.programmatic_edges) + " PDL edges, " + gi.pdl_mode +
+                              : std::to_string(kernels) + " kernels, " + std::to_string(edges) +
+                                    " PDL edges, " + gi.pdl_mode +
                                     (gi.persistent_note.empty() || gi.persistent_note.rfind("opt-in", 0) == 0
                                          ? ""
                                          : "; not persistent: " + gi.persistent_note);
             if (!gi.greedy_argmax.empty()) how += "; argmax in the " + gi.greedy_argmax;
+            if (greedy_run)
+                how += gi.greedy_run_steps > 0 ? "; " + std::to_string(gi.greedy_run_steps) +
+                                                     " steps per graph fed on the GPU, argmax in the head"
+                                               : "; a loop over step_greedy";
             std::printf("%-12s decode (%s): %.3f ms/token, %.0f tok/s (first step %.1f ms; %s)\n", s.c_str(),
                         dc.name, 1e3 * sec / steps, steps / sec, first_ms, how.c_str());
             std::fflush(stdout);

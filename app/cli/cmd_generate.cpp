@@ -70,15 +70,18 @@ int run_generate(const GenerateOptions& o) {
     Decoder decoder(*model, state, fr.backend == "cuda" ? Device::Cuda : Device::Cpu, opt.precision);
     std::vector<int32_t> out;
     int32_t next = pick(logits, n, temperature, top_k, rng);
-    for (int64_t i = 0; i < max_new; ++i) {
+    if (max_new > 0 && temperature <= 0) {
+        // greedy: one run of steps, each fed the one before's choice; on cuda the steps feed each other on
+        // the GPU and only the ids come back (docs/cuda.md, "Greedy runs on the device")
+        out.push_back(next);
+        const std::vector<int32_t> rest = decoder.step_greedy_run(next, n, max_new - 1);
+        out.insert(out.end(), rest.begin(), rest.end());
+    }
+    for (int64_t i = 0; i < max_new && temperature > 0; ++i) {
         out.push_back(next);
         if (i + 1 == max_new) break;
-        if (temperature <= 0) {
-            next = decoder.step_greedy(next, n);  // on cuda the argmax runs there: one id back, not the logits
-        } else {
-            decoder.step(next, logits);
-            next = pick(logits, n, temperature, top_k, rng);
-        }
+        decoder.step(next, logits);
+        next = pick(logits, n, temperature, top_k, rng);
     }
     const std::string text = tok->decode(out);
     std::fwrite(text.data(), 1, text.size(), stdout);

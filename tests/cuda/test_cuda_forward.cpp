@@ -9,6 +9,7 @@
 #include <initializer_list>
 #include <memory>
 #include <random>
+#include <set>
 #include <utility>
 
 #include "mambascope/decimamba.h"
@@ -723,6 +724,79 @@ TEST_P(CudaForward, GreedyStepsEqualTheHostArgmaxOfTheLogits) {
     Decoder d(*m, st, Device::Cuda, Precision::Bf16);
     EXPECT_THROW(d.step_greedy(1, 0), Error);
     EXPECT_THROW(d.step_greedy(1, m->vocab_rows() + 1), Error);
+}
+
+// Greedy runs on the device (docs/cuda.md, "Greedy runs on the device"): step_greedy_run's ids equal a twin's
+// step_greedy loop fed back, and the states stay equal bit for bit, with 1, 8 (the default) and 16 steps per
+// graph, a run that is not a multiple of them (the rest through step_greedy) and one past the 1,024 ids of a
+// copy back; the run's graph is K step graphs, programmatic edges within each step and full ones between
+// steps; a step() after the runs continues the same state. MAMBASCOPE_DECODE_RUN=0 and fp32 (no
+// argmax in the head) loop over step_greedy, with the same ids.
+TEST_P(CudaForward, GreedyRunOnTheDeviceEqualsStepGreedyFedBack) {
+    if (!have_gpu()) GTEST_SKIP() << "no GPU";
+    ModelConfig c = cfg(GetParam());
+    if (GetParam() == Arch::Mamba1) c.dt_rank = 8;
+    auto m = random_model(c, 33);
+    auto x = ids(100);
+    DeltaFilter f;
+    f.threshold.assign(3, std::vector<float>(size_t(c.channels()), -INFINITY));
+    for (int64_t ch = 0; ch < c.channels(); ch += 3) f.threshold[1][size_t(ch)] = 0.02f;
+    ModelState st = make_state(*m);
+    run_prefill(*m, std::span<const int32_t>(x.data(), 100), st);
+    const int64_t n = m->vocab_rows() - 3;
+    struct Case {
+        Precision prec;
+        const char* run;  // MAMBASCOPE_DECODE_RUN
+        int64_t steps;    // graph_info().greedy_run_steps after the runs
+    };
+    for (const Case k :
+         {Case{Precision::Bf16, nullptr, 8}, Case{Precision::Bf16, "1", 1}, Case{Precision::Bf16, "16", 16},
+          Case{Precision::Bf16, "0", 0}, Case{Precision::Fp32, nullptr, 0}}) {
+        SCOPED_TRACE(std::string(precision_name(k.prec)) +
+                     " MAMBASCOPE_DECODE_RUN=" + (k.run ? k.run : "(unset)"));
+        const EnvSettings env({{"MAMBASCOPE_DECODE_RUN", k.run}});
+        auto loop = detail::make_cuda_decoder(*m, st, k.prec, &f);
+        auto run = detail::make_cuda_decoder(*m, st, k.prec, &f);
+        int32_t next = x[99];
+        std::set<int32_t> seen;
+        for (const int64_t count : {int64_t(37), int64_t(1100)}) {
+            const int32_t first = next;
+            std::vector<int32_t> want;
+            for (int64_t t = 0; t < count; ++t) want.push_back(next = loop->step_greedy(next, n));
+            const std::vector<int32_t> got = run->step_greedy_run(first, n, count);
+            ASSERT_EQ(got.size(), want.size());
+            for (size_t t = 0; t < got.size(); ++t)
+                ASSERT_EQ(got[t], want[t]) << "run of " << count << ", step " << t;
+            seen.insert(got.begin(), got.end());
+        }
+        EXPECT_GT(seen.size(), 3u);  // not a constant sequence
+        const detail::DecodeGraphInfo gi = run->graph_info();
+        EXPECT_EQ(gi.greedy_run_steps, k.steps);
+        if (k.steps > 0) {
+            // K copies of the greedy step graph's kernels, every kernel edge programmatic but the K − 1 from
+            // a step's head into the next step's embedding (full dependencies: greedy_run.cu says why)
+            auto one = detail::make_cuda_decoder(*m, st, k.prec, &f);
+            (void)one->step_greedy(x[99], n);
+            EXPECT_EQ(gi.greedy_run_kernel_nodes, k.steps * one->graph_info().kernel_nodes);
+            EXPECT_EQ(gi.greedy_run_programmatic_edges, gi.greedy_run_kernel_nodes - k.steps);
+        }
+        std::vector<float> a, b;
+        loop->step(next, a);
+        run->step(next, b);
+        EXPECT_TRUE(a == b);
+        ModelState sa = st, sb = st;
+        loop->download(sa), run->download(sb);
+        EXPECT_EQ(sb.tokens_seen, 100 + 37 + 1100 + 1);
+        for (size_t l = 0; l < sa.layers.size(); ++l) {
+            EXPECT_TRUE(sa.layers[l].ssm == sb.layers[l].ssm) << l;
+            EXPECT_TRUE(sa.layers[l].conv == sb.layers[l].conv) << l;
+        }
+        EXPECT_THROW(run->step_greedy_run(next, n, -1), Error);
+        EXPECT_THROW(run->step_greedy_run(int32_t(m->vocab_rows()), n, 8), Error);
+        EXPECT_THROW(run->step_greedy_run(next, 0, 8), Error);
+    }
+    const EnvSettings bad({{"MAMBASCOPE_DECODE_RUN", "3"}});
+    EXPECT_THROW(detail::make_cuda_decoder(*m, st, Precision::Bf16, &f), Error);
 }
 
 INSTANTIATE_TEST_SUITE_P(Archs, CudaForward, ::testing::Values(Arch::Mamba1, Arch::Mamba2),

@@ -31,6 +31,7 @@
 #include "cuda/decode_mamba1.cuh"
 #include "cuda/gemm.cuh"
 #include "cuda/gemv.cuh"
+#include "cuda/greedy_run.cuh"
 #include "cuda/rmsnorm.cuh"
 #include "cuda/scan_mamba1.cuh"
 #include "cuda/scan_mamba1_tp.cuh"
@@ -2308,6 +2309,63 @@ TEST(CudaArgmax, EqualsStdMaxElement) {
     Dev<float> one(std::vector<float>{1.0f});
     ScopedEnv bad("MAMBASCOPE_ARGMAX", "scalars");
     expect_error_naming("MAMBASCOPE_ARGMAX=scalars", [&] { kg::argmax(1, one.p, out.p, nullptr); });
+}
+
+// A greedy run's embedding (greedy_run.cuh): it decodes the key the previous step's head left (the largest
+// argmax_key of a logits row: std::max_element's index) or the host's first id, copies that embedding row
+// (D > the block's threads), records the id at pos, advances pos and resets the key; an id outside [0, V) or
+// pos at the cap marks the run bad, records -1 where it can and copies nothing.
+TEST(CudaGreedyRun, EmbedDecodesTheKeyRecordsTheIdAndResetsTheKey) {
+    REQUIRE_GPU();
+    std::mt19937 rng(8);
+    const int64_t V = 37, D = 300, cap = 6;
+    const auto table = randn(size_t(V * D), rng);
+    Dev<float> dt(table), out{size_t(D)};
+    Dev<int32_t> ids(std::vector<int32_t>(size_t(cap), 777));
+    Dev<kg::GreedyRun> run(1);
+    auto row = [&](int64_t id) {
+        return std::vector<float>(table.begin() + id * D, table.begin() + (id + 1) * D);
+    };
+    auto logits = randn(size_t(V), rng);
+    logits[5] = logits[29] = 9.0f;  // a tie: the first index, 5
+    uint64_t head_key = 0;
+    for (int64_t i = 0; i < V; ++i) head_key = std::max(head_key, kg::argmax_key(logits[size_t(i)], i));
+    // the host's first id, then a head's key
+    run.upload({kg::GreedyRun{kg::argmax_key(0.0f, 21), 0, 0}});
+    kg::embed_greedy_run(D, V, dt.p, run.p, ids.p, cap, out.p, nullptr);
+    EXPECT_EQ(out.download(), row(21));
+    auto r = run.download()[0];
+    EXPECT_EQ(r.pos, 1);
+    EXPECT_EQ(r.key, 0u);
+    EXPECT_EQ(r.bad, 0);
+    r.key = head_key;
+    run.upload({r});
+    kg::embed_greedy_run(D, V, dt.p, run.p, ids.p, cap, out.p, nullptr);
+    EXPECT_EQ(out.download(), row(5));
+    EXPECT_EQ(ids.download(), (std::vector<int32_t>{21, 5, 777, 777, 777, 777}));
+    r = run.download()[0];
+    EXPECT_EQ(r.pos, 2);
+    EXPECT_EQ(r.key, 0u);
+    EXPECT_EQ(r.bad, 0);
+    // an id out of range (V): bad, -1 recorded, the row left alone
+    out.poison();
+    run.upload({kg::GreedyRun{kg::argmax_key(1.0f, V), 2, 0}});
+    kg::embed_greedy_run(D, V, dt.p, run.p, ids.p, cap, out.p, nullptr);
+    r = run.download()[0];
+    EXPECT_EQ(r.bad, 1);
+    EXPECT_EQ(r.pos, 3);
+    EXPECT_EQ(r.key, 0u);
+    EXPECT_EQ(ids.download()[2], -1);
+    const auto untouched = out.download();
+    EXPECT_TRUE(std::all_of(untouched.begin(), untouched.end(), [](float v) { return std::isnan(v); }));
+    // pos at the cap: bad, nothing recorded past the buffer
+    run.upload({kg::GreedyRun{kg::argmax_key(0.0f, 3), int32_t(cap), 0}});
+    kg::embed_greedy_run(D, V, dt.p, run.p, ids.p, cap, out.p, nullptr);
+    r = run.download()[0];
+    EXPECT_EQ(r.bad, 1);
+    EXPECT_EQ(r.pos, cap + 1);
+    EXPECT_EQ(ids.download(), (std::vector<int32_t>{21, 5, -1, 777, 777, 777}));
+    EXPECT_THROW(kg::embed_greedy_run(D, V, dt.p, run.p, ids.p, 0, out.p, nullptr), mambascope::Error);
 }
 
 // The folded argmax's 64-bit key (argmax.cuh): the largest argmax_key(x[i], i) over i < n stands for

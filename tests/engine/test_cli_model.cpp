@@ -11,6 +11,9 @@
 #include "mambascope/forward.h"
 #include "mambascope/h5.h"
 #include "mambascope/model.h"
+#include "mambascope/tokenizer.h"
+
+#include "cli_runner.h"
 
 using namespace mambascope;
 namespace fs = std::filesystem;
@@ -115,6 +118,38 @@ TEST_P(CliModel, ForwardWritesLogitsAndDeltaWithTheDocumentedShapes) {
 
 INSTANTIATE_TEST_SUITE_P(Archs, CliModel, ::testing::Values(Arch::Mamba1, Arch::Mamba2),
                          [](const auto& i) { return i.param == Arch::Mamba1 ? "Mamba1" : "Mamba2"; });
+
+// generate, greedy (the default): the prompt's last logits' argmax, then a greedy run of max-new − 1 steps
+// (Decoder::step_greedy_run), written as the byte tokenizer's text: the same bytes as the engine's own
+// prefill + step_greedy loop; --max-new 0 writes an empty line.
+TEST_P(CliModel, GenerateGreedyWritesTheDecodersGreedyContinuation) {
+    ModelConfig c = tiny(GetParam());
+    c.vocab_size = 256;
+    auto m = random_model(c, 8);
+    auto dir = tmpdir("generate");
+    save_model_dir(*m, dir / "model");
+    const std::string prompt = "abcab";
+    std::vector<int32_t> ids(prompt.begin(), prompt.end());
+    ModelState st = make_state(*m);
+    std::vector<float> logits;
+    HeadRequest head;
+    head.logits_positions = {int64_t(ids.size()) - 1};
+    head.logits_sink = [&](int64_t, const float* row, int64_t rows) { logits.assign(row, row + rows); };
+    run_prefill(*m, ids, st, {}, head);
+    std::vector<int32_t> want = {int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin())};
+    Decoder d(*m, st);
+    while (want.size() < 9) want.push_back(d.step_greedy(want.back(), 256));
+    const std::string text = make_byte_tokenizer()->decode(want) + "\n";
+    const auto r = test::run_cli("generate --model " + (dir / "model").string() +
+                                 " --tokenizer byte --prompt " + prompt + " --max-new 9");
+    EXPECT_EQ(r.rc, 0) << r.err;
+    EXPECT_EQ(r.out, text);
+    const auto none = test::run_cli("generate --model " + (dir / "model").string() +
+                                    " --tokenizer byte --prompt " + prompt + " --max-new 0");
+    EXPECT_EQ(none.rc, 0) << none.err;
+    EXPECT_EQ(none.out, "\n");
+    fs::remove_all(dir);
+}
 
 TEST(CliModelErrors, BadInputsExitNonZeroAndWriteNothing) {
     auto m = random_model(tiny(Arch::Mamba1), 7);

@@ -133,6 +133,32 @@ TEST_P(ForwardBothArchs, GreedyStepIsTheArgmaxOfTheStepsLogits) {
     EXPECT_EQ(b.state().layers[0].ssm, a.state().layers[0].ssm);
 }
 
+// Decoder::step_greedy_run on the CPU: count greedy steps fed back, equal to a twin's step_greedy loop (ids,
+// state and token count); count 0 changes nothing; a bad n, count or id is a clear error that leaves the
+// state as it was.
+TEST_P(ForwardBothArchs, GreedyRunIsStepGreedyFedBack) {
+    auto m = random_model(tiny(GetParam()), 16);
+    auto ids = random_ids(12, 37, 6);
+    ModelState st = make_state(*m);
+    run_prefill(*m, ids, st);
+    Decoder a(*m, st, Device::Cpu), b(*m, st, Device::Cpu);
+    const int64_t n = m->vocab_rows() - 5;
+    std::vector<int32_t> want;
+    int32_t next = ids.back();
+    for (int t = 0; t < 20; ++t) want.push_back(next = a.step_greedy(next, n));
+    EXPECT_TRUE(b.step_greedy_run(ids.back(), n, 0).empty());
+    EXPECT_EQ(b.state().tokens_seen, 12);
+    const std::vector<int32_t> got = b.step_greedy_run(ids.back(), n, 20);
+    EXPECT_EQ(got, want);
+    EXPECT_GT(std::set<int32_t>(got.begin(), got.end()).size(), 2u);
+    EXPECT_EQ(b.state().tokens_seen, 32);
+    EXPECT_EQ(b.state().layers[1].ssm, a.state().layers[1].ssm);
+    EXPECT_THROW(b.step_greedy_run(next, 0, 3), Error);
+    EXPECT_THROW(b.step_greedy_run(next, n, -1), Error);
+    EXPECT_THROW(b.step_greedy_run(int32_t(m->vocab_rows()), n, 0), Error);
+    EXPECT_EQ(b.state().tokens_seen, 32);
+}
+
 TEST_P(ForwardBothArchs, MinusInfinityThresholdsLeaveTheModelVanilla) {
     auto m = random_model(tiny(GetParam()), 13);
     auto ids = random_ids(40, 37, 3);

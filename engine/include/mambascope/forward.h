@@ -248,6 +248,11 @@ class Decoder {
     // maxima, as std::max_element; 1 ≤ n ≤ V_rows). On the GPU the argmax runs there and only the id comes
     // back (no logits row to the host: docs/cuda.md, "Greedy steps"); equal to argmax(step(id)).
     int32_t step_greedy(int32_t id, int64_t n);
+    // A greedy run: `count` greedy steps, the first fed `id`, each later one fed the id the step before it
+    // chose; returns those ids in order (count ≥ 0). Equal to `next = step_greedy(next, n)` called count
+    // times. On the GPU the steps feed each other on the device (docs/cuda.md, "Greedy runs on the device"):
+    // one copy in and one out per run, no host round trip between steps.
+    std::vector<int32_t> step_greedy_run(int32_t id, int64_t n, int64_t count);
     ModelState state() const;                                // host copy of the current state
     const std::string& backend() const { return backend_; }  // "cpu" / "cuda"
     const std::string& note() const { return note_; }        // why a GPU request ran on the CPU

@@ -35,6 +35,12 @@ struct DecodeGraphInfo {
     // where the greedy graph takes its argmax (docs/cuda.md, "Greedy steps"): "head" (inside the LM head's
     // kernel), "kernel" (a kernel after it), or "" (no greedy graph built yet)
     std::string greedy_argmax;
+    // a greedy run's steps per graph launch, fed on the device (docs/cuda.md, "Greedy runs on the device"),
+    // or 0 when step_greedy_run loops over step_greedy (no run yet, the switch off, or a head without the
+    // argmax)
+    int64_t greedy_run_steps = 0;
+    int64_t greedy_run_kernel_nodes = 0;        // kernels in that graph (all its steps)
+    int64_t greedy_run_programmatic_edges = 0;  // its PDL edges (none between steps)
     // the whole step as one persistent kernel (docs/cuda.md, "The persistent decode kernel"): its grid, or
     // why the step graph of one kernel per operation runs instead
     bool persistent = false;
@@ -49,6 +55,9 @@ class DecoderBackend {
     // Greedy: the argmax of the next token's logits over [0, n) (std::max_element's index), the logits left
     // on the device. The default steps and takes the argmax on the host.
     virtual int32_t step_greedy(int32_t id, int64_t n);
+    // `count` greedy steps, each fed the previous one's id (Decoder::step_greedy_run). The default loops over
+    // step_greedy.
+    virtual std::vector<int32_t> step_greedy_run(int32_t id, int64_t n, int64_t count);
     virtual void download(ModelState& state) const = 0;  // host copy of the state
     virtual DecodeGraphInfo graph_info() const { return {}; }
 };

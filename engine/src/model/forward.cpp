@@ -748,11 +748,32 @@ int32_t Decoder::step_greedy(int32_t id, int64_t n) {
     return host_argmax(logits, n);
 }
 
+std::vector<int32_t> Decoder::step_greedy_run(int32_t id, int64_t n, int64_t count) {
+    MS_CHECK(n >= 1 && n <= model_.vocab_rows(),
+             "step_greedy_run: the candidate count must be 1 to the logits row's length (" +
+                 std::to_string(model_.vocab_rows()) + "), not " + std::to_string(n));
+    MS_CHECK(count >= 0, "step_greedy_run: the step count must be 0 or more, not " + std::to_string(count));
+    const int32_t one[1] = {id};
+    check_ids(model_, std::span<const int32_t>(one, 1));
+    if (gpu_) return gpu_->step_greedy_run(id, n, count);
+    std::vector<int32_t> out;
+    out.reserve(size_t(count));
+    for (int64_t t = 0; t < count; ++t) out.push_back(id = step_greedy(id, n));
+    return out;
+}
+
 namespace detail {
 int32_t DecoderBackend::step_greedy(int32_t id, int64_t n) {
     std::vector<float> logits;
     step(id, logits);
     return host_argmax(logits, n);
+}
+
+std::vector<int32_t> DecoderBackend::step_greedy_run(int32_t id, int64_t n, int64_t count) {
+    std::vector<int32_t> out;
+    out.reserve(size_t(count));
+    for (int64_t t = 0; t < count; ++t) out.push_back(id = step_greedy(id, n));
+    return out;
 }
 }  // namespace detail
 

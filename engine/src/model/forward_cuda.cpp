@@ -33,6 +33,7 @@
 #include "cuda/forward_ops.cuh"
 #include "cuda/gemm.cuh"
 #include "cuda/gemv.cuh"
+#include "cuda/greedy_run.cuh"
 #include "cuda/pdl.cuh"
 #include "cuda/rmsnorm.cuh"
 #include "cuda/scan_mamba1.cuh"
@@ -757,6 +758,18 @@ bool decode_persistent_enabled() {
                     "\"The persistent decode kernel\")");
 }
 
+// MAMBASCOPE_DECODE_RUN: a greedy run's steps per graph launch, fed on the device (docs/cuda.md, "Greedy runs
+// on the device"); 0 loops over step_greedy (one graph launch and host round trip per step, as before). Read
+// per decoder.
+constexpr int64_t kDecodeRunSteps = 8;  // the default (docs/benchmarks.md, sixteenth stop)
+int64_t decode_run_steps() {
+    const std::string v =
+        env_choice("MAMBASCOPE_DECODE_RUN", {"", "0", "1", "2", "4", "8", "16", "32"},
+                   "it sets how many greedy steps of a run one CUDA graph holds, fed on the "
+                   "device (docs/cuda.md, \"Greedy runs on the device\"; 0: none)");
+    return v.empty() ? kDecodeRunSteps : std::stoll(v);
+}
+
 // The widest d_inner whose bf16 step graph runs the conv inside in_proj by default (docs/cuda.md, "The conv
 // inside in_proj"). Measured on an H200 (docs/benchmarks.md, "Twelfth stop"): the fold saves 7% of a step at
 // d_inner 1536 and 2048, ties at 4096 (+0.4%) and costs 4% at 5120; the threshold lies between the last gain
@@ -906,9 +919,10 @@ class CudaDecoder final : public DecoderBackend {
         info_.conv_fused = conv_fused_;
         xproj_fused_ = decode_xproj_fold(c, conv_fused_);
         info_.xproj_fused = xproj_fused_;
+        run_steps_ = decode_run_steps();
     }
     ~CudaDecoder() override {
-        for (int slot = 0; slot < 2; ++slot) {
+        for (int slot = 0; slot < kSlots; ++slot) {
             if (execs_[slot]) cudaGraphExecDestroy(execs_[slot]);
             if (graphs_[slot]) cudaGraphDestroy(graphs_[slot]);
         }
@@ -917,6 +931,8 @@ class CudaDecoder final : public DecoderBackend {
         if (next_host_) cudaFreeHost(next_host_);
         if (next_key_host_) cudaFreeHost(next_key_host_);
         if (logits_host_) cudaFreeHost(logits_host_);
+        if (run_host_) cudaFreeHost(run_host_);
+        if (run_ids_host_) cudaFreeHost(run_ids_host_);
     }
     void step(int32_t id, std::vector<float>& logits) override {
         const int32_t one[1] = {id};
@@ -958,6 +974,55 @@ class CudaDecoder final : public DecoderBackend {
         state_.tokens_seen += 1;
         return greedy_in_head_ ? kc::argmax_key_index(*next_key_host_) : *next_host_;
     }
+    // A greedy run (docs/cuda.md, "Greedy runs on the device"): graph slot 2 holds run_steps_ greedy steps,
+    // each starting with embed_greedy_run, which takes its id from the key the step before it left (the
+    // run's first: the host's), and none copying anything to the host. The host writes the run's first key
+    // once, launches the graph, and copies the chosen ids back once per kRunCap steps. Steps past the last
+    // multiple of run_steps_ go through step_greedy. Where the greedy head does not take the argmax (fp32,
+    // the persistent kernel, MAMBASCOPE_ARGMAX=vec|scalar) or MAMBASCOPE_DECODE_RUN=0: step_greedy's loop.
+    std::vector<int32_t> step_greedy_run(int32_t id, int64_t n, int64_t count) override {
+        const int32_t one[1] = {id};
+        check_ids(model_, std::span<const int32_t>(one, 1));
+        MS_CHECK(n >= 1 && n <= model_.vocab_rows(), "step_greedy_run: candidate count out of range");
+        MS_CHECK(count >= 0, "step_greedy_run: negative step count");
+        std::vector<int32_t> out;
+        out.reserve(size_t(count));
+        const int64_t K = run_steps_;
+        if (use_graph_ && K > 0 && count >= K && run_n_ != n) {  // built once per n (or found unsupported)
+            if (execs_[2]) cudaGraphExecDestroy(execs_[2]);
+            if (graphs_[2]) cudaGraphDestroy(graphs_[2]);
+            execs_[2] = nullptr, graphs_[2] = nullptr;
+            build_run(n);
+        }
+        if (execs_[2]) {
+            info_.greedy_run_steps = K;
+            while (count - int64_t(out.size()) >= K) {
+                const int64_t steps = std::min(kRunCap, (count - int64_t(out.size())) / K * K);
+                *run_host_ = kc::GreedyRun{kc::argmax_key(0.0f, id), 0, 0};
+                CUDA_CHECK(cudaMemcpyAsync(run_.ptr, run_host_, sizeof(kc::GreedyRun), cudaMemcpyHostToDevice,
+                                           stream_));
+                for (int64_t t = 0; t < steps; t += K) CUDA_CHECK(cudaGraphLaunch(execs_[2], stream_));
+                CUDA_CHECK(cudaMemcpyAsync(run_ids_host_, run_ids_.ptr, size_t(steps) * sizeof(int32_t),
+                                           cudaMemcpyDeviceToHost, stream_));
+                CUDA_CHECK(cudaMemcpyAsync(run_host_, run_.ptr, sizeof(kc::GreedyRun), cudaMemcpyDeviceToHost,
+                                           stream_));
+                CUDA_CHECK(cudaStreamSynchronize(stream_));
+                state_.tokens_seen += steps;
+                // ids[t] is what step t was fed: ids[0] = id, ids[t + 1] = step t's choice; the last step's
+                // choice is the key it left
+                MS_CHECK(
+                    run_host_->bad == 0 && run_host_->pos == steps && run_ids_host_[0] == id,
+                    "a greedy run on the GPU lost its ids (internal error: the step's key did not decode)");
+                out.insert(out.end(), run_ids_host_ + 1, run_ids_host_ + steps);
+                id = kc::argmax_key_index(run_host_->key);
+                MS_CHECK(id >= 0 && id < n,
+                         "a greedy run on the GPU chose an id out of range (internal error)");
+                out.push_back(id);
+            }
+        }
+        while (int64_t(out.size()) < count) out.push_back(id = step_greedy(id, n));
+        return out;
+    }
     void download(ModelState& state) const override { state_.download(state); }
     DecodeGraphInfo graph_info() const override { return info_; }
 
@@ -983,10 +1048,14 @@ class CudaDecoder final : public DecoderBackend {
                 kc::gemv(Nout, Kin, W.ptr(), Kin, A, out, beta, s);
             }
         };
-        // the id and the folded argmax's key, reset to 0 by the same copy (kStepInInts: the layout)
-        CUDA_CHECK(cudaMemcpyAsync(step_in_.ptr, id_host_, kStepInInts * sizeof(int32_t),
-                                   cudaMemcpyHostToDevice, s));
-        kc::embed_rows(1, D, step_in_.ptr, dm.embedding.ptr(), w.x.ptr, s);
+        if (recording_run_) {  // a greedy run's step: the id from the key the step before left
+            kc::embed_greedy_run(D, V, dm.embedding.ptr(), run_.ptr, run_ids_.ptr, kRunCap, w.x.ptr, s);
+        } else {
+            // the id and the folded argmax's key, reset to 0 by the same copy (kStepInInts: the layout)
+            CUDA_CHECK(cudaMemcpyAsync(step_in_.ptr, id_host_, kStepInInts * sizeof(int32_t),
+                                       cudaMemcpyHostToDevice, s));
+            kc::embed_rows(1, D, step_in_.ptr, dm.embedding.ptr(), w.x.ptr, s);
+        }
         for (int64_t li = 0; li < c.n_layer; ++li) {
             const DevLayer& L = dm.layers[size_t(li)];
             float* h = state_.ssm[size_t(li)].ptr;
@@ -1065,7 +1134,7 @@ class CudaDecoder final : public DecoderBackend {
         // head: logits = rmsnorm(x)·lm_headᵀ
         if (bf16 && fuse_norm && tail_in_head_) {
             kc::gemv_rmsnorm_argmax(V, D, lm_head16_->ptr, D, w.x.ptr, dm.norm_f.ptr(), eps, w.logits.ptr,
-                                    tail_n_, step_key(), s);
+                                    tail_n_, recording_run_ ? &run_.ptr->key : step_key(), s);
         } else if (bf16 && fuse_norm) {
             kc::gemv_rmsnorm(V, D, lm_head16_->ptr, D, w.x.ptr, dm.norm_f.ptr(), eps, w.logits.ptr, 0.0f, s);
         } else if (bf16) {
@@ -1077,7 +1146,7 @@ class CudaDecoder final : public DecoderBackend {
                      s);  // fp32, as the prefill's head
         }
         (void)C;
-        record_tail();
+        if (!recording_run_) record_tail();  // a run's step leaves its key on the device
     }
 
     // The step's last nodes: the logits row into pinned memory, or (a greedy graph) the key of the argmax the
@@ -1114,6 +1183,48 @@ class CudaDecoder final : public DecoderBackend {
             greedy_in_head_ = tail_in_head_;
             info_.greedy_argmax = tail_in_head_ ? "head" : "kernel";
         }
+    }
+
+    // Builds slot 2: run_steps_ greedy steps over [0, n) fed on the device, where the head takes the argmax
+    // (else slot 2 stays empty and runs loop over step_greedy). Within a step the edges are programmatic
+    // under PDL as in the step graph; the edge from a step's head into the next step's embedding stays a
+    // full dependency (embed_greedy_run is not PDL-aware: greedy_run.cu says why).
+    void build_run(int64_t n) {
+        prepare();
+        run_n_ = n;
+        tail_n_ = n;
+        tail_in_head_ = n > 0 && opt_.precision == Precision::Bf16 &&
+                        model_.config.d_model <= kc::kGemvNormMaxK &&
+                        kc::argmax_mode() == kc::ArgmaxMode::Head;
+        if (!tail_in_head_ || decode_persistent_enabled()) return;
+        if (!run_.ptr) {
+            run_.resize(1), run_ids_.resize(size_t(kRunCap));
+            CUDA_CHECK(cudaMallocHost(&run_host_, sizeof(kc::GreedyRun)));
+            CUDA_CHECK(cudaMallocHost(&run_ids_host_, size_t(kRunCap) * sizeof(int32_t)));
+        }
+        std::string pdl_name;
+        const PdlMode mode = decode_pdl_mode(&pdl_name);
+        recording_run_ = true;
+        const int64_t nodes = info_.kernel_nodes;
+        const bool captured = capture([&] {
+            for (int64_t k = 0; k < run_steps_; ++k) record_step();
+        });
+        recording_run_ = false;
+        info_.greedy_run_kernel_nodes = info_.kernel_nodes;
+        info_.kernel_nodes = nodes;  // kernel_nodes describes the step graph
+        if (!captured) return;
+        info_.greedy_run_programmatic_edges =
+            mode != PdlMode::Off ? make_kernel_edges_programmatic(graph_, mode) : 0;
+        if (info_.greedy_run_programmatic_edges > 0) info_.pdl_mode = pdl_name;
+        if (cudaGraphInstantiate(&exec_, graph_, 0) != cudaSuccess) {
+            cudaGetLastError();
+            exec_ = nullptr;
+            cudaGraphDestroy(graph_);
+            graph_ = nullptr;
+            return;  // the loop over step_greedy
+        }
+        graphs_[2] = graph_, execs_[2] = exec_;
+        graph_ = nullptr, exec_ = nullptr;
     }
 
     void build_graph() {
@@ -1304,8 +1415,10 @@ class CudaDecoder final : public DecoderBackend {
     float* logits_host_ = nullptr;  // pinned: the graph's D2H copy writes the logits here
     cudaGraph_t graph_ = nullptr;   // the graph being built (build() moves it into graphs_)
     cudaGraphExec_t exec_ = nullptr;
-    cudaGraph_t graphs_[2] = {};  // slot 0: the logits row out; slot 1: greedy (the argmax's id out)
-    cudaGraphExec_t execs_[2] = {};
+    // slot 0: the logits row out; slot 1: greedy (the argmax's id out); slot 2: a greedy run's steps
+    static constexpr int kSlots = 3;
+    cudaGraph_t graphs_[kSlots] = {};
+    cudaGraphExec_t execs_[kSlots] = {};
     int64_t greedy_n_ = 0;         // the candidate count slot 1 was built for
     int64_t tail_n_ = 0;           // while building: 0 = the logits row out, n = greedy over [0, n)
     bool tail_in_head_ = false;    // while building: the head takes the argmax (gemv_rmsnorm_argmax)
@@ -1314,6 +1427,15 @@ class CudaDecoder final : public DecoderBackend {
     DevBuf<int32_t> next_id_;       // the argmax's output
     int32_t* next_host_ = nullptr;  // pinned: the greedy graph copies the next id here (the argmax kernel)
     unsigned long long* next_key_host_ = nullptr;  // or the key (the argmax inside the head)
+    // A greedy run (step_greedy_run): its device state, the ids its steps were fed (kRunCap per copy back)
+    static constexpr int64_t kRunCap = 1024;  // a multiple of every MAMBASCOPE_DECODE_RUN
+    int64_t run_steps_ = 0;                   // steps per launch of slot 2 (MAMBASCOPE_DECODE_RUN)
+    int64_t run_n_ = 0;                       // the candidate count slot 2 was built for
+    bool recording_run_ = false;              // while building slot 2
+    DevBuf<kc::GreedyRun> run_;
+    DevBuf<int32_t> run_ids_;
+    kc::GreedyRun* run_host_ = nullptr;  // pinned
+    int32_t* run_ids_host_ = nullptr;    // pinned (kRunCap)
     DecodeGraphInfo info_;
 };
 
