@@ -122,12 +122,12 @@ __global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(int64_t n, const
 }  // namespace
 
 ArgmaxMode argmax_mode() {
-    const std::string m =
-        env_choice("MAMBASCOPE_ARGMAX", {"head", "vec", "scalar"},
-                   "it sets where the greedy step takes its argmax: in the LM head's kernel, "
-                   "or in a kernel of its own with several loads in flight per thread, or "
-                   "with one (docs/cuda.md, \"Greedy steps\")");
-    return m == "head" ? ArgmaxMode::Head : m == "vec" ? ArgmaxMode::Vec : ArgmaxMode::Scalar;
+    return env_enum<ArgmaxMode>(
+        "MAMBASCOPE_ARGMAX",
+        {{"head", ArgmaxMode::Head}, {"vec", ArgmaxMode::Vec}, {"scalar", ArgmaxMode::Scalar}},
+        "it sets where the greedy step takes its argmax: in the LM head's kernel, "
+        "or in a kernel of its own with several loads in flight per thread, or "
+        "with one (docs/cuda.md, \"Greedy steps\")");
 }
 
 void argmax(int64_t n, const float* x, int32_t* out, cudaStream_t stream) {

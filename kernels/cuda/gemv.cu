@@ -25,12 +25,11 @@ constexpr int kGemvWarps = 8;  // output rows per block (one warp each)
 // kGemvPrefetchL2Share of the L2 per launch (gemv_prefetch_rows_per_warp), =all every row (before), =0 none.
 enum class Prefetch { L2, All, Off };
 Prefetch prefetch_mode() {
-    const std::string m =
-        env_choice("MAMBASCOPE_GEMV_PREFETCH", {"l2", "all", "0"},
-                   "it sets how much of its weight rows a one-row projection prefetches into "
-                   "L2 before the PDL wait: up to a share of the L2, all, or none "
-                   "(docs/cuda.md, \"Decoding on the GPU\")");
-    return m == "l2" ? Prefetch::L2 : m == "all" ? Prefetch::All : Prefetch::Off;
+    return env_enum<Prefetch>("MAMBASCOPE_GEMV_PREFETCH",
+                              {{"l2", Prefetch::L2}, {"all", Prefetch::All}, {"0", Prefetch::Off}},
+                              "it sets how much of its weight rows a one-row projection prefetches into "
+                              "L2 before the PDL wait: up to a share of the L2, all, or none "
+                              "(docs/cuda.md, \"Decoding on the GPU\")");
 }
 
 // Rows each warp of a `blocks`-block grid prefetches for an N-row matrix of row_bytes-byte rows (0 when

@@ -51,6 +51,39 @@ TEST(EnvSwitch, FlagsTakeTheirDefaultUnsetAndZeroOrOneWhenSet) {
     EXPECT_TRUE(mambascope::env_flag(kVar, false, "x"));
 }
 
+// env_enum: each word gives the value paired with it (two words may share one), unset or empty the first
+// pair's, and an unknown word env_choice's error.
+TEST(EnvSwitch, EnumSwitchesReturnTheValuePairedWithTheWord) {
+    const Unset guard;
+    enum class Mode { Auto, Launch, Off };
+    auto read = [] {
+        return mambascope::env_enum<Mode>(
+            kVar, {{"auto", Mode::Auto}, {"launch", Mode::Launch}, {"0", Mode::Off}, {"off", Mode::Off}},
+            "it sets a test switch");
+    };
+    EXPECT_EQ(read(), Mode::Auto);
+    setenv(kVar, "", 1);
+    EXPECT_EQ(read(), Mode::Auto);
+    setenv(kVar, "launch", 1);
+    EXPECT_EQ(read(), Mode::Launch);
+    setenv(kVar, "0", 1);
+    EXPECT_EQ(read(), Mode::Off);
+    setenv(kVar, "off", 1);
+    EXPECT_EQ(read(), Mode::Off);
+    setenv(kVar, "exit", 1);
+    try {
+        (void)read();
+        ADD_FAILURE() << "no error for an unknown word";
+    } catch (const mambascope::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("=exit is not one of: auto, launch, 0, off"), std::string::npos)
+            << e.what();
+    }
+    unsetenv(kVar);
+    EXPECT_EQ(mambascope::env_enum<int>(kVar, {{"", 8}, {"0", 0}, {"16", 16}}, "x"), 8);
+    setenv(kVar, "16", 1);
+    EXPECT_EQ(mambascope::env_enum<int>(kVar, {{"", 8}, {"0", 0}, {"16", 16}}, "x"), 16);
+}
+
 // What the older switches read as their default before (MAMBASCOPE_DECODE_GRAPH=off was "on").
 TEST(EnvSwitch, AnUnknownValueIsAnErrorThatNamesTheVariableTheValueAndTheChoices) {
     const Unset guard;

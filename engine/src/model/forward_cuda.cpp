@@ -763,11 +763,11 @@ bool decode_persistent_enabled() {
 // per decoder.
 constexpr int64_t kDecodeRunSteps = 8;  // the default (docs/benchmarks.md, sixteenth stop)
 int64_t decode_run_steps() {
-    const std::string v =
-        env_choice("MAMBASCOPE_DECODE_RUN", {"", "0", "1", "2", "4", "8", "16", "32"},
-                   "it sets how many greedy steps of a run one CUDA graph holds, fed on the "
-                   "device (docs/cuda.md, \"Greedy runs on the device\"; 0: none)");
-    return v.empty() ? kDecodeRunSteps : std::stoll(v);
+    return env_enum<int64_t>(
+        "MAMBASCOPE_DECODE_RUN",
+        {{"", kDecodeRunSteps}, {"0", 0}, {"1", 1}, {"2", 2}, {"4", 4}, {"8", 8}, {"16", 16}, {"32", 32}},
+        "it sets how many greedy steps of a run one CUDA graph holds, fed on the "
+        "device (docs/cuda.md, \"Greedy runs on the device\"; 0: none)");
 }
 
 // The widest d_inner whose bf16 step graph runs the conv inside in_proj by default (docs/cuda.md, "The conv
@@ -821,14 +821,19 @@ namespace {
 enum class PdlMode { Off, Exit, Launch, Auto };
 
 PdlMode decode_pdl_mode(std::string* name) {
-    const std::string v = env_choice("MAMBASCOPE_DECODE_PDL", {"auto", "launch", "exit", "0", "off"},
-                                     "it sets how the decode step graph's kernel edges run (docs/cuda.md, "
-                                     "\"Decoding on the GPU\")");
-    *name = v == "0" ? "off" : v;
-    if (v == "0" || v == "off") return PdlMode::Off;
-    if (v == "exit") return PdlMode::Exit;
-    if (v == "launch") return PdlMode::Launch;
-    return PdlMode::Auto;
+    const PdlMode m = env_enum<PdlMode>("MAMBASCOPE_DECODE_PDL",
+                                        {{"auto", PdlMode::Auto},
+                                         {"launch", PdlMode::Launch},
+                                         {"exit", PdlMode::Exit},
+                                         {"0", PdlMode::Off},
+                                         {"off", PdlMode::Off}},
+                                        "it sets how the decode step graph's kernel edges run (docs/cuda.md, "
+                                        "\"Decoding on the GPU\")");
+    *name = m == PdlMode::Auto     ? "auto"
+            : m == PdlMode::Launch ? "launch"
+            : m == PdlMode::Exit   ? "exit"
+                                   : "off";
+    return m;
 }
 
 // The kernel a graph node launches (its host stub, as passed to <<<>>>), or null for other nodes; `blocks`
