@@ -234,6 +234,7 @@ int main(int argc, char** argv) {
                          "MAMBASCOPE_DECODE_XPROJ_FUSED=1"},
               DecodeCase{Precision::Bf16, false, false, "bf16, no graph", "MAMBASCOPE_DECODE_GRAPH=0"},
               DecodeCase{Precision::Bf16, true, true, "bf16 + filter, graph", nullptr},
+              DecodeCase{Precision::Bf16, true, true, "bf16 + filter, greedy run on the GPU", nullptr},
               DecodeCase{Precision::Bf16, true, true, "bf16 + filter, persistent kernel",
                          "MAMBASCOPE_DECODE_PERSISTENT=1"}}) {
             if (std::getenv("BENCH_FORWARD_NO_DECODE")) break;
