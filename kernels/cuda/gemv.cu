@@ -117,9 +117,27 @@ __device__ __forceinline__ void gemv_rows(int64_t N, int64_t K, const TW* __rest
     for (; n < N; n += stride) emit(n, row_dot(W + n * ldw, a, K, lane, vec));
 }
 
+// One row per warp, loads deeper in flight (since 2026-12-05, sixteenth stop). Where the grid gives every
+// warp at most one row (x_proj, out_proj: N ≤ the grid's warps), row_dot2's second row never comes and a warp
+// reads its row four 16-byte load steps per lane at a time: a 4096-long bf16 row (mamba-1.4b's x_proj and
+// out_proj) is 16 steps, four dependent L2 round trips after the PDL wait. kGemvDeepUnroll steps at a time
+// halve that; the sum's order is row_dot's, so every output is the same bit for bit. Only rows of at least
+// kGemvDeepUnroll steps per lane take it: measured on an H100 (docs/benchmarks.md, sixteenth stop), it made
+// mamba-1.4b's greedy step 2% faster (rows of 16 steps) and mamba-130m's 6% slower (rows of 1536, 6 steps,
+// which an unroll by 8 leaves wholly to the loop's remainder: the likely cause, not profiled).
+// MAMBASCOPE_GEMV_DEEP=0 keeps four (A/B runs, the tests); read at each launch.
+constexpr int kGemvDeepUnroll = 8;
+constexpr int64_t kGemvDeepMinK = int64_t{kGemvDeepUnroll} * 32 * kGemvVec;  // 2048 elements
+bool gemv_deep_enabled() {
+    return env_flag("MAMBASCOPE_GEMV_DEEP", true,
+                    "it sets whether a one-row projection with at most one row per warp issues 8 of its "
+                    "16-byte loads per lane at a time rather than 4 (docs/cuda.md, \"Rows per grid\")");
+}
+
 // grid gemv_blocks(N, …), block 32·kGemvWarps. vec: W rows and a may be read 8 elements at a time (K % 8 ==
-// 0, ldw % 8 == 0, pointers aligned); otherwise one element per lane and step.
-template <typename TW, typename TA, typename TY>
+// 0, ldw % 8 == 0, pointers aligned); otherwise one element per lane and step. kDeep: every warp has at most
+// one row (the launcher's choice), read kGemvDeepUnroll load steps at a time.
+template <typename TW, typename TA, typename TY, bool kDeep = false>
 __global__ void __launch_bounds__(32 * kGemvWarps)
     gemv_kernel(int64_t N, int64_t K, const TW* __restrict__ W, int64_t ldw, const TA* __restrict__ a,
                 TY* __restrict__ y, float beta, bool vec, int64_t prefetch) {
@@ -129,6 +147,11 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
     if (first >= N) return;
     prefetch_rows(W, N, K, ldw, first, stride, lane, prefetch);
     grid_dependency_wait();  // a (and y, with beta) come from earlier kernels
+    if constexpr (kDeep) {
+        const float acc = row_dot<kGemvDeepUnroll>(W + first * ldw, a, K, lane, vec);
+        if (lane == 0) store(y + first, acc, beta);
+        return;
+    }
     gemv_rows(N, K, W, ldw, a, first, stride, lane, vec, [&](int64_t n, float acc) {
         if (lane == 0) store(y + n, acc, beta);
     });
@@ -145,11 +168,16 @@ void launch_gemv(int64_t N, int64_t K, const TW* W, int64_t ldw, const TA* a, TY
     // 8 elements per load step: 16-byte loads (one uint4 of bf16, or two float4 of float32) at offsets k·size
     // that are multiples of 16 bytes when K, ldw are multiples of 8 and the bases are 16-byte aligned.
     const bool vec = K % kGemvVec == 0 && ldw % kGemvVec == 0 && aligned(W, 16) && aligned(a, 16);
-    const unsigned blocks = gemv_blocks(N, gemv_kernel<TW, TA, TY>, 0);
-    pdl_register(gemv_kernel<TW, TA, TY>);
+    // one row per warp with the deeper loads when that grid fits one wave of that kernel (or the override)
+    const unsigned deep_blocks = gemv_blocks(N, gemv_kernel<TW, TA, TY, true>, 0);
+    const bool deep = gemv_deep_enabled() && vec && K >= kGemvDeepMinK &&
+                      static_cast<int64_t>(deep_blocks) * kGemvWarps >= N;
+    const auto kernel = deep ? gemv_kernel<TW, TA, TY, true> : gemv_kernel<TW, TA, TY, false>;
+    const unsigned blocks = deep ? deep_blocks : gemv_blocks(N, gemv_kernel<TW, TA, TY, false>, 0);
+    pdl_register(kernel);
     // computed here, not in the launch's arguments (the CPU emulation evaluates those in every thread)
     const int64_t prefetch = prefetch_count(N, K * static_cast<int64_t>(sizeof(TW)), blocks, vec);
-    gemv_kernel<TW, TA, TY><<<blocks, 32 * kGemvWarps, 0, stream>>>(N, K, W, ldw, a, y, beta, vec, prefetch);
+    kernel<<<blocks, 32 * kGemvWarps, 0, stream>>>(N, K, W, ldw, a, y, beta, vec, prefetch);
     CUDA_CHECK(cudaGetLastError());
 }
 

@@ -49,14 +49,15 @@ __device__ __forceinline__ void store(__nv_bfloat16* y, float acc, float) {
 }
 
 // Σ_k w[k]·a[k] over one row, one warp (the sum lands in every lane). vec: 8 elements per 16-byte load step
-// (K % 8 == 0, w and a 16-byte aligned); otherwise one element per lane and step.
-template <typename TW, typename TA>
+// (K % 8 == 0, w and a 16-byte aligned); otherwise one element per lane and step. kUnroll load steps are
+// issued before their products (the order of the sum does not depend on it: the same bits for every kUnroll).
+template <int kUnroll = 4, typename TW, typename TA>
 __device__ __forceinline__ float row_dot(const TW* __restrict__ w, const TA* a, int64_t K, int lane,
                                          bool vec) {
     float acc = 0.0f;
     if (vec) {
-#pragma unroll 4  // several 16-byte loads in flight per lane: the product is bound by memory latency
-                  // otherwise
+#pragma unroll kUnroll  // several 16-byte loads in flight per lane: the product is bound by memory latency
+                        // otherwise
         for (int64_t k = static_cast<int64_t>(lane) * kGemvVec; k < K; k += 32 * kGemvVec) {
             float wv[kGemvVec], av[kGemvVec];
             load8(w + k, wv);

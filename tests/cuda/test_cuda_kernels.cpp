@@ -1720,13 +1720,17 @@ TEST(CudaGemv, RmsnormFusedEqualsRmsnormBf16ThenGemvBitForBit) {
 // the vector path. Every row equals the uncapped grid's (MAMBASCOPE_GEMV_GRID=0, one row per warp)
 // bit for bit, for gemv (float32 and bf16 weights, β = 0 and 1, bf16 output) and gemv_rmsnorm, with a grid
 // of 3 blocks (24 warps: 4 to 9 rows each, odd and even counts) and the default; a bad value is an error.
+// One row per warp of at least 2,048 elements runs 8 load steps at a time (kGemvDeepUnroll) unless
+// MAMBASCOPE_GEMV_DEEP=0: the reference is the uncapped grid with 4, and the uncapped and default grids with
+// 8 equal it bit for bit, on rows of 2,048 (one group of 8 steps) and 4,104 (16 full steps and a tail step
+// that only some lanes take).
 TEST(CudaGemv, RowsPerGridCapEqualsOneRowPerWarpBitForBit) {
     REQUIRE_GPU();
     std::mt19937 rng(79);
     struct Case {
         int64_t N, K, ldw;
     };
-    for (const Case c : {Case{203, 256, 264}, Case{91, 77, 80}}) {
+    for (const Case c : {Case{203, 256, 264}, Case{91, 77, 80}, Case{24, 2048, 2048}, Case{40, 4104, 4112}}) {
         SCOPED_TRACE("N=" + std::to_string(c.N) + " K=" + std::to_string(c.K));
         const auto W = round_bf16(randn(c.N * c.ldw, rng)), x = randn(c.K, rng, 2.0f),
                    wn = uniform(c.K, rng, 0.5f, 1.5f), y0 = randn(c.N, rng);
@@ -1736,8 +1740,9 @@ TEST(CudaGemv, RowsPerGridCapEqualsOneRowPerWarpBitForBit) {
         struct Out {
             std::vector<float> f32, b16_in, plus, b16_out, norm;
         };
-        auto run = [&](const char* grid) {
+        auto run = [&](const char* grid, const char* deep) {
             ScopedEnv env("MAMBASCOPE_GEMV_GRID", grid);
+            ScopedEnv env_deep("MAMBASCOPE_GEMV_DEEP", deep);
             Dev<float> y(c.N), yp(y0), yn(c.N);
             Dev<__nv_bfloat16> y16(c.N);
             Out o;
@@ -1756,10 +1761,13 @@ TEST(CudaGemv, RowsPerGridCapEqualsOneRowPerWarpBitForBit) {
             o.norm = yn.download();
             return o;
         };
-        const Out ref = run("0");
-        for (const char* grid : {"3", static_cast<const char*>(nullptr)}) {
-            SCOPED_TRACE(grid ? grid : "default");
-            const Out o = run(grid);
+        const Out ref = run("0", "0");
+        const char* unset = nullptr;
+        for (const auto& [grid, deep] :
+             {std::pair{"0", unset}, std::pair{"3", unset}, std::pair{unset, unset}, std::pair{unset, "0"}}) {
+            SCOPED_TRACE(std::string("grid ") + (grid ? grid : "default") + ", deep " +
+                         (deep ? deep : "default"));
+            const Out o = run(grid, deep);
             EXPECT_EQ(o.f32, ref.f32);
             EXPECT_EQ(o.b16_in, ref.b16_in);
             EXPECT_EQ(o.plus, ref.plus);
@@ -1772,9 +1780,15 @@ TEST(CudaGemv, RowsPerGridCapEqualsOneRowPerWarpBitForBit) {
             for (int64_t k = 0; k < c.K; ++k) want[n] += double(W[n * c.ldw + k]) * a[k];
         EXPECT_LE(rel_err(ref.b16_in, want), kTol);
     }
-    ScopedEnv bad("MAMBASCOPE_GEMV_GRID", "eight");
     Dev<float> W1(std::vector<float>(8, 1.0f)), a1(std::vector<float>(8, 1.0f)), y1(1);
-    expect_error_naming("MAMBASCOPE_GEMV_GRID", [&] { kg::gemv(1, 8, W1.p, 8, a1.p, y1.p, 0.0f, nullptr); });
+    {
+        ScopedEnv bad("MAMBASCOPE_GEMV_GRID", "eight");
+        expect_error_naming("MAMBASCOPE_GEMV_GRID",
+                            [&] { kg::gemv(1, 8, W1.p, 8, a1.p, y1.p, 0.0f, nullptr); });
+    }
+    ScopedEnv bad("MAMBASCOPE_GEMV_DEEP", "yes");
+    expect_error_naming("MAMBASCOPE_GEMV_DEEP=yes",
+                        [&] { kg::gemv(1, 8, W1.p, 8, a1.p, y1.p, 0.0f, nullptr); });
 }
 
 // The L2 prefetch budget (gemv.cuh): a matrix that fits kGemvPrefetchL2Share of the L2 is prefetched
