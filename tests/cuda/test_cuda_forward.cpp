@@ -11,6 +11,7 @@
 #include <random>
 #include <set>
 #include <utility>
+#include <vector>
 
 #include "mambascope/decimamba.h"
 #include "mambascope/error.h"
@@ -101,7 +102,9 @@ Run run(const Model& m, const std::vector<int32_t>& x, Device dev, const DeltaFi
 // Environment settings for the life of the object: (name, value) pairs, a null value unsetting the variable;
 // every named variable is unset again at the end, also when the code between throws.
 struct EnvSettings {
-    std::initializer_list<std::pair<const char*, const char*>> env;
+    // a copy: an initializer_list member would refer to the constructor argument's array, which ends with the
+    // full-expression that built this object
+    std::vector<std::pair<const char*, const char*>> env;
     explicit EnvSettings(std::initializer_list<std::pair<const char*, const char*>> e) : env(e) {
         for (const auto& [name, value] : env) value ? setenv(name, value, 1) : unsetenv(name);
     }
