@@ -655,6 +655,30 @@ TEST(CudaForwardDevice, PersistentDecodeKernelEqualsTheStepGraphBitForBit) {
         << dec4->graph_info().persistent_note;
 }
 
+// The greedy tests' decoder start: a random model (Mamba-1 with dt_rank 8, which the persistent kernel
+// takes), 100 tokens prefilled on the CPU, a filter that keeps every third channel of layer 1 at Δ ≥ 0.02,
+// and n, the candidate count, short of the padded rows.
+struct GreedyFixture {
+    std::shared_ptr<const Model> m;
+    std::vector<int32_t> x;
+    DeltaFilter f;
+    ModelState st;
+    int64_t n = 0;
+};
+GreedyFixture greedy_fixture(Arch arch, uint64_t seed) {
+    ModelConfig c = cfg(arch);
+    if (arch == Arch::Mamba1) c.dt_rank = 8;
+    GreedyFixture g;
+    g.m = random_model(c, seed);
+    g.x = ids(100);
+    g.f.threshold.assign(3, std::vector<float>(size_t(c.channels()), -INFINITY));
+    for (int64_t ch = 0; ch < c.channels(); ch += 3) g.f.threshold[1][size_t(ch)] = 0.02f;
+    g.st = make_state(*g.m);
+    run_prefill(*g.m, std::span<const int32_t>(g.x.data(), 100), g.st);
+    g.n = g.m->vocab_rows() - 3;
+    return g;
+}
+
 // Greedy steps (docs/cuda.md, "Greedy steps"): step_greedy's ids equal std::max_element over the first n
 // logits of step() on a twin decoder (fp32 and bf16, a filter kept, n short of the padded rows), the twins'
 // states stay equal bit for bit, and interleaving step() and step_greedy() on one decoder (two graphs, one
@@ -663,16 +687,12 @@ TEST(CudaForwardDevice, PersistentDecodeKernelEqualsTheStepGraphBitForBit) {
 // kernel always), each where graph_info says it is.
 TEST_P(CudaForward, GreedyStepsEqualTheHostArgmaxOfTheLogits) {
     if (!have_gpu()) GTEST_SKIP() << "no GPU";
-    ModelConfig c = cfg(GetParam());
-    if (GetParam() == Arch::Mamba1) c.dt_rank = 8;
-    auto m = random_model(c, 31);
-    auto x = ids(100);
-    DeltaFilter f;
-    f.threshold.assign(3, std::vector<float>(size_t(c.channels()), -INFINITY));
-    for (int64_t ch = 0; ch < c.channels(); ch += 3) f.threshold[1][size_t(ch)] = 0.02f;
-    ModelState st = make_state(*m);
-    run_prefill(*m, std::span<const int32_t>(x.data(), 100), st);
-    const int64_t n = m->vocab_rows() - 3;
+    const GreedyFixture g = greedy_fixture(GetParam(), 31);
+    const auto& m = g.m;
+    const auto& x = g.x;
+    const DeltaFilter& f = g.f;
+    const ModelState& st = g.st;
+    const int64_t n = g.n;
     std::vector<const char*> persistent = {"0"};
     if (GetParam() == Arch::Mamba1) persistent.push_back("1");
     for (Precision prec : {Precision::Fp32, Precision::Bf16})
@@ -737,16 +757,12 @@ TEST_P(CudaForward, GreedyStepsEqualTheHostArgmaxOfTheLogits) {
 // argmax in the head) loop over step_greedy, with the same ids.
 TEST_P(CudaForward, GreedyRunOnTheDeviceEqualsStepGreedyFedBack) {
     if (!have_gpu()) GTEST_SKIP() << "no GPU";
-    ModelConfig c = cfg(GetParam());
-    if (GetParam() == Arch::Mamba1) c.dt_rank = 8;
-    auto m = random_model(c, 33);
-    auto x = ids(100);
-    DeltaFilter f;
-    f.threshold.assign(3, std::vector<float>(size_t(c.channels()), -INFINITY));
-    for (int64_t ch = 0; ch < c.channels(); ch += 3) f.threshold[1][size_t(ch)] = 0.02f;
-    ModelState st = make_state(*m);
-    run_prefill(*m, std::span<const int32_t>(x.data(), 100), st);
-    const int64_t n = m->vocab_rows() - 3;
+    const GreedyFixture g = greedy_fixture(GetParam(), 33);
+    const auto& m = g.m;
+    const auto& x = g.x;
+    const DeltaFilter& f = g.f;
+    const ModelState& st = g.st;
+    const int64_t n = g.n;
     struct Case {
         Precision prec;
         const char* run;  // MAMBASCOPE_DECODE_RUN
