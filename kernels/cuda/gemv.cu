@@ -130,8 +130,9 @@ constexpr int kGemvDeepUnroll = 8;
 constexpr int64_t kGemvDeepMinK = int64_t{kGemvDeepUnroll} * 32 * kGemvVec;  // 2048 elements
 bool gemv_deep_enabled() {
     return env_flag("MAMBASCOPE_GEMV_DEEP", true,
-                    "it sets whether a one-row projection with at most one row per warp issues 8 of its "
-                    "16-byte loads per lane at a time rather than 4 (docs/cuda.md, \"Rows per grid\")");
+                    "it sets whether a one-row projection with at most one row per warp and rows of at "
+                    "least 2048 elements issues 8 of its 16-byte loads per lane at a time rather than 4 "
+                    "(docs/cuda.md, \"Deeper loads for one row per warp\")");
 }
 
 // grid gemv_blocks(N, …), block 32·kGemvWarps. vec: W rows and a may be read 8 elements at a time (K % 8 ==
@@ -169,9 +170,10 @@ void launch_gemv(int64_t N, int64_t K, const TW* W, int64_t ldw, const TA* a, TY
     // that are multiples of 16 bytes when K, ldw are multiples of 8 and the bases are 16-byte aligned.
     const bool vec = K % kGemvVec == 0 && ldw % kGemvVec == 0 && aligned(W, 16) && aligned(a, 16);
     // one row per warp with the deeper loads when that grid fits one wave of that kernel (or the override)
-    const unsigned deep_blocks = gemv_blocks(N, gemv_kernel<TW, TA, TY, true>, 0);
-    const bool deep = gemv_deep_enabled() && vec && K >= kGemvDeepMinK &&
-                      static_cast<int64_t>(deep_blocks) * kGemvWarps >= N;
+    // (the occupancy query only where the rows are long enough to take it)
+    const bool long_rows = gemv_deep_enabled() && vec && K >= kGemvDeepMinK;
+    const unsigned deep_blocks = long_rows ? gemv_blocks(N, gemv_kernel<TW, TA, TY, true>, 0) : 0;
+    const bool deep = long_rows && static_cast<int64_t>(deep_blocks) * kGemvWarps >= N;
     const auto kernel = deep ? gemv_kernel<TW, TA, TY, true> : gemv_kernel<TW, TA, TY, false>;
     const unsigned blocks = deep ? deep_blocks : gemv_blocks(N, gemv_kernel<TW, TA, TY, false>, 0);
     pdl_register(kernel);
