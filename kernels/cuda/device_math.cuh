@@ -109,8 +109,8 @@ __device__ __forceinline__ void cp_async_16(void* dst_smem, const void* src, boo
                  : "memory");
 }
 
-// Asynchronous 8-byte global → shared copy (both addresses 8-byte aligned; .ca); valid = false writes zeros and
-// reads nothing (src must still be a mapped address). Completes as cp_async_f32 does.
+// Asynchronous 8-byte global → shared copy (both addresses 8-byte aligned; .ca); valid = false writes zeros
+// and reads nothing (src must still be a mapped address). Completes as cp_async_f32 does.
 __device__ __forceinline__ void cp_async_8(void* dst_smem, const void* src, bool valid) {
     const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(dst_smem));
     const int bytes = valid ? 8 : 0;
@@ -127,6 +127,15 @@ __device__ __forceinline__ void cp_async_8(void* dst_smem, const void* src, bool
 __device__ __forceinline__ void grid_dependency_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+// The other half of PDL: once every block of this grid has issued it (or exited), a kernel launched after
+// this one with a programmatic edge may start, and waits for this grid's completion in its own
+// grid_dependency_wait. Without such a dependent kernel it does nothing.
+__device__ __forceinline__ void grid_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
 }
 

@@ -221,6 +221,7 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
                     ScanProbes probes) {
     __shared__ __align__(16) float sB[kM1Tile][kM1N];
     __shared__ __align__(16) M1RingOf<In> ring;
+    grid_launch_dependents();  // pass 2 may launch now (m1_scan_pdl: it waits for this grid to finish)
     const int64_t d = static_cast<int64_t>(blockIdx.x) * kM1Threads + threadIdx.x;
     const bool active = d < p.E;
     const int64_t c = blockIdx.y;
@@ -298,16 +299,19 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
 }
 
 // Pass 2: chain the chunks. One thread per (d, n): h_start[0] = h_in, h_start[c+1] = exp(A·ΣΔ'_c)·h_start[c]
-// + end_c.
+// + end_c. Launched with a programmatic edge from pass 1 (m1_scan_pdl): A and h_in (the caller's state,
+// written before pass 1 began) are read before the wait, pass 1's end states and sums after it.
 __global__ void __launch_bounds__(kCombineThreads)
     m1_combine(int64_t E, int64_t chunks, const float* __restrict__ A, const float* __restrict__ h_in,
                const float* __restrict__ local_end, const float* __restrict__ dsum,
                float* __restrict__ h_start) {
+    grid_launch_dependents();  // pass 3 may launch now (it waits for this grid to finish)
     const int64_t i = static_cast<int64_t>(blockIdx.x) * kCombineThreads + threadIdx.x;  // d·N + n
     if (i >= E * kM1N) return;
     const int64_t d = i / kM1N;
     const float a2 = A[i] * kLog2e;
     float h = h_in ? h_in[i] : 0.0f;
+    grid_dependency_wait();  // local_end and dsum come from pass 1
     // The chain is sequential, its inputs are not: load kCombineBatch chunks' inputs at once so that a short
     // input's 30-odd chunks cost a few memory round trips, not one each (the same arithmetic in the same
     // order).
@@ -352,6 +356,15 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
     // Decode steps (kLowRankDt) may take a programmatic edge in the step's graph (pdl.cuh): A above is a
     // weight; the state and x, Δ, z, B, C come from earlier kernels.
     if constexpr (kLowRankDt) grid_dependency_wait();
+    constexpr bool kRing = std::is_same_v<In, __nv_bfloat16> && !kLowRankDt;
+    const int64_t d0 = static_cast<int64_t>(blockIdx.x) * kM1Threads;
+    if constexpr (kRing)
+        if (p.ring)
+            for (int k = 0; k < kM1Stages - 1; ++k) m1_ring_issue<true>(p, ring, k, tb + k * kM1Tile, te, d0);
+    // Pass 3 of a chunked scan is launched with a programmatic edge from pass 2 (m1_scan_pdl): x, Δ, z, B and
+    // C were written before pass 1 began (the ring's first tiles above are already on their way), only the
+    // chunk's start state comes from pass 2.
+    if constexpr (!kLowRankDt) grid_dependency_wait();
     if (active && h_start) {
         const float4* hs = reinterpret_cast<const float4*>(h_start + (c * p.E + d) * kM1N);
 #pragma unroll
@@ -369,11 +382,6 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
     const float dskip = (active && p.Dskip) ? p.Dskip[d] : 0.0f;
     const bool gate = p.z != nullptr;
     M1Probes pr;
-    constexpr bool kRing = std::is_same_v<In, __nv_bfloat16> && !kLowRankDt;
-    const int64_t d0 = static_cast<int64_t>(blockIdx.x) * kM1Threads;
-    if constexpr (kRing)
-        if (p.ring)
-            for (int k = 0; k < kM1Stages - 1; ++k) m1_ring_issue<true>(p, ring, k, tb + k * kM1Tile, te, d0);
 
     for (int64_t t0 = tb; t0 < te; t0 += kM1Tile) {
         float xr[kM1Tile], dr[kM1Tile], zr[kM1Tile];
@@ -583,6 +591,44 @@ bool m1_probes_in_pass1_enabled() {
                       "in pass 1\")") == "1";
 }
 
+// Programmatic launches between a chunked scan's passes (since 2026-12-05, seventeenth stop; docs/cuda.md,
+// "The Mamba-1 scan"). Pass 2 and pass 3 are launched with a programmatic edge from the pass before them
+// (PDL, as the decode graph's kernels are), and passes 1 and 2 let them launch from their first instruction:
+// a pass's launch and its blocks' start then overlap the pass before it, and pass 3's blocks load A and fill
+// the cp.async ring's first tiles before they wait for their start state. Short inputs pay most for the two
+// launch gaps (three kernels against mamba_ssm's one). MAMBASCOPE_M1_SCAN_PDL=0 launches them plainly (A/B
+// runs, the tests); read at each call.
+bool m1_scan_pdl_enabled() {
+    return env_flag("MAMBASCOPE_M1_SCAN_PDL", true,
+                    "it sets whether a chunked Mamba-1 scan launches passes 2 and 3 with a programmatic edge "
+                    "from the pass before (docs/cuda.md, \"The Mamba-1 scan\")");
+}
+
+// Launches kernel(args…) on grid × block in stream (no dynamic shared memory), with a programmatic edge from
+// the kernel before it in the stream when `programmatic` (the kernel waits in grid_dependency_wait before it
+// reads what that kernel wrote). The CPU emulation runs one kernel at a time: a plain launch.
+template <typename... P, typename... Args>
+void launch_scan_pass(bool programmatic, void (*kernel)(P...), dim3 grid, dim3 block, cudaStream_t stream,
+                      Args... args) {
+#ifdef MAMBASCOPE_EMU
+    (void)programmatic;
+    kernel<<<grid, block, 0, stream>>>(args...);
+#else
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = 0;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = programmatic ? 1 : 0;
+    CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...));
+#endif
+    CUDA_CHECK(cudaGetLastError());
+}
+
 // Blocks of the pass-3 kernel that fit on the whole GPU at once (one wave).
 int64_t resident_blocks() {
     static thread_local int cached_device = -1;
@@ -665,6 +711,7 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
     const bool pass1_switch =
         m1_probes_in_pass1_enabled();  // read first: a bad value is an error at any call
     const bool probes_in_pass1 = a.probes.any() && plan.chunks > 1 && pass1_switch;
+    const bool pdl = m1_scan_pdl_enabled() && plan.chunks > 1;  // a single pass has no pass before it
     const dim3 block(kM1Threads);
     const unsigned cblocks = static_cast<unsigned>((a.E + kM1Threads - 1) / kM1Threads);
 
@@ -693,9 +740,9 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
         pass1<<<grid1, block, 0, stream>>>(p, local_end, dsum, a.probes);
         CUDA_CHECK(cudaGetLastError());
         const int64_t n_states = a.E * kM1N;
-        m1_combine<<<static_cast<unsigned>((n_states + kCombineThreads - 1) / kCombineThreads),
-                     kCombineThreads, 0, stream>>>(a.E, plan.chunks, a.A, a.h, local_end, dsum, hs);
-        CUDA_CHECK(cudaGetLastError());
+        launch_scan_pass(pdl, m1_combine,
+                         dim3(static_cast<unsigned>((n_states + kCombineThreads - 1) / kCombineThreads)),
+                         dim3(kCombineThreads), stream, a.E, plan.chunks, a.A, a.h, local_end, dsum, hs);
         h_start = hs;
     }
     const dim3 grid(cblocks, static_cast<unsigned>(plan.chunks));
@@ -705,8 +752,7 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
                      ? (a.fast_exp ? m1_scan<true, true, In, false> : m1_scan<true, false, In, false>)
                      : (a.fast_exp ? m1_scan<false, true, In, false> : m1_scan<false, false, In, false>);
     if (a.dt_proj_w) pdl_register(pass3);
-    pass3<<<grid, block, 0, stream>>>(p, h_start, a.h, a.probes);
-    CUDA_CHECK(cudaGetLastError());
+    launch_scan_pass(pdl, pass3, grid, block, stream, p, h_start, a.h, a.probes);
     if (owned) CUDA_CHECK(cudaFreeAsync(owned, stream));
 }
 

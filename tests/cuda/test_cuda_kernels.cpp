@@ -205,7 +205,8 @@ M1Result run_m1_cpu(const M1Data& d, const M1Case& c, const std::vector<float>& 
 }
 
 M1Result run_m1_gpu(const M1Data& d, const M1Case& c, const std::vector<float>& thr,
-                    kg::ScanProbes probes = {}, bool fast_exp = false) {
+                    kg::ScanProbes probes = {}, bool fast_exp = false,
+                    Dev<unsigned char>* workspace = nullptr) {
     Dev<float> x(d.x), raw(c.softplus ? d.dt_raw : m1_delta(d, false)), bias(d.bias), A(d.A), B(d.B), C(d.C),
         D(d.D), z(d.z), th(thr.empty() ? std::vector<float>(1) : thr), h(d.h0), y(d.T * d.ldy),
         dout(d.T * d.ldd);
@@ -217,7 +218,7 @@ M1Result run_m1_gpu(const M1Data& d, const M1Case& c, const std::vector<float>& 
     a.z = c.gate ? z.p : nullptr, a.ldz = d.ldz, a.thr = c.filter ? th.p : nullptr;
     a.h = h.p, a.y = y.p, a.ldy = d.ldy, a.delta_out = dout.p, a.ldo = d.ldd;
     a.probes = probes, a.chunk_len = c.chunk_len, a.fast_exp = fast_exp;
-    kg::scan_mamba1(a, nullptr, 0, nullptr);
+    kg::scan_mamba1(a, workspace ? workspace->p : nullptr, workspace ? workspace->n : 0, nullptr);
     M1Result r;
     r.y = cols_of(y.download(), d.T, d.E, d.ldy);
     r.h = h.download();
@@ -973,7 +974,7 @@ M1Data round_m1_inputs(M1Data d) {
 // or in bf16 (y16) when asked.
 M1Result run_m1_gpu_bf16(const M1Data& d, const M1Case& c, const std::vector<float>& thr,
                          kg::ScanProbes probes = {}, bool y_bf16 = false, bool* ring = nullptr,
-                         bool fast_exp = false) {
+                         bool fast_exp = false, Dev<unsigned char>* workspace = nullptr) {
     Dev<__nv_bfloat16> x(to_bf16_host(d.x)), raw(to_bf16_host(c.softplus ? d.dt_raw : m1_delta(d, false))),
         B(to_bf16_host(d.B)), C(to_bf16_host(d.C)), z(to_bf16_host(d.z)), y16(d.T * d.ldy);
     Dev<float> bias(d.bias), A(d.A), D(d.D), th(thr.empty() ? std::vector<float>(1) : thr), h(d.h0),
@@ -991,7 +992,7 @@ M1Result run_m1_gpu_bf16(const M1Data& d, const M1Case& c, const std::vector<flo
         a.y = y.p;
     a.probes = probes, a.chunk_len = c.chunk_len, a.fast_exp = fast_exp;
     if (ring) *ring = kg::scan_mamba1_ring(a);
-    kg::scan_mamba1(a, nullptr, 0, nullptr);
+    kg::scan_mamba1(a, workspace ? workspace->p : nullptr, workspace ? workspace->n : 0, nullptr);
     M1Result r;
     r.y = cols_of(y_bf16 ? bf16_to_float(y16.download()) : y.download(), d.T, d.E, d.ldy);
     r.h = h.download();
@@ -1310,6 +1311,73 @@ TEST(CudaScanMamba1, ProbesTakenInPass1EqualThoseTakenInPass3) {
     const M1Data d = make_m1(200, 32, rng2);
     ScopedEnv bad("MAMBASCOPE_M1_PROBES_PASS", "2");
     expect_error_naming("MAMBASCOPE_M1_PROBES_PASS", [&] {
+        run_m1_gpu(d, M1Case{200, 32, 64, false, false, false}, {}, {}, true);
+    });
+}
+
+// A chunked scan launches pass 2 and pass 3 with a programmatic edge from the pass before (PDL: each may
+// start while the pass before runs and waits for it in grid_dependency_wait); MAMBASCOPE_M1_SCAN_PDL=0
+// launches them plainly. The workspace (pass 1's end states and sums, pass 2's start states) is poisoned with
+// NaN before every run, so on a GPU a pass that read its predecessor's output before its wait would read NaN
+// or a stale value. y, the final state and Δ' equal the plain launches' bit for bit, the probes' kept counts
+// exactly and their sums to the rounding of the atomics across chunks: float32 and bf16 inputs (the cp.async
+// ring), probes in pass 1 and in pass 3, three programmatic runs each on a GPU. (The CPU emulation launches
+// plainly either way: there one small case checks the plumbing and the switch.)
+TEST(CudaScanMamba1, ProgrammaticPassLaunchesEqualPlainLaunchesBitForBit) {
+    REQUIRE_GPU();
+    std::mt19937 rng(23);
+    std::vector<M1Case> cases = {{999, 136, 64, true, true, true}};  // 16 chunks, the last one short
+    int reps = 1;
+#ifndef MAMBASCOPE_CUDA_EMULATED  // the emulation's time: both launches are plain there
+    cases.push_back(
+        {2048, 1536, 0, true, true, true});  // the automatic plan at 2k × 1536: 32 chunks × 12 blocks
+    cases.push_back({4096, 256, 128, true, false, false});
+    reps = 3;
+#endif
+    for (const auto& c : cases)
+        for (int variant = 0; variant < 4; ++variant) {
+            const bool bf16 = variant >= 2, probes_pass3 = variant % 2 == 1;
+            SCOPED_TRACE("T=" + std::to_string(c.T) + " E=" + std::to_string(c.E) + " variant " +
+                         std::to_string(variant));
+            M1Data d = make_m1(c.T, c.E, rng, /*aligned=*/true);
+            if (bf16) d = round_m1_inputs(d);
+            const std::vector<float> thr =
+                c.filter ? safe_thresholds(m1_delta(d, c.softplus), d.T, d.E, d.ldd) : std::vector<float>{};
+            ScopedEnv pass("MAMBASCOPE_M1_PROBES_PASS", probes_pass3 ? "3" : nullptr);
+            Dev<unsigned char> ws(kg::scan_mamba1_workspace_bytes(c.T, c.E, 16, c.chunk_len));
+            struct Run {
+                M1Result r;
+                std::vector<double> dsum;
+                std::vector<int64_t> kept;
+            };
+            auto run = [&](const char* pdl) {
+                ScopedEnv env("MAMBASCOPE_M1_SCAN_PDL", pdl);
+                ws.poison();
+                Dev<double> ds(d.E), ld(d.E);
+                Dev<int64_t> kept(d.E);
+                ds.zero(), ld.zero(), kept.zero();
+                const kg::ScanProbes pr{ds.p, kept.p, ld.p};
+                Run out;
+                out.r = bf16 ? run_m1_gpu_bf16(d, c, thr, pr, false, nullptr, true, &ws)
+                             : run_m1_gpu(d, c, thr, pr, true, &ws);
+                out.dsum = ds.download(), out.kept = kept.download();
+                return out;
+            };
+            const Run plain = run("0");
+            for (const double v : plain.dsum) ASSERT_TRUE(std::isfinite(v));
+            for (int rep = 0; rep < reps; ++rep) {
+                const Run pdl = run(nullptr);
+                EXPECT_EQ(pdl.r.y, plain.r.y);
+                EXPECT_EQ(pdl.r.h, plain.r.h);
+                EXPECT_EQ(pdl.r.delta_used, plain.r.delta_used);
+                EXPECT_EQ(pdl.kept, plain.kept);
+                EXPECT_LE(rel_err(pdl.dsum, plain.dsum), 1e-12);
+            }
+        }
+    std::mt19937 rng2(24);
+    const M1Data d = make_m1(200, 32, rng2);
+    ScopedEnv bad("MAMBASCOPE_M1_SCAN_PDL", "yes");
+    expect_error_naming("MAMBASCOPE_M1_SCAN_PDL", [&] {
         run_m1_gpu(d, M1Case{200, 32, 64, false, false, false}, {}, {}, true);
     });
 }

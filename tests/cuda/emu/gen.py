@@ -15,8 +15,9 @@ dm = re.sub(r'(void cp_async_8\(void\* dst_smem, const void\* src, bool valid\) 
             r'\1\n    if (valid) std::memcpy(dst_smem, src, 8); else std::memset(dst_smem, 0, 8);\n}', dm, flags=re.S)
 dm = re.sub(r'asm volatile\("cp\.async\.(commit_group|wait_all);\\n" ::: "memory"\);', '', dm)
 dm = dm.replace('asm volatile("cp.async.wait_group %0;\\n" ::"n"(kPending) : "memory");', '')
-# PDL's wait and the L2 prefetch: no-ops (the emulation runs one kernel at a time).
+# PDL's wait and trigger and the L2 prefetch: no-ops (the emulation runs one kernel at a time).
 dm = re.sub(r'(void grid_dependency_wait\(\) \{).*?\n\}', r'\1\n}', dm, flags=re.S)
+dm = re.sub(r'(void grid_launch_dependents\(\) \{).*?\n\}', r'\1\n}', dm, flags=re.S)
 dm = re.sub(r'(void prefetch_l2\(const void\* p, unsigned bytes\) \{).*?\n\}', r'\1\n}', dm, flags=re.S)
 assert 'asm' not in dm, [l for l in dm.splitlines() if 'asm' in l]
 open(out + 'device_math_emu.h', 'w').write('#include "emu.h"\n' + dm)
