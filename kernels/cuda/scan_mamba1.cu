@@ -57,7 +57,7 @@ struct Params {
     int64_t ldo;
     const float* dt_w;  // dt_proj weight (E, dt_rank) when Δ is computed from its low-rank input, else null
     int64_t dt_rank;
-    bool ring;  // bf16 inputs through the cp.async ring (M1Ring; scan_mamba1 decides, ring_allowed)
+    bool ring;  // inputs through the cp.async ring (M1Ring; scan_mamba1_ring decides)
 };
 
 // One input element as float32 (bf16 → float32 is exact).
@@ -78,50 +78,61 @@ __device__ __forceinline__ float lowrank_dt(const Params<In>& p, int64_t t, int6
     return acc;
 }
 
-// ---- bf16 inputs through a cp.async ring ----
+// ---- inputs through a cp.async ring ----
 // With per-thread loads, each 8-token tile began with 2-byte global loads of x, Δ and z and a staging of B
 // and C that the tile then waited for: on the H200 the passes issued an instruction on 52-56% of cycles, with
-// waits on L1TEX the largest stall (36% of m1_scan's; ncu, mamba-130m bf16 prefill, sixth stop). With bf16
-// inputs whose rows allow 16-byte copies, a tile's x, Δ, z, B and C are copied kM1Stages − 1 tiles ahead into
-// a shared-memory ring with cp.async; a tile then reads them from shared memory. Per thread and tile: one
-// 16-byte copy each of x, Δ, z (8 channels of one token row: 8 rows × 16 pieces = the block's 128 threads),
-// and for threads 0-31 one of B or C. The arithmetic is unchanged (the same values, the same order).
+// waits on L1TEX the largest stall (36% of m1_scan's; ncu, mamba-130m bf16 prefill, sixth stop). With inputs
+// whose rows allow 16-byte copies, a tile's x, Δ, z, B and C are copied kM1Stages − 1 tiles ahead into a
+// shared-memory ring with cp.async; a tile then reads them from shared memory. Per thread and tile: 16-byte
+// copies of x, Δ, z (8 bf16 or 4 float32 channels of one token row each: one per thread for bf16, two for
+// float32), and for the first threads one of B or C. The arithmetic is unchanged (the same values, the same
+// order). bf16 since the sixth stop; float32 since 2026-12-05 (seventeenth stop), where the per-thread 4-byte
+// loads waited the same way (docs/benchmarks.md).
 constexpr int kM1Stages = 3;
-constexpr int kM1RowPieces = kM1Threads / 8;  // 16-byte pieces of one token row of the block's channels
-static_assert(kM1Tile * kM1RowPieces == kM1Threads && 2 * kM1Tile * (kM1N / 8) <= kM1Threads);
+template <typename T>
 struct M1Ring {
-    __nv_bfloat16 x[kM1Stages][kM1Tile][kM1Threads];
-    __nv_bfloat16 dt[kM1Stages][kM1Tile][kM1Threads];
-    __nv_bfloat16 z[kM1Stages][kM1Tile][kM1Threads];
-    __nv_bfloat16 b[kM1Stages][kM1Tile][kM1N];
-    __nv_bfloat16 c[kM1Stages][kM1Tile][kM1N];
-};  // 19.5 KB
+    static constexpr int kElems = 16 / static_cast<int>(sizeof(T));       // elements per 16-byte copy: 8 or 4
+    static constexpr int kRowPieces = kM1Threads / kElems;                // copies per token row of the block
+    static constexpr int kPerThread = kM1Tile * kRowPieces / kM1Threads;  // x (Δ, z) copies per thread
+    static constexpr int kBCPieces = kM1Tile * (kM1N / kElems);           // copies per tile of B (or C)
+    static_assert(kPerThread * kM1Threads == kM1Tile * kRowPieces && 2 * kBCPieces <= kM1Threads);
+    T x[kM1Stages][kM1Tile][kM1Threads];
+    T dt[kM1Stages][kM1Tile][kM1Threads];
+    T z[kM1Stages][kM1Tile][kM1Threads];
+    T b[kM1Stages][kM1Tile][kM1N];
+    T c[kM1Stages][kM1Tile][kM1N];
+};  // 19.5 KB (bf16), 39 KB (float32)
 struct M1NoRing {};
-template <typename In>
-using M1RingOf = std::conditional_t<std::is_same_v<In, __nv_bfloat16>, M1Ring, M1NoRing>;
 
 // Copies tile [t0, t0 + kM1Tile) of the block's channels d0.. into ring stage st (zeros past te or E) and
 // commits one cp.async group (also when there is nothing to copy: the waits count groups). kZC: z and C too
 // (pass 3).
-template <bool kZC>
-__device__ __forceinline__ void m1_ring_issue(const Params<__nv_bfloat16>& p, M1Ring& r, int st, int64_t t0,
+template <bool kZC, typename In>
+__device__ __forceinline__ void m1_ring_issue(const Params<In>& p, M1Ring<In>& r, int st, int64_t t0,
                                               int64_t te, int64_t d0) {
+    using R = M1Ring<In>;
     if (t0 < te) {
-        const int tid = threadIdx.x, i = tid / kM1RowPieces, q = tid % kM1RowPieces;
-        const int64_t t = t0 + i, dc = d0 + 8 * q;
-        const bool ok = t < te && dc < p.E;
-        cp_async_16(&r.x[st][i][8 * q], ok ? p.x + t * p.ldx + dc : p.x, ok);
-        cp_async_16(&r.dt[st][i][8 * q], ok ? p.delta + t * p.ldd + dc : p.delta, ok);
-        if (kZC && p.z) cp_async_16(&r.z[st][i][8 * q], ok ? p.z + t * p.ldz + dc : p.z, ok);
-        constexpr int kBCPieces = kM1Tile * (kM1N / 8);  // 16-byte pieces of a tile of B (or C): 16
-        if (tid < kBCPieces) {
-            const int bi = tid / (kM1N / 8), bq = tid % (kM1N / 8);
+        const int tid = threadIdx.x;
+#pragma unroll
+        for (int j = 0; j < R::kPerThread; ++j) {
+            const int piece = tid + j * kM1Threads, i = piece / R::kRowPieces, q = piece % R::kRowPieces;
+            const int64_t t = t0 + i, dc = d0 + R::kElems * q;
+            const bool ok = t < te && dc < p.E;
+            cp_async_16(&r.x[st][i][R::kElems * q], ok ? p.x + t * p.ldx + dc : p.x, ok);
+            cp_async_16(&r.dt[st][i][R::kElems * q], ok ? p.delta + t * p.ldd + dc : p.delta, ok);
+            if (kZC && p.z) cp_async_16(&r.z[st][i][R::kElems * q], ok ? p.z + t * p.ldz + dc : p.z, ok);
+        }
+        constexpr int kRowBC = kM1N / R::kElems;  // copies per row of B (or C)
+        if (tid < R::kBCPieces) {
+            const int bi = tid / kRowBC, bq = tid % kRowBC;
             const bool okb = t0 + bi < te;
-            cp_async_16(&r.b[st][bi][8 * bq], okb ? p.B + (t0 + bi) * p.ldb + 8 * bq : p.B, okb);
-        } else if (kZC && tid < 2 * kBCPieces) {
-            const int ci = (tid - kBCPieces) / (kM1N / 8), cq = (tid - kBCPieces) % (kM1N / 8);
+            cp_async_16(&r.b[st][bi][R::kElems * bq], okb ? p.B + (t0 + bi) * p.ldb + R::kElems * bq : p.B,
+                        okb);
+        } else if (kZC && tid < 2 * R::kBCPieces) {
+            const int ci = (tid - R::kBCPieces) / kRowBC, cq = (tid - R::kBCPieces) % kRowBC;
             const bool okc = t0 + ci < te;
-            cp_async_16(&r.c[st][ci][8 * cq], okc ? p.C + (t0 + ci) * p.ldc + 8 * cq : p.C, okc);
+            cp_async_16(&r.c[st][ci][R::kElems * cq], okc ? p.C + (t0 + ci) * p.ldc + R::kElems * cq : p.C,
+                        okc);
         }
     }
     cp_async_commit();
@@ -131,8 +142,8 @@ __device__ __forceinline__ void m1_ring_issue(const Params<__nv_bfloat16>& p, M1
 // thread's channel into registers, the tile's B (and, kZC, C) into shared memory as float32. First it waits
 // for the stage's copies and for every thread to be done with tile k − 1 (its sB, sC and ring stage), then
 // issues tile k + kM1Stages − 1 into that freed stage.
-template <bool kZC>
-__device__ __forceinline__ void m1_ring_take(const Params<__nv_bfloat16>& p, M1Ring& r, int64_t k, int64_t t0,
+template <bool kZC, typename In>
+__device__ __forceinline__ void m1_ring_take(const Params<In>& p, M1Ring<In>& r, int64_t k, int64_t t0,
                                              int64_t te, int64_t d0, bool gate, float (&xr)[kM1Tile],
                                              float (&dr)[kM1Tile], float* zr, float (*sB)[kM1N],
                                              float (*sC)[kM1N]) {
@@ -143,13 +154,13 @@ __device__ __forceinline__ void m1_ring_take(const Params<__nv_bfloat16>& p, M1R
                        t0 + (kM1Stages - 1) * kM1Tile, te, d0);
 #pragma unroll
     for (int i = 0; i < kM1Tile; ++i) {
-        xr[i] = bf16_to_f32(&r.x[st][i][threadIdx.x]);
-        dr[i] = bf16_to_f32(&r.dt[st][i][threadIdx.x]);
-        if constexpr (kZC) zr[i] = gate ? bf16_to_f32(&r.z[st][i][threadIdx.x]) : 0.0f;
+        xr[i] = load_f32(&r.x[st][i][threadIdx.x]);
+        dr[i] = load_f32(&r.dt[st][i][threadIdx.x]);
+        if constexpr (kZC) zr[i] = gate ? load_f32(&r.z[st][i][threadIdx.x]) : 0.0f;
     }
     for (int e = threadIdx.x; e < kM1Tile * kM1N; e += kM1Threads) {
-        sB[e / kM1N][e % kM1N] = bf16_to_f32(&r.b[st][e / kM1N][e % kM1N]);
-        if constexpr (kZC) sC[e / kM1N][e % kM1N] = bf16_to_f32(&r.c[st][e / kM1N][e % kM1N]);
+        sB[e / kM1N][e % kM1N] = load_f32(&r.b[st][e / kM1N][e % kM1N]);
+        if constexpr (kZC) sC[e / kM1N][e % kM1N] = load_f32(&r.c[st][e / kM1N][e % kM1N]);
     }
 }
 
@@ -220,7 +231,7 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
     m1_chunk_states(Params<In> p, float* __restrict__ local_end, float* __restrict__ dsum_out,
                     ScanProbes probes) {
     __shared__ __align__(16) float sB[kM1Tile][kM1N];
-    __shared__ __align__(16) M1RingOf<In> ring;
+    __shared__ __align__(16) M1Ring<In> ring;
     grid_launch_dependents();  // pass 2 may launch now (m1_scan_pdl: it waits for this grid to finish)
     const int64_t d = static_cast<int64_t>(blockIdx.x) * kM1Threads + threadIdx.x;
     const bool active = d < p.E;
@@ -239,22 +250,15 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
     M1Probes pr;
     const float a2max = kProbes ? max_a2(A2) : 0.0f;
     const int64_t d0 = static_cast<int64_t>(blockIdx.x) * kM1Threads;
-    if constexpr (std::is_same_v<In, __nv_bfloat16>)
-        if (p.ring)
-            for (int k = 0; k < kM1Stages - 1; ++k)
-                m1_ring_issue<false>(p, ring, k, tb + k * kM1Tile, te, d0);
+    if (p.ring)
+        for (int k = 0; k < kM1Stages - 1; ++k) m1_ring_issue<false>(p, ring, k, tb + k * kM1Tile, te, d0);
 
     for (int64_t t0 = tb; t0 < te; t0 += kM1Tile) {
         float xr[kM1Tile], dr[kM1Tile];
-        bool staged = false;
-        if constexpr (std::is_same_v<In, __nv_bfloat16>) {
-            if (p.ring) {
-                m1_ring_take<false>(p, ring, (t0 - tb) / kM1Tile, t0, te, d0, false, xr, dr, nullptr, sB,
-                                    nullptr);
-                staged = true;
-            }
-        }
-        if (!staged) {
+        if (p.ring) {
+            m1_ring_take<false>(p, ring, (t0 - tb) / kM1Tile, t0, te, d0, false, xr, dr, nullptr, sB,
+                                nullptr);
+        } else {
 #pragma unroll
             for (int i = 0; i < kM1Tile; ++i) {
                 const bool ok = active && t0 + i < te;
@@ -287,8 +291,7 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
         }
         if constexpr (kProbes) pr.end_tile();
     }
-    if constexpr (std::is_same_v<In, __nv_bfloat16>)
-        if (p.ring) cp_async_wait_all();  // nothing in flight into shared memory when the block exits
+    if (p.ring) cp_async_wait_all();  // nothing in flight into shared memory when the block exits
     if (!active) return;
     float4* out = reinterpret_cast<float4*>(local_end + (c * p.E + d) * kM1N);
 #pragma unroll
@@ -344,7 +347,9 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
     m1_scan(Params<In> p, const float* h_start, float* h_final, ScanProbes probes) {  // may alias (1 pass)
     __shared__ __align__(16) float sB[kM1Tile][kM1N];
     __shared__ __align__(16) float sC[kM1Tile][kM1N];
-    __shared__ __align__(16) M1RingOf<In> ring;
+    // decode steps (kLowRankDt: one pass over a few tokens, Δ from dt_proj) take the per-thread loads
+    constexpr bool kRing = !kLowRankDt;
+    __shared__ __align__(16) std::conditional_t<kRing, M1Ring<In>, M1NoRing> ring;
     const int64_t d = static_cast<int64_t>(blockIdx.x) * kM1Threads + threadIdx.x;
     const bool active = d < p.E;
     const int64_t c = blockIdx.y;
@@ -356,7 +361,6 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
     // Decode steps (kLowRankDt) may take a programmatic edge in the step's graph (pdl.cuh): A above is a
     // weight; the state and x, Δ, z, B, C come from earlier kernels.
     if constexpr (kLowRankDt) grid_dependency_wait();
-    constexpr bool kRing = std::is_same_v<In, __nv_bfloat16> && !kLowRankDt;
     const int64_t d0 = static_cast<int64_t>(blockIdx.x) * kM1Threads;
     if constexpr (kRing)
         if (p.ring)
@@ -768,15 +772,21 @@ bool scan_mamba1_step_staged(const Mamba1ScanArgs& a) {
 }
 
 bool scan_mamba1_ring(const Mamba1ScanArgs& a) {
-    const auto rows16 = [](const void* ptr, int64_t ld) {
-        return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && ld % 8 == 0;
-    };
     const bool ring = env_flag("MAMBASCOPE_M1_RING", true,
-                               "it sets whether the bf16 Mamba-1 scan copies its inputs through the cp.async "
-                               "ring (docs/cuda.md, \"The Mamba-1 scan\")");
-    return ring && a.x16 && !a.dt_proj_w && a.E % 8 == 0 && rows16(a.x16, a.ldx) &&
-           rows16(a.delta16, a.ldd) && (!a.z16 || rows16(a.z16, a.ldz)) && rows16(a.B16, a.ldb) &&
-           rows16(a.C16, a.ldc);
+                               "it sets whether the Mamba-1 scan copies its inputs through the cp.async ring "
+                               "(docs/cuda.md, \"The Mamba-1 scan\")");
+    if (!ring || a.dt_proj_w) return false;
+    // every copy is 16 bytes of one row: rows on 16-byte boundaries, E a whole number of copies
+    const int64_t k = a.x16 ? 8 : 4;  // elements per copy
+    const auto rows16 = [k](const void* ptr, int64_t ld) {
+        return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && ld % k == 0;
+    };
+    if (a.E % k != 0) return false;
+    if (a.x16)
+        return rows16(a.x16, a.ldx) && rows16(a.delta16, a.ldd) && (!a.z16 || rows16(a.z16, a.ldz)) &&
+               rows16(a.B16, a.ldb) && rows16(a.C16, a.ldc);
+    return rows16(a.x, a.ldx) && rows16(a.delta, a.ldd) && (!a.z || rows16(a.z, a.ldz)) &&
+           rows16(a.B, a.ldb) && rows16(a.C, a.ldc);
 }
 
 void scan_mamba1(const Mamba1ScanArgs& a, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
@@ -821,6 +831,7 @@ void scan_mamba1(const Mamba1ScanArgs& a, void* workspace, size_t workspace_byte
     } else {
         Params<float> p{};
         p.x = a.x, p.delta = a.delta, p.B = a.B, p.C = a.C, p.z = a.z;
+        p.ring = scan_mamba1_ring(a);
         launch_scan(a, plan, p, workspace, workspace_bytes, stream);
     }
 }

@@ -78,10 +78,10 @@ size_t scan_mamba1_workspace_bytes(int64_t T, int64_t E, int64_t N, int64_t chun
 // it stream-ordered (cudaMallocAsync). Throws mambascope::Error on bad shapes or CUDA errors. Asynchronous.
 void scan_mamba1(const Mamba1ScanArgs& args, void* workspace, size_t workspace_bytes, cudaStream_t stream);
 
-// Whether a call with these arguments reads its bf16 inputs through the cp.async ring (M1Ring in
-// scan_mamba1.cu): bf16 inputs, no fused dt_proj, E % 8 == 0 and every input row on a 16-byte boundary
-// (pointer 16-byte aligned, stride % 8 == 0), unless MAMBASCOPE_M1_RING=0. The same arithmetic as the
-// per-thread loads.
+// Whether a call with these arguments reads its inputs through the cp.async ring (M1Ring in scan_mamba1.cu):
+// no fused dt_proj, and every input row on a 16-byte boundary with E a whole number of 16-byte copies
+// (pointers 16-byte aligned; strides and E multiples of 8 for bf16 inputs, of 4 for float32), unless
+// MAMBASCOPE_M1_RING=0. The same arithmetic as the per-thread loads.
 bool scan_mamba1_ring(const Mamba1ScanArgs& args);
 
 // Whether a decode step (T = 1, dt_proj fused) with these arguments copies its block's dt_proj and A rows

@@ -206,7 +206,7 @@ M1Result run_m1_cpu(const M1Data& d, const M1Case& c, const std::vector<float>& 
 
 M1Result run_m1_gpu(const M1Data& d, const M1Case& c, const std::vector<float>& thr,
                     kg::ScanProbes probes = {}, bool fast_exp = false,
-                    Dev<unsigned char>* workspace = nullptr) {
+                    Dev<unsigned char>* workspace = nullptr, bool* ring = nullptr) {
     Dev<float> x(d.x), raw(c.softplus ? d.dt_raw : m1_delta(d, false)), bias(d.bias), A(d.A), B(d.B), C(d.C),
         D(d.D), z(d.z), th(thr.empty() ? std::vector<float>(1) : thr), h(d.h0), y(d.T * d.ldy),
         dout(d.T * d.ldd);
@@ -218,6 +218,7 @@ M1Result run_m1_gpu(const M1Data& d, const M1Case& c, const std::vector<float>& 
     a.z = c.gate ? z.p : nullptr, a.ldz = d.ldz, a.thr = c.filter ? th.p : nullptr;
     a.h = h.p, a.y = y.p, a.ldy = d.ldy, a.delta_out = dout.p, a.ldo = d.ldd;
     a.probes = probes, a.chunk_len = c.chunk_len, a.fast_exp = fast_exp;
+    if (ring) *ring = kg::scan_mamba1_ring(a);
     kg::scan_mamba1(a, workspace ? workspace->p : nullptr, workspace ? workspace->n : 0, nullptr);
     M1Result r;
     r.y = cols_of(y.download(), d.T, d.E, d.ldy);
@@ -1059,56 +1060,62 @@ TEST(CudaScanMamba1Bf16, ProbesEqualTheFloat32ScanOfTheRoundedInputs) {
     EXPECT_LT(*std::min_element(kept.begin(), kept.end()), d.T);  // the filter removed tokens
 }
 
-// The bf16 inputs' cp.async ring (scan_mamba1.cu, M1Ring) is taken when every row is on a 16-byte boundary.
-// It does the same arithmetic on the same values as the per-thread loads (MAMBASCOPE_M1_RING=0), so y, the
-// state and Δ' are equal bit for bit, and the probes' kept counts too: in one pass and chunked, T not a
-// multiple of the 8-token tile, E past a block of 128 channels, with and without the gate; and it matches the
+// The cp.async ring (scan_mamba1.cu, M1Ring) is taken when every input row is on a 16-byte boundary, for bf16
+// inputs (8 channels per copy) and float32 ones (4; since the seventeenth stop). It does the same arithmetic
+// on the same values as the per-thread loads (MAMBASCOPE_M1_RING=0), so y, the state and Δ' are equal bit for
+// bit, and the probes' kept counts too: in one pass and chunked, T not a multiple of the 8-token tile, E past
+// a block of 128 channels and E = 4 (one float32 copy per row), with and without the gate; and it matches the
 // CPU scan.
-TEST(CudaScanMamba1Bf16, TheCpAsyncRingEqualsThePerThreadLoadsBitForBit) {
+TEST(CudaScanMamba1, TheCpAsyncRingEqualsThePerThreadLoadsBitForBit) {
     REQUIRE_GPU();
     std::mt19937 rng(74);
     const M1Case cases[] = {
-        {1000, 136, 64, true, true, true},
-        {2051, 256, 136, true, true, false},
-        {77, 8, 100000, true, false, true},
-        {5, 16, 0, true, true, true},
+        {1000, 136, 64, true, true, true},  {2051, 256, 136, true, true, false},
+        {77, 8, 100000, true, false, true}, {5, 16, 0, true, true, true},
+        {300, 4, 64, true, true, true},
     };
-    for (const auto& c : cases) {
-        SCOPED_TRACE("T=" + std::to_string(c.T) + " E=" + std::to_string(c.E));
-        const M1Data d = round_m1_inputs(make_m1(c.T, c.E, rng, /*aligned=*/true));
-        const std::vector<float> thr =
-            c.filter ? safe_thresholds(m1_delta(d, c.softplus), d.T, d.E, d.ldd) : std::vector<float>{};
-        Dev<double> ds_ring(d.E), ld_ring(d.E), ds_loads(d.E), ld_loads(d.E);
-        Dev<int64_t> k_ring(d.E), k_loads(d.E);
-        for (auto* b : {&ds_ring, &ld_ring, &ds_loads, &ld_loads}) b->zero();
-        k_ring.zero(), k_loads.zero();
-        bool took_ring = false, took_ring_off = true;
-        // This test sets the switch itself (a run of the suite under MAMBASCOPE_M1_RING=0 gets it back
-        // after).
-        M1Result ring, loads;
-        {
-            ScopedEnv on("MAMBASCOPE_M1_RING", nullptr);
-            ring =
-                run_m1_gpu_bf16(d, c, thr, kg::ScanProbes{ds_ring.p, k_ring.p, ld_ring.p}, false, &took_ring);
+    for (const bool bf16 : {true, false})
+        for (const auto& c : cases) {
+            if (bf16 && c.E % 8 != 0) continue;  // bf16 copies are 8 channels wide
+            SCOPED_TRACE("T=" + std::to_string(c.T) + " E=" + std::to_string(c.E) +
+                         (bf16 ? " bf16" : " float32"));
+            const M1Data raw = make_m1(c.T, c.E, rng, /*aligned=*/true);
+            const M1Data d = bf16 ? round_m1_inputs(raw) : raw;
+            const std::vector<float> thr =
+                c.filter ? safe_thresholds(m1_delta(d, c.softplus), d.T, d.E, d.ldd) : std::vector<float>{};
+            Dev<double> ds_ring(d.E), ld_ring(d.E), ds_loads(d.E), ld_loads(d.E);
+            Dev<int64_t> k_ring(d.E), k_loads(d.E);
+            for (auto* b : {&ds_ring, &ld_ring, &ds_loads, &ld_loads}) b->zero();
+            k_ring.zero(), k_loads.zero();
+            bool took_ring = false, took_ring_off = true;
+            // This test sets the switch itself (a run of the suite under MAMBASCOPE_M1_RING=0 gets it back
+            // after).
+            M1Result ring, loads;
+            {
+                ScopedEnv on("MAMBASCOPE_M1_RING", nullptr);
+                const kg::ScanProbes pr{ds_ring.p, k_ring.p, ld_ring.p};
+                ring = bf16 ? run_m1_gpu_bf16(d, c, thr, pr, false, &took_ring)
+                            : run_m1_gpu(d, c, thr, pr, false, nullptr, &took_ring);
+            }
+            {
+                ScopedEnv off("MAMBASCOPE_M1_RING", "0");
+                const kg::ScanProbes pr{ds_loads.p, k_loads.p, ld_loads.p};
+                loads = bf16 ? run_m1_gpu_bf16(d, c, thr, pr, false, &took_ring_off)
+                             : run_m1_gpu(d, c, thr, pr, false, nullptr, &took_ring_off);
+            }
+            ASSERT_TRUE(took_ring);
+            ASSERT_FALSE(took_ring_off);
+            EXPECT_EQ(ring.y, loads.y);
+            EXPECT_EQ(ring.h, loads.h);
+            EXPECT_EQ(ring.delta_used, loads.delta_used);
+            EXPECT_EQ(k_ring.download(), k_loads.download());
+            // Sums over chunks arrive by atomicAdd in any order: equal to double rounding.
+            EXPECT_LE(rel_err(ds_ring.download(), ds_loads.download()), 1e-12);
+            EXPECT_LE(rel_err(ld_ring.download(), ld_loads.download()), 1e-12);
+            const auto want = run_m1_cpu(d, c, thr);
+            EXPECT_LE(rel_err(ring.y, want.y), kTol);
+            EXPECT_LE(rel_err(ring.h, want.h), kTol);
         }
-        {
-            ScopedEnv off("MAMBASCOPE_M1_RING", "0");
-            loads = run_m1_gpu_bf16(d, c, thr, kg::ScanProbes{ds_loads.p, k_loads.p, ld_loads.p}, false,
-                                    &took_ring_off);
-        }
-        ASSERT_TRUE(took_ring);
-        ASSERT_FALSE(took_ring_off);
-        EXPECT_EQ(ring.y, loads.y);
-        EXPECT_EQ(ring.h, loads.h);
-        EXPECT_EQ(ring.delta_used, loads.delta_used);
-        EXPECT_EQ(k_ring.download(), k_loads.download());
-        // Sums over chunks arrive by atomicAdd in any order: equal to double rounding.
-        EXPECT_LE(rel_err(ds_ring.download(), ds_loads.download()), 1e-12);
-        EXPECT_LE(rel_err(ld_ring.download(), ld_loads.download()), 1e-12);
-        const auto want = run_m1_cpu(d, c, thr);
-        EXPECT_LE(rel_err(ring.y, want.y), kTol);
-        EXPECT_LE(rel_err(ring.h, want.h), kTol);
-    }
 }
 
 // ---- the time-parallel bf16 scan (scan_mamba1_tp.cuh; docs/cuda.md, "The time-parallel scan") -------------
