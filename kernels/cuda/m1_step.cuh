@@ -131,10 +131,11 @@ __device__ __forceinline__ float m1_step_dt_raw(const In* low, const float4 (&wv
 }
 
 // The rest of channel d's step from its loaded vectors c and Δ's pre-activation raw: Δ', the state update,
-// y, the stores (h_state written back unless null).
-template <bool kFastExp, typename In>
+// y, the stores (h_state written back unless null). B and C: the token's 16 values each, p.B and p.C or
+// copies of them (m1_step stages them in shared memory as float32: the same values).
+template <bool kFastExp, typename In, typename BC>
 __device__ __forceinline__ void m1_step_finish(const M1StepIn<In>& p, int64_t d, float* h_state,
-                                               M1StepChannel c, float raw) {
+                                               M1StepChannel c, float raw, const BC* B, const BC* C) {
     const float xv = step_in(p.x + d);
     const float zv = p.z ? step_in(p.z + d) : 0.0f;
     bool kept;
@@ -143,10 +144,10 @@ __device__ __forceinline__ void m1_step_finish(const M1StepIn<In>& p, int64_t d,
     float y = c.dskip * xv;
 #pragma unroll
     for (int q = 0; q < kStepN / 4; ++q) {
-        const float b0 = step_in(p.B + 4 * q), b1 = step_in(p.B + 4 * q + 1), b2 = step_in(p.B + 4 * q + 2),
-                    b3 = step_in(p.B + 4 * q + 3);
-        const float c0 = step_in(p.C + 4 * q), c1 = step_in(p.C + 4 * q + 1), c2 = step_in(p.C + 4 * q + 2),
-                    c3 = step_in(p.C + 4 * q + 3);
+        const float b0 = step_in(B + 4 * q), b1 = step_in(B + 4 * q + 1), b2 = step_in(B + 4 * q + 2),
+                    b3 = step_in(B + 4 * q + 3);
+        const float c0 = step_in(C + 4 * q), c1 = step_in(C + 4 * q + 1), c2 = step_in(C + 4 * q + 2),
+                    c3 = step_in(C + 4 * q + 3);
         m1_update_group<kFastExp>(c.h, c.A2, q, dt, dtx, make_float4(b0, b1, b2, b3));
         y += c0 * c.h[4 * q + 0];
         y += c1 * c.h[4 * q + 1];
@@ -174,7 +175,7 @@ __device__ __forceinline__ void m1_step_channel(const M1StepIn<In>& p, int64_t d
     M1StepChannel c;
     m1_step_load_vectors(p, d, h_state, c);
     m1_step_load_A(p.A + d * kStepN, c);
-    m1_step_finish<kFastExp>(p, d, h_state, c, m1_step_dt_raw(p.low, p.dt_w + d * p.R, p.R));
+    m1_step_finish<kFastExp>(p, d, h_state, c, m1_step_dt_raw(p.low, p.dt_w + d * p.R, p.R), p.B, p.C);
 }
 
 }  // namespace mambascope::kernels::cuda::detail

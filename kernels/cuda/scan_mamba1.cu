@@ -498,11 +498,26 @@ int m1_step_row_stride(int64_t R) {          // R % 4 == 0
 // m1_step_dt_raw, m1_step_finish), bit for bit. MAMBASCOPE_M1_STEP_PRELOAD=0 loads everything after the
 // wait, as before (A/B runs, the tests); any value but 0 or 1 is an error.
 constexpr int kM1StepRegQ = 16;  // float4s of a dt_proj row held in registers: rows of up to 64 floats
+//
+// Staged activations (since 2026-12-05, seventeenth stop): every thread reads the same low-rank input (R
+// values), B and C (16 each). Read from global memory by each thread, in m1_step_dt_raw's groups of 4 and
+// then per state group, they are several dependent round trips after the wait (the first group from L2, the
+// rest from L1, B and C once Δ is known). Staged, the block copies them into shared memory as float32 right
+// after the wait (one load per thread, all in flight at once, the bf16 → float32 conversion exact) and each
+// thread reads them from there: the same values, the same order, bit for bit. MAMBASCOPE_M1_STEP_ACT=0 reads
+// them from global memory as before (A/B runs, the tests); any value but 0 or 1 is an error.
+constexpr int64_t kM1StepMaxActRank = 1024;  // larger (hypothetical) ranks read from global memory
+bool m1_step_act_enabled() {
+    return env_flag("MAMBASCOPE_M1_STEP_ACT", true,
+                    "it sets whether a decode step copies the token's low-rank input, B and C into shared "
+                    "memory before its channels read them (docs/cuda.md, \"Staged rows\")");
+}
 
 template <bool kFastExp, typename In>
 __global__ void __launch_bounds__(kM1StepThreads)
-    m1_step(Params<In> p, float* __restrict__ h_state, int Rp, bool preload) {
-    // Rp > 0: staged rows, dt_proj's (64 × Rp floats) then A's (64 × 20)
+    m1_step(Params<In> p, float* __restrict__ h_state, int Rp, bool preload, bool act) {
+    // Rp > 0: staged rows, dt_proj's (64 × Rp floats) then A's (64 × 20); then, act: the token's low-rank
+    // input, B and C (R + 32 floats)
     extern __shared__ __align__(16) float smem[];
     const bool stage = Rp > 0;
     const int64_t d0 = static_cast<int64_t>(blockIdx.x) * kM1StepThreads, d = d0 + threadIdx.x;
@@ -510,6 +525,9 @@ __global__ void __launch_bounds__(kM1StepThreads)
     const int64_t rows = min(static_cast<int64_t>(kM1StepThreads), p.E - d0);
     float* sW = smem;
     float* sA = smem + kM1StepThreads * Rp;
+    float* sLow = sA + (stage ? kM1StepThreads * kM1StepARowStride : 0);
+    float* sB = sLow + R;
+    float* sC = sB + kM1N;
     // weights only before the wait
     if (stage) {
         const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -550,17 +568,29 @@ __global__ void __launch_bounds__(kM1StepThreads)
         }
     }
     grid_dependency_wait();  // x, z, B, C and dt_proj's low-rank input come from earlier kernels
-    if (stage) {
-        cp_async_wait_all();
-        __syncthreads();
-    }
+    if (act)
+        for (int64_t k = threadIdx.x; k < R + 2 * kM1N; k += kM1StepThreads)
+            sLow[k] = k < R          ? step_in(p.delta + k)
+                      : k < R + kM1N ? step_in(p.B + (k - R))
+                                     : step_in(p.C + (k - R - kM1N));
+    if (stage) cp_async_wait_all();
+    if (stage || act) __syncthreads();
     if (d >= p.E) return;  // no barrier below: a thread per channel
     // what was not loaded before the wait (m1_step_channel's loads, in parts)
     if (!pre) m1_step_load_vectors(s, d, h_state, c);
     if (stage || !pre) m1_step_load_A(stage ? sA + threadIdx.x * kM1StepARowStride : p.A + d * kStepN, c);
-    const float raw = row_in_regs ? m1_step_dt_raw(s.low, wv, R)
-                                  : m1_step_dt_raw(s.low, stage ? sW + threadIdx.x * Rp : p.dt_w + d * R, R);
-    m1_step_finish<kFastExp>(s, d, h_state, c, raw);
+    const float* w = stage ? sW + threadIdx.x * Rp : p.dt_w + d * R;
+    float raw;
+    if (act)
+        raw = row_in_regs ? m1_step_dt_raw(static_cast<const float*>(sLow), wv, R)
+                          : m1_step_dt_raw(static_cast<const float*>(sLow), w, R);
+    else
+        raw = row_in_regs ? m1_step_dt_raw(s.low, wv, R) : m1_step_dt_raw(s.low, w, R);
+    if (act)
+        m1_step_finish<kFastExp>(s, d, h_state, c, raw, static_cast<const float*>(sB),
+                                 static_cast<const float*>(sC));
+    else
+        m1_step_finish<kFastExp>(s, d, h_state, c, raw, s.B, s.C);
 }
 
 // MAMBASCOPE_M1_STEP_STAGE: -1 unset (stage from kM1StepStageMinRank up), 0 never, 1 whenever the rows fit
@@ -698,15 +728,18 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
         const bool preload = m1_step_preload_enabled();
         pdl_register(step);
         const bool stage = scan_mamba1_step_staged(a);
-        const size_t smem = stage ? static_cast<size_t>(kM1StepThreads) *
-                                        (m1_step_row_stride(a.dt_rank) + kM1StepARowStride) * sizeof(float)
-                                  : 0;
+        const bool act = m1_step_act_enabled() && a.dt_rank <= kM1StepMaxActRank;
+        const size_t smem =
+            (stage ? static_cast<size_t>(kM1StepThreads) * (m1_step_row_stride(a.dt_rank) + kM1StepARowStride)
+                   : 0) *
+                sizeof(float) +
+            (act ? static_cast<size_t>(a.dt_rank + 2 * kM1N) * sizeof(float) : 0);
         if (smem > 48 * 1024)
             CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(step),
                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(smem)));
         step<<<static_cast<unsigned>((a.E + kM1StepThreads - 1) / kM1StepThreads), kM1StepThreads, smem,
-               stream>>>(p, a.h, stage ? m1_step_row_stride(a.dt_rank) : 0, preload);
+               stream>>>(p, a.h, stage ? m1_step_row_stride(a.dt_rank) : 0, preload, act);
         CUDA_CHECK(cudaGetLastError());
         return;
     }

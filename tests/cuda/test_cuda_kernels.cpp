@@ -1451,9 +1451,10 @@ TEST(CudaScanMamba1, LowRankDeltaFusedEqualsDtProjThenScan) {
 // m1_scan's per-channel arithmetic in the same order: y (float32 or bf16), Δ' and the carried state equal
 // m1_scan's one-token run (MAMBASCOPE_M1_STEP=0) bit for bit over three steps, with the block's dt_proj and A
 // rows staged in shared memory (MAMBASCOPE_M1_STEP_STAGE=1: R = 48, 12, 188; by default R = 188) and read
-// from global memory (=0; R = 7 and 200 always), on the 16-byte dt_proj path and the scalar one (R = 7),
-// float32 and bf16 inputs, gated or not, with a filter, E not a multiple of the block; and they match the CPU
-// reference. A bad value of the switch is an error.
+// from global memory (=0; R = 7 and 200 always), with the token's low-rank input, B and C staged in shared
+// memory (the default) or read from global memory (MAMBASCOPE_M1_STEP_ACT=0), on the 16-byte dt_proj path and
+// the scalar one (R = 7), float32 and bf16 inputs, gated or not, with a filter, E not a multiple of the
+// block; and they match the CPU reference. A bad value of a switch is an error.
 TEST(CudaScanMamba1, DecodeStepKernelEqualsTheTiledScanOfOneToken) {
     REQUIRE_GPU();
     std::mt19937 rng(81);
@@ -1477,16 +1478,20 @@ TEST(CudaScanMamba1, DecodeStepKernelEqualsTheTiledScanOfOneToken) {
                     low32(low);
                 Dev<__nv_bfloat16> x16(to_bf16_host(d.x)), B16(to_bf16_host(d.B)), C16(to_bf16_host(d.C)),
                     z16(to_bf16_host(d.z)), low16(to_bf16_host(low));
-                constexpr int kPaths = 6;
+                constexpr int kPaths = 8;
                 std::vector<std::vector<float> > ys[kPaths], hs[kPaths], dts[kPaths];
                 // 0: m1_scan; m1_step with 1: rows staged wherever they fit (MAMBASCOPE_M1_STEP_STAGE=1), 2:
                 // rows from global memory (=0; R = 12 and 48 held in registers), 3: the default (staged from
                 // dt_rank 96 up); 4 and 5: 2 and 1 with everything loaded after the PDL wait
-                // (MAMBASCOPE_M1_STEP_PRELOAD=0)
-                const char* stage_env[kPaths] = {nullptr, "1", "0", nullptr, "0", "1"};
-                const char* preload_env[kPaths] = {nullptr, nullptr, nullptr, nullptr, "0", "0"};
+                // (MAMBASCOPE_M1_STEP_PRELOAD=0); 6 and 7: 1 and 2 with the low-rank input, B and C read from
+                // global memory (MAMBASCOPE_M1_STEP_ACT=0; 1-5 stage them in shared memory)
+                const char* stage_env[kPaths] = {nullptr, "1", "0", nullptr, "0", "1", "1", "0"};
+                const char* preload_env[kPaths] = {nullptr, nullptr, nullptr, nullptr,
+                                                   "0",     "0",     nullptr, nullptr};
+                const char* act_env[kPaths] = {nullptr, nullptr, nullptr, nullptr,
+                                               nullptr, nullptr, "0",     "0"};
                 const bool fits = R % 4 == 0 && R <= 188;
-                const bool staged[kPaths] = {false, fits, false, fits && R >= 96, false, fits};
+                const bool staged[kPaths] = {false, fits, false, fits && R >= 96, false, fits, fits, false};
                 for (int path = 0; path < kPaths; ++path) {
                     Dev<float> h(d.h0), y(E), dto(E);
                     Dev<__nv_bfloat16> y16(E);
@@ -1509,6 +1514,7 @@ TEST(CudaScanMamba1, DecodeStepKernelEqualsTheTiledScanOfOneToken) {
                         ScopedEnv step("MAMBASCOPE_M1_STEP", path == 0 ? "0" : nullptr);
                         ScopedEnv stage("MAMBASCOPE_M1_STEP_STAGE", stage_env[path]);
                         ScopedEnv preload("MAMBASCOPE_M1_STEP_PRELOAD", preload_env[path]);
+                        ScopedEnv act("MAMBASCOPE_M1_STEP_ACT", act_env[path]);
                         EXPECT_EQ(kg::scan_mamba1_step_staged(a), staged[path]) << path;
                         kg::scan_mamba1(a, nullptr, 0, nullptr);
                         ys[path].push_back(in16 ? bf16_to_float(y16.download()) : y.download());
@@ -1543,6 +1549,9 @@ TEST(CudaScanMamba1, DecodeStepKernelEqualsTheTiledScanOfOneToken) {
     a.dt_proj_w = one.p, a.x = one.p, a.delta = one.p, a.B = one.p, a.C = one.p, a.A = one.p, a.y = one.p;
     a.ldx = a.ldb = a.ldc = a.ldy = 64, a.ldd = 128;
     expect_error_naming("MAMBASCOPE_M1_STEP_PRELOAD", [&] { kg::scan_mamba1(a, nullptr, 0, nullptr); });
+    ScopedEnv good_preload("MAMBASCOPE_M1_STEP_PRELOAD", nullptr);
+    ScopedEnv bad_act("MAMBASCOPE_M1_STEP_ACT", "on");
+    expect_error_naming("MAMBASCOPE_M1_STEP_ACT", [&] { kg::scan_mamba1(a, nullptr, 0, nullptr); });
 }
 
 // The persistent decode step (decode_mamba1.cuh) against the step graph's kernels run one by one: the
