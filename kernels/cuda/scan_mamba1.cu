@@ -504,13 +504,20 @@ constexpr int kM1StepRegQ = 16;  // float4s of a dt_proj row held in registers: 
 // then per state group, they are several dependent round trips after the wait (the first group from L2, the
 // rest from L1, B and C once Δ is known). Staged, the block copies them into shared memory as float32 right
 // after the wait (one load per thread, all in flight at once, the bf16 → float32 conversion exact) and each
-// thread reads them from there: the same values, the same order, bit for bit. MAMBASCOPE_M1_STEP_ACT=0 reads
-// them from global memory as before (A/B runs, the tests); any value but 0 or 1 is an error.
+// thread reads them from there: the same values, the same order, bit for bit. It needs a barrier after the
+// copy; a block whose dt_proj rows are staged has one there anyway, so by default the activations are staged
+// exactly when the rows are. Measured on an H100 (docs/benchmarks.md, seventeenth stop), always on against
+// off: mamba-1.4b (R = 128, rows staged) 1.664 against 1.687 ms/token, mamba-130m (R = 48, rows in
+// registers, no barrier otherwise) 0.348 against 0.345. MAMBASCOPE_M1_STEP_ACT=1 stages them whatever the
+// rows (up to kM1StepMaxActRank), =0 never (A/B runs, the tests); any other value is an error.
 constexpr int64_t kM1StepMaxActRank = 1024;  // larger (hypothetical) ranks read from global memory
-bool m1_step_act_enabled() {
-    return env_flag("MAMBASCOPE_M1_STEP_ACT", true,
-                    "it sets whether a decode step copies the token's low-rank input, B and C into shared "
-                    "memory before its channels read them (docs/cuda.md, \"Staged rows\")");
+bool m1_step_act(bool rows_staged, int64_t R) {
+    const std::string v =
+        env_choice("MAMBASCOPE_M1_STEP_ACT", {"", "0", "1"},
+                   "it sets whether a decode step copies the token's low-rank input, B and C "
+                   "into shared memory before its channels read them (docs/cuda.md, \"Staged "
+                   "rows\"; unset: when the dt_proj rows are staged)");
+    return R <= kM1StepMaxActRank && (v == "1" || (v.empty() && rows_staged));
 }
 
 template <bool kFastExp, typename In>
@@ -728,7 +735,7 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
         const bool preload = m1_step_preload_enabled();
         pdl_register(step);
         const bool stage = scan_mamba1_step_staged(a);
-        const bool act = m1_step_act_enabled() && a.dt_rank <= kM1StepMaxActRank;
+        const bool act = m1_step_act(stage, a.dt_rank);
         const size_t smem =
             (stage ? static_cast<size_t>(kM1StepThreads) * (m1_step_row_stride(a.dt_rank) + kM1StepARowStride)
                    : 0) *

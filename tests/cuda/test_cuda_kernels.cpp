@@ -1452,7 +1452,7 @@ TEST(CudaScanMamba1, LowRankDeltaFusedEqualsDtProjThenScan) {
 // m1_scan's one-token run (MAMBASCOPE_M1_STEP=0) bit for bit over three steps, with the block's dt_proj and A
 // rows staged in shared memory (MAMBASCOPE_M1_STEP_STAGE=1: R = 48, 12, 188; by default R = 188) and read
 // from global memory (=0; R = 7 and 200 always), with the token's low-rank input, B and C staged in shared
-// memory (the default) or read from global memory (MAMBASCOPE_M1_STEP_ACT=0), on the 16-byte dt_proj path and
+// memory or read from global memory (MAMBASCOPE_M1_STEP_ACT), on the 16-byte dt_proj path and
 // the scalar one (R = 7), float32 and bf16 inputs, gated or not, with a filter, E not a multiple of the
 // block; and they match the CPU reference. A bad value of a switch is an error.
 TEST(CudaScanMamba1, DecodeStepKernelEqualsTheTiledScanOfOneToken) {
@@ -1483,13 +1483,14 @@ TEST(CudaScanMamba1, DecodeStepKernelEqualsTheTiledScanOfOneToken) {
                 // 0: m1_scan; m1_step with 1: rows staged wherever they fit (MAMBASCOPE_M1_STEP_STAGE=1), 2:
                 // rows from global memory (=0; R = 12 and 48 held in registers), 3: the default (staged from
                 // dt_rank 96 up); 4 and 5: 2 and 1 with everything loaded after the PDL wait
-                // (MAMBASCOPE_M1_STEP_PRELOAD=0); 6 and 7: 1 and 2 with the low-rank input, B and C read from
-                // global memory (MAMBASCOPE_M1_STEP_ACT=0; 1-5 stage them in shared memory)
+                // (MAMBASCOPE_M1_STEP_PRELOAD=0); the token's low-rank input, B and C staged in shared memory
+                // where the rows are (the default), and 6: 1 with them read from global memory
+                // (MAMBASCOPE_M1_STEP_ACT=0), 7: 2 with them staged (=1)
                 const char* stage_env[kPaths] = {nullptr, "1", "0", nullptr, "0", "1", "1", "0"};
                 const char* preload_env[kPaths] = {nullptr, nullptr, nullptr, nullptr,
                                                    "0",     "0",     nullptr, nullptr};
                 const char* act_env[kPaths] = {nullptr, nullptr, nullptr, nullptr,
-                                               nullptr, nullptr, "0",     "0"};
+                                               nullptr, nullptr, "0",     "1"};
                 const bool fits = R % 4 == 0 && R <= 188;
                 const bool staged[kPaths] = {false, fits, false, fits && R >= 96, false, fits, fits, false};
                 for (int path = 0; path < kPaths; ++path) {
