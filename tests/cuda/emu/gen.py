@@ -30,6 +30,8 @@ for name in ['scan_mamba1', 'scan_mamba1_tp', 'scan_mamba2', 'scan_mamba2_ssd', 
     # include of it under MAMBASCOPE_EMU, whatever the order of a .cu file's includes
     s = '#include "device_math_emu.h"\n' + s
     s = s.replace('extern __shared__ __align__(16) float smem[];', 'float* smem = emu_smem;')
+    # a comment that mentions a launch (kernel<<<…>>>(…)) would be taken for one below: blank such comments
+    s = re.sub(r'//[^\n]*', lambda m: '//' if '<<<' in m.group(0) else m.group(0), s)
     pat = re.compile(r'([A-Za-z_][\w:<>., ]*?)\s*<<<(.*?)>>>\s*\((.*?)\);', re.S)
     n = 0
     def rep(m):
