@@ -687,12 +687,7 @@ GreedyFixture greedy_fixture(Arch arch, uint64_t seed) {
 // kernel always), each where graph_info says it is.
 TEST_P(CudaForward, GreedyStepsEqualTheHostArgmaxOfTheLogits) {
     if (!have_gpu()) GTEST_SKIP() << "no GPU";
-    const GreedyFixture g = greedy_fixture(GetParam(), 31);
-    const auto& m = g.m;
-    const auto& x = g.x;
-    const DeltaFilter& f = g.f;
-    const ModelState& st = g.st;
-    const int64_t n = g.n;
+    const auto& [m, x, f, st, n] = greedy_fixture(GetParam(), 31);
     std::vector<const char*> persistent = {"0"};
     if (GetParam() == Arch::Mamba1) persistent.push_back("1");
     for (Precision prec : {Precision::Fp32, Precision::Bf16})
@@ -757,12 +752,7 @@ TEST_P(CudaForward, GreedyStepsEqualTheHostArgmaxOfTheLogits) {
 // argmax in the head) loop over step_greedy, with the same ids.
 TEST_P(CudaForward, GreedyRunOnTheDeviceEqualsStepGreedyFedBack) {
     if (!have_gpu()) GTEST_SKIP() << "no GPU";
-    const GreedyFixture g = greedy_fixture(GetParam(), 33);
-    const auto& m = g.m;
-    const auto& x = g.x;
-    const DeltaFilter& f = g.f;
-    const ModelState& st = g.st;
-    const int64_t n = g.n;
+    const auto& [m, x, f, st, n] = greedy_fixture(GetParam(), 33);
     struct Case {
         Precision prec;
         const char* run;  // MAMBASCOPE_DECODE_RUN
