@@ -469,7 +469,8 @@ void profile_mamba1_tp(const float* seed, cudaStream_t stream, int64_t E, int64_
 void bench_mamba1_chunk_sweep(const float* seed, cudaStream_t stream) {
     std::printf("\nMamba-1 scan at short inputs: chunk length sweep (fast exp, plain, median of %d)\n",
                 kRuns);
-    std::printf("%-7s %-7s %-10s %-9s %9s\n", "d_inner", "tokens", "chunk_len", "chunks", "ms");
+    std::printf("%-7s %-7s %-10s %-9s %9s %9s\n", "d_inner", "tokens", "chunk_len", "chunks", "fp32 ms",
+                "bf16 ms");
     const int64_t N = 16;
     for (const int64_t E : {int64_t{1536}, int64_t{4096}}) {
         const int64_t T = 2048;
@@ -485,6 +486,7 @@ void bench_mamba1_chunk_sweep(const float* seed, cudaStream_t stream) {
         float* h = nullptr;
         CUDA_CHECK(cudaMalloc(&h, E * N * 4));
         CUDA_CHECK(cudaMemset(h, 0, E * N * 4));
+        Bf16Set x16(x), dt16(dt), z16(z), y16(y), bc16(bc);
         const int64_t auto_len = kg::scan_mamba1_plan(T, E).chunk_len;
         for (const int64_t len : {int64_t{16}, int64_t{32}, int64_t{40}, int64_t{48}, int64_t{56},
                                   int64_t{64}, int64_t{128}, int64_t{256}, int64_t{512}, T}) {
@@ -502,9 +504,20 @@ void bench_mamba1_chunk_sweep(const float* seed, cudaStream_t stream) {
                 a.fast_exp = true, a.chunk_len = len;
                 kg::scan_mamba1(a, ws, ws_bytes, stream);
             });
-            std::printf("%-7lld %-7lld %-10lld %-9lld %9.4f%s\n", static_cast<long long>(E),
+            // The same scan on bf16 inputs and output (the bf16 forward's configuration).
+            const double ms16 = time_ms(stream, [&](int i) {
+                kg::Mamba1ScanArgs a;
+                a.T = T, a.E = E, a.N = N;
+                a.x16 = x16.at(i), a.ldx = E, a.delta16 = dt16.at(i), a.ldd = E;
+                a.delta_bias = bias.p, a.delta_softplus = true, a.A = A.p;
+                a.B16 = bc16.at(i), a.ldb = 2 * N, a.C16 = bc16.at(i) + N, a.ldc = 2 * N;
+                a.z16 = z16.at(i), a.ldz = E, a.h = h, a.y16 = y16.at(i), a.ldy = E;
+                a.fast_exp = true, a.chunk_len = len;
+                kg::scan_mamba1(a, ws, ws_bytes, stream);
+            });
+            std::printf("%-7lld %-7lld %-10lld %-9lld %9.4f %9.4f%s\n", static_cast<long long>(E),
                         static_cast<long long>(T), static_cast<long long>(plan.chunk_len),
-                        static_cast<long long>(plan.chunks), ms,
+                        static_cast<long long>(plan.chunks), ms, ms16,
                         plan.chunk_len == auto_len ? "   (auto plan)" : "");
             if (ws) CUDA_CHECK(cudaFree(ws));
         }

@@ -695,6 +695,23 @@ size_t workspace_for(const ScanPlan& plan, int64_t E) {
     return 2 * round(states) + round(static_cast<size_t>(plan.chunks) * E * sizeof(float));
 }
 
+// The shortest chunk the automatic plan takes: kM1MinChunk, or MAMBASCOPE_M1_MIN_CHUNK for A/B runs (read per
+// call; the workspace size and the scan read it alike, so both see the same plan within a call).
+int64_t m1_min_chunk() {
+    return env_enum<int64_t>("MAMBASCOPE_M1_MIN_CHUNK",
+                             {{"", kM1MinChunk},
+                              {"16", 16},
+                              {"24", 24},
+                              {"32", 32},
+                              {"40", 40},
+                              {"48", 48},
+                              {"56", 56},
+                              {"64", 64},
+                              {"96", 96},
+                              {"128", 128}},
+                             "it sets the shortest time chunk of the chunked Mamba-1 scan's automatic plan "
+                             "(docs/cuda.md, \"The Mamba-1 scan\")");
+}
 }  // namespace
 
 ScanPlan scan_mamba1_plan(int64_t T, int64_t E, int64_t chunk_len) {
@@ -705,7 +722,7 @@ ScanPlan scan_mamba1_plan(int64_t T, int64_t E, int64_t chunk_len) {
         // As many chunks as keep one full wave of blocks busy; E alone filling the GPU gives one pass.
         const int64_t blocks_per_chunk = (E + kM1Threads - 1) / kM1Threads;
         const int64_t want_chunks = std::max<int64_t>(1, resident_blocks() / blocks_per_chunk);
-        len = std::max<int64_t>(kM1MinChunk, (T + want_chunks - 1) / want_chunks);
+        len = std::max<int64_t>(m1_min_chunk(), (T + want_chunks - 1) / want_chunks);
     }
     len = (len + kM1Tile - 1) / kM1Tile * kM1Tile;
     if (len >= T) len = T;

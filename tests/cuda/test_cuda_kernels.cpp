@@ -449,6 +449,33 @@ TEST(CudaScanMamba1, RejectsUnsupportedStateSizeWithAHint) {
     }
 }
 
+// MAMBASCOPE_M1_MIN_CHUNK moves the automatic plan's shortest chunk and nothing else: with a one-wave chunk
+// length q (rounded up to the 8-token tile), the plan takes max(minimum, q); unset is kM1MinChunk (64); a
+// value outside the list is an error naming the switch. E = 1 so that one block per chunk asks for many short
+// chunks.
+TEST(CudaScanMamba1, MinChunkSwitchMovesOnlyThePlansShortestChunk) {
+    REQUIRE_GPU();
+    const int64_t T = 4096, E = 1;
+    auto plan_with = [&](const char* v) {
+        ScopedEnv env("MAMBASCOPE_M1_MIN_CHUNK", v);
+        return kg::scan_mamba1_plan(T, E);
+    };
+    const int64_t shortest = plan_with("16").chunk_len;  // max(16, q)
+    ASSERT_GE(shortest, 16);
+    for (const char* v : {"24", "32", "48", "64", "128"}) {
+        const int64_t m = std::atoi(v);
+        const kg::ScanPlan p = plan_with(v);
+        SCOPED_TRACE(std::string("MAMBASCOPE_M1_MIN_CHUNK=") + v);
+        EXPECT_EQ(p.chunk_len, std::max(m, shortest));
+        EXPECT_EQ(p.chunks, (T + p.chunk_len - 1) / p.chunk_len);
+        // An explicit chunk length ignores the switch.
+        ScopedEnv env("MAMBASCOPE_M1_MIN_CHUNK", v);
+        EXPECT_EQ(kg::scan_mamba1_plan(T, E, 40).chunk_len, 40);
+    }
+    EXPECT_EQ(plan_with("").chunk_len, plan_with("64").chunk_len);
+    expect_error_naming("MAMBASCOPE_M1_MIN_CHUNK", [&] { (void)plan_with("33"); });
+}
+
 // ---- Mamba-2 ----------------------------------------------------------------------------------------------
 
 struct M2Case {
