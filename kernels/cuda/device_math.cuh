@@ -152,6 +152,19 @@ __device__ __forceinline__ void prefetch_l2(const void* p, unsigned bytes) {
 #endif
 }
 
+// Every thread of this (one-dimensional) grid starts its share of [p, p + bytes) on its way into L2, one
+// kL2AheadPiece-byte piece per thread and round (p 16-byte aligned, bytes a multiple of 16; nothing when
+// bytes is 0). For a later kernel's weights, after grid_dependency_wait: "L2 ahead" in docs/cuda.md.
+constexpr int64_t kL2AheadPiece = 8192;
+__device__ __forceinline__ void prefetch_l2_spread(const char* p, int64_t bytes) {
+    const int64_t threads = static_cast<int64_t>(gridDim.x) * blockDim.x;
+    for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i * kL2AheadPiece < bytes;
+         i += threads) {
+        const int64_t off = i * kL2AheadPiece;
+        prefetch_l2(p + off, static_cast<unsigned>(min(kL2AheadPiece, bytes - off)));
+    }
+}
+
 __device__ __forceinline__ void cp_async_commit() {
     asm volatile("cp.async.commit_group;\n" ::: "memory");
 }

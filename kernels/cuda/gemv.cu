@@ -141,13 +141,17 @@ bool gemv_deep_enabled() {
 template <typename TW, typename TA, typename TY, bool kDeep = false>
 __global__ void __launch_bounds__(32 * kGemvWarps)
     gemv_kernel(int64_t N, int64_t K, const TW* __restrict__ W, int64_t ldw, const TA* __restrict__ a,
-                TY* __restrict__ y, float beta, bool vec, int64_t prefetch) {
+                TY* __restrict__ y, float beta, bool vec, int64_t prefetch, const char* ahead,
+                int64_t ahead_bytes) {
     const int lane = threadIdx.x % 32;
     const int64_t first = static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / 32;
     const int64_t stride = static_cast<int64_t>(gridDim.x) * kGemvWarps;
-    if (first >= N) return;
-    prefetch_rows(W, N, K, ldw, first, stride, lane, prefetch);
+    if (first >= N && ahead_bytes == 0) return;
+    if (first < N) prefetch_rows(W, N, K, ldw, first, stride, lane, prefetch);
     grid_dependency_wait();  // a (and y, with beta) come from earlier kernels
+    // a later kernel's weights (L2Ahead, gemv.cuh): once the kernels in front are done, DRAM is free for them
+    prefetch_l2_spread(ahead, ahead_bytes);
+    if (first >= N) return;
     if constexpr (kDeep) {
         const float acc = row_dot<kGemvDeepUnroll>(W + first * ldw, a, K, lane, vec);
         if (lane == 0) store(y + first, acc, beta);
@@ -160,7 +164,7 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
 
 template <typename TW, typename TA, typename TY>
 void launch_gemv(int64_t N, int64_t K, const TW* W, int64_t ldw, const TA* a, TY* y, float beta,
-                 cudaStream_t stream) {
+                 cudaStream_t stream, L2Ahead ahead = {}) {
     MS_CHECK(N >= 0 && K >= 0, "gemv: negative size");
     if (N == 0) return;
     MS_CHECK(W && a && y && ldw >= K, "gemv: null pointer or ldw < K");
@@ -179,7 +183,12 @@ void launch_gemv(int64_t N, int64_t K, const TW* W, int64_t ldw, const TA* a, TY
     pdl_register(kernel);
     // computed here, not in the launch's arguments (the CPU emulation evaluates those in every thread)
     const int64_t prefetch = prefetch_count(N, K * static_cast<int64_t>(sizeof(TW)), blocks, vec);
-    kernel<<<blocks, 32 * kGemvWarps, 0, stream>>>(N, K, W, ldw, a, y, beta, vec, prefetch);
+    // the ahead region rounded to what the bulk prefetch takes (16-byte aligned start, 16-byte multiple)
+    const char* ahead_p = static_cast<const char*>(ahead.p);
+    const int64_t ahead_bytes =
+        ahead_p && aligned(ahead_p, 16) && ahead.bytes > 0 ? ahead.bytes / 16 * 16 : 0;
+    kernel<<<blocks, 32 * kGemvWarps, 0, stream>>>(N, K, W, ldw, a, y, beta, vec, prefetch, ahead_p,
+                                                   ahead_bytes);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -525,13 +534,13 @@ void gemv(int64_t N, int64_t K, const float* W, int64_t ldw, const float* a, flo
 }
 
 void gemv(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const __nv_bfloat16* a, float* y,
-          float beta, cudaStream_t stream) {
-    launch_gemv(N, K, W, ldw, a, y, beta, stream);
+          float beta, cudaStream_t stream, L2Ahead ahead) {
+    launch_gemv(N, K, W, ldw, a, y, beta, stream, ahead);
 }
 
 void gemv(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const __nv_bfloat16* a, __nv_bfloat16* y,
-          cudaStream_t stream) {
-    launch_gemv(N, K, W, ldw, a, y, 0.0f, stream);
+          cudaStream_t stream, L2Ahead ahead) {
+    launch_gemv(N, K, W, ldw, a, y, 0.0f, stream, ahead);
 }
 
 }  // namespace mambascope::kernels::cuda

@@ -17,12 +17,20 @@ namespace mambascope::kernels::cuda {
 // y[n] = Σ_k W[n,k]·a[k] + beta·y[n], n < N. W (N × K, row stride ldw), a (K), y (N); float32 accumulation.
 // Weight and input types: float or bf16 (any combination); output float32 (with beta) or bf16 (beta must be
 // 0). Device pointers; asynchronous on `stream`.
+//
+// L2 ahead (docs/cuda.md, "L2 ahead"): `ahead` names a later kernel's weights (bytes from p); once this
+// kernel's PDL wait returns, its threads start them on their way into L2 (bulk prefetches, a hint: the result
+// is the same with or without). Only the bf16 overloads take it (the decode step's x_proj and out_proj).
+struct L2Ahead {
+    const void* p = nullptr;
+    int64_t bytes = 0;
+};
 void gemv(int64_t N, int64_t K, const float* W, int64_t ldw, const float* a, float* y, float beta,
           cudaStream_t stream);
 void gemv(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const __nv_bfloat16* a, float* y,
-          float beta, cudaStream_t stream);
+          float beta, cudaStream_t stream, L2Ahead ahead = {});
 void gemv(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const __nv_bfloat16* a, __nv_bfloat16* y,
-          cudaStream_t stream);
+          cudaStream_t stream, L2Ahead ahead = {});
 
 // The L2 prefetch budget (docs/cuda.md, "Decoding on the GPU"; since 2026-12-05, fifteenth stop). Before its
 // PDL wait each warp of a projection starts its first rows on their way into L2. A matrix larger than the L2

@@ -447,6 +447,50 @@ TEST_P(CudaForward, ConvInsideInProjEqualsTheConvKernelsStepsBitForBit) {
     unsetenv("MAMBASCOPE_DECODE_CONV_FUSED");
 }
 
+// L2 ahead (docs/cuda.md, "L2 ahead"; MAMBASCOPE_DECODE_L2_AHEAD): a bf16 Mamba-1 step graph whose x_proj
+// prefetches out_proj's weights (1) and whose out_proj prefetches the next layer's in_proj or the LM head (2)
+// gives the same logits and states bit for bit, with the conv folded into in_proj and as its own kernel; the
+// decoder reports the mode; float32 and Mamba-2 decoders take none; another value is an error for every
+// decoder.
+TEST_P(CudaForward, L2AheadStepsEqualTheStepsWithoutBitForBit) {
+    if (!have_gpu()) GTEST_SKIP() << "no GPU";
+    auto m = random_model(cfg(GetParam()), 17);
+    auto x = ids(140);
+    const DeltaFilter f = test_filter(*m);
+    ModelState st = make_state(*m);
+    run_prefill(*m, std::span<const int32_t>(x.data(), 100), st);
+    const bool m1 = GetParam() == Arch::Mamba1;
+    for (const char* conv : {"0", "1"}) {
+        SCOPED_TRACE(std::string("MAMBASCOPE_DECODE_CONV_FUSED=") + conv);
+        const Decoded off = decode_steps(*m, st, Precision::Bf16, &f, x, 100, 140,
+                                         {{"MAMBASCOPE_DECODE_CONV_FUSED", conv},
+                                          {"MAMBASCOPE_DECODE_PERSISTENT", "0"},
+                                          {"MAMBASCOPE_DECODE_L2_AHEAD", "0"}});
+        EXPECT_EQ(off.info.l2_ahead, 0);
+        for (const char* mode : {"1", "2"}) {
+            const Decoded on = decode_steps(*m, st, Precision::Bf16, &f, x, 100, 140,
+                                            {{"MAMBASCOPE_DECODE_CONV_FUSED", conv},
+                                             {"MAMBASCOPE_DECODE_PERSISTENT", "0"},
+                                             {"MAMBASCOPE_DECODE_L2_AHEAD", mode}});
+            SCOPED_TRACE(std::string("MAMBASCOPE_DECODE_L2_AHEAD=") + mode);
+            EXPECT_EQ(on.info.l2_ahead, m1 ? std::atoi(mode) : 0);
+            EXPECT_EQ(on.info.kernel_nodes, off.info.kernel_nodes);  // no node of its own
+            expect_same_steps(off, on);
+        }
+    }
+    const Decoded fp32 =
+        decode_steps(*m, st, Precision::Fp32, nullptr, x, 100, 104, {{"MAMBASCOPE_DECODE_L2_AHEAD", "2"}});
+    EXPECT_EQ(fp32.info.l2_ahead, 0);
+    setenv("MAMBASCOPE_DECODE_L2_AHEAD", "all", 1);
+    try {
+        auto dec = detail::make_cuda_decoder(*m, st, Precision::Bf16, nullptr);
+        ADD_FAILURE() << "MAMBASCOPE_DECODE_L2_AHEAD=all was accepted";
+    } catch (const mambascope::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_DECODE_L2_AHEAD"), std::string::npos) << e.what();
+    }
+    unsetenv("MAMBASCOPE_DECODE_L2_AHEAD");
+}
+
 // x_proj inside in_proj's gemv (docs/cuda.md, "x_proj inside in_proj"; opt-in,
 // MAMBASCOPE_DECODE_XPROJ_FUSED=1): a bf16 Mamba-1 step graph that folds the conv and whose x_proj rows are a
 // multiple of 8 (dt_rank 8: 8 + 2·16) folds x_proj too: one kernel per layer fewer than without the setting.

@@ -1903,6 +1903,46 @@ TEST(CudaGemv, RowsPerGridCapEqualsOneRowPerWarpBitForBit) {
                         [&] { kg::gemv(1, 8, W1.p, 8, a1.p, y1.p, 0.0f, nullptr); });
 }
 
+// L2 ahead (gemv.cuh, docs/cuda.md "L2 ahead"): a bf16 gemv that also starts another buffer on its way into
+// L2 gives the same outputs bit for bit, on the deep path (24 rows of 2048) and with warps that have no row
+// (203 rows: the last block's spare warps now wait and prefetch instead of returning), with a region several
+// rounds of the grid's threads long, a misaligned one (skipped) and an empty one.
+TEST(CudaGemv, L2AheadLeavesTheProductUnchanged) {
+    REQUIRE_GPU();
+    std::mt19937 rng(83);
+    const int64_t region = int64_t{16} << 20;  // 16 MB: ≥ 2 rounds of 8 KB pieces for these grids
+    Dev<unsigned char> other(static_cast<size_t>(region));
+    struct Case {
+        int64_t N, K;
+    };
+    for (const Case c : {Case{203, 256}, Case{24, 2048}}) {
+        SCOPED_TRACE("N=" + std::to_string(c.N) + " K=" + std::to_string(c.K));
+        const auto W = round_bf16(randn(c.N * c.K, rng)), a = round_bf16(randn(c.K, rng)),
+                   y0 = randn(c.N, rng);
+        Dev<__nv_bfloat16> dW(to_bf16_host(W)), da(to_bf16_host(a));
+        auto run = [&](kg::L2Ahead ahead) {
+            Dev<float> yp(y0);
+            Dev<__nv_bfloat16> y16(c.N);
+            kg::gemv(c.N, c.K, dW.p, c.K, da.p, yp.p, 1.0f, nullptr, ahead);
+            kg::gemv(c.N, c.K, dW.p, c.K, da.p, y16.p, nullptr, ahead);
+            std::vector<float> out = yp.download();
+            for (float v : bf16_to_float(y16.download())) out.push_back(v);
+            return out;
+        };
+        const std::vector<float> ref = run({});
+        EXPECT_EQ(run({other.p, region}), ref);
+        EXPECT_EQ(run({other.p + 1, 4096}), ref);  // misaligned: no prefetch
+        EXPECT_EQ(run({other.p, 0}), ref);
+        EXPECT_EQ(run({other.p, 100}), ref);  // rounded down to 96 bytes
+        std::vector<double> want(c.N);
+        for (int64_t n = 0; n < c.N; ++n) {
+            want[n] = y0[n];
+            for (int64_t k = 0; k < c.K; ++k) want[n] += double(W[n * c.K + k]) * a[k];
+        }
+        EXPECT_LE(rel_err(std::vector<float>(ref.begin(), ref.begin() + c.N), want), kTol);
+    }
+}
+
 // The L2 prefetch budget (gemv.cuh): a matrix that fits kGemvPrefetchL2Share of the L2 is prefetched
 // whole; a larger one r rows per warp, the largest r whose rows fit the share (mamba-130m's LM head on one
 // wave of 528 blocks: 4 rows per warp; mamba-1.4b's 206 MB head: 1); a share smaller than one row per warp:

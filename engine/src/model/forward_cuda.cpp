@@ -808,6 +808,17 @@ bool decode_xproj_fold(const ModelConfig& c, bool conv_fold) {
 
 namespace {
 
+// MAMBASCOPE_DECODE_L2_AHEAD (docs/cuda.md, "L2 ahead"): 0 (the default until measured) none; 1 x_proj's
+// kernel starts out_proj's weights into L2 once in_proj and the conv are done; 2 that, and out_proj's kernel
+// starts the next layer's in_proj (the LM head after the last layer), at most kDecodeL2AheadShare of the L2.
+// Read per decoder; any other value is an error.
+constexpr double kDecodeL2AheadShare = 0.5;
+int decode_l2_ahead() {
+    return env_enum<int>("MAMBASCOPE_DECODE_L2_AHEAD", {{"0", 0}, {"1", 1}, {"2", 2}},
+                         "it sets which later weights a bf16 Mamba-1 decode step's x_proj and out_proj "
+                         "kernels prefetch into L2 (docs/cuda.md, \"L2 ahead\")");
+}
+
 // MAMBASCOPE_DECODE_PDL: how the step graph's kernel → kernel edges run (docs/cuda.md, "Decoding on the
 // GPU"). An edge into a kernel that waits in grid_dependency_wait (pdl.cuh) becomes programmatic from one of
 // two ports:
@@ -924,6 +935,15 @@ class CudaDecoder final : public DecoderBackend {
         info_.conv_fused = conv_fused_;
         xproj_fused_ = decode_xproj_fold(c, conv_fused_);
         info_.xproj_fused = xproj_fused_;
+        const int ahead = decode_l2_ahead();  // read (and checked) for every decoder
+        l2_ahead_ = precision == Precision::Bf16 && c.arch == Arch::Mamba1 ? ahead : 0;
+        info_.l2_ahead = l2_ahead_;
+        if (l2_ahead_ >= 2) {
+            int dev = 0, bytes = 0;
+            CUDA_CHECK(cudaGetDevice(&dev));
+            CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrL2CacheSize, dev));
+            l2_ahead_budget_ = static_cast<int64_t>(kDecodeL2AheadShare * bytes);
+        }
         run_steps_ = decode_run_steps();
     }
     ~CudaDecoder() override {
@@ -1082,7 +1102,10 @@ class CudaDecoder final : public DecoderBackend {
                     kc::conv1d_silu(1, CD, K, w.proj16.ptr, P, L.conv_w.ptr(), L.conv_b.ptr(), cst, nullptr,
                                     0, s, w.conv16.ptr, CD);
                 }
-                if (!xproj_fused_) kc::gemv(ldbc, E, L.x_proj16->ptr, E, w.conv16.ptr, w.dbc16.ptr, s);
+                // L2 ahead (l2_ahead_ ≥ 1): out_proj's weights, (D × E) bf16
+                const kc::L2Ahead out_ahead{l2_ahead_ >= 1 ? L.out_proj16->ptr : nullptr, D * E * 2};
+                if (!xproj_fused_)
+                    kc::gemv(ldbc, E, L.x_proj16->ptr, E, w.conv16.ptr, w.dbc16.ptr, s, out_ahead);
                 kc::Mamba1ScanArgs a;
                 a.T = 1, a.E = E, a.N = N;
                 // dt = dbc[:, :R_dt]·dt_projᵀ inside the scan (one launch fewer per layer)
@@ -1093,7 +1116,16 @@ class CudaDecoder final : public DecoderBackend {
                 a.Dskip = L.Dskip.ptr(), a.z16 = w.proj16.ptr + E, a.ldz = P, a.thr = thr, a.h = h;
                 a.y16 = w.y16.ptr, a.ldy = E, a.fast_exp = kScanFastExp;
                 kc::scan_mamba1(a, nullptr, 0, s);
-                kc::gemv(D, E, L.out_proj16->ptr, E, w.y16.ptr, w.x.ptr, 1.0f, s);
+                // L2 ahead (l2_ahead_ = 2): the next layer's in_proj (P × D bf16), after the last layer the
+                // LM head (V × D), at most l2_ahead_budget_ bytes of either
+                kc::L2Ahead in_ahead;
+                if (l2_ahead_ >= 2) {
+                    const bool last = li + 1 == c.n_layer;
+                    in_ahead.p = last ? (lm_head16_ ? lm_head16_->ptr : nullptr)
+                                      : dm.layers[size_t(li + 1)].in_proj16->ptr;
+                    in_ahead.bytes = std::min<int64_t>(l2_ahead_budget_, (last ? V : P) * D * 2);
+                }
+                kc::gemv(D, E, L.out_proj16->ptr, E, w.y16.ptr, w.x.ptr, 1.0f, s, in_ahead);
                 continue;
             }
             if (bf16 && fuse_norm) {
@@ -1404,8 +1436,10 @@ class CudaDecoder final : public DecoderBackend {
     DeltaFilter filter_;               // a copy: the caller's may go away
     std::vector<DevBuf<float> > thr_;  // (n_layer)(C) on the device, or empty (no filter)
     bool use_graph_ = true;
-    bool conv_fused_ = false;   // the step graph's conv inside in_proj's gemv (gemv_rmsnorm_conv)
-    bool xproj_fused_ = false;  // and x_proj too (gemv_rmsnorm_conv_xproj)
+    bool conv_fused_ = false;      // the step graph's conv inside in_proj's gemv (gemv_rmsnorm_conv)
+    bool xproj_fused_ = false;     // and x_proj too (gemv_rmsnorm_conv_xproj)
+    int l2_ahead_ = 0;             // MAMBASCOPE_DECODE_L2_AHEAD
+    int64_t l2_ahead_budget_ = 0;  // bytes of the next in_proj / LM head that out_proj's kernel prefetches
     cudaStream_t stream_ = nullptr;
     std::shared_ptr<DevBuf<__nv_bfloat16> > lm_head16_;
     DevBuf<kc::Mamba1DecodeLayer> layers_;  // the persistent kernel's layer table (device)
