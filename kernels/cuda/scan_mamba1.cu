@@ -21,10 +21,13 @@ namespace {
 
 using namespace detail;
 
-constexpr int kM1N = 16;              // d_state of every Mamba-1 checkpoint; the states live in registers
-constexpr int kM1Threads = 128;       // channels per block: one thread per channel of one time chunk
-constexpr int kM1Tile = 8;            // tokens whose B/C rows are staged in shared memory at a time
-constexpr int64_t kM1MinChunk = 64;   // shortest time chunk worth a pass-1/pass-2 round trip
+constexpr int kM1N = 16;         // d_state of every Mamba-1 checkpoint; the states live in registers
+constexpr int kM1Threads = 128;  // channels per block: one thread per channel of one time chunk
+constexpr int kM1Tile = 8;       // tokens whose B/C rows are staged in shared memory at a time
+// Shortest time chunk of the automatic plan. 48 since the eighteenth stop (docs/benchmarks.md): at 1536 × 2k
+// tokens 43 chunks of 48 fill one wave where 32 of 64 left a quarter of it idle; the H100 sweep measured
+// 0.0635 / 0.0615 ms (float32 / bf16) at 48 against 0.0696 / 0.0679 at 64, 0.0705 / 0.0647 at 32.
+constexpr int64_t kM1MinChunk = 48;
 constexpr int kM1MinBlocksPass1 = 4;  // resident blocks per SM asked of the register allocator (≤ 128 regs)
 constexpr int kM1MinBlocksPass3 = 4;  // pass 3 holds C and z too: 128 regs, no spills
 constexpr int kCombineThreads = 256;

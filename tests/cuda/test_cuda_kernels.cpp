@@ -450,7 +450,7 @@ TEST(CudaScanMamba1, RejectsUnsupportedStateSizeWithAHint) {
 }
 
 // MAMBASCOPE_M1_MIN_CHUNK moves the automatic plan's shortest chunk and nothing else: with a one-wave chunk
-// length q (rounded up to the 8-token tile), the plan takes max(minimum, q); unset is kM1MinChunk (64); a
+// length q (rounded up to the 8-token tile), the plan takes max(minimum, q); unset is kM1MinChunk (48); a
 // value outside the list is an error naming the switch. E = 1 so that one block per chunk asks for many short
 // chunks.
 TEST(CudaScanMamba1, MinChunkSwitchMovesOnlyThePlansShortestChunk) {
@@ -472,7 +472,7 @@ TEST(CudaScanMamba1, MinChunkSwitchMovesOnlyThePlansShortestChunk) {
         ScopedEnv env("MAMBASCOPE_M1_MIN_CHUNK", v);
         EXPECT_EQ(kg::scan_mamba1_plan(T, E, 40).chunk_len, 40);
     }
-    EXPECT_EQ(plan_with("").chunk_len, plan_with("64").chunk_len);
+    EXPECT_EQ(plan_with("").chunk_len, plan_with("48").chunk_len);
     expect_error_naming("MAMBASCOPE_M1_MIN_CHUNK", [&] { (void)plan_with("33"); });
 }
 
