@@ -20,7 +20,8 @@ namespace mambascope::kernels::cuda {
 //
 // L2 ahead (docs/cuda.md, "L2 ahead"): `ahead` names a later kernel's weights (bytes from p); once this
 // kernel's PDL wait returns, its threads start them on their way into L2 (bulk prefetches, a hint: the result
-// is the same with or without). Only the bf16 overloads take it (the decode step's x_proj and out_proj).
+// is the same with or without). Only the bf16 overloads take it (the decode step's x_proj and out_proj,
+// opt-in: measured slower, docs/benchmarks.md, eighteenth stop).
 struct L2Ahead {
     const void* p = nullptr;
     int64_t bytes = 0;

@@ -808,10 +808,10 @@ bool decode_xproj_fold(const ModelConfig& c, bool conv_fold) {
 
 namespace {
 
-// MAMBASCOPE_DECODE_L2_AHEAD (docs/cuda.md, "L2 ahead"): 0 (the default until measured) none; 1 x_proj's
-// kernel starts out_proj's weights into L2 once in_proj and the conv are done; 2 that, and out_proj's kernel
-// starts the next layer's in_proj (the LM head after the last layer), at most kDecodeL2AheadShare of the L2.
-// Read per decoder; any other value is an error.
+// MAMBASCOPE_DECODE_L2_AHEAD (docs/cuda.md, "L2 ahead"): 0 (the default: 1 and 2 measured 16-95% slower)
+// none; 1 x_proj's kernel starts out_proj's weights into L2 once in_proj and the conv are done; 2 that, and
+// out_proj's kernel starts the next layer's in_proj (the LM head after the last layer), at most
+// kDecodeL2AheadShare of the L2. Read per decoder; any other value is an error.
 constexpr double kDecodeL2AheadShare = 0.5;
 int decode_l2_ahead() {
     return env_enum<int>("MAMBASCOPE_DECODE_L2_AHEAD", {{"0", 0}, {"1", 1}, {"2", 2}},
