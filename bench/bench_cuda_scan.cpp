@@ -494,27 +494,22 @@ void bench_mamba1_chunk_sweep(const float* seed, cudaStream_t stream) {
             const size_t ws_bytes = kg::scan_mamba1_workspace_bytes(T, E, N, len);
             void* ws = nullptr;
             if (ws_bytes) CUDA_CHECK(cudaMalloc(&ws, ws_bytes));
-            const double ms = time_ms(stream, [&](int i) {
+            // float32, then bf16 inputs and output (the bf16 forward's configuration); the rest shared
+            const auto run = [&](int i, bool bf16) {
                 kg::Mamba1ScanArgs a;
-                a.T = T, a.E = E, a.N = N;
-                a.x = x.at(i), a.ldx = E, a.delta = dt.at(i), a.ldd = E;
-                a.delta_bias = bias.p, a.delta_softplus = true, a.A = A.p;
-                a.B = bc.at(i), a.ldb = 2 * N, a.C = bc.at(i) + N, a.ldc = 2 * N;
-                a.z = z.at(i), a.ldz = E, a.h = h, a.y = y.at(i), a.ldy = E;
+                a.T = T, a.E = E, a.N = N, a.ldx = E, a.ldd = E, a.ldb = 2 * N, a.ldc = 2 * N, a.ldz = E;
+                a.ldy = E, a.delta_bias = bias.p, a.delta_softplus = true, a.A = A.p, a.h = h;
                 a.fast_exp = true, a.chunk_len = len;
+                if (bf16)
+                    a.x16 = x16.at(i), a.delta16 = dt16.at(i), a.B16 = bc16.at(i), a.C16 = bc16.at(i) + N,
+                    a.z16 = z16.at(i), a.y16 = y16.at(i);
+                else
+                    a.x = x.at(i), a.delta = dt.at(i), a.B = bc.at(i), a.C = bc.at(i) + N, a.z = z.at(i),
+                    a.y = y.at(i);
                 kg::scan_mamba1(a, ws, ws_bytes, stream);
-            });
-            // The same scan on bf16 inputs and output (the bf16 forward's configuration).
-            const double ms16 = time_ms(stream, [&](int i) {
-                kg::Mamba1ScanArgs a;
-                a.T = T, a.E = E, a.N = N;
-                a.x16 = x16.at(i), a.ldx = E, a.delta16 = dt16.at(i), a.ldd = E;
-                a.delta_bias = bias.p, a.delta_softplus = true, a.A = A.p;
-                a.B16 = bc16.at(i), a.ldb = 2 * N, a.C16 = bc16.at(i) + N, a.ldc = 2 * N;
-                a.z16 = z16.at(i), a.ldz = E, a.h = h, a.y16 = y16.at(i), a.ldy = E;
-                a.fast_exp = true, a.chunk_len = len;
-                kg::scan_mamba1(a, ws, ws_bytes, stream);
-            });
+            };
+            const double ms = time_ms(stream, [&](int i) { run(i, false); });
+            const double ms16 = time_ms(stream, [&](int i) { run(i, true); });
             std::printf("%-7lld %-7lld %-10lld %-9lld %9.4f %9.4f%s\n", static_cast<long long>(E),
                         static_cast<long long>(T), static_cast<long long>(plan.chunk_len),
                         static_cast<long long>(plan.chunks), ms, ms16,
