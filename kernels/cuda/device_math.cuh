@@ -47,6 +47,30 @@ __device__ __forceinline__ float exp2_accurate(float x) {
     return fabsf(x) <= kExp2TaylorRange ? p : ex2_approx(x);
 }
 
+// 2^x without the special-function pipe: FMA and integer instructions only (≈ 14 issue slots against the MUFU
+// op's one, but on pipes a MUFU-bound kernel leaves idle; docs/cuda.md, "Soft exp"). x = j + f with j =
+// round(x) (adding 1.5·2^23 leaves j in the low mantissa bits), 2^f by the Taylor series of e^(f·ln2) to
+// degree 7 (|f| ≤ 0.5: truncation < 6e-9 relative, so the error is Horner's rounding, ≈ 1 ulp), 2^j added to
+// the exponent bits. x is clamped to [−125, 127] so that the exponent stays normal: below −125 the result is
+// 2^−125 ≈ 2.4e-38 where ex2.approx.ftz flushes to 0 (x < −126), a difference of h·2.4e-38 in any state; NaN
+// becomes 2^−125 too (the scan's NaN still reaches h through Δ·x).
+__device__ __forceinline__ float exp2_soft(float x) {
+    constexpr float kShift = 12582912.0f;  // 1.5·2^23
+    x = fminf(fmaxf(x, -125.0f), 127.0f);
+    const float t = x + kShift;        // round(x) + 1.5·2^23, exact: j in the low bits
+    const float f = x - (t - kShift);  // [−0.5, 0.5], exact
+    float p = 1.5252733804059841e-5f;  // ln2^7 / 7!
+    p = fmaf(p, f, 1.5403530393381606e-4f);
+    p = fmaf(p, f, 1.3333558146428441e-3f);
+    p = fmaf(p, f, 9.6181291076284772e-3f);
+    p = fmaf(p, f, 5.5504108664821576e-2f);
+    p = fmaf(p, f, 0.24022650695910071f);
+    p = fmaf(p, f, 0.69314718055994531f);
+    p = fmaf(p, f, 1.0f);
+    // t's bits shifted left by 23 keep its low 9 bits, j mod 512, in the exponent field: j << 23 mod 2^32.
+    return __uint_as_float(__float_as_uint(p) + (__float_as_uint(t) << 23));
+}
+
 template <bool kFast>
 __device__ __forceinline__ float exp2_scan(float x) {
     if constexpr (kFast)

@@ -53,13 +53,18 @@ __device__ __forceinline__ float step_in(const __nv_bfloat16* p) {
 // State group q (states 4q .. 4q + 3) of one token: e_n = 2^(Δ'·A2_n), h_n ← e_n·h_n + Δ'x·B_n; returns the
 // four e_n (the probes' decays). The one state update every Mamba-1 kernel takes (m1_chunk_states, m1_scan,
 // m1_step and the persistent decode kernel), so that their states agree bit for bit.
-template <bool kFastExp>
+// kSoft (fast exp only): states n < kSoft take exp2_soft, the FMA-pipe 2^x, instead of the MUFU op, so that a
+// MUFU-bound pass spreads its exps over two pipes (docs/cuda.md, "Soft exp"); q is a constant once unrolled.
+template <bool kFastExp, int kSoft = 0>
 __device__ __forceinline__ float4 m1_update_group(float (&h)[kStepN], const float (&A2)[kStepN], int q,
                                                   float dt, float dtx, float4 b) {
-    const float e0 = exp2_scan<kFastExp>(dt * A2[4 * q + 0]);
-    const float e1 = exp2_scan<kFastExp>(dt * A2[4 * q + 1]);
-    const float e2 = exp2_scan<kFastExp>(dt * A2[4 * q + 2]);
-    const float e3 = exp2_scan<kFastExp>(dt * A2[4 * q + 3]);
+    const auto ex = [](int n, float x) {
+        return (kFastExp && n < kSoft) ? exp2_soft(x) : exp2_scan<kFastExp>(x);
+    };
+    const float e0 = ex(4 * q + 0, dt * A2[4 * q + 0]);
+    const float e1 = ex(4 * q + 1, dt * A2[4 * q + 1]);
+    const float e2 = ex(4 * q + 2, dt * A2[4 * q + 2]);
+    const float e3 = ex(4 * q + 3, dt * A2[4 * q + 3]);
     h[4 * q + 0] = e0 * h[4 * q + 0] + dtx * b.x;
     h[4 * q + 1] = e1 * h[4 * q + 1] + dtx * b.y;
     h[4 * q + 2] = e2 * h[4 * q + 2] + dtx * b.z;

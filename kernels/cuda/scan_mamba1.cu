@@ -28,6 +28,10 @@ constexpr int kM1Tile = 8;       // tokens whose B/C rows are staged in shared m
 // tokens 43 chunks of 48 fill one wave where 32 of 64 left a quarter of it idle; the H100 sweep measured
 // 0.0635 / 0.0615 ms (float32 / bf16) at 48 against 0.0696 / 0.0679 at 64, 0.0705 / 0.0647 at 32.
 constexpr int64_t kM1MinChunk = 48;
+// States per token whose exp pass 1 (fast exp) takes on the FMA pipe (exp2_soft) instead of the MUFU. 0: the
+// H200 measured 2 within the spread and 3, 4 and 6 (and 2 in pass 3) 1–4% slower at every shape, nineteenth
+// stop (docs/cuda.md, "Soft exp"); MAMBASCOPE_M1_SOFT_EXP sets 2 or 4 per call for A/B runs.
+constexpr int kM1SoftExp = 0;
 constexpr int kM1MinBlocksPass1 = 4;  // resident blocks per SM asked of the register allocator (≤ 128 regs)
 constexpr int kM1MinBlocksPass3 = 4;  // pass 3 holds C and z too: 128 regs, no spills
 constexpr int kCombineThreads = 256;
@@ -229,8 +233,10 @@ __device__ __forceinline__ float max_a2(const float (&A2)[kM1N]) {
 // probes and more than one chunk): every chunk, the last included, and the probes too, so that pass 3 runs
 // without them (docs/cuda.md, "Probes in pass 1").
 // grid (ceil(E/128), chunks − 1; chunks with kProbes). local_end (chunks, E, N), dsum (chunks, E).
-template <bool kFastExp, typename In, bool kProbes = false>
-__global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
+// kSoft: states n < kSoft take the FMA-pipe exp (fast exp only; m1_update_group). kMinBlocks: the resident
+// blocks per SM asked of the register allocator (MAMBASCOPE_M1_BLOCKS_PER_SM).
+template <bool kFastExp, typename In, bool kProbes = false, int kSoft = 0, int kMinBlocks = kM1MinBlocksPass1>
+__global__ void __launch_bounds__(kM1Threads, kMinBlocks)
     m1_chunk_states(Params<In> p, float* __restrict__ local_end, float* __restrict__ dsum_out,
                     ScanProbes probes) {
     __shared__ __align__(16) float sB[kM1Tile][kM1N];
@@ -286,7 +292,7 @@ __global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass1)
             float esum = 0.0f;
 #pragma unroll
             for (int q = 0; q < kM1N / 4; ++q) {
-                const float4 e = m1_update_group<kFastExp>(h, A2, q, dt, dtx, b4[q]);
+                const float4 e = m1_update_group<kFastExp, kSoft>(h, A2, q, dt, dtx, b4[q]);
                 if constexpr (kProbes) esum += (e.x + e.y) + (e.z + e.w);
             }
             if constexpr (kProbes)
@@ -344,9 +350,10 @@ __global__ void __launch_bounds__(kCombineThreads)
 // Pass 3 (or the only pass): rescan each chunk from its true start state, write y, Δ', the final state,
 // probes. grid (ceil(E/128), chunks). h_start (chunks, E, N); h_final (E, N) or null.
 // kLowRankDt: Δ's pre-activation from dt_proj's low-rank input (single pass only; see
-// Mamba1ScanArgs::dt_proj_w).
-template <bool kProbes, bool kFastExp, typename In, bool kLowRankDt = false>
-__global__ void __launch_bounds__(kM1Threads, kM1MinBlocksPass3)
+// Mamba1ScanArgs::dt_proj_w). kMinBlocks as in pass 1.
+template <bool kProbes, bool kFastExp, typename In, bool kLowRankDt = false,
+          int kMinBlocks = kM1MinBlocksPass3>
+__global__ void __launch_bounds__(kM1Threads, kMinBlocks)
     m1_scan(Params<In> p, const float* h_start, float* h_final, ScanProbes probes) {  // may alias (1 pass)
     __shared__ __align__(16) float sB[kM1Tile][kM1N];
     __shared__ __align__(16) float sC[kM1Tile][kM1N];
@@ -673,19 +680,38 @@ void launch_scan_pass(bool programmatic, void (*kernel)(P...), dim3 grid, dim3 b
     CUDA_CHECK(cudaGetLastError());
 }
 
+// Both passes' resident blocks per SM asked of the register allocator (fast exp), 0 for the default kernels
+// (docs/cuda.md, "Resident blocks").
+int m1_blocks_per_sm() {
+    return env_enum<int>(
+        "MAMBASCOPE_M1_BLOCKS_PER_SM", {{"", 0}, {"4", 0}, {"5", 5}, {"6", 6}},
+        "it sets how many blocks per SM the fast-exp Mamba-1 scan kernels are compiled to keep "
+        "resident (docs/cuda.md, \"Resident blocks\")");
+}
+
 // Blocks of the pass-3 kernel that fit on the whole GPU at once (one wave).
 int64_t resident_blocks() {
-    static thread_local int cached_device = -1;
+    static thread_local int cached_device = -1, cached_setting = -1;
     static thread_local int64_t cached = 0;
+    const int setting = m1_blocks_per_sm();
     int dev = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
-    if (dev != cached_device) {
+    if (dev != cached_device || setting != cached_setting) {
         int sms = 0, per_sm = 0;
         CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, m1_scan<true, false, float>,
-                                                                 kM1Threads, 0));
+        // The float32 pass 3 (the largest ring) of the kernels the setting picks; bf16 scans plan alike, so
+        // that the workspace size does not depend on the input type.
+        if (setting == 5)
+            CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                &per_sm, m1_scan<true, true, float, false, 5>, kM1Threads, 0));
+        else if (setting == 6)
+            CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                &per_sm, m1_scan<true, true, float, false, 6>, kM1Threads, 0));
+        else
+            CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, m1_scan<true, false, float>,
+                                                                     kM1Threads, 0));
         cached = static_cast<int64_t>(sms) * std::max(1, per_sm);
-        cached_device = dev;
+        cached_device = dev, cached_setting = setting;
     }
     return cached;
 }
@@ -714,6 +740,39 @@ int64_t m1_min_chunk() {
                               {"128", 128}},
                              "it sets the shortest time chunk of the chunked Mamba-1 scan's automatic plan "
                              "(docs/cuda.md, \"The Mamba-1 scan\")");
+}
+
+// Pass 1's states per token on the FMA-pipe exp (docs/cuda.md, "Soft exp").
+int m1_soft_exp() {
+    return env_enum<int>(
+        "MAMBASCOPE_M1_SOFT_EXP", {{"", kM1SoftExp}, {"0", 0}, {"2", 2}, {"4", 4}},
+        "it sets how many of a token's 16 state exps pass 1 of the Mamba-1 scan computes on the "
+        "FMA pipe instead of the MUFU (docs/cuda.md, \"Soft exp\")");
+}
+
+// Pass 1 for the settings above (fast exp only: the accurate exp runs the default kernel).
+template <bool kFastExp, typename In, bool kProbes>
+auto pass1_kernel(int soft, int blocks) {
+    if constexpr (kFastExp) {
+        if (soft && blocks)
+            throw Error("scan_mamba1: MAMBASCOPE_M1_SOFT_EXP and MAMBASCOPE_M1_BLOCKS_PER_SM are both set",
+                        "the two are built one at a time; unset one of them");
+        if (soft == 2) return m1_chunk_states<kFastExp, In, kProbes, 2>;
+        if (soft == 4) return m1_chunk_states<kFastExp, In, kProbes, 4>;
+        if (blocks == 5) return m1_chunk_states<kFastExp, In, kProbes, 0, 5>;
+        if (blocks == 6) return m1_chunk_states<kFastExp, In, kProbes, 0, 6>;
+    }
+    return m1_chunk_states<kFastExp, In, kProbes>;
+}
+
+// Pass 3 without the fused dt_proj for a blocks-per-SM setting, as pass1_kernel.
+template <bool kProbes, bool kFastExp, typename In>
+auto pass3_kernel(int blocks) {
+    if constexpr (kFastExp) {
+        if (blocks == 5) return m1_scan<kProbes, kFastExp, In, false, 5>;
+        if (blocks == 6) return m1_scan<kProbes, kFastExp, In, false, 6>;
+    }
+    return m1_scan<kProbes, kFastExp, In, false>;
 }
 }  // namespace
 
@@ -775,6 +834,7 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
     const bool pass1_switch =
         m1_probes_in_pass1_enabled();  // read first: a bad value is an error at any call
     const bool probes_in_pass1 = a.probes.any() && plan.chunks > 1 && pass1_switch;
+    const int soft = m1_soft_exp(), blocks = m1_blocks_per_sm();
     const bool pdl = m1_scan_pdl_enabled() && plan.chunks > 1;  // a single pass has no pass before it
     const dim3 block(kM1Threads);
     const unsigned cblocks = static_cast<unsigned>((a.E + kM1Threads - 1) / kM1Threads);
@@ -797,10 +857,10 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
 
         // With probes pass 1 scans the last chunk too (its end state goes unused) and takes the probes.
         const dim3 grid1(cblocks, static_cast<unsigned>(probes_in_pass1 ? plan.chunks : plan.chunks - 1));
-        const auto pass1 =
-            probes_in_pass1
-                ? (a.fast_exp ? m1_chunk_states<true, In, true> : m1_chunk_states<false, In, true>)
-                : (a.fast_exp ? m1_chunk_states<true, In, false> : m1_chunk_states<false, In, false>);
+        const auto pass1 = probes_in_pass1 ? (a.fast_exp ? pass1_kernel<true, In, true>(soft, blocks)
+                                                         : pass1_kernel<false, In, true>(soft, blocks))
+                                           : (a.fast_exp ? pass1_kernel<true, In, false>(soft, blocks)
+                                                         : pass1_kernel<false, In, false>(soft, blocks));
         pass1<<<grid1, block, 0, stream>>>(p, local_end, dsum, a.probes);
         CUDA_CHECK(cudaGetLastError());
         const int64_t n_states = a.E * kM1N;
@@ -811,10 +871,11 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
     }
     const dim3 grid(cblocks, static_cast<unsigned>(plan.chunks));
     // The fused dt_proj (decode steps, one short pass) keeps the default register budget.
-    auto pass3 = a.dt_proj_w ? (a.fast_exp ? m1_scan<false, true, In, true> : m1_scan<false, false, In, true>)
-                 : a.probes.any() && !probes_in_pass1
-                     ? (a.fast_exp ? m1_scan<true, true, In, false> : m1_scan<true, false, In, false>)
-                     : (a.fast_exp ? m1_scan<false, true, In, false> : m1_scan<false, false, In, false>);
+    auto pass3 =
+        a.dt_proj_w ? (a.fast_exp ? m1_scan<false, true, In, true> : m1_scan<false, false, In, true>)
+        : a.probes.any() && !probes_in_pass1
+            ? (a.fast_exp ? pass3_kernel<true, true, In>(blocks) : pass3_kernel<true, false, In>(blocks))
+            : (a.fast_exp ? pass3_kernel<false, true, In>(blocks) : pass3_kernel<false, false, In>(blocks));
     if (a.dt_proj_w) pdl_register(pass3);
     launch_scan_pass(pdl, pass3, grid, block, stream, p, h_start, a.h, a.probes);
     if (owned) CUDA_CHECK(cudaFreeAsync(owned, stream));

@@ -2,9 +2,10 @@
 # Nsight Compute on the GPU machine (repository root, $OUT set): where the Mamba-1 scan's time goes at 2k and
 # 128k tokens (pipe utilisation, issue slots, stall reasons of its three kernels), and a per-kernel time
 # breakdown of one mamba-1.4b bf16 prefill of 16k tokens. Results: docs/benchmarks.md ("Profiles").
+# FORWARD_ONLY=1: the forward breakdown alone (no scan profiles); NO_BUILD=1: build-gpu is already built.
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-build_cuda "$OUT/cmake.log" 16 bench_cuda_scan bench_cuda_forward
+[ "${NO_BUILD:-0}" = 1 ] || build_cuda "$OUT/cmake.log" 16 bench_cuda_scan bench_cuda_forward
 find_ncu
 echo "ncu: $NCU ($($NCU --version 2>&1 | tail -1))"
 STALLS=""
@@ -13,7 +14,8 @@ for r in math_pipe_throttle wait long_scoreboard short_scoreboard barrier not_se
   STALLS="$STALLS,smsp__average_warps_issue_stalled_${r}_per_issue_active.ratio"
 done
 METRICS="sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active,sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active,sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active,sm__issue_active.avg.pct_of_peak_sustained_active,sm__warps_active.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum$STALLS"
-for shape in 1536,2048 4096,131072; do
+[ "${FORWARD_ONLY:-0}" = 1 ] && shapes="" || shapes="1536,2048 4096,131072"
+for shape in $shapes; do
   f="$OUT/ncu_scan_${shape/,/_}.txt"
   # The second scan call's three kernels (pass 1, combine, pass 3).
   BENCH_SCAN_PROFILE=$shape timeout 150 "$NCU" --clock-control none --cache-control none -k regex:m1_ \

@@ -38,6 +38,9 @@
 #include "cuda/scan_mamba2.cuh"
 #include "cuda/scan_mamba2_ssd.cuh"
 #include "mambascope/error.h"
+#ifdef MAMBASCOPE_CUDA_EMULATED
+#include "device_math_emu.h"  // the device math translated to C++, as every emulated kernel runs it
+#endif
 
 namespace {
 
@@ -1346,6 +1349,154 @@ TEST(CudaScanMamba1, ProbesTakenInPass1EqualThoseTakenInPass3) {
     ScopedEnv bad("MAMBASCOPE_M1_PROBES_PASS", "2");
     expect_error_naming("MAMBASCOPE_M1_PROBES_PASS", [&] {
         run_m1_gpu(d, M1Case{200, 32, 64, false, false, false}, {}, {}, true);
+    });
+}
+
+#ifdef MAMBASCOPE_CUDA_EMULATED
+// exp2_soft, the FMA-pipe 2^x of the soft exp (device_math.cuh; docs/cuda.md, "Soft exp"), its arithmetic run
+// on the host as the emulation runs every kernel (the GPU's instructions are tested through the scan below):
+// within 1 ulp of 2^x over 4 million points of [−125, 10] (ex2.approx's bound is 2 ulp), exactly 1 at 0, and
+// at and beyond the clamps a tiny normal or a large finite value, never a wrapped exponent.
+TEST(CudaDeviceMath, SoftExp2IsWithinOneUlpAndClampsWithoutWrapping) {
+    namespace dm = mambascope::kernels::cuda::detail;
+    double worst = 0.0, worst_x = 0.0;
+    for (int i = 0; i <= 4'000'000; ++i) {
+        const float x = -125.0f + 135.0f * static_cast<float>(i) / 4e6f;
+        const double want = std::exp2(static_cast<double>(x));
+        const double ulp = std::ldexp(1.0, std::ilogb(want) - 23);
+        const double err = std::fabs(static_cast<double>(dm::exp2_soft(x)) - want) / ulp;
+        if (err > worst) worst = err, worst_x = x;
+    }
+    std::printf("  exp2_soft: worst %.3f ulp at x = %g\n", worst, worst_x);
+    EXPECT_LE(worst, 1.0);
+    EXPECT_EQ(dm::exp2_soft(0.0f), 1.0f);
+    EXPECT_EQ(dm::exp2_soft(-3.0f), 0.125f);
+    for (const float x : {-125.5f, -126.0f, -300.0f, -1e30f, -INFINITY}) {
+        const float e = dm::exp2_soft(x);
+        EXPECT_GE(e, std::numeric_limits<float>::min()) << x;
+        EXPECT_LE(e, std::ldexp(1.0f, -124)) << x;
+    }
+    for (const float x : {127.4f, 300.0f, INFINITY}) {
+        const float e = dm::exp2_soft(x);
+        EXPECT_TRUE(std::isfinite(e)) << x;
+        EXPECT_GE(e, std::ldexp(1.0f, 126)) << x;
+    }
+}
+#endif
+
+// The soft exp (docs/cuda.md, "Soft exp"): MAMBASCOPE_M1_SOFT_EXP sends a token's first k state exps of pass
+// 1 to exp2_soft instead of the MUFU. Chunked float32 scans (fast exp), channels 0 and 1 decaying past the
+// clamp (Δ·A·log2 e down to ≈ −560): each setting takes effect (y differs from the MUFU-only run in some
+// bit), y stays within twice the MUFU-only run's error of the float64 reference (memories up to ≈ 3000
+// tokens, where a biased exp would accumulate), the final state within float32 rounding of it. Then bf16
+// inputs with filter, gate and probes in pass 1: y and the log-decay probe agree with the MUFU-only run to
+// float32 rounding. A value outside the built set, or the switch together with MAMBASCOPE_M1_BLOCKS_PER_SM,
+// is a clear error.
+TEST(CudaScanMamba1, SoftExpTakesEffectAndAgreesWithTheFloat64Reference) {
+    REQUIRE_GPU();
+    std::mt19937 rng(81);
+    const M1Case c{3000, 64, 256, false, false, false};  // Δ given, no filter, no gate: m1_float64_y's scan
+    M1Data d = make_m1(c.T, c.E, rng, /*aligned=*/true);
+    for (int n = 0; n < 16; ++n) d.A[0 * 16 + n] = d.A[1 * 16 + n] = -400.0f + n;
+    const std::vector<double> y64 = m1_float64_y(d);
+    const M1Result base = run_m1_gpu(d, c, {}, {}, true);
+    const double e_base = rel_err(base.y, y64);
+    for (const char* soft : {"2", "4"}) {
+        ScopedEnv env("MAMBASCOPE_M1_SOFT_EXP", soft);
+        const M1Result got = run_m1_gpu(d, c, {}, {}, true);
+        const double e = rel_err(got.y, y64);
+        std::printf("  soft exp %s: y vs float64 %.2e (MUFU only %.2e)\n", soft, e, e_base);
+        EXPECT_NE(got.y, base.y);
+        EXPECT_LE(e, std::max(2.0 * e_base, kTol));
+        EXPECT_LE(rel_err(got.h, base.h), 1e-4);
+    }
+
+    const M1Case cb{1500, 136, 128, true, true, true};  // softplus, filter, gate
+    const M1Data db = round_m1_inputs(make_m1(cb.T, cb.E, rng, /*aligned=*/true));
+    const std::vector<float> thr = safe_thresholds(m1_delta(db, cb.softplus), db.T, db.E, db.ldd);
+    auto run_bf16 = [&](const char* soft) {
+        ScopedEnv env("MAMBASCOPE_M1_SOFT_EXP", soft);
+        Dev<double> ds(db.E), ld(db.E);
+        Dev<int64_t> kept(db.E);
+        ds.zero(), ld.zero(), kept.zero();
+        const M1Result r = run_m1_gpu_bf16(db, cb, thr, {ds.p, kept.p, ld.p}, false, nullptr, true);
+        return std::make_pair(r, ld.download());
+    };
+    const auto mufu = run_bf16(nullptr), soft = run_bf16("4");
+    EXPECT_NE(soft.first.y, mufu.first.y);
+    EXPECT_LE(rel_err(soft.first.y, mufu.first.y), 1e-4);
+    EXPECT_LE(rel_err(soft.second, mufu.second), 1e-5);
+
+    {
+        ScopedEnv bad("MAMBASCOPE_M1_SOFT_EXP", "3");  // built for 0, 2 and 4 only
+        expect_error_naming("MAMBASCOPE_M1_SOFT_EXP", [&] { run_m1_gpu(d, c, {}, {}, true); });
+    }
+    ScopedEnv both("MAMBASCOPE_M1_SOFT_EXP", "2"), blocks("MAMBASCOPE_M1_BLOCKS_PER_SM", "5");
+    expect_error_naming("MAMBASCOPE_M1_BLOCKS_PER_SM", [&] { run_m1_gpu(d, c, {}, {}, true); });
+}
+
+// MAMBASCOPE_M1_BLOCKS_PER_SM (docs/cuda.md, "Resident blocks"): both fast-exp passes compiled for 5 or 6
+// resident blocks per SM (96 / 80 registers, a few spills) and the plan's chunks for that wave. The same
+// arithmetic with another register allocation: y, Δ' and the final state equal the default kernels' to
+// float32 rounding (bit for bit where ptxas keeps the same contractions; printed), the probes' kept counts
+// exactly, their sums to rounding; float32 and bf16 inputs, filter, gate and probes, the automatic plan and a
+// forced chunking. On a GPU the automatic plan of a long input takes at least as many chunks as the
+// default's.
+TEST(CudaScanMamba1, BlocksPerSmVariantsAgreeWithTheDefaultKernels) {
+    REQUIRE_GPU();
+    std::mt19937 rng(82);
+    for (const int64_t chunk : {int64_t{0}, int64_t{96}})
+        for (const bool bf16 : {false, true}) {
+            const M1Case c{2000, 200, chunk, true, true, true};
+            const M1Data d0 = make_m1(c.T, c.E, rng, /*aligned=*/true);
+            const M1Data d = bf16 ? round_m1_inputs(d0) : d0;
+            const std::vector<float> thr = safe_thresholds(m1_delta(d, c.softplus), d.T, d.E, d.ldd);
+            struct Run {
+                M1Result r;
+                std::vector<double> dsum, logd;
+                std::vector<int64_t> kept;
+            };
+            auto run = [&](const char* blocks) {
+                ScopedEnv env("MAMBASCOPE_M1_BLOCKS_PER_SM", blocks);
+                Dev<double> ds(d.E), ld(d.E);
+                Dev<int64_t> kept(d.E);
+                ds.zero(), ld.zero(), kept.zero();
+                const kg::ScanProbes pr{ds.p, kept.p, ld.p};
+                Run out;
+                out.r = bf16 ? run_m1_gpu_bf16(d, c, thr, pr, false, nullptr, true)
+                             : run_m1_gpu(d, c, thr, pr, true);
+                out.dsum = ds.download(), out.logd = ld.download(), out.kept = kept.download();
+                return out;
+            };
+            const Run base = run(nullptr);
+            for (const char* blocks : {"5", "6"}) {
+                SCOPED_TRACE(std::string("blocks ") + blocks + (bf16 ? " bf16" : " float32") + " chunk " +
+                             std::to_string(chunk));
+                const Run got = run(blocks);
+                std::printf("  %s blocks/SM, %s, chunk %lld: y %s the default's\n", blocks,
+                            bf16 ? "bf16" : "float32", static_cast<long long>(chunk),
+                            got.r.y == base.r.y ? "bit for bit" : "within rounding of");
+                EXPECT_LE(rel_err(got.r.y, base.r.y), 1e-6);
+                EXPECT_LE(rel_err(got.r.h, base.r.h), 1e-6);
+                EXPECT_EQ(got.r.delta_used, base.r.delta_used);
+                EXPECT_EQ(got.kept, base.kept);
+                EXPECT_LE(rel_err(got.dsum, base.dsum), 1e-9);
+                EXPECT_LE(rel_err(got.logd, base.logd), 1e-6);
+            }
+        }
+#ifndef MAMBASCOPE_CUDA_EMULATED  // the emulation's occupancy does not follow launch bounds
+    const int64_t chunks4 = kg::scan_mamba1_plan(131072, 4096, 0).chunks;
+    ScopedEnv five("MAMBASCOPE_M1_BLOCKS_PER_SM", "5");
+    const int64_t chunks5 = kg::scan_mamba1_plan(131072, 4096, 0).chunks;
+    std::printf("  plan at 4096 x 128k: %lld chunks (default), %lld (5 blocks/SM)\n",
+                static_cast<long long>(chunks4), static_cast<long long>(chunks5));
+    EXPECT_GE(chunks5, chunks4);
+#endif
+    ScopedEnv bad("MAMBASCOPE_M1_BLOCKS_PER_SM", "7");
+    std::mt19937 rng2(83);
+    const M1Data d = make_m1(300, 32, rng2);
+    expect_error_naming("MAMBASCOPE_M1_BLOCKS_PER_SM", [&] {
+        run_m1_gpu(d, M1Case{300, 32, 64, false, false, false}, {}, {}, true);
     });
 }
 
