@@ -53,8 +53,9 @@ __device__ __forceinline__ float step_in(const __nv_bfloat16* p) {
 // State group q (states 4q .. 4q + 3) of one token: e_n = 2^(Δ'·A2_n), h_n ← e_n·h_n + Δ'x·B_n; returns the
 // four e_n (the probes' decays). The one state update every Mamba-1 kernel takes (m1_chunk_states, m1_scan,
 // m1_step and the persistent decode kernel), so that their states agree bit for bit.
-// kSoft (fast exp only): states n < kSoft take exp2_soft, the FMA-pipe 2^x, instead of the MUFU op, so that a
-// MUFU-bound pass spreads its exps over two pipes (docs/cuda.md, "Soft exp"); q is a constant once unrolled.
+// kSoft (fast exp only): states n < kSoft take exp2_soft, the FMA-pipe 2^x, instead of the MUFU op, to spread
+// a pass's exps over two pipes (measured slower on the H200: docs/cuda.md, "Soft exp"); q is a constant once
+// unrolled.
 template <bool kFastExp, int kSoft = 0>
 __device__ __forceinline__ float4 m1_update_group(float (&h)[kStepN], const float (&A2)[kStepN], int q,
                                                   float dt, float dtx, float4 b) {

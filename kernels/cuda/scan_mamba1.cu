@@ -29,8 +29,8 @@ constexpr int kM1Tile = 8;       // tokens whose B/C rows are staged in shared m
 // 0.0635 / 0.0615 ms (float32 / bf16) at 48 against 0.0696 / 0.0679 at 64, 0.0705 / 0.0647 at 32.
 constexpr int64_t kM1MinChunk = 48;
 // States per token whose exp pass 1 (fast exp) takes on the FMA pipe (exp2_soft) instead of the MUFU. 0: the
-// H200 measured 2 within the spread and 3, 4 and 6 (and 2 in pass 3) 1–4% slower at every shape, nineteenth
-// stop (docs/cuda.md, "Soft exp"); MAMBASCOPE_M1_SOFT_EXP sets 2 or 4 per call for A/B runs.
+// H200 measured 2 within the spread (median +0.7%), 3 and 4 slower at every shape (medians +2.5%, +5.3%),
+// nineteenth stop (docs/cuda.md, "Soft exp"); MAMBASCOPE_M1_SOFT_EXP sets 2 or 4 per call for A/B runs.
 constexpr int kM1SoftExp = 0;
 constexpr int kM1MinBlocksPass1 = 4;  // resident blocks per SM asked of the register allocator (≤ 128 regs)
 constexpr int kM1MinBlocksPass3 = 4;  // pass 3 holds C and z too: 128 regs, no spills
