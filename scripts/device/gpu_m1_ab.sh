@@ -8,9 +8,10 @@
 #   3. side by side: mamba_ssm's fp32/bf16 selective_scan_fwd, then bench_cuda_scan's Mamba-1 table per setting;
 #   4. bench_cuda_forward bf16 prefill of mamba-130m and mamba-1.4b per setting;
 #   5. summary.txt: our times / mamba_ssm's per shape and setting;
-#   6. Nsight Compute: occupancy, registers and warp stall reasons of m1_chunk_states and m1_scan (one mamba-130m
-#      bf16 prefill of 16k tokens, first layer), per setting in PROFILE_SETTINGS (default "-"), with the
-#      special-function (xu) and FMA pipes' share of their peak and the stall reasons per issued instruction;
+#   6. Nsight Compute: occupancy, registers and warp stall reasons of m1_chunk_states and m1_scan (one bf16
+#      prefill of 16k tokens of PROFILE_MODEL, default mamba-130m, first layer), per setting in PROFILE_SETTINGS
+#      (default "-"), with the special-function (xu) and FMA pipes' share of their peak and the stall reasons
+#      per issued instruction;
 #   7. sass_summary.txt: SASS instructions and MUFU ops per Mamba-1 scan kernel (cuobjdump).
 # SETTING_TESTS=0 skips the per-setting test runs of step 2; FORWARD_SETTINGS (default SETTINGS) limits step 4.
 set -uo pipefail
@@ -106,13 +107,13 @@ find_ncu
 if [ -n "$NCU" ] && [ "${SKIP_PROFILE:-0}" != 1 ]; then
   : > "$OUT/profile_m1_detail.txt"
   for st in ${PROFILE_SETTINGS:--}; do
-    echo "== m1_chunk_states / m1_scan ($st): occupancy, pipes, stall reasons (mamba-130m bf16, 16k, first layer)"
+    echo "== m1_chunk_states / m1_scan ($st): occupancy, pipes, stall reasons (${PROFILE_MODEL:-mamba-130m} bf16, 16k, first layer)"
     echo "-- $st" >> "$OUT/profile_m1_detail.txt"
     env $(envof "$st") BENCH_FORWARD_PROFILE=16384 timeout 150 "$NCU" --clock-control none \
       --kernel-name regex:'m1_(scan|chunk_states)' --launch-count 2 --section LaunchStats --section Occupancy \
       --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
       --metrics sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active,sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_alu.avg.pct_of_peak_sustained_active,smsp__average_warps_issue_stalled_math_pipe_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_mio_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_short_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_wait_per_issue_active.ratio,smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio,smsp__average_warps_issue_stalled_not_selected_per_issue_active.ratio,smsp__average_warps_issue_stalled_dispatch_stall_per_issue_active.ratio,gpu__time_duration.sum \
-      build-gpu/bench/bench_cuda_forward mamba-130m 2>&1 | sed "s|$PWD/||g" >> "$OUT/profile_m1_detail.txt"
+      build-gpu/bench/bench_cuda_forward "${PROFILE_MODEL:-mamba-130m}" 2>&1 | sed "s|$PWD/||g" >> "$OUT/profile_m1_detail.txt"
   done
   grep -E "^-- |m1_|Registers|Achieved Occupancy|Warp Cycles|Issued Warp|Eligible Warps|pipe_|stalled|duration" \
     "$OUT/profile_m1_detail.txt" | sed 's/  */ /g' | head -120
