@@ -162,6 +162,79 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
     });
 }
 
+// Split rows (since 2026-12-06, twentieth stop; docs/cuda.md, "Split rows"). A short-and-wide projection (a
+// Mamba-1 decode step's x_proj: 160 rows of 4,096 for mamba-1.4b) gives one warp per row and still leaves
+// most of the GPU idle: 160 warps for 132 SMs, each row 16 load steps per lane, two dependent round trips at
+// 8 in flight (ncu: 7.7 µs for 1.3 MB, docs/benchmarks.md, sixteenth stop). Here kS warps of a block share a
+// row: warp s adds columns [s·K/kS, (s+1)·K/kS) in row_dot's order over its segment (all its load steps in
+// flight), and the row's first warp adds the kS partial sums in order s = 0, 1, …. Not row_dot's order: the
+// sums may differ from gemv_kernel's in the last bits. gemv_split_rows decides kS.
+constexpr int kGemvSplitBatch = 4;  // load steps per lane in flight at once
+template <typename TW, typename TA, typename TY, int kS>
+__global__ void __launch_bounds__(32 * kGemvWarps)
+    gemv_split_kernel(int64_t N, int64_t K, const TW* __restrict__ W, int64_t ldw, const TA* __restrict__ a,
+                      TY* __restrict__ y, float beta, bool prefetch) {
+    static_assert(kGemvWarps % kS == 0, "a block holds whole rows");
+    __shared__ float part[kGemvWarps];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, s = warp % kS;
+    const int64_t n = static_cast<int64_t>(blockIdx.x) * (kGemvWarps / kS) + warp / kS;
+    const int64_t seg = K / kS;
+    const TW* w = W + n * ldw + s * seg;
+    if (n < N) prefetch_row(w, seg, lane, prefetch);
+    grid_dependency_wait();  // a (and y, with beta) come from earlier kernels
+    // row_dot's order over the segment, its load steps issued kGemvSplitBatch at a time whatever their count
+    // (a `#pragma unroll` loop would leave a short segment's steps to its one-at-a-time remainder)
+    float acc = 0.0f;
+    if (n < N) {
+        const TA* as = a + s * seg;
+        const int64_t steps = seg / (32 * kGemvVec);
+        for (int64_t g = 0; g < steps; g += kGemvSplitBatch) {
+            float wv[kGemvSplitBatch][kGemvVec], av[kGemvSplitBatch][kGemvVec];
+#pragma unroll
+            for (int j = 0; j < kGemvSplitBatch; ++j)
+                if (g + j < steps) {
+                    const int64_t k = (g + j) * 32 * kGemvVec + lane * kGemvVec;
+                    load8(w + k, wv[j]);
+                    load8(as + k, av[j]);
+                }
+#pragma unroll
+            for (int j = 0; j < kGemvSplitBatch; ++j)
+                if (g + j < steps)
+#pragma unroll
+                    for (int i = 0; i < kGemvVec; ++i) acc = fmaf(wv[j][i], av[j][i], acc);
+        }
+        acc = warp_sum(acc);
+    }
+    if (lane == 0) part[warp] = acc;
+    __syncthreads();
+    if (n < N && s == 0 && lane == 0) {
+        float total = part[warp];
+#pragma unroll
+        for (int j = 1; j < kS; ++j) total += part[warp + j];
+        store(y + n, total, beta);
+    }
+}
+
+// MAMBASCOPE_GEMV_SPLIT: the warps per row the split kernel may take (1: never), default kGemvSplit: measured
+// on an H100 (docs/benchmarks.md, twentieth stop), greedy bf16 decode, 1 / 2 / 4 / 8 warps per row:
+// mamba-130m 0.353 / 0.326 / 0.326 / 0.326 ms per token (its rows of 1,536 split in 2 at most),
+// mamba-1.4b 1.664 / 1.587 / 1.604 / 1.669. Read at each launch.
+constexpr int kGemvSplit = 2;
+int gemv_split_setting() {
+    return env_enum<int>(
+        "MAMBASCOPE_GEMV_SPLIT", {{"", kGemvSplit}, {"1", 1}, {"2", 2}, {"4", 4}, {"8", 8}},
+        "it sets how many warps may share a row of a short one-row projection (docs/cuda.md, "
+        "\"Split rows\"; 1: one warp per row)");
+}
+// MAMBASCOPE_GEMV_SPLIT_ROWS: the rows per SM below which a projection splits its rows, default
+// kGemvSplitRowsPerSm (gemv.cuh); read at each launch (A/B runs).
+int64_t gemv_split_rows_per_sm() {
+    return env_enum<int64_t>(
+        "MAMBASCOPE_GEMV_SPLIT_ROWS", {{"", kGemvSplitRowsPerSm}, {"8", 8}, {"16", 16}, {"32", 32}},
+        "it sets the rows per SM below which a one-row projection lets several warps share "
+        "a row (docs/cuda.md, \"Split rows\")");
+}
+
 template <typename TW, typename TA, typename TY>
 void launch_gemv(int64_t N, int64_t K, const TW* W, int64_t ldw, const TA* a, TY* y, float beta,
                  cudaStream_t stream, L2Ahead ahead = {}) {
@@ -173,6 +246,19 @@ void launch_gemv(int64_t N, int64_t K, const TW* W, int64_t ldw, const TA* a, TY
     // 8 elements per load step: 16-byte loads (one uint4 of bf16, or two float4 of float32) at offsets k·size
     // that are multiples of 16 bytes when K, ldw are multiples of 8 and the bases are 16-byte aligned.
     const bool vec = K % kGemvVec == 0 && ldw % kGemvVec == 0 && aligned(W, 16) && aligned(a, 16);
+    const int split = ahead.p ? 1 : gemv_split_rows(N, K, vec);
+    if (split > 1) {
+        const auto kernel = split == 2   ? gemv_split_kernel<TW, TA, TY, 2>
+                            : split == 4 ? gemv_split_kernel<TW, TA, TY, 4>
+                                         : gemv_split_kernel<TW, TA, TY, 8>;
+        pdl_register(kernel);
+        const int64_t rows_per_block = kGemvWarps / split;
+        const unsigned blocks = static_cast<unsigned>((N + rows_per_block - 1) / rows_per_block);
+        const bool prefetch = prefetch_count(N, K * static_cast<int64_t>(sizeof(TW)), blocks, vec) > 0;
+        kernel<<<blocks, 32 * kGemvWarps, 0, stream>>>(N, K, W, ldw, a, y, beta, prefetch);
+        CUDA_CHECK(cudaGetLastError());
+        return;
+    }
     // one row per warp with the deeper loads when that grid fits one wave of that kernel (or the override)
     // (the occupancy query only where the rows are long enough to take it)
     const bool long_rows = gemv_deep_enabled() && vec && K >= kGemvDeepMinK;
@@ -526,6 +612,25 @@ void gemv_rmsnorm_conv_xproj(int64_t E, int64_t K, const __nv_bfloat16* W, int64
     xp.wT = x_projT, xp.R = R, xp.parts = parts, xp.count = count, xp.out16 = dbc16;
     launch_gemv_rmsnorm<__nv_bfloat16, true, true>(2 * E, K, W, ldw, x, w_norm, eps, y, 0.0f, stream, conv,
                                                    xp);
+}
+
+int gemv_split_rows(int64_t N, int64_t K, bool vec) {
+    int split = gemv_split_setting();  // read first: bad values are errors at any call
+    const int64_t rows_per_sm = gemv_split_rows_per_sm();
+    if (!vec || split == 1) return 1;
+    static const int64_t sms = [] {
+        int dev = 0, count = 0;
+        CUDA_CHECK(cudaGetDevice(&dev));
+        CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev));
+        return static_cast<int64_t>(count);
+    }();
+    // rows too few for the GPU: fewer than rows_per_sm warps per SM at one row per warp
+    if (N >= rows_per_sm * sms) return 1;
+    // whole 16-byte load steps per lane in every segment, at least kGemvSplitMinSteps of them
+    while (split > 1 &&
+           (K % (split * kGemvVec * 32) != 0 || K / (split * kGemvVec * 32) < kGemvSplitMinSteps))
+        split /= 2;
+    return split;
 }
 
 void gemv(int64_t N, int64_t K, const float* W, int64_t ldw, const float* a, float* y, float beta,

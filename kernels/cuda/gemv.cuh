@@ -33,6 +33,17 @@ void gemv(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const __nv_
 void gemv(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const __nv_bfloat16* a, __nv_bfloat16* y,
           cudaStream_t stream, L2Ahead ahead = {});
 
+// Split rows (docs/cuda.md, "Split rows"; MAMBASCOPE_GEMV_SPLIT = 1, 2, 4 or 8, default 2): the warps per
+// row a plain gemv launch takes for these sizes: up to the setting, for vec rows (K % 8 == 0, ldw % 8 == 0,
+// W and a 16-byte aligned) of projections with fewer than kGemvSplitRowsPerSm rows per SM
+// (MAMBASCOPE_GEMV_SPLIT_ROWS = 8, 16 or 32 for A/B runs), halved until every warp's segment is whole
+// 16-byte load steps per lane and at least kGemvSplitMinSteps of them; 1 otherwise (one warp per row, gemv's
+// order). With k > 1 a row's k segments are summed apart and added in order, so the result may differ from
+// one warp's in the last bits. Throws when a setting has a bad value.
+constexpr int64_t kGemvSplitRowsPerSm = 8;
+constexpr int64_t kGemvSplitMinSteps = 2;
+int gemv_split_rows(int64_t N, int64_t K, bool vec);
+
 // The L2 prefetch budget (docs/cuda.md, "Decoding on the GPU"; since 2026-12-05, fifteenth stop). Before its
 // PDL wait each warp of a projection starts its first rows on their way into L2. A matrix larger than the L2
 // (mamba-1.4b's 206 MB LM head and 33.5 MB in_proj against the H100's 50 MB) evicted its own first rows

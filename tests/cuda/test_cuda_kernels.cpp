@@ -2034,6 +2034,7 @@ TEST(CudaGemv, MatchesFloat64ProductOnVectorAndScalarPaths) {
 // summing in the other order passed this test too. The shared order is by construction, sumsq4.)
 TEST(CudaGemv, RmsnormFusedEqualsRmsnormBf16ThenGemvBitForBit) {
     REQUIRE_GPU();
+    ScopedEnv one_warp("MAMBASCOPE_GEMV_SPLIT", "1");  // gemv_rmsnorm's order is one warp per row's
     std::mt19937 rng(78);
     struct Case {
         int64_t N, K, ldw;
@@ -2083,6 +2084,8 @@ TEST(CudaGemv, RmsnormFusedEqualsRmsnormBf16ThenGemvBitForBit) {
 // that only some lanes take).
 TEST(CudaGemv, RowsPerGridCapEqualsOneRowPerWarpBitForBit) {
     REQUIRE_GPU();
+    ScopedEnv one_warp("MAMBASCOPE_GEMV_SPLIT",
+                       "1");  // the grids of one warp per row (split rows: their own test)
     std::mt19937 rng(79);
     struct Case {
         int64_t N, K, ldw;
@@ -2148,12 +2151,108 @@ TEST(CudaGemv, RowsPerGridCapEqualsOneRowPerWarpBitForBit) {
                         [&] { kg::gemv(1, 8, W1.p, 8, a1.p, y1.p, 0.0f, nullptr); });
 }
 
+// Split rows (MAMBASCOPE_GEMV_SPLIT; gemv.cuh, docs/cuda.md "Split rows"): up to 2, 4 or 8 warps share a row
+// of a short projection, each adding a segment of whole 16-byte load steps, the partial sums added in order.
+// The decision must halve the setting until the segments are whole steps (≥ 2 of them) and take no split for
+// unaligned rows, many rows or a bad value; the outputs must be the float64 product and one warp per row's to
+// float32 rounding (another order) for float32 and bf16 weights, β = 0 and 1, float32 and bf16 outputs:
+// mamba-1.4b's x_proj (160 × 4096: 16 steps), mamba-130m's (80 × 1536: 6 steps, odd halves), padded rows
+// (37 × 3072 in rows of 3080: segments of 3 steps, a partial batch of loads), 24 × 2048 (8 halved to 4).
+TEST(CudaGemv, SplitRowsAgreeWithOneWarpPerRow) {
+    REQUIRE_GPU();
+    std::mt19937 rng(86);
+    struct Case {
+        int64_t N, K, ldw;
+    };
+    // the split the rule gives: the setting halved until K is whole segments of ≥ 2 steps of 32·8 elements
+    const auto expected = [](int setting, int64_t K) {
+        int s = setting;
+        while (s > 1 && (K % (s * 256) != 0 || K / (s * 256) < 2)) s /= 2;
+        return s;
+    };
+#ifdef MAMBASCOPE_CUDA_EMULATED  // the emulation's time: smaller rows there
+    const std::vector<Case> cases = {{37, 3072, 3080}, {24, 2048, 2048}};
+#else
+    const std::vector<Case> cases = {{160, 4096, 4096}, {80, 1536, 1536}, {37, 3072, 3080}, {24, 2048, 2048}};
+#endif
+    for (const Case c : cases) {
+        const auto W = round_bf16(randn(c.N * c.ldw, rng)), a = round_bf16(randn(c.K, rng)),
+                   y0 = randn(c.N, rng);
+        std::vector<double> prod(c.N), plus(c.N);
+        for (int64_t n = 0; n < c.N; ++n) {
+            for (int64_t k = 0; k < c.K; ++k) prod[n] += double(W[n * c.ldw + k]) * a[k];
+            plus[n] = prod[n] + y0[n];
+        }
+        Dev<float> dW(W), da(a);
+        Dev<__nv_bfloat16> dW16(to_bf16_host(W)), da16(to_bf16_host(a));
+        struct Out {
+            std::vector<float> f32, b16_in, plus, b16_out;
+        };
+        auto run = [&](const char* split) {
+            ScopedEnv env("MAMBASCOPE_GEMV_SPLIT", split);
+            Dev<float> y(c.N), yp(y0);
+            Dev<__nv_bfloat16> y16(c.N);
+            Out o;
+            y.poison();
+            kg::gemv(c.N, c.K, dW.p, c.ldw, da.p, y.p, 0.0f, nullptr);
+            o.f32 = y.download();
+            y.poison();
+            kg::gemv(c.N, c.K, dW16.p, c.ldw, da16.p, y.p, 0.0f, nullptr);
+            o.b16_in = y.download();
+            kg::gemv(c.N, c.K, dW16.p, c.ldw, da16.p, yp.p, 1.0f, nullptr);
+            o.plus = yp.download();
+            kg::gemv(c.N, c.K, dW16.p, c.ldw, da16.p, y16.p, nullptr);
+            o.b16_out = bf16_to_float(y16.download());
+            return o;
+        };
+        const Out one = run("1");
+        for (const char* split : {"2", "4", "8"}) {
+            SCOPED_TRACE("N=" + std::to_string(c.N) + " K=" + std::to_string(c.K) + " split " + split);
+            {
+                ScopedEnv env("MAMBASCOPE_GEMV_SPLIT", split);
+                EXPECT_EQ(kg::gemv_split_rows(c.N, c.K, true), expected(std::atoi(split), c.K));
+                EXPECT_EQ(kg::gemv_split_rows(c.N, c.K, false), 1);  // unaligned rows: one warp each
+            }
+            const Out o = run(split);
+            EXPECT_LE(rel_err(o.f32, prod), kTol);
+            EXPECT_LE(rel_err(o.b16_in, prod), kTol);
+            EXPECT_LE(rel_err(o.plus, plus), kTol);
+            EXPECT_LE(rel_err(o.b16_out, prod), kTolBf16Round);
+            EXPECT_LE(rel_err(o.f32, one.f32), 1e-6);
+            EXPECT_LE(rel_err(o.b16_in, one.b16_in), 1e-6);
+            EXPECT_LE(rel_err(o.plus, one.plus), 1e-6);
+        }
+    }
+    {
+        ScopedEnv env("MAMBASCOPE_GEMV_SPLIT", "4");
+        EXPECT_EQ(kg::gemv_split_rows(1 << 20, 4096, true), 1);  // rows enough for the GPU
+        EXPECT_EQ(kg::gemv_split_rows(160, 4104, true), 1);      // no whole segments
+        EXPECT_EQ(kg::gemv_split_rows(160, 512, true), 1);       // segments of one step
+    }
+    EXPECT_EQ(kg::gemv_split_rows(160, 4096, true), 2);  // the default: two warps per row
+    {
+        ScopedEnv env("MAMBASCOPE_GEMV_SPLIT_ROWS", "16");  // 2048 rows split below 16 per SM, not below 8
+        EXPECT_EQ(kg::gemv_split_rows(2048, 4096, true), 2);
+    }
+    EXPECT_EQ(kg::gemv_split_rows(2048, 4096, true), 1);
+    Dev<float> W1(std::vector<float>(8, 1.0f)), a1(std::vector<float>(8, 1.0f)), y1(1);
+    {
+        ScopedEnv bad("MAMBASCOPE_GEMV_SPLIT_ROWS", "12");
+        expect_error_naming("MAMBASCOPE_GEMV_SPLIT_ROWS=12",
+                            [&] { kg::gemv(1, 8, W1.p, 8, a1.p, y1.p, 0.0f, nullptr); });
+    }
+    ScopedEnv bad("MAMBASCOPE_GEMV_SPLIT", "3");
+    expect_error_naming("MAMBASCOPE_GEMV_SPLIT=3",
+                        [&] { kg::gemv(1, 8, W1.p, 8, a1.p, y1.p, 0.0f, nullptr); });
+}
+
 // L2 ahead (gemv.cuh, docs/cuda.md "L2 ahead"): a bf16 gemv that also starts another buffer on its way into
 // L2 gives the same outputs bit for bit, on the deep path (24 rows of 2048) and with warps that have no row
 // (203 rows: the last block's spare warps now wait and prefetch instead of returning), with a region several
 // rounds of the grid's threads long, a misaligned one (skipped) and an empty one.
 TEST(CudaGemv, L2AheadLeavesTheProductUnchanged) {
     REQUIRE_GPU();
+    ScopedEnv one_warp("MAMBASCOPE_GEMV_SPLIT", "1");  // a launch with L2 ahead takes one warp per row
     std::mt19937 rng(83);
     const int64_t region = int64_t{16} << 20;  // 16 MB: ≥ 2 rounds of 8 KB pieces for these grids
     Dev<unsigned char> other(static_cast<size_t>(region));
