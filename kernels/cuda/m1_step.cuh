@@ -55,12 +55,10 @@ __device__ __forceinline__ float step_in(const __nv_bfloat16* p) {
 // m1_step and the persistent decode kernel), so that their states agree bit for bit.
 // kSoft (fast exp only): states n < kSoft take exp2_soft, the FMA-pipe 2^x, instead of the MUFU op, to spread
 // a pass's exps over two pipes (measured slower on the H200: docs/cuda.md, "Soft exp"); q is a constant once
-// unrolled. kN: the states the caller holds (16, or 8 in pass 1's split kernel, whose q counts its own
-// groups).
-template <bool kFastExp, int kSoft = 0, int kN = kStepN>
-__device__ __forceinline__ float4 m1_update_group(float (&h)[kN], const float (&A2)[kN], int q, float dt,
-                                                  float dtx, float4 b) {
-    static_assert(kN % 4 == 0 && (kSoft == 0 || kN == kStepN), "whole groups; soft exp on 16 states only");
+// unrolled.
+template <bool kFastExp, int kSoft = 0>
+__device__ __forceinline__ float4 m1_update_group(float (&h)[kStepN], const float (&A2)[kStepN], int q,
+                                                  float dt, float dtx, float4 b) {
     const auto ex = [](int n, float x) {
         return (kFastExp && n < kSoft) ? exp2_soft(x) : exp2_scan<kFastExp>(x);
     };

@@ -310,216 +310,6 @@ __global__ void __launch_bounds__(kM1Threads, kMinBlocks)
     if constexpr (kProbes) pr.add_to(probes, d);
 }
 
-// ---- pass 1 split: two threads per channel ----
-// Pass 1 (fast exp) keeps a channel's 16 states and its 8-token tile in one thread: 4 warps per scheduler at
-// 128 registers, its MUFU ≈ 65% busy, and neither moving exps to the FMA pipe (soft exp) nor more resident
-// blocks with spills (5, 6 per SM) made it faster (docs/cuda.md, "Soft exp", "Resident blocks"). Here the
-// two lanes 2c and 2c + 1 of a warp share channel c of the block's 128: lane 2c + s holds states 8s … 8s + 7.
-// Each lane takes the softplus of half the tile's tokens (token i by lane i % 2) and the pair swaps them with
-// one shuffle, so the MUFU does the same 16 exps and 2 softplus ops per token and channel as before, now over
-// twice the warps. Per state the same operations in the same order as m1_chunk_states (m1_update_group, ΣΔ'
-// added token by token in float64 by lane 2c): the end states and sums are its own bit for bit. Fast or
-// accurate exp, no probes, inputs through the ring only (scan_mamba1_pass1_split decides).
-constexpr int kM1SplitThreads = 2 * kM1Threads;  // 256: the block's 128 channels × 2 halves
-constexpr int kM1SplitN = kM1N / 2;              // states per thread
-constexpr int kM1SplitMinBlocks = 4;             // resident blocks per SM asked for: ≤ 64 registers
-constexpr unsigned kM1FullMask = 0xffffffffu;
-
-template <bool kFastExp, typename In>
-__global__ void __launch_bounds__(kM1SplitThreads, kM1SplitMinBlocks)
-    m1_chunk_states_split(Params<In> p, float* __restrict__ local_end, float* __restrict__ dsum_out) {
-    __shared__ __align__(16) float sB[kM1Tile][kM1N];
-    __shared__ __align__(16) M1Ring<In> ring;
-    grid_launch_dependents();  // pass 2 may launch now (m1_scan_pdl: it waits for this grid to finish)
-    const int ch = threadIdx.x / 2, half = threadIdx.x % 2;  // channel in the block, which 8 states
-    const int64_t d0 = static_cast<int64_t>(blockIdx.x) * kM1Threads, d = d0 + ch;
-    const bool active = d < p.E;
-    const int64_t c = blockIdx.y;
-    const int64_t tb = c * p.chunk_len, te = min(p.T, tb + p.chunk_len);
-    // the ring's copies are issued by the first kM1Threads threads, as in the 128-thread passes
-    const bool copier = threadIdx.x < kM1Threads;
-
-    float A2[kM1SplitN], h[kM1SplitN];
-#pragma unroll
-    for (int n = 0; n < kM1SplitN; ++n) {
-        A2[n] = active ? p.A[d * kM1N + kM1SplitN * half + n] * kLog2e : 0.0f;
-        h[n] = 0.0f;
-    }
-    const float bias = (active && p.delta_bias) ? p.delta_bias[d] : 0.0f;
-    const float thr = (active && p.thr) ? p.thr[d] : -INFINITY;
-    double dsum = 0.0;
-    if (copier)
-        for (int k = 0; k < kM1Stages - 1; ++k) m1_ring_issue<false>(p, ring, k, tb + k * kM1Tile, te, d0);
-
-    for (int64_t t0 = tb; t0 < te; t0 += kM1Tile) {
-        const int st = static_cast<int>(((t0 - tb) / kM1Tile) % kM1Stages);
-        cp_async_wait_group<kM1Stages - 2>();  // (a thread that issued nothing has nothing to wait for)
-        __syncthreads();
-        if (copier)
-            m1_ring_issue<false>(p, ring, (st + kM1Stages - 1) % kM1Stages, t0 + (kM1Stages - 1) * kM1Tile,
-                                 te, d0);
-        for (int e = threadIdx.x; e < kM1Tile * kM1N; e += kM1SplitThreads)
-            sB[e / kM1N][e % kM1N] = load_f32(&ring.b[st][e / kM1N][e % kM1N]);
-        // this lane's tokens of the tile (i = 2j + half): Δ' and Δ'·x, then the pair's swap
-        float own_dt[kM1Tile / 2], own_dtx[kM1Tile / 2];
-#pragma unroll
-        for (int j = 0; j < kM1Tile / 2; ++j) {
-            const int i = 2 * j + half;
-            const bool valid = active && t0 + i < te;
-            bool kept;
-            own_dt[j] = used_delta(load_f32(&ring.dt[st][i][ch]), bias, p.softplus, thr, valid, kept);
-            own_dtx[j] = own_dt[j] * load_f32(&ring.x[st][i][ch]);
-        }
-        float dts[kM1Tile], dtxs[kM1Tile];  // token i's Δ', Δ'·x
-#pragma unroll
-        for (int j = 0; j < kM1Tile / 2; ++j) {
-            const float o_dt = __shfl_xor_sync(kM1FullMask, own_dt[j], 1);
-            const float o_dtx = __shfl_xor_sync(kM1FullMask, own_dtx[j], 1);
-            dts[2 * j] = half ? o_dt : own_dt[j];
-            dts[2 * j + 1] = half ? own_dt[j] : o_dt;
-            dtxs[2 * j] = half ? o_dtx : own_dtx[j];
-            dtxs[2 * j + 1] = half ? own_dtx[j] : o_dtx;
-        }
-        __syncthreads();  // sB is staged
-#pragma unroll
-        for (int i = 0; i < kM1Tile; ++i) {
-            dsum += dts[i];
-            const float4* b4 = reinterpret_cast<const float4*>(sB[i]) + 2 * half;
-#pragma unroll
-            for (int q = 0; q < kM1SplitN / 4; ++q)
-                m1_update_group<kFastExp>(h, A2, q, dts[i], dtxs[i], b4[q]);
-        }
-    }
-    if (copier) cp_async_wait_all();  // nothing in flight into shared memory when the block exits
-    if (!active) return;
-    float4* out = reinterpret_cast<float4*>(local_end + (c * p.E + d) * kM1N + kM1SplitN * half);
-#pragma unroll
-    for (int q = 0; q < kM1SplitN / 4; ++q)
-        out[q] = make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
-    if (half == 0) dsum_out[c * p.E + d] = static_cast<float>(dsum);
-}
-
-// Pass 3 split (MAMBASCOPE_M1_SPLIT=3 or 13): m1_scan over two threads per channel, as pass 1's split. Lane
-// 2c + s holds states 8s … 8s + 7 of channel c, takes Δ', Δ'·x and silu(z) of the tile's tokens i ≡ s (mod
-// 2) and swaps Δ' and Δ'·x with its partner; per token each lane adds C·h over its 8 states (from 0), the
-// pair swaps the partial sums, and the token's owner writes y = (D·x + (Σ_{n<8} + Σ_{n≥8}))·silu(z) and Δ'.
-// The state updates are m1_scan's bit for bit; y differs from m1_scan's by the order of its 17 terms (float32
-// rounding). No probes, no fused dt_proj, inputs through the ring (scan_mamba1_pass3_split decides).
-template <bool kFastExp, typename In>
-__global__ void __launch_bounds__(kM1SplitThreads, kM1SplitMinBlocks)
-    m1_scan_split(Params<In> p, const float* h_start, float* h_final) {  // may alias (1 pass)
-    __shared__ __align__(16) float sB[kM1Tile][kM1N];
-    __shared__ __align__(16) float sC[kM1Tile][kM1N];
-    __shared__ __align__(16) M1Ring<In> ring;
-    const int ch = threadIdx.x / 2, half = threadIdx.x % 2;
-    const int64_t d0 = static_cast<int64_t>(blockIdx.x) * kM1Threads, d = d0 + ch;
-    const bool active = d < p.E;
-    const int64_t c = blockIdx.y;
-    const int64_t tb = c * p.chunk_len, te = min(p.T, tb + p.chunk_len);
-    const bool copier = threadIdx.x < kM1Threads;
-
-    float A2[kM1SplitN], h[kM1SplitN];
-#pragma unroll
-    for (int n = 0; n < kM1SplitN; ++n) A2[n] = active ? p.A[d * kM1N + kM1SplitN * half + n] * kLog2e : 0.0f;
-    if (copier)
-        for (int k = 0; k < kM1Stages - 1; ++k) m1_ring_issue<true>(p, ring, k, tb + k * kM1Tile, te, d0);
-    grid_dependency_wait();  // only the chunk's start state comes from pass 2 (m1_scan's comment)
-    if (active && h_start) {
-        const float4* hs = reinterpret_cast<const float4*>(h_start + (c * p.E + d) * kM1N + kM1SplitN * half);
-#pragma unroll
-        for (int q = 0; q < kM1SplitN / 4; ++q) {
-            const float4 v = hs[q];
-            h[4 * q] = v.x, h[4 * q + 1] = v.y, h[4 * q + 2] = v.z, h[4 * q + 3] = v.w;
-        }
-    } else {
-#pragma unroll
-        for (int n = 0; n < kM1SplitN; ++n) h[n] = 0.0f;
-    }
-    const float bias = (active && p.delta_bias) ? p.delta_bias[d] : 0.0f;
-    const float thr = (active && p.thr) ? p.thr[d] : -INFINITY;
-    const float dskip = (active && p.Dskip) ? p.Dskip[d] : 0.0f;
-    const bool gate = p.z != nullptr;
-
-    for (int64_t t0 = tb; t0 < te; t0 += kM1Tile) {
-        const int st = static_cast<int>(((t0 - tb) / kM1Tile) % kM1Stages);
-        cp_async_wait_group<kM1Stages - 2>();
-        __syncthreads();
-        if (copier)
-            m1_ring_issue<true>(p, ring, (st + kM1Stages - 1) % kM1Stages, t0 + (kM1Stages - 1) * kM1Tile, te,
-                                d0);
-        for (int e = threadIdx.x; e < kM1Tile * kM1N; e += kM1SplitThreads) {
-            sB[e / kM1N][e % kM1N] = load_f32(&ring.b[st][e / kM1N][e % kM1N]);
-            sC[e / kM1N][e % kM1N] = load_f32(&ring.c[st][e / kM1N][e % kM1N]);
-        }
-        // this lane's tokens i = 2j + half: Δ' and Δ'·x, then the pair's swap
-        float own_dt[kM1Tile / 2], own_dtx[kM1Tile / 2];
-#pragma unroll
-        for (int j = 0; j < kM1Tile / 2; ++j) {
-            const int i = 2 * j + half;
-            const bool valid = active && t0 + i < te;
-            bool kept;
-            own_dt[j] = used_delta(load_f32(&ring.dt[st][i][ch]), bias, p.softplus, thr, valid, kept);
-            own_dtx[j] = own_dt[j] * load_f32(&ring.x[st][i][ch]);
-        }
-        float dts[kM1Tile], dtxs[kM1Tile];
-#pragma unroll
-        for (int j = 0; j < kM1Tile / 2; ++j) {
-            const float o_dt = __shfl_xor_sync(kM1FullMask, own_dt[j], 1);
-            const float o_dtx = __shfl_xor_sync(kM1FullMask, own_dtx[j], 1);
-            dts[2 * j] = half ? o_dt : own_dt[j];
-            dts[2 * j + 1] = half ? own_dt[j] : o_dt;
-            dtxs[2 * j] = half ? o_dtx : own_dtx[j];
-            dtxs[2 * j + 1] = half ? own_dtx[j] : o_dtx;
-        }
-        __syncthreads();      // sB, sC are staged
-        float part[kM1Tile];  // Σ over this lane's 8 states of C·h, per token
-#pragma unroll
-        for (int i = 0; i < kM1Tile; ++i) {
-            const float4* b4 = reinterpret_cast<const float4*>(sB[i]) + 2 * half;
-            const float4* c4 = reinterpret_cast<const float4*>(sC[i]) + 2 * half;
-            float y = 0.0f;
-#pragma unroll
-            for (int q = 0; q < kM1SplitN / 4; ++q) {
-                const float4 cc = c4[q];
-                m1_update_group<kFastExp>(h, A2, q, dts[i], dtxs[i], b4[q]);
-                y += cc.x * h[4 * q + 0];
-                y += cc.y * h[4 * q + 1];
-                y += cc.z * h[4 * q + 2];
-                y += cc.w * h[4 * q + 3];
-            }
-            part[i] = y;
-        }
-#pragma unroll
-        for (int j = 0; j < kM1Tile / 2; ++j) {
-            // the partner's partial sum of this lane's token 2j + half: send it the one of its token
-            const float mine = half ? part[2 * j + 1] : part[2 * j];
-            const float other = __shfl_xor_sync(kM1FullMask, half ? part[2 * j] : part[2 * j + 1], 1);
-            const int i = 2 * j + half;
-            if (active && t0 + i < te) {
-                const float lo = half ? other : mine, hi = half ? mine : other;  // states 0–7, 8–15
-                // x and z from the ring stage, still this tile's (the next copies into it wait for the
-                // barrier at the next tile's start)
-                float y = dskip * load_f32(&ring.x[st][i][ch]) + (lo + hi);
-                if (gate) y *= silu(load_f32(&ring.z[st][i][ch]));
-                const int64_t t = t0 + i;
-                if (p.y16)
-                    p.y16[t * p.ldy + d] = f32_to_bf16_rn(y);
-                else
-                    p.y[t * p.ldy + d] = y;
-                if (p.delta_out) p.delta_out[t * p.ldo + d] = own_dt[j];
-            }
-        }
-    }
-    if (copier) cp_async_wait_all();
-    if (!active) return;
-    if (h_final && c + 1 == p.chunks) {
-        float4* out = reinterpret_cast<float4*>(h_final + d * kM1N + kM1SplitN * half);
-#pragma unroll
-        for (int q = 0; q < kM1SplitN / 4; ++q)
-            out[q] = make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
-    }
-}
-
 // Pass 2: chain the chunks. One thread per (d, n): h_start[0] = h_in, h_start[c+1] = exp(A·ΣΔ'_c)·h_start[c]
 // + end_c. Launched with a programmatic edge from pass 1 (m1_scan_pdl): A and h_in (the caller's state,
 // written before pass 1 began) are read before the wait, pass 1's end states and sums after it.
@@ -960,34 +750,6 @@ int m1_soft_exp() {
         "FMA pipe instead of the MUFU (docs/cuda.md, \"Soft exp\")");
 }
 
-// The split passes (two threads per channel; docs/cuda.md, "Split passes"): MAMBASCOPE_M1_SPLIT = 1 (pass 1,
-// m1_chunk_states_split), 3 (pass 3, m1_scan_split), 13 (both) or 0; unset: kM1Split. Bit 1: pass 1, bit 2:
-// pass 3.
-constexpr int kM1Split = 0;
-int m1_split_setting() {
-    return env_enum<int>("MAMBASCOPE_M1_SPLIT", {{"", kM1Split}, {"0", 0}, {"1", 1}, {"3", 2}, {"13", 3}},
-                         "it sets which passes of the Mamba-1 scan run two threads per channel, 8 states "
-                         "each: 1, 3, 13 (both) or 0 (docs/cuda.md, \"Split passes\")");
-}
-
-// The split setting's passes for these arguments and a plan of `chunks` chunks (bit 1: pass 1, bit 2: pass
-// 3), after its checks. The probes go where launch_scan takes them: pass 1 of a chunked scan (unless
-// MAMBASCOPE_M1_PROBES_PASS=3), else pass 3; the pass that takes them is not split.
-int m1_split_for(const Mamba1ScanArgs& a, int64_t chunks) {
-    const int split = m1_split_setting();  // read first: a bad value is an error at any call
-    if (!split) return 0;
-    if (m1_soft_exp() || m1_blocks_per_sm())
-        throw Error(
-            "scan_mamba1: MAMBASCOPE_M1_SPLIT is set with MAMBASCOPE_M1_SOFT_EXP or "
-            "MAMBASCOPE_M1_BLOCKS_PER_SM",
-            "the split passes are built alone; unset the others");
-    if (a.dt_proj_w || !scan_mamba1_ring(a)) return 0;
-    const bool probes_in_pass1 = a.probes.any() && chunks > 1 && m1_probes_in_pass1_enabled();
-    const bool probes_in_pass3 = a.probes.any() && !probes_in_pass1;
-    // a single pass has no pass 1
-    return (probes_in_pass1 || chunks <= 1 ? 0 : split & 1) | (probes_in_pass3 ? 0 : split & 2);
-}
-
 // Pass 1 for the settings above (fast exp only: the accurate exp runs the default kernel).
 template <bool kFastExp, typename In, bool kProbes>
 auto pass1_kernel(int soft, int blocks) {
@@ -1073,7 +835,6 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
         m1_probes_in_pass1_enabled();  // read first: a bad value is an error at any call
     const bool probes_in_pass1 = a.probes.any() && plan.chunks > 1 && pass1_switch;
     const int soft = m1_soft_exp(), blocks = m1_blocks_per_sm();
-    const int split = m1_split_for(a, plan.chunks);
     const bool pdl = m1_scan_pdl_enabled() && plan.chunks > 1;  // a single pass has no pass before it
     const dim3 block(kM1Threads);
     const unsigned cblocks = static_cast<unsigned>((a.E + kM1Threads - 1) / kM1Threads);
@@ -1096,17 +857,11 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
 
         // With probes pass 1 scans the last chunk too (its end state goes unused) and takes the probes.
         const dim3 grid1(cblocks, static_cast<unsigned>(probes_in_pass1 ? plan.chunks : plan.chunks - 1));
-        if (split & 1) {
-            const auto split =
-                a.fast_exp ? m1_chunk_states_split<true, In> : m1_chunk_states_split<false, In>;
-            split<<<grid1, dim3(kM1SplitThreads), 0, stream>>>(p, local_end, dsum);
-        } else {
-            const auto pass1 = probes_in_pass1 ? (a.fast_exp ? pass1_kernel<true, In, true>(soft, blocks)
-                                                             : pass1_kernel<false, In, true>(soft, blocks))
-                                               : (a.fast_exp ? pass1_kernel<true, In, false>(soft, blocks)
-                                                             : pass1_kernel<false, In, false>(soft, blocks));
-            pass1<<<grid1, block, 0, stream>>>(p, local_end, dsum, a.probes);
-        }
+        const auto pass1 = probes_in_pass1 ? (a.fast_exp ? pass1_kernel<true, In, true>(soft, blocks)
+                                                         : pass1_kernel<false, In, true>(soft, blocks))
+                                           : (a.fast_exp ? pass1_kernel<true, In, false>(soft, blocks)
+                                                         : pass1_kernel<false, In, false>(soft, blocks));
+        pass1<<<grid1, block, 0, stream>>>(p, local_end, dsum, a.probes);
         CUDA_CHECK(cudaGetLastError());
         const int64_t n_states = a.E * kM1N;
         launch_scan_pass(pdl, m1_combine,
@@ -1122,11 +877,7 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
             ? (a.fast_exp ? pass3_kernel<true, true, In>(blocks) : pass3_kernel<true, false, In>(blocks))
             : (a.fast_exp ? pass3_kernel<false, true, In>(blocks) : pass3_kernel<false, false, In>(blocks));
     if (a.dt_proj_w) pdl_register(pass3);
-    if (split & 2)
-        launch_scan_pass(pdl, a.fast_exp ? m1_scan_split<true, In> : m1_scan_split<false, In>, grid,
-                         dim3(kM1SplitThreads), stream, p, h_start, a.h);
-    else
-        launch_scan_pass(pdl, pass3, grid, block, stream, p, h_start, a.h, a.probes);
+    launch_scan_pass(pdl, pass3, grid, block, stream, p, h_start, a.h, a.probes);
     if (owned) CUDA_CHECK(cudaFreeAsync(owned, stream));
 }
 
@@ -1157,14 +908,6 @@ bool scan_mamba1_ring(const Mamba1ScanArgs& a) {
                rows16(a.B16, a.ldb) && rows16(a.C16, a.ldc);
     return rows16(a.x, a.ldx) && rows16(a.delta, a.ldd) && (!a.z || rows16(a.z, a.ldz)) &&
            rows16(a.B, a.ldb) && rows16(a.C, a.ldc);
-}
-
-bool scan_mamba1_pass1_split(const Mamba1ScanArgs& a) {
-    return (m1_split_for(a, scan_mamba1_plan(a.T, a.E, a.chunk_len).chunks) & 1) != 0;
-}
-
-bool scan_mamba1_pass3_split(const Mamba1ScanArgs& a) {
-    return (m1_split_for(a, scan_mamba1_plan(a.T, a.E, a.chunk_len).chunks) & 2) != 0;
 }
 
 void scan_mamba1(const Mamba1ScanArgs& a, void* workspace, size_t workspace_bytes, cudaStream_t stream) {

@@ -84,16 +84,6 @@ void scan_mamba1(const Mamba1ScanArgs& args, void* workspace, size_t workspace_b
 // MAMBASCOPE_M1_RING=0. The same arithmetic as the per-thread loads.
 bool scan_mamba1_ring(const Mamba1ScanArgs& args);
 
-// Whether pass 1 of a chunked scan / pass 3 (or the single pass) with these arguments runs two threads per
-// channel, 8 states each (m1_chunk_states_split, m1_scan_split in scan_mamba1.cu; docs/cuda.md, "Split
-// passes"): MAMBASCOPE_M1_SPLIT = 1 (pass 1), 3 (pass 3) or 13 (both), default off; the pass takes no probes,
-// no fused dt_proj, and the inputs come through the cp.async ring (scan_mamba1_ring). Pass 1's end states and
-// sums are the default's bit for bit; pass 3's states too, its y to float32 rounding (the order of the sum
-// over the states). Throws when the switch has a bad value or is set together with MAMBASCOPE_M1_SOFT_EXP or
-// MAMBASCOPE_M1_BLOCKS_PER_SM.
-bool scan_mamba1_pass1_split(const Mamba1ScanArgs& args);
-bool scan_mamba1_pass3_split(const Mamba1ScanArgs& args);
-
 // Whether a decode step (T = 1, dt_proj fused) with these arguments copies its block's dt_proj and A rows
 // into shared memory before the PDL wait (m1_step in scan_mamba1.cu): 96 ≤ dt_rank ≤ 188 (from 4 with
 // MAMBASCOPE_M1_STEP_STAGE=1; never with =0 or MAMBASCOPE_M1_STEP=0), dt_rank % 4 == 0, dt_proj_w and A

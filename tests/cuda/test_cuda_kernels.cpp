@@ -209,7 +209,7 @@ M1Result run_m1_cpu(const M1Data& d, const M1Case& c, const std::vector<float>& 
 
 M1Result run_m1_gpu(const M1Data& d, const M1Case& c, const std::vector<float>& thr,
                     kg::ScanProbes probes = {}, bool fast_exp = false,
-                    Dev<unsigned char>* workspace = nullptr, bool* ring = nullptr, int* split = nullptr) {
+                    Dev<unsigned char>* workspace = nullptr, bool* ring = nullptr) {
     Dev<float> x(d.x), raw(c.softplus ? d.dt_raw : m1_delta(d, false)), bias(d.bias), A(d.A), B(d.B), C(d.C),
         D(d.D), z(d.z), th(thr.empty() ? std::vector<float>(1) : thr), h(d.h0), y(d.T * d.ldy),
         dout(d.T * d.ldd);
@@ -222,7 +222,6 @@ M1Result run_m1_gpu(const M1Data& d, const M1Case& c, const std::vector<float>& 
     a.h = h.p, a.y = y.p, a.ldy = d.ldy, a.delta_out = dout.p, a.ldo = d.ldd;
     a.probes = probes, a.chunk_len = c.chunk_len, a.fast_exp = fast_exp;
     if (ring) *ring = kg::scan_mamba1_ring(a);
-    if (split) *split = (kg::scan_mamba1_pass1_split(a) ? 1 : 0) | (kg::scan_mamba1_pass3_split(a) ? 2 : 0);
     kg::scan_mamba1(a, workspace ? workspace->p : nullptr, workspace ? workspace->n : 0, nullptr);
     M1Result r;
     r.y = cols_of(y.download(), d.T, d.E, d.ldy);
@@ -1006,8 +1005,7 @@ M1Data round_m1_inputs(M1Data d) {
 // or in bf16 (y16) when asked.
 M1Result run_m1_gpu_bf16(const M1Data& d, const M1Case& c, const std::vector<float>& thr,
                          kg::ScanProbes probes = {}, bool y_bf16 = false, bool* ring = nullptr,
-                         bool fast_exp = false, Dev<unsigned char>* workspace = nullptr,
-                         int* split = nullptr) {
+                         bool fast_exp = false, Dev<unsigned char>* workspace = nullptr) {
     Dev<__nv_bfloat16> x(to_bf16_host(d.x)), raw(to_bf16_host(c.softplus ? d.dt_raw : m1_delta(d, false))),
         B(to_bf16_host(d.B)), C(to_bf16_host(d.C)), z(to_bf16_host(d.z)), y16(d.T * d.ldy);
     Dev<float> bias(d.bias), A(d.A), D(d.D), th(thr.empty() ? std::vector<float>(1) : thr), h(d.h0),
@@ -1025,7 +1023,6 @@ M1Result run_m1_gpu_bf16(const M1Data& d, const M1Case& c, const std::vector<flo
         a.y = y.p;
     a.probes = probes, a.chunk_len = c.chunk_len, a.fast_exp = fast_exp;
     if (ring) *ring = kg::scan_mamba1_ring(a);
-    if (split) *split = (kg::scan_mamba1_pass1_split(a) ? 1 : 0) | (kg::scan_mamba1_pass3_split(a) ? 2 : 0);
     kg::scan_mamba1(a, workspace ? workspace->p : nullptr, workspace ? workspace->n : 0, nullptr);
     M1Result r;
     r.y = cols_of(y_bf16 ? bf16_to_float(y16.download()) : y.download(), d.T, d.E, d.ldy);
@@ -1501,97 +1498,6 @@ TEST(CudaScanMamba1, BlocksPerSmVariantsAgreeWithTheDefaultKernels) {
     expect_error_naming("MAMBASCOPE_M1_BLOCKS_PER_SM", [&] {
         run_m1_gpu(d, M1Case{300, 32, 64, false, false, false}, {}, {}, true);
     });
-}
-
-// MAMBASCOPE_M1_SPLIT (docs/cuda.md, "Split passes"): pass 1 (1), pass 3 (3) or both (13) on two threads per
-// channel, 8 states each, the pair swapping its tile's Δ' and Δ'·x (and in pass 3 the partial sums of y)
-// with shuffles. Per state both do the default passes' operations in the same order, so the final state and
-// Δ' must equal the default's bit for bit, and y too when only pass 1 is split (pass 3 adds y's 17 terms in
-// another order: float32 rounding). Float32 and bf16 inputs (both through the ring), fast and accurate exp,
-// filter and gate, a partial block (E = 200 of 256 channels), a short last chunk, a single pass from a
-// carried state, a bf16 y. The decision functions must say which passes were split: none that takes the
-// probes. A bad value, or the switch with the soft exp, is an error naming it.
-TEST(CudaScanMamba1, SplitPassesAgreeWithTheDefaultPasses) {
-    REQUIRE_GPU();
-    std::mt19937 rng(84);
-#ifdef MAMBASCOPE_CUDA_EMULATED  // the emulation's time: one chunking, float32 fast and bf16 accurate there
-    const std::vector<int64_t> chunks = {96};
-    const int64_t T = 400;
-    const bool emulated = true;
-#else
-    const std::vector<int64_t> chunks = {64, 96, 100000};  // 100000: one pass
-    const int64_t T = 2000;
-    const bool emulated = false;
-#endif
-    for (const int64_t chunk : chunks)
-        for (const bool bf16 : {false, true})
-            for (const bool fast : {true, false}) {
-                if (emulated && bf16 == fast) continue;
-                const M1Case c{T, 200, chunk, true, true, true};
-                const M1Data d0 = make_m1(c.T, c.E, rng, /*aligned=*/true);
-                const M1Data d = bf16 ? round_m1_inputs(d0) : d0;
-                const std::vector<float> thr = safe_thresholds(m1_delta(d, c.softplus), d.T, d.E, d.ldd);
-                const bool one_pass = kg::scan_mamba1_plan(c.T, c.E, c.chunk_len).chunks == 1;
-                const bool y16 = bf16 && !fast;                  // the bf16 y store too
-                auto run = [&](const char* split, int* taken) {  // taken: bit 1 pass 1 split, bit 2 pass 3
-                    ScopedEnv env("MAMBASCOPE_M1_SPLIT", split);
-                    bool ring = false;
-                    const M1Result r = bf16 ? run_m1_gpu_bf16(d, c, thr, {}, y16, &ring, fast, nullptr, taken)
-                                            : run_m1_gpu(d, c, thr, {}, fast, nullptr, &ring, taken);
-                    EXPECT_TRUE(ring);
-                    return r;
-                };
-                int base_taken = -1;
-                const M1Result base = run(nullptr, &base_taken);
-                EXPECT_EQ(base_taken, 0);
-                for (const char* split : {"1", "3", "13"}) {
-                    SCOPED_TRACE(std::string(bf16 ? "bf16" : "float32") + (fast ? " fast" : " accurate") +
-                                 " exp, chunk " + std::to_string(chunk) + ", MAMBASCOPE_M1_SPLIT=" + split);
-                    int taken = -1;
-                    const M1Result got = run(split, &taken);
-                    const bool want1 = split[0] == '1' && !one_pass;
-                    const bool want3 = split[0] == '3' || split[1] == '3';
-                    EXPECT_EQ(taken, (want1 ? 1 : 0) | (want3 ? 2 : 0));
-                    EXPECT_EQ(got.h, base.h);
-                    EXPECT_EQ(got.delta_used, base.delta_used);
-                    if (!want3)
-                        EXPECT_EQ(got.y, base.y);
-                    else
-                        EXPECT_LE(rel_err(got.y, base.y), y16 ? 4e-3 : 1e-6);  // bf16: a rounding flip
-                    if (want3)
-                        std::printf("  split %s, %s, chunk %lld: y within %.2e of the default's\n", split,
-                                    bf16 ? (y16 ? "bf16 (y bf16)" : "bf16") : "float32",
-                                    static_cast<long long>(chunk), rel_err(got.y, base.y));
-                }
-            }
-    // The pass that takes the probes is not split: pass 1 of a chunked scan, pass 3 of a single pass.
-    {
-        ScopedEnv env("MAMBASCOPE_M1_SPLIT", "13");
-        std::vector<unsigned char> host(64);  // alignment and strides only: nothing is read
-        float* any = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(host.data()) + 15) / 16 * 16);
-        kg::Mamba1ScanArgs a;
-        a.T = 4096, a.E = 256, a.x = a.delta = a.B = a.C = a.z = any, a.ldx = a.ldd = a.ldz = 256;
-        a.ldb = a.ldc = 16;
-        a.probes.delta_sum = reinterpret_cast<double*>(any);
-        a.chunk_len = 64;
-        EXPECT_FALSE(kg::scan_mamba1_pass1_split(a));
-        EXPECT_TRUE(kg::scan_mamba1_pass3_split(a));
-        a.chunk_len = 100000;
-        EXPECT_FALSE(kg::scan_mamba1_pass3_split(a));
-        a.probes = {};
-        EXPECT_TRUE(kg::scan_mamba1_pass3_split(a));
-        a.ldx = 255;  // no ring, no split
-        EXPECT_FALSE(kg::scan_mamba1_pass3_split(a));
-    }
-    std::mt19937 rng2(85);
-    const M1Data d = make_m1(300, 32, rng2, /*aligned=*/true);
-    const M1Case c{300, 32, 64, false, false, false};
-    {
-        ScopedEnv bad("MAMBASCOPE_M1_SPLIT", "2");
-        expect_error_naming("MAMBASCOPE_M1_SPLIT", [&] { run_m1_gpu(d, c, {}, {}, true); });
-    }
-    ScopedEnv split("MAMBASCOPE_M1_SPLIT", "1"), soft("MAMBASCOPE_M1_SOFT_EXP", "2");
-    expect_error_naming("MAMBASCOPE_M1_SPLIT", [&] { run_m1_gpu(d, c, {}, {}, true); });
 }
 
 // A chunked scan launches pass 2 and pass 3 with a programmatic edge from the pass before (PDL: each may
