@@ -166,9 +166,10 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
 // Mamba-1 decode step's x_proj: 160 rows of 4,096 for mamba-1.4b) gives one warp per row and still leaves
 // most of the GPU idle: 160 warps for 132 SMs, each row 16 load steps per lane, two dependent round trips at
 // 8 in flight (ncu: 7.7 µs for 1.3 MB, docs/benchmarks.md, sixteenth stop). Here kS warps of a block share a
-// row: warp s adds columns [s·K/kS, (s+1)·K/kS) in row_dot's order over its segment (all its load steps in
-// flight), and the row's first warp adds the kS partial sums in order s = 0, 1, …. Not row_dot's order: the
-// sums may differ from gemv_kernel's in the last bits. gemv_split_rows decides kS.
+// row: warp s adds columns [s·K/kS, (s+1)·K/kS) in row_dot's order over its segment (its load steps in flight
+// four at a time), and the row's first warp adds the kS partial sums in order s = 0, 1, …. Not row_dot's
+// order: the sums may differ from gemv_kernel's in the last bits. gemv_split_rows decides kS; a launch with
+// L2 ahead keeps one warp per row. Measured: docs/benchmarks.md, twentieth stop.
 constexpr int kGemvSplitBatch = 4;  // load steps per lane in flight at once
 template <typename TW, typename TA, typename TY, int kS>
 __global__ void __launch_bounds__(32 * kGemvWarps)
