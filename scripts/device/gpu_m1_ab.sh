@@ -13,7 +13,8 @@
 #      (default "-"), with the special-function (xu) and FMA pipes' share of their peak and the stall reasons
 #      per issued instruction;
 #   7. sass_summary.txt: SASS instructions and MUFU ops per Mamba-1 scan kernel (cuobjdump).
-# SETTING_TESTS=0 skips the per-setting test runs of step 2; FORWARD_SETTINGS (default SETTINGS) limits step 4.
+# SETTING_TESTS=0 skips the per-setting test runs of step 2; FORWARD_SETTINGS (default SETTINGS) limits step 4;
+# TEST_FILTER (a gtest filter, default all) limits the first test run of step 2.
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -26,7 +27,7 @@ build_cuda "$OUT/build.log" 10 mambascope_cuda_tests bench_cuda_scan bench_cuda_
 echo "mamba_ssm first run: $(head -1 /tmp/peer_first.txt) ($(elapsed) s)"
 
 echo "== CUDA tests"
-timeout 200 build-gpu/tests/mambascope_cuda_tests 2>&1 | tee "$OUT/cuda_tests.log" |
+timeout 200 build-gpu/tests/mambascope_cuda_tests --gtest_filter="${TEST_FILTER:-*}" 2>&1 | tee "$OUT/cuda_tests.log" |
   grep -E "^\[  (PASSED|FAILED) |Failure" | head -30
 settings="${SETTINGS:-MAMBASCOPE_M1_RING=0 -}"
 envof() { [ "$1" = "-" ] && return; echo "$1" | tr ',' ' '; }

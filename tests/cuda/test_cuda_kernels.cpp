@@ -34,6 +34,7 @@
 #include "cuda/greedy_run.cuh"
 #include "cuda/rmsnorm.cuh"
 #include "cuda/scan_mamba1.cuh"
+#include "cuda/scan_mamba1_sp.cuh"
 #include "cuda/scan_mamba1_tp.cuh"
 #include "cuda/scan_mamba2.cuh"
 #include "cuda/scan_mamba2_ssd.cuh"
@@ -1288,6 +1289,159 @@ TEST(CudaScanMamba1Tp, RefusesWhatItDoesNotTakeWithTheReason) {
     refused(b, {4, 8}, "B and C");
     b = a, b.probes.kept = reinterpret_cast<int64_t*>(0x8000);
     refused(b, {4, 8}, "probes");
+}
+
+// ---- the state-parallel bf16 scan (scan_mamba1_sp.cuh; docs/cuda.md, "The state-parallel scan") -----------
+
+// The state-parallel scan of d's bf16-rounded inputs (bf16 x, Δ, B, C, z in, bf16 y out, fast exp), with d's
+// initial state carried in and the final state out.
+M1Result run_m1_sp(const M1Data& d, const M1Case& c, const std::vector<float>& thr, int lanes) {
+    Dev<__nv_bfloat16> x(to_bf16_host(d.x)), raw(to_bf16_host(d.dt_raw)), B(to_bf16_host(d.B)),
+        C(to_bf16_host(d.C)), z(to_bf16_host(d.z)), y16(d.T * d.ldy);
+    Dev<float> bias(d.bias), A(d.A), D(d.D), th(thr.empty() ? std::vector<float>(1) : thr), h(d.h0);
+    kg::Mamba1ScanArgs a;
+    a.T = d.T, a.E = d.E, a.N = 16;
+    a.x16 = x.p, a.ldx = d.ldx, a.delta16 = raw.p, a.ldd = d.ldd;
+    a.delta_bias = bias.p, a.delta_softplus = true;
+    a.A = A.p, a.B16 = B.p, a.ldb = d.ldb, a.C16 = C.p, a.ldc = d.ldc, a.Dskip = D.p;
+    a.z16 = c.gate ? z.p : nullptr, a.ldz = d.ldz, a.thr = c.filter ? th.p : nullptr;
+    a.h = h.p, a.y16 = y16.p, a.ldy = d.ldy, a.fast_exp = true;
+    kg::scan_mamba1_sp(a, nullptr, lanes);
+    M1Result r;
+    r.y = cols_of(bf16_to_float(y16.download()), d.T, d.E, d.ldy);
+    r.h = h.download();
+    return r;
+}
+
+// Every built lane count (4, 8, 16 lanes per channel) against the CPU scan of the same bf16-rounded inputs:
+// lengths inside one tile, on a tile's edge, across tiles of the 3-stage ring and ending mid-tile, with the
+// softplus (as the prefill chain calls it), with and without the filter and the gate, several blocks, and a
+// carried initial state. y is rounded to bf16 by the kernel, so it may differ from the rounded reference by
+// one bf16 step (2^-8 of the largest |y|) plus fast exp's error; the final state is float32 and within fast
+// exp's bound. A state carried through two calls equals one call's, and the lane counts agree with each other
+// to float32 rounding of the sums' order.
+TEST(CudaScanMamba1Sp, MatchesTheCpuScanOfTheBf16InputsForEveryLaneCount) {
+    REQUIRE_GPU();
+    std::mt19937 rng(93);
+    const double tol_y = std::ldexp(1.0, -8) + kTolFastExp;
+    const M1Case cases[] = {
+        {1, 32, 0, true, false, true},
+        {32, 64, 0, true, true, false},
+        {37, 32, 0, true, true, false},
+        {5 * 32 + 13, 64, 0, true, true, true},
+    };
+    for (const auto& c : cases) {
+        M1Data d = round_m1_inputs(make_m1(c.T, c.E, rng, /*aligned=*/true));
+        d.ldy = d.E + 8;
+        const std::vector<float> thr =
+            c.filter ? safe_thresholds(m1_delta(d, c.softplus), d.T, d.E, d.ldd) : std::vector<float>{};
+        const auto want = run_m1_cpu(d, c, thr);
+        std::vector<M1Result> got;
+        for (const int lanes : {4, 8, 16}) {
+            SCOPED_TRACE("lanes " + std::to_string(lanes) + " T=" + std::to_string(c.T) +
+                         " E=" + std::to_string(c.E));
+            got.push_back(run_m1_sp(d, c, thr, lanes));
+            const double ey = rel_err(got.back().y, round_bf16(want.y)), eh = rel_err(got.back().h, want.h);
+            EXPECT_LE(ey, tol_y);
+            EXPECT_LE(eh, kTolFastExp);
+            if (c.T > 100) {
+                std::printf("  state-parallel scan, %d lanes, T=%lld: y %.2e, final h %.2e\n", lanes,
+                            static_cast<long long>(c.T), ey, eh);
+                // the first 70 tokens (ending mid-tile), then the rest from the state they leave
+                const int64_t cut = 70;
+                M1Data d1 = d, d2 = d;
+                d1.T = cut, d2.T = d.T - cut;
+                auto tail = [&](std::vector<float> v, int64_t ld) {
+                    v.erase(v.begin(), v.begin() + cut * ld);
+                    return v;
+                };
+                d2.x = tail(d.x, d.ldx), d2.dt_raw = tail(d.dt_raw, d.ldd), d2.z = tail(d.z, d.ldz);
+                d2.B = tail(d.B, d.ldb), d2.C = tail(d.C, d.ldc);
+                const auto first = run_m1_sp(d1, c, thr, lanes);
+                d2.h0 = first.h;
+                const auto second = run_m1_sp(d2, c, thr, lanes);
+                EXPECT_LE(rel_err(second.h, got.back().h), 1e-5);
+                std::vector<float> y2 = first.y;
+                y2.insert(y2.end(), second.y.begin(), second.y.end());
+                EXPECT_LE(rel_err(y2, got.back().y), std::ldexp(1.0, -7));
+            }
+        }
+        // the same states in a different grouping: equal up to the order of the C·h sums (and bf16 y)
+        EXPECT_LE(rel_err(got[0].h, got[2].h), 1e-6);
+        EXPECT_LE(rel_err(got[0].y, got[2].y), std::ldexp(1.0, -7));
+    }
+}
+
+// MAMBASCOPE_M1_SP: 0 never, 1 the default rule, 4/8/16 those lanes; anything else is an error naming it.
+// The default rule gives more lanes to narrower models and always a built count.
+TEST(CudaScanMamba1Sp, TheSwitchNamesLanesOrIsAnError) {
+    int lanes = -1;
+    {
+        ScopedEnv e("MAMBASCOPE_M1_SP", "0");
+        EXPECT_FALSE(kg::scan_mamba1_sp_chosen(&lanes));
+    }
+    {
+        ScopedEnv e("MAMBASCOPE_M1_SP", "1");
+        EXPECT_TRUE(kg::scan_mamba1_sp_chosen(&lanes));
+        EXPECT_EQ(lanes, 0);
+    }
+    {
+        ScopedEnv e("MAMBASCOPE_M1_SP", "8");
+        EXPECT_TRUE(kg::scan_mamba1_sp_chosen(&lanes));
+        EXPECT_EQ(lanes, 8);
+    }
+    for (const char* bad : {"2", "yes", "8x", "32"}) {
+        ScopedEnv e("MAMBASCOPE_M1_SP", bad);
+        expect_error_naming("MAMBASCOPE_M1_SP", [&] { (void)kg::scan_mamba1_sp_chosen(&lanes); });
+    }
+    int prev = 16;
+    for (const int64_t E : {64, 768, 1536, 2560, 4096, 8192, 65536}) {
+        const int l = kg::scan_mamba1_sp_default_lanes(E);
+        EXPECT_TRUE(l == 4 || l == 8 || l == 16) << E;
+        EXPECT_LE(l, prev) << E;
+        prev = l;
+    }
+    EXPECT_EQ(kg::scan_mamba1_sp_default_lanes(64), 16);
+    EXPECT_EQ(kg::scan_mamba1_sp_default_lanes(1 << 20), 4);
+}
+
+// What the state-parallel scan does not take is an error naming the reason, before any launch.
+TEST(CudaScanMamba1Sp, RefusesWhatItDoesNotTakeWithTheReason) {
+    kg::Mamba1ScanArgs a;
+    a.T = 10, a.E = 32, a.N = 16, a.ldx = a.ldd = a.ldy = 32, a.ldb = a.ldc = 32, a.fast_exp = true;
+    // aligned fake device addresses: the checks never dereference
+    auto at = [](uintptr_t v) { return reinterpret_cast<__nv_bfloat16*>(v); };
+    a.x16 = at(0x1000), a.delta16 = at(0x2000), a.B16 = at(0x3000), a.C16 = at(0x4000), a.y16 = at(0x5000);
+    a.A = reinterpret_cast<const float*>(0x6000);
+    for (const int lanes : {4, 8, 16}) EXPECT_EQ(kg::scan_mamba1_sp_unsupported(a, lanes), "");
+    auto refused = [&](kg::Mamba1ScanArgs b, int lanes, const std::string& part) {
+        const std::string why = kg::scan_mamba1_sp_unsupported(b, lanes);
+        EXPECT_NE(why.find(part), std::string::npos) << why;
+        try {
+            kg::scan_mamba1_sp(b, nullptr, lanes);
+            ADD_FAILURE() << "scan_mamba1_sp took " << part;
+        } catch (const mambascope::Error& e) {
+            EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+        }
+    };
+    refused(a, 2, "not built");
+    auto b = a;
+    b.fast_exp = false;
+    refused(b, 4, "fast exp");
+    b = a, b.N = 8;
+    refused(b, 4, "d_state");
+    b = a, b.x = reinterpret_cast<const float*>(0x7000);
+    refused(b, 4, "float32");
+    b = a, b.ldx = 36;
+    refused(b, 4, "aligned");
+    b = a, b.ldb = 20;
+    refused(b, 4, "aligned");
+    b = a, b.E = 24;
+    refused(b, 8, "multiple of 16");
+    b = a, b.probes.kept = reinterpret_cast<int64_t*>(0x8000);
+    refused(b, 4, "probes");
+    b = a, b.delta_out = reinterpret_cast<float*>(0x9000);
+    refused(b, 4, "Δ' output");
 }
 
 // A chunked scan takes its probes in pass 1 (which then scans the last chunk too) and runs pass 3 without
