@@ -22,7 +22,6 @@
 #include "cuda/cuda_check.cuh"
 #include "cuda/gemm.cuh"
 #include "cuda/scan_mamba1.cuh"
-#include "cuda/scan_mamba1_sp.cuh"
 #include "cuda/scan_mamba1_tp.cuh"
 #include "cuda/scan_mamba2.cuh"
 #include "cuda/scan_mamba2_ssd.cuh"
@@ -266,36 +265,6 @@ void bench_mamba1(const float* seed, cudaStream_t stream) {
                                         ms, T / ms / 1e3, bytes16 / ms / 1e6, exps / ms / 1e6, "-", sp);
                             std::fflush(stdout);
                             unsetenv("MAMBASCOPE_M1_TP_PIPE");
-                        }
-                // The state-parallel scan (scan_mamba1_sp.cuh; docs/cuda.md, "The state-parallel scan"):
-                // plain and filtered (it takes no probes) for every built lane count; the last column is its
-                // speed-up over the chunked bf16 scan above ("rule" marks the default rule's lane count).
-                if (!std::getenv("BENCH_SCAN_NO_SP"))
-                    for (const int lanes : {4, 8, 16})
-                        for (int filtered = 0; filtered < 2; ++filtered) {
-                            auto run = [&](int i) {
-                                kg::Mamba1ScanArgs a;
-                                a.T = T, a.E = E, a.N = N;
-                                a.x16 = x16.at(i), a.ldx = E, a.delta16 = dt16.at(i), a.ldd = E;
-                                a.delta_bias = bias, a.delta_softplus = true, a.A = A;
-                                a.B16 = bc16.at(i), a.ldb = ldbc, a.C16 = bc16.at(i) + N, a.ldc = ldbc;
-                                a.Dskip = D, a.z16 = z16.at(i), a.ldz = E, a.h = h, a.y16 = y16.at(i),
-                                a.ldy = E;
-                                a.fast_exp = true;
-                                if (filtered) a.thr = thr;
-                                kg::scan_mamba1_sp(a, stream, lanes);
-                            };
-                            const double ms = time_ms(stream, run);
-                            char variant[48], sp[64], one[32];
-                            std::snprintf(one, sizeof one, "1x%lld", static_cast<long long>(T));
-                            std::snprintf(variant, sizeof variant, "bf16 sp%s L=%d%s fast",
-                                          filtered ? " filter" : "", lanes,
-                                          lanes == kg::scan_mamba1_sp_default_lanes(E) ? " rule" : "");
-                            std::snprintf(sp, sizeof sp, "%.2fx bf16", plain16 / ms);
-                            std::printf("%-7lld %-7lld %-22s %-9s %9.3f %9.1f %8.0f %8.0f %11s %9s\n",
-                                        static_cast<long long>(E), static_cast<long long>(T), variant, one,
-                                        ms, T / ms / 1e3, bytes16 / ms / 1e6, exps / ms / 1e6, "-", sp);
-                            std::fflush(stdout);
                         }
             }
             if (ws) CUDA_CHECK(cudaFree(ws));

@@ -2,8 +2,7 @@
 """m1_scan_vs_mamba_ssm.py MAMBA_SSM_JSON BENCH_CUDA_SCAN_TXT: the side-by-side table of the GPU-machine scripts
 (gpu_round2.sh, gpu_m1_ab.sh). Per (d_inner, tokens): our Mamba-1 scan's fp32 and bf16 times from
 bench_cuda_scan's Mamba-1 table, mamba_ssm's selective_scan_fwd times from its bench.py JSON (measured in the same
-call), their ratios, and the filter + probes variant's cost over the plain bf16 scan; then the state-parallel scan
-(scan_mamba1_sp) per lane count against mamba_ssm's bf16, and its filtered run's cost over its plain run."""
+call), their ratios, and the filter + probes variant's cost over the plain bf16 scan."""
 import json
 import re
 import sys
@@ -43,27 +42,3 @@ for (E, T) in sorted({(k[0], k[1]) for k in ours}):
     tpn, tpm = min(tps.items(), key=lambda kv: kv[1]) if tps else ("-", None)
     print(f"{E:7d} {T:7d} | {fmt(f32)} {fmt(p32)} {rat(f32, p32)} | {fmt(b16)} {fmt(p16)} {rat(b16, p16)} | "
           f"{fmt(bfp)} {over:>6} | {tpn.replace('bf16 tp ', ''):>16} {fmt(tpm)} {rat(tpm, p16)}")
-
-sp = {k: v for k, v in ours.items() if k[2].startswith("bf16 sp ")}
-if sp:
-    print(f"\nstate-parallel bf16 scan (ms; ratio = mamba_ssm bf16 / ours; * = the default rule's lanes)")
-    print(f"{'d_inner':>7} {'tokens':>7} | {'ssm bf16':>8} | {'L=4':>15} {'L=8':>15} {'L=16':>15} | "
-          f"{'chunked':>8} | {'filter':>7}")
-    for (E, T) in sorted({(k[0], k[1]) for k in sp}):
-        p16 = peer.get(("bfloat16", E, T))
-        cells, rule = [], None
-        for L in (4, 8, 16):
-            name = next((k[2] for k in sp if k[0] == E and k[1] == T and k[2].startswith(f"bf16 sp L={L} ")), None)
-            ms = sp.get((E, T, name)) if name else None
-            star = "*" if name and "rule" in name else " "
-            if star == "*":
-                rule = (L, ms)
-            cells.append(f"{fmt(ms)}{star}{rat(ms, p16)}")
-        filt = None
-        if rule:
-            fname = next((k[2] for k in sp if k[0] == E and k[1] == T and
-                          k[2].startswith(f"bf16 sp filter L={rule[0]} ")), None)
-            fms = sp.get((E, T, fname)) if fname else None
-            filt = f"{100 * (fms / rule[1] - 1):+5.1f}%" if fms and rule[1] else "-"
-        b16 = ours.get((E, T, "bf16 plain fast"))
-        print(f"{E:7d} {T:7d} | {fmt(p16)} | {' '.join(cells)} | {fmt(b16)} | {filt or '-':>7}")

@@ -37,7 +37,6 @@
 #include "cuda/pdl.cuh"
 #include "cuda/rmsnorm.cuh"
 #include "cuda/scan_mamba1.cuh"
-#include "cuda/scan_mamba1_sp.cuh"
 #include "cuda/scan_mamba1_tp.cuh"
 #include "cuda/scan_mamba2.cuh"
 #include "cuda/scan_mamba2_ssd.cuh"
@@ -494,16 +493,10 @@ ForwardResult prefill_on_device(const Model& model, std::span<const int32_t> ids
                 a.Dskip = w.Dskip.ptr(), a.z16 = ws.proj16.ptr + E, a.ldz = P;
                 a.thr = filtered ? thr[size_t(li)].ptr : nullptr, a.h = ssm_state[size_t(li)].ptr;
                 a.y16 = ws.y16.ptr, a.ldy = E, a.fast_exp = kScanFastExp;
-                // the state-parallel scan where MAMBASCOPE_M1_SP (or its measured default) asks for it and it
-                // takes these arguments (docs/cuda.md, "The state-parallel scan"), else the time-parallel
-                // scan where MAMBASCOPE_M1_TP asks ("The time-parallel scan"), else the chunked scan
-                int sp_lanes = 0;
+                // the time-parallel scan where MAMBASCOPE_M1_TP (or its measured default) asks for it and it
+                // takes these arguments (docs/cuda.md, "The time-parallel scan"); else the chunked scan
                 kc::Mamba1TpShape tp;
-                const bool sp = kc::scan_mamba1_sp_chosen(&sp_lanes);
-                if (sp && sp_lanes == 0) sp_lanes = kc::scan_mamba1_sp_default_lanes(E);
-                if (sp && kc::scan_mamba1_sp_unsupported(a, sp_lanes).empty()) {
-                    kc::scan_mamba1_sp(a, s, sp_lanes);
-                } else if (kc::scan_mamba1_tp_chosen(&tp) && kc::scan_mamba1_tp_unsupported(a, tp).empty()) {
+                if (kc::scan_mamba1_tp_chosen(&tp) && kc::scan_mamba1_tp_unsupported(a, tp).empty()) {
                     kc::scan_mamba1_tp(a, s, tp);
                 } else {
                     ws.scan_ws.resize(kc::scan_mamba1_workspace_bytes(R, E, N));
