@@ -34,16 +34,35 @@ __device__ __forceinline__ float lg2_approx(float x) {
 // accumulate.
 constexpr float kExp2TaylorRange = 0.25f;
 
-// 2^x with rounding-level error for |x| ≤ 0.25 (Taylor series of 2^x = e^(x·ln2) to degree 6, coefficients
-// ln2^k/k!, truncation < 1e-9), the MUFU ex2.approx elsewhere. Both are evaluated (no divergent branch).
+// ln2^k / k!, k = 0 … 7: the Taylor coefficients of 2^x = e^(x·ln2) (exp2_accurate takes 7 of them,
+// exp2_soft 8).
+__host__ __device__ constexpr float exp2_taylor_coef(int k) {
+    constexpr float c[8] = {1.0f,
+                            0.69314718055994531f,
+                            0.24022650695910071f,
+                            5.5504108664821576e-2f,
+                            9.6181291076284772e-3f,
+                            1.3333558146428441e-3f,
+                            1.5403530393381606e-4f,
+                            1.5252733804059841e-5f};
+    return c[k];
+}
+
+// The Taylor polynomial of 2^x to degree kDegree by Horner's rule: kDegree fused multiply-adds, highest
+// coefficient first.
+template <int kDegree>
+__device__ __forceinline__ float exp2_taylor(float x) {
+    static_assert(kDegree >= 1 && kDegree <= 7);
+    float p = exp2_taylor_coef(kDegree);
+#pragma unroll
+    for (int k = kDegree - 1; k >= 0; --k) p = fmaf(p, x, exp2_taylor_coef(k));
+    return p;
+}
+
+// 2^x with rounding-level error for |x| ≤ 0.25 (the Taylor series to degree 6, truncation < 1e-9), the MUFU
+// ex2.approx elsewhere. Both are evaluated (no divergent branch).
 __device__ __forceinline__ float exp2_accurate(float x) {
-    float p = 1.5403530393381606e-4f;
-    p = fmaf(p, x, 1.3333558146428441e-3f);
-    p = fmaf(p, x, 9.6181291076284772e-3f);
-    p = fmaf(p, x, 5.5504108664821576e-2f);
-    p = fmaf(p, x, 0.24022650695910071f);
-    p = fmaf(p, x, 0.69314718055994531f);
-    p = fmaf(p, x, 1.0f);
+    const float p = exp2_taylor<6>(x);
     return fabsf(x) <= kExp2TaylorRange ? p : ex2_approx(x);
 }
 
@@ -59,14 +78,7 @@ __device__ __forceinline__ float exp2_soft(float x) {
     x = fminf(fmaxf(x, -125.0f), 127.0f);
     const float t = x + kShift;        // round(x) + 1.5·2^23, exact: j in the low bits
     const float f = x - (t - kShift);  // [−0.5, 0.5], exact
-    float p = 1.5252733804059841e-5f;  // ln2^7 / 7!
-    p = fmaf(p, f, 1.5403530393381606e-4f);
-    p = fmaf(p, f, 1.3333558146428441e-3f);
-    p = fmaf(p, f, 9.6181291076284772e-3f);
-    p = fmaf(p, f, 5.5504108664821576e-2f);
-    p = fmaf(p, f, 0.24022650695910071f);
-    p = fmaf(p, f, 0.69314718055994531f);
-    p = fmaf(p, f, 1.0f);
+    const float p = exp2_taylor<7>(f);
     // t's bits shifted left by 23 keep its low 9 bits, j mod 512, in the exponent field: j << 23 mod 2^32.
     return __uint_as_float(__float_as_uint(p) + (__float_as_uint(t) << 23));
 }

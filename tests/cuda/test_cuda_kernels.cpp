@@ -1290,6 +1290,29 @@ TEST(CudaScanMamba1Tp, RefusesWhatItDoesNotTakeWithTheReason) {
     refused(b, {4, 8}, "probes");
 }
 
+// One Mamba-1 scan of d (float32 inputs, or bf16 inputs through the bf16 kernels) with fresh probe buffers,
+// under var=value for the call (value null: unset): the result and the probes. The A/B tests of scan settings
+// below compare such runs.
+struct M1ProbedRun {
+    M1Result r;
+    std::vector<double> dsum, logd;
+    std::vector<int64_t> kept;
+};
+M1ProbedRun run_m1_probed(const M1Data& d, const M1Case& c, const std::vector<float>& thr, bool bf16,
+                          bool fast_exp, const char* var, const char* value,
+                          Dev<unsigned char>* workspace = nullptr) {
+    ScopedEnv env(var, value);
+    Dev<double> ds(d.E), ld(d.E);
+    Dev<int64_t> kept(d.E);
+    ds.zero(), ld.zero(), kept.zero();
+    const kg::ScanProbes pr{ds.p, kept.p, ld.p};
+    M1ProbedRun out;
+    out.r = bf16 ? run_m1_gpu_bf16(d, c, thr, pr, false, nullptr, fast_exp, workspace)
+                 : run_m1_gpu(d, c, thr, pr, fast_exp, workspace);
+    out.dsum = ds.download(), out.logd = ld.download(), out.kept = kept.download();
+    return out;
+}
+
 // A chunked scan takes its probes in pass 1 (which then scans the last chunk too) and runs pass 3 without
 // them; MAMBASCOPE_M1_PROBES_PASS=3 keeps them in pass 3. Both orders take each chunk's sums in the same
 // order, so the probes agree to the double rounding of the atomicAdds across chunks (the kept counts
@@ -1314,24 +1337,10 @@ TEST(CudaScanMamba1, ProbesTakenInPass1EqualThoseTakenInPass3) {
             if (bf16) d = round_m1_inputs(d);
             std::vector<float> thr = safe_thresholds(m1_delta(d, c.softplus), d.T, d.E, d.ldd);
             thr[0] = -INFINITY;
-            struct Run {
-                M1Result r;
-                std::vector<double> dsum, logd;
-                std::vector<int64_t> kept;
-            };
             auto run = [&](const char* pass) {
-                ScopedEnv env("MAMBASCOPE_M1_PROBES_PASS", pass);
-                Dev<double> ds(d.E), ld(d.E);
-                Dev<int64_t> kept(d.E);
-                ds.zero(), ld.zero(), kept.zero();
-                const kg::ScanProbes pr{ds.p, kept.p, ld.p};
-                Run out;
-                out.r = bf16 ? run_m1_gpu_bf16(d, c, thr, pr, false, nullptr, fast)
-                             : run_m1_gpu(d, c, thr, pr, fast);
-                out.dsum = ds.download(), out.logd = ld.download(), out.kept = kept.download();
-                return out;
+                return run_m1_probed(d, c, thr, bf16, fast, "MAMBASCOPE_M1_PROBES_PASS", pass);
             };
-            const Run p1 = run(nullptr), p3 = run("3");
+            const M1ProbedRun p1 = run(nullptr), p3 = run("3");
             EXPECT_EQ(p1.kept, p3.kept);
             EXPECT_LE(rel_err(p1.dsum, p3.dsum), 1e-12);
             EXPECT_LE(rel_err(p1.logd, p3.logd), 1e-12);
@@ -1451,28 +1460,14 @@ TEST(CudaScanMamba1, BlocksPerSmVariantsAgreeWithTheDefaultKernels) {
             const M1Data d0 = make_m1(c.T, c.E, rng, /*aligned=*/true);
             const M1Data d = bf16 ? round_m1_inputs(d0) : d0;
             const std::vector<float> thr = safe_thresholds(m1_delta(d, c.softplus), d.T, d.E, d.ldd);
-            struct Run {
-                M1Result r;
-                std::vector<double> dsum, logd;
-                std::vector<int64_t> kept;
-            };
             auto run = [&](const char* blocks) {
-                ScopedEnv env("MAMBASCOPE_M1_BLOCKS_PER_SM", blocks);
-                Dev<double> ds(d.E), ld(d.E);
-                Dev<int64_t> kept(d.E);
-                ds.zero(), ld.zero(), kept.zero();
-                const kg::ScanProbes pr{ds.p, kept.p, ld.p};
-                Run out;
-                out.r = bf16 ? run_m1_gpu_bf16(d, c, thr, pr, false, nullptr, true)
-                             : run_m1_gpu(d, c, thr, pr, true);
-                out.dsum = ds.download(), out.logd = ld.download(), out.kept = kept.download();
-                return out;
+                return run_m1_probed(d, c, thr, bf16, true, "MAMBASCOPE_M1_BLOCKS_PER_SM", blocks);
             };
-            const Run base = run(nullptr);
+            const M1ProbedRun base = run(nullptr);
             for (const char* blocks : {"5", "6"}) {
                 SCOPED_TRACE(std::string("blocks ") + blocks + (bf16 ? " bf16" : " float32") + " chunk " +
                              std::to_string(chunk));
-                const Run got = run(blocks);
+                const M1ProbedRun got = run(blocks);
                 std::printf("  %s blocks/SM, %s, chunk %lld: y %s the default's\n", blocks,
                             bf16 ? "bf16" : "float32", static_cast<long long>(chunk),
                             got.r.y == base.r.y ? "bit for bit" : "within rounding of");
@@ -1530,28 +1525,14 @@ TEST(CudaScanMamba1, ProgrammaticPassLaunchesEqualPlainLaunchesBitForBit) {
                 c.filter ? safe_thresholds(m1_delta(d, c.softplus), d.T, d.E, d.ldd) : std::vector<float>{};
             ScopedEnv pass("MAMBASCOPE_M1_PROBES_PASS", probes_pass3 ? "3" : nullptr);
             Dev<unsigned char> ws(kg::scan_mamba1_workspace_bytes(c.T, c.E, 16, c.chunk_len));
-            struct Run {
-                M1Result r;
-                std::vector<double> dsum;
-                std::vector<int64_t> kept;
-            };
             auto run = [&](const char* pdl) {
-                ScopedEnv env("MAMBASCOPE_M1_SCAN_PDL", pdl);
                 ws.poison();
-                Dev<double> ds(d.E), ld(d.E);
-                Dev<int64_t> kept(d.E);
-                ds.zero(), ld.zero(), kept.zero();
-                const kg::ScanProbes pr{ds.p, kept.p, ld.p};
-                Run out;
-                out.r = bf16 ? run_m1_gpu_bf16(d, c, thr, pr, false, nullptr, true, &ws)
-                             : run_m1_gpu(d, c, thr, pr, true, &ws);
-                out.dsum = ds.download(), out.kept = kept.download();
-                return out;
+                return run_m1_probed(d, c, thr, bf16, true, "MAMBASCOPE_M1_SCAN_PDL", pdl, &ws);
             };
-            const Run plain = run("0");
+            const M1ProbedRun plain = run("0");
             for (const double v : plain.dsum) ASSERT_TRUE(std::isfinite(v));
             for (int rep = 0; rep < reps; ++rep) {
-                const Run pdl = run(nullptr);
+                const M1ProbedRun pdl = run(nullptr);
                 EXPECT_EQ(pdl.r.y, plain.r.y);
                 EXPECT_EQ(pdl.r.h, plain.r.h);
                 EXPECT_EQ(pdl.r.delta_used, plain.r.delta_used);
@@ -1980,6 +1961,43 @@ TEST(CudaGemv, RmsnormFusedEqualsRmsnormBf16ThenGemvBitForBit) {
     }
 }
 
+// One (N, K) product through the gemv variants the gemv tests compare across settings: float32 weights; bf16
+// weights and input with β = 0, with β = 1 onto y0, and into a bf16 output; and, when x and its norm weights
+// are given, gemv_rmsnorm. The float32 outputs written from scratch are poisoned first, so a row left
+// unwritten shows.
+struct GemvOuts {
+    std::vector<float> f32, b16_in, plus, b16_out, norm;
+};
+struct GemvOperands {
+    int64_t N, K, ldw;
+    const float *W, *a;
+    const __nv_bfloat16 *W16, *a16;
+    const std::vector<float>& y0;
+    const float* x = nullptr;   // gemv_rmsnorm's input (K), or null: no norm run
+    const float* wn = nullptr;  // its norm weights (K)
+};
+GemvOuts run_gemv_variants(const GemvOperands& c) {
+    Dev<float> y(c.N), yp(c.y0), yn(c.N);
+    Dev<__nv_bfloat16> y16(c.N);
+    GemvOuts o;
+    y.poison();
+    kg::gemv(c.N, c.K, c.W, c.ldw, c.a, y.p, 0.0f, nullptr);
+    o.f32 = y.download();
+    y.poison();
+    kg::gemv(c.N, c.K, c.W16, c.ldw, c.a16, y.p, 0.0f, nullptr);
+    o.b16_in = y.download();
+    kg::gemv(c.N, c.K, c.W16, c.ldw, c.a16, yp.p, 1.0f, nullptr);
+    o.plus = yp.download();
+    kg::gemv(c.N, c.K, c.W16, c.ldw, c.a16, y16.p, nullptr);
+    o.b16_out = bf16_to_float(y16.download());
+    if (c.x) {
+        yn.poison();
+        kg::gemv_rmsnorm(c.N, c.K, c.W16, c.ldw, c.x, c.wn, 1e-5f, yn.p, 0.0f, nullptr);
+        o.norm = yn.download();
+    }
+    return o;
+}
+
 // The one-row projections' grid is capped (gemv.cu, "Rows per grid"): warps loop over rows, two at a time on
 // the vector path. Every row equals the uncapped grid's (MAMBASCOPE_GEMV_GRID=0, one row per warp)
 // bit for bit, for gemv (float32 and bf16 weights, β = 0 and 1, bf16 output) and gemv_rmsnorm, with a grid
@@ -2003,37 +2021,18 @@ TEST(CudaGemv, RowsPerGridCapEqualsOneRowPerWarpBitForBit) {
         const auto a = round_bf16(randn(c.K, rng));
         Dev<float> dW(W), da(a), dx(x), dwn(wn);
         Dev<__nv_bfloat16> dW16(to_bf16_host(W)), da16(to_bf16_host(a));
-        struct Out {
-            std::vector<float> f32, b16_in, plus, b16_out, norm;
-        };
         auto run = [&](const char* grid, const char* deep) {
             ScopedEnv env("MAMBASCOPE_GEMV_GRID", grid);
             ScopedEnv env_deep("MAMBASCOPE_GEMV_DEEP", deep);
-            Dev<float> y(c.N), yp(y0), yn(c.N);
-            Dev<__nv_bfloat16> y16(c.N);
-            Out o;
-            y.poison();
-            kg::gemv(c.N, c.K, dW.p, c.ldw, da.p, y.p, 0.0f, nullptr);
-            o.f32 = y.download();
-            y.poison();
-            kg::gemv(c.N, c.K, dW16.p, c.ldw, da16.p, y.p, 0.0f, nullptr);
-            o.b16_in = y.download();
-            kg::gemv(c.N, c.K, dW16.p, c.ldw, da16.p, yp.p, 1.0f, nullptr);
-            o.plus = yp.download();
-            kg::gemv(c.N, c.K, dW16.p, c.ldw, da16.p, y16.p, nullptr);
-            o.b16_out = bf16_to_float(y16.download());
-            yn.poison();
-            kg::gemv_rmsnorm(c.N, c.K, dW16.p, c.ldw, dx.p, dwn.p, 1e-5f, yn.p, 0.0f, nullptr);
-            o.norm = yn.download();
-            return o;
+            return run_gemv_variants({c.N, c.K, c.ldw, dW.p, da.p, dW16.p, da16.p, y0, dx.p, dwn.p});
         };
-        const Out ref = run("0", "0");
+        const GemvOuts ref = run("0", "0");
         const char* unset = nullptr;
         for (const auto& [grid, deep] :
              {std::pair{"0", unset}, std::pair{"3", unset}, std::pair{unset, unset}, std::pair{unset, "0"}}) {
             SCOPED_TRACE(std::string("grid ") + (grid ? grid : "default") + ", deep " +
                          (deep ? deep : "default"));
-            const Out o = run(grid, deep);
+            const GemvOuts o = run(grid, deep);
             EXPECT_EQ(o.f32, ref.f32);
             EXPECT_EQ(o.b16_in, ref.b16_in);
             EXPECT_EQ(o.plus, ref.plus);
@@ -2091,27 +2090,11 @@ TEST(CudaGemv, SplitRowsAgreeWithOneWarpPerRow) {
         }
         Dev<float> dW(W), da(a);
         Dev<__nv_bfloat16> dW16(to_bf16_host(W)), da16(to_bf16_host(a));
-        struct Out {
-            std::vector<float> f32, b16_in, plus, b16_out;
-        };
         auto run = [&](const char* split) {
             ScopedEnv env("MAMBASCOPE_GEMV_SPLIT", split);
-            Dev<float> y(c.N), yp(y0);
-            Dev<__nv_bfloat16> y16(c.N);
-            Out o;
-            y.poison();
-            kg::gemv(c.N, c.K, dW.p, c.ldw, da.p, y.p, 0.0f, nullptr);
-            o.f32 = y.download();
-            y.poison();
-            kg::gemv(c.N, c.K, dW16.p, c.ldw, da16.p, y.p, 0.0f, nullptr);
-            o.b16_in = y.download();
-            kg::gemv(c.N, c.K, dW16.p, c.ldw, da16.p, yp.p, 1.0f, nullptr);
-            o.plus = yp.download();
-            kg::gemv(c.N, c.K, dW16.p, c.ldw, da16.p, y16.p, nullptr);
-            o.b16_out = bf16_to_float(y16.download());
-            return o;
+            return run_gemv_variants({c.N, c.K, c.ldw, dW.p, da.p, dW16.p, da16.p, y0});
         };
-        const Out one = run("1");
+        const GemvOuts one = run("1");
         for (const char* split : {"2", "4", "8"}) {
             SCOPED_TRACE("N=" + std::to_string(c.N) + " K=" + std::to_string(c.K) + " split " + split);
             {
@@ -2119,7 +2102,7 @@ TEST(CudaGemv, SplitRowsAgreeWithOneWarpPerRow) {
                 EXPECT_EQ(kg::gemv_split_rows(c.N, c.K, true), expected(std::atoi(split), c.K));
                 EXPECT_EQ(kg::gemv_split_rows(c.N, c.K, false), 1);  // unaligned rows: one warp each
             }
-            const Out o = run(split);
+            const GemvOuts o = run(split);
             EXPECT_LE(rel_err(o.f32, prod), kTol);
             EXPECT_LE(rel_err(o.b16_in, prod), kTol);
             EXPECT_LE(rel_err(o.plus, plus), kTol);
