@@ -17,6 +17,7 @@ using namespace detail;
 
 constexpr int kConvThreads = 128;  // channels per block
 constexpr int kConvTileT = 32;     // tokens per thread: the window slides over them
+constexpr int kConvBatch = 8;      // bf16 vector conv: token rows loaded ahead of their arithmetic
 
 __device__ __forceinline__ float in_f32(const float* p) {
     return *p;
@@ -85,7 +86,7 @@ struct BfVec<4> {
     using type = uint2;
 };
 
-template <int kK, int kV, int kTile>
+template <int kK, int kV, int kTile, int kBatch>
 __global__ void __launch_bounds__(kConvThreads)
     conv_vec_kernel(int64_t T, int64_t Cn, const __nv_bfloat16* __restrict__ in, int64_t ldi,
                     const float* __restrict__ w, const float* __restrict__ bias,
@@ -118,12 +119,14 @@ __global__ void __launch_bounds__(kConvThreads)
     }
 #pragma unroll
     for (int k = 0; k < kK - 1; ++k) row(t0 - (kK - 1) + k, win[k + 1]);
-    for (int64_t t = t0; t < t1; ++t) {
+    // One output row from the window after sliding in `next` (kV channels, float32).
+    const auto step = [&](int64_t t, const float* next) {
 #pragma unroll
         for (int k = 0; k < kK - 1; ++k)
 #pragma unroll
             for (int j = 0; j < kV; ++j) win[k][j] = win[k + 1][j];
-        row(t, win[kK - 1]);
+#pragma unroll
+        for (int j = 0; j < kV; ++j) win[kK - 1][j] = next[j];
         V o;
         unsigned* q = reinterpret_cast<unsigned*>(&o);
 #pragma unroll
@@ -138,28 +141,47 @@ __global__ void __launch_bounds__(kConvThreads)
                    (static_cast<unsigned>(static_cast<__nv_bfloat16_raw>(hi).x) << 16);
         }
         *reinterpret_cast<V*>(out16 + t * ldo16 + cv) = o;
+    };
+    // Rows in batches of kBatch loaded before any is used: kBatch loads in flight per thread instead of one
+    // (each token's load waited for the one before's arithmetic; twenty-second stop).
+    int64_t t = t0;
+    for (; t + kBatch <= t1; t += kBatch) {
+        float next[kBatch][kV];
+#pragma unroll
+        for (int i = 0; i < kBatch; ++i) row(t + i, next[i]);
+#pragma unroll
+        for (int i = 0; i < kBatch; ++i) step(t + i, next[i]);
+    }
+    for (; t < t1; ++t) {
+        float next[kV];
+        row(t, next);
+        step(t, next);
     }
 }
 
 // Which bf16 → bf16 conv: MAMBASCOPE_CONV_BF16 = "1" (conv_kernel, one channel per thread), "4x16" (4
-// channels × 16 tokens per thread), default "2x32" (the fastest, above). Read per call (A/B runs, the tests).
-int conv_bf16_variant() {
-    const std::string v = env_choice("MAMBASCOPE_CONV_BF16", {"2x32", "4x16", "1"},
-                                     "it sets the bf16 conv's channels x tokens per thread (docs/cuda.md, "
-                                     "\"Switches for A/B runs\")");
-    if (v == "1") return 1;
-    if (v == "4x16") return 416;
-    return 232;
+// channels × 16 tokens per thread), default "2x32" (the fastest, above), "2x32-seq" (2x32 with one row load
+// in flight per thread, the kernel before the twenty-second stop). Read per call (A/B runs, the tests).
+enum class ConvBf16 { k2x32, k2x32Seq, k4x16, kScalar };
+ConvBf16 conv_bf16_variant() {
+    return env_enum<ConvBf16>("MAMBASCOPE_CONV_BF16",
+                              {{"", ConvBf16::k2x32},
+                               {"2x32", ConvBf16::k2x32},
+                               {"2x32-seq", ConvBf16::k2x32Seq},
+                               {"4x16", ConvBf16::k4x16},
+                               {"1", ConvBf16::kScalar}},
+                              "it sets the bf16 conv's channels x tokens per thread (docs/cuda.md, "
+                              "\"Switches for A/B runs\")");
 }
 
-template <int kK, int kV, int kTile>
+template <int kK, int kV, int kTile, int kBatch>
 void launch_vec(int64_t T, int64_t Cn, const __nv_bfloat16* in, int64_t ldi, const float* w,
                 const float* bias, const float* state, __nv_bfloat16* out16, int64_t ldo16,
                 cudaStream_t stream) {
     const int64_t groups = Cn / kV;
     const dim3 grid(static_cast<unsigned>((groups + kConvThreads - 1) / kConvThreads),
                     static_cast<unsigned>((T + kTile - 1) / kTile));
-    conv_vec_kernel<kK, kV, kTile>
+    conv_vec_kernel<kK, kV, kTile, kBatch>
         <<<grid, kConvThreads, 0, stream>>>(T, Cn, in, ldi, w, bias, state, out16, ldo16);
 }
 
@@ -182,19 +204,22 @@ void launch(int64_t T, int64_t Cn, const In* in, int64_t ldi, const float* w, co
             cudaStream_t stream) {
     if constexpr (std::is_same_v<In, __nv_bfloat16>) {
         // bf16 → bf16 only, rows of whole vectors, state by the separate kernel: several channels per thread.
-        const int variant = conv_bf16_variant(), vv = variant / 100;
+        const ConvBf16 variant = conv_bf16_variant();
+        const int vv = variant == ConvBf16::k4x16 ? 4 : 2, tile = variant == ConvBf16::k4x16 ? 16 : 32;
         const auto rows = [&](const void* p, int64_t ld) {
             return ld % vv == 0 && reinterpret_cast<uintptr_t>(p) % (2 * vv) == 0;
         };
-        const int tile = variant % 100;
-        if (variant != 1 && !out && !write_state && Cn % vv == 0 && rows(in, ldi) && rows(out16, ldo16) &&
-            (T + tile - 1) / tile <= 65535) {
+        if (variant != ConvBf16::kScalar && !out && !write_state && Cn % vv == 0 && rows(in, ldi) &&
+            rows(out16, ldo16) && (T + tile - 1) / tile <= 65535) {
             switch (variant) {
-                case 416:
-                    launch_vec<kK, 4, 16>(T, Cn, in, ldi, w, bias, state, out16, ldo16, stream);
+                case ConvBf16::k4x16:
+                    launch_vec<kK, 4, 16, kConvBatch>(T, Cn, in, ldi, w, bias, state, out16, ldo16, stream);
+                    break;
+                case ConvBf16::k2x32Seq:
+                    launch_vec<kK, 2, 32, 1>(T, Cn, in, ldi, w, bias, state, out16, ldo16, stream);
                     break;
                 default:
-                    launch_vec<kK, 2, 32>(T, Cn, in, ldi, w, bias, state, out16, ldo16, stream);
+                    launch_vec<kK, 2, 32, kConvBatch>(T, Cn, in, ldi, w, bias, state, out16, ldo16, stream);
                     break;
             }
             return;

@@ -64,6 +64,8 @@ struct Params {
     int64_t ldo;
     const float* dt_w;  // dt_proj weight (E, dt_rank) when Δ is computed from its low-rank input, else null
     int64_t dt_rank;
+    float* dp;  // Δ' once (T, E), stride ldp, or null: pass 1 writes Δ' there, pass 3 reads it (kDtIn)
+    int64_t ldp;
     bool ring;  // inputs through the cp.async ring (M1Ring; scan_mamba1_ring decides)
 };
 
@@ -96,29 +98,53 @@ __device__ __forceinline__ float lowrank_dt(const Params<In>& p, int64_t t, int6
 // order). bf16 since the sixth stop; float32 since 2026-12-05 (seventeenth stop), where the per-thread 4-byte
 // loads waited the same way (docs/benchmarks.md).
 constexpr int kM1Stages = 3;
-template <typename T>
+// Dt: the type of the staged Δ: In (raw Δ or dt), or float for Δ' written by pass 1 (pass 3 with kDtIn).
+template <typename T, typename Dt = T>
 struct M1Ring {
     static constexpr int kElems = 16 / static_cast<int>(sizeof(T));       // elements per 16-byte copy: 8 or 4
     static constexpr int kRowPieces = kM1Threads / kElems;                // copies per token row of the block
     static constexpr int kPerThread = kM1Tile * kRowPieces / kM1Threads;  // x (Δ, z) copies per thread
     static constexpr int kBCPieces = kM1Tile * (kM1N / kElems);           // copies per tile of B (or C)
+    static constexpr int kDtElems = 16 / static_cast<int>(sizeof(Dt));
+    static constexpr int kDtRowPieces = kM1Threads / kDtElems;
+    static constexpr int kDtPerThread = kM1Tile * kDtRowPieces / kM1Threads;
     static_assert(kPerThread * kM1Threads == kM1Tile * kRowPieces && 2 * kBCPieces <= kM1Threads);
+    static_assert(kDtPerThread * kM1Threads == kM1Tile * kDtRowPieces);
     T x[kM1Stages][kM1Tile][kM1Threads];
-    T dt[kM1Stages][kM1Tile][kM1Threads];
+    Dt dt[kM1Stages][kM1Tile][kM1Threads];
     T z[kM1Stages][kM1Tile][kM1Threads];
     T b[kM1Stages][kM1Tile][kM1N];
     T c[kM1Stages][kM1Tile][kM1N];
-};  // 19.5 KB (bf16), 39 KB (float32)
+};  // 19.5 KB (bf16), 39 KB (float32); bf16 with float32 Δ' 25.5 KB
 struct M1NoRing {};
+template <typename In, bool kDtIn>
+using M1RingFor = M1Ring<In, std::conditional_t<kDtIn, float, In>>;
+
+// Which copies one m1_ring_issue makes: all of the tile's, committed as one group; all but Δ' (uncommitted:
+// pass 3 with Δ' once issues these before its programmatic wait); Δ' alone, then the commit (after the wait).
+enum class RingPart { kAll, kNoDt, kDtOnly };
 
 // Copies tile [t0, t0 + kM1Tile) of the block's channels d0.. into ring stage st (zeros past te or E) and
 // commits one cp.async group (also when there is nothing to copy: the waits count groups). kZC: z and C too
-// (pass 3).
-template <bool kZC, typename In>
-__device__ __forceinline__ void m1_ring_issue(const Params<In>& p, M1Ring<In>& r, int st, int64_t t0,
-                                              int64_t te, int64_t d0) {
-    using R = M1Ring<In>;
-    if (t0 < te) {
+// (pass 3). kDtIn: Δ' (float32) from p.dp instead of Δ from p.delta. kPart: see RingPart; a kNoDt issue of a
+// stage is followed by its kDtOnly issue before any wait, so that each stage's copies complete in or before
+// its own group (the first group then holds the later stages' x, z, B, C too).
+template <bool kZC, bool kDtIn = false, RingPart kPart = RingPart::kAll, typename In>
+__device__ __forceinline__ void m1_ring_issue(const Params<In>& p, M1RingFor<In, kDtIn>& r, int st,
+                                              int64_t t0, int64_t te, int64_t d0) {
+    using R = M1RingFor<In, kDtIn>;
+    static_assert(kDtIn || kPart == RingPart::kAll, "only Δ' (pass 1's output) is issued apart");
+    if (t0 < te && kPart == RingPart::kDtOnly) {
+        const int tid = threadIdx.x;
+#pragma unroll
+        for (int j = 0; j < R::kDtPerThread; ++j) {
+            const int piece = tid + j * kM1Threads, i = piece / R::kDtRowPieces, q = piece % R::kDtRowPieces;
+            const int64_t t = t0 + i, dc = d0 + R::kDtElems * q;
+            const bool ok = t < te && dc < p.E;
+            cp_async_16(&r.dt[st][i][R::kDtElems * q], ok ? p.dp + t * p.ldp + dc : p.dp, ok);
+        }
+    }
+    if (t0 < te && kPart != RingPart::kDtOnly) {
         const int tid = threadIdx.x;
 #pragma unroll
         for (int j = 0; j < R::kPerThread; ++j) {
@@ -126,8 +152,19 @@ __device__ __forceinline__ void m1_ring_issue(const Params<In>& p, M1Ring<In>& r
             const int64_t t = t0 + i, dc = d0 + R::kElems * q;
             const bool ok = t < te && dc < p.E;
             cp_async_16(&r.x[st][i][R::kElems * q], ok ? p.x + t * p.ldx + dc : p.x, ok);
-            cp_async_16(&r.dt[st][i][R::kElems * q], ok ? p.delta + t * p.ldd + dc : p.delta, ok);
+            if constexpr (!kDtIn)
+                cp_async_16(&r.dt[st][i][R::kElems * q], ok ? p.delta + t * p.ldd + dc : p.delta, ok);
             if (kZC && p.z) cp_async_16(&r.z[st][i][R::kElems * q], ok ? p.z + t * p.ldz + dc : p.z, ok);
+        }
+        if constexpr (kDtIn && kPart == RingPart::kAll) {
+#pragma unroll
+            for (int j = 0; j < R::kDtPerThread; ++j) {
+                const int piece = tid + j * kM1Threads, i = piece / R::kDtRowPieces,
+                          q = piece % R::kDtRowPieces;
+                const int64_t t = t0 + i, dc = d0 + R::kDtElems * q;
+                const bool ok = t < te && dc < p.E;
+                cp_async_16(&r.dt[st][i][R::kDtElems * q], ok ? p.dp + t * p.ldp + dc : p.dp, ok);
+            }
         }
         constexpr int kRowBC = kM1N / R::kElems;  // copies per row of B (or C)
         if (tid < R::kBCPieces) {
@@ -142,23 +179,23 @@ __device__ __forceinline__ void m1_ring_issue(const Params<In>& p, M1Ring<In>& r
                         okc);
         }
     }
-    cp_async_commit();
+    if constexpr (kPart != RingPart::kNoDt) cp_async_commit();
 }
 
 // Tile k (tokens from t0) out of ring stage k % kM1Stages, for both passes: x and Δ (and, kZC, z) of this
 // thread's channel into registers, the tile's B (and, kZC, C) into shared memory as float32. First it waits
 // for the stage's copies and for every thread to be done with tile k − 1 (its sB, sC and ring stage), then
 // issues tile k + kM1Stages − 1 into that freed stage.
-template <bool kZC, typename In>
-__device__ __forceinline__ void m1_ring_take(const Params<In>& p, M1Ring<In>& r, int64_t k, int64_t t0,
-                                             int64_t te, int64_t d0, bool gate, float (&xr)[kM1Tile],
-                                             float (&dr)[kM1Tile], float* zr, float (*sB)[kM1N],
-                                             float (*sC)[kM1N]) {
+template <bool kZC, bool kDtIn = false, typename In>
+__device__ __forceinline__ void m1_ring_take(const Params<In>& p, M1RingFor<In, kDtIn>& r, int64_t k,
+                                             int64_t t0, int64_t te, int64_t d0, bool gate,
+                                             float (&xr)[kM1Tile], float (&dr)[kM1Tile], float* zr,
+                                             float (*sB)[kM1N], float (*sC)[kM1N]) {
     const int st = static_cast<int>(k % kM1Stages);
     cp_async_wait_group<kM1Stages - 2>();
     __syncthreads();
-    m1_ring_issue<kZC>(p, r, static_cast<int>((k + kM1Stages - 1) % kM1Stages),
-                       t0 + (kM1Stages - 1) * kM1Tile, te, d0);
+    m1_ring_issue<kZC, kDtIn>(p, r, static_cast<int>((k + kM1Stages - 1) % kM1Stages),
+                              t0 + (kM1Stages - 1) * kM1Tile, te, d0);
 #pragma unroll
     for (int i = 0; i < kM1Tile; ++i) {
         xr[i] = load_f32(&r.x[st][i][threadIdx.x]);
@@ -197,11 +234,18 @@ struct M1Probes {
             }
             prod *= mean;
         } else {
-            const float shift = dt * a2max;
+            // Each op rounded on its own (__f*_rn: never contracted into an FMA), so that both passes'
+            // kernels, compiled around different code, give the same sums bit for bit. The only products of
+            // the probes that feed an add are here; with plain ops, pass 1 (Δ' once) and pass 3 gave
+            // log-decay sums 1e-7 apart on an H100 in the channels that take this branch (twenty-second
+            // stop).
+            const float shift = __fmul_rn(dt, a2max);
             float s = 0.0f;
 #pragma unroll
-            for (int n = 0; n < kM1N; ++n) s += ex2_approx(dt * A2[n] - shift);
-            logdecay += static_cast<double>((shift + lg2_approx(s * (1.0f / kM1N))) * kLn2);
+            for (int n = 0; n < kM1N; ++n)
+                s = __fadd_rn(s, ex2_approx(__fsub_rn(__fmul_rn(dt, A2[n]), shift)));
+            logdecay +=
+                static_cast<double>(__fmul_rn(__fadd_rn(shift, lg2_approx(__fmul_rn(s, 1.0f / kM1N))), kLn2));
         }
     }
     __device__ __forceinline__ void end_tile() {
@@ -231,7 +275,8 @@ __device__ __forceinline__ float max_a2(const float (&A2)[kM1N]) {
 
 // Pass 1: every chunk but the last, from a zero state: the chunk's end state and Σ Δ'. kProbes (a scan with
 // probes and more than one chunk): every chunk, the last included, and the probes too, so that pass 3 runs
-// without them (docs/cuda.md, "Probes in pass 1").
+// without them (docs/cuda.md, "Probes in pass 1"). With p.dp (Δ' once; docs/cuda.md, "Δ' once"): every chunk
+// too, and each token's Δ' is written to p.dp for pass 3.
 // grid (ceil(E/128), chunks − 1; chunks with kProbes). local_end (chunks, E, N), dsum (chunks, E).
 // kSoft: states n < kSoft take the FMA-pipe exp (fast exp only; m1_update_group). kMinBlocks: the resident
 // blocks per SM asked of the register allocator (MAMBASCOPE_M1_BLOCKS_PER_SM).
@@ -286,6 +331,7 @@ __global__ void __launch_bounds__(kM1Threads, kMinBlocks)
             const bool valid = active && t0 + i < te;
             bool kept;
             const float dt = used_delta(dr[i], bias, p.softplus, thr, valid, kept);
+            if (p.dp && valid) p.dp[(t0 + i) * p.ldp + d] = dt;
             dsum += dt;
             const float dtx = dt * xr[i];
             const float4* b4 = reinterpret_cast<const float4*>(sB[i]);
@@ -350,16 +396,18 @@ __global__ void __launch_bounds__(kCombineThreads)
 // Pass 3 (or the only pass): rescan each chunk from its true start state, write y, Δ', the final state,
 // probes. grid (ceil(E/128), chunks). h_start (chunks, E, N); h_final (E, N) or null.
 // kLowRankDt: Δ's pre-activation from dt_proj's low-rank input (single pass only; see
-// Mamba1ScanArgs::dt_proj_w). kMinBlocks as in pass 1.
+// Mamba1ScanArgs::dt_proj_w). kMinBlocks as in pass 1. kDtIn (Δ' once, chunked scans without probes in this
+// pass): Δ' as pass 1 wrote it to p.dp (float32), no bias, softplus or filter here.
 template <bool kProbes, bool kFastExp, typename In, bool kLowRankDt = false,
-          int kMinBlocks = kM1MinBlocksPass3>
+          int kMinBlocks = kM1MinBlocksPass3, bool kDtIn = false>
 __global__ void __launch_bounds__(kM1Threads, kMinBlocks)
     m1_scan(Params<In> p, const float* h_start, float* h_final, ScanProbes probes) {  // may alias (1 pass)
+    static_assert(!(kDtIn && (kProbes || kLowRankDt)), "Δ' once: a chunked scan's pass 3 without probes");
     __shared__ __align__(16) float sB[kM1Tile][kM1N];
     __shared__ __align__(16) float sC[kM1Tile][kM1N];
     // decode steps (kLowRankDt: one pass over a few tokens, Δ from dt_proj) take the per-thread loads
     constexpr bool kRing = !kLowRankDt;
-    __shared__ __align__(16) std::conditional_t<kRing, M1Ring<In>, M1NoRing> ring;
+    __shared__ __align__(16) std::conditional_t<kRing, M1RingFor<In, kDtIn>, M1NoRing> ring;
     const int64_t d = static_cast<int64_t>(blockIdx.x) * kM1Threads + threadIdx.x;
     const bool active = d < p.E;
     const int64_t c = blockIdx.y;
@@ -372,13 +420,19 @@ __global__ void __launch_bounds__(kM1Threads, kMinBlocks)
     // weight; the state and x, Δ, z, B, C come from earlier kernels.
     if constexpr (kLowRankDt) grid_dependency_wait();
     const int64_t d0 = static_cast<int64_t>(blockIdx.x) * kM1Threads;
+    // Pass 3 of a chunked scan is launched with a programmatic edge from pass 2 (m1_scan_pdl): x, Δ, z, B and
+    // C were written before pass 1 began (the ring's first tiles are issued before the wait), only the
+    // chunk's start state comes from pass 2. Δ' once: Δ' comes from pass 1, so its copies wait.
     if constexpr (kRing)
         if (p.ring)
-            for (int k = 0; k < kM1Stages - 1; ++k) m1_ring_issue<true>(p, ring, k, tb + k * kM1Tile, te, d0);
-    // Pass 3 of a chunked scan is launched with a programmatic edge from pass 2 (m1_scan_pdl): x, Δ, z, B and
-    // C were written before pass 1 began (the ring's first tiles above are already on their way), only the
-    // chunk's start state comes from pass 2.
+            for (int k = 0; k < kM1Stages - 1; ++k)
+                m1_ring_issue<true, kDtIn, kDtIn ? RingPart::kNoDt : RingPart::kAll>(
+                    p, ring, k, tb + k * kM1Tile, te, d0);
     if constexpr (!kLowRankDt) grid_dependency_wait();
+    if constexpr (kRing && kDtIn)
+        if (p.ring)
+            for (int k = 0; k < kM1Stages - 1; ++k)
+                m1_ring_issue<true, true, RingPart::kDtOnly>(p, ring, k, tb + k * kM1Tile, te, d0);
     if (active && h_start) {
         const float4* hs = reinterpret_cast<const float4*>(h_start + (c * p.E + d) * kM1N);
 #pragma unroll
@@ -402,7 +456,7 @@ __global__ void __launch_bounds__(kM1Threads, kMinBlocks)
         bool staged = false;
         if constexpr (kRing) {
             if (p.ring) {
-                m1_ring_take<true>(p, ring, (t0 - tb) / kM1Tile, t0, te, d0, gate, xr, dr, zr, sB, sC);
+                m1_ring_take<true, kDtIn>(p, ring, (t0 - tb) / kM1Tile, t0, te, d0, gate, xr, dr, zr, sB, sC);
                 staged = true;
             }
         }
@@ -413,6 +467,8 @@ __global__ void __launch_bounds__(kM1Threads, kMinBlocks)
                 xr[i] = ok ? load_f32(p.x + (t0 + i) * p.ldx + d) : 0.0f;
                 if constexpr (kLowRankDt)
                     dr[i] = ok ? lowrank_dt(p, t0 + i, d) : 0.0f;
+                else if constexpr (kDtIn)
+                    dr[i] = ok ? p.dp[(t0 + i) * p.ldp + d] : 0.0f;
                 else
                     dr[i] = ok ? load_f32(p.delta + (t0 + i) * p.ldd + d) : 0.0f;
                 zr[i] = (ok && gate) ? load_f32(p.z + (t0 + i) * p.ldz + d) : 0.0f;
@@ -429,8 +485,9 @@ __global__ void __launch_bounds__(kM1Threads, kMinBlocks)
 #pragma unroll
         for (int i = 0; i < kM1Tile; ++i) {
             const bool valid = active && t0 + i < te;
-            bool kept;
-            const float dt = used_delta(dr[i], bias, p.softplus, thr, valid, kept);
+            bool kept = valid;  // kDtIn: pass 3 takes no probes, so the filter's count is not needed here
+            const float dt =
+                kDtIn ? (valid ? dr[i] : 0.0f) : used_delta(dr[i], bias, p.softplus, thr, valid, kept);
             const float dtx = dt * xr[i];
             const float4* b4 = reinterpret_cast<const float4*>(sB[i]);
             const float4* c4 = reinterpret_cast<const float4*>(sC[i]);
@@ -716,12 +773,33 @@ int64_t resident_blocks() {
     return cached;
 }
 
-size_t workspace_for(const ScanPlan& plan, int64_t E) {
-    if (plan.chunks <= 1) return 0;
-    // local_end (S, E, N) + h_start (S, E, N) + dsum (S, E), each 256-byte aligned.
+// Δ' once (docs/cuda.md, "Δ' once"; since 2026-12-06, twenty-second stop): pass 1 of a chunked scan writes
+// each token's Δ' (bias, softplus, filter applied) to the workspace as float32, and pass 3 reads it instead
+// of computing them again: one softplus (an ex2 and a lg2 on the MUFU, ≈ 12 instructions) per (t, d) instead
+// of two, for T·E·4 bytes of workspace and its traffic. Not with probes taken in pass 3 (they need the
+// filter's count) nor with MAMBASCOPE_M1_BLOCKS_PER_SM (its kernels are built without it).
+// MAMBASCOPE_M1_DT_ONCE=0 computes Δ' in both passes (A/B runs, the tests); read at each call.
+bool m1_dt_once_enabled() {
+    return env_flag(
+        "MAMBASCOPE_M1_DT_ONCE", true,
+        "it sets whether pass 1 of a chunked Mamba-1 scan hands Δ' to pass 3 through the workspace "
+        "(docs/cuda.md, \"Δ' once\")");
+}
+
+// The pieces of a chunked scan's workspace, each 256-byte aligned: local_end (S, E, N), h_start (S, E, N),
+// dsum (S, E), and with Δ' once dp (T, E).
+struct M1Workspace {
+    size_t states = 0, dsum = 0, dp = 0;
+    size_t bytes() const { return 2 * states + dsum + dp; }
+};
+M1Workspace workspace_layout(const ScanPlan& plan, int64_t T, int64_t E, bool dt_once) {
+    M1Workspace w;
+    if (plan.chunks <= 1) return w;
     auto round = [](size_t b) { return (b + 255) / 256 * 256; };
-    const size_t states = static_cast<size_t>(plan.chunks) * E * kM1N * sizeof(float);
-    return 2 * round(states) + round(static_cast<size_t>(plan.chunks) * E * sizeof(float));
+    w.states = round(static_cast<size_t>(plan.chunks) * E * kM1N * sizeof(float));
+    w.dsum = round(static_cast<size_t>(plan.chunks) * E * sizeof(float));
+    w.dp = dt_once ? round(static_cast<size_t>(T) * E * sizeof(float)) : 0;
+    return w;
 }
 
 // The shortest chunk the automatic plan takes: kM1MinChunk, or MAMBASCOPE_M1_MIN_CHUNK for A/B runs (read per
@@ -795,7 +873,9 @@ ScanPlan scan_mamba1_plan(int64_t T, int64_t E, int64_t chunk_len) {
 
 size_t scan_mamba1_workspace_bytes(int64_t T, int64_t E, int64_t N, int64_t chunk_len) {
     (void)N;  // only d_state 16 is built; the argument keeps the signature honest for later instantiations
-    return workspace_for(scan_mamba1_plan(T, E, chunk_len), E);
+    // Sized for Δ' once whenever it is switched on (a call with probes in pass 3 leaves that part unused).
+    const bool dt_once = m1_dt_once_enabled() && m1_blocks_per_sm() == 0;
+    return workspace_layout(scan_mamba1_plan(T, E, chunk_len), T, E, dt_once).bytes();
 }
 
 namespace {
@@ -836,27 +916,37 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
     const bool probes_in_pass1 = a.probes.any() && plan.chunks > 1 && pass1_switch;
     const int soft = m1_soft_exp(), blocks = m1_blocks_per_sm();
     const bool pdl = m1_scan_pdl_enabled() && plan.chunks > 1;  // a single pass has no pass before it
+    const bool dt_once_switch = m1_dt_once_enabled() && blocks == 0;
+    const bool dt_once =
+        dt_once_switch && plan.chunks > 1 && !a.dt_proj_w && (!a.probes.any() || probes_in_pass1);
     const dim3 block(kM1Threads);
     const unsigned cblocks = static_cast<unsigned>((a.E + kM1Threads - 1) / kM1Threads);
 
     const float* h_start = a.h;  // single pass: chunk 0 starts from the caller's state
     void* owned = nullptr;
     if (plan.chunks > 1) {
-        const size_t need = workspace_for(plan, a.E);
+        const M1Workspace lay = workspace_layout(plan, a.T, a.E, dt_once_switch);
+        const size_t need = lay.bytes();
         if (!workspace) {
             CUDA_CHECK(cudaMallocAsync(&owned, need, stream));
             workspace = owned;
         } else {
-            MS_CHECK(workspace_bytes >= need, "scan_mamba1: workspace too small");
+            if (workspace_bytes < need)
+                throw Error("scan_mamba1: workspace too small (" + std::to_string(workspace_bytes) +
+                                " bytes, " + std::to_string(need) + " needed)",
+                            "size it with scan_mamba1_workspace_bytes(T, E, N, chunk_len) under the same "
+                            "MAMBASCOPE_M1_* settings as the scan (MAMBASCOPE_M1_DT_ONCE adds T·E floats)");
         }
-        auto round = [](size_t b) { return (b + 255) / 256 * 256; };
-        const size_t states = round(static_cast<size_t>(plan.chunks) * a.E * kM1N * sizeof(float));
-        float* local_end = static_cast<float*>(workspace);
-        float* hs = reinterpret_cast<float*>(static_cast<char*>(workspace) + states);
-        float* dsum = reinterpret_cast<float*>(static_cast<char*>(workspace) + 2 * states);
+        char* base = static_cast<char*>(workspace);
+        float* local_end = reinterpret_cast<float*>(base);
+        float* hs = reinterpret_cast<float*>(base + lay.states);
+        float* dsum = reinterpret_cast<float*>(base + 2 * lay.states);
+        if (dt_once) p.dp = reinterpret_cast<float*>(base + 2 * lay.states + lay.dsum), p.ldp = a.E;
 
-        // With probes pass 1 scans the last chunk too (its end state goes unused) and takes the probes.
-        const dim3 grid1(cblocks, static_cast<unsigned>(probes_in_pass1 ? plan.chunks : plan.chunks - 1));
+        // With probes pass 1 scans the last chunk too (its end state goes unused) and takes the probes; with
+        // Δ' once it scans it for the last chunk's Δ' (the same wave of blocks: it fits in the pass's time).
+        const bool all_chunks = probes_in_pass1 || dt_once;
+        const dim3 grid1(cblocks, static_cast<unsigned>(all_chunks ? plan.chunks : plan.chunks - 1));
         const auto pass1 = probes_in_pass1 ? (a.fast_exp ? pass1_kernel<true, In, true>(soft, blocks)
                                                          : pass1_kernel<false, In, true>(soft, blocks))
                                            : (a.fast_exp ? pass1_kernel<true, In, false>(soft, blocks)
@@ -873,6 +963,8 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
     // The fused dt_proj (decode steps, one short pass) keeps the default register budget.
     auto pass3 =
         a.dt_proj_w ? (a.fast_exp ? m1_scan<false, true, In, true> : m1_scan<false, false, In, true>)
+        : dt_once   ? (a.fast_exp ? m1_scan<false, true, In, false, kM1MinBlocksPass3, true>
+                                  : m1_scan<false, false, In, false, kM1MinBlocksPass3, true>)
         : a.probes.any() && !probes_in_pass1
             ? (a.fast_exp ? pass3_kernel<true, true, In>(blocks) : pass3_kernel<true, false, In>(blocks))
             : (a.fast_exp ? pass3_kernel<false, true, In>(blocks) : pass3_kernel<false, false, In>(blocks));

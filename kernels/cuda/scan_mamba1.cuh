@@ -71,7 +71,9 @@ struct Mamba1ScanArgs {
     bool fast_exp = false;
 };
 
-// Device workspace the scan needs for these sizes on the current device (0 when a single pass suffices).
+// Device workspace the scan needs for these sizes on the current device (0 when a single pass suffices): the
+// chunks' end and start states and sums, and (Δ' once, unless MAMBASCOPE_M1_DT_ONCE=0) T·E floats at its end
+// for the Δ' that pass 1 hands to pass 3 (docs/cuda.md, "Δ' once").
 size_t scan_mamba1_workspace_bytes(int64_t T, int64_t E, int64_t N, int64_t chunk_len = 0);
 
 // Runs the scan on `stream`. `workspace` (≥ scan_mamba1_workspace_bytes) may be null: the scan then allocates

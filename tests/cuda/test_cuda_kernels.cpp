@@ -18,6 +18,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "cpu/activations.h"
@@ -1495,6 +1496,107 @@ TEST(CudaScanMamba1, BlocksPerSmVariantsAgreeWithTheDefaultKernels) {
     });
 }
 
+// Δ' once (docs/cuda.md, "Δ' once"): pass 1 of a chunked scan writes each token's Δ' (bias, softplus, filter)
+// to the workspace and pass 3 reads it back instead of computing it again. The same float32 values go into
+// the same arithmetic, so y, the final state and Δ' equal MAMBASCOPE_M1_DT_ONCE=0's (Δ' in both passes) bit
+// for bit, the probes (taken in pass 1) too: float32 and bf16 inputs, default and fast exp, the cp.async ring
+// and the per-thread loads (unaligned rows), a short last chunk and the automatic plan. The setting takes
+// effect: the workspace grows by T·E floats exactly when the scan is chunked, and a workspace sized for the
+// switch off is refused with it on, and after a call the workspace's last T·E floats hold every token's Δ'.
+// On a GPU, pass 3 (launched with a programmatic edge from pass 2) reads Δ' only after its wait: a
+// NaN-poisoned workspace gives the same y three times over. A value other than 0 or 1 is a clear error.
+TEST(CudaScanMamba1, DeltaOnceEqualsDeltaInBothPassesBitForBit) {
+    REQUIRE_GPU();
+    std::mt19937 rng(84);
+    struct Case {
+        M1Case c;
+        bool aligned, probes;
+    };
+    const Case cases[] = {
+        {{999, 136, 64, true, true, true}, true, false},     // 16 chunks, the last one short; the ring
+        {{999, 136, 64, true, true, true}, true, true},      // probes in pass 1
+        {{777, 40, 48, true, true, true}, false, false},     // per-thread loads (rows off 16 bytes)
+        {{1500, 256, 0, true, false, true}, true, false},    // the automatic plan
+        {{1024, 64, 128, false, false, false}, true, true},  // Δ given (no softplus), the last chunk full
+    };
+    for (const auto& k : cases)
+        for (int variant = 0; variant < 3; ++variant) {
+            const M1Case& c = k.c;
+            const bool bf16 = variant == 2, fast = variant != 0;
+            if (bf16 && !k.aligned) continue;  // the bf16 scan takes the same paths on these rows
+            SCOPED_TRACE("T=" + std::to_string(c.T) + " E=" + std::to_string(c.E) + " chunk " +
+                         std::to_string(c.chunk_len) + " variant " + std::to_string(variant) +
+                         (k.probes ? " probes" : ""));
+            M1Data d = make_m1(c.T, c.E, rng, k.aligned);
+            if (bf16) d = round_m1_inputs(d);
+            const std::vector<float> thr =
+                c.filter ? safe_thresholds(m1_delta(d, c.softplus), d.T, d.E, d.ldd) : std::vector<float>{};
+            auto run = [&](const char* once) {
+                if (k.probes) return run_m1_probed(d, c, thr, bf16, fast, "MAMBASCOPE_M1_DT_ONCE", once);
+                ScopedEnv env("MAMBASCOPE_M1_DT_ONCE", once);
+                M1ProbedRun out;
+                out.r = bf16 ? run_m1_gpu_bf16(d, c, thr, {}, false, nullptr, fast)
+                             : run_m1_gpu(d, c, thr, {}, fast);
+                return out;
+            };
+            const M1ProbedRun once = run(nullptr), twice = run("0");
+            EXPECT_EQ(once.r.y, twice.r.y);
+            EXPECT_EQ(once.r.h, twice.r.h);
+            EXPECT_EQ(once.r.delta_used, twice.r.delta_used);
+            EXPECT_EQ(once.kept, twice.kept);
+            EXPECT_EQ(once.dsum, twice.dsum);
+            EXPECT_EQ(once.logd, twice.logd);
+            if (c.chunk_len > 0) EXPECT_GT(kg::scan_mamba1_plan(c.T, c.E, c.chunk_len).chunks, 1);
+        }
+
+    // The workspace: T·E floats more when chunked, none for a single pass; too small a one is refused.
+    for (const auto& [T, E, chunk] :
+         {std::tuple<int64_t, int64_t, int64_t>{999, 136, 64}, {500, 64, 0}, {200, 64, 100000}}) {
+        const size_t on = kg::scan_mamba1_workspace_bytes(T, E, 16, chunk);
+        size_t off = 0;
+        {
+            ScopedEnv env("MAMBASCOPE_M1_DT_ONCE", "0");
+            off = kg::scan_mamba1_workspace_bytes(T, E, 16, chunk);
+        }
+        const size_t dp = (static_cast<size_t>(T) * E * sizeof(float) + 255) / 256 * 256;
+        EXPECT_EQ(on, off + (kg::scan_mamba1_plan(T, E, chunk).chunks > 1 ? dp : 0)) << T << " x " << E;
+    }
+    std::mt19937 rng2(85);
+    const M1Case cw{999, 136, 64, true, true, true};
+    const M1Data dw = make_m1(cw.T, cw.E, rng2, /*aligned=*/true);
+    const std::vector<float> thrw = safe_thresholds(m1_delta(dw, cw.softplus), dw.T, dw.E, dw.ldd);
+    size_t off_bytes = 0;
+    {
+        ScopedEnv env("MAMBASCOPE_M1_DT_ONCE", "0");
+        off_bytes = kg::scan_mamba1_workspace_bytes(cw.T, cw.E, 16, cw.chunk_len);
+    }
+    Dev<unsigned char> small(off_bytes);
+    expect_error_naming("workspace too small", [&] { run_m1_gpu(dw, cw, thrw, {}, true, &small); });
+    // Pass 3 reads Δ' after its wait for pass 2 (and so pass 1): a poisoned workspace changes nothing.
+    Dev<unsigned char> ws(kg::scan_mamba1_workspace_bytes(cw.T, cw.E, 16, cw.chunk_len));
+    const M1Result plain = run_m1_gpu(dw, cw, thrw, {}, true);
+#ifndef MAMBASCOPE_CUDA_EMULATED
+    const int reps = 3;
+#else
+    const int reps = 1;
+#endif
+    for (int rep = 0; rep < reps; ++rep) {
+        ws.poison();
+        const M1Result got = run_m1_gpu(dw, cw, thrw, {}, true, &ws);
+        EXPECT_EQ(got.y, plain.y) << "rep " << rep;
+        EXPECT_EQ(got.delta_used, plain.delta_used) << "rep " << rep;
+        // pass 1 wrote every token's Δ' (T, E) at the end of the workspace, where pass 3 read it
+        const std::vector<unsigned char> bytes = ws.download();
+        const size_t dp_bytes = static_cast<size_t>(cw.T) * cw.E * sizeof(float);
+        const size_t at = bytes.size() - (dp_bytes + 255) / 256 * 256;
+        std::vector<float> dp(static_cast<size_t>(cw.T) * cw.E);
+        std::memcpy(dp.data(), bytes.data() + at, dp_bytes);
+        EXPECT_EQ(cols_of(dp, cw.T, cw.E, cw.E), plain.delta_used) << "rep " << rep;
+    }
+    ScopedEnv bad("MAMBASCOPE_M1_DT_ONCE", "2");
+    expect_error_naming("MAMBASCOPE_M1_DT_ONCE", [&] { run_m1_gpu(dw, cw, thrw, {}, true); });
+}
+
 // A chunked scan launches pass 2 and pass 3 with a programmatic edge from the pass before (PDL: each may
 // start while the pass before runs and waits for it in grid_dependency_wait); MAMBASCOPE_M1_SCAN_PDL=0
 // launches them plainly. The workspace (pass 1's end states and sums, pass 2's start states) is poisoned with
@@ -2383,14 +2485,15 @@ TEST(CudaGemv, XprojFoldedIntoInProjIsTheConvOutputTimesXproj) {
 
 // Shapes: element path (odd strides), the vector paths of the bf16 chain (Cn and strides multiples of 8, T
 // over one tile, K = 4 and 2; bf16 output only) in each of their variants (MAMBASCOPE_CONV_BF16: channels ×
-// tokens per thread), and one tile (the state written by the conv kernel).
+// tokens per thread; 2x32-seq one row load in flight, the others batches of 8 and a shorter rest per tile),
+// and one tile (the state written by the conv kernel).
 TEST(CudaConv1d, Bf16InputEqualsFloat32ConvOfTheRoundedInput) {
     REQUIRE_GPU();
     std::mt19937 rng(74);
     struct Case {
         int64_t T, Cn, K, padi, pado;
     };
-    for (const char* variant : {"1", "2x32", "4x16"})
+    for (const char* variant : {"1", "2x32", "2x32-seq", "4x16"})
         for (const Case& c : {Case{77, 260, 4, 5, 0}, Case{77, 264, 4, 8, 0}, Case{130, 4352, 4, 24, 8},
                               Case{45, 64, 2, 0, 16}, Case{20, 264, 4, 8, 0}, Case{50, 262, 4, 2, 2}}) {
             setenv("MAMBASCOPE_CONV_BF16", variant, 1);

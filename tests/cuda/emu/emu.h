@@ -126,6 +126,18 @@ inline float __fdividef(float x, float y) {
     return x / y;
 }
 
+// Round-to-nearest float ops that the GPU compiler never contracts into an FMA; the emulation (C++17, no FP
+// contraction) rounds each one anyway.
+inline float __fmul_rn(float x, float y) {
+    return x * y;
+}
+inline float __fadd_rn(float x, float y) {
+    return x + y;
+}
+inline float __fsub_rn(float x, float y) {
+    return x - y;
+}
+
 inline std::mutex emu_atomic_mu;
 inline double atomicAdd(double* p, double v) {
     std::lock_guard<std::mutex> g(emu_atomic_mu);
