@@ -134,7 +134,7 @@ __device__ __forceinline__ void m1_ring_issue(const Params<In>& p, M1RingFor<In,
                                               int64_t t0, int64_t te, int64_t d0) {
     using R = M1RingFor<In, kDtIn>;
     static_assert(kDtIn || kPart == RingPart::kAll, "only Δ' (pass 1's output) is issued apart");
-    if (t0 < te && kPart == RingPart::kDtOnly) {
+    if (t0 < te && kDtIn && kPart != RingPart::kNoDt) {  // Δ' from pass 1 (kAll or kDtOnly)
         const int tid = threadIdx.x;
 #pragma unroll
         for (int j = 0; j < R::kDtPerThread; ++j) {
@@ -155,16 +155,6 @@ __device__ __forceinline__ void m1_ring_issue(const Params<In>& p, M1RingFor<In,
             if constexpr (!kDtIn)
                 cp_async_16(&r.dt[st][i][R::kElems * q], ok ? p.delta + t * p.ldd + dc : p.delta, ok);
             if (kZC && p.z) cp_async_16(&r.z[st][i][R::kElems * q], ok ? p.z + t * p.ldz + dc : p.z, ok);
-        }
-        if constexpr (kDtIn && kPart == RingPart::kAll) {
-#pragma unroll
-            for (int j = 0; j < R::kDtPerThread; ++j) {
-                const int piece = tid + j * kM1Threads, i = piece / R::kDtRowPieces,
-                          q = piece % R::kDtRowPieces;
-                const int64_t t = t0 + i, dc = d0 + R::kDtElems * q;
-                const bool ok = t < te && dc < p.E;
-                cp_async_16(&r.dt[st][i][R::kDtElems * q], ok ? p.dp + t * p.ldp + dc : p.dp, ok);
-            }
         }
         constexpr int kRowBC = kM1N / R::kElems;  // copies per row of B (or C)
         if (tid < R::kBCPieces) {
