@@ -852,6 +852,78 @@ TEST_P(CudaForward, GreedyRunOnTheDeviceEqualsStepGreedyFedBack) {
     EXPECT_THROW(detail::make_cuda_decoder(*m, st, Precision::Bf16, &f), Error);
 }
 
+// The L2 branch (docs/cuda.md, "The L2 branch"; MAMBASCOPE_DECODE_L2_AHEAD=branch): a bf16 Mamba-1 step graph
+// with a prefetch kernel per layer on a parallel branch gives the same logits, states and greedy ids bit for
+// bit as the chain alone, with the conv folded into in_proj and as its own kernel, with x_proj folded too,
+// with every budget share, in step() and in greedy runs on the device. The branch adds one kernel node per
+// layer and no programmatic edge (its edges are full dependencies; its join goes into the step's copy or the
+// next step's embedding); float32 and Mamba-2 decoders take none; a share it does not know is an error.
+TEST_P(CudaForward, L2BranchStepsAndRunsEqualTheChainAloneBitForBit) {
+    if (!have_gpu()) GTEST_SKIP() << "no GPU";
+    const auto& [m, x, f, st, n] = greedy_fixture(GetParam(), 35);
+    const bool m1 = GetParam() == Arch::Mamba1;
+    struct Case {
+        const char* conv;   // MAMBASCOPE_DECODE_CONV_FUSED
+        const char* xproj;  // MAMBASCOPE_DECODE_XPROJ_FUSED
+        const char* share;  // MAMBASCOPE_DECODE_L2_BRANCH_SHARE
+    };
+    for (const Case k : {Case{"0", "0", nullptr}, Case{"1", "0", nullptr}, Case{"1", "1", nullptr},
+                         Case{"0", "0", "0.25"}, Case{"1", "0", "1"}}) {
+        SCOPED_TRACE(std::string("conv ") + k.conv + ", x_proj " + k.xproj + ", share " +
+                     (k.share ? k.share : "(unset)"));
+        const Decoded off = decode_steps(*m, st, Precision::Bf16, &f, x, 60, 100,
+                                         {{"MAMBASCOPE_DECODE_CONV_FUSED", k.conv},
+                                          {"MAMBASCOPE_DECODE_XPROJ_FUSED", k.xproj},
+                                          {"MAMBASCOPE_DECODE_PERSISTENT", "0"},
+                                          {"MAMBASCOPE_DECODE_L2_BRANCH_SHARE", k.share},
+                                          {"MAMBASCOPE_DECODE_L2_AHEAD", "0"}});
+        const Decoded on = decode_steps(*m, st, Precision::Bf16, &f, x, 60, 100,
+                                        {{"MAMBASCOPE_DECODE_CONV_FUSED", k.conv},
+                                         {"MAMBASCOPE_DECODE_XPROJ_FUSED", k.xproj},
+                                         {"MAMBASCOPE_DECODE_PERSISTENT", "0"},
+                                         {"MAMBASCOPE_DECODE_L2_BRANCH_SHARE", k.share},
+                                         {"MAMBASCOPE_DECODE_L2_AHEAD", "branch"}});
+        EXPECT_EQ(on.info.l2_ahead, m1 ? 3 : 0);
+        EXPECT_EQ(on.info.kernel_nodes, off.info.kernel_nodes + (m1 ? m->config.n_layer : 0));
+        EXPECT_EQ(on.info.programmatic_edges, off.info.programmatic_edges);
+        expect_same_steps(off, on);
+        // greedy runs on the device: 8 steps per graph, each with its branch
+        std::vector<int32_t> got[2];
+        ModelState after[2] = {st, st};
+        detail::DecodeGraphInfo gi[2];
+        for (int b = 0; b < 2; ++b) {
+            const EnvSettings e({{"MAMBASCOPE_DECODE_CONV_FUSED", k.conv},
+                                 {"MAMBASCOPE_DECODE_XPROJ_FUSED", k.xproj},
+                                 {"MAMBASCOPE_DECODE_PERSISTENT", "0"},
+                                 {"MAMBASCOPE_DECODE_L2_BRANCH_SHARE", k.share},
+                                 {"MAMBASCOPE_DECODE_L2_AHEAD", b ? "branch" : "0"}});
+            auto dec = detail::make_cuda_decoder(*m, st, Precision::Bf16, &f);
+            got[b] = dec->step_greedy_run(x[99], n, 45);
+            gi[b] = dec->graph_info();
+            dec->download(after[b]);
+        }
+        EXPECT_EQ(gi[1].greedy_run_steps, 8);
+        EXPECT_EQ(gi[1].greedy_run_kernel_nodes,
+                  gi[0].greedy_run_kernel_nodes + (m1 ? 8 * m->config.n_layer : 0));
+        EXPECT_EQ(gi[1].greedy_run_programmatic_edges, gi[0].greedy_run_programmatic_edges);
+        EXPECT_TRUE(got[1] == got[0]);
+        for (size_t l = 0; l < after[0].layers.size(); ++l) {
+            EXPECT_TRUE(after[1].layers[l].ssm == after[0].layers[l].ssm) << l;
+            EXPECT_TRUE(after[1].layers[l].conv == after[0].layers[l].conv) << l;
+        }
+    }
+    const Decoded fp32 = decode_steps(*m, st, Precision::Fp32, nullptr, x, 96, 100,
+                                      {{"MAMBASCOPE_DECODE_L2_AHEAD", "branch"}});
+    EXPECT_EQ(fp32.info.l2_ahead, 0);
+    const EnvSettings bad({{"MAMBASCOPE_DECODE_L2_BRANCH_SHARE", "0.3"}});
+    try {
+        auto dec = detail::make_cuda_decoder(*m, st, Precision::Bf16, nullptr);
+        ADD_FAILURE() << "MAMBASCOPE_DECODE_L2_BRANCH_SHARE=0.3 was accepted";
+    } catch (const mambascope::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_DECODE_L2_BRANCH_SHARE"), std::string::npos)
+            << e.what();
+    }
+}
 INSTANTIATE_TEST_SUITE_P(Archs, CudaForward, ::testing::Values(Arch::Mamba1, Arch::Mamba2),
                          [](const auto& i) { return i.param == Arch::Mamba1 ? "Mamba1" : "Mamba2"; });
 

@@ -33,6 +33,7 @@
 #include "cuda/gemm.cuh"
 #include "cuda/gemv.cuh"
 #include "cuda/greedy_run.cuh"
+#include "cuda/l2_prefetch.cuh"
 #include "cuda/rmsnorm.cuh"
 #include "cuda/scan_mamba1.cuh"
 #include "cuda/scan_mamba1_tp.cuh"
@@ -2312,6 +2313,67 @@ TEST(CudaGemv, PrefetchBudgetKeepsEachLaunchWithinItsShareOfL2) {
     ScopedEnv bad("MAMBASCOPE_GEMV_PREFETCH", "1");
     expect_error_naming("MAMBASCOPE_GEMV_PREFETCH=1",
                         [&] { kg::gemv(1, 8, W1.p, 8, a1.p, y1.p, 0.0f, nullptr); });
+}
+
+// The L2 branch's ranges (l2_prefetch.cuh, docs/cuda.md "The L2 branch"): in the order asked, each trimmed to
+// whole 16-byte units inside it (a misaligned start moves up to the next boundary), the running total capped
+// at the budget (the range crossing it cut, later ones dropped), null, empty and too-short ranges skipped, at
+// most kL2RangesMax of them.
+TEST(CudaL2Prefetch, BudgetTakesRangesInOrderTrimmedToWholeSixteenByteUnits) {
+    const auto at = [](uintptr_t a) { return reinterpret_cast<const void*>(a); };
+    const uintptr_t A = 0x100000, B = 0x200000, C = 0x300000;
+    kg::L2Ranges r = kg::l2_budget_ranges({{at(A), 100}, {at(B), 1000}}, int64_t{1} << 20);
+    ASSERT_EQ(r.n, 2);
+    EXPECT_EQ(r.r[0].p, at(A));
+    EXPECT_EQ(r.r[0].bytes, 96);
+    EXPECT_EQ(r.r[1].p, at(B));
+    EXPECT_EQ(r.r[1].bytes, 992);
+    EXPECT_EQ(r.total(), 1088);
+    // a budget of 500 bytes: 496 usable, 96 + 400
+    r = kg::l2_budget_ranges({{at(A), 100}, {at(B), 1000}, {at(C), 4096}}, 500);
+    ASSERT_EQ(r.n, 2);
+    EXPECT_EQ(r.r[1].bytes, 400);
+    EXPECT_EQ(r.total(), 496);
+    // misaligned starts: A+1 with 40 bytes keeps [A+16, A+32); A+1 with 10 bytes has no whole unit
+    r = kg::l2_budget_ranges({{at(A + 1), 10}, {at(A + 1), 40}, {nullptr, 4096}, {at(B), 0}, {at(C), -16}},
+                             4096);
+    ASSERT_EQ(r.n, 1);
+    EXPECT_EQ(r.r[0].p, at(A + 16));
+    EXPECT_EQ(r.r[0].bytes, 16);
+    EXPECT_EQ(kg::l2_budget_ranges({{at(A), 4096}}, 0).n, 0);
+    EXPECT_EQ(kg::l2_budget_ranges({{at(A), 4096}}, 15).n, 0);
+    EXPECT_EQ(kg::l2_budget_ranges({{at(A), 4096}}, -64).n, 0);
+    // more ranges than a launch takes
+    r = kg::l2_budget_ranges({{at(A), 32},
+                              {at(A + 64), 32},
+                              {at(A + 128), 32},
+                              {at(A + 192), 32},
+                              {at(A + 256), 32},
+                              {at(A + 320), 32},
+                              {at(A + 384), 32},
+                              {at(A + 448), 32}},
+                             int64_t{1} << 20);
+    EXPECT_EQ(r.n, kg::kL2RangesMax);
+    EXPECT_EQ(r.r[kg::kL2RangesMax - 1].p, at(A + 64 * (kg::kL2RangesMax - 1)));
+}
+
+// The L2 branch's kernel is a hint: over ranges that end inside a piece, start past a buffer's first bytes
+// and cross many rounds of pieces, it faults on nothing (a bad bulk prefetch is a launch error on sm_90) and
+// writes nothing.
+TEST(CudaL2Prefetch, LaunchFaultsOnNothingAndWritesNothing) {
+    REQUIRE_GPU();
+    const int64_t bytes = (int64_t{6} << 20) + 3 * 1000;
+    std::vector<unsigned char> pattern(static_cast<size_t>(bytes));
+    for (size_t i = 0; i < pattern.size(); ++i) pattern[i] = static_cast<unsigned char>(i * 131 + 7);
+    Dev<unsigned char> buf(pattern);
+    const kg::L2Ranges r = kg::l2_budget_ranges(
+        {{buf.p + 17, bytes - 17}, {buf.p, 8192 + 48}, {buf.p + (int64_t{1} << 20), 100}}, int64_t{1} << 30);
+    ASSERT_EQ(r.n, 3);
+    kg::prefetch_l2_ranges(r, nullptr);
+    kg::prefetch_l2_ranges(kg::l2_budget_ranges({{buf.p, 4096}}, 0), nullptr);  // nothing to launch
+    CUDA_CHECK(cudaDeviceSynchronize());
+    CUDA_CHECK(cudaGetLastError());
+    EXPECT_TRUE(buf.download() == pattern);
 }
 
 // A bf16 Mamba-1 decode step's in_proj with the conv folded in (gemv_rmsnorm_conv, docs/cuda.md "The conv

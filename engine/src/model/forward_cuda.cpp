@@ -34,6 +34,7 @@
 #include "cuda/gemm.cuh"
 #include "cuda/gemv.cuh"
 #include "cuda/greedy_run.cuh"
+#include "cuda/l2_prefetch.cuh"
 #include "cuda/pdl.cuh"
 #include "cuda/rmsnorm.cuh"
 #include "cuda/scan_mamba1.cuh"
@@ -813,10 +814,25 @@ namespace {
 // out_proj's kernel starts the next layer's in_proj (the LM head after the last layer), at most
 // kDecodeL2AheadShare of the L2. Read per decoder; any other value is an error.
 constexpr double kDecodeL2AheadShare = 0.5;
+// 3 ("branch"): the L2 branch (docs/cuda.md, "The L2 branch"): after each layer's in_proj a kernel on a
+// parallel branch of the step graph (kc::prefetch_l2_ranges) starts that layer's x_proj, dt_proj and
+// out_proj and the next layer's in_proj (the LM head after the last layer) on their way into L2, at most
+// decode_l2_branch_share() of the L2 in all; no kernel of the chain waits on it.
+constexpr int kDecodeL2Branch = 3;
 int decode_l2_ahead() {
-    return env_enum<int>("MAMBASCOPE_DECODE_L2_AHEAD", {{"0", 0}, {"1", 1}, {"2", 2}},
-                         "it sets which later weights a bf16 Mamba-1 decode step's x_proj and out_proj "
-                         "kernels prefetch into L2 (docs/cuda.md, \"L2 ahead\")");
+    return env_enum<int>(
+        "MAMBASCOPE_DECODE_L2_AHEAD", {{"0", 0}, {"1", 1}, {"2", 2}, {"branch", kDecodeL2Branch}},
+        "it sets which later weights a bf16 Mamba-1 decode step prefetches into L2: from its "
+        "x_proj and out_proj kernels (1, 2) or from a parallel branch of the step graph "
+        "(branch) (docs/cuda.md, \"L2 ahead\" and \"The L2 branch\")");
+}
+// MAMBASCOPE_DECODE_L2_BRANCH_SHARE: the L2 branch's budget per launch as a share of the L2 (default 0.75:
+// room for what the chain reads meanwhile). Read per decoder; any other value is an error.
+double decode_l2_branch_share() {
+    return env_enum<double>("MAMBASCOPE_DECODE_L2_BRANCH_SHARE",
+                            {{"0.75", 0.75}, {"0.25", 0.25}, {"0.5", 0.5}, {"1", 1.0}},
+                            "it sets how much of the L2 each of the L2 branch's prefetch launches may fill "
+                            "(docs/cuda.md, \"The L2 branch\")");
 }
 
 // MAMBASCOPE_DECODE_PDL: how the step graph's kernel → kernel edges run (docs/cuda.md, "Decoding on the
@@ -938,11 +954,13 @@ class CudaDecoder final : public DecoderBackend {
         const int ahead = decode_l2_ahead();  // read (and checked) for every decoder
         l2_ahead_ = precision == Precision::Bf16 && c.arch == Arch::Mamba1 ? ahead : 0;
         info_.l2_ahead = l2_ahead_;
+        const double branch_share = decode_l2_branch_share();  // read (and checked) for every decoder
         if (l2_ahead_ >= 2) {
             int dev = 0, bytes = 0;
             CUDA_CHECK(cudaGetDevice(&dev));
             CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrL2CacheSize, dev));
-            l2_ahead_budget_ = static_cast<int64_t>(kDecodeL2AheadShare * bytes);
+            l2_ahead_budget_ = static_cast<int64_t>(
+                (l2_ahead_ == kDecodeL2Branch ? branch_share : kDecodeL2AheadShare) * bytes);
         }
         run_steps_ = decode_run_steps();
     }
@@ -952,6 +970,9 @@ class CudaDecoder final : public DecoderBackend {
             if (graphs_[slot]) cudaGraphDestroy(graphs_[slot]);
         }
         if (stream_) cudaStreamDestroy(stream_);
+        if (branch_) cudaStreamDestroy(branch_);
+        if (fork_) cudaEventDestroy(fork_);
+        if (join_) cudaEventDestroy(join_);
         if (id_host_) cudaFreeHost(id_host_);
         if (next_host_) cudaFreeHost(next_host_);
         if (next_key_host_) cudaFreeHost(next_key_host_);
@@ -1089,21 +1110,40 @@ class CudaDecoder final : public DecoderBackend {
             if (bf16 && c.arch == Arch::Mamba1 && fuse_norm) {
                 // the prefill's bf16 chain with one row; the norm runs inside in_proj's gemv (one node), and
                 // so does the conv (one more) when conv_fused_
+                // the L2 branch (l2_ahead_ = kDecodeL2Branch): once in_proj is done, this layer's later
+                // weights and the next layer's in_proj (the LM head after the last layer)
+                const auto branch = [&] {
+                    if (l2_ahead_ != kDecodeL2Branch) return;
+                    const bool last = li + 1 == c.n_layer;
+                    const void* next =
+                        last ? (lm_head16_ ? static_cast<const void*>(lm_head16_->ptr) : nullptr)
+                             : dm.layers[size_t(li + 1)].in_proj16->ptr;
+                    record_l2_branch(
+                        kc::l2_budget_ranges({{xproj_fused_ ? nullptr : L.x_proj16->ptr, ldbc * E * 2},
+                                              {L.dt_proj_w.ptr(), Rdt * E * int64_t{sizeof(float)}},
+                                              {L.out_proj16->ptr, D * E * 2},
+                                              {next, (last ? V : P) * D * 2}},
+                                             l2_ahead_budget_));
+                };
                 if (xproj_fused_) {  // and x_proj: dbc16 from the same kernel
                     kc::gemv_rmsnorm_conv_xproj(E, D, L.in_proj16->ptr, D, w.x.ptr, L.norm.ptr(), eps,
                                                 w.proj16.ptr, L.conv_w.ptr(), L.conv_b.ptr(), cst,
                                                 w.conv16.ptr, L.x_proj16T->ptr, ldbc, w.xparts.ptr,
                                                 w.xcount.ptr, w.dbc16.ptr, s);
+                    branch();
                 } else if (conv_fused_) {
                     kc::gemv_rmsnorm_conv(E, D, L.in_proj16->ptr, D, w.x.ptr, L.norm.ptr(), eps, w.proj16.ptr,
                                           L.conv_w.ptr(), L.conv_b.ptr(), cst, w.conv16.ptr, s);
+                    branch();
                 } else {
                     kc::gemv_rmsnorm(P, D, L.in_proj16->ptr, D, w.x.ptr, L.norm.ptr(), eps, w.proj16.ptr, s);
+                    branch();
                     kc::conv1d_silu(1, CD, K, w.proj16.ptr, P, L.conv_w.ptr(), L.conv_b.ptr(), cst, nullptr,
                                     0, s, w.conv16.ptr, CD);
                 }
-                // L2 ahead (l2_ahead_ ≥ 1): out_proj's weights, (D × E) bf16
-                const kc::L2Ahead out_ahead{l2_ahead_ >= 1 ? L.out_proj16->ptr : nullptr, D * E * 2};
+                // L2 ahead (l2_ahead_ = 1 or 2): out_proj's weights, (D × E) bf16
+                const kc::L2Ahead out_ahead{l2_ahead_ == 1 || l2_ahead_ == 2 ? L.out_proj16->ptr : nullptr,
+                                            D * E * 2};
                 if (!xproj_fused_)
                     kc::gemv(ldbc, E, L.x_proj16->ptr, E, w.conv16.ptr, w.dbc16.ptr, s, out_ahead);
                 kc::Mamba1ScanArgs a;
@@ -1119,7 +1159,7 @@ class CudaDecoder final : public DecoderBackend {
                 // L2 ahead (l2_ahead_ = 2): the next layer's in_proj (P × D bf16), after the last layer the
                 // LM head (V × D), at most l2_ahead_budget_ bytes of either
                 kc::L2Ahead in_ahead;
-                if (l2_ahead_ >= 2) {
+                if (l2_ahead_ == 2) {
                     const bool last = li + 1 == c.n_layer;
                     in_ahead.p = last ? (lm_head16_ ? lm_head16_->ptr : nullptr)
                                       : dm.layers[size_t(li + 1)].in_proj16->ptr;
@@ -1183,7 +1223,27 @@ class CudaDecoder final : public DecoderBackend {
                      s);  // fp32, as the prefill's head
         }
         (void)C;
+        join_l2_branch();
         if (!recording_run_) record_tail();  // a run's step leaves its key on the device
+    }
+
+    // The L2 branch (docs/cuda.md, "The L2 branch"): a prefetch kernel on branch_, after what stream_ has
+    // recorded so far (the layer's in_proj), and after the branch's previous kernel; nothing on stream_ waits
+    // for it until join_l2_branch.
+    void record_l2_branch(const kc::L2Ranges& ranges) {
+        if (ranges.n == 0) return;
+        CUDA_CHECK(cudaEventRecord(fork_, stream_));
+        CUDA_CHECK(cudaStreamWaitEvent(branch_, fork_, 0));
+        kc::prefetch_l2_ranges(ranges, branch_);
+        branch_open_ = true;
+    }
+    // Joins the branch back into stream_ (a capture must end with every stream it forked joined): the step's
+    // last nodes then wait for the branch's last kernel, which by then has long finished.
+    void join_l2_branch() {
+        if (!branch_open_) return;
+        CUDA_CHECK(cudaEventRecord(join_, branch_));
+        CUDA_CHECK(cudaStreamWaitEvent(stream_, join_, 0));
+        branch_open_ = false;
     }
 
     // The step's last nodes: the logits row into pinned memory, or (a greedy graph) the key of the argmax the
@@ -1330,6 +1390,11 @@ class CudaDecoder final : public DecoderBackend {
         CUDA_CHECK(cudaMallocHost(&logits_host_, size_t(model_.vocab_rows()) * sizeof(float)));
         next_id_.resize(1);
         CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+        if (l2_ahead_ == kDecodeL2Branch) {  // the L2 branch's stream and its fork and join events
+            CUDA_CHECK(cudaStreamCreateWithFlags(&branch_, cudaStreamNonBlocking));
+            CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
+            CUDA_CHECK(cudaEventCreateWithFlags(&join_, cudaEventDisableTiming));
+        }
         prepared_ = true;
     }
 
@@ -1412,6 +1477,7 @@ class CudaDecoder final : public DecoderBackend {
         try {
             record();
         } catch (const Error&) {
+            branch_open_ = false;  // the L2 branch's fork goes with the broken capture
             cudaGraph_t broken = nullptr;
             cudaStreamEndCapture(stream_, &broken);
             if (broken) cudaGraphDestroy(broken);
@@ -1440,7 +1506,11 @@ class CudaDecoder final : public DecoderBackend {
     bool xproj_fused_ = false;     // and x_proj too (gemv_rmsnorm_conv_xproj)
     int l2_ahead_ = 0;             // MAMBASCOPE_DECODE_L2_AHEAD
     int64_t l2_ahead_budget_ = 0;  // bytes of the next in_proj / LM head that out_proj's kernel prefetches
+                                   // (2), or that one launch of the L2 branch prefetches (branch)
     cudaStream_t stream_ = nullptr;
+    cudaStream_t branch_ = nullptr;                // the L2 branch's stream (captured only)
+    cudaEvent_t fork_ = nullptr, join_ = nullptr;  // its fork from and join into stream_
+    bool branch_open_ = false;                     // a branch kernel recorded since the last join
     std::shared_ptr<DevBuf<__nv_bfloat16> > lm_head16_;
     DevBuf<kc::Mamba1DecodeLayer> layers_;  // the persistent kernel's layer table (device)
     DevBuf<unsigned> barrier_;              // its grid barrier's counter

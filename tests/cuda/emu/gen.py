@@ -21,7 +21,7 @@ dm = re.sub(r'(void grid_launch_dependents\(\) \{).*?\n\}', r'\1\n}', dm, flags=
 dm = re.sub(r'(void prefetch_l2\(const void\* p, unsigned bytes\) \{).*?\n\}', r'\1\n}', dm, flags=re.S)
 assert 'asm' not in dm, [l for l in dm.splitlines() if 'asm' in l]
 open(out + 'device_math_emu.h', 'w').write('#include "emu.h"\n' + dm)
-for name in ['scan_mamba1', 'scan_mamba1_tp', 'scan_mamba2', 'scan_mamba2_ssd', 'conv1d_silu', 'rmsnorm', 'gemv', 'decode_mamba1', 'argmax', 'greedy_run']:
+for name in ['scan_mamba1', 'scan_mamba1_tp', 'scan_mamba2', 'scan_mamba2_ssd', 'conv1d_silu', 'rmsnorm', 'gemv', 'decode_mamba1', 'argmax', 'greedy_run', 'l2_prefetch']:
     s = open(src + name + '.cu').read()
     s = s.replace('#include "cuda/device_math.cuh"', '#include "device_math_emu.h"')
     s = s.replace('#include <mma.h>', '#include "wmma_emu.h"')  # tensor-core fragments (wmma_emu.h)
