@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bf16 prefill A/B under environment settings (issue 17): one device call from the repository root with $OUT
-# set. bench_cuda_forward times one prefill per shape and length (a single run: about 1% apart between runs
-# of the same code on one GPU), so the settings run in turn ROUNDS times and the summary gives each one's
-# median; Nsight Compute then times every kernel of one 16k-token prefill per setting.
+# set. bench_cuda_forward times one prefill per shape and length (a single run: up to 2.7% apart between runs
+# of the same code on one H100, twenty-second stop), so the settings run in turn ROUNDS times and the summary
+# gives each one's median; Nsight Compute then times every kernel of one 16k-token prefill per setting (its
+# serialised kernel times are what separates settings closer than that spread).
 #   SETTINGS    settings compared, space-separated, each a comma-joined VAR=value list ("-" for none);
 #               default "-"
 #   MODELS      default "mamba-1.4b mamba-130m"
