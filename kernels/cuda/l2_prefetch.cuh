@@ -9,7 +9,9 @@
 // because a grid is not complete until its bulk prefetches have landed, which put them on the chain's
 // critical path (eighteenth stop). This kernel is launched on a branch of the graph that no kernel of the
 // chain waits on: it depends on the layer's in_proj (so it does not compete with in_proj's own stream) and is
-// joined back only at the end of the step.
+// joined back only at the end of the step. Measured slower all the same (2–13% on mamba-1.4b's step, more
+// the more it prefetches; docs/benchmarks.md, twenty-third stop): the step is bound by its chain's latencies,
+// not by DRAM bandwidth. Opt-in (MAMBASCOPE_DECODE_L2_AHEAD=branch).
 #pragma once
 
 #include <cuda_runtime.h>

@@ -34,7 +34,7 @@ struct DecodeGraphInfo {
     bool xproj_fused = false;
     // later weights prefetched into L2 by an earlier kernel of a bf16 Mamba-1 step (docs/cuda.md, "L2
     // ahead"): 0 none, 1 out_proj's from x_proj's kernel, 2 also the next layer's in_proj (or the LM head)
-    // from out_proj's
+    // from out_proj's, 3 from a prefetch kernel per layer on a parallel branch of the graph ("The L2 branch")
     int l2_ahead = 0;
     // where the greedy graph takes its argmax (docs/cuda.md, "Greedy steps"): "head" (inside the LM head's
     // kernel), "kernel" (a kernel after it), or "" (no greedy graph built yet)

@@ -817,7 +817,8 @@ constexpr double kDecodeL2AheadShare = 0.5;
 // 3 ("branch"): the L2 branch (docs/cuda.md, "The L2 branch"): after each layer's in_proj a kernel on a
 // parallel branch of the step graph (kc::prefetch_l2_ranges) starts that layer's x_proj, dt_proj and
 // out_proj and the next layer's in_proj (the LM head after the last layer) on their way into L2, at most
-// decode_l2_branch_share() of the L2 in all; no kernel of the chain waits on it.
+// decode_l2_branch_share() of the L2 in all; no kernel of the chain waits on it. Measured 2-13% slower on
+// mamba-1.4b (H100, docs/benchmarks.md, twenty-third stop): opt-in.
 constexpr int kDecodeL2Branch = 3;
 int decode_l2_ahead() {
     return env_enum<int>(
