@@ -924,6 +924,67 @@ TEST_P(CudaForward, L2BranchStepsAndRunsEqualTheChainAloneBitForBit) {
             << e.what();
     }
 }
+
+// z on a branch (docs/cuda.md, "z on a branch"; MAMBASCOPE_DECODE_Z_BRANCH=1): a bf16 Mamba-1 step graph
+// whose conv is its own kernel splits in_proj into its x half on the chain and its z half on a parallel
+// branch, joined into the scan step: the same logits, states and greedy ids bit for bit (every row is the
+// same warp code and the same norm), alone and with the L2 branch too. One kernel node per layer more and two
+// programmatic edges (x half → z half, z half → scan step: both kernels wait in grid_dependency_wait); with
+// the conv folded into in_proj, and for Mamba-2 and float32, nothing changes; another value is an error.
+TEST_P(CudaForward, ZBranchStepsAndRunsEqualOneInProjBitForBit) {
+    if (!have_gpu()) GTEST_SKIP() << "no GPU";
+    const auto& [m, x, f, st, n] = greedy_fixture(GetParam(), 37);
+    const bool m1 = GetParam() == Arch::Mamba1;
+    struct Case {
+        const char* conv;  // MAMBASCOPE_DECODE_CONV_FUSED
+        const char* l2;    // MAMBASCOPE_DECODE_L2_AHEAD
+        bool split;        // the step takes the z branch
+    };
+    for (const Case k : {Case{"0", "0", m1}, Case{"0", "branch", m1}, Case{"1", "0", false}}) {
+        SCOPED_TRACE(std::string("conv ") + k.conv + ", L2 ahead " + k.l2);
+        Decoded d[2];
+        std::vector<int32_t> got[2];
+        ModelState after[2] = {st, st};
+        detail::DecodeGraphInfo gi[2];
+        for (int b = 0; b < 2; ++b) {
+            const std::initializer_list<std::pair<const char*, const char*>> env = {
+                {"MAMBASCOPE_DECODE_CONV_FUSED", k.conv},
+                {"MAMBASCOPE_DECODE_PERSISTENT", "0"},
+                {"MAMBASCOPE_DECODE_L2_AHEAD", k.l2},
+                {"MAMBASCOPE_DECODE_Z_BRANCH", b ? "1" : "0"}};
+            d[b] = decode_steps(*m, st, Precision::Bf16, &f, x, 60, 100, env);
+            const EnvSettings e(env);
+            auto dec = detail::make_cuda_decoder(*m, st, Precision::Bf16, &f);
+            got[b] = dec->step_greedy_run(x[99], n, 45);
+            gi[b] = dec->graph_info();
+            dec->download(after[b]);
+        }
+        EXPECT_FALSE(d[0].info.z_branch);
+        EXPECT_EQ(d[1].info.z_branch, k.split);
+        const int64_t L = k.split ? m->config.n_layer : 0;
+        EXPECT_EQ(d[1].info.kernel_nodes, d[0].info.kernel_nodes + L);
+        EXPECT_EQ(d[1].info.programmatic_edges, d[0].info.programmatic_edges + 2 * L);
+        expect_same_steps(d[0], d[1]);
+        EXPECT_EQ(gi[1].greedy_run_steps, 8);
+        EXPECT_EQ(gi[1].greedy_run_kernel_nodes, gi[0].greedy_run_kernel_nodes + 8 * L);
+        EXPECT_EQ(gi[1].greedy_run_programmatic_edges, gi[0].greedy_run_programmatic_edges + 16 * L);
+        EXPECT_TRUE(got[1] == got[0]);
+        for (size_t l = 0; l < after[0].layers.size(); ++l) {
+            EXPECT_TRUE(after[1].layers[l].ssm == after[0].layers[l].ssm) << l;
+            EXPECT_TRUE(after[1].layers[l].conv == after[0].layers[l].conv) << l;
+        }
+    }
+    const Decoded fp32 =
+        decode_steps(*m, st, Precision::Fp32, nullptr, x, 96, 100, {{"MAMBASCOPE_DECODE_Z_BRANCH", "1"}});
+    EXPECT_FALSE(fp32.info.z_branch);
+    const EnvSettings bad({{"MAMBASCOPE_DECODE_Z_BRANCH", "yes"}});
+    try {
+        auto dec = detail::make_cuda_decoder(*m, st, Precision::Bf16, nullptr);
+        ADD_FAILURE() << "MAMBASCOPE_DECODE_Z_BRANCH=yes was accepted";
+    } catch (const mambascope::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_DECODE_Z_BRANCH"), std::string::npos) << e.what();
+    }
+}
 INSTANTIATE_TEST_SUITE_P(Archs, CudaForward, ::testing::Values(Arch::Mamba1, Arch::Mamba2),
                          [](const auto& i) { return i.param == Arch::Mamba1 ? "Mamba1" : "Mamba2"; });
 

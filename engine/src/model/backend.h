@@ -36,6 +36,9 @@ struct DecodeGraphInfo {
     // ahead"): 0 none, 1 out_proj's from x_proj's kernel, 2 also the next layer's in_proj (or the LM head)
     // from out_proj's, 3 from a prefetch kernel per layer on a parallel branch of the graph ("The L2 branch")
     int l2_ahead = 0;
+    // in_proj's z half on a parallel branch of a bf16 Mamba-1 step graph whose conv is its own kernel
+    // (docs/cuda.md, "z on a branch"; MAMBASCOPE_DECODE_Z_BRANCH=1)
+    bool z_branch = false;
     // where the greedy graph takes its argmax (docs/cuda.md, "Greedy steps"): "head" (inside the LM head's
     // kernel), "kernel" (a kernel after it), or "" (no greedy graph built yet)
     std::string greedy_argmax;

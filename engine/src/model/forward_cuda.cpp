@@ -836,6 +836,17 @@ double decode_l2_branch_share() {
                             "(docs/cuda.md, \"The L2 branch\")");
 }
 
+// MAMBASCOPE_DECODE_Z_BRANCH (docs/cuda.md, "z on a branch"): 1 splits a bf16 Mamba-1 step's in_proj where
+// the conv is its own kernel: the x half on the chain, the z half (read by the scan step only) on a parallel
+// branch beside the conv and x_proj, joined into the scan step. 0 (the default) keeps one in_proj. Read per
+// decoder; any other value is an error.
+bool decode_z_branch() {
+    return env_flag(
+        "MAMBASCOPE_DECODE_Z_BRANCH", false,
+        "it sets whether a bf16 Mamba-1 decode step computes in_proj's z half on a parallel branch "
+        "of the step graph (docs/cuda.md, \"z on a branch\")");
+}
+
 // MAMBASCOPE_DECODE_PDL: how the step graph's kernel → kernel edges run (docs/cuda.md, "Decoding on the
 // GPU"). An edge into a kernel that waits in grid_dependency_wait (pdl.cuh) becomes programmatic from one of
 // two ports:
@@ -950,8 +961,12 @@ class CudaDecoder final : public DecoderBackend {
         const ModelConfig& c = model.config;
         conv_fused_ = decode_conv_fold(c, precision, use_graph_);
         info_.conv_fused = conv_fused_;
+        const bool z_branch = decode_z_branch();  // read (and checked) for every decoder
         xproj_fused_ = decode_xproj_fold(c, conv_fused_);
         info_.xproj_fused = xproj_fused_;
+        z_branch_ = z_branch && precision == Precision::Bf16 && c.arch == Arch::Mamba1 && !conv_fused_ &&
+                    c.d_model <= kc::kGemvNormMaxK;
+        info_.z_branch = z_branch_;
         const int ahead = decode_l2_ahead();  // read (and checked) for every decoder
         l2_ahead_ = precision == Precision::Bf16 && c.arch == Arch::Mamba1 ? ahead : 0;
         info_.l2_ahead = l2_ahead_;
@@ -972,6 +987,9 @@ class CudaDecoder final : public DecoderBackend {
         }
         if (stream_) cudaStreamDestroy(stream_);
         if (branch_) cudaStreamDestroy(branch_);
+        if (zstream_) cudaStreamDestroy(zstream_);
+        if (zfork_) cudaEventDestroy(zfork_);
+        if (zjoin_) cudaEventDestroy(zjoin_);
         if (fork_) cudaEventDestroy(fork_);
         if (join_) cudaEventDestroy(join_);
         if (id_host_) cudaFreeHost(id_host_);
@@ -1136,6 +1154,19 @@ class CudaDecoder final : public DecoderBackend {
                     kc::gemv_rmsnorm_conv(E, D, L.in_proj16->ptr, D, w.x.ptr, L.norm.ptr(), eps, w.proj16.ptr,
                                           L.conv_w.ptr(), L.conv_b.ptr(), cst, w.conv16.ptr, s);
                     branch();
+                } else if (z_branch_) {
+                    // z on a branch: in_proj's x half (rows [0, E)) on the chain, its z half (rows [E, 2E)),
+                    // which only the scan step reads, beside the conv and x_proj; the same rows, the same
+                    // bits
+                    kc::gemv_rmsnorm(E, D, L.in_proj16->ptr, D, w.x.ptr, L.norm.ptr(), eps, w.proj16.ptr, s);
+                    CUDA_CHECK(cudaEventRecord(zfork_, s));
+                    CUDA_CHECK(cudaStreamWaitEvent(zstream_, zfork_, 0));
+                    kc::gemv_rmsnorm(E, D, L.in_proj16->ptr + E * D, D, w.x.ptr, L.norm.ptr(), eps,
+                                     w.proj16.ptr + E, zstream_);
+                    CUDA_CHECK(cudaEventRecord(zjoin_, zstream_));
+                    branch();
+                    kc::conv1d_silu(1, CD, K, w.proj16.ptr, P, L.conv_w.ptr(), L.conv_b.ptr(), cst, nullptr,
+                                    0, s, w.conv16.ptr, CD);
                 } else {
                     kc::gemv_rmsnorm(P, D, L.in_proj16->ptr, D, w.x.ptr, L.norm.ptr(), eps, w.proj16.ptr, s);
                     branch();
@@ -1147,6 +1178,7 @@ class CudaDecoder final : public DecoderBackend {
                                             D * E * 2};
                 if (!xproj_fused_)
                     kc::gemv(ldbc, E, L.x_proj16->ptr, E, w.conv16.ptr, w.dbc16.ptr, s, out_ahead);
+                if (z_branch_) CUDA_CHECK(cudaStreamWaitEvent(s, zjoin_, 0));  // z joins the chain
                 kc::Mamba1ScanArgs a;
                 a.T = 1, a.E = E, a.N = N;
                 // dt = dbc[:, :R_dt]·dt_projᵀ inside the scan (one launch fewer per layer)
@@ -1332,7 +1364,7 @@ class CudaDecoder final : public DecoderBackend {
         if (try_persistent()) return;
         if (!capture([&] { record_step(); })) {
             use_graph_ = false;  // the per-kernel path still works
-            info_.conv_fused = info_.xproj_fused = false;
+            info_.conv_fused = info_.xproj_fused = info_.z_branch = false;
             return;
         }
         if (mode != PdlMode::Off) {
@@ -1391,6 +1423,11 @@ class CudaDecoder final : public DecoderBackend {
         CUDA_CHECK(cudaMallocHost(&logits_host_, size_t(model_.vocab_rows()) * sizeof(float)));
         next_id_.resize(1);
         CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+        if (z_branch_) {  // z on a branch: its stream and its fork and join events
+            CUDA_CHECK(cudaStreamCreateWithFlags(&zstream_, cudaStreamNonBlocking));
+            CUDA_CHECK(cudaEventCreateWithFlags(&zfork_, cudaEventDisableTiming));
+            CUDA_CHECK(cudaEventCreateWithFlags(&zjoin_, cudaEventDisableTiming));
+        }
         if (l2_ahead_ == kDecodeL2Branch) {  // the L2 branch's stream and its fork and join events
             CUDA_CHECK(cudaStreamCreateWithFlags(&branch_, cudaStreamNonBlocking));
             CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
@@ -1458,6 +1495,7 @@ class CudaDecoder final : public DecoderBackend {
         if (captured && cudaGraphInstantiate(&exec_, graph_, 0) == cudaSuccess) {
             info_.persistent = true;
             info_.conv_fused = info_.xproj_fused = false;  // the persistent kernel folds them its own way
+            info_.z_branch = false;
             info_.persistent_blocks = blocks;
             info_.persistent_note.clear();
             return true;
@@ -1511,7 +1549,12 @@ class CudaDecoder final : public DecoderBackend {
     cudaStream_t stream_ = nullptr;
     cudaStream_t branch_ = nullptr;                // the L2 branch's stream (captured only)
     cudaEvent_t fork_ = nullptr, join_ = nullptr;  // its fork from and join into stream_
-    bool branch_open_ = false;                     // a branch kernel recorded since the last join
+    bool branch_open_ = false;
+    bool z_branch_ = false;           // MAMBASCOPE_DECODE_Z_BRANCH where it applies
+    cudaStream_t zstream_ = nullptr;  // its stream (captured only)
+    cudaEvent_t zfork_ = nullptr,
+                zjoin_ = nullptr;  // its fork after the x half, its join before the scan step // a branch
+                                   // kernel recorded since the last join
     std::shared_ptr<DevBuf<__nv_bfloat16> > lm_head16_;
     DevBuf<kc::Mamba1DecodeLayer> layers_;  // the persistent kernel's layer table (device)
     DevBuf<unsigned> barrier_;              // its grid barrier's counter
