@@ -838,8 +838,9 @@ double decode_l2_branch_share() {
 
 // MAMBASCOPE_DECODE_Z_BRANCH (docs/cuda.md, "z on a branch"): 1 splits a bf16 Mamba-1 step's in_proj where
 // the conv is its own kernel: the x half on the chain, the z half (read by the scan step only) on a parallel
-// branch beside the conv and x_proj, joined into the scan step. 0 (the default) keeps one in_proj. Read per
-// decoder; any other value is an error.
+// branch beside the conv and x_proj, joined into the scan step. 0 (the default) keeps one in_proj: the split
+// is not yet measured (docs/benchmarks.md, twenty-third stop). Read per decoder; any other value is an
+// error.
 bool decode_z_branch() {
     return env_flag(
         "MAMBASCOPE_DECODE_Z_BRANCH", false,
