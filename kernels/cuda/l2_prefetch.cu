@@ -8,19 +8,11 @@
 namespace mambascope::kernels::cuda {
 namespace {
 
-// Thread g of the grid's G threads takes pieces g, g + G, … of each range in turn: consecutive threads on
-// consecutive 8 KB pieces, the ranges in the order the step reads them.
+// Each range in turn, in the order the step reads them, spread over the grid's threads one kL2AheadPiece
+// (8 KB) piece per thread and round (device_math.cuh's prefetch_l2_spread, as L2 ahead uses it).
 __global__ void l2_prefetch_kernel(L2Ranges ranges) {
-    const int64_t threads = static_cast<int64_t>(gridDim.x) * blockDim.x;
-    const int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-    for (int i = 0; i < ranges.n; ++i) {
-        const char* p = static_cast<const char*>(ranges.r[i].p);
-        const int64_t bytes = ranges.r[i].bytes;
-        for (int64_t k = g; k * kL2PrefetchPiece < bytes; k += threads) {
-            const int64_t off = k * kL2PrefetchPiece;
-            detail::prefetch_l2(p + off, static_cast<unsigned>(min(kL2PrefetchPiece, bytes - off)));
-        }
-    }
+    for (int i = 0; i < ranges.n; ++i)
+        detail::prefetch_l2_spread(static_cast<const char*>(ranges.r[i].p), ranges.r[i].bytes);
 }
 
 }  // namespace
@@ -47,7 +39,7 @@ void prefetch_l2_ranges(const L2Ranges& ranges, cudaStream_t stream) {
     CUDA_CHECK(cudaGetDevice(&dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
     // no more blocks than a round of pieces needs
-    const int64_t pieces = (ranges.total() + kL2PrefetchPiece - 1) / kL2PrefetchPiece;
+    const int64_t pieces = (ranges.total() + detail::kL2AheadPiece - 1) / detail::kL2AheadPiece;
     const int blocks = static_cast<int>(
         std::max<int64_t>(1, std::min<int64_t>(sms, (pieces + kL2PrefetchThreads - 1) / kL2PrefetchThreads)));
     l2_prefetch_kernel<<<blocks, kL2PrefetchThreads, 0, stream>>>(ranges);

@@ -47,11 +47,9 @@ L2Ranges l2_budget_ranges(std::initializer_list<L2Range> want, int64_t budget);
 // sliver of each SM's registers and threads next to the chain's one-wave gemv grids (5 blocks of 256 threads
 // per SM on mamba-1.4b) instead of taking whole SMs.
 constexpr int kL2PrefetchThreads = 32;
-// Bytes one bulk prefetch covers (device_math.cuh's kL2AheadPiece).
-constexpr int64_t kL2PrefetchPiece = 8192;
 
 // Starts every range of `ranges` on its way into L2 (cp.async.bulk.prefetch.L2, sm_90; a hint: nothing is
-// written, and older GPUs do nothing), kL2PrefetchPiece bytes per thread and round, spread over one block per
+// written, and older GPUs do nothing), 8 KB (kL2AheadPiece) per thread and round, spread over one block per
 // SM. Asynchronous on `stream`; a launch with no ranges launches nothing.
 void prefetch_l2_ranges(const L2Ranges& ranges, cudaStream_t stream);
 

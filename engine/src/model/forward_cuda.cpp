@@ -1550,12 +1550,11 @@ class CudaDecoder final : public DecoderBackend {
     cudaStream_t stream_ = nullptr;
     cudaStream_t branch_ = nullptr;                // the L2 branch's stream (captured only)
     cudaEvent_t fork_ = nullptr, join_ = nullptr;  // its fork from and join into stream_
-    bool branch_open_ = false;
-    bool z_branch_ = false;           // MAMBASCOPE_DECODE_Z_BRANCH where it applies
-    cudaStream_t zstream_ = nullptr;  // its stream (captured only)
-    cudaEvent_t zfork_ = nullptr,
-                zjoin_ = nullptr;  // its fork after the x half, its join before the scan step // a branch
-                                   // kernel recorded since the last join
+    bool branch_open_ = false;                     // a branch kernel recorded since the last join
+    bool z_branch_ = false;                        // MAMBASCOPE_DECODE_Z_BRANCH where it applies
+    cudaStream_t zstream_ = nullptr;               // its stream (captured only)
+    cudaEvent_t zfork_ = nullptr;                  // its fork after in_proj's x half
+    cudaEvent_t zjoin_ = nullptr;                  // its join before the scan step
     std::shared_ptr<DevBuf<__nv_bfloat16> > lm_head16_;
     DevBuf<kc::Mamba1DecodeLayer> layers_;  // the persistent kernel's layer table (device)
     DevBuf<unsigned> barrier_;              // its grid barrier's counter
