@@ -569,7 +569,8 @@ void gemv_rmsnorm_argmax(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t l
 
 void gemv_rmsnorm_conv(int64_t E, int64_t K, const __nv_bfloat16* W, int64_t ldw, const float* x,
                        const float* w_norm, float eps, __nv_bfloat16* y, const float* conv_w,
-                       const float* conv_b, float* conv_state, __nv_bfloat16* conv16, cudaStream_t stream) {
+                       const float* conv_b, float* conv_state, __nv_bfloat16* conv16, cudaStream_t stream,
+                       bool x_only) {
     MS_CHECK(E > 0, "gemv_rmsnorm_conv: E must be positive");
     MS_CHECK(conv_w && conv_state && conv16,
              "gemv_rmsnorm_conv: the conv's weights, state and output are required");
@@ -577,7 +578,8 @@ void gemv_rmsnorm_conv(int64_t E, int64_t K, const __nv_bfloat16* W, int64_t ldw
              "gemv_rmsnorm_conv: the conv's output must not alias the projection's input or output");
     ConvFold conv;
     conv.w = conv_w, conv.bias = conv_b, conv.state = conv_state, conv.out16 = conv16, conv.E = E;
-    launch_gemv_rmsnorm<__nv_bfloat16, true>(2 * E, K, W, ldw, x, w_norm, eps, y, 0.0f, stream, conv);
+    launch_gemv_rmsnorm<__nv_bfloat16, true>((x_only ? 1 : 2) * E, K, W, ldw, x, w_norm, eps, y, 0.0f, stream,
+                                             conv);
 }
 
 // Rows of the blocks' partial sums (one per block that holds channels, at most one per kGemvWarps channels)

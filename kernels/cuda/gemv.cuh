@@ -82,11 +82,13 @@ void gemv_rmsnorm_argmax(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t l
 // conv1d_silu(1, E, kGemvConvK, y, 2E, conv_w, conv_b, conv_state, nullptr, 0, stream, conv16, E).
 // d_conv = kGemvConvK only (every Mamba-1 checkpoint). conv_b may be null. The kernel reads conv_state before
 // grid_dependency_wait (pdl.cuh): no kernel ahead of it in a PDL chain may write conv_state (in a decode step
-// none does: each layer's conv state is this kernel's alone).
+// none does: each layer's conv state is this kernel's alone). x_only: only the x half, y's E rows (W's first
+// E rows; "z on a branch" computes the z half beside it with gemv_rmsnorm), the same rows bit for bit.
 constexpr int kGemvConvK = 4;
 void gemv_rmsnorm_conv(int64_t E, int64_t K, const __nv_bfloat16* W, int64_t ldw, const float* x,
                        const float* w_norm, float eps, __nv_bfloat16* y, const float* conv_w,
-                       const float* conv_b, float* conv_state, __nv_bfloat16* conv16, cudaStream_t stream);
+                       const float* conv_b, float* conv_state, __nv_bfloat16* conv16, cudaStream_t stream,
+                       bool x_only = false);
 
 // The same with the Mamba-1 x_proj folded in as well (one graph node fewer again; docs/cuda.md, "x_proj
 // inside in_proj"): dbc16[j] = bf16(Σ_d conv16[d]·x_projT[d, j]), j < R, the product of the conv's bf16

@@ -926,22 +926,25 @@ TEST_P(CudaForward, L2BranchStepsAndRunsEqualTheChainAloneBitForBit) {
 }
 
 // z on a branch (docs/cuda.md, "z on a branch"; MAMBASCOPE_DECODE_Z_BRANCH=1): a bf16 Mamba-1 step graph
-// whose conv is its own kernel splits in_proj into its x half on the chain and its z half on a parallel
-// branch, joined into the scan step: the same logits, states and greedy ids bit for bit (every row is the
-// same warp code and the same norm), alone and with the L2 branch too. One kernel node per layer more and two
-// programmatic edges (x half → z half, z half → scan step: both kernels wait in grid_dependency_wait); with
-// the conv folded into in_proj, and for Mamba-2 and float32, nothing changes; another value is an error.
+// splits in_proj into its x half on the chain (with the conv folded in, or the conv kernel after it) and its
+// z half on a parallel branch, joined into the scan step: the same logits, states and greedy ids bit for bit
+// (every row is the same warp code and the same norm), alone and with the L2 branch too. One kernel node per
+// layer more and two programmatic edges (x half → z half, z half → scan step: both kernels wait in
+// grid_dependency_wait); with x_proj folded into in_proj, and for Mamba-2 and float32, nothing changes;
+// another value is an error.
 TEST_P(CudaForward, ZBranchStepsAndRunsEqualOneInProjBitForBit) {
     if (!have_gpu()) GTEST_SKIP() << "no GPU";
     const auto& [m, x, f, st, n] = greedy_fixture(GetParam(), 37);
     const bool m1 = GetParam() == Arch::Mamba1;
     struct Case {
-        const char* conv;  // MAMBASCOPE_DECODE_CONV_FUSED
-        const char* l2;    // MAMBASCOPE_DECODE_L2_AHEAD
-        bool split;        // the step takes the z branch
+        const char* conv;   // MAMBASCOPE_DECODE_CONV_FUSED
+        const char* l2;     // MAMBASCOPE_DECODE_L2_AHEAD
+        const char* xproj;  // MAMBASCOPE_DECODE_XPROJ_FUSED
+        bool split;         // the step takes the z branch
     };
-    for (const Case k : {Case{"0", "0", m1}, Case{"0", "branch", m1}, Case{"1", "0", false}}) {
-        SCOPED_TRACE(std::string("conv ") + k.conv + ", L2 ahead " + k.l2);
+    for (const Case k : {Case{"0", "0", "0", m1}, Case{"0", "branch", "0", m1}, Case{"1", "0", "0", m1},
+                         Case{"1", "branch", "0", m1}, Case{"1", "0", "1", false}}) {
+        SCOPED_TRACE(std::string("conv ") + k.conv + ", L2 ahead " + k.l2 + ", x_proj " + k.xproj);
         Decoded d[2];
         std::vector<int32_t> got[2];
         ModelState after[2] = {st, st};
@@ -951,6 +954,7 @@ TEST_P(CudaForward, ZBranchStepsAndRunsEqualOneInProjBitForBit) {
                 {"MAMBASCOPE_DECODE_CONV_FUSED", k.conv},
                 {"MAMBASCOPE_DECODE_PERSISTENT", "0"},
                 {"MAMBASCOPE_DECODE_L2_AHEAD", k.l2},
+                {"MAMBASCOPE_DECODE_XPROJ_FUSED", k.xproj},
                 {"MAMBASCOPE_DECODE_Z_BRANCH", b ? "1" : "0"}};
             d[b] = decode_steps(*m, st, Precision::Bf16, &f, x, 60, 100, env);
             const EnvSettings e(env);

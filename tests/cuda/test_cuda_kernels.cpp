@@ -2381,8 +2381,9 @@ TEST(CudaL2Prefetch, LaunchFaultsOnNothingAndWritesNothing) {
 // (x and z rows), the conv's bf16 output and the carried state, over two steps (the second reads the state
 // the first wrote); on the vector path with RMSNorm's warp order (D = 768), the scalar one (D = 77), with and
 // without a conv bias, one row per warp and (a grid of 3 blocks) warps looping over rows, where only a warp's
-// first row has its conv taps loaded before the wait. And the conv output is the CPU's conv of the stored
-// rows (not, say, of the unrounded sums).
+// first row has its conv taps loaded before the wait. The x half alone (x_only, "z on a branch") gives the
+// same x rows, conv output and state. And the conv output is the CPU's conv of the stored rows (not, say, of
+// the unrounded sums).
 TEST(CudaGemv, ConvFoldedIntoInProjEqualsGemvRmsnormThenConvBitForBit) {
     REQUIRE_GPU();
     std::mt19937 rng(80);
@@ -2403,16 +2404,17 @@ TEST(CudaGemv, ConvFoldedIntoInProjEqualsGemvRmsnormThenConvBitForBit) {
         struct Out {
             std::vector<float> y, conv, state;
         };
-        // two steps; fused: gemv_rmsnorm_conv, else gemv_rmsnorm then conv1d_silu (T = 1, bf16 in, bf16 out)
-        auto run = [&](bool fused, const char* grid) {
+        // two steps; fused: gemv_rmsnorm_conv (x_only: its x half alone, E rows), else gemv_rmsnorm then
+        // conv1d_silu (T = 1, bf16 in, bf16 out)
+        auto run = [&](bool fused, const char* grid, bool x_only = false) {
             ScopedEnv env("MAMBASCOPE_GEMV_GRID", grid);
             Dev<float> st(state0);
-            Dev<__nv_bfloat16> y16(P), conv16(c.E);
+            Dev<__nv_bfloat16> y16(x_only ? c.E : P), conv16(c.E);
             Out o;
             for (const float* x : {dx1.p, dx2.p}) {
                 if (fused) {
                     kg::gemv_rmsnorm_conv(c.E, c.D, dW.p, c.ldw, x, dwn.p, 1e-5f, y16.p, dcw.p, bias, st.p,
-                                          conv16.p, nullptr);
+                                          conv16.p, nullptr, x_only);
                 } else {
                     kg::gemv_rmsnorm(P, c.D, dW.p, c.ldw, x, dwn.p, 1e-5f, y16.p, nullptr);
                     kg::conv1d_silu(1, c.E, K, y16.p, P, dcw.p, bias, st.p, nullptr, 0, nullptr, conv16.p,
@@ -2432,6 +2434,14 @@ TEST(CudaGemv, ConvFoldedIntoInProjEqualsGemvRmsnormThenConvBitForBit) {
             EXPECT_EQ(o.y, ref.y);
             EXPECT_EQ(o.conv, ref.conv);
             EXPECT_EQ(o.state, ref.state);
+            // the x half alone: each step's first E rows, the same conv and state
+            const Out h = run(true, grid, true);
+            std::vector<float> ref_x;
+            for (int step = 0; step < 2; ++step)
+                ref_x.insert(ref_x.end(), ref.y.begin() + step * P, ref.y.begin() + step * P + c.E);
+            EXPECT_EQ(h.y, ref_x);
+            EXPECT_EQ(h.conv, ref.conv);
+            EXPECT_EQ(h.state, ref.state);
         }
         // the CPU's conv of the stored x rows, carried over both steps
         std::vector<float> st = state0, want(2 * c.E), in(c.E);

@@ -836,11 +836,10 @@ double decode_l2_branch_share() {
                             "(docs/cuda.md, \"The L2 branch\")");
 }
 
-// MAMBASCOPE_DECODE_Z_BRANCH (docs/cuda.md, "z on a branch"): 1 splits a bf16 Mamba-1 step's in_proj where
-// the conv is its own kernel: the x half on the chain, the z half (read by the scan step only) on a parallel
-// branch beside the conv and x_proj, joined into the scan step. 0 (the default) keeps one in_proj: the split
-// is not yet measured (docs/benchmarks.md, twenty-third stop). Read per decoder; any other value is an
-// error.
+// MAMBASCOPE_DECODE_Z_BRANCH (docs/cuda.md, "z on a branch"): 1 splits a bf16 Mamba-1 step's in_proj: the x
+// half (with the conv where it is folded) on the chain, the z half (read by the scan step only) on a parallel
+// branch beside the conv and x_proj, joined into the scan step. Not with x_proj folded into in_proj. 0 (the
+// default) keeps one in_proj. Read per decoder; any other value is an error.
 bool decode_z_branch() {
     return env_flag(
         "MAMBASCOPE_DECODE_Z_BRANCH", false,
@@ -965,7 +964,7 @@ class CudaDecoder final : public DecoderBackend {
         const bool z_branch = decode_z_branch();  // read (and checked) for every decoder
         xproj_fused_ = decode_xproj_fold(c, conv_fused_);
         info_.xproj_fused = xproj_fused_;
-        z_branch_ = z_branch && precision == Precision::Bf16 && c.arch == Arch::Mamba1 && !conv_fused_ &&
+        z_branch_ = z_branch && precision == Precision::Bf16 && c.arch == Arch::Mamba1 && !xproj_fused_ &&
                     c.d_model <= kc::kGemvNormMaxK;
         info_.z_branch = z_branch_;
         const int ahead = decode_l2_ahead();  // read (and checked) for every decoder
@@ -1151,23 +1150,31 @@ class CudaDecoder final : public DecoderBackend {
                                                 w.conv16.ptr, L.x_proj16T->ptr, ldbc, w.xparts.ptr,
                                                 w.xcount.ptr, w.dbc16.ptr, s);
                     branch();
-                } else if (conv_fused_) {
-                    kc::gemv_rmsnorm_conv(E, D, L.in_proj16->ptr, D, w.x.ptr, L.norm.ptr(), eps, w.proj16.ptr,
-                                          L.conv_w.ptr(), L.conv_b.ptr(), cst, w.conv16.ptr, s);
-                    branch();
                 } else if (z_branch_) {
-                    // z on a branch: in_proj's x half (rows [0, E)) on the chain, its z half (rows [E, 2E)),
-                    // which only the scan step reads, beside the conv and x_proj; the same rows, the same
-                    // bits
-                    kc::gemv_rmsnorm(E, D, L.in_proj16->ptr, D, w.x.ptr, L.norm.ptr(), eps, w.proj16.ptr, s);
+                    // z on a branch: in_proj's x half (rows [0, E); with the conv when conv_fused_) on the
+                    // chain, its z half (rows [E, 2E)), which only the scan step reads, beside the conv and
+                    // x_proj; the same rows, the same bits
+                    if (conv_fused_)
+                        kc::gemv_rmsnorm_conv(E, D, L.in_proj16->ptr, D, w.x.ptr, L.norm.ptr(), eps,
+                                              w.proj16.ptr, L.conv_w.ptr(), L.conv_b.ptr(), cst, w.conv16.ptr,
+                                              s,
+                                              /*x_only=*/true);
+                    else
+                        kc::gemv_rmsnorm(E, D, L.in_proj16->ptr, D, w.x.ptr, L.norm.ptr(), eps, w.proj16.ptr,
+                                         s);
                     CUDA_CHECK(cudaEventRecord(zfork_, s));
                     CUDA_CHECK(cudaStreamWaitEvent(zstream_, zfork_, 0));
                     kc::gemv_rmsnorm(E, D, L.in_proj16->ptr + E * D, D, w.x.ptr, L.norm.ptr(), eps,
                                      w.proj16.ptr + E, zstream_);
                     CUDA_CHECK(cudaEventRecord(zjoin_, zstream_));
                     branch();
-                    kc::conv1d_silu(1, CD, K, w.proj16.ptr, P, L.conv_w.ptr(), L.conv_b.ptr(), cst, nullptr,
-                                    0, s, w.conv16.ptr, CD);
+                    if (!conv_fused_)
+                        kc::conv1d_silu(1, CD, K, w.proj16.ptr, P, L.conv_w.ptr(), L.conv_b.ptr(), cst,
+                                        nullptr, 0, s, w.conv16.ptr, CD);
+                } else if (conv_fused_) {
+                    kc::gemv_rmsnorm_conv(E, D, L.in_proj16->ptr, D, w.x.ptr, L.norm.ptr(), eps, w.proj16.ptr,
+                                          L.conv_w.ptr(), L.conv_b.ptr(), cst, w.conv16.ptr, s);
+                    branch();
                 } else {
                     kc::gemv_rmsnorm(P, D, L.in_proj16->ptr, D, w.x.ptr, L.norm.ptr(), eps, w.proj16.ptr, s);
                     branch();
