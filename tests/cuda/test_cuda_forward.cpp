@@ -930,8 +930,9 @@ TEST_P(CudaForward, L2BranchStepsAndRunsEqualTheChainAloneBitForBit) {
 // z half on a parallel branch, joined into the scan step: the same logits, states and greedy ids bit for bit
 // (every row is the same warp code and the same norm), alone and with the L2 branch too. One kernel node per
 // layer more and two programmatic edges (x half → z half, z half → scan step: both kernels wait in
-// grid_dependency_wait); with x_proj folded into in_proj, and for Mamba-2 and float32, nothing changes;
-// another value is an error.
+// grid_dependency_wait), and one more from each z half to the next (the branch's kernels follow one another
+// on its stream: L − 1 per step graph, K·L − 1 per run graph of K steps); with x_proj folded into in_proj,
+// and for Mamba-2 and float32, nothing changes; another value is an error.
 TEST_P(CudaForward, ZBranchStepsAndRunsEqualOneInProjBitForBit) {
     if (!have_gpu()) GTEST_SKIP() << "no GPU";
     const auto& [m, x, f, st, n] = greedy_fixture(GetParam(), 37);
@@ -967,11 +968,13 @@ TEST_P(CudaForward, ZBranchStepsAndRunsEqualOneInProjBitForBit) {
         EXPECT_EQ(d[1].info.z_branch, k.split);
         const int64_t L = k.split ? m->config.n_layer : 0;
         EXPECT_EQ(d[1].info.kernel_nodes, d[0].info.kernel_nodes + L);
-        EXPECT_EQ(d[1].info.programmatic_edges, d[0].info.programmatic_edges + 2 * L);
+        const int64_t chain = L ? L - 1 : 0, run_chain = L ? 8 * L - 1 : 0;  // z half → next z half
+        EXPECT_EQ(d[1].info.programmatic_edges, d[0].info.programmatic_edges + 2 * L + chain);
         expect_same_steps(d[0], d[1]);
         EXPECT_EQ(gi[1].greedy_run_steps, 8);
         EXPECT_EQ(gi[1].greedy_run_kernel_nodes, gi[0].greedy_run_kernel_nodes + 8 * L);
-        EXPECT_EQ(gi[1].greedy_run_programmatic_edges, gi[0].greedy_run_programmatic_edges + 16 * L);
+        EXPECT_EQ(gi[1].greedy_run_programmatic_edges,
+                  gi[0].greedy_run_programmatic_edges + 16 * L + run_chain);
         EXPECT_TRUE(got[1] == got[0]);
         for (size_t l = 0; l < after[0].layers.size(); ++l) {
             EXPECT_TRUE(after[1].layers[l].ssm == after[0].layers[l].ssm) << l;
