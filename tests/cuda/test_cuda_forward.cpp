@@ -1,6 +1,7 @@
 // The CUDA forward against the CPU forward (the reference) on random models: logits, NLL, Δ seen by
 // observers, the final state, for vanilla, LongMamba-filtered and DeciMamba runs, Mamba-1 and Mamba-2. Skips
 // without a GPU.
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -402,6 +403,53 @@ TEST_P(CudaForward, PdlStepGraphEqualsTheFullDependencyGraphBitForBit) {
             SCOPED_TRACE(std::string(precision_name(prec)) + " mode " + std::to_string(k));
             expect_same_steps(runs[0], runs[k]);
         }
+    }
+}
+
+// auto's port rule (docs/cuda.md, "Decoding on the GPU"; MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM): an edge takes
+// the "launch" port after a grid of at most k blocks per SM, "exit" after a larger one. A bf16 Mamba-1 model
+// with d_model 2048 has one grid above one block per SM, out_proj's (2048 rows, 256 blocks of 8 warps), whose
+// edge into the next layer's in_proj (the head after the last layer) is the step's only "exit" edge at k = 1
+// and turns to "launch" at k = 2 (on a GPU of 128 to 255 SMs) and at k = 6; the steps stay those of the graph
+// without PDL bit for bit. Another value is an error.
+TEST(CudaForwardDevice, PdlLaunchPortThresholdMovesOutProjsEdgesAndKeepsTheSteps) {
+    if (!have_gpu()) GTEST_SKIP() << "no GPU";
+    ModelConfig c = cfg(Arch::Mamba1);
+    c.d_model = 2048;
+    c.d_inner = 256;
+    c.n_layer = 2;
+    auto m = random_model(c, 14);
+    auto x = ids(140);
+    const DeltaFilter f = test_filter(*m);
+    ModelState st = make_state(*m);
+    run_prefill(*m, std::span<const int32_t>(x.data(), 100), st);
+    int dev = 0, sms = 0;
+    ASSERT_EQ(cudaGetDevice(&dev), cudaSuccess);
+    ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), cudaSuccess);
+    const Decoded off = decode_steps(*m, st, Precision::Bf16, &f, x, 100, 140,
+                                     {{"MAMBASCOPE_DECODE_PDL", "0"}, {"MAMBASCOPE_DECODE_PERSISTENT", "0"}});
+    EXPECT_EQ(off.info.launch_port_edges, 0);
+    constexpr int64_t kOutProjBlocks = 2048 / 8;
+    for (const char* k : {static_cast<const char*>(nullptr), "1", "2", "6"}) {
+        SCOPED_TRACE(k ? k : "(unset)");
+        const Decoded d =
+            decode_steps(*m, st, Precision::Bf16, &f, x, 100, 140,
+                         {{"MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM", k}, {"MAMBASCOPE_DECODE_PERSISTENT", "0"}});
+        ASSERT_TRUE(d.info.graph);
+        EXPECT_EQ(d.info.pdl_mode, "auto");
+        EXPECT_EQ(d.info.programmatic_edges, d.info.kernel_nodes - 1);
+        const int64_t per_sm = k ? std::atoi(k) : 1;
+        const int64_t exit_edges = kOutProjBlocks > per_sm * sms ? c.n_layer : 0;  // one per out_proj
+        EXPECT_EQ(d.info.launch_port_edges, d.info.programmatic_edges - exit_edges);
+        expect_same_steps(off, d);
+    }
+    const EnvSettings bad({{"MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM", "4"}});
+    try {
+        auto dec = detail::make_cuda_decoder(*m, st, Precision::Bf16, nullptr);
+        ADD_FAILURE() << "MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM=4 was accepted";
+    } catch (const mambascope::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM"), std::string::npos)
+            << e.what();
     }
 }
 

@@ -28,6 +28,8 @@ struct DecodeGraphInfo {
     int64_t programmatic_edges =
         0;  // kernel → kernel edges turned into PDL edges (docs/cuda.md, "Decoding on the GPU")
     std::string pdl_mode = "off";  // MAMBASCOPE_DECODE_PDL's mode: auto, launch, exit or off
+    // of those, the edges on the "launch" port (the next kernel launches once every block has started)
+    int64_t launch_port_edges = 0;
     // a bf16 Mamba-1 step graph runs the conv inside in_proj's gemv (docs/cuda.md, "The conv inside in_proj")
     bool conv_fused = false;
     // and x_proj too (docs/cuda.md, "x_proj inside in_proj")

@@ -839,7 +839,8 @@ double decode_l2_branch_share() {
 // MAMBASCOPE_DECODE_Z_BRANCH (docs/cuda.md, "z on a branch"): 1 splits a bf16 Mamba-1 step's in_proj: the x
 // half (with the conv where it is folded) on the chain, the z half (read by the scan step only) on a parallel
 // branch beside the conv and x_proj, joined into the scan step. Not with x_proj folded into in_proj. 0 (the
-// default) keeps one in_proj. Read per decoder; any other value is an error.
+// default) keeps one in_proj: the split measured 16-28% slower (docs/benchmarks.md, twenty-fourth stop). Read
+// per decoder; any other value is an error.
 bool decode_z_branch() {
     return env_flag(
         "MAMBASCOPE_DECODE_Z_BRANCH", false,
@@ -875,6 +876,18 @@ PdlMode decode_pdl_mode(std::string* name) {
     return m;
 }
 
+// auto's rule: an edge takes the "launch" port after a kernel of at most this many blocks per SM
+// (docs/cuda.md, "Decoding on the GPU"), "exit" after a larger one. MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM = 1
+// (default), 2, 3 or 6 for A/B runs (2: out_proj's grids on mamba-130m to mamba-1.4b, ≈ 1.5-1.9 blocks per
+// SM, too; 6: every kernel of those steps, as "launch"). Read per decoder; any other value is an error.
+constexpr int64_t kPdlLaunchBlocksPerSm = 1;
+int64_t pdl_launch_blocks_per_sm() {
+    return env_enum<int64_t>("MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM",
+                             {{"", kPdlLaunchBlocksPerSm}, {"1", 1}, {"2", 2}, {"3", 3}, {"6", 6}},
+                             "it sets up to how many blocks per SM a kernel lets the next one launch early "
+                             "under MAMBASCOPE_DECODE_PDL=auto (docs/cuda.md, \"Decoding on the GPU\")");
+}
+
 // The kernel a graph node launches (its host stub, as passed to <<<>>>), or null for other nodes; `blocks`
 // gets its grid size.
 const void* graph_node_kernel(cudaGraphNode_t node, int64_t* blocks = nullptr) {
@@ -888,10 +901,13 @@ const void* graph_node_kernel(cudaGraphNode_t node, int64_t* blocks = nullptr) {
 }
 
 // Turns each kernel → kernel edge of `graph` whose downstream kernel waits in grid_dependency_wait
-// (pdl_register said so when it was launched) into a programmatic edge (port per `mode`, see above); every
-// other edge stays a full dependency. Returns the number of edges changed. A node's kernel may be reported as
-// the host stub or as its cudaFunction_t: both are matched.
-int64_t make_kernel_edges_programmatic(cudaGraph_t graph, PdlMode mode) {
+// (pdl_register said so when it was launched) into a programmatic edge (port per `mode`, see above; auto
+// takes "launch" after grids of at most launch_per_sm blocks per SM); every other edge stays a full
+// dependency. Returns the number of edges changed. A node's kernel may be reported as the host stub or as its
+// cudaFunction_t: both are matched.
+int64_t make_kernel_edges_programmatic(cudaGraph_t graph, PdlMode mode, int64_t launch_per_sm,
+                                       int64_t* launch_edges = nullptr) {
+    if (launch_edges) *launch_edges = 0;
     int dev = 0, major = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
@@ -915,6 +931,7 @@ int64_t make_kernel_edges_programmatic(cudaGraph_t graph, PdlMode mode) {
     };
     int sms = 0;
     CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    const int64_t launch_blocks = launch_per_sm * sms;  // auto: "launch" up to this grid
     size_t n = 0;
     CUDA_CHECK(cudaGraphGetEdges(graph, nullptr, nullptr, nullptr, &n));
     std::vector<cudaGraphNode_t> from(n), to(n);
@@ -927,7 +944,8 @@ int64_t make_kernel_edges_programmatic(cudaGraph_t graph, PdlMode mode) {
             continue;
         int64_t up_blocks = 0;
         if (!graph_node_kernel(from[i], &up_blocks) || !waits(graph_node_kernel(to[i]))) continue;
-        const bool at_launch = mode == PdlMode::Launch || (mode == PdlMode::Auto && up_blocks <= sms);
+        const bool at_launch =
+            mode == PdlMode::Launch || (mode == PdlMode::Auto && up_blocks <= launch_blocks);
         CUDA_CHECK(cudaGraphRemoveDependencies(graph, &from[i], &to[i], &data[i], 1));
         cudaGraphEdgeData e{};
         e.from_port =
@@ -935,6 +953,7 @@ int64_t make_kernel_edges_programmatic(cudaGraph_t graph, PdlMode mode) {
         e.type = cudaGraphDependencyTypeProgrammatic;
         CUDA_CHECK(cudaGraphAddDependencies(graph, &from[i], &to[i], &e, 1));
         ++changed;
+        if (launch_edges && at_launch) ++*launch_edges;
     }
     return changed;
 }
@@ -979,6 +998,7 @@ class CudaDecoder final : public DecoderBackend {
                 (l2_ahead_ == kDecodeL2Branch ? branch_share : kDecodeL2AheadShare) * bytes);
         }
         run_steps_ = decode_run_steps();
+        pdl_launch_per_sm_ = pdl_launch_blocks_per_sm();
     }
     ~CudaDecoder() override {
         for (int slot = 0; slot < kSlots; ++slot) {
@@ -1352,7 +1372,7 @@ class CudaDecoder final : public DecoderBackend {
         info_.kernel_nodes = nodes;  // kernel_nodes describes the step graph
         if (!captured) return;
         info_.greedy_run_programmatic_edges =
-            mode != PdlMode::Off ? make_kernel_edges_programmatic(graph_, mode) : 0;
+            mode != PdlMode::Off ? make_kernel_edges_programmatic(graph_, mode, pdl_launch_per_sm_) : 0;
         if (info_.greedy_run_programmatic_edges > 0) info_.pdl_mode = pdl_name;
         if (cudaGraphInstantiate(&exec_, graph_, 0) != cudaSuccess) {
             cudaGetLastError();
@@ -1378,7 +1398,8 @@ class CudaDecoder final : public DecoderBackend {
         if (mode != PdlMode::Off) {
             // PDL edges (docs/cuda.md, "Decoding on the GPU"); a driver that refuses them gets the graph as
             // captured.
-            info_.programmatic_edges = make_kernel_edges_programmatic(graph_, mode);
+            info_.programmatic_edges =
+                make_kernel_edges_programmatic(graph_, mode, pdl_launch_per_sm_, &info_.launch_port_edges);
             if (cudaGraphInstantiate(&exec_, graph_, 0) == cudaSuccess) {
                 info_.pdl_mode = info_.programmatic_edges > 0 ? pdl_name : "off";
                 return;
@@ -1555,13 +1576,14 @@ class CudaDecoder final : public DecoderBackend {
     int64_t l2_ahead_budget_ = 0;  // bytes of the next in_proj / LM head that out_proj's kernel prefetches
                                    // (2), or that one launch of the L2 branch prefetches (branch)
     cudaStream_t stream_ = nullptr;
-    cudaStream_t branch_ = nullptr;                // the L2 branch's stream (captured only)
-    cudaEvent_t fork_ = nullptr, join_ = nullptr;  // its fork from and join into stream_
-    bool branch_open_ = false;                     // a branch kernel recorded since the last join
-    bool z_branch_ = false;                        // MAMBASCOPE_DECODE_Z_BRANCH where it applies
-    cudaStream_t zstream_ = nullptr;               // its stream (captured only)
-    cudaEvent_t zfork_ = nullptr;                  // its fork after in_proj's x half
-    cudaEvent_t zjoin_ = nullptr;                  // its join before the scan step
+    cudaStream_t branch_ = nullptr;                      // the L2 branch's stream (captured only)
+    cudaEvent_t fork_ = nullptr, join_ = nullptr;        // its fork from and join into stream_
+    bool branch_open_ = false;                           // a branch kernel recorded since the last join
+    int64_t pdl_launch_per_sm_ = kPdlLaunchBlocksPerSm;  // MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM
+    bool z_branch_ = false;                              // MAMBASCOPE_DECODE_Z_BRANCH where it applies
+    cudaStream_t zstream_ = nullptr;                     // its stream (captured only)
+    cudaEvent_t zfork_ = nullptr;                        // its fork after in_proj's x half
+    cudaEvent_t zjoin_ = nullptr;                        // its join before the scan step
     std::shared_ptr<DevBuf<__nv_bfloat16> > lm_head16_;
     DevBuf<kc::Mamba1DecodeLayer> layers_;  // the persistent kernel's layer table (device)
     DevBuf<unsigned> barrier_;              // its grid barrier's counter
