@@ -5,6 +5,7 @@
 #   SETTINGS  space-separated, each a comma-joined VAR=value list ("-" for none); default "-"
 #   NO_BUILD=1  bench_cuda_timeline is already built in build-gpu
 #   BUILD_LOG   the build's log (default $OUT/build_timeline.log)
+#   CSV=0       no timeline_<n>.csv
 # CUPTI is the toolkit's where CMake finds it; otherwise the first libcupti.so and cupti.h found under
 # /usr/local, /opt and Python's site-packages (the GPU machine's PyTorch ships nvidia-cuda-cupti).
 # Writes timeline_<n>.txt per setting and timeline_<n>.csv (every traced kernel).
@@ -29,7 +30,8 @@ n=0
 for st in ${SETTINGS:--}; do
   n=$((n + 1))
   echo "== setting $n: $st" | tee "$OUT/timeline_$n.txt"
-  env $(envof "$st") TIMELINE_CSV="$OUT/timeline_$n.csv" timeout 200 \
+  csv=""; [ "${CSV:-1}" = 1 ] && csv="TIMELINE_CSV=$OUT/timeline_$n.csv"
+  env $(envof "$st") $csv timeout 200 \
     build-gpu/bench/bench_cuda_timeline ${SHAPES:-mamba-130m mamba-1.4b} 2>&1 | tee -a "$OUT/timeline_$n.txt"
 done
 echo "timeline: $(elapsed) s"
