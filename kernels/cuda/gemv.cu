@@ -288,6 +288,22 @@ void launch_gemv(int64_t N, int64_t K, const TW* W, int64_t ldw, const TA* a, TY
 constexpr int kNormThreadsForGemv = 32 * kGemvWarps;
 static_assert(kNormThreadsForGemv == 256, "the sum order must be rmsnorm_kernel's (kNormThreads = 256)");
 
+// Batched norm loads (twenty-fourth stop; docs/cuda.md, "The step in the graph, kernel by kernel"). In the
+// warp_rows order the norm is a chain of dependent loads after the PDL wait: warp 0's sum of squares (a row
+// of K floats is K/128 float4 loads per lane, issued as the compiler unrolls the loop), then every thread's x
+// and w_norm for the bf16 row. Batched: each thread loads its w_norm float4s before the wait (weights), and
+// after it its x float4s for the row, while warp 0 loads its sum's float4s kGemvNormSumBatch at a time; the
+// sum is added in the same order and each a[d] is the same expression, so the bits are the same. Rows up to
+// kGemvNormRowLoads float4s per thread (K ≤ 3072) take it; wider ones keep the loop.
+// MAMBASCOPE_GEMV_NORM=loop keeps the loop (A/B runs, the tests); read at each launch.
+constexpr int kGemvNormSumBatch = 8;
+constexpr int kGemvNormRowLoads = 3;
+bool gemv_norm_batched() {
+    return env_enum<bool>("MAMBASCOPE_GEMV_NORM", {{"", false}, {"batched", true}, {"loop", false}},
+                          "it sets whether the RMSNorm inside a one-row projection issues its loads in "
+                          "batches (docs/cuda.md, \"The step in the graph, kernel by kernel\")");
+}
+
 // The Mamba-1 conv folded into in_proj (gemv_rmsnorm_conv): rows [0, E) are the channels' x.
 struct ConvFold {
     const float* w = nullptr;        // (E × kGemvConvK)
@@ -414,8 +430,8 @@ template <typename TY, bool kConv, bool kXproj = false, bool kArgmax = false>
 __global__ void __launch_bounds__(32 * kGemvWarps)
     gemv_rmsnorm_kernel(int64_t N, int64_t K, const __nv_bfloat16* __restrict__ W, int64_t ldw,
                         const float* __restrict__ x, const float* __restrict__ wn, float eps,
-                        TY* __restrict__ y, float beta, bool vec, bool warp_rows, int64_t prefetch,
-                        ConvFold conv, XprojFold xp, ArgmaxFold am) {
+                        TY* __restrict__ y, float beta, bool vec, bool warp_rows, bool norm_batched,
+                        int64_t prefetch, ConvFold conv, XprojFold xp, ArgmaxFold am) {
     static_assert(!kConv || sizeof(TY) == 2, "the conv is folded into the bf16 in_proj only");
     static_assert(!kArgmax || (sizeof(TY) == 4 && !kConv), "the argmax is folded into the float32 head only");
     static_assert(!kXproj || kConv, "x_proj folds in with the conv only");
@@ -442,10 +458,55 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
         cp_async_commit();
     }
     float xacc[kGemvVec] = {};
+    // norm_batched (warp_rows, K ≤ kGemvNormRowLoads·4·256): this thread's w_norm float4s, before the wait
+    const int64_t K4 = K / 4;
+    float4 wr[kGemvNormRowLoads];
+    if (norm_batched) {
+#pragma unroll
+        for (int j = 0; j < kGemvNormRowLoads; ++j) {
+            const int64_t i = threadIdx.x + int64_t{kNormThreadsForGemv} * j;
+            wr[j] = i < K4 ? reinterpret_cast<const float4*>(wn)[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+    }
     grid_dependency_wait();                     // x (and y, with beta) come from earlier kernels
     if constexpr (kXproj) cp_async_wait_all();  // this lane's own copy: no barrier needed
     float total = 0.0f;
-    if (warp_rows) {
+    if (norm_batched) {
+        const float4* x4 = reinterpret_cast<const float4*>(x);
+        float4 xr[kGemvNormRowLoads];  // this thread's x float4s for the bf16 row
+#pragma unroll
+        for (int j = 0; j < kGemvNormRowLoads; ++j) {
+            const int64_t i = threadIdx.x + int64_t{kNormThreadsForGemv} * j;
+            xr[j] = i < K4 ? x4[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+        if (warp == 0) {  // the sum in the warp_rows order: lane l adds float4s l, l + 32, … in turn
+            float ss = 0.0f;
+            for (int64_t base = lane; base < K4; base += 32 * kGemvNormSumBatch) {
+                float4 v[kGemvNormSumBatch];
+#pragma unroll
+                for (int j = 0; j < kGemvNormSumBatch; ++j)
+                    v[j] = base + 32 * j < K4 ? x4[base + 32 * j] : make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+                for (int j = 0; j < kGemvNormSumBatch; ++j)
+                    if (base + 32 * j < K4) ss += sumsq4(v[j]);
+            }
+            ss = warp_sum(ss);
+            if (lane == 0) partial[0] = ss;
+        }
+        __syncthreads();
+        total = partial[0];
+        const float inv = rsqrtf(total / static_cast<float>(K) + eps);
+#pragma unroll
+        for (int j = 0; j < kGemvNormRowLoads; ++j) {
+            const int64_t i = threadIdx.x + int64_t{kNormThreadsForGemv} * j;
+            if (i < K4) {
+                a[4 * i + 0] = __float2bfloat16_rn(xr[j].x * inv * wr[j].x);
+                a[4 * i + 1] = __float2bfloat16_rn(xr[j].y * inv * wr[j].y);
+                a[4 * i + 2] = __float2bfloat16_rn(xr[j].z * inv * wr[j].z);
+                a[4 * i + 3] = __float2bfloat16_rn(xr[j].w * inv * wr[j].w);
+            }
+        }
+    } else if (warp_rows) {
         if (warp == 0) {
             const float4* x4 = reinterpret_cast<const float4*>(x);
             float ss = 0.0f;
@@ -464,9 +525,11 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
 #pragma unroll
         for (int i = 0; i < kGemvWarps; ++i) total += partial[i];
     }
-    const float inv = rsqrtf(total / static_cast<float>(K) + eps);
-    for (int64_t d = threadIdx.x; d < K; d += kNormThreadsForGemv)
-        a[d] = __float2bfloat16_rn(x[d] * inv * wn[d]);
+    if (!norm_batched) {
+        const float inv = rsqrtf(total / static_cast<float>(K) + eps);
+        for (int64_t d = threadIdx.x; d < K; d += kNormThreadsForGemv)
+            a[d] = __float2bfloat16_rn(x[d] * inv * wn[d]);
+    }
     __syncthreads();
     unsigned long long best = 0;  // kArgmax: lane 0's largest key (0: none)
     gemv_rows(N, K, W, ldw, a, first, stride, lane, vec, [&](int64_t n, float acc) {
@@ -531,9 +594,11 @@ void launch_gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t l
     const unsigned blocks = gemv_blocks(N, gemv_rmsnorm_kernel<TY, kConv, kXproj, kArgmax>, smem);
     const int64_t prefetch = prefetch_count(N, K * static_cast<int64_t>(sizeof(__nv_bfloat16)), blocks, vec);
     const bool warp_rows = detail::rmsnorm_takes_warp_rows(K, x, K, wn);
+    const bool norm_batched =
+        gemv_norm_batched() && warp_rows && K / 4 <= int64_t{kGemvNormRowLoads} * kNormThreadsForGemv;
     pdl_register(gemv_rmsnorm_kernel<TY, kConv, kXproj, kArgmax>);
     gemv_rmsnorm_kernel<TY, kConv, kXproj, kArgmax><<<blocks, 32 * kGemvWarps, smem, stream>>>(
-        N, K, W, ldw, x, wn, eps, y, beta, vec, warp_rows, prefetch, conv, xp, am);
+        N, K, W, ldw, x, wn, eps, y, beta, vec, warp_rows, norm_batched, prefetch, conv, xp, am);
     CUDA_CHECK(cudaGetLastError());
 }
 

@@ -2021,16 +2021,23 @@ TEST(CudaGemv, MatchesFloat64ProductOnVectorAndScalarPaths) {
 // order, same roundings), on the vector path (K % 8 == 0) and the scalar one, with float (β = 0 and 1) and
 // bf16 outputs; K = 768 and 2048 take RMSNorm's warp-per-row order, K = 77 its block order. (An order that
 // differs moves the norm by an ulp or so, which the bf16 rounding of the normalised row almost always hides:
-// summing in the other order passed this test too. The shared order is by construction, sumsq4.)
+// summing in the other order passed this test too. The shared order is by construction, sumsq4.) Both with
+// the norm's loads in a loop and batched (MAMBASCOPE_GEMV_NORM: 1, 2 and 3 float4s per thread at K = 768,
+// 2048 and 3072; K = 4096 keeps the loop).
 TEST(CudaGemv, RmsnormFusedEqualsRmsnormBf16ThenGemvBitForBit) {
     REQUIRE_GPU();
     ScopedEnv one_warp("MAMBASCOPE_GEMV_SPLIT", "1");  // gemv_rmsnorm's order is one warp per row's
     std::mt19937 rng(78);
     struct Case {
         int64_t N, K, ldw;
+        const char* norm;  // MAMBASCOPE_GEMV_NORM
     };
-    for (const Case c : {Case{37, 768, 768}, Case{203, 77, 80}, Case{9, 2048, 2056}}) {
-        SCOPED_TRACE("N=" + std::to_string(c.N) + " K=" + std::to_string(c.K));
+    for (const Case c :
+         {Case{37, 768, 768, "loop"}, Case{203, 77, 80, "loop"}, Case{9, 2048, 2056, "loop"},
+          Case{37, 768, 768, "batched"}, Case{203, 77, 80, "batched"}, Case{9, 2048, 2056, "batched"},
+          Case{5, 3072, 3072, "batched"}, Case{5, 4096, 4096, "batched"}}) {
+        SCOPED_TRACE("N=" + std::to_string(c.N) + " K=" + std::to_string(c.K) + " " + c.norm);
+        ScopedEnv norm("MAMBASCOPE_GEMV_NORM", c.norm);
         const auto W = round_bf16(randn(c.N * c.ldw, rng)), x = randn(c.K, rng, 3.0f),
                    wn = uniform(c.K, rng, 0.5f, 1.5f), y0 = randn(c.N, rng);
         Dev<__nv_bfloat16> dW(to_bf16_host(W)), u16(c.K), ya16(c.N), yb16(c.N);
