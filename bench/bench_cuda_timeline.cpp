@@ -3,7 +3,7 @@
 // twenty-fourth stop).
 //
 // usage: bench_cuda_timeline [shape ...]   (default: mamba-1.4b; random weights of the real shape)
-//   TIMELINE_STEPS  traced greedy steps (default 64, after 8 traced and dropped)
+//   TIMELINE_STEPS  traced greedy steps, 8 to 100000 (default 64, after 8 traced and dropped)
 //   TIMELINE_CSV    a path: every traced kernel as a CSV row (step, index in the step, name, grid, block,
 //                   start and end in ns from the step's first kernel's start)
 // The decoder's MAMBASCOPE_* variables apply as in any run (e.g. MAMBASCOPE_DECODE_Z_BRANCH=1).
@@ -216,7 +216,19 @@ int main(int argc, char** argv) {
     for (int i = 1; i < argc; ++i) shapes.push_back(argv[i]);
     if (shapes.empty()) shapes = {"mamba-1.4b"};
     const char* env_steps = std::getenv("TIMELINE_STEPS");
-    const int steps = env_steps ? std::max(8, std::atoi(env_steps)) : 64;
+    int steps = 64;
+    if (env_steps && *env_steps) {
+        char* end = nullptr;
+        const long v = std::strtol(env_steps, &end, 10);
+        if (*end != '\0' || v < 8 || v > 100000) {
+            std::fprintf(stderr,
+                         "bench_cuda_timeline: TIMELINE_STEPS must be a whole number of steps from 8 to "
+                         "100000, not '%s'\n",
+                         env_steps);
+            return 1;
+        }
+        steps = static_cast<int>(v);
+    }
     const char* csv = std::getenv("TIMELINE_CSV");
     if (csv) std::ofstream(csv, std::ios::trunc) << "shape,step,index,name,grid,block,start_ns,end_ns\n";
     CUPTI_OK(cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed));

@@ -183,6 +183,18 @@ Decoded decode_steps(const Model& m, const ModelState& st, Precision prec, const
     return d;
 }
 
+// A bf16 decoder made while `var` is `value` is refused with an error that names the variable (unset
+// afterwards).
+void expect_decoder_refuses(const Model& m, const ModelState& st, const char* var, const char* value) {
+    const EnvSettings bad({{var, value}});
+    try {
+        auto dec = detail::make_cuda_decoder(m, st, Precision::Bf16, nullptr);
+        ADD_FAILURE() << var << "=" << value << " was accepted";
+    } catch (const mambascope::Error& e) {
+        EXPECT_NE(std::string(e.what()).find(var), std::string::npos) << e.what();
+    }
+}
+
 // b's logits and states equal a's bit for bit.
 void expect_same_steps(const Decoded& a, const Decoded& b) {
     EXPECT_TRUE(b.logits == a.logits);
@@ -443,14 +455,7 @@ TEST(CudaForwardDevice, PdlLaunchPortThresholdMovesOutProjsEdgesAndKeepsTheSteps
         EXPECT_EQ(d.info.launch_port_edges, d.info.programmatic_edges - exit_edges);
         expect_same_steps(off, d);
     }
-    const EnvSettings bad({{"MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM", "4"}});
-    try {
-        auto dec = detail::make_cuda_decoder(*m, st, Precision::Bf16, nullptr);
-        ADD_FAILURE() << "MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM=4 was accepted";
-    } catch (const mambascope::Error& e) {
-        EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM"), std::string::npos)
-            << e.what();
-    }
+    expect_decoder_refuses(*m, st, "MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM", "4");
 }
 
 // The conv inside in_proj's gemv (docs/cuda.md, "The conv inside in_proj"): a bf16 Mamba-1 step graph with
@@ -485,14 +490,7 @@ TEST_P(CudaForward, ConvInsideInProjEqualsTheConvKernelsStepsBitForBit) {
         expect_same_steps(sep, fused);
         EXPECT_EQ(fused.state.tokens_seen, 180);
     }
-    setenv("MAMBASCOPE_DECODE_CONV_FUSED", "yes", 1);
-    try {
-        auto dec = detail::make_cuda_decoder(*m, st, Precision::Bf16, nullptr);
-        ADD_FAILURE() << "MAMBASCOPE_DECODE_CONV_FUSED=yes was accepted";
-    } catch (const mambascope::Error& e) {
-        EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_DECODE_CONV_FUSED"), std::string::npos) << e.what();
-    }
-    unsetenv("MAMBASCOPE_DECODE_CONV_FUSED");
+    expect_decoder_refuses(*m, st, "MAMBASCOPE_DECODE_CONV_FUSED", "yes");
 }
 
 // L2 ahead (docs/cuda.md, "L2 ahead"; MAMBASCOPE_DECODE_L2_AHEAD): a bf16 Mamba-1 step graph whose x_proj
@@ -529,14 +527,7 @@ TEST_P(CudaForward, L2AheadStepsEqualTheStepsWithoutBitForBit) {
     const Decoded fp32 =
         decode_steps(*m, st, Precision::Fp32, nullptr, x, 100, 104, {{"MAMBASCOPE_DECODE_L2_AHEAD", "2"}});
     EXPECT_EQ(fp32.info.l2_ahead, 0);
-    setenv("MAMBASCOPE_DECODE_L2_AHEAD", "all", 1);
-    try {
-        auto dec = detail::make_cuda_decoder(*m, st, Precision::Bf16, nullptr);
-        ADD_FAILURE() << "MAMBASCOPE_DECODE_L2_AHEAD=all was accepted";
-    } catch (const mambascope::Error& e) {
-        EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_DECODE_L2_AHEAD"), std::string::npos) << e.what();
-    }
-    unsetenv("MAMBASCOPE_DECODE_L2_AHEAD");
+    expect_decoder_refuses(*m, st, "MAMBASCOPE_DECODE_L2_AHEAD", "all");
 }
 
 // x_proj inside in_proj's gemv (docs/cuda.md, "x_proj inside in_proj"; opt-in,
@@ -963,14 +954,7 @@ TEST_P(CudaForward, L2BranchStepsAndRunsEqualTheChainAloneBitForBit) {
     const Decoded fp32 = decode_steps(*m, st, Precision::Fp32, nullptr, x, 96, 100,
                                       {{"MAMBASCOPE_DECODE_L2_AHEAD", "branch"}});
     EXPECT_EQ(fp32.info.l2_ahead, 0);
-    const EnvSettings bad({{"MAMBASCOPE_DECODE_L2_BRANCH_SHARE", "0.3"}});
-    try {
-        auto dec = detail::make_cuda_decoder(*m, st, Precision::Bf16, nullptr);
-        ADD_FAILURE() << "MAMBASCOPE_DECODE_L2_BRANCH_SHARE=0.3 was accepted";
-    } catch (const mambascope::Error& e) {
-        EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_DECODE_L2_BRANCH_SHARE"), std::string::npos)
-            << e.what();
-    }
+    expect_decoder_refuses(*m, st, "MAMBASCOPE_DECODE_L2_BRANCH_SHARE", "0.3");
 }
 
 // z on a branch (docs/cuda.md, "z on a branch"; MAMBASCOPE_DECODE_Z_BRANCH=1): a bf16 Mamba-1 step graph
@@ -1032,13 +1016,7 @@ TEST_P(CudaForward, ZBranchStepsAndRunsEqualOneInProjBitForBit) {
     const Decoded fp32 =
         decode_steps(*m, st, Precision::Fp32, nullptr, x, 96, 100, {{"MAMBASCOPE_DECODE_Z_BRANCH", "1"}});
     EXPECT_FALSE(fp32.info.z_branch);
-    const EnvSettings bad({{"MAMBASCOPE_DECODE_Z_BRANCH", "yes"}});
-    try {
-        auto dec = detail::make_cuda_decoder(*m, st, Precision::Bf16, nullptr);
-        ADD_FAILURE() << "MAMBASCOPE_DECODE_Z_BRANCH=yes was accepted";
-    } catch (const mambascope::Error& e) {
-        EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_DECODE_Z_BRANCH"), std::string::npos) << e.what();
-    }
+    expect_decoder_refuses(*m, st, "MAMBASCOPE_DECODE_Z_BRANCH", "yes");
 }
 INSTANTIATE_TEST_SUITE_P(Archs, CudaForward, ::testing::Values(Arch::Mamba1, Arch::Mamba2),
                          [](const auto& i) { return i.param == Arch::Mamba1 ? "Mamba1" : "Mamba2"; });
