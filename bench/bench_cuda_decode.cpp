@@ -7,7 +7,7 @@
 // (Mamba1DecodeArgs::phase_clock), as a table per kind of phase: its work (block 0's start to end) and the
 // barrier after it (block 0's end to the next phase's start: the wait for the slowest block plus the
 // barrier's own latency). Cycles become µs at the SM clock cudaDevAttrClockRate reports. Grids: one block per
-// SM and half the SMs. Prints; asserts nothing.
+// SM and half the SMs, and the ring kernel's (one block per SM). Prints; asserts nothing.
 #ifdef MAMBASCOPE_HAVE_CUDA
 
 #include <cuda_bf16.h>
@@ -138,7 +138,14 @@ void bench(const Shape& s) {
     CUDA_CHECK(cudaEventCreate(&e1));
     double weights_mb = 0;  // bf16 projection and head bytes a step streams
     weights_mb = (double(s.L) * (2 * s.E * s.D + (s.R + 32) * s.E + s.D * s.E) + double(s.V) * s.D) * 2 / 1e6;
-    for (const int blocks : {kg::decode_mamba1_blocks(), std::max(1, sms / 2)}) {
+    struct Grid {
+        bool ring;
+        int blocks;
+    };
+    for (const Grid gr : {Grid{false, kg::decode_mamba1_blocks()}, Grid{false, std::max(1, sms / 2)},
+                          Grid{true, kg::decode_mamba1_blocks(true)}}) {
+        const int blocks = gr.blocks;
+        a.ring = gr.ring;
         a.phase_clock = nullptr;
         std::vector<float> ms;
         for (int i = 0; i < kWarmup + kRuns; ++i) {
@@ -153,9 +160,10 @@ void bench(const Shape& s) {
         std::sort(ms.begin(), ms.end());
         const double med = ms[ms.size() / 2];
         std::printf(
-            "%-11s %4d blocks: %.3f ms/step (kernel alone, median of %d), %.0f MB of bf16 weights: %.2f "
-            "TB/s\n",
-            s.name, blocks, med, kRuns, weights_mb, weights_mb / 1e6 / (med / 1e3));
+            "%-11s %-5s %4d blocks: %.3f ms/step (kernel alone, median of %d), %.0f MB of bf16 weights: "
+            "%.2f TB/s\n",
+            s.name, gr.ring ? "ring" : "plain", blocks, med, kRuns, weights_mb,
+            weights_mb / 1e6 / (med / 1e3));
         // the step as a decoder runs it: a graph of the id's copy from pinned memory, the kernel (with its
         // barrier memset) and the logits' copy into pinned memory, launched and waited for once per step
         // (wall clock); and the same graph without the copies
@@ -216,9 +224,10 @@ void bench(const Shape& s) {
     cudaFree(clk), cudaFree(dl), cudaFreeHost(id_host), cudaFreeHost(logits_host);
 }
 
-// The same step through the engine's decoder (random_model of the shape, MAMBASCOPE_DECODE_PERSISTENT=1 and
-// =0), 200 steps after a 64-token prefill: wall ms per step with the logits row out and a fixed next id, with
-// the greedy argmax on the host (bench_cuda_forward's decode rows), and with step_greedy (argmax on the GPU).
+// The same step through the engine's decoder (random_model of the shape, MAMBASCOPE_DECODE_PERSISTENT=ring, 1
+// and 0), 200 steps after a 64-token prefill: wall ms per step with the logits row out and a fixed next id,
+// with the greedy argmax on the host (bench_cuda_forward's decode rows), and with step_greedy (argmax on the
+// GPU).
 void bench_decoder(const Shape& s) {
     using namespace mambascope;
     auto m = random_model(reference_config(s.name), 1);
@@ -229,7 +238,7 @@ void bench_decoder(const Shape& s) {
     opt.device = Device::Cuda;
     opt.precision = Precision::Bf16;
     run_prefill(*m, ids, st, opt);
-    for (const char* persistent : {"1", "0"}) {
+    for (const char* persistent : {"ring", "1", "0"}) {
         setenv("MAMBASCOPE_DECODE_PERSISTENT", persistent, 1);
         auto dec = detail::make_cuda_decoder(*m, st, Precision::Bf16, nullptr);
         std::vector<float> logits;
@@ -252,7 +261,9 @@ void bench_decoder(const Shape& s) {
             const double ms =
                 std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
             std::printf("%-11s decoder, %s, %s: %.3f ms/step (wall)\n", s.name,
-                        dec->graph_info().persistent ? "persistent kernel" : "step graph",
+                        !dec->graph_info().persistent       ? "step graph"
+                        : dec->graph_info().persistent_ring ? "ring kernel"
+                                                            : "persistent kernel",
                         mode == 0   ? "logits row out, fixed id"
                         : mode == 1 ? "logits row out, argmax on the host"
                                     : "step_greedy (argmax on the GPU)",

@@ -198,7 +198,7 @@ int main(int argc, char** argv) {
         // scan through m1_scan instead of m1_step; x_proj folded into in_proj (opt-in:
         // MAMBASCOPE_DECODE_XPROJ_FUSED=1, docs/cuda.md "x_proj inside in_proj"; Mamba-1 models whose conv
         // folds); and the persistent decode kernel (Mamba-1, opt-in: MAMBASCOPE_DECODE_PERSISTENT=1,
-        // docs/cuda.md) at 1 and 2 blocks per SM.
+        // docs/cuda.md) at 1 and 2 blocks per SM, and its ring version (MAMBASCOPE_DECODE_PERSISTENT=ring).
         // "greedy on the GPU" rows take the next id from Decoder::step_greedy (the argmax in the step's
         // graph: inside the LM head by default, MAMBASCOPE_ARGMAX; a few bytes back) instead of the logits
         // row and std::max_element on the host. "greedy run on the GPU" rows take all 256 ids from one
@@ -220,6 +220,10 @@ int main(int argc, char** argv) {
                          "MAMBASCOPE_DECODE_PERSISTENT=1"},
               DecodeCase{Precision::Bf16, true, false, "bf16, persistent kernel",
                          "MAMBASCOPE_DECODE_PERSISTENT=1"},
+              DecodeCase{Precision::Bf16, true, false, "bf16, ring kernel, greedy on the GPU",
+                         "MAMBASCOPE_DECODE_PERSISTENT=ring"},
+              DecodeCase{Precision::Bf16, true, false, "bf16, ring kernel",
+                         "MAMBASCOPE_DECODE_PERSISTENT=ring"},
               DecodeCase{Precision::Bf16, true, false, "bf16, persistent kernel, 2 blocks/SM",
                          "MAMBASCOPE_DECODE_PERSISTENT=1 MAMBASCOPE_DECODE_BLOCKS_PER_SM=2"},
               DecodeCase{Precision::Bf16, true, false, "bf16, graph, PDL launch",
@@ -298,7 +302,8 @@ int main(int argc, char** argv) {
             const int64_t kernels = run_graph ? gi.greedy_run_kernel_nodes : gi.kernel_nodes;
             const int64_t edges = run_graph ? gi.greedy_run_programmatic_edges : gi.programmatic_edges;
             std::string how =
-                gi.persistent ? "persistent kernel, " + std::to_string(gi.persistent_blocks) + " blocks"
+                gi.persistent ? std::string(gi.persistent_ring ? "ring" : "persistent") + " kernel, " +
+                                    std::to_string(gi.persistent_blocks) + " blocks"
                               : std::to_string(kernels) + " kernels, " + std::to_string(edges) +
                                     " PDL edges, " + gi.pdl_mode +
                                     (gi.persistent_note.empty() || gi.persistent_note.rfind("opt-in", 0) == 0

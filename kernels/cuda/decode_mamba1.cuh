@@ -60,6 +60,12 @@ struct Mamba1DecodeArgs {
     // optional (2 · decode_mamba1_phases): block 0's clock64() when each phase starts (after the barrier) and
     // when its work ends (before the next barrier); bench_cuda_decode's phase table
     long long* phase_clock = nullptr;
+    // The ring kernel (MAMBASCOPE_DECODE_PERSISTENT=ring; decode_mamba1.cu): a producer warp per block
+    // streams the block's weight rows into shared memory with bulk copies, ahead of the grid barriers.
+    // ring_slots: 4 KB slots per consumer warp (0: as many as fit, at most 3; tests take fewer, so that the
+    // producer waits for slots to be read). Same results bit for bit.
+    bool ring = false;
+    int ring_slots = 0;
 };
 
 // Empty when decode_mamba1_step handles these shapes and pointers, else why not (the caller then keeps the
@@ -71,8 +77,8 @@ std::string decode_mamba1_unsupported(const Mamba1DecodeArgs& args,
 
 // The grid the step takes on the current device: one block per SM (MAMBASCOPE_DECODE_BLOCKS_PER_SM=2: two,
 // with a copy of the kernel compiled to fit two), capped by the occupancy so that every block is resident at
-// once.
-int decode_mamba1_blocks();
+// once. The ring kernel (ring): one block per SM.
+int decode_mamba1_blocks(bool ring = false);
 
 // The phases of one step: the embedding, 4 per layer, the head.
 int decode_mamba1_phases(int64_t n_layer);

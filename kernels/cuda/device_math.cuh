@@ -188,6 +188,86 @@ __device__ __forceinline__ void prefetch_l2(const void* p, unsigned bytes) {
 #endif
 }
 
+// Named barrier `id` (1-15; 0 is __syncthreads) over `threads` threads of the block (a multiple of 32): the
+// threads that call it wait for each other, the others run on. The ring decode kernel's consumer warps
+// synchronise with it while its producer warp keeps streaming weights (decode_mamba1.cu).
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// Shared-memory mbarriers and the bulk copy that completes on one: the ring decode kernel's producer/consumer
+// handshake (sm_90; older GPUs trap, and the host takes the ring kernel on compute capability 9.0 and up
+// only). An mbarrier's phase completes when `count` arrivals have been made and every
+// byte announced with mbar_arrive_expect_tx has landed; mbar_wait(bar, parity) returns once the phase of
+// that parity has completed (the phase before the current one when parity differs from the current one's).
+__device__ __forceinline__ unsigned smem_addr(const void* p) {
+    return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void mbar_init(unsigned long long* bar, unsigned count) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");
+#else
+    __trap();
+#endif
+}
+// After the inits and before any other thread uses the barriers (then a __syncthreads).
+__device__ __forceinline__ void mbar_init_fence() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#else
+    __trap();
+#endif
+}
+__device__ __forceinline__ void mbar_arrive(unsigned long long* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)) : "memory");
+#else
+    __trap();
+#endif
+}
+__device__ __forceinline__ void mbar_arrive_expect_tx(unsigned long long* bar, unsigned bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(bytes)
+                 : "memory");
+#else
+    __trap();
+#endif
+}
+__device__ __forceinline__ bool mbar_try_wait(unsigned long long* bar, unsigned parity) {
+    unsigned done = 1;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, "
+        "p;\n}\n"
+        : "=r"(done)
+        : "r"(smem_addr(bar)), "r"(parity)
+        : "memory");
+#else
+    __trap();
+#endif
+    return done != 0;
+}
+__device__ __forceinline__ void mbar_wait(unsigned long long* bar, unsigned parity) {
+    while (!mbar_try_wait(bar, parity)) {
+    }
+}
+// Copies [src, src + bytes) (global, 16-byte aligned, bytes a multiple of 16) to dst (shared, 16-byte
+// aligned) asynchronously; the bytes count against `bar`'s transaction count (announce them first with
+// mbar_arrive_expect_tx).
+__device__ __forceinline__ void bulk_copy_to_shared(void* dst, const void* src, unsigned bytes,
+                                                    unsigned long long* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile(
+        "{\n .reg .u64 g;\n cvta.to.global.u64 g, %1;\n"
+        " cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [g], %2, [%3];\n}\n" ::"r"(
+            smem_addr(dst)),
+        "l"(src), "r"(bytes), "r"(smem_addr(bar))
+        : "memory");
+#else
+    __trap();
+#endif
+}
+
 // Every thread of this (one-dimensional) grid starts its share of [p, p + bytes) on its way into L2, one
 // kL2AheadPiece-byte piece per thread and round (p 16-byte aligned, bytes a multiple of 16; nothing when
 // bytes is 0). For a later kernel's weights, after grid_dependency_wait: "L2 ahead" in docs/cuda.md.

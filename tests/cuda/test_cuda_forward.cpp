@@ -668,10 +668,10 @@ TEST(CudaDecodeChoice, ConvFoldsUpToTheMeasuredWidthUnlessForced) {
 }
 
 // The persistent decode kernel (docs/cuda.md, "The persistent decode kernel") behind the bf16 Mamba-1
-// decoder (MAMBASCOPE_DECODE_PERSISTENT=1): 80 steps after a prefill, with a filter kept, give the logits and
-// the states of the step graph of one kernel per operation (the default) bit for bit; on every grid the
-// kernel takes (1 and 2 blocks per SM). A model whose shapes it does not take keeps the step graph and says
-// why.
+// decoder (MAMBASCOPE_DECODE_PERSISTENT=1, and the ring kernel: =ring): 80 steps after a prefill, with a
+// filter kept, give the logits and the states of the step graph of one kernel per operation (the default)
+// bit for bit; on every grid the kernel takes (1 and 2 blocks per SM; the ring kernel's one). A model whose
+// shapes it does not take keeps the step graph and says why.
 TEST(CudaForwardDevice, PersistentDecodeKernelEqualsTheStepGraphBitForBit) {
     if (!have_gpu()) GTEST_SKIP() << "no GPU";
     ModelConfig c = cfg(Arch::Mamba1);
@@ -711,20 +711,27 @@ TEST(CudaForwardDevice, PersistentDecodeKernelEqualsTheStepGraphBitForBit) {
     ASSERT_TRUE(want.info.graph);
     EXPECT_FALSE(want.info.persistent);
     EXPECT_NE(want.info.persistent_note.find("MAMBASCOPE_DECODE_PERSISTENT=1"), std::string::npos);
-    for (const char* per_sm : {"1", "2"}) {
-        const Got got = decode("1", per_sm);
+    struct Variant {
+        const char* kernel;
+        const char* per_sm;
+    };
+    for (const Variant v : {Variant{"1", "1"}, Variant{"1", "2"}, Variant{"ring", nullptr}}) {
+        const char* per_sm = v.per_sm ? v.per_sm : "-";
+        const Got got = decode(v.kernel, v.per_sm);
         ASSERT_TRUE(got.info.persistent) << got.info.persistent_note;
+        EXPECT_EQ(got.info.persistent_ring, std::string(v.kernel) == "ring");
         EXPECT_EQ(got.info.kernel_nodes, 1);
         EXPECT_GT(got.info.persistent_blocks, 0);
-        std::printf("  persistent decode kernel, %s block(s)/SM: %lld blocks\n", per_sm,
+        std::printf("  persistent decode kernel %s, %s block(s)/SM: %lld blocks\n", v.kernel, per_sm,
                     static_cast<long long>(got.info.persistent_blocks));
-        EXPECT_TRUE(got.logits == want.logits) << per_sm;
+        EXPECT_TRUE(got.logits == want.logits) << v.kernel << " " << per_sm;
         EXPECT_EQ(got.state.tokens_seen, 180);
         for (size_t l = 0; l < want.state.layers.size(); ++l) {
             EXPECT_TRUE(got.state.layers[l].ssm == want.state.layers[l].ssm) << l;
             EXPECT_TRUE(got.state.layers[l].conv == want.state.layers[l].conv) << l;
         }
     }
+    expect_decoder_refuses(*m, st, "MAMBASCOPE_DECODE_PERSISTENT", "yes");
     // dt_rank 4: 4 + 32 is not a multiple of 8, so the step graph runs, with the reason
     auto m4 = random_model(cfg(Arch::Mamba1), 21);
     ModelState st4 = make_state(*m4);

@@ -1824,10 +1824,13 @@ TEST(CudaScanMamba1, DecodeStepKernelEqualsTheTiledScanOfOneToken) {
 // equal bit for bit. The grid is 3 blocks (48 warps for 256 in_proj rows and 128 channels: warps loop), and
 // on a GPU also the default grid (every SM). The emulation runs one phase per launch (no grid barrier); the
 // GPU runs the whole step as one cooperative launch, so a missing barrier or fence shows up there.
-TEST(CudaDecodeMamba1, PersistentStepEqualsTheStepKernelsBitForBit) {
-    REQUIRE_GPU();
+// The ring kernel (a.ring) the same way, with each consumer warp's ring as large as it gets (3 slots) and
+// with 2 and 1 (the producer waits for each slot to be read before it refills it). E = 2056 makes x_proj's
+// and out_proj's rows 4,112 bytes: two slots each, the second holding 16 bytes (the ring kernel only, with 3
+// slots per warp and with 1).
+void persistent_step_equals_the_step_kernels(int64_t E, bool plain_too) {
     std::mt19937 rng(93);
-    const int64_t D = 64, E = 128, N = 16, R = 8, K = 4, NB = R + 2 * N, V = 72, vocab = 40, L = 2;
+    const int64_t D = 64, N = 16, R = 8, K = 4, NB = R + 2 * N, V = 72, vocab = 40, L = 2;
     const float eps = 1e-5f;
     auto bf = [&](int64_t n, float scale) { return to_bf16_host(randn(size_t(n), rng, scale)); };
     auto add1 = [](std::vector<float> v) {
@@ -1860,8 +1863,9 @@ TEST(CudaDecodeMamba1, PersistentStepEqualsTheStepKernelsBitForBit) {
     struct Run {
         std::vector<std::vector<float> > logits, x, h, cst;
     };
-    // path 0: the step graph's kernels; path 1: the persistent kernel on `blocks` blocks
-    auto run = [&](int path, int blocks) {
+    // path 0: the step graph's kernels; path 1: the persistent kernel on `blocks` blocks; path 2: the ring
+    // kernel with `slots` slots per consumer warp (0: as many as fit)
+    auto run = [&](int path, int blocks, int slots) {
         struct DevLayer {
             Dev<float> norm, conv_w, conv_b, dt_w, dt_b, A, Dskip, thr, h, cst;
             Dev<__nv_bfloat16> in_proj, x_proj, out_proj;
@@ -1902,11 +1906,12 @@ TEST(CudaDecodeMamba1, PersistentStepEqualsTheStepKernelsBitForBit) {
         a.layers = dlayers.p, a.id = id.p, a.embedding = demb.p, a.norm_f = dnorm_f.p, a.head = dhead.p;
         a.x = x.p, a.proj16 = proj16.p, a.conv16 = conv16.p, a.dbc16 = dbc16.p, a.y16 = y16.p;
         a.logits = logits.p, a.barrier = barrier.p;
+        a.ring = path == 2, a.ring_slots = slots;
         EXPECT_EQ(kg::decode_mamba1_unsupported(a, layers), "");
         Run r;
         for (const int32_t tok : tokens) {
             id.upload({tok});
-            if (path == 1) {
+            if (path >= 1) {
                 kg::decode_mamba1_step(a, nullptr, blocks);
             } else {
                 CUDA_CHECK(cudaMemcpy(x.p, demb.p + tok * D, D * sizeof(float), cudaMemcpyDeviceToDevice));
@@ -1942,7 +1947,7 @@ TEST(CudaDecodeMamba1, PersistentStepEqualsTheStepKernelsBitForBit) {
         }
         return r;
     };
-    const Run want = run(0, 0);
+    const Run want = run(0, 0, 0);
     for (size_t t = 0; t < want.logits.size(); ++t) {  // a real computation: finite, not constant
         for (float v : want.logits[t]) ASSERT_TRUE(std::isfinite(v));
         EXPECT_NE(*std::min_element(want.logits[t].begin(), want.logits[t].end()),
@@ -1952,16 +1957,33 @@ TEST(CudaDecodeMamba1, PersistentStepEqualsTheStepKernelsBitForBit) {
 #ifndef MAMBASCOPE_CUDA_EMULATED
     grids.push_back(0);  // every SM (the emulation would start 512 threads per block, one block at a time)
 #endif
-    for (const int blocks : grids) {
-        SCOPED_TRACE("blocks=" + std::to_string(blocks));
-        const Run got = run(1, blocks);
-        for (size_t t = 0; t < want.logits.size(); ++t) {
-            EXPECT_EQ(got.logits[t], want.logits[t]) << "step " << t;
-            EXPECT_EQ(got.x[t], want.x[t]) << "step " << t;
-            EXPECT_EQ(got.h[t], want.h[t]) << "step " << t;
-            EXPECT_EQ(got.cst[t], want.cst[t]) << "step " << t;
+    struct Variant {
+        int path, slots;
+    };
+    for (const int blocks : grids)
+        for (const Variant v : {Variant{1, 0}, Variant{2, 0}, Variant{2, 2}, Variant{2, 1}}) {
+            if (v.path == 1 && !plain_too) continue;
+            if (v.slots == 2 && !plain_too) continue;  // the emulation takes minutes for these rows
+            SCOPED_TRACE("blocks=" + std::to_string(blocks) + (v.path == 2 ? " ring" : " plain") +
+                         " slots=" + std::to_string(v.slots));
+            const Run got = run(v.path, blocks, v.slots);
+            for (size_t t = 0; t < want.logits.size(); ++t) {
+                EXPECT_EQ(got.logits[t], want.logits[t]) << "step " << t;
+                EXPECT_EQ(got.x[t], want.x[t]) << "step " << t;
+                EXPECT_EQ(got.h[t], want.h[t]) << "step " << t;
+                EXPECT_EQ(got.cst[t], want.cst[t]) << "step " << t;
+            }
         }
-    }
+}
+
+TEST(CudaDecodeMamba1, PersistentStepEqualsTheStepKernelsBitForBit) {
+    REQUIRE_GPU();
+    persistent_step_equals_the_step_kernels(128, true);
+}
+
+TEST(CudaDecodeMamba1, RingStepWithRowsOfTwoSlotsEqualsTheStepKernelsBitForBit) {
+    REQUIRE_GPU();
+    persistent_step_equals_the_step_kernels(2056, false);
 }
 
 // Shapes the persistent step does not take are named (the decoder then keeps the step graph).
@@ -1977,7 +1999,11 @@ TEST(CudaDecodeMamba1, UnsupportedShapesAreNamed) {
     EXPECT_NE(kg::decode_mamba1_unsupported(a, layers).find("multiple of 8"), std::string::npos);
     a.D = 8192;
     EXPECT_NE(kg::decode_mamba1_unsupported(a, layers).find("4096"), std::string::npos);
-    a.D = 64;  // shapes fine, but no buffers
+    a.D = 64, a.E = 16392, a.ring = true;  // the ring kernel's shared copy of the input vector
+    EXPECT_NE(kg::decode_mamba1_unsupported(a, layers).find("16384"), std::string::npos);
+    a.ring = false;  // the plain kernel has no such bound
+    EXPECT_EQ(kg::decode_mamba1_unsupported(a, layers).find("16384"), std::string::npos);
+    a.E = 128;  // shapes fine, but no buffers
     EXPECT_NE(kg::decode_mamba1_unsupported(a, layers).find("layers"), std::string::npos);
 }
 

@@ -54,6 +54,7 @@ struct DecodeGraphInfo {
     // why the step graph of one kernel per operation runs instead
     bool persistent = false;
     int64_t persistent_blocks = 0;
+    bool persistent_ring = false;  // the ring kernel (MAMBASCOPE_DECODE_PERSISTENT=ring)
     std::string persistent_note;
 };
 

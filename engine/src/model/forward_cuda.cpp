@@ -750,13 +750,17 @@ bool decode_graph_enabled() {  // read per decoder, so that a benchmark can A/B 
 }
 
 // MAMBASCOPE_DECODE_PERSISTENT=1 runs a bf16 Mamba-1 step as the persistent decode kernel (docs/cuda.md, "The
-// persistent decode kernel") instead of the step graph of one kernel per operation. Opt-in: on the H200 it
-// ties the step graph on mamba-130m and is 5% slower on mamba-1.4b (docs/benchmarks.md, "Eighth stop").
-// Read per decoder, for A/B benchmarks.
-bool decode_persistent_enabled() {
-    return env_flag("MAMBASCOPE_DECODE_PERSISTENT", false,
-                    "it sets whether a bf16 Mamba-1 decode step runs as the persistent kernel (docs/cuda.md, "
-                    "\"The persistent decode kernel\")");
+// persistent decode kernel") instead of the step graph of one kernel per operation; =ring as the ring
+// kernel (a producer warp per block streams the weights into shared memory ahead of the grid barriers;
+// "The ring kernel"). Opt-in: on the H200 the plain kernel ties the step graph on mamba-130m and is 5% slower
+// on mamba-1.4b (docs/benchmarks.md, "Eighth stop"). Read per decoder, for A/B benchmarks.
+enum class PersistentKernel { Off, Plain, Ring };
+PersistentKernel decode_persistent_kernel() {
+    return env_enum<PersistentKernel>(
+        "MAMBASCOPE_DECODE_PERSISTENT",
+        {{"0", PersistentKernel::Off}, {"1", PersistentKernel::Plain}, {"ring", PersistentKernel::Ring}},
+        "it sets whether a bf16 Mamba-1 decode step runs as the persistent kernel (1) or the ring kernel "
+        "(ring) (docs/cuda.md, \"The persistent decode kernel\")");
 }
 
 // MAMBASCOPE_DECODE_RUN: a greedy run's steps per graph launch, fed on the device (docs/cuda.md, "Greedy runs
@@ -1354,7 +1358,7 @@ class CudaDecoder final : public DecoderBackend {
         tail_in_head_ = n > 0 && opt_.precision == Precision::Bf16 &&
                         model_.config.d_model <= kc::kGemvNormMaxK &&
                         kc::argmax_mode() == kc::ArgmaxMode::Head;
-        if (!tail_in_head_ || decode_persistent_enabled()) return;
+        if (!tail_in_head_ || decode_persistent_kernel() != PersistentKernel::Off) return;
         if (!run_.ptr) {
             run_.resize(1), run_ids_.resize(size_t(kRunCap));
             CUDA_CHECK(cudaMallocHost(&run_host_, sizeof(kc::GreedyRun)));
@@ -1479,8 +1483,9 @@ class CudaDecoder final : public DecoderBackend {
             info_.persistent_note = "Mamba-2 (the persistent kernel is Mamba-1's)";
             return false;
         }
-        if (!decode_persistent_enabled()) {
-            info_.persistent_note = "opt-in (MAMBASCOPE_DECODE_PERSISTENT=1)";
+        const PersistentKernel kind = decode_persistent_kernel();
+        if (kind == PersistentKernel::Off) {
+            info_.persistent_note = "opt-in (MAMBASCOPE_DECODE_PERSISTENT=1 or ring)";
             return false;
         }
         DevModel& dm = device_model(model_);
@@ -1489,6 +1494,7 @@ class CudaDecoder final : public DecoderBackend {
         a.D = c.d_model, a.E = c.d_inner, a.R = c.dt_rank, a.N = c.d_state, a.K = c.d_conv;
         a.n_layer = c.n_layer, a.V = model_.vocab_rows(), a.eps = static_cast<float>(c.norm_eps);
         a.fast_exp = kScanFastExp;
+        a.ring = kind == PersistentKernel::Ring;
         a.id = w.ids.ptr, a.embedding = dm.embedding.ptr(), a.norm_f = dm.norm_f.ptr();
         a.head = lm_head16_ ? lm_head16_->ptr : nullptr;
         a.x = w.x.ptr, a.proj16 = w.proj16.ptr, a.conv16 = w.conv16.ptr, a.dbc16 = w.dbc16.ptr;
@@ -1513,7 +1519,7 @@ class CudaDecoder final : public DecoderBackend {
             info_.persistent_note = why;
             return false;
         }
-        const int blocks = kc::decode_mamba1_blocks();
+        const int blocks = kc::decode_mamba1_blocks(a.ring);
         tail_in_head_ = false;  // the persistent kernel's head: the argmax kernel after it
         const bool captured = capture([&] {
             CUDA_CHECK(
@@ -1526,6 +1532,7 @@ class CudaDecoder final : public DecoderBackend {
             info_.conv_fused = info_.xproj_fused = false;  // the persistent kernel folds them its own way
             info_.z_branch = false;
             info_.persistent_blocks = blocks;
+            info_.persistent_ring = a.ring;
             info_.persistent_note.clear();
             return true;
         }

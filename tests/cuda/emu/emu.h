@@ -8,6 +8,7 @@
 #pragma once
 #include <cuda_runtime.h>  // types only (dim3, float4, cudaError_t)
 #include <algorithm>
+#include <atomic>
 #include <barrier>
 #include <chrono>
 #include <cmath>
@@ -41,6 +42,8 @@ inline thread_local dim3 emu_threadIdx, emu_blockIdx, emu_blockDim, emu_gridDim;
 
 struct EmuBlock {
     std::unique_ptr<std::barrier<>> block;
+    std::unique_ptr<std::barrier<>> named[16];  // bar.sync id, count: made by the first thread to arrive
+    std::mutex named_mu;
     std::vector<std::unique_ptr<std::barrier<>>> warps;
     double slots[1024];
 };
@@ -53,6 +56,65 @@ inline long long clock64() {
 
 inline void __syncthreads() {
     emu_cur->block->arrive_and_wait();
+}
+
+// Named barrier `id` over `count` threads of the block (bar.sync id, count): the first arrival makes it.
+inline void emu_bar_sync(int id, int count) {
+    std::barrier<>* b;
+    {
+        std::lock_guard<std::mutex> g(emu_cur->named_mu);
+        auto& p = emu_cur->named[id];
+        if (!p) p = std::make_unique<std::barrier<>>(count);
+        b = p.get();
+    }
+    b->arrive_and_wait();
+}
+
+// mbarriers (the ring decode kernel): the 64-bit word holds the expected arrivals (bits 0-15), the pending
+// ones (16-31), the transaction bytes outstanding (32-62) and the phase's parity (63). Changes take one
+// mutex, store the word atomically and wake its waiters; a wait blocks on the word (std::atomic_ref::wait, a
+// futex) instead of polling it: hundreds of emulated threads wait at once, and the one that will complete the
+// phase must still get the CPU.
+inline std::mutex emu_mbar_mu;
+inline void emu_mbar_store(unsigned long long* b, unsigned long long v) {
+    std::atomic_ref<unsigned long long> r(*b);
+    r.store(v, std::memory_order_release);
+    r.notify_all();
+}
+inline void emu_mbar_init(unsigned long long* b, unsigned count) {
+    std::lock_guard<std::mutex> g(emu_mbar_mu);
+    emu_mbar_store(b,
+                   static_cast<unsigned long long>(count) | (static_cast<unsigned long long>(count) << 16));
+}
+// The phase completes when no arrival and no byte is pending: flip the parity, re-arm the arrivals.
+inline unsigned long long emu_mbar_settled(unsigned long long v) {
+    const unsigned long long expected = v & 0xffffu, pending = (v >> 16) & 0xffffu,
+                             tx = (v >> 32) & 0x7fffffffu;
+    return pending == 0 && tx == 0 ? expected | (expected << 16) | ((~v) & (1ull << 63)) : v;
+}
+// One arrival, after announcing `tx` transaction bytes (mbarrier.arrive.expect_tx; 0: a plain arrive).
+inline void emu_mbar_arrive(unsigned long long* b, unsigned tx) {
+    std::lock_guard<std::mutex> g(emu_mbar_mu);
+    const unsigned long long v = *b;
+    const unsigned long long pending = (v >> 16) & 0xffffu, out = ((v >> 32) & 0x7fffffffu) + tx;
+    if (pending == 0) std::abort();  // more arrivals than the phase expects: a bug in the kernel
+    emu_mbar_store(b, emu_mbar_settled((v & ~(0xffffull << 16) & ~(0x7fffffffull << 32)) |
+                                       ((pending - 1) << 16) | (out << 32)));
+}
+inline void emu_mbar_complete_tx(unsigned long long* b, unsigned bytes) {
+    std::lock_guard<std::mutex> g(emu_mbar_mu);
+    const unsigned long long v = *b, out = (v >> 32) & 0x7fffffffu;
+    if (out < bytes) std::abort();  // bytes landed that nobody announced: a bug in the kernel
+    emu_mbar_store(b, emu_mbar_settled((v & ~(0x7fffffffull << 32)) | ((out - bytes) << 32)));
+}
+// True once the phase of this parity has completed; otherwise blocks until the word changes and says false
+// (the caller asks again, as it loops on mbarrier.try_wait).
+inline bool emu_mbar_try_wait(unsigned long long* b, unsigned parity) {
+    std::atomic_ref<unsigned long long> r(*b);
+    const unsigned long long v = r.load(std::memory_order_acquire);
+    if (((v >> 63) & 1u) != (parity & 1u)) return true;
+    r.wait(v, std::memory_order_acquire);
+    return false;
 }
 
 // All lanes of the calling thread's warp (kernels call it warp-uniformly, as CUDA requires).

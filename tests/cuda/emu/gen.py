@@ -19,6 +19,20 @@ dm = dm.replace('asm volatile("cp.async.wait_group %0;\\n" ::"n"(kPending) : "me
 dm = re.sub(r'(void grid_dependency_wait\(\) \{).*?\n\}', r'\1\n}', dm, flags=re.S)
 dm = re.sub(r'(void grid_launch_dependents\(\) \{).*?\n\}', r'\1\n}', dm, flags=re.S)
 dm = re.sub(r'(void prefetch_l2\(const void\* p, unsigned bytes\) \{).*?\n\}', r'\1\n}', dm, flags=re.S)
+# Named barriers, mbarriers and bulk copies (the ring decode kernel): emu.h's emulations (a bulk copy is a
+# memcpy that completes its transaction bytes at once).
+for fn, body in [
+        (r'void named_barrier_sync\(int id, int threads\) \{', 'emu_bar_sync(id, threads);'),
+        (r'unsigned smem_addr\(const void\* p\) \{', '(void)p;\n    return 0u;'),
+        (r'void mbar_init\(unsigned long long\* bar, unsigned count\) \{', 'emu_mbar_init(bar, count);'),
+        (r'void mbar_init_fence\(\) \{', ''),
+        (r'void mbar_arrive\(unsigned long long\* bar\) \{', 'emu_mbar_arrive(bar, 0);'),
+        (r'void mbar_arrive_expect_tx\(unsigned long long\* bar, unsigned bytes\) \{', 'emu_mbar_arrive(bar, bytes);'),
+        (r'bool mbar_try_wait\(unsigned long long\* bar, unsigned parity\) \{', 'return emu_mbar_try_wait(bar, parity);'),
+        (r'void bulk_copy_to_shared\(void\* dst, const void\* src, unsigned bytes,\s*unsigned long long\* bar\) \{',
+         'std::memcpy(dst, src, bytes);\n    emu_mbar_complete_tx(bar, bytes);')]:
+    dm, k = re.subn('(' + fn + r').*?\n\}', lambda m: m.group(1) + '\n    ' + body + '\n}', dm, flags=re.S)
+    assert k == 1, fn
 assert 'asm' not in dm, [l for l in dm.splitlines() if 'asm' in l]
 open(out + 'device_math_emu.h', 'w').write('#include "emu.h"\n' + dm)
 for name in ['scan_mamba1', 'scan_mamba1_tp', 'scan_mamba2', 'scan_mamba2_ssd', 'conv1d_silu', 'rmsnorm', 'gemv', 'decode_mamba1', 'argmax', 'greedy_run', 'l2_prefetch']:
