@@ -294,15 +294,7 @@ __device__ __forceinline__ void ring_rows(int64_t N, int64_t K, const __nv_bfloa
             mbar_wait(&r.full[s], (used / r.spw) & 1);
             const __nv_bfloat16* w = reinterpret_cast<const __nv_bfloat16*>(r.slots + s * kRingChunk);
             const __nv_bfloat16* av = act + j * kRingChunkElems;
-            const int64_t len = min(kRingChunkElems, K - j * kRingChunkElems);
-#pragma unroll 4
-            for (int64_t k = static_cast<int64_t>(lane) * kGemvVec; k < len; k += 32 * kGemvVec) {
-                float wv[kGemvVec], xv[kGemvVec];
-                load8(w + k, wv);
-                load8(av + k, xv);
-#pragma unroll
-                for (int e = 0; e < kGemvVec; ++e) acc = fmaf(wv[e], xv[e], acc);
-            }
+            acc = row_dot_steps(w, av, min(kRingChunkElems, K - j * kRingChunkElems), lane, acc);
             __syncwarp();
             if (lane == 0) mbar_arrive(&r.empty[s]);
         }
@@ -318,6 +310,17 @@ __device__ __forceinline__ void vector_to_shared(const __nv_bfloat16* src, int64
     for (int64_t i = threadIdx.x; i < n / 8; i += 32 * kWarps)
         reinterpret_cast<uint4*>(dst)[i] = __ldcg(reinterpret_cast<const uint4*>(src) + i);
     consumers_sync<kWarps>();
+}
+
+// A projection phase of the ring kernel: y[n] = W[n]·act (+ beta·y[n]) for this block's rows of N, W's rows
+// from the ring; the input vector first copied from src into act (src null: act already holds it).
+template <int kWarps, typename TY>
+__device__ __forceinline__ void ring_phase(const __nv_bfloat16* src, int64_t N, int64_t K, __nv_bfloat16* act,
+                                           const Ring& r, uint32_t& used, TY* y, float beta) {
+    if (src) vector_to_shared<kWarps>(src, K, act);
+    ring_rows<kWarps>(N, K, act, r, used, [&](int64_t n, float acc) {
+        if (threadIdx.x % 32 == 0) store(y + n, acc, beta);
+    });
 }
 
 // Phases [phase_begin, phase_end) of one step (the GPU runs all of them in one launch; the CPU emulation one
@@ -371,9 +374,7 @@ __global__ void __launch_bounds__(kRing ? kRingThreads : kDecThreads, kMinBlocks
         if (ph == head_phase) {
             norm_to_shared<kWarps>(a.x, a.norm_f, a.eps, D, an, &norm_total);
             if constexpr (kRing)
-                ring_rows<kWarps>(a.V, D, an, ring, used, [&](int64_t n, float acc) {
-                    if (w.lane == 0) store(a.logits + n, acc, 0.0f);
-                });
+                ring_phase<kWarps>(nullptr, a.V, D, an, ring, used, a.logits, 0.0f);
             else
                 rows_phase(a.V, D, a.head, an, a.logits, 0.0f, w);
             continue;
@@ -408,10 +409,7 @@ __global__ void __launch_bounds__(kRing ? kRingThreads : kDecThreads, kMinBlocks
             }
             case 1:  // x_proj: dt's low-rank input, B, C
                 if constexpr (kRing) {
-                    vector_to_shared<kWarps>(a.conv16, E, an);
-                    ring_rows<kWarps>(NB, E, an, ring, used, [&](int64_t n, float acc) {
-                        if (w.lane == 0) store(a.dbc16 + n, acc, 0.0f);
-                    });
+                    ring_phase<kWarps>(a.conv16, NB, E, an, ring, used, a.dbc16, 0.0f);
                 } else {
                     rows_phase(NB, E, L.x_proj, a.conv16, a.dbc16, 0.0f, w);
                 }
@@ -428,10 +426,7 @@ __global__ void __launch_bounds__(kRing ? kRingThreads : kDecThreads, kMinBlocks
             }
             default:  // out_proj + the residual; the next layer's (or the head's) first rows on their way
                 if constexpr (kRing) {
-                    vector_to_shared<kWarps>(a.y16, E, an);
-                    ring_rows<kWarps>(D, E, an, ring, used, [&](int64_t n, float acc) {
-                        if (w.lane == 0) store(a.x + n, acc, 1.0f);
-                    });
+                    ring_phase<kWarps>(a.y16, D, E, an, ring, used, a.x, 1.0f);
                 } else {
                     rows_phase(D, E, L.out_proj, a.y16, a.x, 1.0f, w);
                 }

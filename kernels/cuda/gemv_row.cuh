@@ -48,23 +48,35 @@ __device__ __forceinline__ void store(__nv_bfloat16* y, float acc, float) {
     *y = __float2bfloat16_rn(acc);
 }
 
+// This lane's share of Σ_k w[k]·a[k] over k < K, added onto acc: 8 elements per 16-byte load step, lane l
+// taking elements 8l … 8l + 7, then 8l + 256, … in that order (K % 8 == 0, w and a 16-byte aligned). kUnroll
+// load steps are issued before their products (the order of the sum does not depend on it). row_dot's vec
+// path, and the ring decode kernel's over a row held in several pieces (decode_mamba1.cu: a piece a whole
+// number of 256-element steps long continues the order exactly).
+template <int kUnroll = 4, typename TW, typename TA>
+__device__ __forceinline__ float row_dot_steps(const TW* __restrict__ w, const TA* a, int64_t K, int lane,
+                                               float acc) {
+#pragma unroll kUnroll  // several 16-byte loads in flight per lane: the product is bound by memory latency
+                        // otherwise
+    for (int64_t k = static_cast<int64_t>(lane) * kGemvVec; k < K; k += 32 * kGemvVec) {
+        float wv[kGemvVec], av[kGemvVec];
+        load8(w + k, wv);
+        load8(a + k, av);
+#pragma unroll
+        for (int i = 0; i < kGemvVec; ++i) acc = fmaf(wv[i], av[i], acc);
+    }
+    return acc;
+}
+
 // Σ_k w[k]·a[k] over one row, one warp (the sum lands in every lane). vec: 8 elements per 16-byte load step
-// (K % 8 == 0, w and a 16-byte aligned); otherwise one element per lane and step. kUnroll load steps are
-// issued before their products (the order of the sum does not depend on it: the same bits for every kUnroll).
+// (row_dot_steps; K % 8 == 0, w and a 16-byte aligned); otherwise one element per lane and step. The same
+// bits for every kUnroll.
 template <int kUnroll = 4, typename TW, typename TA>
 __device__ __forceinline__ float row_dot(const TW* __restrict__ w, const TA* a, int64_t K, int lane,
                                          bool vec) {
     float acc = 0.0f;
     if (vec) {
-#pragma unroll kUnroll  // several 16-byte loads in flight per lane: the product is bound by memory latency
-                        // otherwise
-        for (int64_t k = static_cast<int64_t>(lane) * kGemvVec; k < K; k += 32 * kGemvVec) {
-            float wv[kGemvVec], av[kGemvVec];
-            load8(w + k, wv);
-            load8(a + k, av);
-#pragma unroll
-            for (int i = 0; i < kGemvVec; ++i) acc = fmaf(wv[i], av[i], acc);
-        }
+        acc = row_dot_steps<kUnroll>(w, a, K, lane, acc);
     } else {
         for (int64_t k = lane; k < K; k += 32) acc = fmaf(to_f32(w[k]), to_f32(a[k]), acc);
     }
