@@ -24,13 +24,7 @@ __global__ void __launch_bounds__(kGreedyRunThreads)
     const int32_t id = argmax_key_index(run->key);
     const bool ok = id >= 0 && id < V;
     __syncthreads();  // every thread has read the key before thread 0 resets it
-    if (threadIdx.x == 0) {
-        const int32_t pos = run->pos;
-        if (pos >= 0 && pos < cap) ids[pos] = ok ? id : -1;
-        if (!ok || pos < 0 || pos >= cap) run->bad = 1;
-        run->pos = pos + 1;
-        run->key = 0;  // for this step's head (its atomicMax starts from 0)
-    }
+    if (threadIdx.x == 0) greedy_run_record(run, ids, cap, id, ok);
     if (!ok) return;
     const float* src = table + static_cast<int64_t>(id) * D;
     for (int64_t d = threadIdx.x; d < D; d += blockDim.x) out[d] = src[d];

@@ -22,10 +22,23 @@ struct GreedyRun {
     int32_t bad;             // 1 when a key did not decode to an id in [0, V) or the run outgrew ids
 };
 
-// One step's embedding: id = argmax_key_index(run->key); out = table[id, :] (D floats); ids[run->pos] = id;
-// run->pos += 1; run->key = 0. An id outside [0, V) (never the head's: its key is never 0) or pos ≥ cap sets
-// run->bad, stores -1 (where it can) and leaves out alone. PDL-aware: it waits before reading the key, which
-// the kernel in front (the previous step's head) writes. Device pointers; asynchronous on `stream`.
+// A step's bookkeeping, by one thread once every thread of the step that reads run->key has read it:
+// ids[run->pos] = id (−1 when !ok); run->pos += 1; run->key = 0 (for this step's head, whose atomicMax starts
+// from 0). A bad id (ok false) or pos ≥ cap sets run->bad. embed_greedy_run's, and the persistent decode
+// kernel's in a greedy run (decode_mamba1.cuh).
+__host__ __device__ inline void greedy_run_record(GreedyRun* run, int32_t* ids, int64_t cap, int32_t id,
+                                                  bool ok) {
+    const int32_t pos = run->pos;
+    if (pos >= 0 && pos < cap) ids[pos] = ok ? id : -1;
+    if (!ok || pos < 0 || pos >= cap) run->bad = 1;
+    run->pos = pos + 1;
+    run->key = 0;
+}
+
+// One step's embedding: id = argmax_key_index(run->key); out = table[id, :] (D floats); greedy_run_record.
+// An id outside [0, V) (never the head's: its key is never 0) or pos ≥ cap sets run->bad, stores −1 (where it
+// can) and leaves out alone. Not PDL-aware (greedy_run.cu says why): it starts once the kernel in front (the
+// previous step's head, which writes the key) has completed. Device pointers; asynchronous on `stream`.
 void embed_greedy_run(int64_t D, int64_t V, const float* table, GreedyRun* run, int32_t* ids, int64_t cap,
                       float* out, cudaStream_t stream);
 

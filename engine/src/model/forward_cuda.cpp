@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "cpu/activations.h"
@@ -1067,8 +1068,10 @@ class CudaDecoder final : public DecoderBackend {
     // each starting with embed_greedy_run, which takes its id from the key the step before it left (the
     // run's first: the host's), and none copying anything to the host. The host writes the run's first key
     // once, launches the graph, and copies the chosen ids back once per kRunCap steps. Steps past the last
-    // multiple of run_steps_ go through step_greedy. Where the greedy head does not take the argmax (fp32,
-    // the persistent kernel, MAMBASCOPE_ARGMAX=vec|scalar) or MAMBASCOPE_DECODE_RUN=0: step_greedy's loop.
+    // multiple of run_steps_ go through step_greedy. Under MAMBASCOPE_DECODE_PERSISTENT each of the graph's
+    // steps is the persistent kernel, which takes the argmax itself (build_persistent_run). Where the greedy
+    // head does not take the argmax (fp32, MAMBASCOPE_ARGMAX=vec|scalar) or MAMBASCOPE_DECODE_RUN=0:
+    // step_greedy's loop.
     std::vector<int32_t> step_greedy_run(int32_t id, int64_t n, int64_t count) override {
         const int32_t one[1] = {id};
         check_ids(model_, std::span<const int32_t>(one, 1));
@@ -1358,11 +1361,15 @@ class CudaDecoder final : public DecoderBackend {
         tail_in_head_ = n > 0 && opt_.precision == Precision::Bf16 &&
                         model_.config.d_model <= kc::kGemvNormMaxK &&
                         kc::argmax_mode() == kc::ArgmaxMode::Head;
-        if (!tail_in_head_ || decode_persistent_kernel() != PersistentKernel::Off) return;
+        if (!tail_in_head_) return;
         if (!run_.ptr) {
             run_.resize(1), run_ids_.resize(size_t(kRunCap));
             CUDA_CHECK(cudaMallocHost(&run_host_, sizeof(kc::GreedyRun)));
             CUDA_CHECK(cudaMallocHost(&run_ids_host_, size_t(kRunCap) * sizeof(int32_t)));
+        }
+        if (decode_persistent_kernel() != PersistentKernel::Off) {
+            build_persistent_run(n);
+            return;
         }
         std::string pdl_name;
         const PdlMode mode = decode_pdl_mode(&pdl_name);
@@ -1469,24 +1476,56 @@ class CudaDecoder final : public DecoderBackend {
         prepared_ = true;
     }
 
-    // The persistent decode kernel (docs/cuda.md, "The persistent decode kernel"): the step graph becomes
-    // the id's copy → one cooperative kernel → the logits' copy. False, with info_.persistent_note saying
-    // why, when the precision, the architecture, the shapes or the driver do not take it (the caller then
-    // captures the step graph of one kernel per operation; both give the same logits bit for bit).
-    bool try_persistent() {
+    // A greedy run's graph (slot 2) of run_steps_ persistent-kernel steps (docs/cuda.md, "Greedy runs in the
+    // persistent kernel"): each step's kernel takes its id from the key the step before left and folds its
+    // own argmax over [0, n) into it, so a step is the barrier's reset and one kernel. Slot 2 stays empty
+    // (runs loop over step_greedy) where the persistent kernel does not take the model.
+    void build_persistent_run(int64_t n) {
+        std::optional<kc::Mamba1DecodeArgs> a = persistent_args();
+        if (!a) return;
+        a->run = run_.ptr, a->run_ids = run_ids_.ptr, a->run_cap = kRunCap, a->greedy_n = n;
+        a->id = nullptr;  // the run's ids come from the keys
+        if (!kc::decode_mamba1_unsupported(*a, persistent_layers_).empty()) return;
+        const int blocks = kc::decode_mamba1_blocks(a->ring);
+        const int64_t nodes = info_.kernel_nodes;
+        const bool captured = capture([&] {
+            for (int64_t k = 0; k < run_steps_; ++k) kc::decode_mamba1_step(*a, stream_, blocks);
+        });
+        info_.greedy_run_kernel_nodes = info_.kernel_nodes;
+        info_.kernel_nodes = nodes;
+        if (!captured) return;
+        if (cudaGraphInstantiate(&exec_, graph_, 0) != cudaSuccess) {
+            cudaGetLastError();  // a driver without cooperative graph nodes: the loop over step_greedy
+            exec_ = nullptr;
+            cudaGraphDestroy(graph_);
+            graph_ = nullptr;
+            return;
+        }
+        info_.greedy_run_programmatic_edges = 0;
+        info_.greedy_run_persistent = true;
+        info_.persistent_blocks = blocks;
+        info_.persistent_ring = a->ring;
+        graphs_[2] = graph_, execs_[2] = exec_;
+        graph_ = nullptr, exec_ = nullptr;
+    }
+
+    // The persistent decode kernel's arguments for one step fed from id_host_'s copy (the layer table on the
+    // device, once per decoder), or none, with info_.persistent_note saying why, when the precision, the
+    // architecture, the shapes or the switch do not take it.
+    std::optional<kc::Mamba1DecodeArgs> persistent_args() {
         const ModelConfig& c = model_.config;
         if (opt_.precision != Precision::Bf16) {
             info_.persistent_note = "float32 projections (the persistent kernel is the bf16 chain)";
-            return false;
+            return std::nullopt;
         }
         if (c.arch != Arch::Mamba1) {
             info_.persistent_note = "Mamba-2 (the persistent kernel is Mamba-1's)";
-            return false;
+            return std::nullopt;
         }
         const PersistentKernel kind = decode_persistent_kernel();
         if (kind == PersistentKernel::Off) {
             info_.persistent_note = "opt-in (MAMBASCOPE_DECODE_PERSISTENT=1 or ring)";
-            return false;
+            return std::nullopt;
         }
         DevModel& dm = device_model(model_);
         Workspace& w = ws_;
@@ -1499,7 +1538,8 @@ class CudaDecoder final : public DecoderBackend {
         a.head = lm_head16_ ? lm_head16_->ptr : nullptr;
         a.x = w.x.ptr, a.proj16 = w.proj16.ptr, a.conv16 = w.conv16.ptr, a.dbc16 = w.dbc16.ptr;
         a.y16 = w.y16.ptr, a.logits = w.logits.ptr;
-        std::vector<kc::Mamba1DecodeLayer> layers(size_t(c.n_layer));
+        std::vector<kc::Mamba1DecodeLayer>& layers = persistent_layers_;
+        layers.assign(size_t(c.n_layer), kc::Mamba1DecodeLayer{});
         for (size_t l = 0; l < layers.size(); ++l) {
             const DevLayer& L = dm.layers[l];
             kc::Mamba1DecodeLayer& m = layers[l];
@@ -1511,14 +1551,28 @@ class CudaDecoder final : public DecoderBackend {
             m.thr = thr_.empty() ? nullptr : thr_[l].ptr;
             m.h = state_.ssm[l].ptr, m.conv_state = state_.conv[l].ptr;
         }
-        layers_.upload(layers.data(), layers.size());
-        barrier_.resize(1);
+        if (!layers_.ptr) {  // the same table every time (a graph built before holds its pointer)
+            layers_.upload(layers.data(), layers.size());
+            barrier_.resize(1);
+        }
         a.layers = layers_.ptr, a.barrier = barrier_.ptr;
         const std::string why = kc::decode_mamba1_unsupported(a, layers);
         if (!why.empty()) {
             info_.persistent_note = why;
-            return false;
+            return std::nullopt;
         }
+        return a;
+    }
+
+    // The persistent decode kernel (docs/cuda.md, "The persistent decode kernel"): the step graph becomes
+    // the id's copy → one cooperative kernel → the logits' copy. False, with info_.persistent_note saying
+    // why, when the precision, the architecture, the shapes or the driver do not take it (the caller then
+    // captures the step graph of one kernel per operation; both give the same logits bit for bit).
+    bool try_persistent() {
+        const std::optional<kc::Mamba1DecodeArgs> args = persistent_args();
+        if (!args) return false;
+        const kc::Mamba1DecodeArgs& a = *args;
+        Workspace& w = ws_;
         const int blocks = kc::decode_mamba1_blocks(a.ring);
         tail_in_head_ = false;  // the persistent kernel's head: the argmax kernel after it
         const bool captured = capture([&] {
@@ -1592,8 +1646,9 @@ class CudaDecoder final : public DecoderBackend {
     cudaEvent_t zfork_ = nullptr;                        // its fork after in_proj's x half
     cudaEvent_t zjoin_ = nullptr;                        // its join before the scan step
     std::shared_ptr<DevBuf<__nv_bfloat16> > lm_head16_;
-    DevBuf<kc::Mamba1DecodeLayer> layers_;  // the persistent kernel's layer table (device)
-    DevBuf<unsigned> barrier_;              // its grid barrier's counter
+    DevBuf<kc::Mamba1DecodeLayer> layers_;                  // the persistent kernel's layer table (device)
+    std::vector<kc::Mamba1DecodeLayer> persistent_layers_;  // and its host copy
+    DevBuf<unsigned> barrier_;                              // its grid barrier's counter
     // The step's input as the graph copies it to the device (step_in_): the id, a pad word, then the folded
     // argmax's 64-bit key, which the host side keeps at 0 so that the copy resets it every step (no node of
     // its own). cudaMalloc'd memory is 256-byte aligned, so the key at 8 bytes is 8-byte aligned.
