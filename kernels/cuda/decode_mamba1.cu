@@ -15,17 +15,18 @@
 // phase with fewer rows than warps still spreads over every SM. Each phase starts the next phases' weights
 // and the per-channel vectors (the state, A, the conv's) into L2, so that DRAM streams across barriers.
 //
-// The ring kernel (kRing; MAMBASCOPE_DECODE_PERSISTENT=ring) has 15 consumer warps and a producer warp. The
-// producer streams the block's weight rows of every projection phase (in_proj, x_proj, out_proj, the head:
-// rows b, b + G, … of each) in phase order into shared-memory slots with bulk copies, independent of the grid
-// barriers: only full slots stop it. The consumer warps run the phases as above (their grid barrier and block
-// syncs are a named barrier that leaves the producer out) and read each row from its slots instead of global
-// memory, the phase's input vector copied into shared memory first. Each consumer warp has a ring of its own
-// (spw slots): row i of a phase belongs to warp i mod 15, as in the plain kernel, and the warp's j-th chunk
-// (rows of ⌈2K / kRingChunk⌉ chunks) goes to its slot j mod spw in round j / spw. Slot s has two mbarriers:
-// full[s] (the producer announces the bytes, the copy completes them) and empty[s] (the warp arrives when it
-// has read the slot). One producer and one consumer per slot, each in order, so the parity of the round says
-// which phase to wait for; both sides count each warp's chunks the same way, so no index is exchanged.
+// The ring kernel (kRing; MAMBASCOPE_DECODE_PERSISTENT=ring) has 15 consumer warps and a producer warp, whose
+// lane w fills consumer warp w's ring. The producer streams the block's weight rows of every projection phase
+// (in_proj, x_proj, out_proj, the head: rows b, b + G, … of each) in phase order into shared-memory slots
+// with bulk copies, independent of the grid barriers: only full slots stop it. The consumer warps run the
+// phases as above (their grid barrier and block syncs are a named barrier that leaves the producer out) and
+// read each row from its slots instead of global memory, the phase's input vector copied into shared memory
+// first. Each consumer warp has a ring of its own (spw slots): row i of a phase belongs to warp i mod 15, as
+// in the plain kernel, and the warp's j-th chunk (rows of ⌈2K / kRingChunk⌉ chunks) goes to its slot j mod
+// spw in round j / spw. Slot s has two mbarriers: full[s] (the producer announces the bytes, the copy
+// completes them) and empty[s] (the warp arrives when it has read the slot). One producer and one consumer
+// per slot, each in order, so the parity of the round says which phase to wait for; both sides count each
+// warp's chunks the same way, so no index is exchanged.
 #include <algorithm>
 #include <climits>
 #include <cstdint>
@@ -260,23 +261,24 @@ __device__ __forceinline__ int64_t row_chunks(int64_t K) {
     return (K * static_cast<int64_t>(sizeof(__nv_bfloat16)) + kRingChunk - 1) / kRingChunk;
 }
 
-// The producer (one thread): every chunk of this block's rows of phases [pb, pe), in order, into the slots
-// of the row's warp (row i of a phase: warp i mod kWarps). Before refilling a slot it waits for the slot's
-// previous chunk to have been read (empty, that round's parity); it announces the chunk's bytes on full and
-// starts the copy, which completes them. made[w]: warp w's chunks so far.
+// The producer of consumer warp w's ring (lane w of the producer warp): every chunk of warp w's rows of this
+// block's rows of phases [pb, pe) (row i of a phase: warp i mod kWarps), in order, into warp w's slots.
+// Before refilling a slot it waits for the slot's previous chunk to have been read (empty, that round's
+// parity); it announces the chunk's bytes on full and starts the copy, which completes them. made: warp w's
+// chunks so far. One lane per consumer warp, so that the rings fill in parallel: one thread for all of them
+// issued a row about every 250 ns per SM (H100), which capped the head phase at 0.8 TB/s (twenty-sixth stop).
 template <int kWarps>
-__device__ void ring_produce(const Mamba1DecodeArgs& a, int pb, int pe, const Ring& r) {
-    uint32_t made[kWarps] = {};
+__device__ void ring_produce(const Mamba1DecodeArgs& a, int pb, int pe, const Ring& r, int w) {
+    uint32_t made = 0;
     for (int ph = pb; ph < pe; ++ph) {
         const PhaseRows m = phase_rows(a, ph);
         if (!m.W) continue;
         const int64_t rows = block_rows(m.N), nch = row_chunks(m.K);
         const int64_t row_bytes = m.K * static_cast<int64_t>(sizeof(__nv_bfloat16));
-        for (int64_t i = 0; i < rows; ++i) {
+        for (int64_t i = w; i < rows; i += kWarps) {
             const char* src = reinterpret_cast<const char*>(m.W + (blockIdx.x + i * gridDim.x) * m.K);
-            const int w = static_cast<int>(i % kWarps);
             for (int64_t j = 0; j < nch; ++j) {
-                const uint32_t c = made[w]++;
+                const uint32_t c = made++;
                 const unsigned s = w * r.spw + c % r.spw;
                 const uint32_t round = c / r.spw;
                 if (round > 0) mbar_wait(&r.empty[s], (round - 1) & 1);
@@ -364,7 +366,8 @@ __global__ void __launch_bounds__(kRing ? kRingThreads : kDecThreads, kMinBlocks
         }
         __syncthreads();  // the last barrier of the whole block: the producer warp leaves here
         if (threadIdx.x >= 32 * kWarps) {
-            if (threadIdx.x == 32 * kWarps) ring_produce<kWarps>(a, phase_begin, phase_end, ring);
+            const int lane = static_cast<int>(threadIdx.x) - 32 * kWarps;
+            if (lane < kWarps) ring_produce<kWarps>(a, phase_begin, phase_end, ring, lane);
             return;
         }
     }

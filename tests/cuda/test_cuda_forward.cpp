@@ -429,7 +429,7 @@ TEST(CudaForwardDevice, PdlLaunchPortThresholdMovesOutProjsEdgesAndKeepsTheSteps
     ModelConfig c = cfg(Arch::Mamba1);
     c.d_model = 2048;
     c.d_inner = 256;
-    c.n_layer = 2;
+    c.n_layer = 3;  // test_filter's layers
     auto m = random_model(c, 14);
     auto x = ids(140);
     const DeltaFilter f = test_filter(*m);

@@ -1004,6 +1004,7 @@ class CudaDecoder final : public DecoderBackend {
         }
         run_steps_ = decode_run_steps();
         pdl_launch_per_sm_ = pdl_launch_blocks_per_sm();
+        persistent_kind_ = decode_persistent_kernel();  // read (and checked) for every decoder
     }
     ~CudaDecoder() override {
         for (int slot = 0; slot < kSlots; ++slot) {
@@ -1367,10 +1368,7 @@ class CudaDecoder final : public DecoderBackend {
             CUDA_CHECK(cudaMallocHost(&run_host_, sizeof(kc::GreedyRun)));
             CUDA_CHECK(cudaMallocHost(&run_ids_host_, size_t(kRunCap) * sizeof(int32_t)));
         }
-        if (decode_persistent_kernel() != PersistentKernel::Off) {
-            build_persistent_run(n);
-            return;
-        }
+        if (persistent_kind_ != PersistentKernel::Off && build_persistent_run(n)) return;
         std::string pdl_name;
         const PdlMode mode = decode_pdl_mode(&pdl_name);
         recording_run_ = true;
@@ -1479,13 +1477,15 @@ class CudaDecoder final : public DecoderBackend {
     // A greedy run's graph (slot 2) of run_steps_ persistent-kernel steps (docs/cuda.md, "Greedy runs in the
     // persistent kernel"): each step's kernel takes its id from the key the step before left and folds its
     // own argmax over [0, n) into it, so a step is the barrier's reset and one kernel. Slot 2 stays empty
-    // (runs loop over step_greedy) where the persistent kernel does not take the model.
-    void build_persistent_run(int64_t n) {
+    // False where the persistent kernel does not take the model (Mamba-2, its shapes; build_run then records
+    // the step graph's run, as a step then takes the step graph) or the driver refuses the graph (slot 2
+    // stays empty: runs loop over step_greedy).
+    bool build_persistent_run(int64_t n) {
         std::optional<kc::Mamba1DecodeArgs> a = persistent_args();
-        if (!a) return;
+        if (!a) return false;
         a->run = run_.ptr, a->run_ids = run_ids_.ptr, a->run_cap = kRunCap, a->greedy_n = n;
         a->id = nullptr;  // the run's ids come from the keys
-        if (!kc::decode_mamba1_unsupported(*a, persistent_layers_).empty()) return;
+        if (!kc::decode_mamba1_unsupported(*a, persistent_layers_).empty()) return false;
         const int blocks = kc::decode_mamba1_blocks(a->ring);
         const int64_t nodes = info_.kernel_nodes;
         const bool captured = capture([&] {
@@ -1493,13 +1493,13 @@ class CudaDecoder final : public DecoderBackend {
         });
         info_.greedy_run_kernel_nodes = info_.kernel_nodes;
         info_.kernel_nodes = nodes;
-        if (!captured) return;
+        if (!captured) return true;
         if (cudaGraphInstantiate(&exec_, graph_, 0) != cudaSuccess) {
             cudaGetLastError();  // a driver without cooperative graph nodes: the loop over step_greedy
             exec_ = nullptr;
             cudaGraphDestroy(graph_);
             graph_ = nullptr;
-            return;
+            return true;
         }
         info_.greedy_run_programmatic_edges = 0;
         info_.greedy_run_persistent = true;
@@ -1507,6 +1507,7 @@ class CudaDecoder final : public DecoderBackend {
         info_.persistent_ring = a->ring;
         graphs_[2] = graph_, execs_[2] = exec_;
         graph_ = nullptr, exec_ = nullptr;
+        return true;
     }
 
     // The persistent decode kernel's arguments for one step fed from id_host_'s copy (the layer table on the
@@ -1522,7 +1523,7 @@ class CudaDecoder final : public DecoderBackend {
             info_.persistent_note = "Mamba-2 (the persistent kernel is Mamba-1's)";
             return std::nullopt;
         }
-        const PersistentKernel kind = decode_persistent_kernel();
+        const PersistentKernel kind = persistent_kind_;
         if (kind == PersistentKernel::Off) {
             info_.persistent_note = "opt-in (MAMBASCOPE_DECODE_PERSISTENT=1 or ring)";
             return std::nullopt;
@@ -1641,10 +1642,11 @@ class CudaDecoder final : public DecoderBackend {
     cudaEvent_t fork_ = nullptr, join_ = nullptr;        // its fork from and join into stream_
     bool branch_open_ = false;                           // a branch kernel recorded since the last join
     int64_t pdl_launch_per_sm_ = kPdlLaunchBlocksPerSm;  // MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM
-    bool z_branch_ = false;                              // MAMBASCOPE_DECODE_Z_BRANCH where it applies
-    cudaStream_t zstream_ = nullptr;                     // its stream (captured only)
-    cudaEvent_t zfork_ = nullptr;                        // its fork after in_proj's x half
-    cudaEvent_t zjoin_ = nullptr;                        // its join before the scan step
+    PersistentKernel persistent_kind_ = PersistentKernel::Off;  // MAMBASCOPE_DECODE_PERSISTENT
+    bool z_branch_ = false;                                     // MAMBASCOPE_DECODE_Z_BRANCH where it applies
+    cudaStream_t zstream_ = nullptr;                            // its stream (captured only)
+    cudaEvent_t zfork_ = nullptr;                               // its fork after in_proj's x half
+    cudaEvent_t zjoin_ = nullptr;                               // its join before the scan step
     std::shared_ptr<DevBuf<__nv_bfloat16> > lm_head16_;
     DevBuf<kc::Mamba1DecodeLayer> layers_;                  // the persistent kernel's layer table (device)
     std::vector<kc::Mamba1DecodeLayer> persistent_layers_;  // and its host copy
