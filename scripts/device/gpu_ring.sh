@@ -2,7 +2,8 @@
 # The ring decode kernel on a GPU (issue 17): one device call from the repository root with $OUT set.
 # Builds the CUDA tests and the decode benches, runs the decode kernels' tests (plain and ring persistent
 # kernels against the step kernels, bit for bit; greedy runs), bench_cuda_decode's phase tables, then the
-# decode A/B of the step graph against the persistent and ring kernels, per token and in greedy runs. Each stage is skipped when the call's time (LIMIT, default 560 s) runs low.
+# decode A/B of the step graph against the persistent and ring kernels, per token and in greedy runs (RING_ROWS
+# picks other rows; ROUNDS as gpu_decode_ab.sh's), then the whole CUDA test suite if time is left. Each stage is skipped when the call's time (LIMIT, default 560 s) runs low.
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 limit=${LIMIT:-560}
@@ -11,12 +12,15 @@ build_cuda "$OUT/build_ring.log" 16 mambascope_cuda_tests bench_cuda_decode benc
 nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem --format=csv,noheader | tee "$OUT/gpu.txt"
 timeout 100 build-gpu/tests/mambascope_cuda_tests --gtest_filter='CudaDecodeMamba1.*:*Persistent*:*GreedyRun*' \
   > "$OUT/ring_tests.log" 2>&1
-echo "ring tests rc=$? at $(elapsed) s: $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/ring_tests.log" | tr '\n' ' ')"
-[ "$(left)" -gt 200 ] && { timeout 150 build-gpu/bench/bench_cuda_decode mamba-130m mamba-1.4b \
+rc=$?
+grep -E "^\[  FAILED  \]|Failure|was accepted|Which is" "$OUT/ring_tests.log" | head -20
+echo "ring tests rc=$rc at $(elapsed) s: $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/ring_tests.log" | tr '\n' ' ')"
+[ "$(left)" -gt 160 ] && { timeout 150 build-gpu/bench/bench_cuda_decode mamba-130m mamba-1.4b \
   > "$OUT/bench_decode.txt" 2>&1; echo "bench_cuda_decode rc=$? at $(elapsed) s"; }
 rows="bf16, graph, greedy run on the GPU;bf16, ring kernel, greedy run on the GPU"
 rows+=";bf16, persistent kernel, greedy run on the GPU;bf16, graph, greedy on the GPU"
 rows+=";bf16, ring kernel, greedy on the GPU"
+rows=${RING_ROWS:-$rows}  # RING_ROWS: other decode rows, ";"-separated
 if [ "$(left)" -gt 120 ]; then
   NO_BUILD=1 ROUNDS=${ROUNDS:-2} SHAPES="mamba-130m mamba-1.4b" \
     ROWS="$rows" SETTINGS="-" \
