@@ -15,7 +15,8 @@ timeout 100 build-gpu/tests/mambascope_cuda_tests --gtest_filter='CudaDecodeMamb
 rc=$?
 grep -E "^\[  FAILED  \]|Failure|was accepted|Which is" "$OUT/ring_tests.log" | head -20
 echo "ring tests rc=$rc at $(elapsed) s: $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/ring_tests.log" | tr '\n' ' ')"
-[ "$(left)" -gt 160 ] && { timeout 150 build-gpu/bench/bench_cuda_decode mamba-130m mamba-1.4b \
+t=$(( $(left) - 10 )); [ "$t" -gt 150 ] && t=150
+[ "$t" -gt 50 ] && { timeout "$t" build-gpu/bench/bench_cuda_decode mamba-130m mamba-1.4b \
   > "$OUT/bench_decode.txt" 2>&1; echo "bench_cuda_decode rc=$? at $(elapsed) s"; }
 rows="bf16, graph, greedy run on the GPU;bf16, ring kernel, greedy run on the GPU"
 rows+=";bf16, persistent kernel, greedy run on the GPU;bf16, graph, greedy on the GPU"
