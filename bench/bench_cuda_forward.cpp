@@ -203,8 +203,7 @@ int main(int argc, char** argv) {
         // graph: inside the LM head by default, MAMBASCOPE_ARGMAX; a few bytes back) instead of the logits
         // row and std::max_element on the host. "greedy run on the GPU" rows take all 256 ids from one
         // Decoder::step_greedy_run (each step fed the one before's id on the device, MAMBASCOPE_DECODE_RUN
-        // steps per graph launch; docs/cuda.md, "Greedy runs on the device"), under the persistent or ring
-        // kernel each step one kernel that folds its argmax ("Greedy runs in the persistent kernel").
+        // steps per graph launch; docs/cuda.md, "Greedy runs on the device").
         struct DecodeCase {
             Precision prec;
             bool graph, filter;
@@ -224,10 +223,6 @@ int main(int argc, char** argv) {
               DecodeCase{Precision::Bf16, true, false, "bf16, ring kernel, greedy on the GPU",
                          "MAMBASCOPE_DECODE_PERSISTENT=ring"},
               DecodeCase{Precision::Bf16, true, false, "bf16, ring kernel",
-                         "MAMBASCOPE_DECODE_PERSISTENT=ring"},
-              DecodeCase{Precision::Bf16, true, false, "bf16, persistent kernel, greedy run on the GPU",
-                         "MAMBASCOPE_DECODE_PERSISTENT=1"},
-              DecodeCase{Precision::Bf16, true, false, "bf16, ring kernel, greedy run on the GPU",
                          "MAMBASCOPE_DECODE_PERSISTENT=ring"},
               DecodeCase{Precision::Bf16, true, false, "bf16, persistent kernel, 2 blocks/SM",
                          "MAMBASCOPE_DECODE_PERSISTENT=1 MAMBASCOPE_DECODE_BLOCKS_PER_SM=2"},
@@ -307,21 +302,18 @@ int main(int argc, char** argv) {
             const int64_t kernels = run_graph ? gi.greedy_run_kernel_nodes : gi.kernel_nodes;
             const int64_t edges = run_graph ? gi.greedy_run_programmatic_edges : gi.programmatic_edges;
             std::string how =
-                gi.persistent || (run_graph && gi.greedy_run_persistent)
-                    ? std::string(gi.persistent_ring ? "ring" : "persistent") + " kernel, " +
-                          std::to_string(gi.persistent_blocks) + " blocks"
-                    : std::to_string(kernels) + " kernels, " + std::to_string(edges) + " PDL edges, " +
-                          gi.pdl_mode +
-                          (gi.persistent_note.empty() || gi.persistent_note.rfind("opt-in", 0) == 0
-                               ? ""
-                               : "; not persistent: " + gi.persistent_note);
+                gi.persistent ? std::string(gi.persistent_ring ? "ring" : "persistent") + " kernel, " +
+                                    std::to_string(gi.persistent_blocks) + " blocks"
+                              : std::to_string(kernels) + " kernels, " + std::to_string(edges) +
+                                    " PDL edges, " + gi.pdl_mode +
+                                    (gi.persistent_note.empty() || gi.persistent_note.rfind("opt-in", 0) == 0
+                                         ? ""
+                                         : "; not persistent: " + gi.persistent_note);
             if (!gi.greedy_argmax.empty()) how += "; argmax in the " + gi.greedy_argmax;
             if (greedy_run)
-                how += gi.greedy_run_steps > 0
-                           ? "; " + std::to_string(gi.greedy_run_steps) +
-                                 " steps per graph fed on the GPU, " +
-                                 (gi.greedy_run_persistent ? "argmax in the kernel" : "argmax in the head")
-                           : "; a loop over step_greedy";
+                how += gi.greedy_run_steps > 0 ? "; " + std::to_string(gi.greedy_run_steps) +
+                                                     " steps per graph fed on the GPU, argmax in the head"
+                                               : "; a loop over step_greedy";
             std::printf("%-12s decode (%s): %.3f ms/token, %.0f tok/s (first step %.1f ms; %s)\n", s.c_str(),
                         dc.name, 1e3 * sec / steps, steps / sec, first_ms, how.c_str());
             std::fflush(stdout);

@@ -1,8 +1,7 @@
 // The persistent bf16 Mamba-1 decode step; see decode_mamba1.cuh.
 //
 // Phases of one step (G blocks of kDecThreads, all resident; a grid barrier between consecutive phases):
-//   0                 x = embedding[id]             (a greedy run: id from run->key; in phase 1 block 0
-//                                                    records it and resets the key)
+//   0                 x = embedding[id]
 //   1 + 4l + 0        a = bf16(rmsnorm(x)·norm_l) (each block, into shared memory); proj = in_proj_l·a (2E);
 //                     the warp that computes row d < E (channel d's x) runs channel d's conv right away:
 //                     conv state window + proj[d] → conv[d] (bf16), the state shifted                   (E)
@@ -10,30 +9,26 @@
 //   1 + 4l + 2        per channel: Δ, the filter, h ← exp(Δ'A)·h + Δ'·x·B, y = (C·h + D·x)·silu(z)   (E)
 //   1 + 4l + 3        x += out_proj_l·y                                                                 (D)
 //   1 + 4L            a = bf16(rmsnorm(x)·norm_f); logits = head·a                                     (V)
-//                     (a greedy run: run->key = max over rows n < greedy_n of argmax_key(logits[n], n))
 // Rows and channels are dealt to warps round robin over the blocks (warp w of block b is warp w·G + b), so a
 // phase with fewer rows than warps still spreads over every SM. Each phase starts the next phases' weights
 // and the per-channel vectors (the state, A, the conv's) into L2, so that DRAM streams across barriers.
 //
-// The ring kernel (kRing; MAMBASCOPE_DECODE_PERSISTENT=ring) has 15 consumer warps and a producer warp, whose
-// lane w fills consumer warp w's ring. The producer streams the block's weight rows of every projection phase
-// (in_proj, x_proj, out_proj, the head: rows b, b + G, … of each) in phase order into shared-memory slots
-// with bulk copies, independent of the grid barriers: only full slots stop it. The consumer warps run the
-// phases as above (their grid barrier and block syncs are a named barrier that leaves the producer out) and
-// read each row from its slots instead of global memory, the phase's input vector copied into shared memory
-// first. Each consumer warp has a ring of its own (spw slots): row i of a phase belongs to warp i mod 15, as
-// in the plain kernel, and the warp's j-th chunk (rows of ⌈2K / kRingChunk⌉ chunks) goes to its slot j mod
-// spw in round j / spw. Slot s has two mbarriers: full[s] (the producer announces the bytes, the copy
-// completes them) and empty[s] (the warp arrives when it has read the slot). One producer and one consumer
-// per slot, each in order, so the parity of the round says which phase to wait for; both sides count each
-// warp's chunks the same way, so no index is exchanged.
+// The ring kernel (kRing; MAMBASCOPE_DECODE_PERSISTENT=ring) has 15 consumer warps and a producer warp. The
+// producer streams the block's weight rows of every projection phase (in_proj, x_proj, out_proj, the head:
+// rows b, b + G, … of each) in phase order into shared-memory slots with bulk copies, independent of the grid
+// barriers: only full slots stop it. The consumer warps run the phases as above (their grid barrier and block
+// syncs are a named barrier that leaves the producer out) and read each row from its slots instead of global
+// memory, the phase's input vector copied into shared memory first. Each consumer warp has a ring of its own
+// (spw slots): row i of a phase belongs to warp i mod 15, as in the plain kernel, and the warp's j-th chunk
+// (rows of ⌈2K / kRingChunk⌉ chunks) goes to its slot j mod spw in round j / spw. Slot s has two mbarriers:
+// full[s] (the producer announces the bytes, the copy completes them) and empty[s] (the warp arrives when it
+// has read the slot). One producer and one consumer per slot, each in order, so the parity of the round says
+// which phase to wait for; both sides count each warp's chunks the same way, so no index is exchanged.
 #include <algorithm>
-#include <climits>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 
-#include "cuda/argmax.cuh"
 #include "cuda/conv_step.cuh"
 #include "cuda/cuda_check.cuh"
 #include "cuda/decode_mamba1.cuh"
@@ -215,13 +210,6 @@ __device__ __forceinline__ void in_proj_conv_phase(const Mamba1DecodeArgs& a, co
     });
 }
 
-// A greedy run's id for this step: the one run->key (the previous step's head's argmax, or the run's first
-// id) decodes to, or −1 where it decodes to none in [0, V). Read through L2: the key is written by atomics.
-__device__ __forceinline__ int32_t run_id(const Mamba1DecodeArgs& a) {
-    const int32_t id = argmax_key_index(__ldcg(&a.run->key));
-    return id >= 0 && id < a.V ? id : -1;
-}
-
 // The rings of the ring kernel (shared memory): spw slots of kRingChunk bytes per consumer warp (warp w's are
 // w·spw … w·spw + spw − 1) and their two mbarriers each.
 struct Ring {
@@ -261,24 +249,23 @@ __device__ __forceinline__ int64_t row_chunks(int64_t K) {
     return (K * static_cast<int64_t>(sizeof(__nv_bfloat16)) + kRingChunk - 1) / kRingChunk;
 }
 
-// The producer of consumer warp w's ring (lane w of the producer warp): every chunk of warp w's rows of this
-// block's rows of phases [pb, pe) (row i of a phase: warp i mod kWarps), in order, into warp w's slots.
-// Before refilling a slot it waits for the slot's previous chunk to have been read (empty, that round's
-// parity); it announces the chunk's bytes on full and starts the copy, which completes them. made: warp w's
-// chunks so far. One lane per consumer warp, so that the rings fill in parallel: one thread for all of them
-// issued a row about every 250 ns per SM (H100), which capped the head phase at 0.8 TB/s (twenty-sixth stop).
+// The producer (one thread): every chunk of this block's rows of phases [pb, pe), in order, into the slots
+// of the row's warp (row i of a phase: warp i mod kWarps). Before refilling a slot it waits for the slot's
+// previous chunk to have been read (empty, that round's parity); it announces the chunk's bytes on full and
+// starts the copy, which completes them. made[w]: warp w's chunks so far.
 template <int kWarps>
-__device__ void ring_produce(const Mamba1DecodeArgs& a, int pb, int pe, const Ring& r, int w) {
-    uint32_t made = 0;
+__device__ void ring_produce(const Mamba1DecodeArgs& a, int pb, int pe, const Ring& r) {
+    uint32_t made[kWarps] = {};
     for (int ph = pb; ph < pe; ++ph) {
         const PhaseRows m = phase_rows(a, ph);
         if (!m.W) continue;
         const int64_t rows = block_rows(m.N), nch = row_chunks(m.K);
         const int64_t row_bytes = m.K * static_cast<int64_t>(sizeof(__nv_bfloat16));
-        for (int64_t i = w; i < rows; i += kWarps) {
+        for (int64_t i = 0; i < rows; ++i) {
             const char* src = reinterpret_cast<const char*>(m.W + (blockIdx.x + i * gridDim.x) * m.K);
+            const int w = static_cast<int>(i % kWarps);
             for (int64_t j = 0; j < nch; ++j) {
-                const uint32_t c = made++;
+                const uint32_t c = made[w]++;
                 const unsigned s = w * r.spw + c % r.spw;
                 const uint32_t round = c / r.spw;
                 if (round > 0) mbar_wait(&r.empty[s], (round - 1) & 1);
@@ -340,16 +327,13 @@ __device__ __forceinline__ void ring_phase(const __nv_bfloat16* src, int64_t N, 
 // per launch). Dynamic shared memory: D bf16 (plain); the ring's a.ring_slots slots, then max(D, E) bf16
 // (kRing).
 // kMinBlocks: blocks per SM the registers must allow (__launch_bounds__), 1 or 2
-// (MAMBASCOPE_DECODE_BLOCKS_PER_SM). kRing: the ring kernel (a producer warp; kRingThreads threads). kRun: a
-// greedy run's step (a.run set; its own instantiation, so that the step kernels keep their registers: the
-// ring kernel is at its 128 and spilled with the run's code in).
-template <bool kFastExp, int kMinBlocks, bool kRing, bool kRun>
+// (MAMBASCOPE_DECODE_BLOCKS_PER_SM). kRing: the ring kernel (a producer warp; kRingThreads threads).
+template <bool kFastExp, int kMinBlocks, bool kRing>
 __global__ void __launch_bounds__(kRing ? kRingThreads : kDecThreads, kMinBlocks)
     decode_mamba1_kernel(Mamba1DecodeArgs a, int phase_begin, int phase_end) {
     extern __shared__ __align__(16) float smem[];
     constexpr int kWarps = kRing ? kRingConsumerWarps : kDecWarps;  // the warps that run the phases
     __shared__ float norm_total;
-    __shared__ unsigned long long warp_best[kWarps];  // a greedy run's head: each warp's largest argmax key
     constexpr int kSlotsMax = kRing ? kRingConsumerWarps * kRingSlotsPerWarpMax : 1;
     __shared__ unsigned long long ring_full[kSlotsMax], ring_empty[kSlotsMax];
     Ring ring;
@@ -366,8 +350,7 @@ __global__ void __launch_bounds__(kRing ? kRingThreads : kDecThreads, kMinBlocks
         }
         __syncthreads();  // the last barrier of the whole block: the producer warp leaves here
         if (threadIdx.x >= 32 * kWarps) {
-            const int lane = static_cast<int>(threadIdx.x) - 32 * kWarps;
-            if (lane < kWarps) ring_produce<kWarps>(a, phase_begin, phase_end, ring, lane);
+            if (threadIdx.x == 32 * kWarps) ring_produce<kWarps>(a, phase_begin, phase_end, ring);
             return;
         }
     }
@@ -382,48 +365,18 @@ __global__ void __launch_bounds__(kRing ? kRingThreads : kDecThreads, kMinBlocks
                                  a.phase_clock ? a.phase_clock + 2 * ph - 1 : nullptr);
         if (a.phase_clock && blockIdx.x == 0 && threadIdx.x == 0) a.phase_clock[2 * ph] = clock64();
         if (ph == 0) {  // the embedding; the first layer's in_proj rows on their way
-            int64_t id;
-            if constexpr (kRun)
-                id = run_id(a);
-            else
-                id = *a.id;
-            if (id >= 0)
-                for (int64_t d = w.gw * 32 + w.lane; d < D; d += w.nw * 32) a.x[d] = a.embedding[id * D + d];
+            const int64_t id = *a.id;
+            for (int64_t d = w.gw * 32 + w.lane; d < D; d += w.nw * 32) a.x[d] = a.embedding[id * D + d];
             if (!kRing) prefetch_rows(a.layers[0].in_proj, 2 * E, D, w);
             prefetch_conv(a.layers[0], E, w);
             continue;
         }
-        if constexpr (kRun) {
-            if (ph == 1 && blockIdx.x == 0 && threadIdx.x == 0) {  // every block has read the key
-                const int32_t id = run_id(a);
-                greedy_run_record(a.run, a.run_ids, a.run_cap, id, id >= 0);
-            }
-        }
-        if (ph == head_phase) {  // logits = head·a; a greedy run's argmax key over rows [0, greedy_n)
+        if (ph == head_phase) {
             norm_to_shared<kWarps>(a.x, a.norm_f, a.eps, D, an, &norm_total);
-            if constexpr (!kRun) {
-                if constexpr (kRing)
-                    ring_phase<kWarps>(nullptr, a.V, D, an, ring, used, a.logits, 0.0f);
-                else
-                    rows_phase(a.V, D, a.head, an, a.logits, 0.0f, w);
-                continue;
-            }
-            // lane 0's largest key so far (in shared memory: the run kernel is at its 128 registers)
-            unsigned long long& best = warp_best[threadIdx.x / 32];
-            if (w.lane == 0) best = 0;
-            const auto emit = [&](int64_t n, float acc) {
-                if (w.lane != 0) return;
-                a.logits[n] = acc;  // store()'s β = 0
-                if (n < a.greedy_n) {
-                    const unsigned long long k = argmax_key(acc, n);
-                    if (k > best) best = k;
-                }
-            };
             if constexpr (kRing)
-                ring_rows<kWarps>(a.V, D, an, ring, used, emit);
+                ring_phase<kWarps>(nullptr, a.V, D, an, ring, used, a.logits, 0.0f);
             else
-                rows_loop(a.V, D, a.head, an, w, emit);
-            if (w.lane == 0 && best != 0) atomicMax(&a.run->key, best);
+                rows_phase(a.V, D, a.head, an, a.logits, 0.0f, w);
             continue;
         }
         const int64_t l = (ph - 1) / kPhasesPerLayer;
@@ -508,7 +461,7 @@ int ring_slots_for(const Mamba1DecodeArgs& a) {
     CUDA_CHECK(cudaGetDevice(&dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
     cudaFuncAttributes attr{};
-    CUDA_CHECK(cudaFuncGetAttributes(&attr, decode_mamba1_kernel<kFastExp, 1, true, false>));
+    CUDA_CHECK(cudaFuncGetAttributes(&attr, decode_mamba1_kernel<kFastExp, 1, true>));
     const int64_t room = int64_t{optin} - static_cast<int64_t>(attr.sharedSizeBytes) -
                          static_cast<int64_t>(ring_vector_bytes(a));
     return static_cast<int>(
@@ -540,16 +493,15 @@ void launch(Mamba1DecodeArgs a, cudaStream_t stream, int blocks) {
     }
     const size_t smem = smem_of(a, kRing);
     const int threads = kRing ? kRingThreads : kDecThreads;
-    const auto kernel = a.run ? decode_mamba1_kernel<kFastExp, kMinBlocks, kRing, true>
-                              : decode_mamba1_kernel<kFastExp, kMinBlocks, kRing, false>;
 #ifdef MAMBASCOPE_EMU
     // the CPU emulation runs blocks one after another, so a grid barrier cannot work: one launch per phase
     // (a launch boundary is the barrier) checks every phase's indexing and arithmetic
-    for (int ph = 0; ph < phases; ++ph) kernel<<<blocks, threads, smem, stream>>>(a, ph, ph + 1);
+    for (int ph = 0; ph < phases; ++ph)
+        decode_mamba1_kernel<kFastExp, kMinBlocks, kRing><<<blocks, threads, smem, stream>>>(a, ph, ph + 1);
 #else
     if (kRing)
-        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(smem)));
+        CUDA_CHECK(cudaFuncSetAttribute(decode_mamba1_kernel<kFastExp, kMinBlocks, kRing>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     CUDA_CHECK(cudaMemsetAsync(a.barrier, 0, sizeof(unsigned), stream));
     cudaLaunchConfig_t cfg{};
     cfg.gridDim = dim3(static_cast<unsigned>(blocks));
@@ -561,7 +513,7 @@ void launch(Mamba1DecodeArgs a, cudaStream_t stream, int blocks) {
     attr[0].val.cooperative = 1;
     cfg.attrs = attr;
     cfg.numAttrs = 1;
-    CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, a, 0, phases));
+    CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_mamba1_kernel<kFastExp, kMinBlocks, kRing>, a, 0, phases));
 #endif
     CUDA_CHECK(cudaGetLastError());
 }
@@ -586,11 +538,9 @@ std::string decode_mamba1_unsupported(const Mamba1DecodeArgs& a,
 #endif
     }
     if (a.R < 1 || a.V < 1) return "no dt_rank or no head rows";
-    if (a.run && (!a.run_ids || a.run_cap < 1 || a.greedy_n < 1 || a.greedy_n > a.V))
-        return "a greedy run without its ids or with a candidate count outside [1, V]";
     if (a.n_layer < 1 || static_cast<int64_t>(layers.size()) != a.n_layer || !a.layers) return "no layers";
     if (!a16(a.x) || !a16(a.proj16) || !a16(a.conv16) || !a16(a.dbc16) || !a16(a.y16) || !a16(a.head) ||
-        (!a.id && !a.run) || !a.embedding || !a.logits || !a.barrier)
+        !a.id || !a.embedding || !a.logits || !a.barrier)
         return "a buffer is missing or not on a 16-byte boundary";
     // the step graph's norms take rmsnorm_bf16's warp-rows order for these rows (else its block order)
     if (!detail::rmsnorm_takes_warp_rows(a.D, a.x, a.D, a.norm_f))
@@ -607,22 +557,17 @@ std::string decode_mamba1_unsupported(const Mamba1DecodeArgs& a,
 }
 
 namespace {
-// Resident blocks per SM of the instantiation a grid of `asked` blocks per SM runs (the least of the
-// fast-exp and exact-exp kernels', a step's and a greedy run's, with the most dynamic shared memory a
-// supported shape takes).
+// Resident blocks per SM of the instantiation a grid of `asked` blocks per SM runs (the smaller of the
+// fast-exp and exact-exp kernels', with the most dynamic shared memory a supported shape takes).
 template <int kMinBlocks>
 int resident_per_sm() {
-    int least = INT32_MAX;
-    for (const auto kernel : {decode_mamba1_kernel<true, kMinBlocks, false, false>,
-                              decode_mamba1_kernel<false, kMinBlocks, false, false>,
-                              decode_mamba1_kernel<true, kMinBlocks, false, true>,
-                              decode_mamba1_kernel<false, kMinBlocks, false, true>}) {
-        int n = 0;
-        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kDecThreads,
-                                                                 kDecMaxD * sizeof(__nv_bfloat16)));
-        least = std::min(least, n);
-    }
-    return least;
+    int fast = 0, exact = 0;
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &fast, decode_mamba1_kernel<true, kMinBlocks, false>, kDecThreads, kDecMaxD * sizeof(__nv_bfloat16)));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&exact,
+                                                             decode_mamba1_kernel<false, kMinBlocks, false>,
+                                                             kDecThreads, kDecMaxD * sizeof(__nv_bfloat16)));
+    return std::min(fast, exact);
 }
 }  // namespace
 

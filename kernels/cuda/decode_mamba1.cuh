@@ -19,8 +19,6 @@
 #include <string>
 #include <vector>
 
-#include "cuda/greedy_run.cuh"
-
 namespace mambascope::kernels::cuda {
 
 // One layer's weights and state (device pointers). Layouts as the step graph's: in_proj (2E, D) rows x then
@@ -68,22 +66,12 @@ struct Mamba1DecodeArgs {
     // producer waits for slots to be read). Same results bit for bit.
     bool ring = false;
     int ring_slots = 0;
-    // A greedy run on the device (docs/cuda.md, "Greedy runs in the persistent kernel"), when run is set: the
-    // embedding takes its id from run->key instead of *id and block 0 records it (greedy_run_record, after
-    // every block has read the key), and the head folds the argmax over logits [0, greedy_n) into run->key
-    // (argmax_key's atomicMax, one per warp, as gemv_rmsnorm_argmax), which the next step reads. A key that
-    // decodes to no id in [0, V) leaves x alone and sets run->bad. The logits are written all the same.
-    GreedyRun* run = nullptr;
-    int32_t* run_ids = nullptr;  // (run_cap) the ids the run's steps were fed
-    int64_t run_cap = 0;
-    int64_t greedy_n = 0;
 };
 
 // Empty when decode_mamba1_step handles these shapes and pointers, else why not (the caller then keeps the
 // step graph): N = 16, K = 4, D and E multiples of 8 (16-byte loads), D ≤ 4096 with the norm weights on
 // 16-byte boundaries (the RMSNorm order of rmsnorm_bf16's warp kernel), R + 2N a multiple of 8, the bf16
-// buffers 16-byte aligned; a greedy run (run set) with its ids, run_cap ≥ 1 and 1 ≤ greedy_n ≤ V. `layers` is
-// the host copy of args.layers.
+// buffers 16-byte aligned. `layers` is the host copy of args.layers.
 std::string decode_mamba1_unsupported(const Mamba1DecodeArgs& args,
                                       const std::vector<Mamba1DecodeLayer>& layers);
 

@@ -839,30 +839,21 @@ TEST_P(CudaForward, GreedyStepsEqualTheHostArgmaxOfTheLogits) {
 // graph, a run that is not a multiple of them (the rest through step_greedy) and one past the 1,024 ids of a
 // copy back; the run's graph is K step graphs, programmatic edges within each step and full ones between
 // steps; a step() after the runs continues the same state. MAMBASCOPE_DECODE_RUN=0 and fp32 (no
-// argmax in the head) loop over step_greedy, with the same ids. Under MAMBASCOPE_DECODE_PERSISTENT=1 and
-// ring (docs/cuda.md, "Greedy runs in the persistent kernel") a Mamba-1 run's graph is one kernel per step
-// (which folds its own argmax), against step_greedy through the same kernel and the argmax kernel after it;
-// Mamba-2 keeps the step graph's run.
+// argmax in the head) loop over step_greedy, with the same ids.
 TEST_P(CudaForward, GreedyRunOnTheDeviceEqualsStepGreedyFedBack) {
     if (!have_gpu()) GTEST_SKIP() << "no GPU";
     const auto& [m, x, f, st, n] = greedy_fixture(GetParam(), 33);
     struct Case {
         Precision prec;
-        const char* run;         // MAMBASCOPE_DECODE_RUN
-        int64_t steps;           // graph_info().greedy_run_steps after the runs
-        const char* persistent;  // MAMBASCOPE_DECODE_PERSISTENT
+        const char* run;  // MAMBASCOPE_DECODE_RUN
+        int64_t steps;    // graph_info().greedy_run_steps after the runs
     };
-    const bool m1 = GetParam() == Arch::Mamba1;
-    for (const Case k : {Case{Precision::Bf16, nullptr, 8, nullptr}, Case{Precision::Bf16, "1", 1, nullptr},
-                         Case{Precision::Bf16, "16", 16, nullptr}, Case{Precision::Bf16, "0", 0, nullptr},
-                         Case{Precision::Fp32, nullptr, 0, nullptr}, Case{Precision::Bf16, nullptr, 8, "1"},
-                         Case{Precision::Bf16, "16", 16, "ring"}, Case{Precision::Fp32, nullptr, 0, "1"}}) {
+    for (const Case k :
+         {Case{Precision::Bf16, nullptr, 8}, Case{Precision::Bf16, "1", 1}, Case{Precision::Bf16, "16", 16},
+          Case{Precision::Bf16, "0", 0}, Case{Precision::Fp32, nullptr, 0}}) {
         SCOPED_TRACE(std::string(precision_name(k.prec)) +
-                     " MAMBASCOPE_DECODE_RUN=" + (k.run ? k.run : "(unset)") +
-                     " MAMBASCOPE_DECODE_PERSISTENT=" + (k.persistent ? k.persistent : "(unset)"));
-        const EnvSettings env(
-            {{"MAMBASCOPE_DECODE_RUN", k.run}, {"MAMBASCOPE_DECODE_PERSISTENT", k.persistent}});
-        const bool persistent_run = m1 && k.persistent && k.steps > 0;
+                     " MAMBASCOPE_DECODE_RUN=" + (k.run ? k.run : "(unset)"));
+        const EnvSettings env({{"MAMBASCOPE_DECODE_RUN", k.run}});
         auto loop = detail::make_cuda_decoder(*m, st, k.prec, &f);
         auto run = detail::make_cuda_decoder(*m, st, k.prec, &f);
         int32_t next = x[99];
@@ -880,12 +871,7 @@ TEST_P(CudaForward, GreedyRunOnTheDeviceEqualsStepGreedyFedBack) {
         EXPECT_GT(seen.size(), 3u);  // not a constant sequence
         const detail::DecodeGraphInfo gi = run->graph_info();
         EXPECT_EQ(gi.greedy_run_steps, k.steps);
-        EXPECT_EQ(gi.greedy_run_persistent, persistent_run);
-        if (persistent_run) {  // one kernel per step, no PDL edges
-            EXPECT_EQ(gi.greedy_run_kernel_nodes, k.steps);
-            EXPECT_EQ(gi.greedy_run_programmatic_edges, 0);
-            EXPECT_EQ(gi.persistent_ring, std::string(k.persistent) == "ring");
-        } else if (k.steps > 0) {
+        if (k.steps > 0) {
             // K copies of the greedy step graph's kernels, every kernel edge programmatic but the K − 1 from
             // a step's head into the next step's embedding (full dependencies: greedy_run.cu says why)
             auto one = detail::make_cuda_decoder(*m, st, k.prec, &f);

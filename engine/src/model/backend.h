@@ -50,12 +50,8 @@ struct DecodeGraphInfo {
     int64_t greedy_run_steps = 0;
     int64_t greedy_run_kernel_nodes = 0;        // kernels in that graph (all its steps)
     int64_t greedy_run_programmatic_edges = 0;  // its PDL edges (none between steps)
-    // its steps are the persistent kernel (MAMBASCOPE_DECODE_PERSISTENT; docs/cuda.md, "Greedy runs in the
-    // persistent kernel"), the ring kernel where persistent_ring
-    bool greedy_run_persistent = false;
     // the whole step as one persistent kernel (docs/cuda.md, "The persistent decode kernel"): its grid, or
-    // why the step graph of one kernel per operation runs instead; the grid and the ring also where only a
-    // greedy run's steps are the persistent kernel (greedy_run_persistent)
+    // why the step graph of one kernel per operation runs instead
     bool persistent = false;
     int64_t persistent_blocks = 0;
     bool persistent_ring = false;  // the ring kernel (MAMBASCOPE_DECODE_PERSISTENT=ring)

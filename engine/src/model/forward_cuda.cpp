@@ -1069,10 +1069,8 @@ class CudaDecoder final : public DecoderBackend {
     // each starting with embed_greedy_run, which takes its id from the key the step before it left (the
     // run's first: the host's), and none copying anything to the host. The host writes the run's first key
     // once, launches the graph, and copies the chosen ids back once per kRunCap steps. Steps past the last
-    // multiple of run_steps_ go through step_greedy. Under MAMBASCOPE_DECODE_PERSISTENT each of the graph's
-    // steps is the persistent kernel, which takes the argmax itself (build_persistent_run). Where the greedy
-    // head does not take the argmax (fp32, MAMBASCOPE_ARGMAX=vec|scalar) or MAMBASCOPE_DECODE_RUN=0:
-    // step_greedy's loop.
+    // multiple of run_steps_ go through step_greedy. Where the greedy head does not take the argmax (fp32,
+    // the persistent kernel, MAMBASCOPE_ARGMAX=vec|scalar) or MAMBASCOPE_DECODE_RUN=0: step_greedy's loop.
     std::vector<int32_t> step_greedy_run(int32_t id, int64_t n, int64_t count) override {
         const int32_t one[1] = {id};
         check_ids(model_, std::span<const int32_t>(one, 1));
@@ -1362,13 +1360,12 @@ class CudaDecoder final : public DecoderBackend {
         tail_in_head_ = n > 0 && opt_.precision == Precision::Bf16 &&
                         model_.config.d_model <= kc::kGemvNormMaxK &&
                         kc::argmax_mode() == kc::ArgmaxMode::Head;
-        if (!tail_in_head_) return;
+        if (!tail_in_head_ || persistent_kind_ != PersistentKernel::Off) return;
         if (!run_.ptr) {
             run_.resize(1), run_ids_.resize(size_t(kRunCap));
             CUDA_CHECK(cudaMallocHost(&run_host_, sizeof(kc::GreedyRun)));
             CUDA_CHECK(cudaMallocHost(&run_ids_host_, size_t(kRunCap) * sizeof(int32_t)));
         }
-        if (persistent_kind_ != PersistentKernel::Off && build_persistent_run(n)) return;
         std::string pdl_name;
         const PdlMode mode = decode_pdl_mode(&pdl_name);
         recording_run_ = true;
@@ -1472,42 +1469,6 @@ class CudaDecoder final : public DecoderBackend {
             CUDA_CHECK(cudaEventCreateWithFlags(&join_, cudaEventDisableTiming));
         }
         prepared_ = true;
-    }
-
-    // A greedy run's graph (slot 2) of run_steps_ persistent-kernel steps (docs/cuda.md, "Greedy runs in the
-    // persistent kernel"): each step's kernel takes its id from the key the step before left and folds its
-    // own argmax over [0, n) into it, so a step is the barrier's reset and one kernel. Slot 2 stays empty
-    // False where the persistent kernel does not take the model (Mamba-2, its shapes; build_run then records
-    // the step graph's run, as a step then takes the step graph) or the driver refuses the graph (slot 2
-    // stays empty: runs loop over step_greedy).
-    bool build_persistent_run(int64_t n) {
-        std::optional<kc::Mamba1DecodeArgs> a = persistent_args();
-        if (!a) return false;
-        a->run = run_.ptr, a->run_ids = run_ids_.ptr, a->run_cap = kRunCap, a->greedy_n = n;
-        a->id = nullptr;  // the run's ids come from the keys
-        if (!kc::decode_mamba1_unsupported(*a, persistent_layers_).empty()) return false;
-        const int blocks = kc::decode_mamba1_blocks(a->ring);
-        const int64_t nodes = info_.kernel_nodes;
-        const bool captured = capture([&] {
-            for (int64_t k = 0; k < run_steps_; ++k) kc::decode_mamba1_step(*a, stream_, blocks);
-        });
-        info_.greedy_run_kernel_nodes = info_.kernel_nodes;
-        info_.kernel_nodes = nodes;
-        if (!captured) return true;
-        if (cudaGraphInstantiate(&exec_, graph_, 0) != cudaSuccess) {
-            cudaGetLastError();  // a driver without cooperative graph nodes: the loop over step_greedy
-            exec_ = nullptr;
-            cudaGraphDestroy(graph_);
-            graph_ = nullptr;
-            return true;
-        }
-        info_.greedy_run_programmatic_edges = 0;
-        info_.greedy_run_persistent = true;
-        info_.persistent_blocks = blocks;
-        info_.persistent_ring = a->ring;
-        graphs_[2] = graph_, execs_[2] = exec_;
-        graph_ = nullptr, exec_ = nullptr;
-        return true;
     }
 
     // The persistent decode kernel's arguments for one step fed from id_host_'s copy (the layer table on the
