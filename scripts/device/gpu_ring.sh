@@ -2,8 +2,9 @@
 # The ring decode kernel on a GPU (issue 17): one device call from the repository root with $OUT set.
 # Builds the CUDA tests and the decode benches, runs the decode kernels' tests (plain and ring persistent
 # kernels against the step kernels, bit for bit; greedy runs), bench_cuda_decode's phase tables, then the
-# decode A/B of the step graph against the persistent and ring kernels, per token and in greedy runs (RING_ROWS
-# picks other rows; ROUNDS as gpu_decode_ab.sh's), then the whole CUDA test suite if time is left. Each stage is skipped when the call's time (LIMIT, default 560 s) runs low.
+# decode A/B of the step graph (per token and its greedy run) against the persistent and ring kernels (RING_ROWS
+# picks other rows; ROUNDS as gpu_decode_ab.sh's), then the whole CUDA test suite if time is left. Each stage
+# is skipped when the call's time (LIMIT, default 560 s) runs low.
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 limit=${LIMIT:-560}
@@ -18,9 +19,8 @@ echo "ring tests rc=$rc at $(elapsed) s: $(grep -E '^\[  (PASSED|FAILED) ' "$OUT
 t=$(( $(left) - 10 )); [ "$t" -gt 150 ] && t=150
 [ "$t" -gt 50 ] && { timeout "$t" build-gpu/bench/bench_cuda_decode mamba-130m mamba-1.4b \
   > "$OUT/bench_decode.txt" 2>&1; echo "bench_cuda_decode rc=$? at $(elapsed) s"; }
-rows="bf16, graph, greedy run on the GPU;bf16, ring kernel, greedy run on the GPU"
-rows+=";bf16, persistent kernel, greedy run on the GPU;bf16, graph, greedy on the GPU"
-rows+=";bf16, ring kernel, greedy on the GPU"
+rows="bf16, graph, greedy run on the GPU;bf16, graph, greedy on the GPU;bf16, ring kernel, greedy on the GPU"
+rows+=";bf16, persistent kernel, greedy on the GPU"
 rows=${RING_ROWS:-$rows}  # RING_ROWS: other decode rows, ";"-separated
 if [ "$(left)" -gt 120 ]; then
   NO_BUILD=1 ROUNDS=${ROUNDS:-2} SHAPES="mamba-130m mamba-1.4b" \
