@@ -24,8 +24,8 @@ struct GreedyRun {
 
 // A step's bookkeeping, by one thread once every thread of the step that reads run->key has read it:
 // ids[run->pos] = id (−1 when !ok); run->pos += 1; run->key = 0 (for this step's head, whose atomicMax starts
-// from 0). A bad id (ok false) or pos ≥ cap sets run->bad. embed_greedy_run's, and the persistent decode
-// kernel's in a greedy run (decode_mamba1.cuh).
+// from 0). A bad id (ok false) or pos ≥ cap sets run->bad. embed_greedy_run's (a function of its own for any
+// kernel that takes a run's id: the persistent kernels' greedy runs of e651edc did, docs/cuda.md).
 __host__ __device__ inline void greedy_run_record(GreedyRun* run, int32_t* ids, int64_t cap, int32_t id,
                                                   bool ok) {
     const int32_t pos = run->pos;
