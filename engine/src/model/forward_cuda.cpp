@@ -16,7 +16,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <vector>
 
 #include "cpu/activations.h"
@@ -1471,23 +1470,24 @@ class CudaDecoder final : public DecoderBackend {
         prepared_ = true;
     }
 
-    // The persistent decode kernel's arguments for one step fed from id_host_'s copy (the layer table on the
-    // device, once per decoder), or none, with info_.persistent_note saying why, when the precision, the
-    // architecture, the shapes or the switch do not take it.
-    std::optional<kc::Mamba1DecodeArgs> persistent_args() {
+    // The persistent decode kernel (docs/cuda.md, "The persistent decode kernel"): the step graph becomes
+    // the id's copy → one cooperative kernel → the logits' copy. False, with info_.persistent_note saying
+    // why, when the precision, the architecture, the shapes or the driver do not take it (the caller then
+    // captures the step graph of one kernel per operation; both give the same logits bit for bit).
+    bool try_persistent() {
         const ModelConfig& c = model_.config;
         if (opt_.precision != Precision::Bf16) {
             info_.persistent_note = "float32 projections (the persistent kernel is the bf16 chain)";
-            return std::nullopt;
+            return false;
         }
         if (c.arch != Arch::Mamba1) {
             info_.persistent_note = "Mamba-2 (the persistent kernel is Mamba-1's)";
-            return std::nullopt;
+            return false;
         }
         const PersistentKernel kind = persistent_kind_;
         if (kind == PersistentKernel::Off) {
             info_.persistent_note = "opt-in (MAMBASCOPE_DECODE_PERSISTENT=1 or ring)";
-            return std::nullopt;
+            return false;
         }
         DevModel& dm = device_model(model_);
         Workspace& w = ws_;
@@ -1500,8 +1500,7 @@ class CudaDecoder final : public DecoderBackend {
         a.head = lm_head16_ ? lm_head16_->ptr : nullptr;
         a.x = w.x.ptr, a.proj16 = w.proj16.ptr, a.conv16 = w.conv16.ptr, a.dbc16 = w.dbc16.ptr;
         a.y16 = w.y16.ptr, a.logits = w.logits.ptr;
-        std::vector<kc::Mamba1DecodeLayer>& layers = persistent_layers_;
-        layers.assign(size_t(c.n_layer), kc::Mamba1DecodeLayer{});
+        std::vector<kc::Mamba1DecodeLayer> layers(size_t(c.n_layer));
         for (size_t l = 0; l < layers.size(); ++l) {
             const DevLayer& L = dm.layers[l];
             kc::Mamba1DecodeLayer& m = layers[l];
@@ -1513,28 +1512,14 @@ class CudaDecoder final : public DecoderBackend {
             m.thr = thr_.empty() ? nullptr : thr_[l].ptr;
             m.h = state_.ssm[l].ptr, m.conv_state = state_.conv[l].ptr;
         }
-        if (!layers_.ptr) {  // the same table every time (a graph built before holds its pointer)
-            layers_.upload(layers.data(), layers.size());
-            barrier_.resize(1);
-        }
+        layers_.upload(layers.data(), layers.size());
+        barrier_.resize(1);
         a.layers = layers_.ptr, a.barrier = barrier_.ptr;
         const std::string why = kc::decode_mamba1_unsupported(a, layers);
         if (!why.empty()) {
             info_.persistent_note = why;
-            return std::nullopt;
+            return false;
         }
-        return a;
-    }
-
-    // The persistent decode kernel (docs/cuda.md, "The persistent decode kernel"): the step graph becomes
-    // the id's copy → one cooperative kernel → the logits' copy. False, with info_.persistent_note saying
-    // why, when the precision, the architecture, the shapes or the driver do not take it (the caller then
-    // captures the step graph of one kernel per operation; both give the same logits bit for bit).
-    bool try_persistent() {
-        const std::optional<kc::Mamba1DecodeArgs> args = persistent_args();
-        if (!args) return false;
-        const kc::Mamba1DecodeArgs& a = *args;
-        Workspace& w = ws_;
         const int blocks = kc::decode_mamba1_blocks(a.ring);
         tail_in_head_ = false;  // the persistent kernel's head: the argmax kernel after it
         const bool captured = capture([&] {
@@ -1609,9 +1594,8 @@ class CudaDecoder final : public DecoderBackend {
     cudaEvent_t zfork_ = nullptr;                               // its fork after in_proj's x half
     cudaEvent_t zjoin_ = nullptr;                               // its join before the scan step
     std::shared_ptr<DevBuf<__nv_bfloat16> > lm_head16_;
-    DevBuf<kc::Mamba1DecodeLayer> layers_;                  // the persistent kernel's layer table (device)
-    std::vector<kc::Mamba1DecodeLayer> persistent_layers_;  // and its host copy
-    DevBuf<unsigned> barrier_;                              // its grid barrier's counter
+    DevBuf<kc::Mamba1DecodeLayer> layers_;  // the persistent kernel's layer table (device)
+    DevBuf<unsigned> barrier_;              // its grid barrier's counter
     // The step's input as the graph copies it to the device (step_in_): the id, a pad word, then the folded
     // argmax's 64-bit key, which the host side keeps at 0 so that the copy resets it every step (no node of
     // its own). cudaMalloc'd memory is 256-byte aligned, so the key at 8 bytes is 8-byte aligned.
