@@ -28,4 +28,5 @@ if [ "$(left)" -gt 90 ]; then
     timeout $(( $(left) - 10 )) bash scripts/device/gpu_timeline.sh > "$OUT/timeline_stdout.txt" 2>&1
   tail -2 "$OUT/timeline_stdout.txt"
 fi
+rm -f "$OUT/build_inproj.log" "$OUT/build_timeline.log" "$OUT/timeline_stdout.txt"  # at most 8 files come back
 echo "done: $(elapsed) s"
