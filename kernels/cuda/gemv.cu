@@ -32,6 +32,20 @@ Prefetch prefetch_mode() {
                               "(docs/cuda.md, \"Decoding on the GPU\")");
 }
 
+// The trigger (twenty-seventh stop; docs/cuda.md, "The step in the graph, kernel by kernel"). A one-row
+// projection does not call griddepcontrol.launch_dependents by default, so a kernel behind it on a
+// programmatic ("exit") edge launches as its blocks exit. MAMBASCOPE_GEMV_TRIGGER=wait has every block
+// trigger right after its PDL wait: the next kernel (the next layer's in_proj behind out_proj) becomes
+// resident while this one streams its rows, and starts its own rows into L2 before its wait. Results are the
+// same (the dependent still waits for this grid's completion in its own grid_dependency_wait). Read at each
+// launch.
+bool gemv_trigger() {
+    return env_enum<bool>("MAMBASCOPE_GEMV_TRIGGER", {{"", false}, {"0", false}, {"wait", true}},
+                          "it sets whether a one-row projection lets the kernel behind it launch once its "
+                          "blocks are past their PDL wait (docs/cuda.md, \"The step in the graph, kernel by "
+                          "kernel\")");
+}
+
 // Rows each warp of a `blocks`-block grid prefetches for an N-row matrix of row_bytes-byte rows (0 when
 // the rows are not on the vector path: the bulk prefetch needs 16-byte rows).
 int64_t prefetch_count(int64_t N, int64_t row_bytes, unsigned blocks, bool vec) {
@@ -142,13 +156,14 @@ template <typename TW, typename TA, typename TY, bool kDeep = false>
 __global__ void __launch_bounds__(32 * kGemvWarps)
     gemv_kernel(int64_t N, int64_t K, const TW* __restrict__ W, int64_t ldw, const TA* __restrict__ a,
                 TY* __restrict__ y, float beta, bool vec, int64_t prefetch, const char* ahead,
-                int64_t ahead_bytes) {
+                int64_t ahead_bytes, bool trigger) {
     const int lane = threadIdx.x % 32;
     const int64_t first = static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / 32;
     const int64_t stride = static_cast<int64_t>(gridDim.x) * kGemvWarps;
     if (first >= N && ahead_bytes == 0) return;
     if (first < N) prefetch_rows(W, N, K, ldw, first, stride, lane, prefetch);
     grid_dependency_wait();  // a (and y, with beta) come from earlier kernels
+    if (trigger) grid_launch_dependents();
     // a later kernel's weights (L2Ahead, gemv.cuh): once the kernels in front are done, DRAM is free for them
     prefetch_l2_spread(ahead, ahead_bytes);
     if (first >= N) return;
@@ -174,7 +189,7 @@ constexpr int kGemvSplitBatch = 4;  // load steps per lane in flight at once
 template <typename TW, typename TA, typename TY, int kS>
 __global__ void __launch_bounds__(32 * kGemvWarps)
     gemv_split_kernel(int64_t N, int64_t K, const TW* __restrict__ W, int64_t ldw, const TA* __restrict__ a,
-                      TY* __restrict__ y, float beta, bool prefetch) {
+                      TY* __restrict__ y, float beta, bool prefetch, bool trigger) {
     static_assert(kGemvWarps % kS == 0, "a block holds whole rows");
     __shared__ float part[kGemvWarps];
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, s = warp % kS;
@@ -183,6 +198,7 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
     const TW* w = W + n * ldw + s * seg;
     if (n < N) prefetch_row(w, seg, lane, prefetch);
     grid_dependency_wait();  // a (and y, with beta) come from earlier kernels
+    if (trigger) grid_launch_dependents();
     // row_dot's order over the segment, its load steps issued kGemvSplitBatch at a time whatever their count
     // (a `#pragma unroll` loop would leave a short segment's steps to its one-at-a-time remainder)
     float acc = 0.0f;
@@ -256,7 +272,8 @@ void launch_gemv(int64_t N, int64_t K, const TW* W, int64_t ldw, const TA* a, TY
         const int64_t rows_per_block = kGemvWarps / split;
         const unsigned blocks = static_cast<unsigned>((N + rows_per_block - 1) / rows_per_block);
         const bool prefetch = prefetch_count(N, K * static_cast<int64_t>(sizeof(TW)), blocks, vec) > 0;
-        kernel<<<blocks, 32 * kGemvWarps, 0, stream>>>(N, K, W, ldw, a, y, beta, prefetch);
+        const bool trigger = gemv_trigger();
+        kernel<<<blocks, 32 * kGemvWarps, 0, stream>>>(N, K, W, ldw, a, y, beta, prefetch, trigger);
         CUDA_CHECK(cudaGetLastError());
         return;
     }
@@ -274,8 +291,9 @@ void launch_gemv(int64_t N, int64_t K, const TW* W, int64_t ldw, const TA* a, TY
     const char* ahead_p = static_cast<const char*>(ahead.p);
     const int64_t ahead_bytes =
         ahead_p && aligned(ahead_p, 16) && ahead.bytes > 0 ? ahead.bytes / 16 * 16 : 0;
+    const bool trigger = gemv_trigger();
     kernel<<<blocks, 32 * kGemvWarps, 0, stream>>>(N, K, W, ldw, a, y, beta, vec, prefetch, ahead_p,
-                                                   ahead_bytes);
+                                                   ahead_bytes, trigger);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -298,8 +316,12 @@ static_assert(kNormThreadsForGemv == 256, "the sum order must be rmsnorm_kernel'
 // MAMBASCOPE_GEMV_NORM=loop keeps the loop (A/B runs, the tests); read at each launch.
 constexpr int kGemvNormSumBatch = 8;
 constexpr int kGemvNormRowLoads = 3;
+// Batched since the twenty-seventh stop (docs/benchmarks.md): greedy bf16 runs on an H100, ms/token, loop →
+// batched: mamba-130m 0.330 → 0.309, mamba-1.4b 1.653 → 1.605.
+constexpr bool kGemvNormBatchedDefault = true;
 bool gemv_norm_batched() {
-    return env_enum<bool>("MAMBASCOPE_GEMV_NORM", {{"", false}, {"batched", true}, {"loop", false}},
+    return env_enum<bool>("MAMBASCOPE_GEMV_NORM",
+                          {{"", kGemvNormBatchedDefault}, {"batched", true}, {"loop", false}},
                           "it sets whether the RMSNorm inside a one-row projection issues its loads in "
                           "batches (docs/cuda.md, \"The step in the graph, kernel by kernel\")");
 }
@@ -431,7 +453,7 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
     gemv_rmsnorm_kernel(int64_t N, int64_t K, const __nv_bfloat16* __restrict__ W, int64_t ldw,
                         const float* __restrict__ x, const float* __restrict__ wn, float eps,
                         TY* __restrict__ y, float beta, bool vec, bool warp_rows, bool norm_batched,
-                        int64_t prefetch, ConvFold conv, XprojFold xp, ArgmaxFold am) {
+                        int64_t prefetch, ConvFold conv, XprojFold xp, ArgmaxFold am, bool trigger) {
     static_assert(!kConv || sizeof(TY) == 2, "the conv is folded into the bf16 in_proj only");
     static_assert(!kArgmax || (sizeof(TY) == 4 && !kConv), "the argmax is folded into the float32 head only");
     static_assert(!kXproj || kConv, "x_proj folds in with the conv only");
@@ -468,7 +490,8 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
             wr[j] = i < K4 ? reinterpret_cast<const float4*>(wn)[i] : make_float4(0.f, 0.f, 0.f, 0.f);
         }
     }
-    grid_dependency_wait();                     // x (and y, with beta) come from earlier kernels
+    grid_dependency_wait();  // x (and y, with beta) come from earlier kernels
+    if (trigger) grid_launch_dependents();
     if constexpr (kXproj) cp_async_wait_all();  // this lane's own copy: no barrier needed
     float total = 0.0f;
     if (norm_batched) {
@@ -596,9 +619,10 @@ void launch_gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t l
     const bool warp_rows = detail::rmsnorm_takes_warp_rows(K, x, K, wn);
     const bool norm_batched =
         gemv_norm_batched() && warp_rows && K / 4 <= int64_t{kGemvNormRowLoads} * kNormThreadsForGemv;
+    const bool trigger = gemv_trigger();
     pdl_register(gemv_rmsnorm_kernel<TY, kConv, kXproj, kArgmax>);
     gemv_rmsnorm_kernel<TY, kConv, kXproj, kArgmax><<<blocks, 32 * kGemvWarps, smem, stream>>>(
-        N, K, W, ldw, x, wn, eps, y, beta, vec, warp_rows, norm_batched, prefetch, conv, xp, am);
+        N, K, W, ldw, x, wn, eps, y, beta, vec, warp_rows, norm_batched, prefetch, conv, xp, am, trigger);
     CUDA_CHECK(cudaGetLastError());
 }
 

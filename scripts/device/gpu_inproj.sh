@@ -6,7 +6,7 @@
 # the early launch with every in_proj row prefetched (MAMBASCOPE_GEMV_PREFETCH=all). Order: build, the decode
 # A/B (greedy runs, ROUNDS rounds, settings in turn), the whole CUDA test suite, then the kernel timelines of
 # the default and of the settings (no CSV). Each stage is skipped when the call's time (LIMIT, default 570 s)
-# runs low.
+# runs low. INPROJ_SETTINGS and TIMELINE_SETTINGS replace the A/B's and the timelines' settings.
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 limit=${LIMIT:-570}
@@ -24,7 +24,7 @@ NO_BUILD=1 ROUNDS=${ROUNDS:-2} SHAPES="mamba-130m mamba-1.4b" ROWS="bf16, graph,
   grep -E "^\[  FAILED  \]" "$OUT/cuda_tests.log" | head; }
 if [ "$(left)" -gt 90 ]; then
   BUILD_LOG="$OUT/build_timeline.log" CSV=0 SHAPES="mamba-1.4b" \
-    SETTINGS="- MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM=2,MAMBASCOPE_GEMV_NORM=batched" \
+    SETTINGS="${TIMELINE_SETTINGS:-- MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM=2,MAMBASCOPE_GEMV_NORM=batched}" \
     timeout $(( $(left) - 10 )) bash scripts/device/gpu_timeline.sh > "$OUT/timeline_stdout.txt" 2>&1
   tail -2 "$OUT/timeline_stdout.txt"
 fi

@@ -2192,6 +2192,58 @@ TEST(CudaGemv, RowsPerGridCapEqualsOneRowPerWarpBitForBit) {
                         [&] { kg::gemv(1, 8, W1.p, 8, a1.p, y1.p, 0.0f, nullptr); });
 }
 
+// The trigger after the PDL wait (MAMBASCOPE_GEMV_TRIGGER=wait; gemv.cu, docs/cuda.md "The step in the graph,
+// kernel by kernel") lets the kernel behind a projection launch early; it must not change what the projection
+// computes. Every gemv variant (one warp per row, two rows per warp, the deep rows, split rows, gemv_rmsnorm
+// with the norm batched and in a loop) gives the same outputs bit for bit with and without it, and they are
+// the product; a bad value is an error naming the variable. (On a GPU a graph of such kernels with the
+// trigger is compared step by step in CudaForwardDevice.GemvTriggerKeepsTheSteps.)
+TEST(CudaGemv, TriggerAfterTheWaitKeepsEveryVariantsOutputs) {
+    REQUIRE_GPU();
+    std::mt19937 rng(88);
+    struct Case {
+        int64_t N, K, ldw;
+        const char* split;
+    };
+    const char* unset = nullptr;
+    for (const Case c : {Case{203, 256, 264, "1"}, Case{24, 2048, 2048, "1"}, Case{80, 1536, 1536, unset},
+                         Case{9, 768, 768, unset}}) {
+        for (const char* norm : {"batched", "loop"}) {
+            SCOPED_TRACE("N=" + std::to_string(c.N) + " K=" + std::to_string(c.K) + " split " +
+                         (c.split ? c.split : "default") + " norm " + norm);
+            ScopedEnv split("MAMBASCOPE_GEMV_SPLIT", c.split);
+            ScopedEnv norm_env("MAMBASCOPE_GEMV_NORM", norm);
+            const auto W = round_bf16(randn(c.N * c.ldw, rng)), x = randn(c.K, rng, 2.0f),
+                       wn = uniform(c.K, rng, 0.5f, 1.5f), y0 = randn(c.N, rng);
+            const auto a = round_bf16(randn(c.K, rng));
+            Dev<float> dW(W), da(a), dx(x), dwn(wn);
+            Dev<__nv_bfloat16> dW16(to_bf16_host(W)), da16(to_bf16_host(a));
+            auto run = [&](const char* trigger) {
+                ScopedEnv env("MAMBASCOPE_GEMV_TRIGGER", trigger);
+                return run_gemv_variants({c.N, c.K, c.ldw, dW.p, da.p, dW16.p, da16.p, y0, dx.p, dwn.p});
+            };
+            const GemvOuts ref = run(unset);
+            for (const char* t : {"wait", "0"}) {
+                SCOPED_TRACE(t);
+                const GemvOuts o = run(t);
+                EXPECT_EQ(o.f32, ref.f32);
+                EXPECT_EQ(o.b16_in, ref.b16_in);
+                EXPECT_EQ(o.plus, ref.plus);
+                EXPECT_EQ(o.b16_out, ref.b16_out);
+                EXPECT_EQ(o.norm, ref.norm);
+            }
+            std::vector<double> want(c.N);
+            for (int64_t n = 0; n < c.N; ++n)
+                for (int64_t k = 0; k < c.K; ++k) want[n] += double(W[n * c.ldw + k]) * a[k];
+            EXPECT_LE(rel_err(ref.b16_in, want), kTol);
+        }
+    }
+    Dev<float> W1(std::vector<float>(8, 1.0f)), a1(std::vector<float>(8, 1.0f)), y1(1);
+    ScopedEnv bad("MAMBASCOPE_GEMV_TRIGGER", "1");
+    expect_error_naming("MAMBASCOPE_GEMV_TRIGGER=1",
+                        [&] { kg::gemv(1, 8, W1.p, 8, a1.p, y1.p, 0.0f, nullptr); });
+}
+
 // Split rows (MAMBASCOPE_GEMV_SPLIT; gemv.cuh, docs/cuda.md "Split rows"): up to 2, 4 or 8 warps share a row
 // of a short projection, each adding a segment of whole 16-byte load steps, the partial sums added in order.
 // The decision must halve the setting until the segments are whole steps (≥ 2 of them) and take no split for
