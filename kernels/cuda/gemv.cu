@@ -34,16 +34,25 @@ Prefetch prefetch_mode() {
 
 // The trigger (twenty-seventh stop; docs/cuda.md, "The step in the graph, kernel by kernel"). A one-row
 // projection does not call griddepcontrol.launch_dependents by default, so a kernel behind it on a
-// programmatic ("exit") edge launches as its blocks exit. MAMBASCOPE_GEMV_TRIGGER=wait has every block
-// trigger right after its PDL wait: the next kernel (the next layer's in_proj behind out_proj) becomes
-// resident while this one streams its rows, and starts its own rows into L2 before its wait. Results are the
-// same (the dependent still waits for this grid's completion in its own grid_dependency_wait). Read at each
+// programmatic ("exit") edge launches as its blocks exit. With the trigger every block calls it right after
+// its PDL wait, so the next kernel becomes resident while this one streams its rows and starts its own
+// weights into L2 before its wait. Results are the same (the dependent still waits for this grid's completion
+// in its own grid_dependency_wait). MAMBASCOPE_GEMV_TRIGGER: 0 none, wait every projection, norm the ones
+// with the RMSNorm (gemv_rmsnorm: in_proj, the head), plain the others (gemv: out_proj, x_proj). Read at each
 // launch.
-bool gemv_trigger() {
-    return env_enum<bool>("MAMBASCOPE_GEMV_TRIGGER", {{"", false}, {"0", false}, {"wait", true}},
-                          "it sets whether a one-row projection lets the kernel behind it launch once its "
-                          "blocks are past their PDL wait (docs/cuda.md, \"The step in the graph, kernel by "
-                          "kernel\")");
+enum class Trigger { None, All, Norm, Plain };
+bool gemv_trigger(bool norm_kernel) {
+    const Trigger t =
+        env_enum<Trigger>("MAMBASCOPE_GEMV_TRIGGER",
+                          {{"", Trigger::None},
+                           {"0", Trigger::None},
+                           {"wait", Trigger::All},
+                           {"norm", Trigger::Norm},
+                           {"plain", Trigger::Plain}},
+                          "it sets which one-row projections let the kernel behind them launch once their "
+                          "blocks are past their "
+                          "PDL wait (docs/cuda.md, \"The step in the graph, kernel by kernel\")");
+    return t == Trigger::All || t == (norm_kernel ? Trigger::Norm : Trigger::Plain);
 }
 
 // Rows each warp of a `blocks`-block grid prefetches for an N-row matrix of row_bytes-byte rows (0 when
@@ -272,7 +281,7 @@ void launch_gemv(int64_t N, int64_t K, const TW* W, int64_t ldw, const TA* a, TY
         const int64_t rows_per_block = kGemvWarps / split;
         const unsigned blocks = static_cast<unsigned>((N + rows_per_block - 1) / rows_per_block);
         const bool prefetch = prefetch_count(N, K * static_cast<int64_t>(sizeof(TW)), blocks, vec) > 0;
-        const bool trigger = gemv_trigger();
+        const bool trigger = gemv_trigger(false);
         kernel<<<blocks, 32 * kGemvWarps, 0, stream>>>(N, K, W, ldw, a, y, beta, prefetch, trigger);
         CUDA_CHECK(cudaGetLastError());
         return;
@@ -291,7 +300,7 @@ void launch_gemv(int64_t N, int64_t K, const TW* W, int64_t ldw, const TA* a, TY
     const char* ahead_p = static_cast<const char*>(ahead.p);
     const int64_t ahead_bytes =
         ahead_p && aligned(ahead_p, 16) && ahead.bytes > 0 ? ahead.bytes / 16 * 16 : 0;
-    const bool trigger = gemv_trigger();
+    const bool trigger = gemv_trigger(false);
     kernel<<<blocks, 32 * kGemvWarps, 0, stream>>>(N, K, W, ldw, a, y, beta, vec, prefetch, ahead_p,
                                                    ahead_bytes, trigger);
     CUDA_CHECK(cudaGetLastError());
@@ -619,7 +628,7 @@ void launch_gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t l
     const bool warp_rows = detail::rmsnorm_takes_warp_rows(K, x, K, wn);
     const bool norm_batched =
         gemv_norm_batched() && warp_rows && K / 4 <= int64_t{kGemvNormRowLoads} * kNormThreadsForGemv;
-    const bool trigger = gemv_trigger();
+    const bool trigger = gemv_trigger(true);
     pdl_register(gemv_rmsnorm_kernel<TY, kConv, kXproj, kArgmax>);
     gemv_rmsnorm_kernel<TY, kConv, kXproj, kArgmax><<<blocks, 32 * kGemvWarps, smem, stream>>>(
         N, K, W, ldw, x, wn, eps, y, beta, vec, warp_rows, norm_batched, prefetch, conv, xp, am, trigger);

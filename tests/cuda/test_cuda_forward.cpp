@@ -458,11 +458,12 @@ TEST(CudaForwardDevice, PdlLaunchPortThresholdMovesOutProjsEdgesAndKeepsTheSteps
     expect_decoder_refuses(*m, st, "MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM", "4");
 }
 
-// The projections' trigger after their PDL wait (MAMBASCOPE_GEMV_TRIGGER=wait; docs/cuda.md, "The step in the
-// graph, kernel by kernel"): on a model whose out_proj (256 blocks) takes the "exit" port, the kernel behind
-// it then launches while it runs and reads nothing before its own wait, so 40 filtered steps with the
-// trigger, under auto's rule and with the "launch" port after grids of two blocks per SM, equal the steps
-// without PDL bit for bit. (A bad value: CudaGemv.TriggerAfterTheWaitKeepsEveryVariantsOutputs.)
+// The projections' trigger after their PDL wait (MAMBASCOPE_GEMV_TRIGGER = wait, norm, plain; docs/cuda.md,
+// "The step in the graph, kernel by kernel"): on a model whose out_proj (256 blocks) takes the "exit" port,
+// the kernel behind it then launches while it runs and reads nothing before its own wait, so 40 filtered
+// steps with the trigger, under auto's rule and with the "launch" port after grids of two blocks per SM,
+// equal the steps without PDL bit for bit. (A bad value:
+// CudaGemv.TriggerAfterTheWaitKeepsEveryVariantsOutputs.)
 TEST(CudaForwardDevice, GemvTriggerKeepsTheSteps) {
     if (!have_gpu()) GTEST_SKIP() << "no GPU";
     ModelConfig c = cfg(Arch::Mamba1);
@@ -476,16 +477,17 @@ TEST(CudaForwardDevice, GemvTriggerKeepsTheSteps) {
     run_prefill(*m, std::span<const int32_t>(x.data(), 100), st);
     const Decoded off = decode_steps(*m, st, Precision::Bf16, &f, x, 100, 140,
                                      {{"MAMBASCOPE_DECODE_PDL", "0"}, {"MAMBASCOPE_DECODE_PERSISTENT", "0"}});
-    for (const char* k : {static_cast<const char*>(nullptr), "2"}) {
-        SCOPED_TRACE(k ? k : "(unset)");
-        const Decoded d = decode_steps(*m, st, Precision::Bf16, &f, x, 100, 140,
-                                       {{"MAMBASCOPE_GEMV_TRIGGER", "wait"},
-                                        {"MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM", k},
-                                        {"MAMBASCOPE_DECODE_PERSISTENT", "0"}});
-        ASSERT_TRUE(d.info.graph);
-        EXPECT_EQ(d.info.programmatic_edges, d.info.kernel_nodes - 1);
-        expect_same_steps(off, d);
-    }
+    for (const char* trigger : {"wait", "norm", "plain"})
+        for (const char* k : {static_cast<const char*>(nullptr), "2"}) {
+            SCOPED_TRACE(std::string(trigger) + ", launch per SM " + (k ? k : "(unset)"));
+            const Decoded d = decode_steps(*m, st, Precision::Bf16, &f, x, 100, 140,
+                                           {{"MAMBASCOPE_GEMV_TRIGGER", trigger},
+                                            {"MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM", k},
+                                            {"MAMBASCOPE_DECODE_PERSISTENT", "0"}});
+            ASSERT_TRUE(d.info.graph);
+            EXPECT_EQ(d.info.programmatic_edges, d.info.kernel_nodes - 1);
+            expect_same_steps(off, d);
+        }
 }
 
 // The conv inside in_proj's gemv (docs/cuda.md, "The conv inside in_proj"): a bf16 Mamba-1 step graph with

@@ -2192,12 +2192,12 @@ TEST(CudaGemv, RowsPerGridCapEqualsOneRowPerWarpBitForBit) {
                         [&] { kg::gemv(1, 8, W1.p, 8, a1.p, y1.p, 0.0f, nullptr); });
 }
 
-// The trigger after the PDL wait (MAMBASCOPE_GEMV_TRIGGER=wait; gemv.cu, docs/cuda.md "The step in the graph,
-// kernel by kernel") lets the kernel behind a projection launch early; it must not change what the projection
-// computes. Every gemv variant (one warp per row, two rows per warp, the deep rows, split rows, gemv_rmsnorm
-// with the norm batched and in a loop) gives the same outputs bit for bit with and without it, and they are
-// the product; a bad value is an error naming the variable. (On a GPU a graph of such kernels with the
-// trigger is compared step by step in CudaForwardDevice.GemvTriggerKeepsTheSteps.)
+// The trigger after the PDL wait (MAMBASCOPE_GEMV_TRIGGER = wait, norm, plain; gemv.cu, docs/cuda.md "The
+// step in the graph, kernel by kernel") lets the kernel behind a projection launch early; it must not change
+// what the projection computes. Every gemv variant (one warp per row, two rows per warp, the deep rows, split
+// rows, gemv_rmsnorm with the norm batched and in a loop) gives the same outputs bit for bit with and without
+// it, and they are the product; a bad value is an error naming the variable. (On a GPU a graph of such
+// kernels with the trigger is compared step by step in CudaForwardDevice.GemvTriggerKeepsTheSteps.)
 TEST(CudaGemv, TriggerAfterTheWaitKeepsEveryVariantsOutputs) {
     REQUIRE_GPU();
     std::mt19937 rng(88);
@@ -2223,7 +2223,7 @@ TEST(CudaGemv, TriggerAfterTheWaitKeepsEveryVariantsOutputs) {
                 return run_gemv_variants({c.N, c.K, c.ldw, dW.p, da.p, dW16.p, da16.p, y0, dx.p, dwn.p});
             };
             const GemvOuts ref = run(unset);
-            for (const char* t : {"wait", "0"}) {
+            for (const char* t : {"wait", "norm", "plain", "0"}) {
                 SCOPED_TRACE(t);
                 const GemvOuts o = run(t);
                 EXPECT_EQ(o.f32, ref.f32);
