@@ -40,11 +40,13 @@ Prefetch prefetch_mode() {
 // in its own grid_dependency_wait). MAMBASCOPE_GEMV_TRIGGER: 0 none, wait every projection, norm the ones
 // with the RMSNorm (gemv_rmsnorm: in_proj, the head), plain the others (gemv: out_proj, x_proj). Read at each
 // launch.
+// Unset: GemvTriggerDefault's choice on this thread (gemv.cuh), none outside one.
 enum class Trigger { None, All, Norm, Plain };
+thread_local bool t_trigger_default = false;
 bool gemv_trigger(bool norm_kernel) {
     const Trigger t =
         env_enum<Trigger>("MAMBASCOPE_GEMV_TRIGGER",
-                          {{"", Trigger::None},
+                          {{"", t_trigger_default ? Trigger::All : Trigger::None},
                            {"0", Trigger::None},
                            {"wait", Trigger::All},
                            {"norm", Trigger::Norm},
@@ -636,6 +638,13 @@ void launch_gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t l
 }
 
 }  // namespace
+
+GemvTriggerDefault::GemvTriggerDefault(bool trigger) : previous_(t_trigger_default) {
+    t_trigger_default = trigger;
+}
+GemvTriggerDefault::~GemvTriggerDefault() {
+    t_trigger_default = previous_;
+}
 
 void gemv_rmsnorm(int64_t N, int64_t K, const __nv_bfloat16* W, int64_t ldw, const float* x,
                   const float* w_norm, float eps, float* y, float beta, cudaStream_t stream) {

@@ -55,6 +55,21 @@ int gemv_split_rows(int64_t N, int64_t K, bool vec);
 constexpr double kGemvPrefetchL2Share = 0.5;
 int64_t gemv_prefetch_rows_per_warp(int64_t N, int64_t row_bytes, int64_t warps, int64_t l2_bytes);
 
+// The projections' trigger after their PDL wait (docs/cuda.md, "The step in the graph, kernel by kernel";
+// gemv.cu): MAMBASCOPE_GEMV_TRIGGER chooses it per launch; where that is unset, every projection launched on
+// this thread while a GemvTriggerDefault(true) lives triggers (a decoder with the early launch holds one
+// around its graph captures). Scopes nest; the previous default comes back when one ends.
+class GemvTriggerDefault {
+  public:
+    explicit GemvTriggerDefault(bool trigger);
+    ~GemvTriggerDefault();
+    GemvTriggerDefault(const GemvTriggerDefault&) = delete;
+    GemvTriggerDefault& operator=(const GemvTriggerDefault&) = delete;
+
+  private:
+    bool previous_;
+};
+
 // The one-row RMSNorm fused in front of a bf16 projection (decode steps: one graph node instead of two):
 // y[n] = Σ_k W[n,k]·a[k] (+ beta·y[n], float output only), a = bf16(x[k]·inv·w_norm[k]),
 // inv = rsqrt(Σ_k x[k]² / K + eps). Each block normalises x itself (K floats, from L2) in the same order as

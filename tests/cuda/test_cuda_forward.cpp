@@ -423,7 +423,8 @@ TEST_P(CudaForward, PdlStepGraphEqualsTheFullDependencyGraphBitForBit) {
 // with d_model 2048 has one grid above one block per SM, out_proj's (2048 rows, 256 blocks of 8 warps), whose
 // edge into the next layer's in_proj (the head after the last layer) is the step's only "exit" edge at k = 1
 // and turns to "launch" at k = 2 (on a GPU of 128 to 255 SMs) and at k = 6; the steps stay those of the graph
-// without PDL bit for bit. Another value is an error.
+// without PDL bit for bit. Another value is an error. (The model's in_proj is small enough for the early
+// launch, whose k is 2: pinned off here, it has its own test below.)
 TEST(CudaForwardDevice, PdlLaunchPortThresholdMovesOutProjsEdgesAndKeepsTheSteps) {
     if (!have_gpu()) GTEST_SKIP() << "no GPU";
     ModelConfig c = cfg(Arch::Mamba1);
@@ -444,9 +445,10 @@ TEST(CudaForwardDevice, PdlLaunchPortThresholdMovesOutProjsEdgesAndKeepsTheSteps
     constexpr int64_t kOutProjBlocks = 2048 / 8;
     for (const char* k : {static_cast<const char*>(nullptr), "1", "2", "6"}) {
         SCOPED_TRACE(k ? k : "(unset)");
-        const Decoded d =
-            decode_steps(*m, st, Precision::Bf16, &f, x, 100, 140,
-                         {{"MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM", k}, {"MAMBASCOPE_DECODE_PERSISTENT", "0"}});
+        const Decoded d = decode_steps(*m, st, Precision::Bf16, &f, x, 100, 140,
+                                       {{"MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM", k},
+                                        {"MAMBASCOPE_DECODE_PERSISTENT", "0"},
+                                        {"MAMBASCOPE_DECODE_EARLY_LAUNCH", "0"}});
         ASSERT_TRUE(d.info.graph);
         EXPECT_EQ(d.info.pdl_mode, "auto");
         EXPECT_EQ(d.info.programmatic_edges, d.info.kernel_nodes - 1);
@@ -463,7 +465,10 @@ TEST(CudaForwardDevice, PdlLaunchPortThresholdMovesOutProjsEdgesAndKeepsTheSteps
 // the kernel behind it then launches while it runs and reads nothing before its own wait, so 40 filtered
 // steps with the trigger, under auto's rule and with the "launch" port after grids of two blocks per SM,
 // equal the steps without PDL bit for bit. (A bad value:
-// CudaGemv.TriggerAfterTheWaitKeepsEveryVariantsOutputs.)
+// CudaGemv.TriggerAfterTheWaitKeepsEveryVariantsOutputs.) The early launch (MAMBASCOPE_DECODE_EARLY_LAUNCH),
+// the default for this model's 2 MB in_proj, is the trigger on every projection with the "launch" port after
+// grids of up to 2 blocks per SM: out_proj's edges take it (on a GPU of 128 to 255 SMs), and its steps equal
+// those without PDL too; forced off, the decoder reports it off and out_proj's edges keep the "exit" port.
 TEST(CudaForwardDevice, GemvTriggerKeepsTheSteps) {
     if (!have_gpu()) GTEST_SKIP() << "no GPU";
     ModelConfig c = cfg(Arch::Mamba1);
@@ -488,6 +493,23 @@ TEST(CudaForwardDevice, GemvTriggerKeepsTheSteps) {
             EXPECT_EQ(d.info.programmatic_edges, d.info.kernel_nodes - 1);
             expect_same_steps(off, d);
         }
+    int dev = 0, sms = 0;
+    ASSERT_EQ(cudaGetDevice(&dev), cudaSuccess);
+    ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), cudaSuccess);
+    constexpr int64_t kOutProjBlocks = 2048 / 8;
+    for (const char* early : {static_cast<const char*>(nullptr), "1", "0"}) {
+        SCOPED_TRACE(std::string("early launch ") + (early ? early : "(unset)"));
+        const Decoded d =
+            decode_steps(*m, st, Precision::Bf16, &f, x, 100, 140,
+                         {{"MAMBASCOPE_DECODE_EARLY_LAUNCH", early}, {"MAMBASCOPE_DECODE_PERSISTENT", "0"}});
+        const bool on = !early || std::string(early) == "1";
+        ASSERT_TRUE(d.info.graph);
+        EXPECT_EQ(d.info.early_launch, on);
+        const int64_t exit_edges = kOutProjBlocks > (on ? 2 : 1) * sms ? c.n_layer : 0;
+        EXPECT_EQ(d.info.launch_port_edges, d.info.programmatic_edges - exit_edges);
+        expect_same_steps(off, d);
+    }
+    expect_decoder_refuses(*m, st, "MAMBASCOPE_DECODE_EARLY_LAUNCH", "yes");
 }
 
 // The conv inside in_proj's gemv (docs/cuda.md, "The conv inside in_proj"): a bf16 Mamba-1 step graph with
@@ -639,6 +661,49 @@ TEST(CudaForwardDevice, XprojInsideInProjStaysWithinTheBf16BoundOfTheUnfusedStep
 // Mamba-1 graphs up to the measured width (mamba-130m and mamba-370m fold, mamba-1.4b and mamba-2.8b keep the
 // conv kernel); MAMBASCOPE_DECODE_CONV_FUSED=1 folds every width the layout allows, 0 none; float32, Mamba-2
 // and launches without a graph never fold. Needs no GPU.
+// The early launch's rule (docs/cuda.md, "The step in the graph, kernel by kernel"): bf16 Mamba-1 step graphs
+// whose in_proj weights are at most kDecodeEarlyLaunchMaxInProjBytes (mamba-130m's 4.7 MB and mamba-370m's
+// 8.4 MB, not mamba-1.4b's 33.5 MB or mamba-2.8b's 52 MB), none in float32, without a graph or for Mamba-2;
+// MAMBASCOPE_DECODE_EARLY_LAUNCH=1 takes it at every size, 0 never, another value is an error naming it.
+TEST(CudaDecodeChoice, EarlyLaunchUpToTheMeasuredSizeUnlessForced) {
+    auto shape = [](int64_t d_model) {
+        ModelConfig c = cfg(Arch::Mamba1);
+        c.d_model = d_model;
+        c.d_inner = 2 * d_model;
+        c.dt_rank = (d_model + 15) / 16;
+        return c;
+    };
+    const ModelConfig m130 = shape(768), m370 = shape(1024), m1b4 = shape(2048), m2b8 = shape(2560);
+    {
+        const EnvSettings unset({{"MAMBASCOPE_DECODE_EARLY_LAUNCH", nullptr}});
+        EXPECT_TRUE(detail::decode_early_launch(m130, Precision::Bf16, true));
+        EXPECT_TRUE(detail::decode_early_launch(m370, Precision::Bf16, true));
+        EXPECT_FALSE(detail::decode_early_launch(m1b4, Precision::Bf16, true));
+        EXPECT_FALSE(detail::decode_early_launch(m2b8, Precision::Bf16, true));
+        EXPECT_FALSE(detail::decode_early_launch(m130, Precision::Fp32, true));
+        EXPECT_FALSE(detail::decode_early_launch(m130, Precision::Bf16, false));
+        EXPECT_FALSE(detail::decode_early_launch(cfg(Arch::Mamba2), Precision::Bf16, true));
+    }
+    {
+        const EnvSettings on({{"MAMBASCOPE_DECODE_EARLY_LAUNCH", "1"}});
+        EXPECT_TRUE(detail::decode_early_launch(m2b8, Precision::Bf16, true));
+        EXPECT_FALSE(detail::decode_early_launch(m2b8, Precision::Fp32, true));
+        EXPECT_FALSE(detail::decode_early_launch(cfg(Arch::Mamba2), Precision::Bf16, true));
+    }
+    {
+        const EnvSettings off({{"MAMBASCOPE_DECODE_EARLY_LAUNCH", "0"}});
+        EXPECT_FALSE(detail::decode_early_launch(m130, Precision::Bf16, true));
+    }
+    const EnvSettings bad({{"MAMBASCOPE_DECODE_EARLY_LAUNCH", "on"}});
+    try {
+        (void)detail::decode_early_launch(m130, Precision::Bf16, true);
+        ADD_FAILURE() << "MAMBASCOPE_DECODE_EARLY_LAUNCH=on was accepted";
+    } catch (const mambascope::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("MAMBASCOPE_DECODE_EARLY_LAUNCH"), std::string::npos)
+            << e.what();
+    }
+}
+
 TEST(CudaDecodeChoice, ConvFoldsUpToTheMeasuredWidthUnlessForced) {
     auto shape = [](int64_t d_model) {
         ModelConfig c = cfg(Arch::Mamba1);

@@ -781,7 +781,28 @@ int64_t decode_run_steps() {
 // and the tie.
 constexpr int64_t kDecodeConvFoldMaxInner = 3072;
 
+// The early launch (twenty-seventh stop; docs/cuda.md, "The step in the graph, kernel by kernel") for step
+// graphs whose in_proj has at most this many bytes of weights. Measured on an H100 (docs/benchmarks.md,
+// twenty-seventh stop), greedy bf16 runs, ms/token without → with: mamba-130m (in_proj 4.7 MB) 0.310 → 0.271,
+// mamba-1.4b (33.5 MB) 1.610 → 1.837. The threshold lies between them.
+constexpr int64_t kDecodeEarlyLaunchMaxInProjBytes = int64_t{16} << 20;
+
 }  // namespace
+
+// MAMBASCOPE_DECODE_EARLY_LAUNCH: unset takes the early launch for bf16 Mamba-1 step graphs whose in_proj
+// weights are at most kDecodeEarlyLaunchMaxInProjBytes, 1 for every bf16 Mamba-1 step graph, 0 never. Read
+// per decoder; any other value is an error.
+bool decode_early_launch(const ModelConfig& c, Precision precision, bool graph) {
+    const std::string v =
+        env_choice("MAMBASCOPE_DECODE_EARLY_LAUNCH", {"", "0", "1"},
+                   "it sets whether a bf16 Mamba-1 decode step graph lets each kernel launch early behind "
+                   "its projections (docs/cuda.md, \"The step in the graph, kernel by kernel\"; the "
+                   "default is measured per size)");
+    const bool can = graph && precision == Precision::Bf16 && c.arch == Arch::Mamba1;
+    if (!can || v == "0") return false;
+    const int64_t in_proj_bytes = c.in_proj_rows() * c.d_model * int64_t{2};
+    return v == "1" || in_proj_bytes <= kDecodeEarlyLaunchMaxInProjBytes;
+}
 
 // MAMBASCOPE_DECODE_CONV_FUSED: unset folds the conv into in_proj's gemv up to kDecodeConvFoldMaxInner, 1
 // whatever the width, 0 never (A/B runs, the tests). Read per decoder; any other value is an error. Only a
@@ -884,10 +905,16 @@ PdlMode decode_pdl_mode(std::string* name) {
 // (docs/cuda.md, "Decoding on the GPU"), "exit" after a larger one. MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM = 1
 // (default), 2, 3 or 6 for A/B runs (2: out_proj's grids on mamba-130m to mamba-1.4b, ≈ 1.5-1.9 blocks per
 // SM, too; 6: every kernel of those steps, as "launch"). Read per decoder; any other value is an error.
+// The early launch (decode_early_launch) takes kPdlLaunchBlocksPerSmEarly where the variable is unset.
 constexpr int64_t kPdlLaunchBlocksPerSm = 1;
-int64_t pdl_launch_blocks_per_sm() {
+constexpr int64_t kPdlLaunchBlocksPerSmEarly = 2;
+int64_t pdl_launch_blocks_per_sm(bool early) {
     return env_enum<int64_t>("MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM",
-                             {{"", kPdlLaunchBlocksPerSm}, {"1", 1}, {"2", 2}, {"3", 3}, {"6", 6}},
+                             {{"", early ? kPdlLaunchBlocksPerSmEarly : kPdlLaunchBlocksPerSm},
+                              {"1", 1},
+                              {"2", 2},
+                              {"3", 3},
+                              {"6", 6}},
                              "it sets up to how many blocks per SM a kernel lets the next one launch early "
                              "under MAMBASCOPE_DECODE_PDL=auto (docs/cuda.md, \"Decoding on the GPU\")");
 }
@@ -1002,7 +1029,9 @@ class CudaDecoder final : public DecoderBackend {
                 (l2_ahead_ == kDecodeL2Branch ? branch_share : kDecodeL2AheadShare) * bytes);
         }
         run_steps_ = decode_run_steps();
-        pdl_launch_per_sm_ = pdl_launch_blocks_per_sm();
+        early_launch_ = decode_early_launch(c, precision, use_graph_);
+        info_.early_launch = early_launch_;
+        pdl_launch_per_sm_ = pdl_launch_blocks_per_sm(early_launch_);
         persistent_kind_ = decode_persistent_kernel();  // read (and checked) for every decoder
     }
     ~CudaDecoder() override {
@@ -1551,6 +1580,7 @@ class CudaDecoder final : public DecoderBackend {
     bool capture(Record&& record) {
         CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
         try {
+            const kc::GemvTriggerDefault trigger(early_launch_);  // the captured projections' default
             record();
         } catch (const Error&) {
             branch_open_ = false;  // the L2 branch's fork goes with the broken capture
@@ -1588,6 +1618,7 @@ class CudaDecoder final : public DecoderBackend {
     cudaEvent_t fork_ = nullptr, join_ = nullptr;        // its fork from and join into stream_
     bool branch_open_ = false;                           // a branch kernel recorded since the last join
     int64_t pdl_launch_per_sm_ = kPdlLaunchBlocksPerSm;  // MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM
+    bool early_launch_ = false;  // decode_early_launch: the projections trigger after their wait
     PersistentKernel persistent_kind_ = PersistentKernel::Off;  // MAMBASCOPE_DECODE_PERSISTENT
     bool z_branch_ = false;                                     // MAMBASCOPE_DECODE_Z_BRANCH where it applies
     cudaStream_t zstream_ = nullptr;                            // its stream (captured only)
