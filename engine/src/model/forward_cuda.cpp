@@ -784,7 +784,8 @@ constexpr int64_t kDecodeConvFoldMaxInner = 3072;
 // The early launch (twenty-seventh stop; docs/cuda.md, "The step in the graph, kernel by kernel") for step
 // graphs whose in_proj has at most this many bytes of weights. Measured on an H100 (docs/benchmarks.md,
 // twenty-seventh stop), greedy bf16 runs, ms/token without → with: mamba-130m (in_proj 4.7 MB) 0.310 → 0.271,
-// mamba-1.4b (33.5 MB) 1.610 → 1.837. The threshold lies between them.
+// mamba-370m (8.4 MB) 0.745 → 0.661, mamba-1.4b (33.5 MB) 1.610 → 1.837. The threshold lies between the last
+// gain and the loss.
 constexpr int64_t kDecodeEarlyLaunchMaxInProjBytes = int64_t{16} << 20;
 
 }  // namespace
