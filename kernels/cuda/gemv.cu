@@ -51,9 +51,9 @@ bool gemv_trigger(bool norm_kernel) {
                            {"wait", Trigger::All},
                            {"norm", Trigger::Norm},
                            {"plain", Trigger::Plain}},
-                          "it sets which one-row projections let the kernel behind them launch once their "
-                          "blocks are past their "
-                          "PDL wait (docs/cuda.md, \"The step in the graph, kernel by kernel\")");
+                          "it sets which one-row projections let the kernel behind them launch once "
+                          "their blocks are past their PDL wait (docs/cuda.md, \"The step in the graph, "
+                          "kernel by kernel\")");
     return t == Trigger::All || t == (norm_kernel ? Trigger::Norm : Trigger::Plain);
 }
 

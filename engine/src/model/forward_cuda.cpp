@@ -1427,7 +1427,7 @@ class CudaDecoder final : public DecoderBackend {
         if (try_persistent()) return;
         if (!capture([&] { record_step(); })) {
             use_graph_ = false;  // the per-kernel path still works
-            info_.conv_fused = info_.xproj_fused = info_.z_branch = false;
+            info_.conv_fused = info_.xproj_fused = info_.z_branch = info_.early_launch = false;
             return;
         }
         if (mode != PdlMode::Off) {
@@ -1561,7 +1561,7 @@ class CudaDecoder final : public DecoderBackend {
         if (captured && cudaGraphInstantiate(&exec_, graph_, 0) == cudaSuccess) {
             info_.persistent = true;
             info_.conv_fused = info_.xproj_fused = false;  // the persistent kernel folds them its own way
-            info_.z_branch = false;
+            info_.z_branch = info_.early_launch = false;   // nor does it take the step graph's edges
             info_.persistent_blocks = blocks;
             info_.persistent_ring = a.ring;
             info_.persistent_note.clear();
