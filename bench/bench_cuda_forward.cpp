@@ -310,6 +310,7 @@ int main(int argc, char** argv) {
                                          ? ""
                                          : "; not persistent: " + gi.persistent_note);
             if (!gi.greedy_argmax.empty()) how += "; argmax in the " + gi.greedy_argmax;
+            if (gi.early_launch) how += "; early launch";  // docs/cuda.md, "The early launch"
             if (greedy_run)
                 how += gi.greedy_run_steps > 0 ? "; " + std::to_string(gi.greedy_run_steps) +
                                                      " steps per graph fed on the GPU, argmax in the head"
