@@ -32,7 +32,7 @@ Prefetch prefetch_mode() {
                               "(docs/cuda.md, \"Decoding on the GPU\")");
 }
 
-// The trigger (twenty-seventh stop; docs/cuda.md, "The step in the graph, kernel by kernel"). A one-row
+// The trigger (twenty-seventh stop; docs/cuda.md, "The early launch"). A one-row
 // projection does not call griddepcontrol.launch_dependents by default, so a kernel behind it on a
 // programmatic ("exit") edge launches as its blocks exit. With the trigger every block calls it right after
 // its PDL wait, so the next kernel becomes resident while this one streams its rows and starts its own
@@ -52,8 +52,7 @@ bool gemv_trigger(bool norm_kernel) {
                            {"norm", Trigger::Norm},
                            {"plain", Trigger::Plain}},
                           "it sets which one-row projections let the kernel behind them launch once "
-                          "their blocks are past their PDL wait (docs/cuda.md, \"The step in the graph, "
-                          "kernel by kernel\")");
+                          "their blocks are past their PDL wait (docs/cuda.md, \"The early launch\")");
     return t == Trigger::All || t == (norm_kernel ? Trigger::Norm : Trigger::Plain);
 }
 

@@ -55,7 +55,7 @@ int gemv_split_rows(int64_t N, int64_t K, bool vec);
 constexpr double kGemvPrefetchL2Share = 0.5;
 int64_t gemv_prefetch_rows_per_warp(int64_t N, int64_t row_bytes, int64_t warps, int64_t l2_bytes);
 
-// The projections' trigger after their PDL wait (docs/cuda.md, "The step in the graph, kernel by kernel";
+// The projections' trigger after their PDL wait (docs/cuda.md, "The early launch";
 // gemv.cu): MAMBASCOPE_GEMV_TRIGGER chooses it per launch; where that is unset, every projection launched on
 // this thread while a GemvTriggerDefault(true) lives triggers (a decoder with the early launch holds one
 // around its graph captures). Scopes nest; the previous default comes back when one ends.

@@ -418,6 +418,38 @@ TEST_P(CudaForward, PdlStepGraphEqualsTheFullDependencyGraphBitForBit) {
     }
 }
 
+// The port tests' model: bf16 Mamba-1 with d_model 2048 and d_inner 256, whose only grid above one block per
+// SM is out_proj's (2048 rows, 256 blocks of 8 warps), after a 100-token prefill; `off` is its steps 100–139
+// (test_filter kept) without PDL, the reference the tests compare with bit for bit.
+struct WideOutProjModel {
+    static constexpr int64_t kOutProjBlocks = 2048 / 8;
+    ModelConfig c = cfg(Arch::Mamba1);
+    std::shared_ptr<const Model> m;
+    std::vector<int32_t> x = ids(140);
+    DeltaFilter f;
+    ModelState st;
+    int sms = 0;
+    Decoded off;
+    explicit WideOutProjModel(uint64_t seed) {
+        c.d_model = 2048;
+        c.d_inner = 256;
+        c.n_layer = 3;  // test_filter's layers
+        m = random_model(c, seed);
+        f = test_filter(*m);
+        st = make_state(*m);
+        run_prefill(*m, std::span<const int32_t>(x.data(), 100), st);
+        int dev = 0;
+        EXPECT_EQ(cudaGetDevice(&dev), cudaSuccess);
+        EXPECT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), cudaSuccess);
+        off = steps({{"MAMBASCOPE_DECODE_PDL", "0"}, {"MAMBASCOPE_DECODE_PERSISTENT", "0"}});
+    }
+    Decoded steps(std::initializer_list<std::pair<const char*, const char*>> env) const {
+        return decode_steps(*m, st, Precision::Bf16, &f, x, 100, 140, env);
+    }
+    // the "exit" edges auto's rule leaves at k blocks per SM: one per out_proj where its grid is larger
+    int64_t exit_edges(int64_t per_sm) const { return kOutProjBlocks > per_sm * sms ? c.n_layer : 0; }
+};
+
 // auto's port rule (docs/cuda.md, "Decoding on the GPU"; MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM): an edge takes
 // the "launch" port after a grid of at most k blocks per SM, "exit" after a larger one. A bf16 Mamba-1 model
 // with d_model 2048 has one grid above one block per SM, out_proj's (2048 rows, 256 blocks of 8 warps), whose
@@ -427,41 +459,24 @@ TEST_P(CudaForward, PdlStepGraphEqualsTheFullDependencyGraphBitForBit) {
 // launch, whose k is 2: pinned off here, it has its own test below.)
 TEST(CudaForwardDevice, PdlLaunchPortThresholdMovesOutProjsEdgesAndKeepsTheSteps) {
     if (!have_gpu()) GTEST_SKIP() << "no GPU";
-    ModelConfig c = cfg(Arch::Mamba1);
-    c.d_model = 2048;
-    c.d_inner = 256;
-    c.n_layer = 3;  // test_filter's layers
-    auto m = random_model(c, 14);
-    auto x = ids(140);
-    const DeltaFilter f = test_filter(*m);
-    ModelState st = make_state(*m);
-    run_prefill(*m, std::span<const int32_t>(x.data(), 100), st);
-    int dev = 0, sms = 0;
-    ASSERT_EQ(cudaGetDevice(&dev), cudaSuccess);
-    ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), cudaSuccess);
-    const Decoded off = decode_steps(*m, st, Precision::Bf16, &f, x, 100, 140,
-                                     {{"MAMBASCOPE_DECODE_PDL", "0"}, {"MAMBASCOPE_DECODE_PERSISTENT", "0"}});
-    EXPECT_EQ(off.info.launch_port_edges, 0);
-    constexpr int64_t kOutProjBlocks = 2048 / 8;
+    const WideOutProjModel w(14);
+    EXPECT_EQ(w.off.info.launch_port_edges, 0);
     for (const char* k : {static_cast<const char*>(nullptr), "1", "2", "6"}) {
         SCOPED_TRACE(k ? k : "(unset)");
-        const Decoded d = decode_steps(*m, st, Precision::Bf16, &f, x, 100, 140,
-                                       {{"MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM", k},
-                                        {"MAMBASCOPE_DECODE_PERSISTENT", "0"},
-                                        {"MAMBASCOPE_DECODE_EARLY_LAUNCH", "0"}});
+        const Decoded d = w.steps({{"MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM", k},
+                                   {"MAMBASCOPE_DECODE_PERSISTENT", "0"},
+                                   {"MAMBASCOPE_DECODE_EARLY_LAUNCH", "0"}});
         ASSERT_TRUE(d.info.graph);
         EXPECT_EQ(d.info.pdl_mode, "auto");
         EXPECT_EQ(d.info.programmatic_edges, d.info.kernel_nodes - 1);
-        const int64_t per_sm = k ? std::atoi(k) : 1;
-        const int64_t exit_edges = kOutProjBlocks > per_sm * sms ? c.n_layer : 0;  // one per out_proj
-        EXPECT_EQ(d.info.launch_port_edges, d.info.programmatic_edges - exit_edges);
-        expect_same_steps(off, d);
+        EXPECT_EQ(d.info.launch_port_edges, d.info.programmatic_edges - w.exit_edges(k ? std::atoi(k) : 1));
+        expect_same_steps(w.off, d);
     }
-    expect_decoder_refuses(*m, st, "MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM", "4");
+    expect_decoder_refuses(*w.m, w.st, "MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM", "4");
 }
 
 // The projections' trigger after their PDL wait (MAMBASCOPE_GEMV_TRIGGER = wait, norm, plain; docs/cuda.md,
-// "The step in the graph, kernel by kernel"): on a model whose out_proj (256 blocks) takes the "exit" port,
+// "The early launch"): on a model whose out_proj (256 blocks) takes the "exit" port,
 // the kernel behind it then launches while it runs and reads nothing before its own wait, so 40 filtered
 // steps with the trigger, under auto's rule and with the "launch" port after grids of two blocks per SM,
 // equal the steps without PDL bit for bit. (A bad value:
@@ -471,45 +486,28 @@ TEST(CudaForwardDevice, PdlLaunchPortThresholdMovesOutProjsEdgesAndKeepsTheSteps
 // those without PDL too; forced off, the decoder reports it off and out_proj's edges keep the "exit" port.
 TEST(CudaForwardDevice, GemvTriggerKeepsTheSteps) {
     if (!have_gpu()) GTEST_SKIP() << "no GPU";
-    ModelConfig c = cfg(Arch::Mamba1);
-    c.d_model = 2048;
-    c.d_inner = 256;
-    c.n_layer = 3;  // test_filter's layers
-    auto m = random_model(c, 15);
-    auto x = ids(140);
-    const DeltaFilter f = test_filter(*m);
-    ModelState st = make_state(*m);
-    run_prefill(*m, std::span<const int32_t>(x.data(), 100), st);
-    const Decoded off = decode_steps(*m, st, Precision::Bf16, &f, x, 100, 140,
-                                     {{"MAMBASCOPE_DECODE_PDL", "0"}, {"MAMBASCOPE_DECODE_PERSISTENT", "0"}});
+    const WideOutProjModel w(15);
     for (const char* trigger : {"wait", "norm", "plain"})
         for (const char* k : {static_cast<const char*>(nullptr), "2"}) {
             SCOPED_TRACE(std::string(trigger) + ", launch per SM " + (k ? k : "(unset)"));
-            const Decoded d = decode_steps(*m, st, Precision::Bf16, &f, x, 100, 140,
-                                           {{"MAMBASCOPE_GEMV_TRIGGER", trigger},
-                                            {"MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM", k},
-                                            {"MAMBASCOPE_DECODE_PERSISTENT", "0"}});
+            const Decoded d = w.steps({{"MAMBASCOPE_GEMV_TRIGGER", trigger},
+                                       {"MAMBASCOPE_DECODE_PDL_LAUNCH_PER_SM", k},
+                                       {"MAMBASCOPE_DECODE_PERSISTENT", "0"}});
             ASSERT_TRUE(d.info.graph);
             EXPECT_EQ(d.info.programmatic_edges, d.info.kernel_nodes - 1);
-            expect_same_steps(off, d);
+            expect_same_steps(w.off, d);
         }
-    int dev = 0, sms = 0;
-    ASSERT_EQ(cudaGetDevice(&dev), cudaSuccess);
-    ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), cudaSuccess);
-    constexpr int64_t kOutProjBlocks = 2048 / 8;
     for (const char* early : {static_cast<const char*>(nullptr), "1", "0"}) {
         SCOPED_TRACE(std::string("early launch ") + (early ? early : "(unset)"));
         const Decoded d =
-            decode_steps(*m, st, Precision::Bf16, &f, x, 100, 140,
-                         {{"MAMBASCOPE_DECODE_EARLY_LAUNCH", early}, {"MAMBASCOPE_DECODE_PERSISTENT", "0"}});
+            w.steps({{"MAMBASCOPE_DECODE_EARLY_LAUNCH", early}, {"MAMBASCOPE_DECODE_PERSISTENT", "0"}});
         const bool on = !early || std::string(early) == "1";
         ASSERT_TRUE(d.info.graph);
         EXPECT_EQ(d.info.early_launch, on);
-        const int64_t exit_edges = kOutProjBlocks > (on ? 2 : 1) * sms ? c.n_layer : 0;
-        EXPECT_EQ(d.info.launch_port_edges, d.info.programmatic_edges - exit_edges);
-        expect_same_steps(off, d);
+        EXPECT_EQ(d.info.launch_port_edges, d.info.programmatic_edges - w.exit_edges(on ? 2 : 1));
+        expect_same_steps(w.off, d);
     }
-    expect_decoder_refuses(*m, st, "MAMBASCOPE_DECODE_EARLY_LAUNCH", "yes");
+    expect_decoder_refuses(*w.m, w.st, "MAMBASCOPE_DECODE_EARLY_LAUNCH", "yes");
 }
 
 // The conv inside in_proj's gemv (docs/cuda.md, "The conv inside in_proj"): a bf16 Mamba-1 step graph with
@@ -661,7 +659,7 @@ TEST(CudaForwardDevice, XprojInsideInProjStaysWithinTheBf16BoundOfTheUnfusedStep
 // Mamba-1 graphs up to the measured width (mamba-130m and mamba-370m fold, mamba-1.4b and mamba-2.8b keep the
 // conv kernel); MAMBASCOPE_DECODE_CONV_FUSED=1 folds every width the layout allows, 0 none; float32, Mamba-2
 // and launches without a graph never fold. Needs no GPU.
-// The early launch's rule (docs/cuda.md, "The step in the graph, kernel by kernel"): bf16 Mamba-1 step graphs
+// The early launch's rule (docs/cuda.md, "The early launch"): bf16 Mamba-1 step graphs
 // whose in_proj weights are at most kDecodeEarlyLaunchMaxInProjBytes (mamba-130m's 4.7 MB and mamba-370m's
 // 8.4 MB, not mamba-1.4b's 33.5 MB or mamba-2.8b's 52 MB), none in float32, without a graph or for Mamba-2;
 // MAMBASCOPE_DECODE_EARLY_LAUNCH=1 takes it at every size, 0 never, another value is an error naming it.

@@ -2134,6 +2134,49 @@ GemvOuts run_gemv_variants(const GemvOperands& c) {
     return o;
 }
 
+// Every output of b equals a's bit for bit.
+void expect_same_outs(const GemvOuts& a, const GemvOuts& b) {
+    EXPECT_EQ(b.f32, a.f32);
+    EXPECT_EQ(b.b16_in, a.b16_in);
+    EXPECT_EQ(b.plus, a.plus);
+    EXPECT_EQ(b.b16_out, a.b16_out);
+    EXPECT_EQ(b.norm, a.norm);
+}
+
+// Random operands of one (N, K, ldw) product for run_gemv_variants: bf16-rounded weights and input (so that
+// the float32 and bf16 paths read the same values), a norm input and weights, y0; on the host and the device.
+struct GemvProblem {
+    int64_t N, K, ldw;
+    std::vector<float> W, x, wn, y0, a;
+    Dev<float> dW, da, dx, dwn;
+    Dev<__nv_bfloat16> dW16, da16;
+    GemvProblem(int64_t N_, int64_t K_, int64_t ldw_, std::mt19937& rng)
+        : N(N_),
+          K(K_),
+          ldw(ldw_),
+          W(round_bf16(randn(N * ldw, rng))),
+          x(randn(K, rng, 2.0f)),
+          wn(uniform(K, rng, 0.5f, 1.5f)),
+          y0(randn(N, rng)),
+          a(round_bf16(randn(K, rng))),
+          dW(W),
+          da(a),
+          dx(x),
+          dwn(wn),
+          dW16(to_bf16_host(W)),
+          da16(to_bf16_host(a)) {}
+    GemvOuts run() const {
+        return run_gemv_variants({N, K, ldw, dW.p, da.p, dW16.p, da16.p, y0, dx.p, dwn.p});
+    }
+    // the float64 product W·a
+    std::vector<double> product() const {
+        std::vector<double> want(N);
+        for (int64_t n = 0; n < N; ++n)
+            for (int64_t k = 0; k < K; ++k) want[n] += double(W[n * ldw + k]) * a[k];
+        return want;
+    }
+};
+
 // The one-row projections' grid is capped (gemv.cu, "Rows per grid"): warps loop over rows, two at a time on
 // the vector path. Every row equals the uncapped grid's (MAMBASCOPE_GEMV_GRID=0, one row per warp)
 // bit for bit, for gemv (float32 and bf16 weights, β = 0 and 1, bf16 output) and gemv_rmsnorm, with a grid
@@ -2152,15 +2195,11 @@ TEST(CudaGemv, RowsPerGridCapEqualsOneRowPerWarpBitForBit) {
     };
     for (const Case c : {Case{203, 256, 264}, Case{91, 77, 80}, Case{24, 2048, 2048}, Case{40, 4104, 4112}}) {
         SCOPED_TRACE("N=" + std::to_string(c.N) + " K=" + std::to_string(c.K));
-        const auto W = round_bf16(randn(c.N * c.ldw, rng)), x = randn(c.K, rng, 2.0f),
-                   wn = uniform(c.K, rng, 0.5f, 1.5f), y0 = randn(c.N, rng);
-        const auto a = round_bf16(randn(c.K, rng));
-        Dev<float> dW(W), da(a), dx(x), dwn(wn);
-        Dev<__nv_bfloat16> dW16(to_bf16_host(W)), da16(to_bf16_host(a));
+        const GemvProblem g(c.N, c.K, c.ldw, rng);
         auto run = [&](const char* grid, const char* deep) {
             ScopedEnv env("MAMBASCOPE_GEMV_GRID", grid);
             ScopedEnv env_deep("MAMBASCOPE_GEMV_DEEP", deep);
-            return run_gemv_variants({c.N, c.K, c.ldw, dW.p, da.p, dW16.p, da16.p, y0, dx.p, dwn.p});
+            return g.run();
         };
         const GemvOuts ref = run("0", "0");
         const char* unset = nullptr;
@@ -2168,18 +2207,10 @@ TEST(CudaGemv, RowsPerGridCapEqualsOneRowPerWarpBitForBit) {
              {std::pair{"0", unset}, std::pair{"3", unset}, std::pair{unset, unset}, std::pair{unset, "0"}}) {
             SCOPED_TRACE(std::string("grid ") + (grid ? grid : "default") + ", deep " +
                          (deep ? deep : "default"));
-            const GemvOuts o = run(grid, deep);
-            EXPECT_EQ(o.f32, ref.f32);
-            EXPECT_EQ(o.b16_in, ref.b16_in);
-            EXPECT_EQ(o.plus, ref.plus);
-            EXPECT_EQ(o.b16_out, ref.b16_out);
-            EXPECT_EQ(o.norm, ref.norm);
+            expect_same_outs(ref, run(grid, deep));
         }
         // and the rows are the product (not, say, a row computed twice and another skipped)
-        std::vector<double> want(c.N);
-        for (int64_t n = 0; n < c.N; ++n)
-            for (int64_t k = 0; k < c.K; ++k) want[n] += double(W[n * c.ldw + k]) * a[k];
-        EXPECT_LE(rel_err(ref.b16_in, want), kTol);
+        EXPECT_LE(rel_err(ref.b16_in, g.product()), kTol);
     }
     Dev<float> W1(std::vector<float>(8, 1.0f)), a1(std::vector<float>(8, 1.0f)), y1(1);
     {
@@ -2193,7 +2224,7 @@ TEST(CudaGemv, RowsPerGridCapEqualsOneRowPerWarpBitForBit) {
 }
 
 // The trigger after the PDL wait (MAMBASCOPE_GEMV_TRIGGER = wait, norm, plain; gemv.cu, docs/cuda.md "The
-// step in the graph, kernel by kernel") lets the kernel behind a projection launch early; it must not change
+// early launch") lets the kernel behind a projection launch early; it must not change
 // what the projection computes. Every gemv variant (one warp per row, two rows per warp, the deep rows, split
 // rows, gemv_rmsnorm with the norm batched and in a loop) gives the same outputs bit for bit with and without
 // it, and they are the product; a bad value is an error naming the variable. (On a GPU a graph of such
@@ -2213,29 +2244,17 @@ TEST(CudaGemv, TriggerAfterTheWaitKeepsEveryVariantsOutputs) {
                          (c.split ? c.split : "default") + " norm " + norm);
             ScopedEnv split("MAMBASCOPE_GEMV_SPLIT", c.split);
             ScopedEnv norm_env("MAMBASCOPE_GEMV_NORM", norm);
-            const auto W = round_bf16(randn(c.N * c.ldw, rng)), x = randn(c.K, rng, 2.0f),
-                       wn = uniform(c.K, rng, 0.5f, 1.5f), y0 = randn(c.N, rng);
-            const auto a = round_bf16(randn(c.K, rng));
-            Dev<float> dW(W), da(a), dx(x), dwn(wn);
-            Dev<__nv_bfloat16> dW16(to_bf16_host(W)), da16(to_bf16_host(a));
+            const GemvProblem g(c.N, c.K, c.ldw, rng);
             auto run = [&](const char* trigger) {
                 ScopedEnv env("MAMBASCOPE_GEMV_TRIGGER", trigger);
-                return run_gemv_variants({c.N, c.K, c.ldw, dW.p, da.p, dW16.p, da16.p, y0, dx.p, dwn.p});
+                return g.run();
             };
             const GemvOuts ref = run(unset);
             for (const char* t : {"wait", "norm", "plain", "0"}) {
                 SCOPED_TRACE(t);
-                const GemvOuts o = run(t);
-                EXPECT_EQ(o.f32, ref.f32);
-                EXPECT_EQ(o.b16_in, ref.b16_in);
-                EXPECT_EQ(o.plus, ref.plus);
-                EXPECT_EQ(o.b16_out, ref.b16_out);
-                EXPECT_EQ(o.norm, ref.norm);
+                expect_same_outs(ref, run(t));
             }
-            std::vector<double> want(c.N);
-            for (int64_t n = 0; n < c.N; ++n)
-                for (int64_t k = 0; k < c.K; ++k) want[n] += double(W[n * c.ldw + k]) * a[k];
-            EXPECT_LE(rel_err(ref.b16_in, want), kTol);
+            EXPECT_LE(rel_err(ref.b16_in, g.product()), kTol);
         }
     }
     Dev<float> W1(std::vector<float>(8, 1.0f)), a1(std::vector<float>(8, 1.0f)), y1(1);

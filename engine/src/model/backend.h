@@ -41,7 +41,7 @@ struct DecodeGraphInfo {
     // in_proj's z half on a parallel branch of a bf16 Mamba-1 step graph whose conv is its own kernel
     // (docs/cuda.md, "z on a branch"; MAMBASCOPE_DECODE_Z_BRANCH=1)
     bool z_branch = false;
-    // the early launch (docs/cuda.md, "The step in the graph, kernel by kernel";
+    // the early launch (docs/cuda.md, "The early launch";
     // MAMBASCOPE_DECODE_EARLY_LAUNCH): every projection lets the kernel behind it launch once its blocks are
     // past their PDL wait, and grids of up to 2 blocks per SM give the "launch" port
     bool early_launch = false;
@@ -80,7 +80,7 @@ class DecoderBackend {
 // MAMBASCOPE_DECODE_CONV_FUSED forces (1 always where the layout allows, 0 never; any other value is an
 // error). CUDA builds only.
 bool decode_conv_fold(const ModelConfig& c, Precision precision, bool graph);
-// Whether such a step graph takes the early launch (docs/cuda.md, "The step in the graph, kernel by kernel"):
+// Whether such a step graph takes the early launch (docs/cuda.md, "The early launch"):
 // bf16 Mamba-1 whose in_proj weights are at most the measured size, or as MAMBASCOPE_DECODE_EARLY_LAUNCH
 // forces (1 every bf16 Mamba-1 step graph, 0 never; any other value is an error). CUDA builds only.
 bool decode_early_launch(const ModelConfig& c, Precision precision, bool graph);

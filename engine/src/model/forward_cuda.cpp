@@ -781,7 +781,7 @@ int64_t decode_run_steps() {
 // and the tie.
 constexpr int64_t kDecodeConvFoldMaxInner = 3072;
 
-// The early launch (twenty-seventh stop; docs/cuda.md, "The step in the graph, kernel by kernel") for step
+// The early launch (twenty-seventh stop; docs/cuda.md, "The early launch") for step
 // graphs whose in_proj has at most this many bytes of weights. Measured on an H100 (docs/benchmarks.md,
 // twenty-seventh stop), greedy bf16 runs, ms/token without → with: mamba-130m (in_proj 4.7 MB) 0.310 → 0.271,
 // mamba-370m (8.4 MB) 0.745 → 0.661, mamba-1.4b (33.5 MB) 1.610 → 1.837. The threshold lies between the last
@@ -797,7 +797,7 @@ bool decode_early_launch(const ModelConfig& c, Precision precision, bool graph) 
     const std::string v =
         env_choice("MAMBASCOPE_DECODE_EARLY_LAUNCH", {"", "0", "1"},
                    "it sets whether a bf16 Mamba-1 decode step graph lets each kernel launch early behind "
-                   "its projections (docs/cuda.md, \"The step in the graph, kernel by kernel\"; the "
+                   "its projections (docs/cuda.md, \"The early launch\"; the "
                    "default is measured per size)");
     const bool can = graph && precision == Precision::Bf16 && c.arch == Arch::Mamba1;
     if (!can || v == "0") return false;
