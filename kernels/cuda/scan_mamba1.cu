@@ -60,6 +60,7 @@ struct Params {
     float* y;
     __nv_bfloat16* y16;
     int64_t ldy;
+    int64_t y_row_bytes;  // ldy · sizeof(element of y or y16): the step of m1_scan's output address per token
     float* delta_out;
     int64_t ldo;
     const float* dt_w;  // dt_proj weight (E, dt_rank) when Δ is computed from its low-rank input, else null
@@ -172,25 +173,28 @@ __device__ __forceinline__ void m1_ring_issue(const Params<In>& p, M1RingFor<In,
     if constexpr (kPart != RingPart::kNoDt) cp_async_commit();
 }
 
-// Tile k (tokens from t0) out of ring stage k % kM1Stages, for both passes: x and Δ (and, kZC, z) of this
-// thread's channel into registers, the tile's B (and, kZC, C) into shared memory as float32. First it waits
-// for the stage's copies and for every thread to be done with tile k − 1 (its sB, sC and ring stage), then
-// issues tile k + kM1Stages − 1 into that freed stage.
-template <bool kZC, bool kDtIn = false, typename In>
+// Tile k (tokens from t0) out of ring stage k % kM1Stages, for both passes: the tile's B (and, kZC, C) into
+// shared memory as float32, and (kRegs, the default tiles) x and Δ (and, kZC, z) of this thread's channel
+// into registers; lean tiles leave them in the stage, read per token by the caller (docs/cuda.md, "Lean
+// tiles"). First it waits for the stage's copies and for every thread to be done with tile k − 1 (its sB,
+// sC and ring stage), then issues tile k + kM1Stages − 1 into that freed stage.
+template <bool kZC, bool kDtIn = false, bool kRegs = true, typename In>
 __device__ __forceinline__ void m1_ring_take(const Params<In>& p, M1RingFor<In, kDtIn>& r, int64_t k,
-                                             int64_t t0, int64_t te, int64_t d0, bool gate,
-                                             float (&xr)[kM1Tile], float (&dr)[kM1Tile], float* zr,
-                                             float (*sB)[kM1N], float (*sC)[kM1N]) {
+                                             int64_t t0, int64_t te, int64_t d0, float (*sB)[kM1N],
+                                             float (*sC)[kM1N], float* xr = nullptr, float* dr = nullptr,
+                                             float* zr = nullptr, bool gate = false) {
     const int st = static_cast<int>(k % kM1Stages);
     cp_async_wait_group<kM1Stages - 2>();
     __syncthreads();
     m1_ring_issue<kZC, kDtIn>(p, r, static_cast<int>((k + kM1Stages - 1) % kM1Stages),
                               t0 + (kM1Stages - 1) * kM1Tile, te, d0);
+    if constexpr (kRegs) {
 #pragma unroll
-    for (int i = 0; i < kM1Tile; ++i) {
-        xr[i] = load_f32(&r.x[st][i][threadIdx.x]);
-        dr[i] = load_f32(&r.dt[st][i][threadIdx.x]);
-        if constexpr (kZC) zr[i] = gate ? load_f32(&r.z[st][i][threadIdx.x]) : 0.0f;
+        for (int i = 0; i < kM1Tile; ++i) {
+            xr[i] = load_f32(&r.x[st][i][threadIdx.x]);
+            dr[i] = load_f32(&r.dt[st][i][threadIdx.x]);
+            if constexpr (kZC) zr[i] = gate ? load_f32(&r.z[st][i][threadIdx.x]) : 0.0f;
+        }
     }
     for (int e = threadIdx.x; e < kM1Tile * kM1N; e += kM1Threads) {
         sB[e / kM1N][e % kM1N] = load_f32(&r.b[st][e / kM1N][e % kM1N]);
@@ -270,7 +274,8 @@ __device__ __forceinline__ float max_a2(const float (&A2)[kM1N]) {
 // grid (ceil(E/128), chunks − 1; chunks with kProbes). local_end (chunks, E, N), dsum (chunks, E).
 // kSoft: states n < kSoft take the FMA-pipe exp (fast exp only; m1_update_group). kMinBlocks: the resident
 // blocks per SM asked of the register allocator (MAMBASCOPE_M1_BLOCKS_PER_SM).
-template <bool kFastExp, typename In, bool kProbes = false, int kSoft = 0, int kMinBlocks = kM1MinBlocksPass1>
+template <bool kFastExp, typename In, bool kProbes = false, int kSoft = 0, int kMinBlocks = kM1MinBlocksPass1,
+          bool kLean = false>
 __global__ void __launch_bounds__(kM1Threads, kMinBlocks)
     m1_chunk_states(Params<In> p, float* __restrict__ local_end, float* __restrict__ dsum_out,
                     ScanProbes probes) {
@@ -296,18 +301,29 @@ __global__ void __launch_bounds__(kM1Threads, kMinBlocks)
     const int64_t d0 = static_cast<int64_t>(blockIdx.x) * kM1Threads;
     if (p.ring)
         for (int k = 0; k < kM1Stages - 1; ++k) m1_ring_issue<false>(p, ring, k, tb + k * kM1Tile, te, d0);
+    // Δ' once, lean tiles: this thread's Δ' column, one row further per token (as pass 3's y)
+    const bool dp_on = p.dp != nullptr;
+    float* dpp = (kLean && dp_on) ? p.dp + tb * p.ldp + (active ? d : 0) : nullptr;
 
     for (int64_t t0 = tb; t0 < te; t0 += kM1Tile) {
-        float xr[kM1Tile], dr[kM1Tile];
+        const int nv = active ? static_cast<int>(min(static_cast<int64_t>(kM1Tile), te - t0)) : 0;
+        float xr[kM1Tile], dr[kM1Tile];  // the default tiles' x and Δ
+        int st = 0;  // lean tiles: the ring stage holding this tile's x and Δ (0 for the per-thread loads)
         if (p.ring) {
-            m1_ring_take<false>(p, ring, (t0 - tb) / kM1Tile, t0, te, d0, false, xr, dr, nullptr, sB,
-                                nullptr);
+            const int64_t k = (t0 - tb) / kM1Tile;
+            st = static_cast<int>(k % kM1Stages);
+            m1_ring_take<false, false, !kLean>(p, ring, k, t0, te, d0, sB, nullptr, xr, dr);
         } else {
 #pragma unroll
             for (int i = 0; i < kM1Tile; ++i) {
                 const bool ok = active && t0 + i < te;
-                xr[i] = ok ? load_f32(p.x + (t0 + i) * p.ldx + d) : 0.0f;
-                dr[i] = ok ? load_f32(p.delta + (t0 + i) * p.ldd + d) : 0.0f;
+                if constexpr (kLean) {
+                    ring.x[0][i][threadIdx.x] = ok ? p.x[(t0 + i) * p.ldx + d] : In{};
+                    ring.dt[0][i][threadIdx.x] = ok ? p.delta[(t0 + i) * p.ldd + d] : In{};
+                } else {
+                    xr[i] = ok ? load_f32(p.x + (t0 + i) * p.ldx + d) : 0.0f;
+                    dr[i] = ok ? load_f32(p.delta + (t0 + i) * p.ldd + d) : 0.0f;
+                }
             }
             __syncthreads();  // the previous tile's B is no longer read
             for (int k = threadIdx.x; k < kM1Tile * kM1N; k += kM1Threads) {
@@ -318,12 +334,21 @@ __global__ void __launch_bounds__(kM1Threads, kMinBlocks)
         __syncthreads();
 #pragma unroll
         for (int i = 0; i < kM1Tile; ++i) {
-            const bool valid = active && t0 + i < te;
+            const bool valid = kLean ? i < nv : active && t0 + i < te;
             bool kept;
-            const float dt = used_delta(dr[i], bias, p.softplus, thr, valid, kept);
-            if (p.dp && valid) p.dp[(t0 + i) * p.ldp + d] = dt;
+            const float xi = kLean ? load_f32(&ring.x[st][i][threadIdx.x]) : xr[i];
+            const float di = kLean ? load_f32(&ring.dt[st][i][threadIdx.x]) : dr[i];
+            const float dt = used_delta(di, bias, p.softplus, thr, valid, kept);
+            if (dp_on) {
+                if constexpr (kLean) {
+                    if (valid) *dpp = dt;
+                    dpp += p.ldp;
+                } else if (valid) {
+                    p.dp[(t0 + i) * p.ldp + d] = dt;
+                }
+            }
             dsum += dt;
-            const float dtx = dt * xr[i];
+            const float dtx = dt * xi;
             const float4* b4 = reinterpret_cast<const float4*>(sB[i]);
             float esum = 0.0f;
 #pragma unroll
@@ -389,7 +414,7 @@ __global__ void __launch_bounds__(kCombineThreads)
 // Mamba1ScanArgs::dt_proj_w). kMinBlocks as in pass 1. kDtIn (Δ' once, chunked scans without probes in this
 // pass): Δ' as pass 1 wrote it to p.dp (float32), no bias, softplus or filter here.
 template <bool kProbes, bool kFastExp, typename In, bool kLowRankDt = false,
-          int kMinBlocks = kM1MinBlocksPass3, bool kDtIn = false>
+          int kMinBlocks = kM1MinBlocksPass3, bool kDtIn = false, bool kLean = false>
 __global__ void __launch_bounds__(kM1Threads, kMinBlocks)
     m1_scan(Params<In> p, const float* h_start, float* h_final, ScanProbes probes) {  // may alias (1 pass)
     static_assert(!(kDtIn && (kProbes || kLowRankDt)), "Δ' once: a chunked scan's pass 3 without probes");
@@ -397,6 +422,7 @@ __global__ void __launch_bounds__(kM1Threads, kMinBlocks)
     __shared__ __align__(16) float sC[kM1Tile][kM1N];
     // decode steps (kLowRankDt: one pass over a few tokens, Δ from dt_proj) take the per-thread loads
     constexpr bool kRing = !kLowRankDt;
+    static_assert(!(kLean && kLowRankDt), "lean tiles read x, Δ and z from the ring's shared memory");
     __shared__ __align__(16) std::conditional_t<kRing, M1RingFor<In, kDtIn>, M1NoRing> ring;
     const int64_t d = static_cast<int64_t>(blockIdx.x) * kM1Threads + threadIdx.x;
     const bool active = d < p.E;
@@ -440,13 +466,26 @@ __global__ void __launch_bounds__(kM1Threads, kMinBlocks)
     const float dskip = (active && p.Dskip) ? p.Dskip[d] : 0.0f;
     const bool gate = p.z != nullptr;
     M1Probes pr;
+    // Lean tiles: y's address advances by one row per token (docs/cuda.md, "Lean tiles"), one 64-bit add of a
+    // kernel parameter where (t0 + i)·ldy + d takes a 64-bit multiply, a shift and two adds.
+    const bool out16 = p.y16 != nullptr;
+    char* yp = !kLean  ? nullptr
+               : out16 ? reinterpret_cast<char*>(p.y16 + tb * p.ldy + (active ? d : 0))
+                       : reinterpret_cast<char*>(p.y + tb * p.ldy + (active ? d : 0));
 
     for (int64_t t0 = tb; t0 < te; t0 += kM1Tile) {
+        // lean tiles: the tokens of this tile that this thread scans are i < nv (none past E)
+        const int nv = active ? static_cast<int>(min(static_cast<int64_t>(kM1Tile), te - t0)) : 0;
+        // x, Δ (Δ') and z: the default tiles hold them in registers; lean tiles leave them in the ring's
+        // shared memory until their token (the per-thread loads put them in stage 0)
         float xr[kM1Tile], dr[kM1Tile], zr[kM1Tile];
+        int st = 0;
         bool staged = false;
         if constexpr (kRing) {
             if (p.ring) {
-                m1_ring_take<true, kDtIn>(p, ring, (t0 - tb) / kM1Tile, t0, te, d0, gate, xr, dr, zr, sB, sC);
+                const int64_t k = (t0 - tb) / kM1Tile;
+                st = static_cast<int>(k % kM1Stages);
+                m1_ring_take<true, kDtIn, !kLean>(p, ring, k, t0, te, d0, sB, sC, xr, dr, zr, gate);
                 staged = true;
             }
         }
@@ -454,14 +493,24 @@ __global__ void __launch_bounds__(kM1Threads, kMinBlocks)
 #pragma unroll
             for (int i = 0; i < kM1Tile; ++i) {
                 const bool ok = active && t0 + i < te;
-                xr[i] = ok ? load_f32(p.x + (t0 + i) * p.ldx + d) : 0.0f;
-                if constexpr (kLowRankDt)
-                    dr[i] = ok ? lowrank_dt(p, t0 + i, d) : 0.0f;
-                else if constexpr (kDtIn)
-                    dr[i] = ok ? p.dp[(t0 + i) * p.ldp + d] : 0.0f;
-                else
-                    dr[i] = ok ? load_f32(p.delta + (t0 + i) * p.ldd + d) : 0.0f;
-                zr[i] = (ok && gate) ? load_f32(p.z + (t0 + i) * p.ldz + d) : 0.0f;
+                if constexpr (kLean) {
+                    const int64_t t = t0 + i;
+                    ring.x[0][i][threadIdx.x] = ok ? p.x[t * p.ldx + d] : In{};
+                    if constexpr (kDtIn)
+                        ring.dt[0][i][threadIdx.x] = ok ? p.dp[t * p.ldp + d] : 0.0f;
+                    else
+                        ring.dt[0][i][threadIdx.x] = ok ? p.delta[t * p.ldd + d] : In{};
+                    ring.z[0][i][threadIdx.x] = (ok && gate) ? p.z[t * p.ldz + d] : In{};
+                } else {
+                    xr[i] = ok ? load_f32(p.x + (t0 + i) * p.ldx + d) : 0.0f;
+                    if constexpr (kLowRankDt)
+                        dr[i] = ok ? lowrank_dt(p, t0 + i, d) : 0.0f;
+                    else if constexpr (kDtIn)
+                        dr[i] = ok ? p.dp[(t0 + i) * p.ldp + d] : 0.0f;
+                    else
+                        dr[i] = ok ? load_f32(p.delta + (t0 + i) * p.ldd + d) : 0.0f;
+                    zr[i] = (ok && gate) ? load_f32(p.z + (t0 + i) * p.ldz + d) : 0.0f;
+                }
             }
             __syncthreads();
             for (int k = threadIdx.x; k < kM1Tile * kM1N; k += kM1Threads) {
@@ -474,14 +523,21 @@ __global__ void __launch_bounds__(kM1Threads, kMinBlocks)
         __syncthreads();
 #pragma unroll
         for (int i = 0; i < kM1Tile; ++i) {
-            const bool valid = active && t0 + i < te;
+            const bool valid = kLean ? i < nv : active && t0 + i < te;
+            float xi, di, zi = 0.0f;
+            if constexpr (kLean) {
+                xi = load_f32(&ring.x[st][i][threadIdx.x]);
+                di = load_f32(&ring.dt[st][i][threadIdx.x]);
+                if (gate) zi = load_f32(&ring.z[st][i][threadIdx.x]);
+            } else {
+                xi = xr[i], di = dr[i], zi = zr[i];
+            }
             bool kept = valid;  // kDtIn: pass 3 takes no probes, so the filter's count is not needed here
-            const float dt =
-                kDtIn ? (valid ? dr[i] : 0.0f) : used_delta(dr[i], bias, p.softplus, thr, valid, kept);
-            const float dtx = dt * xr[i];
+            const float dt = kDtIn ? (valid ? di : 0.0f) : used_delta(di, bias, p.softplus, thr, valid, kept);
+            const float dtx = dt * xi;
             const float4* b4 = reinterpret_cast<const float4*>(sB[i]);
             const float4* c4 = reinterpret_cast<const float4*>(sC[i]);
-            float y = dskip * xr[i];
+            float y = dskip * xi;
             float esum = 0.0f;
 #pragma unroll
             for (int q = 0; q < kM1N / 4; ++q) {
@@ -493,16 +549,24 @@ __global__ void __launch_bounds__(kM1Threads, kMinBlocks)
                 y += cc.w * h[4 * q + 3];
                 if constexpr (kProbes) esum += (e.x + e.y) + (e.z + e.w);
             }
-            if (gate) y *= silu(zr[i]);
+            if (gate) y *= silu(zi);
             if (valid) {
-                const int64_t t = t0 + i;
-                if (p.y16)
-                    p.y16[t * p.ldy + d] = f32_to_bf16_rn(y);
-                else
-                    p.y[t * p.ldy + d] = y;
-                if (p.delta_out) p.delta_out[t * p.ldo + d] = dt;
+                if constexpr (kLean) {
+                    if (out16)
+                        *reinterpret_cast<__nv_bfloat16*>(yp) = f32_to_bf16_rn(y);
+                    else
+                        *reinterpret_cast<float*>(yp) = y;
+                } else {
+                    const int64_t t = t0 + i;
+                    if (out16)
+                        p.y16[t * p.ldy + d] = f32_to_bf16_rn(y);
+                    else
+                        p.y[t * p.ldy + d] = y;
+                }
+                if (p.delta_out) p.delta_out[(t0 + i) * p.ldo + d] = dt;
                 if constexpr (kProbes) pr.token(dt, kept, esum, A2, a2max);
             }
+            if constexpr (kLean) yp += p.y_row_bytes;
         }
         if constexpr (kProbes) pr.end_tile();
     }
@@ -776,6 +840,14 @@ bool m1_dt_once_enabled() {
         "(docs/cuda.md, \"Δ' once\")");
 }
 
+// Lean tiles (twenty-eighth stop; built and emulated, not yet measured on a GPU, so off by default):
+// MAMBASCOPE_M1_LEAN=1 takes them in the fast-exp pass 1 and, with Δ' once, pass 3 (4 or 5 blocks per SM).
+bool m1_lean_enabled() {
+    return env_flag("MAMBASCOPE_M1_LEAN", false,
+                    "it sets whether the fast-exp Mamba-1 scan passes take lean tiles (docs/cuda.md, "
+                    "\"Lean tiles\")");
+}
+
 // The pieces of a chunked scan's workspace, each 256-byte aligned: local_end (S, E, N), h_start (S, E, N),
 // dsum (S, E), and with Δ' once dp (T, E).
 struct M1Workspace {
@@ -820,11 +892,16 @@ int m1_soft_exp() {
 
 // Pass 1 for the settings above (fast exp only: the accurate exp runs the default kernel).
 template <bool kFastExp, typename In, bool kProbes>
-auto pass1_kernel(int soft, int blocks) {
+auto pass1_kernel(int soft, int blocks, bool lean) {
     if constexpr (kFastExp) {
         if (soft && blocks)
             throw Error("scan_mamba1: MAMBASCOPE_M1_SOFT_EXP and MAMBASCOPE_M1_BLOCKS_PER_SM are both set",
                         "the two are built one at a time; unset one of them");
+        if (lean && soft)
+            throw Error("scan_mamba1: MAMBASCOPE_M1_LEAN and MAMBASCOPE_M1_SOFT_EXP are both set",
+                        "lean tiles are built without the soft exp; unset one of them");
+        if (lean && blocks == 5) return m1_chunk_states<kFastExp, In, kProbes, 0, 5, true>;
+        if (lean && blocks == 0) return m1_chunk_states<kFastExp, In, kProbes, 0, kM1MinBlocksPass1, true>;
         if (soft == 2) return m1_chunk_states<kFastExp, In, kProbes, 2>;
         if (soft == 4) return m1_chunk_states<kFastExp, In, kProbes, 4>;
         if (blocks == 5) return m1_chunk_states<kFastExp, In, kProbes, 0, 5>;
@@ -864,7 +941,7 @@ ScanPlan scan_mamba1_plan(int64_t T, int64_t E, int64_t chunk_len) {
 size_t scan_mamba1_workspace_bytes(int64_t T, int64_t E, int64_t N, int64_t chunk_len) {
     (void)N;  // only d_state 16 is built; the argument keeps the signature honest for later instantiations
     // Sized for Δ' once whenever it is switched on (a call with probes in pass 3 leaves that part unused).
-    const bool dt_once = m1_dt_once_enabled() && m1_blocks_per_sm() == 0;
+    const bool dt_once = m1_dt_once_enabled() && m1_blocks_per_sm() != 6;
     return workspace_layout(scan_mamba1_plan(T, E, chunk_len), T, E, dt_once).bytes();
 }
 
@@ -878,6 +955,7 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
     p.delta_bias = a.delta_bias, p.softplus = a.delta_softplus ? 1 : 0;
     p.A = a.A, p.ldx = a.ldx, p.ldd = a.ldd, p.ldb = a.ldb, p.ldc = a.ldc, p.Dskip = a.Dskip, p.ldz = a.ldz;
     p.thr = a.thr, p.y = a.y, p.y16 = a.y16, p.ldy = a.ldy, p.delta_out = a.delta_out, p.ldo = a.ldo;
+    p.y_row_bytes = a.ldy * static_cast<int64_t>(a.y16 ? sizeof(__nv_bfloat16) : sizeof(float));
     p.dt_w = a.dt_proj_w, p.dt_rank = a.dt_rank;
     if (a.dt_proj_w && a.T == 1 && m1_step_enabled()) {  // a decode step
         const auto step = a.fast_exp ? m1_step<true, In> : m1_step<false, In>;
@@ -905,8 +983,10 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
         m1_probes_in_pass1_enabled();  // read first: a bad value is an error at any call
     const bool probes_in_pass1 = a.probes.any() && plan.chunks > 1 && pass1_switch;
     const int soft = m1_soft_exp(), blocks = m1_blocks_per_sm();
+    const bool lean = m1_lean_enabled();
     const bool pdl = m1_scan_pdl_enabled() && plan.chunks > 1;  // a single pass has no pass before it
-    const bool dt_once_switch = m1_dt_once_enabled() && blocks == 0;
+    // Δ' once is built for 4 and 5 resident blocks (the 6-block kernels spill without it already)
+    const bool dt_once_switch = m1_dt_once_enabled() && blocks != 6;
     const bool dt_once =
         dt_once_switch && plan.chunks > 1 && !a.dt_proj_w && (!a.probes.any() || probes_in_pass1);
     const dim3 block(kM1Threads);
@@ -937,10 +1017,11 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
         // Δ' once it scans it for the last chunk's Δ' (the same wave of blocks: it fits in the pass's time).
         const bool all_chunks = probes_in_pass1 || dt_once;
         const dim3 grid1(cblocks, static_cast<unsigned>(all_chunks ? plan.chunks : plan.chunks - 1));
-        const auto pass1 = probes_in_pass1 ? (a.fast_exp ? pass1_kernel<true, In, true>(soft, blocks)
-                                                         : pass1_kernel<false, In, true>(soft, blocks))
-                                           : (a.fast_exp ? pass1_kernel<true, In, false>(soft, blocks)
-                                                         : pass1_kernel<false, In, false>(soft, blocks));
+        const auto pass1 = probes_in_pass1
+                               ? (a.fast_exp ? pass1_kernel<true, In, true>(soft, blocks, lean)
+                                             : pass1_kernel<false, In, true>(soft, blocks, lean))
+                               : (a.fast_exp ? pass1_kernel<true, In, false>(soft, blocks, lean)
+                                             : pass1_kernel<false, In, false>(soft, blocks, lean));
         pass1<<<grid1, block, 0, stream>>>(p, local_end, dsum, a.probes);
         CUDA_CHECK(cudaGetLastError());
         const int64_t n_states = a.E * kM1N;
@@ -953,8 +1034,13 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
     // The fused dt_proj (decode steps, one short pass) keeps the default register budget.
     auto pass3 =
         a.dt_proj_w ? (a.fast_exp ? m1_scan<false, true, In, true> : m1_scan<false, false, In, true>)
-        : dt_once   ? (a.fast_exp ? m1_scan<false, true, In, false, kM1MinBlocksPass3, true>
-                                  : m1_scan<false, false, In, false, kM1MinBlocksPass3, true>)
+        : dt_once && a.fast_exp && lean
+            ? (blocks == 5 ? m1_scan<false, true, In, false, 5, true, true>
+                           : m1_scan<false, true, In, false, kM1MinBlocksPass3, true, true>)
+        : dt_once && blocks == 5 ? (a.fast_exp ? m1_scan<false, true, In, false, 5, true>
+                                               : m1_scan<false, false, In, false, 5, true>)
+        : dt_once                ? (a.fast_exp ? m1_scan<false, true, In, false, kM1MinBlocksPass3, true>
+                                               : m1_scan<false, false, In, false, kM1MinBlocksPass3, true>)
         : a.probes.any() && !probes_in_pass1
             ? (a.fast_exp ? pass3_kernel<true, true, In>(blocks) : pass3_kernel<true, false, In>(blocks))
             : (a.fast_exp ? pass3_kernel<false, true, In>(blocks) : pass3_kernel<false, false, In>(blocks));

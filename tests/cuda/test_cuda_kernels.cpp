@@ -1598,6 +1598,65 @@ TEST(CudaScanMamba1, DeltaOnceEqualsDeltaInBothPassesBitForBit) {
     expect_error_naming("MAMBASCOPE_M1_DT_ONCE", [&] { run_m1_gpu(dw, cw, thrw, {}, true); });
 }
 
+// Lean tiles (docs/cuda.md, "Lean tiles"): with MAMBASCOPE_M1_LEAN=1 the fast-exp passes read x, Δ (Δ') and z
+// from the ring per token instead of holding a tile of them in registers, count a tile's tokens once and step
+// the addresses of y and of pass 1's Δ' by one row per token. The same arithmetic in the same order: y, the
+// final state and Δ' equal the default tiles' bit for bit (the probes to the order of their atomic adds), on
+// float32 and bf16 inputs (y in float32, and in bf16 without probes), through the cp.async ring and the
+// per-thread loads (unaligned rows, which stage into the ring's first stage), with and without probes, a
+// short last chunk, the automatic plan, a single pass, and 5 blocks per SM. A value other than 0 or 1 is a
+// clear error.
+TEST(CudaScanMamba1, LeanTilesEqualTheDefaultTilesBitForBit) {
+    REQUIRE_GPU();
+    std::mt19937 rng(88);
+    const M1Case cases[] = {
+        {999, 136, 64, true, true, true},    // 16 chunks, the last one short
+        {700, 64, 0, true, true, false},     // the automatic plan, no gate
+        {90, 40, 100000, true, true, true},  // one pass (pass 3 keeps its default tiles)
+    };
+    int compared = 0;
+    for (const auto& c : cases)
+        for (const bool bf16 : {false, true})
+            for (const bool aligned : {true, false})
+                for (const bool probes : {false, true})
+                    for (const char* blocks : {static_cast<const char*>(nullptr), "5"}) {
+                        if (blocks && &c != &cases[0]) continue;
+                        SCOPED_TRACE("T=" + std::to_string(c.T) + " E=" + std::to_string(c.E) +
+                                     (bf16 ? " bf16" : " float32") + (aligned ? " ring" : " loads") +
+                                     (probes ? " probes" : "") + (blocks ? " 5 blocks" : ""));
+                        M1Data d = make_m1(c.T, c.E, rng, aligned);
+                        if (bf16) d = round_m1_inputs(d);
+                        const std::vector<float> thr =
+                            safe_thresholds(m1_delta(d, c.softplus), d.T, d.E, d.ldd);
+                        ScopedEnv b("MAMBASCOPE_M1_BLOCKS_PER_SM", blocks);
+                        auto run = [&](const char* lean) {
+                            if (probes)
+                                return run_m1_probed(d, c, thr, bf16, true, "MAMBASCOPE_M1_LEAN", lean);
+                            ScopedEnv env("MAMBASCOPE_M1_LEAN", lean);
+                            M1ProbedRun out;
+                            out.r = bf16 ? run_m1_gpu_bf16(d, c, thr, {}, /*y_bf16=*/true, nullptr, true)
+                                         : run_m1_gpu(d, c, thr, {}, true);
+                            return out;
+                        };
+                        const M1ProbedRun base = run(nullptr), lean = run("1");
+                        EXPECT_EQ(lean.r.y, base.r.y);
+                        EXPECT_EQ(lean.r.h, base.r.h);
+                        EXPECT_EQ(lean.r.delta_used, base.r.delta_used);
+                        // the probes' double sums meet in atomicAdds across chunks, in any order
+                        EXPECT_LE(rel_err(lean.dsum, base.dsum), 1e-12);
+                        EXPECT_LE(rel_err(lean.logd, base.logd), 1e-12);
+                        EXPECT_EQ(lean.kept, base.kept);
+                        ++compared;
+                    }
+    EXPECT_EQ(compared, 32);
+    std::mt19937 rng2(89);
+    const M1Data d = make_m1(300, 32, rng2);
+    ScopedEnv bad("MAMBASCOPE_M1_LEAN", "2");
+    expect_error_naming("MAMBASCOPE_M1_LEAN", [&] {
+        run_m1_gpu(d, M1Case{300, 32, 64, false, false, false}, {}, {}, true);
+    });
+}
+
 // A chunked scan launches pass 2 and pass 3 with a programmatic edge from the pass before (PDL: each may
 // start while the pass before runs and waits for it in grid_dependency_wait); MAMBASCOPE_M1_SCAN_PDL=0
 // launches them plainly. The workspace (pass 1's end states and sums, pass 2's start states) is poisoned with
