@@ -1315,6 +1315,19 @@ M1ProbedRun run_m1_probed(const M1Data& d, const M1Case& c, const std::vector<fl
     return out;
 }
 
+// One fast- or default-exp scan under VAR=value (null: unset): with probes as run_m1_probed, without them y
+// in float32 or (y_bf16, bf16 inputs) bf16. For the tests that compare a switch's two settings bit for bit.
+M1ProbedRun run_m1_under(const char* var, const char* value, const M1Data& d, const M1Case& c,
+                         const std::vector<float>& thr, bool bf16, bool fast_exp, bool probes,
+                         bool y_bf16 = false) {
+    if (probes) return run_m1_probed(d, c, thr, bf16, fast_exp, var, value);
+    ScopedEnv env(var, value);
+    M1ProbedRun out;
+    out.r = bf16 ? run_m1_gpu_bf16(d, c, thr, {}, y_bf16, nullptr, fast_exp)
+                 : run_m1_gpu(d, c, thr, {}, fast_exp);
+    return out;
+}
+
 // A chunked scan takes its probes in pass 1 (which then scans the last chunk too) and runs pass 3 without
 // them; MAMBASCOPE_M1_PROBES_PASS=3 keeps them in pass 3. Both orders take each chunk's sums in the same
 // order, so the probes agree to the double rounding of the atomicAdds across chunks (the kept counts
@@ -1533,12 +1546,7 @@ TEST(CudaScanMamba1, DeltaOnceEqualsDeltaInBothPassesBitForBit) {
             const std::vector<float> thr =
                 c.filter ? safe_thresholds(m1_delta(d, c.softplus), d.T, d.E, d.ldd) : std::vector<float>{};
             auto run = [&](const char* once) {
-                if (k.probes) return run_m1_probed(d, c, thr, bf16, fast, "MAMBASCOPE_M1_DT_ONCE", once);
-                ScopedEnv env("MAMBASCOPE_M1_DT_ONCE", once);
-                M1ProbedRun out;
-                out.r = bf16 ? run_m1_gpu_bf16(d, c, thr, {}, false, nullptr, fast)
-                             : run_m1_gpu(d, c, thr, {}, fast);
-                return out;
+                return run_m1_under("MAMBASCOPE_M1_DT_ONCE", once, d, c, thr, bf16, fast, k.probes);
             };
             const M1ProbedRun once = run(nullptr), twice = run("0");
             EXPECT_EQ(once.r.y, twice.r.y);
@@ -1630,13 +1638,8 @@ TEST(CudaScanMamba1, LeanTilesEqualTheDefaultTilesBitForBit) {
                             safe_thresholds(m1_delta(d, c.softplus), d.T, d.E, d.ldd);
                         ScopedEnv b("MAMBASCOPE_M1_BLOCKS_PER_SM", blocks);
                         auto run = [&](const char* lean) {
-                            if (probes)
-                                return run_m1_probed(d, c, thr, bf16, true, "MAMBASCOPE_M1_LEAN", lean);
-                            ScopedEnv env("MAMBASCOPE_M1_LEAN", lean);
-                            M1ProbedRun out;
-                            out.r = bf16 ? run_m1_gpu_bf16(d, c, thr, {}, /*y_bf16=*/true, nullptr, true)
-                                         : run_m1_gpu(d, c, thr, {}, true);
-                            return out;
+                            return run_m1_under("MAMBASCOPE_M1_LEAN", lean, d, c, thr, bf16, true, probes,
+                                                /*y_bf16=*/true);
                         };
                         const M1ProbedRun base = run(nullptr), lean = run("1");
                         EXPECT_EQ(lean.r.y, base.r.y);
