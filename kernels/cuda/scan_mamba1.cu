@@ -173,21 +173,21 @@ __device__ __forceinline__ void m1_ring_issue(const Params<In>& p, M1RingFor<In,
     if constexpr (kPart != RingPart::kNoDt) cp_async_commit();
 }
 
-// Tile k (tokens from t0) out of ring stage k % kM1Stages, for both passes: the tile's B (and, kZC, C) into
+// Tile k (tokens from t0) out of ring stage st = k % kM1Stages (the caller's counter: a 64-bit remainder
+// by 3 costs about 20 instructions per tile), for both passes: the tile's B (and, kZC, C) into
 // shared memory as float32, and (kRegs, the default tiles) x and Δ (and, kZC, z) of this thread's channel
 // into registers; lean tiles leave them in the stage, read per token by the caller (docs/cuda.md, "Lean
 // tiles"). First it waits for the stage's copies and for every thread to be done with tile k − 1 (its sB,
 // sC and ring stage), then issues tile k + kM1Stages − 1 into that freed stage.
 template <bool kZC, bool kDtIn = false, bool kRegs = true, typename In>
-__device__ __forceinline__ void m1_ring_take(const Params<In>& p, M1RingFor<In, kDtIn>& r, int64_t k,
-                                             int64_t t0, int64_t te, int64_t d0, float (*sB)[kM1N],
-                                             float (*sC)[kM1N], float* xr = nullptr, float* dr = nullptr,
-                                             float* zr = nullptr, bool gate = false) {
-    const int st = static_cast<int>(k % kM1Stages);
+__device__ __forceinline__ void m1_ring_take(const Params<In>& p, M1RingFor<In, kDtIn>& r, int st, int64_t t0,
+                                             int64_t te, int64_t d0, float (*sB)[kM1N], float (*sC)[kM1N],
+                                             float* xr = nullptr, float* dr = nullptr, float* zr = nullptr,
+                                             bool gate = false) {
+    static_assert(kM1Stages == 3, "the stage arithmetic below");
     cp_async_wait_group<kM1Stages - 2>();
     __syncthreads();
-    m1_ring_issue<kZC, kDtIn>(p, r, static_cast<int>((k + kM1Stages - 1) % kM1Stages),
-                              t0 + (kM1Stages - 1) * kM1Tile, te, d0);
+    m1_ring_issue<kZC, kDtIn>(p, r, st == 0 ? kM1Stages - 1 : st - 1, t0 + (kM1Stages - 1) * kM1Tile, te, d0);
     if constexpr (kRegs) {
 #pragma unroll
         for (int i = 0; i < kM1Tile; ++i) {
@@ -305,14 +305,14 @@ __global__ void __launch_bounds__(kM1Threads, kMinBlocks)
     const bool dp_on = p.dp != nullptr;
     float* dpp = (kLean && dp_on) ? p.dp + tb * p.ldp + (active ? d : 0) : nullptr;
 
-    for (int64_t t0 = tb; t0 < te; t0 += kM1Tile) {
+    int ks = 0;  // the ring stage of the tile: its index mod kM1Stages
+    for (int64_t t0 = tb; t0 < te; t0 += kM1Tile, ks = ks == kM1Stages - 1 ? 0 : ks + 1) {
         const int nv = active ? static_cast<int>(min(static_cast<int64_t>(kM1Tile), te - t0)) : 0;
         float xr[kM1Tile], dr[kM1Tile];  // the default tiles' x and Δ
         int st = 0;  // lean tiles: the ring stage holding this tile's x and Δ (0 for the per-thread loads)
         if (p.ring) {
-            const int64_t k = (t0 - tb) / kM1Tile;
-            st = static_cast<int>(k % kM1Stages);
-            m1_ring_take<false, false, !kLean>(p, ring, k, t0, te, d0, sB, nullptr, xr, dr);
+            st = ks;
+            m1_ring_take<false, false, !kLean>(p, ring, ks, t0, te, d0, sB, nullptr, xr, dr);
         } else {
 #pragma unroll
             for (int i = 0; i < kM1Tile; ++i) {
@@ -346,6 +346,9 @@ __global__ void __launch_bounds__(kM1Threads, kMinBlocks)
                 } else if (valid) {
                     p.dp[(t0 + i) * p.ldp + d] = dt;
                 }
+                // Δ' once: the caller's Δ' output is written here, where the issue slots have room (pass 3
+                // would test for it on every token)
+                if (valid && p.delta_out) p.delta_out[(t0 + i) * p.ldo + d] = dt;
             }
             dsum += dt;
             const float dtx = dt * xi;
@@ -473,7 +476,8 @@ __global__ void __launch_bounds__(kM1Threads, kMinBlocks)
                : out16 ? reinterpret_cast<char*>(p.y16 + tb * p.ldy + (active ? d : 0))
                        : reinterpret_cast<char*>(p.y + tb * p.ldy + (active ? d : 0));
 
-    for (int64_t t0 = tb; t0 < te; t0 += kM1Tile) {
+    int ks = 0;  // the ring stage of the tile: its index mod kM1Stages
+    for (int64_t t0 = tb; t0 < te; t0 += kM1Tile, ks = ks == kM1Stages - 1 ? 0 : ks + 1) {
         // lean tiles: the tokens of this tile that this thread scans are i < nv (none past E)
         const int nv = active ? static_cast<int>(min(static_cast<int64_t>(kM1Tile), te - t0)) : 0;
         // x, Δ (Δ') and z: the default tiles hold them in registers; lean tiles leave them in the ring's
@@ -483,9 +487,8 @@ __global__ void __launch_bounds__(kM1Threads, kMinBlocks)
         bool staged = false;
         if constexpr (kRing) {
             if (p.ring) {
-                const int64_t k = (t0 - tb) / kM1Tile;
-                st = static_cast<int>(k % kM1Stages);
-                m1_ring_take<true, kDtIn, !kLean>(p, ring, k, t0, te, d0, sB, sC, xr, dr, zr, gate);
+                st = ks;
+                m1_ring_take<true, kDtIn, !kLean>(p, ring, ks, t0, te, d0, sB, sC, xr, dr, zr, gate);
                 staged = true;
             }
         }
@@ -563,7 +566,7 @@ __global__ void __launch_bounds__(kM1Threads, kMinBlocks)
                     else
                         p.y[t * p.ldy + d] = y;
                 }
-                if (p.delta_out) p.delta_out[(t0 + i) * p.ldo + d] = dt;
+                if (!kDtIn && p.delta_out) p.delta_out[(t0 + i) * p.ldo + d] = dt;  // kDtIn: pass 1 wrote it
                 if constexpr (kProbes) pr.token(dt, kept, esum, A2, a2max);
             }
             if constexpr (kLean) yp += p.y_row_bytes;
@@ -840,12 +843,13 @@ bool m1_dt_once_enabled() {
         "(docs/cuda.md, \"Δ' once\")");
 }
 
-// Lean tiles (twenty-eighth stop; built and emulated, not yet measured on a GPU, so off by default):
-// MAMBASCOPE_M1_LEAN=1 takes them in the fast-exp pass 1 and, with Δ' once, pass 3 (4 or 5 blocks per SM).
-bool m1_lean_enabled() {
-    return env_flag("MAMBASCOPE_M1_LEAN", false,
-                    "it sets whether the fast-exp Mamba-1 scan passes take lean tiles (docs/cuda.md, "
-                    "\"Lean tiles\")");
+// Lean tiles (since the twenty-ninth stop the default where they are built: the fast-exp pass 1 and, with Δ'
+// once, pass 3, at 4 or 5 blocks per SM): unset or "" takes them there (not with the soft exp, which only the
+// register tiles are built with), 1 asks for them (an error with the soft exp), 0 takes the register tiles.
+int m1_lean_setting() {
+    return env_enum<int>("MAMBASCOPE_M1_LEAN", {{"", -1}, {"0", 0}, {"1", 1}},
+                         "it sets whether the fast-exp Mamba-1 scan passes take lean tiles (docs/cuda.md, "
+                         "\"Lean tiles\")");
 }
 
 // The pieces of a chunked scan's workspace, each 256-byte aligned: local_end (S, E, N), h_start (S, E, N),
@@ -892,16 +896,17 @@ int m1_soft_exp() {
 
 // Pass 1 for the settings above (fast exp only: the accurate exp runs the default kernel).
 template <bool kFastExp, typename In, bool kProbes>
-auto pass1_kernel(int soft, int blocks, bool lean) {
+auto pass1_kernel(int soft, int blocks, int lean) {
     if constexpr (kFastExp) {
         if (soft && blocks)
             throw Error("scan_mamba1: MAMBASCOPE_M1_SOFT_EXP and MAMBASCOPE_M1_BLOCKS_PER_SM are both set",
                         "the two are built one at a time; unset one of them");
-        if (lean && soft)
+        if (lean == 1 && soft)
             throw Error("scan_mamba1: MAMBASCOPE_M1_LEAN and MAMBASCOPE_M1_SOFT_EXP are both set",
                         "lean tiles are built without the soft exp; unset one of them");
-        if (lean && blocks == 5) return m1_chunk_states<kFastExp, In, kProbes, 0, 5, true>;
-        if (lean && blocks == 0) return m1_chunk_states<kFastExp, In, kProbes, 0, kM1MinBlocksPass1, true>;
+        if (lean != 0 && !soft && blocks == 5) return m1_chunk_states<kFastExp, In, kProbes, 0, 5, true>;
+        if (lean != 0 && !soft && blocks == 0)
+            return m1_chunk_states<kFastExp, In, kProbes, 0, kM1MinBlocksPass1, true>;
         if (soft == 2) return m1_chunk_states<kFastExp, In, kProbes, 2>;
         if (soft == 4) return m1_chunk_states<kFastExp, In, kProbes, 4>;
         if (blocks == 5) return m1_chunk_states<kFastExp, In, kProbes, 0, 5>;
@@ -983,7 +988,7 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
         m1_probes_in_pass1_enabled();  // read first: a bad value is an error at any call
     const bool probes_in_pass1 = a.probes.any() && plan.chunks > 1 && pass1_switch;
     const int soft = m1_soft_exp(), blocks = m1_blocks_per_sm();
-    const bool lean = m1_lean_enabled();
+    const int lean = m1_lean_setting();  // -1: where built (pass1_kernel; pass 3 below), 0 off, 1 on
     const bool pdl = m1_scan_pdl_enabled() && plan.chunks > 1;  // a single pass has no pass before it
     // Δ' once is built for 4 and 5 resident blocks (the 6-block kernels spill without it already)
     const bool dt_once_switch = m1_dt_once_enabled() && blocks != 6;
@@ -1034,7 +1039,7 @@ void launch_scan(const Mamba1ScanArgs& a, const ScanPlan& plan, Params<In>& p, v
     // The fused dt_proj (decode steps, one short pass) keeps the default register budget.
     auto pass3 =
         a.dt_proj_w ? (a.fast_exp ? m1_scan<false, true, In, true> : m1_scan<false, false, In, true>)
-        : dt_once && a.fast_exp && lean
+        : dt_once && a.fast_exp && lean != 0
             ? (blocks == 5 ? m1_scan<false, true, In, false, 5, true, true>
                            : m1_scan<false, true, In, false, kM1MinBlocksPass3, true, true>)
         : dt_once && blocks == 5 ? (a.fast_exp ? m1_scan<false, true, In, false, 5, true>

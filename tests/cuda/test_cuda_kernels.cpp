@@ -1606,14 +1606,15 @@ TEST(CudaScanMamba1, DeltaOnceEqualsDeltaInBothPassesBitForBit) {
     expect_error_naming("MAMBASCOPE_M1_DT_ONCE", [&] { run_m1_gpu(dw, cw, thrw, {}, true); });
 }
 
-// Lean tiles (docs/cuda.md, "Lean tiles"): with MAMBASCOPE_M1_LEAN=1 the fast-exp passes read x, Δ (Δ') and z
-// from the ring per token instead of holding a tile of them in registers, count a tile's tokens once and step
-// the addresses of y and of pass 1's Δ' by one row per token. The same arithmetic in the same order: y, the
-// final state and Δ' equal the default tiles' bit for bit (the probes to the order of their atomic adds), on
-// float32 and bf16 inputs (y in float32, and in bf16 without probes), through the cp.async ring and the
-// per-thread loads (unaligned rows, which stage into the ring's first stage), with and without probes, a
-// short last chunk, the automatic plan, a single pass, and 5 blocks per SM. A value other than 0 or 1 is a
-// clear error.
+// Lean tiles (docs/cuda.md, "Lean tiles"; the default where built, MAMBASCOPE_M1_LEAN=0 the register tiles):
+// the fast-exp passes read x, Δ (Δ') and z from the ring per token instead of holding a tile of them in
+// registers, count a tile's tokens once and step the addresses of y and of pass 1's Δ' by one row per token.
+// The same arithmetic in the same order: y, the final state and Δ' equal the register tiles' bit for bit (the
+// probes to the order of their atomic adds), on float32 and bf16 inputs (y in float32, and in bf16 without
+// probes), through the cp.async ring and the per-thread loads (unaligned rows, which stage into the ring's
+// first stage), with and without probes, a short last chunk, the automatic plan, a single pass, and 5 blocks
+// per SM. A value other than 0 or 1 is a clear error, and so is 1 with the soft exp (built with the register
+// tiles only, which it takes by default).
 TEST(CudaScanMamba1, LeanTilesEqualTheDefaultTilesBitForBit) {
     REQUIRE_GPU();
     std::mt19937 rng(88);
@@ -1641,7 +1642,7 @@ TEST(CudaScanMamba1, LeanTilesEqualTheDefaultTilesBitForBit) {
                             return run_m1_under("MAMBASCOPE_M1_LEAN", lean, d, c, thr, bf16, true, probes,
                                                 /*y_bf16=*/true);
                         };
-                        const M1ProbedRun base = run(nullptr), lean = run("1");
+                        const M1ProbedRun base = run("0"), lean = run(nullptr);
                         EXPECT_EQ(lean.r.y, base.r.y);
                         EXPECT_EQ(lean.r.h, base.r.h);
                         EXPECT_EQ(lean.r.delta_used, base.r.delta_used);
@@ -1654,10 +1655,15 @@ TEST(CudaScanMamba1, LeanTilesEqualTheDefaultTilesBitForBit) {
     EXPECT_EQ(compared, 32);
     std::mt19937 rng2(89);
     const M1Data d = make_m1(300, 32, rng2);
-    ScopedEnv bad("MAMBASCOPE_M1_LEAN", "2");
-    expect_error_naming("MAMBASCOPE_M1_LEAN", [&] {
-        run_m1_gpu(d, M1Case{300, 32, 64, false, false, false}, {}, {}, true);
-    });
+    const M1Case small{300, 32, 64, false, false, false};
+    {
+        ScopedEnv bad("MAMBASCOPE_M1_LEAN", "2");
+        expect_error_naming("MAMBASCOPE_M1_LEAN", [&] { run_m1_gpu(d, small, {}, {}, true); });
+    }
+    ScopedEnv soft("MAMBASCOPE_M1_SOFT_EXP", "2");
+    EXPECT_NO_THROW(run_m1_gpu(d, small, {}, {}, true));  // the default takes the register tiles
+    ScopedEnv both("MAMBASCOPE_M1_LEAN", "1");
+    expect_error_naming("MAMBASCOPE_M1_SOFT_EXP", [&] { run_m1_gpu(d, small, {}, {}, true); });
 }
 
 // A chunked scan launches pass 2 and pass 3 with a programmatic edge from the pass before (PDL: each may
