@@ -2,17 +2,22 @@
 # Where pass 1 and pass 3 of the bf16 Mamba-1 scan spend their issue slots (issue 17), one device call from the
 # repository root with $OUT set:
 #   1. builds the CUDA tests and bench_cuda_scan (GUI off, sm_90) and runs every CUDA test (cuda_tests.log);
-#   2. sass_hot.txt: the SASS of the two bf16 fast-exp kernels a chunked 16k scan runs (pass 1
-#      m1_chunk_states<1, bf16, 0, 0, 4> and pass 3 m1_scan<0, 1, bf16, 0, 4, 1>, Δ' once), with an opcode
-#      count of each kernel's loop body (the instructions between the loop's label and its backward branch);
+#   2. sass_hot.txt: the SASS of the two bf16 fast-exp kernels a chunked 16k scan runs by default (pass 1
+#      m1_chunk_states<1, bf16, 0, 0, 4, lean> and pass 3 m1_scan<0, 1, bf16, 0, 4, Δ' once, lean>), with an
+#      opcode count of each kernel's loops (the instructions between a backward branch and its target); each
+#      AB tree's loop counts at the end;
 #   3. source.csv: Nsight Compute's per-instruction executed counts and stall samples of both kernels (the
 #      first layer of one bf16 16k-token prefill of PROFILE_MODEL, default mamba-1.4b);
 #      (skipped once NCU_BEFORE_S seconds, default 420; run last, have passed);
 #   4. bench_cuda_scan.txt: the Mamba-1 scan table (BENCH_SCAN_M1_ONLY=1, no time-parallel rows) under each
 #      of SETTINGS (default "-"), ROUNDS times (default 1); bench_cuda_forward.txt: the bf16 prefill of
 #      FORWARD_MODELS (default mamba-130m mamba-1.4b) under each of FORWARD_SETTINGS (default none).
-# A setting is "-", a space-free VAR=value list joined by commas, or the label of an AB_TREES tree. Smaller
-# calls: BUILD_TARGETS (this tree's targets), AB_TARGETS (the trees'), TEST_FILTER (a gtest filter).
+#   5. with mamba_ssm's peer bench copied to build-peer/ (cp -r ../shared/peer-gpu build-peer; named in
+#      `carry`): its fp32/bf16 selective_scan_fwd in the same call, and summary.txt, our times / mamba_ssm's per
+#      shape and setting (m1_scan_vs_mamba_ssm.py).
+# A setting is "-", a space-free VAR=value list joined by commas, or the label of an AB_TREES tree, optionally
+# followed by such a list (acc2,MAMBASCOPE_M1_LEAN=1). Smaller calls: BUILD_TARGETS (this tree's targets),
+# AB_TARGETS (the trees'), TEST_FILTER (a gtest filter).
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
@@ -20,6 +25,10 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
 # built into /tmp/ab_<label>/build-gpu beside it, for the A/B of step 4 (a setting named by its label runs
 # that tree's benches)
 pids=""
+if [ -d build-peer ]; then
+  (cd build-peer && OUT=/tmp MAX_JOBS=4 python3 bench.py > /tmp/peer_first.txt 2>&1) &
+  pids="$!"
+fi
 for tree in ${AB_TREES:-}; do
   label=${tree%%:*} dir=${tree#*:}
   rm -rf "/tmp/ab_$label" && mkdir -p "/tmp/ab_$label" && tar --exclude='./build*' -cf - . | tar -xf - -C "/tmp/ab_$label" &&
@@ -37,8 +46,10 @@ echo "tests: $(elapsed) s"
 CUOBJDUMP=$(command -v cuobjdump || ls /usr/local/cuda/bin/cuobjdump 2>/dev/null | head -1)
 cat > /tmp/sass_hot.py <<'PY'
 import re, sys, collections
-want = {"pass1": "m1_chunk_statesILb1E13__nv_bfloat16Lb0ELi0ELi4E",
-        "pass3": "m1_scanILb0ELb1E13__nv_bfloat16Lb0ELi4ELb1E"}
+# the default (lean) bf16 fast-exp kernels of a chunked scan: pass 1 m1_chunk_states<1, bf16, 0, 0, 4, lean>,
+# pass 3 m1_scan<0, 1, bf16, 0, 4, Δ' once, lean>
+want = {"pass1": "m1_chunk_statesILb1E13__nv_bfloat16Lb0ELi0ELi4ELb1EE",
+        "pass3": "m1_scanILb0ELb1E13__nv_bfloat16Lb0ELi4ELb1ELb1EE"}
 funcs, fn = {}, None
 for line in open(sys.argv[1]):
     m = re.search(r"Function : (\S+)", line)
@@ -47,65 +58,68 @@ for line in open(sys.argv[1]):
         if fn: funcs[fn] = [m.group(1)]
         continue
     if fn: funcs[fn].append(line.rstrip())
+pat = re.compile(r"\s+/\*([0-9a-f]{4,})\*/\s+(.*?);")
 for k, lines in funcs.items():
-    ins = [l for l in lines if re.match(r"\s+/\*[0-9a-f]{4,}\*/", l)]
-    # the hot loop: the longest backward branch's range
-    addr = lambda l: int(re.match(r"\s+/\*([0-9a-f]+)\*/", l).group(1), 16)
-    best = None
-    for i, l in enumerate(ins):
-        m = re.search(r"BRA\s+(?:`\(\.L_x_\d+\)|0x([0-9a-f]+))", l)
-        tgt = None
-        m2 = re.search(r"\(\.(L_x_\d+)\)", l)
-        if m2:
-            lab = m2.group(1)
-            for j, l2 in enumerate(lines):
-                if l2.strip().startswith("." + lab + ":"):
-                    nxt = next((x for x in lines[j + 1:] if re.match(r"\s+/\*[0-9a-f]{4,}\*/", x)), None)
-                    tgt = addr(nxt) if nxt else None
-                    break
-        if tgt is not None and tgt < addr(l):
-            n = sum(1 for x in ins if tgt <= addr(x) <= addr(l))
-            if best is None or n > best[0]: best = (n, tgt, addr(l))
-    print(f"== {k}: {lines[0]}")
-    if best:
-        c = collections.Counter()
-        for x in ins:
-            if best[1] <= addr(x) <= best[2]:
-                op = re.match(r"\s+/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", x)
-                if op: c[op.group(1)] += 1
-        print(f"loop body 0x{best[1]:x}..0x{best[2]:x}: {best[0]} instructions")
-        for op, n in c.most_common(): print(f"  {n:5d} {op}")
+    ins = [(int(m.group(1), 16), m.group(2).strip()) for m in map(pat.match, lines) if m]
+    # loops: the backward branches ("BRA 0x…" to a lower address), the four longest with their opcode counts
+    loops = [(int(m.group(1), 16), a) for a, t in ins for m in [re.search(r"BRA\s+0x([0-9a-f]+)", t)]
+             if m and int(m.group(1), 16) < a]
+    print(f"== {k}: {lines[0]} ({len(ins)} instructions)")
+    for lo, hi in sorted(loops, key=lambda x: x[0] - x[1])[:4]:
+        body = [t for a, t in ins if lo <= a <= hi]
+        c = collections.Counter(re.sub(r"^@!?U?P\w+\s+", "", t).split()[0].split(".")[0] for t in body)
+        print(f"loop body 0x{lo:x}..0x{hi:x}: {len(body)} instructions: " +
+              ", ".join(f"{op} {n}" for op, n in c.most_common(24)))
     print("\n".join(lines))
 PY
 OBJ=kernels/CMakeFiles/mambascope_kernels_cuda.dir/cuda/scan_mamba1.cu.o
 "$CUOBJDUMP" -sass build-gpu/$OBJ > /tmp/scan.sass 2>&1 && python3 /tmp/sass_hot.py /tmp/scan.sass > "$OUT/sass_hot.txt"
-[ -f /tmp/ab_old/build-gpu/$OBJ ] && "$CUOBJDUMP" -sass /tmp/ab_old/build-gpu/$OBJ > /tmp/scan_old.sass 2>&1 &&
-  python3 /tmp/sass_hot.py /tmp/scan_old.sass | grep -B1 -A40 "^loop body" > "$OUT/sass_hot_old.txt"
-for f in "$OUT/sass_hot.txt" "$OUT/sass_hot_old.txt"; do
-  [ -f "$f" ] && echo "== $(basename "$f")" && grep -E -A40 "^loop body" "$f" | grep -E "loop body|^  +[0-9]+ [A-Z]" | head -50
+# each AB tree's loop bodies (its kernels of the same names) go to the end of sass_hot.txt
+for tree in ${AB_TREES:-}; do
+  l=${tree%%:*}
+  [ -f "/tmp/ab_$l/build-gpu/$OBJ" ] && "$CUOBJDUMP" -sass "/tmp/ab_$l/build-gpu/$OBJ" > "/tmp/scan_$l.sass" 2>&1 &&
+    { echo "=== tree $l"; python3 /tmp/sass_hot.py "/tmp/scan_$l.sass" | grep -E "^== |^loop body"; } >> "$OUT/sass_hot.txt"
 done
+grep -E "^=== tree|^== |^loop body" "$OUT/sass_hot.txt" | cut -c1-400
 
-envof() { [ "$1" = "-" ] && return; echo "$1" | tr ',' ' '; }
-binof() { [ -x "/tmp/ab_$1/build-gpu/bench/$2" ] && echo "/tmp/ab_$1/build-gpu/bench/$2" || echo "build-gpu/bench/$2"; }
+# a setting's environment (its VAR=value list) and the binary that runs it (an AB tree's when it starts with
+# a tree's label)
+envof() {
+  local first=${1%%,*} rest=""
+  [ "$1" = "-" ] && return
+  [[ $1 == *,* ]] && rest=${1#*,}
+  [ -d "/tmp/ab_$first" ] && echo "$rest" | tr ',' ' ' || echo "$1" | tr ',' ' '
+}
+binof() { [ -x "/tmp/ab_${1%%,*}/build-gpu/bench/$2" ] && echo "/tmp/ab_${1%%,*}/build-gpu/bench/$2" || echo "build-gpu/bench/$2"; }
+[ -d build-peer ] && echo "mamba_ssm: $(tail -1 /tmp/peer_first.txt)" &&
+  (cd build-peer && OUT=/tmp timeout 120 python3 bench.py > /tmp/peer_mamba_ssm.txt 2>&1)
 for r in $(seq "${ROUNDS:-1}"); do
+  i=0
   for st in ${SETTINGS:--}; do
-    echo "-- $st (round $r)"
-    [ -d "/tmp/ab_$st" ] && e="" || e=$(envof "$st")
-    env $e BENCH_SCAN_M1_ONLY=1 BENCH_SCAN_NO_TP=1 timeout 150 "$(binof "$st" bench_cuda_scan)" 2>&1
+    i=$((i + 1))
+    env $(envof "$st") BENCH_SCAN_M1_ONLY=1 BENCH_SCAN_NO_TP=1 timeout 150 "$(binof "$st" bench_cuda_scan)" \
+      > "/tmp/scan_${i}_$r.txt" 2>&1
   done
-done | tee "$OUT/bench_cuda_scan.txt" | grep -E "^--|bf16|E  *T" | head -80
+done
+{ i=0; for st in ${SETTINGS:--}; do i=$((i + 1)); for r in $(seq "${ROUNDS:-1}"); do
+  echo "-- $st (round $r)"; cat "/tmp/scan_${i}_$r.txt"; done; done; } > "$OUT/bench_cuda_scan.txt"
+grep -E "^--|bf16|E  *T" "$OUT/bench_cuda_scan.txt" | head -80
+echo "scan benches: $(elapsed) s"
+{ i=0; for st in ${SETTINGS:--}; do i=$((i + 1)); for r in $(seq "${ROUNDS:-1}"); do
+  echo "-- $st (round $r)"
+  python3 "$(dirname "${BASH_SOURCE[0]}")/m1_scan_vs_mamba_ssm.py" /tmp/mamba_ssm_fwd.json "/tmp/scan_${i}_$r.txt"
+done; done; echo "== mamba_ssm (same call)"; cat /tmp/mamba_ssm_fwd.json 2>/dev/null; } | tee "$OUT/summary.txt"
 for st in ${FORWARD_SETTINGS:-}; do
   echo "-- $st"
-  [ -d "/tmp/ab_$st" ] && e="" || e=$(envof "$st")
-  env $e BENCH_FORWARD_MODES=bf16 BENCH_FORWARD_NO_DECODE=1 timeout 150 "$(binof "$st" bench_cuda_forward)" \
+  env $(envof "$st") BENCH_FORWARD_MODES=bf16 BENCH_FORWARD_NO_DECODE=1 timeout 150 "$(binof "$st" bench_cuda_forward)" \
     ${FORWARD_MODELS:-mamba-130m mamba-1.4b} 2>&1
 done | tee "$OUT/bench_cuda_forward.txt" | grep -E "^--|16384|131072|ceiling"
 find_ncu
 if [ -n "$NCU" ] && [ "$(elapsed)" -lt "${NCU_BEFORE_S:-420}" ]; then
   BENCH_FORWARD_PROFILE=16384 timeout 120 "$NCU" --clock-control none -k regex:'m1_(scan|chunk_states)' \
     --launch-count 2 --section SourceCounters --section WarpStateStats --import-source no -o /tmp/src -f \
-    build-gpu/bench/bench_cuda_forward "${PROFILE_MODEL:-mamba-1.4b}" > "$OUT/ncu.log" 2>&1
-  "$NCU" --import /tmp/src.ncu-rep --page source --csv --print-source sass > "$OUT/source.csv" 2>> "$OUT/ncu.log"
-  echo "ncu: $(wc -l < "$OUT/source.csv") source rows"; tail -3 "$OUT/ncu.log"
+    build-gpu/bench/bench_cuda_forward "${PROFILE_MODEL:-mamba-1.4b}" > /tmp/ncu.log 2>&1
+  "$NCU" --import /tmp/src.ncu-rep --page source --csv --print-source sass > "$OUT/source.csv" 2>> /tmp/ncu.log
+  echo "ncu: $(wc -l < "$OUT/source.csv") source rows"; tail -3 /tmp/ncu.log
 fi
 echo "total: $(elapsed) s"
