@@ -175,7 +175,7 @@ __device__ __forceinline__ void m1_ring_issue(const Params<In>& p, M1RingFor<In,
 
 // Tile k (tokens from t0) out of ring stage st = k % kM1Stages (the caller's counter: a 64-bit remainder
 // by 3 costs about 20 instructions per tile), for both passes: the tile's B (and, kZC, C) into
-// shared memory as float32, and (kRegs, the default tiles) x and Δ (and, kZC, z) of this thread's channel
+// shared memory as float32, and (kRegs, the register tiles) x and Δ (and, kZC, z) of this thread's channel
 // into registers; lean tiles leave them in the stage, read per token by the caller (docs/cuda.md, "Lean
 // tiles"). First it waits for the stage's copies and for every thread to be done with tile k − 1 (its sB,
 // sC and ring stage), then issues tile k + kM1Stages − 1 into that freed stage.
@@ -310,7 +310,7 @@ __global__ void __launch_bounds__(kM1Threads, kMinBlocks)
     int ks = 0;  // the ring stage of the tile: its index mod kM1Stages
     for (int64_t t0 = tb; t0 < te; t0 += kM1Tile, ks = ks == kM1Stages - 1 ? 0 : ks + 1) {
         const int nv = active ? static_cast<int>(min(static_cast<int64_t>(kM1Tile), te - t0)) : 0;
-        float xr[kM1Tile], dr[kM1Tile];  // the default tiles' x and Δ
+        float xr[kM1Tile], dr[kM1Tile];  // the register tiles' x and Δ
         int st = 0;  // lean tiles: the ring stage holding this tile's x and Δ (0 for the per-thread loads)
         if (p.ring) {
             st = ks;
@@ -482,7 +482,7 @@ __global__ void __launch_bounds__(kM1Threads, kMinBlocks)
     for (int64_t t0 = tb; t0 < te; t0 += kM1Tile, ks = ks == kM1Stages - 1 ? 0 : ks + 1) {
         // lean tiles: the tokens of this tile that this thread scans are i < nv (none past E)
         const int nv = active ? static_cast<int>(min(static_cast<int64_t>(kM1Tile), te - t0)) : 0;
-        // x, Δ (Δ') and z: the default tiles hold them in registers; lean tiles leave them in the ring's
+        // x, Δ (Δ') and z: the register tiles hold them in registers; lean tiles leave them in the ring's
         // shared memory until their token (the per-thread loads put them in stage 0)
         float xr[kM1Tile], dr[kM1Tile], zr[kM1Tile];
         int st = 0;
@@ -896,7 +896,7 @@ int m1_soft_exp() {
         "FMA pipe instead of the MUFU (docs/cuda.md, \"Soft exp\")");
 }
 
-// Pass 1 for the settings above (fast exp only: the accurate exp runs the default kernel).
+// Pass 1 for the settings above (fast exp only: the accurate exp runs the register-tile kernel).
 template <bool kFastExp, typename In, bool kProbes>
 auto pass1_kernel(int soft, int blocks, int lean) {
     if constexpr (kFastExp) {
