@@ -197,11 +197,12 @@ __device__ __forceinline__ void m1_ring_take(const Params<In>& p, M1RingFor<In, 
         }
     }
     // One B (and C) value per thread and tile: no loop (a strided loop over threadIdx.x compiled to a 4-way
-    // unrolled loop with its remainder, ≈ 30 instructions per tile for one iteration).
+    // unrolled loop with its remainder, ≈ 30 instructions per tile for one iteration). Flat indices: with
+    // [e / kM1N][e % kM1N] ptxas spilled 8 bytes in the float32 lean pass 3 (docs/benchmarks.md, 29th stop).
     static_assert(kM1Tile * kM1N == kM1Threads, "the tile's B and C have one value per thread");
-    const int bi = threadIdx.x / kM1N, bn = threadIdx.x % kM1N;
-    sB[bi][bn] = load_f32(&r.b[st][bi][bn]);
-    if constexpr (kZC) sC[bi][bn] = load_f32(&r.c[st][bi][bn]);
+    const int e = threadIdx.x;  // element e of the tile's [kM1Tile][kM1N] rows, row-major
+    (&sB[0][0])[e] = load_f32(&r.b[st][0][0] + e);
+    if constexpr (kZC) (&sC[0][0])[e] = load_f32(&r.c[st][0][0] + e);
 }
 
 // One channel's probes over one chunk (scan_probes.cuh), in the order both passes take them: per token
