@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Superseded for new A/Bs by gpu_m1_sass.sh (since the twenty-ninth stop it times mamba_ssm in the same call too,
+# and takes AB trees and per-setting rounds); kept so that the commands recorded with earlier results reproduce.
 # Mamba-1 scan A/B (issue 17), one device call from the repository root with $OUT set and mamba_ssm's peer
 # bench copied to build-peer/ (cp -r ../shared/peer-gpu build-peer; named in `carry`). SETTINGS: the settings
 # compared, each a space-free VAR=value list joined by commas ("-" for none); default "MAMBASCOPE_M1_RING=0 -"
