@@ -394,8 +394,9 @@ void bench_mamba2(const float* seed, cudaStream_t stream) {
     }
 }
 
-// One fast-exp filter + probes scan of (E, T), as in bench_mamba1, run twice (the second is the one to read).
-void profile_mamba1(const float* seed, cudaStream_t stream, int64_t E, int64_t T) {
+// One fast-exp filter + probes scan of (E, T), as in bench_mamba1, run twice (the second is the one to read);
+// plain16: the "bf16 plain fast" row's configuration instead (bf16 x, Δ, z, B, C, y; no filter, no probes).
+void profile_mamba1(const float* seed, cudaStream_t stream, int64_t E, int64_t T, bool plain16) {
     const int64_t N = 16;
     const size_t te = static_cast<size_t>(T * E);
     DevSet x(te, 1, seed, 1), dt(te, 1, seed, 2), z(te, 1, seed, 3), y(te, 1, seed, 4),
@@ -415,9 +416,18 @@ void profile_mamba1(const float* seed, cudaStream_t stream, int64_t E, int64_t T
     const size_t ws_bytes = kg::scan_mamba1_workspace_bytes(T, E, N);
     void* ws = nullptr;
     if (ws_bytes) CUDA_CHECK(cudaMalloc(&ws, ws_bytes));
+    Bf16Set x16(x), dt16(dt), z16(z), y16(y), bc16(bc);
     for (int rep = 0; rep < 2; ++rep) {
         kg::Mamba1ScanArgs a;
         a.T = T, a.E = E, a.N = N;
+        if (plain16) {
+            a.x16 = x16.p, a.ldx = E, a.delta16 = dt16.p, a.ldd = E, a.delta_bias = bias.p;
+            a.delta_softplus = true, a.A = A.p, a.B16 = bc16.p, a.ldb = 2 * N, a.C16 = bc16.p + N;
+            a.ldc = 2 * N, a.Dskip = D.p, a.z16 = z16.p, a.ldz = E, a.h = h.p, a.y16 = y16.p, a.ldy = E;
+            a.fast_exp = true;
+            kg::scan_mamba1(a, ws, ws_bytes, stream);
+            continue;
+        }
         a.x = x.p, a.ldx = E, a.delta = dt.p, a.ldd = E, a.delta_bias = bias.p, a.delta_softplus = true;
         a.A = A.p, a.B = bc.p, a.ldb = 2 * N, a.C = bc.p + N, a.ldc = 2 * N, a.Dskip = D.p;
         a.z = z.p, a.ldz = E, a.h = h.p, a.y = y.p, a.ldy = E, a.fast_exp = true, a.thr = thr.p;
@@ -428,7 +438,8 @@ void profile_mamba1(const float* seed, cudaStream_t stream, int64_t E, int64_t T
     CUDA_CHECK(cudaStreamSynchronize(stream));
     if (ws) CUDA_CHECK(cudaFree(ws));
     const kg::ScanPlan plan = kg::scan_mamba1_plan(T, E);
-    std::printf("profiled Mamba-1 scan E=%lld T=%lld, %lld chunks of %lld\n", static_cast<long long>(E),
+    std::printf("profiled Mamba-1 scan (%s) E=%lld T=%lld, %lld chunks of %lld\n",
+                plain16 ? "bf16 plain fast" : "float32 filter+probes fast", static_cast<long long>(E),
                 static_cast<long long>(T), static_cast<long long>(plan.chunks),
                 static_cast<long long>(plan.chunk_len));
 }
@@ -568,13 +579,14 @@ int main() {
         cudaStream_t stream;
         CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
         // BENCH_SCAN_PROFILE="E,T": one fast-exp filter + probes Mamba-1 scan of that shape, nothing else
-        // (for a profiler: scripts/device/profile_scan_and_forward.sh).
+        // (for a profiler: scripts/device/profile_scan_and_forward.sh); with BENCH_SCAN_PROFILE_PLAIN16=1 the
+        // plain bf16 scan instead (scripts/device/gpu_m1_sass.sh, NCU_SHAPE).
         if (const char* prof = std::getenv("BENCH_SCAN_PROFILE")) {
             long long E = 0, T = 0;
             if (std::sscanf(prof, "%lld,%lld", &E, &T) != 2 || E <= 0 || T <= 0)
                 throw mambascope::Error("BENCH_SCAN_PROFILE must be \"E,T\", got \"" + std::string(prof) +
                                         "\"");
-            profile_mamba1(seed, stream, E, T);
+            profile_mamba1(seed, stream, E, T, std::getenv("BENCH_SCAN_PROFILE_PLAIN16") != nullptr);
             CUDA_CHECK(cudaStreamDestroy(stream));
             CUDA_CHECK(cudaFree(seed));
             return 0;

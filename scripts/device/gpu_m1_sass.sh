@@ -122,4 +122,23 @@ if [ -n "$NCU" ] && [ "$(elapsed)" -lt "${NCU_BEFORE_S:-420}" ]; then
   "$NCU" --import /tmp/src.ncu-rep --page source --csv --print-source sass > "$OUT/source.csv" 2>> /tmp/ncu.log
   echo "ncu: $(wc -l < "$OUT/source.csv") source rows"; tail -3 /tmp/ncu.log
 fi
+# NCU_SHAPE="E,T" (e.g. 1536,2048): each kernel of one plain bf16 scan of that shape (BENCH_SCAN_PROFILE_PLAIN16)
+# under Nsight Compute, its duration, grid, occupancy and issued instructions (ncu_shape.csv): how the three
+# passes split the time of a short input (ncu runs them one at a time: no overlap between the passes)
+if [ -n "$NCU" ] && [ -n "${NCU_SHAPE:-}" ]; then
+  BENCH_SCAN_PROFILE="$NCU_SHAPE" BENCH_SCAN_PROFILE_PLAIN16=1 timeout 90 "$NCU" --clock-control none \
+    -k regex:'m1_' --metrics gpu__time_duration.sum,launch__grid_size,launch__registers_per_thread,\
+sm__warps_active.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum,smsp__inst_executed_pipe_xu.sum,\
+sm__cycles_elapsed.avg,smsp__cycles_active.avg,sm__throughput.avg.pct_of_peak_sustained_elapsed \
+    --csv --page raw build-gpu/bench/bench_cuda_scan > "$OUT/ncu_shape.csv" 2> /tmp/ncu_shape.log
+  python3 - "$OUT/ncu_shape.csv" <<'PY'
+import csv, sys
+rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
+if len(rows) > 2:
+    h = rows[0]
+    for r in rows[2:]:
+        d = dict(zip(h, r))
+        print(d.get("Kernel Name", "?")[:60], {k: d.get(k) for k in h if "__" in k})
+PY
+fi
 echo "total: $(elapsed) s"
