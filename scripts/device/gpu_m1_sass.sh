@@ -15,6 +15,7 @@
 #   5. with mamba_ssm's peer bench copied to build-peer/ (cp -r ../shared/peer-gpu build-peer; named in
 #      `carry`): its fp32/bf16 selective_scan_fwd in the same call, and summary.txt, our times / mamba_ssm's per
 #      shape and setting (m1_scan_vs_mamba_ssm.py).
+#   6. with NCU_SHAPE="E,T": ncu_shape.csv, each kernel of one plain bf16 scan of that shape under Nsight Compute.
 # A setting is "-", a space-free VAR=value list joined by commas, or the label of an AB_TREES tree, optionally
 # followed by such a list (acc2,MAMBASCOPE_M1_LEAN=1). Smaller calls: BUILD_TARGETS (this tree's targets),
 # AB_TARGETS (the trees'), TEST_FILTER (a gtest filter).
@@ -134,11 +135,14 @@ sm__cycles_elapsed.avg,smsp__cycles_active.avg,sm__throughput.avg.pct_of_peak_su
   python3 - "$OUT/ncu_shape.csv" <<'PY'
 import csv, sys
 rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
+want = {"gpu__time_duration", "launch__grid_size", "launch__registers_per_thread", "sm__warps_active",
+        "smsp__inst_executed", "smsp__inst_executed_pipe_xu", "sm__cycles_elapsed", "smsp__cycles_active",
+        "sm__throughput"}
 if len(rows) > 2:
     h = rows[0]
     for r in rows[2:]:
         d = dict(zip(h, r))
-        print(d.get("Kernel Name", "?")[:60], {k: d.get(k) for k in h if "__" in k})
+        print(d.get("Kernel Name", "?")[:60], {k: d.get(k) for k in h if k.split(".")[0] in want})
 PY
 fi
 echo "total: $(elapsed) s"
