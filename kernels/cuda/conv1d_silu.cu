@@ -33,6 +33,7 @@ __global__ void __launch_bounds__(kConvThreads)
                 const float* __restrict__ bias, float* state, float* __restrict__ out, int64_t ldo,
                 __nv_bfloat16* __restrict__ out16, int64_t ldo16, bool write_state) {
     grid_dependency_wait();  // PDL (pdl.cuh): the input and the state come from earlier kernels
+    in = after_wait(in);     // coherent loads of the input (device_math.cuh)
     const int64_t c = static_cast<int64_t>(blockIdx.x) * kConvThreads + threadIdx.x;
     if (c >= Cn) return;
     const int64_t t0 = static_cast<int64_t>(blockIdx.y) * kConvTileT;

@@ -166,6 +166,23 @@ __device__ __forceinline__ void grid_dependency_wait() {
 #endif
 }
 
+// A pointer to data that an earlier kernel wrote, for reading after grid_dependency_wait (docs/cuda.md,
+// "Reads after a programmatic wait"). A `const T* __restrict__` parameter tells the compiler that its memory
+// does not change while the kernel runs, so it may read it with non-coherent `ld.global.nc` loads, which are
+// invariant and may be scheduled before the wait: correct for weights, a race for an activation that the
+// kernel in front is still writing (the thirtieth stop's pass 2 read pass 1's end states that way). The
+// empty inline assembly hides where the pointer came from, so loads through the result are ordinary coherent
+// loads, and it is ordered after the wait (both are volatile), which orders every load through the result
+// after it.
+template <typename T>
+__device__ __forceinline__ const T* after_wait(const T* p) {
+#if defined(__CUDA_ARCH__)
+    asm volatile("" : "+l"(p));
+    __builtin_assume(__isGlobal(p));  // so that the loads stay ld.global, not generic loads
+#endif
+    return p;
+}
+
 // The other half of PDL: once every block of this grid has issued it (or exited), a kernel launched after
 // this one with a programmatic edge may start, and waits for this grid's completion in its own
 // grid_dependency_wait. Without such a dependent kernel it does nothing.

@@ -173,6 +173,7 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
     if (first >= N && ahead_bytes == 0) return;
     if (first < N) prefetch_rows(W, N, K, ldw, first, stride, lane, prefetch);
     grid_dependency_wait();  // a (and y, with beta) come from earlier kernels
+    a = after_wait(a);       // coherent loads of a (device_math.cuh)
     if (trigger) grid_launch_dependents();
     // a later kernel's weights (L2Ahead, gemv.cuh): once the kernels in front are done, DRAM is free for them
     prefetch_l2_spread(ahead, ahead_bytes);
@@ -208,6 +209,7 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
     const TW* w = W + n * ldw + s * seg;
     if (n < N) prefetch_row(w, seg, lane, prefetch);
     grid_dependency_wait();  // a (and y, with beta) come from earlier kernels
+    a = after_wait(a);       // coherent loads of a (device_math.cuh)
     if (trigger) grid_launch_dependents();
     // row_dot's order over the segment, its load steps issued kGemvSplitBatch at a time whatever their count
     // (a `#pragma unroll` loop would leave a short segment's steps to its one-at-a-time remainder)
@@ -501,6 +503,7 @@ __global__ void __launch_bounds__(32 * kGemvWarps)
         }
     }
     grid_dependency_wait();  // x (and y, with beta) come from earlier kernels
+    x = after_wait(x);       // coherent loads of x (device_math.cuh)
     if (trigger) grid_launch_dependents();
     if constexpr (kXproj) cp_async_wait_all();  // this lane's own copy: no barrier needed
     float total = 0.0f;

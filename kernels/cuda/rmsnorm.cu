@@ -154,6 +154,7 @@ __global__ void __launch_bounds__(kNormThreads)
     gated_rmsnorm_kernel(int64_t group, const In* y, int64_t ldy, const In* __restrict__ z, int64_t ldz,
                          const float* __restrict__ w, float eps, Out* out, int64_t ldo) {
     grid_dependency_wait();  // PDL (pdl.cuh): y and z come from earlier kernels
+    z = after_wait(z);       // coherent loads of z (device_math.cuh)
     const int64_t t = blockIdx.x, c0 = static_cast<int64_t>(blockIdx.y) * group;
     const In* yr = y + t * ldy + c0;
     Out* orow = out + t * ldo + c0;

@@ -382,15 +382,16 @@ __global__ void __launch_bounds__(kM1Threads, kMinBlocks)
 // written before pass 1 began) are read before the wait, pass 1's end states and sums after it.
 __global__ void __launch_bounds__(kCombineThreads)
     m1_combine(int64_t E, int64_t chunks, const float* __restrict__ A, const float* __restrict__ h_in,
-               const float* __restrict__ local_end, const float* __restrict__ dsum,
-               float* __restrict__ h_start) {
+               const float* local_end, const float* dsum, float* __restrict__ h_start) {
     grid_launch_dependents();  // pass 3 may launch now (it waits for this grid to finish)
     const int64_t i = static_cast<int64_t>(blockIdx.x) * kCombineThreads + threadIdx.x;  // d·N + n
     if (i >= E * kM1N) return;
     const int64_t d = i / kM1N;
     const float a2 = A[i] * kLog2e;
     float h = h_in ? h_in[i] : 0.0f;
-    grid_dependency_wait();  // local_end and dsum come from pass 1
+    grid_dependency_wait();  // local_end and dsum come from pass 1: coherent loads after the wait
+    local_end = after_wait(local_end);
+    dsum = after_wait(dsum);
     // The chain is sequential, its inputs are not: load kCombineBatch chunks' inputs at once so that a short
     // input's 30-odd chunks cost a few memory round trips, not one each (the same arithmetic in the same
     // order).

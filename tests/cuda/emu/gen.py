@@ -19,6 +19,8 @@ dm = dm.replace('asm volatile("cp.async.wait_group %0;\\n" ::"n"(kPending) : "me
 dm = re.sub(r'(void grid_dependency_wait\(\) \{).*?\n\}', r'\1\n}', dm, flags=re.S)
 dm = re.sub(r'(void grid_launch_dependents\(\) \{).*?\n\}', r'\1\n}', dm, flags=re.S)
 dm = re.sub(r'(void prefetch_l2\(const void\* p, unsigned bytes\) \{).*?\n\}', r'\1\n}', dm, flags=re.S)
+dm, k = re.subn(r'(const T\* after_wait\(const T\* p\) \{).*?\n\}', r'\1\n    return p;\n}', dm, flags=re.S)
+assert k == 1, 'after_wait'
 # Named barriers, mbarriers and bulk copies (the ring decode kernel): emu.h's emulations (a bulk copy is a
 # memcpy that completes its transaction bytes at once).
 for fn, body in [
