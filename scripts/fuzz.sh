@@ -94,6 +94,10 @@ for t in $targets; do
     [ -f "$a" ] || continue
     replay_rc=0
     report=$(MAMBASCOPE_H5_PROBE=0 "$exe" -rss_limit_mb=2048 -timeout=10 "$a" 2>&1) || replay_rc=$?
+    # no stack from the sanitizer (a smashed stack): gdb's backtrace decides (scripts/lib/fuzz-triage.sh)
+    if [ "$replay_rc" -ne 0 ] && printf '%s\n' "$report" | fuzz_report_has_no_stack; then
+      report="$report"$'\n'"=== gdb backtrace (the sanitizer printed no stack):"$'\n'"$(fuzz_gdb_frames "$exe" "$a")"
+    fi
     if printf '%s\n' "$report" | fuzz_is_libhdf5_report; then
       n_contained=$((n_contained + 1))
     elif [ "$replay_rc" -eq 0 ] && ! fuzz_probe_reproduces "$exe" "$a"; then

@@ -17,8 +17,10 @@ packages=(
   fonts-dejavu-core
 )
 
-# Optional: only with --fuzz (scripts/fuzz.sh). clang + its runtime (libFuzzer, ASan/UBSan), OpenMP for clang, llvm.
-fuzz_packages=(clang libclang-rt-dev libomp-dev llvm)
+# Optional: only with --fuzz (scripts/fuzz.sh). clang + its runtime (libFuzzer, ASan/UBSan), OpenMP for clang, llvm,
+# gdb.
+# gdb: the triage's backtrace when a sanitizer report has no stack (scripts/lib/fuzz-triage.sh, fuzz_gdb_frames).
+fuzz_packages=(clang libclang-rt-dev libomp-dev llvm gdb)
 for arg in "$@"; do
   case "$arg" in
     --fuzz) packages+=("${fuzz_packages[@]}") ;;

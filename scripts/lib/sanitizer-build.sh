@@ -15,11 +15,13 @@ san_build="${MAMBASCOPE_SAN_BUILD_DIR:-$san_root/build-san}"
 san_jobs="${MAMBASCOPE_JOBS:-$(nproc)}"
 
 sanitizer_configure() {
-  # The toolchain (clang, its ASan/UBSan/libFuzzer runtime, OpenMP for clang) is not in install-deps.sh's default
-  # list: install it only when missing. Then the engine's own packages (a no-op when present).
+  # The toolchain (clang, its ASan/UBSan/libFuzzer runtime, OpenMP for clang, gdb for the fuzz triage) is not in
+  # install-deps.sh's default list: install it only when missing. Then the engine's own packages (a no-op when
+  # present).
   local fuzzer_lib
   fuzzer_lib=$(ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a 2>/dev/null | head -1 || true)
-  if ! command -v clang++ >/dev/null || [ -z "$fuzzer_lib" ] || ! dpkg-query -W libomp-dev >/dev/null 2>&1; then
+  if ! command -v clang++ >/dev/null || [ -z "$fuzzer_lib" ] || ! dpkg-query -W libomp-dev >/dev/null 2>&1 ||
+    ! command -v gdb >/dev/null; then
     bash "$san_root/scripts/install-deps.sh" --fuzz
   fi
   bash "$san_root/scripts/install-deps.sh" >/dev/null
