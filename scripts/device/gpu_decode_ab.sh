@@ -16,13 +16,6 @@ set -uo pipefail
 [ "${NO_BUILD:-0}" = 1 ] || build_cuda "$OUT/build_decode_ab.log" 16 bench_cuda_forward
 settings="${SETTINGS:-- MAMBASCOPE_M1_STEP_STAGE=0 MAMBASCOPE_GEMV_GRID=0}"
 rows="${ROWS:-bf16, graph, greedy on the GPU;bf16, graph}"
-envof() {
-  local first=${1%%,*} rest=""
-  [ "$1" = "-" ] && return
-  [[ $1 == *,* ]] && rest=${1#*,}
-  [ -d "/tmp/ab_$first" ] && echo "$rest" | tr ',' ' ' || echo "$1" | tr ',' ' '
-}
-binof() { [ -x "/tmp/ab_${1%%,*}/build-gpu/bench/$2" ] && echo "/tmp/ab_${1%%,*}/build-gpu/bench/$2" || echo "build-gpu/bench/$2"; }
 : > "$OUT/decode_ab.txt"
 for round in $(seq 1 "${ROUNDS:-2}"); do
   for st in $settings; do

@@ -32,7 +32,6 @@ echo "== CUDA tests"
 timeout 200 build-gpu/tests/mambascope_cuda_tests --gtest_filter="${TEST_FILTER:-*}" 2>&1 | tee "$OUT/cuda_tests.log" |
   grep -E "^\[  (PASSED|FAILED) |Failure" | head -30
 settings="${SETTINGS:-MAMBASCOPE_M1_RING=0 -}"
-envof() { [ "$1" = "-" ] && return; echo "$1" | tr ',' ' '; }
 [ "${SETTING_TESTS:-1}" = 0 ] || for st in $settings; do
   env $(envof "$st") timeout 100 build-gpu/tests/mambascope_cuda_tests --gtest_filter='CudaScanMamba1*:CudaForward*' \
     2>&1 | grep -E "^\[  (PASSED|FAILED) |Failure" | sed "s/^/$st: /" | tee -a "$OUT/cuda_tests.log" | head -10

@@ -83,15 +83,6 @@ for tree in ${AB_TREES:-}; do
 done
 grep -E "^=== tree|^== |^loop body" "$OUT/sass_hot.txt" | cut -c1-400
 
-# a setting's environment (its VAR=value list) and the binary that runs it (an AB tree's when it starts with
-# a tree's label)
-envof() {
-  local first=${1%%,*} rest=""
-  [ "$1" = "-" ] && return
-  [[ $1 == *,* ]] && rest=${1#*,}
-  [ -d "/tmp/ab_$first" ] && echo "$rest" | tr ',' ' ' || echo "$1" | tr ',' ' '
-}
-binof() { [ -x "/tmp/ab_${1%%,*}/build-gpu/bench/$2" ] && echo "/tmp/ab_${1%%,*}/build-gpu/bench/$2" || echo "build-gpu/bench/$2"; }
 [ -d build-peer ] && echo "mamba_ssm: $(tail -1 /tmp/peer_first.txt)" &&
   (cd build-peer && OUT=/tmp timeout 120 python3 bench.py > /tmp/peer_mamba_ssm.txt 2>&1)
 for r in $(seq "${ROUNDS:-1}"); do

@@ -24,7 +24,6 @@ if [ "${FULL_TESTS:-0}" = 1 ]; then
   echo "tests: $(elapsed) s"
 fi
 settings="${SETTINGS:--}"
-envof() { [ "$1" = "-" ] && return; echo "$1" | tr ',' ' '; }
 : > "$OUT/prefill_ab.txt"
 for round in $(seq 1 "${ROUNDS:-3}"); do
   for st in $settings; do

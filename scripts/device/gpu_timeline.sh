@@ -25,7 +25,6 @@ if [ "${NO_BUILD:-0}" != 1 ]; then
     export LD_LIBRARY_PATH="$(dirname "$lib"):$LD_LIBRARY_PATH"
   fi
 fi
-envof() { [ "$1" = "-" ] && return; echo "$1" | tr ',' ' '; }
 n=0
 for st in ${SETTINGS:--}; do
   n=$((n + 1))

@@ -5,6 +5,10 @@
 #   build_cuda LOG JOBS TARGET... configure build-gpu (Release, CUDA on, GUI off, sm_90) and build the targets,
 #                                 logging to LOG; on failure print the errors and exit 1
 #   find_ncu                      set NCU to Nsight Compute's ncu ("" when it is not installed)
+#   envof SETTING                 a setting's environment: "-" none, else its comma-joined VAR=value list, less
+#                                 its first item when that is the label of an AB tree (/tmp/ab_<label>)
+#   binof SETTING BENCH           the bench binary that runs SETTING: the AB tree's when it starts with a tree's
+#                                 label (gpu_m1_sass.sh's AB_TREES), else build-gpu's
 #   ncu_kernel_table CSV TOP DEC  from an `ncu --metrics gpu__time_duration.sum --csv` log: total kernel time
 #                                 and the TOP kernels by time (cuBLAS GEMMs named as such), DEC decimals in ms
 OUT="${OUT:?set OUT}"
@@ -22,6 +26,17 @@ build_cuda() {
     echo "build failed:"; grep -E "error|Error" "$log" | head -30; exit 1
   fi
   echo "build: $(elapsed) s"
+}
+
+envof() {
+  local first=${1%%,*} rest=""
+  [ "$1" = "-" ] && return
+  [[ $1 == *,* ]] && rest=${1#*,}
+  [ -d "/tmp/ab_$first" ] && echo "$rest" | tr ',' ' ' || echo "$1" | tr ',' ' '
+}
+
+binof() {
+  [ -x "/tmp/ab_${1%%,*}/build-gpu/bench/$2" ] && echo "/tmp/ab_${1%%,*}/build-gpu/bench/$2" || echo "build-gpu/bench/$2"
 }
 
 find_ncu() {
